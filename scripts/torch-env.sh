@@ -1,0 +1,21 @@
+# Sourced by scripts/serve and scripts/test: makes sure PyTorch 2.11.0 (the libtorch that tch 0.24
+# links against) is installed in a versioned virtualenv that every checkout shares, then exports
+# what torch-sys and build.rs need to find it.
+# shellcheck shell=bash
+LAYERSCOPE_TORCH_VERSION=2.11.0
+LAYERSCOPE_VENV="${LAYERSCOPE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/layerscope/torch-$LAYERSCOPE_TORCH_VERSION}"
+
+if ! "$LAYERSCOPE_VENV/bin/python" -c "import torch, numpy, yaml; assert torch.__version__.startswith('$LAYERSCOPE_TORCH_VERSION')" 2>/dev/null; then
+  echo "layerscope: installing torch==$LAYERSCOPE_TORCH_VERSION into $LAYERSCOPE_VENV (first run only)" >&2
+  mkdir -p "$(dirname "$LAYERSCOPE_VENV")"
+  python3 -m venv "$LAYERSCOPE_VENV" || return 1
+  "$LAYERSCOPE_VENV/bin/pip" install -q --disable-pip-version-check \
+    "torch==$LAYERSCOPE_TORCH_VERSION" numpy pyyaml || return 1
+fi
+
+export VIRTUAL_ENV="$LAYERSCOPE_VENV"
+export PATH="$LAYERSCOPE_VENV/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export PYTHON_SYS_EXECUTABLE="$LAYERSCOPE_VENV/bin/python3"
+LAYERSCOPE_TORCH_LIB="$("$LAYERSCOPE_VENV/bin/python3" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LAYERSCOPE_TORCH_LIB

@@ -1,0 +1,3 @@
+//! Pure math over a shape-inferred [`crate::spec::Graph`]: no HTTP, no libtorch.
+pub mod intervals;
+pub mod receptive_field;

@@ -1,0 +1,12 @@
+//! The layer spec shared by every endpoint: types, parsing, presets and shape inference.
+pub mod error;
+pub mod json;
+pub mod parse;
+pub mod presets;
+pub mod shape;
+pub mod types;
+
+pub use error::{ErrorKind, SpecError, SpecResult};
+pub use parse::{parse_model, SpecLimits};
+pub use shape::{infer, Graph, Node, Window};
+pub use types::*;

@@ -1,0 +1,262 @@
+//! JSON -> [`ModelSpec`], with PyTorch's defaults and pointer-precise errors.
+use super::error::{child, SpecError, SpecResult};
+use super::json::{describe, uint, Obj};
+use super::presets;
+use super::types::*;
+use serde_json::Value;
+
+/// Structural limits checked while parsing, before any shape arithmetic runs.
+#[derive(Clone, Debug)]
+pub struct SpecLimits {
+    /// Layers in the whole model, counting those inside composites.
+    pub max_layers: usize,
+    /// Nesting depth of concat/residual inside each other.
+    pub max_depth: usize,
+    /// Largest size of any one axis (channels, height, width, features, kernel, stride...).
+    pub max_dim: u64,
+}
+
+impl Default for SpecLimits {
+    fn default() -> Self {
+        SpecLimits { max_layers: 2000, max_depth: 16, max_dim: 1 << 20 }
+    }
+}
+
+/// Parses `{"input_shape": [...], "layers": [...]}` or `{"preset": NAME}` found at `pointer`.
+pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
+    let obj = Obj::new(value, pointer)?;
+    if let Some(name) = obj.opt_str("preset")? {
+        obj.finish("preset (alone), or input_shape and layers")?;
+        let preset = presets::get(name).ok_or_else(|| {
+            SpecError::invalid(obj.at("preset"), format!("unknown preset {name:?}; known: {}", presets::NAMES.join(", ")))
+        })?;
+        let mut spec = parse_model(&preset, "", &SpecLimits { max_layers: usize::MAX, max_depth: usize::MAX, max_dim: u64::MAX })
+            .expect("built-in presets are valid");
+        spec.preset = Some(name.to_string());
+        return Ok(spec);
+    }
+    let shape_ptr = obj.at("input_shape");
+    let shape = obj.array("input_shape")?.ok_or_else(|| SpecError::invalid(&shape_ptr, "is required (or give a preset)"))?;
+    if shape.len() != 1 && shape.len() != 3 {
+        return Err(SpecError::invalid(
+            &shape_ptr,
+            format!("expected [C, H, W] (images) or [F] (features) without the batch axis, got {} numbers", shape.len()),
+        ));
+    }
+    let input_shape = shape
+        .iter()
+        .enumerate()
+        .map(|(i, v)| uint(v, &child(&shape_ptr, i), 1, limits.max_dim))
+        .collect::<SpecResult<Vec<_>>>()?;
+    let layers_ptr = obj.at("layers");
+    let layers = obj.array("layers")?.ok_or_else(|| SpecError::invalid(&layers_ptr, "is required"))?;
+    obj.finish("input_shape, layers, or preset")?;
+    let mut counter = 0usize;
+    let layers = parse_layers(layers, &layers_ptr, limits, 0, &mut counter)?;
+    Ok(ModelSpec { input_shape, layers, preset: None })
+}
+
+fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Vec<Layer>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_layer(v, &child(pointer, i), limits, depth, counter))
+        .collect()
+}
+
+/// `Conv2d`, `conv2d`, `max_pool2d`, `MaxPool2d` all name the same layer.
+fn canonical_type(t: &str) -> String {
+    t.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase()
+}
+
+const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, identity, dropout, flatten, concat, residual";
+
+fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
+    *counter += 1;
+    if *counter > limits.max_layers {
+        return Err(SpecError::too_large(pointer, "max_layers", limits.max_layers as u64, format!("the model has more than {} layers", limits.max_layers)));
+    }
+    let o = Obj::new(value, pointer)?;
+    let type_ptr = o.at("type");
+    let ty = match o.raw("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => return Err(SpecError::invalid(type_ptr, format!("expected a layer type string, got {}", describe(other)))),
+        None => return Err(SpecError::invalid(type_ptr, format!("is required; one of {LAYER_TYPES}"))),
+    };
+    let name = match o.opt_str("name")? {
+        Some(n) if n.len() > 200 => return Err(SpecError::invalid(o.at("name"), "is longer than 200 characters")),
+        n => n.map(str::to_string),
+    };
+    let max = limits.max_dim;
+    let mut declared_in = None;
+    let kind = match canonical_type(ty).as_str() {
+        "conv2d" => {
+            declared_in = o.opt_u64("in_channels", 1, max)?;
+            let out_channels = o.u64_in("out_channels", None, 1, max)?;
+            let kernel = o.pair("kernel_size", None, 1, max)?;
+            let stride = o.pair("stride", Some([1, 1]), 1, max)?;
+            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
+            let padding = match o.raw("padding") {
+                None => ConvPadding::Explicit([0, 0]),
+                Some(Value::String(s)) if s == "valid" => ConvPadding::Explicit([0, 0]),
+                Some(Value::String(s)) if s == "same" => {
+                    if stride != [1, 1] {
+                        return Err(SpecError::invalid(o.at("padding"), "padding=\"same\" is not supported for strided convolutions (PyTorch refuses it too)"));
+                    }
+                    ConvPadding::Same
+                }
+                Some(Value::String(s)) => return Err(SpecError::invalid(o.at("padding"), format!("unknown padding {s:?}; expected an int, [h, w], \"same\" or \"valid\""))),
+                Some(v) => ConvPadding::Explicit(super::json::pair(v, &o.at("padding"), 0, max)?),
+            };
+            let groups = o.u64_in("groups", Some(1), 1, max)?;
+            if out_channels % groups != 0 {
+                return Err(SpecError::invalid(o.at("groups"), format!("out_channels ({out_channels}) must be divisible by groups ({groups})")));
+            }
+            let bias = o.bool("bias", true)?;
+            if let Some(mode) = o.opt_str("padding_mode")? {
+                if mode != "zeros" {
+                    return Err(SpecError::invalid(o.at("padding_mode"), "only \"zeros\" padding is supported"));
+                }
+            }
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, dilation, groups, bias }
+        }
+        "linear" => {
+            declared_in = o.opt_u64("in_features", 1, max)?;
+            LayerKind::Linear { out_features: o.u64_in("out_features", None, 1, max)?, bias: o.bool("bias", true)? }
+        }
+        "maxpool2d" => {
+            let kernel = o.pair("kernel_size", None, 1, max)?;
+            let stride = o.pair("stride", Some(kernel), 1, max)?;
+            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
+            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
+            let ceil_mode = o.bool("ceil_mode", false)?;
+            if o.bool("return_indices", false)? {
+                return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
+            }
+            check_pool_padding(&o, kernel, padding)?;
+            LayerKind::MaxPool2d { kernel, stride, padding, dilation, ceil_mode }
+        }
+        "avgpool2d" => {
+            let kernel = o.pair("kernel_size", None, 1, max)?;
+            let stride = o.pair("stride", Some(kernel), 1, max)?;
+            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
+            let ceil_mode = o.bool("ceil_mode", false)?;
+            let count_include_pad = o.bool("count_include_pad", true)?;
+            if o.has("divisor_override") {
+                return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
+            }
+            check_pool_padding(&o, kernel, padding)?;
+            LayerKind::AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad }
+        }
+        "adaptiveavgpool2d" => {
+            let ptr = o.at("output_size");
+            let output = match o.raw("output_size") {
+                None => return Err(SpecError::invalid(ptr, "is required")),
+                Some(Value::Array(items)) if items.len() == 2 => {
+                    let axis = |i: usize| -> SpecResult<Option<u64>> {
+                        if items[i].is_null() { Ok(None) } else { uint(&items[i], &child(&ptr, i), 1, max).map(Some) }
+                    };
+                    [axis(0)?, axis(1)?]
+                }
+                Some(v) => {
+                    let n = super::json::pair(v, &ptr, 1, max)?;
+                    [Some(n[0]), Some(n[1])]
+                }
+            };
+            LayerKind::AdaptiveAvgPool2d { output }
+        }
+        "batchnorm2d" | "batchnorm1d" | "batchnorm" => {
+            declared_in = o.opt_u64("num_features", 1, max)?;
+            let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
+            let _m = o.f64_in("momentum", Some(0.1), 0.0, 1.0)?;
+            let affine = o.bool("affine", true)?;
+            let _t = o.bool("track_running_stats", true)?;
+            LayerKind::BatchNorm { affine, eps }
+        }
+        "relu" | "relu6" | "leakyrelu" | "sigmoid" | "tanh" | "gelu" | "identity" => {
+            let kind = match canonical_type(ty).as_str() {
+                "relu" => Activation::Relu,
+                "relu6" => Activation::Relu6,
+                "leakyrelu" => Activation::LeakyRelu,
+                "sigmoid" => Activation::Sigmoid,
+                "tanh" => Activation::Tanh,
+                "gelu" => Activation::Gelu,
+                _ => Activation::Identity,
+            };
+            let _inplace = o.bool("inplace", false)?;
+            let negative_slope = if kind == Activation::LeakyRelu { o.f64_in("negative_slope", Some(0.01), -1e6, 1e6)? } else { 0.0 };
+            if kind == Activation::Gelu {
+                o.choice("approximate", "none", &["none"])?;
+            }
+            LayerKind::Activation { kind, negative_slope }
+        }
+        "dropout" => {
+            let _inplace = o.bool("inplace", false)?;
+            LayerKind::Dropout { p: o.f64_in("p", Some(0.5), 0.0, 1.0)? }
+        }
+        "flatten" => {
+            let start = o.raw("start_dim").map(|v| v.as_i64());
+            let end = o.raw("end_dim").map(|v| v.as_i64());
+            if !matches!(start, None | Some(Some(1))) || !matches!(end, None | Some(Some(-1))) {
+                return Err(SpecError::invalid(o.pointer.clone(), "only flatten(start_dim=1, end_dim=-1) is supported: it flattens one sample into features"));
+            }
+            LayerKind::Flatten
+        }
+        "concat" | "cat" => {
+            check_depth(&o, depth, limits)?;
+            let ptr = o.at("branches");
+            let items = o.array("branches")?.ok_or_else(|| SpecError::invalid(&ptr, "is required: a list of layer lists"))?;
+            if items.is_empty() {
+                return Err(SpecError::invalid(&ptr, "needs at least one branch"));
+            }
+            let _dim = o.u64_in("dim", Some(1), 1, 1)?;
+            let branches = items
+                .iter()
+                .enumerate()
+                .map(|(b, v)| {
+                    let bp = child(&ptr, b);
+                    match v {
+                        Value::Array(layers) => parse_layers(layers, &bp, limits, depth + 1, counter),
+                        other => Err(SpecError::invalid(bp, format!("a branch is a list of layers, got {}", describe(other)))),
+                    }
+                })
+                .collect::<SpecResult<Vec<_>>>()?;
+            LayerKind::Concat { branches }
+        }
+        "residual" | "add" => {
+            check_depth(&o, depth, limits)?;
+            let mut list = |key: &'static str| -> SpecResult<Vec<Layer>> {
+                match o.array(key)? {
+                    None => Ok(vec![]),
+                    Some(layers) => parse_layers(layers, &o.at(key), limits, depth + 1, counter),
+                }
+            };
+            let body = list("body")?;
+            let shortcut = list("shortcut")?;
+            LayerKind::Residual { body, shortcut }
+        }
+        _ => return Err(SpecError::invalid(type_ptr, format!("unknown layer type {ty:?}; known: {LAYER_TYPES}"))),
+    };
+    o.finish("the layer's PyTorch arguments, \"type\" and \"name\"")?;
+    Ok(Layer { name, kind, declared_in })
+}
+
+fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {
+    if depth >= limits.max_depth {
+        return Err(SpecError::too_large(o.pointer.clone(), "max_depth", limits.max_depth as u64, format!("composite layers are nested deeper than {}", limits.max_depth)));
+    }
+    Ok(())
+}
+
+/// PyTorch: "pad should be at most half of effective kernel size".
+fn check_pool_padding(o: &Obj, kernel: Pair, padding: Pair) -> SpecResult<()> {
+    for axis in 0..2 {
+        if padding[axis] > kernel[axis] / 2 {
+            return Err(SpecError::invalid(
+                o.at("padding"),
+                format!("pooling padding ({}) must be at most half the kernel size ({}), as PyTorch requires", padding[axis], kernel[axis]),
+            ));
+        }
+    }
+    Ok(())
+}

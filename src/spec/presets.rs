@@ -1,0 +1,261 @@
+//! Built-in networks, written in the same JSON layer spec that users send, so that a preset and
+//! its hand-written copy are analysed by exactly the same code. The torchvision ones follow
+//! torchvision's module definitions layer for layer (parameter counts are tested against
+//! torchvision's published numbers).
+use serde_json::{json, Value};
+
+pub const NAMES: &[&str] = &[
+    "vgg_stem",
+    "inception_naive",
+    "inception_reduced",
+    "vgg16",
+    "alexnet",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "googlenet",
+];
+
+pub fn describe(name: &str) -> &'static str {
+    match name {
+        "vgg_stem" => "The course's VGG-style stem (P4): two 3x3 convs, 2x2 max pool, two 3x3 convs, 2x2 max pool, on 3x224x224.",
+        "inception_naive" => "The course's naive Inception module (P5) on 256x32x32: 1x1-128, 3x3-192, 5x5-96 and 3x3 max-pool branches.",
+        "inception_reduced" => "The course's Inception module with 1x1 reductions (P5) on 256x32x32.",
+        "vgg16" => "torchvision.models.vgg16 (configuration D, no batchnorm), 3x224x224.",
+        "alexnet" => "torchvision.models.alexnet, 3x224x224.",
+        "resnet18" => "torchvision.models.resnet18, 3x224x224.",
+        "resnet50" => "torchvision.models.resnet50 (v1.5: stride on the 3x3 conv), 3x224x224.",
+        "mobilenet_v2" => "torchvision.models.mobilenet_v2 (width 1.0), 3x224x224.",
+        "googlenet" => "torchvision.models.googlenet without the auxiliary heads, 3x224x224.",
+        _ => "",
+    }
+}
+
+pub fn get(name: &str) -> Option<Value> {
+    let layers = match name {
+        "vgg_stem" => return Some(json!({"input_shape": [3, 224, 224], "layers": vgg_stem()})),
+        "inception_naive" => return Some(json!({"input_shape": [256, 32, 32], "layers": [inception_naive()]})),
+        "inception_reduced" => return Some(json!({"input_shape": [256, 32, 32], "layers": [inception_reduced()]})),
+        "vgg16" => vgg16(),
+        "alexnet" => alexnet(),
+        "resnet18" => resnet(false, [2, 2, 2, 2]),
+        "resnet50" => resnet(true, [3, 4, 6, 3]),
+        "mobilenet_v2" => mobilenet_v2(),
+        "googlenet" => googlenet(),
+        _ => return None,
+    };
+    Some(json!({"input_shape": [3, 224, 224], "layers": layers}))
+}
+
+fn conv(out: u64, k: u64, stride: u64, pad: u64, bias: bool) -> Value {
+    json!({"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": pad, "bias": bias})
+}
+
+fn relu() -> Value {
+    json!({"type": "relu"})
+}
+
+fn bn() -> Value {
+    json!({"type": "batchnorm2d"})
+}
+
+fn maxpool(k: u64, s: u64, pad: u64, ceil: bool) -> Value {
+    json!({"type": "maxpool2d", "kernel_size": k, "stride": s, "padding": pad, "ceil_mode": ceil})
+}
+
+fn named(mut v: Value, name: &str) -> Value {
+    v["name"] = json!(name);
+    v
+}
+
+fn vgg_stem() -> Vec<Value> {
+    vec![
+        named(conv(64, 3, 1, 1, true), "conv1"),
+        relu(),
+        named(conv(64, 3, 1, 1, true), "conv2"),
+        relu(),
+        named(maxpool(2, 2, 0, false), "pool1"),
+        named(conv(128, 3, 1, 1, true), "conv3"),
+        relu(),
+        named(conv(128, 3, 1, 1, true), "conv4"),
+        relu(),
+        named(maxpool(2, 2, 0, false), "pool2"),
+    ]
+}
+
+fn inception_naive() -> Value {
+    json!({"type": "concat", "name": "inception", "branches": [
+        [named(conv(128, 1, 1, 0, true), "1x1"), relu()],
+        [named(conv(192, 3, 1, 1, true), "3x3"), relu()],
+        [named(conv(96, 5, 1, 2, true), "5x5"), relu()],
+        [named(maxpool(3, 1, 1, false), "pool")],
+    ]})
+}
+
+fn inception_reduced() -> Value {
+    json!({"type": "concat", "name": "inception", "branches": [
+        [named(conv(128, 1, 1, 0, true), "1x1"), relu()],
+        [named(conv(64, 1, 1, 0, true), "3x3_reduce"), relu(), named(conv(192, 3, 1, 1, true), "3x3"), relu()],
+        [named(conv(64, 1, 1, 0, true), "5x5_reduce"), relu(), named(conv(96, 5, 1, 2, true), "5x5"), relu()],
+        [named(maxpool(3, 1, 1, false), "pool"), named(conv(64, 1, 1, 0, true), "pool_proj"), relu()],
+    ]})
+}
+
+fn classifier(in_features: u64, hidden: u64, dropout_first: bool) -> Vec<Value> {
+    let dropout = json!({"type": "dropout", "p": 0.5});
+    let mut v = vec![json!({"type": "flatten"})];
+    if dropout_first {
+        v.push(dropout.clone());
+    }
+    v.push(json!({"type": "linear", "in_features": in_features, "out_features": hidden}));
+    v.push(relu());
+    v.push(dropout.clone());
+    v.push(json!({"type": "linear", "out_features": hidden}));
+    v.push(relu());
+    if !dropout_first {
+        v.push(dropout);
+    }
+    v.push(json!({"type": "linear", "out_features": 1000}));
+    v
+}
+
+fn vgg16() -> Vec<Value> {
+    let mut v = Vec::new();
+    for (i, stage) in [vec![64, 64], vec![128, 128], vec![256, 256, 256], vec![512, 512, 512], vec![512, 512, 512]].iter().enumerate() {
+        for (j, c) in stage.iter().enumerate() {
+            v.push(named(conv(*c, 3, 1, 1, true), &format!("conv{}_{}", i + 1, j + 1)));
+            v.push(relu());
+        }
+        v.push(named(maxpool(2, 2, 0, false), &format!("pool{}", i + 1)));
+    }
+    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 7}));
+    v.extend(classifier(512 * 7 * 7, 4096, false));
+    v
+}
+
+fn alexnet() -> Vec<Value> {
+    let mut v = vec![
+        conv(64, 11, 4, 2, true),
+        relu(),
+        maxpool(3, 2, 0, false),
+        conv(192, 5, 1, 2, true),
+        relu(),
+        maxpool(3, 2, 0, false),
+        conv(384, 3, 1, 1, true),
+        relu(),
+        conv(256, 3, 1, 1, true),
+        relu(),
+        conv(256, 3, 1, 1, true),
+        relu(),
+        maxpool(3, 2, 0, false),
+        json!({"type": "adaptive_avgpool2d", "output_size": 6}),
+    ];
+    v.extend(classifier(256 * 6 * 6, 4096, true));
+    v
+}
+
+fn resnet(bottleneck: bool, blocks: [u64; 4]) -> Vec<Value> {
+    let mut v = vec![named(conv(64, 7, 2, 3, false), "conv1"), bn(), relu(), maxpool(3, 2, 1, false)];
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut inplanes = 64;
+    for (stage, (&n, planes)) in blocks.iter().zip([64u64, 128, 256, 512]).enumerate() {
+        for b in 0..n {
+            let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+            let body = if bottleneck {
+                vec![conv(planes, 1, 1, 0, false), bn(), relu(), conv(planes, 3, stride, 1, false), bn(), relu(), conv(planes * 4, 1, 1, 0, false), bn()]
+            } else {
+                vec![conv(planes, 3, stride, 1, false), bn(), relu(), conv(planes, 3, 1, 1, false), bn()]
+            };
+            let shortcut = if stride != 1 || inplanes != planes * expansion {
+                vec![conv(planes * expansion, 1, stride, 0, false), bn()]
+            } else {
+                vec![]
+            };
+            v.push(json!({"type": "residual", "name": format!("layer{}.{}", stage + 1, b), "body": body, "shortcut": shortcut}));
+            v.push(relu());
+            inplanes = planes * expansion;
+        }
+    }
+    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
+    v.push(json!({"type": "flatten"}));
+    v.push(json!({"type": "linear", "name": "fc", "out_features": 1000}));
+    v
+}
+
+fn conv_bn_relu6(out: u64, k: u64, stride: u64, groups: u64) -> Vec<Value> {
+    vec![
+        json!({"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": (k - 1) / 2, "groups": groups, "bias": false}),
+        bn(),
+        json!({"type": "relu6"}),
+    ]
+}
+
+fn mobilenet_v2() -> Vec<Value> {
+    let mut v = conv_bn_relu6(32, 3, 2, 1);
+    let mut inp = 32;
+    for (t, c, n, s) in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            let hidden = inp * t;
+            let mut block = Vec::new();
+            if t != 1 {
+                block.extend(conv_bn_relu6(hidden, 1, 1, 1));
+            }
+            block.extend(conv_bn_relu6(hidden, 3, stride, hidden));
+            block.push(conv(c, 1, 1, 0, false));
+            block.push(bn());
+            if stride == 1 && inp == c {
+                v.push(json!({"type": "residual", "body": block}));
+            } else {
+                v.extend(block);
+            }
+            inp = c;
+        }
+    }
+    v.extend(conv_bn_relu6(1280, 1, 1, 1));
+    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
+    v.push(json!({"type": "flatten"}));
+    v.push(json!({"type": "dropout", "p": 0.2}));
+    v.push(json!({"type": "linear", "out_features": 1000}));
+    v
+}
+
+/// torchvision's BasicConv2d: conv without bias, batchnorm with eps 0.001, ReLU.
+fn basic_conv(out: u64, k: u64, stride: u64, pad: u64) -> Vec<Value> {
+    vec![conv(out, k, stride, pad, false), json!({"type": "batchnorm2d", "eps": 0.001}), relu()]
+}
+
+fn googlenet_inception(name: &str, c1: u64, c3r: u64, c3: u64, c5r: u64, c5: u64, pool: u64) -> Value {
+    let cat = |a: Vec<Value>, b: Vec<Value>| -> Vec<Value> { a.into_iter().chain(b).collect() };
+    // torchvision's "5x5" branch really uses a 3x3 kernel (a known quirk it keeps for weights).
+    json!({"type": "concat", "name": name, "branches": [
+        basic_conv(c1, 1, 1, 0),
+        cat(basic_conv(c3r, 1, 1, 0), basic_conv(c3, 3, 1, 1)),
+        cat(basic_conv(c5r, 1, 1, 0), basic_conv(c5, 3, 1, 1)),
+        cat(vec![maxpool(3, 1, 1, true)], basic_conv(pool, 1, 1, 0)),
+    ]})
+}
+
+fn googlenet() -> Vec<Value> {
+    let mut v = basic_conv(64, 7, 2, 3);
+    v.push(maxpool(3, 2, 0, true));
+    v.extend(basic_conv(64, 1, 1, 0));
+    v.extend(basic_conv(192, 3, 1, 1));
+    v.push(maxpool(3, 2, 0, true));
+    v.push(googlenet_inception("inception3a", 64, 96, 128, 16, 32, 32));
+    v.push(googlenet_inception("inception3b", 128, 128, 192, 32, 96, 64));
+    v.push(maxpool(3, 2, 0, true));
+    v.push(googlenet_inception("inception4a", 192, 96, 208, 16, 48, 64));
+    v.push(googlenet_inception("inception4b", 160, 112, 224, 24, 64, 64));
+    v.push(googlenet_inception("inception4c", 128, 128, 256, 24, 64, 64));
+    v.push(googlenet_inception("inception4d", 112, 144, 288, 32, 64, 64));
+    v.push(googlenet_inception("inception4e", 256, 160, 320, 32, 128, 128));
+    v.push(maxpool(2, 2, 0, true));
+    v.push(googlenet_inception("inception5a", 256, 160, 320, 32, 128, 128));
+    v.push(googlenet_inception("inception5b", 384, 192, 384, 48, 128, 128));
+    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
+    v.push(json!({"type": "flatten"}));
+    v.push(json!({"type": "dropout", "p": 0.2}));
+    v.push(json!({"type": "linear", "name": "fc", "out_features": 1000}));
+    v
+}

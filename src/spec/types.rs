@@ -1,0 +1,133 @@
+//! The layer spec: `torch.nn` layers with PyTorch's argument names and defaults.
+
+/// A per-axis pair `[h, w]`; PyTorch accepts an int wherever both axes take the same value.
+pub type Pair = [u64; 2];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConvPadding {
+    /// Explicit symmetric zero padding per axis.
+    Explicit(Pair),
+    /// `padding="same"`: total `dilation*(k-1)` per axis, the odd one out on the bottom/right,
+    /// exactly as `torch.nn.Conv2d` pads it.
+    Same,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Relu6,
+    LeakyRelu,
+    Sigmoid,
+    Tanh,
+    Gelu,
+    Identity,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+            Activation::LeakyRelu => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Gelu => "gelu",
+            Activation::Identity => "identity",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    Conv2d {
+        out_channels: u64,
+        kernel: Pair,
+        stride: Pair,
+        padding: ConvPadding,
+        dilation: Pair,
+        groups: u64,
+        bias: bool,
+    },
+    Linear {
+        out_features: u64,
+        bias: bool,
+    },
+    MaxPool2d {
+        kernel: Pair,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        ceil_mode: bool,
+    },
+    AvgPool2d {
+        kernel: Pair,
+        stride: Pair,
+        padding: Pair,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
+    /// `None` on an axis keeps that axis's input size (PyTorch's `output_size=(None, 7)`).
+    AdaptiveAvgPool2d {
+        output: [Option<u64>; 2],
+    },
+    /// `batchnorm2d` on `[C, H, W]`, `batchnorm1d` on `[F]`; `affine` adds weight and bias.
+    BatchNorm {
+        affine: bool,
+        eps: f64,
+    },
+    Activation {
+        kind: Activation,
+        /// leaky_relu's negative_slope; unused otherwise.
+        negative_slope: f64,
+    },
+    Dropout {
+        p: f64,
+    },
+    Flatten,
+    /// Channel concatenation of parallel branches (Inception).
+    Concat {
+        branches: Vec<Vec<Layer>>,
+    },
+    /// `body(x) + shortcut(x)`; an empty shortcut is the identity (ResNet).
+    Residual {
+        body: Vec<Layer>,
+        shortcut: Vec<Layer>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub name: Option<String>,
+    pub kind: LayerKind,
+    /// `in_channels` / `in_features` / `num_features` when the spec states it: checked against
+    /// the inferred shape, never trusted.
+    pub declared_in: Option<u64>,
+}
+
+impl Layer {
+    /// The canonical `type` string, as the spec and every response spell it.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            LayerKind::Conv2d { .. } => "conv2d",
+            LayerKind::Linear { .. } => "linear",
+            LayerKind::MaxPool2d { .. } => "maxpool2d",
+            LayerKind::AvgPool2d { .. } => "avgpool2d",
+            LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",
+            LayerKind::BatchNorm { .. } => "batchnorm",
+            LayerKind::Activation { kind, .. } => kind.name(),
+            LayerKind::Dropout { .. } => "dropout",
+            LayerKind::Flatten => "flatten",
+            LayerKind::Concat { .. } => "concat",
+            LayerKind::Residual { .. } => "residual",
+        }
+    }
+}
+
+/// A whole model: the shape of one input sample (no batch axis) and its layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub input_shape: Vec<u64>,
+    pub layers: Vec<Layer>,
+    /// Set when the model came from `{"preset": NAME}`.
+    pub preset: Option<String>,
+}
