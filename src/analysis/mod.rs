@@ -1,3 +1,4 @@
 //! Pure math over a shape-inferred [`crate::spec::Graph`]: no HTTP, no libtorch.
+pub mod complexity;
 pub mod intervals;
 pub mod receptive_field;

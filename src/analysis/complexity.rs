@@ -1,0 +1,374 @@
+//! Parameter and operation counts per layer under named conventions.
+//!
+//! Every layer first gets its *intrinsic* counts (multiplications, additions, MACs, comparisons,
+//! activation evaluations), which do not depend on any convention but `additions`. The `flops`
+//! column is then derived from them by the chosen [`FlopRule`]: either the service's own
+//! conventions, or a `profile` that reproduces what a named tool reports.
+use super::receptive_field::node_type;
+use crate::spec::{shape::numel, Graph, LayerKind, Node, SpecError, SpecResult};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Additions {
+    /// Each product is added into a running sum that starts at zero, plus one add for the bias:
+    /// additions = multiplications + bias outputs (the course's count).
+    Accumulate,
+    /// `k` products need `k-1` additions, plus one for the bias.
+    Exact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlopUnit {
+    /// multiplications + additions
+    MultsPlusAdds,
+    /// 2 x MACs (torch.utils.flop_counter, DeepSpeed)
+    TwoMac,
+    /// MACs (what ptflops, fvcore, thop and torchvision call "FLOPs")
+    Mac,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Fvcore,
+    Ptflops,
+    TorchFlopCounter,
+    Torchvision,
+}
+
+impl Profile {
+    pub const NAMES: &'static [&'static str] = &["fvcore", "ptflops", "torch_flop_counter", "torchvision"];
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        Some(match s {
+            "fvcore" => Profile::Fvcore,
+            "ptflops" => Profile::Ptflops,
+            "torch_flop_counter" => Profile::TorchFlopCounter,
+            "torchvision" => Profile::Torchvision,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conventions {
+    pub additions: Additions,
+    pub flops: FlopUnit,
+    pub count_batchnorm: bool,
+    pub count_activations: bool,
+    pub count_pooling: bool,
+    pub count_residual_adds: bool,
+}
+
+impl Default for Conventions {
+    fn default() -> Self {
+        Conventions {
+            additions: Additions::Accumulate,
+            flops: FlopUnit::MultsPlusAdds,
+            count_batchnorm: false,
+            count_activations: false,
+            count_pooling: false,
+            count_residual_adds: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlopRule {
+    Conventions(Conventions),
+    Profile(Profile),
+}
+
+/// Counts of one row. Integers are exact; they are u128 internally so that no spec can overflow
+/// them, and checked into u64 when a response is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub params_weight: u128,
+    pub params_bias: u128,
+    pub params: u128,
+    pub multiplications: u128,
+    pub additions: u128,
+    pub macs: u128,
+    pub flops: u128,
+    pub activations: u128,
+    pub comparisons: u128,
+    pub output_elements: u128,
+    pub output_bytes: u128,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.params_weight += o.params_weight;
+        self.params_bias += o.params_bias;
+        self.params += o.params;
+        self.multiplications += o.multiplications;
+        self.additions += o.additions;
+        self.macs += o.macs;
+        self.flops += o.flops;
+        self.activations += o.activations;
+        self.comparisons += o.comparisons;
+        self.output_elements += o.output_elements;
+        self.output_bytes += o.output_bytes;
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Layer type; `branch`, `body` or `shortcut` for the subtotal rows of a composite's parts.
+    #[serde(rename = "type")]
+    pub layer_type: String,
+    pub depth: usize,
+    pub input_shape: Vec<u64>,
+    pub output_shape: Vec<u64>,
+    /// True for rows that add up their children (composites and their parts); totals skip them.
+    pub subtotal: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub params_percent: f64,
+    pub flops_percent: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Table {
+    pub rows: Vec<Row>,
+    pub totals: Counts,
+}
+
+/// Sizes of adaptive pooling windows along one axis, summed: `sum_i (end_i - start_i)`.
+fn adaptive_window_sum(input: u64, output: u64) -> u128 {
+    (0..output).map(|i| (((i + 1) * input).div_ceil(output) - (i * input) / output) as u128).sum()
+}
+
+/// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
+fn intrinsic(node: &Node, additions: Additions) -> Counts {
+    let out = numel(&node.output) as u128;
+    let mut c = Counts { output_elements: out, ..Counts::default() };
+    let dense = |c: &mut Counts, weights: u128, fan_in: u128, bias_n: u128| {
+        c.params_weight = weights;
+        c.params_bias = bias_n;
+        c.multiplications = out * fan_in;
+        c.macs = out * fan_in;
+        let bias_adds = if bias_n > 0 { out } else { 0 };
+        c.additions = match additions {
+            Additions::Accumulate => out * fan_in + bias_adds,
+            Additions::Exact => out * (fan_in - 1) + bias_adds,
+        };
+    };
+    match &node.layer.kind {
+        LayerKind::Conv2d { out_channels, kernel, groups, bias, .. } => {
+            let fan_in = (node.input[0] / groups) as u128 * kernel[0] as u128 * kernel[1] as u128;
+            dense(&mut c, *out_channels as u128 * fan_in, fan_in, if *bias { *out_channels as u128 } else { 0 });
+        }
+        LayerKind::Linear { out_features, bias } => {
+            let fan_in = node.input[0] as u128;
+            dense(&mut c, *out_features as u128 * fan_in, fan_in, if *bias { *out_features as u128 } else { 0 });
+        }
+        LayerKind::BatchNorm { affine, .. } => {
+            if *affine {
+                c.params_weight = node.input[0] as u128;
+                c.params_bias = node.input[0] as u128;
+            }
+            // Inference form y = x*a + c with a, c folded from the statistics (and affine).
+            c.multiplications = out;
+            c.additions = out;
+            c.macs = out;
+        }
+        LayerKind::Activation { kind, .. } => {
+            if *kind != crate::spec::Activation::Identity {
+                c.activations = out;
+            }
+        }
+        LayerKind::MaxPool2d { kernel, .. } => {
+            c.comparisons = out * (kernel[0] * kernel[1] - 1) as u128;
+        }
+        LayerKind::AvgPool2d { kernel, .. } => {
+            c.additions = out * (kernel[0] * kernel[1] - 1) as u128;
+            c.multiplications = out; // the division by the window size
+        }
+        LayerKind::AdaptiveAvgPool2d { .. } => {
+            let summed = adaptive_window_sum(node.input[1], node.output[1]) * adaptive_window_sum(node.input[2], node.output[2]);
+            c.additions = node.input[0] as u128 * summed - out;
+            c.multiplications = out;
+        }
+        LayerKind::Residual { .. } => c.additions = out,
+        LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } => {}
+    }
+    c.params = c.params_weight + c.params_bias;
+    c
+}
+
+/// The `flops` column for one layer under a rule.
+fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
+    let k = &node.layer.kind;
+    let is_dense = matches!(k, LayerKind::Conv2d { .. } | LayerKind::Linear { .. });
+    let is_pool = matches!(k, LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. });
+    let input = numel(&node.input) as u128;
+    match rule {
+        FlopRule::Conventions(conv) => {
+            let by_unit = |c: &Counts| match conv.flops {
+                FlopUnit::MultsPlusAdds => c.multiplications + c.additions,
+                FlopUnit::TwoMac => 2 * c.macs,
+                FlopUnit::Mac => c.macs,
+            };
+            match k {
+                _ if is_dense => by_unit(c),
+                LayerKind::BatchNorm { .. } if conv.count_batchnorm => by_unit(c),
+                LayerKind::Activation { .. } if conv.count_activations => c.activations,
+                _ if is_pool && conv.count_pooling => c.comparisons + c.additions + c.multiplications,
+                LayerKind::Residual { .. } if conv.count_residual_adds => c.additions,
+                _ => 0,
+            }
+        }
+        FlopRule::Profile(Profile::TorchFlopCounter) => if is_dense { 2 * c.macs } else { 0 },
+        FlopRule::Profile(Profile::Torchvision) => if is_dense { c.macs } else { 0 },
+        FlopRule::Profile(Profile::Fvcore) => match k {
+            _ if is_dense => c.macs,
+            LayerKind::BatchNorm { affine, .. } => if *affine { 2 * input } else { input },
+            LayerKind::AdaptiveAvgPool2d { .. } => input,
+            _ => 0,
+        },
+        FlopRule::Profile(Profile::Ptflops) => match k {
+            // MACs plus one add per output for the bias.
+            _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
+            LayerKind::BatchNorm { affine, .. } => if *affine { 2 * input } else { input },
+            LayerKind::Activation { kind, .. } => match kind {
+                crate::spec::Activation::Relu | crate::spec::Activation::Relu6 | crate::spec::Activation::LeakyRelu => c.output_elements,
+                _ => 0,
+            },
+            _ if is_pool => input,
+            _ => 0,
+        },
+    }
+}
+
+pub struct Options {
+    pub rule: FlopRule,
+    pub additions: Additions,
+    pub batch: u64,
+    pub dtype_bytes: u64,
+}
+
+/// The full table: a row per layer (composites followed by their parts' subtotal rows and
+/// children), and the totals.
+pub fn table(graph: &Graph, opts: &Options) -> SpecResult<Table> {
+    let mut rows = Vec::new();
+    let mut totals = Counts::default();
+    for node in &graph.nodes {
+        totals += visit(node, opts, 0, &mut rows);
+    }
+    for r in &mut rows {
+        r.params_percent = percent(r.counts.params, totals.params);
+        r.flops_percent = percent(r.counts.flops, totals.flops);
+    }
+    // Output activations of the whole model: every layer's output counted once.
+    if totals.flops > u64::MAX as u128 || totals.multiplications > u64::MAX as u128 || totals.additions > u64::MAX as u128 || totals.output_bytes > u64::MAX as u128 {
+        return Err(SpecError::too_large("", "u64_counts", u64::MAX, "the counts do not fit in 64 bits; reduce the model or the batch size"));
+    }
+    Ok(Table { rows, totals })
+}
+
+fn percent(part: u128, whole: u128) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 100.0 * 1e4).round() / 1e4
+    }
+}
+
+fn visit(node: &Node, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Counts {
+    let mut own = intrinsic(node, opts.additions);
+    let batch = opts.batch as u128;
+    own.flops = flops(node, &own, opts.rule);
+    for f in [&mut own.multiplications, &mut own.additions, &mut own.macs, &mut own.flops, &mut own.activations, &mut own.comparisons, &mut own.output_elements] {
+        *f *= batch;
+    }
+    own.output_bytes = own.output_elements * opts.dtype_bytes as u128;
+    let slot = rows.len();
+    rows.push(Row {
+        path: node.path.clone(),
+        name: node.layer.name.clone(),
+        layer_type: node_type(node),
+        depth,
+        input_shape: node.input.clone(),
+        output_shape: node.output.clone(),
+        subtotal: !node.groups.is_empty(),
+        counts: own,
+        params_percent: 0.0,
+        flops_percent: 0.0,
+    });
+    let mut total = own;
+    for g in &node.groups {
+        let gslot = rows.len();
+        rows.push(Row {
+            path: format!("{}.{}", node.path, g.label),
+            name: None,
+            layer_type: if g.label.starts_with("branches") { "branch".into() } else { g.label.clone() },
+            depth: depth + 1,
+            input_shape: node.input.clone(),
+            output_shape: g.output.clone(),
+            subtotal: true,
+            counts: Counts::default(),
+            params_percent: 0.0,
+            flops_percent: 0.0,
+        });
+        let mut sub = Counts::default();
+        for child in &g.nodes {
+            sub += visit(child, opts, depth + 2, rows);
+        }
+        rows[gslot].counts = sub;
+        total += sub;
+    }
+    rows[slot].counts = total;
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{infer, parse_model, SpecLimits};
+    use serde_json::json;
+
+    fn totals(preset: &str, rule: FlopRule) -> Counts {
+        let spec = parse_model(&json!({ "preset": preset }), "", &SpecLimits::default()).unwrap();
+        let g = infer(&spec, "").unwrap();
+        table(&g, &Options { rule, additions: Additions::Accumulate, batch: 1, dtype_bytes: 4 }).unwrap().totals
+    }
+
+    #[test]
+    fn inception_modules_match_the_course_by_hand() {
+        let d = FlopRule::Conventions(Conventions::default());
+        let naive = totals("inception_naive", d);
+        // 1x1: 256*128+128; 3x3: 256*9*192+192; 5x5: 256*25*96+96
+        assert_eq!(naive.params, 32_896 + 442_560 + 614_496);
+        // multiplications: 32*32*out*fan_in per conv
+        assert_eq!(naive.multiplications, 1024 * (128 * 256 + 192 * 256 * 9 + 96 * 256 * 25));
+        assert_eq!(naive.multiplications, 1_115_684_864);
+        assert_eq!(naive.additions, naive.multiplications + 1024 * (128 + 192 + 96));
+        assert_eq!(naive.activations, 425_984);
+        let reduced = totals("inception_reduced", d);
+        assert_eq!(reduced.params, 32_896 + 127_232 + 170_144 + 16_448);
+        assert_eq!(reduced.multiplications, 354_418_688);
+        assert_eq!(reduced.additions, 355_041_280);
+        assert_eq!(reduced.activations, 622_592);
+    }
+
+    #[test]
+    fn torchvision_parameter_counts_and_gflops() {
+        let tv = FlopRule::Profile(Profile::Torchvision);
+        for (name, params, gmacs) in [
+            ("vgg16", 138_357_544u128, 15.470),
+            ("resnet18", 11_689_512, 1.814),
+            ("resnet50", 25_557_032, 4.089),
+            ("alexnet", 61_100_840, 0.714),
+            ("mobilenet_v2", 3_504_872, 0.301),
+            ("googlenet", 6_624_904, 1.498),
+        ] {
+            let t = totals(name, tv);
+            assert_eq!(t.params, params, "{name} params");
+            let g = (t.flops as f64 / 1e9 * 1000.0).round() / 1000.0;
+            assert_eq!(g, gmacs, "{name} GFLOPS as torchvision publishes them");
+        }
+    }
+}
