@@ -1,1 +1,47 @@
-fn main(){ println!("{}", tch::Cuda::is_available()); }
+use layerscope::{app, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("layerscope: bad configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("LAYERSCOPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let addr = config.addr;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("layerscope: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(%addr, libtorch = layerscope::torch::device::libtorch_version(), cuda = tch::Cuda::is_available(), "layerscope listening");
+    let router = app(config);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.expect("server error");
+    tracing::info!("layerscope stopped");
+}
+
+/// Resolves on SIGINT or SIGTERM; axum then stops accepting and lets in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -42,13 +42,22 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// "is required", pointing out a present key that looks like a misspelling of it.
+    pub fn missing(&self, key: &str) -> SpecError {
+        let typo = self.map.keys().find(|k| k.as_str() != key && edit_distance(k, key) <= 2);
+        match typo {
+            Some(k) => SpecError::invalid(self.at(key), format!("is required (the request has {k:?}: a misspelling of {key:?}?)")),
+            None => SpecError::invalid(self.at(key), "is required"),
+        }
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
     pub fn u64_in(&self, key: &'static str, default: Option<u64>, min: u64, max: u64) -> SpecResult<u64> {
         match self.raw(key) {
-            None => default.ok_or_else(|| SpecError::invalid(self.at(key), "is required")),
+            None => default.ok_or_else(|| self.missing(key)),
             Some(v) => uint(v, &self.at(key), min, max),
         }
     }
@@ -60,7 +69,7 @@ impl<'a> Obj<'a> {
     /// An int or a two-element `[h, w]` list, as `torch.nn` accepts for sizes.
     pub fn pair(&self, key: &'static str, default: Option<[u64; 2]>, min: u64, max: u64) -> SpecResult<[u64; 2]> {
         match self.raw(key) {
-            None => default.ok_or_else(|| SpecError::invalid(self.at(key), "is required")),
+            None => default.ok_or_else(|| self.missing(key)),
             Some(v) => pair(v, &self.at(key), min, max),
         }
     }
@@ -75,7 +84,7 @@ impl<'a> Obj<'a> {
 
     pub fn f64_in(&self, key: &'static str, default: Option<f64>, min: f64, max: f64) -> SpecResult<f64> {
         match self.raw(key) {
-            None => default.ok_or_else(|| SpecError::invalid(self.at(key), "is required")),
+            None => default.ok_or_else(|| self.missing(key)),
             Some(v) => float(v, &self.at(key), min, max),
         }
     }
@@ -86,6 +95,11 @@ impl<'a> Obj<'a> {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(other) => Err(SpecError::invalid(self.at(key), format!("expected a string, got {}", describe(other)))),
         }
+    }
+
+    /// A free-form string with a default (validated by the caller).
+    pub fn str_or(&self, key: &'static str, default: &'a str) -> SpecResult<&'a str> {
+        Ok(self.opt_str(key)?.unwrap_or(default))
     }
 
     /// A string that must be one of `allowed`; returns the matching entry.
@@ -164,4 +178,17 @@ pub fn show(v: &Value) -> String {
     } else {
         s
     }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

@@ -1,0 +1,132 @@
+//! HTTP layer: routing, shared state, and one module per endpoint group. Handlers stay thin:
+//! parse, call `analysis` or `torch`, shape the answer.
+pub mod body;
+pub mod complexity;
+pub mod error;
+pub mod health;
+pub mod presets;
+pub mod receptive_field;
+
+use crate::config::Config;
+use crate::spec::{json::Obj, parse_model, ModelSpec, SpecError};
+use crate::torch::pool::TorchPool;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use error::{ApiError, ApiResult};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Arc<TorchPool>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> AppState {
+        tch::set_num_threads(config.torch_threads as i32);
+        let pool = Arc::new(TorchPool::new(config.workers, config.queue));
+        AppState { config: Arc::new(config), pool }
+    }
+
+    /// Runs libtorch work on the pool, bounded by the request timeout.
+    pub async fn run_torch<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let secs = self.config.request_timeout_secs;
+        match tokio::time::timeout(Duration::from_secs(secs), self.pool.run(f)).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(_) => Err(ApiError::busy(&format!("the libtorch run did not finish within the {secs} s request timeout"), 5)),
+        }
+    }
+
+    /// Reads the model under `key` of a request object.
+    pub fn model(&self, obj: &Obj, key: &'static str) -> Result<ModelSpec, SpecError> {
+        let ptr = obj.at(key);
+        let v = obj.raw(key).ok_or_else(|| SpecError::invalid(&ptr, "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}"))?;
+        parse_model(v, &ptr, &self.config.spec)
+    }
+}
+
+/// The routes, as listed in openapi.yaml (a test keeps the two in step).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.yaml"),
+    ("get", "/v1/info"),
+    ("get", "/v1/presets"),
+    ("get", "/v1/presets/{name}"),
+    ("post", "/v1/receptive-field"),
+    ("post", "/v1/complexity"),
+];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.yaml", get(health::openapi))
+        .route("/v1/info", get(health::info))
+        .route("/v1/presets", get(presets::list))
+        .route("/v1/presets/{name}", get(presets::one))
+        .route("/v1/receptive-field", post(receptive_field::handle))
+        .route("/v1/complexity", post(complexity::handle))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no route {} {}; see GET /openapi.yaml", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Gives every request an id (the caller's `x-request-id` if it sent a sane one), returns it in
+/// the `x-request-id` header, adds it to problem+json bodies, and logs the request.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("ls-{:x}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    req.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+        v["request_id"] = serde_json::json!(id);
+        let out = v.to_string();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        resp = Response::from_parts(parts, axum::body::Body::from(out));
+    }
+    resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
+    tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// JSON response with the right content type.
+pub fn json_response(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Serialization failed", e.to_string()).into_response(),
+    }
+}

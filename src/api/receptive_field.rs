@@ -1,0 +1,205 @@
+//! `POST /v1/receptive-field`.
+use super::body::JsonBody;
+use super::error::ApiResult;
+use super::{json_response, AppState};
+use crate::analysis::intervals::IntervalSet;
+use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, Chain, Rf};
+use crate::analysis::{complexity, receptive_field::DependenceSet};
+use crate::spec::json::{uint, Obj};
+use crate::spec::{infer, Graph, SpecError};
+use crate::torch::{device, probe};
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+struct Position {
+    layer: Value,
+    index: Option<Vec<u64>>,
+    channel: Option<u64>,
+}
+
+pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let req = Obj::new(&body, "")?;
+    let spec = state.model(&req, "model")?;
+    let base = req.u64_in("index_base", Some(0), 0, 1)?;
+    let verify = req.bool("verify", true)?;
+    let device_name = req.str_or("device", "cpu")?;
+    let position = match req.raw("position") {
+        None => None,
+        Some(v) => {
+            let p = Obj::new(v, "/position")?;
+            let layer = p.raw("layer").cloned().unwrap_or(Value::Null);
+            let index = match p.array("index")? {
+                None => None,
+                Some(items) => Some(items.iter().enumerate().map(|(k, v)| uint(v, &format!("/position/index/{k}"), 0, u32::MAX as u64)).collect::<Result<Vec<_>, _>>()?),
+            };
+            let channel = p.opt_u64("channel", 0, u32::MAX as u64)?;
+            p.finish("layer, index, channel")?;
+            Some(Position { layer, index, channel })
+        }
+    };
+    req.finish("model, position, index_base, verify, device")?;
+    let (dev, device_note) = device::resolve(device_name, "/device")?;
+
+    let graph = infer(&spec, "/model")?;
+    let layers = layer_table(&graph, base);
+
+    // The unit to answer about (and to verify): the requested one, or the centre of the last layer.
+    let requested = position.is_some();
+    let pos = position.unwrap_or(Position { layer: Value::Null, index: None, channel: None });
+    let chain = chain_to(&graph, &pos.layer, "/position/layer")?;
+    let out = chain.target.output.clone();
+    let spatial_out = out.len() == 3;
+    let index0: Vec<u64> = match &pos.index {
+        Some(ix) => {
+            let want = if spatial_out { 2 } else { 1 };
+            if ix.len() != want {
+                return Err(SpecError::invalid("/position/index", format!(
+                    "layer {} has output shape {out:?}: give {}", chain.target.path, if spatial_out { "[i, j]" } else { "[k] (one feature)" }
+                )).into());
+            }
+            let dims = if spatial_out { &out[1..] } else { &out[..] };
+            ix.iter()
+                .zip(dims)
+                .enumerate()
+                .map(|(k, (&i, &n))| {
+                    if i < base || i - base >= n {
+                        Err(SpecError::invalid(format!("/position/index/{k}"), format!(
+                            "{i} is outside the layer's output: valid {}-based indices are {}..={}", base, base, n - 1 + base
+                        )))
+                    } else {
+                        Ok(i - base)
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        }
+        None => if spatial_out { vec![out[1] / 2, out[2] / 2] } else { vec![out[0] / 2] },
+    };
+    if let Some(c) = pos.channel {
+        if !spatial_out || c >= out[0] {
+            return Err(SpecError::invalid("/position/channel", format!("layer {} has output shape {out:?}: no channel {c}", chain.target.path)).into());
+        }
+    }
+    let dep = dependence(&chain, &index0, pos.channel);
+    let unit = describe_unit(&graph, &chain, &index0, pos.channel, &dep, base);
+
+    let verification = if verify {
+        Some(verify_unit(&state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
+    } else {
+        None
+    };
+
+    let mut resp = json!({
+        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()},
+        "index_base": base,
+        "conventions": "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image",
+        "layers": layers,
+    });
+    if requested {
+        resp["position"] = unit;
+    }
+    if let Some(v) = verification {
+        resp["verification"] = v;
+    }
+    if let Some(n) = device_note {
+        resp["device_note"] = json!(n);
+    }
+    Ok(json_response(&resp))
+}
+
+fn ranges(s: &IntervalSet, base: u64) -> Value {
+    json!(s.ranges().iter().map(|(a, b)| [a + base, b + base]).collect::<Vec<_>>())
+}
+
+fn span(s: &IntervalSet, base: u64) -> Value {
+    match (s.min(), s.max()) {
+        (Some(a), Some(b)) => json!([a + base, b + base]),
+        _ => Value::Null,
+    }
+}
+
+/// The exact answer for one unit, with its tight box, clipped affine range and padding share.
+fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u64>, dep: &DependenceSet, base: u64) -> Value {
+    let input = graph.input();
+    let mut v = json!({
+        "layer": chain.target.path,
+        "name": chain.target.layer.name,
+        "index": index.iter().map(|i| i + base).collect::<Vec<_>>(),
+        "channel": channel,
+        "exact_is_approximate": dep.approximate,
+    });
+    if input.len() == 1 {
+        v["input_features"] = ranges(&dep.axis(0), base);
+        return v;
+    }
+    let (ch, rows, cols) = (dep.axis(0), dep.axis(1), dep.axis(2));
+    v["input_channels"] = ranges(&ch, base);
+    v["input_rows"] = ranges(&rows, base);
+    v["input_cols"] = ranges(&cols, base);
+    v["tight_box"] = json!({"rows": span(&rows, base), "cols": span(&cols, base)});
+    let mut notes: Vec<String> = Vec::new();
+    if !rows.is_contiguous() || !cols.is_contiguous() {
+        notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
+    }
+    match (chain_rf(chain, input.len()), index.len()) {
+        (Rf::Spatial([h, w]), 2) => {
+            let (hr, wr) = (h.at(index[0]), w.at(index[1]));
+            let clip = |(lo, hi): (i64, i64), n: u64| -> (i64, i64) { (lo.max(0), hi.min(n as i64 - 1)) };
+            let (hc, wc) = (clip(hr, input[1]), clip(wr, input[2]));
+            let b = base as i64;
+            let outside = |(lo, hi): (i64, i64), n: u64| -> u64 { ((-lo).max(0) + (hi - (n as i64 - 1)).max(0)) as u64 };
+            let (ro, co) = (outside(hr, input[1]), outside(wr, input[2]));
+            let area = h.size() as f64 * w.size() as f64;
+            let inside = (h.size() - ro) as f64 * (w.size() - co) as f64;
+            v["affine"] = json!({"rows": [hr.0 + b, hr.1 + b], "cols": [wr.0 + b, wr.1 + b]});
+            v["clipped"] = json!({"rows": [hc.0 + b, hc.1 + b], "cols": [wc.0 + b, wc.1 + b]});
+            v["padding"] = json!({"rows_outside_image": ro, "cols_outside_image": co, "fraction_outside_image": ((1.0 - inside / area) * 1e6).round() / 1e6});
+            let tight_equal = rows.min() == Some(hc.0 as u64) && rows.max() == Some(hc.1 as u64) && cols.min() == Some(wc.0 as u64) && cols.max() == Some(wc.1 as u64);
+            v["tight_box_equals_clipped"] = json!(tight_equal);
+            if !tight_equal {
+                notes.push("the exact dependence is smaller than the clipped affine range (near the border, or windows that never reach it)".into());
+            }
+        }
+        (Rf::NotAffine(why), _) => {
+            v["affine"] = Value::Null;
+            notes.push(format!("no affine range: {why}"));
+        }
+        _ => v["affine"] = Value::Null,
+    }
+    v["notes"] = json!(notes);
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn verify_unit(state: &AppState, graph: &Graph<'_>, chain: &Chain<'_, '_>, index: &[u64], channel: Option<u64>, dep: &DependenceSet, dev: tch::Device, base: u64) -> ApiResult<Value> {
+    // Bound the probe's cost before running it: forward + backward in float64 at batch 1.
+    let opts = complexity::Options { rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision), additions: complexity::Additions::Accumulate, batch: 1, dtype_bytes: 8 };
+    let totals = complexity::table(graph, &opts)?.totals;
+    let limit = state.config.max_run_macs;
+    if totals.macs > limit as u128 {
+        return Ok(json!({"ran": false, "reason": format!("skipped: the probe would run {} MACs, over the max_run_macs limit of {limit}; the analytic answer stands alone", totals.macs)}));
+    }
+    let spec = graph.spec.clone();
+    let target = chain.target.path.clone();
+    let idx = index.to_vec();
+    let result = state.run_torch(move || probe::probe(&spec, &target, &idx, channel, dev)).await?;
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not run the probe: {e}")})),
+    };
+    let analytic: Vec<IntervalSet> = (0..graph.input().len()).map(|a| dep.axis(a)).collect();
+    let agrees = !r.overflow && analytic == r.axes;
+    let names: &[&str] = if graph.input().len() == 3 { &["channels", "rows", "cols"] } else { &["features"] };
+    let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
+    Ok(json!({
+        "ran": true,
+        "what": "a probe copy of the network (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm) in float64; the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off",
+        "unit": {"layer": chain.target.path, "index": index.iter().map(|i| i + base).collect::<Vec<_>>(), "channel": channel},
+        "device": device::name(dev),
+        "libtorch_version": device::libtorch_version(),
+        "executed": executed,
+        "overflow": r.overflow,
+        "agrees": agrees,
+        "millis": (r.millis * 1000.0).round() / 1000.0,
+    }))
+}

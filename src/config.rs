@@ -1,0 +1,80 @@
+//! Runtime configuration, read once from `LAYERSCOPE_*` environment variables (see README).
+use crate::spec::SpecLimits;
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub spec: SpecLimits,
+    /// Limits on work handed to libtorch (verify passes, diagnostics, momentum runs).
+    pub max_run_params: u64,
+    pub max_run_activations: u64,
+    pub max_run_macs: u64,
+    pub max_batch: u64,
+    pub max_steps: u64,
+    pub max_tensor_elements: u64,
+    pub request_timeout_secs: u64,
+    pub workers: usize,
+    pub torch_threads: usize,
+    pub queue: usize,
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Config {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            max_body_bytes: 4 << 20,
+            max_json_depth: 64,
+            spec: SpecLimits::default(),
+            max_run_params: 200_000_000,
+            max_run_activations: 200_000_000,
+            max_run_macs: 50_000_000_000,
+            max_batch: 4096,
+            max_steps: 100_000,
+            max_tensor_elements: 10_000_000,
+            request_timeout_secs: 120,
+            workers: 2,
+            torch_threads: cores,
+            queue: 32,
+            log_json: false,
+        }
+    }
+}
+
+fn var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().map_err(|_| format!("{name}={v:?} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, String> {
+        let d = Config::default();
+        Ok(Config {
+            addr: var("LAYERSCOPE_ADDR", d.addr)?,
+            max_body_bytes: var("LAYERSCOPE_MAX_BODY_BYTES", d.max_body_bytes)?,
+            max_json_depth: var("LAYERSCOPE_MAX_JSON_DEPTH", d.max_json_depth)?,
+            spec: SpecLimits {
+                max_layers: var("LAYERSCOPE_MAX_LAYERS", d.spec.max_layers)?,
+                max_depth: var("LAYERSCOPE_MAX_NESTING", d.spec.max_depth)?,
+                max_dim: var("LAYERSCOPE_MAX_DIM", d.spec.max_dim)?,
+            },
+            max_run_params: var("LAYERSCOPE_MAX_RUN_PARAMS", d.max_run_params)?,
+            max_run_activations: var("LAYERSCOPE_MAX_RUN_ACTIVATIONS", d.max_run_activations)?,
+            max_run_macs: var("LAYERSCOPE_MAX_RUN_MACS", d.max_run_macs)?,
+            max_batch: var("LAYERSCOPE_MAX_BATCH", d.max_batch)?,
+            max_steps: var("LAYERSCOPE_MAX_STEPS", d.max_steps)?,
+            max_tensor_elements: var("LAYERSCOPE_MAX_TENSOR_ELEMENTS", d.max_tensor_elements)?,
+            request_timeout_secs: var("LAYERSCOPE_REQUEST_TIMEOUT_SECS", d.request_timeout_secs)?,
+            workers: var("LAYERSCOPE_WORKERS", d.workers)?.max(1),
+            torch_threads: var("LAYERSCOPE_TORCH_THREADS", d.torch_threads)?.max(1),
+            queue: var("LAYERSCOPE_QUEUE", d.queue)?,
+            log_json: var::<String>("LAYERSCOPE_LOG_FORMAT", "text".into())? == "json",
+        })
+    }
+}
