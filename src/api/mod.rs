@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/complexity", post(complexity::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -89,6 +90,13 @@ async fn not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
+}
+
+/// A bug must still answer in problem+json (and keep the connection), never drop it.
+fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+    tracing::error!(panic = %msg, "handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the server hit a bug while answering; it has been logged").into_response()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

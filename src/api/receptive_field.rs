@@ -144,17 +144,23 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
     match (chain_rf(chain, input.len()), index.len()) {
         (Rf::Spatial([h, w]), 2) => {
             let (hr, wr) = (h.at(index[0]), w.at(index[1]));
-            let clip = |(lo, hi): (i64, i64), n: u64| -> (i64, i64) { (lo.max(0), hi.min(n as i64 - 1)) };
-            let (hc, wc) = (clip(hr, input[1]), clip(wr, input[2]));
-            let b = base as i64;
-            let outside = |(lo, hi): (i64, i64), n: u64| -> u64 { ((-lo).max(0) + (hi - (n as i64 - 1)).max(0)) as u64 };
-            let (ro, co) = (outside(hr, input[1]), outside(wr, input[2]));
+            let n = [input[1] as i64, input[2] as i64];
+            let overlap = |(lo, hi): (i64, i64), n: i64| -> Option<(i64, i64)> { (lo.max(0) <= hi.min(n - 1)).then(|| (lo.max(0), hi.min(n - 1))) };
+            let (hc, wc) = (overlap(hr, n[0]), overlap(wr, n[1]));
+            let inside = |c: Option<(i64, i64)>| c.map(|(a, b)| (b - a + 1) as u64).unwrap_or(0);
+            let (ro, co) = (h.size() - inside(hc), w.size() - inside(wc));
             let area = h.size() as f64 * w.size() as f64;
-            let inside = (h.size() - ro) as f64 * (w.size() - co) as f64;
+            let inside_area = inside(hc) as f64 * inside(wc) as f64;
+            let b = base as i64;
+            let based = |c: Option<(i64, i64)>| c.map(|(x, y)| json!([x + b, y + b])).unwrap_or(Value::Null);
             v["affine"] = json!({"rows": [hr.0 + b, hr.1 + b], "cols": [wr.0 + b, wr.1 + b]});
-            v["clipped"] = json!({"rows": [hc.0 + b, hc.1 + b], "cols": [wc.0 + b, wc.1 + b]});
-            v["padding"] = json!({"rows_outside_image": ro, "cols_outside_image": co, "fraction_outside_image": ((1.0 - inside / area) * 1e6).round() / 1e6});
-            let tight_equal = rows.min() == Some(hc.0 as u64) && rows.max() == Some(hc.1 as u64) && cols.min() == Some(wc.0 as u64) && cols.max() == Some(wc.1 as u64);
+            v["clipped"] = json!({"rows": based(hc), "cols": based(wc)});
+            v["padding"] = json!({"rows_outside_image": ro, "cols_outside_image": co, "fraction_outside_image": ((1.0 - inside_area / area) * 1e6).round() / 1e6});
+            let same = |s: &IntervalSet, c: Option<(i64, i64)>| match c {
+                Some((x, y)) => s.min() == Some(x as u64) && s.max() == Some(y as u64),
+                None => s.is_empty(),
+            };
+            let tight_equal = same(&rows, hc) && same(&cols, wc);
             v["tight_box_equals_clipped"] = json!(tight_equal);
             if !tight_equal {
                 notes.push("the exact dependence is smaller than the clipped affine range (near the border, or windows that never reach it)".into());

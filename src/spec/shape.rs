@@ -117,18 +117,19 @@ fn check_declared(layer: &Layer, actual: u64, field: &str, pointer: &str) -> Spe
     }
 }
 
-/// PyTorch's `pooling_output_shape_pad_lr`, and the plain conv formula when `ceil` is false.
+/// PyTorch's `pooling_output_shape_pad_lr` (floor division of a possibly negative numerator;
+/// in ceil mode the last window may hang over the end but must start inside the input or the
+/// left padding); with `ceil` false it is also the convolution formula.
 fn window_output(input: u64, k: u64, s: u64, d: u64, lo: u64, hi: u64, ceil: bool) -> Option<u64> {
-    let padded = input.checked_add(lo)?.checked_add(hi)?;
-    let span = d.checked_mul(k - 1)?.checked_add(1)?;
-    if padded < span {
-        return None;
-    }
-    let mut out = (padded - span + if ceil { s - 1 } else { 0 }) / s + 1;
-    if ceil && (out - 1) * s >= input + lo {
+    let padded = input.checked_add(lo)?.checked_add(hi)? as i128;
+    let span = d.checked_mul(k - 1)?.checked_add(1)? as i128;
+    let s = s as i128;
+    let num = padded - span + if ceil { s - 1 } else { 0 };
+    let mut out = num.div_euclid(s) + 1;
+    if ceil && (out - 1) * s >= input as i128 + lo as i128 {
         out -= 1;
     }
-    Some(out)
+    (out >= 1).then_some(out as u64)
 }
 
 fn windows(

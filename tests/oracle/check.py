@@ -1,0 +1,189 @@
+"""PyTorch oracles for a running layerscope server.
+
+  python check.py rf URL [--n 220] [--seed 1]          receptive fields vs autograd
+  python check.py complexity URL [--n 220] [--seed 2]  params and FLOPs vs sum(p.numel())
+                                                       and torch.utils.flop_counter
+
+Exits non-zero and prints every disagreement. The specs are random but seeded, so a failure
+can be replayed with the same seed.
+"""
+import argparse
+import json
+import random
+import sys
+import urllib.request
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import torchspec  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def nonzero_ranges(mask):
+    idx = [i for i, v in enumerate(mask) if v]
+    out = []
+    for i in idx:
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def oracle_rf(spec, path, index, channel):
+    """Input positions with a non-zero d(unit)/d(input) in the probe network, by autograd."""
+    model, _ = torchspec.build(spec["layers"], spec["input_shape"], probe=True)
+    captured = {}
+    target = torchspec.module_at(model, path)
+    target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
+    x = torch.ones(1, *spec["input_shape"], dtype=torch.float64, requires_grad=True)
+    model(x)
+    y = captured["y"][0]
+    if len(index) == 2:
+        col = y[:, index[0], index[1]]
+        unit = col.sum() if channel is None else col[channel]
+    else:
+        unit = y[index[0]]
+    (g,) = torch.autograd.grad(unit, x, allow_unused=True)
+    nz = (g[0] != 0) if g is not None else torch.zeros(spec["input_shape"], dtype=torch.bool)
+    return {
+        "input_channels": nonzero_ranges(nz.any(2).any(1).tolist()),
+        "input_rows": nonzero_ranges(nz.any(2).any(0).tolist()),
+        "input_cols": nonzero_ranges(nz.any(1).any(0).tolist()),
+    }
+
+
+def run_rf(url, n, seed):
+    rng = random.Random(seed)
+    failures = 0
+    for case in range(n):
+        spec = torchspec.random_spec(rng)
+        all_paths = torchspec.paths(spec["layers"])
+        path = rng.choice(all_paths)
+        model, _ = torchspec.build(spec["layers"], spec["input_shape"])
+        shapes = {}
+        for p in all_paths:
+            torchspec.module_at(model, p).register_forward_hook(lambda m, i, o, p=p: shapes.__setitem__(p, list(o.shape[1:])))
+        model(torch.zeros(1, *spec["input_shape"], dtype=torch.float64))
+        shape = shapes[path]
+        if len(shape) == 3:
+            index = [rng.randrange(shape[1]), rng.randrange(shape[2])]
+            channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
+        else:
+            index, channel = [rng.randrange(shape[0])], None
+        position = {"layer": path, "index": index}
+        if channel is not None:
+            position["channel"] = channel
+        verify = case % 10 == 0  # the service's own libtorch probe, on a tenth of the cases
+        status, resp = post(url + "/v1/receptive-field", {"model": spec, "position": position, "verify": verify})
+        expected = oracle_rf(spec, path, index, channel)
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}: {resp}")
+        else:
+            got = resp["position"]
+            for key, want in expected.items():
+                if got.get(key) != want:
+                    problems.append(f"{key}: service {got.get(key)} != autograd {want}")
+            if verify and not resp["verification"].get("agrees"):
+                problems.append(f"service's own verification disagrees: {resp['verification']}")
+            # the affine range, clipped, must contain the exact set
+            if got.get("clipped") and expected["input_rows"]:
+                lo, hi = got["clipped"]["rows"]
+                if expected["input_rows"][0][0] < lo or expected["input_rows"][-1][1] > hi:
+                    problems.append(f"exact rows {expected['input_rows']} escape the clipped affine range {[lo, hi]}")
+        if problems:
+            failures += 1
+            print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")
+            for p in problems:
+                print("  " + p)
+    print(f"rf oracle: {n - failures} passed, {failures} failed")
+    return failures
+
+
+def flop_counts(model, x):
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    per = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name.startswith("Sequential."):
+            per[name[len("Sequential."):]] = sum(ops.values())
+    return counter.get_total_flops(), per
+
+
+def check_complexity(url, spec, batch, label):
+    problems = []
+    status, resp = post(url + "/v1/complexity", {"model": spec, "batch_size": batch, "conventions": {"flops": "2mac"}, "verify": False})
+    if status != 200:
+        return [f"{label}: status {status}: {resp}"]
+    body = spec if "layers" in spec else get(url + "/v1/presets/" + spec["preset"])["spec"]
+    model, _ = torchspec.build(body["layers"], body["input_shape"])
+    model = model.float().eval()
+    total, per = flop_counts(model, torch.zeros(batch, *body["input_shape"]))
+    params = sum(p.numel() for p in model.parameters())
+    if resp["totals"]["flops"] != total:
+        problems.append(f"{label}: total 2mac flops {resp['totals']['flops']} != flop_counter {total}")
+    if resp["totals"]["params"] != params:
+        problems.append(f"{label}: params {resp['totals']['params']} != sum(p.numel()) {params}")
+    for row in resp["rows"]:
+        want = per.get(row["path"], 0)
+        if row["flops"] != want:
+            problems.append(f"{label}: row {row['path']} ({row['type']}) flops {row['flops']} != flop_counter {want}")
+        if not row["subtotal"]:
+            mp = sum(p.numel() for p in torchspec.module_at(model, row["path"]).parameters())
+            if row["params"] != mp:
+                problems.append(f"{label}: row {row['path']} params {row['params']} != module's {mp}")
+    return problems
+
+
+def run_complexity(url, n, seed, presets):
+    rng = random.Random(seed)
+    failures = 0
+    cases = [({"preset": p}, 1, p) for p in presets]
+    cases += [(torchspec.random_spec(rng), rng.randint(1, 3), f"random case {i} (seed {seed})") for i in range(n)]
+    for spec, batch, label in cases:
+        problems = check_complexity(url, spec, batch, label)
+        if problems:
+            failures += 1
+            print("\n".join(problems[:10]))
+            if "preset" not in spec:
+                print("  spec " + json.dumps(spec))
+    print(f"complexity oracle: {len(cases) - failures} passed, {failures} failed")
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["rf", "complexity"])
+    ap.add_argument("url")
+    ap.add_argument("--n", type=int, default=220)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16")
+    a = ap.parse_args()
+    if a.what == "rf":
+        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed)
+    else:
+        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

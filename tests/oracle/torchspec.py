@@ -1,0 +1,232 @@
+"""Builds torch.nn modules from a layerscope layer spec, independently of the Rust service.
+
+Module names mirror the service's layer paths: top-level layers are `Sequential.<i>`, concat
+branches `<i>.branches.<b>.<k>`, residual parts `<i>.body.<k>` and `<i>.shortcut.<k>`, so that
+torch.utils.flop_counter's per-module counts can be matched row by row.
+"""
+import random
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else (v, v)
+
+
+class Concat(nn.Module):
+    def __init__(self, branches):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in self.branches], 1)
+
+
+class Residual(nn.Module):
+    def __init__(self, body, shortcut):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class SummingPool(nn.Module):
+    """A pooling window that sums its inputs (the receptive-field probe's stand-in for max and
+    average pooling), built on F.unfold. The output size is taken from the real pooling layer."""
+
+    def __init__(self, real, kernel, stride, padding, dilation):
+        super().__init__()
+        self.real, self.k, self.s, self.p, self.d = real, kernel, stride, padding, dilation
+
+    def forward(self, x):
+        with torch.no_grad():
+            oh, ow = self.real(x.detach()).shape[-2:]
+        n, c, h, w = x.shape
+        extra = []
+        for size, k, s, p, d, o in zip((h, w), self.k, self.s, self.p, self.d, (oh, ow)):
+            need = (o - 1) * s + d * (k - 1) + 1
+            extra.append(max(0, need - (size + 2 * p)))
+        xp = F.pad(x, (self.p[1], self.p[1] + extra[1], self.p[0], self.p[0] + extra[0]))
+        cols = F.unfold(xp, self.k, dilation=self.d, stride=self.s)
+        hh = (xp.shape[2] - self.d[0] * (self.k[0] - 1) - 1) // self.s[0] + 1
+        ww = (xp.shape[3] - self.d[1] * (self.k[1] - 1) - 1) // self.s[1] + 1
+        out = cols.view(n, c, self.k[0] * self.k[1], hh, ww).sum(2)
+        return out[:, :, :oh, :ow]
+
+
+def build(layers, in_shape, probe=False):
+    """Returns (module, out_shape). `probe` builds the receptive-field probe: positive weights,
+    no biases, summing pools, identity activations/batchnorm."""
+    mods = []
+    shape = list(in_shape)
+    for spec in layers:
+        m, shape = build_layer(spec, shape, probe)
+        mods.append(m)
+    return nn.Sequential(*mods), shape
+
+
+def out_shape(m, shape):
+    with torch.no_grad():
+        return list(m(torch.zeros(1, *shape, dtype=torch.float64)).shape[1:])
+
+
+def positive_(t):
+    with torch.no_grad():
+        t.uniform_(0.5, 1.5)
+
+
+def build_layer(spec, shape, probe):
+    t = spec["type"].replace("_", "").lower()
+    if t == "conv2d":
+        pad = spec.get("padding", 0)
+        m = nn.Conv2d(shape[0], spec["out_channels"], pair(spec["kernel_size"]), stride=pair(spec.get("stride", 1)),
+                      padding=pad if isinstance(pad, str) else pair(pad), dilation=pair(spec.get("dilation", 1)),
+                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe).double()
+        if probe:
+            positive_(m.weight)
+    elif t == "linear":
+        m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
+        if probe:
+            positive_(m.weight)
+    elif t in ("maxpool2d", "avgpool2d"):
+        k = pair(spec["kernel_size"])
+        s = pair(spec.get("stride") or spec["kernel_size"])
+        p = pair(spec.get("padding", 0))
+        d = pair(spec.get("dilation", 1))
+        if t == "maxpool2d":
+            real = nn.MaxPool2d(k, s, p, d, ceil_mode=spec.get("ceil_mode", False))
+        else:
+            real = nn.AvgPool2d(k, s, p, ceil_mode=spec.get("ceil_mode", False), count_include_pad=spec.get("count_include_pad", True))
+        m = SummingPool(real, k, s, p, d) if probe else real
+    elif t == "adaptiveavgpool2d":
+        o = spec["output_size"]
+        m = nn.AdaptiveAvgPool2d(tuple(o) if isinstance(o, list) else o)
+    elif t in ("batchnorm2d", "batchnorm1d"):
+        if probe:
+            m = nn.Identity()
+        else:
+            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            m = cls(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True)).double().eval()
+    elif t in ("relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "identity"):
+        m = nn.Identity() if probe else {
+            "relu": nn.ReLU, "relu6": nn.ReLU6, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+            "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}[t]()
+    elif t == "dropout":
+        m = nn.Identity() if probe else nn.Dropout(spec.get("p", 0.5)).eval()
+    elif t == "flatten":
+        m = nn.Flatten()
+    elif t == "concat":
+        m = Concat([build(b, shape, probe)[0] for b in spec["branches"]])
+    elif t == "residual":
+        m = Residual(build(spec.get("body", []), shape, probe)[0], build(spec.get("shortcut", []), shape, probe)[0])
+    else:
+        raise ValueError(f"unknown layer type {spec['type']}")
+    return m, out_shape(m, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random specs
+
+
+def rand_conv(rng, shape, same=False, stride=None):
+    c = shape[0]
+    out = rng.choice([1, 2, 3, 4, 6])
+    groups = rng.choice([g for g in (1, 2, 3) if c % g == 0 and out % g == 0])
+    k = [rng.randint(1, 7), rng.randint(1, 7)] if rng.random() < 0.3 else rng.randint(1, 7)
+    spec = {"type": "conv2d", "out_channels": out, "kernel_size": k, "groups": groups, "bias": rng.random() < 0.7}
+    if same:
+        spec["padding"] = "same"
+        spec["dilation"] = rng.randint(1, 2)
+    else:
+        spec["stride"] = stride or ([rng.randint(1, 3), rng.randint(1, 3)] if rng.random() < 0.2 else rng.randint(1, 3))
+        spec["dilation"] = rng.choice([1, 1, 2, 3])
+        spec["padding"] = rng.randint(0, 3)
+    return spec
+
+
+def rand_pool(rng):
+    k = rng.randint(1, 4)
+    spec = {"type": rng.choice(["maxpool2d", "avgpool2d"]), "kernel_size": k, "stride": rng.randint(1, 3),
+            "padding": rng.randint(0, k // 2), "ceil_mode": rng.random() < 0.4}
+    if spec["type"] == "maxpool2d":
+        spec["dilation"] = rng.choice([1, 1, 2])
+    return spec
+
+
+def rand_branch_layers(rng, shape, stride):
+    """A branch that keeps the spatial size after an optional common stride."""
+    first = {"type": "conv2d", "out_channels": rng.randint(1, 4), "kernel_size": 1, "stride": stride}
+    layers = [first]
+    if rng.random() < 0.6:
+        layers.append({"type": "conv2d", "out_channels": rng.randint(1, 4), "kernel_size": rng.choice([1, 3, 5]), "padding": "same"})
+    if rng.random() < 0.3:
+        layers.append({"type": "maxpool2d", "kernel_size": 3, "stride": 1, "padding": 1})
+    return layers
+
+
+def random_spec(rng):
+    c, h, w = rng.randint(1, 4), rng.randint(10, 40), rng.randint(10, 40)
+    shape = [c, h, w]
+    layers = []
+    for _ in range(rng.randint(1, 6)):
+        r = rng.random()
+        if r < 0.4:
+            cand = rand_conv(rng, shape, same=rng.random() < 0.2)
+        elif r < 0.65:
+            cand = rand_pool(rng)
+        elif r < 0.75:
+            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh"])}
+        elif r < 0.88:
+            stride = rng.randint(1, 2)
+            cand = {"type": "concat", "branches": [rand_branch_layers(rng, shape, stride) for _ in range(rng.randint(2, 3))]}
+        else:
+            k = rng.choice([1, 3, 5])
+            s = rng.randint(1, 2)
+            out = rng.randint(1, 4)
+            body = [{"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": s, "padding": k // 2}, {"type": "relu"},
+                    {"type": "conv2d", "out_channels": out, "kernel_size": 3, "padding": 1}]
+            shortcut = [] if (s == 1 and out == shape[0]) else [{"type": "conv2d", "out_channels": out, "kernel_size": 1, "stride": s}]
+            cand = {"type": "residual", "body": body, "shortcut": shortcut}
+        try:
+            _, new_shape = build_layer(cand, shape, False)
+        except Exception:
+            continue
+        if len(new_shape) != 3 or new_shape[1] < 1 or new_shape[2] < 1:
+            continue
+        layers.append(cand)
+        shape = new_shape
+    if not layers:
+        layers.append({"type": "relu"})
+    if rng.random() < 0.15:
+        layers += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    return {"input_shape": [c, h, w], "layers": layers}
+
+
+def paths(layers, prefix=""):
+    """Every layer path, depth first, as the service names them."""
+    out = []
+    for i, spec in enumerate(layers):
+        p = f"{prefix}{i}"
+        out.append(p)
+        t = spec["type"].replace("_", "").lower()
+        if t == "concat":
+            for b, br in enumerate(spec["branches"]):
+                out += paths(br, f"{p}.branches.{b}.")
+        elif t == "residual":
+            out += paths(spec.get("body", []), f"{p}.body.")
+            out += paths(spec.get("shortcut", []), f"{p}.shortcut.")
+    return out
+
+
+def module_at(root, path):
+    m = root
+    for part in path.split("."):
+        m = m[int(part)] if part.isdigit() else getattr(m, part)
+    return m
+
+
+__all__ = ["build", "random_spec", "paths", "module_at", "random"]
