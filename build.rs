@@ -14,7 +14,10 @@ fn torch_lib_dir() -> Option<PathBuf> {
     }
     let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .args(["-c", "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
         .output()
         .ok()?;
     out.status
@@ -24,13 +27,21 @@ fn torch_lib_dir() -> Option<PathBuf> {
 
 fn torch_version() -> Option<String> {
     let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python).args(["-c", "import torch; print(torch.__version__)"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() {
     // Reported by GET /v1/info and every libtorch result.
-    println!("cargo:rustc-env=LAYERSCOPE_LIBTORCH_VERSION={}", torch_version().unwrap_or_else(|| "unknown".into()));
+    println!(
+        "cargo:rustc-env=LAYERSCOPE_LIBTORCH_VERSION={}",
+        torch_version().unwrap_or_else(|| "unknown".into())
+    );
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     let Some(lib) = torch_lib_dir() else {

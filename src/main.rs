@@ -26,7 +26,10 @@ async fn main() {
     };
     tracing::info!(%addr, libtorch = layerscope::torch::device::libtorch_version(), cuda = tch::Cuda::is_available(), "layerscope listening");
     let router = app(config);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.expect("server error");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .expect("server error");
     tracing::info!("layerscope stopped");
 }
 

@@ -138,13 +138,18 @@ pub struct Table {
 
 /// Sizes of adaptive pooling windows along one axis, summed: `sum_i (end_i - start_i)`.
 fn adaptive_window_sum(input: u64, output: u64) -> u128 {
-    (0..output).map(|i| (((i + 1) * input).div_ceil(output) - (i * input) / output) as u128).sum()
+    (0..output)
+        .map(|i| (((i + 1) * input).div_ceil(output) - (i * input) / output) as u128)
+        .sum()
 }
 
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
     let out = numel(&node.output) as u128;
-    let mut c = Counts { output_elements: out, ..Counts::default() };
+    let mut c = Counts {
+        output_elements: out,
+        ..Counts::default()
+    };
     let dense = |c: &mut Counts, weights: u128, fan_in: u128, bias_n: u128| {
         c.params_weight = weights;
         c.params_bias = bias_n;
@@ -157,13 +162,29 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         };
     };
     match &node.layer.kind {
-        LayerKind::Conv2d { out_channels, kernel, groups, bias, .. } => {
+        LayerKind::Conv2d {
+            out_channels,
+            kernel,
+            groups,
+            bias,
+            ..
+        } => {
             let fan_in = (node.input[0] / groups) as u128 * kernel[0] as u128 * kernel[1] as u128;
-            dense(&mut c, *out_channels as u128 * fan_in, fan_in, if *bias { *out_channels as u128 } else { 0 });
+            dense(
+                &mut c,
+                *out_channels as u128 * fan_in,
+                fan_in,
+                if *bias { *out_channels as u128 } else { 0 },
+            );
         }
         LayerKind::Linear { out_features, bias } => {
             let fan_in = node.input[0] as u128;
-            dense(&mut c, *out_features as u128 * fan_in, fan_in, if *bias { *out_features as u128 } else { 0 });
+            dense(
+                &mut c,
+                *out_features as u128 * fan_in,
+                fan_in,
+                if *bias { *out_features as u128 } else { 0 },
+            );
         }
         LayerKind::BatchNorm { affine, .. } => {
             if *affine {
@@ -203,7 +224,10 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
 fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let k = &node.layer.kind;
     let is_dense = matches!(k, LayerKind::Conv2d { .. } | LayerKind::Linear { .. });
-    let is_pool = matches!(k, LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. });
+    let is_pool = matches!(
+        k,
+        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. }
+    );
     let input = numel(&node.input) as u128;
     match rule {
         FlopRule::Conventions(conv) => {
@@ -221,18 +245,42 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 _ => 0,
             }
         }
-        FlopRule::Profile(Profile::TorchFlopCounter) => if is_dense { 2 * c.macs } else { 0 },
-        FlopRule::Profile(Profile::Torchvision) => if is_dense { c.macs } else { 0 },
+        FlopRule::Profile(Profile::TorchFlopCounter) => {
+            if is_dense {
+                2 * c.macs
+            } else {
+                0
+            }
+        }
+        FlopRule::Profile(Profile::Torchvision) => {
+            if is_dense {
+                c.macs
+            } else {
+                0
+            }
+        }
         FlopRule::Profile(Profile::Fvcore) => match k {
             _ if is_dense => c.macs,
-            LayerKind::BatchNorm { affine, .. } => if *affine { 2 * input } else { input },
+            LayerKind::BatchNorm { affine, .. } => {
+                if *affine {
+                    2 * input
+                } else {
+                    input
+                }
+            }
             LayerKind::AdaptiveAvgPool2d { .. } => input,
             _ => 0,
         },
         FlopRule::Profile(Profile::Ptflops) => match k {
             // MACs plus one add per output for the bias.
             _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
-            LayerKind::BatchNorm { affine, .. } => if *affine { 2 * input } else { input },
+            LayerKind::BatchNorm { affine, .. } => {
+                if *affine {
+                    2 * input
+                } else {
+                    input
+                }
+            }
             LayerKind::Activation { kind, .. } => match kind {
                 crate::spec::Activation::Relu | crate::spec::Activation::Relu6 | crate::spec::Activation::LeakyRelu => c.output_elements,
                 _ => 0,
@@ -263,8 +311,17 @@ pub fn table(graph: &Graph, opts: &Options) -> SpecResult<Table> {
         r.flops_percent = percent(r.counts.flops, totals.flops);
     }
     // Output activations of the whole model: every layer's output counted once.
-    if totals.flops > u64::MAX as u128 || totals.multiplications > u64::MAX as u128 || totals.additions > u64::MAX as u128 || totals.output_bytes > u64::MAX as u128 {
-        return Err(SpecError::too_large("", "u64_counts", u64::MAX, "the counts do not fit in 64 bits; reduce the model or the batch size"));
+    if totals.flops > u64::MAX as u128
+        || totals.multiplications > u64::MAX as u128
+        || totals.additions > u64::MAX as u128
+        || totals.output_bytes > u64::MAX as u128
+    {
+        return Err(SpecError::too_large(
+            "",
+            "u64_counts",
+            u64::MAX,
+            "the counts do not fit in 64 bits; reduce the model or the batch size",
+        ));
     }
     Ok(Table { rows, totals })
 }
@@ -281,7 +338,15 @@ fn visit(node: &Node, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Coun
     let mut own = intrinsic(node, opts.additions);
     let batch = opts.batch as u128;
     own.flops = flops(node, &own, opts.rule);
-    for f in [&mut own.multiplications, &mut own.additions, &mut own.macs, &mut own.flops, &mut own.activations, &mut own.comparisons, &mut own.output_elements] {
+    for f in [
+        &mut own.multiplications,
+        &mut own.additions,
+        &mut own.macs,
+        &mut own.flops,
+        &mut own.activations,
+        &mut own.comparisons,
+        &mut own.output_elements,
+    ] {
         *f *= batch;
     }
     own.output_bytes = own.output_elements * opts.dtype_bytes as u128;
@@ -304,7 +369,11 @@ fn visit(node: &Node, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Coun
         rows.push(Row {
             path: format!("{}.{}", node.path, g.label),
             name: None,
-            layer_type: if g.label.starts_with("branches") { "branch".into() } else { g.label.clone() },
+            layer_type: if g.label.starts_with("branches") {
+                "branch".into()
+            } else {
+                g.label.clone()
+            },
             depth: depth + 1,
             input_shape: node.input.clone(),
             output_shape: g.output.clone(),
@@ -333,7 +402,17 @@ mod tests {
     fn totals(preset: &str, rule: FlopRule) -> Counts {
         let spec = parse_model(&json!({ "preset": preset }), "", &SpecLimits::default()).unwrap();
         let g = infer(&spec, "").unwrap();
-        table(&g, &Options { rule, additions: Additions::Accumulate, batch: 1, dtype_bytes: 4 }).unwrap().totals
+        table(
+            &g,
+            &Options {
+                rule,
+                additions: Additions::Accumulate,
+                batch: 1,
+                dtype_bytes: 4,
+            },
+        )
+        .unwrap()
+        .totals
     }
 
     #[test]

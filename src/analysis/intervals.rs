@@ -67,7 +67,10 @@ impl IntervalSet {
     }
 
     pub fn is_superset(&self, other: &Self) -> bool {
-        other.ranges.iter().all(|&(a, b)| self.ranges.iter().any(|&(c, d)| c <= a && b <= d))
+        other
+            .ranges
+            .iter()
+            .all(|&(a, b)| self.ranges.iter().any(|&(c, d)| c <= a && b <= d))
     }
 
     /// Positions of the set shifted by `-offset`, keeping only those in `offset..offset+len`.

@@ -119,12 +119,22 @@ pub fn range_text(scale: u64, lo: i64, hi: i64, index: &str, var: &str) -> Strin
 
 fn axis_range(a: &Affine, base: u64, index: &str, var: &str) -> AxisRange {
     let (lo, hi) = a.based(base);
-    AxisRange { size: a.size(), jump: a.jump, scale: a.jump, lo, hi, text: range_text(a.jump, lo, hi, index, var) }
+    AxisRange {
+        size: a.size(),
+        jump: a.jump,
+        scale: a.jump,
+        lo,
+        hi,
+        text: range_text(a.jump, lo, hi, index, var),
+    }
 }
 
 fn spatial(rf: &Rf, base: u64) -> Option<SpatialRf> {
     match rf {
-        Rf::Spatial([h, w]) => Some(SpatialRf { height: axis_range(h, base, "i", "m"), width: axis_range(w, base, "j", "n") }),
+        Rf::Spatial([h, w]) => Some(SpatialRf {
+            height: axis_range(h, base, "i", "m"),
+            width: axis_range(w, base, "j", "n"),
+        }),
         _ => None,
     }
 }
@@ -140,7 +150,11 @@ fn kind_name(rf: &Rf) -> &'static str {
 
 /// The per-layer table, every composite's children included, in depth-first order.
 pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
-    let start = if graph.input().len() == 3 { Rf::Spatial([Affine::IDENTITY; 2]) } else { Rf::Features };
+    let start = if graph.input().len() == 3 {
+        Rf::Spatial([Affine::IDENTITY; 2])
+    } else {
+        Rf::Features
+    };
     let mut rows = Vec::new();
     walk_list(&graph.nodes, start, base, &mut rows);
     rows
@@ -182,13 +196,25 @@ fn walk_node(node: &Node, rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
         }
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
-            Rf::Spatial(_) | Rf::NotAffine(_) => Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into()),
+            Rf::Spatial(_) | Rf::NotAffine(_) => {
+                Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into())
+            }
             other => other,
         },
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
         LayerKind::Concat { .. } | LayerKind::Residual { .. } => {
-            let ends: Vec<(String, Rf)> = node.groups.iter().map(|g| (g.label.clone(), walk_list(&g.nodes, rf.clone(), base, rows))).collect();
-            branches = ends.iter().map(|(label, r)| BranchRf { label: label.clone(), receptive_field: spatial(r, base) }).collect();
+            let ends: Vec<(String, Rf)> = node
+                .groups
+                .iter()
+                .map(|g| (g.label.clone(), walk_list(&g.nodes, rf.clone(), base, rows)))
+                .collect();
+            branches = ends
+                .iter()
+                .map(|(label, r)| BranchRf {
+                    label: label.clone(),
+                    receptive_field: spatial(r, base),
+                })
+                .collect();
             let (merged, is_aligned, why) = merge(&ends.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
             aligned = is_aligned;
             note = why;
@@ -212,7 +238,10 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
     if ends.iter().any(|r| *r == Rf::Global) {
         return (Rf::Global, None, None);
     }
-    let spatials: Vec<[Affine; 2]> = ends.iter().filter_map(|r| if let Rf::Spatial(a) = r { Some(*a) } else { None }).collect();
+    let spatials: Vec<[Affine; 2]> = ends
+        .iter()
+        .filter_map(|r| if let Rf::Spatial(a) = r { Some(*a) } else { None })
+        .collect();
     if spatials.len() != ends.len() {
         return match ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
             Some(r) => (r.clone(), None, None),
@@ -225,7 +254,10 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         for a in 0..2 {
             if s[a].jump != out[a].jump {
                 return (
-                    Rf::NotAffine(format!("branches move with different jumps ({} and {}): their union has no single affine form", out[a].jump, s[a].jump)),
+                    Rf::NotAffine(format!(
+                        "branches move with different jumps ({} and {}): their union has no single affine form",
+                        out[a].jump, s[a].jump
+                    )),
                     Some(false),
                     None,
                 );
@@ -237,7 +269,8 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
             out[a].hi = out[a].hi.max(s[a].hi);
         }
     }
-    let note = (!aligned).then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
+    let note = (!aligned)
+        .then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
     (Rf::Spatial(out), Some(aligned), note)
 }
 
@@ -282,7 +315,14 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
             .ok_or_else(|| SpecError::invalid(pointer, "the model has no layers"))?,
         serde_json::Value::Number(n) => {
             let i = n.as_u64().filter(|i| (*i as usize) < graph.nodes.len()).ok_or_else(|| {
-                SpecError::invalid(pointer, format!("layer index {n} is out of range: the model has {} top-level layers (0..{})", graph.nodes.len(), graph.nodes.len().saturating_sub(1)))
+                SpecError::invalid(
+                    pointer,
+                    format!(
+                        "layer index {n} is out of range: the model has {} top-level layers (0..{})",
+                        graph.nodes.len(),
+                        graph.nodes.len().saturating_sub(1)
+                    ),
+                )
             })?;
             i.to_string()
         }
@@ -295,11 +335,21 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
                 match named.len() {
                     1 => named[0].path.clone(),
                     0 => return Err(SpecError::invalid(pointer, format!("no layer has the path or name {s:?}"))),
-                    k => return Err(SpecError::invalid(pointer, format!("{k} layers are named {s:?}; use a path such as {:?}", named[0].path))),
+                    k => {
+                        return Err(SpecError::invalid(
+                            pointer,
+                            format!("{k} layers are named {s:?}; use a path such as {:?}", named[0].path),
+                        ))
+                    }
                 }
             }
         }
-        other => return Err(SpecError::invalid(pointer, format!("expected a layer index, path or name, got {}", crate::spec::json::describe(other)))),
+        other => {
+            return Err(SpecError::invalid(
+                pointer,
+                format!("expected a layer index, path or name, got {}", crate::spec::json::describe(other)),
+            ))
+        }
     };
     let mut steps = Vec::new();
     let mut nodes: &'g [Node<'a>] = &graph.nodes;
@@ -309,8 +359,12 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
             Some((h, t)) => (h, Some(t)),
             None => (rest, None),
         };
-        let idx: usize = head.parse().map_err(|_| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
-        let node = nodes.get(idx).ok_or_else(|| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
+        let idx: usize = head
+            .parse()
+            .map_err(|_| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
+        let node = nodes
+            .get(idx)
+            .ok_or_else(|| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
         steps.extend(nodes[..idx].iter());
         match tail {
             None => {
@@ -435,7 +489,13 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
             set.into_iter()
                 .map(|p| {
-                    let ch = IntervalSet::from_ranges(p.0[0].ranges().iter().map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1)).collect());
+                    let ch = IntervalSet::from_ranges(
+                        p.0[0]
+                            .ranges()
+                            .iter()
+                            .map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1))
+                            .collect(),
+                    );
                     Product(vec![ch, window_back(&wh, &p.0[1]), window_back(&ww, &p.0[2])])
                 })
                 .collect()
@@ -475,7 +535,11 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                     while f <= b {
                         let (c, y, x) = (f / (h * w), (f / w) % h, f % w);
                         let end = b.min(f - x + w - 1);
-                        out.push(Product(vec![IntervalSet::range(c, c), IntervalSet::range(y, y), IntervalSet::range(x, end % w)]));
+                        out.push(Product(vec![
+                            IntervalSet::range(c, c),
+                            IntervalSet::range(y, y),
+                            IntervalSet::range(x, end % w),
+                        ]));
                         f = end + 1;
                         if out.len() > MAX_BOXES * 4 {
                             *approx = true;
@@ -527,7 +591,11 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
             Some(c) => IntervalSet::range(c, c),
             None => IntervalSet::range(0, out[0] - 1),
         };
-        Product(vec![ch, IntervalSet::range(index[0], index[0]), IntervalSet::range(index[1], index[1])])
+        Product(vec![
+            ch,
+            IntervalSet::range(index[0], index[0]),
+            IntervalSet::range(index[1], index[1]),
+        ])
     } else {
         Product(vec![IntervalSet::range(index[0], index[0])])
     };
@@ -540,7 +608,11 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
 
 /// The affine map of the chain's target, if it has one.
 pub fn chain_rf(chain: &Chain, input_rank: usize) -> Rf {
-    let mut rf = if input_rank == 3 { Rf::Spatial([Affine::IDENTITY; 2]) } else { Rf::Features };
+    let mut rf = if input_rank == 3 {
+        Rf::Spatial([Affine::IDENTITY; 2])
+    } else {
+        Rf::Features
+    };
     let mut scratch = Vec::new();
     for node in &chain.steps {
         rf = walk_node(node, rf, 0, &mut scratch);
@@ -576,19 +648,27 @@ mod tests {
     #[test]
     fn zero_based_offsets_by_hand() {
         // conv k3 p1 then pool k2 s2: rows 2i-2 ..= 2i+3 zero-based (one-based 2i-3..2i+2).
-        let t = table(json!({"input_shape": [1, 8, 8], "layers": [
+        let t = table(
+            json!({"input_shape": [1, 8, 8], "layers": [
             {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1},
             {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1},
-            {"type": "maxpool2d", "kernel_size": 2}]}), 0);
+            {"type": "maxpool2d", "kernel_size": 2}]}),
+            0,
+        );
         let h = &t[2].receptive_field.as_ref().unwrap().height;
         assert_eq!((h.scale, h.lo, h.hi), (2, -2, 3));
     }
 
     #[test]
     fn dilated_strided_units_have_holes() {
-        let spec = parse_model(&json!({"input_shape": [1, 20, 20], "layers": [
+        let spec = parse_model(
+            &json!({"input_shape": [1, 20, 20], "layers": [
             {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "dilation": 2},
-            {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "dilation": 3}]}), "", &SpecLimits::default()).unwrap();
+            {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "dilation": 3}]}),
+            "",
+            &SpecLimits::default(),
+        )
+        .unwrap();
         let g = infer(&spec, "").unwrap();
         let chain = chain_to(&g, &json!(null), "").unwrap();
         let dep = dependence(&chain, &[0, 0], None);
@@ -598,13 +678,19 @@ mod tests {
 
     #[test]
     fn misaligned_branches_are_reported() {
-        let t = table(json!({"input_shape": [1, 16, 16], "layers": [{"type": "concat", "branches": [
+        let t = table(
+            json!({"input_shape": [1, 16, 16], "layers": [{"type": "concat", "branches": [
             [{"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1}],
-            [{"type": "conv2d", "out_channels": 1, "kernel_size": 2, "padding": "same"}]]}]}), 0);
+            [{"type": "conv2d", "out_channels": 1, "kernel_size": 2, "padding": "same"}]]}]}),
+            0,
+        );
         assert_eq!(t[0].aligned, Some(false));
-        let t = table(json!({"input_shape": [1, 16, 16], "layers": [{"type": "concat", "branches": [
+        let t = table(
+            json!({"input_shape": [1, 16, 16], "layers": [{"type": "concat", "branches": [
             [{"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1}],
-            [{"type": "conv2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1}, {"type": "adaptive_avgpool2d", "output_size": 16}]]}]}), 0);
+            [{"type": "conv2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1}, {"type": "adaptive_avgpool2d", "output_size": 16}]]}]}),
+            0,
+        );
         assert_eq!(t[0].kind, "not_affine");
     }
 }

@@ -40,17 +40,36 @@ impl FromRequest<AppState> for JsonBody {
         }
         let limit = state.config.max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", format!("the body is larger than {limit} bytes"));
+            let mut e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("the body is larger than {limit} bytes"),
+            )
+            .at("");
             e.limit = Some(("max_body_bytes".into(), limit as u64));
             e
         })?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            let what = if e.to_string().contains("recursion limit") { "the JSON is nested too deeply".to_string() } else { e.to_string() };
-            ApiError::new(StatusCode::BAD_REQUEST, "Malformed JSON", format!("the body is not valid JSON: {what}")).at("")
+            let what = if e.to_string().contains("recursion limit") {
+                "the JSON is nested too deeply".to_string()
+            } else {
+                e.to_string()
+            };
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Malformed JSON",
+                format!("the body is not valid JSON: {what}"),
+            )
+            .at("")
         })?;
         let d = depth(&value);
         if d > state.config.max_json_depth {
-            let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request too large", format!("the JSON is nested {d} levels deep; the limit is {}", state.config.max_json_depth)).at("");
+            let mut e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("the JSON is nested {d} levels deep; the limit is {}", state.config.max_json_depth),
+            )
+            .at("");
             e.limit = Some(("max_json_depth".into(), state.config.max_json_depth as u64));
             return Err(e);
         }

@@ -78,9 +78,16 @@ pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
         c.count_residual_adds = o.bool("count_residual_adds", false)?;
         o.finish("additions, flops, count_batchnorm, count_activations, count_pooling, count_residual_adds")?;
     }
-    let profile = req.choice("profile", "none", &["none", "fvcore", "ptflops", "torch_flop_counter", "torchvision"])?;
+    let profile = req.choice(
+        "profile",
+        "none",
+        &["none", "fvcore", "ptflops", "torch_flop_counter", "torchvision"],
+    )?;
     if profile != "none" && req.has("conventions") && req.raw("conventions").and_then(|v| v.get("flops")).is_some() {
-        return Err(SpecError::invalid("/profile", "give either a profile or conventions.flops, not both: a profile fixes how FLOPs are counted"));
+        return Err(SpecError::invalid(
+            "/profile",
+            "give either a profile or conventions.flops, not both: a profile fixes how FLOPs are counted",
+        ));
     }
     let rule = match Profile::parse(profile) {
         Some(p) => FlopRule::Profile(p),
@@ -88,14 +95,34 @@ pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
     };
     let batch = req.u64_in("batch_size", Some(1), 1, max_batch)?;
     let dtype = req.choice("dtype", "float32", &["float32", "float16", "bfloat16", "float64", "int8", "uint8"])?;
-    Ok(Request { rule, additions: c.additions, conventions: c, profile: (profile != "none").then_some(profile), batch, dtype })
+    Ok(Request {
+        rule,
+        additions: c.additions,
+        conventions: c,
+        profile: (profile != "none").then_some(profile),
+        batch,
+        dtype,
+    })
 }
 
 pub fn compute(graph: &Graph, r: &Request) -> Result<Table, SpecError> {
-    complexity::table(graph, &complexity::Options { rule: r.rule, additions: r.additions, batch: r.batch, dtype_bytes: dtype_bytes(r.dtype).unwrap_or(4) })
+    complexity::table(
+        graph,
+        &complexity::Options {
+            rule: r.rule,
+            additions: r.additions,
+            batch: r.batch,
+            dtype_bytes: dtype_bytes(r.dtype).unwrap_or(4),
+        },
+    )
 }
 
-pub async fn handle(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap, JsonBody(body): JsonBody) -> ApiResult<Response> {
+pub async fn handle(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let req = Obj::new(&body, "")?;
     let spec = state.model(&req, "model")?;
     let opts = read_options(&req, state.config.max_batch)?;
@@ -106,7 +133,11 @@ pub async fn handle(State(state): State<AppState>, Query(query): Query<HashMap<S
     let graph = infer(&spec, "/model")?;
     let table = compute(&graph, &opts)?;
 
-    let verification = if verify { Some(verify_table(&state, &graph, &table).await?) } else { None };
+    let verification = if verify {
+        Some(verify_table(&state, &graph, &table).await?)
+    } else {
+        None
+    };
 
     match format {
         Format::Csv => Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response()),
@@ -141,7 +172,9 @@ pub async fn handle(State(state): State<AppState>, Query(query): Query<HashMap<S
 async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> ApiResult<Value> {
     let limit = state.config.max_run_params;
     if table.totals.params > limit as u128 {
-        return Ok(json!({"ran": false, "reason": format!("skipped: {} parameters exceed the max_run_params limit of {limit}", table.totals.params)}));
+        return Ok(
+            json!({"ran": false, "reason": format!("skipped: {} parameters exceed the max_run_params limit of {limit}", table.totals.params)}),
+        );
     }
     let spec = graph.spec.clone();
     let executed = match state.run_torch(move || shapes::execute(&spec, tch::Device::Cpu)).await? {
@@ -151,7 +184,12 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
     let mut layers = Vec::new();
     let mut all = true;
     for node in graph.walk() {
-        let own_params = table.rows.iter().find(|r| r.path == node.path).map(|r| if r.subtotal { 0 } else { r.counts.params }).unwrap_or(0) as u64;
+        let own_params = table
+            .rows
+            .iter()
+            .find(|r| r.path == node.path)
+            .map(|r| if r.subtotal { 0 } else { r.counts.params })
+            .unwrap_or(0) as u64;
         let exec_shape = executed.shapes.get(&node.path);
         let exec_params = executed.params.get(&node.path).copied().unwrap_or(0);
         let agrees = exec_shape == Some(&node.output) && (!node.groups.is_empty() || exec_params == own_params);
@@ -179,8 +217,25 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
 }
 
 const COLUMNS: &[&str] = &[
-    "path", "name", "type", "input_shape", "output_shape", "subtotal", "params_weight", "params_bias", "params", "multiplications", "additions", "macs", "flops", "activations",
-    "comparisons", "output_elements", "output_bytes", "params_percent", "flops_percent",
+    "path",
+    "name",
+    "type",
+    "input_shape",
+    "output_shape",
+    "subtotal",
+    "params_weight",
+    "params_bias",
+    "params",
+    "multiplications",
+    "additions",
+    "macs",
+    "flops",
+    "activations",
+    "comparisons",
+    "output_elements",
+    "output_bytes",
+    "params_percent",
+    "flops_percent",
 ];
 
 fn shape(s: &[u64]) -> String {
@@ -215,7 +270,19 @@ fn all_cells(t: &Table) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = t
         .rows
         .iter()
-        .map(|r| cells(&r.path, r.name.as_deref().unwrap_or(""), &r.layer_type, &shape(&r.input_shape), &shape(&r.output_shape), r.subtotal, &r.counts, r.params_percent, r.flops_percent))
+        .map(|r| {
+            cells(
+                &r.path,
+                r.name.as_deref().unwrap_or(""),
+                &r.layer_type,
+                &shape(&r.input_shape),
+                &shape(&r.output_shape),
+                r.subtotal,
+                &r.counts,
+                r.params_percent,
+                r.flops_percent,
+            )
+        })
         .collect();
     out.push(cells("total", "", "total", "", "", true, &t.totals, 100.0, 100.0));
     out
@@ -241,7 +308,10 @@ pub fn to_csv(t: &Table) -> String {
 pub fn to_markdown(t: &Table) -> String {
     let mut s = format!("| {} |\n|{}\n", COLUMNS.join(" | "), "---|".repeat(COLUMNS.len()));
     for row in all_cells(t) {
-        s += &format!("| {} |\n", row.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
+        s += &format!(
+            "| {} |\n",
+            row.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | ")
+        );
     }
     s
 }

@@ -17,7 +17,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, title, detail: detail.into(), pointer: None, limit: None, retry_after: None }
+        ApiError {
+            status,
+            title,
+            detail: detail.into(),
+            pointer: None,
+            limit: None,
+            retry_after: None,
+        }
     }
 
     pub fn at(mut self, pointer: impl Into<String>) -> Self {
@@ -26,7 +33,11 @@ impl ApiError {
     }
 
     pub fn busy(what: &str, retry_after: u64) -> Self {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Server busy", format!("{what}; retry after {retry_after} s"));
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server busy",
+            format!("{what}; retry after {retry_after} s"),
+        );
         e.retry_after = Some(retry_after);
         e
     }
@@ -39,15 +50,28 @@ impl From<SpecError> for ApiError {
             ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request too large"),
             ErrorKind::Unavailable => (StatusCode::UNPROCESSABLE_ENTITY, "Not available on this server"),
         };
-        ApiError { status, title, detail: e.message, pointer: Some(e.pointer), limit: e.limit, retry_after: None }
+        ApiError {
+            status,
+            title,
+            detail: e.message,
+            pointer: Some(e.pointer),
+            limit: e.limit,
+            retry_after: None,
+        }
     }
 }
 
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Busy { queue } => ApiError::busy(&format!("all libtorch workers are busy and {queue} requests are already queued"), 2),
-            PoolError::Panicked(msg) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "libtorch failed", format!("libtorch reported an error: {msg}")),
+            PoolError::Busy { queue } => {
+                ApiError::busy(&format!("all libtorch workers are busy and {queue} requests are already queued"), 2)
+            }
+            PoolError::Panicked(msg) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "libtorch failed",
+                format!("libtorch reported an error: {msg}"),
+            ),
         }
     }
 }
@@ -67,7 +91,8 @@ impl IntoResponse for ApiError {
             body["limit"] = json!({"name": name, "value": value});
         }
         let mut resp = (self.status, body.to_string()).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }

@@ -16,7 +16,11 @@ pub async fn healthz() -> Response {
 
 /// libtorch answers and the worker pool runs jobs.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.pool.run(|| tch::Tensor::from_slice(&[1.0f64, 2.0]).sum(tch::Kind::Double).double_value(&[])).await {
+    match state
+        .pool
+        .run(|| tch::Tensor::from_slice(&[1.0f64, 2.0]).sum(tch::Kind::Double).double_value(&[]))
+        .await
+    {
         Ok(v) if v == 3.0 => json_response(&json!({"status": "ready", "workers": state.pool.workers()})),
         Ok(_) | Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -31,7 +31,10 @@ impl AppState {
     pub fn new(config: Config) -> AppState {
         tch::set_num_threads(config.torch_threads as i32);
         let pool = Arc::new(TorchPool::new(config.workers, config.queue));
-        AppState { config: Arc::new(config), pool }
+        AppState {
+            config: Arc::new(config),
+            pool,
+        }
     }
 
     /// Runs libtorch work on the pool, bounded by the request timeout.
@@ -43,14 +46,22 @@ impl AppState {
         let secs = self.config.request_timeout_secs;
         match tokio::time::timeout(Duration::from_secs(secs), self.pool.run(f)).await {
             Ok(r) => r.map_err(ApiError::from),
-            Err(_) => Err(ApiError::busy(&format!("the libtorch run did not finish within the {secs} s request timeout"), 5)),
+            Err(_) => Err(ApiError::busy(
+                &format!("the libtorch run did not finish within the {secs} s request timeout"),
+                5,
+            )),
         }
     }
 
     /// Reads the model under `key` of a request object.
     pub fn model(&self, obj: &Obj, key: &'static str) -> Result<ModelSpec, SpecError> {
         let ptr = obj.at(key);
-        let v = obj.raw(key).ok_or_else(|| SpecError::invalid(&ptr, "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}"))?;
+        let v = obj.raw(key).ok_or_else(|| {
+            SpecError::invalid(
+                &ptr,
+                "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}",
+            )
+        })?;
         parse_model(v, &ptr, &self.config.spec)
     }
 }
@@ -85,18 +96,35 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not found", format!("no route {} {}; see GET /openapi.yaml", req.method(), req.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        format!("no route {} {}; see GET /openapi.yaml", req.method(), req.uri().path()),
+    )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
 }
 
 /// A bug must still answer in problem+json (and keep the connection), never drop it.
 fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
     tracing::error!(panic = %msg, "handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the server hit a bug while answering; it has been logged").into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+        "the server hit a bug while answering; it has been logged",
+    )
+    .into_response()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -116,7 +144,10 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
-    let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if is_problem {
         let (mut parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();

@@ -18,7 +18,11 @@ pub async fn list() -> Response {
 
 pub async fn one(Path(name): Path<String>) -> Result<Response, ApiError> {
     if presets::get(&name).is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "Unknown preset", format!("no preset {name:?}; known: {}", presets::NAMES.join(", "))));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown preset",
+            format!("no preset {name:?}; known: {}", presets::NAMES.join(", ")),
+        ));
     }
     Ok(json_response(&entry(&name)))
 }

@@ -31,7 +31,13 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
             let layer = p.raw("layer").cloned().unwrap_or(Value::Null);
             let index = match p.array("index")? {
                 None => None,
-                Some(items) => Some(items.iter().enumerate().map(|(k, v)| uint(v, &format!("/position/index/{k}"), 0, u32::MAX as u64)).collect::<Result<Vec<_>, _>>()?),
+                Some(items) => Some(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| uint(v, &format!("/position/index/{k}"), 0, u32::MAX as u64))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
             };
             let channel = p.opt_u64("channel", 0, u32::MAX as u64)?;
             p.finish("layer, index, channel")?;
@@ -46,7 +52,11 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
 
     // The unit to answer about (and to verify): the requested one, or the centre of the last layer.
     let requested = position.is_some();
-    let pos = position.unwrap_or(Position { layer: Value::Null, index: None, channel: None });
+    let pos = position.unwrap_or(Position {
+        layer: Value::Null,
+        index: None,
+        channel: None,
+    });
     let chain = chain_to(&graph, &pos.layer, "/position/layer")?;
     let out = chain.target.output.clone();
     let spatial_out = out.len() == 3;
@@ -54,9 +64,15 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         Some(ix) => {
             let want = if spatial_out { 2 } else { 1 };
             if ix.len() != want {
-                return Err(SpecError::invalid("/position/index", format!(
-                    "layer {} has output shape {out:?}: give {}", chain.target.path, if spatial_out { "[i, j]" } else { "[k] (one feature)" }
-                )).into());
+                return Err(SpecError::invalid(
+                    "/position/index",
+                    format!(
+                        "layer {} has output shape {out:?}: give {}",
+                        chain.target.path,
+                        if spatial_out { "[i, j]" } else { "[k] (one feature)" }
+                    ),
+                )
+                .into());
             }
             let dims = if spatial_out { &out[1..] } else { &out[..] };
             ix.iter()
@@ -64,20 +80,36 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
                 .enumerate()
                 .map(|(k, (&i, &n))| {
                     if i < base || i - base >= n {
-                        Err(SpecError::invalid(format!("/position/index/{k}"), format!(
-                            "{i} is outside the layer's output: valid {}-based indices are {}..={}", base, base, n - 1 + base
-                        )))
+                        Err(SpecError::invalid(
+                            format!("/position/index/{k}"),
+                            format!(
+                                "{i} is outside the layer's output: valid {}-based indices are {}..={}",
+                                base,
+                                base,
+                                n - 1 + base
+                            ),
+                        ))
                     } else {
                         Ok(i - base)
                     }
                 })
                 .collect::<Result<_, _>>()?
         }
-        None => if spatial_out { vec![out[1] / 2, out[2] / 2] } else { vec![out[0] / 2] },
+        None => {
+            if spatial_out {
+                vec![out[1] / 2, out[2] / 2]
+            } else {
+                vec![out[0] / 2]
+            }
+        }
     };
     if let Some(c) = pos.channel {
         if !spatial_out || c >= out[0] {
-            return Err(SpecError::invalid("/position/channel", format!("layer {} has output shape {out:?}: no channel {c}", chain.target.path)).into());
+            return Err(SpecError::invalid(
+                "/position/channel",
+                format!("layer {} has output shape {out:?}: no channel {c}", chain.target.path),
+            )
+            .into());
         }
     }
     let dep = dependence(&chain, &index0, pos.channel);
@@ -145,7 +177,8 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
         (Rf::Spatial([h, w]), 2) => {
             let (hr, wr) = (h.at(index[0]), w.at(index[1]));
             let n = [input[1] as i64, input[2] as i64];
-            let overlap = |(lo, hi): (i64, i64), n: i64| -> Option<(i64, i64)> { (lo.max(0) <= hi.min(n - 1)).then(|| (lo.max(0), hi.min(n - 1))) };
+            let overlap =
+                |(lo, hi): (i64, i64), n: i64| -> Option<(i64, i64)> { (lo.max(0) <= hi.min(n - 1)).then(|| (lo.max(0), hi.min(n - 1))) };
             let (hc, wc) = (overlap(hr, n[0]), overlap(wr, n[1]));
             let inside = |c: Option<(i64, i64)>| c.map(|(a, b)| (b - a + 1) as u64).unwrap_or(0);
             let (ro, co) = (h.size() - inside(hc), w.size() - inside(wc));
@@ -163,7 +196,10 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
             let tight_equal = same(&rows, hc) && same(&cols, wc);
             v["tight_box_equals_clipped"] = json!(tight_equal);
             if !tight_equal {
-                notes.push("the exact dependence is smaller than the clipped affine range (near the border, or windows that never reach it)".into());
+                notes.push(
+                    "the exact dependence is smaller than the clipped affine range (near the border, or windows that never reach it)"
+                        .into(),
+                );
             }
         }
         (Rf::NotAffine(why), _) => {
@@ -177,13 +213,29 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn verify_unit(state: &AppState, graph: &Graph<'_>, chain: &Chain<'_, '_>, index: &[u64], channel: Option<u64>, dep: &DependenceSet, dev: tch::Device, base: u64) -> ApiResult<Value> {
+async fn verify_unit(
+    state: &AppState,
+    graph: &Graph<'_>,
+    chain: &Chain<'_, '_>,
+    index: &[u64],
+    channel: Option<u64>,
+    dep: &DependenceSet,
+    dev: tch::Device,
+    base: u64,
+) -> ApiResult<Value> {
     // Bound the probe's cost before running it: forward + backward in float64 at batch 1.
-    let opts = complexity::Options { rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision), additions: complexity::Additions::Accumulate, batch: 1, dtype_bytes: 8 };
+    let opts = complexity::Options {
+        rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision),
+        additions: complexity::Additions::Accumulate,
+        batch: 1,
+        dtype_bytes: 8,
+    };
     let totals = complexity::table(graph, &opts)?.totals;
     let limit = state.config.max_run_macs;
     if totals.macs > limit as u128 {
-        return Ok(json!({"ran": false, "reason": format!("skipped: the probe would run {} MACs, over the max_run_macs limit of {limit}; the analytic answer stands alone", totals.macs)}));
+        return Ok(
+            json!({"ran": false, "reason": format!("skipped: the probe would run {} MACs, over the max_run_macs limit of {limit}; the analytic answer stands alone", totals.macs)}),
+        );
     }
     let spec = graph.spec.clone();
     let target = chain.target.path.clone();
@@ -195,7 +247,11 @@ async fn verify_unit(state: &AppState, graph: &Graph<'_>, chain: &Chain<'_, '_>,
     };
     let analytic: Vec<IntervalSet> = (0..graph.input().len()).map(|a| dep.axis(a)).collect();
     let agrees = !r.overflow && analytic == r.axes;
-    let names: &[&str] = if graph.input().len() == 3 { &["channels", "rows", "cols"] } else { &["features"] };
+    let names: &[&str] = if graph.input().len() == 3 {
+        &["channels", "rows", "cols"]
+    } else {
+        &["features"]
+    };
     let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
     Ok(json!({
         "ran": true,

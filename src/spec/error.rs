@@ -24,7 +24,12 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { kind: ErrorKind::Invalid, pointer: pointer.into(), message: message.into(), limit: None }
+        SpecError {
+            kind: ErrorKind::Invalid,
+            pointer: pointer.into(),
+            message: message.into(),
+            limit: None,
+        }
     }
 
     pub fn too_large(pointer: impl Into<String>, limit: &str, value: u64, message: impl Into<String>) -> Self {
@@ -37,7 +42,12 @@ impl SpecError {
     }
 
     pub fn unavailable(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { kind: ErrorKind::Unavailable, pointer: pointer.into(), message: message.into(), limit: None }
+        SpecError {
+            kind: ErrorKind::Unavailable,
+            pointer: pointer.into(),
+            message: message.into(),
+            limit: None,
+        }
     }
 
     /// Re-roots the pointer under a prefix (a spec parsed on its own, then embedded in a request).

@@ -27,7 +27,11 @@ pub struct Obj<'a> {
 impl<'a> Obj<'a> {
     pub fn new(value: &'a Value, pointer: &str) -> SpecResult<Self> {
         match value {
-            Value::Object(map) => Ok(Obj { map, pointer: pointer.to_string(), seen: RefCell::new(Vec::new()) }),
+            Value::Object(map) => Ok(Obj {
+                map,
+                pointer: pointer.to_string(),
+                seen: RefCell::new(Vec::new()),
+            }),
             other => Err(SpecError::invalid(pointer, format!("expected an object, got {}", describe(other)))),
         }
     }
@@ -46,7 +50,10 @@ impl<'a> Obj<'a> {
     pub fn missing(&self, key: &str) -> SpecError {
         let typo = self.map.keys().find(|k| k.as_str() != key && edit_distance(k, key) <= 2);
         match typo {
-            Some(k) => SpecError::invalid(self.at(key), format!("is required (the request has {k:?}: a misspelling of {key:?}?)")),
+            Some(k) => SpecError::invalid(
+                self.at(key),
+                format!("is required (the request has {k:?}: a misspelling of {key:?}?)"),
+            ),
             None => SpecError::invalid(self.at(key), "is required"),
         }
     }
@@ -78,7 +85,10 @@ impl<'a> Obj<'a> {
         match self.raw(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(SpecError::invalid(self.at(key), format!("expected true or false, got {}", describe(other)))),
+            Some(other) => Err(SpecError::invalid(
+                self.at(key),
+                format!("expected true or false, got {}", describe(other)),
+            )),
         }
     }
 
@@ -93,7 +103,10 @@ impl<'a> Obj<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(other) => Err(SpecError::invalid(self.at(key), format!("expected a string, got {}", describe(other)))),
+            Some(other) => Err(SpecError::invalid(
+                self.at(key),
+                format!("expected a string, got {}", describe(other)),
+            )),
         }
     }
 
@@ -106,9 +119,11 @@ impl<'a> Obj<'a> {
     pub fn choice(&self, key: &'static str, default: &'static str, allowed: &[&'static str]) -> SpecResult<&'static str> {
         match self.opt_str(key)? {
             None => Ok(default),
-            Some(s) => allowed.iter().copied().find(|a| *a == s).ok_or_else(|| {
-                SpecError::invalid(self.at(key), format!("unknown value {s:?}; expected one of {}", allowed.join(", ")))
-            }),
+            Some(s) => allowed
+                .iter()
+                .copied()
+                .find(|a| *a == s)
+                .ok_or_else(|| SpecError::invalid(self.at(key), format!("unknown value {s:?}; expected one of {}", allowed.join(", ")))),
         }
     }
 
@@ -116,7 +131,10 @@ impl<'a> Obj<'a> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::Array(a)) => Ok(Some(a)),
-            Some(other) => Err(SpecError::invalid(self.at(key), format!("expected an array, got {}", describe(other)))),
+            Some(other) => Err(SpecError::invalid(
+                self.at(key),
+                format!("expected an array, got {}", describe(other)),
+            )),
         }
     }
 
@@ -127,7 +145,14 @@ impl<'a> Obj<'a> {
             if !seen.contains(&key.as_str()) {
                 return Err(SpecError::invalid(
                     self.at(key),
-                    format!("unknown field {key:?}{}", if allowed_hint.is_empty() { String::new() } else { format!("; allowed here: {allowed_hint}") }),
+                    format!(
+                        "unknown field {key:?}{}",
+                        if allowed_hint.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; allowed here: {allowed_hint}")
+                        }
+                    ),
                 ));
             }
         }
@@ -137,7 +162,11 @@ impl<'a> Obj<'a> {
 
 pub fn uint(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<u64> {
     let n = match v {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .map(|f| f as u64)
+        }),
         _ => None,
     };
     match n {
@@ -161,8 +190,14 @@ pub fn float(v: &Value, pointer: &str, min: f64, max: f64) -> SpecResult<f64> {
 
 pub fn pair(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<[u64; 2]> {
     match v {
-        Value::Array(items) if items.len() == 2 => Ok([uint(&items[0], &child(pointer, 0), min, max)?, uint(&items[1], &child(pointer, 1), min, max)?]),
-        Value::Array(items) => Err(SpecError::invalid(pointer, format!("expected an int or [h, w], got a list of {} items", items.len()))),
+        Value::Array(items) if items.len() == 2 => Ok([
+            uint(&items[0], &child(pointer, 0), min, max)?,
+            uint(&items[1], &child(pointer, 1), min, max)?,
+        ]),
+        Value::Array(items) => Err(SpecError::invalid(
+            pointer,
+            format!("expected an int or [h, w], got a list of {} items", items.len()),
+        )),
         other => {
             let n = uint(other, pointer, min, max)?;
             Ok([n, n])

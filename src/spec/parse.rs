@@ -18,7 +18,11 @@ pub struct SpecLimits {
 
 impl Default for SpecLimits {
     fn default() -> Self {
-        SpecLimits { max_layers: 2000, max_depth: 16, max_dim: 1 << 20 }
+        SpecLimits {
+            max_layers: 2000,
+            max_depth: 16,
+            max_dim: 1 << 20,
+        }
     }
 }
 
@@ -28,19 +32,35 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     if let Some(name) = obj.opt_str("preset")? {
         obj.finish("preset (alone), or input_shape and layers")?;
         let preset = presets::get(name).ok_or_else(|| {
-            SpecError::invalid(obj.at("preset"), format!("unknown preset {name:?}; known: {}", presets::NAMES.join(", ")))
+            SpecError::invalid(
+                obj.at("preset"),
+                format!("unknown preset {name:?}; known: {}", presets::NAMES.join(", ")),
+            )
         })?;
-        let mut spec = parse_model(&preset, "", &SpecLimits { max_layers: usize::MAX, max_depth: usize::MAX, max_dim: u64::MAX })
-            .expect("built-in presets are valid");
+        let mut spec = parse_model(
+            &preset,
+            "",
+            &SpecLimits {
+                max_layers: usize::MAX,
+                max_depth: usize::MAX,
+                max_dim: u64::MAX,
+            },
+        )
+        .expect("built-in presets are valid");
         spec.preset = Some(name.to_string());
         return Ok(spec);
     }
     let shape_ptr = obj.at("input_shape");
-    let shape = obj.array("input_shape")?.ok_or_else(|| SpecError::invalid(&shape_ptr, "is required (or give a preset)"))?;
+    let shape = obj
+        .array("input_shape")?
+        .ok_or_else(|| SpecError::invalid(&shape_ptr, "is required (or give a preset)"))?;
     if shape.len() != 1 && shape.len() != 3 {
         return Err(SpecError::invalid(
             &shape_ptr,
-            format!("expected [C, H, W] (images) or [F] (features) without the batch axis, got {} numbers", shape.len()),
+            format!(
+                "expected [C, H, W] (images) or [F] (features) without the batch axis, got {} numbers",
+                shape.len()
+            ),
         ));
     }
     let input_shape = shape
@@ -53,7 +73,11 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     obj.finish("input_shape, layers, or preset")?;
     let mut counter = 0usize;
     let layers = parse_layers(layers, &layers_ptr, limits, 0, &mut counter)?;
-    Ok(ModelSpec { input_shape, layers, preset: None })
+    Ok(ModelSpec {
+        input_shape,
+        layers,
+        preset: None,
+    })
 }
 
 fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Vec<Layer>> {
@@ -66,7 +90,10 @@ fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usiz
 
 /// `Conv2d`, `conv2d`, `max_pool2d`, `MaxPool2d` all name the same layer.
 fn canonical_type(t: &str) -> String {
-    t.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase()
+    t.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, identity, dropout, flatten, concat, residual";
@@ -74,13 +101,23 @@ const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpoo
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     *counter += 1;
     if *counter > limits.max_layers {
-        return Err(SpecError::too_large(pointer, "max_layers", limits.max_layers as u64, format!("the model has more than {} layers", limits.max_layers)));
+        return Err(SpecError::too_large(
+            pointer,
+            "max_layers",
+            limits.max_layers as u64,
+            format!("the model has more than {} layers", limits.max_layers),
+        ));
     }
     let o = Obj::new(value, pointer)?;
     let type_ptr = o.at("type");
     let ty = match o.raw("type") {
         Some(Value::String(s)) => s.as_str(),
-        Some(other) => return Err(SpecError::invalid(type_ptr, format!("expected a layer type string, got {}", describe(other)))),
+        Some(other) => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                format!("expected a layer type string, got {}", describe(other)),
+            ))
+        }
         None => return Err(SpecError::invalid(type_ptr, format!("is required; one of {LAYER_TYPES}"))),
     };
     let name = match o.opt_str("name")? {
@@ -101,16 +138,27 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 Some(Value::String(s)) if s == "valid" => ConvPadding::Explicit([0, 0]),
                 Some(Value::String(s)) if s == "same" => {
                     if stride != [1, 1] {
-                        return Err(SpecError::invalid(o.at("padding"), "padding=\"same\" is not supported for strided convolutions (PyTorch refuses it too)"));
+                        return Err(SpecError::invalid(
+                            o.at("padding"),
+                            "padding=\"same\" is not supported for strided convolutions (PyTorch refuses it too)",
+                        ));
                     }
                     ConvPadding::Same
                 }
-                Some(Value::String(s)) => return Err(SpecError::invalid(o.at("padding"), format!("unknown padding {s:?}; expected an int, [h, w], \"same\" or \"valid\""))),
+                Some(Value::String(s)) => {
+                    return Err(SpecError::invalid(
+                        o.at("padding"),
+                        format!("unknown padding {s:?}; expected an int, [h, w], \"same\" or \"valid\""),
+                    ))
+                }
                 Some(v) => ConvPadding::Explicit(super::json::pair(v, &o.at("padding"), 0, max)?),
             };
             let groups = o.u64_in("groups", Some(1), 1, max)?;
             if out_channels % groups != 0 {
-                return Err(SpecError::invalid(o.at("groups"), format!("out_channels ({out_channels}) must be divisible by groups ({groups})")));
+                return Err(SpecError::invalid(
+                    o.at("groups"),
+                    format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),
+                ));
             }
             let bias = o.bool("bias", true)?;
             if let Some(mode) = o.opt_str("padding_mode")? {
@@ -118,11 +166,22 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                     return Err(SpecError::invalid(o.at("padding_mode"), "only \"zeros\" padding is supported"));
                 }
             }
-            LayerKind::Conv2d { out_channels, kernel, stride, padding, dilation, groups, bias }
+            LayerKind::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            }
         }
         "linear" => {
             declared_in = o.opt_u64("in_features", 1, max)?;
-            LayerKind::Linear { out_features: o.u64_in("out_features", None, 1, max)?, bias: o.bool("bias", true)? }
+            LayerKind::Linear {
+                out_features: o.u64_in("out_features", None, 1, max)?,
+                bias: o.bool("bias", true)?,
+            }
         }
         "maxpool2d" => {
             let kernel = o.pair("kernel_size", None, 1, max)?;
@@ -134,7 +193,13 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
             }
             check_pool_padding(&o, kernel, padding)?;
-            LayerKind::MaxPool2d { kernel, stride, padding, dilation, ceil_mode }
+            LayerKind::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            }
         }
         "avgpool2d" => {
             let kernel = o.pair("kernel_size", None, 1, max)?;
@@ -146,7 +211,13 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
             }
             check_pool_padding(&o, kernel, padding)?;
-            LayerKind::AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad }
+            LayerKind::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            }
         }
         "adaptiveavgpool2d" => {
             let ptr = o.at("output_size");
@@ -154,7 +225,11 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 None => return Err(SpecError::invalid(ptr, "is required")),
                 Some(Value::Array(items)) if items.len() == 2 => {
                     let axis = |i: usize| -> SpecResult<Option<u64>> {
-                        if items[i].is_null() { Ok(None) } else { uint(&items[i], &child(&ptr, i), 1, max).map(Some) }
+                        if items[i].is_null() {
+                            Ok(None)
+                        } else {
+                            uint(&items[i], &child(&ptr, i), 1, max).map(Some)
+                        }
                     };
                     [axis(0)?, axis(1)?]
                 }
@@ -184,7 +259,11 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 _ => Activation::Identity,
             };
             let _inplace = o.bool("inplace", false)?;
-            let negative_slope = if kind == Activation::LeakyRelu { o.f64_in("negative_slope", Some(0.01), -1e6, 1e6)? } else { 0.0 };
+            let negative_slope = if kind == Activation::LeakyRelu {
+                o.f64_in("negative_slope", Some(0.01), -1e6, 1e6)?
+            } else {
+                0.0
+            };
             if kind == Activation::Gelu {
                 o.choice("approximate", "none", &["none"])?;
             }
@@ -192,20 +271,27 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
         }
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;
-            LayerKind::Dropout { p: o.f64_in("p", Some(0.5), 0.0, 1.0)? }
+            LayerKind::Dropout {
+                p: o.f64_in("p", Some(0.5), 0.0, 1.0)?,
+            }
         }
         "flatten" => {
             let start = o.raw("start_dim").map(|v| v.as_i64());
             let end = o.raw("end_dim").map(|v| v.as_i64());
             if !matches!(start, None | Some(Some(1))) || !matches!(end, None | Some(Some(-1))) {
-                return Err(SpecError::invalid(o.pointer.clone(), "only flatten(start_dim=1, end_dim=-1) is supported: it flattens one sample into features"));
+                return Err(SpecError::invalid(
+                    o.pointer.clone(),
+                    "only flatten(start_dim=1, end_dim=-1) is supported: it flattens one sample into features",
+                ));
             }
             LayerKind::Flatten
         }
         "concat" | "cat" => {
             check_depth(&o, depth, limits)?;
             let ptr = o.at("branches");
-            let items = o.array("branches")?.ok_or_else(|| SpecError::invalid(&ptr, "is required: a list of layer lists"))?;
+            let items = o
+                .array("branches")?
+                .ok_or_else(|| SpecError::invalid(&ptr, "is required: a list of layer lists"))?;
             if items.is_empty() {
                 return Err(SpecError::invalid(&ptr, "needs at least one branch"));
             }
@@ -217,7 +303,10 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                     let bp = child(&ptr, b);
                     match v {
                         Value::Array(layers) => parse_layers(layers, &bp, limits, depth + 1, counter),
-                        other => Err(SpecError::invalid(bp, format!("a branch is a list of layers, got {}", describe(other)))),
+                        other => Err(SpecError::invalid(
+                            bp,
+                            format!("a branch is a list of layers, got {}", describe(other)),
+                        )),
                     }
                 })
                 .collect::<SpecResult<Vec<_>>>()?;
@@ -235,7 +324,12 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             let shortcut = list("shortcut")?;
             LayerKind::Residual { body, shortcut }
         }
-        _ => return Err(SpecError::invalid(type_ptr, format!("unknown layer type {ty:?}; known: {LAYER_TYPES}"))),
+        _ => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                format!("unknown layer type {ty:?}; known: {LAYER_TYPES}"),
+            ))
+        }
     };
     o.finish("the layer's PyTorch arguments, \"type\" and \"name\"")?;
     Ok(Layer { name, kind, declared_in })
@@ -243,7 +337,12 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
 
 fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {
     if depth >= limits.max_depth {
-        return Err(SpecError::too_large(o.pointer.clone(), "max_depth", limits.max_depth as u64, format!("composite layers are nested deeper than {}", limits.max_depth)));
+        return Err(SpecError::too_large(
+            o.pointer.clone(),
+            "max_depth",
+            limits.max_depth as u64,
+            format!("composite layers are nested deeper than {}", limits.max_depth),
+        ));
     }
     Ok(())
 }
@@ -254,7 +353,10 @@ fn check_pool_padding(o: &Obj, kernel: Pair, padding: Pair) -> SpecResult<()> {
         if padding[axis] > kernel[axis] / 2 {
             return Err(SpecError::invalid(
                 o.at("padding"),
-                format!("pooling padding ({}) must be at most half the kernel size ({}), as PyTorch requires", padding[axis], kernel[axis]),
+                format!(
+                    "pooling padding ({}) must be at most half the kernel size ({}), as PyTorch requires",
+                    padding[axis], kernel[axis]
+                ),
             ));
         }
     }

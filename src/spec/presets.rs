@@ -121,7 +121,16 @@ fn classifier(in_features: u64, hidden: u64, dropout_first: bool) -> Vec<Value> 
 
 fn vgg16() -> Vec<Value> {
     let mut v = Vec::new();
-    for (i, stage) in [vec![64, 64], vec![128, 128], vec![256, 256, 256], vec![512, 512, 512], vec![512, 512, 512]].iter().enumerate() {
+    for (i, stage) in [
+        vec![64, 64],
+        vec![128, 128],
+        vec![256, 256, 256],
+        vec![512, 512, 512],
+        vec![512, 512, 512],
+    ]
+    .iter()
+    .enumerate()
+    {
         for (j, c) in stage.iter().enumerate() {
             v.push(named(conv(*c, 3, 1, 1, true), &format!("conv{}_{}", i + 1, j + 1)));
             v.push(relu());
@@ -162,7 +171,16 @@ fn resnet(bottleneck: bool, blocks: [u64; 4]) -> Vec<Value> {
         for b in 0..n {
             let stride = if stage > 0 && b == 0 { 2 } else { 1 };
             let body = if bottleneck {
-                vec![conv(planes, 1, 1, 0, false), bn(), relu(), conv(planes, 3, stride, 1, false), bn(), relu(), conv(planes * 4, 1, 1, 0, false), bn()]
+                vec![
+                    conv(planes, 1, 1, 0, false),
+                    bn(),
+                    relu(),
+                    conv(planes, 3, stride, 1, false),
+                    bn(),
+                    relu(),
+                    conv(planes * 4, 1, 1, 0, false),
+                    bn(),
+                ]
             } else {
                 vec![conv(planes, 3, stride, 1, false), bn(), relu(), conv(planes, 3, 1, 1, false), bn()]
             };
@@ -193,7 +211,15 @@ fn conv_bn_relu6(out: u64, k: u64, stride: u64, groups: u64) -> Vec<Value> {
 fn mobilenet_v2() -> Vec<Value> {
     let mut v = conv_bn_relu6(32, 3, 2, 1);
     let mut inp = 32;
-    for (t, c, n, s) in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] {
+    for (t, c, n, s) in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ] {
         for i in 0..n {
             let stride = if i == 0 { s } else { 1 };
             let hidden = inp * t;
@@ -222,7 +248,11 @@ fn mobilenet_v2() -> Vec<Value> {
 
 /// torchvision's BasicConv2d: conv without bias, batchnorm with eps 0.001, ReLU.
 fn basic_conv(out: u64, k: u64, stride: u64, pad: u64) -> Vec<Value> {
-    vec![conv(out, k, stride, pad, false), json!({"type": "batchnorm2d", "eps": 0.001}), relu()]
+    vec![
+        conv(out, k, stride, pad, false),
+        json!({"type": "batchnorm2d", "eps": 0.001}),
+        relu(),
+    ]
 }
 
 fn googlenet_inception(name: &str, c1: u64, c3r: u64, c3: u64, c5r: u64, c5: u64, pool: u64) -> Value {

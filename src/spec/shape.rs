@@ -103,7 +103,10 @@ fn infer_list<'a>(layers: &'a [Layer], input: &[u64], path: &str, pointer: &str)
 fn image(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 3]> {
     match shape {
         [c, h, w] => Ok([*c, *h, *w]),
-        _ => Err(SpecError::invalid(pointer, format!("{what} needs an image input [C, H, W], but its input has shape {shape:?}"))),
+        _ => Err(SpecError::invalid(
+            pointer,
+            format!("{what} needs an image input [C, H, W], but its input has shape {shape:?}"),
+        )),
     }
 }
 
@@ -132,15 +135,7 @@ fn window_output(input: u64, k: u64, s: u64, d: u64, lo: u64, hi: u64, ceil: boo
     (out >= 1).then_some(out as u64)
 }
 
-fn windows(
-    input: [u64; 2],
-    k: Pair,
-    s: Pair,
-    d: Pair,
-    pad: [[u64; 2]; 2],
-    ceil: bool,
-    pointer: &str,
-) -> SpecResult<[Window; 2]> {
+fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil: bool, pointer: &str) -> SpecResult<[Window; 2]> {
     let axis = |a: usize| -> SpecResult<Window> {
         let out = window_output(input[a], k[a], s[a], d[a], pad[a][0], pad[a][1], ceil).ok_or_else(|| {
             SpecError::invalid(
@@ -158,7 +153,15 @@ fn windows(
                 ),
             )
         })?;
-        Ok(Window { kernel: k[a], stride: s[a], dilation: d[a], pad_lo: pad[a][0], pad_hi: pad[a][1], input: input[a], output: out })
+        Ok(Window {
+            kernel: k[a],
+            stride: s[a],
+            dilation: d[a],
+            pad_lo: pad[a][0],
+            pad_hi: pad[a][1],
+            input: input[a],
+            output: out,
+        })
     };
     Ok([axis(0)?, axis(1)?])
 }
@@ -167,11 +170,22 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
     let mut win = None;
     let mut groups = Vec::new();
     let output: Vec<u64> = match &layer.kind {
-        LayerKind::Conv2d { out_channels, kernel, stride, padding, dilation, groups: g, .. } => {
+        LayerKind::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups: g,
+            ..
+        } => {
             let [c, h, w] = image(input, "conv2d", &pointer)?;
             check_declared(layer, c, "in_channels", &pointer)?;
             if c % g != 0 {
-                return Err(SpecError::invalid(child(&pointer, "groups"), format!("in_channels ({c}) must be divisible by groups ({g})")));
+                return Err(SpecError::invalid(
+                    child(&pointer, "groups"),
+                    format!("in_channels ({c}) must be divisible by groups ({g})"),
+                ));
             }
             let pad = match padding {
                 ConvPadding::Explicit(p) => [[p[0], p[0]], [p[1], p[1]]],
@@ -184,14 +198,26 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
             win = Some(ws);
             vec![*out_channels, ws[0].output, ws[1].output]
         }
-        LayerKind::MaxPool2d { kernel, stride, padding, dilation, ceil_mode } => {
+        LayerKind::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        } => {
             let [c, h, w] = image(input, "maxpool2d", &pointer)?;
             let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
             let ws = windows([h, w], *kernel, *stride, *dilation, pad, *ceil_mode, &pointer)?;
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]
         }
-        LayerKind::AvgPool2d { kernel, stride, padding, ceil_mode, .. } => {
+        LayerKind::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            ..
+        } => {
             let [c, h, w] = image(input, "avgpool2d", &pointer)?;
             let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
             let ws = windows([h, w], *kernel, *stride, [1, 1], pad, *ceil_mode, &pointer)?;
@@ -226,7 +252,10 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
             input.to_vec()
         }
         LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
-        LayerKind::Flatten => vec![input.iter().try_fold(1u64, |a, b| a.checked_mul(*b)).ok_or_else(|| SpecError::invalid(&pointer, "the flattened size overflows"))?],
+        LayerKind::Flatten => vec![input
+            .iter()
+            .try_fold(1u64, |a, b| a.checked_mul(*b))
+            .ok_or_else(|| SpecError::invalid(&pointer, "the flattened size overflows"))?],
         LayerKind::Concat { branches } => {
             let mut channels = 0u64;
             for (b, layers) in branches.iter().enumerate() {
@@ -253,18 +282,33 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
             for (label, layers) in [("body", body), ("shortcut", shortcut)] {
                 let nodes = infer_list(layers, input, &format!("{path}.{label}"), &child(&pointer, label))?;
                 let out = nodes.last().map(|n| n.output.clone()).unwrap_or_else(|| input.to_vec());
-                groups.push(Group { label: label.to_string(), nodes, output: out });
+                groups.push(Group {
+                    label: label.to_string(),
+                    nodes,
+                    output: out,
+                });
             }
             if groups[0].output != groups[1].output {
                 return Err(SpecError::invalid(
                     pointer,
-                    format!("the body ends with shape {:?} but the shortcut with {:?}: a residual adds them, so they must match", groups[0].output, groups[1].output),
+                    format!(
+                        "the body ends with shape {:?} but the shortcut with {:?}: a residual adds them, so they must match",
+                        groups[0].output, groups[1].output
+                    ),
                 ));
             }
             groups[0].output.clone()
         }
     };
-    Ok(Node { path, pointer, layer, input: input.to_vec(), output, windows: win, groups })
+    Ok(Node {
+        path,
+        pointer,
+        layer,
+        input: input.to_vec(),
+        output,
+        windows: win,
+        groups,
+    })
 }
 
 /// Number of elements of a shape.

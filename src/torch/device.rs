@@ -5,7 +5,11 @@ use tch::Device;
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto`. Returns the device and, for `auto`, a note
 /// saying what was chosen and why.
 pub fn resolve(requested: &str, pointer: &str) -> SpecResult<(Device, Option<String>)> {
-    let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    let gpus = if tch::Cuda::is_available() {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    };
     match requested {
         "cpu" => Ok((Device::Cpu, None)),
         "auto" if gpus > 0 => Ok((Device::Cuda(0), Some("auto: CUDA is available, using cuda:0".into()))),
@@ -17,12 +21,26 @@ pub fn resolve(requested: &str, pointer: &str) -> SpecResult<(Device, Option<Str
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
                     .ok_or_else(|| SpecError::invalid(pointer, format!("unknown device {other:?}; expected cpu, cuda, cuda:N or auto")))?,
-                None => return Err(SpecError::invalid(pointer, format!("unknown device {other:?}; expected cpu, cuda, cuda:N or auto"))),
+                None => {
+                    return Err(SpecError::invalid(
+                        pointer,
+                        format!("unknown device {other:?}; expected cpu, cuda, cuda:N or auto"),
+                    ))
+                }
             };
             if gpus == 0 {
-                Err(SpecError::unavailable(pointer, format!("{other} was requested but this server has no CUDA device; use \"cpu\" or \"auto\"")))
+                Err(SpecError::unavailable(
+                    pointer,
+                    format!("{other} was requested but this server has no CUDA device; use \"cpu\" or \"auto\""),
+                ))
             } else if index >= gpus {
-                Err(SpecError::unavailable(pointer, format!("{other} was requested but this server has {gpus} CUDA device(s) (cuda:0..cuda:{})", gpus - 1)))
+                Err(SpecError::unavailable(
+                    pointer,
+                    format!(
+                        "{other} was requested but this server has {gpus} CUDA device(s) (cuda:0..cuda:{})",
+                        gpus - 1
+                    ),
+                ))
             } else {
                 Ok((Device::Cuda(index), None))
             }

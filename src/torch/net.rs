@@ -29,8 +29,12 @@ pub enum Init {
     XavierNormal,
     KaimingUniform,
     KaimingNormal,
-    Normal { std: f64 },
-    Uniform { bound: f64 },
+    Normal {
+        std: f64,
+    },
+    Uniform {
+        bound: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -87,7 +91,9 @@ impl Rng {
 
 /// Per-layer stream: a layer's weights do not change when another layer is added or removed.
 fn layer_rng(seed: u64, path: &str) -> Rng {
-    let h = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = path
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     Rng::new(seed ^ h)
 }
 
@@ -98,16 +104,39 @@ fn tensor(values: &[f64], shape: &[i64], kind: Kind, device: Device) -> Tensor {
 impl Net {
     /// Creates the parameters of every layer of `graph`. `explicit` (path -> (weight, bias))
     /// overrides generated values; shapes are checked by the caller.
-    pub fn build(graph: &Graph, mode: Mode, init: &InitSpec, explicit: &HashMap<String, (Vec<f64>, Option<Vec<f64>>)>, kind: Kind, device: Device) -> Net {
+    pub fn build(
+        graph: &Graph,
+        mode: Mode,
+        init: &InitSpec,
+        explicit: &HashMap<String, (Vec<f64>, Option<Vec<f64>>)>,
+        kind: Kind,
+        device: Device,
+    ) -> Net {
         let mut params = HashMap::new();
         for node in graph.walk() {
             let (wshape, fan_in, fan_out, has_bias): (Vec<i64>, f64, f64, bool) = match &node.layer.kind {
-                LayerKind::Conv2d { out_channels, kernel, groups, bias, .. } => {
+                LayerKind::Conv2d {
+                    out_channels,
+                    kernel,
+                    groups,
+                    bias,
+                    ..
+                } => {
                     let rf = (kernel[0] * kernel[1]) as f64;
                     let inpg = node.input[0] / groups;
-                    (vec![*out_channels as i64, inpg as i64, kernel[0] as i64, kernel[1] as i64], inpg as f64 * rf, *out_channels as f64 * rf, *bias)
+                    (
+                        vec![*out_channels as i64, inpg as i64, kernel[0] as i64, kernel[1] as i64],
+                        inpg as f64 * rf,
+                        *out_channels as f64 * rf,
+                        *bias,
+                    )
                 }
-                LayerKind::Linear { out_features, bias } => (vec![*out_features as i64, node.input[0] as i64], node.input[0] as f64, *out_features as f64, *bias),
+                LayerKind::Linear { out_features, bias } => (
+                    vec![*out_features as i64, node.input[0] as i64],
+                    node.input[0] as f64,
+                    *out_features as f64,
+                    *bias,
+                ),
                 LayerKind::BatchNorm { affine, .. } => {
                     let c = node.input[0] as i64;
                     let ones = Tensor::ones([c], (kind, device));
@@ -170,7 +199,12 @@ impl Net {
                 },
             );
         }
-        Net { params, mode, kind, device }
+        Net {
+            params,
+            mode,
+            kind,
+            device,
+        }
     }
 
     /// Every parameter tensor, for counting and for autograd.
@@ -197,27 +231,57 @@ impl Net {
         let p = self.params.get(&node.path);
         let probe = self.mode == Mode::Probe;
         let y = match &node.layer.kind {
-            LayerKind::Conv2d { stride, dilation, groups, .. } => {
+            LayerKind::Conv2d {
+                stride, dilation, groups, ..
+            } => {
                 let [wh, ww] = node.windows.expect("conv windows");
                 let p = p.expect("conv params");
                 let w = p.weight.as_ref().unwrap();
                 if wh.pad_lo == wh.pad_hi && ww.pad_lo == ww.pad_hi {
-                    x.conv2d(w, p.bias.as_ref(), [stride[0] as i64, stride[1] as i64], [wh.pad_lo as i64, ww.pad_lo as i64], [dilation[0] as i64, dilation[1] as i64], *groups as i64)
+                    x.conv2d(
+                        w,
+                        p.bias.as_ref(),
+                        [stride[0] as i64, stride[1] as i64],
+                        [wh.pad_lo as i64, ww.pad_lo as i64],
+                        [dilation[0] as i64, dilation[1] as i64],
+                        *groups as i64,
+                    )
                 } else {
                     // padding="same" with an even span: PyTorch pads the extra row/column at the end.
                     x.constant_pad_nd([ww.pad_lo as i64, ww.pad_hi as i64, wh.pad_lo as i64, wh.pad_hi as i64])
-                        .conv2d(w, p.bias.as_ref(), [stride[0] as i64, stride[1] as i64], [0, 0], [dilation[0] as i64, dilation[1] as i64], *groups as i64)
+                        .conv2d(
+                            w,
+                            p.bias.as_ref(),
+                            [stride[0] as i64, stride[1] as i64],
+                            [0, 0],
+                            [dilation[0] as i64, dilation[1] as i64],
+                            *groups as i64,
+                        )
                 }
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(&x, node.windows.expect("pool windows"), self.kind),
-            LayerKind::MaxPool2d { kernel, stride, padding, dilation, ceil_mode } => x.max_pool2d(
+            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => {
+                summing_window(&x, node.windows.expect("pool windows"), self.kind)
+            }
+            LayerKind::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            } => x.max_pool2d(
                 [kernel[0] as i64, kernel[1] as i64],
                 [stride[0] as i64, stride[1] as i64],
                 [padding[0] as i64, padding[1] as i64],
                 [dilation[0] as i64, dilation[1] as i64],
                 *ceil_mode,
             ),
-            LayerKind::AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad } => x.avg_pool2d(
+            LayerKind::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            } => x.avg_pool2d(
                 [kernel[0] as i64, kernel[1] as i64],
                 [stride[0] as i64, stride[1] as i64],
                 [padding[0] as i64, padding[1] as i64],
@@ -233,7 +297,16 @@ impl Net {
             LayerKind::BatchNorm { .. } if probe => x.shallow_clone(),
             LayerKind::BatchNorm { eps, .. } => {
                 let p = p.expect("batchnorm params");
-                x.batch_norm(p.weight.as_ref(), p.bias.as_ref(), p.running_mean.as_ref(), p.running_var.as_ref(), false, 0.1, *eps, true)
+                x.batch_norm(
+                    p.weight.as_ref(),
+                    p.bias.as_ref(),
+                    p.running_mean.as_ref(),
+                    p.running_var.as_ref(),
+                    false,
+                    0.1,
+                    *eps,
+                    true,
+                )
             }
             LayerKind::Activation { .. } if probe => x.shallow_clone(),
             LayerKind::Activation { kind, negative_slope } => activate(&x, *kind, *negative_slope),
@@ -279,14 +352,15 @@ fn summing_window(x: &Tensor, [wh, ww]: [Window; 2], kind: Kind) -> Tensor {
         (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
     };
     let weight = Tensor::ones([c, 1, wh.kernel as i64, ww.kernel as i64], (kind, x.device()));
-    x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)]).conv2d(
-        &weight,
-        None::<Tensor>,
-        [wh.stride as i64, ww.stride as i64],
-        [0, 0],
-        [wh.dilation as i64, ww.dilation as i64],
-        c,
-    )
-    .narrow(2, 0, wh.output as i64)
-    .narrow(3, 0, ww.output as i64)
+    x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)])
+        .conv2d(
+            &weight,
+            None::<Tensor>,
+            [wh.stride as i64, ww.stride as i64],
+            [0, 0],
+            [wh.dilation as i64, ww.dilation as i64],
+            c,
+        )
+        .narrow(2, 0, wh.output as i64)
+        .narrow(3, 0, ww.output as i64)
 }

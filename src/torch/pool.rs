@@ -59,7 +59,12 @@ impl TorchPool {
                 })
                 .expect("spawn torch worker");
         }
-        TorchPool { tx, workers: workers.max(1), queue, stats }
+        TorchPool {
+            tx,
+            workers: workers.max(1),
+            queue,
+            stats,
+        }
     }
 
     pub fn workers(&self) -> usize {

@@ -1,6 +1,6 @@
 //! Checks a receptive-field answer by back-propagating one output unit through a probe copy of
 //! the network (see [`Mode::Probe`]) and reading which input positions got a non-zero gradient.
-use super::net::{InitSpec, Init, Mode, Net};
+use super::net::{Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
 use crate::spec::{infer, ModelSpec};
@@ -42,7 +42,11 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
-    let init = InitSpec { init: Init::PytorchDefault, scale: 1.0, seed: 0 };
+    let init = InitSpec {
+        init: Init::PytorchDefault,
+        scale: 1.0,
+        seed: 0,
+    };
     let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
     let mut shape: Vec<i64> = vec![1];
     shape.extend(spec.input_shape.iter().map(|&d| d as i64));
@@ -65,11 +69,18 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     let axes = (0..dims)
         .map(|a| {
             let others: Vec<i64> = (0..dims).filter(|&d| d != a).collect();
-            let m = if others.is_empty() { nz.shallow_clone() } else { nz.any_dims(others.as_slice(), false) };
+            let m = if others.is_empty() {
+                nz.shallow_clone()
+            } else {
+                nz.any_dims(others.as_slice(), false)
+            };
             let bools: Vec<bool> = flat_f64(&m.to_kind(Kind::Double)).iter().map(|v| *v != 0.0).collect();
             mask_to_set(&bools)
         })
         .collect();
-    Ok(ProbeResult { axes, overflow, millis: started.elapsed().as_secs_f64() * 1e3 })
+    Ok(ProbeResult {
+        axes,
+        overflow,
+        millis: started.elapsed().as_secs_f64() * 1e3,
+    })
 }
-

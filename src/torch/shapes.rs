@@ -19,7 +19,11 @@ pub fn execute(spec: &ModelSpec, device: Device) -> Result<ExecutedShapes, Strin
     let started = std::time::Instant::now();
     let _guard = tch::no_grad_guard();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
-    let init = InitSpec { init: Init::PytorchDefault, scale: 1.0, seed: 0 };
+    let init = InitSpec {
+        init: Init::PytorchDefault,
+        scale: 1.0,
+        seed: 0,
+    };
     let net = Net::build(&graph, Mode::Shapes, &init, &HashMap::new(), Kind::Float, device);
     let mut params: HashMap<String, u64> = HashMap::new();
     for (path, _, t) in net.parameter_tensors() {
@@ -34,5 +38,10 @@ pub fn execute(spec: &ModelSpec, device: Device) -> Result<ExecutedShapes, Strin
     let _ = net.forward(&top, x, &mut |node, _, y| {
         shapes.insert(node.path.clone(), y.size()[1..].iter().map(|&d| d as u64).collect());
     });
-    Ok(ExecutedShapes { shapes, params, total_params, millis: started.elapsed().as_secs_f64() * 1e3 })
+    Ok(ExecutedShapes {
+        shapes,
+        params,
+        total_params,
+        millis: started.elapsed().as_secs_f64() * 1e3,
+    })
 }

@@ -1,0 +1,166 @@
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn row<'a>(v: &'a Value, path: &str) -> &'a Value {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no row {path}"))
+}
+
+#[tokio::test]
+async fn naive_inception_table_by_hand() {
+    let r = post("/v1/complexity", json!({"model": {"preset": "inception_naive"}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    // params: k*k*256*out + out
+    assert_eq!(row(&v, "0.branches.0")["params"], 256 * 128 + 128); // 32,896
+    assert_eq!(row(&v, "0.branches.1")["params"], 9 * 256 * 192 + 192); // 442,560
+    assert_eq!(row(&v, "0.branches.2")["params"], 25 * 256 * 96 + 96); // 614,496
+    assert_eq!(row(&v, "0.branches.3")["params"], 0);
+    assert_eq!(v["totals"]["params"], 1_089_952);
+    // multiplications: 32*32 outputs * out channels * k*k*256
+    assert_eq!(row(&v, "0.branches.0")["multiplications"], 1024u64 * 128 * 256);
+    assert_eq!(row(&v, "0.branches.1")["multiplications"], 1024u64 * 192 * 9 * 256);
+    assert_eq!(row(&v, "0.branches.2")["multiplications"], 1024u64 * 96 * 25 * 256);
+    assert_eq!(v["totals"]["multiplications"], 1_115_684_864u64);
+    assert_eq!(v["totals"]["additions"], 1_116_110_848u64);
+    assert_eq!(v["totals"]["activations"], 425_984);
+    // max pool: 8 comparisons per output, 256*32*32 outputs
+    assert_eq!(row(&v, "0.branches.3.0")["comparisons"], 8 * 256 * 1024);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+}
+
+#[tokio::test]
+async fn reduced_inception_table_by_hand() {
+    let r = post("/v1/complexity", json!({"model": {"preset": "inception_reduced"}})).await;
+    let v = r.json();
+    assert_eq!(row(&v, "0.branches.0")["params"], 32_896);
+    assert_eq!(row(&v, "0.branches.1")["params"], (256 * 64 + 64) + (9 * 64 * 192 + 192)); // 127,232
+    assert_eq!(row(&v, "0.branches.2")["params"], (256 * 64 + 64) + (25 * 64 * 96 + 96)); // 170,144
+    assert_eq!(row(&v, "0.branches.3")["params"], 256 * 64 + 64); // 16,448
+    assert_eq!(v["totals"]["params"], 346_720);
+    assert_eq!(v["totals"]["multiplications"], 354_418_688u64);
+    assert_eq!(v["totals"]["additions"], 355_041_280u64);
+    assert_eq!(v["totals"]["activations"], 622_592);
+    assert_eq!(v["verification"]["agrees"], true);
+}
+
+#[tokio::test]
+async fn conventions_and_profiles_change_only_what_they_name() {
+    let base = post("/v1/complexity", json!({"model": {"preset": "resnet18"}, "verify": false}))
+        .await
+        .json();
+    let exact = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "resnet18"}, "verify": false, "conventions": {"additions": "exact"}}),
+    )
+    .await
+    .json();
+    // exact saves one addition per output of every conv/linear; resnet18 convs have no bias.
+    let mults = base["totals"]["multiplications"].as_u64().unwrap();
+    assert!(exact["totals"]["additions"].as_u64().unwrap() < base["totals"]["additions"].as_u64().unwrap());
+    assert_eq!(base["totals"]["multiplications"], exact["totals"]["multiplications"]);
+    let tv = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "resnet18"}, "verify": false, "profile": "torchvision"}),
+    )
+    .await
+    .json();
+    let tfc = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "resnet18"}, "verify": false, "profile": "torch_flop_counter"}),
+    )
+    .await
+    .json();
+    let gmacs = tv["totals"]["flops"].as_u64().unwrap() as f64 / 1e9;
+    assert_eq!((gmacs * 1000.0).round() / 1000.0, 1.814); // torchvision's published GFLOPS
+    assert_eq!(
+        tfc["totals"]["flops"].as_u64().unwrap(),
+        2 * tv["totals"]["flops"].as_u64().unwrap()
+    );
+    assert!(mults > tv["totals"]["flops"].as_u64().unwrap()); // batchnorm multiplications are in mults, not in MACs of conv/linear
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "resnet18"}, "profile": "torchvision", "conventions": {"flops": "mac"}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/profile");
+}
+
+#[tokio::test]
+async fn batch_and_dtype_scale_operations_and_memory_not_params() {
+    let one = post("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "verify": false}))
+        .await
+        .json();
+    let four = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "vgg_stem"}, "verify": false, "batch_size": 4, "dtype": "float16"}),
+    )
+    .await
+    .json();
+    assert_eq!(one["totals"]["params"], four["totals"]["params"]);
+    assert_eq!(
+        four["totals"]["flops"].as_u64().unwrap(),
+        4 * one["totals"]["flops"].as_u64().unwrap()
+    );
+    assert_eq!(
+        four["totals"]["output_bytes"].as_u64().unwrap(),
+        2 * one["totals"]["output_bytes"].as_u64().unwrap()
+    );
+    // first conv output 64x224x224 float32
+    assert_eq!(row(&one, "0")["output_bytes"], 64 * 224 * 224 * 4);
+}
+
+#[tokio::test]
+async fn csv_and_markdown_parse_back_to_the_json_numbers() {
+    let v = post("/v1/complexity", json!({"model": {"preset": "inception_reduced"}, "verify": false}))
+        .await
+        .json();
+    let csv = post(
+        "/v1/complexity?format=csv",
+        json!({"model": {"preset": "inception_reduced"}, "verify": false}),
+    )
+    .await;
+    assert!(csv.content_type.starts_with("text/csv"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(lines.len(), v["rows"].as_array().unwrap().len() + 2);
+    for (line, r) in lines[1..].iter().zip(v["rows"].as_array().unwrap()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[col("path")], r["path"].as_str().unwrap());
+        assert_eq!(cells[col("params")].parse::<u64>().unwrap(), r["params"].as_u64().unwrap());
+        assert_eq!(cells[col("additions")].parse::<u64>().unwrap(), r["additions"].as_u64().unwrap());
+    }
+    let total: Vec<&str> = lines.last().unwrap().split(',').collect();
+    assert_eq!(total[col("params")], "346720");
+    assert_eq!(total[col("multiplications")], "354418688");
+
+    let md = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "inception_reduced"}, "verify": false, "format": "markdown"}),
+    )
+    .await;
+    assert!(md.content_type.starts_with("text/markdown"));
+    let last = md.text.lines().last().unwrap();
+    let cells: Vec<&str> = last.trim_matches('|').split('|').map(str::trim).collect();
+    assert_eq!(cells[0], "total");
+    assert_eq!(cells[col("params")], "346720");
+}
+
+#[tokio::test]
+async fn accept_header_selects_csv() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let req = Request::post("/v1/complexity")
+        .header("content-type", "application/json")
+        .header("accept", "text/csv")
+        .body(Body::from(json!({"model": {"preset": "vgg_stem"}, "verify": false}).to_string()))
+        .unwrap();
+    let r = send(layerscope::Config::default(), req).await;
+    assert!(r.content_type.starts_with("text/csv"), "{}", r.content_type);
+}

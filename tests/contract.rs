@@ -1,0 +1,199 @@
+//! openapi.yaml is the contract: the router serves exactly its routes, and real responses
+//! validate against its schemas.
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+fn spec() -> Value {
+    let y: serde_yaml::Value = serde_yaml::from_str(include_str!("../openapi.yaml")).unwrap();
+    serde_json::to_value(y).unwrap()
+}
+
+#[test]
+fn router_and_openapi_list_the_same_routes() {
+    let s = spec();
+    let documented: BTreeSet<(String, String)> = s["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = layerscope::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+fn root_lookup(root: &Value, r: &str) -> Value {
+    let mut target = root;
+    for part in r.trim_start_matches("#/").split('/') {
+        target = &target[part];
+    }
+    target.clone()
+}
+
+/// A small JSON-schema validator for the OpenAPI subset the document uses.
+fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let mut target = root;
+        for part in r.trim_start_matches("#/").split('/') {
+            target = &target[part];
+        }
+        return validate(root, target, v, at, errors);
+    }
+    if v.is_null() && schema.get("nullable") == Some(&json!(true)) {
+        return;
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        // Merge the parts so that each part's properties are allowed by the others.
+        let mut merged = json!({"type": "object", "required": [], "properties": {}});
+        for part in all {
+            let part = match part.get("$ref").and_then(Value::as_str) {
+                Some(r) => root_lookup(root, r),
+                None => part.clone(),
+            };
+            for k in part["required"].as_array().into_iter().flatten() {
+                merged["required"].as_array_mut().unwrap().push(k.clone());
+            }
+            for (k, val) in part["properties"].as_object().into_iter().flatten() {
+                merged["properties"][k] = val.clone();
+            }
+        }
+        return validate(root, &merged, v, at, errors);
+    }
+    if let Some(any) = schema.get("oneOf").and_then(Value::as_array) {
+        if !any.iter().any(|s| {
+            let mut e = Vec::new();
+            validate(root, s, v, at, &mut e);
+            e.is_empty()
+        }) {
+            errors.push(format!("{at}: matches no oneOf alternative"));
+        }
+    }
+    let ok = match schema.get("type").and_then(Value::as_str) {
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_u64() || v.is_i64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        errors.push(format!("{at}: expected {}, got {v}", schema["type"]));
+        return;
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            errors.push(format!("{at}: {v} not in {e:?}"));
+        }
+    }
+    if let Some(req) = schema.get("required").and_then(Value::as_array) {
+        for k in req {
+            if v.get(k.as_str().unwrap()).is_none() {
+                errors.push(format!("{at}: missing required {k}"));
+            }
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
+        for (k, val) in obj {
+            match props.get(k) {
+                Some(s) => validate(root, s, val, &format!("{at}/{k}"), errors),
+                None if schema.get("allOf").is_none() && schema.get("additionalProperties").is_none() => {
+                    errors.push(format!("{at}: field {k} is not in the spec"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate().take(50) {
+            validate(root, items, x, &format!("{at}/{i}"), errors);
+        }
+    }
+}
+
+fn response_schema<'a>(s: &'a Value, method: &str, path: &str, status: u16, ctype: &str) -> &'a Value {
+    let mut r = &s["paths"][path][method]["responses"][status.to_string()];
+    if let Some(reference) = r.get("$ref").and_then(Value::as_str) {
+        r = &s["components"]["responses"][reference.rsplit('/').next().unwrap()];
+    }
+    &r["content"][ctype]["schema"]
+}
+
+async fn check(method: &str, path: &str, template: &str, body: Option<Value>) {
+    let r = match body {
+        Some(b) => post(path, b).await,
+        None => get(path).await,
+    };
+    let ctype = r.content_type.split(';').next().unwrap().to_string();
+    let s = spec();
+    let schema = response_schema(&s, method, template, r.status.as_u16(), &ctype);
+    assert!(!schema.is_null(), "{method} {template} {} {ctype} is not documented", r.status);
+    if ctype.ends_with("json") {
+        let mut errors = Vec::new();
+        validate(&s, schema, &r.json(), "", &mut errors);
+        assert!(errors.is_empty(), "{method} {path}: {errors:#?}");
+    }
+}
+
+#[tokio::test]
+async fn responses_match_their_schemas() {
+    check("get", "/healthz", "/healthz", None).await;
+    check("get", "/readyz", "/readyz", None).await;
+    check("get", "/v1/info", "/v1/info", None).await;
+    check("get", "/v1/presets", "/v1/presets", None).await;
+    check("get", "/v1/presets/resnet18", "/v1/presets/{name}", None).await;
+    check("get", "/v1/presets/nope", "/v1/presets/{name}", None).await;
+    check("get", "/openapi.yaml", "/openapi.yaml", None).await;
+    check(
+        "post",
+        "/v1/receptive-field",
+        "/v1/receptive-field",
+        Some(json!({"model": {"preset": "inception_naive"}, "position": {"layer": 0, "index": [3, 4]}, "index_base": 1})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/receptive-field",
+        "/v1/receptive-field",
+        Some(json!({"model": {"preset": "resnet18"}, "verify": false})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/receptive-field",
+        "/v1/receptive-field",
+        Some(json!({"model": {"preset": "vgg_stem"}, "position": {"index": [99, 0]}})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/complexity",
+        "/v1/complexity",
+        Some(json!({"model": {"preset": "googlenet"}})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/complexity",
+        "/v1/complexity",
+        Some(json!({"model": {"preset": "googlenet"}, "profile": "fvcore", "verify": false})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/complexity",
+        "/v1/complexity",
+        Some(json!({"model": {"preset": "vgg_stem"}, "batch_size": 0})),
+    )
+    .await;
+}

@@ -1,0 +1,239 @@
+//! Hostile and mistaken input: always a 4xx problem+json naming the field, never a 500.
+mod common;
+use common::*;
+use serde_json::json;
+
+fn model(layers: serde_json::Value) -> serde_json::Value {
+    json!({"model": {"input_shape": [3, 32, 32], "layers": layers}, "verify": false})
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let r = post_raw("/v1/complexity", "{\"model\": ".into()).await;
+    assert_problem(&r, 400, "");
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let req = Request::post("/v1/complexity")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("a=b"))
+        .unwrap();
+    let r = send(layerscope::Config::default(), req).await;
+    assert_eq!(r.status, 415);
+    assert!(r.content_type.starts_with("application/problem+json"));
+}
+
+#[tokio::test]
+async fn unknown_layer_types_and_fields() {
+    assert_problem(
+        &post("/v1/complexity", model(json!([{"type": "conv3d"}]))).await,
+        422,
+        "/model/layers/0/type",
+    );
+    let v = assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "strid": 2}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/strid",
+    );
+    assert!(v["detail"].as_str().unwrap().contains("unknown field"));
+    let v = assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernal_size": 3}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/kernel_size",
+    );
+    assert!(v["detail"].as_str().unwrap().contains("kernal_size"), "{v}");
+    assert_problem(
+        &post("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "colour": 1})).await,
+        422,
+        "/colour",
+    );
+    assert_problem(
+        &post("/v1/complexity", json!({"model": {"preset": "vgg99"}})).await,
+        422,
+        "/model/preset",
+    );
+}
+
+#[tokio::test]
+async fn sizes_must_be_positive_whole_numbers() {
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 0, "kernel_size": 3}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/out_channels",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": -4, "kernel_size": 3}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/out_channels",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4.5, "kernel_size": 3}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/out_channels",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": [3, 0]}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/kernel_size/1",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 1_000_000_000_000u64}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/kernel_size",
+    );
+    assert_problem(
+        &post_raw(
+            "/v1/complexity",
+            r#"{"model": {"input_shape": [3, 32, 1e400], "layers": []}}"#.into(),
+        )
+        .await,
+        400,
+        "",
+    );
+    assert_problem(
+        &post("/v1/complexity", json!({"model": {"input_shape": [3, 32], "layers": []}})).await,
+        422,
+        "/model/input_shape",
+    );
+    assert_problem(
+        &post("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "batch_size": 0})).await,
+        422,
+        "/batch_size",
+    );
+}
+
+#[tokio::test]
+async fn shapes_that_do_not_connect() {
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 40}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/kernel_size",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "flatten"}, {"type": "linear", "in_features": 100, "out_features": 10}])),
+        )
+        .await,
+        422,
+        "/model/layers/1/in_features",
+    );
+    assert_problem(
+        &post("/v1/complexity", model(json!([{"type": "linear", "out_features": 10}]))).await,
+        422,
+        "/model/layers/0",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/in_channels",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "groups": 2}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/groups",
+    );
+    assert_problem(
+        &post("/v1/complexity", model(json!([{"type": "concat", "branches": [[{"type": "conv2d", "out_channels": 4, "kernel_size": 3}], [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]]}]))).await,
+        422,
+        "/model/layers/0/branches/1",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "residual", "body": [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]}])),
+        )
+        .await,
+        422,
+        "/model/layers/0",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "maxpool2d", "kernel_size": 2, "padding": 2}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/padding",
+    );
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"}])),
+        )
+        .await,
+        422,
+        "/model/layers/0/padding",
+    );
+}
+
+#[tokio::test]
+async fn deep_nesting_and_big_bodies_hit_limits() {
+    let mut layer = json!({"type": "relu"});
+    for _ in 0..40 {
+        layer = json!({"type": "concat", "branches": [[layer]]});
+    }
+    let r = post("/v1/complexity", json!({"model": {"input_shape": [1, 4, 4], "layers": [layer]}})).await;
+    assert!(r.status == 413 || r.status == 422, "{}", r.text);
+    let v = r.json();
+    assert!(v["limit"]["name"].is_string(), "{v}");
+    let huge = format!("{{\"model\": {{\"preset\": \"vgg_stem\"}}, \"pad\": \"{}\"}}", "x".repeat(5 << 20));
+    let r = post_raw("/v1/complexity", huge).await;
+    let v = assert_problem(&r, 413, "");
+    assert_eq!(v["limit"]["name"], "max_body_bytes");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_eq!(post_raw("/v1/complexity", deep).await.status, 400);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems_too() {
+    let r = get("/v1/nothing").await;
+    assert_eq!(r.status, 404);
+    assert!(r.content_type.starts_with("application/problem+json"));
+    let r = get("/v1/complexity").await;
+    assert_eq!(r.status, 405);
+    assert!(r.content_type.starts_with("application/problem+json"));
+}

@@ -1,0 +1,124 @@
+mod common;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn vgg_stem_one_based_answers_match_the_course() {
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "index_base": 1, "verify": false}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let text = |i: usize, axis: &str| v["layers"][i]["receptive_field"][axis]["text"].as_str().unwrap().to_string();
+    assert_eq!(text(0, "height"), "i-1 <= m <= i+1");
+    assert_eq!(text(2, "height"), "i-2 <= m <= i+2");
+    assert_eq!(text(4, "height"), "2i-3 <= m <= 2i+2");
+    assert_eq!(text(7, "height"), "2i-7 <= m <= 2i+6");
+    assert_eq!(text(9, "height"), "4i-9 <= m <= 4i+6");
+    assert_eq!(text(9, "width"), "4j-9 <= n <= 4j+6");
+    assert_eq!(v["layers"][9]["receptive_field"]["height"]["size"], 16);
+}
+
+#[tokio::test]
+async fn a_position_is_clipped_to_the_image_and_verified_in_libtorch() {
+    // pool2 output row 1 (one-based): 4*1-9 = -5 ..= 10, clipped to 1..=10; 6 rows fall outside.
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "index_base": 1, "position": {"layer": "pool2", "index": [1, 56]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let p = &v["position"];
+    assert_eq!(p["affine"]["rows"], json!([-5, 10]));
+    assert_eq!(p["clipped"]["rows"], json!([1, 10]));
+    assert_eq!(p["input_rows"], json!([[1, 10]]));
+    // column 56: 4*56-9 = 215 ..= 230, clipped to 215..=224
+    assert_eq!(p["input_cols"], json!([[215, 224]]));
+    assert_eq!(p["input_channels"], json!([[1, 3]]));
+    assert_eq!(p["padding"]["rows_outside_image"], 6);
+    assert_eq!(v["verification"]["ran"], true);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+}
+
+#[tokio::test]
+async fn dilation_leaves_holes_that_the_answer_reports() {
+    let model = json!({"input_shape": [1, 20, 20], "layers": [
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "dilation": 2},
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "dilation": 3}]});
+    let r = post("/v1/receptive-field", json!({"model": model, "position": {"index": [0, 0]}})).await;
+    let v = r.json();
+    // rows {0,3} through the second conv, then {r, r+2, r+4}: {0,2,3,4,5,7}
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0], [2, 5], [7, 7]]));
+    assert_eq!(v["position"]["tight_box"]["rows"], json!([0, 7]));
+    assert_eq!(v["verification"]["agrees"], true);
+}
+
+#[tokio::test]
+async fn branches_and_paths() {
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "inception_reduced"}, "position": {"layer": "0.branches.2.2", "index": [0, 0]}}),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rows = &v["layers"];
+    let concat = rows.as_array().unwrap().iter().find(|l| l["path"] == "0").unwrap();
+    assert_eq!(concat["aligned"], true);
+    assert_eq!(concat["receptive_field"]["height"]["size"], 5);
+    assert_eq!(concat["branches"].as_array().unwrap().len(), 4);
+    // 1x1 then 5x5 (pad 2) at the corner: rows 0..=2
+    assert_eq!(v["position"]["input_rows"], json!([[0, 2]]));
+    assert_eq!(v["verification"]["agrees"], true);
+}
+
+#[tokio::test]
+async fn bad_positions_name_the_field() {
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "position": {"layer": 9, "index": [56, 0]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/position/index/0");
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "index_base": 1, "position": {"layer": 9, "index": [0, 1]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/position/index/0");
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "position": {"layer": "nope"}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/position/layer");
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "position": {"layer": 99}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/position/layer");
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"preset": "vgg_stem"}, "position": {"index": [1]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/position/index");
+    let r = post("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "device": "cuda:7"})).await;
+    if !tch::Cuda::is_available() {
+        assert_problem(&r, 422, "/device");
+    }
+}
+
+#[tokio::test]
+async fn a_global_layer_has_no_affine_range_but_an_exact_answer() {
+    let model = json!({"input_shape": [2, 6, 6], "layers": [{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "flatten"}, {"type": "linear", "out_features": 3}]});
+    let r = post("/v1/receptive-field", json!({"model": model, "position": {"index": [1]}})).await;
+    let v = r.json();
+    assert_eq!(v["layers"][2]["kind"], "global");
+    assert_eq!(v["position"]["input_rows"], json!([[0, 5]]));
+    assert_eq!(v["verification"]["agrees"], true);
+}
