@@ -1,1 +1,37 @@
-fn main() {}
+//! `cargo bench`: the analytic paths in-process (no libtorch is touched by either).
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use layerscope::analysis::{complexity, receptive_field};
+use layerscope::spec::{infer, parse_model, SpecLimits};
+use serde_json::json;
+
+fn bench(c: &mut Criterion) {
+    let limits = SpecLimits::default();
+    let vgg16 = parse_model(&json!({"preset": "vgg16"}), "", &limits).unwrap();
+    let resnet50 = parse_model(&json!({"preset": "resnet50"}), "", &limits).unwrap();
+    c.bench_function("receptive_field_table_vgg16", |b| {
+        b.iter(|| {
+            let g = infer(black_box(&vgg16), "").unwrap();
+            black_box(receptive_field::layer_table(&g, 1))
+        })
+    });
+    c.bench_function("receptive_field_exact_unit_vgg16", |b| {
+        let g = infer(&vgg16, "").unwrap();
+        let chain = receptive_field::chain_to(&g, &json!("pool5"), "").unwrap();
+        b.iter(|| black_box(receptive_field::dependence(&chain, &[3, 3], None)))
+    });
+    c.bench_function("complexity_table_resnet50", |b| {
+        let opts = complexity::Options {
+            rule: complexity::FlopRule::Profile(complexity::Profile::TorchFlopCounter),
+            additions: complexity::Additions::Accumulate,
+            batch: 1,
+            dtype_bytes: 4,
+        };
+        b.iter(|| {
+            let g = infer(black_box(&resnet50), "").unwrap();
+            black_box(complexity::table(&g, &opts).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

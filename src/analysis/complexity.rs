@@ -271,6 +271,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             LayerKind::AdaptiveAvgPool2d { .. } => input,
             _ => 0,
         },
+        // ptflops 0.7.x's default pytorch backend hooks nn modules *and* counts torch.nn.functional
+        // calls, so the F.relu / F.max_pool2d inside nn.ReLU / nn.MaxPool2d are counted twice.
         FlopRule::Profile(Profile::Ptflops) => match k {
             // MACs plus one add per output for the bias.
             _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
@@ -282,10 +284,12 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 }
             }
             LayerKind::Activation { kind, .. } => match kind {
-                crate::spec::Activation::Relu | crate::spec::Activation::Relu6 | crate::spec::Activation::LeakyRelu => c.output_elements,
+                crate::spec::Activation::Relu | crate::spec::Activation::LeakyRelu => 2 * c.output_elements,
+                // nn.ReLU6 calls F.hardtanh, which ptflops does not count: once only.
+                crate::spec::Activation::Relu6 => c.output_elements,
                 _ => 0,
             },
-            _ if is_pool => input,
+            _ if is_pool => 2 * input,
             _ => 0,
         },
     }

@@ -1,0 +1,82 @@
+"""Benchmarks layerscope over HTTP against the Python tools people use today, in one run.
+
+  python bench/compare.py http://127.0.0.1:8080
+
+Prints a Markdown table: median wall time per answer and the ratio to the Python baseline
+measured in the same run. fvcore and ptflops are timed when installed (pip install fvcore ptflops).
+"""
+import json
+import statistics
+import sys
+import time
+import urllib.request
+
+import torch
+
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "tests", "oracle"))
+import torchspec  # noqa: E402
+
+URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
+
+
+def post(path, body):
+    req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def median_ms(fn, n):
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def resnet50():
+    spec = json.loads(urllib.request.urlopen(URL + "/v1/presets/resnet50").read())["spec"]
+    model, _ = torchspec.build(spec["layers"], spec["input_shape"])
+    return model.float().eval()
+
+
+def main():
+    rows = []
+    model = resnet50()
+    x = torch.zeros(1, 3, 224, 224)
+
+    def flop_counter():
+        from torch.utils.flop_counter import FlopCounterMode
+        with torch.no_grad():
+            c = FlopCounterMode(display=False)
+            with c:
+                model(x)
+            return c.get_total_flops()
+
+    base = median_ms(flop_counter, 10)
+    rows.append(("resnet50 FLOP total: torch.utils.flop_counter (Python, model already built)", base))
+    try:
+        from fvcore.nn import FlopCountAnalysis
+        rows.append(("resnet50 FLOP total: fvcore FlopCountAnalysis", median_ms(lambda: FlopCountAnalysis(model, x).total(), 5)))
+    except Exception as e:  # noqa: BLE001
+        print(f"(fvcore not timed: {e})", file=sys.stderr)
+    try:
+        from ptflops import get_model_complexity_info
+        rows.append(("resnet50 FLOP total: ptflops", median_ms(lambda: get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False), 5)))
+    except Exception as e:  # noqa: BLE001
+        print(f"(ptflops not timed: {e})", file=sys.stderr)
+    http_c = median_ms(lambda: post("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter", "verify": False}), 50)
+    rows.append(("resnet50 full table: layerscope over HTTP (verify=false)", http_c))
+    http_v = median_ms(lambda: post("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter"}), 10)
+    rows.append(("resnet50 full table: layerscope over HTTP (verify=true, libtorch empty batch)", http_v))
+    http_rf = median_ms(lambda: post("/v1/receptive-field", {"model": {"preset": "vgg16"}, "verify": False}), 50)
+    rows.append(("vgg16 receptive-field table: layerscope over HTTP (verify=false)", http_rf))
+    print("| what | median ms | vs torch.utils.flop_counter |")
+    print("|---|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.3f} | {ms / base:.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
