@@ -48,3 +48,9 @@ async fn params_and_flops_agree_with_torch_flop_counter_on_presets_and_220_rando
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
+    let url = serve().await;
+    tokio::task::spawn_blocking(move || oracle("momentum", &url, "200")).await.unwrap();
+}

@@ -1,4 +1,5 @@
 //! Pure math over a shape-inferred [`crate::spec::Graph`]: no HTTP, no libtorch.
 pub mod complexity;
 pub mod intervals;
+pub mod momentum;
 pub mod receptive_field;

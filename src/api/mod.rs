@@ -4,8 +4,10 @@ pub mod body;
 pub mod complexity;
 pub mod error;
 pub mod health;
+pub mod momentum;
 pub mod presets;
 pub mod receptive_field;
+pub mod svg;
 
 use crate::config::Config;
 use crate::spec::{json::Obj, parse_model, ModelSpec, SpecError};
@@ -76,6 +78,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/presets/{name}"),
     ("post", "/v1/receptive-field"),
     ("post", "/v1/complexity"),
+    ("post", "/v1/momentum/equivalence"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/presets/{name}", get(presets::one))
         .route("/v1/receptive-field", post(receptive_field::handle))
         .route("/v1/complexity", post(complexity::handle))
+        .route("/v1/momentum/equivalence", post(momentum::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))

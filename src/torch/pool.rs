@@ -53,7 +53,12 @@ impl TorchPool {
                         Err(_) => return,
                     };
                     match job {
-                        Ok(job) => job(),
+                        Ok(job) => {
+                            job();
+                            // Grad mode is thread-local and tch::no_grad does not restore it when
+                            // its closure panics: start every job from the default state.
+                            unsafe { torch_sys::at_grad_set_enabled(1) };
+                        }
                         Err(_) => return, // pool dropped
                     }
                 })

@@ -198,9 +198,88 @@ def run_complexity(url, n, seed, presets):
     return failures
 
 
+def numpy_forms(theta0, grad, alpha, beta, steps):
+    """Plain NumPy Form I, Form II and Sutskever; grad(k, theta) gives each form its gradient."""
+    import numpy as np
+    t1, prev = np.array(theta0, float), np.array(theta0, float)
+    t2, v = np.array(theta0, float), np.zeros(len(theta0))
+    t3, u = np.array(theta0, float), np.zeros(len(theta0))
+    out = {"form_i": [t1.copy()], "form_ii": [t2.copy()], "sutskever": [t3.copy()]}
+    for k in range(steps):
+        t1, prev = t1 - alpha[k] * grad(k, t1) + beta * (t1 - prev), t1
+        v = grad(k, t2) + beta * v
+        t2 = t2 - alpha[k] * v
+        u = beta * u - alpha[k] * grad(k, t3)
+        t3 = t3 + u
+        out["form_i"].append(t1.copy())
+        out["form_ii"].append(t2.copy())
+        out["sutskever"].append(t3.copy())
+    return out
+
+
+def torch_sgd(theta0, grad, alpha, beta, steps, opts):
+    p = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=alpha[0], momentum=beta, **opts)
+    out = [p.detach().numpy().copy()]
+    for k in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = alpha[k]
+        opt.zero_grad()
+        p.grad = torch.tensor(grad(k, p.detach().numpy()), dtype=torch.float64)
+        opt.step()
+        out.append(p.detach().numpy().copy())
+    return out
+
+
+def run_momentum(url, n, seed):
+    import numpy as np
+    rng = random.Random(seed)
+    failures = 0
+    for case in range(n):
+        size = rng.randint(1, 6)
+        steps = rng.randint(1, 30)
+        theta0 = [rng.uniform(-3, 3) for _ in range(size)]
+        beta = rng.choice([0.0, 0.5, 0.9, 0.99, rng.random() * 0.999])
+        alpha = [rng.uniform(0.001, 0.5)] * steps if rng.random() < 0.6 else [rng.uniform(0.001, 0.5) for _ in range(steps)]
+        opts = rng.choice([{}, {"dampening": 0.3}, {"weight_decay": 0.01}, {"nesterov": True}])
+        if opts.get("nesterov") and beta == 0.0:
+            opts = {}
+        body = {"theta0": theta0, "alpha": alpha, "beta": beta, "sutskever": True, "pytorch_sgd": opts or True}
+        if rng.random() < 0.5:
+            grads = [[rng.uniform(-2, 2) for _ in range(size)] for _ in range(steps)]
+            body["gradients"] = grads
+            grad = lambda k, t, g=grads: np.array(g[k])  # noqa: E731
+        else:
+            a = np.array([[rng.uniform(-1, 1) for _ in range(size)] for _ in range(size)])
+            q = a @ a.T + np.eye(size)
+            b = np.array([rng.uniform(-1, 1) for _ in range(size)])
+            body["objective"] = {"type": "quadratic", "Q": q.tolist(), "b": b.tolist()}
+            body["steps"] = steps
+            body["alpha"] = [x / (1 + np.linalg.norm(q, 2)) for x in alpha]
+            alpha = body["alpha"]
+            grad = lambda k, t, q=q, b=b: q @ t - b  # noqa: E731
+        status, resp = post(url + "/v1/momentum/equivalence", body)
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}: {resp}")
+        else:
+            want = numpy_forms(theta0, grad, alpha, beta, steps)
+            want["pytorch_sgd"] = torch_sgd(theta0, grad, alpha, beta, steps, opts)
+            for form, traj in want.items():
+                got = np.array(resp["trajectories"][form]["theta"])
+                err = np.max(np.abs(got - np.array(traj)) / np.maximum(1, np.abs(np.array(traj))))
+                if not err <= 1e-12:
+                    problems.append(f"{form}: max relative difference {err:.3g} from the NumPy/torch.optim.SGD oracle")
+        if problems:
+            failures += 1
+            print(f"momentum case {case} (seed {seed}): " + "; ".join(problems) + "\n  body " + json.dumps(body)[:400])
+    print(f"momentum oracle: {n - failures} passed, {failures} failed")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["rf", "complexity"])
+    ap.add_argument("what", choices=["rf", "complexity", "momentum"])
     ap.add_argument("url")
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
@@ -208,6 +287,8 @@ def main():
     a = ap.parse_args()
     if a.what == "rf":
         failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed)
+    elif a.what == "momentum":
+        failed = run_momentum(a.url, a.n, 3 if a.seed is None else a.seed)
     else:
         failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p])
     sys.exit(1 if failed else 0)
