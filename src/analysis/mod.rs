@@ -1,5 +1,6 @@
 //! Pure math over a shape-inferred [`crate::spec::Graph`]: no HTTP, no libtorch.
 pub mod complexity;
+pub mod gradient;
 pub mod intervals;
 pub mod momentum;
 pub mod receptive_field;

@@ -101,3 +101,22 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// libtorch errors carry a C++ backtrace after the message: keep the message only.
+pub fn libtorch_message(msg: &str) -> &str {
+    let end = msg.find("\nException raised from").unwrap_or(msg.len()).min(2000);
+    &msg[..msg.floor_char_boundary_compat(end)]
+}
+
+trait FloorBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}

@@ -2,6 +2,7 @@
 //! parse, call `analysis` or `torch`, shape the answer.
 pub mod body;
 pub mod complexity;
+pub mod diagnostics;
 pub mod error;
 pub mod health;
 pub mod momentum;
@@ -78,6 +79,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/presets/{name}"),
     ("post", "/v1/receptive-field"),
     ("post", "/v1/complexity"),
+    ("post", "/v1/gradient-diagnostics"),
     ("post", "/v1/momentum/equivalence"),
 ];
 
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/presets/{name}", get(presets::one))
         .route("/v1/receptive-field", post(receptive_field::handle))
         .route("/v1/complexity", post(complexity::handle))
+        .route("/v1/gradient-diagnostics", post(diagnostics::handle))
         .route("/v1/momentum/equivalence", post(momentum::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

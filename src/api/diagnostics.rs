@@ -1,0 +1,695 @@
+//! `POST /v1/gradient-diagnostics`: runs the model forward and backward in libtorch and shows
+//! how the gradient shrinks (or grows) layer by layer, next to the course's bound.
+use super::body::JsonBody;
+use super::error::ApiResult;
+use super::svg::{line_chart, Series};
+use super::{json_response, AppState};
+use crate::analysis::complexity;
+use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
+use crate::spec::error::child;
+use crate::spec::json::{describe, float, Obj};
+use crate::spec::{infer, Graph, LayerKind, ModelSpec, SpecError, SpecResult};
+use crate::torch::device;
+use crate::torch::diagnostics::{self, is_mlp_chain, max_derivative, Inputs, ObjectiveKind, Report, Request};
+use crate::torch::net::{Init, InitSpec};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Flattens a number or nested lists of numbers, refusing non-finite values and overlong input.
+fn flatten_numbers(v: &Value, pointer: &str, max: usize, out: &mut Vec<f64>) -> SpecResult<()> {
+    match v {
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                flatten_numbers(x, &child(pointer, i), max, out)?;
+            }
+            Ok(())
+        }
+        other => {
+            if out.len() >= max {
+                return Err(SpecError::too_large(
+                    pointer,
+                    "max_tensor_elements",
+                    max as u64,
+                    format!("more than {max} numbers"),
+                ));
+            }
+            out.push(float(other, pointer, f64::MIN, f64::MAX)?);
+            Ok(())
+        }
+    }
+}
+
+fn parse_init(v: Option<&Value>) -> SpecResult<InitSpec> {
+    const NAMES: &[&str] = &[
+        "pytorch_default",
+        "xavier_uniform",
+        "xavier_normal",
+        "kaiming_uniform",
+        "kaiming_normal",
+        "normal",
+        "uniform",
+    ];
+    let (name, o) = match v {
+        None => {
+            return Ok(InitSpec {
+                init: Init::PytorchDefault,
+                scale: 1.0,
+                seed: 0,
+            })
+        }
+        Some(Value::String(s)) => (s.as_str(), None),
+        Some(v @ Value::Object(_)) => {
+            let o = Obj::new(v, "/init")?;
+            (o.str_or("type", "pytorch_default")?, Some(o))
+        }
+        Some(other) => {
+            return Err(SpecError::invalid(
+                "/init",
+                format!("expected an init name or object, got {}", describe(other)),
+            ))
+        }
+    };
+    if !NAMES.contains(&name) {
+        let p = if o.is_some() { "/init/type" } else { "/init" };
+        return Err(SpecError::invalid(
+            p,
+            format!("unknown init {name:?}; expected one of {}", NAMES.join(", ")),
+        ));
+    }
+    let f = |key: &'static str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
+        match &o {
+            Some(o) => o.f64_in(key, Some(default), min, max),
+            None => Ok(default),
+        }
+    };
+    let init = match name {
+        "xavier_uniform" => Init::XavierUniform,
+        "xavier_normal" => Init::XavierNormal,
+        "kaiming_uniform" => Init::KaimingUniform,
+        "kaiming_normal" => Init::KaimingNormal,
+        "normal" => Init::Normal {
+            std: f("std", 0.01, 0.0, 1e6)?,
+        },
+        "uniform" => Init::Uniform {
+            bound: f("bound", 0.1, 0.0, 1e6)?,
+        },
+        _ => Init::PytorchDefault,
+    };
+    let scale = f("scale", 1.0, -1e6, 1e6)?;
+    let seed = match &o {
+        Some(o) => o.u64_in("seed", Some(0), 0, u64::MAX)?,
+        None => 0,
+    };
+    if let Some(o) = &o {
+        o.finish("type, std, bound, scale, seed")?;
+    }
+    Ok(InitSpec { init, scale, seed })
+}
+
+/// Explicit parameters: `{path-or-name: {"weight": numbers, "bias": numbers}}`.
+fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<HashMap<String, (Vec<f64>, Option<Vec<f64>>)>> {
+    let mut out = HashMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let map = v
+        .as_object()
+        .ok_or_else(|| SpecError::invalid("/parameters", "expected an object keyed by layer path or name"))?;
+    let nodes = graph.walk();
+    for (key, entry) in map {
+        let p = child("/parameters", key);
+        let node = nodes
+            .iter()
+            .find(|n| &n.path == key)
+            .or_else(|| nodes.iter().find(|n| n.layer.name.as_deref() == Some(key.as_str())))
+            .ok_or_else(|| SpecError::invalid(&p, format!("no layer has the path or name {key:?}")))?;
+        let (wn, bias_len) = match &node.layer.kind {
+            LayerKind::Conv2d {
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => (
+                (out_channels * (node.input[0] / groups) * kernel[0] * kernel[1]) as usize,
+                bias.then_some(*out_channels as usize),
+            ),
+            LayerKind::Linear { out_features, bias } => ((out_features * node.input[0]) as usize, bias.then_some(*out_features as usize)),
+            _ => {
+                return Err(SpecError::invalid(
+                    &p,
+                    format!("layer {} ({}) has no weight", node.path, node.layer.type_name()),
+                ))
+            }
+        };
+        let o = Obj::new(entry, &p)?;
+        let mut w = Vec::new();
+        flatten_numbers(
+            o.raw("weight").ok_or_else(|| SpecError::invalid(o.at("weight"), "is required"))?,
+            &o.at("weight"),
+            max,
+            &mut w,
+        )?;
+        if w.len() != wn {
+            return Err(SpecError::invalid(
+                o.at("weight"),
+                format!(
+                    "has {} numbers; layer {} needs {wn} (PyTorch's weight shape, row-major)",
+                    w.len(),
+                    node.path
+                ),
+            ));
+        }
+        let b = match (o.raw("bias"), bias_len) {
+            (None, _) => None,
+            (Some(_), None) => return Err(SpecError::invalid(o.at("bias"), format!("layer {} has bias=false", node.path))),
+            (Some(v), Some(n)) => {
+                let mut b = Vec::new();
+                flatten_numbers(v, &o.at("bias"), max, &mut b)?;
+                if b.len() != n {
+                    return Err(SpecError::invalid(
+                        o.at("bias"),
+                        format!("has {} numbers; layer {} needs {n}", b.len(), node.path),
+                    ));
+                }
+                Some(b)
+            }
+        };
+        o.finish("weight, bias")?;
+        out.insert(node.path.clone(), (w, b));
+    }
+    Ok(out)
+}
+
+struct Thresholds {
+    vanishing: f64,
+    exploding: f64,
+    saturation: f64,
+}
+
+/// Checks the run's size against the configured limits before anything is allocated.
+fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
+    let cfg = &state.config;
+    let t = complexity::table(
+        graph,
+        &complexity::Options {
+            rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision),
+            additions: complexity::Additions::Accumulate,
+            batch,
+            dtype_bytes: 8,
+        },
+    )?
+    .totals;
+    if t.params > cfg.max_run_params as u128 {
+        return Err(SpecError::too_large(
+            pointer,
+            "max_run_params",
+            cfg.max_run_params,
+            format!("the model has {} parameters, over the limit of {}", t.params, cfg.max_run_params),
+        ));
+    }
+    if t.output_elements > cfg.max_run_activations as u128 {
+        return Err(SpecError::too_large(
+            pointer,
+            "max_run_activations",
+            cfg.max_run_activations,
+            format!(
+                "the run would hold {} activation elements (all layers x batch), over the limit of {}",
+                t.output_elements, cfg.max_run_activations
+            ),
+        ));
+    }
+    if t.macs > cfg.max_run_macs as u128 {
+        return Err(SpecError::too_large(
+            pointer,
+            "max_run_macs",
+            cfg.max_run_macs,
+            format!("the forward pass needs {} MACs, over the limit of {}", t.macs, cfg.max_run_macs),
+        ));
+    }
+    Ok(())
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        if a == 0.0 {
+            1.0
+        } else {
+            f64::INFINITY
+        }
+    } else {
+        a / b
+    }
+}
+
+/// Per-layer table, bound and verdicts from one run.
+fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
+    let last = report.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
+    let last_bias = report.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
+    let bounds: HashMap<String, f64> = if is_mlp_chain(graph) {
+        let chain: Vec<ChainItem> = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match n.layer.kind {
+                LayerKind::Linear { .. } => report.params.iter().find(|p| p.path == n.path).map(|p| ChainItem::Linear {
+                    path: n.path.clone(),
+                    spectral_norm: p.spectral_norm,
+                }),
+                LayerKind::Activation { kind, negative_slope } => Some(ChainItem::Activation {
+                    max_derivative: max_derivative(kind, negative_slope),
+                }),
+                _ => None,
+            })
+            .collect();
+        bias_gradient_bounds(&chain, report.output_grad_norm_sum).into_iter().collect()
+    } else {
+        HashMap::new()
+    };
+    let mut first_vanishing = None;
+    let mut overall = Verdict::Healthy;
+    let mut layers: Vec<Value> = Vec::new();
+    for p in report.params.iter().rev() {
+        let r = ratio(p.weight_grad.frobenius, last);
+        let v = verdict(r, th.vanishing, th.exploding);
+        if v == Verdict::Vanishing && first_vanishing.is_none() {
+            first_vanishing = Some(p.path.clone());
+        }
+        if v == Verdict::Exploding {
+            overall = Verdict::Exploding;
+        } else if v == Verdict::Vanishing && overall == Verdict::Healthy {
+            overall = Verdict::Vanishing;
+        }
+        let node = graph.walk().into_iter().find(|n| n.path == p.path).expect("param layer exists");
+        let bound = bounds.get(&p.path).copied();
+        let measured = p.bias_grad.as_ref().map(|b| b.frobenius);
+        layers.push(json!({
+            "path": p.path,
+            "name": node.layer.name,
+            "type": node.layer.type_name(),
+            "weight_shape": p.weight_shape,
+            "weight_grad": {"frobenius": p.weight_grad.frobenius, "max_abs": p.weight_grad.max_abs},
+            "bias_grad": p.bias_grad.as_ref().map(|b| json!({"frobenius": b.frobenius, "max_abs": b.max_abs})),
+            "weight_grad_ratio_to_last": r,
+            "bias_grad_ratio_to_last": match (measured, last_bias) { (Some(m), Some(l)) => json!(ratio(m, l)), _ => Value::Null },
+            "spectral_norm": p.spectral_norm,
+            "bias_grad_bound": bound,
+            "bound_holds": match (bound, measured) { (Some(b), Some(m)) => json!(m <= b * (1.0 + 1e-9) + 1e-300), _ => Value::Null },
+            "verdict": v.name(),
+        }));
+    }
+    layers.reverse();
+    let acts: Vec<Value> = report
+        .activations
+        .iter()
+        .map(|a| {
+            json!({
+                "path": a.path,
+                "activation": a.activation.name(),
+                "mean_abs_pre_activation": a.mean_abs_pre,
+                "max_abs_pre_activation": a.max_abs_pre,
+                "fraction_saturated": a.fraction_saturated,
+                "mean_derivative": a.mean_derivative,
+                "max_derivative": a.max_derivative,
+                "dead_fraction": a.dead_fraction,
+            })
+        })
+        .collect();
+    json!({
+        "verdict": overall.name(),
+        "first_vanishing_layer": first_vanishing,
+        "layers": layers,
+        "activations": acts,
+        "bound_note": if bounds.is_empty() {
+            "the bound is computed for MLPs (linear layers and element-wise activations); for other layers the spectral norm of a reshaped kernel does not bound the layer's Jacobian"
+        } else {
+            "||dL/db_i|| <= sum_s ||dL/dy_L(s)|| x prod(sup g' of each activation after layer i) x prod(||A_k||_2 of each linear layer after i)"
+        },
+        "output_grad_norm_sum": report.output_grad_norm_sum,
+        "loss": report.loss,
+    })
+}
+
+/// The model with `block` (layer range) repeated `depth` times.
+fn with_depth(spec: &ModelSpec, block: (usize, usize), depth: u64) -> ModelSpec {
+    let mut s = spec.clone();
+    let mut layers = spec.layers[..block.0].to_vec();
+    for _ in 0..depth {
+        layers.extend_from_slice(&spec.layers[block.0..block.1]);
+    }
+    layers.extend_from_slice(&spec.layers[block.1..]);
+    s.layers = layers;
+    s
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let cfg = state.config.clone();
+    let max = cfg.max_tensor_elements as usize;
+    let req = Obj::new(&body, "")?;
+    let spec = state.model(&req, "model")?;
+    let graph = infer(&spec, "/model")?;
+    let init = parse_init(req.raw("init"))?;
+    let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
+    let numel: u64 = spec.input_shape.iter().product();
+    let inputs = match req.raw("inputs") {
+        None => Inputs::Normal { batch: 16, seed: 0 },
+        Some(v) => {
+            let o = Obj::new(v, "/inputs")?;
+            let r = if o.has("values") {
+                let mut vals = Vec::new();
+                flatten_numbers(o.raw("values").unwrap(), &o.at("values"), max, &mut vals)?;
+                if vals.is_empty() || vals.len() as u64 % numel != 0 {
+                    return Err(SpecError::invalid(
+                        o.at("values"),
+                        format!(
+                            "has {} numbers: expected a multiple of the input size {numel} (one sample is {:?})",
+                            vals.len(),
+                            spec.input_shape
+                        ),
+                    )
+                    .into());
+                }
+                let batch = vals.len() as u64 / numel;
+                Inputs::Explicit { batch, values: vals }
+            } else {
+                let batch = o.u64_in("batch_size", Some(16), 1, cfg.max_batch)?;
+                let seed = o.u64_in("seed", Some(0), 0, u64::MAX)?;
+                match o.choice("distribution", "normal", &["normal", "uniform"])? {
+                    "uniform" => Inputs::Uniform {
+                        batch,
+                        seed,
+                        bound: o.f64_in("bound", Some(1.0), 0.0, 1e6)?,
+                    },
+                    _ => Inputs::Normal { batch, seed },
+                }
+            };
+            o.finish("values, or batch_size, distribution, bound, seed")?;
+            r
+        }
+    };
+    let batch = match &inputs {
+        Inputs::Normal { batch, .. } | Inputs::Uniform { batch, .. } | Inputs::Explicit { batch, .. } => *batch,
+    };
+    if batch > cfg.max_batch {
+        return Err(SpecError::too_large(
+            "/inputs",
+            "max_batch",
+            cfg.max_batch,
+            format!("batch of {batch} is over the limit of {}", cfg.max_batch),
+        )
+        .into());
+    }
+    let out_numel: u64 = graph.output().iter().product();
+    let objective = match req.raw("objective") {
+        None => ObjectiveKind::SumOutput,
+        Some(Value::String(s)) if s == "sum_output" => ObjectiveKind::SumOutput,
+        Some(v @ Value::Object(_)) => {
+            let o = Obj::new(v, "/objective")?;
+            let kind = if o.has("output_unit") {
+                "output_unit"
+            } else {
+                o.choice("type", "sum_output", &["sum_output", "output_unit", "mse"])?
+            };
+            let r = match kind {
+                "output_unit" => {
+                    let key = if o.has("output_unit") { "output_unit" } else { "unit" };
+                    let _ = o.raw("type");
+                    ObjectiveKind::OutputUnit(o.u64_in(key, None, 0, out_numel - 1)?)
+                }
+                "mse" => {
+                    let mut t = Vec::new();
+                    flatten_numbers(
+                        o.raw("targets")
+                            .ok_or_else(|| SpecError::invalid(o.at("targets"), "is required for mse"))?,
+                        &o.at("targets"),
+                        max,
+                        &mut t,
+                    )?;
+                    if t.len() as u64 != batch * out_numel {
+                        return Err(SpecError::invalid(
+                            o.at("targets"),
+                            format!(
+                                "has {} numbers; the batch of {batch} outputs of shape {:?} needs {}",
+                                t.len(),
+                                graph.output(),
+                                batch * out_numel
+                            ),
+                        )
+                        .into());
+                    }
+                    ObjectiveKind::Mse(t)
+                }
+                _ => ObjectiveKind::SumOutput,
+            };
+            o.finish("type, unit (or output_unit), targets")?;
+            r
+        }
+        Some(other) => {
+            return Err(SpecError::invalid(
+                "/objective",
+                format!("expected \"sum_output\" or an object, got {}", describe(other)),
+            )
+            .into())
+        }
+    };
+    let kind = match req.choice("dtype", "float32", &["float32", "float64"])? {
+        "float64" => tch::Kind::Double,
+        _ => tch::Kind::Float,
+    };
+    let (dev, device_note) = device::resolve(req.str_or("device", "cpu")?, "/device")?;
+    let th = match req.raw("thresholds") {
+        None => Thresholds {
+            vanishing: 1e-3,
+            exploding: 1e3,
+            saturation: 4.0,
+        },
+        Some(v) => {
+            let o = Obj::new(v, "/thresholds")?;
+            let t = Thresholds {
+                vanishing: o.f64_in("vanishing_ratio", Some(1e-3), 0.0, 1.0)?,
+                exploding: o.f64_in("exploding_ratio", Some(1e3), 1.0, f64::MAX)?,
+                saturation: o.f64_in("saturation", Some(4.0), 0.0, 1e6)?,
+            };
+            o.finish("vanishing_ratio, exploding_ratio, saturation")?;
+            t
+        }
+    };
+    let sweep = match req.raw("sweep") {
+        None => None,
+        Some(v) => {
+            let o = Obj::new(v, "/sweep")?;
+            let list = |key: &'static str| -> SpecResult<Option<Vec<f64>>> {
+                o.array(key)?
+                    .map(|items| {
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| float(x, &child(&o.at(key), i), 0.0, 1e6))
+                            .collect()
+                    })
+                    .transpose()
+            };
+            let depths: Option<Vec<u64>> = o
+                .array("depths")?
+                .map(|items| {
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| crate::spec::json::uint(x, &child(&o.at("depths"), i), 0, 1000))
+                        .collect::<SpecResult<Vec<_>>>()
+                })
+                .transpose()?;
+            let scales = list("scales")?;
+            let block = match o.array("block")? {
+                None => (0usize, 2usize.min(spec.layers.len())),
+                Some(b) if b.len() == 2 => {
+                    let s = crate::spec::json::uint(&b[0], &o.at("block"), 0, spec.layers.len() as u64)? as usize;
+                    let e = crate::spec::json::uint(&b[1], &o.at("block"), 0, spec.layers.len() as u64)? as usize;
+                    if s >= e {
+                        return Err(SpecError::invalid(o.at("block"), "expected [start, end) with start < end").into());
+                    }
+                    (s, e)
+                }
+                Some(_) => {
+                    return Err(SpecError::invalid(o.at("block"), "expected [start, end): the layers repeated for each depth").into())
+                }
+            };
+            o.finish("depths, scales, block")?;
+            if depths.is_none() && scales.is_none() {
+                return Err(SpecError::invalid("/sweep", "give depths, scales or both").into());
+            }
+            let runs = depths.as_ref().map_or(1, Vec::len) * scales.as_ref().map_or(1, Vec::len);
+            if runs > 64 {
+                return Err(SpecError::too_large("/sweep", "max_sweep_runs", 64, format!("{runs} runs is over the limit of 64")).into());
+            }
+            if depths.is_some() && !explicit.is_empty() {
+                return Err(SpecError::invalid(
+                    "/sweep/depths",
+                    "a depth sweep changes the layers, so it cannot use explicit parameters",
+                )
+                .into());
+            }
+            Some((depths, scales, block))
+        }
+    };
+    let body_format = req.opt_str("format")?;
+    req.finish("model, init, parameters, inputs, objective, dtype, device, thresholds, sweep, format")?;
+    let svg = match query.get("format").map(String::as_str).or(body_format) {
+        Some("svg") => true,
+        Some("json") => false,
+        Some(other) => return Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json or svg")).into()),
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("image/svg+xml")),
+    };
+    check_limits(&state, &graph, batch, "/model")?;
+
+    let make = |spec: ModelSpec, init: InitSpec| Request {
+        spec,
+        init,
+        explicit: explicit.clone(),
+        inputs: inputs.clone(),
+        objective: objective.clone(),
+        kind,
+        device: dev,
+        saturation: th.saturation,
+    };
+    let main = make(spec.clone(), init.clone());
+    let report = state
+        .run_torch(move || diagnostics::run(&main))
+        .await?
+        .map_err(|e| SpecError::invalid("", format!("libtorch could not run the model: {e}")))?;
+    let mut resp = summarize(&graph, &report, &th);
+
+    let mut sweep_rows = Vec::new();
+    if let Some((depths, scales, block)) = sweep {
+        for depth in depths.clone().map(|d| d.into_iter().map(Some).collect()).unwrap_or(vec![None]) {
+            for scale in scales.clone().map(|s| s.into_iter().map(Some).collect()).unwrap_or(vec![None]) {
+                let variant = match depth {
+                    Some(d) => with_depth(&spec, block, d),
+                    None => spec.clone(),
+                };
+                let g = infer(&variant, "/sweep").map_err(|e| SpecError::invalid("/sweep", format!("depth {depth:?}: {}", e.message)))?;
+                check_limits(&state, &g, batch, "/sweep")?;
+                let mut i = init.clone();
+                if let Some(s) = scale {
+                    i.scale = s;
+                }
+                let r = make(variant.clone(), i);
+                let rep = state
+                    .run_torch(move || diagnostics::run(&r))
+                    .await?
+                    .map_err(|e| SpecError::invalid("/sweep", format!("libtorch could not run a sweep variant: {e}")))?;
+                let first = rep.params.first().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
+                let last = rep.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
+                let fb = rep.params.first().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
+                let lb = rep.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
+                let summary = summarize(&g, &rep, &th);
+                sweep_rows.push(json!({
+                    "depth": depth,
+                    "scale": scale.unwrap_or(init.scale),
+                    "layers_with_parameters": rep.params.len(),
+                    "first_to_last_weight_grad_ratio": ratio(first, last),
+                    "first_to_last_bias_grad_ratio": match (fb, lb) { (Some(a), Some(b)) => json!(ratio(a, b)), _ => Value::Null },
+                    "verdict": summary["verdict"],
+                }));
+            }
+        }
+        resp["sweep"] = json!(sweep_rows);
+    }
+
+    if svg {
+        let series = if !sweep_rows.is_empty() && sweep_rows.iter().any(|r| !r["depth"].is_null()) {
+            let mut by_scale: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
+            for r in &sweep_rows {
+                let s = r["scale"].as_f64().unwrap_or(1.0);
+                let pt = (
+                    r["depth"].as_f64().unwrap_or(0.0),
+                    r["first_to_last_weight_grad_ratio"].as_f64().unwrap_or(f64::NAN),
+                );
+                match by_scale.iter_mut().find(|(x, _)| *x == s) {
+                    Some((_, pts)) => pts.push(pt),
+                    None => by_scale.push((s, vec![pt])),
+                }
+            }
+            let series: Vec<Series> = by_scale
+                .into_iter()
+                .map(|(s, points)| Series {
+                    name: format!("scale {s}"),
+                    points,
+                    dashed: false,
+                })
+                .collect();
+            return Ok((
+                [(header::CONTENT_TYPE, "image/svg+xml")],
+                line_chart(
+                    "first/last layer weight-gradient ratio vs depth",
+                    "depth (repeated blocks)",
+                    "ratio",
+                    &series,
+                    true,
+                ),
+            )
+                .into_response());
+        } else {
+            let layers = resp["layers"].as_array().cloned().unwrap_or_default();
+            let pick = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
+                layers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        let v = match sub {
+                            Some(s) => l[key][s].as_f64(),
+                            None => l[key].as_f64(),
+                        };
+                        v.map(|v| (i as f64, v))
+                    })
+                    .collect()
+            };
+            vec![
+                Series {
+                    name: "||dL/dW_i|| measured".into(),
+                    points: pick("weight_grad", Some("frobenius")),
+                    dashed: false,
+                },
+                Series {
+                    name: "||dL/db_i|| measured".into(),
+                    points: pick("bias_grad", Some("frobenius")),
+                    dashed: false,
+                },
+                Series {
+                    name: "bound on ||dL/db_i||".into(),
+                    points: pick("bias_grad_bound", None),
+                    dashed: true,
+                },
+            ]
+        };
+        return Ok((
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            line_chart(
+                "gradient norm per layer (input to output)",
+                "layer with parameters (0 = first)",
+                "norm",
+                &series,
+                true,
+            ),
+        )
+            .into_response());
+    }
+
+    resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()});
+    resp["batch_size"] = json!(batch);
+    resp["thresholds"] = json!({"vanishing_ratio": th.vanishing, "exploding_ratio": th.exploding, "saturation": th.saturation});
+    resp["device"] = json!(device::name(dev));
+    resp["device_note"] = json!(device_note);
+    resp["dtype"] = json!(if kind == tch::Kind::Double { "float64" } else { "float32" });
+    resp["libtorch_version"] = json!(device::libtorch_version());
+    resp["millis"] = json!((report.millis * 1000.0).round() / 1000.0);
+    Ok(json_response(&resp))
+}

@@ -1,0 +1,237 @@
+//! Gradient-vanishing diagnostics: a real forward and backward pass in libtorch, with the
+//! per-layer gradient norms, pre-activation statistics and the course's bound next to them.
+use super::net::{InitSpec, Mode, Net, Rng};
+use crate::spec::{infer, Activation, Graph, LayerKind, ModelSpec, Node};
+use std::collections::HashMap;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug)]
+pub enum Inputs {
+    Normal { batch: u64, seed: u64 },
+    Uniform { batch: u64, seed: u64, bound: f64 },
+    Explicit { batch: u64, values: Vec<f64> },
+}
+
+#[derive(Clone, Debug)]
+pub enum ObjectiveKind {
+    /// sum of every output of every sample
+    SumOutput,
+    /// one output unit (flat index into the output of one sample), summed over the batch
+    OutputUnit(u64),
+    /// mean squared error against targets of the output's shape per sample
+    Mse(Vec<f64>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub spec: ModelSpec,
+    pub init: InitSpec,
+    /// Explicit parameters by layer path: (weight, bias).
+    pub explicit: HashMap<String, (Vec<f64>, Option<Vec<f64>>)>,
+    pub inputs: Inputs,
+    pub objective: ObjectiveKind,
+    pub kind: Kind,
+    pub device: Device,
+    /// |pre-activation| beyond which a sigmoid/tanh unit counts as saturated.
+    pub saturation: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Norms {
+    pub frobenius: f64,
+    pub max_abs: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamLayer {
+    pub path: String,
+    pub weight_grad: Norms,
+    pub bias_grad: Option<Norms>,
+    /// Largest singular value of the weight (conv: of the kernel reshaped to out x in*kh*kw).
+    pub spectral_norm: f64,
+    pub weight_shape: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ActivationLayer {
+    pub path: String,
+    pub activation: Activation,
+    pub mean_abs_pre: f64,
+    pub max_abs_pre: f64,
+    pub fraction_saturated: f64,
+    pub mean_derivative: f64,
+    /// sup g' of this activation (slope included for leaky_relu).
+    pub max_derivative: f64,
+    /// ReLU-like: fraction of units whose pre-activation is <= 0 for every sample in the batch.
+    pub dead_fraction: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub params: Vec<ParamLayer>,
+    pub activations: Vec<ActivationLayer>,
+    /// sum over samples of ||dL/dy_L(sample)||_2: scales the per-sample Jacobian bound.
+    pub output_grad_norm_sum: f64,
+    pub loss: f64,
+    pub millis: f64,
+}
+
+fn norms(t: &Tensor) -> Norms {
+    let t = t.to_kind(Kind::Double);
+    Norms {
+        frobenius: t.norm().double_value(&[]),
+        max_abs: t.abs().max().double_value(&[]),
+    }
+}
+
+/// The analytic derivative of an activation, evaluated element-wise.
+pub fn derivative(x: &Tensor, a: Activation, slope: f64) -> Tensor {
+    match a {
+        Activation::Sigmoid => {
+            let s = x.sigmoid();
+            &s * (s.ones_like() - &s)
+        }
+        Activation::Tanh => x.tanh().square() * -1.0 + 1.0,
+        Activation::Relu => x.gt(0.0).to_kind(x.kind()),
+        Activation::Relu6 => x.gt(0.0).logical_and(&x.lt(6.0)).to_kind(x.kind()),
+        Activation::LeakyRelu => x.gt(0.0).to_kind(x.kind()) * (1.0 - slope) + slope,
+        Activation::Gelu => {
+            // d/dx [x Phi(x)] = Phi(x) + x phi(x)
+            let phi = (x.square() * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+            let cdf = ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5;
+            cdf + x * phi
+        }
+        Activation::Identity => x.ones_like(),
+    }
+}
+
+/// sup of g' over the reals: the factor each activation layer contributes to the bound.
+pub fn max_derivative(a: Activation, slope: f64) -> f64 {
+    match a {
+        Activation::Sigmoid => 0.25,
+        Activation::Tanh | Activation::Relu | Activation::Relu6 | Activation::Identity => 1.0,
+        Activation::LeakyRelu => slope.abs().max(1.0),
+        // max of Phi(x) + x phi(x), attained at x = sqrt(2)
+        Activation::Gelu => 1.128_904_145_7,
+    }
+}
+
+fn input_values(inputs: &Inputs, numel: usize) -> (u64, Vec<f64>) {
+    match inputs {
+        Inputs::Normal { batch, seed } => {
+            let mut rng = Rng::new(*seed ^ 0x1a2b_3c4d);
+            (*batch, (0..*batch as usize * numel).map(|_| rng.normal()).collect())
+        }
+        Inputs::Uniform { batch, seed, bound } => {
+            let mut rng = Rng::new(*seed ^ 0x1a2b_3c4d);
+            (*batch, (0..*batch as usize * numel).map(|_| rng.uniform(*bound)).collect())
+        }
+        Inputs::Explicit { batch, values } => (*batch, values.clone()),
+    }
+}
+
+pub fn run(req: &Request) -> Result<Report, String> {
+    let started = std::time::Instant::now();
+    let graph = infer(&req.spec, "").map_err(|e| e.to_string())?;
+    let net = Net::build(&graph, Mode::Eval, &req.init, &req.explicit, req.kind, req.device);
+    for (_, _, t) in net.parameter_tensors() {
+        let _ = t.set_requires_grad(true);
+    }
+    let numel: usize = req.spec.input_shape.iter().product::<u64>() as usize;
+    let (batch, values) = input_values(&req.inputs, numel);
+    let mut shape = vec![batch as i64];
+    shape.extend(req.spec.input_shape.iter().map(|&d| d as i64));
+    let x = Tensor::from_slice(&values)
+        .reshape(shape.as_slice())
+        .to_kind(req.kind)
+        .to_device(req.device);
+
+    let mut activations = Vec::new();
+    let saturation = req.saturation;
+    let top: Vec<&Node> = graph.nodes.iter().collect();
+    let y = net.forward(&top, x, &mut |node, input, _| {
+        if let LayerKind::Activation { kind, negative_slope } = node.layer.kind {
+            let pre = input.detach().to_kind(Kind::Double);
+            let abs = pre.abs();
+            let d = derivative(&pre, kind, negative_slope);
+            let saturated = match kind {
+                Activation::Sigmoid | Activation::Tanh => abs.gt(saturation).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]),
+                _ => 0.0,
+            };
+            let dead = matches!(kind, Activation::Relu | Activation::Relu6).then(|| {
+                // a unit is dead when it is inactive for every sample of the batch
+                let inactive = pre.le(0.0).flatten(1, -1).to_kind(Kind::Double).min_dim(0, false).0;
+                inactive.mean(Kind::Double).double_value(&[])
+            });
+            activations.push(ActivationLayer {
+                path: node.path.clone(),
+                activation: kind,
+                mean_abs_pre: abs.mean(Kind::Double).double_value(&[]),
+                max_abs_pre: abs.max().double_value(&[]),
+                fraction_saturated: saturated,
+                mean_derivative: d.mean(Kind::Double).double_value(&[]),
+                max_derivative: max_derivative(kind, negative_slope),
+                dead_fraction: dead,
+            });
+        }
+    });
+    let flat = y.flatten(1, -1);
+    let loss = match &req.objective {
+        ObjectiveKind::SumOutput => flat.sum(req.kind),
+        ObjectiveKind::OutputUnit(k) => flat.select(1, *k as i64).sum(req.kind),
+        ObjectiveKind::Mse(targets) => {
+            let t = Tensor::from_slice(targets)
+                .reshape(flat.size().as_slice())
+                .to_kind(req.kind)
+                .to_device(req.device);
+            (&flat - t).square().mean(req.kind)
+        }
+    };
+    // dL/dy per sample, for the bound's scale factor
+    let out_grad = Tensor::run_backward(&[&loss], &[&flat], true, false).remove(0);
+    let output_grad_norm_sum = out_grad
+        .to_kind(Kind::Double)
+        .square()
+        .sum_dim_intlist(1, false, Kind::Double)
+        .sqrt()
+        .sum(Kind::Double)
+        .double_value(&[]);
+    loss.backward();
+
+    let mut params = Vec::new();
+    for node in graph.walk() {
+        if !matches!(node.layer.kind, LayerKind::Conv2d { .. } | LayerKind::Linear { .. }) {
+            continue;
+        }
+        let p = &net.params[&node.path];
+        let w = p.weight.as_ref().unwrap();
+        let size = w.size();
+        let matrix = w.detach().to_kind(Kind::Double).reshape([size[0], -1]);
+        let (_, singular, _) = matrix.svd(true, false);
+        let spectral = singular.max().double_value(&[]);
+        params.push(ParamLayer {
+            path: node.path.clone(),
+            weight_grad: norms(&w.grad()),
+            bias_grad: p.bias.as_ref().map(|b| norms(&b.grad())),
+            spectral_norm: spectral,
+            weight_shape: size,
+        });
+    }
+    Ok(Report {
+        params,
+        activations,
+        output_grad_norm_sum,
+        loss: loss.to_kind(Kind::Double).double_value(&[]),
+        millis: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// The course's bound applies to chains of linear layers and element-wise activations.
+pub fn is_mlp_chain(graph: &Graph) -> bool {
+    graph.nodes.iter().all(|n| {
+        matches!(
+            n.layer.kind,
+            LayerKind::Linear { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+        )
+    })
+}
