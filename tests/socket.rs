@@ -54,3 +54,9 @@ async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
     let url = serve().await;
     tokio::task::spawn_blocking(move || oracle("momentum", &url, "200")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_and_cnns() {
+    let url = serve().await;
+    tokio::task::spawn_blocking(move || oracle("gradient", &url, "150")).await.unwrap();
+}

@@ -277,9 +277,89 @@ def run_momentum(url, n, seed):
     return failures
 
 
+def random_mlp(rng):
+    width = rng.randint(1, 12)
+    layers = []
+    for _ in range(rng.randint(1, 5)):
+        layers.append({"type": "linear", "out_features": rng.randint(1, 12), "bias": rng.random() < 0.8})
+        layers.append({"type": rng.choice(["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity"])})
+    layers.append({"type": "linear", "out_features": rng.randint(1, 4)})
+    return {"input_shape": [width], "layers": layers}
+
+
+def run_gradient(url, n, seed):
+    rng = random.Random(seed)
+    failures = 0
+    for case in range(n):
+        spec = random_mlp(rng) if case % 2 == 0 else torchspec.random_spec(rng)
+        if spec["layers"][-1]["type"] != "linear":
+            spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
+        dtype = rng.choice(["float64", "float32"])
+        tdtype = torch.float64 if dtype == "float64" else torch.float32
+        model, out_shape = torchspec.build(spec["layers"], spec["input_shape"])
+        model = model.to(tdtype).eval()
+        batch = rng.randint(1, 4)
+        x = torch.randn(batch, *spec["input_shape"], dtype=torch.float64)
+        params = {}
+        for path in torchspec.paths(spec["layers"]):
+            m = torchspec.module_at(model, path)
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
+                if m.bias is not None:
+                    params[path]["bias"] = m.bias.detach().double().flatten().tolist()
+        out_n = 1
+        for d in out_shape:
+            out_n *= d
+        kind = rng.choice(["sum", "unit", "mse"])
+        targets = torch.randn(batch, out_n, dtype=torch.float64)
+        objective = {"sum": "sum_output", "unit": {"output_unit": rng.randrange(out_n)}, "mse": {"type": "mse", "targets": targets.tolist()}}[kind]
+        body = {"model": spec, "parameters": params, "inputs": {"values": x.flatten().tolist()}, "objective": objective, "dtype": dtype}
+        status, resp = post(url + "/v1/gradient-diagnostics", body)
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}: {resp}")
+        else:
+            pre = {}
+            for path in torchspec.paths(spec["layers"]):
+                m = torchspec.module_at(model, path)
+                if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6"):
+                    m.register_forward_hook(lambda mod, i, o, p=path: pre.__setitem__(p, i[0].detach().double()))
+            y = model(x.to(tdtype)).flatten(1)
+            if kind == "sum":
+                loss = y.sum()
+            elif kind == "unit":
+                loss = y[:, objective["output_unit"]].sum()
+            else:
+                loss = ((y - targets.to(tdtype)) ** 2).mean()
+            loss.backward()
+            tol = 1e-6 if dtype == "float64" else 1e-4
+            close = lambda a, b: abs(a - b) <= tol * max(abs(b), 1e-12)  # noqa: E731
+            for layer in resp["layers"]:
+                m = torchspec.module_at(model, layer["path"])
+                g = m.weight.grad.double()
+                if not close(layer["weight_grad"]["frobenius"], g.norm().item()) or not close(layer["weight_grad"]["max_abs"], g.abs().max().item()):
+                    problems.append(f"{layer['path']}: weight grad {layer['weight_grad']} != autograd ({g.norm().item()}, {g.abs().max().item()})")
+                if m.bias is not None and not close(layer["bias_grad"]["frobenius"], m.bias.grad.double().norm().item()):
+                    problems.append(f"{layer['path']}: bias grad {layer['bias_grad']} != autograd {m.bias.grad.norm().item()}")
+                sn = torch.linalg.matrix_norm(m.weight.detach().double().reshape(m.weight.shape[0], -1), 2).item()
+                if not close(layer["spectral_norm"], sn):
+                    problems.append(f"{layer['path']}: spectral norm {layer['spectral_norm']} != {sn}")
+                if layer["bound_holds"] is False:
+                    problems.append(f"{layer['path']}: measured bias gradient exceeds the bound {layer['bias_grad_bound']}")
+            for act in resp["activations"]:
+                p = pre[act["path"]]
+                if not close(act["max_abs_pre_activation"], p.abs().max().item()) or not close(act["mean_abs_pre_activation"], p.abs().mean().item()):
+                    problems.append(f"{act['path']}: pre-activation stats {act} != ({p.abs().mean().item()}, {p.abs().max().item()})")
+        if problems:
+            failures += 1
+            print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
+    print(f"gradient oracle: {n - failures} passed, {failures} failed")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["rf", "complexity", "momentum"])
+    ap.add_argument("what", choices=["rf", "complexity", "momentum", "gradient"])
     ap.add_argument("url")
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
@@ -287,6 +367,8 @@ def main():
     a = ap.parse_args()
     if a.what == "rf":
         failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed)
+    elif a.what == "gradient":
+        failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed)
     elif a.what == "momentum":
         failed = run_momentum(a.url, a.n, 3 if a.seed is None else a.seed)
     else:

@@ -1,0 +1,209 @@
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[tokio::test]
+async fn one_unit_sigmoid_chain_matches_the_closed_form() {
+    // y1 = s(a1 x + b1), y2 = s(a2 y1 + b2), y3 = a3 y2 + b3.
+    // dy3/db1 = a3 s'(~y2) a2 s'(~y1),  dy3/db2 = a3 s'(~y2),  dy3/db3 = 1.
+    let (a1, b1, a2, b2, a3, b3, x) = (0.7, -0.3, -1.9, 0.4, 2.5, 0.1, 1.3);
+    let t1 = a1 * x + b1;
+    let y1 = sigmoid(t1);
+    let t2 = a2 * y1 + b2;
+    let y2 = sigmoid(t2);
+    let d = |t: f64| sigmoid(t) * (1.0 - sigmoid(t));
+    let want_b1 = a3 * d(t2) * a2 * d(t1);
+    let want_b2 = a3 * d(t2);
+    let body = json!({
+        "model": {"input_shape": [1], "layers": [
+            {"type": "linear", "out_features": 1}, {"type": "sigmoid"},
+            {"type": "linear", "out_features": 1}, {"type": "sigmoid"},
+            {"type": "linear", "out_features": 1}]},
+        "parameters": {"0": {"weight": [[a1]], "bias": [b1]}, "2": {"weight": [[a2]], "bias": [b2]}, "4": {"weight": [[a3]], "bias": [b3]}},
+        "inputs": {"values": [[x]]},
+        "objective": {"output_unit": 0},
+        "dtype": "float64"
+    });
+    let r = post("/v1/gradient-diagnostics", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let bias = |i: usize| v["layers"][i]["bias_grad"]["frobenius"].as_f64().unwrap();
+    assert!((bias(0) - want_b1.abs()).abs() < 1e-15, "{} vs {want_b1}", bias(0));
+    assert!((bias(1) - want_b2.abs()).abs() < 1e-15);
+    assert!((bias(2) - 1.0).abs() < 1e-15);
+    // dy3/da1 = dy3/db1 * x
+    assert!((v["layers"][0]["weight_grad"]["frobenius"].as_f64().unwrap() - (want_b1 * x).abs()).abs() < 1e-15);
+    // The bound: layer 0 gets (1/4)^2 |a2| |a3|; layer 2 gets (1/4) |a3|
+    assert!((v["layers"][0]["bias_grad_bound"].as_f64().unwrap() - 0.0625 * a2.abs() * a3.abs()).abs() < 1e-12);
+    assert!((v["layers"][1]["bias_grad_bound"].as_f64().unwrap() - 0.25 * a3.abs()).abs() < 1e-12);
+    assert_eq!(v["layers"][0]["bound_holds"], true);
+    // pre-activation statistics of the first sigmoid
+    assert!((v["activations"][0]["max_abs_pre_activation"].as_f64().unwrap() - t1.abs()).abs() < 1e-15);
+    assert!((v["activations"][0]["mean_derivative"].as_f64().unwrap() - d(t1)).abs() < 1e-15);
+    let _ = (y2, b3);
+}
+
+fn deep_mlp(activation: &str, depth: usize) -> Value {
+    let mut layers = Vec::new();
+    for _ in 0..depth {
+        layers.push(json!({"type": "linear", "out_features": 64}));
+        layers.push(json!({"type": activation}));
+    }
+    layers.push(json!({"type": "linear", "out_features": 1}));
+    json!({"input_shape": [64], "layers": layers})
+}
+
+#[tokio::test]
+async fn deep_sigmoid_with_small_weights_vanishes_and_relu_with_kaiming_does_not() {
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": deep_mlp("sigmoid", 10), "init": {"type": "normal", "std": 0.01}, "inputs": {"batch_size": 32}}),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["verdict"], "vanishing", "{}", r.text);
+    assert!(v["first_vanishing_layer"].is_string());
+    assert!(v["layers"].as_array().unwrap().iter().all(|l| l["bound_holds"] == true));
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": deep_mlp("relu", 10), "init": "kaiming_normal", "inputs": {"batch_size": 32}}),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["verdict"], "healthy", "{}", serde_json::to_string(&v["layers"]).unwrap());
+    assert!(v["activations"][0]["dead_fraction"].is_number());
+}
+
+#[tokio::test]
+async fn same_seed_same_answer_and_sweeps() {
+    let body = json!({"model": deep_mlp("sigmoid", 3), "init": {"type": "xavier_uniform", "seed": 7}, "inputs": {"batch_size": 4, "seed": 3}, "sweep": {"depths": [1, 2, 3], "scales": [0.5, 2.0]}});
+    let a = post("/v1/gradient-diagnostics", body.clone()).await.json();
+    let b = post("/v1/gradient-diagnostics", body).await.json();
+    assert_eq!(a["layers"], b["layers"]);
+    assert_eq!(a["sweep"], b["sweep"]);
+    assert_eq!(a["sweep"].as_array().unwrap().len(), 6);
+    // each extra sigmoid block multiplies dL/db_1 by at most 1/4 * ||A||: deeper shrinks it more
+    let ratio = |d: u64| {
+        a["sweep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["depth"] == d && r["scale"] == 0.5)
+            .unwrap()["first_to_last_bias_grad_ratio"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(ratio(3) < ratio(1));
+    let svg = post(
+        "/v1/gradient-diagnostics?format=svg",
+        json!({"model": deep_mlp("sigmoid", 3), "sweep": {"depths": [1, 2, 4]}}),
+    )
+    .await;
+    assert!(svg.content_type.starts_with("image/svg+xml") && svg.text.contains("<polyline"));
+}
+
+#[tokio::test]
+async fn cnns_run_and_report_no_mlp_bound() {
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": {"input_shape": [3, 16, 16], "layers": [
+            {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "batchnorm2d"}, {"type": "relu"},
+            {"type": "maxpool2d", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 2}]},
+            "objective": {"type": "mse", "targets": [[1, 0], [0, 1]]}, "inputs": {"batch_size": 2}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert!(v["layers"][0]["bias_grad_bound"].is_null());
+    assert!(v["bound_note"].as_str().unwrap().contains("MLPs"));
+}
+
+#[tokio::test]
+async fn limits_and_bad_input() {
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": {"preset": "vgg16"}, "inputs": {"batch_size": 4000}}),
+    )
+    .await;
+    let v = r.json();
+    assert!(r.status == 413, "{}", r.text);
+    assert!(v["limit"]["name"].as_str().unwrap().starts_with("max_run_"), "{v}");
+    assert_problem(
+        &post(
+            "/v1/gradient-diagnostics",
+            json!({"model": deep_mlp("relu", 1), "inputs": {"batch_size": 100000}}),
+        )
+        .await,
+        422,
+        "/inputs/batch_size",
+    );
+    assert_problem(
+        &post("/v1/gradient-diagnostics", json!({"model": deep_mlp("relu", 1), "init": "lecun"})).await,
+        422,
+        "/init",
+    );
+    assert_problem(
+        &post(
+            "/v1/gradient-diagnostics",
+            json!({"model": deep_mlp("relu", 1), "parameters": {"0": {"weight": [1, 2, 3]}}}),
+        )
+        .await,
+        422,
+        "/parameters/0/weight",
+    );
+    assert_problem(
+        &post(
+            "/v1/gradient-diagnostics",
+            json!({"model": deep_mlp("relu", 1), "objective": {"output_unit": 5}}),
+        )
+        .await,
+        422,
+        "/objective/output_unit",
+    );
+    assert_problem(
+        &post(
+            "/v1/gradient-diagnostics",
+            json!({"model": deep_mlp("relu", 1), "inputs": {"values": [1, 2, 3]}}),
+        )
+        .await,
+        422,
+        "/inputs/values",
+    );
+    if !tch::Cuda::is_available() {
+        let v = assert_problem(
+            &post("/v1/gradient-diagnostics", json!({"model": deep_mlp("relu", 1), "device": "cuda"})).await,
+            422,
+            "/device",
+        );
+        assert!(v["detail"].as_str().unwrap().contains("no CUDA"));
+        let r = post("/v1/gradient-diagnostics", json!({"model": deep_mlp("relu", 1), "device": "auto"}))
+            .await
+            .json();
+        assert_eq!(r["device"], "cpu");
+        assert!(r["device_note"].as_str().unwrap().contains("fell back"));
+    }
+}
+
+/// CPU and CUDA agree to 1e-4 relative. Skipped, and says so, on machines without a GPU.
+#[tokio::test]
+async fn cpu_and_cuda_agree_when_a_gpu_is_present() {
+    if !tch::Cuda::is_available() {
+        eprintln!("SKIPPED cpu_and_cuda_agree_when_a_gpu_is_present: no CUDA device on this machine");
+        return;
+    }
+    let body = |device: &str| json!({"model": deep_mlp("sigmoid", 6), "init": {"type": "normal", "std": 0.1, "seed": 1}, "inputs": {"batch_size": 64}, "device": device});
+    let cpu = post("/v1/gradient-diagnostics", body("cpu")).await.json();
+    let gpu = post("/v1/gradient-diagnostics", body("cuda")).await.json();
+    assert_eq!(gpu["device"], "cuda:0");
+    for (a, b) in cpu["layers"].as_array().unwrap().iter().zip(gpu["layers"].as_array().unwrap()) {
+        let (x, y) = (
+            a["weight_grad"]["frobenius"].as_f64().unwrap(),
+            b["weight_grad"]["frobenius"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-30), "{x} vs {y}");
+    }
+}
