@@ -37,7 +37,9 @@ impl Default for Config {
             max_steps: 100_000,
             max_tensor_elements: 10_000_000,
             request_timeout_secs: 120,
-            workers: 2,
+            // One worker using every core answers a single heavy request fastest; workers x
+            // torch_threads above the core count oversubscribes (idle OpenMP teams spin).
+            workers: 1,
             torch_threads: cores,
             queue: 32,
             log_json: false,
