@@ -470,6 +470,7 @@ pub async fn handle(
             vanishing: 1e-3,
             exploding: 1e3,
             saturation: 4.0,
+            bound_slack: 0.0,
         },
         Some(v) => {
             let o = Obj::new(v, "/thresholds")?;
