@@ -105,7 +105,7 @@ pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
     })
 }
 
-pub fn compute(graph: &Graph, r: &Request) -> Result<Table, SpecError> {
+pub fn table_for(graph: &Graph, r: &Request) -> Result<Table, SpecError> {
     complexity::table(
         graph,
         &complexity::Options {
@@ -123,49 +123,46 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let req = Obj::new(&body, "")?;
+    let format = format_of(body.get("format").and_then(Value::as_str), &query, &headers)?;
+    let (table, resp) = compute(&state, &body).await?;
+    Ok(match format {
+        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response(),
+        Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response(),
+        Format::Json => json_response(&resp),
+    })
+}
+
+/// Runs the request: the table, and the JSON answer (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<(Table, Value)> {
+    let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let opts = read_options(&req, state.config.max_batch)?;
     let verify = req.bool("verify", true)?;
-    let body_format = req.opt_str("format")?;
+    req.opt_str("format")?;
     req.finish("model, conventions, profile, batch_size, dtype, verify, format")?;
-    let format = format_of(body_format, &query, &headers)?;
     let graph = infer(&spec, "/model")?;
-    let table = compute(&graph, &opts)?;
-
-    let verification = if verify {
-        Some(verify_table(&state, &graph, &table).await?)
-    } else {
-        None
-    };
-
-    match format {
-        Format::Csv => Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response()),
-        Format::Markdown => Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response()),
-        Format::Json => {
-            let c = opts.conventions;
-            let mut resp = json!({
-                "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()},
-                "batch_size": opts.batch,
-                "dtype": opts.dtype,
-                "conventions": {
-                    "additions": if c.additions == Additions::Exact { "exact" } else { "accumulate" },
-                    "flops": match c.flops { FlopUnit::MultsPlusAdds => "mults_plus_adds", FlopUnit::TwoMac => "2mac", FlopUnit::Mac => "mac" },
-                    "count_batchnorm": c.count_batchnorm,
-                    "count_activations": c.count_activations,
-                    "count_pooling": c.count_pooling,
-                    "count_residual_adds": c.count_residual_adds,
-                },
-                "profile": opts.profile,
-                "rows": table.rows,
-                "totals": table.totals,
-            });
-            if let Some(v) = verification {
-                resp["verification"] = v;
-            }
-            Ok(json_response(&resp))
-        }
+    let table = table_for(&graph, &opts)?;
+    let c = opts.conventions;
+    let mut resp = json!({
+        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()},
+        "batch_size": opts.batch,
+        "dtype": opts.dtype,
+        "conventions": {
+            "additions": if c.additions == Additions::Exact { "exact" } else { "accumulate" },
+            "flops": match c.flops { FlopUnit::MultsPlusAdds => "mults_plus_adds", FlopUnit::TwoMac => "2mac", FlopUnit::Mac => "mac" },
+            "count_batchnorm": c.count_batchnorm,
+            "count_activations": c.count_activations,
+            "count_pooling": c.count_pooling,
+            "count_residual_adds": c.count_residual_adds,
+        },
+        "profile": opts.profile,
+        "rows": table.rows,
+        "totals": table.totals,
+    });
+    if verify {
+        resp["verification"] = verify_table(state, &graph, &table).await?;
     }
+    Ok((table, resp))
 }
 
 /// Builds the model in libtorch and compares every layer's output shape and parameter count.

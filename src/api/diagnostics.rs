@@ -3,7 +3,7 @@
 use super::body::JsonBody;
 use super::error::ApiResult;
 use super::svg::{line_chart, Series};
-use super::{json_response, AppState};
+use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::complexity;
 use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
 use crate::spec::error::child;
@@ -13,8 +13,8 @@ use crate::torch::device;
 use crate::torch::diagnostics::{self, is_mlp_chain, max_derivative, Inputs, ObjectiveKind, Report, Request};
 use crate::torch::net::{Init, InitSpec};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -351,9 +351,86 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
+    let resp = compute(&state, &body).await?;
+    if wants_svg(&query, &headers, &body)? {
+        return Ok(svg_response(plot(&resp)));
+    }
+    Ok(json_response(&resp))
+}
+
+/// The sweep's bias-gradient ratio against depth (one line per scale), or else the per-layer
+/// gradient norms with the bound, on a log axis.
+fn plot(resp: &Value) -> String {
+    let sweep = resp["sweep"].as_array().cloned().unwrap_or_default();
+    if sweep.iter().any(|r| !r["depth"].is_null()) {
+        let mut by_scale: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
+        for r in &sweep {
+            let s = r["scale"].as_f64().unwrap_or(1.0);
+            let y = r["first_to_last_bias_grad_ratio"]
+                .as_f64()
+                .or(r["first_to_last_weight_grad_ratio"].as_f64())
+                .unwrap_or(f64::NAN);
+            let pt = (r["depth"].as_f64().unwrap_or(0.0), y);
+            match by_scale.iter_mut().find(|(x, _)| *x == s) {
+                Some((_, pts)) => pts.push(pt),
+                None => by_scale.push((s, vec![pt])),
+            }
+        }
+        let series: Vec<Series> = by_scale
+            .into_iter()
+            .map(|(s, points)| Series {
+                name: format!("scale {s}"),
+                points,
+                dashed: false,
+            })
+            .collect();
+        return line_chart(
+            "first/last layer bias-gradient ratio vs depth",
+            "depth (repeated blocks)",
+            "ratio",
+            &series,
+            true,
+        );
+    }
+    let layers = resp["layers"].as_array().cloned().unwrap_or_default();
+    let pick = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
+        layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| sub.map_or(&l[key], |s| &l[key][s]).as_f64().map(|v| (i as f64, v)))
+            .collect()
+    };
+    let series = vec![
+        Series {
+            name: "||dL/dW_i|| measured".into(),
+            points: pick("weight_grad", Some("frobenius")),
+            dashed: false,
+        },
+        Series {
+            name: "||dL/db_i|| measured".into(),
+            points: pick("bias_grad", Some("frobenius")),
+            dashed: false,
+        },
+        Series {
+            name: "bound on ||dL/db_i||".into(),
+            points: pick("bias_grad_bound", None),
+            dashed: true,
+        },
+    ];
+    line_chart(
+        "gradient norm per layer (input to output)",
+        "layer with parameters (0 = first)",
+        "norm",
+        &series,
+        true,
+    )
+}
+
+/// Runs the request and returns the JSON answer (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     let cfg = state.config.clone();
     let max = cfg.max_tensor_elements as usize;
-    let req = Obj::new(&body, "")?;
+    let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let graph = infer(&spec, "/model")?;
     let init = parse_init(req.raw("init"))?;
@@ -543,18 +620,9 @@ pub async fn handle(
             Some((depths, scales, block))
         }
     };
-    let body_format = req.opt_str("format")?;
+    req.choice("format", "json", &["json", "svg"])?;
     req.finish("model, init, parameters, inputs, objective, dtype, device, thresholds, sweep, format")?;
-    let svg = match query.get("format").map(String::as_str).or(body_format) {
-        Some("svg") => true,
-        Some("json") => false,
-        Some(other) => return Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json or svg")).into()),
-        None => headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("image/svg+xml")),
-    };
-    check_limits(&state, &graph, batch, "/model")?;
+    check_limits(state, &graph, batch, "/model")?;
 
     let make = |spec: ModelSpec, init: InitSpec| Request {
         spec,
@@ -582,7 +650,7 @@ pub async fn handle(
                     None => spec.clone(),
                 };
                 let g = infer(&variant, "/sweep").map_err(|e| SpecError::invalid("/sweep", format!("depth {depth:?}: {}", e.message)))?;
-                check_limits(&state, &g, batch, "/sweep")?;
+                check_limits(state, &g, batch, "/sweep")?;
                 let mut i = init.clone();
                 if let Some(s) = scale {
                     i.scale = s;
@@ -610,85 +678,6 @@ pub async fn handle(
         resp["sweep"] = json!(sweep_rows);
     }
 
-    if svg {
-        let series = if !sweep_rows.is_empty() && sweep_rows.iter().any(|r| !r["depth"].is_null()) {
-            let mut by_scale: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
-            for r in &sweep_rows {
-                let s = r["scale"].as_f64().unwrap_or(1.0);
-                let pt = (
-                    r["depth"].as_f64().unwrap_or(0.0),
-                    r["first_to_last_weight_grad_ratio"].as_f64().unwrap_or(f64::NAN),
-                );
-                match by_scale.iter_mut().find(|(x, _)| *x == s) {
-                    Some((_, pts)) => pts.push(pt),
-                    None => by_scale.push((s, vec![pt])),
-                }
-            }
-            let series: Vec<Series> = by_scale
-                .into_iter()
-                .map(|(s, points)| Series {
-                    name: format!("scale {s}"),
-                    points,
-                    dashed: false,
-                })
-                .collect();
-            return Ok((
-                [(header::CONTENT_TYPE, "image/svg+xml")],
-                line_chart(
-                    "first/last layer weight-gradient ratio vs depth",
-                    "depth (repeated blocks)",
-                    "ratio",
-                    &series,
-                    true,
-                ),
-            )
-                .into_response());
-        } else {
-            let layers = resp["layers"].as_array().cloned().unwrap_or_default();
-            let pick = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
-                layers
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| {
-                        let v = match sub {
-                            Some(s) => l[key][s].as_f64(),
-                            None => l[key].as_f64(),
-                        };
-                        v.map(|v| (i as f64, v))
-                    })
-                    .collect()
-            };
-            vec![
-                Series {
-                    name: "||dL/dW_i|| measured".into(),
-                    points: pick("weight_grad", Some("frobenius")),
-                    dashed: false,
-                },
-                Series {
-                    name: "||dL/db_i|| measured".into(),
-                    points: pick("bias_grad", Some("frobenius")),
-                    dashed: false,
-                },
-                Series {
-                    name: "bound on ||dL/db_i||".into(),
-                    points: pick("bias_grad_bound", None),
-                    dashed: true,
-                },
-            ]
-        };
-        return Ok((
-            [(header::CONTENT_TYPE, "image/svg+xml")],
-            line_chart(
-                "gradient norm per layer (input to output)",
-                "layer with parameters (0 = first)",
-                "norm",
-                &series,
-                true,
-            ),
-        )
-            .into_response());
-    }
-
     resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()});
     resp["batch_size"] = json!(batch);
     resp["thresholds"] = json!({"vanishing_ratio": th.vanishing, "exploding_ratio": th.exploding, "saturation": th.saturation});
@@ -697,5 +686,5 @@ pub async fn handle(
     resp["dtype"] = json!(if kind == tch::Kind::Double { "float64" } else { "float32" });
     resp["libtorch_version"] = json!(device::libtorch_version());
     resp["millis"] = json!((report.millis * 1000.0).round() / 1000.0);
-    Ok(json_response(&resp))
+    Ok(resp)
 }

@@ -169,6 +169,32 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// `format=svg` in the query or body, or `Accept: image/svg+xml`, asks for a plot.
+pub fn wants_svg(
+    query: &std::collections::HashMap<String, String>,
+    headers: &axum::http::HeaderMap,
+    body: &serde_json::Value,
+) -> ApiResult<bool> {
+    match query
+        .get("format")
+        .map(String::as_str)
+        .or(body.get("format").and_then(|v| v.as_str()))
+    {
+        Some("svg") => Ok(true),
+        Some("json") => Ok(false),
+        Some(other) => Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json or svg")).into()),
+        None => Ok(headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("image/svg+xml"))),
+    }
+}
+
+/// An SVG response.
+pub fn svg_response(svg: String) -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+}
+
 /// JSON response with the right content type.
 pub fn json_response(v: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(v) {

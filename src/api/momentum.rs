@@ -3,7 +3,7 @@
 use super::body::JsonBody;
 use super::error::ApiResult;
 use super::svg::{line_chart, Series};
-use super::{json_response, AppState};
+use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::momentum::{first_alpha_change, judge};
 use crate::spec::error::child;
 use crate::spec::json::{describe, float, uint, Obj};
@@ -11,8 +11,8 @@ use crate::spec::{SpecError, SpecResult};
 use crate::torch::device;
 use crate::torch::momentum::{Gradients, Objective, Run, SgdOptions};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -237,9 +237,69 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
+    let resp = compute(&state, &body).await?;
+    if wants_svg(&query, &headers, &body)? {
+        return Ok(svg_response(plot(
+            &resp,
+            body.get("plot").and_then(Value::as_str) == Some("difference"),
+        )));
+    }
+    Ok(json_response(&resp))
+}
+
+/// Plots the first two coordinates of every form, or the per-step differences of every pair.
+fn plot(resp: &Value, difference: bool) -> String {
+    let nums = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let series: Vec<Series> = if difference {
+        resp["pairs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| Series {
+                name: format!("{} vs {}", p["a"].as_str().unwrap_or(""), p["b"].as_str().unwrap_or("")),
+                points: nums(&p["max_abs_diff_per_step"])
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, d)| (k as f64, d))
+                    .collect(),
+                dashed: false,
+            })
+            .collect()
+    } else {
+        let steps = nums(&resp["returned_steps"]);
+        resp["trajectories"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .flat_map(|(f, (name, t))| {
+                let rows: Vec<Vec<f64>> = t["theta"].as_array().into_iter().flatten().map(nums).collect();
+                let coords = rows.first().map(|r| r.len().min(2)).unwrap_or(0);
+                let steps = steps.clone();
+                (0..coords).map(move |c| Series {
+                    name: format!("{name} theta[{c}]"),
+                    points: steps.iter().zip(&rows).map(|(k, r)| (*k, r[c])).collect(),
+                    dashed: f % 2 == 1,
+                })
+            })
+            .collect()
+    };
+    if difference {
+        line_chart("max |theta_a - theta_b| per step", "step k", "difference", &series, true)
+    } else {
+        line_chart("iterates per form", "step k", "theta", &series, false)
+    }
+}
+
+/// Runs the request and returns the JSON answer (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     let cfg = &state.config;
     let max = cfg.max_tensor_elements as usize;
-    let req = Obj::new(&body, "")?;
+    let req = Obj::new(body, "")?;
     let theta_v = req.raw("theta0").ok_or_else(|| SpecError::invalid("/theta0", "is required"))?;
     let (layout, theta0) = parameters(theta_v, "/theta0", max)?;
     let gradients = match (req.array("gradients")?, req.raw("objective")) {
@@ -353,18 +413,9 @@ pub async fn handle(
         )
         .into());
     }
-    let body_format = req.opt_str("format")?;
-    let plot = req.choice("plot", "coordinates", &["coordinates", "difference"])?;
+    req.choice("format", "json", &["json", "svg"])?;
+    req.choice("plot", "coordinates", &["coordinates", "difference"])?;
     req.finish("theta0, gradients, objective, steps, alpha, beta, dtype, device, tolerance, sutskever, pytorch_sgd, return, format, plot")?;
-    let svg = match query.get("format").map(String::as_str).or(body_format) {
-        Some("svg") => true,
-        Some("json") => false,
-        Some(other) => return Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json or svg")).into()),
-        None => headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("image/svg+xml")),
-    };
 
     let alpha_change = first_alpha_change(&alpha);
     let uses_objective = matches!(gradients, Gradients::Objective { .. });
@@ -431,45 +482,6 @@ pub async fn handle(
     }
     let all_equivalent = pairs.iter().all(|p| p.equivalent);
 
-    if svg {
-        let series: Vec<Series> = if plot == "difference" {
-            pairs
-                .iter()
-                .map(|p| Series {
-                    name: format!("{} vs {}", p.a, p.b),
-                    points: p.max_abs_diff_per_step.iter().enumerate().map(|(k, d)| (k as f64, *d)).collect(),
-                    dashed: false,
-                })
-                .collect()
-        } else {
-            outcome
-                .names
-                .iter()
-                .enumerate()
-                .flat_map(|(f, name)| {
-                    let coords = outcome.snapshots[f].first().map(|v| v.len().min(2)).unwrap_or(0);
-                    let snaps = &outcome.snapshots[f];
-                    let keep = &keep;
-                    (0..coords).map(move |c| Series {
-                        name: format!("{name} theta[{c}]"),
-                        points: keep.iter().zip(snaps).map(|(k, v)| (*k as f64, v[c])).collect(),
-                        dashed: f % 2 == 1,
-                    })
-                })
-                .collect()
-        };
-        let (title, y, log) = if plot == "difference" {
-            ("max |theta_a - theta_b| per step", "difference", true)
-        } else {
-            ("iterates per form", "theta", false)
-        };
-        return Ok((
-            [(header::CONTENT_TYPE, "image/svg+xml")],
-            line_chart(title, "step k", y, &series, log),
-        )
-            .into_response());
-    }
-
     let mut trajectories = Map::new();
     for (f, name) in outcome.names.iter().enumerate() {
         let mut t = json!({"theta": outcome.snapshots[f]});
@@ -496,5 +508,5 @@ pub async fn handle(
         "libtorch_version": device::libtorch_version(),
         "millis": (outcome.millis * 1000.0).round() / 1000.0,
     });
-    Ok(json_response(&resp))
+    Ok(resp)
 }

@@ -19,7 +19,12 @@ struct Position {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let req = Obj::new(&body, "")?;
+    Ok(json_response(&compute(&state, &body).await?))
+}
+
+/// Runs the request and returns the JSON answer (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+    let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let base = req.u64_in("index_base", Some(0), 0, 1)?;
     let verify = req.bool("verify", true)?;
@@ -116,7 +121,7 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     let unit = describe_unit(&graph, &chain, &index0, pos.channel, &dep, base);
 
     let verification = if verify {
-        Some(verify_unit(&state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
+        Some(verify_unit(state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
     } else {
         None
     };
@@ -136,7 +141,7 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     if let Some(n) = device_note {
         resp["device_note"] = json!(n);
     }
-    Ok(json_response(&resp))
+    Ok(resp)
 }
 
 fn ranges(s: &IntervalSet, base: u64) -> Value {
