@@ -1,4 +1,5 @@
 //! Pure math over a shape-inferred [`crate::spec::Graph`]: no HTTP, no libtorch.
+pub mod answers;
 pub mod complexity;
 pub mod gradient;
 pub mod intervals;

@@ -4,6 +4,7 @@ pub mod body;
 pub mod complexity;
 pub mod diagnostics;
 pub mod error;
+pub mod grade;
 pub mod health;
 pub mod momentum;
 pub mod presets;
@@ -81,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/complexity"),
     ("post", "/v1/gradient-diagnostics"),
     ("post", "/v1/momentum/equivalence"),
+    ("post", "/v1/grade"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/complexity", post(complexity::handle))
         .route("/v1/gradient-diagnostics", post(diagnostics::handle))
         .route("/v1/momentum/equivalence", post(momentum::handle))
+        .route("/v1/grade", post(grade::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))

@@ -1,0 +1,852 @@
+//! `POST /v1/grade`: scores students' answers against references computed by the same code as
+//! the analysis endpoints, with feedback that says which cell is wrong and by how much, and
+//! results in the formats LMS autograders read (Gradescope, PrairieLearn, Moodle CodeRunner).
+use super::body::JsonBody;
+use super::error::{ApiError, ApiResult};
+use super::{complexity, diagnostics, json_response, momentum, receptive_field, AppState};
+use crate::analysis::answers::{parse_number, parse_range, thousands, Number, Range, NUMBER_FORMS, RANGE_FORMS};
+use crate::spec::error::child;
+use crate::spec::json::Obj;
+use crate::spec::SpecError;
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reveal {
+    None,
+    Hints,
+    Answers,
+}
+
+/// What a question asks for, once its `ask` text is read.
+#[derive(Debug, Clone)]
+enum Ask {
+    /// A column of the complexity table: for the total, a layer path, or the n-th branch (1-based).
+    Count { column: &'static str, target: Target },
+    /// The affine input range of a layer's output along rows or columns.
+    Range { layer: String, cols: bool },
+    /// Receptive-field size or jump of a layer along rows.
+    RfNumber { layer: String, what: &'static str },
+    /// A number or word read out of a gradient-diagnostics or momentum answer.
+    Field { path: Vec<String>, word: bool },
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Total,
+    Layer(String),
+    Branch(usize),
+}
+
+fn column(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "params" | "parameters" | "parameter" => "params",
+        "weights" => "params_weight",
+        "biases" => "params_bias",
+        "multiplications" | "mults" | "multiplies" => "multiplications",
+        "additions" | "adds" => "additions",
+        "macs" => "macs",
+        "flops" => "flops",
+        "activations" | "activation evaluations" => "activations",
+        "comparisons" => "comparisons",
+        "output bytes" | "memory" => "output_bytes",
+        "output elements" => "output_elements",
+        _ => return None,
+    })
+}
+
+/// Reads `ask` for a question of `kind`. The grammar is documented in openapi.yaml.
+fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
+    let a = ask.trim().to_lowercase();
+    let a = a.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (what, target) = match a.split_once(" of ") {
+        Some((w, t)) => (w.trim().to_string(), Some(t.trim().to_string())),
+        None => (a.clone(), None),
+    };
+    // "rows of layer 9 at one-based i": drop the trailing qualifier
+    let target = target.map(|t| t.split(" at ").next().unwrap_or("").trim().to_string());
+    let layer_of = |t: &Option<String>| -> Result<String, String> {
+        match t.as_deref().map(|t| t.strip_prefix("layer ").unwrap_or(t).trim()) {
+            Some(l) if !l.is_empty() => Ok(l.to_string()),
+            _ => Err(format!("{ask:?} needs a layer: \"... of layer PATH-OR-NAME\"")),
+        }
+    };
+    match kind {
+        "complexity" => {
+            let what = what.strip_prefix("total ").unwrap_or(&what).to_string();
+            let column = column(&what).ok_or_else(|| format!("unknown quantity {what:?}: expected params, weights, biases, multiplications, additions, macs, flops, activations, comparisons, output bytes or output elements"))?;
+            let target = match target.as_deref() {
+                None | Some("total") | Some("the model") | Some("the module") => Target::Total,
+                Some(t) if t.starts_with("branch ") => {
+                    let n: usize = t[7..]
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{t:?}: expected \"branch N\" with N counted from 1"))?;
+                    if n == 0 {
+                        return Err("branches are counted from 1".into());
+                    }
+                    Target::Branch(n)
+                }
+                Some(_) => Target::Layer(layer_of(&target)?),
+            };
+            Ok(Ask::Count { column, target })
+        }
+        "receptive_field" => match what.as_str() {
+            "rows" | "row range" | "range" => Ok(Ask::Range {
+                layer: layer_of(&target)?,
+                cols: false,
+            }),
+            "cols" | "columns" | "column range" => Ok(Ask::Range {
+                layer: layer_of(&target)?,
+                cols: true,
+            }),
+            "size" | "receptive field size" | "receptive field" => Ok(Ask::RfNumber {
+                layer: layer_of(&target)?,
+                what: "size",
+            }),
+            "jump" | "stride" | "effective stride" => Ok(Ask::RfNumber {
+                layer: layer_of(&target)?,
+                what: "jump",
+            }),
+            _ => Err(format!(
+                "unknown receptive-field quantity {what:?}: expected rows, cols, size or jump"
+            )),
+        },
+        "gradient" => {
+            let field = |p: &[&str], word: bool| Ask::Field {
+                path: p.iter().map(|s| s.to_string()).collect(),
+                word,
+            };
+            match (what.as_str(), &target) {
+                ("verdict", None) => Ok(field(&["verdict"], true)),
+                ("first vanishing layer", None) => Ok(field(&["first_vanishing_layer"], true)),
+                ("weight gradient norm" | "weight grad", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "weight_grad", "frobenius"], false)),
+                ("bias gradient norm" | "bias grad", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "bias_grad", "frobenius"], false)),
+                ("bound" | "bias gradient bound", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "bias_grad_bound"], false)),
+                ("max derivative" | "mean derivative", Some(_)) => {
+                    let key = if what.starts_with("max") { "max_derivative" } else { "mean_derivative" };
+                    Ok(field(&["activations", &layer_of(&target)?, key], false))
+                }
+                _ => Err(format!("unknown gradient quantity {ask:?}: expected verdict, first vanishing layer, weight grad / bias grad / bound of layer L, max derivative / mean derivative of layer L")),
+            }
+        }
+        "momentum" => {
+            // "theta of form_ii at step 2", "verdict", "first differing step"
+            if what == "verdict" {
+                return Ok(Ask::Field {
+                    path: vec!["verdict".into()],
+                    word: true,
+                });
+            }
+            if what == "first differing step" {
+                return Ok(Ask::Field {
+                    path: vec!["pairs".into(), "form_i~form_ii".into(), "first_step_over_tolerance".into()],
+                    word: false,
+                });
+            }
+            let full = a.clone();
+            if let Some(rest) = full.strip_prefix("theta of ") {
+                let (form, step) = rest
+                    .split_once(" at step ")
+                    .ok_or_else(|| format!("{ask:?}: expected \"theta of FORM at step K\""))?;
+                let k: usize = step
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{ask:?}: the step must be a whole number"))?;
+                return Ok(Ask::Field {
+                    path: vec!["trajectories".into(), form.trim().into(), "theta".into(), k.to_string()],
+                    word: false,
+                });
+            }
+            Err(format!(
+                "unknown momentum quantity {ask:?}: expected verdict, first differing step, or theta of FORM at step K"
+            ))
+        }
+        other => Err(format!("unknown kind {other:?}")),
+    }
+}
+
+struct Question {
+    id: String,
+    kind: &'static str,
+    ask: Ask,
+    ask_text: String,
+    request: Value,
+    answer: Option<Value>,
+    points: f64,
+    abs_tol: Option<f64>,
+    rel_tol: Option<f64>,
+    index_base: u64,
+    pointer: String,
+    /// The model was given as the question's `model` (not inside `request`): errors point there.
+    model_at_top: bool,
+}
+
+/// One question's verdict.
+struct Graded {
+    id: String,
+    score: f64,
+    max: f64,
+    correct: bool,
+    feedback: String,
+    expected: String,
+    got: String,
+}
+
+const KINDS: &[&str] = &["receptive_field", "complexity", "gradient", "momentum"];
+
+fn read_question(v: &Value, pointer: &str, answers: Option<&serde_json::Map<String, Value>>) -> Result<Question, SpecError> {
+    let o = Obj::new(v, pointer)?;
+    let id = o
+        .opt_str("id")?
+        .ok_or_else(|| SpecError::invalid(o.at("id"), "is required"))?
+        .to_string();
+    let kind = o.choice("kind", "complexity", KINDS)?;
+    let ask_text = o
+        .opt_str("ask")?
+        .ok_or_else(|| SpecError::invalid(o.at("ask"), "is required"))?
+        .to_string();
+    let ask = parse_ask(kind, &ask_text).map_err(|e| SpecError::invalid(o.at("ask"), e))?;
+    let mut request = o.raw("request").cloned().unwrap_or_else(|| json!({}));
+    if !request.is_object() {
+        return Err(SpecError::invalid(
+            o.at("request"),
+            "expected the analysis endpoint's request body (an object)",
+        ));
+    }
+    let model_at_top = o.raw("model").is_some();
+    if let Some(m) = o.raw("model") {
+        request["model"] = m.clone();
+    }
+    let answer = o.raw("answer").cloned().or_else(|| answers.and_then(|a| a.get(&id)).cloned());
+    let points = o.f64_in("points", Some(1.0), 0.0, 1e6)?;
+    let (abs_tol, rel_tol) = match o.raw("tolerance") {
+        None => (None, None),
+        Some(t) => {
+            let t = Obj::new(t, &o.at("tolerance"))?;
+            let r = (
+                Some(t.f64_in("absolute", Some(0.0), 0.0, f64::MAX)?),
+                Some(t.f64_in("relative", Some(0.0), 0.0, 1.0)?),
+            );
+            t.finish("absolute, relative")?;
+            r
+        }
+    };
+    let base_default = if ask_text.to_lowercase().contains("zero-based") || ask_text.to_lowercase().contains("0-based") {
+        0
+    } else {
+        1
+    };
+    let index_base = o.u64_in("index_base", Some(base_default), 0, 1)?;
+    o.finish("id, kind, ask, model, request, answer, points, tolerance, index_base")?;
+    Ok(Question {
+        id,
+        kind,
+        ask,
+        ask_text,
+        request,
+        answer,
+        points,
+        abs_tol,
+        rel_tol,
+        index_base,
+        pointer: pointer.to_string(),
+        model_at_top,
+    })
+}
+
+/// The analysis request a question's reference comes from (verification off: grading needs the
+/// analytic answer; the analysis endpoints' own tests verify it).
+fn reference_request(q: &Question) -> Value {
+    let mut r = q.request.clone();
+    match q.kind {
+        "receptive_field" => {
+            r["index_base"] = json!(q.index_base);
+            r["verify"] = json!(false);
+        }
+        "complexity" => r["verify"] = json!(false),
+        _ => {}
+    }
+    r
+}
+
+async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, Value>) -> ApiResult<Value> {
+    let req = reference_request(q);
+    let key = format!("{}:{}", q.kind, req);
+    if let Some(v) = cache.get(&key) {
+        return Ok(v.clone());
+    }
+    let reroot = |e: ApiError| {
+        let pointer = e.pointer.map(|p| {
+            if q.model_at_top && p.starts_with("/model") {
+                format!("{}{p}", q.pointer)
+            } else {
+                format!("{}/request{p}", q.pointer)
+            }
+        });
+        ApiError { pointer, ..e }
+    };
+    let v = match q.kind {
+        "receptive_field" => receptive_field::compute(state, &req).await.map_err(reroot)?,
+        "complexity" => complexity::compute(state, &req).await.map_err(reroot)?.1,
+        "gradient" => diagnostics::compute(state, &req).await.map_err(reroot)?,
+        _ => momentum::compute(state, &req).await.map_err(reroot)?,
+    };
+    cache.insert(key, v.clone());
+    Ok(v)
+}
+
+/// What the reference says, for the question's ask.
+enum Expected {
+    Count(f64, Vec<(String, f64)>),
+    Range {
+        scale: i64,
+        lo: i64,
+        hi: i64,
+        index: char,
+        var: char,
+        size: u64,
+    },
+    Number(f64),
+    Vector(Vec<f64>),
+    Word(String),
+}
+
+fn find<'a>(rows: &'a Value, key: &str, path: &str) -> Option<&'a Value> {
+    rows.as_array()?
+        .iter()
+        .find(|r| r[key].as_str() == Some(path) || r["name"].as_str() == Some(path))
+}
+
+fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
+    match &q.ask {
+        Ask::Count { column, target } => {
+            let rows = &reference["rows"];
+            let (row, children_prefix) = match target {
+                Target::Total => (&reference["totals"], String::new()),
+                Target::Layer(l) => {
+                    let r = find(rows, "path", l).ok_or_else(|| format!("the model has no layer {l:?}"))?;
+                    (r, format!("{}.", r["path"].as_str().unwrap_or("")))
+                }
+                Target::Branch(n) => {
+                    let r = rows
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|r| r["type"] == "branch" && r["path"].as_str().is_some_and(|p| p.ends_with(&format!("branches.{}", n - 1))))
+                        .ok_or_else(|| format!("the model has no branch {n}"))?;
+                    (r, format!("{}.", r["path"].as_str().unwrap_or("")))
+                }
+            };
+            let value = row[*column].as_f64().ok_or("no such count")?;
+            // the leaf layers inside the target and their counts, for hints and mistake spotting
+            let parts = rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r["subtotal"] == false
+                        && (children_prefix.is_empty()
+                            || r["path"]
+                                .as_str()
+                                .is_some_and(|p| p.starts_with(&children_prefix) || format!("{p}.") == children_prefix))
+                })
+                .filter(|r| r[*column].as_f64().unwrap_or(0.0) > 0.0)
+                .map(|r| (describe_row(r), r[*column].as_f64().unwrap_or(0.0)))
+                .collect();
+            Ok(Expected::Count(value, parts))
+        }
+        Ask::Range { layer, cols } => {
+            let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
+            let axis = &row["receptive_field"][if *cols { "width" } else { "height" }];
+            if axis.is_null() {
+                return Err(format!(
+                    "layer {layer} has no affine receptive field ({})",
+                    row["note"].as_str().unwrap_or("")
+                ));
+            }
+            Ok(Expected::Range {
+                scale: axis["scale"].as_i64().unwrap_or(0),
+                lo: axis["lo"].as_i64().unwrap_or(0),
+                hi: axis["hi"].as_i64().unwrap_or(0),
+                index: if *cols { 'j' } else { 'i' },
+                var: if *cols { 'n' } else { 'm' },
+                size: axis["size"].as_u64().unwrap_or(0),
+            })
+        }
+        Ask::RfNumber { layer, what } => {
+            let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
+            row["receptive_field"]["height"][*what]
+                .as_f64()
+                .map(|v| Expected::Count(v, vec![]))
+                .ok_or_else(|| format!("layer {layer} has no affine receptive field"))
+        }
+        Ask::Field { path, word } => {
+            let mut v = reference;
+            for key in path {
+                v = if let Some((a, b)) = key.split_once('~') {
+                    v.as_array()
+                        .and_then(|ps| ps.iter().find(|p| p["a"] == a && p["b"] == b))
+                        .ok_or_else(|| format!("no pair {a} vs {b}"))?
+                } else if let Some(arr) = v.as_array() {
+                    match key.parse::<usize>() {
+                        Ok(i) => arr.get(i).ok_or_else(|| format!("no entry {i}"))?,
+                        Err(_) => find(v, "path", key).ok_or_else(|| format!("no layer {key:?}"))?,
+                    }
+                } else {
+                    v.get(key).ok_or_else(|| format!("the reference has no {key:?}"))?
+                };
+            }
+            if *word {
+                return Ok(Expected::Word(match v {
+                    Value::Null => "none".into(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }));
+            }
+            match v {
+                Value::Number(n) => Ok(Expected::Number(n.as_f64().unwrap_or(f64::NAN))),
+                Value::Null => Ok(Expected::Word("none".into())),
+                Value::Array(a) if a.len() == 1 => Ok(Expected::Number(a[0].as_f64().unwrap_or(f64::NAN))),
+                Value::Array(a) => Ok(Expected::Vector(a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())),
+                other => Ok(Expected::Word(other.to_string())),
+            }
+        }
+    }
+}
+
+fn describe_row(r: &Value) -> String {
+    let shape = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x"))
+            .unwrap_or_default()
+    };
+    let name = r["name"].as_str().map(|n| format!(" \"{n}\"")).unwrap_or_default();
+    format!(
+        "{} {}{name} ({} -> {})",
+        r["type"].as_str().unwrap_or(""),
+        r["path"].as_str().unwrap_or(""),
+        shape(&r["input_shape"]),
+        shape(&r["output_shape"])
+    )
+}
+
+/// A percentage with two significant digits, so that a slip in the fifth digit still shows.
+fn percent(p: f64) -> String {
+    if p >= 10.0 {
+        format!("{p:.0}")
+    } else if p > 0.0 {
+        let digits = (1 - p.log10().floor() as i32).max(0) as usize;
+        format!("{p:.digits$}")
+    } else {
+        "0".into()
+    }
+}
+
+fn within(got: f64, want: f64, abs: f64, rel: f64) -> bool {
+    (got - want).abs() <= abs + rel * want.abs()
+}
+
+fn show_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e18 {
+        thousands(v)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn range_text(scale: i64, lo: i64, hi: i64, index: char, var: char) -> String {
+    crate::analysis::receptive_field::range_text(scale as u64, lo, hi, &index.to_string(), &var.to_string())
+}
+
+fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, strict_variables: bool) -> Graded {
+    let label = format!("{} ({})", q.id, q.ask_text);
+    let mut g = Graded {
+        id: q.id.clone(),
+        score: 0.0,
+        max: q.points,
+        correct: false,
+        feedback: String::new(),
+        expected: String::new(),
+        got: String::new(),
+    };
+    let expected = match reference {
+        Ok(e) => e,
+        Err(e) => {
+            g.feedback = format!("**{label}**: this question could not be graded: {e}. Tell your instructor.");
+            return g;
+        }
+    };
+    let Some(answer) = &q.answer else {
+        g.feedback = format!("**{label}**: no answer was given.");
+        g.expected = "hidden".into();
+        return g;
+    };
+    g.got = match answer {
+        Value::String(s) => s.chars().take(200).collect(),
+        other => crate::spec::json::show(other),
+    };
+    let reveal_text = |e: &str| {
+        if reveal == Reveal::Answers {
+            format!(" The answer is {e}.")
+        } else {
+            String::new()
+        }
+    };
+    match expected {
+        Expected::Count(want, parts) => grade_number(&mut g, q, answer, want, &parts, true, reveal, &label),
+        Expected::Number(want) => grade_number(&mut g, q, answer, want, &[], false, reveal, &label),
+        Expected::Vector(want) => {
+            g.expected = format!("{want:?}");
+            let (abs, rel) = (q.abs_tol.unwrap_or(1e-12), q.rel_tol.unwrap_or(1e-3));
+            let got: Result<Vec<f64>, String> = match answer {
+                Value::Array(items) => items.iter().map(|x| parse_number(x).map(|n| n.value)).collect(),
+                other => parse_number(other).map(|n| vec![n.value]),
+            };
+            match got {
+                Err(e) => g.feedback = format!("**{label}**: {e}. Expected a list of {} numbers.", want.len()),
+                Ok(v) if v.len() != want.len() => {
+                    g.feedback = format!("**{label}**: you gave {} numbers; {} are expected.", v.len(), want.len())
+                }
+                Ok(v) => {
+                    let wrong: Vec<usize> = v
+                        .iter()
+                        .zip(&want)
+                        .enumerate()
+                        .filter(|(_, (a, b))| !within(**a, **b, abs, rel))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if wrong.is_empty() {
+                        g.correct = true;
+                        g.feedback = format!("**{label}**: right.");
+                    } else {
+                        g.feedback = format!("**{label}**: entries {wrong:?} are not right.{}", reveal_text(&g.expected));
+                    }
+                }
+            }
+        }
+        Expected::Word(want) => {
+            g.expected = want.clone();
+            let got = match answer {
+                Value::String(s) => s.trim().to_lowercase().replace(['-', ' '], "_"),
+                Value::Null => "none".into(),
+                other => other.to_string(),
+            };
+            if got == want.to_lowercase().replace(['-', ' '], "_") {
+                g.correct = true;
+                g.feedback = format!("**{label}**: {} is right.", g.got);
+            } else {
+                g.feedback = format!("**{label}**: you wrote {}; that is not right.{}", g.got, reveal_text(&want));
+            }
+        }
+        Expected::Range {
+            scale,
+            lo,
+            hi,
+            index,
+            var,
+            size,
+        } => {
+            let want_text = range_text(scale, lo, hi, index, var);
+            g.expected = want_text.clone();
+            match parse_range(answer) {
+                Err(e) => g.feedback = format!("**{label}**: {e}. Expected {RANGE_FORMS}."),
+                Ok(Range {
+                    scale: s,
+                    lo: l,
+                    hi: h,
+                    index: idx,
+                    var: v,
+                }) => {
+                    let numbers_right = s == scale && l == lo && h == hi;
+                    let mut notes = Vec::new();
+                    let mut letters_right = true;
+                    if let Some(i) = idx {
+                        if i != index {
+                            letters_right = false;
+                            notes.push(format!(
+                                "you used the index {i} where the {} index is {index}{}",
+                                if index == 'j' { "column" } else { "row" },
+                                if index == 'j' && i == 'i' { " (i is the row index)" } else { "" }
+                            ));
+                        }
+                    }
+                    if let Some(x) = v {
+                        if x != var {
+                            letters_right = false;
+                            notes.push(format!(
+                                "the input {} are {var}, not {x}",
+                                if var == 'n' { "columns" } else { "rows" }
+                            ));
+                        }
+                    }
+                    if numbers_right && (letters_right || !strict_variables) {
+                        g.correct = true;
+                        g.feedback = format!("**{label}**: {} is right.", g.got);
+                        if !notes.is_empty() {
+                            g.feedback += &format!(" Note: {}.", notes.join("; "));
+                        }
+                    } else if numbers_right {
+                        g.feedback = format!(
+                            "**{label}**: the numbers are right, but {} (strict_variables is on).",
+                            notes.join("; ")
+                        );
+                    } else {
+                        let mut f = format!("**{label}**: you wrote {}; that is not right.", g.got);
+                        if s != scale {
+                            f += &format!(" The coefficient of {index} is wrong: it is the product of the strides so far.");
+                        } else {
+                            if l != lo {
+                                f += &format!(" The lower end is {} too {}.", (l - lo).abs(), if l > lo { "high" } else { "low" });
+                            }
+                            if h != hi {
+                                f += &format!(" The upper end is {} too {}.", (h - hi).abs(), if h > hi { "high" } else { "low" });
+                            }
+                        }
+                        if !notes.is_empty() {
+                            f += &format!(" Also: {}.", notes.join("; "));
+                        }
+                        if reveal != Reveal::None {
+                            f += &format!(
+                                " Hint: one output unit there sees {size} input rows, and moving one output step moves {scale} input rows."
+                            );
+                        }
+                        f += &reveal_text(&want_text);
+                        g.feedback = f;
+                    }
+                }
+            }
+        }
+    }
+    if g.correct {
+        g.score = q.points;
+    }
+    if reveal != Reveal::Answers && !g.correct {
+        g.expected = "hidden".into();
+    }
+    g
+}
+
+/// Judges a number: exact for counts unless the question sets a tolerance, 1e-3 relative for
+/// measured quantities.
+#[allow(clippy::too_many_arguments)]
+fn grade_number(
+    g: &mut Graded,
+    q: &Question,
+    answer: &Value,
+    want: f64,
+    parts: &[(String, f64)],
+    is_count: bool,
+    reveal: Reveal,
+    label: &str,
+) {
+    let (abs, rel) = match (q.abs_tol, q.rel_tol) {
+        (None, None) if is_count => (0.0, 0.0),
+        (None, None) => (1e-12, 1e-3),
+        (a, r) => (a.unwrap_or(0.0), r.unwrap_or(0.0)),
+    };
+    g.expected = show_number(want);
+    match parse_number(answer) {
+        Err(e) => g.feedback = format!("**{label}**: {e}. Expected {NUMBER_FORMS}."),
+        Ok(Number { value, abbreviated }) => {
+            if within(value, want, abs, rel) {
+                g.correct = true;
+                g.feedback = format!("**{label}**: {} is right.", g.got);
+                return;
+            }
+            let off = if want != 0.0 {
+                (value - want) / want.abs() * 100.0
+            } else {
+                f64::INFINITY
+            };
+            let how = if off.is_finite() {
+                format!("{}% too {}", percent(off.abs()), if off > 0.0 { "high" } else { "low" })
+            } else {
+                "not right".into()
+            };
+            let mut f = format!("**{label}**: you wrote {}, which is {how}.", g.got);
+            if abbreviated && off.abs() < 1.0 && is_count {
+                f += " It looks rounded: give the exact count.";
+            }
+            if reveal != Reveal::None {
+                f += &hint_count(value, want, parts);
+            }
+            if reveal == Reveal::Answers {
+                f += &format!(" The answer is {}.", g.expected);
+            }
+            g.feedback = f;
+        }
+    }
+}
+
+/// A hint from the target's layers: which one the answer is off by, if any; else the layers.
+fn hint_count(got: f64, want: f64, parts: &[(String, f64)]) -> String {
+    let diff = got - want;
+    if let Some((name, _)) = parts.iter().find(|(_, v)| (diff + v).abs() < 0.5) {
+        return format!(" Hint: the difference equals the count of {name}: did you leave it out?");
+    }
+    if let Some((name, _)) = parts.iter().find(|(_, v)| (diff - v).abs() < 0.5) {
+        return format!(" Hint: the difference equals the count of {name}: did you count it twice?");
+    }
+    if parts.len() > 1 {
+        let list: Vec<String> = parts.iter().map(|(n, _)| n.clone()).collect();
+        return format!(
+            " Hint: add up these layers one by one and check each one's input channels, kernel size and bias: {}.",
+            list.join("; ")
+        );
+    }
+    if let Some((name, _)) = parts.first() {
+        return format!(" Hint: recompute {name} from its input channels, kernel size and bias.");
+    }
+    String::new()
+}
+
+/// The instructor's built-in problem sets: the course's questions with their models.
+pub fn problem_set(name: &str) -> Option<Vec<Value>> {
+    if name != "course" {
+        return None;
+    }
+    let mut qs = Vec::new();
+    // P4: receptive field of the VGG stem, one-based
+    for (layer, label) in [
+        ("conv1", "first conv"),
+        ("conv2", "second conv"),
+        ("pool1", "first pool"),
+        ("conv4", "fourth conv"),
+        ("pool2", "second pool"),
+    ] {
+        for (axis, word) in [("rows", "rows"), ("cols", "cols")] {
+            qs.push(json!({"id": format!("p4.{layer}.{word}"), "kind": "receptive_field", "model": {"preset": "vgg_stem"}, "ask": format!("{axis} of layer {layer} at one-based i ({label})")}));
+        }
+    }
+    // P5: the two Inception modules
+    for (module, branches) in [("naive", 3), ("reduced", 4)] {
+        let model = json!({"preset": format!("inception_{module}")});
+        for b in 1..=branches {
+            qs.push(json!({"id": format!("p5.{module}.params.branch{b}"), "kind": "complexity", "model": model, "ask": format!("params of branch {b}")}));
+        }
+        for q in ["params", "multiplications", "additions", "activations"] {
+            qs.push(json!({"id": format!("p5.{module}.{q}"), "kind": "complexity", "model": model, "ask": format!("total {q}")}));
+        }
+    }
+    // P2: a deep sigmoid MLP with small weights
+    let mut layers = Vec::new();
+    for _ in 0..8 {
+        layers.push(json!({"type": "linear", "out_features": 32}));
+        layers.push(json!({"type": "sigmoid"}));
+    }
+    layers.push(json!({"type": "linear", "out_features": 1}));
+    let mlp = json!({"model": {"input_shape": [32], "layers": layers}, "init": {"type": "normal", "std": 0.1, "seed": 0}, "inputs": {"batch_size": 16, "seed": 0}, "objective": {"output_unit": 0}, "dtype": "float64"});
+    qs.push(json!({"id": "p2.verdict", "kind": "gradient", "request": mlp, "ask": "verdict"}));
+    qs.push(json!({"id": "p2.max_derivative", "kind": "gradient", "request": mlp, "ask": "max derivative of layer 1"}));
+    // P3: the momentum forms (constant step, then the step-size witness)
+    let constant = json!({"theta0": [0.0], "gradients": [[1.0], [1.0], [1.0]], "alpha": 0.1, "beta": 0.9});
+    let witness = json!({"theta0": [0.0], "gradients": [[1.0], [1.0]], "alpha": [0.1, 0.01], "beta": 0.9});
+    qs.push(json!({"id": "p3.constant.verdict", "kind": "momentum", "request": constant, "ask": "verdict"}));
+    qs.push(json!({"id": "p3.witness.form_i", "kind": "momentum", "request": witness, "ask": "theta of form_i at step 2"}));
+    qs.push(json!({"id": "p3.witness.form_ii", "kind": "momentum", "request": witness, "ask": "theta of form_ii at step 2"}));
+    qs.push(json!({"id": "p3.witness.verdict", "kind": "momentum", "request": witness, "ask": "verdict"}));
+    Some(qs)
+}
+
+pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let req = Obj::new(&body, "")?;
+    let reveal = match req.choice("reveal", "none", &["none", "hints", "answers"])? {
+        "hints" => Reveal::Hints,
+        "answers" => Reveal::Answers,
+        _ => Reveal::None,
+    };
+    let output = req.choice("output", "json", &["json", "gradescope", "prairielearn", "moodle_coderunner"])?;
+    let strict_variables = req.bool("strict_variables", false)?;
+    let answers = match req.raw("answers") {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(SpecError::invalid("/answers", "expected an object: {question id: answer}").into()),
+    };
+    let (items, base_ptr): (Vec<Value>, &str) = match (req.opt_str("problem_set")?, req.array("questions")?) {
+        (Some(_), Some(_)) => return Err(SpecError::invalid("/problem_set", "give either a problem_set or questions, not both").into()),
+        (Some(name), None) => (
+            problem_set(name).ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course")))?,
+            "/problem_set",
+        ),
+        (None, Some(q)) => (q.clone(), "/questions"),
+        (None, None) => return Err(SpecError::invalid("/questions", "is required (or a problem_set)").into()),
+    };
+    if items.len() > 200 {
+        return Err(SpecError::too_large(
+            "/questions",
+            "max_questions",
+            200,
+            format!("{} questions is over the limit of 200", items.len()),
+        )
+        .into());
+    }
+    req.finish("questions, problem_set, answers, reveal, output, strict_variables")?;
+    let questions = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| read_question(v, &child(base_ptr, i), answers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cache = HashMap::new();
+    let mut graded = Vec::new();
+    for q in &questions {
+        let reference = reference(&state, q, &mut cache).await?;
+        graded.push(grade_one(q, expected(q, &reference), reveal, strict_variables));
+    }
+    let unknown: Vec<&String> = answers
+        .map(|a| a.keys().filter(|k| !questions.iter().any(|q| &q.id == *k)).collect())
+        .unwrap_or_default();
+    Ok(json_response(&render(output, &graded, &unknown)))
+}
+
+fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
+    let score: f64 = graded.iter().map(|g| g.score).sum();
+    let max: f64 = graded.iter().map(|g| g.max).sum();
+    let right = graded.iter().filter(|g| g.correct).count();
+    let summary = format!("{right} of {} answers right: {score} / {max} points.", graded.len());
+    match output {
+        "gradescope" => json!({
+            "score": score,
+            "output": summary,
+            "output_format": "md",
+            "tests": graded.iter().map(|g| json!({
+                "name": g.id, "score": g.score, "max_score": g.max,
+                "status": if g.correct { "passed" } else { "failed" },
+                "output": g.feedback, "output_format": "md", "visibility": "visible",
+            })).collect::<Vec<_>>(),
+        }),
+        "prairielearn" => json!({
+            "gradable": true,
+            "score": if max > 0.0 { score / max } else { 0.0 },
+            "message": summary,
+            "tests": graded.iter().map(|g| json!({
+                "name": g.id, "points": g.score, "max_points": g.max, "message": g.feedback,
+            })).collect::<Vec<_>>(),
+        }),
+        "moodle_coderunner" => {
+            let mut rows = vec![json!(["iscorrect", "Question", "Expected", "Got", "Feedback"])];
+            rows.extend(graded.iter().map(|g| json!([g.correct, g.id, g.expected, g.got, g.feedback])));
+            json!({
+                "fraction": if max > 0.0 { score / max } else { 0.0 },
+                "testresults": rows,
+                "prologuehtml": format!("<p>{}</p>", html_escape(&summary)),
+            })
+        }
+        _ => json!({
+            "score": score,
+            "max_score": max,
+            "summary": summary,
+            "questions": graded.iter().map(|g| json!({
+                "id": g.id, "score": g.score, "max_score": g.max, "correct": g.correct,
+                "feedback": g.feedback, "expected": g.expected, "answer": g.got,
+            })).collect::<Vec<_>>(),
+            "unknown_answer_ids": unknown,
+        }),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
