@@ -20,6 +20,15 @@ pub struct Config {
     pub torch_threads: usize,
     pub queue: usize,
     pub log_json: bool,
+    /// Bearer keys required on /v1 routes; empty means open.
+    pub api_keys: Vec<String>,
+    /// Requests a minute per key (or for everyone when there are no keys); 0 turns it off.
+    pub rate_limit_per_minute: u64,
+    pub rate_limit_burst: u64,
+    /// Origins allowed by CORS (`*` for any); empty means no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// A request body that has not arrived within this many seconds gets 408.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -43,6 +52,11 @@ impl Default for Config {
             torch_threads: cores,
             queue: 32,
             log_json: false,
+            api_keys: Vec::new(),
+            rate_limit_per_minute: 0,
+            rate_limit_burst: 60,
+            cors_origins: Vec::new(),
+            body_timeout_secs: 30,
         }
     }
 }
@@ -77,6 +91,29 @@ impl Config {
             torch_threads: var("LAYERSCOPE_TORCH_THREADS", d.torch_threads)?.max(1),
             queue: var("LAYERSCOPE_QUEUE", d.queue)?,
             log_json: var::<String>("LAYERSCOPE_LOG_FORMAT", "text".into())? == "json",
+            api_keys: api_keys()?,
+            rate_limit_per_minute: var("LAYERSCOPE_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute)?,
+            rate_limit_burst: var("LAYERSCOPE_RATE_LIMIT_BURST", d.rate_limit_burst)?,
+            cors_origins: list(&std::env::var("LAYERSCOPE_CORS_ORIGINS").unwrap_or_default()),
+            body_timeout_secs: var("LAYERSCOPE_BODY_TIMEOUT_SECS", d.body_timeout_secs)?,
         })
     }
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Keys from LAYERSCOPE_API_KEYS (comma-separated) and LAYERSCOPE_API_KEYS_FILE (one a line).
+fn api_keys() -> Result<Vec<String>, String> {
+    let mut keys = list(&std::env::var("LAYERSCOPE_API_KEYS").unwrap_or_default());
+    if let Ok(path) = std::env::var("LAYERSCOPE_API_KEYS_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("LAYERSCOPE_API_KEYS_FILE={path:?}: {e}"))?;
+        keys.extend(list(&text));
+    }
+    Ok(keys)
 }

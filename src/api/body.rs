@@ -39,7 +39,18 @@ impl FromRequest<AppState> for JsonBody {
             }
         }
         let limit = state.config.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+        let secs = state.config.body_timeout_secs;
+        let read = tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Request timeout",
+                    format!("the request body did not arrive within {secs} s"),
+                )
+                .at("")
+            })?;
+        let bytes = read.map_err(|_| {
             let mut e = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request too large",

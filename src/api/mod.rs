@@ -5,7 +5,9 @@ pub mod complexity;
 pub mod diagnostics;
 pub mod error;
 pub mod grade;
+pub mod guard;
 pub mod health;
+pub mod metrics;
 pub mod momentum;
 pub mod presets;
 pub mod receptive_field;
@@ -29,15 +31,21 @@ use std::time::Duration;
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Arc<TorchPool>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limiter: Option<Arc<guard::RateLimiter>>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> AppState {
         tch::set_num_threads(config.torch_threads as i32);
         let pool = Arc::new(TorchPool::new(config.workers, config.queue));
+        let limiter = (config.rate_limit_per_minute > 0)
+            .then(|| Arc::new(guard::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst)));
         AppState {
             config: Arc::new(config),
             pool,
+            metrics: Arc::default(),
+            limiter,
         }
     }
 
@@ -75,6 +83,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.yaml"),
+    ("get", "/metrics"),
     ("get", "/v1/info"),
     ("get", "/v1/presets"),
     ("get", "/v1/presets/{name}"),
@@ -86,8 +95,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = cors_layer(&state.config.cors_origins);
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::handle))
         .route("/readyz", get(health::readyz))
         .route("/openapi.yaml", get(health::openapi))
         .route("/v1/info", get(health::info))
@@ -101,8 +112,33 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .with_state(state);
+    match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    }
+}
+
+/// CORS for an LMS web page calling the service from the browser.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+            .expose_headers([axum::http::HeaderName::from_static("x-request-id"), header::RETRY_AFTER]),
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -141,7 +177,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Gives every request an id (the caller's `x-request-id` if it sent a sane one), returns it in
 /// the `x-request-id` header, adds it to problem+json bodies, and logs the request.
-async fn request_id(mut req: Request, next: Next) -> Response {
+async fn request_id(axum::extract::State(state): axum::extract::State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -151,6 +187,11 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| format!("ls-{:x}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed)));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     req.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
     let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
@@ -168,6 +209,21 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         resp = Response::from_parts(parts, axum::body::Body::from(out));
     }
     resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .observe(method.as_str(), &route, status, started.elapsed().as_secs_f64());
+    if let Some(reason) = match status {
+        401 => Some("unauthorized"),
+        408 => Some("body_timeout"),
+        413 => Some("too_large"),
+        415 => Some("unsupported_media_type"),
+        429 => Some("rate_limited"),
+        503 => Some("busy"),
+        _ => None,
+    } {
+        state.metrics.reject(reason);
+    }
     tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     resp
 }

@@ -1,0 +1,115 @@
+//! Prometheus metrics in the text exposition format, kept by hand (a few counters and histograms
+//! do not need a metrics framework).
+use super::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (method, route template, status) -> latency histogram
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    rejections: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let h = m
+            .entry((method.to_string(), route.to_string(), status))
+            .or_insert_with(|| Histogram {
+                counts: vec![0; BUCKETS.len()],
+                ..Default::default()
+            });
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// Counts a refused request by reason (unauthorized, rate_limited, queue_full, too_large...).
+    pub fn reject(&self, reason: &str) {
+        *self
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub async fn handle(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    out += "# HELP layerscope_http_requests_total Requests answered, by method, route and status.\n# TYPE layerscope_http_requests_total counter\n";
+    let reqs = state.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
+    for ((method, route, status), h) in reqs.iter() {
+        let _ = writeln!(
+            out,
+            "layerscope_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {}",
+            label(method),
+            label(route),
+            h.count
+        );
+    }
+    out += "# HELP layerscope_http_request_duration_seconds Request latency, by method, route and status.\n# TYPE layerscope_http_request_duration_seconds histogram\n";
+    for ((method, route, status), h) in reqs.iter() {
+        let l = format!("method=\"{}\",route=\"{}\",status=\"{status}\"", label(method), label(route));
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "layerscope_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                h.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "layerscope_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "layerscope_http_request_duration_seconds_sum{{{l}}} {}", h.sum);
+        let _ = writeln!(out, "layerscope_http_request_duration_seconds_count{{{l}}} {}", h.count);
+    }
+    drop(reqs);
+    out += "# HELP layerscope_rejections_total Requests refused before any work, by reason.\n# TYPE layerscope_rejections_total counter\n";
+    for (reason, n) in state.metrics.rejections.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "layerscope_rejections_total{{reason=\"{}\"}} {n}", label(reason));
+    }
+    let s = &state.pool.stats;
+    let _ = write!(
+        out,
+        "# HELP layerscope_worker_queue_depth libtorch jobs waiting for a worker.\n# TYPE layerscope_worker_queue_depth gauge\nlayerscope_worker_queue_depth {}\n\
+         # HELP layerscope_workers_busy libtorch workers running a job.\n# TYPE layerscope_workers_busy gauge\nlayerscope_workers_busy {}\n\
+         # HELP layerscope_workers Size of the libtorch worker pool.\n# TYPE layerscope_workers gauge\nlayerscope_workers {}\n\
+         # HELP layerscope_torch_jobs_total libtorch jobs finished.\n# TYPE layerscope_torch_jobs_total counter\nlayerscope_torch_jobs_total {}\n\
+         # HELP layerscope_torch_seconds_total Time spent running libtorch jobs.\n# TYPE layerscope_torch_seconds_total counter\nlayerscope_torch_seconds_total {}\n",
+        s.queued.load(Ordering::Relaxed),
+        s.busy.load(Ordering::Relaxed),
+        state.pool.workers(),
+        s.completed.load(Ordering::Relaxed),
+        s.run_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
