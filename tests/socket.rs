@@ -60,3 +60,25 @@ async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_and_cnns(
     let url = serve().await;
     tokio::task::spawn_blocking(move || oracle("gradient", &url, "150")).await.unwrap();
 }
+
+/// A bounded load test on loopback: heavy libtorch runs mixed with light analytic requests.
+/// Only 200/429/503 may come back, and light requests stay responsive (a debug build's bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_load_gets_only_documented_answers_and_light_requests_stay_fast() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = layerscope::Config { queue: 2, ..layerscope::Config::default() };
+    tokio::spawn(async move { axum::serve(listener, layerscope::app(cfg)).await.unwrap() });
+    let url = format!("http://{addr}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(common::python())
+            .args(["bench/load.py", &url, "--seconds", "6", "--heavy-clients", "3", "--light-clients", "4", "--max-requests", "800", "--light-p99-limit", "2.0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}
