@@ -1,8 +1,31 @@
 use layerscope::{app, Config};
 use tracing_subscriber::EnvFilter;
 
+/// `layerscope healthcheck`: the container's HEALTHCHECK, with no curl in the image. Exits 0 when
+/// GET /healthz on the configured port answers 200.
+fn healthcheck() -> ! {
+    use std::io::{Read, Write};
+    let port = std::env::var("LAYERSCOPE_ADDR")
+        .ok()
+        .and_then(|a| a.rsplit(':').next().map(str::to_string))
+        .unwrap_or_else(|| "8080".into());
+    let ok = (|| -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}"))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf)?;
+        Ok(buf.starts_with(b"HTTP/1.1 200"))
+    })()
+    .unwrap_or(false);
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        healthcheck();
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

@@ -67,12 +67,28 @@ async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_and_cnns(
 async fn mixed_load_gets_only_documented_answers_and_light_requests_stay_fast() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg = layerscope::Config { queue: 2, ..layerscope::Config::default() };
+    let cfg = layerscope::Config {
+        queue: 2,
+        ..layerscope::Config::default()
+    };
     tokio::spawn(async move { axum::serve(listener, layerscope::app(cfg)).await.unwrap() });
     let url = format!("http://{addr}");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(common::python())
-            .args(["bench/load.py", &url, "--seconds", "6", "--heavy-clients", "3", "--light-clients", "4", "--max-requests", "800", "--light-p99-limit", "2.0"])
+            .args([
+                "bench/load.py",
+                &url,
+                "--seconds",
+                "6",
+                "--heavy-clients",
+                "3",
+                "--light-clients",
+                "4",
+                "--max-requests",
+                "800",
+                "--light-p99-limit",
+                "2.0",
+            ])
             .output()
             .unwrap()
     })
