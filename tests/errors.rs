@@ -7,6 +7,11 @@ fn model(layers: serde_json::Value) -> serde_json::Value {
     json!({"model": {"input_shape": [3, 32, 32], "layers": layers}, "verify": false})
 }
 
+/// These layers on a 3x32x32 input must be refused with 422 at `pointer`.
+async fn refused(layers: serde_json::Value, pointer: &str) -> serde_json::Value {
+    assert_problem(&post("/v1/complexity", model(layers)).await, 422, pointer)
+}
+
 #[tokio::test]
 async fn malformed_json_is_400() {
     let r = post_raw("/v1/complexity", "{\"model\": ".into()).await;
@@ -28,30 +33,18 @@ async fn wrong_content_type_is_415() {
 
 #[tokio::test]
 async fn unknown_layer_types_and_fields() {
-    assert_problem(
-        &post("/v1/complexity", model(json!([{"type": "conv3d"}]))).await,
-        422,
-        "/model/layers/0/type",
-    );
-    let v = assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "strid": 2}])),
-        )
-        .await,
-        422,
+    refused(json!([{"type": "conv3d"}]), "/model/layers/0/type").await;
+    let v = refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "strid": 2}]),
         "/model/layers/0/strid",
-    );
+    )
+    .await;
     assert!(v["detail"].as_str().unwrap().contains("unknown field"));
-    let v = assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernal_size": 3}])),
-        )
-        .await,
-        422,
+    let v = refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernal_size": 3}]),
         "/model/layers/0/kernel_size",
-    );
+    )
+    .await;
     assert!(v["detail"].as_str().unwrap().contains("kernal_size"), "{v}");
     assert_problem(
         &post("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "colour": 1})).await,
@@ -67,51 +60,31 @@ async fn unknown_layer_types_and_fields() {
 
 #[tokio::test]
 async fn sizes_must_be_positive_whole_numbers() {
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 0, "kernel_size": 3}])),
-        )
-        .await,
-        422,
+    refused(
+        json!([{"type": "conv2d", "out_channels": 0, "kernel_size": 3}]),
         "/model/layers/0/out_channels",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": -4, "kernel_size": 3}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": -4, "kernel_size": 3}]),
         "/model/layers/0/out_channels",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4.5, "kernel_size": 3}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4.5, "kernel_size": 3}]),
         "/model/layers/0/out_channels",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": [3, 0]}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": [3, 0]}]),
         "/model/layers/0/kernel_size/1",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 1_000_000_000_000u64}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 1_000_000_000_000u64}]),
         "/model/layers/0/kernel_size",
-    );
+    )
+    .await;
     assert_problem(
         &post_raw(
             "/v1/complexity",
@@ -135,79 +108,43 @@ async fn sizes_must_be_positive_whole_numbers() {
 
 #[tokio::test]
 async fn shapes_that_do_not_connect() {
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 40}])),
-        )
-        .await,
-        422,
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 40}]),
         "/model/layers/0/kernel_size",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "flatten"}, {"type": "linear", "in_features": 100, "out_features": 10}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "flatten"}, {"type": "linear", "in_features": 100, "out_features": 10}]),
         "/model/layers/1/in_features",
-    );
-    assert_problem(
-        &post("/v1/complexity", model(json!([{"type": "linear", "out_features": 10}]))).await,
-        422,
-        "/model/layers/0",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(json!([{"type": "linear", "out_features": 10}]), "/model/layers/0").await;
+    refused(
+        json!([{"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3}]),
         "/model/layers/0/in_channels",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "groups": 2}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "groups": 2}]),
         "/model/layers/0/groups",
-    );
-    assert_problem(
-        &post("/v1/complexity", model(json!([{"type": "concat", "branches": [[{"type": "conv2d", "out_channels": 4, "kernel_size": 3}], [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]]}]))).await,
-        422,
-        "/model/layers/0/branches/1",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "residual", "body": [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(json!([{"type": "concat", "branches": [[{"type": "conv2d", "out_channels": 4, "kernel_size": 3}], [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]]}]), "/model/layers/0/branches/1").await;
+    refused(
+        json!([{"type": "residual", "body": [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}]}]),
         "/model/layers/0",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "maxpool2d", "kernel_size": 2, "padding": 2}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "maxpool2d", "kernel_size": 2, "padding": 2}]),
         "/model/layers/0/padding",
-    );
-    assert_problem(
-        &post(
-            "/v1/complexity",
-            model(json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"}])),
-        )
-        .await,
-        422,
+    )
+    .await;
+    refused(
+        json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"}]),
         "/model/layers/0/padding",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -150,41 +150,19 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         output_elements: out,
         ..Counts::default()
     };
-    let dense = |c: &mut Counts, weights: u128, fan_in: u128, bias_n: u128| {
-        c.params_weight = weights;
-        c.params_bias = bias_n;
-        c.multiplications = out * fan_in;
-        c.macs = out * fan_in;
-        let bias_adds = if bias_n > 0 { out } else { 0 };
-        c.additions = match additions {
-            Additions::Accumulate => out * fan_in + bias_adds,
-            Additions::Exact => out * (fan_in - 1) + bias_adds,
-        };
-    };
     match &node.layer.kind {
-        LayerKind::Conv2d {
-            out_channels,
-            kernel,
-            groups,
-            bias,
-            ..
-        } => {
-            let fan_in = (node.input[0] / groups) as u128 * kernel[0] as u128 * kernel[1] as u128;
-            dense(
-                &mut c,
-                *out_channels as u128 * fan_in,
-                fan_in,
-                if *bias { *out_channels as u128 } else { 0 },
-            );
-        }
-        LayerKind::Linear { out_features, bias } => {
-            let fan_in = node.input[0] as u128;
-            dense(
-                &mut c,
-                *out_features as u128 * fan_in,
-                fan_in,
-                if *bias { *out_features as u128 } else { 0 },
-            );
+        LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
+            let w = node.dense_weight().expect("conv and linear have weights");
+            let fan_in = w.fan_in() as u128;
+            c.params_weight = w.numel() as u128;
+            c.params_bias = if w.bias { w.out as u128 } else { 0 };
+            c.multiplications = out * fan_in;
+            c.macs = out * fan_in;
+            let bias_adds = if w.bias { out } else { 0 };
+            c.additions = match additions {
+                Additions::Accumulate => out * fan_in + bias_adds,
+                Additions::Exact => out * (fan_in - 1) + bias_adds,
+            };
         }
         LayerKind::BatchNorm { affine, .. } => {
             if *affine {

@@ -4,7 +4,6 @@ use super::body::JsonBody;
 use super::error::ApiResult;
 use super::svg::{line_chart, Series};
 use super::{json_response, svg_response, wants_svg, AppState};
-use crate::analysis::complexity;
 use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
 use crate::spec::error::child;
 use crate::spec::json::{describe, float, Obj};
@@ -124,25 +123,13 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
             .find(|n| &n.path == key)
             .or_else(|| nodes.iter().find(|n| n.layer.name.as_deref() == Some(key.as_str())))
             .ok_or_else(|| SpecError::invalid(&p, format!("no layer has the path or name {key:?}")))?;
-        let (wn, bias_len) = match &node.layer.kind {
-            LayerKind::Conv2d {
-                out_channels,
-                kernel,
-                groups,
-                bias,
-                ..
-            } => (
-                (out_channels * (node.input[0] / groups) * kernel[0] * kernel[1]) as usize,
-                bias.then_some(*out_channels as usize),
-            ),
-            LayerKind::Linear { out_features, bias } => ((out_features * node.input[0]) as usize, bias.then_some(*out_features as usize)),
-            _ => {
-                return Err(SpecError::invalid(
-                    &p,
-                    format!("layer {} ({}) has no weight", node.path, node.layer.type_name()),
-                ))
-            }
+        let Some(w) = node.dense_weight() else {
+            return Err(SpecError::invalid(
+                &p,
+                format!("layer {} ({}) has no weight", node.path, node.layer.type_name()),
+            ));
         };
+        let (wn, bias_len) = (w.numel() as usize, w.bias.then_some(w.out as usize));
         let o = Obj::new(entry, &p)?;
         let mut w = Vec::new();
         flatten_numbers(
@@ -194,16 +181,7 @@ struct Thresholds {
 /// Checks the run's size against the configured limits before anything is allocated.
 fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
     let cfg = &state.config;
-    let t = complexity::table(
-        graph,
-        &complexity::Options {
-            rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision),
-            additions: complexity::Additions::Accumulate,
-            batch,
-            dtype_bytes: 8,
-        },
-    )?
-    .totals;
+    let t = super::run_size(graph, batch)?;
     if t.params > cfg.max_run_params as u128 {
         return Err(SpecError::too_large(
             pointer,

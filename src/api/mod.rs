@@ -228,6 +228,22 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     resp
 }
 
+/// What a libtorch run of `graph` at `batch` holds and does: parameters, output elements of every
+/// layer, MACs. Checked against the limits before anything is allocated.
+pub fn run_size(graph: &crate::spec::Graph, batch: u64) -> Result<crate::analysis::complexity::Counts, SpecError> {
+    use crate::analysis::complexity::{self, Additions, FlopRule, Options, Profile};
+    Ok(complexity::table(
+        graph,
+        &Options {
+            rule: FlopRule::Profile(Profile::Torchvision),
+            additions: Additions::Accumulate,
+            batch,
+            dtype_bytes: 8,
+        },
+    )?
+    .totals)
+}
+
 /// `format=svg` in the query or body, or `Accept: image/svg+xml`, asks for a plot.
 pub fn wants_svg(
     query: &std::collections::HashMap<String, String>,

@@ -3,8 +3,8 @@ use super::body::JsonBody;
 use super::error::ApiResult;
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
+use crate::analysis::receptive_field::DependenceSet;
 use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, Chain, Rf};
-use crate::analysis::{complexity, receptive_field::DependenceSet};
 use crate::spec::json::{uint, Obj};
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
@@ -229,13 +229,7 @@ async fn verify_unit(
     base: u64,
 ) -> ApiResult<Value> {
     // Bound the probe's cost before running it: forward + backward in float64 at batch 1.
-    let opts = complexity::Options {
-        rule: complexity::FlopRule::Profile(complexity::Profile::Torchvision),
-        additions: complexity::Additions::Accumulate,
-        batch: 1,
-        dtype_bytes: 8,
-    };
-    let totals = complexity::table(graph, &opts)?.totals;
+    let totals = super::run_size(graph, 1)?;
     let limit = state.config.max_run_macs;
     if totals.macs > limit as u128 {
         return Ok(

@@ -311,6 +311,73 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
     })
 }
 
+/// The weight of a conv2d or linear layer, as PyTorch shapes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenseWeight {
+    pub out: u64,
+    /// Input channels (features) each output sees: in_channels / groups.
+    pub in_per_group: u64,
+    /// [kh, kw]; [1, 1] for linear.
+    pub kernel: [u64; 2],
+    pub bias: bool,
+    /// conv2d: [out, in/groups, kh, kw]; linear: [out, in].
+    pub is_conv: bool,
+}
+
+impl DenseWeight {
+    /// Products per output: PyTorch's fan_in.
+    pub fn fan_in(&self) -> u64 {
+        self.in_per_group * self.kernel[0] * self.kernel[1]
+    }
+    pub fn fan_out(&self) -> u64 {
+        self.out * self.kernel[0] * self.kernel[1]
+    }
+    pub fn numel(&self) -> u64 {
+        self.out * self.fan_in()
+    }
+    pub fn shape(&self) -> Vec<i64> {
+        if self.is_conv {
+            vec![
+                self.out as i64,
+                self.in_per_group as i64,
+                self.kernel[0] as i64,
+                self.kernel[1] as i64,
+            ]
+        } else {
+            vec![self.out as i64, self.in_per_group as i64]
+        }
+    }
+}
+
+impl Node<'_> {
+    /// The weight of a conv2d or linear layer; None for layers without one.
+    pub fn dense_weight(&self) -> Option<DenseWeight> {
+        match &self.layer.kind {
+            LayerKind::Conv2d {
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => Some(DenseWeight {
+                out: *out_channels,
+                in_per_group: self.input[0] / groups,
+                kernel: *kernel,
+                bias: *bias,
+                is_conv: true,
+            }),
+            LayerKind::Linear { out_features, bias } => Some(DenseWeight {
+                out: *out_features,
+                in_per_group: self.input[0],
+                kernel: [1, 1],
+                bias: *bias,
+                is_conv: false,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[u64]) -> u64 {
     shape.iter().product()

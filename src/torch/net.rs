@@ -115,28 +115,10 @@ impl Net {
         let mut params = HashMap::new();
         for node in graph.walk() {
             let (wshape, fan_in, fan_out, has_bias): (Vec<i64>, f64, f64, bool) = match &node.layer.kind {
-                LayerKind::Conv2d {
-                    out_channels,
-                    kernel,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    let rf = (kernel[0] * kernel[1]) as f64;
-                    let inpg = node.input[0] / groups;
-                    (
-                        vec![*out_channels as i64, inpg as i64, kernel[0] as i64, kernel[1] as i64],
-                        inpg as f64 * rf,
-                        *out_channels as f64 * rf,
-                        *bias,
-                    )
+                LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
+                    let w = node.dense_weight().expect("conv and linear have weights");
+                    (w.shape(), w.fan_in() as f64, w.fan_out() as f64, w.bias)
                 }
-                LayerKind::Linear { out_features, bias } => (
-                    vec![*out_features as i64, node.input[0] as i64],
-                    node.input[0] as f64,
-                    *out_features as f64,
-                    *bias,
-                ),
                 LayerKind::BatchNorm { affine, .. } => {
                     let c = node.input[0] as i64;
                     let ones = Tensor::ones([c], (kind, device));
