@@ -138,3 +138,23 @@ async fn bad_input_names_the_field_and_step() {
     let v = assert_problem(&r, 413, "/gradients");
     assert_eq!(v["limit"]["name"], "max_steps");
 }
+
+/// CPU and CUDA trajectories agree. Skipped, and says so, on machines without a GPU.
+#[tokio::test]
+async fn cpu_and_cuda_agree_when_a_gpu_is_present() {
+    if !tch::Cuda::is_available() {
+        eprintln!("SKIPPED cpu_and_cuda_agree_when_a_gpu_is_present: no CUDA device on this machine");
+        return;
+    }
+    let body = |device: &str| json!({"theta0": [1.0, -1.0, 0.5], "objective": {"type": "rosenbrock"}, "steps": 100, "alpha": 0.0005, "beta": 0.9, "pytorch_sgd": true, "device": device});
+    let cpu = post("/v1/momentum/equivalence", body("cpu")).await.json();
+    let gpu = post("/v1/momentum/equivalence", body("cuda")).await.json();
+    assert_eq!(gpu["device"], "cuda:0");
+    for form in ["form_i", "form_ii", "pytorch_sgd"] {
+        let (a, b) = (&cpu["trajectories"][form]["theta"], &gpu["trajectories"][form]["theta"]);
+        for (x, y) in a.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).zip(b.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap())) {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{form}: {x} vs {y}");
+        }
+    }
+}
