@@ -4,11 +4,12 @@
 ARG VARIANT=cpu
 
 FROM docker.io/library/rust:1.95-bookworm AS builder
-ARG VARIANT
 RUN apt-get update && apt-get install -y --no-install-recommends python3-venv binutils \
  && rm -rf /var/lib/apt/lists/*
 # libtorch comes from the PyPI wheel, the same pin the service is tested with.
 RUN python3 -m venv /opt/torch && /opt/torch/bin/pip install --no-cache-dir --disable-pip-version-check torch==2.11.0
+# declared after the download, so that both variants share the cached layers above
+ARG VARIANT
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs openapi.yaml ./
 COPY src src
