@@ -152,7 +152,13 @@ async fn cpu_and_cuda_agree_when_a_gpu_is_present() {
     assert_eq!(gpu["device"], "cuda:0");
     for form in ["form_i", "form_ii", "pytorch_sgd"] {
         let (a, b) = (&cpu["trajectories"][form]["theta"], &gpu["trajectories"][form]["theta"]);
-        for (x, y) in a.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).zip(b.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap())) {
+        for (x, y) in a
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .zip(b.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()))
+        {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
             assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{form}: {x} vs {y}");
         }
