@@ -58,7 +58,7 @@ pub struct Request {
     pub dtype: &'static str,
 }
 
-/// Reads `conventions`, `profile`, `batch_size` and `dtype` (shared with the grading endpoint).
+/// Reads `conventions`, `profile`, `batch_size` and `dtype`.
 pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
     let mut c = Conventions::default();
     if let Some(v) = req.raw("conventions") {

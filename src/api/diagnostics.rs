@@ -182,32 +182,24 @@ struct Thresholds {
 fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
     let cfg = &state.config;
     let t = super::run_size(graph, batch)?;
-    if t.params > cfg.max_run_params as u128 {
-        return Err(SpecError::too_large(
-            pointer,
-            "max_run_params",
-            cfg.max_run_params,
-            format!("the model has {} parameters, over the limit of {}", t.params, cfg.max_run_params),
-        ));
-    }
-    if t.output_elements > cfg.max_run_activations as u128 {
-        return Err(SpecError::too_large(
-            pointer,
+    for (name, value, limit, what) in [
+        ("max_run_params", t.params, cfg.max_run_params, "parameters"),
+        (
             "max_run_activations",
+            t.output_elements,
             cfg.max_run_activations,
-            format!(
-                "the run would hold {} activation elements (all layers x batch), over the limit of {}",
-                t.output_elements, cfg.max_run_activations
-            ),
-        ));
-    }
-    if t.macs > cfg.max_run_macs as u128 {
-        return Err(SpecError::too_large(
-            pointer,
-            "max_run_macs",
-            cfg.max_run_macs,
-            format!("the forward pass needs {} MACs, over the limit of {}", t.macs, cfg.max_run_macs),
-        ));
+            "activation elements (all layers x batch)",
+        ),
+        ("max_run_macs", t.macs, cfg.max_run_macs, "MACs in the forward pass"),
+    ] {
+        if value > limit as u128 {
+            return Err(SpecError::too_large(
+                pointer,
+                name,
+                limit,
+                format!("the run needs {value} {what}, over the {name} limit of {limit}"),
+            ));
+        }
     }
     Ok(())
 }
