@@ -174,3 +174,18 @@ async fn unknown_routes_and_methods_are_problems_too() {
     assert_eq!(r.status, 405);
     assert!(r.content_type.starts_with("application/problem+json"));
 }
+
+#[tokio::test]
+async fn strides_stacked_past_64_bits_are_not_affine_not_an_error() {
+    let layers: Vec<serde_json::Value> = (0..5)
+        .map(|_| json!({"type": "conv2d", "out_channels": 1, "kernel_size": 1, "stride": 1048576}))
+        .collect();
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"input_shape": [1, 4, 4], "layers": layers}, "verify": false}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["layers"][4]["kind"], "not_affine");
+}

@@ -71,3 +71,19 @@ async fn a_100_megabyte_body_is_refused_with_413() {
     .unwrap();
     assert!(reply.starts_with("HTTP/1.1 413"), "{}", &reply[..reply.len().min(200)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_half_valid_requests_never_get_a_5xx() {
+    let url = serve().await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(common::python())
+            .args(["tests/oracle/hostile.py", &url, "7", "400"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}

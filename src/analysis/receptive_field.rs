@@ -19,18 +19,22 @@ pub struct Affine {
 impl Affine {
     pub const IDENTITY: Affine = Affine { jump: 1, lo: 0, hi: 0 };
 
-    /// The range seen through one more sliding window.
-    pub fn then(self, w: &Window) -> Affine {
-        let j = self.jump as i64;
-        Affine {
-            jump: self.jump * w.stride,
-            lo: self.lo - j * w.pad_lo as i64,
-            hi: self.hi + j * ((w.dilation * (w.kernel - 1)) as i64 - w.pad_lo as i64),
-        }
+    /// The range seen through one more sliding window; None when the numbers leave 64 bits
+    /// (strides of 2^20 stacked a few times), which no image has room for anyway.
+    pub fn then(self, w: &Window) -> Option<Affine> {
+        let j = i64::try_from(self.jump).ok()?;
+        let reach = i64::try_from(w.dilation.checked_mul(w.kernel - 1)?)
+            .ok()?
+            .checked_sub(w.pad_lo as i64)?;
+        Some(Affine {
+            jump: self.jump.checked_mul(w.stride)?,
+            lo: self.lo.checked_sub(j.checked_mul(w.pad_lo as i64)?)?,
+            hi: self.hi.checked_add(j.checked_mul(reach)?)?,
+        })
     }
 
     pub fn size(&self) -> u64 {
-        (self.hi - self.lo + 1) as u64
+        (self.hi as i128 - self.lo as i128 + 1) as u64
     }
 
     /// Offsets in the requested index base (0 or 1).
@@ -39,10 +43,11 @@ impl Affine {
         (self.lo + shift, self.hi + shift)
     }
 
-    /// Unclipped input range of output index `i` (zero-based).
+    /// Unclipped input range of output index `i` (zero-based), saturating at the i64 range.
     pub fn at(&self, i: u64) -> (i64, i64) {
-        let s = (self.jump * i) as i64;
-        (s + self.lo, s + self.hi)
+        let s = self.jump as i128 * i as i128;
+        let clamp = |v: i128| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        (clamp(s + self.lo as i128), clamp(s + self.hi as i128))
     }
 }
 
@@ -186,7 +191,10 @@ fn walk_node(node: &Node, rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
     let out = match &node.layer.kind {
         LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. } => {
             match (rf, node.windows) {
-                (Rf::Spatial([h, w]), Some([wh, ww])) => Rf::Spatial([h.then(&wh), w.then(&ww)]),
+                (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
+                    (Some(h), Some(w)) => Rf::Spatial([h, w]),
+                    _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+                },
                 (Rf::Spatial(_), None) => Rf::NotAffine(format!(
                     "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
                     node.input[1], node.input[2], node.output[1], node.output[2]

@@ -181,6 +181,12 @@ struct Thresholds {
 /// Checks the run's size against the configured limits before anything is allocated.
 fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
     let cfg = &state.config;
+    if !graph.walk().iter().any(|n| n.dense_weight().is_some()) {
+        return Err(SpecError::invalid(
+            pointer,
+            "the model has no conv2d or linear layer: there is no parameter gradient to diagnose",
+        ));
+    }
     let t = super::run_size(graph, batch)?;
     for (name, value, limit, what) in [
         ("max_run_params", t.params, cfg.max_run_params, "parameters"),

@@ -230,11 +230,16 @@ async fn verify_unit(
 ) -> ApiResult<Value> {
     // Bound the probe's cost before running it: forward + backward in float64 at batch 1.
     let totals = super::run_size(graph, 1)?;
-    let limit = state.config.max_run_macs;
-    if totals.macs > limit as u128 {
-        return Ok(
-            json!({"ran": false, "reason": format!("skipped: the probe would run {} MACs, over the max_run_macs limit of {limit}; the analytic answer stands alone", totals.macs)}),
-        );
+    let cfg = &state.config;
+    for (name, value, limit) in [
+        ("max_run_macs", totals.macs, cfg.max_run_macs),
+        ("max_run_activations", totals.output_elements, cfg.max_run_activations),
+    ] {
+        if value > limit as u128 {
+            return Ok(
+                json!({"ran": false, "reason": format!("skipped: the probe would need {value} ({name}), over the limit of {limit}; the analytic answer stands alone")}),
+            );
+        }
     }
     let spec = graph.spec.clone();
     let target = chain.target.path.clone();

@@ -1,0 +1,58 @@
+"""Hostile, half-valid requests to every POST endpoint: extreme sizes (2^20, 2^31, 2^53),
+negative, fractional and mistyped values, unknown types, deep composites, huge inputs and
+batches. Nothing may answer 5xx or bring the server down.
+
+  python tests/oracle/hostile.py URL SEED COUNT
+"""
+import json
+import random
+import sys
+import urllib.error
+import urllib.request
+
+URL = sys.argv[1]
+rng = random.Random(int(sys.argv[2]))
+BIG = [0, 1, 2, 3, 7, 64, 1000, 65535, 1048575, 1048576, 1048577, 2**31, 2**53, -1, 1.5, "3", None, [], [1, 2, 3], [1048576, 1]]
+def v():
+    return rng.choice(BIG) if rng.random() < 0.3 else rng.randint(0, 9)
+def layer(depth=0):
+    t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope"])
+    d = {"type": t}
+    for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels"], rng.randint(0, 6)):
+        d[k] = v() if k not in ("ceil_mode", "bias") else rng.choice([True, False, 1])
+    if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
+    if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
+    if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
+    return d
+def spec():
+    shape = rng.choice([[v(), v(), v()], [v()], [1, 1048576, 1048576], [1048576, 1048576, 1048576], [3, 224, 224]])
+    return {"input_shape": shape, "layers": [layer() for _ in range(rng.randint(0, 6))]}
+bad = 0
+for i in range(int(sys.argv[3])):
+    path = rng.choice(["/v1/receptive-field", "/v1/complexity", "/v1/gradient-diagnostics", "/v1/momentum/equivalence", "/v1/grade"])
+    if path == "/v1/momentum/equivalence":
+        n = rng.choice([1, 2, 1048576])
+        body = {"theta0": [v() for _ in range(min(n, 3))], "gradients": [[v()] for _ in range(rng.randint(0, 3))], "alpha": rng.choice([v(), [v(), v()]]), "beta": rng.choice([0.5, 0.999999, 1, -0.0, 2**53]), "return": rng.choice(["full", "last", {"every_n": v()}, "x"])}
+    elif path == "/v1/grade":
+        body = {"questions": [{"id": "q", "kind": rng.choice(["complexity", "receptive_field", "gradient", "momentum"]), "model": spec(), "ask": rng.choice(["total params", "rows of layer 0", "params of branch 2", "verdict", "theta of form_i at step 99999999999"]), "answer": v()}]}
+    else:
+        body = {"model": spec(), "verify": rng.random() < 0.3}
+        if path == "/v1/receptive-field" and rng.random() < 0.5:
+            body["position"] = {"layer": rng.choice([None, 0, -1, "0.branches.0.0", 2**40]), "index": [v(), v()]}
+        if path == "/v1/complexity":
+            body["batch_size"] = v()
+        if path == "/v1/gradient-diagnostics":
+            body["inputs"] = {"batch_size": rng.choice([1, 2, 4096, 5000])}
+    req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    except Exception as e:  # noqa: BLE001
+        status, text = -1, str(e)
+    if status >= 500 or status < 0:
+        bad += 1
+        print(status, path, json.dumps(body)[:600], text[:300])
+print(f"hostile: {int(sys.argv[3]) - bad} passed, {bad} failed")
+sys.exit(1 if bad else 0)
