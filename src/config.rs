@@ -29,6 +29,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// A request body that has not arrived within this many seconds gets 408.
     pub body_timeout_secs: u64,
+    /// Request headers not complete within this many seconds: the connection is closed.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             rate_limit_burst: 60,
             cors_origins: Vec::new(),
             body_timeout_secs: 30,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Config {
             rate_limit_burst: var("LAYERSCOPE_RATE_LIMIT_BURST", d.rate_limit_burst)?,
             cors_origins: list(&std::env::var("LAYERSCOPE_CORS_ORIGINS").unwrap_or_default()),
             body_timeout_secs: var("LAYERSCOPE_BODY_TIMEOUT_SECS", d.body_timeout_secs)?,
+            header_timeout_secs: var("LAYERSCOPE_HEADER_TIMEOUT_SECS", d.header_timeout_secs)?.max(1),
         })
     }
 }

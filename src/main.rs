@@ -48,11 +48,9 @@ async fn main() {
         }
     };
     tracing::info!(%addr, libtorch = layerscope::torch::device::libtorch_version(), cuda = tch::Cuda::is_available(), "layerscope listening");
+    let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs);
     let router = app(config);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .expect("server error");
+    layerscope::server::serve(listener, router, header_timeout, shutdown_signal()).await;
     tracing::info!("layerscope stopped");
 }
 

@@ -133,14 +133,16 @@ fn heavy_request() -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_503_and_light_requests_stay_fast() {
+    // one worker and room for one waiting job: a running heavy job plus a queued one fill it
     let state = layerscope::AppState::new(Config {
         workers: 1,
-        queue: 0,
+        queue: 1,
         ..Config::default()
     });
     let app = layerscope::api::router(state.clone());
+    use std::sync::atomic::Ordering::SeqCst;
     use tower::ServiceExt;
-    let heavy = {
+    let spawn_heavy = || {
         let app = app.clone();
         tokio::spawn(async move {
             let req = Request::post("/v1/gradient-diagnostics")
@@ -150,10 +152,21 @@ async fn a_full_queue_answers_503_and_light_requests_stay_fast() {
             app.oneshot(req).await.unwrap().status()
         })
     };
-    // wait until the heavy run occupies the only worker
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state.pool.stats.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline && !heavy.is_finished(), "the heavy run never started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = spawn_heavy();
+    while state.pool.stats.busy.load(SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline && !running.is_finished(),
+            "the first heavy run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waiting = spawn_heavy();
+    while state.pool.stats.queued.load(SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline && !waiting.is_finished(),
+            "the second heavy run never queued"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // libtorch work queued behind the heavy run: refused at once, with Retry-After
@@ -176,7 +189,8 @@ async fn a_full_queue_answers_503_and_light_requests_stay_fast() {
         "light request took {:?}",
         started.elapsed()
     );
-    assert_eq!(heavy.await.unwrap(), 200);
+    assert_eq!(running.await.unwrap(), 200);
+    assert_eq!(waiting.await.unwrap(), 200);
 }
 
 #[tokio::test]
@@ -246,5 +260,42 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert!(
         started.elapsed() > Duration::from_millis(50),
         "the in-flight request was not waited for"
+    );
+}
+
+#[test]
+fn a_client_trickling_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .env("LAYERSCOPE_ADDR", format!("127.0.0.1:{port}"))
+        .env("LAYERSCOPE_HEADER_TIMEOUT_SECS", "1")
+        .env("LAYERSCOPE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf); // the server closes the connection (after a 408 or without one)
+    let waited = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(waited < Duration::from_secs(5), "the connection stayed open {waited:?}");
+    assert!(
+        buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&buf)
     );
 }
