@@ -3,12 +3,22 @@
 # what torch-sys and build.rs need to find it.
 # shellcheck shell=bash
 LAYERSCOPE_TORCH_VERSION=2.11.0
+
+# Debian splits venv support out of python3: install it when we can (root), else say what to do.
+layerscope_make_venv() {
+  python3 -m venv "$1" 2>/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$1" && return 0
+  fi
+  echo "layerscope: 'python3 -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
+  return 1
+}
 LAYERSCOPE_VENV="${LAYERSCOPE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/layerscope/torch-$LAYERSCOPE_TORCH_VERSION}"
 
 if ! "$LAYERSCOPE_VENV/bin/python" -c "import torch, numpy, yaml, fvcore, ptflops, schemathesis; assert torch.__version__.startswith('$LAYERSCOPE_TORCH_VERSION')" 2>/dev/null; then
   echo "layerscope: installing torch==$LAYERSCOPE_TORCH_VERSION into $LAYERSCOPE_VENV (first run only)" >&2
   mkdir -p "$(dirname "$LAYERSCOPE_VENV")"
-  python3 -m venv "$LAYERSCOPE_VENV" || return 1
+  layerscope_make_venv "$LAYERSCOPE_VENV" || return 1
   "$LAYERSCOPE_VENV/bin/pip" install -q --disable-pip-version-check \
     "torch==$LAYERSCOPE_TORCH_VERSION" numpy pyyaml fvcore==0.1.5.post20221221 ptflops==0.7.5 schemathesis==4.32.5 || return 1
 fi
