@@ -38,6 +38,15 @@ pub enum Profile {
 impl Profile {
     pub const NAMES: &'static [&'static str] = &["fvcore", "ptflops", "torch_flop_counter", "torchvision"];
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Fvcore => "fvcore",
+            Profile::Ptflops => "ptflops",
+            Profile::TorchFlopCounter => "torch_flop_counter",
+            Profile::Torchvision => "torchvision",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Profile> {
         Some(match s {
             "fvcore" => Profile::Fvcore,

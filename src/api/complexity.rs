@@ -78,28 +78,29 @@ pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
         c.count_residual_adds = o.bool("count_residual_adds", false)?;
         o.finish("additions, flops, count_batchnorm, count_activations, count_pooling, count_residual_adds")?;
     }
-    let profile = req.choice(
-        "profile",
-        "none",
-        &["none", "fvcore", "ptflops", "torch_flop_counter", "torchvision"],
-    )?;
-    if profile != "none" && req.has("conventions") && req.raw("conventions").and_then(|v| v.get("flops")).is_some() {
+    let profile = match req.opt_str("profile")? {
+        None | Some("none") => None,
+        Some(name) => Some(Profile::parse(name).ok_or_else(|| {
+            SpecError::invalid(
+                "/profile",
+                format!("unknown profile {name:?}; expected none, {}", Profile::NAMES.join(", ")),
+            )
+        })?),
+    };
+    if profile.is_some() && req.raw("conventions").and_then(|v| v.get("flops")).is_some() {
         return Err(SpecError::invalid(
             "/profile",
             "give either a profile or conventions.flops, not both: a profile fixes how FLOPs are counted",
         ));
     }
-    let rule = match Profile::parse(profile) {
-        Some(p) => FlopRule::Profile(p),
-        None => FlopRule::Conventions(c),
-    };
+    let rule = profile.map_or(FlopRule::Conventions(c), FlopRule::Profile);
     let batch = req.u64_in("batch_size", Some(1), 1, max_batch)?;
     let dtype = req.choice("dtype", "float32", &["float32", "float16", "bfloat16", "float64", "int8", "uint8"])?;
     Ok(Request {
         rule,
         additions: c.additions,
         conventions: c,
-        profile: (profile != "none").then_some(profile),
+        profile: profile.map(Profile::name),
         batch,
         dtype,
     })
@@ -178,13 +179,12 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
         Ok(e) => e,
         Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not build the model: {e}")})),
     };
+    let rows: HashMap<&str, &crate::analysis::complexity::Row> = table.rows.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut layers = Vec::new();
     let mut all = true;
     for node in graph.walk() {
-        let own_params = table
-            .rows
-            .iter()
-            .find(|r| r.path == node.path)
+        let own_params = rows
+            .get(node.path.as_str())
             .map(|r| if r.subtotal { 0 } else { r.counts.params })
             .unwrap_or(0) as u64;
         let exec_shape = executed.shapes.get(&node.path);

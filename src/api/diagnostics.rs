@@ -224,6 +224,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// Per-layer table, bound and verdicts from one run.
 fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
+    let nodes: HashMap<&str, &crate::spec::Node> = graph.walk().into_iter().map(|n| (n.path.as_str(), n)).collect();
     let last = report.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
     let last_bias = report.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
     let bounds: HashMap<String, f64> = if is_mlp_chain(graph) {
@@ -259,7 +260,7 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
         } else if v == Verdict::Vanishing && overall == Verdict::Healthy {
             overall = Verdict::Vanishing;
         }
-        let node = graph.walk().into_iter().find(|n| n.path == p.path).expect("param layer exists");
+        let node = nodes[p.path.as_str()];
         let bound = bounds.get(&p.path).copied();
         let measured = p.bias_grad.as_ref().map(|b| b.frobenius);
         layers.push(json!({

@@ -7,3 +7,8 @@ pub mod net;
 pub mod pool;
 pub mod probe;
 pub mod shapes;
+
+/// A tensor's values, flattened, as f64 on the CPU: how results leave a worker as plain data.
+pub fn to_f64_vec(t: &tch::Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu).flatten(0, -1)).unwrap_or_default()
+}

@@ -10,6 +10,7 @@
 //!
 //! The forms advance in lockstep, so only the per-step differences and the requested snapshots
 //! are kept: a million parameters over a hundred steps never materialise whole trajectories.
+use super::to_f64_vec;
 use tch::nn::{Optimizer, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -85,10 +86,6 @@ impl State {
             _ => None,
         }
     }
-}
-
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
 }
 
 impl Run {
@@ -255,9 +252,9 @@ impl Run {
             if keep.peek() == Some(&&k) {
                 keep.next();
                 for (f, s) in states.iter().enumerate() {
-                    out.snapshots[f].push(to_vec(s.theta()));
+                    out.snapshots[f].push(to_f64_vec(s.theta()));
                     if let (Some((_, vals)), Some((_, t))) = (out.aux[f].as_mut(), s.aux()) {
-                        vals.push(to_vec(t));
+                        vals.push(to_f64_vec(t));
                     }
                 }
             }

@@ -33,10 +33,6 @@ pub fn mask_to_set(mask: &[bool]) -> IntervalSet {
     IntervalSet::from_ranges(ranges)
 }
 
-pub fn flat_f64(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
-}
-
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let started = std::time::Instant::now();
@@ -74,7 +70,7 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
             } else {
                 nz.any_dims(others.as_slice(), false)
             };
-            let bools: Vec<bool> = flat_f64(&m.to_kind(Kind::Double)).iter().map(|v| *v != 0.0).collect();
+            let bools: Vec<bool> = super::to_f64_vec(&m).iter().map(|v| *v != 0.0).collect();
             mask_to_set(&bools)
         })
         .collect();
