@@ -1,35 +1,13 @@
 //! The Gradescope and PrairieLearn adapters in examples/, end to end against a real server.
 mod common;
+use common::{python_ok, serve};
 use serde_json::Value;
-use std::process::Command;
-
-async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, layerscope::app(layerscope::Config::default())).await.unwrap() });
-    format!("http://{addr}")
-}
 
 fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("layerscope-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn run(cmd: &str, env: &[(&str, String)]) {
-    let mut c = Command::new(common::python());
-    c.arg(cmd);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run adapter");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,10 +22,11 @@ async fn gradescope_autograder_end_to_end() {
         format!(r#"{{"url": "{url}", "problem_set": "course", "reveal": "hints"}}"#),
     )
     .unwrap();
-    let env = [("AUTOGRADER_ROOT", root.display().to_string())];
-    tokio::task::spawn_blocking(move || run("examples/gradescope/run_autograder", &env))
-        .await
-        .unwrap();
+    python_ok(
+        &["examples/gradescope/run_autograder"],
+        &[("AUTOGRADER_ROOT", &root.display().to_string())],
+    )
+    .await;
     let results: Value = serde_json::from_str(&std::fs::read_to_string(root.join("results/results.json")).unwrap()).unwrap();
     let tests = results["tests"].as_array().unwrap();
     let status = |name: &str| {
@@ -72,10 +51,11 @@ async fn gradescope_autograder_end_to_end() {
         r#"{"url": "http://127.0.0.1:9", "problem_set": "course"}"#,
     )
     .unwrap();
-    let env = [("AUTOGRADER_ROOT", root.display().to_string())];
-    tokio::task::spawn_blocking(move || run("examples/gradescope/run_autograder", &env))
-        .await
-        .unwrap();
+    python_ok(
+        &["examples/gradescope/run_autograder"],
+        &[("AUTOGRADER_ROOT", &root.display().to_string())],
+    )
+    .await;
     let results: Value = serde_json::from_str(&std::fs::read_to_string(root.join("results/results.json")).unwrap()).unwrap();
     assert_eq!(results["score"], 0);
     assert!(results["output"].as_str().unwrap().contains("could not be graded"));
@@ -88,10 +68,11 @@ async fn prairielearn_external_grader_end_to_end() {
     std::fs::create_dir_all(root.join("data")).unwrap();
     let data = serde_json::json!({"submitted_answers": {"p5.reduced.params": "346,720", "p3.witness.form_ii": "-0.119", "p4.pool2.cols": "4j-9 <= n <= 4j+6"}});
     std::fs::write(root.join("data/data.json"), data.to_string()).unwrap();
-    let env = [("GRADE_ROOT", root.display().to_string()), ("LAYERSCOPE_URL", url)];
-    tokio::task::spawn_blocking(move || run("examples/prairielearn/grade.py", &env))
-        .await
-        .unwrap();
+    python_ok(
+        &["examples/prairielearn/grade.py"],
+        &[("GRADE_ROOT", &root.display().to_string()), ("LAYERSCOPE_URL", &url)],
+    )
+    .await;
     let results: Value = serde_json::from_str(&std::fs::read_to_string(root.join("results/results.json")).unwrap()).unwrap();
     assert_eq!(results["gradable"], true);
     let score = results["score"].as_f64().unwrap();

@@ -1,16 +1,11 @@
 //! Hostile traffic against the live server: a schemathesis run generated from openapi.yaml (no
 //! 5xx, every response matching the spec) and hand-written hostile requests over a real socket.
 mod common;
+use common::python_ok;
+use common::serve;
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
-
-async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, layerscope::app(layerscope::Config::default())).await.unwrap() });
-    format!("http://{addr}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
@@ -75,15 +70,5 @@ async fn a_100_megabyte_body_is_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_half_valid_requests_never_get_a_5xx() {
     let url = serve().await;
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::python())
-            .args(["tests/oracle/hostile.py", &url, "7", "400"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{text}");
-    assert!(out.status.success(), "{text}");
+    python_ok(&["tests/oracle/hostile.py", &url, "7", "400"], &[]).await;
 }

@@ -223,20 +223,7 @@ async fn a_stalled_body_gets_408() {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
-        .env("LAYERSCOPE_ADDR", format!("127.0.0.1:{port}"))
-        .env("LAYERSCOPE_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, port) = spawn_binary(&[]);
     let body = heavy_request().to_string();
     let request = std::thread::spawn(move || {
         use std::io::{Read, Write};
@@ -266,24 +253,8 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 #[test]
 fn a_client_trickling_its_headers_is_cut_off() {
     use std::io::{Read, Write};
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
-        .env("LAYERSCOPE_ADDR", format!("127.0.0.1:{port}"))
-        .env("LAYERSCOPE_HEADER_TIMEOUT_SECS", "1")
-        .env("LAYERSCOPE_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut s = loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, port) = spawn_binary(&[("LAYERSCOPE_HEADER_TIMEOUT_SECS", "1")]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = Instant::now();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();

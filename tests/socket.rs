@@ -1,25 +1,12 @@
 //! The service on a real TCP socket, checked by the PyTorch oracles in tests/oracle/:
 //! receptive fields against autograd, parameters and FLOPs against torch.utils.flop_counter.
 mod common;
-use std::process::Command;
+use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, layerscope::app(layerscope::Config::default())).await.unwrap() });
-    format!("http://{addr}")
-}
-
-fn oracle(what: &str, url: &str, n: &str) {
-    let out = Command::new(common::python())
-        .args(["tests/oracle/check.py", what, url, "--n", n])
-        .env("PYTHONWARNINGS", "ignore")
-        .output()
-        .expect("run the python oracle");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{text}");
-    assert!(out.status.success(), "{what} oracle failed:\n{text}");
+async fn oracle(what: &str, n: &str) {
+    let url = serve().await;
+    python_ok(&["tests/oracle/check.py", what, &url, "--n", n], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,64 +24,46 @@ async fn health_over_a_real_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receptive_fields_agree_with_pytorch_autograd_on_220_random_specs() {
-    let url = serve().await;
-    tokio::task::spawn_blocking(move || oracle("rf", &url, "220")).await.unwrap();
+    oracle("rf", "220").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn params_and_flops_agree_with_torch_flop_counter_on_presets_and_220_random_specs() {
-    let url = serve().await;
-    tokio::task::spawn_blocking(move || oracle("complexity", &url, "220"))
-        .await
-        .unwrap();
+    oracle("complexity", "220").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
-    let url = serve().await;
-    tokio::task::spawn_blocking(move || oracle("momentum", &url, "200")).await.unwrap();
+    oracle("momentum", "200").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_and_cnns() {
-    let url = serve().await;
-    tokio::task::spawn_blocking(move || oracle("gradient", &url, "150")).await.unwrap();
+    oracle("gradient", "150").await;
 }
 
 /// A bounded load test on loopback: heavy libtorch runs mixed with light analytic requests.
 /// Only 200/429/503 may come back, and light requests stay responsive (a debug build's bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_gets_only_documented_answers_and_light_requests_stay_fast() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = layerscope::Config {
+    let url = serve_with(layerscope::Config {
         queue: 2,
         ..layerscope::Config::default()
-    };
-    tokio::spawn(async move { axum::serve(listener, layerscope::app(cfg)).await.unwrap() });
-    let url = format!("http://{addr}");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::python())
-            .args([
-                "bench/load.py",
-                &url,
-                "--seconds",
-                "6",
-                "--heavy-clients",
-                "3",
-                "--light-clients",
-                "4",
-                "--max-requests",
-                "800",
-                "--light-p99-limit",
-                "2.0",
-            ])
-            .output()
-            .unwrap()
     })
-    .await
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{text}");
-    assert!(out.status.success(), "{text}");
+    .await;
+    let args = [
+        "bench/load.py",
+        &url,
+        "--seconds",
+        "6",
+        "--heavy-clients",
+        "3",
+        "--light-clients",
+        "4",
+        "--max-requests",
+        "800",
+        "--light-p99-limit",
+        "2.0",
+    ];
+    python_ok(&args, &[]).await;
 }
