@@ -1,9 +1,18 @@
 //! Checks a receptive-field answer by back-propagating one output unit through a probe copy of
-//! the network (see [`Mode::Probe`]) and reading which input positions got a non-zero gradient.
+//! the network and reading which input positions got a non-zero gradient.
+//!
+//! The probe is the network's *channel quotient* (see [`Classes`]): all-ones weights, no biases,
+//! every pooling a summing window, identity activations and batchnorm, and each tensor's channels
+//! merged into classes of channels that provably depend on the same input set. Spatial windows
+//! (kernel, stride, padding, dilation, ceil-mode ends) are the real ones and the input keeps every
+//! channel, so the gradient of one unit is still a positive count of paths wherever the real
+//! network has a path and exactly zero elsewhere, at the cost of a network a few channels wide
+//! (vgg16: 1 channel a layer instead of 64..512, about 10^4 times less arithmetic).
+//! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
 use super::net::{Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
-use crate::spec::{infer, ModelSpec};
+use crate::spec::{infer, LayerKind, ModelSpec, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -14,6 +23,9 @@ pub struct ProbeResult {
     /// Gradients overflowed float64 (astronomically many paths): nothing can be concluded.
     pub overflow: bool,
     pub millis: f64,
+    /// Channels (features) the probe's widest tensor had, against the real network's widest.
+    pub probe_width: u64,
+    pub network_width: u64,
 }
 
 /// Indices where `mask` is true, as an interval set.
@@ -33,8 +45,231 @@ pub fn mask_to_set(mask: &[bool]) -> IntervalSet {
     IntervalSet::from_ranges(ranges)
 }
 
+/// The channel classes of one tensor of the probe: channel (or flat feature) `c` of the real
+/// tensor is represented by channel `map[c]` of the probe's tensor, which has `k` channels.
+///
+/// Invariant (by induction over the layers): the set of input (channel, position) pairs with a
+/// path to real unit (c, p) equals the set with a path to probe unit (map[c], p). It holds for
+/// the input (identity map) and each rule keeps it: a conv's output channel depends on the
+/// classes present in its group's input channels, so output channels whose groups hold the same
+/// classes get one class, and the probe's conv connects each class to exactly those classes;
+/// element-wise and per-channel layers keep the map; concatenation offsets the branches' classes;
+/// a residual sum's class is the pair (body class, shortcut class); a linear layer's outputs all
+/// depend on every input, one class.
+#[derive(Clone, Debug)]
+struct Classes {
+    map: Vec<u32>,
+    k: usize,
+}
+
+impl Classes {
+    fn identity(n: usize) -> Classes {
+        Classes {
+            map: (0..n as u32).collect(),
+            k: n,
+        }
+    }
+
+    /// Numbers distinct keys in order of first appearance.
+    fn from_keys<K: std::hash::Hash + Eq + Clone>(keys: &[K]) -> (Classes, Vec<K>) {
+        let mut ids: HashMap<K, u32> = HashMap::new();
+        let mut firsts = Vec::new();
+        let map = keys
+            .iter()
+            .map(|key| {
+                *ids.entry(key.clone()).or_insert_with(|| {
+                    firsts.push(key.clone());
+                    firsts.len() as u32 - 1
+                })
+            })
+            .collect();
+        (Classes { map, k: firsts.len() }, firsts)
+    }
+}
+
+/// Runs `nodes` on the probe tensor `x` whose channels are classes `m`.
+fn quotient(nodes: &[&Node], x: Tensor, m: Classes, width: &mut u64) -> (Tensor, Classes) {
+    nodes.iter().fold((x, m), |(x, m), node| {
+        let (y, c) = quotient_node(node, x, m, width);
+        *width = (*width).max(c.k as u64);
+        (y, c)
+    })
+}
+
+fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor, Classes) {
+    let kind = x.kind();
+    let device = x.device();
+    match &node.layer.kind {
+        LayerKind::Conv2d { out_channels, groups, .. } => {
+            let (c_in, out, g) = (node.input[0] as usize, *out_channels as usize, *groups as usize);
+            let per_in = c_in / g;
+            // the sorted classes present in each group's input channels
+            let sets: Vec<Vec<u32>> = (0..g)
+                .map(|grp| {
+                    let mut s: Vec<u32> = m.map[grp * per_in..(grp + 1) * per_in].to_vec();
+                    s.sort_unstable();
+                    s.dedup();
+                    s
+                })
+                .collect();
+            let (group_classes, firsts) = Classes::from_keys(&sets);
+            let per_out = out / g;
+            let classes = Classes {
+                map: (0..out).map(|o| group_classes.map[o / per_out]).collect(),
+                k: group_classes.k,
+            };
+            let (k_in, k_out) = (m.k, classes.k);
+            // The probe's conv is a 1x1 conv that sums each output class's input classes (a 0/1
+            // matrix; grouped when output class o reads exactly the o-th contiguous block of input
+            // classes, nothing at all when that block is one class), then an all-ones depthwise
+            // window with the conv's kernel, stride, padding and dilation. Both have positive
+            // coefficients, so the paths are the real conv's, at a fraction of its arithmetic.
+            let block = k_in / k_out;
+            let grouped = k_in % k_out == 0
+                && firsts
+                    .iter()
+                    .enumerate()
+                    .all(|(o, s)| s.len() == block && s.iter().enumerate().all(|(j, &c)| c as usize == o * block + j));
+            let mix = |x: Tensor| -> Tensor {
+                if grouped && block == 1 {
+                    x
+                } else if grouped {
+                    x.conv2d(
+                        &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
+                        None::<Tensor>,
+                        [1, 1],
+                        [0, 0],
+                        [1, 1],
+                        k_out as i64,
+                    )
+                } else {
+                    let mut w = vec![0.0f64; k_out * k_in];
+                    for (o, s) in firsts.iter().enumerate() {
+                        for &c in s {
+                            w[o * k_in + c as usize] = 1.0;
+                        }
+                    }
+                    let w = Tensor::from_slice(&w)
+                        .to_kind(kind)
+                        .to_device(device)
+                        .reshape([k_out as i64, k_in as i64, 1, 1]);
+                    x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+                }
+            };
+            let windows = node.windows.expect("conv windows");
+            // mix where there are fewer channels to mix, window where there are fewer to slide
+            let y = if k_out <= k_in {
+                window_sum(&mix(x), windows)
+            } else {
+                mix(window_sum(&x, windows))
+            };
+            (y, classes)
+        }
+        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => (window_sum(&x, node.windows.expect("pool windows")), m),
+        LayerKind::AdaptiveAvgPool2d { .. } => (x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]), m),
+        LayerKind::Linear { .. } => {
+            let w = Tensor::ones([1, m.k as i64], (kind, device));
+            let out = node.output[0] as usize;
+            (x.linear(&w, None::<Tensor>), Classes { map: vec![0; out], k: 1 })
+        }
+        LayerKind::Flatten if node.input.len() == 3 => {
+            let hw = (node.input[1] * node.input[2]) as u32;
+            let map = m.map.iter().flat_map(|&c| (0..hw).map(move |p| c * hw + p)).collect();
+            (x.flatten(1, -1), Classes { map, k: m.k * hw as usize })
+        }
+        LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => (x, m),
+        LayerKind::Concat { .. } => {
+            let mut outs = Vec::new();
+            let mut map = Vec::new();
+            let mut k = 0;
+            for g in &node.groups {
+                let nodes: Vec<&Node> = g.nodes.iter().collect();
+                let (y, c) = quotient(&nodes, x.shallow_clone(), m.clone(), width);
+                map.extend(c.map.iter().map(|&v| v + k as u32));
+                k += c.k;
+                outs.push(y);
+            }
+            (Tensor::cat(&outs, 1), Classes { map, k })
+        }
+        LayerKind::Residual { .. } => {
+            let body: Vec<&Node> = node.groups[0].nodes.iter().collect();
+            let short: Vec<&Node> = node.groups[1].nodes.iter().collect();
+            let (yb, cb) = quotient(&body, x.shallow_clone(), m.clone(), width);
+            let (ys, cs) = quotient(&short, x, m, width);
+            let pairs: Vec<(u32, u32)> = cb.map.iter().copied().zip(cs.map.iter().copied()).collect();
+            let (classes, firsts) = Classes::from_keys(&pairs);
+            let index =
+                |f: fn(&(u32, u32)) -> u32| Tensor::from_slice(&firsts.iter().map(|p| f(p) as i64).collect::<Vec<_>>()).to_device(device);
+            let y = yb.index_select(1, &index(|p| p.0)) + ys.index_select(1, &index(|p| p.1));
+            (y, classes)
+        }
+    }
+}
+
+/// The sum of every window of a conv or pool (per channel): zero padding as the layer pads, and
+/// as far past the end as a ceil-mode window reaches; then the kernel's rows and columns summed
+/// as strided slices, one axis after the other. The same numbers as an all-ones depthwise conv
+/// (what the full probe runs), at a fraction of libtorch's float64 conv cost.
+fn window_sum(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
+    let extra = |w: &Window| -> i64 {
+        let needed = (w.output - 1) * w.stride + w.span();
+        (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
+    };
+    let padded = x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)]);
+    let axis_sum = |t: Tensor, dim: i64, w: &Window| -> Tensor {
+        if w.kernel == 1 && w.stride == 1 && t.size()[dim as usize] == w.output as i64 {
+            return t;
+        }
+        let (s, d, out) = (w.stride as i64, w.dilation as i64, w.output as i64);
+        (0..w.kernel as i64)
+            .map(|a| t.slice(dim, a * d, a * d + s * (out - 1) + 1, s))
+            .reduce(|acc, v| acc + v)
+            .expect("kernel >= 1")
+    };
+    axis_sum(axis_sum(padded, 2, &wh), 3, &ww)
+}
+
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
+    let started = std::time::Instant::now();
+    let graph = infer(spec, "").map_err(|e| e.to_string())?;
+    let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    let network_width = graph
+        .walk()
+        .iter()
+        .map(|n| n.output[0])
+        .chain([spec.input_shape[0]])
+        .max()
+        .unwrap_or(0);
+    let x = input_ones(spec, Kind::Double, device);
+    let mut probe_width = spec.input_shape[0];
+    let (y, classes) = quotient(
+        &chain.steps,
+        x.shallow_clone(),
+        Classes::identity(spec.input_shape[0] as usize),
+        &mut probe_width,
+    );
+    let unit = select_unit(&y.select(0, 0), index, channel.map(|c| classes.map[c as usize] as u64), &classes);
+    Ok(read_gradient(spec, &x, unit, started, probe_width, network_width))
+}
+
+/// The unit of `y` (one sample, no batch axis): `channel` (None: every channel summed) at
+/// spatial `index`, or flat feature `index[0]` through the probe's class map.
+fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classes) -> Tensor {
+    if index.len() == 2 {
+        let column = y.select(1, index[0] as i64).select(1, index[1] as i64);
+        match channel {
+            Some(c) => column.select(0, c as i64),
+            None => column.sum(column.kind()),
+        }
+    } else {
+        y.select(0, classes.map[index[0] as usize] as i64)
+    }
+}
+
+/// The same probe on the unreduced network (every channel, all-ones weights): the reference the
+/// quotient is tested against.
+pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
@@ -44,19 +279,34 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
         seed: 0,
     };
     let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
+    let x = input_ones(spec, Kind::Double, device);
+    let y = net.forward(&chain.steps, x.shallow_clone(), &mut |_, _, _| {}).select(0, 0);
+    let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
+    let width = graph
+        .walk()
+        .iter()
+        .map(|n| n.output[0])
+        .chain([spec.input_shape[0]])
+        .max()
+        .unwrap_or(0);
+    Ok(read_gradient(spec, &x, unit, started, width, width))
+}
+
+fn input_ones(spec: &ModelSpec, kind: Kind, device: Device) -> Tensor {
     let mut shape: Vec<i64> = vec![1];
     shape.extend(spec.input_shape.iter().map(|&d| d as i64));
-    let x = Tensor::ones(shape.as_slice(), (Kind::Double, device)).set_requires_grad(true);
-    let y = net.forward(&chain.steps, x.shallow_clone(), &mut |_, _, _| {}).select(0, 0);
-    let unit = if index.len() == 2 {
-        let column = y.select(1, index[0] as i64).select(1, index[1] as i64);
-        match channel {
-            Some(c) => column.select(0, c as i64),
-            None => column.sum(Kind::Double),
-        }
-    } else {
-        y.select(0, index[0] as i64)
-    };
+    Tensor::ones(shape.as_slice(), (kind, device)).set_requires_grad(true)
+}
+
+/// Back-propagates `unit` and reads, per input axis, the positions with a non-zero gradient.
+fn read_gradient(
+    spec: &ModelSpec,
+    x: &Tensor,
+    unit: Tensor,
+    started: std::time::Instant,
+    probe_width: u64,
+    network_width: u64,
+) -> ProbeResult {
     unit.backward();
     let g = x.grad().select(0, 0);
     let overflow = !bool::try_from(g.isfinite().all()).unwrap_or(false);
@@ -74,9 +324,78 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
             mask_to_set(&bools)
         })
         .collect();
-    Ok(ProbeResult {
+    ProbeResult {
         axes,
         overflow,
         millis: started.elapsed().as_secs_f64() * 1e3,
-    })
+        probe_width,
+        network_width,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{parse_model, SpecLimits};
+    use serde_json::json;
+
+    /// The quotient probe reads the same input sets as the probe over every real channel, on
+    /// networks where channels differ: concatenated branches mixed by grouped and depthwise
+    /// convs, grouped convs on the input, residual pairs, flat units after flatten.
+    #[test]
+    fn quotient_equals_the_full_probe() {
+        let cases = [
+            json!({"input_shape": [4, 13, 11], "layers": [
+                {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "groups": 4, "padding": 1},
+                {"type": "concat", "branches": [
+                    [{"type": "conv2d", "out_channels": 2, "kernel_size": 1}],
+                    [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "dilation": 2, "padding": 2, "groups": 2}],
+                    [{"type": "maxpool2d", "kernel_size": 3, "stride": 1, "padding": 1}]]},
+                {"type": "conv2d", "out_channels": 10, "kernel_size": [1, 3], "groups": 10, "stride": 2},
+                {"type": "conv2d", "out_channels": 4, "kernel_size": 2, "groups": 2}]}),
+            json!({"input_shape": [3, 12, 12], "layers": [
+                {"type": "residual", "body": [
+                    {"type": "conv2d", "out_channels": 6, "kernel_size": 2, "stride": 2, "groups": 3},
+                    {"type": "relu"},
+                    {"type": "conv2d", "out_channels": 6, "kernel_size": 1, "groups": 6}],
+                 "shortcut": [{"type": "conv2d", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "groups": 3}]},
+                {"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": "same", "dilation": 2, "groups": 2},
+                {"type": "avgpool2d", "kernel_size": 2, "ceil_mode": true},
+                {"type": "flatten"}]}),
+            json!({"input_shape": [2, 9, 9], "layers": [
+                {"type": "concat", "branches": [
+                    [{"type": "conv2d", "out_channels": 2, "kernel_size": 3, "groups": 2}],
+                    [{"type": "conv2d", "out_channels": 2, "kernel_size": 5, "padding": 1}]]},
+                {"type": "flatten"}, {"type": "linear", "out_features": 3}]}),
+            json!({"input_shape": [6], "layers": [
+                {"type": "residual", "body": [{"type": "linear", "out_features": 6}, {"type": "sigmoid"}]},
+                {"type": "linear", "out_features": 2}]}),
+        ];
+        let limits = SpecLimits::default();
+        for case in &cases {
+            let spec = parse_model(case, "", &limits).unwrap();
+            let graph = infer(&spec, "").unwrap();
+            for node in graph.walk() {
+                let out = &node.output;
+                let units: Vec<(Vec<u64>, Option<u64>)> = if out.len() == 3 {
+                    let (i, j) = (out[1] / 2, out[2] - 1);
+                    let mut u: Vec<_> = (0..out[0]).map(|c| (vec![i, j], Some(c))).collect();
+                    u.push((vec![0, 0], None));
+                    u
+                } else {
+                    (0..out[0])
+                        .step_by(((out[0] / 7) as usize).max(1))
+                        .map(|k| (vec![k], None))
+                        .collect()
+                };
+                for (index, channel) in units {
+                    let q = probe(&spec, &node.path, &index, channel, Device::Cpu).unwrap();
+                    let f = probe_full(&spec, &node.path, &index, channel, Device::Cpu).unwrap();
+                    assert_eq!(q.axes, f.axes, "{} {index:?} {channel:?} in {case}", node.path);
+                    assert!(!q.overflow && !f.overflow);
+                    assert!(q.probe_width <= f.network_width);
+                }
+            }
+        }
+    }
 }
