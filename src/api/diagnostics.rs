@@ -234,7 +234,8 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
             .filter_map(|n| match n.layer.kind {
                 LayerKind::Linear { .. } => report.params.iter().find(|p| p.path == n.path).map(|p| ChainItem::Linear {
                     path: n.path.clone(),
-                    spectral_norm: p.spectral_norm,
+                    // the upper end of the estimate's interval, so that the bound stays a bound
+                    spectral_norm: p.spectral_norm.value + p.spectral_norm.error,
                 }),
                 LayerKind::Activation { kind, negative_slope } => Some(ChainItem::Activation {
                     max_derivative: max_derivative(kind, negative_slope),
@@ -272,7 +273,9 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
             "bias_grad": p.bias_grad.as_ref().map(|b| json!({"frobenius": b.frobenius, "max_abs": b.max_abs})),
             "weight_grad_ratio_to_last": r,
             "bias_grad_ratio_to_last": match (measured, last_bias) { (Some(m), Some(l)) => json!(ratio(m, l)), _ => Value::Null },
-            "spectral_norm": p.spectral_norm,
+            "spectral_norm": p.spectral_norm.value,
+            "spectral_norm_error": p.spectral_norm.error,
+            "spectral_norm_method": p.spectral_norm.method,
             "bias_grad_bound": bound,
             "bound_holds": match (bound, measured) { (Some(b), Some(m)) => json!(m <= b * (1.0 + th.bound_slack)), _ => Value::Null },
             "verdict": v.name(),
@@ -663,5 +666,10 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     resp["dtype"] = json!(if kind == tch::Kind::Double { "float64" } else { "float32" });
     resp["libtorch_version"] = json!(device::libtorch_version());
     resp["millis"] = json!((report.millis * 1000.0).round() / 1000.0);
+    resp["phases_millis"] = report
+        .phases
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!((v * 1000.0).round() / 1000.0)))
+        .collect();
     Ok(resp)
 }

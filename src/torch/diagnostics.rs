@@ -48,7 +48,7 @@ pub struct ParamLayer {
     pub weight_grad: Norms,
     pub bias_grad: Option<Norms>,
     /// Largest singular value of the weight (conv: of the kernel reshaped to out x in*kh*kw).
-    pub spectral_norm: f64,
+    pub spectral_norm: Spectral,
     pub weight_shape: Vec<i64>,
 }
 
@@ -74,6 +74,8 @@ pub struct Report {
     pub output_grad_norm_sum: f64,
     pub loss: f64,
     pub millis: f64,
+    /// Where the time went: (phase, milliseconds), in order.
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 fn norms(t: &Tensor) -> Norms {
@@ -133,6 +135,12 @@ fn input_values(inputs: &Inputs, numel: usize) -> (u64, Vec<f64>) {
 pub fn run(req: &Request) -> Result<Report, String> {
     let started = std::time::Instant::now();
     let graph = infer(&req.spec, "").map_err(|e| e.to_string())?;
+    let mut phases = Vec::new();
+    let mut lap = std::time::Instant::now();
+    let mut mark = |phase: &'static str| {
+        phases.push((phase, lap.elapsed().as_secs_f64() * 1e3));
+        lap = std::time::Instant::now();
+    };
     let net = Net::build(&graph, Mode::Eval, &req.init, &req.explicit, req.kind, req.device);
     for (_, _, t) in net.parameter_tensors() {
         let _ = t.set_requires_grad(true);
@@ -145,6 +153,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
         .reshape(shape.as_slice())
         .to_kind(req.kind)
         .to_device(req.device);
+    mark("parameters_and_inputs");
 
     let mut activations = Vec::new();
     let saturation = req.saturation;
@@ -176,6 +185,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
             });
         }
     });
+    mark("forward_and_activation_statistics");
     let flat = y.flatten(1, -1);
     let loss = match &req.objective {
         ObjectiveKind::SumOutput => flat.sum(req.kind),
@@ -198,8 +208,10 @@ pub fn run(req: &Request) -> Result<Report, String> {
         .sum(Kind::Double)
         .double_value(&[]);
     loss.backward();
+    mark("backward");
 
     let mut params = Vec::new();
+    let mut weights = Vec::new();
     for node in graph.walk() {
         if !matches!(node.layer.kind, LayerKind::Conv2d { .. } | LayerKind::Linear { .. }) {
             continue;
@@ -207,31 +219,126 @@ pub fn run(req: &Request) -> Result<Report, String> {
         let p = &net.params[&node.path];
         let w = p.weight.as_ref().unwrap();
         let size = w.size();
-        let spectral = spectral_norm(&w.detach().reshape([size[0], -1]));
+        weights.push(w.detach().reshape([size[0], -1]));
         params.push(ParamLayer {
             path: node.path.clone(),
             weight_grad: norms(&w.grad()),
             bias_grad: p.bias.as_ref().map(|b| norms(&b.grad())),
-            spectral_norm: spectral,
+            spectral_norm: Spectral::default(),
             weight_shape: size,
         });
     }
+    mark("gradient_norms");
+    for (p, w) in params.iter_mut().zip(&weights) {
+        p.spectral_norm = spectral_norm(w);
+    }
+    mark("spectral_norms");
     Ok(Report {
         params,
         activations,
         output_grad_norm_sum,
         loss: loss.to_kind(Kind::Double).double_value(&[]),
         millis: started.elapsed().as_secs_f64() * 1e3,
+        phases,
     })
 }
 
-/// Largest singular value, as sqrt of the largest eigenvalue of the smaller Gram matrix: the
-/// same number as torch.linalg.matrix_norm(W, 2) (relative error ~ machine epsilon) at about half
-/// the cost of an SVD, which dominated the diagnostics' run time.
-pub fn spectral_norm(m: &Tensor) -> f64 {
+/// Largest singular value of a matrix, with a bound on its error.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spectral {
+    pub value: f64,
+    /// sigma lies in [value, value + error] (see [`spectral_norm`]).
+    pub error: f64,
+    /// "eigvalsh" (exact up to rounding) or "lanczos".
+    pub method: &'static str,
+    /// Lanczos steps (matrix-vector product pairs); 0 for eigvalsh.
+    pub steps: usize,
+}
+
+/// Matrices whose smaller side is at most this get the exact eigenvalue of their Gram matrix.
+const SPECTRAL_EXACT_MAX: i64 = 64;
+/// Lanczos stops when sigma's error bound is under this fraction of sigma.
+pub const SPECTRAL_TOLERANCE: f64 = 1e-6;
+
+/// Largest singular value of `m` in float64.
+///
+/// Small matrices: sqrt of the top eigenvalue of the smaller Gram matrix (the same number as
+/// torch.linalg.matrix_norm(W, 2) up to rounding). Larger ones: Lanczos on the smaller Gram
+/// matrix, applied as two matrix-vector products (never formed), with full
+/// reorthogonalisation, from a fixed pseudo-random start. The top Ritz value theta is a Rayleigh
+/// quotient, so theta <= lambda_max; the residual r = beta_k |s_k| bounds the distance from
+/// theta to an eigenvalue, so once theta has converged to the top one, lambda_max <= theta + r.
+/// It stops when sqrt(theta + r) - sqrt(theta) <= SPECTRAL_TOLERANCE * sqrt(theta), and
+/// reports value = sqrt(theta), error = sqrt(theta + r) - sqrt(theta). The cost is a few dozen
+/// passes over the weights instead of an O(n^3) eigen-decomposition.
+pub fn spectral_norm(m: &Tensor) -> Spectral {
+    let m = m.to_kind(Kind::Double);
     let (rows, cols) = (m.size()[0], m.size()[1]);
-    let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(m) };
-    gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[])
+    let n = rows.min(cols);
+    if n <= SPECTRAL_EXACT_MAX {
+        let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
+        let value = gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]);
+        return Spectral {
+            value,
+            error: 0.0,
+            method: "eigvalsh",
+            steps: 0,
+        };
+    }
+    // G v = M^T (M v) on the column side when cols <= rows, else M (M^T v)
+    let mt = m.tr();
+    let apply = |v: &Tensor| if cols <= rows { mt.mv(&m.mv(v)) } else { m.mv(&mt.mv(v)) };
+    let max_steps = n.min(300) as usize;
+    let basis = Tensor::zeros([n, max_steps as i64 + 1], (Kind::Double, m.device()));
+    let mut rng = Rng::new(0x5eed_1a2c);
+    let start: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let q0 = Tensor::from_slice(&start).to_device(m.device());
+    basis.select(1, 0).copy_(&(&q0 / q0.norm()));
+    let (mut alphas, mut betas) = (Vec::new(), Vec::new());
+    let mut best = Spectral {
+        value: 0.0,
+        error: f64::INFINITY,
+        method: "lanczos",
+        steps: 0,
+    };
+    for j in 0..max_steps {
+        let q = basis.select(1, j as i64);
+        let mut w = apply(&q);
+        alphas.push(w.dot(&q).double_value(&[]));
+        // full reorthogonalisation against every earlier vector (this removes alpha q_j and
+        // beta q_{j-1} too, and keeps the Ritz values free of ghost copies)
+        let done = basis.narrow(1, 0, j as i64 + 1);
+        w = &w - done.mv(&done.tr().mv(&w));
+        let beta = w.norm().double_value(&[]);
+        betas.push(beta);
+        let k = alphas.len();
+        let last = k == max_steps || beta <= 1e-300;
+        if last || k % 4 == 0 || k < 4 {
+            let mut t = vec![0.0; k * k];
+            for i in 0..k {
+                t[i * k + i] = alphas[i];
+                if i + 1 < k {
+                    t[i * k + i + 1] = betas[i];
+                    t[(i + 1) * k + i] = betas[i];
+                }
+            }
+            let (vals, vecs) = Tensor::from_slice(&t).reshape([k as i64, k as i64]).linalg_eigh("L");
+            let theta = vals.double_value(&[k as i64 - 1]).max(0.0);
+            let residual = beta * vecs.double_value(&[k as i64 - 1, k as i64 - 1]).abs();
+            let value = theta.sqrt();
+            best = Spectral {
+                value,
+                error: (theta + residual).sqrt() - value,
+                method: "lanczos",
+                steps: k,
+            };
+            if last || best.error <= SPECTRAL_TOLERANCE * value {
+                break;
+            }
+        }
+        basis.select(1, j as i64 + 1).copy_(&(&w / beta));
+    }
+    best
 }
 
 /// The course's bound applies to chains of linear layers and element-wise activations.

@@ -97,8 +97,119 @@ fn layer_rng(seed: u64, path: &str) -> Rng {
     Rng::new(seed ^ h)
 }
 
-fn tensor(values: &[f64], shape: &[i64], kind: Kind, device: Device) -> Tensor {
-    Tensor::from_slice(values).reshape(shape).to_kind(kind).to_device(device)
+/// A layer's weight and bias values, before they become tensors.
+enum Drawn<'a> {
+    Ready(Vec<f64>, Option<Vec<f64>>),
+    Pending {
+        path: &'a str,
+        n: usize,
+        out: usize,
+        fan_in: f64,
+        fan_out: f64,
+        has_bias: bool,
+    },
+}
+
+/// Values drawn in f64, or rounded to f32 as they are drawn (the same rounding as to_kind).
+enum Values {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+}
+
+impl Values {
+    fn into_tensor(self, shape: &[i64], kind: Kind, device: Device) -> Tensor {
+        let t = match self {
+            Values::F64(v) => Tensor::from_slice(&v),
+            Values::F32(v) => Tensor::from_slice(&v),
+        };
+        t.reshape(shape).to_kind(kind).to_device(device)
+    }
+}
+
+/// One layer's generated parameters from its own stream: weights by `init` times `scale`, biases
+/// by torch.nn's default for `pytorch_default` and zero otherwise.
+fn draw(
+    path: &str,
+    n: usize,
+    out: usize,
+    fan_in: f64,
+    fan_out: f64,
+    has_bias: bool,
+    init: &InitSpec,
+    single: bool,
+) -> (Values, Option<Values>) {
+    let mut rng = layer_rng(init.seed, path);
+    let scale = init.scale;
+    let weight = |rng: &mut Rng| -> f64 {
+        let v = match init.init {
+            Init::PytorchDefault => rng.uniform(1.0 / fan_in.sqrt()),
+            Init::XavierUniform => rng.uniform((6.0 / (fan_in + fan_out)).sqrt()),
+            Init::XavierNormal => rng.normal() * (2.0 / (fan_in + fan_out)).sqrt(),
+            Init::KaimingUniform => rng.uniform((6.0 / fan_in).sqrt()),
+            Init::KaimingNormal => rng.normal() * (2.0 / fan_in).sqrt(),
+            Init::Normal { std } => rng.normal() * std,
+            Init::Uniform { bound } => rng.uniform(bound),
+        };
+        v * scale
+    };
+    let w = if single {
+        Values::F32((0..n).map(|_| weight(&mut rng) as f32).collect())
+    } else {
+        Values::F64((0..n).map(|_| weight(&mut rng)).collect())
+    };
+    let b = has_bias.then(|| {
+        let b: Vec<f64> = match init.init {
+            Init::PytorchDefault => (0..out).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect(),
+            _ => vec![0.0; out],
+        };
+        Values::F64(b)
+    });
+    (w, b)
+}
+
+/// Draws every pending layer, the layers split over the machine's cores by size.
+fn draw_all(pending: &[(String, Vec<i64>, Drawn)], init: &InitSpec, single: bool) -> Vec<(Values, Option<Values>)> {
+    let one = |d: &Drawn| match d {
+        Drawn::Ready(w, b) => (Values::F64(w.clone()), b.clone().map(Values::F64)),
+        Drawn::Pending {
+            path,
+            n,
+            out,
+            fan_in,
+            fan_out,
+            has_bias,
+        } => draw(path, *n, *out, *fan_in, *fan_out, *has_bias, init, single),
+    };
+    let total: usize = pending.iter().map(|(_, s, _)| s.iter().product::<i64>() as usize).sum();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(pending.len());
+    if threads <= 1 || total < 1 << 16 {
+        return pending.iter().map(|(_, _, d)| one(d)).collect();
+    }
+    // contiguous chunks of about equal element counts
+    let per = total.div_ceil(threads);
+    let mut chunks: Vec<&[(String, Vec<i64>, Drawn)]> = Vec::new();
+    let (mut begin, mut acc) = (0, 0);
+    for (i, (_, s, _)) in pending.iter().enumerate() {
+        acc += s.iter().product::<i64>() as usize;
+        if acc >= per || i + 1 == pending.len() {
+            chunks.push(&pending[begin..=i]);
+            begin = i + 1;
+            acc = 0;
+        }
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|(_, _, d)| one(d)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("drawing weights cannot panic"))
+            .collect()
+    })
 }
 
 impl Net {
@@ -113,6 +224,7 @@ impl Net {
         device: Device,
     ) -> Net {
         let mut params = HashMap::new();
+        let mut pending: Vec<(String, Vec<i64>, Drawn)> = Vec::new();
         for node in graph.walk() {
             let (wshape, fan_in, fan_out, has_bias): (Vec<i64>, f64, f64, bool) = match &node.layer.kind {
                 LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
@@ -149,33 +261,33 @@ impl Net {
                 );
                 continue;
             }
-            let (weight, bias) = if mode == Mode::Probe {
-                (vec![1.0; n], None)
+            let values = if mode == Mode::Probe {
+                Drawn::Ready(vec![1.0; n], None)
             } else if let Some((w, b)) = explicit.get(&node.path) {
-                (w.clone(), b.clone().or_else(|| has_bias.then(|| vec![0.0; out])))
+                Drawn::Ready(w.clone(), b.clone().or_else(|| has_bias.then(|| vec![0.0; out])))
             } else {
-                let mut rng = layer_rng(init.seed, &node.path);
-                let w: Vec<f64> = match init.init {
-                    Init::PytorchDefault => (0..n).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect(),
-                    Init::XavierUniform => (0..n).map(|_| rng.uniform((6.0 / (fan_in + fan_out)).sqrt())).collect(),
-                    Init::XavierNormal => (0..n).map(|_| rng.normal() * (2.0 / (fan_in + fan_out)).sqrt()).collect(),
-                    Init::KaimingUniform => (0..n).map(|_| rng.uniform((6.0 / fan_in).sqrt())).collect(),
-                    Init::KaimingNormal => (0..n).map(|_| rng.normal() * (2.0 / fan_in).sqrt()).collect(),
-                    Init::Normal { std } => (0..n).map(|_| rng.normal() * std).collect(),
-                    Init::Uniform { bound } => (0..n).map(|_| rng.uniform(bound)).collect(),
-                };
-                let w = w.into_iter().map(|v| v * init.scale).collect();
-                let b = has_bias.then(|| match init.init {
-                    Init::PytorchDefault => (0..out).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect(),
-                    _ => vec![0.0; out],
-                });
-                (w, b)
+                Drawn::Pending {
+                    path: &node.path,
+                    n,
+                    out,
+                    fan_in,
+                    fan_out,
+                    has_bias,
+                }
             };
+            pending.push((node.path.clone(), wshape, values));
+        }
+        // Drawing a large model's weights takes longer than running it: the layers' streams are
+        // independent, so they are drawn on every core, straight into the run's float type.
+        let single = kind == Kind::Float;
+        let drawn = draw_all(&pending, init, single);
+        for ((path, wshape, _), (weight, bias)) in pending.iter().zip(drawn) {
+            let out = wshape[0];
             params.insert(
-                node.path.clone(),
+                path.clone(),
                 LayerParams {
-                    weight: Some(tensor(&weight, &wshape, kind, device)),
-                    bias: bias.map(|b| tensor(&b, &[out as i64], kind, device)),
+                    weight: Some(weight.into_tensor(wshape, kind, device)),
+                    bias: bias.map(|b| b.into_tensor(&[out], kind, device)),
                     running_mean: None,
                     running_var: None,
                 },

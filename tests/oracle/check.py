@@ -353,7 +353,53 @@ def run_gradient(url, n, seed):
         if problems:
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
+    failures += run_spectral(url, max(4, n // 10), rng)
     print(f"gradient oracle: {n - failures} passed, {failures} failed")
+    return failures
+
+
+def run_spectral(url, n, rng):
+    """Spectral norms of matrices large enough for Lanczos (smaller side over 64), with spectra
+    that make it work: Gaussian (a small top gap), low rank plus noise, a cluster of equal top
+    singular values, and rectangular both ways; against torch.linalg.matrix_norm(W, 2) in float64.
+    The true value must lie in the reported [spectral_norm, spectral_norm + spectral_norm_error]
+    (up to rounding), and the error must be under 1e-6 of the value."""
+    failures = 0
+    for case in range(n):
+        rows, cols = rng.randint(65, 300), rng.randint(65, 300)
+        g = torch.Generator().manual_seed(rng.randrange(2**31))
+        kind = case % 3
+        if kind == 0:
+            w = torch.randn(rows, cols, generator=g, dtype=torch.float64)
+        elif kind == 1:
+            r = rng.randint(1, 5)
+            w = torch.randn(rows, r, generator=g, dtype=torch.float64) @ torch.randn(r, cols, generator=g, dtype=torch.float64)
+            w += 1e-3 * torch.randn(rows, cols, generator=g, dtype=torch.float64)
+        else:
+            u, _ = torch.linalg.qr(torch.randn(rows, min(rows, cols), generator=g, dtype=torch.float64))
+            v, _ = torch.linalg.qr(torch.randn(cols, min(rows, cols), generator=g, dtype=torch.float64))
+            sv = torch.rand(min(rows, cols), generator=g, dtype=torch.float64)
+            sv[:3] = 2.0
+            w = u @ torch.diag(sv) @ v.T
+        spec = {"input_shape": [cols], "layers": [{"type": "linear", "out_features": rows, "bias": False}]}
+        body = {"model": spec, "parameters": {"0": {"weight": w.flatten().tolist()}}, "inputs": {"batch_size": 1}, "dtype": "float64"}
+        status, resp = post(url + "/v1/gradient-diagnostics", body)
+        true = torch.linalg.matrix_norm(w, 2).item()
+        problem = None
+        if status != 200:
+            problem = f"status {status}: {resp}"
+        else:
+            layer = resp["layers"][0]
+            est, err = layer["spectral_norm"], layer["spectral_norm_error"]
+            if layer["spectral_norm_method"] != "lanczos":
+                problem = f"expected lanczos, got {layer['spectral_norm_method']}"
+            elif not (est - 1e-12 * true <= true <= est + err + 1e-12 * true):
+                problem = f"true {true!r} outside [{est!r}, {est + err!r}]"
+            elif err > 1e-6 * true:
+                problem = f"error bound {err} over 1e-6 of {true}"
+        if problem:
+            failures += 1
+            print(f"spectral case {case} ({rows}x{cols}, kind {kind}): {problem}")
     return failures
 
 
