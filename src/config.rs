@@ -31,6 +31,8 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Request headers not complete within this many seconds: the connection is closed.
     pub header_timeout_secs: u64,
+    /// Bytes of analytic answers kept for repeated identical requests (0: off).
+    pub response_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             body_timeout_secs: 30,
             header_timeout_secs: 10,
+            response_cache_bytes: 64 << 20,
         }
     }
 }
@@ -100,6 +103,7 @@ impl Config {
             cors_origins: list(&std::env::var("LAYERSCOPE_CORS_ORIGINS").unwrap_or_default()),
             body_timeout_secs: var("LAYERSCOPE_BODY_TIMEOUT_SECS", d.body_timeout_secs)?,
             header_timeout_secs: var("LAYERSCOPE_HEADER_TIMEOUT_SECS", d.header_timeout_secs)?.max(1),
+            response_cache_bytes: var("LAYERSCOPE_RESPONSE_CACHE_BYTES", d.response_cache_bytes)?,
         })
     }
 }

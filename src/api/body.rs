@@ -23,6 +23,32 @@ fn depth(v: &Value) -> usize {
     max
 }
 
+/// Reads a whole body under the size limit (413) and the body timeout (408).
+pub async fn read_body(body: axum::body::Body, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let secs = state.config.body_timeout_secs;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                format!("the request body did not arrive within {secs} s"),
+            )
+            .at("")
+        })?;
+    read.map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            format!("the body is larger than {limit} bytes"),
+        )
+        .at("");
+        e.limit = Some(("max_body_bytes".into(), limit as u64));
+        e
+    })
+}
+
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
@@ -38,28 +64,7 @@ impl FromRequest<AppState> for JsonBody {
                 ));
             }
         }
-        let limit = state.config.max_body_bytes;
-        let secs = state.config.body_timeout_secs;
-        let read = tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(req.into_body(), limit))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "Request timeout",
-                    format!("the request body did not arrive within {secs} s"),
-                )
-                .at("")
-            })?;
-        let bytes = read.map_err(|_| {
-            let mut e = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request too large",
-                format!("the body is larger than {limit} bytes"),
-            )
-            .at("");
-            e.limit = Some(("max_body_bytes".into(), limit as u64));
-            e
-        })?;
+        let bytes = read_body(req.into_body(), state).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             let what = if e.to_string().contains("recursion limit") {
                 "the JSON is nested too deeply".to_string()

@@ -126,11 +126,15 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let format = format_of(body.get("format").and_then(Value::as_str), &query, &headers)?;
     let (table, resp) = compute(&state, &body).await?;
-    Ok(match format {
+    let mut out = match format {
         Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response(),
         Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response(),
         Format::Json => json_response(&resp),
-    })
+    };
+    if resp.get("verification").is_none() {
+        out.extensions_mut().insert(super::cache::Cacheable);
+    }
+    Ok(out)
 }
 
 /// Runs the request: the table, and the JSON answer (also used by the grading endpoint).

@@ -1,6 +1,7 @@
 //! HTTP layer: routing, shared state, and one module per endpoint group. Handlers stay thin:
 //! parse, call `analysis` or `torch`, shape the answer.
 pub mod body;
+pub mod cache;
 pub mod complexity;
 pub mod diagnostics;
 pub mod error;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub pool: Arc<TorchPool>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Option<Arc<guard::RateLimiter>>,
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(guard::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst)));
         AppState {
+            cache: Arc::new(cache::ResponseCache::new(config.response_cache_bytes)),
             config: Arc::new(config),
             pool,
             metrics: Arc::default(),
@@ -104,8 +107,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/info", get(health::info))
         .route("/v1/presets", get(presets::list))
         .route("/v1/presets/{name}", get(presets::one))
-        .route("/v1/receptive-field", post(receptive_field::handle))
-        .route("/v1/complexity", post(complexity::handle))
+        .route(
+            "/v1/receptive-field",
+            post(receptive_field::handle).route_layer(middleware::from_fn_with_state(state.clone(), cache::layer)),
+        )
+        .route(
+            "/v1/complexity",
+            post(complexity::handle).route_layer(middleware::from_fn_with_state(state.clone(), cache::layer)),
+        )
         .route("/v1/gradient-diagnostics", post(diagnostics::handle))
         .route("/v1/momentum/equivalence", post(momentum::handle))
         .route("/v1/grade", post(grade::handle))

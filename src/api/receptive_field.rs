@@ -19,7 +19,13 @@ struct Position {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    Ok(json_response(&compute(&state, &body).await?))
+    let resp = compute(&state, &body).await?;
+    let pure = resp.get("verification").is_none();
+    let mut out = json_response(&resp);
+    if pure {
+        out.extensions_mut().insert(super::cache::Cacheable);
+    }
+    Ok(out)
 }
 
 /// Runs the request and returns the JSON answer (also used by the grading endpoint).

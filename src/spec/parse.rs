@@ -26,29 +26,40 @@ impl Default for SpecLimits {
     }
 }
 
+/// A built-in network, parsed once per process (they are constants; re-building and re-parsing
+/// resnet50's JSON on every request cost more than analysing it).
+fn preset_spec(name: &str) -> Option<ModelSpec> {
+    static PARSED: std::sync::OnceLock<std::collections::HashMap<&'static str, ModelSpec>> = std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        let unlimited = SpecLimits {
+            max_layers: usize::MAX,
+            max_depth: usize::MAX,
+            max_dim: u64::MAX,
+        };
+        presets::NAMES
+            .iter()
+            .map(|&n| {
+                let json = presets::get(n).expect("every listed preset exists");
+                let mut spec = parse_model(&json, "", &unlimited).expect("built-in presets are valid");
+                spec.preset = Some(n.to_string());
+                (n, spec)
+            })
+            .collect()
+    });
+    parsed.get(name).cloned()
+}
+
 /// Parses `{"input_shape": [...], "layers": [...]}` or `{"preset": NAME}` found at `pointer`.
 pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
     let obj = Obj::new(value, pointer)?;
     if let Some(name) = obj.opt_str("preset")? {
         obj.finish("preset (alone), or input_shape and layers")?;
-        let preset = presets::get(name).ok_or_else(|| {
+        return preset_spec(name).ok_or_else(|| {
             SpecError::invalid(
                 obj.at("preset"),
                 format!("unknown preset {name:?}; known: {}", presets::NAMES.join(", ")),
             )
-        })?;
-        let mut spec = parse_model(
-            &preset,
-            "",
-            &SpecLimits {
-                max_layers: usize::MAX,
-                max_depth: usize::MAX,
-                max_dim: u64::MAX,
-            },
-        )
-        .expect("built-in presets are valid");
-        spec.preset = Some(name.to_string());
-        return Ok(spec);
+        });
     }
     let shape_ptr = obj.at("input_shape");
     let shape = obj
