@@ -234,13 +234,7 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
-    let network_width = graph
-        .walk()
-        .iter()
-        .map(|n| n.output[0])
-        .chain([spec.input_shape[0]])
-        .max()
-        .unwrap_or(0);
+    let network_width = widest(&graph);
     let x = input_ones(spec, Kind::Double, device);
     let mut probe_width = spec.input_shape[0];
     let (y, classes) = quotient(
@@ -282,14 +276,19 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
     let x = input_ones(spec, Kind::Double, device);
     let y = net.forward(&chain.steps, x.shallow_clone(), &mut |_, _, _| {}).select(0, 0);
     let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
-    let width = graph
+    let width = widest(&graph);
+    Ok(read_gradient(spec, &x, unit, started, width, width))
+}
+
+/// Channels (features) of the widest tensor of the real network, its input included.
+fn widest(graph: &crate::spec::Graph) -> u64 {
+    graph
         .walk()
         .iter()
         .map(|n| n.output[0])
-        .chain([spec.input_shape[0]])
+        .chain([graph.input()[0]])
         .max()
-        .unwrap_or(0);
-    Ok(read_gradient(spec, &x, unit, started, width, width))
+        .unwrap_or(0)
 }
 
 fn input_ones(spec: &ModelSpec, kind: Kind, device: Device) -> Tensor {
