@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod api;
 pub mod config;
+pub mod logging;
 pub mod server;
 pub mod spec;
 pub mod torch;

@@ -2,9 +2,8 @@
 //! and the OpenAPI document stay open so that probes and scrapers need no secret.
 use super::error::ApiError;
 use super::AppState;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,9 +50,10 @@ impl RateLimiter {
     }
 }
 
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The refusal for a `/v1` request without a valid key or over its rate limit; None lets it through.
+pub fn check(state: &AppState, req: &Request) -> Option<Response> {
     if !req.uri().path().starts_with("/v1/") {
-        return next.run(req).await;
+        return None;
     }
     let keys = &state.config.api_keys;
     let mut who = "anonymous".to_string();
@@ -83,7 +83,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
                 )
                 .into_response();
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-                return resp;
+                return Some(resp);
             }
         }
     }
@@ -99,10 +99,10 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             );
             e.retry_after = Some(wait);
             e.limit = Some(("rate_limit_per_minute".into(), state.config.rate_limit_per_minute));
-            return e.into_response();
+            return Some(e.into_response());
         }
     }
-    next.run(req).await
+    None
 }
 
 #[cfg(test)]

@@ -23,24 +23,34 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    /// (method, route template, status) -> latency histogram
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// method -> route template -> status -> latency histogram (looked up without allocating;
+    /// a key is copied once, when it is first seen)
+    requests: Mutex<BTreeMap<String, BTreeMap<String, BTreeMap<u16, Histogram>>>>,
     rejections: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let h = m
-            .entry((method.to_string(), route.to_string(), status))
+        if !m.contains_key(method) {
+            m.insert(method.to_string(), BTreeMap::new());
+        }
+        let routes = m.get_mut(method).expect("inserted above");
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), BTreeMap::new());
+        }
+        let h = routes
+            .get_mut(route)
+            .expect("inserted above")
+            .entry(status)
             .or_insert_with(|| Histogram {
                 counts: vec![0; BUCKETS.len()],
                 ..Default::default()
             });
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                h.counts[i] += 1;
-            }
+        // cumulative buckets: every bound at or above the value
+        let first = BUCKETS.partition_point(|b| *b < seconds);
+        for c in &mut h.counts[first..] {
+            *c += 1;
         }
         h.sum += seconds;
         h.count += 1;
@@ -65,7 +75,11 @@ pub async fn handle(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     out += "# HELP layerscope_http_requests_total Requests answered, by method, route and status.\n# TYPE layerscope_http_requests_total counter\n";
     let reqs = state.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
-    for ((method, route, status), h) in reqs.iter() {
+    let flat: Vec<(&String, &String, &u16, &Histogram)> = reqs
+        .iter()
+        .flat_map(|(m, routes)| routes.iter().flat_map(move |(r, st)| st.iter().map(move |(s, h)| (m, r, s, h))))
+        .collect();
+    for (method, route, status, h) in flat.iter().copied() {
         let _ = writeln!(
             out,
             "layerscope_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {}",
@@ -75,7 +89,7 @@ pub async fn handle(State(state): State<AppState>) -> Response {
         );
     }
     out += "# HELP layerscope_http_request_duration_seconds Request latency, by method, route and status.\n# TYPE layerscope_http_request_duration_seconds histogram\n";
-    for ((method, route, status), h) in reqs.iter() {
+    for (method, route, status, h) in flat.iter().copied() {
         let l = format!("method=\"{}\",route=\"{}\",status=\"{status}\"", label(method), label(route));
         for (i, b) in BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -92,6 +106,7 @@ pub async fn handle(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "layerscope_http_request_duration_seconds_sum{{{l}}} {}", h.sum);
         let _ = writeln!(out, "layerscope_http_request_duration_seconds_count{{{l}}} {}", h.count);
     }
+    drop(flat);
     drop(reqs);
     out += "# HELP layerscope_rejections_total Requests refused before any work, by reason.\n# TYPE layerscope_rejections_total counter\n";
     for (reason, n) in state.metrics.rejections.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -28,8 +28,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What every handler shares: one reference count to bump per request (axum clones the state
+/// into each middleware and extractor).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub pool: Arc<TorchPool>,
     pub metrics: Arc<metrics::Metrics>,
@@ -43,13 +54,13 @@ impl AppState {
         let pool = Arc::new(TorchPool::new(config.workers, config.queue));
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(guard::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst)));
-        AppState {
+        AppState(Arc::new(Shared {
             cache: Arc::new(cache::ResponseCache::new(config.response_cache_bytes)),
             config: Arc::new(config),
             pool,
             metrics: Arc::default(),
             limiter,
-        }
+        }))
     }
 
     /// Runs libtorch work on the pool, bounded by the request timeout.
@@ -121,7 +132,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state);
     match cors {
@@ -184,8 +194,9 @@ fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Gives every request an id (the caller's `x-request-id` if it sent a sane one), returns it in
-/// the `x-request-id` header, adds it to problem+json bodies, and logs the request.
+/// Gives every request an id (the caller's `x-request-id` if it sent a sane one), checks API keys
+/// and the rate limit, returns the id in the `x-request-id` header, adds it to problem+json
+/// bodies, and logs and counts the request.
 async fn request_id(axum::extract::State(state): axum::extract::State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -195,15 +206,16 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
         .map(str::to_string)
         .unwrap_or_else(|| format!("ls-{:x}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed)));
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    req.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
+    let uri = req.uri().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let id_header = HeaderValue::from_str(&id).expect("ids are checked to be header-safe");
+    req.headers_mut().insert("x-request-id", id_header.clone());
     let started = std::time::Instant::now();
-    let mut resp = next.run(req).await;
+    // API keys and the rate limit (in this one middleware: each layer costs every request)
+    let mut resp = match guard::check(&state, &req) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    };
     let is_problem = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -217,11 +229,12 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
         parts.headers.remove(header::CONTENT_LENGTH);
         resp = Response::from_parts(parts, axum::body::Body::from(out));
     }
-    resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&id).unwrap());
+    resp.headers_mut().insert("x-request-id", id_header);
     let status = resp.status().as_u16();
+    let route = route.as_ref().map(|m| m.as_str()).unwrap_or("unmatched");
     state
         .metrics
-        .observe(method.as_str(), &route, status, started.elapsed().as_secs_f64());
+        .observe(method.as_str(), route, status, started.elapsed().as_secs_f64());
     if let Some(reason) = match status {
         401 => Some("unauthorized"),
         408 => Some("body_timeout"),
@@ -233,7 +246,7 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     } {
         state.metrics.reject(reason);
     }
-    tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    tracing::info!(request_id = %id, %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     resp
 }
 
