@@ -30,13 +30,18 @@ pub struct ProbeResult {
 
 /// Indices where `mask` is true, as an interval set.
 pub fn mask_to_set(mask: &[bool]) -> IntervalSet {
+    mask_to_set_from(mask, 0)
+}
+
+/// Positions `offset + i` where `mask[i]` is true.
+fn mask_to_set_from(mask: &[bool], offset: u64) -> IntervalSet {
     let mut ranges = Vec::new();
     let mut start = None;
     for (i, &m) in mask.iter().chain(std::iter::once(&false)).enumerate() {
         match (m, start) {
-            (true, None) => start = Some(i as u64),
+            (true, None) => start = Some(offset + i as u64),
             (false, Some(s)) => {
-                ranges.push((s, i as u64 - 1));
+                ranges.push((s, offset + i as u64 - 1));
                 start = None;
             }
             _ => {}
@@ -87,18 +92,128 @@ impl Classes {
     }
 }
 
-/// Runs `nodes` on the probe tensor `x` whose channels are classes `m`.
-fn quotient(nodes: &[&Node], x: Tensor, m: Classes, width: &mut u64) -> (Tensor, Classes) {
-    nodes.iter().fold((x, m), |(x, m), node| {
-        let (y, c) = quotient_node(node, x, m, width);
-        *width = (*width).max(c.k as u64);
-        (y, c)
+/// Rows and columns (inclusive, in a tensor's own coordinates) of the part of a spatial tensor
+/// the probe computes; None for flat tensors, which are always whole.
+type Win = Option<[(i64, i64); 2]>;
+
+/// The probe's pass: which part of every tensor the unit can reach (`needs`, by node path: the
+/// node's output window), and the widest tensor so far.
+struct Run {
+    needs: HashMap<String, Win>,
+    width: u64,
+}
+
+fn whole(shape: &[u64]) -> Win {
+    (shape.len() == 3).then(|| [(0, shape[1] as i64 - 1), (0, shape[2] as i64 - 1)])
+}
+
+fn hull(a: Win, b: Win) -> Win {
+    match (a, b) {
+        (Some(a), Some(b)) => Some([(a[0].0.min(b[0].0), a[0].1.max(b[0].1)), (a[1].0.min(b[1].0), a[1].1.max(b[1].1))]),
+        _ => None,
+    }
+}
+
+/// Input positions a window reads for outputs `lo..=hi`, clipped to the input (never empty: a
+/// superset is always safe, and a unit that sees only padding still needs a tensor to read).
+fn window_back((lo, hi): (i64, i64), w: &Window) -> (i64, i64) {
+    let first = lo * w.stride as i64 - w.pad_lo as i64;
+    let last = hi * w.stride as i64 - w.pad_lo as i64 + w.span() as i64 - 1;
+    let n = w.input as i64;
+    let (a, b) = (first.clamp(0, n - 1), last.clamp(0, n - 1));
+    (a.min(b), b)
+}
+
+/// Walks `nodes` backwards from the window `out` of their output, records every node's output
+/// window, and returns the window of their input.
+fn needs_back(nodes: &[&Node], out: Win, run: &mut Run) -> Win {
+    nodes.iter().rev().fold(out, |out, node| {
+        run.needs.insert(node.path.clone(), out);
+        match &node.layer.kind {
+            LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+                let [wh, ww] = node.windows.expect("windows");
+                out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
+            }
+            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::Flatten | LayerKind::Linear { .. } => whole(&node.input),
+            LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => out,
+            LayerKind::Concat { .. } | LayerKind::Residual { .. } => node
+                .groups
+                .iter()
+                .map(|g| needs_back(&g.nodes.iter().collect::<Vec<_>>(), out, run))
+                .reduce(hull)
+                .unwrap_or(out),
+        }
     })
 }
 
-fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor, Classes) {
+/// The part `want` of a tensor that holds the window `have`.
+fn narrow_to(x: Tensor, have: Win, want: Win) -> Tensor {
+    match (have, want) {
+        (Some(h), Some(w)) if h != w => x
+            .narrow(2, w[0].0 - h[0].0, w[0].1 - w[0].0 + 1)
+            .narrow(3, w[1].0 - h[1].0, w[1].1 - w[1].0 + 1),
+        _ => x,
+    }
+}
+
+/// The rows (or columns) of input a window layer reads for outputs `want`, taken from the part
+/// `have` of its input, and the window that slides over them: zero padding only where the real
+/// layer pads, output count `want`'s length.
+fn crop_window(x: Tensor, dim: i64, have: (i64, i64), want: (i64, i64), w: &Window) -> (Tensor, Window) {
+    let first = want.0 * w.stride as i64 - w.pad_lo as i64;
+    let last = want.1 * w.stride as i64 - w.pad_lo as i64 + w.span() as i64 - 1;
+    let (a, b) = (first.max(0), last.min(w.input as i64 - 1));
+    let len = b - a + 1;
+    let outputs = want.1 - want.0 + 1;
+    if len <= 0 {
+        // these outputs read padding alone: zeros, still attached to the graph (a real position
+        // times zero), through a window that passes them straight on
+        let zeros = (x.narrow(dim, 0, 1) * 0.0).repeat_interleave_self_int(outputs, dim, None::<i64>);
+        let pass = Window {
+            kernel: 1,
+            stride: 1,
+            dilation: 1,
+            pad_lo: 0,
+            pad_hi: 0,
+            input: outputs as u64,
+            output: outputs as u64,
+        };
+        return (zeros, pass);
+    }
+    let x = x.narrow(dim, a - have.0, len);
+    let cropped = Window {
+        pad_lo: (-first).max(0) as u64,
+        pad_hi: 0,
+        input: len as u64,
+        output: outputs as u64,
+        ..*w
+    };
+    (x, cropped)
+}
+
+/// Runs `nodes` on the probe tensor `x`, which holds the window `win` of its tensor and whose
+/// channels are classes `m`; returns the output window recorded in `run.needs`.
+fn quotient(nodes: &[&Node], x: Tensor, win: Win, m: Classes, run: &mut Run) -> (Tensor, Win, Classes) {
+    nodes.iter().fold((x, win, m), |(x, win, m), node| {
+        let want = run.needs.get(&node.path).copied().unwrap_or_else(|| whole(&node.output));
+        let (y, c) = quotient_node(node, x, win, want, m, run);
+        run.width = run.width.max(c.k as u64);
+        (y, want, c)
+    })
+}
+
+/// One node on the part `win` of its input, computing the part `want` of its output.
+fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &mut Run) -> (Tensor, Classes) {
     let kind = x.kind();
     let device = x.device();
+    // a window layer's input, cut to what `want` reads, and its windows over that cut
+    let cut = |x: Tensor| -> (Tensor, [Window; 2]) {
+        let [wh, ww] = node.windows.expect("windows");
+        let (have, want) = (win.expect("spatial input"), want.expect("spatial output"));
+        let (x, wh) = crop_window(x, 2, have[0], want[0], &wh);
+        let (x, ww) = crop_window(x, 3, have[1], want[1], &ww);
+        (x, [wh, ww])
+    };
     match &node.layer.kind {
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (c_in, out, g) = (node.input[0] as usize, *out_channels as usize, *groups as usize);
@@ -156,7 +271,7 @@ fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor
                     x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
                 }
             };
-            let windows = node.windows.expect("conv windows");
+            let (x, windows) = cut(x);
             // mix where there are fewer channels to mix, window where there are fewer to slide
             let y = if k_out <= k_in {
                 window_sum(&mix(x), windows)
@@ -165,8 +280,14 @@ fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor
             };
             (y, classes)
         }
-        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => (window_sum(&x, node.windows.expect("pool windows")), m),
-        LayerKind::AdaptiveAvgPool2d { .. } => (x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]), m),
+        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+            let (x, windows) = cut(x);
+            (window_sum(&x, windows), m)
+        }
+        LayerKind::AdaptiveAvgPool2d { .. } => {
+            let y = x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]);
+            (narrow_to(y, whole(&node.output), want), m)
+        }
         LayerKind::Linear { .. } => {
             let w = Tensor::ones([1, m.k as i64], (kind, device));
             let out = node.output[0] as usize;
@@ -177,14 +298,17 @@ fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor
             let map = m.map.iter().flat_map(|&c| (0..hw).map(move |p| c * hw + p)).collect();
             (x.flatten(1, -1), Classes { map, k: m.k * hw as usize })
         }
-        LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => (x, m),
+        LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => {
+            (narrow_to(x, win, want), m)
+        }
         LayerKind::Concat { .. } => {
             let mut outs = Vec::new();
             let mut map = Vec::new();
             let mut k = 0;
             for g in &node.groups {
                 let nodes: Vec<&Node> = g.nodes.iter().collect();
-                let (y, c) = quotient(&nodes, x.shallow_clone(), m.clone(), width);
+                let (y, have, c) = quotient(&nodes, x.shallow_clone(), win, m.clone(), run);
+                let y = narrow_to(y, have, want);
                 map.extend(c.map.iter().map(|&v| v + k as u32));
                 k += c.k;
                 outs.push(y);
@@ -194,8 +318,9 @@ fn quotient_node(node: &Node, x: Tensor, m: Classes, width: &mut u64) -> (Tensor
         LayerKind::Residual { .. } => {
             let body: Vec<&Node> = node.groups[0].nodes.iter().collect();
             let short: Vec<&Node> = node.groups[1].nodes.iter().collect();
-            let (yb, cb) = quotient(&body, x.shallow_clone(), m.clone(), width);
-            let (ys, cs) = quotient(&short, x, m, width);
+            let (yb, hb, cb) = quotient(&body, x.shallow_clone(), win, m.clone(), run);
+            let (ys, hs, cs) = quotient(&short, x, win, m, run);
+            let (yb, ys) = (narrow_to(yb, hb, want), narrow_to(ys, hs, want));
             let pairs: Vec<(u32, u32)> = cb.map.iter().copied().zip(cs.map.iter().copied()).collect();
             let (classes, firsts) = Classes::from_keys(&pairs);
             let index =
@@ -235,16 +360,26 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
     let network_width = widest(&graph);
+    // the part of every tensor the unit can reach: the unit itself at the target, back to the input
+    let mut run = Run {
+        needs: HashMap::new(),
+        width: spec.input_shape[0],
+    };
+    let target_win = (index.len() == 2).then(|| [(index[0] as i64, index[0] as i64), (index[1] as i64, index[1] as i64)]);
+    let input_win = needs_back(&chain.steps, target_win, &mut run);
     let x = input_ones(spec, Kind::Double, device);
-    let mut probe_width = spec.input_shape[0];
-    let (y, classes) = quotient(
+    let (y, _, classes) = quotient(
         &chain.steps,
-        x.shallow_clone(),
+        narrow_to(x.shallow_clone(), whole(&spec.input_shape), input_win),
+        input_win,
         Classes::identity(spec.input_shape[0] as usize),
-        &mut probe_width,
+        &mut run,
     );
-    let unit = select_unit(&y.select(0, 0), index, channel.map(|c| classes.map[c as usize] as u64), &classes);
-    Ok(read_gradient(spec, &x, unit, started, probe_width, network_width))
+    // a spatial target holds just the unit now
+    let local: Vec<u64> = if index.len() == 2 { vec![0, 0] } else { index.to_vec() };
+    let unit = select_unit(&y.select(0, 0), &local, channel.map(|c| classes.map[c as usize] as u64), &classes);
+    let probe_width = run.width;
+    Ok(read_gradient(spec, &x, input_win, unit, started, probe_width, network_width))
 }
 
 /// The unit of `y` (one sample, no batch axis): `channel` (None: every channel summed) at
@@ -277,7 +412,7 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
     let y = net.forward(&chain.steps, x.shallow_clone(), &mut |_, _, _| {}).select(0, 0);
     let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
     let width = widest(&graph);
-    Ok(read_gradient(spec, &x, unit, started, width, width))
+    Ok(read_gradient(spec, &x, None, unit, started, width, width))
 }
 
 /// Channels (features) of the widest tensor of the real network, its input included.
@@ -297,17 +432,21 @@ fn input_ones(spec: &ModelSpec, kind: Kind, device: Device) -> Tensor {
     Tensor::ones(shape.as_slice(), (kind, device)).set_requires_grad(true)
 }
 
-/// Back-propagates `unit` and reads, per input axis, the positions with a non-zero gradient.
+/// Back-propagates `unit` and reads, per input axis, the positions with a non-zero gradient
+/// inside `window` (None: everywhere). The quotient probe reads only the window it ran on: every
+/// position outside it has a zero gradient by construction.
 fn read_gradient(
     spec: &ModelSpec,
     x: &Tensor,
+    window: Win,
     unit: Tensor,
     started: std::time::Instant,
     probe_width: u64,
     network_width: u64,
 ) -> ProbeResult {
     unit.backward();
-    let g = x.grad().select(0, 0);
+    let g = narrow_to(x.grad(), whole(&spec.input_shape), window).select(0, 0);
+    let offsets = [0, window.map_or(0, |w| w[0].0 as u64), window.map_or(0, |w| w[1].0 as u64)];
     let overflow = !bool::try_from(g.isfinite().all()).unwrap_or(false);
     let nz = g.ne(0.0);
     let dims = spec.input_shape.len() as i64;
@@ -320,7 +459,7 @@ fn read_gradient(
                 nz.any_dims(others.as_slice(), false)
             };
             let bools: Vec<bool> = super::to_f64_vec(&m).iter().map(|v| *v != 0.0).collect();
-            mask_to_set(&bools)
+            mask_to_set_from(&bools, offsets[a as usize])
         })
         .collect();
     ProbeResult {
@@ -366,6 +505,11 @@ mod tests {
                     [{"type": "conv2d", "out_channels": 2, "kernel_size": 3, "groups": 2}],
                     [{"type": "conv2d", "out_channels": 2, "kernel_size": 5, "padding": 1}]]},
                 {"type": "flatten"}, {"type": "linear", "out_features": 3}]}),
+            // border units of the first conv read padding alone
+            json!({"input_shape": [2, 10, 19], "layers": [
+                {"type": "conv2d", "out_channels": 3, "kernel_size": 1, "stride": 2, "padding": 3},
+                {"type": "conv2d", "out_channels": 3, "kernel_size": [5, 2], "groups": 3, "padding": "same"},
+                {"type": "maxpool2d", "kernel_size": 2, "padding": 1, "ceil_mode": true}]}),
             json!({"input_shape": [6], "layers": [
                 {"type": "residual", "body": [{"type": "linear", "out_features": 6}, {"type": "sigmoid"}]},
                 {"type": "linear", "out_features": 2}]}),
@@ -379,7 +523,7 @@ mod tests {
                 let units: Vec<(Vec<u64>, Option<u64>)> = if out.len() == 3 {
                     let (i, j) = (out[1] / 2, out[2] - 1);
                     let mut u: Vec<_> = (0..out[0]).map(|c| (vec![i, j], Some(c))).collect();
-                    u.push((vec![0, 0], None));
+                    u.extend([(vec![0, 0], None), (vec![out[1] - 1, 0], Some(0)), (vec![0, out[2] / 2], None)]);
                     u
                 } else {
                     (0..out[0])
