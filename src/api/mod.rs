@@ -204,7 +204,15 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
         .map(str::to_string)
-        .unwrap_or_else(|| format!("ls-{:x}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        .unwrap_or_else(|| {
+            // the process id once (getpid is a system call on every request otherwise)
+            static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let prefix = PREFIX.get_or_init(|| format!("ls-{:x}-", std::process::id()));
+            let mut id = String::with_capacity(prefix.len() + 12);
+            id.push_str(prefix);
+            id.push_str(&NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string());
+            id
+        });
     let method = req.method().clone();
     let uri = req.uri().clone();
     let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
