@@ -118,17 +118,26 @@ pub fn max_derivative(a: Activation, slope: f64) -> f64 {
     }
 }
 
-fn input_values(inputs: &Inputs, numel: usize) -> (u64, Vec<f64>) {
+/// The batch size and the flat input values, drawn from the seed's stream.
+fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
+    let mut rng = Rng::new(inputs_seed(inputs));
     match inputs {
-        Inputs::Normal { batch, seed } => {
-            let mut rng = Rng::new(*seed ^ 0x1a2b_3c4d);
-            (*batch, (0..*batch as usize * numel).map(|_| rng.normal()).collect())
-        }
-        Inputs::Uniform { batch, seed, bound } => {
-            let mut rng = Rng::new(*seed ^ 0x1a2b_3c4d);
-            (*batch, (0..*batch as usize * numel).map(|_| rng.uniform(*bound)).collect())
-        }
-        Inputs::Explicit { batch, values } => (*batch, values.clone()),
+        Inputs::Normal { batch, .. } => (
+            *batch,
+            Tensor::from_slice(&(0..*batch as usize * numel).map(|_| rng.normal()).collect::<Vec<f64>>()),
+        ),
+        Inputs::Uniform { batch, bound, .. } => (
+            *batch,
+            Tensor::from_slice(&(0..*batch as usize * numel).map(|_| rng.uniform(*bound)).collect::<Vec<f64>>()),
+        ),
+        Inputs::Explicit { batch, values } => (*batch, Tensor::from_slice(values)),
+    }
+}
+
+fn inputs_seed(inputs: &Inputs) -> u64 {
+    match inputs {
+        Inputs::Normal { seed, .. } | Inputs::Uniform { seed, .. } => *seed ^ 0x1a2b_3c4d,
+        Inputs::Explicit { .. } => 0,
     }
 }
 
@@ -149,10 +158,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let (batch, values) = input_values(&req.inputs, numel);
     let mut shape = vec![batch as i64];
     shape.extend(req.spec.input_shape.iter().map(|&d| d as i64));
-    let x = Tensor::from_slice(&values)
-        .reshape(shape.as_slice())
-        .to_kind(req.kind)
-        .to_device(req.device);
+    let x = values.reshape(shape.as_slice()).to_kind(req.kind).to_device(req.device);
     mark("parameters_and_inputs");
 
     let mut activations = Vec::new();

@@ -60,12 +60,18 @@ pub struct Net {
     pub device: Device,
 }
 
-/// splitmix64: small, fast, good enough for initialisation, identical everywhere.
+/// splitmix64: small, fast, good enough for initialisation, identical everywhere, and able to
+/// jump ahead (its state after k numbers is the seed plus k times its increment).
+#[derive(Clone)]
 pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// Skips the next `k` numbers.
+    pub fn skip(&mut self, k: u64) {
+        self.0 = self.0.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -110,24 +116,50 @@ enum Drawn<'a> {
     },
 }
 
-/// Values drawn in f64, or rounded to f32 as they are drawn (the same rounding as to_kind).
-enum Values {
-    F64(Vec<f64>),
-    F32(Vec<f32>),
-}
-
-impl Values {
-    fn into_tensor(self, shape: &[i64], kind: Kind, device: Device) -> Tensor {
-        let t = match self {
-            Values::F64(v) => Tensor::from_slice(&v),
-            Values::F32(v) => Tensor::from_slice(&v),
-        };
-        t.reshape(shape).to_kind(kind).to_device(device)
+/// Draws per element of each init: the normal ones take two uniform numbers (Box-Muller).
+fn draws_per_element(init: &Init) -> u64 {
+    match init {
+        Init::XavierNormal | Init::KaimingNormal | Init::Normal { .. } => 2,
+        _ => 1,
     }
 }
 
+/// Fills `out` with `f(rng)`, element `i` drawn from the layer's stream advanced by
+/// `i * per` numbers (splitmix64 jumps ahead in O(1)), in chunks on every core: the same values
+/// as one sequential pass, whatever the number of cores.
+fn fill<T: Send, F: Fn(&mut Rng) -> T + Sync>(out: &mut [T], seed_rng: &Rng, per: u64, f: &F) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = cores.min(out.len() / (1 << 16)).max(1);
+    let chunk = out.len().div_ceil(threads).max(1);
+    let chunks = out.len().div_ceil(chunk);
+    std::thread::scope(|scope| {
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            let mut rng = seed_rng.clone();
+            rng.skip((c * chunk) as u64 * per);
+            let mut work = move || part.iter_mut().for_each(|v| *v = f(&mut rng));
+            if c + 1 == chunks {
+                work();
+            } else {
+                scope.spawn(work);
+            }
+        }
+    });
+}
+
+/// A fresh CPU tensor of `n` elements of T (f32 or f64), element `i` drawn as `f` from `rng`
+/// advanced by `i * per` numbers, on every core.
+pub(crate) fn drawn_tensor<T: Send + tch::kind::Element, F: Fn(&mut Rng) -> T + Sync>(n: usize, rng: &Rng, per: u64, f: &F) -> Tensor {
+    let t = Tensor::empty([n as i64], (T::KIND, Device::Cpu));
+    // Safety: `t` is a new contiguous CPU tensor of n elements of T, owned here and not yet
+    // visible to anything else; the slice does not outlive this function.
+    let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, n) };
+    fill(out, rng, per, f);
+    t
+}
+
 /// One layer's generated parameters from its own stream: weights by `init` times `scale`, biases
-/// by torch.nn's default for `pytorch_default` and zero otherwise.
+/// by torch.nn's default for `pytorch_default` and zero otherwise (drawn after the weights).
+#[allow(clippy::too_many_arguments)]
 fn draw(
     path: &str,
     n: usize,
@@ -136,80 +168,43 @@ fn draw(
     fan_out: f64,
     has_bias: bool,
     init: &InitSpec,
-    single: bool,
-) -> (Values, Option<Values>) {
-    let mut rng = layer_rng(init.seed, path);
+    kind: Kind,
+) -> (Tensor, Option<Tensor>) {
+    let rng = layer_rng(init.seed, path);
     let scale = init.scale;
-    let weight = |rng: &mut Rng| -> f64 {
-        let v = match init.init {
-            Init::PytorchDefault => rng.uniform(1.0 / fan_in.sqrt()),
-            Init::XavierUniform => rng.uniform((6.0 / (fan_in + fan_out)).sqrt()),
-            Init::XavierNormal => rng.normal() * (2.0 / (fan_in + fan_out)).sqrt(),
-            Init::KaimingUniform => rng.uniform((6.0 / fan_in).sqrt()),
-            Init::KaimingNormal => rng.normal() * (2.0 / fan_in).sqrt(),
-            Init::Normal { std } => rng.normal() * std,
-            Init::Uniform { bound } => rng.uniform(bound),
-        };
+    let per = draws_per_element(&init.init);
+    // uniform(bound) or normal * std, times scale; the constants computed once, not per element
+    let (uniform, spread) = match init.init {
+        Init::PytorchDefault => (true, 1.0 / fan_in.sqrt()),
+        Init::XavierUniform => (true, (6.0 / (fan_in + fan_out)).sqrt()),
+        Init::XavierNormal => (false, (2.0 / (fan_in + fan_out)).sqrt()),
+        Init::KaimingUniform => (true, (6.0 / fan_in).sqrt()),
+        Init::KaimingNormal => (false, (2.0 / fan_in).sqrt()),
+        Init::Normal { std } => (false, std),
+        Init::Uniform { bound } => (true, bound),
+    };
+    let weight = move |rng: &mut Rng| -> f64 {
+        let v = if uniform { rng.uniform(spread) } else { rng.normal() * spread };
         v * scale
     };
-    let w = if single {
-        Values::F32((0..n).map(|_| weight(&mut rng) as f32).collect())
+    // rounded to f32 as it is drawn: the same rounding as to_kind
+    let w = if kind == Kind::Float {
+        drawn_tensor::<f32, _>(n, &rng, per, &|r: &mut Rng| weight(r) as f32)
     } else {
-        Values::F64((0..n).map(|_| weight(&mut rng)).collect())
+        drawn_tensor::<f64, _>(n, &rng, per, &weight)
     };
     let b = has_bias.then(|| {
         let b: Vec<f64> = match init.init {
-            Init::PytorchDefault => (0..out).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect(),
+            Init::PytorchDefault => {
+                let mut rng = rng.clone();
+                rng.skip(n as u64 * per);
+                (0..out).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect()
+            }
             _ => vec![0.0; out],
         };
-        Values::F64(b)
+        Tensor::from_slice(&b)
     });
     (w, b)
-}
-
-/// Draws every pending layer, the layers split over the machine's cores by size.
-fn draw_all(pending: &[(String, Vec<i64>, Drawn)], init: &InitSpec, single: bool) -> Vec<(Values, Option<Values>)> {
-    let one = |d: &Drawn| match d {
-        Drawn::Ready(w, b) => (Values::F64(w.clone()), b.clone().map(Values::F64)),
-        Drawn::Pending {
-            path,
-            n,
-            out,
-            fan_in,
-            fan_out,
-            has_bias,
-        } => draw(path, *n, *out, *fan_in, *fan_out, *has_bias, init, single),
-    };
-    let total: usize = pending.iter().map(|(_, s, _)| s.iter().product::<i64>() as usize).sum();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(pending.len());
-    if threads <= 1 || total < 1 << 16 {
-        return pending.iter().map(|(_, _, d)| one(d)).collect();
-    }
-    // contiguous chunks of about equal element counts
-    let per = total.div_ceil(threads);
-    let mut chunks: Vec<&[(String, Vec<i64>, Drawn)]> = Vec::new();
-    let (mut begin, mut acc) = (0, 0);
-    for (i, (_, s, _)) in pending.iter().enumerate() {
-        acc += s.iter().product::<i64>() as usize;
-        if acc >= per || i + 1 == pending.len() {
-            chunks.push(&pending[begin..=i]);
-            begin = i + 1;
-            acc = 0;
-        }
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|(_, _, d)| one(d)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("drawing weights cannot panic"))
-            .collect()
-    })
 }
 
 impl Net {
@@ -277,17 +272,26 @@ impl Net {
             };
             pending.push((node.path.clone(), wshape, values));
         }
-        // Drawing a large model's weights takes longer than running it: the layers' streams are
-        // independent, so they are drawn on every core, straight into the run's float type.
-        let single = kind == Kind::Float;
-        let drawn = draw_all(&pending, init, single);
-        for ((path, wshape, _), (weight, bias)) in pending.iter().zip(drawn) {
+        // Drawing a large model's weights took longer than running it: each layer is drawn on
+        // every core (its stream split by jumping ahead), straight into a tensor of the run's type.
+        for (path, wshape, drawn) in pending {
             let out = wshape[0];
+            let (weight, bias) = match drawn {
+                Drawn::Ready(w, b) => (Tensor::from_slice(&w), b.map(|b| Tensor::from_slice(&b))),
+                Drawn::Pending {
+                    path,
+                    n,
+                    out,
+                    fan_in,
+                    fan_out,
+                    has_bias,
+                } => draw(path, n, out, fan_in, fan_out, has_bias, init, kind),
+            };
             params.insert(
                 path.clone(),
                 LayerParams {
-                    weight: Some(weight.into_tensor(wshape, kind, device)),
-                    bias: bias.map(|b| b.into_tensor(&[out], kind, device)),
+                    weight: Some(weight.reshape(wshape.as_slice()).to_kind(kind).to_device(device)),
+                    bias: bias.map(|b| b.reshape([out]).to_kind(kind).to_device(device)),
                     running_mean: None,
                     running_var: None,
                 },
@@ -457,4 +461,53 @@ fn summing_window(x: &Tensor, [wh, ww]: [Window; 2], kind: Kind) -> Tensor {
         )
         .narrow(2, 0, wh.output as i64)
         .narrow(3, 0, ww.output as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drawing on several cores by jumping ahead gives exactly the values of one sequential pass
+    /// over the layer's stream (weights first, then biases), in f64 and rounded to f32.
+    #[test]
+    fn parallel_draws_equal_the_sequential_stream() {
+        let inits = [
+            Init::PytorchDefault,
+            Init::KaimingNormal,
+            Init::Normal { std: 0.3 },
+            Init::Uniform { bound: 2.0 },
+        ];
+        for init in inits {
+            for n in [1usize, 7, 70_001, 300_007] {
+                let spec = InitSpec {
+                    init: init.clone(),
+                    scale: 1.5,
+                    seed: 42,
+                };
+                let (fan_in, fan_out, out) = (33.0, 17.0, 5);
+                let mut rng = layer_rng(spec.seed, "3.body.1");
+                let mut want = Vec::new();
+                for _ in 0..n {
+                    let v = match spec.init {
+                        Init::PytorchDefault => rng.uniform(1.0 / f64::sqrt(fan_in)),
+                        Init::KaimingNormal => rng.normal() * (2.0 / fan_in).sqrt(),
+                        Init::Normal { std } => rng.normal() * std,
+                        Init::Uniform { bound } => rng.uniform(bound),
+                        _ => unreachable!(),
+                    };
+                    want.push(v * spec.scale);
+                }
+                let want_bias: Vec<f64> = match spec.init {
+                    Init::PytorchDefault => (0..out).map(|_| rng.uniform(1.0 / f64::sqrt(fan_in))).collect(),
+                    _ => vec![0.0; out],
+                };
+                let (w, b) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Double);
+                assert_eq!(Vec::<f64>::try_from(&w).unwrap(), want, "{init:?} n={n}");
+                assert_eq!(Vec::<f64>::try_from(&b.unwrap()).unwrap(), want_bias, "{init:?} n={n}");
+                let (w32, _) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Float);
+                let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                assert_eq!(Vec::<f32>::try_from(&w32).unwrap(), want32, "{init:?} n={n} f32");
+            }
+        }
+    }
 }
