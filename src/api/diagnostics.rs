@@ -601,7 +601,8 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
         }
     };
     req.choice("format", "json", &["json", "svg"])?;
-    req.finish("model, init, parameters, inputs, objective, dtype, device, thresholds, sweep, format")?;
+    let spectral_tolerance = req.f64_in("spectral_tolerance", Some(diagnostics::SPECTRAL_TOLERANCE), 0.0, 0.1)?;
+    req.finish("model, init, parameters, inputs, objective, dtype, device, thresholds, sweep, spectral_tolerance, format")?;
     check_limits(state, &graph, batch, "/model")?;
 
     let make = |spec: ModelSpec, init: InitSpec| Request {
@@ -613,6 +614,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
         kind,
         device: dev,
         saturation: th.saturation,
+        spectral_tolerance,
     };
     let main = make(spec.clone(), init.clone());
     let report = state
@@ -661,6 +663,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()});
     resp["batch_size"] = json!(batch);
     resp["thresholds"] = json!({"vanishing_ratio": th.vanishing, "exploding_ratio": th.exploding, "saturation": th.saturation});
+    resp["spectral_tolerance"] = json!(spectral_tolerance);
     resp["device"] = json!(device::name(dev));
     resp["device_note"] = json!(device_note);
     resp["dtype"] = json!(if kind == tch::Kind::Double { "float64" } else { "float32" });

@@ -1,6 +1,6 @@
 //! Gradient-vanishing diagnostics: a real forward and backward pass in libtorch, with the
 //! per-layer gradient norms, pre-activation statistics and the course's bound next to them.
-use super::net::{InitSpec, Mode, Net, Rng};
+use super::net::{drawn_tensor, InitSpec, Mode, Net, Rng};
 use crate::spec::{infer, Activation, Graph, LayerKind, ModelSpec, Node};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -34,6 +34,8 @@ pub struct Request {
     pub device: Device,
     /// |pre-activation| beyond which a sigmoid/tanh unit counts as saturated.
     pub saturation: f64,
+    /// Relative error bound at which Lanczos stops; 0 asks for the exact eigvalsh everywhere.
+    pub spectral_tolerance: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -78,10 +80,11 @@ pub struct Report {
     pub phases: Vec<(&'static str, f64)>,
 }
 
+/// Frobenius norm (accumulated in float64, without a float64 copy) and max |x| (exact in any
+/// float type).
 fn norms(t: &Tensor) -> Norms {
-    let t = t.to_kind(Kind::Double);
     Norms {
-        frobenius: t.norm().double_value(&[]),
+        frobenius: t.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]),
         max_abs: t.abs().max().double_value(&[]),
     }
 }
@@ -118,18 +121,22 @@ pub fn max_derivative(a: Activation, slope: f64) -> f64 {
     }
 }
 
-/// The batch size and the flat input values, drawn from the seed's stream.
+/// The batch size and the flat input values, drawn on every core from the seed's stream (each
+/// normal sample takes two numbers of it, each uniform one).
 fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
-    let mut rng = Rng::new(inputs_seed(inputs));
+    let rng = Rng::new(inputs_seed(inputs));
     match inputs {
         Inputs::Normal { batch, .. } => (
             *batch,
-            Tensor::from_slice(&(0..*batch as usize * numel).map(|_| rng.normal()).collect::<Vec<f64>>()),
+            drawn_tensor::<f64, _>(*batch as usize * numel, &rng, 2, &|r: &mut Rng| r.normal()),
         ),
-        Inputs::Uniform { batch, bound, .. } => (
-            *batch,
-            Tensor::from_slice(&(0..*batch as usize * numel).map(|_| rng.uniform(*bound)).collect::<Vec<f64>>()),
-        ),
+        Inputs::Uniform { batch, bound, .. } => {
+            let bound = *bound;
+            (
+                *batch,
+                drawn_tensor::<f64, _>(*batch as usize * numel, &rng, 1, &|r: &mut Rng| r.uniform(bound)),
+            )
+        }
         Inputs::Explicit { batch, values } => (*batch, Tensor::from_slice(values)),
     }
 }
@@ -236,7 +243,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
     }
     mark("gradient_norms");
     for (p, w) in params.iter_mut().zip(&weights) {
-        p.spectral_norm = spectral_norm(w);
+        p.spectral_norm = spectral_norm(w, req.spectral_tolerance);
     }
     mark("spectral_norms");
     Ok(Report {
@@ -263,8 +270,10 @@ pub struct Spectral {
 
 /// Matrices whose smaller side is at most this get the exact eigenvalue of their Gram matrix.
 const SPECTRAL_EXACT_MAX: i64 = 64;
-/// Lanczos stops when sigma's error bound is under this fraction of sigma.
-pub const SPECTRAL_TOLERANCE: f64 = 1e-6;
+/// Lanczos stops, by default, when sigma's error bound is under this fraction of sigma: far below
+/// what a gradient diagnosis can tell apart, and it keeps the spectral norms cheaper than the
+/// backward pass (a tighter one costs more steps; 0 asks for eigvalsh).
+pub const SPECTRAL_TOLERANCE: f64 = 1e-3;
 
 /// Largest singular value of `m` in float64.
 ///
@@ -274,14 +283,14 @@ pub const SPECTRAL_TOLERANCE: f64 = 1e-6;
 /// reorthogonalisation, from a fixed pseudo-random start. The top Ritz value theta is a Rayleigh
 /// quotient, so theta <= lambda_max; the residual r = beta_k |s_k| bounds the distance from
 /// theta to an eigenvalue, so once theta has converged to the top one, lambda_max <= theta + r.
-/// It stops when sqrt(theta + r) - sqrt(theta) <= SPECTRAL_TOLERANCE * sqrt(theta), and
+/// It stops when sqrt(theta + r) - sqrt(theta) <= tolerance * sqrt(theta), and
 /// reports value = sqrt(theta), error = sqrt(theta + r) - sqrt(theta). The cost is a few dozen
 /// passes over the weights instead of an O(n^3) eigen-decomposition.
-pub fn spectral_norm(m: &Tensor) -> Spectral {
+pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
     let m = m.to_kind(Kind::Double);
     let (rows, cols) = (m.size()[0], m.size()[1]);
     let n = rows.min(cols);
-    if n <= SPECTRAL_EXACT_MAX {
+    if n <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
         let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
         let value = gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]);
         return Spectral {
@@ -338,7 +347,7 @@ pub fn spectral_norm(m: &Tensor) -> Spectral {
                 method: "lanczos",
                 steps: k,
             };
-            if last || best.error <= SPECTRAL_TOLERANCE * value {
+            if last || best.error <= tolerance * value {
                 break;
             }
         }
