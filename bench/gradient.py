@@ -2,6 +2,10 @@
 layerscope over HTTP against the same forward/backward in PyTorch eager Python, in one run.
 
   python bench/gradient.py http://127.0.0.1:8090
+
+(the resnet18 part needs the server started with LAYERSCOPE_MAX_RUN_ACTIVATIONS=400000000 and
+LAYERSCOPE_MAX_RUN_MACS=100000000000: at batch 32 it holds 263 million activation elements and
+does 58 GMACs forward)
 """
 import json
 import statistics
@@ -10,6 +14,9 @@ import time
 import urllib.request
 
 import torch
+
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "tests", "oracle"))
+import torchspec  # noqa: E402
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8090"
 DEPTH, WIDTH, BATCH = 10, 512, 256
@@ -94,6 +101,58 @@ def main():
     print(f"| PyTorch eager, the same without spectral norms | {base:.4f} | {base / py:.3f} | 1.00 |")
     print(f"| layerscope libtorch run with spectral norms (Lanczos), measured in the worker | {inner:.4f} | {inner / py:.3f} | {inner / base:.2f} |")
     print(f"| layerscope over HTTP (whole request) | {http:.4f} | {http / py:.3f} | {http / base:.2f} |")
+    resnet18()
+
+
+def resnet18():
+    """resnet18 at batch 32, float32: layerscope against eager PyTorch computing the same
+    statistics (gradient norms of every conv/linear, spectral norms of the reshaped kernels with
+    torch.linalg.matrix_norm(W, 2), ReLU pre-activation statistics and dead fractions)."""
+    spec = json.loads(urllib.request.urlopen(URL + "/v1/presets/resnet18").read())["spec"]
+    body = json.dumps({"model": {"preset": "resnet18"}, "inputs": {"batch_size": 32}, "dtype": "float32"}).encode()
+
+    def service():
+        req = urllib.request.Request(URL + "/v1/gradient-diagnostics", data=body, headers={"content-type": "application/json"})
+        return json.loads(urllib.request.urlopen(req).read())
+
+    def eager(spectral=True):
+        torch.manual_seed(0)
+        model, _ = torchspec.build(spec["layers"], spec["input_shape"])
+        model = model.float().eval()
+        pre = []
+        for m in model.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.register_forward_hook(lambda mod, i, o: pre.append(i[0].detach()))
+        x = torch.randn(32, *spec["input_shape"])
+        model(x).sum().backward()
+        out = []
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                w = m.weight
+                row = [w.grad.norm().item(), w.grad.abs().max().item()]
+                if m.bias is not None:
+                    row.append(m.bias.grad.norm().item())
+                if spectral:
+                    row.append(torch.linalg.matrix_norm(w.detach().reshape(w.shape[0], -1), 2).item())
+                out.append(row)
+        stats = [(p.abs().mean().item(), p.abs().max().item(), (p > 0).float().mean().item(), (p <= 0).flatten(1).all(0).float().mean().item()) for p in pre]
+        return out, stats
+
+    py = median_s(eager, 5)
+    base = median_s(lambda: eager(False), 5)
+    http = median_s(service, 5)
+    runs = [service() for _ in range(3)]
+    inner = statistics.median(r["millis"] / 1e3 for r in runs)
+    phases = {k: statistics.median(r["phases_millis"][k] for r in runs) for k in runs[0]["phases_millis"]}
+    print()
+    print(f"resnet18, batch 32, float32; layerscope phases (median ms): {phases}")
+    print("| what | median s | vs eager with matrix_norm | vs eager without spectral norms |")
+    print("|---|---|---|---|")
+    print(f"| PyTorch eager (build, forward, backward, gradient norms, ReLU statistics, matrix_norm) | {py:.4f} | 1.000 | {py / base:.2f} |")
+    print(f"| PyTorch eager, the same without spectral norms | {base:.4f} | {base / py:.3f} | 1.00 |")
+    print(f"| layerscope in the worker | {inner:.4f} | {inner / py:.3f} | {inner / base:.2f} |")
+    print(f"| layerscope over HTTP | {http:.4f} | {http / py:.3f} | {http / base:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -189,3 +189,17 @@ async fn strides_stacked_past_64_bits_are_not_affine_not_an_error() {
     let v = r.json();
     assert_eq!(v["layers"][4]["kind"], "not_affine");
 }
+
+/// A libtorch failure while checking an analytic answer is reported in the answer (the check did
+/// not run, and why), never as a 500; a full queue stays a 503.
+#[tokio::test]
+async fn a_failed_libtorch_check_is_a_reason_not_a_500() {
+    let state = layerscope::AppState::new(layerscope::Config::default());
+    let failed = state
+        .run_check(|| -> Result<u32, String> { panic!("simulated libtorch error") })
+        .await
+        .expect("not an HTTP error");
+    assert!(failed.unwrap_err().contains("simulated libtorch error"));
+    let fine = state.run_check(|| Ok::<u32, String>(7)).await.expect("not an HTTP error");
+    assert_eq!(fine, Ok(7));
+}

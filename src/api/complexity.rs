@@ -179,7 +179,7 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
         );
     }
     let spec = graph.spec.clone();
-    let executed = match state.run_torch(move || shapes::execute(&spec, tch::Device::Cpu)).await? {
+    let executed = match state.run_check(move || shapes::execute(&spec, tch::Device::Cpu)).await? {
         Ok(e) => e,
         Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not build the model: {e}")})),
     };

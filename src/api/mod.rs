@@ -79,6 +79,24 @@ impl AppState {
         }
     }
 
+    /// Runs a libtorch check of an analytic answer: Ok(Err(reason)) when libtorch failed on it
+    /// (the answer then stands alone and says why it was not checked, instead of a 500); a full
+    /// queue or a timeout is still the 503 it always is.
+    pub async fn run_check<T, F>(&self, f: F) -> ApiResult<Result<T, String>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, String> + Send + 'static,
+    {
+        match self.run_torch(f).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(detail = %e.detail, "libtorch failed on a verification run");
+                Ok(Err(e.detail))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads the model under `key` of a request object.
     pub fn model(&self, obj: &Obj, key: &'static str) -> Result<ModelSpec, SpecError> {
         let ptr = obj.at(key);

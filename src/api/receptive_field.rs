@@ -250,7 +250,7 @@ async fn verify_unit(
     let spec = graph.spec.clone();
     let target = chain.target.path.clone();
     let idx = index.to_vec();
-    let result = state.run_torch(move || probe::probe(&spec, &target, &idx, channel, dev)).await?;
+    let result = state.run_check(move || probe::probe(&spec, &target, &idx, channel, dev)).await?;
     let r = match result {
         Ok(r) => r,
         Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not run the probe: {e}")})),
