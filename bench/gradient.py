@@ -30,8 +30,9 @@ def spec():
     return {"input_shape": [WIDTH], "layers": layers}
 
 
-def python_once():
-    """What a student writes: build, forward, backward, then the same statistics."""
+def python_once(spectral=True):
+    """What a student writes: build, forward, backward, then the same statistics (with
+    torch.linalg.matrix_norm(W, 2) for the spectral norms unless `spectral` is false)."""
     torch.manual_seed(0)
     mods = []
     for _ in range(DEPTH - 1):
@@ -47,26 +48,10 @@ def python_once():
     out = []
     for m in model:
         if isinstance(m, torch.nn.Linear):
-            out.append((m.weight.grad.norm().item(), m.weight.grad.abs().max().item(), m.bias.grad.norm().item(), torch.linalg.matrix_norm(m.weight.detach(), 2).item()))
-    stats = [(p.abs().mean().item(), p.abs().max().item(), (torch.sigmoid(p) * (1 - torch.sigmoid(p))).mean().item()) for p in pre]
-    return out, stats
-
-
-def python_no_spectral():
-    """The same, without spectral norms: build, forward, backward, gradient norms, statistics."""
-    torch.manual_seed(0)
-    mods = []
-    for _ in range(DEPTH - 1):
-        mods += [torch.nn.Linear(WIDTH, WIDTH), torch.nn.Sigmoid()]
-    mods.append(torch.nn.Linear(WIDTH, WIDTH))
-    model = torch.nn.Sequential(*mods)
-    pre = []
-    for m in model:
-        if isinstance(m, torch.nn.Sigmoid):
-            m.register_forward_hook(lambda mod, i, o: pre.append(i[0].detach()))
-    x = torch.randn(BATCH, WIDTH)
-    model(x).sum().backward()
-    out = [(m.weight.grad.norm().item(), m.weight.grad.abs().max().item(), m.bias.grad.norm().item()) for m in model if isinstance(m, torch.nn.Linear)]
+            row = [m.weight.grad.norm().item(), m.weight.grad.abs().max().item(), m.bias.grad.norm().item()]
+            if spectral:
+                row.append(torch.linalg.matrix_norm(m.weight.detach(), 2).item())
+            out.append(row)
     stats = [(p.abs().mean().item(), p.abs().max().item(), (torch.sigmoid(p) * (1 - torch.sigmoid(p))).mean().item()) for p in pre]
     return out, stats
 
@@ -89,7 +74,7 @@ def main():
         return json.loads(urllib.request.urlopen(req).read())
 
     py = median_s(python_once)
-    base = median_s(python_no_spectral, 15)
+    base = median_s(lambda: python_once(False), 15)
     http = median_s(service, 15)
     runs = [service() for _ in range(7)]
     inner = statistics.median(r["millis"] / 1e3 for r in runs)
