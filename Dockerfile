@@ -13,7 +13,8 @@ ARG VARIANT
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs openapi.yaml ./
 COPY src src
-COPY bench/analysis.rs bench/analysis.rs
+# every target Cargo.toml names must exist, benchmarks and examples included
+COPY bench/*.rs bench/
 ENV LIBTORCH=/opt/torch/lib/python3.11/site-packages/torch \
     LAYERSCOPE_RPATH=\$ORIGIN/../torch/lib
 RUN if [ "$VARIANT" = cpu ]; then export LAYERSCOPE_CPU_ONLY=1; fi \
@@ -35,7 +36,7 @@ FROM docker.io/library/debian:bookworm-slim
 RUN groupadd -g 10001 layerscope && useradd -u 10001 -g 10001 -M -d /nonexistent -s /usr/sbin/nologin layerscope
 COPY --from=builder /out /opt/layerscope
 ENV LAYERSCOPE_ADDR=0.0.0.0:8080 \
-    OMP_WAIT_POLICY=PASSIVE
+    GOMP_SPINCOUNT=10000
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
