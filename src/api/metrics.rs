@@ -21,11 +21,14 @@ struct Histogram {
     count: u64,
 }
 
+/// route template -> status -> latency histogram
+type ByRoute = BTreeMap<String, BTreeMap<u16, Histogram>>;
+
 #[derive(Default)]
 pub struct Metrics {
     /// method -> route template -> status -> latency histogram (looked up without allocating;
     /// a key is copied once, when it is first seen)
-    requests: Mutex<BTreeMap<String, BTreeMap<String, BTreeMap<u16, Histogram>>>>,
+    requests: Mutex<BTreeMap<String, ByRoute>>,
     rejections: Mutex<BTreeMap<String, u64>>,
 }
 
