@@ -22,6 +22,14 @@ use std::sync::Mutex;
 #[derive(Clone, Copy, Debug)]
 pub struct Cacheable;
 
+/// Marks `response` cacheable unless its `answer` carries a libtorch verification (timings,
+/// device): the handlers' one rule for what may be replayed.
+pub fn mark_unless_verified(response: &mut Response, answer: &serde_json::Value) {
+    if answer.get("verification").is_none() {
+        response.extensions_mut().insert(Cacheable);
+    }
+}
+
 /// Bodies over this are not looked at (they are never the repeated light requests).
 const MAX_KEY_BODY: usize = 64 * 1024;
 /// Answers over this are not kept.
@@ -74,10 +82,6 @@ impl ResponseCache {
                 inner.bytes -= k.len() + b.len();
             }
         }
-    }
-
-    pub fn entries(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).map.len()
     }
 }
 

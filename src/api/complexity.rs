@@ -131,9 +131,7 @@ pub async fn handle(
         Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response(),
         Format::Json => json_response(&resp),
     };
-    if resp.get("verification").is_none() {
-        out.extensions_mut().insert(super::cache::Cacheable);
-    }
+    super::cache::mark_unless_verified(&mut out, &resp);
     Ok(out)
 }
 

@@ -45,7 +45,7 @@ pub struct Shared {
     pub pool: Arc<TorchPool>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Option<Arc<guard::RateLimiter>>,
-    pub cache: Arc<cache::ResponseCache>,
+    pub cache: cache::ResponseCache,
 }
 
 impl AppState {
@@ -55,7 +55,7 @@ impl AppState {
         let limiter = (config.rate_limit_per_minute > 0)
             .then(|| Arc::new(guard::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst)));
         AppState(Arc::new(Shared {
-            cache: Arc::new(cache::ResponseCache::new(config.response_cache_bytes)),
+            cache: cache::ResponseCache::new(config.response_cache_bytes),
             config: Arc::new(config),
             pool,
             metrics: Arc::default(),

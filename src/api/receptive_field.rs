@@ -20,11 +20,8 @@ struct Position {
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let resp = compute(&state, &body).await?;
-    let pure = resp.get("verification").is_none();
     let mut out = json_response(&resp);
-    if pure {
-        out.extensions_mut().insert(super::cache::Cacheable);
-    }
+    super::cache::mark_unless_verified(&mut out, &resp);
     Ok(out)
 }
 

@@ -124,27 +124,20 @@ pub fn max_derivative(a: Activation, slope: f64) -> f64 {
 /// The batch size and the flat input values, drawn on every core from the seed's stream (each
 /// normal sample takes two numbers of it, each uniform one).
 fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
-    let rng = Rng::new(inputs_seed(inputs));
+    let stream = |seed: u64| Rng::new(seed ^ 0x1a2b_3c4d);
     match inputs {
-        Inputs::Normal { batch, .. } => (
+        Inputs::Normal { batch, seed } => (
             *batch,
-            drawn_tensor::<f64, _>(*batch as usize * numel, &rng, 2, &|r: &mut Rng| r.normal()),
+            drawn_tensor::<f64, _>(*batch as usize * numel, &stream(*seed), 2, &|r: &mut Rng| r.normal()),
         ),
-        Inputs::Uniform { batch, bound, .. } => {
+        Inputs::Uniform { batch, seed, bound } => {
             let bound = *bound;
             (
                 *batch,
-                drawn_tensor::<f64, _>(*batch as usize * numel, &rng, 1, &|r: &mut Rng| r.uniform(bound)),
+                drawn_tensor::<f64, _>(*batch as usize * numel, &stream(*seed), 1, &|r: &mut Rng| r.uniform(bound)),
             )
         }
         Inputs::Explicit { batch, values } => (*batch, Tensor::from_slice(values)),
-    }
-}
-
-fn inputs_seed(inputs: &Inputs) -> u64 {
-    match inputs {
-        Inputs::Normal { seed, .. } | Inputs::Uniform { seed, .. } => *seed ^ 0x1a2b_3c4d,
-        Inputs::Explicit { .. } => 0,
     }
 }
 
@@ -264,8 +257,6 @@ pub struct Spectral {
     pub error: f64,
     /// "eigvalsh" (exact up to rounding) or "lanczos".
     pub method: &'static str,
-    /// Lanczos steps (matrix-vector product pairs); 0 for eigvalsh.
-    pub steps: usize,
 }
 
 /// Matrices whose smaller side is at most this get the exact eigenvalue of their Gram matrix.
@@ -297,7 +288,6 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
             value,
             error: 0.0,
             method: "eigvalsh",
-            steps: 0,
         };
     }
     // G v = M^T (M v) on the column side when cols <= rows, else M (M^T v)
@@ -314,7 +304,6 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
         value: 0.0,
         error: f64::INFINITY,
         method: "lanczos",
-        steps: 0,
     };
     for j in 0..max_steps {
         let q = basis.select(1, j as i64);
@@ -345,7 +334,6 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
                 value,
                 error: (theta + residual).sqrt() - value,
                 method: "lanczos",
-                steps: k,
             };
             if last || best.error <= tolerance * value {
                 break;

@@ -103,19 +103,6 @@ fn layer_rng(seed: u64, path: &str) -> Rng {
     Rng::new(seed ^ h)
 }
 
-/// A layer's weight and bias values, before they become tensors.
-enum Drawn<'a> {
-    Ready(Vec<f64>, Option<Vec<f64>>),
-    Pending {
-        path: &'a str,
-        n: usize,
-        out: usize,
-        fan_in: f64,
-        fan_out: f64,
-        has_bias: bool,
-    },
-}
-
 /// Draws per element of each init: the normal ones take two uniform numbers (Box-Muller).
 fn draws_per_element(init: &Init) -> u64 {
     match init {
@@ -219,7 +206,6 @@ impl Net {
         device: Device,
     ) -> Net {
         let mut params = HashMap::new();
-        let mut pending: Vec<(String, Vec<i64>, Drawn)> = Vec::new();
         for node in graph.walk() {
             let (wshape, fan_in, fan_out, has_bias): (Vec<i64>, f64, f64, bool) = match &node.layer.kind {
                 LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
@@ -256,42 +242,25 @@ impl Net {
                 );
                 continue;
             }
-            let values = if mode == Mode::Probe {
-                Drawn::Ready(vec![1.0; n], None)
+            // Drawing a large model's weights took longer than running it: each layer is drawn
+            // on every core (its stream split by jumping ahead), straight into a tensor of the
+            // run's type.
+            let (weight, bias) = if mode == Mode::Probe {
+                (Tensor::ones([n as i64], (kind, Device::Cpu)), None)
             } else if let Some((w, b)) = explicit.get(&node.path) {
-                Drawn::Ready(w.clone(), b.clone().or_else(|| has_bias.then(|| vec![0.0; out])))
+                let b = b.as_deref().map(Tensor::from_slice);
+                (
+                    Tensor::from_slice(w),
+                    b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
+                )
             } else {
-                Drawn::Pending {
-                    path: &node.path,
-                    n,
-                    out,
-                    fan_in,
-                    fan_out,
-                    has_bias,
-                }
-            };
-            pending.push((node.path.clone(), wshape, values));
-        }
-        // Drawing a large model's weights took longer than running it: each layer is drawn on
-        // every core (its stream split by jumping ahead), straight into a tensor of the run's type.
-        for (path, wshape, drawn) in pending {
-            let out = wshape[0];
-            let (weight, bias) = match drawn {
-                Drawn::Ready(w, b) => (Tensor::from_slice(&w), b.map(|b| Tensor::from_slice(&b))),
-                Drawn::Pending {
-                    path,
-                    n,
-                    out,
-                    fan_in,
-                    fan_out,
-                    has_bias,
-                } => draw(path, n, out, fan_in, fan_out, has_bias, init, kind),
+                draw(&node.path, n, out, fan_in, fan_out, has_bias, init, kind)
             };
             params.insert(
-                path.clone(),
+                node.path.clone(),
                 LayerParams {
                     weight: Some(weight.reshape(wshape.as_slice()).to_kind(kind).to_device(device)),
-                    bias: bias.map(|b| b.reshape([out]).to_kind(kind).to_device(device)),
+                    bias: bias.map(|b| b.to_kind(kind).to_device(device)),
                     running_mean: None,
                     running_var: None,
                 },
@@ -357,9 +326,7 @@ impl Net {
                         )
                 }
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => {
-                summing_window(&x, node.windows.expect("pool windows"), self.kind)
-            }
+            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(&x, node.windows.expect("pool windows")),
             LayerKind::MaxPool2d {
                 kernel,
                 stride,
@@ -441,26 +408,27 @@ pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
     }
 }
 
-/// A pooling window as a depthwise all-ones convolution with the pool's exact padding, stride,
-/// dilation and output size (ceil_mode included, through extra padding at the end).
-fn summing_window(x: &Tensor, [wh, ww]: [Window; 2], kind: Kind) -> Tensor {
-    let c = x.size()[1];
+/// The sum of every window of a conv or pool (per channel): zero padding as the layer pads, and
+/// as far past the end as a ceil-mode window reaches; then the kernel's rows and columns summed
+/// as strided slices, one axis after the other (the numbers of an all-ones depthwise conv, at a
+/// fraction of libtorch's float64 conv cost). Both receptive-field probes use it.
+pub(crate) fn summing_window(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
     let extra = |w: &Window| -> i64 {
         let needed = (w.output - 1) * w.stride + w.span();
         (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
     };
-    let weight = Tensor::ones([c, 1, wh.kernel as i64, ww.kernel as i64], (kind, x.device()));
-    x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)])
-        .conv2d(
-            &weight,
-            None::<Tensor>,
-            [wh.stride as i64, ww.stride as i64],
-            [0, 0],
-            [wh.dilation as i64, ww.dilation as i64],
-            c,
-        )
-        .narrow(2, 0, wh.output as i64)
-        .narrow(3, 0, ww.output as i64)
+    let padded = x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)]);
+    let axis_sum = |t: Tensor, dim: i64, w: &Window| -> Tensor {
+        if w.kernel == 1 && w.stride == 1 && t.size()[dim as usize] == w.output as i64 {
+            return t;
+        }
+        let (s, d, out) = (w.stride as i64, w.dilation as i64, w.output as i64);
+        (0..w.kernel as i64)
+            .map(|a| t.slice(dim, a * d, a * d + s * (out - 1) + 1, s))
+            .reduce(|acc, v| acc + v)
+            .expect("kernel >= 1")
+    };
+    axis_sum(axis_sum(padded, 2, &wh), 3, &ww)
 }
 
 #[cfg(test)]

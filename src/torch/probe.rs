@@ -9,7 +9,7 @@
 //! network has a path and exactly zero elsewhere, at the cost of a network a few channels wide
 //! (vgg16: 1 channel a layer instead of 64..512, about 10^4 times less arithmetic).
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
-use super::net::{Init, InitSpec, Mode, Net};
+use super::net::{summing_window, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
 use crate::spec::{infer, LayerKind, ModelSpec, Node, Window};
@@ -114,11 +114,17 @@ fn hull(a: Win, b: Win) -> Win {
     }
 }
 
+/// First and last input positions (in the padded coordinates: negative or past the end inside
+/// the padding) that a window reads for outputs `lo..=hi`.
+fn window_reads((lo, hi): (i64, i64), w: &Window) -> (i64, i64) {
+    let first = lo * w.stride as i64 - w.pad_lo as i64;
+    (first, hi * w.stride as i64 - w.pad_lo as i64 + w.span() as i64 - 1)
+}
+
 /// Input positions a window reads for outputs `lo..=hi`, clipped to the input (never empty: a
 /// superset is always safe, and a unit that sees only padding still needs a tensor to read).
-fn window_back((lo, hi): (i64, i64), w: &Window) -> (i64, i64) {
-    let first = lo * w.stride as i64 - w.pad_lo as i64;
-    let last = hi * w.stride as i64 - w.pad_lo as i64 + w.span() as i64 - 1;
+fn window_back(outputs: (i64, i64), w: &Window) -> (i64, i64) {
+    let (first, last) = window_reads(outputs, w);
     let n = w.input as i64;
     let (a, b) = (first.clamp(0, n - 1), last.clamp(0, n - 1));
     (a.min(b), b)
@@ -160,8 +166,7 @@ fn narrow_to(x: Tensor, have: Win, want: Win) -> Tensor {
 /// `have` of its input, and the window that slides over them: zero padding only where the real
 /// layer pads, output count `want`'s length.
 fn crop_window(x: Tensor, dim: i64, have: (i64, i64), want: (i64, i64), w: &Window) -> (Tensor, Window) {
-    let first = want.0 * w.stride as i64 - w.pad_lo as i64;
-    let last = want.1 * w.stride as i64 - w.pad_lo as i64 + w.span() as i64 - 1;
+    let (first, last) = window_reads(want, w);
     let (a, b) = (first.max(0), last.min(w.input as i64 - 1));
     let len = b - a + 1;
     let outputs = want.1 - want.0 + 1;
@@ -274,15 +279,15 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &
             let (x, windows) = cut(x);
             // mix where there are fewer channels to mix, window where there are fewer to slide
             let y = if k_out <= k_in {
-                window_sum(&mix(x), windows)
+                summing_window(&mix(x), windows)
             } else {
-                mix(window_sum(&x, windows))
+                mix(summing_window(&x, windows))
             };
             (y, classes)
         }
         LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
             let (x, windows) = cut(x);
-            (window_sum(&x, windows), m)
+            (summing_window(&x, windows), m)
         }
         LayerKind::AdaptiveAvgPool2d { .. } => {
             let y = x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]);
@@ -329,29 +334,6 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &
             (y, classes)
         }
     }
-}
-
-/// The sum of every window of a conv or pool (per channel): zero padding as the layer pads, and
-/// as far past the end as a ceil-mode window reaches; then the kernel's rows and columns summed
-/// as strided slices, one axis after the other. The same numbers as an all-ones depthwise conv
-/// (what the full probe runs), at a fraction of libtorch's float64 conv cost.
-fn window_sum(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
-    let extra = |w: &Window| -> i64 {
-        let needed = (w.output - 1) * w.stride + w.span();
-        (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
-    };
-    let padded = x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)]);
-    let axis_sum = |t: Tensor, dim: i64, w: &Window| -> Tensor {
-        if w.kernel == 1 && w.stride == 1 && t.size()[dim as usize] == w.output as i64 {
-            return t;
-        }
-        let (s, d, out) = (w.stride as i64, w.dilation as i64, w.output as i64);
-        (0..w.kernel as i64)
-            .map(|a| t.slice(dim, a * d, a * d + s * (out - 1) + 1, s))
-            .reduce(|acc, v| acc + v)
-            .expect("kernel >= 1")
-    };
-    axis_sum(axis_sum(padded, 2, &wh), 3, &ww)
 }
 
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
