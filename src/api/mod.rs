@@ -13,6 +13,7 @@ pub mod momentum;
 pub mod presets;
 pub mod receptive_field;
 pub mod svg;
+pub mod ui;
 
 use crate::config::Config;
 use crate::spec::{json::Obj, parse_model, ModelSpec, SpecError};
@@ -112,6 +113,8 @@ impl AppState {
 
 /// The routes, as listed in openapi.yaml (a test keeps the two in step).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/ui/{asset}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.yaml"),
@@ -129,6 +132,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let router = Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{asset}", get(ui::asset))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::handle))
         .route("/readyz", get(health::readyz))

@@ -1,0 +1,88 @@
+// Grade: a student's answers (one "id: answer" per line, as answers.txt) graded against the
+// course's problem set, with the feedback a student would see.
+import { h, show, field, markdownBold } from './dom.js';
+import { fmt } from './svg.js';
+
+const SAMPLE = `# one answer per line: question id, colon, answer
+p4.pool2.rows: 4i-9 <= m <= 4i+6
+p5.reduced.params.branch2: 67,232
+p5.reduced.params: 346,720
+p5.naive.params: 1,089,000`;
+
+/** "id: answer" lines (blank lines and # comments skipped) as an answers object. */
+export function parseAnswers(text) {
+  const answers = {};
+  for (const raw of text.replace(/^\uFEFF/, '').split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const at = line.indexOf(':');
+    if (at < 0) continue;
+    answers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return answers;
+}
+
+export function create(ctx) {
+  const answers = h('textarea', { id: 'gr-answers', rows: 10, spellcheck: 'false', dataset: { pointer: '/answers' } }, SAMPLE);
+  const reveal = h('select', { id: 'gr-reveal', dataset: { pointer: '/reveal' } }, ['none', 'hints', 'answers'].map((r) => h('option', { value: r }, r)));
+  const onlyAnswered = h('input', { type: 'checkbox', id: 'gr-only', checked: true });
+  const status = h('div', { class: 'status', role: 'status', 'aria-live': 'polite' });
+  const out = h('div', { id: 'gr-out' });
+  let last = null;
+  reveal.value = 'hints';
+
+  const panel = h('section', { class: 'panel' },
+    h('h2', {}, 'Grade answers'),
+    h('p', { class: 'hint' }, 'The course problem set (P2–P5). Answers are read as students write them: 1,089,952, 1.09M, 4i-9 <= m <= 4i+6, [4i-9, 4i+6].'),
+    h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); run(); } },
+      field('Answers (id: answer per line)', answers), field('Reveal', reveal), field('Show only answered questions', onlyAnswered),
+      h('button', { type: 'submit', id: 'gr-run' }, 'Grade')),
+    status, out);
+
+  async function run() {
+    ctx.busy(status, 'grading…');
+    try {
+      last = await ctx.api('/v1/grade', { problem_set: 'course', answers: parseAnswers(answers.value), reveal: reveal.value });
+    } catch (e) {
+      ctx.problem(e, status);
+      return;
+    }
+    render(last);
+    ctx.done(status, last.summary);
+    ctx.save();
+  }
+
+  function render(d) {
+    const given = parseAnswers(answers.value);
+    const rows = d.questions.filter((q) => !onlyAnswered.checked || q.id in given);
+    show(out,
+      h('p', { class: 'score', id: 'gr-score', dataset: { score: d.score, max: d.max_score } }, `Score: ${fmt(d.score)} / ${fmt(d.max_score)}`),
+      d.unknown_answer_ids.length ? h('p', { class: 'status error', id: 'gr-unknown' }, `Not questions of this set (check the ids): ${d.unknown_answer_ids.join(', ')}`) : null,
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data', id: 'gr-table' },
+        h('caption', {}, `${rows.length} of ${d.questions.length} questions shown`),
+        h('thead', {}, h('tr', {}, ['question', 'answer', 'score', 'result', 'feedback', 'expected'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, rows.map((q) => h('tr', { dataset: { id: q.id, correct: q.correct } },
+          h('td', {}, h('code', {}, q.id)), h('td', {}, q.answer), h('td', { class: 'num', dataset: { score: q.score } }, `${fmt(q.score)} / ${fmt(q.max_score)}`),
+          h('td', { class: q.correct ? 'verdict-healthy' : 'verdict-vanishing' }, q.correct ? '✓ right' : '✗ wrong'),
+          h('td', { class: 'feedback' }, markdownBold(q.feedback)), h('td', {}, q.expected)))))));
+  }
+
+  onlyAnswered.addEventListener('change', () => last && render(last));
+
+  const view = {
+    id: 'gr',
+    title: 'Grade',
+    usesModel: false,
+    panel,
+    status,
+    run,
+    get: () => ({ answers: answers.value, reveal: reveal.value, only: onlyAnswered.checked }),
+    set: (st) => {
+      answers.value = st.answers ?? SAMPLE;
+      reveal.value = st.reveal ?? 'hints';
+      onlyAnswered.checked = st.only ?? true;
+    },
+    last: () => last,
+  };
+  return view;
+}
