@@ -15,8 +15,13 @@ to the same requests, fetched here with urllib:
 - permalinks reproduce the view; the tabs work from the keyboard; with API keys on, the page asks
   for a key and works once given one.
 
-Usage: playground.py BASE_URL ARTIFACT_DIR [KEYED_BASE_URL KEY]. Screenshots (one per tab) and
-timings.json go to ARTIFACT_DIR. Exits non-zero on the first mismatch, with what differed.
+Every screenshot is preceded by axe-core's WCAG 2 A/AA check (no serious or critical violation);
+LAYERSCOPE_AXE names axe.min.js (scripts/browser-env.sh installs it from npm).
+
+LAYERSCOPE_BROWSER=firefox runs the same checks in Firefox ESR through geckodriver instead.
+
+Usage: playground.py BASE_URL ARTIFACT_DIR [KEYED_BASE_URL KEY]. Screenshots (one per tab),
+timings.json and accessibility.json (every violation axe found, by view) go to ARTIFACT_DIR. Exits non-zero on the first mismatch, with what differed.
 """
 import atexit
 import json
@@ -35,6 +40,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, OUT = sys.argv[1], sys.argv[2]
+BROWSER = os.environ.get("LAYERSCOPE_BROWSER", "chromium")
+assert BROWSER in ("chromium", "firefox"), BROWSER
+FIREFOX = BROWSER == "firefox"
 KEYED = sys.argv[3:5] if len(sys.argv) >= 5 else None
 os.makedirs(OUT, exist_ok=True)
 DOWNLOADS = os.path.join(OUT, "downloads")
@@ -51,7 +59,7 @@ def check(cond, what):
         try:
             d.save_screenshot(os.path.join(OUT, "failure.png"))
             with open(os.path.join(OUT, "failure-console.json"), "w") as f:
-                json.dump(d.get_log("browser"), f, indent=1)
+                json.dump(console(), f, indent=1)
         except Exception:
             pass
         raise AssertionError(what)
@@ -69,6 +77,16 @@ def api(path, body=None, base=BASE, key=None, raw=False):
 
 
 def browser():
+    if FIREFOX:
+        o = webdriver.FirefoxOptions()
+        o.binary_location = "/usr/bin/firefox-esr"
+        o.add_argument("-headless")
+        for k, v in {"browser.download.folderList": 2, "browser.download.dir": DOWNLOADS, "browser.download.useDownloadDir": True,
+                     "browser.helperApps.neverAsk.saveToDisk": "text/csv,text/markdown", "browser.download.always_ask_before_handling_new_types": False}.items():
+            o.set_preference(k, v)
+        d = webdriver.Firefox(service=webdriver.FirefoxService(os.environ.get("GECKODRIVER", "geckodriver")), options=o)
+        d.set_window_size(1400, 1100)
+        return d
     o = webdriver.ChromeOptions()
     o.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
@@ -80,6 +98,11 @@ def browser():
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
     d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
     return d
+
+
+def console():
+    """The browser's console messages (Chromium only: geckodriver has no log endpoint)."""
+    return [] if FIREFOX else d.get_log("browser")
 
 
 d = browser()
@@ -119,8 +142,25 @@ def pick_model(name):
     Select(by_id("model-picker")).select_by_value(name)
 
 
+AXE = open(os.environ["LAYERSCOPE_AXE"]).read()
+axe_report = {}
+
+
+def accessible(name):
+    """axe-core's WCAG 2 A/AA rules on the page as it is now: no serious or critical violation."""
+    d.execute_script(AXE)
+    result = d.execute_async_script("""const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}).then(r => done(
+          r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))),
+          e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]))""")
+    axe_report[name] = result
+    bad = [v for v in result if v["impact"] in ("serious", "critical")]
+    check(not bad, f"accessibility of {name}: {json.dumps(bad, indent=1)}")
+
+
 def shot(name):
-    """A full-page screenshot (the window grown to the document's height for it)."""
+    """A full-page screenshot (the window grown to the document's height for it), after the accessibility check."""
+    accessible(name)
     height = d.execute_script("return Math.min(4000, document.documentElement.scrollHeight)")
     d.set_window_size(1400, max(1100, height + 100))
     d.save_screenshot(os.path.join(OUT, f"{name}.png"))
@@ -164,7 +204,7 @@ open_page(BASE + "/")
 timings["second_load"] = d.execute_script(NAV_JS)
 print(f"page load (ms from navigation start; 'ready' is after /v1/info and /v1/presets): {json.dumps(timings)}", flush=True)
 check(nav["asset_count"] >= 10, f"the page loaded its modules: {nav}")
-for e in d.get_log("browser"):
+for e in console():
     check(e["level"] != "SEVERE", f"no console errors on load: {e}")
 
 # ---- receptive field: vgg_stem, one-based, pool2 at (1, 56) typed in ----
@@ -268,9 +308,16 @@ ref = api("/v1/complexity", {"model": {"preset": "inception_reduced"}, "batch_si
                                              "count_activations": False, "count_pooling": False, "count_residual_adds": False}})
 
 
+def num(text):
+    """A number the page wrote into an attribute (read as text: WebDriver's own number transfer can
+    round, geckodriver's does); an empty attribute is None."""
+    return None if text == "" else float(text)
+
+
 def table_values(sel="#cx-table tbody tr"):
-    return d.execute_script("""return [...document.querySelectorAll(arguments[0])].map(tr => [tr.dataset.path,
-        Object.fromEntries([...tr.querySelectorAll('td[data-key]')].map(td => [td.dataset.key, [Number(td.dataset.value), td.textContent]]))])""", sel)
+    rows = d.execute_script("""return [...document.querySelectorAll(arguments[0])].map(tr => [tr.dataset.path,
+        Object.fromEntries([...tr.querySelectorAll('td[data-key]')].map(td => [td.dataset.key, [td.dataset.value, td.textContent]]))])""", sel)
+    return [[p, {k: [num(v), t] for k, (v, t) in cells.items()}] for p, cells in rows]
 
 
 def parse_shown(text):
@@ -297,7 +344,7 @@ check(len(table_values()) == len(ref["rows"]), "expanded again")
 d.find_element(By.CSS_SELECTOR, "#cx-table button.sort[data-key='flops']").click()
 flops = [c["flops"][0] for _, c in table_values()]
 check(flops == sorted(flops, reverse=True), "sorted by FLOPs, descending")
-bars = d.execute_script("return [...document.querySelectorAll('#cx-chart .bar-0')].map(b => Number(b.dataset.value))")
+bars = [num(v) for v in d.execute_script("return [...document.querySelectorAll('#cx-chart .bar-0')].map(b => b.dataset.value)")]
 leaf = [r["flops"] for r in ref["rows"] if not r["subtotal"] and (r["params"] > 0 or r["flops"] > 0)]
 check(bars == leaf, "bar chart: one FLOPs bar per layer with the API's values")
 shot("complexity")
@@ -313,6 +360,14 @@ csv_ref = api("/v1/complexity?format=csv", {"model": {"preset": "inception_reduc
                                                             "count_activations": False, "count_pooling": False, "count_residual_adds": False}}, raw=True)
 got = open(os.path.join(DOWNLOADS, "complexity.csv")).read()
 check(got == csv_ref, "downloaded CSV equals the API's")
+by_id("cx-md").click()
+deadline = time.time() + 20
+while time.time() < deadline and not any(f.endswith(".md") for f in os.listdir(DOWNLOADS)):
+    time.sleep(0.1)
+md_ref = api("/v1/complexity?format=markdown", {"model": {"preset": "inception_reduced"}, "batch_size": 1, "dtype": "float32", "verify": False,
+                                                "conventions": {"additions": "accumulate", "flops": "mults_plus_adds", "count_batchnorm": False,
+                                                                "count_activations": False, "count_pooling": False, "count_residual_adds": False}}, raw=True)
+check(open(os.path.join(DOWNLOADS, "complexity.md")).read() == md_ref, "downloaded Markdown equals the API's")
 # a tool profile
 Select(by_id("cx-profile")).select_by_value("fvcore")
 check(run_and_wait("cx-run", sid).endswith("ok"), "fvcore profile ran")
@@ -340,7 +395,7 @@ for a in ref["activations"]:
     cells = dict(table_values(f"#gd-activations tr[data-path='{a['path']}']"))[a["path"]]
     check(cells["mean_derivative"][0] == a["mean_derivative"], f"mean g' of {a['path']}")
     check(cells["fraction_saturated"][0] == a["fraction_saturated"], f"saturated fraction of {a['path']}")
-pts = d.execute_script("return [...document.querySelectorAll('#gd-chart .series')[0].querySelectorAll('[data-y]')].map(e => Number(e.dataset.y))")
+pts = [num(v) for v in d.execute_script("return [...document.querySelectorAll('#gd-chart .series')[0].querySelectorAll('[data-y]')].map(e => e.dataset.y)")]
 check(pts == [l["weight_grad"]["frobenius"] for l in ref["layers"]], "chart points are the weight gradient norms")
 sweep_series = d.execute_script("return document.querySelectorAll('#gd-sweep .series').length")
 check(sweep_series == 3, "one sweep line per scale")
@@ -354,8 +409,8 @@ ref = api("/v1/momentum/equivalence", {"theta0": [0], "gradients": [[1], [1]], "
 check(by_id("mo-verdict").get_attribute("data-verdict") == ref["verdict"] == "not_equivalent", "momentum verdict")
 for form, traj in ref["trajectories"].items():
     for k, theta in enumerate(traj["theta"]):
-        v = d.execute_script(f"return Number(document.querySelector(\"#mo-theta td[data-form='{form}'][data-step='{k}']\").dataset.value)")
-        check(v == theta[0], f"theta of {form} at step {k}")
+        v = num(d.execute_script(f"return document.querySelector(\"#mo-theta td[data-form='{form}'][data-step='{k}']\").dataset.value"))
+        check(v == theta[0], f"theta of {form} at step {k}: page {v!r}, API {theta[0]!r}")
 check(d.execute_script("return document.querySelector(\"#mo-theta td[data-form='form_ii'][data-step='2']\").textContent") == "-0.119", "Form II theta_2 = -0.119")
 check(d.execute_script("return document.querySelector(\"#mo-theta td[data-form='form_i'][data-step='2']\").textContent") == "-0.2", "Form I theta_2 = -0.2")
 check([e.text for e in d.find_elements(By.CSS_SELECTOR, "#mo-explanation li")] == ref["explanation"], "explanation")
@@ -399,6 +454,12 @@ set_spec('{\n  "input_shape": [3, 8, 8]\n  "layers": []\n}')
 check(run_and_wait("rf-run", status_id("rf")).endswith("error"), "a syntax error is an error")
 check(box.get_attribute("data-line") == "3", f"syntax error at line 3, shown at {box.get_attribute('data-line')}")
 
+# ---- the preset's layers into the editor ----
+pick_model("vgg_stem")
+by_id("expand").click()
+wait.until(lambda _: "layers" in by_id("spec").get_attribute("value"))
+check(json.loads(by_id("spec").get_attribute("value")) == api("/v1/presets/vgg_stem")["spec"], "the editor holds the preset's full spec")
+
 # ---- permalink: the address reproduces the view ----
 pick_model("vgg_stem")
 Select(by_id("rf-base")).select_by_value("1")
@@ -424,7 +485,7 @@ check(by_id("rf-base").get_attribute("value") == "1", "the permalink keeps one-b
 by_id("tab-rf").send_keys(Keys.ARROW_RIGHT)
 check(by_id("tab-cx").get_attribute("aria-selected") == "true", "ArrowRight selects the next tab")
 check(d.switch_to.active_element == by_id("tab-cx"), "and focuses it")
-for e in d.get_log("browser"):
+for e in console():
     # the failed requests above are expected to log their 422s; nothing else may be severe
     check(e["level"] != "SEVERE" or " 422 " in e["message"] or "(Unprocessable" in e["message"], f"console error: {e}")
 d.quit()
@@ -447,4 +508,6 @@ if KEYED:
 
 with open(os.path.join(OUT, "timings.json"), "w") as f:
     json.dump(timings, f, indent=2)
-print(f"browser test: {checks} checks passed; timings {json.dumps(timings)}; screenshots in {OUT}")
+with open(os.path.join(OUT, "accessibility.json"), "w") as f:
+    json.dump(axe_report, f, indent=2)
+print(f"browser test ({BROWSER}): {checks} checks passed; timings {json.dumps(timings)}; screenshots in {OUT}")

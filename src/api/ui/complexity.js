@@ -124,7 +124,7 @@ export function create(ctx) {
     });
     const conv = data.profile ? `profile ${data.profile}` : Object.entries(data.conventions).map(([k, v]) => `${k}=${v}`).join(', ');
     show(out,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'data', id: 'cx-table' },
+      h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'scrollable table' }, h('table', { class: 'data', id: 'cx-table' },
         h('caption', {}, `Batch ${data.batch_size}, ${data.dtype}; ${conv}. Subtotal rows (▾) add up their children and are not added again into the total.`),
         h('thead', {}, head), h('tbody', {}, body), h('tfoot', {}, total))),
       chart);

@@ -58,7 +58,7 @@ export function create(ctx) {
     show(out,
       h('p', { class: 'score', id: 'gr-score', dataset: { score: d.score, max: d.max_score } }, `Score: ${fmt(d.score)} / ${fmt(d.max_score)}`),
       d.unknown_answer_ids.length ? h('p', { class: 'status error', id: 'gr-unknown' }, `Not questions of this set (check the ids): ${d.unknown_answer_ids.join(', ')}`) : null,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'data', id: 'gr-table' },
+      h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'scrollable table' }, h('table', { class: 'data', id: 'gr-table' },
         h('caption', {}, `${rows.length} of ${d.questions.length} questions shown`),
         h('thead', {}, h('tr', {}, ['question', 'answer', 'score', 'result', 'feedback', 'expected'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows.map((q) => h('tr', { dataset: { id: q.id, correct: q.correct } },

@@ -7,7 +7,7 @@ export function create(ctx) {
   const base = h('select', { id: 'rf-base', dataset: { pointer: '/index_base' } }, h('option', { value: '0' }, 'zero-based'), h('option', { value: '1' }, 'one-based (the course)'));
   const verify = h('input', { type: 'checkbox', id: 'rf-verify', checked: true });
   const status = h('div', { class: 'status', role: 'status', 'aria-live': 'polite' });
-  const table = h('div', { class: 'table-wrap', id: 'rf-table' });
+  const table = h('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'scrollable table', id: 'rf-table' });
   const unit = h('div', { id: 'rf-unit' });
   const result = h('div', { id: 'rf-result' });
   const state = { layer: null, index: null, channel: null };
