@@ -142,6 +142,8 @@ function renumber() {
   const lines = $('#spec').value.split('\n').length;
   const gutter = $('#gutter');
   if (gutter.childElementCount !== lines) {
+    // as tall as the text, between 4 and 16 lines (the user can still drag it)
+    $('#spec').rows = Math.max(4, Math.min(16, lines));
     show(gutter, Array.from({ length: lines }, (_, k) => h('span', { dataset: { line: k + 1 } }, `${k + 1}`)));
   }
   gutter.scrollTop = $('#spec').scrollTop;

@@ -17,7 +17,7 @@ export function create(ctx) {
     h('h2', {}, 'Receptive field'),
     h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); state.index = null; view.run(); } },
       field('Indices', base), field('Verify in libtorch', verify), h('button', { type: 'submit', id: 'rf-run' }, 'Compute')),
-    status, h('div', { class: 'rf-layout' }, table, h('div', {}, unit, result)));
+    status, h('div', { class: 'rf-layout' }, table, unit), result);
 
   // the same unit in the other numbering, answered again
   let shownBase = 0;
@@ -144,7 +144,7 @@ export function create(ctx) {
     if (v) facts.push(['libtorch', v.ran ? `${v.agrees ? 'agrees' : 'DISAGREES'} (probe of ${v.probe_channels} of ${v.network_channels} channels, ${fmt(v.millis)} ms, ${v.device})` : `not run: ${v.reason || ''}`, 'verification']);
     (p.notes || []).forEach((n) => facts.push(['note', n, 'note']));
     const list = h('dl', { class: 'facts', id: 'rf-facts' }, facts.map(([k, val, key]) => [h('dt', {}, k), h('dd', { dataset: { fact: key } }, val)]));
-    const out = [h('h3', {}, `Unit ${p.index.join(', ')}${p.channel !== null ? `, channel ${p.channel}` : ''} of layer ${p.name || p.layer} sees`), list];
+    const out = [h('div', { class: 'rf-facts' }, h('h3', {}, `Unit ${p.index.join(', ')}${p.channel !== null ? `, channel ${p.channel}` : ''} of layer ${p.name || p.layer} sees`), list)];
     if (p.input_rows) {
       const [, H, W] = data.model.input_shape;
       const a = p.affine;
@@ -154,7 +154,7 @@ export function create(ctx) {
       if ((full.r1 - full.r0) > 2 * (zoom.r1 - zoom.r0) || (full.c1 - full.c0) > 2 * (zoom.c1 - zoom.c0))
         out.push(drawInput(data.model.input_shape, p, b, zoom, 'rf-input-zoom', 'zoomed to the affine window'));
     }
-    show(result, out);
+    show(result, h('div', { class: 'rf-result' }, out));
   }
 
   const view = {
@@ -188,7 +188,7 @@ function drawInput(inputShape, p, b, { r0, r1, c0, c1 }, id, what) {
   const [, H, W] = inputShape;
   const nR = r1 - r0 + 1;
   const nC = c1 - c0 + 1;
-  const cs = Math.max(1, Math.min(20, Math.floor(440 / Math.max(nR, nC))));
+  const cs = Math.max(1, Math.min(20, Math.floor(360 / Math.max(nR, nC))));
   const X = (c) => (c - c0) * cs;
   const Y = (r) => (r - r0) * cs;
   const svg = s('svg', { width: nC * cs, height: nR * cs, viewBox: `0 0 ${nC * cs} ${nR * cs}`, class: 'grid', id, role: 'img', 'aria-label': `input grid ${H} by ${W}, ${what}, with the unit's receptive field marked` },
@@ -216,5 +216,5 @@ function drawInput(inputShape, p, b, { r0, r1, c0, c1 }, id, what) {
     h('span', {}, h('span', { class: 'swatch pad' }), ' padding (outside the image)'),
     h('span', {}, h('span', { class: 'swatch affine' }), ' affine window (dashed)'),
     h('span', {}, `holes inside the tight box: ${holes(p.input_rows, t.rows)} rows, ${holes(p.input_cols, t.cols)} columns`));
-  return h('figure', { class: 'chart-wrap' }, svg, caption);
+  return h('figure', { class: 'chart-wrap rf-drawing' }, svg, caption);
 }
