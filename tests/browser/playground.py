@@ -24,6 +24,7 @@ Usage: playground.py BASE_URL ARTIFACT_DIR [KEYED_BASE_URL KEY]. Screenshots (on
 timings.json and accessibility.json (every violation axe found, by view) go to ARTIFACT_DIR. Exits non-zero on the first mismatch, with what differed.
 """
 import atexit
+import base64
 import json
 import os
 import shutil
@@ -374,6 +375,16 @@ check(run_and_wait("cx-run", sid).endswith("ok"), "fvcore profile ran")
 ref = api("/v1/complexity", {"model": {"preset": "inception_reduced"}, "profile": "fvcore", "verify": False})
 tot = table_values("#cx-table tfoot tr")[0][1]
 check(tot["flops"][0] == ref["totals"]["flops"], "fvcore profile total FLOPs")
+# its permalink reopens the complexity tab with the profile, and counts again
+link = d.current_url
+check("#cx/" in link, "the address names the complexity tab")
+d.get("about:blank")
+open_page(link)
+wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#cx-table tfoot tr"))
+check(by_id("tab-cx").get_attribute("aria-selected") == "true", "the permalink opens the complexity tab")
+check(by_id("cx-profile").get_attribute("value") == "fvcore", "with the fvcore profile")
+check(table_values("#cx-table tfoot tr")[0][1]["flops"][0] == ref["totals"]["flops"], "and the same total")
+sid = status_id("cx")
 Select(by_id("cx-profile")).select_by_value("none")
 
 # ---- gradients: the sigmoid MLP ----
@@ -480,6 +491,16 @@ wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#rf-input-grid .rf-cell")
 timings["permalink_to_drawing_ms"] = round((time.time() - t1) * 1000, 1)
 check(drawn_cells() == before, "the permalink draws the same cells")
 check(by_id("rf-base").get_attribute("value") == "1", "the permalink keeps one-based indices")
+
+# ---- hostile addresses: a broken or foreign permalink opens the default view, no script error ----
+for frag in ["#rf/%%%", "#rf/" + base64.urlsafe_b64encode(b"[1, 2]").decode(), "#zz/" + base64.urlsafe_b64encode(b'{"tab": "nope", "model": 7, "rf": "x", "cx": [1]}').decode(),
+             "#gd/" + "A" * 20000, "#" + "x" * 5000]:
+    d.get("about:blank")
+    open_page(BASE + "/" + frag)
+    check(d.execute_script("return document.querySelectorAll('[role=tab][aria-selected=true]').length") == 1, f"one tab selected after {frag[:30]}")
+for e in console():
+    check(e["level"] != "SEVERE" or " 422 " in e["message"] or "(Unprocessable" in e["message"], f"console error: {e}")
+open_page(link)
 
 # ---- keyboard: arrows move between tabs ----
 by_id("tab-rf").send_keys(Keys.ARROW_RIGHT)
