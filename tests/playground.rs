@@ -20,41 +20,31 @@ async fn the_page_and_its_assets_are_served_with_types_and_validators() {
         assert_eq!(r.content_type, a.content_type, "{}", a.name);
         assert_eq!(r.text, a.body);
     }
-    let resp = layerscope::app(Config::default());
+    let first = conditional_get("/ui/app.js", None).await;
+    let etag = first["etag"].to_str().unwrap().to_string();
+    assert!(first["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert_eq!(first["cache-control"], "no-cache");
+    assert_eq!(first["x-content-type-options"], "nosniff");
+    assert_eq!(first["x-test-status"], "200");
+    assert_eq!(conditional_get("/ui/app.js", Some(&etag)).await["x-test-status"], "304");
+    let other = conditional_get("/ui/rf.js", Some(&etag)).await;
+    assert_eq!(other["x-test-status"], "200", "another file's ETag does not match");
+}
+
+/// GET with an optional If-None-Match; the response headers plus "x-test-status".
+async fn conditional_get(path: &str, etag: Option<&str>) -> axum::http::HeaderMap {
     use tower::ServiceExt;
-    let first = resp
-        .clone()
-        .oneshot(Request::get("/ui/app.js").body(Body::empty()).unwrap())
+    let mut req = Request::get(path);
+    if let Some(e) = etag {
+        req = req.header("if-none-match", e);
+    }
+    let resp = layerscope::app(Config::default())
+        .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let etag = first.headers()["etag"].to_str().unwrap().to_string();
-    assert!(first.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("default-src 'self'"));
-    assert_eq!(first.headers()["cache-control"], "no-cache");
-    assert_eq!(first.headers()["x-content-type-options"], "nosniff");
-    let again = resp
-        .clone()
-        .oneshot(
-            Request::get("/ui/app.js")
-                .header("if-none-match", &etag)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 304);
-    let other = resp
-        .oneshot(
-            Request::get("/ui/rf.js")
-                .header("if-none-match", &etag)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 200, "another file's ETag does not match");
+    let mut headers = resp.headers().clone();
+    headers.insert("x-test-status", resp.status().as_str().parse().unwrap());
+    headers
 }
 
 #[tokio::test]

@@ -183,6 +183,32 @@ def drawn_cells(grid="#rf-input-grid"):
     return cells
 
 
+def check_rf_table(ref):
+    """Every layer's row shows the API's formulas and sizes."""
+    for layer in ref["layers"]:
+        row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
+        rf = layer["receptive_field"]
+        check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == rf["height"]["text"], f"rows formula of {layer['path']}")
+        check(row.find_element(By.CSS_SELECTOR, "[data-field=cols]").text == rf["width"]["text"], f"cols formula of {layer['path']}")
+        check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == f"{rf['height']['size']}×{rf['width']['size']}", f"size of {layer['path']}")
+
+
+def show_unit(status, layer, index, channel=None):
+    """Picks `layer` in the table (None: keep the picked one), types the unit's indices, shows its field."""
+    if layer is not None:
+        d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer}'] button").click()
+    fields = [(by_id(f"rf-index-{k}"), v) for k, v in enumerate(index)] + ([(by_id("rf-channel"), channel)] if channel is not None else [])
+    for f, v in fields:
+        f.clear()
+        f.send_keys(str(v))
+    check(run_and_wait("rf-unit-run", status).endswith("ok"), f"unit {index} of {layer} shown")
+
+
+def api_cells(position):
+    """The input cells the API says the unit depends on."""
+    return {(r, c) for r in expand(position["input_rows"]) for c in expand(position["input_cols"])}
+
+
 def status_id(tab_id):
     d.execute_script(f"document.querySelector('#panel-{tab_id} .status').id = 'status-{tab_id}'")
     return f"status-{tab_id}"
@@ -213,22 +239,10 @@ sid = status_id("rf")
 tab("rf")
 Select(by_id("rf-base")).select_by_value("1")
 check(run_and_wait("rf-run", sid).endswith("ok"), "rf ran")
-ref = api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "index_base": 1, "verify": True})
-for layer in ref["layers"]:
-    row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
-    rf = layer["receptive_field"]
-    check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == rf["height"]["text"], f"rows formula of {layer['path']}")
-    check(row.find_element(By.CSS_SELECTOR, "[data-field=cols]").text == rf["width"]["text"], f"cols formula of {layer['path']}")
-    check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == f"{rf['height']['size']}×{rf['width']['size']}", f"size of {layer['path']}")
+check_rf_table(api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "index_base": 1, "verify": True}))
 check("4i-9 <= m <= 4i+6" in by_id("rf-table").text, "the course's pool2 formula is on the page")
-d.find_element(By.CSS_SELECTOR, "#rf-table tr[data-path='9'] button").click()
-for k, v in enumerate([1, 56]):
-    f = by_id(f"rf-index-{k}")
-    f.clear()
-    f.send_keys(str(v))
-check(run_and_wait("rf-unit-run", sid).endswith("ok"), "rf unit ran")
-pos = api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "index_base": 1, "position": {"layer": "9", "index": [1, 56]}})["position"]
-want = {(r, c) for r in expand(pos["input_rows"]) for c in expand(pos["input_cols"])}
+show_unit(sid, "9", [1, 56])
+want = api_cells(api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "index_base": 1, "position": {"layer": "9", "index": [1, 56]}})["position"])
 check(drawn_cells() == want, f"vgg_stem pool2 (1,56): drawn {len(drawn_cells())} cells, API {len(want)}")
 check(len(want) == 100, "rows 1..10 x columns 215..224")
 check(drawn_cells("#rf-input-zoom") == want, "the zoomed drawing marks the same cells")
@@ -251,27 +265,15 @@ ActionChains(d).move_to_element_with_offset(grid, int((20.5 / 56) * w - w / 2), 
 wait.until(lambda _: status_of("rf").endswith("ok") or status_of("rf").endswith("error"))
 picked = d.execute_script("const p = document.querySelector('#rf-output-grid .picked'); return [p.dataset.row, p.dataset.col]")
 check(picked == ["10", "20"], f"clicked unit (10, 20), page picked {picked}")
-pos = api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "position": {"layer": "9", "index": [10, 20]}})["position"]
-want = {(r, c) for r in expand(pos["input_rows"]) for c in expand(pos["input_cols"])}
-check(drawn_cells() == want, "the clicked unit's drawn cells equal the API's")
+check(drawn_cells() == api_cells(api("/v1/receptive-field", {"model": {"preset": "vgg_stem"}, "position": {"layer": "9", "index": [10, 20]}})["position"]), "the clicked unit's drawn cells equal the API's")
 
 # ---- receptive field: inception_reduced, a border unit whose window reaches into the padding ----
 pick_model("inception_reduced")
 check(run_and_wait("rf-run", sid).endswith("ok"), "rf inception ran")
-ref = api("/v1/receptive-field", {"model": {"preset": "inception_reduced"}, "verify": False})
-for layer in ref["layers"]:
-    rf = layer["receptive_field"]
-    row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
-    check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == rf["height"]["text"], f"inception rows formula {layer['path']}")
-d.find_element(By.CSS_SELECTOR, "#rf-table tr[data-path='0.branches.2.2'] button").click()
-for k, v in enumerate([0, 31]):
-    f = by_id(f"rf-index-{k}")
-    f.clear()
-    f.send_keys(str(v))
-check(run_and_wait("rf-unit-run", sid).endswith("ok"), "inception unit ran")
+check_rf_table(api("/v1/receptive-field", {"model": {"preset": "inception_reduced"}, "verify": False}))
+show_unit(sid, "0.branches.2.2", [0, 31])
 pos = api("/v1/receptive-field", {"model": {"preset": "inception_reduced"}, "position": {"layer": "0.branches.2.2", "index": [0, 31]}})["position"]
-want = {(r, c) for r in expand(pos["input_rows"]) for c in expand(pos["input_cols"])}
-check(drawn_cells() == want, "inception 5x5 branch border unit: drawn cells equal the API's")
+check(drawn_cells() == api_cells(pos), "inception 5x5 branch border unit: drawn cells equal the API's")
 check(pos["padding"]["rows_outside_image"] == 2, "the border unit's window reaches 2 rows into the padding")
 check(d.find_elements(By.CSS_SELECTOR, "#rf-input-grid .padding-area"), "padding drawn")
 shot("receptive-field-inception")
@@ -281,16 +283,9 @@ holes = {"input_shape": [2, 20, 20], "layers": [{"type": "conv2d", "out_channels
                                                 {"type": "conv2d", "out_channels": 4, "kernel_size": 2, "stride": 2, "groups": 2}]}
 set_spec(json.dumps(holes, indent=2))
 check(run_and_wait("rf-run", sid).endswith("ok"), "rf on a typed spec ran")
-for k, v in enumerate([3, 2]):
-    f = by_id(f"rf-index-{k}")
-    f.clear()
-    f.send_keys(str(v))
-ch = by_id("rf-channel")
-ch.clear()
-ch.send_keys("3")
-check(run_and_wait("rf-unit-run", sid).endswith("ok"), "rf unit with a channel ran")
+show_unit(sid, None, [3, 2], channel=3)
 pos = api("/v1/receptive-field", {"model": holes, "position": {"layer": "1", "index": [3, 2], "channel": 3}})["position"]
-want = {(r, c) for r in expand(pos["input_rows"]) for c in expand(pos["input_cols"])}
+want = api_cells(pos)
 # by hand: layer 1 row 3 reads layer-0 rows 6..7; layer-0 row r reads input rows r, r+3, r+6
 check(expand(pos["input_rows"]) == {6, 7, 9, 10, 12, 13}, f"rows with holes {pos['input_rows']}")
 check(drawn_cells() == want, "the cells with holes are drawn exactly")
@@ -349,26 +344,18 @@ bars = [num(v) for v in d.execute_script("return [...document.querySelectorAll('
 leaf = [r["flops"] for r in ref["rows"] if not r["subtotal"] and (r["params"] > 0 or r["flops"] > 0)]
 check(bars == leaf, "bar chart: one FLOPs bar per layer with the API's values")
 shot("complexity")
-# CSV download equals the API's CSV
+# the CSV and Markdown downloads equal the API's answers
 for f in os.listdir(DOWNLOADS):
     os.remove(os.path.join(DOWNLOADS, f))
-by_id("cx-csv").click()
-deadline = time.time() + 20
-while time.time() < deadline and not any(f.endswith(".csv") for f in os.listdir(DOWNLOADS)):
-    time.sleep(0.1)
-csv_ref = api("/v1/complexity?format=csv", {"model": {"preset": "inception_reduced"}, "batch_size": 1, "dtype": "float32", "verify": False,
-                                            "conventions": {"additions": "accumulate", "flops": "mults_plus_adds", "count_batchnorm": False,
-                                                            "count_activations": False, "count_pooling": False, "count_residual_adds": False}}, raw=True)
-got = open(os.path.join(DOWNLOADS, "complexity.csv")).read()
-check(got == csv_ref, "downloaded CSV equals the API's")
-by_id("cx-md").click()
-deadline = time.time() + 20
-while time.time() < deadline and not any(f.endswith(".md") for f in os.listdir(DOWNLOADS)):
-    time.sleep(0.1)
-md_ref = api("/v1/complexity?format=markdown", {"model": {"preset": "inception_reduced"}, "batch_size": 1, "dtype": "float32", "verify": False,
+for button, fmt, name in [("cx-csv", "csv", "complexity.csv"), ("cx-md", "markdown", "complexity.md")]:
+    by_id(button).click()
+    deadline = time.time() + 20
+    while time.time() < deadline and name not in os.listdir(DOWNLOADS):
+        time.sleep(0.1)
+    want = api(f"/v1/complexity?format={fmt}", {"model": {"preset": "inception_reduced"}, "batch_size": 1, "dtype": "float32", "verify": False,
                                                 "conventions": {"additions": "accumulate", "flops": "mults_plus_adds", "count_batchnorm": False,
                                                                 "count_activations": False, "count_pooling": False, "count_residual_adds": False}}, raw=True)
-check(open(os.path.join(DOWNLOADS, "complexity.md")).read() == md_ref, "downloaded Markdown equals the API's")
+    check(open(os.path.join(DOWNLOADS, name)).read() == want, f"downloaded {name} equals the API's {fmt}")
 # a tool profile
 Select(by_id("cx-profile")).select_by_value("fvcore")
 check(run_and_wait("cx-run", sid).endswith("ok"), "fvcore profile ran")
@@ -475,12 +462,7 @@ check(json.loads(by_id("spec").get_attribute("value")) == api("/v1/presets/vgg_s
 pick_model("vgg_stem")
 Select(by_id("rf-base")).select_by_value("1")
 check(run_and_wait("rf-run", status_id("rf")).endswith("ok"), "rf ran again")
-d.find_element(By.CSS_SELECTOR, "#rf-table tr[data-path='9'] button").click()
-for k, v in enumerate([1, 56]):
-    f = by_id(f"rf-index-{k}")
-    f.clear()
-    f.send_keys(str(v))
-check(run_and_wait("rf-unit-run", status_id("rf")).endswith("ok"), "rf unit ran again")
+show_unit(status_id("rf"), "9", [1, 56])
 before = drawn_cells()
 link = d.current_url
 check("#rf/" in link, f"the address carries the view: {link[:80]}")

@@ -106,6 +106,23 @@ const ctx = {
     document.querySelectorAll('[aria-invalid][data-pointer]').forEach((c) => c.removeAttribute('aria-invalid'));
     if (ptr) document.querySelectorAll(`[data-pointer="${CSS.escape(ptr)}"]`).forEach((c) => c.setAttribute('aria-invalid', 'true'));
   },
+  /**
+   * One request of a tab: says it is running, shows a failure where it points, else hands the
+   * answer to `render`, which draws it and returns the tab's status line; the address then
+   * records the view.
+   */
+  async call(status, what, request, render) {
+    this.busy(status, what);
+    let data;
+    try {
+      data = await request();
+    } catch (e) {
+      this.problem(e, status);
+      return;
+    }
+    this.done(status, render(data));
+    this.save();
+  },
   /** Clears a tab's status line and says what is running. */
   busy(status, what) {
     status.className = 'status busy';

@@ -64,19 +64,14 @@ export function create(ctx) {
     }
   }
 
-  async function run() {
-    ctx.busy(status, 'counting…');
-    try {
-      last = await ctx.api('/v1/complexity', body());
-    } catch (e) {
-      ctx.problem(e, status);
-      return;
-    }
-    render();
-    const v = last.verification;
-    ctx.done(status, `${fmt(last.totals.params)} parameters, ${fmt(last.totals.flops)} FLOPs, ${fmt(last.totals.macs)} MACs` +
-      (v ? `; libtorch ${v.ran ? (v.agrees ? 'agrees' : 'DISAGREES') : 'did not run'}` : ''));
-    ctx.save();
+  function run() {
+    return ctx.call(status, 'counting…', () => ctx.api('/v1/complexity', body()), (data) => {
+      last = data;
+      render();
+      const v = data.verification;
+      return `${fmt(data.totals.params)} parameters, ${fmt(data.totals.flops)} FLOPs, ${fmt(data.totals.macs)} MACs` +
+        (v ? `; libtorch ${v.ran ? (v.agrees ? 'agrees' : 'DISAGREES') : 'did not run'}` : '');
+    });
   }
 
   function hiddenBy(path) {

@@ -39,17 +39,13 @@ export function create(ctx) {
       h('button', { type: 'submit', id: 'gr-run' }, 'Grade')),
     status, out);
 
-  async function run() {
-    ctx.busy(status, 'grading…');
-    try {
-      last = await ctx.api('/v1/grade', { problem_set: 'course', answers: parseAnswers(answers.value), reveal: reveal.value });
-    } catch (e) {
-      ctx.problem(e, status);
-      return;
-    }
-    render(last);
-    ctx.done(status, last.summary);
-    ctx.save();
+  function run() {
+    const request = () => ctx.api('/v1/grade', { problem_set: 'course', answers: parseAnswers(answers.value), reveal: reveal.value });
+    return ctx.call(status, 'grading…', request, (d) => {
+      last = d;
+      render(d);
+      return d.summary;
+    });
   }
 
   function render(d) {

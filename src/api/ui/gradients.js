@@ -54,17 +54,12 @@ export function create(ctx) {
     return b;
   }
 
-  async function run() {
-    ctx.busy(status, 'running in libtorch…');
-    try {
-      last = await ctx.api('/v1/gradient-diagnostics', body());
-    } catch (e) {
-      ctx.problem(e, status);
-      return;
-    }
-    render(last);
-    ctx.done(status, `${last.device}, ${last.dtype}, batch ${last.batch_size}: ${fmt(last.millis)} ms` + (last.device_note ? ` (${last.device_note})` : ''));
-    ctx.save();
+  function run() {
+    return ctx.call(status, 'running in libtorch…', () => ctx.api('/v1/gradient-diagnostics', body()), (d) => {
+      last = d;
+      render(d);
+      return `${d.device}, ${d.dtype}, batch ${d.batch_size}: ${fmt(d.millis)} ms` + (d.device_note ? ` (${d.device_note})` : '');
+    });
   }
 
   function render(d) {

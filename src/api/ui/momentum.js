@@ -38,17 +38,12 @@ export function create(ctx) {
     return { theta0: numbers(theta0.value), gradients: g, alpha: a.length === 1 ? a[0] : a, beta: Number(beta.value), sutskever: sutskever.checked, pytorch_sgd: sgd.checked };
   }
 
-  async function run() {
-    ctx.busy(status, 'running…');
-    try {
-      last = await ctx.api('/v1/momentum/equivalence', body());
-    } catch (e) {
-      ctx.problem(e, status);
-      return;
-    }
-    render(last);
-    ctx.done(status, `${last.steps} steps, ${last.dtype}, tolerance ${last.tolerance}: ${last.verdict.replace(/_/g, ' ')}`);
-    ctx.save();
+  function run() {
+    return ctx.call(status, 'running…', () => ctx.api('/v1/momentum/equivalence', body()), (d) => {
+      last = d;
+      render(d);
+      return `${d.steps} steps, ${d.dtype}, tolerance ${d.tolerance}: ${d.verdict.replace(/_/g, ' ')}`;
+    });
   }
 
   function render(d) {

@@ -38,28 +38,21 @@ export function create(ctx) {
     return b;
   }
 
-  async function run() {
-    ctx.busy(status, 'computing…');
-    let data;
-    try {
-      data = await ctx.api('/v1/receptive-field', body(true));
-    } catch (e) {
-      ctx.problem(e, status);
-      return;
-    }
-    last = data;
-    const v = data.verification;
-    if (!data.layers.some((l) => l.path === state.layer)) {
-      const spatial = data.layers.filter((l) => l.output_shape.length === 3);
-      state.layer = (spatial.length ? spatial[spatial.length - 1] : data.layers[data.layers.length - 1]).path;
-      state.index = null;
-    }
-    renderTable(data);
-    renderUnit(data);
-    renderPosition(data);
-    ctx.done(status, `${data.layers.length} layers; input ${data.model.input_shape.join('×')}, output ${data.model.output_shape.join('×')}` +
-      (v ? `; libtorch ${v.ran ? (v.agrees ? 'agrees' : 'DISAGREES') : 'did not run'}` : ''));
-    ctx.save();
+  function run() {
+    return ctx.call(status, 'computing…', () => ctx.api('/v1/receptive-field', body(true)), (data) => {
+      last = data;
+      if (!data.layers.some((l) => l.path === state.layer)) {
+        const spatial = data.layers.filter((l) => l.output_shape.length === 3);
+        state.layer = (spatial.length ? spatial[spatial.length - 1] : data.layers[data.layers.length - 1]).path;
+        state.index = null;
+      }
+      renderTable(data);
+      renderUnit(data);
+      renderPosition(data);
+      const v = data.verification;
+      return `${data.layers.length} layers; input ${data.model.input_shape.join('×')}, output ${data.model.output_shape.join('×')}` +
+        (v ? `; libtorch ${v.ran ? (v.agrees ? 'agrees' : 'DISAGREES') : 'did not run'}` : '');
+    });
   }
 
   function renderTable(data) {

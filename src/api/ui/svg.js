@@ -32,6 +32,21 @@ function marker(kind, x, y, colour) {
   }
 }
 
+/** The chart in a <figure> with a text legend: items [[swatch svg, text], ...]. */
+function figure(svg, items) {
+  const wrap = document.createElement('figure');
+  wrap.className = 'chart-wrap';
+  const legend = document.createElement('figcaption');
+  legend.className = 'legend';
+  for (const [swatch, text] of items) {
+    const item = document.createElement('span');
+    item.append(swatch, ` ${text}`);
+    legend.append(item);
+  }
+  wrap.append(svg, legend);
+  return wrap;
+}
+
 /** A readable number: integers with thousands separators, others to 4 significant digits. */
 export function fmt(v) {
   if (v === null || v === undefined) return '–';
@@ -126,27 +141,15 @@ export function lineChart({ title, series, hlines = [], logY = false, xLabel = '
     }
     svg.append(g);
   });
-  const wrap = document.createElement('figure');
-  wrap.className = 'chart-wrap';
-  wrap.append(svg);
-  const legend = document.createElement('figcaption');
-  legend.className = 'legend';
-  series.forEach((se, k) => {
-    const item = document.createElement('span');
-    const sw = s('svg', { width: 28, height: 12, 'aria-hidden': 'true' },
-      s('line', { x1: 0, x2: 28, y1: 6, y2: 6, stroke: COLOURS[k % COLOURS.length], 'stroke-width': 2, 'stroke-dasharray': DASHES[k % DASHES.length] }),
-      marker(MARKERS[k % MARKERS.length], 14, 6, COLOURS[k % COLOURS.length]));
-    const dropped = se.points.length - se.points.filter((p) => keep(p[1])).length;
-    item.append(sw, ` ${se.name}${dropped ? ` (${dropped} value${dropped > 1 ? 's' : ''} ≤ 0 not drawn)` : ''}`);
-    legend.append(item);
-  });
-  hlines.forEach((h) => {
-    const item = document.createElement('span');
-    item.append(s('svg', { width: 28, height: 12, 'aria-hidden': 'true' }, s('line', { x1: 0, x2: 28, y1: 6, y2: 6, class: 'hline' })), ` ${h.name}`);
-    legend.append(item);
-  });
-  wrap.append(legend);
-  return wrap;
+  const dash = (k) => s('line', { x1: 0, x2: 28, y1: 6, y2: 6, stroke: COLOURS[k % COLOURS.length], 'stroke-width': 2, 'stroke-dasharray': DASHES[k % DASHES.length] });
+  return figure(svg, [
+    ...series.map((se, k) => {
+      const dropped = se.points.length - se.points.filter((p) => keep(p[1])).length;
+      return [s('svg', { width: 28, height: 12, 'aria-hidden': 'true' }, dash(k), marker(MARKERS[k % MARKERS.length], 14, 6, COLOURS[k % COLOURS.length])),
+        `${se.name}${dropped ? ` (${dropped} value${dropped > 1 ? 's' : ''} ≤ 0 not drawn)` : ''}`];
+    }),
+    ...hlines.map((hl) => [s('svg', { width: 28, height: 12, 'aria-hidden': 'true' }, s('line', { x1: 0, x2: 28, y1: 6, y2: 6, class: 'hline' })), hl.name]),
+  ]);
 }
 
 /** Horizontal bars, one group per row: rows [{label, values: [..]}], keys [names]. */
@@ -172,16 +175,6 @@ export function barChart({ title, rows, keys, width = 640, id }) {
       svg.append(s('text', { x: lw + w + 4, y: y + k * bh + bh - 1, class: 'bar-value' }, fmt(r.values[k])));
     });
   });
-  const wrap = document.createElement('figure');
-  wrap.className = 'chart-wrap';
-  wrap.append(svg);
-  const legend = document.createElement('figcaption');
-  legend.className = 'legend';
-  keys.forEach((key, k) => {
-    const item = document.createElement('span');
-    item.append(s('svg', { width: 14, height: 10, 'aria-hidden': 'true' }, s('rect', { width: 14, height: 10, fill: COLOURS[k] })), ` ${key} (${k === 0 ? 'upper' : 'lower'} bar of each row, scaled to its own maximum)`);
-    legend.append(item);
-  });
-  wrap.append(legend);
-  return wrap;
+  return figure(svg, keys.map((key, k) => [s('svg', { width: 14, height: 10, 'aria-hidden': 'true' }, s('rect', { width: 14, height: 10, fill: COLOURS[k] })),
+    `${key} (${k === 0 ? 'upper' : 'lower'} bar of each row, scaled to its own maximum)`]));
 }
