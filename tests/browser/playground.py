@@ -482,6 +482,26 @@ for frag in ["#rf/%%%", "#rf/" + base64.urlsafe_b64encode(b"[1, 2]").decode(), "
     check(d.execute_script("return document.querySelectorAll('[role=tab][aria-selected=true]').length") == 1, f"one tab selected after {frag[:30]}")
 for e in console():
     check(e["level"] != "SEVERE" or " 422 " in e["message"] or "(Unprocessable" in e["message"], f"console error: {e}")
+
+# ---- a server with CUDA: the device control offers it (Chromium: /v1/info's answer rewritten in the page) ----
+if not FIREFOX:
+    hook = d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+      const real = window.fetch;
+      window.fetch = async (url, opts) => {
+        const r = await real(url, opts);
+        if (String(url) !== '/v1/info') return r;
+        const info = await r.json();
+        return new Response(JSON.stringify({...info, cuda_available: true, cuda_device_count: 2}), {status: 200, headers: {'content-type': 'application/json'}});
+      };"""})
+    open_page(BASE + "/")
+    options = d.execute_script("return [...document.querySelectorAll('#gd-device option')].map(o => o.value)")
+    check(options == ["cpu", "auto", "cuda", "cuda:0", "cuda:1"], f"device choices with two GPUs: {options}")
+    check("CUDA (2 devices)" in by_id("server").text, "the header says CUDA")
+    d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hook["identifier"]})
+    open_page(BASE + "/")
+    options = d.execute_script("return [...document.querySelectorAll('#gd-device option')].map(o => o.value)")
+    has_cuda = api("/v1/info")["cuda_available"]
+    check((options == ["cpu", "auto"]) != has_cuda, f"device choices follow the server ({has_cuda}): {options}")
 open_page(link)
 
 # ---- keyboard: arrows move between tabs ----
