@@ -12,61 +12,449 @@ pub struct Number {
     pub abbreviated: bool,
 }
 
-pub const NUMBER_FORMS: &str = "a number such as 1089952, 1,089,952, 1.089952e6 or 1.09M";
-pub const RANGE_FORMS: &str = "a range such as \"4i-9 <= m <= 4i+6\", \"[4i-9, 4i+6]\" or {\"scale\": 4, \"lo\": -9, \"hi\": 6}";
+/// How a course writes numbers: which character is the decimal mark, and so which ones may
+/// separate groups of three digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Locale {
+    /// `1,089,952.5` (also `1 089 952.5`, `1_089_952`, `1'089'952`): the default.
+    #[default]
+    DecimalPoint,
+    /// `1.089.952,5` (also `1 089 952,5`): many European courses.
+    DecimalComma,
+}
+
+pub const NUMBER_FORMS: &str = "a number such as 1089952, 1,089,952, 1.089952e6, 1.09M or 224/1";
+pub const RANGE_FORMS: &str =
+    "a range such as \"4i-9 <= m <= 4i+6\", \"4(i-2)-1 <= m <= 4i+6\", \"[4i-9, 4i+6]\" or {\"scale\": 4, \"lo\": -9, \"hi\": 6}";
 
 pub fn parse_number(v: &serde_json::Value) -> Result<Number, String> {
+    parse_number_in(v, Locale::default())
+}
+
+pub fn parse_number_in(v: &serde_json::Value, locale: Locale) -> Result<Number, String> {
     match v {
         serde_json::Value::Number(n) => n
             .as_f64()
             .filter(|f| f.is_finite())
             .map(|value| Number { value, abbreviated: false })
             .ok_or_else(|| "not a finite number".into()),
-        serde_json::Value::String(s) => parse_number_text(s),
+        serde_json::Value::String(s) => parse_number_text_in(s, locale),
         other => Err(format!("expected {NUMBER_FORMS}, got {}", crate::spec::json::describe(other))),
     }
 }
 
 pub fn parse_number_text(raw: &str) -> Result<Number, String> {
+    parse_number_text_in(raw, Locale::default())
+}
+
+/// Spaces of every width, and the other marks students use between digit groups.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{2009}' | '\u{202f}' | '\u{a0}')
+}
+
+/// Unicode look-alikes as the ASCII a parser expects.
+fn ascii_marks(s: &str) -> String {
+    s.replace(['−', '–', '‒'], "-").replace(['×', '·', '⋅'], "*")
+}
+
+/// A number as written: digit groups checked (a separator must sit between groups of three
+/// digits, so `2,24` is not 224), a K/M/G/T suffix, scientific notation (`1.09e6`,
+/// `3.2 x 10^7`), or exact arithmetic on numbers (`224/1`, `(3*3*256+1)*128`).
+pub fn parse_number_text_in(raw: &str, locale: Locale) -> Result<Number, String> {
     if raw.len() > 100 {
         return Err(format!("the answer is {} characters long; expected {NUMBER_FORMS}", raw.len()));
     }
-    let s: String = raw
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ',' | '_' | '\'' | ' ' | '\u{2009}' | '\u{202f}' | '\u{a0}'))
-        .collect();
-    let s = s.replace('−', "-").replace('×', "x").replace("*10^", "x10^");
     let bad = || format!("could not read {raw:?} as {NUMBER_FORMS}");
+    let s = ascii_marks(raw.trim());
     if s.is_empty() {
         return Err(bad());
     }
-    let (mantissa, multiplier, abbreviated) = if let Some((m, e)) = s.split_once("x10^") {
+    // scientific notation written out: 3.2 x 10^7, 3.2*10^7
+    let compact: String = s.chars().filter(|c| !is_space(*c)).collect();
+    let compact = compact.replace("x10^", "*10^");
+    if let Some((m, e)) = compact.split_once("*10^") {
         let e: i32 = e.trim_start_matches('+').parse().map_err(|_| bad())?;
-        (m.to_string(), 10f64.powi(e), true)
-    } else {
-        let last = s.chars().last().unwrap();
-        match last {
-            'k' | 'K' => (s[..s.len() - 1].to_string(), 1e3, true),
-            'M' => (s[..s.len() - 1].to_string(), 1e6, true),
-            'G' | 'B' | 'b' => (s[..s.len() - 1].to_string(), 1e9, true),
-            'T' => (s[..s.len() - 1].to_string(), 1e12, true),
-            _ => (s.clone(), 1.0, s.contains(['e', 'E'])),
-        }
+        let m = grouped(m, locale, raw)?;
+        return finite(m * 10f64.powi(e), true).ok_or_else(bad);
+    }
+    let (body, multiplier) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+        Some('M') => (&s[..s.len() - 1], 1e6),
+        Some('G' | 'B' | 'b') => (&s[..s.len() - 1], 1e9),
+        Some('T') => (&s[..s.len() - 1], 1e12),
+        _ => (s.as_str(), 1.0),
     };
-    if mantissa.is_empty()
-        || !mantissa
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+    let body = body.trim_end();
+    if is_arithmetic(body) {
+        // arithmetic on numbers (a fraction, a product): exact, in rationals
+        let a = eval_affine(body).map_err(|e| format!("could not read {raw:?}: {e}; expected {NUMBER_FORMS}"))?;
+        if a.var.is_some() {
+            return Err(format!("{raw:?} has a letter in it; expected {NUMBER_FORMS}"));
+        }
+        return finite(a.constant.to_f64() * multiplier, multiplier != 1.0).ok_or_else(bad);
+    }
+    let value = grouped(body, locale, raw)?;
+    finite(value * multiplier, multiplier != 1.0 || body.contains(['e', 'E'])).ok_or_else(bad)
+}
+
+/// Whether a number is written as arithmetic: an operator other than a leading sign or an
+/// exponent's sign.
+fn is_arithmetic(body: &str) -> bool {
+    let c: Vec<char> = body.chars().filter(|c| !is_space(*c)).collect();
+    c.iter().any(|x| matches!(x, '/' | '(' | ')' | '*' | '^'))
+        || c.iter()
+            .enumerate()
+            .skip(1)
+            .any(|(k, x)| matches!(x, '+' | '-') && !matches!(c[k - 1], 'e' | 'E'))
+}
+
+fn finite(value: f64, abbreviated: bool) -> Option<Number> {
+    value.is_finite().then_some(Number { value, abbreviated })
+}
+
+/// A plain decimal number with optional digit-group separators and exponent, read under
+/// `locale`. Separators must be one kind, between groups of exactly three digits.
+fn grouped(text: &str, locale: Locale, raw: &str) -> Result<f64, String> {
+    let (decimal, group_marks): (char, &[char]) = match locale {
+        Locale::DecimalPoint => ('.', &[',', '_', '\'', ' ']),
+        Locale::DecimalComma => (',', &['.', '_', '\'', ' ']),
+    };
+    let t: String = text.trim().chars().map(|c| if is_space(c) { ' ' } else { c }).collect();
+    let bad = || format!("could not read {raw:?} as {NUMBER_FORMS}");
+    let (sign, t) = match t.strip_prefix('-') {
+        Some(rest) => ("-", rest.to_string()),
+        None => ("", t.trim_start_matches('+').to_string()),
+    };
+    let (mant, exp) = match t.find(['e', 'E']) {
+        Some(p) => (t[..p].to_string(), Some(t[p + 1..].to_string())),
+        None => (t.clone(), None),
+    };
+    let (int, frac) = match mant.split_once(decimal) {
+        Some((i, f)) => (i.to_string(), Some(f.to_string())),
+        None => (mant.clone(), None),
+    };
+    if frac
+        .as_deref()
+        .is_some_and(|f| f.contains(decimal) || !f.chars().all(|c| c.is_ascii_digit()))
     {
+        let other = if decimal == '.' { "comma" } else { "point" };
+        return Err(format!(
+            "could not read {raw:?}: the decimal mark here is '{decimal}' (the question's number_locale is decimal_{}, not decimal_{other})",
+            if decimal == '.' { "point" } else { "comma" }
+        ));
+    }
+    let seps: Vec<char> = int.chars().filter(|c| group_marks.contains(c)).collect();
+    let digits: String = if seps.is_empty() {
+        int.clone()
+    } else {
+        let sep = seps[0];
+        let groups: Vec<&str> = int.split(sep).collect();
+        let ok = seps.iter().all(|c| *c == sep)
+            && (1..=3).contains(&groups[0].len())
+            && groups[1..].iter().all(|g| g.len() == 3)
+            && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_digit()));
+        if !ok {
+            return Err(format!(
+                "could not read {raw:?}: a '{sep}' may only separate groups of three digits (as in 1{sep}089{sep}952){}",
+                if sep == ',' && locale == Locale::DecimalPoint {
+                    "; the decimal mark is '.'"
+                } else {
+                    ""
+                }
+            ));
+        }
+        groups.concat()
+    };
+    if digits.is_empty() && frac.as_deref().unwrap_or("").is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }
-    let value: f64 = mantissa.parse().map_err(|_| bad())?;
-    let value = value * multiplier;
-    if !value.is_finite() {
-        return Err(bad());
+    let mut plain = format!("{sign}{}", if digits.is_empty() { "0" } else { &digits });
+    if let Some(f) = frac {
+        plain += &format!(".{f}");
     }
-    Ok(Number { value, abbreviated })
+    if let Some(e) = exp {
+        if e.is_empty() || !e.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        plain += &format!("e{e}");
+    }
+    plain.parse::<f64>().map_err(|_| bad())
+}
+
+/// An exact rational p/q (q > 0, lowest terms) for affine arithmetic on answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ratio {
+    pub num: i128,
+    pub den: i128,
+}
+
+const TOO_BIG: &str = "a number in it is too large";
+
+impl Ratio {
+    pub fn int(n: i128) -> Ratio {
+        Ratio { num: n, den: 1 }
+    }
+    fn new(num: i128, den: i128) -> Result<Ratio, String> {
+        if den == 0 {
+            return Err("it divides by zero".into());
+        }
+        fn gcd(a: i128, b: i128) -> i128 {
+            if b == 0 {
+                a.abs()
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        let g = gcd(num, den).max(1);
+        let s = if den < 0 { -1 } else { 1 };
+        Ok(Ratio {
+            num: s * num / g,
+            den: s * den / g,
+        })
+    }
+    fn add(self, o: Ratio) -> Result<Ratio, String> {
+        let n = self
+            .num
+            .checked_mul(o.den)
+            .and_then(|a| o.num.checked_mul(self.den).and_then(|b| a.checked_add(b)));
+        Ratio::new(n.ok_or(TOO_BIG)?, self.den.checked_mul(o.den).ok_or(TOO_BIG)?)
+    }
+    fn mul(self, o: Ratio) -> Result<Ratio, String> {
+        Ratio::new(
+            self.num.checked_mul(o.num).ok_or(TOO_BIG)?,
+            self.den.checked_mul(o.den).ok_or(TOO_BIG)?,
+        )
+    }
+    fn div(self, o: Ratio) -> Result<Ratio, String> {
+        Ratio::new(
+            self.num.checked_mul(o.den).ok_or(TOO_BIG)?,
+            self.den.checked_mul(o.num).ok_or(TOO_BIG)?,
+        )
+    }
+    pub fn to_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+    /// The integer, when it is one.
+    pub fn as_int(self) -> Option<i128> {
+        (self.den == 1).then_some(self.num)
+    }
+}
+
+/// `coef * var + constant`, exactly; `var` is None for a plain number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affine {
+    pub coef: Ratio,
+    pub constant: Ratio,
+    pub var: Option<char>,
+}
+
+impl Affine {
+    fn num(r: Ratio) -> Affine {
+        Affine {
+            coef: Ratio::int(0),
+            constant: r,
+            var: None,
+        }
+    }
+    fn is_const(&self) -> bool {
+        self.coef.num == 0
+    }
+    fn add(self, o: Affine) -> Result<Affine, String> {
+        let var = match (self.var.filter(|_| !self.is_const()), o.var.filter(|_| !o.is_const())) {
+            (Some(a), Some(b)) if a != b => return Err(format!("it mixes the letters {a} and {b}")),
+            (a, b) => a.or(b),
+        };
+        Ok(Affine {
+            coef: self.coef.add(o.coef)?,
+            constant: self.constant.add(o.constant)?,
+            var,
+        })
+    }
+    fn scale(self, k: Ratio) -> Result<Affine, String> {
+        Ok(Affine {
+            coef: self.coef.mul(k)?,
+            constant: self.constant.mul(k)?,
+            var: self.var,
+        })
+    }
+    fn mul(self, o: Affine) -> Result<Affine, String> {
+        match (self.is_const(), o.is_const()) {
+            (true, _) => o.scale(self.constant),
+            (_, true) => self.scale(o.constant),
+            _ => Err("it multiplies a letter by a letter (not an affine expression)".into()),
+        }
+    }
+}
+
+/// Reads an affine expression in one letter: `4i-9`, `-9+4i`, `4*i - 9`, `4(i-2)-1`,
+/// `2(2i-4) - 1`, `(8i - 18)/2`, `224/1`, `3*3*256*64 + 64`, `10^3`. Implicit multiplication,
+/// unary signs, `^` with a whole exponent on numbers; the arithmetic is exact.
+pub fn eval_affine(text: &str) -> Result<Affine, String> {
+    let chars: Vec<char> = ascii_marks(text).chars().filter(|c| !is_space(*c)).collect();
+    if chars.is_empty() {
+        return Err("it is empty".into());
+    }
+    if chars.len() > 200 {
+        return Err("it is too long".into());
+    }
+    let mut p = Parser { c: chars, at: 0, depth: 0 };
+    let v = p.expr()?;
+    if p.at != p.c.len() {
+        return Err(format!("unexpected '{}'", p.c[p.at]));
+    }
+    Ok(v)
+}
+
+struct Parser {
+    c: Vec<char>,
+    at: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<char> {
+        self.c.get(self.at).copied()
+    }
+    fn expr(&mut self) -> Result<Affine, String> {
+        let mut v = self.term()?;
+        while let Some(op @ ('+' | '-')) = self.peek() {
+            self.at += 1;
+            let t = self.term()?;
+            v = v.add(if op == '-' { t.scale(Ratio::int(-1))? } else { t })?;
+        }
+        Ok(v)
+    }
+    fn term(&mut self) -> Result<Affine, String> {
+        let mut v = self.unary()?;
+        loop {
+            match self.peek() {
+                Some('*') => {
+                    self.at += 1;
+                    v = v.mul(self.unary()?)?;
+                }
+                Some('/') => {
+                    self.at += 1;
+                    let d = self.unary()?;
+                    if !d.is_const() {
+                        return Err("it divides by a letter".into());
+                    }
+                    v = v.scale(Ratio::int(1).div(d.constant)?)?;
+                }
+                // implicit multiplication: 4i, 4(i-2), (i+1)2, i(3)
+                Some(c) if c == '(' || c.is_ascii_alphanumeric() || c == '.' => v = v.mul(self.power()?)?,
+                _ => return Ok(v),
+            }
+        }
+    }
+    fn unary(&mut self) -> Result<Affine, String> {
+        match self.peek() {
+            Some('-') => {
+                self.at += 1;
+                Ok(self.unary()?.scale(Ratio::int(-1))?)
+            }
+            Some('+') => {
+                self.at += 1;
+                self.unary()
+            }
+            _ => self.power(),
+        }
+    }
+    fn power(&mut self) -> Result<Affine, String> {
+        let base = self.primary()?;
+        if self.peek() != Some('^') {
+            return Ok(base);
+        }
+        self.at += 1;
+        let e = self.unary()?;
+        let n = e
+            .constant
+            .as_int()
+            .filter(|n| e.is_const() && (0..=40).contains(n))
+            .ok_or("an exponent must be a whole number from 0 to 40")?;
+        if n == 1 {
+            return Ok(base);
+        }
+        if !base.is_const() {
+            return Err("it raises a letter to a power (not an affine expression)".into());
+        }
+        let mut r = Ratio::int(1);
+        for _ in 0..n {
+            r = r.mul(base.constant)?;
+        }
+        Ok(Affine::num(r))
+    }
+    fn primary(&mut self) -> Result<Affine, String> {
+        match self.peek() {
+            Some('(' | '[') => {
+                let close = if self.peek() == Some('(') { ')' } else { ']' };
+                self.depth += 1;
+                if self.depth > 20 {
+                    return Err("too many parentheses".into());
+                }
+                self.at += 1;
+                let v = self.expr()?;
+                if self.peek() != Some(close) {
+                    return Err(format!("a '{close}' is missing"));
+                }
+                self.at += 1;
+                self.depth -= 1;
+                Ok(v)
+            }
+            Some(c) if c.is_ascii_digit() || c == '.' => self.number(),
+            Some(c) if c.is_ascii_alphabetic() => {
+                self.at += 1;
+                Ok(Affine {
+                    coef: Ratio::int(1),
+                    constant: Ratio::int(0),
+                    var: Some(c),
+                })
+            }
+            Some(c) => Err(format!("unexpected '{c}'")),
+            None => Err("it ends too early".into()),
+        }
+    }
+    /// Digits with an optional decimal part and exponent, as an exact ratio.
+    fn number(&mut self) -> Result<Affine, String> {
+        let start = self.at;
+        while self.peek().is_some_and(|c| c.is_ascii_digit() || c == '.') {
+            self.at += 1;
+        }
+        let text: String = self.c[start..self.at].iter().collect();
+        let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+        if frac.contains('.') || (int.is_empty() && frac.is_empty()) || int.len() + frac.len() > 30 {
+            return Err(format!("{text:?} is not a number"));
+        }
+        let digits: i128 = format!("{int}{frac}").parse().map_err(|_| TOO_BIG.to_string())?;
+        let mut r = Ratio::new(digits, 10i128.pow(frac.len() as u32))?;
+        // an exponent: e followed by a digit or a signed digit (an `e` alone would be a letter)
+        let exp_follows = |at: usize| {
+            matches!(self.c.get(at), Some('e' | 'E'))
+                && (self.c.get(at + 1).is_some_and(|c| c.is_ascii_digit())
+                    || matches!(self.c.get(at + 1), Some('+' | '-')) && self.c.get(at + 2).is_some_and(|c| c.is_ascii_digit()))
+        };
+        if exp_follows(self.at) {
+            self.at += 1;
+            let neg = self.peek() == Some('-');
+            if matches!(self.peek(), Some('+' | '-')) {
+                self.at += 1;
+            }
+            let s = self.at;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.at += 1;
+            }
+            let e: u32 = self.c[s..self.at]
+                .iter()
+                .collect::<String>()
+                .parse()
+                .map_err(|_| TOO_BIG.to_string())?;
+            if e > 30 {
+                return Err(TOO_BIG.into());
+            }
+            let p = Ratio::int(10i128.pow(e));
+            r = if neg { r.div(p)? } else { r.mul(p)? };
+        }
+        Ok(Affine::num(r))
+    }
 }
 
 /// `scale*index + lo <= var <= scale*index + hi`, with the letters the student used.
@@ -81,34 +469,13 @@ pub struct Range {
     pub var: Option<char>,
 }
 
-/// `4i-9` -> (4, -9, Some('i')); `i+2` -> (1, 2, Some('i')); `-3` -> (0, -3, None).
-fn linear(expr: &str) -> Option<(i64, i64, Option<char>)> {
-    let e: String = expr.chars().filter(|c| !c.is_whitespace() && *c != '*').collect();
-    let e = e.replace('−', "-");
-    if e.is_empty() {
-        return None;
-    }
-    let letter_pos = e.find(|c: char| c.is_ascii_alphabetic());
-    match letter_pos {
-        None => e.parse::<i64>().ok().map(|c| (0, c, None)),
-        Some(p) => {
-            let letter = e[p..].chars().next()?;
-            let coef = match &e[..p] {
-                "" | "+" => 1,
-                "-" => -1,
-                c => c.parse::<i64>().ok()?,
-            };
-            let rest = &e[p + letter.len_utf8()..];
-            let constant = if rest.is_empty() {
-                0
-            } else {
-                rest.trim_start_matches('+').parse::<i64>().ok()?
-            };
-            if rest.starts_with("++") || rest.starts_with("+-") {
-                return None;
-            }
-            Some((coef, constant, Some(letter)))
-        }
+/// One end of a range as (coefficient, constant, letter), whole numbers only.
+fn linear(expr: &str) -> Result<(i64, i64, Option<char>), String> {
+    let a = eval_affine(expr)?;
+    let whole = |r: Ratio| r.as_int().and_then(|n| i64::try_from(n).ok());
+    match (whole(a.coef), whole(a.constant)) {
+        (Some(c), Some(k)) => Ok((c, k, a.var.filter(|_| c != 0))),
+        _ => Err(format!("{expr:?} does not have whole-number coefficients")),
     }
 }
 
@@ -137,33 +504,39 @@ pub fn parse_range_text(raw: &str) -> Result<Range, String> {
     if raw.len() > 200 {
         return Err(format!("the answer is {} characters long; expected {RANGE_FORMS}", raw.len()));
     }
-    let bad = || format!("could not read {raw:?} as {RANGE_FORMS}");
-    let s = raw.replace('≤', "<=").replace('⩽', "<=").replace('−', "-");
-    let parts: Vec<&str> = if s.contains("<=") {
-        s.split("<=").collect()
+    let bad = |why: String| format!("could not read {raw:?} ({why}); expected {RANGE_FORMS}");
+    let s = ascii_marks(raw).replace(['≤', '⩽'], "<=").replace('∈', " in ");
+    let s = s.trim();
+    let parts: Vec<String> = if s.contains("<=") {
+        s.split("<=").map(str::to_string).collect()
     } else if s.contains('<') {
-        s.split('<').collect()
+        s.split('<').map(str::to_string).collect()
     } else {
-        let inner = s.trim().trim_start_matches(['[', '(']).trim_end_matches([']', ')']);
+        // "m in [a, b]", "[a, b]", "a .. b"; only one enclosing pair of brackets is dropped
+        let s = s.split_once(" in ").map(|(_, r)| r.trim()).unwrap_or(s);
+        let inner = match (s.chars().next(), s.chars().last()) {
+            (Some('[' | '('), Some(']' | ')')) if s.len() >= 2 => &s[1..s.len() - 1],
+            _ => s,
+        };
         if inner.contains("..") {
-            inner.split("..").collect()
+            inner.split("..").map(str::to_string).collect()
         } else {
-            inner.split(',').collect()
+            inner.split(',').map(str::to_string).collect()
         }
     };
     let (lo_e, var, hi_e) = match parts.as_slice() {
         [lo, var, hi] => {
             let v = var.trim();
             if v.chars().count() != 1 || !v.chars().all(|c| c.is_ascii_alphabetic()) {
-                return Err(bad());
+                return Err(bad(format!("{v:?} is not a single letter")));
             }
-            (*lo, v.chars().next(), *hi)
+            (lo.as_str(), v.chars().next(), hi.as_str())
         }
-        [lo, hi] => (*lo, None, *hi),
-        _ => return Err(bad()),
+        [lo, hi] => (lo.as_str(), None, hi.as_str()),
+        _ => return Err(bad("not two ends".into())),
     };
-    let (a1, lo, x1) = linear(lo_e).ok_or_else(bad)?;
-    let (a2, hi, x2) = linear(hi_e).ok_or_else(bad)?;
+    let (a1, lo, x1) = linear(lo_e).map_err(bad)?;
+    let (a2, hi, x2) = linear(hi_e).map_err(bad)?;
     if a1 != a2 || (x1.is_some() && x2.is_some() && x1 != x2) {
         return Err(format!("{raw:?}: both ends must use the same multiple of the same index"));
     }
@@ -200,6 +573,118 @@ pub fn thousands(v: f64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn digit_groups_must_be_groups_of_three() {
+        for (s, v) in [
+            ("1,089,952", 1089952.0),
+            ("1 089 952", 1089952.0),
+            ("1\u{202f}089\u{202f}952", 1089952.0),
+            ("1_089_952", 1089952.0),
+            ("1'089'952", 1089952.0),
+            ("224", 224.0),
+            ("1,089,952.5", 1089952.5),
+            ("-1,000", -1000.0),
+        ] {
+            assert_eq!(parse_number_text(s).unwrap().value, v, "{s}");
+        }
+        // a separator anywhere else is a slip, never silently dropped
+        for s in ["2,24", "22,4", "1,0899,52", "1,089 952", ",224", "224,", "1.089.952", "3,5"] {
+            let e = parse_number_text(s).unwrap_err();
+            assert!(e.contains(s), "{s}: {e}");
+        }
+        assert!(parse_number_text("2,24").unwrap_err().contains("groups of three digits"));
+        // the decimal-comma locale
+        let eu = |s: &str| parse_number_text_in(s, Locale::DecimalComma).map(|n| n.value);
+        assert_eq!(eu("1.089.952").unwrap(), 1089952.0);
+        assert_eq!(eu("1 089 952,5").unwrap(), 1089952.5);
+        assert_eq!(eu("0,119").unwrap(), 0.119);
+        assert!(eu("1,089,952").is_err());
+        assert!(eu("2.24").is_err());
+    }
+
+    #[test]
+    fn fractions_and_arithmetic_are_exact() {
+        for (s, v) in [
+            ("224/1", 224.0),
+            ("448 / 2", 224.0),
+            ("3/4", 0.75),
+            ("(3*3*256+1)*128", 295040.0),
+            ("3·3·64", 576.0),
+            ("2^10", 1024.0),
+            ("-119/1000", -0.119),
+            ("1.5e3", 1500.0),
+            ("1.5e-3", 0.0015),
+            ("10^3 - 1", 999.0),
+        ] {
+            assert_eq!(parse_number_text(s).unwrap().value, v, "{s}");
+        }
+        for s in ["1/0", "2i", "(3*4", "3**4", "2^100", "2^-1", "1/(10^40)"] {
+            assert!(parse_number_text(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn affine_ends_in_any_equivalent_form() {
+        for (s, (a, b)) in [
+            ("4i-9", (4, -9)),
+            ("-9+4i", (4, -9)),
+            ("4*i - 9", (4, -9)),
+            ("4(i-2)-1", (4, -9)),
+            ("2(2i-4) - 1", (4, -9)),
+            ("(8i - 18)/2", (4, -9)),
+            ("4 i − 9", (4, -9)),
+            ("i", (1, 0)),
+            ("-i+3", (-1, 3)),
+            ("7", (0, 7)),
+            ("(i+1)4", (4, 4)),
+        ] {
+            let (c, k, _) = linear(s).unwrap();
+            assert_eq!((c, k), (a, b), "{s}");
+        }
+        for s in ["i*i", "i/i", "(i+1", "4i/3", "i+j", "2^i"] {
+            assert!(linear(s).is_err(), "{s}");
+        }
+        let r = parse_range_text("4(i-2)-1 ≤ m ≤ 4i+6").unwrap();
+        assert_eq!((r.scale, r.lo, r.hi, r.index, r.var), (4, -9, 6, Some('i'), Some('m')));
+        let r = parse_range_text("m ∈ [-9+4i, 4(i+1)+2]").unwrap();
+        assert_eq!((r.scale, r.lo, r.hi), (4, -9, 6));
+        let r = parse_range_text("[4(i-2)-1, 4(i+1)+2]").unwrap();
+        assert_eq!((r.lo, r.hi), (-9, 6));
+    }
+
+    /// Hundreds of random affine ranges, each written in several equivalent ways (the ways
+    /// students write them), all read back to the same numbers.
+    #[test]
+    fn random_equivalent_forms_read_the_same() {
+        let mut seed: u64 = 0x5eed_1234;
+        let mut next = |n: i64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) % (2 * n as u64 + 1)) as i64 - n
+        };
+        let signed = |v: i64| if v < 0 { format!("-{}", -v) } else { format!("+{v}") };
+        for _ in 0..500 {
+            let a = next(8).abs().max(1);
+            let (lo, hi) = (next(40), next(40));
+            let q = next(5);
+            let forms = |b: i64| {
+                vec![
+                    format!("{a}i{}", signed(b)),
+                    format!("{b}{}i", signed(a)),
+                    format!("{a} * i {} {}", if b < 0 { '-' } else { '+' }, b.abs()),
+                    format!("{a}(i{}){}", signed(q), signed(b - a * q)),
+                    format!("({}i{})/2", 2 * a, signed(2 * b)),
+                    format!("{a}i{}", signed(b)).replace('-', "−"),
+                ]
+            };
+            for (l, h) in forms(lo).iter().zip(forms(hi)) {
+                for text in [format!("{l} <= m <= {h}"), format!("[{l}, {h}]"), format!("{l} ≤ m ≤ {h}")] {
+                    let r = parse_range_text(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                    assert_eq!((r.scale, r.lo, r.hi), (a, lo, hi), "{text}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn numbers_in_the_forms_students_write() {

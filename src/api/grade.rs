@@ -4,7 +4,7 @@
 use super::body::JsonBody;
 use super::error::{ApiError, ApiResult};
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, AppState};
-use crate::analysis::answers::{parse_number, parse_range, thousands, Number, Range, NUMBER_FORMS, RANGE_FORMS};
+use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::spec::error::child;
 use crate::spec::json::Obj;
 use crate::spec::SpecError;
@@ -176,8 +176,9 @@ struct Question {
     request: Value,
     answer: Option<Value>,
     points: f64,
-    abs_tol: Option<f64>,
-    rel_tol: Option<f64>,
+    tolerance: Tolerance,
+    locale: Locale,
+    partial: Partial,
     index_base: u64,
     pointer: String,
     /// The model was given as the question's `model` (not inside `request`): errors point there.
@@ -193,11 +194,138 @@ struct Graded {
     feedback: String,
     expected: String,
     got: String,
+    /// The recognised mistake that earned partial credit.
+    mistake: Option<&'static str>,
+}
+
+/// How close a numeric answer must be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tolerance {
+    /// Exact for counts, 1e-3 relative for measured quantities.
+    Default,
+    /// |got - want| <= absolute + relative * |want|.
+    RelAbs { absolute: f64, relative: f64 },
+    /// PrairieLearn's `comparison="sigfig"`: right to this many significant figures.
+    SigFigs(i32),
+    /// PrairieLearn's `comparison="decdig"`: right to this many digits after the decimal point.
+    Decimals(i32),
+}
+
+impl Tolerance {
+    fn accepts(self, got: f64, want: f64, is_count: bool) -> bool {
+        match self {
+            Tolerance::Default if is_count => got == want,
+            Tolerance::Default => within(got, want, 1e-12, 1e-3),
+            Tolerance::RelAbs { absolute, relative } => within(got, want, absolute, relative),
+            // as pl-number-input grades them: |got - want| < 0.51 x 10^-n
+            Tolerance::SigFigs(digits) => {
+                let n = if want == 0.0 {
+                    digits - 1
+                } else {
+                    -(want.abs().log10().floor() as i32) + digits - 1
+                };
+                (got - want).abs() < 0.51 * 10f64.powi(-n)
+            }
+            Tolerance::Decimals(digits) => (got - want).abs() < 0.51 * 10f64.powi(-digits),
+        }
+    }
+}
+
+/// The mistakes that earn partial credit when recognised, with their default fractions.
+const MISTAKES: &[(&str, f64, &str)] = &[
+    ("bias_forgotten", 0.5, "the count without the biases"),
+    (
+        "macs_for_flops",
+        0.5,
+        "MACs given where FLOPs were asked (or FLOPs where MACs were)",
+    ),
+    (
+        "additions_convention",
+        0.5,
+        "additions counted under the other convention (k-1 instead of k per output, or the reverse)",
+    ),
+    ("wrong_input_channels", 0.5, "a layer's input channels taken from another layer"),
+    ("index_base", 0.5, "the range for the other index base (zero- vs one-based)"),
+    (
+        "swapped_letters",
+        0.5,
+        "the right numbers with the index letters swapped (only under strict_variables)",
+    ),
+];
+
+/// Fractions of the points per recognised mistake (0 turns one off).
+#[derive(Clone, Debug, PartialEq)]
+struct Partial(Vec<(&'static str, f64)>);
+
+impl Partial {
+    fn defaults() -> Partial {
+        Partial(MISTAKES.iter().map(|(k, f, _)| (*k, *f)).collect())
+    }
+    fn credit(&self, key: &str) -> f64 {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, f)| *f).unwrap_or(0.0)
+    }
+    /// `false`, or {mistake: fraction} over `base` (unnamed mistakes keep their fraction).
+    fn read(v: Option<&Value>, pointer: &str, base: &Partial) -> Result<Partial, SpecError> {
+        match v {
+            None => Ok(base.clone()),
+            Some(Value::Bool(false)) => Ok(Partial(vec![])),
+            Some(Value::Bool(true)) => Ok(Partial::defaults()),
+            Some(other) => {
+                let o = Obj::new(other, pointer)?;
+                let mut out = base.clone();
+                for (key, _, _) in MISTAKES {
+                    if o.raw(key).is_some() {
+                        let f = o.f64_in(key, None, 0.0, 1.0)?;
+                        out.0.retain(|(k, _)| k != key);
+                        out.0.push((key, f));
+                    }
+                }
+                o.finish(&MISTAKES.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", "))?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// A mistake's value for this question: if the answer equals it, the mistake is recognised.
+struct Slip {
+    key: &'static str,
+    value: f64,
+    /// What the student computed, in words, for the feedback.
+    says: String,
+}
+
+fn read_locale(o: &Obj, default: Locale) -> Result<Locale, SpecError> {
+    Ok(
+        match o.choice(
+            "number_locale",
+            if default == Locale::DecimalComma {
+                "decimal_comma"
+            } else {
+                "decimal_point"
+            },
+            &["decimal_point", "decimal_comma"],
+        )? {
+            "decimal_comma" => Locale::DecimalComma,
+            _ => Locale::DecimalPoint,
+        },
+    )
+}
+
+/// Request-wide defaults a question may override.
+struct Defaults {
+    locale: Locale,
+    partial: Partial,
 }
 
 const KINDS: &[&str] = &["receptive_field", "complexity", "gradient", "momentum"];
 
-fn read_question(v: &Value, pointer: &str, answers: Option<&serde_json::Map<String, Value>>) -> Result<Question, SpecError> {
+fn read_question(
+    v: &Value,
+    pointer: &str,
+    answers: Option<&serde_json::Map<String, Value>>,
+    defaults: &Defaults,
+) -> Result<Question, SpecError> {
     let o = Obj::new(v, pointer)?;
     let id = o
         .opt_str("id")?
@@ -222,25 +350,41 @@ fn read_question(v: &Value, pointer: &str, answers: Option<&serde_json::Map<Stri
     }
     let answer = o.raw("answer").cloned().or_else(|| answers.and_then(|a| a.get(&id)).cloned());
     let points = o.f64_in("points", Some(1.0), 0.0, 1e6)?;
-    let (abs_tol, rel_tol) = match o.raw("tolerance") {
-        None => (None, None),
+    let tolerance = match o.raw("tolerance") {
+        None => Tolerance::Default,
         Some(t) => {
             let t = Obj::new(t, &o.at("tolerance"))?;
-            let r = (
-                Some(t.f64_in("absolute", Some(0.0), 0.0, f64::MAX)?),
-                Some(t.f64_in("relative", Some(0.0), 0.0, 1.0)?),
-            );
-            t.finish("absolute, relative")?;
-            r
+            let tol = match (
+                t.raw("sigfigs").is_some(),
+                t.raw("decimals").is_some(),
+                t.raw("absolute").is_some() || t.raw("relative").is_some(),
+            ) {
+                (true, false, false) => Tolerance::SigFigs(t.u64_in("sigfigs", None, 1, 15)? as i32),
+                (false, true, false) => Tolerance::Decimals(t.u64_in("decimals", None, 0, 15)? as i32),
+                (false, false, _) => Tolerance::RelAbs {
+                    absolute: t.f64_in("absolute", Some(0.0), 0.0, f64::MAX)?,
+                    relative: t.f64_in("relative", Some(0.0), 0.0, 1.0)?,
+                },
+                _ => {
+                    return Err(SpecError::invalid(
+                        o.at("tolerance"),
+                        "give one kind of tolerance: {absolute, relative}, {sigfigs} or {decimals}",
+                    ))
+                }
+            };
+            t.finish("absolute, relative, sigfigs, decimals")?;
+            tol
         }
     };
+    let locale = read_locale(&o, defaults.locale)?;
+    let partial = Partial::read(o.raw("partial_credit"), &o.at("partial_credit"), &defaults.partial)?;
     let base_default = if ask_text.to_lowercase().contains("zero-based") || ask_text.to_lowercase().contains("0-based") {
         0
     } else {
         1
     };
     let index_base = o.u64_in("index_base", Some(base_default), 0, 1)?;
-    o.finish("id, kind, ask, model, request, answer, points, tolerance, index_base")?;
+    o.finish("id, kind, ask, model, request, answer, points, tolerance, index_base, number_locale, partial_credit")?;
     Ok(Question {
         id,
         kind,
@@ -249,8 +393,9 @@ fn read_question(v: &Value, pointer: &str, answers: Option<&serde_json::Map<Stri
         request,
         answer,
         points,
-        abs_tol,
-        rel_tol,
+        tolerance,
+        locale,
+        partial,
         index_base,
         pointer: pointer.to_string(),
         model_at_top,
@@ -300,7 +445,8 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, V
 
 /// What the reference says, for the question's ask.
 enum Expected {
-    Count(f64, Vec<(String, f64)>),
+    /// A count, the target's leaf layers with their counts (for hints), and the mistakes it recognises.
+    Count(f64, Vec<(String, f64)>, Vec<Slip>),
     Range {
         scale: i64,
         lo: i64,
@@ -341,8 +487,8 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
                 }
             };
             let value = row[*column].as_f64().ok_or("no such count")?;
-            // the leaf layers inside the target and their counts, for hints and mistake spotting
-            let parts = rows
+            // the leaf layers inside the target, for hints and mistake spotting
+            let leaves: Vec<&Value> = rows
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -353,10 +499,14 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
                                 .as_str()
                                 .is_some_and(|p| p.starts_with(&children_prefix) || format!("{p}.") == children_prefix))
                 })
+                .collect();
+            let parts = leaves
+                .iter()
                 .filter(|r| r[*column].as_f64().unwrap_or(0.0) > 0.0)
                 .map(|r| (describe_row(r), r[*column].as_f64().unwrap_or(0.0)))
                 .collect();
-            Ok(Expected::Count(value, parts))
+            let slips = count_slips(q, column, value, row, &leaves, rows);
+            Ok(Expected::Count(value, parts, slips))
         }
         Ask::Range { layer, cols } => {
             let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
@@ -380,7 +530,7 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
             let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
             row["receptive_field"]["height"][*what]
                 .as_f64()
-                .map(|v| Expected::Count(v, vec![]))
+                .map(|v| Expected::Count(v, vec![], vec![]))
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))
         }
         Ask::Field { path, word } => {
@@ -415,6 +565,82 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
             }
         }
     }
+}
+
+/// The values a count takes under the mistakes students make, for the target `row` whose leaf
+/// layers are `leaves` (all rows of the table in `rows`).
+fn count_slips(q: &Question, column: &str, value: f64, row: &Value, leaves: &[&Value], rows: &Value) -> Vec<Slip> {
+    let num = |r: &Value, key: &str| r[key].as_f64().unwrap_or(0.0);
+    let sum = |key: &str| leaves.iter().map(|r| num(r, key)).sum::<f64>();
+    let mut slips = Vec::new();
+    let mut push = |key: &'static str, v: f64, says: String| {
+        if v != value && v >= 0.0 {
+            slips.push(Slip { key, value: v, says });
+        }
+    };
+    match column {
+        "params" => {
+            let b = sum("params_bias");
+            push(
+                "bias_forgotten",
+                value - b,
+                format!("the count without the {} biases", thousands(b)),
+            );
+        }
+        "flops" => {
+            let macs = num(row, "macs");
+            push("macs_for_flops", macs, format!("the MACs ({})", thousands(macs)));
+            push("macs_for_flops", 2.0 * macs, format!("2 x the MACs ({})", thousands(2.0 * macs)));
+        }
+        "macs" => {
+            push("macs_for_flops", num(row, "flops"), "the FLOPs".into());
+            push("macs_for_flops", 2.0 * value, "2 x the MACs (FLOPs counted as 2 x MACs)".into());
+        }
+        "additions" => {
+            // conv/linear outputs: one addition each is what separates the two conventions
+            let outputs: f64 = leaves
+                .iter()
+                .filter(|r| matches!(r["type"].as_str(), Some("conv2d" | "linear")))
+                .map(|r| num(r, "output_elements"))
+                .sum();
+            let exact = q.request["conventions"]["additions"] == "exact";
+            let other = if exact { value + outputs } else { value - outputs };
+            push(
+                "additions_convention",
+                other,
+                format!("the additions counted as {} per output", if exact { "k" } else { "k-1" }),
+            );
+        }
+        _ => {}
+    }
+    if matches!(column, "params" | "params_weight" | "multiplications" | "macs") {
+        // a conv or linear layer whose input channels were taken from another layer
+        let per_layer = if column == "params" { "params_weight" } else { column };
+        let mut channels: Vec<f64> = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| [&r["input_shape"][0], &r["output_shape"][0]])
+            .filter_map(Value::as_f64)
+            .collect();
+        channels.sort_by(f64::total_cmp);
+        channels.dedup();
+        for leaf in leaves.iter().filter(|r| matches!(r["type"].as_str(), Some("conv2d" | "linear"))) {
+            let inputs = leaf["input_shape"][0].as_f64().unwrap_or(0.0);
+            if inputs <= 0.0 {
+                continue;
+            }
+            let per_channel = num(leaf, per_layer) / inputs;
+            for &c in channels.iter().filter(|c| **c != inputs) {
+                push(
+                    "wrong_input_channels",
+                    value + per_channel * (c - inputs),
+                    format!("{} counted with {c} input channels instead of {inputs}", describe_row(leaf)),
+                );
+            }
+        }
+    }
+    slips
 }
 
 fn describe_row(r: &Value) -> String {
@@ -471,6 +697,7 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
         feedback: String::new(),
         expected: String::new(),
         got: String::new(),
+        mistake: None,
     };
     let expected = match reference {
         Ok(e) => e,
@@ -496,14 +723,13 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
         }
     };
     match expected {
-        Expected::Count(want, parts) => grade_number(&mut g, q, answer, want, &parts, true, reveal, &label),
-        Expected::Number(want) => grade_number(&mut g, q, answer, want, &[], false, reveal, &label),
+        Expected::Count(want, parts, slips) => grade_number(&mut g, q, answer, want, &parts, &slips, true, reveal, &label),
+        Expected::Number(want) => grade_number(&mut g, q, answer, want, &[], &[], false, reveal, &label),
         Expected::Vector(want) => {
             g.expected = format!("{want:?}");
-            let (abs, rel) = (q.abs_tol.unwrap_or(1e-12), q.rel_tol.unwrap_or(1e-3));
             let got: Result<Vec<f64>, String> = match answer {
-                Value::Array(items) => items.iter().map(|x| parse_number(x).map(|n| n.value)).collect(),
-                other => parse_number(other).map(|n| vec![n.value]),
+                Value::Array(items) => items.iter().map(|x| parse_number_in(x, q.locale).map(|n| n.value)).collect(),
+                other => parse_number_in(other, q.locale).map(|n| vec![n.value]),
             };
             match got {
                 Err(e) => g.feedback = format!("**{label}**: {e}. Expected a list of {} numbers.", want.len()),
@@ -515,7 +741,7 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                         .iter()
                         .zip(&want)
                         .enumerate()
-                        .filter(|(_, (a, b))| !within(**a, **b, abs, rel))
+                        .filter(|(_, (a, b))| !q.tolerance.accepts(**a, **b, false))
                         .map(|(i, _)| i)
                         .collect();
                     if wrong.is_empty() {
@@ -593,6 +819,15 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                             "**{label}**: the numbers are right, but {} (strict_variables is on).",
                             notes.join("; ")
                         );
+                        let credit = q.partial.credit("swapped_letters");
+                        if credit > 0.0 {
+                            g.score = q.points * credit;
+                            g.mistake = Some("swapped_letters");
+                            g.feedback += &format!(
+                                " A recognised mistake (swapped_letters), worth {} of the points.",
+                                fraction_text(credit)
+                            );
+                        }
                     } else {
                         let mut f = format!("**{label}**: you wrote {}; that is not right.", g.got);
                         if s != scale {
@@ -607,6 +842,19 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                         }
                         if !notes.is_empty() {
                             f += &format!(" Also: {}.", notes.join("; "));
+                        }
+                        // the same range written for the other index base: lo1 = lo0 + 1 - scale
+                        let shift = if q.index_base == 1 { scale - 1 } else { 1 - scale };
+                        let credit = q.partial.credit("index_base");
+                        if s == scale && l == lo + shift && h == hi + shift && shift != 0 && credit > 0.0 {
+                            g.score = q.points * credit;
+                            g.mistake = Some("index_base");
+                            f += &format!(
+                                " It is the range for {} indices, but the question counts from {}: a recognised mistake (index_base), worth {} of the points.",
+                                if q.index_base == 1 { "zero-based" } else { "one-based" },
+                                q.index_base,
+                                fraction_text(credit)
+                            );
                         }
                         if reveal != Reveal::None {
                             f += &format!(
@@ -630,7 +878,8 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
 }
 
 /// Judges a number: exact for counts unless the question sets a tolerance, 1e-3 relative for
-/// measured quantities.
+/// measured quantities; a wrong count that equals a recognised mistake earns that mistake's
+/// fraction of the points.
 #[allow(clippy::too_many_arguments)]
 fn grade_number(
     g: &mut Graded,
@@ -638,20 +887,16 @@ fn grade_number(
     answer: &Value,
     want: f64,
     parts: &[(String, f64)],
+    slips: &[Slip],
     is_count: bool,
     reveal: Reveal,
     label: &str,
 ) {
-    let (abs, rel) = match (q.abs_tol, q.rel_tol) {
-        (None, None) if is_count => (0.0, 0.0),
-        (None, None) => (1e-12, 1e-3),
-        (a, r) => (a.unwrap_or(0.0), r.unwrap_or(0.0)),
-    };
     g.expected = show_number(want);
-    match parse_number(answer) {
+    match parse_number_in(answer, q.locale) {
         Err(e) => g.feedback = format!("**{label}**: {e}. Expected {NUMBER_FORMS}."),
         Ok(Number { value, abbreviated }) => {
-            if within(value, want, abs, rel) {
+            if q.tolerance.accepts(value, want, is_count) {
                 g.correct = true;
                 g.feedback = format!("**{label}**: {} is right.", g.got);
                 return;
@@ -667,10 +912,24 @@ fn grade_number(
                 "not right".into()
             };
             let mut f = format!("**{label}**: you wrote {}, which is {how}.", g.got);
-            if abbreviated && off.abs() < 1.0 && is_count {
+            let recognised = slips
+                .iter()
+                .filter(|s| q.tolerance.accepts(value, s.value, is_count) && q.partial.credit(s.key) > 0.0)
+                .max_by(|a, b| q.partial.credit(a.key).total_cmp(&q.partial.credit(b.key)));
+            if let Some(slip) = recognised {
+                let credit = q.partial.credit(slip.key);
+                g.score = q.points * credit;
+                g.mistake = Some(slip.key);
+                f += &format!(
+                    " It equals {}: a recognised mistake ({}), worth {} of the points.",
+                    slip.says,
+                    slip.key,
+                    fraction_text(credit)
+                );
+            } else if abbreviated && off.abs() < 1.0 && is_count {
                 f += " It looks rounded: give the exact count.";
             }
-            if reveal != Reveal::None {
+            if reveal != Reveal::None && recognised.is_none() {
                 f += &hint_count(value, want, parts);
             }
             if reveal == Reveal::Answers {
@@ -678,6 +937,15 @@ fn grade_number(
             }
             g.feedback = f;
         }
+    }
+}
+
+/// 0.5 -> "half", 0.25 -> "25%".
+fn fraction_text(f: f64) -> String {
+    if f == 0.5 {
+        "half".into()
+    } else {
+        format!("{}%", percent(f * 100.0))
     }
 }
 
@@ -760,17 +1028,24 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     };
     let output = req.choice("output", "json", &["json", "gradescope", "prairielearn", "moodle_coderunner"])?;
     let strict_variables = req.bool("strict_variables", false)?;
+    let defaults = Defaults {
+        locale: read_locale(&req, Locale::default())?,
+        partial: Partial::read(req.raw("partial_credit"), "/partial_credit", &Partial::defaults())?,
+    };
     let answers = match req.raw("answers") {
         None => None,
         Some(Value::Object(m)) => Some(m),
         Some(_) => return Err(SpecError::invalid("/answers", "expected an object: {question id: answer}").into()),
     };
     let (items, base_ptr): (Vec<Value>, &str) = match (req.opt_str("problem_set")?, req.array("questions")?) {
-        (Some(_), Some(_)) => return Err(SpecError::invalid("/problem_set", "give either a problem_set or questions, not both").into()),
-        (Some(name), None) => (
-            problem_set(name).ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course")))?,
-            "/problem_set",
-        ),
+        (Some(name), selection) => {
+            let all = problem_set(name)
+                .ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course")))?;
+            match selection {
+                None => (all, "/problem_set"),
+                Some(sel) => (select_questions(all, sel)?, "/problem_set"),
+            }
+        }
         (None, Some(q)) => (q.clone(), "/questions"),
         (None, None) => return Err(SpecError::invalid("/questions", "is required (or a problem_set)").into()),
     };
@@ -783,11 +1058,11 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         )
         .into());
     }
-    req.finish("questions, problem_set, answers, reveal, output, strict_variables")?;
+    req.finish("questions, problem_set, answers, reveal, output, strict_variables, number_locale, partial_credit")?;
     let questions = items
         .iter()
         .enumerate()
-        .map(|(i, v)| read_question(v, &child(base_ptr, i), answers))
+        .map(|(i, v)| read_question(v, &child(base_ptr, i), answers, &defaults))
         .collect::<Result<Vec<_>, _>>()?;
     let mut cache = HashMap::new();
     let mut graded = Vec::new();
@@ -799,6 +1074,46 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         .map(|a| a.keys().filter(|k| !questions.iter().any(|q| &q.id == *k)).collect())
         .unwrap_or_default();
     Ok(json_response(&render(output, &graded, &unknown)))
+}
+
+/// The questions of a problem set that `selection` names: ids, or prefixes ending in `.` or `*`
+/// (`"p4.*"`, `"p5.reduced."`), in the set's order. A name that selects nothing is a 422.
+fn select_questions(all: Vec<Value>, selection: &[Value]) -> Result<Vec<Value>, SpecError> {
+    let mut wanted = Vec::new();
+    for (i, v) in selection.iter().enumerate() {
+        let name = v.as_str().ok_or_else(|| {
+            SpecError::invalid(
+                child("/questions", i),
+                "with a problem_set, questions are ids or prefixes such as \"p4.*\"",
+            )
+        })?;
+        let prefix = name
+            .strip_suffix('*')
+            .filter(|_| name.ends_with('*'))
+            .or_else(|| name.ends_with('.').then_some(name));
+        let matches = |id: &str| match prefix {
+            Some(p) => id.starts_with(p),
+            None => id == name,
+        };
+        if !all.iter().any(|q| q["id"].as_str().is_some_and(matches)) {
+            let ids: Vec<&str> = all.iter().filter_map(|q| q["id"].as_str()).collect();
+            return Err(SpecError::invalid(
+                child("/questions", i),
+                format!("{name:?} names no question of the set; its ids are {}", ids.join(", ")),
+            ));
+        }
+        wanted.push((name.to_string(), prefix.map(str::to_string)));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|q| {
+            let id = q["id"].as_str().unwrap_or("");
+            wanted.iter().any(|(name, prefix)| match prefix {
+                Some(p) => id.starts_with(p.as_str()),
+                None => id == name,
+            })
+        })
+        .collect())
 }
 
 fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
@@ -840,7 +1155,7 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
             "summary": summary,
             "questions": graded.iter().map(|g| json!({
                 "id": g.id, "score": g.score, "max_score": g.max, "correct": g.correct,
-                "feedback": g.feedback, "expected": g.expected, "answer": g.got,
+                "feedback": g.feedback, "expected": g.expected, "answer": g.got, "mistake": g.mistake,
             })).collect::<Vec<_>>(),
             "unknown_answer_ids": unknown,
         }),
