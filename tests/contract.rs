@@ -145,8 +145,36 @@ async fn check(method: &str, path: &str, template: &str, body: Option<Value>) {
     }
 }
 
+/// Every output format of /v1/grade validates against its own schema (with answers that are
+/// right, wrong, partly right and unknown).
+#[tokio::test]
+async fn grade_outputs_match_their_schemas() {
+    let s = spec();
+    let answers = json!({"p5.reduced.params": "346,720", "p5.reduced.params.branch2": 126976, "p4.pool2.rows": "4i-9 <= m <= 4i+6", "p5.naive.params": "2,24", "nope": 1});
+    for (output, schema) in [
+        ("json", "GradeResult"),
+        ("gradescope", "GradescopeResults"),
+        ("prairielearn", "PrairieLearnResults"),
+        ("moodle_coderunner", "MoodleCombinatorResult"),
+    ] {
+        let r = post(
+            "/v1/grade",
+            json!({"problem_set": "course", "questions": ["p4.pool2.", "p5.*"], "answers": answers, "output": output, "reveal": "hints"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let mut errors = Vec::new();
+        validate(&s, &s["components"]["schemas"][schema], &r.json(), "", &mut errors);
+        assert!(errors.is_empty(), "{output}: {errors:#?}");
+        assert!(r.text.contains("nope"), "{output} names the unknown id: {}", r.text);
+    }
+}
+
 #[tokio::test]
 async fn responses_match_their_schemas() {
+    check("get", "/", "/", None).await;
+    check("get", "/ui/app.js", "/ui/{asset}", None).await;
+    check("get", "/ui/nope.js", "/ui/{asset}", None).await;
     check("get", "/healthz", "/healthz", None).await;
     check("get", "/readyz", "/readyz", None).await;
     check("get", "/v1/info", "/v1/info", None).await;

@@ -1120,7 +1120,12 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
     let score: f64 = graded.iter().map(|g| g.score).sum();
     let max: f64 = graded.iter().map(|g| g.max).sum();
     let right = graded.iter().filter(|g| g.correct).count();
-    let summary = format!("{right} of {} answers right: {score} / {max} points.", graded.len());
+    let mut summary = format!("{right} of {} answers right: {score} / {max} points.", graded.len());
+    if !unknown.is_empty() {
+        // a mistyped id is the student's to fix: say so in every format, not only in JSON
+        let ids: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+        summary += &format!(" These answer ids are not questions here and were not graded: {}.", ids.join(", "));
+    }
     match output {
         "gradescope" => json!({
             "score": score,
@@ -1132,20 +1137,27 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
                 "output": g.feedback, "output_format": "md", "visibility": "visible",
             })).collect::<Vec<_>>(),
         }),
+        // PrairieLearn shows messages as plain text
         "prairielearn" => json!({
             "gradable": true,
             "score": if max > 0.0 { score / max } else { 0.0 },
             "message": summary,
             "tests": graded.iter().map(|g| json!({
-                "name": g.id, "points": g.score, "max_points": g.max, "message": g.feedback,
+                "name": g.id, "points": g.score, "max_points": g.max, "message": plain_text(&g.feedback),
             })).collect::<Vec<_>>(),
         }),
         "moodle_coderunner" => {
             let mut rows = vec![json!(["iscorrect", "Question", "Expected", "Got", "Feedback"])];
-            rows.extend(graded.iter().map(|g| json!([g.correct, g.id, g.expected, g.got, g.feedback])));
+            rows.extend(
+                graded
+                    .iter()
+                    .map(|g| json!([g.correct, g.id, g.expected, g.got, markdown_html(&g.feedback)])),
+            );
             json!({
                 "fraction": if max > 0.0 { score / max } else { 0.0 },
                 "testresults": rows,
+                // CodeRunner escapes %s cells into <pre>; the feedback column is HTML
+                "columnformats": ["%s", "%s", "%s", "%h"],
                 "prologuehtml": format!("<p>{}</p>", html_escape(&summary)),
             })
         }
@@ -1160,6 +1172,26 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
             "unknown_answer_ids": unknown,
         }),
     }
+}
+
+/// Feedback without its Markdown emphasis, for LMSs that show plain text.
+fn plain_text(markdown: &str) -> String {
+    markdown.replace("**", "")
+}
+
+/// Feedback as HTML: escaped text, `**bold**` as <strong>.
+fn markdown_html(markdown: &str) -> String {
+    markdown
+        .split("**")
+        .enumerate()
+        .map(|(k, part)| {
+            if k % 2 == 1 {
+                format!("<strong>{}</strong>", html_escape(part))
+            } else {
+                html_escape(part)
+            }
+        })
+        .collect()
 }
 
 fn html_escape(s: &str) -> String {
