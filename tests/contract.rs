@@ -170,6 +170,36 @@ async fn grade_outputs_match_their_schemas() {
     }
 }
 
+/// With API keys on, a /v1 route without a key answers the documented 401, the open routes
+/// declare no security, and the /v1 routes name the bearer scheme.
+#[tokio::test]
+async fn unauthorised_answers_are_documented() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let s = spec();
+    assert_eq!(s["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (method, path) in layerscope::api::ROUTES {
+        let op = &s["paths"][path][method];
+        let open = !path.starts_with("/v1/");
+        assert_eq!(op["security"] == json!([]), open, "{method} {path}: security");
+        if !open {
+            for code in ["401", "429"] {
+                assert!(!op["responses"][code].is_null(), "{method} {path} documents {code}");
+            }
+        }
+    }
+    let config = layerscope::Config {
+        api_keys: vec!["k".into()],
+        ..layerscope::Config::default()
+    };
+    let r = send(config, Request::get("/v1/info").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, 401);
+    let schema = response_schema(&s, "get", "/v1/info", 401, "application/problem+json");
+    let mut errors = Vec::new();
+    validate(&s, schema, &r.json(), "", &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
 #[tokio::test]
 async fn responses_match_their_schemas() {
     check("get", "/", "/", None).await;

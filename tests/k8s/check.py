@@ -1,11 +1,12 @@
-"""Renders k8s/ (the base and the GPU overlay, applying the kustomizations' namespace and JSON 6902
-patches), validates every object against the Kubernetes schemas (kubernetes-validate, strict),
+"""Renders k8s/ (the base and the GPU overlay) as kustomize does (with `kubectl kustomize` itself
+where kubectl is installed, checked against this script's own rendering), validates every object against the Kubernetes schemas (kubernetes-validate, strict),
 lints them with checkov, and checks the service's own deployment rules.
 
   python tests/k8s/check.py        (exit status 0 when everything holds)
 """
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,18 +30,29 @@ def load(path):
 
 
 def render(directory):
+    """The objects `kubectl kustomize` renders when kubectl is installed (kustomize v5 inside it),
+    else render_here's; where both exist they must agree."""
+    here = render_here(directory)
+    if shutil.which("kubectl"):
+        r = subprocess.run(["kubectl", "kustomize", directory], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"kustomize failed on {directory}:\n{r.stderr}")
+        real = [d for d in yaml.safe_load_all(r.stdout) if d]
+        key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+        if sorted(real, key=key) != sorted(here, key=key):
+            raise SystemExit(f"{directory}: this script's rendering differs from kustomize's; fix render_here")
+        return real
+    return here
+
+
+def render_here(directory):
+    """What kustomize does with these kustomizations: resources, namespace, labels (not on
+    selectors), images, and JSON 6902 patches, in kustomize's order."""
     kust = load(os.path.join(directory, "kustomization.yaml"))[0]
     docs = []
     for res in kust.get("resources", []):
         p = os.path.join(directory, res)
-        docs += render(p) if os.path.isdir(p) else load(p)
-    ns = kust.get("namespace")
-    if ns:
-        for d in docs:
-            if d["kind"] == "Namespace":
-                d["metadata"]["name"] = ns
-            else:
-                d["metadata"]["namespace"] = ns
+        docs += render_here(p) if os.path.isdir(p) else load(p)
     for patch in kust.get("patches", []):
         ops = load(os.path.join(directory, patch["path"]))[0]
         for d in docs:
@@ -48,6 +60,23 @@ def render(directory):
             if d["kind"] == t["kind"] and d["metadata"]["name"] == t["name"]:
                 for op in ops:
                     apply(d, op)
+    ns = kust.get("namespace")
+    for d in docs:
+        if ns:
+            if d["kind"] == "Namespace":
+                d["metadata"]["name"] = ns
+            else:
+                d["metadata"]["namespace"] = ns
+        for group in kust.get("labels", []):
+            d["metadata"].setdefault("labels", {}).update(group["pairs"])
+            template = d.get("spec", {}).get("template")
+            if group.get("includeTemplates") and template is not None:
+                template.setdefault("metadata", {}).setdefault("labels", {}).update(group["pairs"])
+        for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for img in kust.get("images", []):
+                name, _, tag = c["image"].partition(":")
+                if name == img["name"]:
+                    c["image"] = img.get("newName", name) + ":" + img.get("newTag", tag)
     return docs
 
 
@@ -66,11 +95,43 @@ def apply(doc, op):
         target[key] = copy.deepcopy(op["value"])
 
 
+RECOMMENDED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                      "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"]
+
+
 def own_rules(name, docs):
     problems = []
+    kinds = {d["kind"] for d in docs}
     for d in docs:
+        missing = [l for l in RECOMMENDED_LABELS if l not in d["metadata"].get("labels", {})]
+        if missing:
+            problems.append(f"{name}: {d['kind']}/{d['metadata']['name']} lacks {missing}")
+    if "Ingress" not in kinds:
+        problems.append(f"{name}: graders run outside the cluster: an Ingress is needed")
+    for d in docs:
+        if d["kind"] == "Ingress":
+            spec = d["spec"]
+            if not spec.get("tls") or not spec["tls"][0].get("secretName"):
+                problems.append(f"{name}: the Ingress must terminate TLS")
+            if "cert-manager.io/cluster-issuer" not in d["metadata"].get("annotations", {}):
+                problems.append(f"{name}: the Ingress names no cert-manager issuer")
         if d["kind"] != "Deployment":
             continue
+        if "replicas" in d["spec"] and "HorizontalPodAutoscaler" in kinds:
+            problems.append(f"{name}: replicas beside the HorizontalPodAutoscaler would reset its count on every apply")
+        spec_t = d["spec"]["template"]
+        if [l for l in RECOMMENDED_LABELS if l not in spec_t["metadata"].get("labels", {})]:
+            problems.append(f"{name}: the pod template lacks the recommended labels")
+        if not spec_t["spec"].get("topologySpreadConstraints"):
+            problems.append(f"{name}: replicas must be spread over nodes")
+        c0 = spec_t["spec"]["containers"][0]
+        image = c0["image"]
+        first = image.split("/")[0]
+        if "/" not in image or not ("." in first or ":" in first or first == "localhost") or ":" not in image.split("/")[-1] and "@" not in image:
+            problems.append(f"{name}: image {image!r} must be fully qualified (registry host, path, tag or digest)")
+        pause = c0.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if pause < 5:
+            problems.append(f"{name}: a preStop pause of at least 5 s must outlast the endpoint removal")
         spec = d["spec"]["template"]["spec"]
         c = spec["containers"][0]
         res = c["resources"]
@@ -82,8 +143,8 @@ def own_rules(name, docs):
             problems.append(f"{name}: LAYERSCOPE_TORCH_THREADS must come from limits.cpu")
         cm = next(x for x in docs if x["kind"] == "ConfigMap")
         timeout = int(cm["data"]["LAYERSCOPE_REQUEST_TIMEOUT_SECS"])
-        if spec["terminationGracePeriodSeconds"] <= timeout:
-            problems.append(f"{name}: terminationGracePeriodSeconds must exceed the request timeout {timeout}")
+        if spec["terminationGracePeriodSeconds"] <= timeout + pause:
+            problems.append(f"{name}: terminationGracePeriodSeconds must exceed the preStop pause plus the request timeout {timeout}")
         if c["readinessProbe"]["httpGet"]["path"] != "/readyz" or c["livenessProbe"]["httpGet"]["path"] != "/healthz":
             problems.append(f"{name}: readiness must probe /readyz and liveness /healthz")
         sc, psc = c["securityContext"], spec["securityContext"]
