@@ -13,6 +13,8 @@ ARG VARIANT
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs openapi.yaml ./
 COPY src src
+# the LMS adapters, which /v1/variants exports inside its folders
+COPY examples examples
 # every target Cargo.toml names must exist, benchmarks and examples included
 COPY bench/*.rs bench/
 ENV LIBTORCH=/opt/torch/lib/python3.11/site-packages/torch \

@@ -91,7 +91,7 @@ def grade(cfg, answers, output, budget=60.0, questions=None):
     says (capped by what is left of `budget` seconds), and raises ServiceError when the budget
     is spent. A 4xx other than those is raised at once (the request itself is wrong)."""
     body = {"answers": answers, "output": output, "reveal": cfg.get("reveal", "hints")}
-    for key in ("strict_variables", "number_locale", "partial_credit"):
+    for key in ("strict_variables", "number_locale", "partial_credit", "seed"):
         if key in cfg:
             body[key] = cfg[key]
     selection = questions if questions is not None else cfg.get("questions")

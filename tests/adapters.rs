@@ -256,56 +256,7 @@ async fn prairielearn_external_grader_end_to_end() {
 #[test]
 fn the_prairielearn_example_question_is_valid() {
     let info = read_json("examples/prairielearn/question/info.json".into());
-    let allowed = [
-        "comment",
-        "uuid",
-        "type",
-        "title",
-        "topic",
-        "tags",
-        "clientFiles",
-        "clientTemplates",
-        "template",
-        "gradingMethod",
-        "singleVariant",
-        "showCorrectAnswer",
-        "partialCredit",
-        "options",
-        "externalGradingOptions",
-        "dependencies",
-        "workspaceOptions",
-    ];
-    for key in info.as_object().unwrap().keys() {
-        assert!(allowed.contains(&key.as_str()), "{key} is not an infoQuestion.json property");
-    }
-    for key in ["uuid", "type", "title", "topic"] {
-        assert!(info[key].is_string(), "{key} is required");
-    }
-    let uuid = info["uuid"].as_str().unwrap();
-    let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
-    assert_eq!(groups, [8, 4, 4, 4, 12]);
-    assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
-    assert!(["Calculation", "MultipleChoice", "Checkbox", "File", "MultipleTrueFalse", "v3"].contains(&info["type"].as_str().unwrap()));
-    assert_eq!(info["gradingMethod"], "External");
-    let ext = &info["externalGradingOptions"];
-    let ext_allowed = [
-        "comment",
-        "enabled",
-        "image",
-        "entrypoint",
-        "serverFilesCourse",
-        "timeout",
-        "enableNetworking",
-        "environment",
-    ];
-    for key in ext.as_object().unwrap().keys() {
-        assert!(ext_allowed.contains(&key.as_str()), "{key}");
-    }
-    assert!(ext["image"].is_string() && ext["entrypoint"].is_string());
-    assert_eq!(ext["enableNetworking"], true, "the grader must reach the service");
-    let timeout = ext["timeout"].as_u64().unwrap();
-    let budget: f64 = ext["environment"]["LAYERSCOPE_TIME_BUDGET"].as_str().unwrap().parse().unwrap();
-    assert!(budget < timeout as f64, "the grader gives up before PrairieLearn does");
+    common::check_prairielearn_info(&info);
     let html = std::fs::read_to_string("examples/prairielearn/question/question.html").unwrap();
     assert!(html.contains("<pl-external-grader-results>"));
     let server = std::fs::read_to_string("examples/prairielearn/question/server.py").unwrap();

@@ -289,7 +289,8 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::Write;
-            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .unwrap();
             let mut reply = String::new();
             s.read_to_string(&mut reply).unwrap();
             assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");

@@ -87,6 +87,10 @@ def run():
             continue
         answers[names.get(key, key)] = value
     questions = params.get("questions") or cfg.get("questions") or sorted(set(names.values())) or None
+    # a generated variant names its problem set and seed (POST /v1/variants)
+    for key in ("problem_set", "seed"):
+        if key in params:
+            cfg[key] = params[key]
     budget = float(os.environ.get("LAYERSCOPE_TIME_BUDGET", cfg.get("time_budget", DEFAULT_BUDGET)))
     cfg["time_budget"] = budget
     try:

@@ -5,3 +5,5 @@ pub mod gradient;
 pub mod intervals;
 pub mod momentum;
 pub mod receptive_field;
+pub mod rng;
+pub mod variants;

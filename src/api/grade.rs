@@ -971,6 +971,32 @@ fn hint_count(got: f64, want: f64, parts: &[(String, f64)]) -> String {
     String::new()
 }
 
+/// The reference answers of `questions` (question objects without answers), written as the
+/// grader reveals them: `(id, answer text)`.
+pub async fn answer_key(state: &AppState, questions: &[Value], pointer: &str) -> ApiResult<Vec<(String, String)>> {
+    let defaults = Defaults {
+        locale: Locale::default(),
+        partial: Partial::defaults(),
+    };
+    let mut cache = HashMap::new();
+    let mut key = Vec::new();
+    for (i, v) in questions.iter().enumerate() {
+        let q = read_question(v, &child(pointer, i), None, &defaults)?;
+        let reference = reference(state, &q, &mut cache).await?;
+        let text = match expected(&q, &reference) {
+            Ok(Expected::Count(v, _, _)) | Ok(Expected::Number(v)) => show_number(v),
+            Ok(Expected::Vector(v)) => format!("{v:?}"),
+            Ok(Expected::Word(w)) => w,
+            Ok(Expected::Range {
+                scale, lo, hi, index, var, ..
+            }) => range_text(scale, lo, hi, index, var),
+            Err(e) => return Err(SpecError::invalid(child(pointer, i), e).into()),
+        };
+        key.push((q.id.clone(), text));
+    }
+    Ok(key)
+}
+
 /// The instructor's built-in problem sets: the course's questions with their models.
 pub fn problem_set(name: &str) -> Option<Vec<Value>> {
     if name != "course" {
@@ -1039,8 +1065,16 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     };
     let (items, base_ptr): (Vec<Value>, &str) = match (req.opt_str("problem_set")?, req.array("questions")?) {
         (Some(name), selection) => {
-            let all = problem_set(name)
-                .ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course")))?;
+            let all = match name {
+                "variant" => {
+                    let seed = req
+                        .opt_u64("seed", 0, u64::MAX)?
+                        .ok_or_else(|| SpecError::invalid("/seed", "is required with problem_set \"variant\" (the variant's seed)"))?;
+                    crate::analysis::variants::variant(seed).questions
+                }
+                _ => problem_set(name)
+                    .ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course, variant")))?,
+            };
             match selection {
                 None => (all, "/problem_set"),
                 Some(sel) => (select_questions(all, sel)?, "/problem_set"),
@@ -1058,7 +1092,7 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         )
         .into());
     }
-    req.finish("questions, problem_set, answers, reveal, output, strict_variables, number_locale, partial_credit")?;
+    req.finish("questions, problem_set, seed, answers, reveal, output, strict_variables, number_locale, partial_credit")?;
     let questions = items
         .iter()
         .enumerate()

@@ -14,6 +14,7 @@ pub mod presets;
 pub mod receptive_field;
 pub mod svg;
 pub mod ui;
+pub mod variants;
 
 use crate::config::Config;
 use crate::spec::{json::Obj, parse_model, ModelSpec, SpecError};
@@ -127,6 +128,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/gradient-diagnostics"),
     ("post", "/v1/momentum/equivalence"),
     ("post", "/v1/grade"),
+    ("post", "/v1/variants"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -152,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/gradient-diagnostics", post(diagnostics::handle))
         .route("/v1/momentum/equivalence", post(momentum::handle))
         .route("/v1/grade", post(grade::handle))
+        .route("/v1/variants", post(variants::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))

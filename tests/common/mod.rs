@@ -123,3 +123,71 @@ pub fn spawn_binary(env: &[(&str, &str)]) -> (std::process::Child, u16) {
     }
     (child, port)
 }
+
+/// A PrairieLearn question's info.json against PrairieLearn's infoQuestion.json schema (its rules
+/// written out: the allowed keys, required fields, the uuid pattern, the enums), plus what the
+/// layerscope grader needs: external grading with networking on, a time budget under the timeout.
+pub fn check_prairielearn_info(info: &Value) {
+    let allowed = [
+        "comment",
+        "uuid",
+        "type",
+        "title",
+        "topic",
+        "tags",
+        "clientFiles",
+        "clientTemplates",
+        "template",
+        "gradingMethod",
+        "singleVariant",
+        "showCorrectAnswer",
+        "partialCredit",
+        "options",
+        "externalGradingOptions",
+        "dependencies",
+        "workspaceOptions",
+    ];
+    for key in info.as_object().unwrap().keys() {
+        assert!(allowed.contains(&key.as_str()), "{key} is not an infoQuestion.json property");
+    }
+    for key in ["uuid", "type", "title", "topic"] {
+        assert!(info[key].is_string(), "{key} is required");
+    }
+    let uuid = info["uuid"].as_str().unwrap();
+    let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+    assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    assert!(["Calculation", "MultipleChoice", "Checkbox", "File", "MultipleTrueFalse", "v3"].contains(&info["type"].as_str().unwrap()));
+    assert!(["Internal", "External", "Manual"].contains(&info["gradingMethod"].as_str().unwrap()));
+    for key in ["tags"] {
+        assert!(info[key].as_array().unwrap().iter().all(Value::is_string));
+    }
+    for key in ["singleVariant", "partialCredit"] {
+        assert!(info[key].is_null() || info[key].is_boolean());
+    }
+    assert_eq!(info["gradingMethod"], "External");
+    let ext = &info["externalGradingOptions"];
+    let ext_allowed = [
+        "comment",
+        "enabled",
+        "image",
+        "entrypoint",
+        "serverFilesCourse",
+        "timeout",
+        "enableNetworking",
+        "environment",
+    ];
+    for key in ext.as_object().unwrap().keys() {
+        assert!(ext_allowed.contains(&key.as_str()), "{key}");
+    }
+    assert!(
+        ext["image"].is_string() && ext["entrypoint"].is_string(),
+        "image and entrypoint are required"
+    );
+    assert!(ext["serverFilesCourse"].as_array().unwrap().iter().all(Value::is_string));
+    assert!(ext["environment"].is_object());
+    assert_eq!(ext["enableNetworking"], true, "the grader must reach the service");
+    let timeout = ext["timeout"].as_u64().expect("timeout is an integer");
+    let budget: f64 = ext["environment"]["LAYERSCOPE_TIME_BUDGET"].as_str().unwrap().parse().unwrap();
+    assert!(budget < timeout as f64, "the grader gives up before PrairieLearn does");
+}
