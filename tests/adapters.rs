@@ -58,13 +58,17 @@ fn gradescope_root(name: &str, config: &str, file: &str, contents: &[u8]) -> std
     root
 }
 
+/// Runs the autograder; its results.json, checked against Gradescope's format (openapi.yaml).
 async fn run_gradescope(root: &std::path::Path) -> Value {
     python_ok(
         &["examples/gradescope/run_autograder"],
         &[("AUTOGRADER_ROOT", &root.display().to_string())],
     )
     .await;
-    read_json(root.join("results/results.json"))
+    let results = read_json(root.join("results/results.json"));
+    let errors = common::schema_errors("GradescopeResults", &results);
+    assert!(errors.is_empty(), "{errors:#?}");
+    results
 }
 
 fn test_of<'a>(results: &'a Value, name: &str) -> &'a Value {
@@ -177,9 +181,13 @@ fn prairielearn_root(name: &str, data: Value, config: Option<&str>) -> std::path
     root
 }
 
+/// Runs the grader; its results.json, checked against PrairieLearn's format (openapi.yaml).
 async fn run_prairielearn(root: &std::path::Path) -> Value {
     python_ok(&["examples/prairielearn/grade.py"], &[("GRADE_ROOT", &root.display().to_string())]).await;
-    read_json(root.join("results/results.json"))
+    let results = read_json(root.join("results/results.json"));
+    let errors = common::schema_errors("PrairieLearnResults", &results);
+    assert!(errors.is_empty(), "{errors:#?}");
+    results
 }
 
 fn points(results: &Value, name: &str) -> f64 {
@@ -283,7 +291,21 @@ async fn run_coderunner(answer: &str, params: Value) -> Value {
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // CodeRunner's combinator result: the service's full answer matches its schema; the
+    // template's own messages use only fields CodeRunner allows
+    if v.get("testresults").is_some() {
+        let errors = common::schema_errors("MoodleCombinatorResult", &v);
+        assert!(errors.is_empty(), "{errors:#?}");
+    } else {
+        for key in v.as_object().unwrap().keys() {
+            assert!(
+                ["fraction", "prologuehtml", "testresults", "epiloguehtml", "columnformats"].contains(&key.as_str()),
+                "{key}"
+            );
+        }
+    }
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-fn spec() -> Value {
-    let y: serde_yaml::Value = serde_yaml::from_str(include_str!("../openapi.yaml")).unwrap();
-    serde_json::to_value(y).unwrap()
-}
-
 #[test]
 fn router_and_openapi_list_the_same_routes() {
     let s = spec();
@@ -30,95 +25,6 @@ fn router_and_openapi_list_the_same_routes() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented, served);
-}
-
-fn root_lookup(root: &Value, r: &str) -> Value {
-    let mut target = root;
-    for part in r.trim_start_matches("#/").split('/') {
-        target = &target[part];
-    }
-    target.clone()
-}
-
-/// A small JSON-schema validator for the OpenAPI subset the document uses.
-fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let mut target = root;
-        for part in r.trim_start_matches("#/").split('/') {
-            target = &target[part];
-        }
-        return validate(root, target, v, at, errors);
-    }
-    if v.is_null() && schema.get("nullable") == Some(&json!(true)) {
-        return;
-    }
-    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
-        // Merge the parts so that each part's properties are allowed by the others.
-        let mut merged = json!({"type": "object", "required": [], "properties": {}});
-        for part in all {
-            let part = match part.get("$ref").and_then(Value::as_str) {
-                Some(r) => root_lookup(root, r),
-                None => part.clone(),
-            };
-            for k in part["required"].as_array().into_iter().flatten() {
-                merged["required"].as_array_mut().unwrap().push(k.clone());
-            }
-            for (k, val) in part["properties"].as_object().into_iter().flatten() {
-                merged["properties"][k] = val.clone();
-            }
-        }
-        return validate(root, &merged, v, at, errors);
-    }
-    if let Some(any) = schema.get("oneOf").and_then(Value::as_array) {
-        if !any.iter().any(|s| {
-            let mut e = Vec::new();
-            validate(root, s, v, at, &mut e);
-            e.is_empty()
-        }) {
-            errors.push(format!("{at}: matches no oneOf alternative"));
-        }
-    }
-    let ok = match schema.get("type").and_then(Value::as_str) {
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_u64() || v.is_i64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
-        _ => true,
-    };
-    if !ok {
-        errors.push(format!("{at}: expected {}, got {v}", schema["type"]));
-        return;
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            errors.push(format!("{at}: {v} not in {e:?}"));
-        }
-    }
-    if let Some(req) = schema.get("required").and_then(Value::as_array) {
-        for k in req {
-            if v.get(k.as_str().unwrap()).is_none() {
-                errors.push(format!("{at}: missing required {k}"));
-            }
-        }
-    }
-    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
-        for (k, val) in obj {
-            match props.get(k) {
-                Some(s) => validate(root, s, val, &format!("{at}/{k}"), errors),
-                None if schema.get("allOf").is_none() && schema.get("additionalProperties").is_none() => {
-                    errors.push(format!("{at}: field {k} is not in the spec"))
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
-        for (i, x) in arr.iter().enumerate().take(50) {
-            validate(root, items, x, &format!("{at}/{i}"), errors);
-        }
-    }
 }
 
 fn response_schema<'a>(s: &'a Value, method: &str, path: &str, status: u16, ctype: &str) -> &'a Value {
