@@ -133,7 +133,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
-    let routes = Router::new()
+    let router = Router::new()
         .route("/", get(ui::index))
         .route("/ui/{asset}", get(ui::asset))
         .route("/healthz", get(health::healthz))
@@ -157,13 +157,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/variants", post(variants::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone());
-    // The front middleware wraps the whole router once: a layer on the routing router itself
-    // would be cloned into every route and boxed again for every request.
-    let router = Router::new()
-        .fallback_service(routes)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn_with_state(state, request_id));
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .with_state(state);
     match cors {
         Some(c) => router.layer(c),
         None => router,
@@ -245,7 +241,7 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
         });
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let route = route_label(req.uri().path());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
     let id_header = HeaderValue::from_str(&id).expect("ids are checked to be header-safe");
     req.headers_mut().insert("x-request-id", id_header.clone());
     let started = std::time::Instant::now();
@@ -269,7 +265,7 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     }
     resp.headers_mut().insert("x-request-id", id_header);
     let status = resp.status().as_u16();
-
+    let route = route.as_ref().map(|m| m.as_str()).unwrap_or("unmatched");
     state
         .metrics
         .observe(method.as_str(), route, status, started.elapsed().as_secs_f64());
@@ -286,26 +282,6 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     }
     tracing::info!(request_id = %id, %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     resp
-}
-
-/// The route template a path belongs to (the metrics' label), from [`ROUTES`]: `{name}` matches
-/// one non-empty segment.
-pub fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .map(|(_, template)| *template)
-        .find(|template| {
-            let (mut t, mut p) = (template.split('/'), path.split('/'));
-            loop {
-                match (t.next(), p.next()) {
-                    (None, None) => return true,
-                    (Some(a), Some(b)) if a.starts_with('{') && !b.is_empty() => {}
-                    (Some(a), Some(b)) if a == b => {}
-                    _ => return false,
-                }
-            }
-        })
-        .unwrap_or("unmatched")
 }
 
 /// What a libtorch run of `graph` at `batch` holds and does: parameters, output elements of every
@@ -355,29 +331,5 @@ pub fn json_response(v: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(v) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Serialization failed", e.to_string()).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    #[test]
-    fn paths_get_their_route_templates() {
-        for (path, label) in [
-            ("/", "/"),
-            ("/healthz", "/healthz"),
-            ("/ui/app.js", "/ui/{asset}"),
-            ("/v1/presets", "/v1/presets"),
-            ("/v1/presets/vgg16", "/v1/presets/{name}"),
-            ("/v1/presets/", "unmatched"),
-            ("/v1/presets/a/b", "unmatched"),
-            ("/v1/momentum/equivalence", "/v1/momentum/equivalence"),
-            ("//", "unmatched"),
-            ("/nope", "unmatched"),
-            ("", "unmatched"),
-        ] {
-            assert_eq!(route_label(path), label, "{path}");
-        }
     }
 }
