@@ -9,7 +9,7 @@ to the same requests, fetched here with urllib:
 - gradients (the sigmoid MLP): the verdict, every layer's and activation's numbers, the chart's
   points and the sweep;
 - momentum (the documented witness): the trajectories, the pairs and the explanation;
-- grade: the score and every question's feedback;
+- grade: the score and every question's feedback, and a generated variant's text and key;
 - the spec editor: an invalid field is shown at its line (the problem's JSON pointer), a JSON
   syntax error at its own line;
 - permalinks reproduce the view; the tabs work from the keyboard; with API keys on, the page asks
@@ -431,6 +431,21 @@ for q in ref["questions"]:
     check(row.find_element(By.CSS_SELECTOR, ".feedback").text == q["feedback"].replace("**", ""), f"feedback of {q['id']}")
     check(row.get_attribute("data-correct") == ("true" if q["correct"] else "false"), f"verdict of {q['id']}")
 shot("grade")
+
+# a generated variant: its text shown, its answer key (from the API) graded full marks
+key = api("/v1/variants", {"seed": 42})
+Select(by_id("gr-set")).select_by_value("variant")
+seed_box = by_id("gr-seed")
+seed_box.clear()
+seed_box.send_keys("42")
+by_id("gr-show").click()
+wait.until(lambda _: by_id("gr-text").is_displayed() and "Variant 42" in by_id("gr-text").text)
+sheet = "\n".join(f"{k}: {v}" for k, v in key["answer_key"].items())
+d.execute_script("arguments[0].value = arguments[1]", by_id("gr-answers"), sheet)
+check(run_and_wait("gr-run", sid).endswith("ok"), "the variant was graded")
+max_points = sum(q["points"] for q in key["questions"])
+check(float(by_id("gr-score").get_attribute("data-score")) == max_points == float(by_id("gr-score").get_attribute("data-max")), "the key earns full marks")
+shot("grade-variant")
 
 # ---- the spec editor shows a 422 at its field, and a syntax error at its line ----
 tab("rf")

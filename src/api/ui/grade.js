@@ -26,21 +26,45 @@ export function create(ctx) {
   const answers = h('textarea', { id: 'gr-answers', rows: 10, spellcheck: 'false', dataset: { pointer: '/answers' } }, SAMPLE);
   const reveal = h('select', { id: 'gr-reveal', dataset: { pointer: '/reveal' } }, ['none', 'hints', 'answers'].map((r) => h('option', { value: r }, r)));
   const onlyAnswered = h('input', { type: 'checkbox', id: 'gr-only', checked: true });
+  const set = h('select', { id: 'gr-set', dataset: { pointer: '/problem_set' } }, h('option', { value: 'course' }, 'the course (P2–P5)'), h('option', { value: 'variant' }, 'a generated variant'));
+  const seed = h('input', { type: 'number', id: 'gr-seed', min: 0, value: 1, dataset: { pointer: '/seed' } });
+  const text = h('pre', { id: 'gr-text', class: 'variant-text', hidden: true });
+  const seedField = field('Variant seed', seed);
+  const sync = () => {
+    seedField.hidden = set.value !== 'variant';
+    text.hidden = set.value !== 'variant' || !text.textContent;
+  };
+  set.addEventListener('change', sync);
+  async function showVariant() {
+    try {
+      const v = await ctx.api('/v1/variants', { seed: Number(seed.value) });
+      text.textContent = v.markdown;
+      sync();
+      ctx.done(status, `variant ${v.seed}: ${v.questions.length} questions`);
+    } catch (e) {
+      ctx.problem(e, status);
+    }
+  }
   const status = h('div', { class: 'status', role: 'status', 'aria-live': 'polite' });
   const out = h('div', { id: 'gr-out' });
   let last = null;
   reveal.value = 'hints';
+  sync();
 
   const panel = h('section', { class: 'panel' },
     h('h2', {}, 'Grade answers'),
-    h('p', { class: 'hint' }, 'The course problem set (P2–P5). Answers are read as students write them: 1,089,952, 1.09M, 4i-9 <= m <= 4i+6, [4i-9, 4i+6].'),
+    h('p', { class: 'hint' }, 'The course problem set (P2–P5), or a generated variant from its seed. Answers are read as students write them: 1,089,952, 224/1, 1.09M, 4i-9 <= m <= 4i+6, 4(i-2)-1 <= m <= 4i+6, [4i-9, 4i+6].'),
     h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); run(); } },
+      field('Problem set', set), seedField,
+      h('button', { type: 'button', id: 'gr-show', onclick: () => { set.value = 'variant'; showVariant(); } }, 'Show the variant'),
       field('Answers (id: answer per line)', answers), field('Reveal', reveal), field('Show only answered questions', onlyAnswered),
       h('button', { type: 'submit', id: 'gr-run' }, 'Grade')),
-    status, out);
+    status, text, out);
 
   function run() {
-    const request = () => ctx.api('/v1/grade', { problem_set: 'course', answers: parseAnswers(answers.value), reveal: reveal.value });
+    const body = { problem_set: set.value, answers: parseAnswers(answers.value), reveal: reveal.value };
+    if (set.value === 'variant') body.seed = Number(seed.value);
+    const request = () => ctx.api('/v1/grade', body);
     return ctx.call(status, 'grading…', request, (d) => {
       last = d;
       render(d);
@@ -72,8 +96,11 @@ export function create(ctx) {
     panel,
     status,
     run,
-    get: () => ({ answers: answers.value, reveal: reveal.value, only: onlyAnswered.checked }),
+    get: () => ({ answers: answers.value, reveal: reveal.value, only: onlyAnswered.checked, set: set.value, seed: Number(seed.value) }),
     set: (st) => {
+      set.value = st.set ?? 'course';
+      seed.value = st.seed ?? 1;
+      sync();
       answers.value = st.answers ?? SAMPLE;
       reveal.value = st.reveal ?? 'hints';
       onlyAnswered.checked = st.only ?? true;
