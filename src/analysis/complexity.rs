@@ -271,9 +271,12 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 }
             }
             LayerKind::Activation { kind, .. } => match kind {
-                crate::spec::Activation::Relu | crate::spec::Activation::LeakyRelu => 2 * c.output_elements,
-                // nn.ReLU6 calls F.hardtanh, which ptflops does not count: once only.
-                crate::spec::Activation::Relu6 => c.output_elements,
+                // module hook and functional hook (F.relu, F.gelu): twice
+                crate::spec::Activation::Relu | crate::spec::Activation::Gelu => 2 * c.output_elements,
+                // the module hook only: ptflops has no hook for F.leaky_relu, and nn.ReLU6 calls
+                // F.hardtanh, which it does not count either
+                crate::spec::Activation::LeakyRelu | crate::spec::Activation::Relu6 => c.output_elements,
+                // sigmoid, tanh: no hook at all
                 _ => 0,
             },
             _ if is_pool => 2 * input,

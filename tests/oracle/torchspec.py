@@ -179,7 +179,7 @@ def random_spec(rng):
         elif r < 0.65:
             cand = rand_pool(rng)
         elif r < 0.75:
-            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh"])}
+            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu"])}
         elif r < 0.88:
             stride = rng.randint(1, 2)
             cand = {"type": "concat", "branches": [rand_branch_layers(rng, shape, stride) for _ in range(rng.randint(2, 3))]}
