@@ -352,6 +352,15 @@ def run_gradient(url, n, seed):
                 p = pre[act["path"]]
                 if not close(act["max_abs_pre_activation"], p.abs().max().item()) or not close(act["mean_abs_pre_activation"], p.abs().mean().item()):
                     problems.append(f"{act['path']}: pre-activation stats {act} != ({p.abs().mean().item()}, {p.abs().max().item()})")
+                # g'(~y) by autograd through the activation module itself, at the pre-activations
+                m = torchspec.module_at(model, act["path"])
+                z = p.to(tdtype).clone().requires_grad_(True)
+                m(z).sum().backward()
+                d = z.grad.double()
+                if not close(act["mean_derivative"], d.mean().item()):
+                    problems.append(f"{act['path']}: mean derivative {act['mean_derivative']} != autograd {d.mean().item()}")
+                if d.abs().max().item() > act["max_derivative"] * (1 + tol) + 1e-12:
+                    problems.append(f"{act['path']}: autograd derivative {d.abs().max().item()} exceeds the reported sup {act['max_derivative']}")
         if problems:
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
