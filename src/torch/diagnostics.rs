@@ -171,13 +171,14 @@ pub fn run(req: &Request) -> Result<Report, String> {
             let abs = pre.abs();
             let d = derivative(&pre, kind, negative_slope);
             let saturated = match kind {
-                Activation::Sigmoid | Activation::Tanh => abs.gt(saturation).to_kind(pre.kind()).mean(pre.kind()).double_value(&[]),
+                // fractions of counts: exact in float64 whatever the run's dtype
+                Activation::Sigmoid | Activation::Tanh => abs.gt(saturation).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]),
                 _ => 0.0,
             };
             let dead = matches!(kind, Activation::Relu | Activation::Relu6).then(|| {
                 // a unit is dead when it is inactive for every sample of the batch
-                let inactive = pre.le(0.0).flatten(1, -1).to_kind(pre.kind()).min_dim(0, false).0;
-                inactive.mean(pre.kind()).double_value(&[])
+                let inactive = pre.le(0.0).flatten(1, -1).to_kind(Kind::Double).min_dim(0, false).0;
+                inactive.mean(Kind::Double).double_value(&[])
             });
             activations.push(ActivationLayer {
                 path: node.path.clone(),

@@ -359,6 +359,15 @@ def run_gradient(url, n, seed):
                 d = z.grad.double()
                 if not close(act["mean_derivative"], d.mean().item()):
                     problems.append(f"{act['path']}: mean derivative {act['mean_derivative']} != autograd {d.mean().item()}")
+                name = type(m).__name__
+                if name in ("Sigmoid", "Tanh"):
+                    want = (p.to(tdtype).abs() > 4.0).double().mean().item()
+                    if not close(act["fraction_saturated"], want) and abs(act["fraction_saturated"] - want) > 1e-12:
+                        problems.append(f"{act['path']}: fraction saturated {act['fraction_saturated']} != {want}")
+                if name in ("ReLU", "ReLU6"):
+                    want = (p.to(tdtype) <= 0).flatten(1).all(dim=0).double().mean().item()
+                    if abs((act["dead_fraction"] or 0.0) - want) > 1e-12:
+                        problems.append(f"{act['path']}: dead fraction {act['dead_fraction']} != {want}")
                 if d.abs().max().item() > act["max_derivative"] * (1 + tol) + 1e-12:
                     problems.append(f"{act['path']}: autograd derivative {d.abs().max().item()} exceeds the reported sup {act['max_derivative']}")
         if problems:
