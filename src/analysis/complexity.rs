@@ -276,7 +276,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 // the module hook only: ptflops has no hook for F.leaky_relu, and nn.ReLU6 calls
                 // F.hardtanh, which it does not count either
                 crate::spec::Activation::LeakyRelu | crate::spec::Activation::Relu6 => c.output_elements,
-                // sigmoid, tanh: no hook at all
+                // nn.SiLU has no module hook but calls F.silu, which has one
+                crate::spec::Activation::Silu => c.output_elements,
+                // sigmoid, tanh, hardswish, hardsigmoid, mish: no hook at all
                 _ => 0,
             },
             _ if is_pool => 2 * input,

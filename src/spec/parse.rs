@@ -107,7 +107,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, identity, dropout, flatten, concat, residual";
+const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     *counter += 1;
@@ -259,7 +259,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             let _t = o.bool("track_running_stats", true)?;
             LayerKind::BatchNorm { affine, eps }
         }
-        "relu" | "relu6" | "leakyrelu" | "sigmoid" | "tanh" | "gelu" | "identity" => {
+        "relu" | "relu6" | "leakyrelu" | "sigmoid" | "tanh" | "gelu" | "silu" | "hardswish" | "hardsigmoid" | "mish" | "identity" => {
             let kind = match canonical_type(ty).as_str() {
                 "relu" => Activation::Relu,
                 "relu6" => Activation::Relu6,
@@ -267,6 +267,10 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 "sigmoid" => Activation::Sigmoid,
                 "tanh" => Activation::Tanh,
                 "gelu" => Activation::Gelu,
+                "silu" => Activation::Silu,
+                "hardswish" => Activation::Hardswish,
+                "hardsigmoid" => Activation::Hardsigmoid,
+                "mish" => Activation::Mish,
                 _ => Activation::Identity,
             };
             let _inplace = o.bool("inplace", false)?;

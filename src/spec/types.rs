@@ -20,6 +20,10 @@ pub enum Activation {
     Sigmoid,
     Tanh,
     Gelu,
+    Silu,
+    Hardswish,
+    Hardsigmoid,
+    Mish,
     Identity,
 }
 
@@ -32,6 +36,10 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::Hardswish => "hardswish",
+            Activation::Hardsigmoid => "hardsigmoid",
+            Activation::Mish => "mish",
             Activation::Identity => "identity",
         }
     }

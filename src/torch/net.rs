@@ -371,6 +371,10 @@ pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
         Activation::Sigmoid => x.sigmoid(),
         Activation::Tanh => x.tanh(),
         Activation::Gelu => x.gelu("none"),
+        Activation::Silu => x.silu(),
+        Activation::Hardswish => x.hardswish(),
+        Activation::Hardsigmoid => x.hardsigmoid(),
+        Activation::Mish => x.mish(),
         Activation::Identity => x.shallow_clone(),
     }
 }

@@ -282,7 +282,7 @@ def random_mlp(rng):
     layers = []
     for _ in range(rng.randint(1, 5)):
         layers.append({"type": "linear", "out_features": rng.randint(1, 12), "bias": rng.random() < 0.8})
-        layers.append({"type": rng.choice(["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity"])})
+        layers.append({"type": rng.choice(["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu", "hardswish", "hardsigmoid", "mish", "identity"])})
     layers.append({"type": "linear", "out_features": rng.randint(1, 4)})
     return {"input_shape": [width], "layers": layers}
 
@@ -324,7 +324,7 @@ def run_gradient(url, n, seed):
             pre = {}
             for path in torchspec.paths(spec["layers"]):
                 m = torchspec.module_at(model, path)
-                if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6"):
+                if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish"):
                     m.register_forward_hook(lambda mod, i, o, p=path: pre.__setitem__(p, i[0].detach().double()))
             y = model(x.to(tdtype)).flatten(1)
             if kind == "sum":

@@ -111,10 +111,11 @@ def build_layer(spec, shape, probe):
         else:
             cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
             m = cls(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True)).double().eval()
-    elif t in ("relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "identity"):
+    elif t in ("relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "silu", "hardswish", "hardsigmoid", "mish", "identity"):
         m = nn.Identity() if probe else {
             "relu": nn.ReLU, "relu6": nn.ReLU6, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-            "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}[t]()
+            "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
+            "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity}[t]()
     elif t == "dropout":
         m = nn.Identity() if probe else nn.Dropout(spec.get("p", 0.5)).eval()
     elif t == "flatten":
@@ -179,7 +180,8 @@ def random_spec(rng):
         elif r < 0.65:
             cand = rand_pool(rng)
         elif r < 0.75:
-            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu"])}
+            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
+                                        "silu", "hardswish", "hardsigmoid", "mish"])}
         elif r < 0.88:
             stride = rng.randint(1, 2)
             cand = {"type": "concat", "branches": [rand_branch_layers(rng, shape, stride) for _ in range(rng.randint(2, 3))]}
