@@ -164,3 +164,33 @@ async fn accept_header_selects_csv() {
     let r = send(layerscope::Config::default(), req).await;
     assert!(r.content_type.starts_with("text/csv"), "{}", r.content_type);
 }
+
+/// Adaptive pools by hand: 7 rows into 2 windows [0,4) and [3,7), 9 columns into 3 windows of 3,
+/// so each channel's windows hold 8 x 9 = 72 elements over 6 outputs. The max pool compares
+/// (72 - 6 per channel), the average adds the same and divides once per output. A silu counts
+/// one evaluation per element.
+#[tokio::test]
+async fn adaptive_pools_and_new_activations_by_hand() {
+    let v = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [2, 7, 9], "layers": [
+            {"type": "silu"},
+            {"type": "adaptive_maxpool2d", "output_size": [2, 3]},
+            {"type": "AdaptiveAvgPool2d", "output_size": [2, 3]}]}, "verify": true}),
+    )
+    .await
+    .json();
+    assert_eq!(row(&v, "0")["activations"], 2 * 7 * 9);
+    assert_eq!(row(&v, "1")["comparisons"], 2 * (72 - 6));
+    assert_eq!(row(&v, "1")["additions"], 0);
+    assert_eq!(row(&v, "1")["output_shape"], json!([2, 2, 3]));
+    // the second pool's windows: 2 rows into 2 of 1, 3 columns into 3 of 1: nothing to add
+    assert_eq!(row(&v, "2")["additions"], 0);
+    assert_eq!(v["verification"]["agrees"], true, "libtorch runs the same shapes");
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [2, 7, 9], "layers": [{"type": "adaptive_maxpool2d", "output_size": [2, 3], "return_indices": true}]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/model/layers/0/return_indices");
+}

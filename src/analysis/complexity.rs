@@ -200,6 +200,11 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.additions = node.input[0] as u128 * summed - out;
             c.multiplications = out;
         }
+        // the same windows: window size - 1 comparisons per output
+        LayerKind::AdaptiveMaxPool2d { .. } => {
+            let summed = adaptive_window_sum(node.input[1], node.output[1]) * adaptive_window_sum(node.input[2], node.output[2]);
+            c.comparisons = node.input[0] as u128 * summed - out;
+        }
         LayerKind::Residual { .. } => c.additions = out,
         LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } => {}
     }
@@ -213,7 +218,10 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let is_dense = matches!(k, LayerKind::Conv2d { .. } | LayerKind::Linear { .. });
     let is_pool = matches!(
         k,
-        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. }
+        LayerKind::MaxPool2d { .. }
+            | LayerKind::AvgPool2d { .. }
+            | LayerKind::AdaptiveAvgPool2d { .. }
+            | LayerKind::AdaptiveMaxPool2d { .. }
     );
     let input = numel(&node.input) as u128;
     match rule {

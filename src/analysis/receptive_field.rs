@@ -189,19 +189,21 @@ fn walk_node(node: &Node, rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
     let mut aligned = None;
     let mut branches = Vec::new();
     let out = match &node.layer.kind {
-        LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. } => {
-            match (rf, node.windows) {
-                (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
-                    (Some(h), Some(w)) => Rf::Spatial([h, w]),
-                    _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-                },
-                (Rf::Spatial(_), None) => Rf::NotAffine(format!(
-                    "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
-                    node.input[1], node.input[2], node.output[1], node.output[2]
-                )),
-                (other, _) => other,
-            }
-        }
+        LayerKind::Conv2d { .. }
+        | LayerKind::MaxPool2d { .. }
+        | LayerKind::AvgPool2d { .. }
+        | LayerKind::AdaptiveAvgPool2d { .. }
+        | LayerKind::AdaptiveMaxPool2d { .. } => match (rf, node.windows) {
+            (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
+                (Some(h), Some(w)) => Rf::Spatial([h, w]),
+                _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+            },
+            (Rf::Spatial(_), None) => Rf::NotAffine(format!(
+                "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
+                node.input[1], node.input[2], node.output[1], node.output[2]
+            )),
+            (other, _) => other,
+        },
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
             Rf::Spatial(_) | Rf::NotAffine(_) => {
@@ -508,7 +510,10 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 })
                 .collect()
         }
-        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::AdaptiveAvgPool2d { .. } => set
+        LayerKind::MaxPool2d { .. }
+        | LayerKind::AvgPool2d { .. }
+        | LayerKind::AdaptiveAvgPool2d { .. }
+        | LayerKind::AdaptiveMaxPool2d { .. } => set
             .into_iter()
             .map(|p| match node.windows {
                 Some([wh, ww]) => Product(vec![p.0[0].clone(), window_back(&wh, &p.0[1]), window_back(&ww, &p.0[2])]),

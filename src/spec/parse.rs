@@ -107,7 +107,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual";
+const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     *counter += 1;
@@ -230,7 +230,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                 count_include_pad,
             }
         }
-        "adaptiveavgpool2d" => {
+        "adaptiveavgpool2d" | "adaptivemaxpool2d" => {
             let ptr = o.at("output_size");
             let output = match o.raw("output_size") {
                 None => return Err(SpecError::invalid(ptr, "is required")),
@@ -249,7 +249,17 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
                     [Some(n[0]), Some(n[1])]
                 }
             };
-            LayerKind::AdaptiveAvgPool2d { output }
+            if canonical_type(ty) == "adaptivemaxpool2d" {
+                if o.bool("return_indices", false)? {
+                    return Err(SpecError::invalid(
+                        o.at("return_indices"),
+                        "must be false: the layer's output is its values",
+                    ));
+                }
+                LayerKind::AdaptiveMaxPool2d { output }
+            } else {
+                LayerKind::AdaptiveAvgPool2d { output }
+            }
         }
         "batchnorm2d" | "batchnorm1d" | "batchnorm" => {
             declared_in = o.opt_u64("num_features", 1, max)?;

@@ -224,8 +224,8 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]
         }
-        LayerKind::AdaptiveAvgPool2d { output } => {
-            let [c, h, w] = image(input, "adaptive_avgpool2d", &pointer)?;
+        LayerKind::AdaptiveAvgPool2d { output } | LayerKind::AdaptiveMaxPool2d { output } => {
+            let [c, h, w] = image(input, layer.type_name(), &pointer)?;
             let oh = output[0].unwrap_or(h);
             let ow = output[1].unwrap_or(w);
             // When the input divides evenly, the windows are those of a plain average pool.

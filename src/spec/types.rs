@@ -78,6 +78,10 @@ pub enum LayerKind {
     AdaptiveAvgPool2d {
         output: [Option<u64>; 2],
     },
+    /// PyTorch's adaptive max pool: the same windows as the average one, a maximum over each.
+    AdaptiveMaxPool2d {
+        output: [Option<u64>; 2],
+    },
     /// `batchnorm2d` on `[C, H, W]`, `batchnorm1d` on `[F]`; `affine` adds weight and bias.
     BatchNorm {
         affine: bool,
@@ -121,6 +125,7 @@ impl Layer {
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",
+            LayerKind::AdaptiveMaxPool2d { .. } => "adaptive_maxpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",

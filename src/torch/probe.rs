@@ -140,7 +140,9 @@ fn needs_back(nodes: &[&Node], out: Win, run: &mut Run) -> Win {
                 let [wh, ww] = node.windows.expect("windows");
                 out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
             }
-            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::Flatten | LayerKind::Linear { .. } => whole(&node.input),
+            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } | LayerKind::Flatten | LayerKind::Linear { .. } => {
+                whole(&node.input)
+            }
             LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => out,
             LayerKind::Concat { .. } | LayerKind::Residual { .. } => node
                 .groups
@@ -289,7 +291,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &
             let (x, windows) = cut(x);
             (summing_window(&x, windows), m)
         }
-        LayerKind::AdaptiveAvgPool2d { .. } => {
+        // every pooling as a summing window: an adaptive max pool's windows are the average's
+        LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
             let y = x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]);
             (narrow_to(y, whole(&node.output), want), m)
         }

@@ -102,9 +102,11 @@ def build_layer(spec, shape, probe):
         else:
             real = nn.AvgPool2d(k, s, p, ceil_mode=spec.get("ceil_mode", False), count_include_pad=spec.get("count_include_pad", True))
         m = SummingPool(real, k, s, p, d) if probe else real
-    elif t == "adaptiveavgpool2d":
+    elif t in ("adaptiveavgpool2d", "adaptivemaxpool2d"):
         o = spec["output_size"]
-        m = nn.AdaptiveAvgPool2d(tuple(o) if isinstance(o, list) else o)
+        o = tuple(o) if isinstance(o, list) else o
+        # the probe sums every pooling window: an adaptive max pool's windows are the average's
+        m = nn.AdaptiveAvgPool2d(o) if t == "adaptiveavgpool2d" or probe else nn.AdaptiveMaxPool2d(o)
     elif t in ("batchnorm2d", "batchnorm1d"):
         if probe:
             m = nn.Identity()
@@ -177,8 +179,12 @@ def random_spec(rng):
         r = rng.random()
         if r < 0.4:
             cand = rand_conv(rng, shape, same=rng.random() < 0.2)
-        elif r < 0.65:
+        elif r < 0.6:
             cand = rand_pool(rng)
+        elif r < 0.65:
+            # adaptive pools, windows that overlap or not, an axis kept (None) now and then
+            out = [rng.choice([None, rng.randint(1, max(1, shape[1])), rng.randint(1, 4)]), rng.randint(1, max(1, shape[2]))]
+            cand = {"type": rng.choice(["adaptive_avgpool2d", "adaptive_maxpool2d"]), "output_size": out}
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
