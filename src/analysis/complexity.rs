@@ -195,15 +195,16 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.additions = out * (kernel[0] * kernel[1] - 1) as u128;
             c.multiplications = out; // the division by the window size
         }
-        LayerKind::AdaptiveAvgPool2d { .. } => {
+        LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
+            // window size - 1 operations per output, over the same windows for both kinds
             let summed = adaptive_window_sum(node.input[1], node.output[1]) * adaptive_window_sum(node.input[2], node.output[2]);
-            c.additions = node.input[0] as u128 * summed - out;
-            c.multiplications = out;
-        }
-        // the same windows: window size - 1 comparisons per output
-        LayerKind::AdaptiveMaxPool2d { .. } => {
-            let summed = adaptive_window_sum(node.input[1], node.output[1]) * adaptive_window_sum(node.input[2], node.output[2]);
-            c.comparisons = node.input[0] as u128 * summed - out;
+            let per_window = node.input[0] as u128 * summed - out;
+            if matches!(node.layer.kind, LayerKind::AdaptiveMaxPool2d { .. }) {
+                c.comparisons = per_window;
+            } else {
+                c.additions = per_window;
+                c.multiplications = out; // the division by the window size
+            }
         }
         LayerKind::Residual { .. } => c.additions = out,
         LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } => {}

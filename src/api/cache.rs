@@ -134,8 +134,11 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_ENTRY_BYTES).await else {
-        return Response::from_parts(parts, Body::empty());
+    // the whole answer, however long (put() keeps only small ones): a limit here would replace
+    // a long answer with an empty one
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return super::error::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()).into_response(),
     };
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).cloned() {
         cache.put(hash, key, ct, bytes.clone());

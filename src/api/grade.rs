@@ -659,6 +659,18 @@ fn describe_row(r: &Value) -> String {
     )
 }
 
+/// The reference as the grader writes it when it reveals it.
+fn expected_text(e: &Expected) -> String {
+    match e {
+        Expected::Count(v, _, _) | Expected::Number(v) => show_number(*v),
+        Expected::Vector(v) => format!("{v:?}"),
+        Expected::Word(w) => w.clone(),
+        Expected::Range {
+            scale, lo, hi, index, var, ..
+        } => range_text(*scale, *lo, *hi, *index, *var),
+    }
+}
+
 /// A percentage with two significant digits, so that a slip in the fifth digit still shows.
 fn percent(p: f64) -> String {
     if p >= 10.0 {
@@ -715,6 +727,7 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
         Value::String(s) => s.chars().take(200).collect(),
         other => crate::spec::json::show(other),
     };
+    g.expected = expected_text(&expected);
     let reveal_text = |e: &str| {
         if reveal == Reveal::Answers {
             format!(" The answer is {e}.")
@@ -726,7 +739,6 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
         Expected::Count(want, parts, slips) => grade_number(&mut g, q, answer, want, &parts, &slips, true, reveal, &label),
         Expected::Number(want) => grade_number(&mut g, q, answer, want, &[], &[], false, reveal, &label),
         Expected::Vector(want) => {
-            g.expected = format!("{want:?}");
             let got: Result<Vec<f64>, String> = match answer {
                 Value::Array(items) => items.iter().map(|x| parse_number_in(x, q.locale).map(|n| n.value)).collect(),
                 other => parse_number_in(other, q.locale).map(|n| vec![n.value]),
@@ -754,7 +766,6 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
             }
         }
         Expected::Word(want) => {
-            g.expected = want.clone();
             let got = match answer {
                 Value::String(s) => s.trim().to_lowercase().replace(['-', ' '], "_"),
                 Value::Null => "none".into(),
@@ -775,8 +786,7 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
             var,
             size,
         } => {
-            let want_text = range_text(scale, lo, hi, index, var);
-            g.expected = want_text.clone();
+            let want_text = g.expected.clone();
             match parse_range(answer) {
                 Err(e) => g.feedback = format!("**{label}**: {e}. Expected {RANGE_FORMS}."),
                 Ok(Range {
@@ -892,7 +902,6 @@ fn grade_number(
     reveal: Reveal,
     label: &str,
 ) {
-    g.expected = show_number(want);
     match parse_number_in(answer, q.locale) {
         Err(e) => g.feedback = format!("**{label}**: {e}. Expected {NUMBER_FORMS}."),
         Ok(Number { value, abbreviated }) => {
@@ -983,16 +992,8 @@ pub async fn answer_key(state: &AppState, questions: &[Value], pointer: &str) ->
     for (i, v) in questions.iter().enumerate() {
         let q = read_question(v, &child(pointer, i), None, &defaults)?;
         let reference = reference(state, &q, &mut cache).await?;
-        let text = match expected(&q, &reference) {
-            Ok(Expected::Count(v, _, _)) | Ok(Expected::Number(v)) => show_number(v),
-            Ok(Expected::Vector(v)) => format!("{v:?}"),
-            Ok(Expected::Word(w)) => w,
-            Ok(Expected::Range {
-                scale, lo, hi, index, var, ..
-            }) => range_text(scale, lo, hi, index, var),
-            Err(e) => return Err(SpecError::invalid(child(pointer, i), e).into()),
-        };
-        key.push((q.id.clone(), text));
+        let e = expected(&q, &reference).map_err(|e| SpecError::invalid(child(pointer, i), e))?;
+        key.push((q.id.clone(), expected_text(&e)));
     }
     Ok(key)
 }
@@ -1121,33 +1122,32 @@ fn select_questions(all: Vec<Value>, selection: &[Value]) -> Result<Vec<Value>, 
                 "with a problem_set, questions are ids or prefixes such as \"p4.*\"",
             )
         })?;
-        let prefix = name
-            .strip_suffix('*')
-            .filter(|_| name.ends_with('*'))
-            .or_else(|| name.ends_with('.').then_some(name));
-        let matches = |id: &str| match prefix {
-            Some(p) => id.starts_with(p),
-            None => id == name,
-        };
-        if !all.iter().any(|q| q["id"].as_str().is_some_and(matches)) {
+        if !all.iter().any(|q| q["id"].as_str().is_some_and(|id| id_matches(name, id))) {
             let ids: Vec<&str> = all.iter().filter_map(|q| q["id"].as_str()).collect();
             return Err(SpecError::invalid(
                 child("/questions", i),
                 format!("{name:?} names no question of the set; its ids are {}", ids.join(", ")),
             ));
         }
-        wanted.push((name.to_string(), prefix.map(str::to_string)));
+        wanted.push(name);
     }
     Ok(all
         .into_iter()
         .filter(|q| {
             let id = q["id"].as_str().unwrap_or("");
-            wanted.iter().any(|(name, prefix)| match prefix {
-                Some(p) => id.starts_with(p.as_str()),
-                None => id == name,
-            })
+            wanted.iter().any(|name| id_matches(name, id))
         })
         .collect())
+}
+
+/// Whether `id` is selected by `pattern`: the id itself, or a prefix ending in `.` or `*` (the
+/// `*` itself dropped).
+fn id_matches(pattern: &str, id: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => id.starts_with(prefix),
+        None if pattern.ends_with('.') => id.starts_with(pattern),
+        None => id == pattern,
+    }
 }
 
 fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {

@@ -114,9 +114,10 @@ fn prairielearn_files(seed: u64, markdown: &str, ids: &[&str]) -> Value {
     );
     let names: Map<String, Value> = ids.iter().map(|id| (name(id), json!(id))).collect();
     let params = json!({"problem_set": "variant", "seed": seed, "questions": ids, "names": names});
+    // the parameters as JSON read back by Python's json module: no translation of literals
     let server = format!(
-        "def generate(data):\n    # what layerscope grades for this variant: its seed, its ids, and the inputs' names for them\n    data[\"params\"][\"layerscope\"] = {}\n",
-        serde_json::to_string(&params).unwrap_or_default().replace("true", "True").replace("false", "False")
+        "import json\n\n\ndef generate(data):\n    # what layerscope grades for this variant: its seed, its ids, and the inputs' names for them\n    data[\"params\"][\"layerscope\"] = json.loads({:?})\n",
+        serde_json::to_string(&params).unwrap_or_default()
     );
     json!({
         "info.json": serde_json::to_string_pretty(&info).unwrap_or_default(),

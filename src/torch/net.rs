@@ -321,12 +321,11 @@ impl Net {
                 *count_include_pad,
                 None,
             ),
+            LayerKind::AdaptiveMaxPool2d { .. } if !probe => x.adaptive_max_pool2d([node.output[1] as i64, node.output[2] as i64]).0,
             // the probe takes every pooling as a sum (an average) over its windows
-            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } if probe => {
+            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
                 x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64])
             }
-            LayerKind::AdaptiveAvgPool2d { .. } => x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]),
-            LayerKind::AdaptiveMaxPool2d { .. } => x.adaptive_max_pool2d([node.output[1] as i64, node.output[2] as i64]).0,
             LayerKind::Linear { .. } => {
                 let p = p.expect("linear params");
                 x.linear(p.weight.as_ref().unwrap(), p.bias.as_ref())

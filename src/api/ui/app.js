@@ -98,10 +98,9 @@ const ctx = {
     } else if (err.shown) {
       where = ' (shown in the spec editor)';
     }
-    const el = status;
-    el.className = 'status error';
-    show(el, h('strong', {}, `${err.status ? err.status + ' ' : ''}${err.title || 'Error'}: `), err.detail || err.message, ptr && !where ? h('code', { class: 'pointer' }, ` at ${ptr}`) : null, where);
-    el.dataset.pointer = ptr;
+    status.className = 'status error';
+    show(status, h('strong', {}, `${err.status ? err.status + ' ' : ''}${err.title || 'Error'}: `), err.detail || err.message, ptr && !where ? h('code', { class: 'pointer' }, ` at ${ptr}`) : null, where);
+    status.dataset.pointer = ptr;
     // a control that carries the pointer gets marked too
     document.querySelectorAll('[aria-invalid][data-pointer]').forEach((c) => c.removeAttribute('aria-invalid'));
     if (ptr) document.querySelectorAll(`[data-pointer="${CSS.escape(ptr)}"]`).forEach((c) => c.setAttribute('aria-invalid', 'true'));

@@ -143,7 +143,6 @@ export function create(ctx) {
       verify.checked = st.verify ?? true;
       syncProfile();
     },
-    last: () => last,
   };
   return view;
 }

@@ -105,7 +105,6 @@ export function create(ctx) {
       reveal.value = st.reveal ?? 'hints';
       onlyAnswered.checked = st.only ?? true;
     },
-    last: () => last,
   };
   return view;
 }

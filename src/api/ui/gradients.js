@@ -22,7 +22,6 @@ export function create(ctx) {
   const scales = h('input', { type: 'text', id: 'gd-scales', value: '0.5, 1, 4', dataset: { pointer: '/sweep/scales' } });
   const status = h('div', { class: 'status', role: 'status', 'aria-live': 'polite' });
   const out = h('div', { id: 'gd-out' });
-  let last = null;
 
   const panel = h('section', { class: 'panel' },
     h('h2', {}, 'Gradient diagnostics'),
@@ -56,7 +55,6 @@ export function create(ctx) {
 
   function run() {
     return ctx.call(status, 'running in libtorch…', () => ctx.api('/v1/gradient-diagnostics', body()), (d) => {
-      last = d;
       render(d);
       return `${d.device}, ${d.dtype}, batch ${d.batch_size}: ${fmt(d.millis)} ms` + (d.device_note ? ` (${d.device_note})` : '');
     });
@@ -144,7 +142,6 @@ export function create(ctx) {
       depths.value = st.depths ?? '';
       scales.value = st.scales ?? '';
     },
-    last: () => last,
   };
   init.value = 'normal';
   return view;

@@ -91,7 +91,6 @@ export function create(ctx) {
       sgd.checked = st.sgd ?? true;
       component.value = st.component ?? 0;
     },
-    last: () => last,
   };
   return view;
 }

@@ -164,7 +164,6 @@ export function create(ctx) {
       verify.checked = st.verify ?? true;
       Object.assign(state, { layer: st.layer ?? null, index: st.index ?? null, channel: st.channel ?? null });
     },
-    last: () => last,
   };
   return view;
 }
