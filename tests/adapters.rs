@@ -5,18 +5,11 @@ mod common;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use common::{python, python_ok, serve};
+use common::{python, python_ok, serve, tempdir};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("layerscope-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn read_json(p: std::path::PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
@@ -72,12 +65,7 @@ async fn run_gradescope(root: &std::path::Path) -> Value {
 }
 
 fn test_of<'a>(results: &'a Value, name: &str) -> &'a Value {
-    results["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {results}"))
+    common::item(&results["tests"], "name", name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,14 +179,7 @@ async fn run_prairielearn(root: &std::path::Path) -> Value {
 }
 
 fn points(results: &Value, name: &str) -> f64 {
-    results["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {results}"))["points"]
-        .as_f64()
-        .unwrap()
+    common::item(&results["tests"], "name", name)["points"].as_f64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,20 +46,9 @@ async fn repeated_analytic_requests_are_served_from_memory_byte_for_byte() {
         assert_eq!(first.2, second.2, "{uri}: the cached bytes differ");
     }
     // the query is part of the key: JSON and CSV of the same body are different answers
-    let json = call(
-        &router,
-        "/v1/complexity",
-        r#"{"model": {"preset": "inception_reduced"}, "verify": false}"#,
-        None,
-    )
-    .await;
-    let csv = call(
-        &router,
-        "/v1/complexity?format=csv",
-        r#"{"model": {"preset": "inception_reduced"}, "verify": false}"#,
-        None,
-    )
-    .await;
+    let body = r#"{"model": {"preset": "inception_reduced"}, "verify": false}"#;
+    let json = call(&router, "/v1/complexity", body, None).await;
+    let csv = call(&router, "/v1/complexity?format=csv", body, None).await;
     assert!(json.2.starts_with('{') && csv.2.starts_with("path,"), "{}", &csv.2[..40]);
     // a one-based and a zero-based question differ only in the body
     let one = call(

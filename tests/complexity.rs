@@ -3,12 +3,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn row<'a>(v: &'a Value, path: &str) -> &'a Value {
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["path"] == path)
-        .unwrap_or_else(|| panic!("no row {path}"))
+    item(&v["rows"], "path", path)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ fn q(id: &str, kind: &str, model: Value, ask: &str, answer: Value) -> Value {
 }
 
 fn by_id<'a>(v: &'a Value, id: &str) -> &'a Value {
-    v["questions"].as_array().unwrap().iter().find(|q| q["id"] == id).unwrap()
+    item(&v["questions"], "id", id)
 }
 
 fn seed_questions() -> Vec<Value> {

@@ -139,13 +139,6 @@ fn write_files(dir: &std::path::Path, files: &Value) {
     }
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("layerscope-variant-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_lms_folders_grade_end_to_end() {
     let url = serve().await;
@@ -160,7 +153,7 @@ async fn exported_lms_folders_grade_end_to_end() {
         .await
         .json();
     let key = v["answer_key"].clone();
-    let root = tempdir("pl");
+    let root = tempdir("variant-pl");
     write_files(&root.join("question"), &v["files"]);
     write_files(&root.join("serverFilesCourse"), &v["server_files_course"]);
     let html = v["files"]["question.html"].as_str().unwrap();
@@ -197,7 +190,7 @@ async fn exported_lms_folders_grade_end_to_end() {
     let v = post("/v1/variants", json!({"seed": 9, "format": "gradescope", "url": url}))
         .await
         .json();
-    let root = tempdir("gs");
+    let root = tempdir("variant-gs");
     write_files(&root.join("source"), &v["files"]);
     std::fs::create_dir_all(root.join("submission")).unwrap();
     let sheet: String = v["answer_key"]

@@ -147,9 +147,7 @@ pub fn check_prairielearn_info(info: &Value) {
         "dependencies",
         "workspaceOptions",
     ];
-    for key in info.as_object().unwrap().keys() {
-        assert!(allowed.contains(&key.as_str()), "{key} is not an infoQuestion.json property");
-    }
+    only_keys(info, &allowed, "infoQuestion.json");
     for key in ["uuid", "type", "title", "topic"] {
         assert!(info[key].is_string(), "{key} is required");
     }
@@ -159,9 +157,7 @@ pub fn check_prairielearn_info(info: &Value) {
     assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
     assert!(["Calculation", "MultipleChoice", "Checkbox", "File", "MultipleTrueFalse", "v3"].contains(&info["type"].as_str().unwrap()));
     assert!(["Internal", "External", "Manual"].contains(&info["gradingMethod"].as_str().unwrap()));
-    for key in ["tags"] {
-        assert!(info[key].as_array().unwrap().iter().all(Value::is_string));
-    }
+    assert!(info["tags"].as_array().unwrap().iter().all(Value::is_string));
     for key in ["singleVariant", "partialCredit"] {
         assert!(info[key].is_null() || info[key].is_boolean());
     }
@@ -177,9 +173,7 @@ pub fn check_prairielearn_info(info: &Value) {
         "enableNetworking",
         "environment",
     ];
-    for key in ext.as_object().unwrap().keys() {
-        assert!(ext_allowed.contains(&key.as_str()), "{key}");
-    }
+    only_keys(ext, &ext_allowed, "externalGradingOptions");
     assert!(
         ext["image"].is_string() && ext["entrypoint"].is_string(),
         "image and entrypoint are required"
@@ -293,4 +287,28 @@ pub fn schema_errors(name: &str, v: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     validate(&s, &s["components"]["schemas"][name], v, "", &mut errors);
     errors
+}
+
+/// The element of the array `list` whose `key` is `value` (a panic naming it if there is none).
+pub fn item<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value:?} in {list}"))
+}
+
+/// Asserts that every key of `object` is one of `allowed`.
+pub fn only_keys(object: &Value, allowed: &[&str], what: &str) {
+    for key in object.as_object().unwrap_or_else(|| panic!("{what} is not an object")).keys() {
+        assert!(allowed.contains(&key.as_str()), "{key} is not a {what} property");
+    }
+}
+
+/// An empty folder under the system's temporary directory, named for this test process.
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("layerscope-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
