@@ -206,8 +206,10 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 c.multiplications = out; // the division by the window size
             }
         }
-        LayerKind::Residual { .. } => c.additions = out,
-        LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } => {}
+        // one operation per output element for each input after the first
+        LayerKind::Residual { .. } | LayerKind::Add => c.additions = out * (node.inputs.len() as u128 - 1),
+        LayerKind::Mul => c.multiplications = out * (node.inputs.len() as u128 - 1),
+        LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } | LayerKind::Cat { .. } => {}
     }
     c.params = c.params_weight + c.params_bias;
     c
@@ -237,7 +239,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 LayerKind::BatchNorm { .. } if conv.count_batchnorm => by_unit(c),
                 LayerKind::Activation { .. } if conv.count_activations => c.activations,
                 _ if is_pool && conv.count_pooling => c.comparisons + c.additions + c.multiplications,
-                LayerKind::Residual { .. } if conv.count_residual_adds => c.additions,
+                // every element-wise merge: a residual's sum, a graph's add and mul
+                LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul if conv.count_residual_adds => c.additions + c.multiplications,
                 _ => 0,
             }
         }
@@ -308,8 +311,10 @@ pub struct Options {
 pub fn table(graph: &Graph, opts: &Options) -> SpecResult<Table> {
     let mut rows = Vec::new();
     let mut totals = Counts::default();
-    for node in &graph.nodes {
-        totals += visit(node, opts, 0, &mut rows);
+    // fvcore counts a JIT trace of the model, which keeps only what the outputs depend on
+    let live = graph.live();
+    for &id in &graph.top {
+        totals += visit(graph, &live, id, opts, 0, &mut rows);
     }
     for r in &mut rows {
         r.params_percent = percent(r.counts.params, totals.params);
@@ -339,10 +344,15 @@ fn percent(part: u128, whole: u128) -> f64 {
     }
 }
 
-fn visit(node: &Node, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Counts {
+fn visit(graph: &Graph, live: &[bool], id: usize, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Counts {
+    let node = &graph.nodes[id];
     let mut own = intrinsic(node, opts.additions);
     let batch = opts.batch as u128;
-    own.flops = flops(node, &own, opts.rule);
+    own.flops = match opts.rule {
+        // fvcore's JIT trace drops nodes that no output reads: it counts nothing for them
+        FlopRule::Profile(Profile::Fvcore) if !live[id] => 0,
+        rule => flops(node, &own, rule),
+    };
     for f in [
         &mut own.multiplications,
         &mut own.additions,
@@ -388,8 +398,8 @@ fn visit(node: &Node, opts: &Options, depth: usize, rows: &mut Vec<Row>) -> Coun
             flops_percent: 0.0,
         });
         let mut sub = Counts::default();
-        for child in &g.nodes {
-            sub += visit(child, opts, depth + 2, rows);
+        for &child in &g.nodes {
+            sub += visit(graph, live, child, opts, depth + 2, rows);
         }
         rows[gslot].counts = sub;
         total += sub;

@@ -5,7 +5,7 @@
 //! `jump*i + lo ..= jump*i + hi` (before clipping to the image). One-based answers, as the course
 //! writes them, shift both `i` and `m` by one: `lo1 = lo - jump + 1`, `hi1 = hi - jump + 1`.
 use super::intervals::IntervalSet;
-use crate::spec::{Graph, LayerKind, Node, SpecError, SpecResult, Window};
+use crate::spec::{Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
 
 /// Zero-based affine map from an output index to the input range it covers.
@@ -155,40 +155,126 @@ fn kind_name(rf: &Rf) -> &'static str {
 
 /// The per-layer table, every composite's children included, in depth-first order.
 pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
-    let start = if graph.input().len() == 3 {
+    let rfs = node_rfs(graph);
+    graph
+        .walk_ids()
+        .into_iter()
+        .map(|i| {
+            let node = &graph.nodes[i];
+            let out = &rfs[i];
+            let mut row = LayerRf {
+                path: node.path.clone(),
+                name: node.layer.name.clone(),
+                layer_type: node_type(node),
+                output_shape: node.output.clone(),
+                kind: kind_name(out),
+                receptive_field: spatial(out, base),
+                branches: Vec::new(),
+                aligned: None,
+                note: None,
+            };
+            if node.merge.is_some() {
+                let ins = merge_inputs(graph, node, &rfs);
+                row.branches = node
+                    .inputs
+                    .iter()
+                    .zip(&ins)
+                    .map(|(e, r)| BranchRf {
+                        label: e.label.clone(),
+                        receptive_field: spatial(r, base),
+                    })
+                    .collect();
+                if matches!(node.merge, Some(Merge::Add | Merge::Mul | Merge::Cat(0))) {
+                    let (_, aligned, note) = merge(&ins);
+                    row.aligned = aligned;
+                    row.note = note;
+                }
+            }
+            if let Rf::NotAffine(why) = out {
+                row.note.get_or_insert_with(|| why.clone());
+            }
+            row
+        })
+        .collect()
+}
+
+/// The affine map of every node's output, in the order of [`Graph::nodes`].
+fn node_rfs(graph: &Graph) -> Vec<Rf> {
+    let mut rfs: Vec<Rf> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let rf = match node.merge {
+            Some(m) => {
+                let ins = merge_inputs(graph, node, &rfs);
+                match m {
+                    Merge::Cat(axis) if axis > 0 || node.output.len() == 1 => {
+                        if ins.contains(&Rf::Global) {
+                            Rf::Global
+                        } else {
+                            Rf::NotAffine(format!(
+                                "concatenated along {}: consecutive outputs come from different tensors",
+                                ["the features", "the height", "the width"][if node.output.len() == 1 { 0 } else { axis }]
+                            ))
+                        }
+                    }
+                    _ => merge(&ins).0,
+                }
+            }
+            None => {
+                let input = match node.inputs[0].from {
+                    Some(f) => rfs[f].clone(),
+                    None => start(graph),
+                };
+                apply(node, input)
+            }
+        };
+        rfs.push(rf);
+    }
+    rfs
+}
+
+fn start(graph: &Graph) -> Rf {
+    if graph.input().len() == 3 {
         Rf::Spatial([Affine::IDENTITY; 2])
     } else {
         Rf::Features
-    };
-    let mut rows = Vec::new();
-    walk_list(&graph.nodes, start, base, &mut rows);
-    rows
-}
-
-fn walk_list(nodes: &[Node], mut rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
-    for node in nodes {
-        rf = walk_node(node, rf, base, rows);
     }
-    rf
 }
 
-fn walk_node(node: &Node, rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
-    let slot = rows.len();
-    rows.push(LayerRf {
-        path: node.path.clone(),
-        name: node.layer.name.clone(),
-        layer_type: node_type(node),
-        output_shape: node.output.clone(),
-        kind: "",
-        receptive_field: None,
-        branches: Vec::new(),
-        aligned: None,
-        note: None,
-    });
-    let mut note = None;
-    let mut aligned = None;
-    let mut branches = Vec::new();
-    let out = match &node.layer.kind {
+/// The maps a merge node combines, one per input. An input broadcast over a spatial axis (size
+/// 1 there, larger in the output) gives every output position the same range, which has no
+/// affine form unless it is the whole input on both axes (a squeeze-and-excitation gate is
+/// `global`).
+fn merge_inputs(graph: &Graph, node: &Node, rfs: &[Rf]) -> Vec<Rf> {
+    node.inputs
+        .iter()
+        .map(|e| {
+            let rf = e.from.map_or_else(|| start(graph), |f| rfs[f].clone());
+            let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.shape[a] == 1 && node.output[a] > 1);
+            match rf {
+                Rf::Spatial(maps) if broadcast => {
+                    let n = graph.input();
+                    let covers = (0..2).all(|a| {
+                        let (lo, hi) = maps[a].at(0);
+                        lo <= 0 && hi >= n[a + 1] as i64 - 1
+                    });
+                    if covers {
+                        Rf::Global
+                    } else {
+                        Rf::NotAffine(format!(
+                            "{} is broadcast over positions: every output position sees its one range",
+                            e.label
+                        ))
+                    }
+                }
+                other => other,
+            }
+        })
+        .collect()
+}
+
+/// The map after a layer that reads one tensor.
+fn apply(node: &Node, rf: Rf) -> Rf {
+    match &node.layer.kind {
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
@@ -212,40 +298,15 @@ fn walk_node(node: &Node, rf: Rf, base: u64, rows: &mut Vec<LayerRf>) -> Rf {
             other => other,
         },
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
-        LayerKind::Concat { .. } | LayerKind::Residual { .. } => {
-            let ends: Vec<(String, Rf)> = node
-                .groups
-                .iter()
-                .map(|g| (g.label.clone(), walk_list(&g.nodes, rf.clone(), base, rows)))
-                .collect();
-            branches = ends
-                .iter()
-                .map(|(label, r)| BranchRf {
-                    label: label.clone(),
-                    receptive_field: spatial(r, base),
-                })
-                .collect();
-            let (merged, is_aligned, why) = merge(&ends.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
-            aligned = is_aligned;
-            note = why;
-            merged
+        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+            unreachable!("merge nodes are combined by node_rfs")
         }
-    };
-    let row = &mut rows[slot];
-    row.kind = kind_name(&out);
-    row.receptive_field = spatial(&out, base);
-    if let Rf::NotAffine(why) = &out {
-        note.get_or_insert_with(|| why.clone());
     }
-    row.note = note;
-    row.aligned = aligned;
-    row.branches = branches;
-    out
 }
 
 /// The union of parallel branches: one affine range when every branch moves with the same jump.
 fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
-    if ends.iter().any(|r| *r == Rf::Global) {
+    if ends.contains(&Rf::Global) {
         return (Rf::Global, None, None);
     }
     let spatials: Vec<[Affine; 2]> = ends
@@ -309,51 +370,54 @@ pub struct DependenceSet {
 
 const MAX_BOXES: usize = 256;
 
-/// How the target of a position request is reached: the layers run in order to produce it.
+/// The target of a position request and every node it reads (directly or not), in
+/// topological order.
 pub struct Chain<'g, 'a> {
-    pub steps: Vec<&'g Node<'a>>,
+    pub graph: &'g Graph<'a>,
+    pub steps: Vec<usize>,
+    pub id: usize,
     pub target: &'g Node<'a>,
 }
 
-/// Resolves `layer` (top-level index, dotted path or name) to the chain of nodes leading to it.
+/// Resolves `layer` (top-level index, dotted path or name; null for the model's output) to the
+/// node it names and the nodes leading to it.
 pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer: &str) -> SpecResult<Chain<'g, 'a>> {
-    let path: String = match layer {
-        serde_json::Value::Null => graph
-            .nodes
-            .last()
-            .map(|n| n.path.clone())
+    let id: usize = match layer {
+        serde_json::Value::Null => *graph
+            .outputs
+            .first()
             .ok_or_else(|| SpecError::invalid(pointer, "the model has no layers"))?,
         serde_json::Value::Number(n) => {
-            let i = n.as_u64().filter(|i| (*i as usize) < graph.nodes.len()).ok_or_else(|| {
+            let i = n.as_u64().filter(|i| (*i as usize) < graph.top.len()).ok_or_else(|| {
                 SpecError::invalid(
                     pointer,
                     format!(
                         "layer index {n} is out of range: the model has {} top-level layers (0..{})",
-                        graph.nodes.len(),
-                        graph.nodes.len().saturating_sub(1)
+                        graph.top.len(),
+                        graph.top.len().saturating_sub(1)
                     ),
                 )
             })?;
-            i.to_string()
+            graph.top[i as usize]
         }
-        serde_json::Value::String(s) => {
-            let all = graph.walk();
-            if all.iter().any(|n| &n.path == s) {
-                s.clone()
-            } else {
-                let named: Vec<_> = all.iter().filter(|n| n.layer.name.as_deref() == Some(s.as_str())).collect();
+        serde_json::Value::String(s) => match graph.index(s) {
+            Some(i) => i,
+            None => {
+                let named: Vec<usize> = (0..graph.nodes.len())
+                    .filter(|&i| graph.nodes[i].layer.name.as_deref() == Some(s.as_str()))
+                    .collect();
                 match named.len() {
-                    1 => named[0].path.clone(),
+                    1 => named[0],
                     0 => return Err(SpecError::invalid(pointer, format!("no layer has the path or name {s:?}"))),
                     k => {
                         return Err(SpecError::invalid(
                             pointer,
-                            format!("{k} layers are named {s:?}; use a path such as {:?}", named[0].path),
+                            format!("{k} layers are named {s:?}; use a path such as {:?}", graph.nodes[named[0]].path),
                         ))
                     }
                 }
             }
-        }
+        },
         other => {
             return Err(SpecError::invalid(
                 pointer,
@@ -361,38 +425,12 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
             ))
         }
     };
-    let mut steps = Vec::new();
-    let mut nodes: &'g [Node<'a>] = &graph.nodes;
-    let mut rest: &str = &path;
-    loop {
-        let (head, tail) = match rest.split_once('.') {
-            Some((h, t)) => (h, Some(t)),
-            None => (rest, None),
-        };
-        let idx: usize = head
-            .parse()
-            .map_err(|_| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
-        let node = nodes
-            .get(idx)
-            .ok_or_else(|| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
-        steps.extend(nodes[..idx].iter());
-        match tail {
-            None => {
-                steps.push(node);
-                return Ok(Chain { steps, target: node });
-            }
-            Some(t) => {
-                // `branches.B.rest`, `body.rest` or `shortcut.rest`
-                let group = node
-                    .groups
-                    .iter()
-                    .find(|g| t.starts_with(&format!("{}.", g.label)))
-                    .ok_or_else(|| SpecError::invalid(pointer, format!("bad layer path {path:?}")))?;
-                rest = &t[group.label.len() + 1..];
-                nodes = &group.nodes;
-            }
-        }
-    }
+    Ok(Chain {
+        graph,
+        steps: graph.ancestors(id),
+        id,
+        target: &graph.nodes[id],
+    })
 }
 
 impl DependenceSet {
@@ -482,15 +520,7 @@ fn adaptive_back(input: u64, output: u64, out: &IntervalSet) -> IntervalSet {
     )
 }
 
-fn back_list(nodes: &[&Node], mut set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
-    for node in nodes.iter().rev() {
-        let mut s = DependenceSet::new(back_node(node, set, approx));
-        *approx |= s.approximate;
-        set = std::mem::take(&mut s.boxes);
-    }
-    set
-}
-
+/// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
     match &node.layer.kind {
@@ -564,33 +594,44 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             out
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
-        LayerKind::Concat { .. } => {
-            let mut out = Vec::new();
-            let mut offset = 0;
-            for g in &node.groups {
-                let c = g.output[0];
-                let part: Vec<Product> = set
-                    .iter()
-                    .map(|p| {
-                        let mut q = p.clone();
-                        q.0[0] = p.0[0].window(offset, c);
-                        q
-                    })
-                    .filter(|q| !q.0[0].is_empty())
-                    .collect();
-                if !part.is_empty() {
-                    out.extend(back_list(&g.nodes.iter().collect::<Vec<_>>(), part, approx));
-                }
-                offset += c;
-            }
-            out
+        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+            unreachable!("merge nodes are split by back_merge")
         }
-        LayerKind::Residual { .. } => {
-            let mut out = Vec::new();
-            for g in &node.groups {
-                out.extend(back_list(&g.nodes.iter().collect::<Vec<_>>(), set.clone(), approx));
-            }
-            out
+    }
+}
+
+/// The positions of input `k` of a merge node seen by the outputs in `set`: a broadcast axis
+/// (size 1 in the input) maps every output position to 0; a concatenation passes on its part.
+fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Product> {
+    let shape = &node.inputs[k].shape;
+    match merge {
+        Merge::Add | Merge::Mul => set
+            .iter()
+            .map(|p| {
+                Product(
+                    p.0.iter()
+                        .enumerate()
+                        .map(|(a, s)| {
+                            if shape[a] == 1 && node.output[a] > 1 {
+                                IntervalSet::range(0, 0)
+                            } else {
+                                s.clone()
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+        Merge::Cat(axis) => {
+            let offset: u64 = node.inputs[..k].iter().map(|e| e.shape[axis]).sum();
+            set.iter()
+                .map(|p| {
+                    let mut q = p.clone();
+                    q.0[axis] = p.0[axis].window(offset, shape[axis]);
+                    q
+                })
+                .filter(|q| !q.0[axis].is_empty())
+                .collect()
         }
     }
 }
@@ -612,25 +653,39 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
     } else {
         Product(vec![IntervalSet::range(index[0], index[0])])
     };
+    let graph = chain.graph;
     let mut approx = false;
-    let boxes = back_list(&chain.steps, vec![unit], &mut approx);
-    let mut set = DependenceSet::new(boxes);
+    let mut sets: Vec<Vec<Product>> = vec![Vec::new(); graph.nodes.len()];
+    sets[chain.id] = vec![unit];
+    let mut input = Vec::new();
+    for &i in chain.steps.iter().rev() {
+        let set = std::mem::take(&mut sets[i]);
+        if set.is_empty() {
+            continue;
+        }
+        let mut s = DependenceSet::new(set);
+        approx |= s.approximate;
+        let set = std::mem::take(&mut s.boxes);
+        let node = &graph.nodes[i];
+        let backs: Vec<Vec<Product>> = match node.merge {
+            Some(m) => (0..node.inputs.len()).map(|k| back_merge(node, m, k, &set)).collect(),
+            None => vec![back_node(node, set, &mut approx)],
+        };
+        for (e, b) in node.inputs.iter().zip(backs) {
+            match e.from {
+                Some(f) => sets[f].extend(b),
+                None => input.extend(b),
+            }
+        }
+    }
+    let mut set = DependenceSet::new(input);
     set.approximate |= approx;
     set
 }
 
 /// The affine map of the chain's target, if it has one.
-pub fn chain_rf(chain: &Chain, input_rank: usize) -> Rf {
-    let mut rf = if input_rank == 3 {
-        Rf::Spatial([Affine::IDENTITY; 2])
-    } else {
-        Rf::Features
-    };
-    let mut scratch = Vec::new();
-    for node in &chain.steps {
-        rf = walk_node(node, rf, 0, &mut scratch);
-    }
-    rf
+pub fn chain_rf(chain: &Chain) -> Rf {
+    node_rfs(chain.graph).swap_remove(chain.id)
 }
 
 #[cfg(test)]

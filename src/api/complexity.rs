@@ -147,7 +147,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<(Table, Value)
     let table = table_for(&graph, &opts)?;
     let c = opts.conventions;
     let mut resp = json!({
-        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()},
+        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()},
         "batch_size": opts.batch,
         "dtype": opts.dtype,
         "conventions": {

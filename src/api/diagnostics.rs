@@ -310,6 +310,7 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
         },
         "output_grad_norm_sum": report.output_grad_norm_sum,
         "loss": report.loss,
+        "unused_layers": report.unused,
     })
 }
 
@@ -464,7 +465,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
         )
         .into());
     }
-    let out_numel: u64 = graph.output().iter().product();
+    let out_numel: u64 = graph.output_numel();
     let objective = match req.raw("objective") {
         None => ObjectiveKind::SumOutput,
         Some(Value::String(s)) if s == "sum_output" => ObjectiveKind::SumOutput,
@@ -494,9 +495,15 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
                         return Err(SpecError::invalid(
                             o.at("targets"),
                             format!(
-                                "has {} numbers; the batch of {batch} outputs of shape {:?} needs {}",
+                                "has {} numbers; the batch of {batch} outputs of shape{} {} needs {}",
                                 t.len(),
-                                graph.output(),
+                                if graph.outputs.len() > 1 { "s" } else { "" },
+                                graph
+                                    .output_shapes()
+                                    .iter()
+                                    .map(|s| format!("{s:?}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" + "),
                                 batch * out_numel
                             ),
                         )
@@ -568,6 +575,13 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
                 })
                 .transpose()?;
             let scales = list("scales")?;
+            if depths.is_some() && spec.graph.is_some() {
+                return Err(SpecError::invalid(
+                    o.at("depths"),
+                    "a depth sweep repeats a block of the sequential form's layers; this model is a graph (sweep scales, or repeat the nodes yourself)",
+                )
+                .into());
+            }
             let block = match o.array("block")? {
                 None => (0usize, 2usize.min(spec.layers.len())),
                 Some(b) if b.len() == 2 => {
@@ -660,7 +674,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
         resp["sweep"] = json!(sweep_rows);
     }
 
-    resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()});
+    resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()});
     resp["batch_size"] = json!(batch);
     resp["thresholds"] = json!({"vanishing_ratio": th.vanishing, "exploding_ratio": th.exploding, "saturation": th.saturation});
     resp["spectral_tolerance"] = json!(spectral_tolerance);

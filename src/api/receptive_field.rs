@@ -130,7 +130,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     };
 
     let mut resp = json!({
-        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output()},
+        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()},
         "index_base": base,
         "conventions": "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image",
         "layers": layers,
@@ -181,7 +181,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
     if !rows.is_contiguous() || !cols.is_contiguous() {
         notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
     }
-    match (chain_rf(chain, input.len()), index.len()) {
+    match (chain_rf(chain), index.len()) {
         (Rf::Spatial([h, w]), 2) => {
             let (hr, wr) = (h.at(index[0]), w.at(index[1]));
             let n = [input[1] as i64, input[2] as i64];

@@ -79,16 +79,140 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
         .enumerate()
         .map(|(i, v)| uint(v, &child(&shape_ptr, i), 1, limits.max_dim))
         .collect::<SpecResult<Vec<_>>>()?;
-    let layers_ptr = obj.at("layers");
-    let layers = obj.array("layers")?.ok_or_else(|| SpecError::invalid(&layers_ptr, "is required"))?;
-    obj.finish("input_shape, layers, or preset")?;
     let mut counter = 0usize;
+    if obj.has("graph") {
+        let graph = parse_graph(obj.raw("graph").expect("present"), &obj.at("graph"), limits, &mut counter)?;
+        obj.finish("input_shape with layers or graph, or preset")?;
+        return Ok(ModelSpec {
+            input_shape,
+            layers: Vec::new(),
+            graph: Some(graph),
+            preset: None,
+        });
+    }
+    let layers_ptr = obj.at("layers");
+    let layers = obj
+        .array("layers")?
+        .ok_or_else(|| SpecError::invalid(&layers_ptr, "is required (or a \"graph\")"))?;
+    obj.finish("input_shape with layers or graph, or preset")?;
     let layers = parse_layers(layers, &layers_ptr, limits, 0, &mut counter)?;
     Ok(ModelSpec {
         input_shape,
         layers,
+        graph: None,
         preset: None,
     })
+}
+
+/// `{"nodes": [{"name", "type", "inputs", ...PyTorch arguments}], "outputs": [names]}`. A node
+/// without `inputs` reads the node listed before it (the first one reads `input`); without
+/// `outputs` the model returns the last node. Names are checked here; order, cycles and shapes
+/// by shape inference.
+fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut usize) -> SpecResult<GraphSpec> {
+    let obj = Obj::new(value, pointer)?;
+    let nodes_ptr = obj.at("nodes");
+    let items = obj.array("nodes")?.ok_or_else(|| obj.missing("nodes"))?;
+    if items.is_empty() {
+        return Err(SpecError::invalid(&nodes_ptr, "needs at least one node"));
+    }
+    let mut nodes: Vec<GraphNode> = Vec::with_capacity(items.len().min(limits.max_layers));
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let ptr = child(&nodes_ptr, i);
+        let o = Obj::new(item, &ptr)?;
+        let inputs = match o.array("inputs")? {
+            None => vec![nodes.last().map_or(GRAPH_INPUT.to_string(), |n: &GraphNode| node_name(&n.layer))],
+            Some(list) if list.is_empty() => return Err(SpecError::invalid(o.at("inputs"), "needs at least one input name")),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(j, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(SpecError::invalid(
+                        child(&o.at("inputs"), j),
+                        format!("expected a node name, got {}", describe(other)),
+                    )),
+                })
+                .collect::<SpecResult<Vec<_>>>()?,
+        };
+        let layer = layer_in(&o, limits, 0, counter, true)?;
+        o.finish("\"name\", \"type\", \"inputs\" and the layer's PyTorch arguments")?;
+        let name = layer
+            .name
+            .clone()
+            .ok_or_else(|| SpecError::invalid(o.at("name"), "is required: every graph node has a name"))?;
+        if name.is_empty() || name == GRAPH_INPUT {
+            return Err(SpecError::invalid(
+                o.at("name"),
+                format!("{name:?} cannot name a node (\"{GRAPH_INPUT}\" is the model's input)"),
+            ));
+        }
+        if let Some(first) = names.insert(name.clone(), i) {
+            return Err(SpecError::invalid(
+                o.at("name"),
+                format!("node {first} is also named {name:?}: names must be unique"),
+            ));
+        }
+        let arity = match layer.kind {
+            LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => None,
+            _ => Some(1),
+        };
+        if arity.is_some_and(|a| a != inputs.len()) {
+            return Err(SpecError::invalid(
+                o.at("inputs"),
+                format!("a {} node reads one tensor, got {} names", layer.type_name(), inputs.len()),
+            ));
+        }
+        nodes.push(GraphNode { layer, inputs });
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, input) in n.inputs.iter().enumerate() {
+            if input != GRAPH_INPUT && !names.contains_key(input) {
+                return Err(SpecError::invalid(
+                    child(&child(&child(&nodes_ptr, i), "inputs"), j),
+                    format!(
+                        "node {:?} reads {input:?}, which is neither a node nor \"{GRAPH_INPUT}\"{}",
+                        node_name(&n.layer),
+                        closest(input, &names)
+                    ),
+                ));
+            }
+        }
+    }
+    let outputs = match obj.array("outputs")? {
+        None => vec![node_name(&nodes.last().expect("non-empty").layer)],
+        Some(list) if list.is_empty() => return Err(SpecError::invalid(obj.at("outputs"), "needs at least one node name")),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let ptr = child(&obj.at("outputs"), j);
+                match v {
+                    Value::String(s) if names.contains_key(s) => Ok(s.clone()),
+                    Value::String(s) => Err(SpecError::invalid(ptr, format!("no node is named {s:?}{}", closest(s, &names)))),
+                    other => Err(SpecError::invalid(ptr, format!("expected a node name, got {}", describe(other)))),
+                }
+            })
+            .collect::<SpecResult<Vec<_>>>()?,
+    };
+    obj.finish("nodes, outputs")?;
+    Ok(GraphSpec { nodes, outputs })
+}
+
+fn node_name(layer: &Layer) -> String {
+    layer.name.clone().unwrap_or_default()
+}
+
+/// `; did you mean "conv1"?` when a known name is within two edits.
+fn closest(name: &str, names: &std::collections::HashMap<String, usize>) -> String {
+    names
+        .keys()
+        .map(String::as_str)
+        .chain([GRAPH_INPUT])
+        .filter(|k| super::json::edit_distance(k, name) <= 2)
+        .min_by_key(|k| (super::json::edit_distance(k, name), k.to_string()))
+        .map(|k| format!("; did you mean {k:?}?"))
+        .unwrap_or_default()
 }
 
 fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Vec<Layer>> {
@@ -107,19 +231,28 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual";
+const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
+    let o = Obj::new(value, pointer)?;
+    let layer = layer_in(&o, limits, depth, counter, false)?;
+    o.finish("the layer's PyTorch arguments, \"type\" and \"name\"")?;
+    Ok(layer)
+}
+
+/// The layer in `o`, every field it knows read (the caller refuses the rest). `graph` allows
+/// the graph form's operations on several tensors: `add` and `concat` without `body`,
+/// `shortcut` or `branches`, and `mul`.
+fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, graph: bool) -> SpecResult<Layer> {
     *counter += 1;
     if *counter > limits.max_layers {
         return Err(SpecError::too_large(
-            pointer,
+            o.pointer.clone(),
             "max_layers",
             limits.max_layers as u64,
             format!("the model has more than {} layers", limits.max_layers),
         ));
     }
-    let o = Obj::new(value, pointer)?;
     let type_ptr = o.at("type");
     let ty = match o.raw("type") {
         Some(Value::String(s)) => s.as_str(),
@@ -137,7 +270,28 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
     };
     let max = limits.max_dim;
     let mut declared_in = None;
+    let composite = o.has("branches") || o.has("body") || o.has("shortcut");
     let kind = match canonical_type(ty).as_str() {
+        "add" if graph && !composite => LayerKind::Add,
+        "mul" if graph => LayerKind::Mul,
+        "concat" | "cat" if graph && !composite => {
+            let dim = match o.raw("dim") {
+                None => 1,
+                Some(v) => v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
+                    SpecError::invalid(
+                        o.at("dim"),
+                        format!("expected an integer dim (PyTorch's, batch axis 0), got {}", super::json::show(v)),
+                    )
+                })?,
+            };
+            LayerKind::Cat { dim }
+        }
+        "mul" => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                "mul multiplies several tensors: describe the model as a \"graph\" with named nodes",
+            ))
+        }
         "conv2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
             let out_channels = o.u64_in("out_channels", None, 1, max)?;
@@ -203,7 +357,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             if o.bool("return_indices", false)? {
                 return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
             }
-            check_pool_padding(&o, kernel, padding)?;
+            check_pool_padding(o, kernel, padding)?;
             LayerKind::MaxPool2d {
                 kernel,
                 stride,
@@ -221,7 +375,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             if o.has("divisor_override") {
                 return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
             }
-            check_pool_padding(&o, kernel, padding)?;
+            check_pool_padding(o, kernel, padding)?;
             LayerKind::AvgPool2d {
                 kernel,
                 stride,
@@ -312,7 +466,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             LayerKind::Flatten
         }
         "concat" | "cat" => {
-            check_depth(&o, depth, limits)?;
+            check_depth(o, depth, limits)?;
             let ptr = o.at("branches");
             let items = o
                 .array("branches")?
@@ -338,7 +492,7 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             LayerKind::Concat { branches }
         }
         "residual" | "add" => {
-            check_depth(&o, depth, limits)?;
+            check_depth(o, depth, limits)?;
             let mut list = |key: &'static str| -> SpecResult<Vec<Layer>> {
                 match o.array(key)? {
                     None => Ok(vec![]),
@@ -356,7 +510,6 @@ fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, 
             ))
         }
     };
-    o.finish("the layer's PyTorch arguments, \"type\" and \"name\"")?;
     Ok(Layer { name, kind, declared_in })
 }
 

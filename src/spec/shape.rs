@@ -28,34 +28,58 @@ impl Window {
     }
 }
 
+/// Where a node's input comes from: an earlier node (its index in [`Graph::nodes`]) or the
+/// model's input (`None`).
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub from: Option<usize>,
+    /// What the edge is called in tables: a composite's `branches.1`, `body` or `shortcut`, or
+    /// the node (or `input`) it comes from in the graph form.
+    pub label: String,
+    pub shape: Vec<u64>,
+}
+
 #[derive(Debug)]
 pub struct Node<'a> {
-    /// Dotted path: `4`, `4.branches.1.0`, `7.body.2`.
+    /// Dotted path: `4`, `4.branches.1.0`, `7.body.2`; in the graph form, the node's name.
     pub path: String,
     /// JSON pointer of the layer in the request, for error messages.
     pub pointer: String,
     pub layer: &'a Layer,
+    /// The shape of the first (for most layers the only) input.
     pub input: Vec<u64>,
+    /// Every tensor the node reads, in order.
+    pub inputs: Vec<Edge>,
     pub output: Vec<u64>,
     /// Height and width windows of conv and pool layers (and of adaptive pools whose windows
     /// happen to be uniform).
     pub windows: Option<[Window; 2]>,
-    /// Branches of a concat, or body and shortcut of a residual.
-    pub groups: Vec<Group<'a>>,
+    /// How the node combines several inputs (add, mul, concat and the lowered composites).
+    pub merge: Option<Merge>,
+    /// A sequential composite's branches, or body and shortcut: the nodes inside it, for tables.
+    pub groups: Vec<Group>,
 }
 
 #[derive(Debug)]
-pub struct Group<'a> {
+pub struct Group {
     /// `branches.1`, `body` or `shortcut`, relative to the composite's path.
     pub label: String,
-    pub nodes: Vec<Node<'a>>,
+    /// Indices into [`Graph::nodes`], in order.
+    pub nodes: Vec<usize>,
     pub output: Vec<u64>,
 }
 
+/// The shaped model as a DAG. `nodes` is in topological order (every node after the nodes it
+/// reads); the sequential form is lowered into it (a residual becomes an add node reading its
+/// body and shortcut, a concat a concatenation of its branches) and keeps its paths.
 #[derive(Debug)]
 pub struct Graph<'a> {
     pub spec: &'a ModelSpec,
     pub nodes: Vec<Node<'a>>,
+    /// The top-level nodes in display order (a composite's members are in its groups).
+    pub top: Vec<usize>,
+    /// The nodes whose tensors the model returns.
+    pub outputs: Vec<usize>,
 }
 
 impl<'a> Graph<'a> {
@@ -63,41 +87,404 @@ impl<'a> Graph<'a> {
         &self.spec.input_shape
     }
 
+    /// The shape of the (first) output.
     pub fn output(&self) -> &[u64] {
-        self.nodes.last().map(|n| n.output.as_slice()).unwrap_or(&self.spec.input_shape)
+        self.outputs
+            .first()
+            .map(|&i| self.nodes[i].output.as_slice())
+            .unwrap_or(&self.spec.input_shape)
     }
 
-    /// Every node, depth first, parents before their children.
+    /// The shapes of every output, in order (the input's when the model has no layers).
+    pub fn output_shapes(&self) -> Vec<Vec<u64>> {
+        if self.outputs.is_empty() {
+            return vec![self.spec.input_shape.clone()];
+        }
+        self.outputs.iter().map(|&i| self.nodes[i].output.clone()).collect()
+    }
+
+    /// Elements of one sample's outputs, all outputs together (what a loss reads).
+    pub fn output_numel(&self) -> u64 {
+        self.output_shapes().iter().map(|s| numel(s)).sum()
+    }
+
+    /// The top-level nodes, in display order.
+    pub fn top_nodes(&self) -> Vec<&Node<'a>> {
+        self.top.iter().map(|&i| &self.nodes[i]).collect()
+    }
+
+    /// Every node, depth first, parents before their children (the tables' order).
     pub fn walk(&self) -> Vec<&Node<'a>> {
-        fn go<'n, 'a>(nodes: &'n [Node<'a>], out: &mut Vec<&'n Node<'a>>) {
-            for n in nodes {
-                out.push(n);
-                for g in &n.groups {
-                    go(&g.nodes, out);
+        self.walk_ids().into_iter().map(|i| &self.nodes[i]).collect()
+    }
+
+    /// The indices of [`Graph::walk`]'s nodes.
+    pub fn walk_ids(&self) -> Vec<usize> {
+        fn go(g: &Graph, ids: &[usize], out: &mut Vec<usize>) {
+            for &i in ids {
+                out.push(i);
+                for grp in &g.nodes[i].groups {
+                    go(g, &grp.nodes, out);
                 }
             }
         }
-        let mut out = Vec::new();
-        go(&self.nodes, &mut out);
+        let mut out = Vec::with_capacity(self.nodes.len());
+        go(self, &self.top, &mut out);
         out
+    }
+
+    /// The index of the node with this path.
+    pub fn index(&self, path: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.path == path)
+    }
+
+    /// Whether each node is read, directly or not, by one of the model's outputs.
+    pub fn live(&self) -> Vec<bool> {
+        let mut keep = vec![false; self.nodes.len()];
+        for &o in &self.outputs {
+            keep[o] = true;
+        }
+        for i in (0..self.nodes.len()).rev() {
+            if keep[i] {
+                for e in &self.nodes[i].inputs {
+                    if let Some(f) = e.from {
+                        keep[f] = true;
+                    }
+                }
+            }
+        }
+        keep
+    }
+
+    /// `target` and every node it reads, directly or not, in topological order.
+    pub fn ancestors(&self, target: usize) -> Vec<usize> {
+        let mut keep = vec![false; self.nodes.len()];
+        keep[target] = true;
+        for i in (0..=target).rev() {
+            if keep[i] {
+                for e in &self.nodes[i].inputs {
+                    if let Some(f) = e.from {
+                        keep[f] = true;
+                    }
+                }
+            }
+        }
+        (0..=target).filter(|&i| keep[i]).collect()
     }
 }
 
 pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
-    let nodes = infer_list(&spec.layers, &spec.input_shape, "", &child(pointer, "layers"))?;
-    Ok(Graph { spec, nodes })
+    let mut b = Builder { nodes: Vec::new() };
+    let (top, outputs) = match &spec.graph {
+        None => {
+            let (ids, end, _) = b.list(&spec.layers, None, &spec.input_shape, "", &child(pointer, "layers"))?;
+            (ids, end.into_iter().collect())
+        }
+        Some(g) => b.graph(g, &spec.input_shape, &child(pointer, "graph"))?,
+    };
+    Ok(Graph {
+        spec,
+        nodes: b.nodes,
+        top,
+        outputs,
+    })
 }
 
-fn infer_list<'a>(layers: &'a [Layer], input: &[u64], path: &str, pointer: &str) -> SpecResult<Vec<Node<'a>>> {
-    let mut shape = input.to_vec();
-    let mut nodes = Vec::with_capacity(layers.len());
-    for (i, layer) in layers.iter().enumerate() {
-        let node_path = if path.is_empty() { i.to_string() } else { format!("{path}.{i}") };
-        let node = infer_layer(layer, &shape, node_path, child(pointer, i))?;
-        shape = node.output.clone();
-        nodes.push(node);
+struct Builder<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+impl<'a> Builder<'a> {
+    /// Lowers a sequential list reading `src` (of shape `input`): the indices of its top-level
+    /// nodes, its last node (None for an empty list: the list is the identity) and its output.
+    fn list(
+        &mut self,
+        layers: &'a [Layer],
+        src: Option<usize>,
+        input: &[u64],
+        path: &str,
+        pointer: &str,
+    ) -> SpecResult<(Vec<usize>, Option<usize>, Vec<u64>)> {
+        let mut ids = Vec::with_capacity(layers.len());
+        let (mut src, mut shape) = (src, input.to_vec());
+        for (i, layer) in layers.iter().enumerate() {
+            let node_path = if path.is_empty() { i.to_string() } else { format!("{path}.{i}") };
+            let edge = Edge {
+                from: src,
+                label: String::new(),
+                shape,
+            };
+            let id = self.layer(layer, edge, node_path, child(pointer, i))?;
+            ids.push(id);
+            src = Some(id);
+            shape = self.nodes[id].output.clone();
+        }
+        let end = if ids.is_empty() { None } else { src };
+        Ok((ids, end, shape))
     }
-    Ok(nodes)
+
+    /// One layer reading `edge`; composites lower their groups first and become merge nodes.
+    fn layer(&mut self, layer: &'a Layer, edge: Edge, path: String, pointer: String) -> SpecResult<usize> {
+        let mut groups = Vec::new();
+        let mut inputs = Vec::new();
+        let input = edge.shape.clone();
+        let (output, windows, merge) = match &layer.kind {
+            LayerKind::Concat { branches } => {
+                for (b, layers) in branches.iter().enumerate() {
+                    let label = format!("branches.{b}");
+                    let bp = child(&child(&pointer, "branches"), b);
+                    let (ids, end, out) = self.list(layers, edge.from, &input, &format!("{path}.{label}"), &bp)?;
+                    if let Some(first) = groups.first().map(|g: &Group| g.output.clone()) {
+                        if out.len() != first.len() || out[1..] != first[1..] {
+                            return Err(SpecError::invalid(
+                                bp,
+                                format!("branch {b} ends with shape {out:?}, but branch 0 ends with {first:?}: concatenated branches must agree on every axis but the channels"),
+                            ));
+                        }
+                    }
+                    inputs.push(Edge {
+                        from: end.or(edge.from),
+                        label: label.clone(),
+                        shape: out.clone(),
+                    });
+                    groups.push(Group {
+                        label,
+                        nodes: ids,
+                        output: out,
+                    });
+                }
+                let mut out = groups[0].output.clone();
+                out[0] = groups.iter().map(|g| g.output[0]).sum();
+                (out, None, Some(Merge::Cat(0)))
+            }
+            LayerKind::Residual { body, shortcut } => {
+                for (label, layers) in [("body", body), ("shortcut", shortcut)] {
+                    let (ids, end, out) = self.list(layers, edge.from, &input, &format!("{path}.{label}"), &child(&pointer, label))?;
+                    inputs.push(Edge {
+                        from: end.or(edge.from),
+                        label: label.to_string(),
+                        shape: out.clone(),
+                    });
+                    groups.push(Group {
+                        label: label.to_string(),
+                        nodes: ids,
+                        output: out,
+                    });
+                }
+                if groups[0].output != groups[1].output {
+                    return Err(SpecError::invalid(
+                        pointer,
+                        format!(
+                            "the body ends with shape {:?} but the shortcut with {:?}: a residual adds them, so they must match",
+                            groups[0].output, groups[1].output
+                        ),
+                    ));
+                }
+                (groups[0].output.clone(), None, Some(Merge::Add))
+            }
+            _ => {
+                let (out, win) = infer_layer(layer, &input, &pointer)?;
+                inputs.push(edge);
+                (out, win, None)
+            }
+        };
+        self.nodes.push(Node {
+            path,
+            pointer,
+            layer,
+            input,
+            inputs,
+            output,
+            windows,
+            merge,
+            groups,
+        });
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// The graph form: nodes sorted topologically (listing order among the ready ones), each
+    /// shaped from its inputs.
+    fn graph(&mut self, g: &'a GraphSpec, input: &[u64], pointer: &str) -> SpecResult<(Vec<usize>, Vec<usize>)> {
+        let nodes_ptr = child(pointer, "nodes");
+        let by_name: std::collections::HashMap<&str, usize> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.layer.name.as_deref().unwrap_or_default(), i))
+            .collect();
+        // Kahn's algorithm over the listing
+        let mut waiting: Vec<usize> = g
+            .nodes
+            .iter()
+            .map(|n| n.inputs.iter().filter(|s| s.as_str() != GRAPH_INPUT).count())
+            .collect();
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for s in n.inputs.iter().filter(|s| s.as_str() != GRAPH_INPUT) {
+                readers[by_name[s.as_str()]].push(i);
+            }
+        }
+        let mut ready: std::collections::BTreeSet<usize> = (0..g.nodes.len()).filter(|&i| waiting[i] == 0).collect();
+        let mut order = Vec::with_capacity(g.nodes.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for &r in &readers[i] {
+                waiting[r] -= 1;
+                if waiting[r] == 0 {
+                    ready.insert(r);
+                }
+            }
+        }
+        if order.len() < g.nodes.len() {
+            let stuck: Vec<usize> = (0..g.nodes.len()).filter(|&i| waiting[i] > 0).collect();
+            let names: Vec<String> = stuck
+                .iter()
+                .take(8)
+                .map(|&i| format!("{:?}", g.nodes[i].layer.name.as_deref().unwrap_or_default()))
+                .collect();
+            return Err(SpecError::invalid(
+                child(&nodes_ptr, stuck[0]),
+                format!(
+                    "the graph has a cycle: {} node{} can never run because {} read{} {} own output ({}{})",
+                    stuck.len(),
+                    if stuck.len() == 1 { "" } else { "s" },
+                    if stuck.len() == 1 { "it" } else { "they" },
+                    if stuck.len() == 1 { "s" } else { "" },
+                    if stuck.len() == 1 { "its" } else { "their" },
+                    names.join(", "),
+                    if stuck.len() > 8 { ", ..." } else { "" }
+                ),
+            ));
+        }
+        let mut index = vec![usize::MAX; g.nodes.len()];
+        let mut top = Vec::with_capacity(order.len());
+        for i in order {
+            let n = &g.nodes[i];
+            let ptr = child(&nodes_ptr, i);
+            let name = n.layer.name.clone().unwrap_or_default();
+            let edges: Vec<Edge> = n
+                .inputs
+                .iter()
+                .map(|s| match s.as_str() {
+                    GRAPH_INPUT => Edge {
+                        from: None,
+                        label: GRAPH_INPUT.to_string(),
+                        shape: input.to_vec(),
+                    },
+                    s => {
+                        let from = index[by_name[s]];
+                        Edge {
+                            from: Some(from),
+                            label: s.to_string(),
+                            shape: self.nodes[from].output.clone(),
+                        }
+                    }
+                })
+                .collect();
+            let id = match &n.layer.kind {
+                LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+                    let (output, merge) = merge_shape(&n.layer.kind, &edges, &name, &ptr)?;
+                    self.nodes.push(Node {
+                        path: name,
+                        pointer: ptr,
+                        layer: &n.layer,
+                        input: edges[0].shape.clone(),
+                        inputs: edges,
+                        output,
+                        windows: None,
+                        merge: Some(merge),
+                        groups: Vec::new(),
+                    });
+                    self.nodes.len() - 1
+                }
+                _ => {
+                    let edge = edges.into_iter().next().expect("unary nodes read one tensor");
+                    self.layer(&n.layer, edge, name, ptr)?
+                }
+            };
+            index[i] = id;
+            top.push(id);
+        }
+        let outputs = g.outputs.iter().map(|s| index[by_name[s.as_str()]]).collect();
+        Ok((top, outputs))
+    }
+}
+
+/// The output shape of an add, mul or concat node, with PyTorch's rules: broadcasting (each
+/// axis equal or 1) for add and mul, every axis but `dim` equal for concat. Every tensor has a
+/// batch axis, so inputs of different rank would broadcast a sample axis against the batch:
+/// they are refused.
+fn merge_shape(kind: &LayerKind, edges: &[Edge], name: &str, pointer: &str) -> SpecResult<(Vec<u64>, Merge)> {
+    let rank = edges[0].shape.len();
+    let show = || {
+        edges
+            .iter()
+            .map(|e| format!("{} {:?}", e.label, e.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if edges.iter().any(|e| e.shape.len() != rank) {
+        return Err(SpecError::invalid(
+            child(pointer, "inputs"),
+            format!(
+                "node {name:?} reads tensors with different numbers of axes ({}); reshape one first",
+                show()
+            ),
+        ));
+    }
+    match kind {
+        LayerKind::Cat { dim } => {
+            let full = rank as i64 + 1; // with the batch axis
+            let d = if *dim < 0 { full + dim } else { *dim };
+            if d < 1 || d >= full {
+                return Err(SpecError::invalid(
+                    child(pointer, "dim"),
+                    format!(
+                        "dim {dim} is not a sample axis of a tensor with {full} axes (batch is dim 0): expected 1..{} or -{}..-1",
+                        full - 1,
+                        full - 1
+                    ),
+                ));
+            }
+            let axis = d as usize - 1;
+            let mut out = edges[0].shape.clone();
+            for e in &edges[1..] {
+                if (0..rank).any(|a| a != axis && e.shape[a] != out[a]) {
+                    return Err(SpecError::invalid(
+                        child(pointer, "inputs"),
+                        format!(
+                            "node {name:?} concatenates along dim {dim}, so every other axis must agree: {}",
+                            show()
+                        ),
+                    ));
+                }
+                out[axis] += e.shape[axis];
+            }
+            Ok((out, Merge::Cat(axis)))
+        }
+        _ => {
+            let mut out = edges[0].shape.clone();
+            for e in &edges[1..] {
+                for (a, o) in out.iter_mut().enumerate() {
+                    match (*o, e.shape[a]) {
+                        (x, y) if x == y || y == 1 => {}
+                        (1, y) => *o = y,
+                        _ => {
+                            return Err(SpecError::invalid(
+                                child(pointer, "inputs"),
+                                format!(
+                                    "node {name:?} cannot broadcast {} (axis {} of a sample: sizes must be equal or 1)",
+                                    show(),
+                                    a
+                                ),
+                            ))
+                        }
+                    }
+                }
+            }
+            Ok((out, if matches!(kind, LayerKind::Mul) { Merge::Mul } else { Merge::Add }))
+        }
+    }
 }
 
 fn image(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 3]> {
@@ -166,9 +553,10 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
     Ok([axis(0)?, axis(1)?])
 }
 
-fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: String) -> SpecResult<Node<'a>> {
+/// The output shape and windows of a layer that reads one tensor.
+fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
+    let pointer = pointer.to_string();
     let mut win = None;
-    let mut groups = Vec::new();
     let output: Vec<u64> = match &layer.kind {
         LayerKind::Conv2d {
             out_channels,
@@ -256,59 +644,11 @@ fn infer_layer<'a>(layer: &'a Layer, input: &[u64], path: String, pointer: Strin
             .iter()
             .try_fold(1u64, |a, b| a.checked_mul(*b))
             .ok_or_else(|| SpecError::invalid(&pointer, "the flattened size overflows"))?],
-        LayerKind::Concat { branches } => {
-            let mut channels = 0u64;
-            for (b, layers) in branches.iter().enumerate() {
-                let label = format!("branches.{b}");
-                let bp = child(&child(&pointer, "branches"), b);
-                let nodes = infer_list(layers, input, &format!("{path}.{label}"), &bp)?;
-                let out = nodes.last().map(|n| n.output.clone()).unwrap_or_else(|| input.to_vec());
-                if let Some(first) = groups.first().map(|g: &Group| g.output.clone()) {
-                    if out.len() != first.len() || out[1..] != first[1..] {
-                        return Err(SpecError::invalid(
-                            bp,
-                            format!("branch {b} ends with shape {out:?}, but branch 0 ends with {first:?}: concatenated branches must agree on every axis but the channels"),
-                        ));
-                    }
-                }
-                channels += out[0];
-                groups.push(Group { label, nodes, output: out });
-            }
-            let mut out = groups[0].output.clone();
-            out[0] = channels;
-            out
-        }
-        LayerKind::Residual { body, shortcut } => {
-            for (label, layers) in [("body", body), ("shortcut", shortcut)] {
-                let nodes = infer_list(layers, input, &format!("{path}.{label}"), &child(&pointer, label))?;
-                let out = nodes.last().map(|n| n.output.clone()).unwrap_or_else(|| input.to_vec());
-                groups.push(Group {
-                    label: label.to_string(),
-                    nodes,
-                    output: out,
-                });
-            }
-            if groups[0].output != groups[1].output {
-                return Err(SpecError::invalid(
-                    pointer,
-                    format!(
-                        "the body ends with shape {:?} but the shortcut with {:?}: a residual adds them, so they must match",
-                        groups[0].output, groups[1].output
-                    ),
-                ));
-            }
-            groups[0].output.clone()
+        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+            unreachable!("composites and merges are shaped by the builder")
         }
     };
-    Ok(Node {
-        path,
-        pointer,
-        layer,
-        input: input.to_vec(),
-        output,
-        windows: win,
-        groups,
-    })
+    Ok((output, win))
 }
 
 /// The weight of a conv2d or linear layer, as PyTorch shapes it.

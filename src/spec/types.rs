@@ -105,6 +105,25 @@ pub enum LayerKind {
         body: Vec<Layer>,
         shortcut: Vec<Layer>,
     },
+    /// Graph form: the element-wise sum of the node's inputs, with PyTorch broadcasting.
+    Add,
+    /// Graph form: the element-wise product of the node's inputs, with PyTorch broadcasting
+    /// (squeeze-and-excitation gating `[C, 1, 1] * [C, H, W]`).
+    Mul,
+    /// Graph form: `torch.cat(inputs, dim)` with PyTorch's `dim` (batch axis included: `dim=1`
+    /// is the channels; negative counts from the end).
+    Cat {
+        dim: i64,
+    },
+}
+
+/// How a node with several inputs combines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    Add,
+    Mul,
+    /// Concatenation along this axis of the sample (0: channels).
+    Cat(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -132,15 +151,39 @@ impl Layer {
             LayerKind::Flatten => "flatten",
             LayerKind::Concat { .. } => "concat",
             LayerKind::Residual { .. } => "residual",
+            LayerKind::Add => "add",
+            LayerKind::Mul => "mul",
+            LayerKind::Cat { .. } => "concat",
         }
     }
 }
 
-/// A whole model: the shape of one input sample (no batch axis) and its layers.
+/// One node of the graph form: a layer (its `name` is the node's name) and the names of the
+/// tensors it reads (`input` is the graph's input).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphNode {
+    pub layer: Layer,
+    pub inputs: Vec<String>,
+}
+
+/// The graph form: nodes in any order (sorted topologically by shape inference) and the names
+/// of the nodes whose tensors the model returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphSpec {
+    pub nodes: Vec<GraphNode>,
+    pub outputs: Vec<String>,
+}
+
+/// The name by which graph nodes read the model's input.
+pub const GRAPH_INPUT: &str = "input";
+
+/// A whole model: the shape of one input sample (no batch axis) and its layers, either as a
+/// sequential list (`layers`) or as a graph (`graph`, with `layers` empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub input_shape: Vec<u64>,
     pub layers: Vec<Layer>,
+    pub graph: Option<GraphSpec>,
     /// Set when the model came from `{"preset": NAME}`.
     pub preset: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! Gradient-vanishing diagnostics: a real forward and backward pass in libtorch, with the
 //! per-layer gradient norms, pre-activation statistics and the course's bound next to them.
 use super::net::{drawn_tensor, InitSpec, Mode, Net, Rng};
-use crate::spec::{infer, Activation, Graph, LayerKind, ModelSpec, Node};
+use crate::spec::{infer, Activation, Graph, LayerKind, ModelSpec};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -71,6 +71,8 @@ pub struct ActivationLayer {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub params: Vec<ParamLayer>,
+    /// Layers with parameters that no output reads (graph form): no gradient reaches them.
+    pub unused: Vec<String>,
     pub activations: Vec<ActivationLayer>,
     /// sum over samples of ||dL/dy_L(sample)||_2: scales the per-sample Jacobian bound.
     pub output_grad_norm_sum: f64,
@@ -193,8 +195,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
 
     let mut activations = Vec::new();
     let saturation = req.saturation;
-    let top: Vec<&Node> = graph.nodes.iter().collect();
-    let y = net.forward(&top, x, &mut |node, input, _| {
+    let ys = net.forward(&graph, x, &mut |node, input, _| {
         if let LayerKind::Activation { kind, negative_slope } = node.layer.kind {
             // statistics in the run's own dtype, as a PyTorch user would compute them
             let pre = input.detach();
@@ -223,7 +224,8 @@ pub fn run(req: &Request) -> Result<Report, String> {
         }
     });
     mark("forward_and_activation_statistics");
-    let flat = y.flatten(1, -1);
+    // the objective reads the model's outputs flattened and joined in their listed order
+    let flat = Tensor::cat(&ys.iter().map(|y| y.flatten(1, -1)).collect::<Vec<_>>(), 1);
     let loss = match &req.objective {
         ObjectiveKind::SumOutput => flat.sum(req.kind),
         ObjectiveKind::OutputUnit(k) => flat.select(1, *k as i64).sum(req.kind),
@@ -249,8 +251,16 @@ pub fn run(req: &Request) -> Result<Report, String> {
 
     let mut params = Vec::new();
     let mut weights = Vec::new();
-    for node in graph.walk() {
+    let mut unused = Vec::new();
+    let live = graph.live();
+    for &i in &graph.walk_ids() {
+        let node = &graph.nodes[i];
         if !matches!(node.layer.kind, LayerKind::Conv2d { .. } | LayerKind::Linear { .. }) {
+            continue;
+        }
+        if !live[i] {
+            // no output reads it: PyTorch leaves its .grad None
+            unused.push(node.path.clone());
             continue;
         }
         let p = &net.params[&node.path];
@@ -271,6 +281,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
     }
     mark("spectral_norms");
     Ok(Report {
+        unused,
         params,
         activations,
         output_grad_norm_sum,
@@ -375,12 +386,20 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
     best
 }
 
-/// The course's bound applies to chains of linear layers and element-wise activations.
+/// The course's bound applies to chains of linear layers and element-wise activations: each
+/// node reads the one before it and the last is the only output (no skips, no branches).
 pub fn is_mlp_chain(graph: &Graph) -> bool {
-    graph.nodes.iter().all(|n| {
-        matches!(
-            n.layer.kind,
-            LayerKind::Linear { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
-        )
-    })
+    let chain = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .all(|(i, n)| n.inputs.len() == 1 && n.inputs[0].from == i.checked_sub(1));
+    chain
+        && graph.outputs == [graph.nodes.len().saturating_sub(1)]
+        && graph.nodes.iter().all(|n| {
+            matches!(
+                n.layer.kind,
+                LayerKind::Linear { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+            )
+        })
 }

@@ -2,7 +2,7 @@
 //!
 //! Parameters are generated in Rust from a seed (not by libtorch's global generator), so a given
 //! seed gives the same weights on every worker thread, on CPU and on CUDA.
-use crate::spec::{Activation, Graph, LayerKind, Node, Window};
+use crate::spec::{Activation, Graph, LayerKind, Merge, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -255,16 +255,73 @@ impl Net {
         out
     }
 
-    /// Runs `nodes` in order on `x`. `hook(node, input, output)` sees every node, composites'
-    /// children included.
-    pub fn forward(&self, nodes: &[&Node], x: Tensor, hook: &mut dyn FnMut(&Node, &Tensor, &Tensor)) -> Tensor {
-        nodes.iter().fold(x, |x, node| self.node(node, x, hook))
+    /// Runs every node on `x` and returns the model's outputs. `hook(node, input, output)` sees
+    /// every node (its first input), in topological order.
+    pub fn forward(&self, graph: &Graph, x: Tensor, hook: &mut dyn FnMut(&Node, &Tensor, &Tensor)) -> Vec<Tensor> {
+        let ids: Vec<usize> = (0..graph.nodes.len()).collect();
+        self.run(graph, &ids, &x, &graph.outputs, hook)
     }
 
-    fn node(&self, node: &Node, x: Tensor, hook: &mut dyn FnMut(&Node, &Tensor, &Tensor)) -> Tensor {
+    /// Runs the nodes `ids` (in topological order, every node they read included) on `x` and
+    /// returns the tensors of `want`. A tensor is dropped once its last reader has run.
+    pub fn run(
+        &self,
+        graph: &Graph,
+        ids: &[usize],
+        x: &Tensor,
+        want: &[usize],
+        hook: &mut dyn FnMut(&Node, &Tensor, &Tensor),
+    ) -> Vec<Tensor> {
+        let mut uses = vec![0usize; graph.nodes.len()];
+        for &i in ids {
+            for e in &graph.nodes[i].inputs {
+                if let Some(f) = e.from {
+                    uses[f] += 1;
+                }
+            }
+        }
+        for &w in want {
+            uses[w] += 1;
+        }
+        let mut vals: Vec<Option<Tensor>> = (0..graph.nodes.len()).map(|_| None).collect();
+        for &i in ids {
+            let node = &graph.nodes[i];
+            let ins: Vec<Tensor> = node
+                .inputs
+                .iter()
+                .map(|e| match e.from {
+                    Some(f) => {
+                        uses[f] -= 1;
+                        if uses[f] == 0 {
+                            vals[f].take().expect("read after it ran")
+                        } else {
+                            vals[f].as_ref().expect("read after it ran").shallow_clone()
+                        }
+                    }
+                    None => x.shallow_clone(),
+                })
+                .collect();
+            let y = self.node(node, &ins);
+            hook(node, &ins[0], &y);
+            vals[i] = Some(y);
+        }
+        want.iter()
+            .map(|&w| vals[w].as_ref().expect("wanted nodes run").shallow_clone())
+            .collect()
+    }
+
+    fn node(&self, node: &Node, ins: &[Tensor]) -> Tensor {
+        if let Some(m) = node.merge {
+            return match m {
+                Merge::Add => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc + t),
+                Merge::Mul => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc * t),
+                Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
+            };
+        }
+        let x = &ins[0];
         let p = self.params.get(&node.path);
         let probe = self.mode == Mode::Probe;
-        let y = match &node.layer.kind {
+        match &node.layer.kind {
             LayerKind::Conv2d {
                 stride, dilation, groups, ..
             } => {
@@ -293,7 +350,7 @@ impl Net {
                         )
                 }
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(&x, node.windows.expect("pool windows")),
+            LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(x, node.windows.expect("pool windows")),
             LayerKind::MaxPool2d {
                 kernel,
                 stride,
@@ -348,22 +405,10 @@ impl Net {
             LayerKind::Activation { kind, negative_slope } => activate(&x, *kind, *negative_slope),
             LayerKind::Dropout { .. } => x.shallow_clone(),
             LayerKind::Flatten => x.flatten(1, -1),
-            LayerKind::Concat { .. } => {
-                let outs: Vec<Tensor> = node
-                    .groups
-                    .iter()
-                    .map(|g| self.forward(&g.nodes.iter().collect::<Vec<_>>(), x.shallow_clone(), hook))
-                    .collect();
-                Tensor::cat(&outs, 1)
+            LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+                unreachable!("merge nodes combine their inputs above")
             }
-            LayerKind::Residual { .. } => {
-                let body = self.forward(&node.groups[0].nodes.iter().collect::<Vec<_>>(), x.shallow_clone(), hook);
-                let short = self.forward(&node.groups[1].nodes.iter().collect::<Vec<_>>(), x.shallow_clone(), hook);
-                body + short
-            }
-        };
-        hook(node, &x, &y);
-        y
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 use super::net::{summing_window, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
-use crate::spec::{infer, LayerKind, ModelSpec, Node, Window};
+use crate::spec::{infer, Graph, LayerKind, Merge, ModelSpec, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -130,28 +130,58 @@ fn window_back(outputs: (i64, i64), w: &Window) -> (i64, i64) {
     (a.min(b), b)
 }
 
-/// Walks `nodes` backwards from the window `out` of their output, records every node's output
-/// window, and returns the window of their input.
-fn needs_back(nodes: &[&Node], out: Win, run: &mut Run) -> Win {
-    nodes.iter().rev().fold(out, |out, node| {
+/// Walks the chain `steps` backwards from the window `out` of the target `target`, records
+/// every node's output window (the hull of what its readers need), and returns the window of
+/// the model's input.
+fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut Run) -> Win {
+    let mut need: Vec<Option<Win>> = vec![None; graph.nodes.len()];
+    need[target] = Some(out);
+    let mut input: Option<Win> = None;
+    for &i in steps.iter().rev() {
+        let Some(out) = need[i] else { continue };
+        let node = &graph.nodes[i];
         run.needs.insert(node.path.clone(), out);
-        match &node.layer.kind {
-            LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
-                let [wh, ww] = node.windows.expect("windows");
-                out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
-            }
-            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } | LayerKind::Flatten | LayerKind::Linear { .. } => {
-                whole(&node.input)
-            }
-            LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => out,
-            LayerKind::Concat { .. } | LayerKind::Residual { .. } => node
-                .groups
-                .iter()
-                .map(|g| needs_back(&g.nodes.iter().collect::<Vec<_>>(), out, run))
-                .reduce(hull)
-                .unwrap_or(out),
+        for (k, e) in node.inputs.iter().enumerate() {
+            let w = match node.merge {
+                // a broadcast axis reads its one position; a spatial concatenation reads whole inputs
+                Some(Merge::Add | Merge::Mul) => out.map(|o| {
+                    let axis = |a: usize| {
+                        if e.shape[a + 1] == 1 && node.output[a + 1] > 1 {
+                            (0, 0)
+                        } else {
+                            o[a]
+                        }
+                    };
+                    [axis(0), axis(1)]
+                }),
+                Some(Merge::Cat(0)) => out,
+                Some(Merge::Cat(_)) => whole(&e.shape),
+                None => {
+                    debug_assert_eq!(k, 0);
+                    match &node.layer.kind {
+                        LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+                            let [wh, ww] = node.windows.expect("windows");
+                            out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
+                        }
+                        LayerKind::AdaptiveAvgPool2d { .. }
+                        | LayerKind::AdaptiveMaxPool2d { .. }
+                        | LayerKind::Flatten
+                        | LayerKind::Linear { .. } => whole(&node.input),
+                        _ => out,
+                    }
+                }
+            };
+            let slot = match e.from {
+                Some(f) => &mut need[f],
+                None => &mut input,
+            };
+            *slot = Some(match *slot {
+                Some(prev) => hull(prev, w),
+                None => w,
+            });
         }
-    })
+    }
+    input.unwrap_or(out)
 }
 
 /// The part `want` of a tensor that holds the window `have`.
@@ -198,19 +228,96 @@ fn crop_window(x: Tensor, dim: i64, have: (i64, i64), want: (i64, i64), w: &Wind
     (x, cropped)
 }
 
-/// Runs `nodes` on the probe tensor `x`, which holds the window `win` of its tensor and whose
-/// channels are classes `m`; returns the output window recorded in `run.needs`.
-fn quotient(nodes: &[&Node], x: Tensor, win: Win, m: Classes, run: &mut Run) -> (Tensor, Win, Classes) {
-    nodes.iter().fold((x, win, m), |(x, win, m), node| {
+/// Runs the chain `steps` on the probe tensor `x` (the window `win` of the model's input, its
+/// channels the classes `m`) and returns the target's tensor, window and classes. Each node
+/// computes the window `run.needs` holds for it.
+fn quotient(graph: &Graph, steps: &[usize], target: usize, x: Tensor, win: Win, m: Classes, run: &mut Run) -> (Tensor, Win, Classes) {
+    let mut vals: Vec<Option<(Tensor, Win, Classes)>> = (0..graph.nodes.len()).map(|_| None).collect();
+    for &i in steps {
+        let node = &graph.nodes[i];
         let want = run.needs.get(&node.path).copied().unwrap_or_else(|| whole(&node.output));
-        let (y, c) = quotient_node(node, x, win, want, m, run);
+        let ins: Vec<(Tensor, Win, Classes)> = node
+            .inputs
+            .iter()
+            .map(|e| match e.from {
+                Some(f) => {
+                    let (t, w, c) = vals[f].as_ref().expect("inputs run first");
+                    (t.shallow_clone(), *w, c.clone())
+                }
+                None => (x.shallow_clone(), win, m.clone()),
+            })
+            .collect();
+        let (y, c) = match node.merge {
+            Some(merge) => quotient_merge(node, merge, ins, want),
+            None => {
+                let (x, have, m) = ins.into_iter().next().expect("one input");
+                quotient_node(node, x, have, want, m)
+            }
+        };
         run.width = run.width.max(c.k as u64);
-        (y, want, c)
-    })
+        vals[i] = Some((y, want, c));
+    }
+    vals[target].take().expect("the target runs")
+}
+
+/// A merge node on its inputs' parts, computing the part `want` of its output. A sum, product
+/// or spatial concatenation reads channel `c` of every input, so its classes are the tuples of
+/// the inputs' classes (a residual pair, an input with one broadcast channel contributing its
+/// one class); a channel (feature) concatenation offsets each input's classes.
+fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, want: Win) -> (Tensor, Classes) {
+    let channels = node.output[0] as usize;
+    if merge == Merge::Cat(0) {
+        let mut outs = Vec::new();
+        let mut map = Vec::new();
+        let mut k = 0;
+        for (y, have, c) in ins {
+            outs.push(narrow_to(y, have, want));
+            map.extend(c.map.iter().map(|&v| v + k as u32));
+            k += c.k;
+        }
+        return (Tensor::cat(&outs, 1), Classes { map, k });
+    }
+    let keys: Vec<Vec<u32>> = (0..channels)
+        .map(|ch| ins.iter().map(|(_, _, c)| c.map[if c.map.len() == 1 { 0 } else { ch }]).collect())
+        .collect();
+    let (classes, firsts) = Classes::from_keys(&keys);
+    let parts: Vec<Tensor> = ins
+        .into_iter()
+        .enumerate()
+        .map(|(k, (y, have, _))| {
+            let device = y.device();
+            let index = Tensor::from_slice(&firsts.iter().map(|key| key[k] as i64).collect::<Vec<_>>()).to_device(device);
+            let y = y.index_select(1, &index);
+            match merge {
+                // spatial concatenations run on whole inputs
+                Merge::Cat(_) => y,
+                // broadcast axes (one position) stay as they are
+                _ => match (have, want) {
+                    (Some(h), Some(w)) => {
+                        let mut y = y;
+                        for a in 0..2 {
+                            let broadcast = node.inputs[k].shape[a + 1] == 1 && node.output[a + 1] > 1;
+                            if !broadcast {
+                                y = y.narrow(a as i64 + 2, w[a].0 - h[a].0, w[a].1 - w[a].0 + 1);
+                            }
+                        }
+                        y
+                    }
+                    _ => y,
+                },
+            }
+        })
+        .collect();
+    let y = match merge {
+        Merge::Add => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc + t),
+        Merge::Mul => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc * t),
+        Merge::Cat(axis) => narrow_to(Tensor::cat(&parts, axis as i64 + 1), whole(&node.output), want),
+    };
+    (y, classes)
 }
 
 /// One node on the part `win` of its input, computing the part `want` of its output.
-fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &mut Run) -> (Tensor, Classes) {
+fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Tensor, Classes) {
     let kind = x.kind();
     let device = x.device();
     // a window layer's input, cut to what `want` reads, and its windows over that cut
@@ -309,32 +416,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes, run: &
         LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => {
             (narrow_to(x, win, want), m)
         }
-        LayerKind::Concat { .. } => {
-            let mut outs = Vec::new();
-            let mut map = Vec::new();
-            let mut k = 0;
-            for g in &node.groups {
-                let nodes: Vec<&Node> = g.nodes.iter().collect();
-                let (y, have, c) = quotient(&nodes, x.shallow_clone(), win, m.clone(), run);
-                let y = narrow_to(y, have, want);
-                map.extend(c.map.iter().map(|&v| v + k as u32));
-                k += c.k;
-                outs.push(y);
-            }
-            (Tensor::cat(&outs, 1), Classes { map, k })
-        }
-        LayerKind::Residual { .. } => {
-            let body: Vec<&Node> = node.groups[0].nodes.iter().collect();
-            let short: Vec<&Node> = node.groups[1].nodes.iter().collect();
-            let (yb, hb, cb) = quotient(&body, x.shallow_clone(), win, m.clone(), run);
-            let (ys, hs, cs) = quotient(&short, x, win, m, run);
-            let (yb, ys) = (narrow_to(yb, hb, want), narrow_to(ys, hs, want));
-            let pairs: Vec<(u32, u32)> = cb.map.iter().copied().zip(cs.map.iter().copied()).collect();
-            let (classes, firsts) = Classes::from_keys(&pairs);
-            let index =
-                |f: fn(&(u32, u32)) -> u32| Tensor::from_slice(&firsts.iter().map(|p| f(p) as i64).collect::<Vec<_>>()).to_device(device);
-            let y = yb.index_select(1, &index(|p| p.0)) + ys.index_select(1, &index(|p| p.1));
-            (y, classes)
+        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+            unreachable!("merge nodes run in quotient_merge")
         }
     }
 }
@@ -351,10 +434,12 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
         width: spec.input_shape[0],
     };
     let target_win = (index.len() == 2).then(|| [(index[0] as i64, index[0] as i64), (index[1] as i64, index[1] as i64)]);
-    let input_win = needs_back(&chain.steps, target_win, &mut run);
+    let input_win = needs_back(&graph, &chain.steps, chain.id, target_win, &mut run);
     let x = input_ones(spec, Kind::Double, device);
     let (y, _, classes) = quotient(
+        &graph,
         &chain.steps,
+        chain.id,
         narrow_to(x.shallow_clone(), whole(&spec.input_shape), input_win),
         input_win,
         Classes::identity(spec.input_shape[0] as usize),
@@ -394,7 +479,10 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
     };
     let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
     let x = input_ones(spec, Kind::Double, device);
-    let y = net.forward(&chain.steps, x.shallow_clone(), &mut |_, _, _| {}).select(0, 0);
+    let y = net
+        .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
+        .remove(0)
+        .select(0, 0);
     let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
     let width = widest(&graph);
     Ok(read_gradient(spec, &x, None, unit, started, width, width))
@@ -402,13 +490,7 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
 
 /// Channels (features) of the widest tensor of the real network, its input included.
 fn widest(graph: &crate::spec::Graph) -> u64 {
-    graph
-        .walk()
-        .iter()
-        .map(|n| n.output[0])
-        .chain([graph.input()[0]])
-        .max()
-        .unwrap_or(0)
+    graph.nodes.iter().map(|n| n.output[0]).chain([graph.input()[0]]).max().unwrap_or(0)
 }
 
 fn input_ones(spec: &ModelSpec, kind: Kind, device: Device) -> Tensor {

@@ -34,8 +34,7 @@ pub fn execute(spec: &ModelSpec, device: Device) -> Result<ExecutedShapes, Strin
     shape.extend(spec.input_shape.iter().map(|&d| d as i64));
     let x = Tensor::zeros(shape.as_slice(), (Kind::Float, device));
     let mut shapes = HashMap::new();
-    let top: Vec<_> = graph.nodes.iter().collect();
-    let _ = net.forward(&top, x, &mut |node, _, y| {
+    let _ = net.forward(&graph, x, &mut |node, _, y| {
         shapes.insert(node.path.clone(), y.size()[1..].iter().map(|&d| d as u64).collect());
     });
     Ok(ExecutedShapes {

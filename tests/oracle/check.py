@@ -49,7 +49,7 @@ def nonzero_ranges(mask):
 
 def oracle_rf(spec, path, index, channel):
     """Input positions with a non-zero d(unit)/d(input) in the probe network, by autograd."""
-    model, _ = torchspec.build(spec["layers"], spec["input_shape"], probe=True)
+    model = torchspec.build_model(spec, probe=True)
     captured = {}
     target = torchspec.module_at(model, path)
     target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
@@ -70,14 +70,14 @@ def oracle_rf(spec, path, index, channel):
     }
 
 
-def run_rf(url, n, seed):
+def run_rf(url, n, seed, graphs):
     rng = random.Random(seed)
     failures = 0
-    for case in range(n):
-        spec = torchspec.random_spec(rng)
-        all_paths = torchspec.paths(spec["layers"])
+    for case in range(n + graphs):
+        spec = torchspec.random_spec(rng) if case < n else torchspec.random_graph(rng)
+        all_paths = torchspec.all_paths(spec)
         path = rng.choice(all_paths)
-        model, _ = torchspec.build(spec["layers"], spec["input_shape"])
+        model = torchspec.build_model(spec)
         shapes = {}
         for p in all_paths:
             torchspec.module_at(model, p).register_forward_hook(lambda m, i, o, p=p: shapes.__setitem__(p, list(o.shape[1:])))
@@ -114,7 +114,7 @@ def run_rf(url, n, seed):
             print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")
             for p in problems:
                 print("  " + p)
-    print(f"rf oracle: {n - failures} passed, {failures} failed")
+    print(f"rf oracle: {n + graphs - failures} passed, {failures} failed ({graphs} of the cases graphs)")
     return failures
 
 
@@ -123,9 +123,10 @@ def flop_counts(model, x):
     with counter:
         model(x)
     per = {}
+    root = type(model).__name__ + "."
     for name, ops in counter.get_flop_counts().items():
-        if name.startswith("Sequential."):
-            per[name[len("Sequential."):]] = sum(ops.values())
+        if name.startswith(root):
+            per[name[len(root):]] = sum(ops.values())
     return counter.get_total_flops(), per
 
 
@@ -134,9 +135,8 @@ def check_complexity(url, spec, batch, label):
     status, resp = post(url + "/v1/complexity", {"model": spec, "batch_size": batch, "conventions": {"flops": "2mac"}, "verify": False})
     if status != 200:
         return [f"{label}: status {status}: {resp}"]
-    body = spec if "layers" in spec else get(url + "/v1/presets/" + spec["preset"])["spec"]
-    model, _ = torchspec.build(body["layers"], body["input_shape"])
-    model = model.float().eval()
+    body = spec if "preset" not in spec else get(url + "/v1/presets/" + spec["preset"])["spec"]
+    model = torchspec.build_model(body).float().eval()
     total, per = flop_counts(model, torch.zeros(batch, *body["input_shape"]))
     params = sum(p.numel() for p in model.parameters())
     if resp["totals"]["flops"] != total:
@@ -160,9 +160,8 @@ def check_profiles(url, spec, label):
     from fvcore.nn import FlopCountAnalysis
     from ptflops import get_model_complexity_info
     logging.disable(logging.WARNING)
-    body = spec if "layers" in spec else get(url + "/v1/presets/" + spec["preset"])["spec"]
-    model, _ = torchspec.build(body["layers"], body["input_shape"])
-    model = model.float().eval()
+    body = spec if "preset" not in spec else get(url + "/v1/presets/" + spec["preset"])["spec"]
+    model = torchspec.build_model(body).float().eval()
     fa = FlopCountAnalysis(model, torch.zeros(1, *body["input_shape"]))
     fa.unsupported_ops_warnings(False)
     fa.uncalled_modules_warnings(False)
@@ -180,14 +179,16 @@ def check_profiles(url, spec, label):
     return problems
 
 
-def run_complexity(url, n, seed, presets):
+def run_complexity(url, n, seed, presets, graphs):
     rng = random.Random(seed)
     failures = 0
     cases = [({"preset": p}, 1, p) for p in presets]
     cases += [(torchspec.random_spec(rng), rng.randint(1, 3), f"random case {i} (seed {seed})") for i in range(n)]
+    first_graph = len(cases)
+    cases += [(torchspec.random_graph(rng), rng.randint(1, 3), f"random graph {i} (seed {seed})") for i in range(graphs)]
     for i, (spec, batch, label) in enumerate(cases):
         problems = check_complexity(url, spec, batch, label)
-        if i < len(presets) + 60:
+        if i < len(presets) + 60 or first_graph <= i < first_graph + 60:
             problems += check_profiles(url, spec, label)
         if problems:
             failures += 1
@@ -293,17 +294,26 @@ def run_gradient(url, n, seed):
     torch.manual_seed(seed)
     failures = 0
     for case in range(n):
-        spec = random_mlp(rng) if case % 2 == 0 else torchspec.random_spec(rng)
-        if spec["layers"][-1]["type"] != "linear":
-            spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
+        if case % 3 == 2:
+            # a graph (skips, gates, concatenations, one or two outputs): the objective reads the
+            # outputs flattened and joined in their listed order
+            spec = torchspec.random_graph(rng)
+            while not any(nd["type"] in ("conv2d", "residual") for nd in spec["graph"]["nodes"]):
+                spec = torchspec.random_graph(rng)
+        else:
+            spec = random_mlp(rng) if case % 3 == 0 else torchspec.random_spec(rng)
+            if spec["layers"][-1]["type"] != "linear":
+                spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
         dtype = rng.choice(["float64", "float32"])
         tdtype = torch.float64 if dtype == "float64" else torch.float32
-        model, out_shape = torchspec.build(spec["layers"], spec["input_shape"])
-        model = model.to(tdtype).eval()
+        model = torchspec.build_model(spec).to(tdtype).eval()
+        run = lambda x: torch.cat([y.flatten(1) for y in (lambda o: o if isinstance(o, tuple) else (o,))(model(x))], 1)  # noqa: E731
         batch = rng.randint(1, 4)
         x = torch.randn(batch, *spec["input_shape"], dtype=torch.float64)
+        with torch.no_grad():
+            out_shape = [run(x[:1].to(tdtype)).shape[1]]
         params = {}
-        for path in torchspec.paths(spec["layers"]):
+        for path in torchspec.all_paths(spec):
             m = torchspec.module_at(model, path)
             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
@@ -322,11 +332,11 @@ def run_gradient(url, n, seed):
             problems.append(f"status {status}: {resp}")
         else:
             pre = {}
-            for path in torchspec.paths(spec["layers"]):
+            for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
                 if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish"):
                     m.register_forward_hook(lambda mod, i, o, p=path: pre.__setitem__(p, i[0].detach().double()))
-            y = model(x.to(tdtype)).flatten(1)
+            y = run(x.to(tdtype))
             if kind == "sum":
                 loss = y.sum()
             elif kind == "unit":
@@ -336,6 +346,14 @@ def run_gradient(url, n, seed):
             loss.backward()
             tol = 1e-6 if dtype == "float64" else 1e-4
             close = lambda a, b: abs(a - b) <= tol * max(abs(b), 1e-12)  # noqa: E731
+            reported = {layer["path"] for layer in resp["layers"]}
+            for path in torchspec.all_paths(spec):
+                m = torchspec.module_at(model, path)
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                    # a layer no output reads gets no gradient (PyTorch: .grad is None): no row,
+                    # listed as unused; every other layer has its row
+                    if (m.weight.grad is None) != (path in resp["unused_layers"]) or (m.weight.grad is None) == (path in reported):
+                        problems.append(f"{path}: grad is None: {m.weight.grad is None}, but unused {resp['unused_layers']}, rows {sorted(reported)}")
             for layer in resp["layers"]:
                 m = torchspec.module_at(model, layer["path"])
                 g = m.weight.grad.double()
@@ -439,16 +457,17 @@ def main():
     ap.add_argument("url")
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
     ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16")
     a = ap.parse_args()
     if a.what == "rf":
-        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed)
+        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs)
     elif a.what == "gradient":
         failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed)
     elif a.what == "momentum":
         failed = run_momentum(a.url, a.n, 3 if a.seed is None else a.seed)
     else:
-        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p])
+        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p], a.graphs)
     sys.exit(1 if failed else 0)
 
 

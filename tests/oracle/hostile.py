@@ -24,8 +24,30 @@ def layer(depth=0):
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
     if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
     return d
+NAMES = ["a", "b", "c", "input", "", "a.b", "0", "x" * 300, 7, None]
+def node():
+    """A graph node: a layer or a merge, named from a small pool (duplicates, the reserved
+    "input", odd names), reading names that may not exist, itself, or form cycles."""
+    d = layer() if rng.random() < 0.6 else {"type": rng.choice(["add", "mul", "concat", "cat", "Add"])}
+    if d["type"] in ("concat", "cat") and rng.random() < 0.6:
+        d["dim"] = rng.choice([0, 1, 2, 3, -1, -4, 9, 2**40, 1.5, "1", None])
+    if rng.random() < 0.95:
+        d["name"] = rng.choice(NAMES)
+    if rng.random() < 0.8:
+        d["inputs"] = rng.choice([[rng.choice(NAMES) for _ in range(rng.randint(0, 4))], "a", {}, [["a"]], ["input"] * 2000])
+    return d
 def spec():
     shape = rng.choice([[v(), v(), v()], [v()], [1, 1048576, 1048576], [1048576, 1048576, 1048576], [3, 224, 224]])
+    if rng.random() < 0.35:
+        g = {"nodes": [node() for _ in range(rng.randint(0, 8))]}
+        if rng.random() < 0.5:
+            g["outputs"] = rng.choice([[rng.choice(NAMES) for _ in range(rng.randint(0, 3))], "a", [], None])
+        if rng.random() < 0.05:
+            g = rng.choice([[], "graph", {"nodes": {}}, {"nodes": [{"name": f"n{i}", "type": "relu"} for i in range(5000)]}])
+        out = {"input_shape": shape, "graph": g}
+        if rng.random() < 0.1:
+            out["layers"] = []
+        return out
     return {"input_shape": shape, "layers": [layer() for _ in range(rng.randint(0, 6))]}
 bad = 0
 for i in range(int(sys.argv[3])):
@@ -38,7 +60,7 @@ for i in range(int(sys.argv[3])):
     else:
         body = {"model": spec(), "verify": rng.random() < 0.3}
         if path == "/v1/receptive-field" and rng.random() < 0.5:
-            body["position"] = {"layer": rng.choice([None, 0, -1, "0.branches.0.0", 2**40]), "index": [v(), v()]}
+            body["position"] = {"layer": rng.choice([None, 0, -1, "0.branches.0.0", 2**40, "a", "b", "input"]), "index": [v(), v()]}
         if path == "/v1/complexity":
             body["batch_size"] = v()
         if path == "/v1/gradient-diagnostics":

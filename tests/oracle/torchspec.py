@@ -58,6 +58,81 @@ class SummingPool(nn.Module):
         return out[:, :, :oh, :ow]
 
 
+class Add(nn.Module):
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Mul(nn.Module):
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class Cat(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs):
+        return torch.cat(xs, self.dim)
+
+
+class GraphNet(nn.Module):
+    """The graph form: one submodule per node, registered under the node's name, run in an order
+    where every node follows its inputs; returns the outputs (a tuple when there are several)."""
+
+    def __init__(self, graph, in_shape, probe=False):
+        super().__init__()
+        self.reads, self.outputs = {}, graph.get("outputs") or [graph["nodes"][-1]["name"]]
+        shapes, order, prev = {"input": list(in_shape)}, [], "input"
+        nodes = []
+        for n in graph["nodes"]:
+            nodes.append((n, n.get("inputs") or [prev]))
+            prev = n["name"]
+        while nodes:
+            for k, (n, ins) in enumerate(nodes):
+                if all(i in shapes for i in ins):
+                    break
+            else:
+                raise ValueError("cycle")
+            nodes.pop(k)
+            t = n["type"].replace("_", "").lower()
+            if t == "add":
+                m = Add()
+            elif t == "mul":
+                m = Mul()
+            elif t == "concat" and "branches" not in n:
+                m = Cat(n.get("dim", 1))
+            else:
+                m, _ = build_layer(n, shapes[ins[0]], probe)
+            self.add_module(n["name"], m)
+            self.reads[n["name"]] = ins
+            order.append(n["name"])
+            with torch.no_grad():
+                shapes[n["name"]] = list(m(*[torch.zeros(1, *shapes[i], dtype=torch.float64) for i in ins]).shape[1:])
+        self.order, self.shapes = order, shapes
+
+    def forward(self, x):
+        vals = {"input": x}
+        for name in self.order:
+            vals[name] = getattr(self, name)(*[vals[i] for i in self.reads[name]])
+        outs = tuple(vals[o] for o in self.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+
+def build_model(spec, probe=False):
+    """The module of a spec in either form (no presets)."""
+    if "graph" in spec:
+        return GraphNet(spec["graph"], spec["input_shape"], probe)
+    return build(spec["layers"], spec["input_shape"], probe)[0]
+
+
 def build(layers, in_shape, probe=False):
     """Returns (module, out_shape). `probe` builds the receptive-field probe: positive weights,
     no biases, summing pools, identity activations/batchnorm."""
@@ -214,6 +289,103 @@ def random_spec(rng):
     return {"input_shape": [c, h, w], "layers": layers}
 
 
+def random_graph(rng):
+    """A random DAG over an image: convs, pools and activations on any earlier tensor, skips
+    joined by add, broadcast squeeze-and-excitation gates joined by mul, concatenation along
+    channels or a spatial axis, a sequential residual inside a node, and one or two outputs."""
+    c, h, w = rng.randint(1, 4), rng.randint(10, 36), rng.randint(10, 36)
+    shapes = {"input": [c, h, w]}
+    nodes = []
+
+    def add(spec, ins):
+        name = f"n{len(nodes)}"
+        spec = dict(spec, name=name, inputs=ins)
+        t = spec["type"].replace("_", "").lower()
+        try:
+            if t in ("add", "mul") or (t == "concat" and "branches" not in spec):
+                m = {"add": Add(), "mul": Mul()}.get(t) or Cat(spec.get("dim", 1))
+            else:
+                m, _ = build_layer(spec, shapes[ins[0]], False)
+            with torch.no_grad():
+                shape = list(m(*[torch.zeros(1, *shapes[i], dtype=torch.float64) for i in ins]).shape[1:])
+        except Exception:
+            return None
+        if len(shape) != 3 or min(shape) < 1:
+            return None
+        nodes.append(spec)
+        shapes[name] = shape
+        return name
+
+    for _ in range(rng.randint(2, 9)):
+        names = list(shapes)
+        src = rng.choice(names[-3:] if rng.random() < 0.7 else names)
+        s = shapes[src]
+        r = rng.random()
+        if r < 0.3:
+            add(rand_conv(rng, s, same=rng.random() < 0.4), [src])
+        elif r < 0.4:
+            add(rand_pool(rng), [src])
+        elif r < 0.48:
+            add({"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
+        elif r < 0.63:
+            # a skip: a same-shape branch added back, or any two tensors of one shape
+            same = [n for n in names if n != src and shapes[n] == s]
+            if same and rng.random() < 0.5:
+                add({"type": "add"}, [src, rng.choice(same)])
+            else:
+                k = rng.choice([1, 3, 5])
+                b = add({"type": "conv2d", "out_channels": s[0], "kernel_size": k, "padding": k // 2, "dilation": 1}, [src])
+                if b:
+                    add({"type": "add"}, [b, src] if rng.random() < 0.5 else [src, b])
+        elif r < 0.73:
+            # squeeze-and-excitation: [C,1,1] gate times [C,H,W]; sometimes a [1,H,W] spatial map
+            if rng.random() < 0.7:
+                g = add({"type": "adaptive_avgpool2d", "output_size": 1}, [src])
+                g = g and add({"type": "conv2d", "out_channels": s[0], "kernel_size": 1}, [g])
+            else:
+                g = add({"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1}, [src])
+            g = g and add({"type": "sigmoid"}, [g])
+            if g:
+                add({"type": "mul"}, [src, g] if rng.random() < 0.5 else [g, src])
+        elif r < 0.88:
+            # concatenation: along channels with a same-size tensor, or along a spatial axis
+            if rng.random() < 0.7:
+                same = [n for n in names if shapes[n][1:] == s[1:]]
+                other = rng.choice(same)
+                add({"type": "concat", "dim": rng.choice([1, -3])}, [src, other])
+            else:
+                dim = rng.choice([2, 3])
+                same = [n for n in names if all(shapes[n][a] == s[a] for a in range(3) if a != dim - 1)]
+                add({"type": "concat", "dim": rng.choice([dim, dim - 4])}, [src, rng.choice(same)])
+        else:
+            k = rng.choice([1, 3])
+            add({"type": "residual", "body": [{"type": "conv2d", "out_channels": s[0], "kernel_size": k, "padding": k // 2},
+                                              {"type": "relu"}]}, [src])
+    if not nodes:
+        add({"type": "relu"}, ["input"])
+    outputs = [nodes[-1]["name"]]
+    if len(nodes) > 2 and rng.random() < 0.3:
+        outputs.append(rng.choice([n["name"] for n in nodes[:-1]]))
+    if rng.random() < 0.3:
+        rng.shuffle(nodes)  # the service sorts them
+    return {"input_shape": [c, h, w], "graph": {"nodes": nodes, "outputs": outputs}}
+
+
+def graph_paths(spec):
+    """Every node path of a graph spec, composites' children included."""
+    out = []
+    for n in spec["graph"]["nodes"]:
+        out.append(n["name"])
+        if n["type"] == "residual":
+            out += paths(n.get("body", []), f"{n['name']}.body.")
+            out += paths(n.get("shortcut", []), f"{n['name']}.shortcut.")
+    return out
+
+
+def all_paths(spec):
+    return graph_paths(spec) if "graph" in spec else paths(spec["layers"])
+
+
 def paths(layers, prefix=""):
     """Every layer path, depth first, as the service names them."""
     out = []
@@ -237,4 +409,4 @@ def module_at(root, path):
     return m
 
 
-__all__ = ["build", "random_spec", "paths", "module_at", "random"]
+__all__ = ["build", "build_model", "random_spec", "random_graph", "paths", "all_paths", "module_at", "random"]

@@ -1,0 +1,494 @@
+//! The graph form: named nodes reading named tensors. Hand-calculated answers for skips,
+//! broadcast gates, concatenations and several outputs; the sequential form as sugar for it; and
+//! every mistake a 4xx naming the node. (Random graphs against PyTorch: tests/oracle/check.py.)
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn graph(input: Value, nodes: Value, outputs: Option<Value>) -> Value {
+    let mut g = json!({"nodes": nodes});
+    if let Some(o) = outputs {
+        g["outputs"] = o;
+    }
+    json!({"input_shape": input, "graph": g})
+}
+
+async fn complexity(model: Value) -> Value {
+    let r = post("/v1/complexity", json!({"model": model, "verify": false})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}
+
+async fn refused(model: Value, status: u16, pointer: &str) -> String {
+    let v = assert_problem(
+        &post("/v1/complexity", json!({"model": model, "verify": false})).await,
+        status,
+        pointer,
+    );
+    v["detail"].as_str().unwrap().to_string()
+}
+
+fn row<'a>(table: &'a Value, path: &str) -> &'a Value {
+    item(&table["rows"], "path", path)
+}
+
+/// A squeeze-and-excitation block with a skip, counted by hand:
+/// conv 3x3 8->8 on 8x8: 64 outputs x 8 channels x 72 products; the gate [8,1,1] times the
+/// [8,8,8] features is 512 multiplications; the skip add 512 additions.
+#[tokio::test]
+async fn squeeze_and_excitation_with_a_skip_by_hand() {
+    let m = graph(
+        json!([8, 8, 8]),
+        json!([
+            {"name": "conv", "type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+            {"name": "squeeze", "type": "adaptive_avgpool2d", "output_size": 1},
+            {"name": "fc", "type": "conv2d", "out_channels": 8, "kernel_size": 1},
+            {"name": "gate", "type": "sigmoid"},
+            {"name": "scaled", "type": "mul", "inputs": ["conv", "gate"]},
+            {"name": "out", "type": "add", "inputs": ["scaled", "input"]}
+        ]),
+        None,
+    );
+    let t = complexity(m.clone()).await;
+    assert_eq!(row(&t, "conv")["multiplications"], 512 * 72);
+    assert_eq!(row(&t, "conv")["params"], 8 * 72 + 8);
+    assert_eq!(row(&t, "fc")["params"], 8 * 8 + 8);
+    assert_eq!(row(&t, "scaled")["multiplications"], 512);
+    assert_eq!(row(&t, "scaled")["output_shape"], json!([8, 8, 8]));
+    assert_eq!(row(&t, "out")["additions"], 512);
+    assert_eq!(t["totals"]["params"], 8 * 72 + 8 + 8 * 8 + 8);
+    // the element-wise merges count as flops only under count_residual_adds
+    let on = post(
+        "/v1/complexity",
+        json!({"model": m, "verify": false, "conventions": {"count_residual_adds": true}}),
+    )
+    .await
+    .json();
+    assert_eq!(row(&on, "scaled")["flops"], 512);
+    assert_eq!(row(&on, "out")["flops"], 512);
+    assert_eq!(row(&t, "scaled")["flops"], 0);
+
+    // receptive fields: the gate sees the whole image, so every unit after the product is global
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "out", "index": [0, 0]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(
+        item(&v["layers"], "path", "conv")["receptive_field"]["height"]["text"],
+        "i-1 <= m <= i+1"
+    );
+    assert_eq!(item(&v["layers"], "path", "scaled")["kind"], "global");
+    assert_eq!(item(&v["layers"], "path", "out")["kind"], "global");
+    let branches = &item(&v["layers"], "path", "scaled")["branches"];
+    assert_eq!(branches[0]["label"], "conv");
+    assert_eq!(branches[1]["label"], "gate");
+    assert_eq!(v["position"]["input_rows"], json!([[0, 7]]));
+    assert_eq!(v["position"]["input_channels"], json!([[0, 7]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+}
+
+/// A U-Net-like skip: the encoder's output read by a pooled path (a second output) and by a
+/// wider conv, then concatenated with it on the channels. Exact sets per channel by hand, the
+/// probe agreeing; a spatial concatenation has no affine form but exact sets.
+#[tokio::test]
+async fn skip_concatenation_exact_sets_by_hand() {
+    let m = graph(
+        json!([1, 8, 8]),
+        json!([
+            {"name": "enc", "type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+            {"name": "down", "type": "maxpool2d", "kernel_size": 2},
+            {"name": "deep", "type": "conv2d", "out_channels": 2, "kernel_size": 1},
+            {"name": "wide", "type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1, "inputs": ["enc"]},
+            {"name": "cat", "type": "concat", "inputs": ["enc", "wide"]}
+        ]),
+        Some(json!(["cat", "deep"])),
+    );
+    // channel 0 of cat is enc's channel 0: a 3x3 window at (2, 4) -> rows 1..3, cols 3..5
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "cat", "index": [2, 4], "channel": 0}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_rows"], json!([[1, 3]]));
+    assert_eq!(r["position"]["input_cols"], json!([[3, 5]]));
+    // channel 3 of cat is wide's channel 1: two 3x3 windows -> 5x5, rows 0..4, cols 2..6
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "cat", "index": [2, 4], "channel": 3}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_rows"], json!([[0, 4]]));
+    assert_eq!(r["position"]["input_cols"], json!([[2, 6]]));
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    // the second output: deep at (1, 2) pools enc rows 2..3, cols 4..5 -> input rows 1..4, cols 3..6
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "deep", "index": [1, 2]}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_rows"], json!([[1, 4]]));
+    assert_eq!(r["position"]["input_cols"], json!([[3, 6]]));
+    assert_eq!(r["model"]["output_shapes"], json!([[4, 8, 8], [2, 4, 4]]));
+    // the per-layer table merges enc (3x3) and wide (5x5): one centre, so aligned
+    let cat = item(&r["layers"], "path", "cat").clone();
+    assert_eq!(cat["aligned"], true);
+    assert_eq!(cat["receptive_field"]["height"]["text"], "i-2 <= m <= i+2");
+    // a spatial concatenation has no affine form
+    let m2 = graph(
+        json!([1, 4, 4]),
+        json!([{"name": "tall", "type": "concat", "dim": 2, "inputs": ["input", "input"]}]),
+        None,
+    );
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m2, "position": {"layer": "tall", "index": [5, 1]}}),
+    )
+    .await
+    .json();
+    assert_eq!(item(&r["layers"], "path", "tall")["kind"], "not_affine");
+    assert_eq!(r["model"]["output_shape"], json!([1, 8, 4]));
+    assert_eq!(r["position"]["input_rows"], json!([[1, 1]]));
+}
+
+/// The sequential form is sugar for the graph: the same network written both ways gives the
+/// same complexity rows (paths aside) and the same exact set.
+#[tokio::test]
+async fn the_sequential_form_equals_its_graph() {
+    let seq = json!({"input_shape": [3, 16, 16], "layers": [
+        {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "residual", "body": [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "relu"}]},
+        {"type": "maxpool2d", "kernel_size": 2}
+    ]});
+    let g = graph(
+        json!([3, 16, 16]),
+        json!([
+            {"name": "a", "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+            {"name": "b", "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+            {"name": "c", "type": "relu"},
+            {"name": "d", "type": "add", "inputs": ["c", "a"]},
+            {"name": "e", "type": "maxpool2d", "kernel_size": 2}
+        ]),
+        None,
+    );
+    let ts = complexity(seq.clone()).await;
+    let tg = complexity(g.clone()).await;
+    assert_eq!(ts["totals"], tg["totals"]);
+    let pos = json!({"layer": -1, "index": [3, 5], "channel": 2});
+    let mut a = json!({"model": seq, "position": pos});
+    a["position"]["layer"] = json!(2);
+    let mut b = json!({"model": g, "position": pos});
+    b["position"]["layer"] = json!("e");
+    let (ra, rb) = (
+        post("/v1/receptive-field", a).await.json(),
+        post("/v1/receptive-field", b).await.json(),
+    );
+    for k in ["input_rows", "input_cols", "input_channels"] {
+        assert_eq!(ra["position"][k], rb["position"][k], "{k}");
+    }
+    assert_eq!(
+        item(&ra["layers"], "path", "2")["receptive_field"],
+        item(&rb["layers"], "path", "e")["receptive_field"]
+    );
+}
+
+#[tokio::test]
+async fn nodes_may_be_listed_in_any_order_and_read_the_node_before_by_default() {
+    let ordered = graph(
+        json!([2, 6, 6]),
+        json!([
+            {"name": "x1", "type": "conv2d", "out_channels": 2, "kernel_size": 3},
+            {"name": "x2", "type": "relu"},
+            {"name": "x3", "type": "flatten"}
+        ]),
+        None,
+    );
+    let shuffled = graph(
+        json!([2, 6, 6]),
+        json!([
+            {"name": "x3", "type": "flatten", "inputs": ["x2"]},
+            {"name": "x1", "type": "conv2d", "out_channels": 2, "kernel_size": 3, "inputs": ["input"]},
+            {"name": "x2", "type": "relu", "inputs": ["x1"]}
+        ]),
+        Some(json!(["x3"])),
+    );
+    let (a, b) = (complexity(ordered).await, complexity(shuffled).await);
+    assert_eq!(a["totals"], b["totals"]);
+    let paths = |t: &Value| t["rows"].as_array().unwrap().iter().map(|r| r["path"].clone()).collect::<Vec<_>>();
+    assert_eq!(paths(&a), paths(&b), "rows follow the order the nodes run in");
+    assert_eq!(a["model"]["output_shape"], json!([32]));
+}
+
+#[tokio::test]
+async fn mistakes_in_a_graph_name_the_node() {
+    let conv = json!({"type": "conv2d", "out_channels": 2, "kernel_size": 1});
+    let with = |extra: Value| {
+        let mut n = conv.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            n[k] = v.clone();
+        }
+        n
+    };
+    // a cycle
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([
+                with(json!({"name": "a", "inputs": ["b"]})),
+                with(json!({"name": "b", "inputs": ["a"]}))
+            ]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/0",
+    )
+    .await;
+    assert!(d.contains("cycle") && d.contains("\"a\"") && d.contains("\"b\""), "{d}");
+    // a node reading itself
+    let d = refused(
+        graph(json!([2, 4, 4]), json!([with(json!({"name": "a", "inputs": ["a"]}))]), None),
+        422,
+        "/model/graph/nodes/0",
+    )
+    .await;
+    assert!(d.contains("cycle"), "{d}");
+    // an unknown name, with a hint
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([with(json!({"name": "conv1"})), with(json!({"name": "conv2", "inputs": ["conv"]}))]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/1/inputs/0",
+    )
+    .await;
+    assert!(d.contains("\"conv\"") && d.contains("did you mean \"conv1\""), "{d}");
+    refused(
+        graph(json!([2, 4, 4]), json!([with(json!({"name": "a"}))]), Some(json!(["b"]))),
+        422,
+        "/model/graph/outputs/0",
+    )
+    .await;
+    // duplicate and reserved names, a missing name
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([with(json!({"name": "a"})), with(json!({"name": "a"}))]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/1/name",
+    )
+    .await;
+    assert!(d.contains("unique"), "{d}");
+    refused(
+        graph(json!([2, 4, 4]), json!([with(json!({"name": "input"}))]), None),
+        422,
+        "/model/graph/nodes/0/name",
+    )
+    .await;
+    refused(
+        graph(json!([2, 4, 4]), json!([conv.clone()]), None),
+        422,
+        "/model/graph/nodes/0/name",
+    )
+    .await;
+    // shapes that do not combine
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([
+                {"name": "p", "type": "maxpool2d", "kernel_size": 2},
+                {"name": "s", "type": "add", "inputs": ["p", "input"]}
+            ]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/1/inputs",
+    )
+    .await;
+    assert!(d.contains("\"s\"") && d.contains("[2, 2, 2]") && d.contains("[2, 4, 4]"), "{d}");
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([
+                {"name": "p", "type": "maxpool2d", "kernel_size": 2},
+                {"name": "c", "type": "concat", "inputs": ["p", "input"]}
+            ]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/1/inputs",
+    )
+    .await;
+    assert!(d.contains("every other axis"), "{d}");
+    let d = refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([
+                {"name": "f", "type": "flatten"},
+                {"name": "m", "type": "mul", "inputs": ["f", "input"]}
+            ]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/1/inputs",
+    )
+    .await;
+    assert!(d.contains("different numbers of axes"), "{d}");
+    for dim in [0, 4, -4] {
+        refused(
+            graph(
+                json!([2, 4, 4]),
+                json!([{"name": "c", "type": "concat", "dim": dim, "inputs": ["input", "input"]}]),
+                None,
+            ),
+            422,
+            "/model/graph/nodes/0/dim",
+        )
+        .await;
+    }
+    // a layer reading two tensors, an unknown field, mul outside a graph
+    refused(
+        graph(
+            json!([2, 4, 4]),
+            json!([{"name": "r", "type": "relu", "inputs": ["input", "input"]}]),
+            None,
+        ),
+        422,
+        "/model/graph/nodes/0/inputs",
+    )
+    .await;
+    refused(
+        graph(json!([2, 4, 4]), json!([{"name": "r", "type": "relu", "input": ["input"]}]), None),
+        422,
+        "/model/graph/nodes/0/input",
+    )
+    .await;
+    refused(
+        json!({"input_shape": [2, 4, 4], "layers": [{"type": "mul"}]}),
+        422,
+        "/model/layers/0/type",
+    )
+    .await;
+    refused(json!({"input_shape": [2, 4, 4], "graph": {"nodes": []}}), 422, "/model/graph/nodes").await;
+    refused(
+        json!({"input_shape": [2, 4, 4], "graph": {"nodes": [{"name": "r", "type": "relu"}], "extra": 1}}),
+        422,
+        "/model/graph/extra",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn huge_and_deep_graphs_are_refused_before_any_work() {
+    // 10^5 nodes: over max_layers, a 413 naming the limit
+    let nodes: Vec<Value> = (0..100_000).map(|i| json!({"name": format!("n{i}"), "type": "relu"})).collect();
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [4], "graph": {"nodes": nodes}}, "verify": false}),
+    )
+    .await;
+    let v = assert_problem(&r, 413, "/model/graph/nodes/2000");
+    assert_eq!(v["limit"]["name"], "max_layers");
+    // a long chain within the limit is fine, and the last node is the output
+    let nodes: Vec<Value> = (0..1500).map(|i| json!({"name": format!("n{i}"), "type": "relu"})).collect();
+    let t = complexity(json!({"input_shape": [4], "graph": {"nodes": nodes}})).await;
+    assert_eq!(t["rows"].as_array().unwrap().len(), 1500);
+    // composites nested too deep inside a node
+    let mut body = json!([{"type": "relu"}]);
+    for _ in 0..40 {
+        body = json!([{"type": "residual", "body": body}]);
+    }
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [4], "graph": {"nodes": [{"name": "deep", "type": "residual", "body": body}]}}, "verify": false}),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    // a wide fan-out and fan-in: one add reading 1000 tensors
+    let mut nodes: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("r{i}"), "type": "relu", "inputs": ["input"]}))
+        .collect();
+    nodes.push(json!({"name": "sum", "type": "add", "inputs": (0..1000).map(|i| format!("r{i}")).collect::<Vec<_>>()}));
+    let t = complexity(json!({"input_shape": [4], "graph": {"nodes": nodes}})).await;
+    assert_eq!(row(&t, "sum")["additions"], 999 * 4);
+}
+
+/// Diagnostics on a graph: the objective reads every output; a layer no output reads gets no
+/// gradient and is listed apart; a depth sweep needs the sequential form.
+#[tokio::test]
+async fn diagnostics_on_a_graph_with_an_unused_branch() {
+    let m = graph(
+        json!([4]),
+        json!([
+            {"name": "a", "type": "linear", "out_features": 3},
+            {"name": "b", "type": "linear", "out_features": 2, "inputs": ["input"]},
+            {"name": "dead", "type": "linear", "out_features": 2, "inputs": ["input"]},
+            {"name": "both", "type": "concat", "inputs": ["a", "b"]}
+        ]),
+        Some(json!(["both", "a"])),
+    );
+    let r = post("/v1/gradient-diagnostics", json!({"model": m, "objective": {"output_unit": 7}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["unused_layers"], json!(["dead"]));
+    let paths: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["a", "b"]);
+    assert_eq!(v["model"]["output_shapes"], json!([[5], [3]]));
+    // unit 7 is the second output's unit 2: only a's weights row 2 gets a gradient, b gets none
+    assert_eq!(item(&v["layers"], "path", "b")["weight_grad"]["frobenius"], 0.0);
+    assert_ne!(item(&v["layers"], "path", "a")["weight_grad"]["frobenius"], 0.0);
+    assert!(v["layers"][0]["bias_grad_bound"].is_null(), "a graph is not an MLP chain: no bound");
+    assert_problem(
+        &post("/v1/gradient-diagnostics", json!({"model": m, "objective": {"output_unit": 8}})).await,
+        422,
+        "/objective/output_unit",
+    );
+    assert_problem(
+        &post("/v1/gradient-diagnostics", json!({"model": m, "sweep": {"depths": [1, 2]}})).await,
+        422,
+        "/sweep/depths",
+    );
+}
+
+/// Grading addresses a graph's layers by node name, in every question kind.
+#[tokio::test]
+async fn grading_reads_graph_nodes_by_name() {
+    let m = graph(
+        json!([3, 8, 8]),
+        json!([
+            {"name": "stem", "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+            {"name": "side", "type": "conv2d", "out_channels": 4, "kernel_size": 1, "inputs": ["input"]},
+            {"name": "join", "type": "add", "inputs": ["stem", "side"]}
+        ]),
+        None,
+    );
+    let q = |id: &str, ask: &str, answer: Value| json!({"id": id, "kind": "complexity", "model": m, "ask": ask, "answer": answer});
+    let r = post(
+        "/v1/grade",
+        json!({"questions": [
+            q("stem", "params of layer stem", json!(4 * 27 + 4)),
+            q("side", "params of layer side", json!(4 * 3 + 4)),
+            q("total", "total params", json!(4 * 27 + 4 + 16)),
+            q("wrong", "params of layer side", json!(4 * 3))
+        ]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let score = |id: &str| item(&v["questions"], "id", id)["score"].as_f64().unwrap();
+    assert_eq!((score("stem"), score("side"), score("total")), (1.0, 1.0, 1.0), "{v}");
+    assert!(score("wrong") < 1.0);
+}
