@@ -23,13 +23,20 @@ async fn health_over_a_real_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receptive_fields_agree_with_pytorch_autograd_on_220_random_specs() {
+async fn receptive_fields_agree_with_pytorch_autograd_on_220_random_specs_and_150_graphs() {
     oracle("rf", "220").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn params_and_flops_agree_with_torch_flop_counter_on_presets_and_220_random_specs() {
+async fn params_and_flops_agree_with_torch_flop_counter_on_presets_220_random_specs_and_150_graphs() {
     oracle("complexity", "220").await;
+}
+
+/// The presets against torchvision's own modules: sum(numel), FlopCounterMode, and the real
+/// fvcore and ptflops on those modules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_agree_with_torchvision_modules_under_every_tool() {
+    oracle("torchvision", "0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +45,7 @@ async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_and_cnns() {
+async fn gradient_norms_agree_with_pytorch_autograd_on_150_random_mlps_cnns_and_graphs() {
     oracle("gradient", "150").await;
 }
 

@@ -271,31 +271,35 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             _ => 0,
         },
         // ptflops 0.7.x's default pytorch backend hooks nn modules *and* counts torch.nn.functional
-        // calls, so the F.relu / F.max_pool2d inside nn.ReLU / nn.MaxPool2d are counted twice.
-        FlopRule::Profile(Profile::Ptflops) => match k {
-            // MACs plus one add per output for the bias.
-            _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
-            LayerKind::BatchNorm { affine, .. } => {
-                if *affine {
-                    2 * input
-                } else {
-                    input
+        // calls, so the F.relu / F.max_pool2d inside nn.ReLU / nn.MaxPool2d are counted twice; a
+        // layer the model calls as a function (`functional`) gets the functional hook alone.
+        FlopRule::Profile(Profile::Ptflops) => {
+            let module = u128::from(!node.layer.functional);
+            match k {
+                // MACs plus one add per output for the bias.
+                _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
+                LayerKind::BatchNorm { affine, .. } => {
+                    if *affine {
+                        2 * input
+                    } else {
+                        input
+                    }
                 }
-            }
-            LayerKind::Activation { kind, .. } => match kind {
-                // module hook and functional hook (F.relu, F.gelu): twice
-                crate::spec::Activation::Relu | crate::spec::Activation::Gelu => 2 * c.output_elements,
-                // the module hook only: ptflops has no hook for F.leaky_relu, and nn.ReLU6 calls
-                // F.hardtanh, which it does not count either
-                crate::spec::Activation::LeakyRelu | crate::spec::Activation::Relu6 => c.output_elements,
-                // nn.SiLU has no module hook but calls F.silu, which has one
-                crate::spec::Activation::Silu => c.output_elements,
-                // sigmoid, tanh, hardswish, hardsigmoid, mish: no hook at all
+                LayerKind::Activation { kind, .. } => match kind {
+                    // module hook and functional hook (F.relu, F.gelu)
+                    crate::spec::Activation::Relu | crate::spec::Activation::Gelu => (module + 1) * c.output_elements,
+                    // the module hook only: ptflops has no hook for F.leaky_relu, and nn.ReLU6 calls
+                    // F.hardtanh, which it does not count either
+                    crate::spec::Activation::LeakyRelu | crate::spec::Activation::Relu6 => module * c.output_elements,
+                    // nn.SiLU has no module hook but calls F.silu, which has one
+                    crate::spec::Activation::Silu => c.output_elements,
+                    // sigmoid, tanh, hardswish, hardsigmoid, mish: no hook at all
+                    _ => 0,
+                },
+                _ if is_pool => (module + 1) * input,
                 _ => 0,
-            },
-            _ if is_pool => 2 * input,
-            _ => 0,
-        },
+            }
+        }
     }
 }
 

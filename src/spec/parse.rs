@@ -510,7 +510,28 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             ))
         }
     };
-    Ok(Layer { name, kind, declared_in })
+    let functional = o.bool("functional", false)?;
+    if functional
+        && !matches!(
+            kind,
+            LayerKind::Activation { .. }
+                | LayerKind::MaxPool2d { .. }
+                | LayerKind::AvgPool2d { .. }
+                | LayerKind::AdaptiveAvgPool2d { .. }
+                | LayerKind::AdaptiveMaxPool2d { .. }
+        )
+    {
+        return Err(SpecError::invalid(
+            o.at("functional"),
+            "only activations and pooling layers may be marked functional (called as torch.nn.functional in forward)",
+        ));
+    }
+    Ok(Layer {
+        name,
+        kind,
+        declared_in,
+        functional,
+    })
 }
 
 fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {

@@ -14,6 +14,7 @@ pub const NAMES: &[&str] = &[
     "resnet50",
     "mobilenet_v2",
     "googlenet",
+    "mobilenet_v3_small",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -27,6 +28,7 @@ pub fn describe(name: &str) -> &'static str {
         "resnet50" => "torchvision.models.resnet50 (v1.5: stride on the 3x3 conv), 3x224x224.",
         "mobilenet_v2" => "torchvision.models.mobilenet_v2 (width 1.0), 3x224x224.",
         "googlenet" => "torchvision.models.googlenet without the auxiliary heads, 3x224x224.",
+        "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         _ => "",
     }
 }
@@ -42,6 +44,7 @@ pub fn get(name: &str) -> Option<Value> {
         "resnet50" => resnet(true, [3, 4, 6, 3]),
         "mobilenet_v2" => mobilenet_v2(),
         "googlenet" => googlenet(),
+        "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
         _ => return None,
     };
     Some(json!({"input_shape": [3, 224, 224], "layers": layers}))
@@ -239,19 +242,21 @@ fn mobilenet_v2() -> Vec<Value> {
         }
     }
     v.extend(conv_bn_relu6(1280, 1, 1, 1));
-    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
+    // torchvision's forward calls nn.functional.adaptive_avg_pool2d
+    v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1, "functional": true}));
     v.push(json!({"type": "flatten"}));
     v.push(json!({"type": "dropout", "p": 0.2}));
     v.push(json!({"type": "linear", "out_features": 1000}));
     v
 }
 
-/// torchvision's BasicConv2d: conv without bias, batchnorm with eps 0.001, ReLU.
+/// torchvision's BasicConv2d: conv without bias, batchnorm with eps 0.001, then F.relu (called
+/// in its forward, not a module).
 fn basic_conv(out: u64, k: u64, stride: u64, pad: u64) -> Vec<Value> {
     vec![
         conv(out, k, stride, pad, false),
         json!({"type": "batchnorm2d", "eps": 0.001}),
-        relu(),
+        json!({"type": "relu", "functional": true}),
     ]
 }
 
@@ -288,4 +293,102 @@ fn googlenet() -> Vec<Value> {
     v.push(json!({"type": "dropout", "p": 0.2}));
     v.push(json!({"type": "linear", "name": "fc", "out_features": 1000}));
     v
+}
+
+/// Graph nodes, each reading the tensors named in `inputs`.
+struct Nodes(Vec<Value>);
+
+impl Nodes {
+    fn add(&mut self, name: &str, mut v: Value, inputs: &[&str]) -> String {
+        v["name"] = json!(name);
+        v["inputs"] = json!(inputs);
+        self.0.push(v);
+        name.to_string()
+    }
+
+    /// torchvision's Conv2dNormActivation: conv without bias, batchnorm (eps 0.001 in
+    /// MobileNetV3), then the activation if any; names `PREFIX.0`, `.1`, `.2`.
+    fn conv_bn(&mut self, prefix: &str, input: &str, out: u64, k: u64, stride: u64, groups: u64, act: Option<&str>) -> String {
+        let conv = json!({"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": (k - 1) / 2, "groups": groups, "bias": false});
+        let c = self.add(&format!("{prefix}.0"), conv, &[input]);
+        let b = self.add(&format!("{prefix}.1"), json!({"type": "batchnorm2d", "eps": 0.001}), &[&c]);
+        match act {
+            Some(a) => self.add(&format!("{prefix}.2"), json!({"type": a}), &[&b]),
+            None => b,
+        }
+    }
+}
+
+/// torchvision's `_make_divisible(v, 8)`.
+fn make_divisible(v: u64) -> u64 {
+    let d = 8;
+    let new = d.max((v + d / 2) / d * d);
+    if (new as f64) < 0.9 * v as f64 {
+        new + d
+    } else {
+        new
+    }
+}
+
+/// torchvision.models.mobilenet_v3_small: inverted residuals with squeeze-and-excitation
+/// (`scale = hardsigmoid(fc2(relu(fc1(avgpool(x)))))`, then `scale * x`).
+fn mobilenet_v3_small() -> Vec<Value> {
+    let mut g = Nodes(Vec::new());
+    let mut x = g.conv_bn("features.0", "input", 16, 3, 2, 1, Some("hardswish"));
+    let mut inp = 16;
+    // kernel, expanded, out, squeeze-and-excitation, activation, stride
+    let blocks = [
+        (3, 16, 16, true, "relu", 2),
+        (3, 72, 24, false, "relu", 2),
+        (3, 88, 24, false, "relu", 1),
+        (5, 96, 40, true, "hardswish", 2),
+        (5, 240, 40, true, "hardswish", 1),
+        (5, 240, 40, true, "hardswish", 1),
+        (5, 120, 48, true, "hardswish", 1),
+        (5, 144, 48, true, "hardswish", 1),
+        (5, 288, 96, true, "hardswish", 2),
+        (5, 576, 96, true, "hardswish", 1),
+        (5, 576, 96, true, "hardswish", 1),
+    ];
+    for (i, (k, exp, out, se, act, stride)) in blocks.into_iter().enumerate() {
+        let p = format!("features.{}.block", i + 1);
+        let block_in = x.clone();
+        let mut j = 0;
+        let mut h = x;
+        if exp != inp {
+            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, Some(act));
+            j += 1;
+        }
+        h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, Some(act));
+        j += 1;
+        if se {
+            let s = format!("{p}.{j}");
+            let squeeze = make_divisible(exp / 4);
+            let pool = g.add(
+                &format!("{s}.avgpool"),
+                json!({"type": "adaptive_avgpool2d", "output_size": 1}),
+                &[&h],
+            );
+            let fc1 = g.add(&format!("{s}.fc1"), conv(squeeze, 1, 1, 0, true), &[&pool]);
+            let r = g.add(&format!("{s}.activation"), relu(), &[&fc1]);
+            let fc2 = g.add(&format!("{s}.fc2"), conv(exp, 1, 1, 0, true), &[&r]);
+            let scale = g.add(&format!("{s}.scale_activation"), json!({"type": "hardsigmoid"}), &[&fc2]);
+            h = g.add(&s, json!({"type": "mul"}), &[&scale, &h]);
+            j += 1;
+        }
+        h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, None);
+        if stride == 1 && inp == out {
+            h = g.add(&format!("features.{}", i + 1), json!({"type": "add"}), &[&h, &block_in]);
+        }
+        x = h;
+        inp = out;
+    }
+    x = g.conv_bn("features.12", &x, 576, 1, 1, 1, Some("hardswish"));
+    let pool = g.add("avgpool", json!({"type": "adaptive_avgpool2d", "output_size": 1}), &[&x]);
+    let flat = g.add("flatten", json!({"type": "flatten"}), &[&pool]);
+    let fc = g.add("classifier.0", json!({"type": "linear", "out_features": 1024}), &[&flat]);
+    let hs = g.add("classifier.1", json!({"type": "hardswish"}), &[&fc]);
+    let drop = g.add("classifier.2", json!({"type": "dropout", "p": 0.2}), &[&hs]);
+    g.add("classifier.3", json!({"type": "linear", "out_features": 1000}), &[&drop]);
+    g.0
 }

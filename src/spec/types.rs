@@ -133,6 +133,10 @@ pub struct Layer {
     /// `in_channels` / `in_features` / `num_features` when the spec states it: checked against
     /// the inferred shape, never trusted.
     pub declared_in: Option<u64>,
+    /// `functional: true`: the model calls `torch.nn.functional`'s form in its forward (as
+    /// torchvision's GoogLeNet calls F.relu) instead of a module. The network is the same; only
+    /// tools that hook modules (ptflops) see it differently.
+    pub functional: bool,
 }
 
 impl Layer {

@@ -126,7 +126,8 @@ def flop_counts(model, x):
     root = type(model).__name__ + "."
     for name, ops in counter.get_flop_counts().items():
         if name.startswith(root):
-            per[name[len(root):]] = sum(ops.values())
+            rel = name[len(root):]
+            per[model.node_path(rel) if isinstance(model, torchspec.GraphNet) else rel] = sum(ops.values())
     return counter.get_total_flops(), per
 
 
@@ -278,6 +279,59 @@ def run_momentum(url, n, seed):
     return failures
 
 
+TORCHVISION = {
+    "vgg16": lambda tv: tv.models.vgg16(),
+    "alexnet": lambda tv: tv.models.alexnet(),
+    "resnet18": lambda tv: tv.models.resnet18(),
+    "resnet50": lambda tv: tv.models.resnet50(),
+    "mobilenet_v2": lambda tv: tv.models.mobilenet_v2(),
+    "googlenet": lambda tv: tv.models.googlenet(aux_logits=False, init_weights=False),
+    "mobilenet_v3_small": lambda tv: tv.models.mobilenet_v3_small(),
+}
+
+
+def run_torchvision(url, names):
+    """Each preset against torchvision's own module (not a copy built from the spec): parameters
+    as sum(p.numel()), FlopCounterMode's total on one 3x224x224 image, and the fvcore and ptflops
+    profiles against those tools run on the torchvision module."""
+    import logging
+    import torchvision
+    from fvcore.nn import FlopCountAnalysis
+    from ptflops import get_model_complexity_info
+    logging.disable(logging.WARNING)
+    failures = 0
+    for name in names:
+        model = TORCHVISION[name](torchvision).eval()
+        x = torch.zeros(1, 3, 224, 224)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x)
+        fa = FlopCountAnalysis(model, x)
+        fa.unsupported_ops_warnings(False)
+        fa.uncalled_modules_warnings(False)
+        want = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "torch_flop_counter": counter.get_total_flops(),
+            "fvcore": fa.total(),
+            "ptflops": get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False, verbose=False)[0],
+        }
+        problems = []
+        for profile in ("torch_flop_counter", "fvcore", "ptflops"):
+            status, resp = post(url + "/v1/complexity", {"model": {"preset": name}, "profile": profile, "verify": False})
+            if status != 200:
+                problems.append(f"status {status}: {resp}")
+                continue
+            if profile == "torch_flop_counter" and resp["totals"]["params"] != want["params"]:
+                problems.append(f"params {resp['totals']['params']} != torchvision's sum(numel) {want['params']}")
+            if resp["totals"]["flops"] != want[profile]:
+                problems.append(f"{profile}: service {resp['totals']['flops']} != {profile} on torchvision's module {want[profile]}")
+        if problems:
+            failures += 1
+            print(f"preset {name}: " + "; ".join(problems))
+    print(f"torchvision oracle: {len(names) - failures} passed, {failures} failed")
+    return failures
+
+
 def random_mlp(rng):
     width = rng.randint(1, 12)
     layers = []
@@ -334,7 +388,8 @@ def run_gradient(url, n, seed):
             pre = {}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
-                if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish"):
+                if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish",
+                                        "Functional"):
                     m.register_forward_hook(lambda mod, i, o, p=path: pre.__setitem__(p, i[0].detach().double()))
             y = run(x.to(tdtype))
             if kind == "sum":
@@ -377,7 +432,7 @@ def run_gradient(url, n, seed):
                 d = z.grad.double()
                 if not close(act["mean_derivative"], d.mean().item()):
                     problems.append(f"{act['path']}: mean derivative {act['mean_derivative']} != autograd {d.mean().item()}")
-                name = type(m).__name__
+                name = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "relu6": "ReLU6"}.get(act["activation"], act["activation"])
                 if name in ("Sigmoid", "Tanh"):
                     want = (p.to(tdtype).abs() > 4.0).double().mean().item()
                     if not close(act["fraction_saturated"], want) and abs(act["fraction_saturated"] - want) > 1e-12:
@@ -453,15 +508,17 @@ def run_spectral(url, n, rng):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["rf", "complexity", "momentum", "gradient"])
+    ap.add_argument("what", choices=["rf", "complexity", "momentum", "gradient", "torchvision"])
     ap.add_argument("url")
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
-    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16")
+    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small")
     a = ap.parse_args()
     if a.what == "rf":
         failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs)
+    elif a.what == "torchvision":
+        failed = run_torchvision(a.url, list(TORCHVISION))
     elif a.what == "gradient":
         failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed)
     elif a.what == "momentum":

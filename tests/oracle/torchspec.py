@@ -58,6 +58,44 @@ class SummingPool(nn.Module):
         return out[:, :, :oh, :ow]
 
 
+class Functional(nn.Module):
+    """A layer the model calls as torch.nn.functional in its forward: no module of a type that
+    module-hooking tools (ptflops) know, just the functional call."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def functional_form(m):
+    """The functional call of an activation or pooling module."""
+    if isinstance(m, nn.ReLU):
+        return lambda x: F.relu(x)
+    if isinstance(m, nn.ReLU6):
+        return lambda x: F.relu6(x)
+    if isinstance(m, nn.LeakyReLU):
+        return lambda x: F.leaky_relu(x, m.negative_slope)
+    if isinstance(m, nn.GELU):
+        return lambda x: F.gelu(x)
+    if isinstance(m, nn.SiLU):
+        return lambda x: F.silu(x)
+    if isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Identity)):
+        return {nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, nn.Hardswish: F.hardswish, nn.Hardsigmoid: F.hardsigmoid,
+                nn.Mish: F.mish, nn.Identity: lambda x: x}[type(m)]
+    if isinstance(m, nn.MaxPool2d):
+        return lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+    if isinstance(m, nn.AvgPool2d):
+        return lambda x: F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return lambda x: F.adaptive_avg_pool2d(x, m.output_size)
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return lambda x: F.adaptive_max_pool2d(x, m.output_size)
+    raise ValueError(f"no functional form for {m}")
+
+
 class Add(nn.Module):
     def forward(self, *xs):
         out = xs[0]
@@ -111,17 +149,35 @@ class GraphNet(nn.Module):
                 m = Cat(n.get("dim", 1))
             else:
                 m, _ = build_layer(n, shapes[ins[0]], probe)
-            self.add_module(n["name"], m)
+            # module names cannot hold "." (torchvision-style node names do): a key per node
+            self.add_module(self.key(n["name"]), m)
             self.reads[n["name"]] = ins
             order.append(n["name"])
             with torch.no_grad():
                 shapes[n["name"]] = list(m(*[torch.zeros(1, *shapes[i], dtype=torch.float64) for i in ins]).shape[1:])
         self.order, self.shapes = order, shapes
 
+    @staticmethod
+    def key(name):
+        return name.replace(".", "__")
+
+    def node_path(self, module_name):
+        """A submodule's name (relative to this module) as the service's path."""
+        head, _, rest = module_name.partition(".")
+        name = next(n for n in self.reads if self.key(n) == head)
+        return name + ("." + rest if rest else "")
+
+    def module_at(self, path):
+        """The module of a node path: a node's name, or a composite part inside one."""
+        if path in self.reads:
+            return getattr(self, self.key(path))
+        name = max((n for n in self.reads if path.startswith(n + ".")), key=len)
+        return module_at(getattr(self, self.key(name)), path[len(name) + 1:])
+
     def forward(self, x):
         vals = {"input": x}
         for name in self.order:
-            vals[name] = getattr(self, name)(*[vals[i] for i in self.reads[name]])
+            vals[name] = getattr(self, self.key(name))(*[vals[i] for i in self.reads[name]])
         outs = tuple(vals[o] for o in self.outputs)
         return outs[0] if len(outs) == 1 else outs
 
@@ -203,6 +259,8 @@ def build_layer(spec, shape, probe):
         m = Residual(build(spec.get("body", []), shape, probe)[0], build(spec.get("shortcut", []), shape, probe)[0])
     else:
         raise ValueError(f"unknown layer type {spec['type']}")
+    if spec.get("functional") and not probe:
+        m = Functional(functional_form(m))
     return m, out_shape(m, shape)
 
 
@@ -274,6 +332,9 @@ def random_spec(rng):
                     {"type": "conv2d", "out_channels": out, "kernel_size": 3, "padding": 1}]
             shortcut = [] if (s == 1 and out == shape[0]) else [{"type": "conv2d", "out_channels": out, "kernel_size": 1, "stride": s}]
             cand = {"type": "residual", "body": body, "shortcut": shortcut}
+        if cand["type"] in ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
+                            "adaptive_maxpool2d") and rng.random() < 0.3:
+            cand["functional"] = True
         try:
             _, new_shape = build_layer(cand, shape, False)
         except Exception:
@@ -403,6 +464,8 @@ def paths(layers, prefix=""):
 
 
 def module_at(root, path):
+    if isinstance(root, GraphNet):
+        return root.module_at(path)
     m = root
     for part in path.split("."):
         m = m[int(part)] if part.isdigit() else getattr(m, part)
