@@ -492,3 +492,28 @@ async fn grading_reads_graph_nodes_by_name() {
     assert_eq!((score("stem"), score("side"), score("total")), (1.0, 1.0, 1.0), "{v}");
     assert!(score("wrong") < 1.0);
 }
+
+/// Twenty squeeze-and-excitation gates in a row: the probe's sums of path counts would
+/// overflow float64 if it multiplied as the network does; it adds (the same paths) and agrees.
+#[tokio::test]
+async fn the_probe_survives_many_gates_and_verifies_mobilenet_v3_small() {
+    let mut nodes = Vec::new();
+    let mut x = "input".to_string();
+    for i in 0..20 {
+        let n = |s: &str| format!("b{i}.{s}");
+        nodes.push(json!({"name": n("conv"), "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "inputs": [x]}));
+        nodes.push(json!({"name": n("pool"), "type": "adaptive_avgpool2d", "output_size": 1}));
+        nodes.push(json!({"name": n("fc"), "type": "conv2d", "out_channels": 4, "kernel_size": 1}));
+        nodes.push(json!({"name": n("gate"), "type": "mul", "inputs": [n("fc"), n("conv")]}));
+        x = n("gate");
+    }
+    let m = json!({"input_shape": [4, 12, 12], "graph": {"nodes": nodes}});
+    let v = post("/v1/receptive-field", json!({"model": m})).await.json();
+    assert_eq!(v["verification"]["overflow"], false, "{}", v["verification"]);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let v = post("/v1/receptive-field", json!({"model": {"preset": "mobilenet_v3_small"}}))
+        .await
+        .json();
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["executed"]["rows"], json!([[0, 223]]));
+}

@@ -262,7 +262,7 @@ async fn verify_unit(
     let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
     Ok(json!({
         "ran": true,
-        "what": "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off",
+        "what": "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off",
         "probe_channels": r.probe_width,
         "network_channels": r.network_width,
         "unit": {"layer": chain.target.path, "index": index.iter().map(|i| i + base).collect::<Vec<_>>(), "channel": channel},

@@ -313,7 +313,11 @@ impl Net {
     fn node(&self, node: &Node, ins: &[Tensor]) -> Tensor {
         if let Some(m) = node.merge {
             return match m {
+                // the probe adds what the network multiplies: the same paths, each with a positive
+                // coefficient, without the products of path counts that overflow float64 after a
+                // few squeeze-and-excitation gates
                 Merge::Add => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc + t),
+                Merge::Mul if self.mode == Mode::Probe => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc + t),
                 Merge::Mul => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc * t),
                 Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
             };

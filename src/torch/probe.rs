@@ -309,8 +309,9 @@ fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, w
         })
         .collect();
     let y = match merge {
-        Merge::Add => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc + t),
-        Merge::Mul => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc * t),
+        // a product depends on the same inputs as a sum; the sum keeps path counts from
+        // multiplying into float64 overflow (see Net::node)
+        Merge::Add | Merge::Mul => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc + t),
         Merge::Cat(axis) => narrow_to(Tensor::cat(&parts, axis as i64 + 1), whole(&node.output), want),
     };
     (y, classes)
