@@ -15,6 +15,7 @@ pub const NAMES: &[&str] = &[
     "mobilenet_v2",
     "googlenet",
     "mobilenet_v3_small",
+    "efficientnet_b0",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -29,6 +30,7 @@ pub fn describe(name: &str) -> &'static str {
         "mobilenet_v2" => "torchvision.models.mobilenet_v2 (width 1.0), 3x224x224.",
         "googlenet" => "torchvision.models.googlenet without the auxiliary heads, 3x224x224.",
         "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
+        "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         _ => "",
     }
 }
@@ -45,6 +47,7 @@ pub fn get(name: &str) -> Option<Value> {
         "mobilenet_v2" => mobilenet_v2(),
         "googlenet" => googlenet(),
         "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
+        "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
         _ => return None,
     };
     Some(json!({"input_shape": [3, 224, 224], "layers": layers}))
@@ -306,16 +309,33 @@ impl Nodes {
         name.to_string()
     }
 
-    /// torchvision's Conv2dNormActivation: conv without bias, batchnorm (eps 0.001 in
-    /// MobileNetV3), then the activation if any; names `PREFIX.0`, `.1`, `.2`.
-    fn conv_bn(&mut self, prefix: &str, input: &str, out: u64, k: u64, stride: u64, groups: u64, act: Option<&str>) -> String {
+    /// torchvision's Conv2dNormActivation: conv without bias, batchnorm (`eps`), then the
+    /// activation if any; names `PREFIX.0`, `.1`, `.2`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(&mut self, prefix: &str, input: &str, out: u64, k: u64, stride: u64, groups: u64, eps: f64, act: Option<&str>) -> String {
         let conv = json!({"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": (k - 1) / 2, "groups": groups, "bias": false});
         let c = self.add(&format!("{prefix}.0"), conv, &[input]);
-        let b = self.add(&format!("{prefix}.1"), json!({"type": "batchnorm2d", "eps": 0.001}), &[&c]);
+        let b = self.add(&format!("{prefix}.1"), json!({"type": "batchnorm2d", "eps": eps}), &[&c]);
         match act {
             Some(a) => self.add(&format!("{prefix}.2"), json!({"type": a}), &[&b]),
             None => b,
         }
+    }
+
+    /// torchvision's SqueezeExcitation at `prefix`: `scale_activation(fc2(activation(fc1(
+    /// avgpool(x))))) * x`, the product named `prefix`.
+    fn squeeze_excitation(&mut self, prefix: &str, input: &str, channels: u64, squeeze: u64, act: &str, gate: &str) -> String {
+        let s = prefix;
+        let pool = self.add(
+            &format!("{s}.avgpool"),
+            json!({"type": "adaptive_avgpool2d", "output_size": 1}),
+            &[input],
+        );
+        let fc1 = self.add(&format!("{s}.fc1"), conv(squeeze, 1, 1, 0, true), &[&pool]);
+        let a = self.add(&format!("{s}.activation"), json!({"type": act}), &[&fc1]);
+        let fc2 = self.add(&format!("{s}.fc2"), conv(channels, 1, 1, 0, true), &[&a]);
+        let scale = self.add(&format!("{s}.scale_activation"), json!({"type": gate}), &[&fc2]);
+        self.add(s, json!({"type": "mul"}), &[&scale, input])
     }
 }
 
@@ -334,7 +354,8 @@ fn make_divisible(v: u64) -> u64 {
 /// (`scale = hardsigmoid(fc2(relu(fc1(avgpool(x)))))`, then `scale * x`).
 fn mobilenet_v3_small() -> Vec<Value> {
     let mut g = Nodes(Vec::new());
-    let mut x = g.conv_bn("features.0", "input", 16, 3, 2, 1, Some("hardswish"));
+    let eps = 0.001;
+    let mut x = g.conv_bn("features.0", "input", 16, 3, 2, 1, eps, Some("hardswish"));
     let mut inp = 16;
     // kernel, expanded, out, squeeze-and-excitation, activation, stride
     let blocks = [
@@ -356,39 +377,76 @@ fn mobilenet_v3_small() -> Vec<Value> {
         let mut j = 0;
         let mut h = x;
         if exp != inp {
-            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, Some(act));
+            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, eps, Some(act));
             j += 1;
         }
-        h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, Some(act));
+        h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, eps, Some(act));
         j += 1;
         if se {
-            let s = format!("{p}.{j}");
-            let squeeze = make_divisible(exp / 4);
-            let pool = g.add(
-                &format!("{s}.avgpool"),
-                json!({"type": "adaptive_avgpool2d", "output_size": 1}),
-                &[&h],
-            );
-            let fc1 = g.add(&format!("{s}.fc1"), conv(squeeze, 1, 1, 0, true), &[&pool]);
-            let r = g.add(&format!("{s}.activation"), relu(), &[&fc1]);
-            let fc2 = g.add(&format!("{s}.fc2"), conv(exp, 1, 1, 0, true), &[&r]);
-            let scale = g.add(&format!("{s}.scale_activation"), json!({"type": "hardsigmoid"}), &[&fc2]);
-            h = g.add(&s, json!({"type": "mul"}), &[&scale, &h]);
+            h = g.squeeze_excitation(&format!("{p}.{j}"), &h, exp, make_divisible(exp / 4), "relu", "hardsigmoid");
             j += 1;
         }
-        h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, None);
+        h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, eps, None);
         if stride == 1 && inp == out {
             h = g.add(&format!("features.{}", i + 1), json!({"type": "add"}), &[&h, &block_in]);
         }
         x = h;
         inp = out;
     }
-    x = g.conv_bn("features.12", &x, 576, 1, 1, 1, Some("hardswish"));
+    x = g.conv_bn("features.12", &x, 576, 1, 1, 1, eps, Some("hardswish"));
     let pool = g.add("avgpool", json!({"type": "adaptive_avgpool2d", "output_size": 1}), &[&x]);
     let flat = g.add("flatten", json!({"type": "flatten"}), &[&pool]);
     let fc = g.add("classifier.0", json!({"type": "linear", "out_features": 1024}), &[&flat]);
     let hs = g.add("classifier.1", json!({"type": "hardswish"}), &[&fc]);
     let drop = g.add("classifier.2", json!({"type": "dropout", "p": 0.2}), &[&hs]);
     g.add("classifier.3", json!({"type": "linear", "out_features": 1000}), &[&drop]);
+    g.0
+}
+
+/// torchvision.models.efficientnet_b0: MBConv blocks (expand 1x1, depthwise, squeeze-and-
+/// excitation with SiLU and a sigmoid gate, project 1x1; residual add when the shape is kept;
+/// stochastic depth is the identity in eval mode), batchnorm with PyTorch's default eps.
+fn efficientnet_b0() -> Vec<Value> {
+    let mut g = Nodes(Vec::new());
+    let eps = 1e-5;
+    let mut x = g.conv_bn("features.0", "input", 32, 3, 2, 1, eps, Some("silu"));
+    // expand ratio, kernel, stride, in, out, layers
+    let stages = [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ];
+    for (s, (t, k, stride, input, out, n)) in stages.into_iter().enumerate() {
+        for l in 0..n {
+            let (inp, stride) = if l == 0 { (input, stride) } else { (out, 1) };
+            let p = format!("features.{}.{l}.block", s + 1);
+            let exp = make_divisible(inp * t);
+            let block_in = x.clone();
+            let mut j = 0;
+            let mut h = x;
+            if exp != inp {
+                h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, eps, Some("silu"));
+                j += 1;
+            }
+            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, eps, Some("silu"));
+            j += 1;
+            h = g.squeeze_excitation(&format!("{p}.{j}"), &h, exp, (inp / 4).max(1), "silu", "sigmoid");
+            j += 1;
+            h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, eps, None);
+            if stride == 1 && inp == out {
+                h = g.add(&format!("features.{}.{l}", s + 1), json!({"type": "add"}), &[&h, &block_in]);
+            }
+            x = h;
+        }
+    }
+    x = g.conv_bn("features.8", &x, 1280, 1, 1, 1, eps, Some("silu"));
+    let pool = g.add("avgpool", json!({"type": "adaptive_avgpool2d", "output_size": 1}), &[&x]);
+    let flat = g.add("flatten", json!({"type": "flatten"}), &[&pool]);
+    let drop = g.add("classifier.0", json!({"type": "dropout", "p": 0.2}), &[&flat]);
+    g.add("classifier.1", json!({"type": "linear", "out_features": 1000}), &[&drop]);
     g.0
 }

@@ -287,6 +287,7 @@ TORCHVISION = {
     "mobilenet_v2": lambda tv: tv.models.mobilenet_v2(),
     "googlenet": lambda tv: tv.models.googlenet(aux_logits=False, init_weights=False),
     "mobilenet_v3_small": lambda tv: tv.models.mobilenet_v3_small(),
+    "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
 }
 
 
@@ -513,7 +514,7 @@ def main():
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
-    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small")
+    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small,efficientnet_b0")
     a = ap.parse_args()
     if a.what == "rf":
         failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs)
