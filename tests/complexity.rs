@@ -189,3 +189,48 @@ async fn adaptive_pools_and_new_activations_by_hand() {
     .await;
     assert_problem(&r, 422, "/model/layers/0/return_indices");
 }
+
+/// ConvTranspose2d(2 -> 3, k=3, stride 2, padding 1, output_padding 1) on 2x4x4 -> 3x8x8, by
+/// hand. Per axis, input x and tap t land on output 2x - 1 + t: x = 0 lands twice (t = 0 falls
+/// at -1, cropped), x = 1..3 three times each: 11 products of 12 land, and every one of the 8
+/// outputs receives at least one. Multiplications are every product libtorch computes (inputs x
+/// kernels: 2*16 * 3*9); additions sum what lands (2*3 * 11*11) plus the bias.
+#[tokio::test]
+async fn transposed_convolution_and_upsampling_by_hand() {
+    let model = json!({"input_shape": [2, 4, 4], "layers": [
+        {"type": "conv_transpose2d", "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+        {"type": "upsample", "scale_factor": 2}
+    ]});
+    let v = post("/v1/complexity", json!({"model": model})).await.json();
+    let t = row(&v, "0");
+    assert_eq!(t["output_shape"], json!([3, 8, 8]));
+    assert_eq!(t["params"], 2 * 3 * 9 + 3);
+    assert_eq!(t["multiplications"], 2 * 16 * 3 * 9);
+    assert_eq!(t["macs"], 864);
+    assert_eq!(t["additions"], 2 * 3 * 11 * 11 + 3 * 64);
+    assert_eq!(row(&v, "1")["output_shape"], json!([3, 16, 16]));
+    assert_eq!(row(&v, "1")["multiplications"], 0);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let exact = post(
+        "/v1/complexity",
+        json!({"model": model, "conventions": {"additions": "exact"}, "verify": false}),
+    )
+    .await
+    .json();
+    // k - 1 per output, summed: what lands minus one per covered output (all 3*64), plus the bias
+    assert_eq!(row(&exact, "0")["additions"], 2 * 3 * 11 * 11 - 3 * 64 + 3 * 64);
+    let profile = |p: &str| {
+        let model = model.clone();
+        let p = p.to_string();
+        async move {
+            post("/v1/complexity", json!({"model": model, "profile": p, "verify": false}))
+                .await
+                .json()
+        }
+    };
+    assert_eq!(profile("torch_flop_counter").await["totals"]["flops"], 2 * 864);
+    // fvcore: the MACs, and one per upsampled output element; ptflops: the MACs plus the bias,
+    // and two per upsampled element (nn.Upsample's hook and F.interpolate's)
+    assert_eq!(profile("fvcore").await["totals"]["flops"], 864 + 3 * 256);
+    assert_eq!(profile("ptflops").await["totals"]["flops"], 864 + 3 * 64 + 2 * 3 * 256);
+}

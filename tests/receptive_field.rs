@@ -122,3 +122,55 @@ async fn a_global_layer_has_no_affine_range_but_an_exact_answer() {
     assert_eq!(v["position"]["input_rows"], json!([[0, 5]]));
     assert_eq!(v["verification"]["agrees"], true);
 }
+
+/// Exact sets through a transposed convolution and a nearest upsampling, by hand, and the
+/// per-layer table: a stride-1 transposed conv is a window (k=3, padding 0: output i reads
+/// inputs i-2..i), strides above 1 and upsampling have no integer-affine range.
+#[tokio::test]
+async fn transposed_convolutions_and_upsampling_by_hand() {
+    let model = json!({"input_shape": [1, 4, 4], "layers": [
+        {"type": "conv_transpose2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+        {"type": "upsample", "scale_factor": 2},
+        {"type": "conv_transpose2d", "out_channels": 1, "kernel_size": 3}
+    ]});
+    let at = |layer: u64, i: u64, j: u64| {
+        let model = model.clone();
+        async move {
+            let v = post(
+                "/v1/receptive-field",
+                json!({"model": model, "position": {"layer": layer, "index": [i, j]}}),
+            )
+            .await
+            .json();
+            assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+            v
+        }
+    };
+    // output o of the first layer reads inputs x with 2x - 1 + t = o, t in 0..3
+    let v = at(0, 0, 1).await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 1]]));
+    let v = at(0, 7, 4).await;
+    assert_eq!(v["position"]["input_rows"], json!([[3, 3]]));
+    assert_eq!(v["position"]["input_cols"], json!([[2, 2]]));
+    // upsampled row 5 is row 2 of the 8x8, which only x = 1 reaches (2*1 - 1 + 1); column 15
+    // is column 7, reached by x = 3 with the last tap
+    let v = at(1, 5, 15).await;
+    assert_eq!(v["position"]["input_rows"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[3, 3]]));
+    let kinds: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["not_affine", "not_affine", "not_affine"]);
+    let single = json!({"input_shape": [1, 6, 6], "layers": [{"type": "conv_transpose2d", "out_channels": 1, "kernel_size": 3}]});
+    let v = post("/v1/receptive-field", json!({"model": single, "position": {"index": [4, 0]}}))
+        .await
+        .json();
+    assert_eq!(v["layers"][0]["receptive_field"]["height"]["text"], "i-2 <= m <= i");
+    assert_eq!(v["model"]["output_shape"], json!([1, 8, 8]));
+    assert_eq!(v["position"]["input_rows"], json!([[2, 4]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 0]]));
+}

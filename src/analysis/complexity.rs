@@ -152,6 +152,48 @@ fn adaptive_window_sum(input: u64, output: u64) -> u128 {
         .sum()
 }
 
+/// One axis of a transposed convolution: how many (input position, kernel tap) products land
+/// inside the output (`stride*x - padding + dilation*t` in `0..output`), and how many output
+/// positions receive at least one. Output positions reached by tap `t` form a progression with
+/// step `stride`; the progressions of one residue modulo the stride are merged as intervals.
+fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> (u128, u128) {
+    let (input, output, s, p, dl) = (input as i128, output as i128, s as i128, p as i128, dl as i128);
+    let mut landed = 0u128;
+    let mut by_residue: std::collections::BTreeMap<i128, Vec<(i128, i128)>> = Default::default();
+    for t in 0..k as i128 {
+        let off = dl * t - p; // o = s*x + off
+                              // x with 0 <= s*x + off <= output - 1, within 0..input
+        let lo = (-off).div_euclid(s) + i128::from((-off).rem_euclid(s) != 0);
+        let hi = (output - 1 - off).div_euclid(s);
+        let (lo, hi) = (lo.max(0), hi.min(input - 1));
+        if lo <= hi {
+            landed += (hi - lo + 1) as u128;
+            let r = off.rem_euclid(s);
+            let q = (off - r) / s; // o = s*(x + q) + r
+            by_residue.entry(r).or_default().push((lo + q, hi + q));
+        }
+    }
+    let mut covered = 0u128;
+    for (_, mut runs) in by_residue {
+        runs.sort_unstable();
+        let mut cur: Option<(i128, i128)> = None;
+        for (a, b) in runs {
+            cur = match cur {
+                Some((x, y)) if a <= y + 1 => Some((x, y.max(b))),
+                Some((x, y)) => {
+                    covered += (y - x + 1) as u128;
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
+        }
+        if let Some((x, y)) = cur {
+            covered += (y - x + 1) as u128;
+        }
+    }
+    (landed, covered)
+}
+
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
     let out = numel(&node.output) as u128;
@@ -173,6 +215,34 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 Additions::Exact => out * (fan_in - 1) + bias_adds,
             };
         }
+        LayerKind::ConvTranspose2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => {
+            // every input element times every weight of its group's kernels, as libtorch computes
+            // (and FlopCounterMode counts); products landing in the cropped padding are discarded
+            let w = node.dense_weight().expect("a transposed conv has a weight");
+            c.params_weight = w.numel() as u128;
+            c.params_bias = if w.bias { w.bias_len() as u128 } else { 0 };
+            let products = numel(&node.input) as u128 * w.fan_in() as u128;
+            c.multiplications = products;
+            c.macs = products;
+            let axis = |a: usize| transposed_axis(node.input[a + 1], node.output[a + 1], kernel[a], stride[a], padding[a], dilation[a]);
+            let ((lh, ch), (lw, cw)) = (axis(0), axis(1));
+            let (c_in, c_out) = (node.input[0] as u128, node.output[0] as u128);
+            let landed = c_in * (c_out / *groups as u128) * lh * lw;
+            let covered = c_out * ch * cw;
+            let bias_adds = if w.bias { out } else { 0 };
+            c.additions = match additions {
+                Additions::Accumulate => landed + bias_adds,
+                Additions::Exact => landed - covered + bias_adds,
+            };
+        }
+        LayerKind::Upsample { .. } => {}
         LayerKind::BatchNorm { affine, .. } => {
             if *affine {
                 c.params_weight = node.input[0] as u128;
@@ -218,7 +288,10 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
 /// The `flops` column for one layer under a rule.
 fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let k = &node.layer.kind;
-    let is_dense = matches!(k, LayerKind::Conv2d { .. } | LayerKind::Linear { .. });
+    let is_dense = matches!(
+        k,
+        LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. }
+    );
     let is_pool = matches!(
         k,
         LayerKind::MaxPool2d { .. }
@@ -268,6 +341,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 }
             }
             LayerKind::AdaptiveAvgPool2d { .. } => input,
+            // aten::upsample_nearest2d: one per output element
+            LayerKind::Upsample { .. } => c.output_elements,
             _ => 0,
         },
         // ptflops 0.7.x's default pytorch backend hooks nn modules *and* counts torch.nn.functional
@@ -297,6 +372,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                     _ => 0,
                 },
                 _ if is_pool => (module + 1) * input,
+                // nn.Upsample's hook and F.interpolate's: one per output element each
+                LayerKind::Upsample { .. } => (module + 1) * c.output_elements,
                 _ => 0,
             }
         }

@@ -290,6 +290,43 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             )),
             (other, _) => other,
         },
+        LayerKind::ConvTranspose2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } => match rf {
+            // stride 1: output o reads inputs o + padding - dilation*(k-1) ..= o + padding
+            Rf::Spatial(maps) if *stride == [1, 1] => {
+                let axis = |a: usize| -> Option<Affine> {
+                    let j = i64::try_from(maps[a].jump).ok()?;
+                    let first = (padding[a] as i64).checked_sub(i64::try_from(dilation[a].checked_mul(kernel[a] - 1)?).ok()?)?;
+                    Some(Affine {
+                        jump: maps[a].jump,
+                        lo: maps[a].lo.checked_add(j.checked_mul(first)?)?,
+                        hi: maps[a].hi.checked_add(j.checked_mul(padding[a] as i64)?)?,
+                    })
+                };
+                match (axis(0), axis(1)) {
+                    (Some(h), Some(w)) => Rf::Spatial([h, w]),
+                    _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+                }
+            }
+            Rf::Spatial(_) | Rf::NotAffine(_) => Rf::NotAffine(format!(
+                "a transposed convolution with stride {}x{}: an output step moves 1/{} of an input position, so no integer-affine range exists; exact sets of a unit are exact",
+                stride[0], stride[1], stride[0].max(stride[1])
+            )),
+            other => other,
+        },
+        LayerKind::Upsample { .. } => match rf {
+            Rf::Spatial(_) if node.output[1..] == node.input[1..] => rf,
+            Rf::Spatial(_) | Rf::NotAffine(_) => Rf::NotAffine(format!(
+                "upsampled {}x{} -> {}x{}: output row i copies input row floor(i/s), so no integer-affine range exists; exact sets of a unit are exact",
+                node.input[1], node.input[2], node.output[1], node.output[2]
+            )),
+            other => other,
+        },
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
             Rf::Spatial(_) | Rf::NotAffine(_) => {
@@ -554,6 +591,59 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 ]),
             })
             .collect(),
+        LayerKind::ConvTranspose2d {
+            out_channels,
+            groups,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } => {
+            let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
+            // input x feeds output s*x - p + d*t: for outputs a..=b and tap t, the inputs
+            // ceil((a + p - d*t)/s) ..= floor((b + p - d*t)/s)
+            let axis = |a: usize, set: &IntervalSet| -> IntervalSet {
+                let (s, p, d, n) = (
+                    stride[a] as i128,
+                    padding[a] as i128,
+                    dilation[a] as i128,
+                    node.input[a + 1] as i128,
+                );
+                let mut ranges = Vec::new();
+                for &(lo, hi) in set.ranges() {
+                    for t in 0..kernel[a] as i128 {
+                        let first = (lo as i128 + p - d * t + s - 1).div_euclid(s).max(0);
+                        let last = (hi as i128 + p - d * t).div_euclid(s).min(n - 1);
+                        if first <= last {
+                            ranges.push((first as u64, last as u64));
+                        }
+                    }
+                }
+                IntervalSet::from_ranges(ranges)
+            };
+            set.into_iter()
+                .map(|p| {
+                    let ch = IntervalSet::from_ranges(
+                        p.0[0]
+                            .ranges()
+                            .iter()
+                            .map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1))
+                            .collect(),
+                    );
+                    Product(vec![ch, axis(0, &p.0[1]), axis(1, &p.0[2])])
+                })
+                .collect()
+        }
+        LayerKind::Upsample { .. } => {
+            let s = [node.output[1] / node.input[1], node.output[2] / node.input[2]];
+            let axis = |a: usize, set: &IntervalSet| {
+                IntervalSet::from_ranges(set.ranges().iter().map(|&(lo, hi)| (lo / s[a], hi / s[a])).collect())
+            };
+            set.into_iter()
+                .map(|p| Product(vec![p.0[0].clone(), axis(0, &p.0[1]), axis(1, &p.0[2])]))
+                .collect()
+        }
         LayerKind::Linear { .. } => {
             if set.is_empty() {
                 set

@@ -129,7 +129,7 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
                 format!("layer {} ({}) has no weight", node.path, node.layer.type_name()),
             ));
         };
-        let (wn, bias_len) = (w.numel() as usize, w.bias.then_some(w.out as usize));
+        let (wn, bias_len) = (w.numel() as usize, w.bias.then_some(w.bias_len() as usize));
         let o = Obj::new(entry, &p)?;
         let mut w = Vec::new();
         flatten_numbers(

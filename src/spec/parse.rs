@@ -231,7 +231,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -340,6 +340,94 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 groups,
                 bias,
             }
+        }
+        "convtranspose2d" => {
+            declared_in = o.opt_u64("in_channels", 1, max)?;
+            let out_channels = o.u64_in("out_channels", None, 1, max)?;
+            let kernel = o.pair("kernel_size", None, 1, max)?;
+            let stride = o.pair("stride", Some([1, 1]), 1, max)?;
+            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
+            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
+            let output_padding = o.pair("output_padding", Some([0, 0]), 0, max)?;
+            for a in 0..2 {
+                if output_padding[a] >= stride[a].max(dilation[a]) {
+                    return Err(SpecError::invalid(
+                        o.at("output_padding"),
+                        format!(
+                            "output_padding ({}) must be smaller than either stride ({}) or dilation ({}), as PyTorch requires",
+                            output_padding[a], stride[a], dilation[a]
+                        ),
+                    ));
+                }
+            }
+            let groups = o.u64_in("groups", Some(1), 1, max)?;
+            if out_channels % groups != 0 {
+                return Err(SpecError::invalid(
+                    o.at("groups"),
+                    format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),
+                ));
+            }
+            let bias = o.bool("bias", true)?;
+            if let Some(mode) = o.opt_str("padding_mode")? {
+                if mode != "zeros" {
+                    return Err(SpecError::invalid(
+                        o.at("padding_mode"),
+                        "ConvTranspose2d supports only \"zeros\" padding (as PyTorch)",
+                    ));
+                }
+            }
+            LayerKind::ConvTranspose2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                output_padding,
+                dilation,
+                groups,
+                bias,
+            }
+        }
+        "upsample" | "upsamplingnearest2d" => {
+            let mode = o.str_or("mode", "nearest")?;
+            if mode != "nearest" {
+                return Err(SpecError::invalid(
+                    o.at("mode"),
+                    format!("mode {mode:?} is not supported yet: only \"nearest\" (by an integer factor)"),
+                ));
+            }
+            if o.raw("align_corners").is_some() {
+                return Err(SpecError::invalid(
+                    o.at("align_corners"),
+                    "align_corners applies to linear modes only (PyTorch refuses it for nearest)",
+                ));
+            }
+            if o.raw("recompute_scale_factor").is_some_and(|v| v != &Value::Bool(false)) {
+                return Err(SpecError::invalid(o.at("recompute_scale_factor"), "only the default is supported"));
+            }
+            let scale = match o.raw("scale_factor") {
+                None => None,
+                Some(v) => Some(super::json::pair(v, &o.at("scale_factor"), 1, 1024).map_err(|e| {
+                    SpecError::invalid(
+                        e.pointer,
+                        format!(
+                            "{} (integer scale factors only: output row i copies input row floor(i/s))",
+                            e.message
+                        ),
+                    )
+                })?),
+            };
+            let size = o.raw("size").map(|v| super::json::pair(v, &o.at("size"), 1, max)).transpose()?;
+            match (scale.is_some(), size.is_some()) {
+                (true, true) => {
+                    return Err(SpecError::invalid(
+                        o.at("size"),
+                        "give size or scale_factor, not both (PyTorch refuses both)",
+                    ))
+                }
+                (false, false) => return Err(SpecError::invalid(o.at("scale_factor"), "is required (or size)")),
+                _ => {}
+            }
+            LayerKind::Upsample { scale, size }
         }
         "linear" => {
             declared_in = o.opt_u64("in_features", 1, max)?;
@@ -519,11 +607,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 | LayerKind::AvgPool2d { .. }
                 | LayerKind::AdaptiveAvgPool2d { .. }
                 | LayerKind::AdaptiveMaxPool2d { .. }
+                | LayerKind::Upsample { .. }
         )
     {
         return Err(SpecError::invalid(
             o.at("functional"),
-            "only activations and pooling layers may be marked functional (called as torch.nn.functional in forward)",
+            "only activations, pooling and upsampling layers may be marked functional (called as torch.nn.functional in forward)",
         ));
     }
     Ok(Layer {

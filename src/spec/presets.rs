@@ -16,6 +16,7 @@ pub const NAMES: &[&str] = &[
     "googlenet",
     "mobilenet_v3_small",
     "efficientnet_b0",
+    "unet_small",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -31,6 +32,7 @@ pub fn describe(name: &str) -> &'static str {
         "googlenet" => "torchvision.models.googlenet without the auxiliary heads, 3x224x224.",
         "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
+        "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
         _ => "",
     }
 }
@@ -48,6 +50,7 @@ pub fn get(name: &str) -> Option<Value> {
         "googlenet" => googlenet(),
         "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
         "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
+        "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
         _ => return None,
     };
     Some(json!({"input_shape": [3, 224, 224], "layers": layers}))
@@ -448,5 +451,35 @@ fn efficientnet_b0() -> Vec<Value> {
     let flat = g.add("flatten", json!({"type": "flatten"}), &[&pool]);
     let drop = g.add("classifier.0", json!({"type": "dropout", "p": 0.2}), &[&flat]);
     g.add("classifier.1", json!({"type": "linear", "out_features": 1000}), &[&drop]);
+    g.0
+}
+
+/// The README's small U-Net: `PREFIX.conv1`, `.bn1`, `.relu1`, `.conv2`, `.bn2`, `.relu2` per
+/// double conv.
+fn unet_small() -> Vec<Value> {
+    let mut g = Nodes(Vec::new());
+    let double = |g: &mut Nodes, prefix: &str, input: &str, ch: u64| -> String {
+        let mut x = input.to_string();
+        for i in 1..=2 {
+            x = g.add(&format!("{prefix}.conv{i}"), conv(ch, 3, 1, 1, false), &[&x]);
+            x = g.add(&format!("{prefix}.bn{i}"), bn(), &[&x]);
+            x = g.add(&format!("{prefix}.relu{i}"), relu(), &[&x]);
+        }
+        x
+    };
+    let e1 = double(&mut g, "enc1", "input", 16);
+    let p1 = g.add("pool1", maxpool(2, 2, 0, false), &[&e1]);
+    let e2 = double(&mut g, "enc2", &p1, 32);
+    let p2 = g.add("pool2", maxpool(2, 2, 0, false), &[&e2]);
+    let b = double(&mut g, "bottleneck", &p2, 64);
+    let up = json!({"type": "conv_transpose2d", "out_channels": 32, "kernel_size": 2, "stride": 2});
+    let u2 = g.add("up2", up, &[&b]);
+    let c2 = g.add("cat2", json!({"type": "concat", "dim": 1}), &[&e2, &u2]);
+    let d2 = double(&mut g, "dec2", &c2, 32);
+    let up = json!({"type": "conv_transpose2d", "out_channels": 16, "kernel_size": 2, "stride": 2});
+    let u1 = g.add("up1", up, &[&d2]);
+    let c1 = g.add("cat1", json!({"type": "concat", "dim": 1}), &[&e1, &u1]);
+    let d1 = double(&mut g, "dec1", &c1, 16);
+    g.add("head", conv(2, 1, 1, 0, true), &[&d1]);
     g.0
 }

@@ -623,6 +623,76 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             }
             vec![c, oh, ow]
         }
+        LayerKind::ConvTranspose2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            groups: g,
+            ..
+        } => {
+            let [c, h, w] = image(input, "conv_transpose2d", &pointer)?;
+            check_declared(layer, c, "in_channels", &pointer)?;
+            if c % g != 0 {
+                return Err(SpecError::invalid(
+                    child(&pointer, "groups"),
+                    format!("in_channels ({c}) must be divisible by groups ({g})"),
+                ));
+            }
+            let axis = |a: usize, n: u64| -> SpecResult<u64> {
+                // PyTorch: (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
+                let out = (n as i128 - 1) * stride[a] as i128 - 2 * padding[a] as i128
+                    + dilation[a] as i128 * (kernel[a] as i128 - 1)
+                    + output_padding[a] as i128
+                    + 1;
+                if out < 1 {
+                    return Err(SpecError::invalid(
+                        child(&pointer, "padding"),
+                        format!(
+                            "the {} output would have {out} positions: padding {} crops more than the transposed convolution produces",
+                            ["height", "width"][a],
+                            padding[a]
+                        ),
+                    ));
+                }
+                u64::try_from(out)
+                    .ok()
+                    .filter(|&o| o <= 1 << 40)
+                    .ok_or_else(|| SpecError::invalid(&pointer, "the output size overflows"))
+            };
+            vec![*out_channels, axis(0, h)?, axis(1, w)?]
+        }
+        LayerKind::Upsample { scale, size } => {
+            let [c, h, w] = image(input, "upsample", &pointer)?;
+            let s = match (scale, size) {
+                (Some(s), _) => *s,
+                (None, Some(size)) => {
+                    let mut s = [1, 1];
+                    for (a, n) in [h, w].into_iter().enumerate() {
+                        if size[a] % n != 0 {
+                            return Err(SpecError::invalid(
+                                child(&pointer, "size"),
+                                format!(
+                                    "nearest upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
+                                    size[a]
+                                ),
+                            ));
+                        }
+                        s[a] = size[a] / n;
+                    }
+                    s
+                }
+                (None, None) => unreachable!("the parser requires one"),
+            };
+            let out = |a: usize, n: u64| {
+                n.checked_mul(s[a])
+                    .filter(|&o| o <= 1 << 40)
+                    .ok_or_else(|| SpecError::invalid(&pointer, "the output size overflows"))
+            };
+            vec![c, out(0, h)?, out(1, w)?]
+        }
         LayerKind::Linear { out_features, .. } => match input {
             [f] => {
                 check_declared(layer, *f, "in_features", &pointer)?;
@@ -662,10 +732,14 @@ pub struct DenseWeight {
     pub bias: bool,
     /// conv2d: [out, in/groups, kh, kw]; linear: [out, in].
     pub is_conv: bool,
+    /// conv_transpose2d: the weight is [in, out/groups, kh, kw] and `in_per_group` is the
+    /// number of output channels per group (what each input position's kernel covers).
+    pub transposed: Option<u64>,
 }
 
 impl DenseWeight {
-    /// Products per output: PyTorch's fan_in.
+    /// PyTorch's fan_in (`weight.size(1)` times the kernel): the products per output of a
+    /// conv; for a transposed conv, output channels per group times the kernel.
     pub fn fan_in(&self) -> u64 {
         self.in_per_group * self.kernel[0] * self.kernel[1]
     }
@@ -675,7 +749,20 @@ impl DenseWeight {
     pub fn numel(&self) -> u64 {
         self.out * self.fan_in()
     }
+    /// Elements of the bias (output channels or features), when there is one.
+    pub fn bias_len(&self) -> u64 {
+        self.transposed.unwrap_or(self.out)
+    }
     pub fn shape(&self) -> Vec<i64> {
+        if self.transposed.is_some() {
+            // [in, out/groups, kh, kw]: `out` holds in_channels here
+            return vec![
+                self.out as i64,
+                self.in_per_group as i64,
+                self.kernel[0] as i64,
+                self.kernel[1] as i64,
+            ];
+        }
         if self.is_conv {
             vec![
                 self.out as i64,
@@ -705,6 +792,22 @@ impl Node<'_> {
                 kernel: *kernel,
                 bias: *bias,
                 is_conv: true,
+                transposed: None,
+            }),
+            // PyTorch's weight is [in, out/groups, kh, kw]: the first axis is the input's
+            LayerKind::ConvTranspose2d {
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => Some(DenseWeight {
+                out: self.input[0],
+                in_per_group: out_channels / groups,
+                kernel: *kernel,
+                bias: *bias,
+                is_conv: true,
+                transposed: Some(*out_channels),
             }),
             LayerKind::Linear { out_features, bias } => Some(DenseWeight {
                 out: *out_features,
@@ -712,6 +815,7 @@ impl Node<'_> {
                 kernel: [1, 1],
                 bias: *bias,
                 is_conv: false,
+                transposed: None,
             }),
             _ => None,
         }

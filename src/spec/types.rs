@@ -56,6 +56,26 @@ pub enum LayerKind {
         groups: u64,
         bias: bool,
     },
+    /// `torch.nn.ConvTranspose2d`: input position `x` adds its kernel times the input into
+    /// outputs `stride*x - padding + dilation*t` (t over the kernel); `output_padding` adds rows
+    /// at the end.
+    ConvTranspose2d {
+        out_channels: u64,
+        kernel: Pair,
+        stride: Pair,
+        padding: Pair,
+        output_padding: Pair,
+        dilation: Pair,
+        groups: u64,
+        bias: bool,
+    },
+    /// `torch.nn.Upsample(mode="nearest")` by an integer factor per axis (from `scale_factor`,
+    /// or from a `size` that is a multiple of the input): output row `i` copies input row
+    /// `floor(i / s)`.
+    Upsample {
+        scale: Option<Pair>,
+        size: Option<Pair>,
+    },
     Linear {
         out_features: u64,
         bias: bool,
@@ -144,6 +164,8 @@ impl Layer {
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
             LayerKind::Conv2d { .. } => "conv2d",
+            LayerKind::ConvTranspose2d { .. } => "conv_transpose2d",
+            LayerKind::Upsample { .. } => "upsample",
             LayerKind::Linear { .. } => "linear",
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",

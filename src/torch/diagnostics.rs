@@ -255,7 +255,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let live = graph.live();
     for &i in &graph.walk_ids() {
         let node = &graph.nodes[i];
-        if !matches!(node.layer.kind, LayerKind::Conv2d { .. } | LayerKind::Linear { .. }) {
+        if node.dense_weight().is_none() {
             continue;
         }
         if !live[i] {

@@ -174,10 +174,10 @@ impl Net {
     ) -> Net {
         let mut params = HashMap::new();
         for node in graph.walk() {
-            let (wshape, fan_in, fan_out, has_bias): (Vec<i64>, f64, f64, bool) = match &node.layer.kind {
-                LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
+            let (wshape, fan_in, fan_out, has_bias, out): (Vec<i64>, f64, f64, bool, usize) = match &node.layer.kind {
+                LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
                     let w = node.dense_weight().expect("conv and linear have weights");
-                    (w.shape(), w.fan_in() as f64, w.fan_out() as f64, w.bias)
+                    (w.shape(), w.fan_in() as f64, w.fan_out() as f64, w.bias, w.bias_len() as usize)
                 }
                 LayerKind::BatchNorm { affine, .. } => {
                     let c = node.input[0] as i64;
@@ -196,7 +196,6 @@ impl Net {
                 _ => continue,
             };
             let n: usize = wshape.iter().product::<i64>() as usize;
-            let out = wshape[0] as usize;
             if mode == Mode::Shapes {
                 params.insert(
                     node.path.clone(),
@@ -387,6 +386,28 @@ impl Net {
             LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
                 x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64])
             }
+            LayerKind::ConvTranspose2d {
+                stride,
+                padding,
+                output_padding,
+                dilation,
+                groups,
+                ..
+            } => {
+                let p = p.expect("conv_transpose2d params");
+                let ints = |v: &[u64; 2]| [v[0] as i64, v[1] as i64];
+                x.conv_transpose2d(
+                    p.weight.as_ref().unwrap(),
+                    p.bias.as_ref(),
+                    ints(stride),
+                    ints(padding),
+                    ints(output_padding),
+                    *groups as i64,
+                    ints(dilation),
+                )
+            }
+            // integer factors: output row i is input row floor(i / s), exactly as PyTorch's nearest
+            LayerKind::Upsample { .. } => x.upsample_nearest2d([node.output[1] as i64, node.output[2] as i64], None, None),
             LayerKind::Linear { .. } => {
                 let p = p.expect("linear params");
                 x.linear(p.weight.as_ref().unwrap(), p.bias.as_ref())

@@ -165,6 +165,8 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                         }
                         LayerKind::AdaptiveAvgPool2d { .. }
                         | LayerKind::AdaptiveMaxPool2d { .. }
+                        | LayerKind::ConvTranspose2d { .. }
+                        | LayerKind::Upsample { .. }
                         | LayerKind::Flatten
                         | LayerKind::Linear { .. } => whole(&node.input),
                         _ => out,
@@ -317,6 +319,67 @@ fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, w
     (y, classes)
 }
 
+/// The channel classes after a (transposed) convolution with `groups` from `c_in` channels of
+/// classes `m` to `out`, and the probe's 1x1 mixing of the input's classes into them.
+fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device: Device) -> (Classes, impl Fn(Tensor) -> Tensor) {
+    let (c_in, out, g) = (c_in as usize, out as usize, groups as usize);
+    let per_in = c_in / g;
+    // the sorted classes present in each group's input channels
+    let sets: Vec<Vec<u32>> = (0..g)
+        .map(|grp| {
+            let mut s: Vec<u32> = m.map[grp * per_in..(grp + 1) * per_in].to_vec();
+            s.sort_unstable();
+            s.dedup();
+            s
+        })
+        .collect();
+    let (group_classes, firsts) = Classes::from_keys(&sets);
+    let per_out = out / g;
+    let classes = Classes {
+        map: (0..out).map(|o| group_classes.map[o / per_out]).collect(),
+        k: group_classes.k,
+    };
+    let (k_in, k_out) = (m.k, classes.k);
+    // The probe's conv is a 1x1 conv that sums each output class's input classes (a 0/1
+    // matrix; grouped when output class o reads exactly the o-th contiguous block of input
+    // classes, nothing at all when that block is one class), then an all-ones depthwise
+    // window with the conv's kernel, stride, padding and dilation. Both have positive
+    // coefficients, so the paths are the real conv's, at a fraction of its arithmetic.
+    let block = k_in / k_out;
+    let grouped = k_in % k_out == 0
+        && firsts
+            .iter()
+            .enumerate()
+            .all(|(o, s)| s.len() == block && s.iter().enumerate().all(|(j, &c)| c as usize == o * block + j));
+    let mix = move |x: Tensor| -> Tensor {
+        if grouped && block == 1 {
+            x
+        } else if grouped {
+            x.conv2d(
+                &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
+                None::<Tensor>,
+                [1, 1],
+                [0, 0],
+                [1, 1],
+                k_out as i64,
+            )
+        } else {
+            let mut w = vec![0.0f64; k_out * k_in];
+            for (o, s) in firsts.iter().enumerate() {
+                for &c in s {
+                    w[o * k_in + c as usize] = 1.0;
+                }
+            }
+            let w = Tensor::from_slice(&w)
+                .to_kind(kind)
+                .to_device(device)
+                .reshape([k_out as i64, k_in as i64, 1, 1]);
+            x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        }
+    };
+    (classes, mix)
+}
+
 /// One node on the part `win` of its input, computing the part `want` of its output.
 fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Tensor, Classes) {
     let kind = x.kind();
@@ -331,61 +394,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
     };
     match &node.layer.kind {
         LayerKind::Conv2d { out_channels, groups, .. } => {
-            let (c_in, out, g) = (node.input[0] as usize, *out_channels as usize, *groups as usize);
-            let per_in = c_in / g;
-            // the sorted classes present in each group's input channels
-            let sets: Vec<Vec<u32>> = (0..g)
-                .map(|grp| {
-                    let mut s: Vec<u32> = m.map[grp * per_in..(grp + 1) * per_in].to_vec();
-                    s.sort_unstable();
-                    s.dedup();
-                    s
-                })
-                .collect();
-            let (group_classes, firsts) = Classes::from_keys(&sets);
-            let per_out = out / g;
-            let classes = Classes {
-                map: (0..out).map(|o| group_classes.map[o / per_out]).collect(),
-                k: group_classes.k,
-            };
+            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
-            // The probe's conv is a 1x1 conv that sums each output class's input classes (a 0/1
-            // matrix; grouped when output class o reads exactly the o-th contiguous block of input
-            // classes, nothing at all when that block is one class), then an all-ones depthwise
-            // window with the conv's kernel, stride, padding and dilation. Both have positive
-            // coefficients, so the paths are the real conv's, at a fraction of its arithmetic.
-            let block = k_in / k_out;
-            let grouped = k_in % k_out == 0
-                && firsts
-                    .iter()
-                    .enumerate()
-                    .all(|(o, s)| s.len() == block && s.iter().enumerate().all(|(j, &c)| c as usize == o * block + j));
-            let mix = |x: Tensor| -> Tensor {
-                if grouped && block == 1 {
-                    x
-                } else if grouped {
-                    x.conv2d(
-                        &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
-                        None::<Tensor>,
-                        [1, 1],
-                        [0, 0],
-                        [1, 1],
-                        k_out as i64,
-                    )
-                } else {
-                    let mut w = vec![0.0f64; k_out * k_in];
-                    for (o, s) in firsts.iter().enumerate() {
-                        for &c in s {
-                            w[o * k_in + c as usize] = 1.0;
-                        }
-                    }
-                    let w = Tensor::from_slice(&w)
-                        .to_kind(kind)
-                        .to_device(device)
-                        .reshape([k_out as i64, k_in as i64, 1, 1]);
-                    x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
-                }
-            };
             let (x, windows) = cut(x);
             // mix where there are fewer channels to mix, window where there are fewer to slide
             let y = if k_out <= k_in {
@@ -394,6 +404,36 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
                 mix(summing_window(&x, windows))
             };
             (y, classes)
+        }
+        LayerKind::ConvTranspose2d {
+            out_channels,
+            groups,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            ..
+        } => {
+            // on the whole input (see needs_back): the classes mixed, then an all-ones depthwise
+            // transposed convolution with the layer's geometry
+            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
+            let k = classes.k as i64;
+            let ints = |v: &[u64; 2]| [v[0] as i64, v[1] as i64];
+            let y = mix(x).conv_transpose2d(
+                &Tensor::ones([k, 1, kernel[0] as i64, kernel[1] as i64], (kind, device)),
+                None::<Tensor>,
+                ints(stride),
+                ints(padding),
+                ints(output_padding),
+                k,
+                ints(dilation),
+            );
+            (narrow_to(y, whole(&node.output), want), classes)
+        }
+        LayerKind::Upsample { .. } => {
+            let y = x.upsample_nearest2d([node.output[1] as i64, node.output[2] as i64], None, None);
+            (narrow_to(y, whole(&node.output), want), m)
         }
         LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
             let (x, windows) = cut(x);

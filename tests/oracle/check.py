@@ -370,7 +370,7 @@ def run_gradient(url, n, seed):
         params = {}
         for path in torchspec.all_paths(spec):
             m = torchspec.module_at(model, path)
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
                 if m.bias is not None:
                     params[path]["bias"] = m.bias.detach().double().flatten().tolist()
@@ -405,7 +405,7 @@ def run_gradient(url, n, seed):
             reported = {layer["path"] for layer in resp["layers"]}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                     # a layer no output reads gets no gradient (PyTorch: .grad is None): no row,
                     # listed as unused; every other layer has its row
                     if (m.weight.grad is None) != (path in resp["unused_layers"]) or (m.weight.grad is None) == (path in reported):
@@ -514,7 +514,7 @@ def main():
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
-    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small,efficientnet_b0")
+    ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small,efficientnet_b0,unet_small")
     a = ap.parse_args()
     if a.what == "rf":
         failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs)

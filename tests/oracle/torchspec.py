@@ -93,6 +93,8 @@ def functional_form(m):
         return lambda x: F.adaptive_avg_pool2d(x, m.output_size)
     if isinstance(m, nn.AdaptiveMaxPool2d):
         return lambda x: F.adaptive_max_pool2d(x, m.output_size)
+    if isinstance(m, nn.Upsample):
+        return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode="nearest")
     raise ValueError(f"no functional form for {m}")
 
 
@@ -105,10 +107,19 @@ class Add(nn.Module):
 
 
 class Mul(nn.Module):
+    """The product; in the probe, the sum. The probe has no biases, so a factor can be exactly
+    zero where the real network's factor is a bias (a window entirely in the padding), and a
+    product would hide a dependence that the network has for generic parameters; the service
+    defines dependence for generic parameters, and so does this oracle."""
+
+    def __init__(self, probe=False):
+        super().__init__()
+        self.probe = probe
+
     def forward(self, *xs):
         out = xs[0]
         for x in xs[1:]:
-            out = out * x
+            out = out + x if self.probe else out * x
         return out
 
 
@@ -144,7 +155,7 @@ class GraphNet(nn.Module):
             if t == "add":
                 m = Add()
             elif t == "mul":
-                m = Mul()
+                m = Mul(probe)
             elif t == "concat" and "branches" not in n:
                 m = Cat(n.get("dim", 1))
             else:
@@ -219,6 +230,17 @@ def build_layer(spec, shape, probe):
                       groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe).double()
         if probe:
             positive_(m.weight)
+    elif t == "convtranspose2d":
+        m = nn.ConvTranspose2d(shape[0], spec["out_channels"], pair(spec["kernel_size"]), stride=pair(spec.get("stride", 1)),
+                               padding=pair(spec.get("padding", 0)), output_padding=pair(spec.get("output_padding", 0)),
+                               groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+                               dilation=pair(spec.get("dilation", 1))).double()
+        if probe:
+            positive_(m.weight)
+    elif t == "upsample":
+        sf = spec.get("scale_factor")
+        m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
+                        scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode="nearest")
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
         if probe:
@@ -284,6 +306,29 @@ def rand_conv(rng, shape, same=False, stride=None):
     return spec
 
 
+def rand_transposed(rng, shape):
+    """A transposed convolution (U-Net decoders, DCGAN generators): stride, padding,
+    output_padding, dilation and groups drawn together so that PyTorch accepts them."""
+    c = shape[0]
+    out = rng.choice([1, 2, 3, 4, 6])
+    groups = rng.choice([g for g in (1, 2, 3) if c % g == 0 and out % g == 0])
+    k = [rng.randint(1, 5), rng.randint(1, 5)] if rng.random() < 0.3 else rng.randint(1, 5)
+    s = [rng.randint(1, 3), rng.randint(1, 3)] if rng.random() < 0.3 else rng.randint(1, 3)
+    d = rng.choice([1, 1, 2])
+    smax = max(s) if isinstance(s, list) else s
+    spec = {"type": "conv_transpose2d", "out_channels": out, "kernel_size": k, "stride": s, "dilation": d, "groups": groups,
+            "padding": rng.randint(0, 2), "output_padding": rng.randint(0, max(0, min(smax, d) - 1)) if rng.random() < 0.5 else 0,
+            "bias": rng.random() < 0.7}
+    return spec
+
+
+def rand_upsample(rng, shape):
+    if rng.random() < 0.5:
+        f = rng.choice([1, 2, 3, [2, 1], [1, 3]])
+        return {"type": "upsample", "scale_factor": f, "mode": "nearest"}
+    return {"type": "upsample", "size": [shape[1] * rng.randint(1, 3), shape[2] * rng.randint(1, 3)]}
+
+
 def rand_pool(rng):
     k = rng.randint(1, 4)
     spec = {"type": rng.choice(["maxpool2d", "avgpool2d"]), "kernel_size": k, "stride": rng.randint(1, 3),
@@ -318,6 +363,8 @@ def random_spec(rng):
             # adaptive pools, windows that overlap or not, an axis kept (None) now and then
             out = [rng.choice([None, rng.randint(1, max(1, shape[1])), rng.randint(1, 4)]), rng.randint(1, max(1, shape[2]))]
             cand = {"type": rng.choice(["adaptive_avgpool2d", "adaptive_maxpool2d"]), "output_size": out}
+        elif r < 0.7 and shape[1] * shape[2] < 2500:
+            cand = rand_transposed(rng, shape) if rng.random() < 0.6 else rand_upsample(rng, shape)
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
@@ -333,7 +380,7 @@ def random_spec(rng):
             shortcut = [] if (s == 1 and out == shape[0]) else [{"type": "conv2d", "out_channels": out, "kernel_size": 1, "stride": s}]
             cand = {"type": "residual", "body": body, "shortcut": shortcut}
         if cand["type"] in ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
-                            "adaptive_maxpool2d") and rng.random() < 0.3:
+                            "adaptive_maxpool2d", "upsample") and rng.random() < 0.3:
             cand["functional"] = True
         try:
             _, new_shape = build_layer(cand, shape, False)
@@ -418,6 +465,19 @@ def random_graph(rng):
                 dim = rng.choice([2, 3])
                 same = [n for n in names if all(shapes[n][a] == s[a] for a in range(3) if a != dim - 1)]
                 add({"type": "concat", "dim": rng.choice([dim, dim - 4])}, [src, rng.choice(same)])
+        elif r < 0.95 and s[1] % 2 == 0 and s[2] % 2 == 0:
+            # a U-Net level: down by a pool, a conv, back up by a transposed conv or an
+            # upsampling, then concatenated with the skip
+            d = add({"type": "maxpool2d", "kernel_size": 2}, [src])
+            d = d and add({"type": "conv2d", "out_channels": rng.randint(1, 4), "kernel_size": 3, "padding": 1}, [d])
+            if d and rng.random() < 0.5:
+                u = add({"type": "conv_transpose2d", "out_channels": rng.randint(1, 4), "kernel_size": 2, "stride": 2}, [d])
+            else:
+                u = d and add({"type": "upsample", "scale_factor": 2}, [d])
+            if u:
+                add({"type": "concat", "dim": 1}, [src, u] if rng.random() < 0.5 else [u, src])
+        elif r < 0.97 and s[1] * s[2] < 2500:
+            add(rand_transposed(rng, s), [src])
         else:
             k = rng.choice([1, 3])
             add({"type": "residual", "body": [{"type": "conv2d", "out_channels": s[0], "kernel_size": k, "padding": k // 2},
