@@ -557,6 +557,17 @@ fn adaptive_back(input: u64, output: u64, out: &IntervalSet) -> IntervalSet {
     )
 }
 
+/// The input channels a (transposed) convolution's output channels `out` read: all of their
+/// groups' (`in_per` inputs, `out_per` outputs a group).
+fn group_channels(out: &IntervalSet, in_per: u64, out_per: u64) -> IntervalSet {
+    IntervalSet::from_ranges(
+        out.ranges()
+            .iter()
+            .map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1))
+            .collect(),
+    )
+}
+
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
@@ -566,13 +577,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
             set.into_iter()
                 .map(|p| {
-                    let ch = IntervalSet::from_ranges(
-                        p.0[0]
-                            .ranges()
-                            .iter()
-                            .map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1))
-                            .collect(),
-                    );
+                    let ch = group_channels(&p.0[0], in_per, out_per);
                     Product(vec![ch, window_back(&wh, &p.0[1]), window_back(&ww, &p.0[2])])
                 })
                 .collect()
@@ -624,13 +629,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             };
             set.into_iter()
                 .map(|p| {
-                    let ch = IntervalSet::from_ranges(
-                        p.0[0]
-                            .ranges()
-                            .iter()
-                            .map(|&(a, b)| ((a / out_per) * in_per, (b / out_per + 1) * in_per - 1))
-                            .collect(),
-                    );
+                    let ch = group_channels(&p.0[0], in_per, out_per);
                     Product(vec![ch, axis(0, &p.0[1]), axis(1, &p.0[2])])
                 })
                 .collect()

@@ -318,19 +318,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 }
                 Some(v) => ConvPadding::Explicit(super::json::pair(v, &o.at("padding"), 0, max)?),
             };
-            let groups = o.u64_in("groups", Some(1), 1, max)?;
-            if out_channels % groups != 0 {
-                return Err(SpecError::invalid(
-                    o.at("groups"),
-                    format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),
-                ));
-            }
-            let bias = o.bool("bias", true)?;
-            if let Some(mode) = o.opt_str("padding_mode")? {
-                if mode != "zeros" {
-                    return Err(SpecError::invalid(o.at("padding_mode"), "only \"zeros\" padding is supported"));
-                }
-            }
+            let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
             LayerKind::Conv2d {
                 out_channels,
                 kernel,
@@ -360,22 +348,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     ));
                 }
             }
-            let groups = o.u64_in("groups", Some(1), 1, max)?;
-            if out_channels % groups != 0 {
-                return Err(SpecError::invalid(
-                    o.at("groups"),
-                    format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),
-                ));
-            }
-            let bias = o.bool("bias", true)?;
-            if let Some(mode) = o.opt_str("padding_mode")? {
-                if mode != "zeros" {
-                    return Err(SpecError::invalid(
-                        o.at("padding_mode"),
-                        "ConvTranspose2d supports only \"zeros\" padding (as PyTorch)",
-                    ));
-                }
-            }
+            let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
             LayerKind::ConvTranspose2d {
                 out_channels,
                 kernel,
@@ -621,6 +594,25 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         declared_in,
         functional,
     })
+}
+
+/// `groups` (dividing out_channels), `bias` and `padding_mode` (zeros only) of a conv or a
+/// transposed conv.
+fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bool)> {
+    let groups = o.u64_in("groups", Some(1), 1, max)?;
+    if out_channels % groups != 0 {
+        return Err(SpecError::invalid(
+            o.at("groups"),
+            format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),
+        ));
+    }
+    let bias = o.bool("bias", true)?;
+    if let Some(mode) = o.opt_str("padding_mode")? {
+        if mode != "zeros" {
+            return Err(SpecError::invalid(o.at("padding_mode"), "only \"zeros\" padding is supported"));
+        }
+    }
+    Ok((groups, bias))
 }
 
 fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {

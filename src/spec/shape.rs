@@ -497,6 +497,20 @@ fn image(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 3]> {
     }
 }
 
+/// The `[C, H, W]` input of a (transposed) convolution: `in_channels` as declared and divisible
+/// by `groups`.
+fn grouped_image(layer: &Layer, input: &[u64], groups: u64, pointer: &str) -> SpecResult<[u64; 3]> {
+    let [c, h, w] = image(input, layer.type_name(), pointer)?;
+    check_declared(layer, c, "in_channels", pointer)?;
+    if c % groups != 0 {
+        return Err(SpecError::invalid(
+            child(pointer, "groups"),
+            format!("in_channels ({c}) must be divisible by groups ({groups})"),
+        ));
+    }
+    Ok([c, h, w])
+}
+
 fn check_declared(layer: &Layer, actual: u64, field: &str, pointer: &str) -> SpecResult<()> {
     match layer.declared_in {
         Some(d) if d != actual => Err(SpecError::invalid(
@@ -567,14 +581,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             groups: g,
             ..
         } => {
-            let [c, h, w] = image(input, "conv2d", &pointer)?;
-            check_declared(layer, c, "in_channels", &pointer)?;
-            if c % g != 0 {
-                return Err(SpecError::invalid(
-                    child(&pointer, "groups"),
-                    format!("in_channels ({c}) must be divisible by groups ({g})"),
-                ));
-            }
+            let [_, h, w] = grouped_image(layer, input, *g, &pointer)?;
             let pad = match padding {
                 ConvPadding::Explicit(p) => [[p[0], p[0]], [p[1], p[1]]],
                 ConvPadding::Same => {
@@ -633,14 +640,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             groups: g,
             ..
         } => {
-            let [c, h, w] = image(input, "conv_transpose2d", &pointer)?;
-            check_declared(layer, c, "in_channels", &pointer)?;
-            if c % g != 0 {
-                return Err(SpecError::invalid(
-                    child(&pointer, "groups"),
-                    format!("in_channels ({c}) must be divisible by groups ({g})"),
-                ));
-            }
+            let [_, h, w] = grouped_image(layer, input, *g, &pointer)?;
             let axis = |a: usize, n: u64| -> SpecResult<u64> {
                 // PyTorch: (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
                 let out = (n as i128 - 1) * stride[a] as i128 - 2 * padding[a] as i128
