@@ -234,3 +234,49 @@ async fn transposed_convolution_and_upsampling_by_hand() {
     assert_eq!(profile("fvcore").await["totals"]["flops"], 864 + 3 * 256);
     assert_eq!(profile("ptflops").await["totals"]["flops"], 864 + 3 * 64 + 2 * 3 * 256);
 }
+
+/// Normalizations and softmax on 4x6x5, by hand (N = 120 elements, S statistics): additions
+/// 3N + S (+N affine), multiplications 2N + 3S (+N affine); softmax: N comparisons (max), 2N
+/// additions, N exponentials, N divisions. The tools' own counts, measured on fvcore 0.1.5 and
+/// ptflops 0.7.5: fvcore 5 (affine) or 4 per element for every norm and 0 for softmax; ptflops
+/// 2 (affine) or 1 for group and instance norm, 1 for layer norm and softmax.
+#[tokio::test]
+async fn normalizations_and_softmax_by_hand() {
+    let model = json!({"input_shape": [4, 6, 5], "layers": [
+        {"type": "groupnorm", "num_groups": 2},
+        {"type": "instancenorm2d"},
+        {"type": "layernorm", "normalized_shape": 5},
+        {"type": "softmax", "dim": 1}
+    ]});
+    let v = post("/v1/complexity", json!({"model": model})).await.json();
+    let n = 120;
+    let counts = |p: &str| {
+        (
+            row(&v, p)["additions"].as_u64().unwrap(),
+            row(&v, p)["multiplications"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(counts("0"), (3 * n + 2 + n, 2 * n + 3 * 2 + n));
+    assert_eq!(row(&v, "0")["params"], 8);
+    assert_eq!(counts("1"), (3 * n + 4, 2 * n + 3 * 4));
+    assert_eq!(row(&v, "1")["params"], 0);
+    assert_eq!(counts("2"), (3 * n + 24 + n, 2 * n + 3 * 24 + n));
+    assert_eq!(row(&v, "2")["params"], 10);
+    assert_eq!(counts("3"), (2 * n, n));
+    assert_eq!(row(&v, "3")["comparisons"], n);
+    assert_eq!(row(&v, "3")["activations"], n);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let flops = |p: &str| {
+        let model = model.clone();
+        let p = p.to_string();
+        async move {
+            post("/v1/complexity", json!({"model": model, "profile": p, "verify": false}))
+                .await
+                .json()["totals"]["flops"]
+                .clone()
+        }
+    };
+    assert_eq!(flops("fvcore").await, 5 * n + 4 * n + 5 * n);
+    assert_eq!(flops("ptflops").await, 2 * n + n + n + n);
+    assert_eq!(flops("torch_flop_counter").await, 0);
+}

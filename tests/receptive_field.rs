@@ -1,6 +1,6 @@
 mod common;
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn vgg_stem_one_based_answers_match_the_course() {
@@ -173,4 +173,35 @@ async fn transposed_convolutions_and_upsampling_by_hand() {
     assert_eq!(v["model"]["output_shape"], json!([1, 8, 8]));
     assert_eq!(v["position"]["input_rows"], json!([[2, 4]]));
     assert_eq!(v["position"]["input_cols"], json!([[0, 0]]));
+}
+
+/// What a normalization or softmax couples, by hand: a softmax over the channels keeps the
+/// spatial range and takes every channel; a layer norm over the width takes the whole row; a
+/// group norm takes its group's channels everywhere (global).
+#[tokio::test]
+async fn normalizations_couple_what_their_statistics_read() {
+    let at = |layers: Value, index: [u64; 2], channel: u64| async move {
+        let v = post(
+            "/v1/receptive-field",
+            json!({"model": {"input_shape": [4, 6, 5], "layers": layers}, "position": {"index": index, "channel": channel}}),
+        )
+        .await
+        .json();
+        assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+        v
+    };
+    let conv = json!({"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4});
+    let v = at(json!([conv, {"type": "softmax", "dim": 1}]), [2, 3], 1).await;
+    assert_eq!(v["position"]["input_channels"], json!([[0, 3]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 3]]));
+    assert_eq!(v["layers"][1]["receptive_field"]["height"]["text"], "i-1 <= m <= i+1");
+    let v = at(json!([conv, {"type": "layernorm", "normalized_shape": 5}]), [2, 3], 1).await;
+    assert_eq!(v["position"]["input_channels"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 3]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 4]]));
+    assert_eq!(v["layers"][1]["kind"], "not_affine");
+    let v = at(json!([conv, {"type": "groupnorm", "num_groups": 2}]), [0, 0], 3).await;
+    assert_eq!(v["position"]["input_channels"], json!([[2, 3]]));
+    assert_eq!(v["position"]["input_rows"], json!([[0, 5]]));
+    assert_eq!(v["layers"][1]["kind"], "global");
 }

@@ -194,6 +194,26 @@ fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> 
     (landed, covered)
 }
 
+/// A normalization over groups of `n` elements (S = N / n statistics for N elements): mean (N
+/// additions, S multiplications), variance (N additions to centre, N multiplications to square,
+/// N additions to sum, S multiplications), 1/sqrt(var + eps) (S additions, S multiplications),
+/// the centred values times it (N multiplications: one multiply-add per element with the
+/// centring, as batchnorm's y = x*a + c), and the affine weight and bias (N of each).
+fn normalization(c: &mut Counts, node: &Node, affine: bool) {
+    let n_all = c.output_elements;
+    let coupling = node.coupling().expect("a normalization couples elements");
+    let stats = (if node.input.len() == 3 {
+        let per_axis = |a: usize| if coupling.spatial[a] { 1 } else { node.input[a + 1] };
+        coupling.groups * per_axis(0) * per_axis(1)
+    } else {
+        coupling.groups
+    }) as u128;
+    let a = if affine { n_all } else { 0 };
+    c.additions = 3 * n_all + stats + a;
+    c.multiplications = 2 * n_all + 3 * stats + a;
+    c.macs = n_all + a;
+}
+
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
     let out = numel(&node.output) as u128;
@@ -243,6 +263,26 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             };
         }
         LayerKind::Upsample { .. } => {}
+        LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => {
+            if *affine {
+                c.params_weight = node.input[0] as u128;
+                c.params_bias = node.input[0] as u128;
+            }
+            normalization(&mut c, node, *affine);
+        }
+        LayerKind::LayerNorm { shape, affine, bias, .. } => {
+            let n = numel(shape) as u128;
+            c.params_weight = if *affine { n } else { 0 };
+            c.params_bias = if *bias { n } else { 0 };
+            normalization(&mut c, node, *affine);
+        }
+        LayerKind::Softmax { .. } => {
+            // max (stability), x - max, exp, sum, divide: per element
+            c.comparisons = out;
+            c.additions = 2 * out;
+            c.activations = out;
+            c.multiplications = out;
+        }
         LayerKind::BatchNorm { affine, .. } => {
             if *affine {
                 c.params_weight = node.input[0] as u128;
@@ -309,7 +349,16 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             };
             match k {
                 _ if is_dense => by_unit(c),
-                LayerKind::BatchNorm { .. } if conv.count_batchnorm => by_unit(c),
+                // every normalization follows count_batchnorm
+                LayerKind::BatchNorm { .. }
+                | LayerKind::GroupNorm { .. }
+                | LayerKind::InstanceNorm { .. }
+                | LayerKind::LayerNorm { .. }
+                    if conv.count_batchnorm =>
+                {
+                    by_unit(c)
+                }
+                LayerKind::Softmax { .. } if conv.count_activations => c.activations,
                 LayerKind::Activation { .. } if conv.count_activations => c.activations,
                 _ if is_pool && conv.count_pooling => c.comparisons + c.additions + c.multiplications,
                 // every element-wise merge: a residual's sum, a graph's add and mul
@@ -341,6 +390,10 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 }
             }
             LayerKind::AdaptiveAvgPool2d { .. } => input,
+            // fvcore's norm handle: 5 per element with an affine weight, else 4
+            LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } | LayerKind::LayerNorm { affine, .. } => {
+                input * if *affine { 5 } else { 4 }
+            }
             // aten::upsample_nearest2d: one per output element
             LayerKind::Upsample { .. } => c.output_elements,
             _ => 0,
@@ -372,6 +425,10 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                     _ => 0,
                 },
                 _ if is_pool => (module + 1) * input,
+                // nn.GroupNorm and nn.InstanceNorm2d: batchnorm's hook; nn.LayerNorm and
+                // nn.Softmax: one per element
+                LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => input * if *affine { 2 } else { 1 },
+                LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => input,
                 // nn.Upsample's hook and F.interpolate's: one per output element each
                 LayerKind::Upsample { .. } => (module + 1) * c.output_elements,
                 _ => 0,

@@ -327,6 +327,20 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             )),
             other => other,
         },
+        LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
+            let c = node.coupling().expect("normalizations couple");
+            match rf {
+                Rf::Features if c.groups == 1 => Rf::Global,
+                Rf::Features => Rf::NotAffine(format!("each feature depends on its group of {}", node.input[0] / c.groups)),
+                Rf::Spatial(_) | Rf::NotAffine(_) if c.spatial == [true, true] => Rf::Global,
+                Rf::Spatial(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
+                    "{} reads every position along the {}",
+                    node.layer.type_name(),
+                    if c.spatial[0] { "height" } else { "width" }
+                )),
+                other => other,
+            }
+        }
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
             Rf::Spatial(_) | Rf::NotAffine(_) => {
@@ -631,6 +645,24 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 .map(|p| {
                     let ch = group_channels(&p.0[0], in_per, out_per);
                     Product(vec![ch, axis(0, &p.0[1]), axis(1, &p.0[2])])
+                })
+                .collect()
+        }
+        LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
+            // the group's channels (features), every position along the coupled axes
+            let c = node.coupling().expect("normalizations couple");
+            let per = node.input[0] / c.groups;
+            set.into_iter()
+                .map(|p| {
+                    let mut q = vec![group_channels(&p.0[0], per, per)];
+                    for a in 1..p.0.len() {
+                        q.push(if c.spatial[a - 1] {
+                            IntervalSet::range(0, node.input[a] - 1)
+                        } else {
+                            p.0[a].clone()
+                        });
+                    }
+                    Product(q)
                 })
                 .collect()
         }

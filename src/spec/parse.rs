@@ -231,7 +231,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -484,6 +484,72 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             let _t = o.bool("track_running_stats", true)?;
             LayerKind::BatchNorm { affine, eps }
         }
+        "groupnorm" => {
+            let groups = o.u64_in("num_groups", None, 1, max)?;
+            declared_in = o.opt_u64("num_channels", 1, max)?;
+            let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
+            let affine = o.bool("affine", true)?;
+            LayerKind::GroupNorm { groups, affine, eps }
+        }
+        "instancenorm2d" => {
+            declared_in = o.opt_u64("num_features", 1, max)?;
+            let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
+            let _m = o.f64_in("momentum", Some(0.1), 0.0, 1.0)?;
+            let affine = o.bool("affine", false)?;
+            if o.bool("track_running_stats", false)? {
+                return Err(SpecError::invalid(
+                    o.at("track_running_stats"),
+                    "only instance statistics (track_running_stats=false, PyTorch's default) are supported",
+                ));
+            }
+            LayerKind::InstanceNorm { affine, eps }
+        }
+        "layernorm" => {
+            let shape = match o.raw("normalized_shape") {
+                None => return Err(o.missing("normalized_shape")),
+                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| uint(v, &child(&o.at("normalized_shape"), i), 1, max))
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(v @ Value::Number(_)) => vec![uint(v, &o.at("normalized_shape"), 1, max)?],
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("normalized_shape"),
+                        format!(
+                            "expected an int or a list of 1 to 3 ints (the trailing axes), got {}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
+            let affine = o.bool("elementwise_affine", true)?;
+            let bias = o.bool("bias", true)?;
+            LayerKind::LayerNorm {
+                shape,
+                affine,
+                bias: affine && bias,
+                eps,
+            }
+        }
+        "softmax" => {
+            let dim = match o.raw("dim") {
+                None => {
+                    return Err(SpecError::invalid(
+                        o.at("dim"),
+                        "is required (PyTorch's implicit dim is deprecated): the axis, batch axis 0",
+                    ))
+                }
+                Some(v) => v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
+                    SpecError::invalid(
+                        o.at("dim"),
+                        format!("expected an integer dim (PyTorch's, batch axis 0), got {}", super::json::show(v)),
+                    )
+                })?,
+            };
+            LayerKind::Softmax { dim }
+        }
         "relu" | "relu6" | "leakyrelu" | "sigmoid" | "tanh" | "gelu" | "silu" | "hardswish" | "hardsigmoid" | "mish" | "identity" => {
             let kind = match canonical_type(ty).as_str() {
                 "relu" => Activation::Relu,
@@ -600,7 +666,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
 /// transposed conv.
 fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bool)> {
     let groups = o.u64_in("groups", Some(1), 1, max)?;
-    if out_channels % groups != 0 {
+    if !out_channels.is_multiple_of(groups) {
         return Err(SpecError::invalid(
             o.at("groups"),
             format!("out_channels ({out_channels}) must be divisible by groups ({groups})"),

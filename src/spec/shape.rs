@@ -410,6 +410,23 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// PyTorch's `dim` (batch axis 0, negative from the end) as an axis of the sample.
+pub fn sample_axis(dim: i64, rank: usize, pointer: &str) -> SpecResult<usize> {
+    let full = rank as i64 + 1;
+    let d = if dim < 0 { full + dim } else { dim };
+    if d < 1 || d >= full {
+        return Err(SpecError::invalid(
+            pointer,
+            format!(
+                "dim {dim} is not a sample axis of a tensor with {full} axes (batch is dim 0): expected 1..{} or -{}..-1",
+                full - 1,
+                full - 1
+            ),
+        ));
+    }
+    Ok(d as usize - 1)
+}
+
 /// The output shape of an add, mul or concat node, with PyTorch's rules: broadcasting (each
 /// axis equal or 1) for add and mul, every axis but `dim` equal for concat. Every tensor has a
 /// batch axis, so inputs of different rank would broadcast a sample axis against the batch:
@@ -434,19 +451,7 @@ fn merge_shape(kind: &LayerKind, edges: &[Edge], name: &str, pointer: &str) -> S
     }
     match kind {
         LayerKind::Cat { dim } => {
-            let full = rank as i64 + 1; // with the batch axis
-            let d = if *dim < 0 { full + dim } else { *dim };
-            if d < 1 || d >= full {
-                return Err(SpecError::invalid(
-                    child(pointer, "dim"),
-                    format!(
-                        "dim {dim} is not a sample axis of a tensor with {full} axes (batch is dim 0): expected 1..{} or -{}..-1",
-                        full - 1,
-                        full - 1
-                    ),
-                ));
-            }
-            let axis = d as usize - 1;
+            let axis = sample_axis(*dim, rank, &child(pointer, "dim"))?;
             let mut out = edges[0].shape.clone();
             for e in &edges[1..] {
                 if (0..rank).any(|a| a != axis && e.shape[a] != out[a]) {
@@ -709,6 +714,34 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             check_declared(layer, input[0], "num_features", &pointer)?;
             input.to_vec()
         }
+        LayerKind::GroupNorm { groups, .. } => {
+            check_declared(layer, input[0], "num_channels", &pointer)?;
+            if !input[0].is_multiple_of(*groups) {
+                return Err(SpecError::invalid(
+                    child(&pointer, "num_groups"),
+                    format!("the input's {} channels are not divisible into {groups} groups", input[0]),
+                ));
+            }
+            input.to_vec()
+        }
+        LayerKind::InstanceNorm { .. } => {
+            image(input, "instancenorm2d", &pointer)?;
+            check_declared(layer, input[0], "num_features", &pointer)?;
+            input.to_vec()
+        }
+        LayerKind::LayerNorm { shape, .. } => {
+            if shape.len() > input.len() || input[input.len() - shape.len()..] != shape[..] {
+                return Err(SpecError::invalid(
+                    child(&pointer, "normalized_shape"),
+                    format!("{shape:?} must be the trailing axes of the input, which has shape {input:?}"),
+                ));
+            }
+            input.to_vec()
+        }
+        LayerKind::Softmax { dim } => {
+            sample_axis(*dim, input.len(), &child(&pointer, "dim"))?;
+            input.to_vec()
+        }
         LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
         LayerKind::Flatten => vec![input
             .iter()
@@ -777,6 +810,38 @@ impl DenseWeight {
 }
 
 impl Node<'_> {
+    /// What one output element of a normalization or softmax reads (see [`Coupling`]).
+    pub fn coupling(&self) -> Option<Coupling> {
+        let c = self.input[0];
+        let rank = self.input.len();
+        let spatial = |h: bool, w: bool| [h && rank == 3, w && rank == 3];
+        Some(match &self.layer.kind {
+            LayerKind::GroupNorm { groups, .. } => Coupling {
+                groups: *groups,
+                spatial: spatial(true, true),
+            },
+            LayerKind::InstanceNorm { .. } => Coupling {
+                groups: c,
+                spatial: spatial(true, true),
+            },
+            LayerKind::LayerNorm { shape, .. } => {
+                let first = rank - shape.len(); // the first normalized axis
+                Coupling {
+                    groups: if first == 0 { 1 } else { c },
+                    spatial: spatial(first <= 1, true),
+                }
+            }
+            LayerKind::Softmax { dim } => {
+                let axis = sample_axis(*dim, rank, "").expect("checked by shape inference");
+                Coupling {
+                    groups: if axis == 0 { 1 } else { c },
+                    spatial: spatial(axis == 1, axis == 2),
+                }
+            }
+            _ => return None,
+        })
+    }
+
     /// The weight of a conv2d or linear layer; None for layers without one.
     pub fn dense_weight(&self) -> Option<DenseWeight> {
         match &self.layer.kind {

@@ -107,6 +107,30 @@ pub enum LayerKind {
         affine: bool,
         eps: f64,
     },
+    /// `torch.nn.GroupNorm(num_groups, num_channels)`: statistics over each group of channels
+    /// and every position.
+    GroupNorm {
+        groups: u64,
+        affine: bool,
+        eps: f64,
+    },
+    /// `torch.nn.InstanceNorm2d` (instance statistics: `track_running_stats=False`): over every
+    /// position of each channel.
+    InstanceNorm {
+        affine: bool,
+        eps: f64,
+    },
+    /// `torch.nn.LayerNorm(normalized_shape)`: statistics over the trailing axes it names.
+    LayerNorm {
+        shape: Vec<u64>,
+        affine: bool,
+        bias: bool,
+        eps: f64,
+    },
+    /// `torch.nn.Softmax(dim)`, PyTorch's dim (batch axis 0).
+    Softmax {
+        dim: i64,
+    },
     Activation {
         kind: Activation,
         /// leaky_relu's negative_slope; unused otherwise.
@@ -135,6 +159,16 @@ pub enum LayerKind {
     Cat {
         dim: i64,
     },
+}
+
+/// Which elements of its input one output element of a normalization or softmax reads: the
+/// whole group of channels (axis 0; `groups` groups, so 1 is every channel and C each channel
+/// alone) and, on spatial inputs, every position along the coupled axes. On a flat `[F]` input
+/// the features are axis 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coupling {
+    pub groups: u64,
+    pub spatial: [bool; 2],
 }
 
 /// How a node with several inputs combines them.
@@ -172,6 +206,10 @@ impl Layer {
             LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",
             LayerKind::AdaptiveMaxPool2d { .. } => "adaptive_maxpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
+            LayerKind::GroupNorm { .. } => "groupnorm",
+            LayerKind::InstanceNorm { .. } => "instancenorm2d",
+            LayerKind::LayerNorm { .. } => "layernorm",
+            LayerKind::Softmax { .. } => "softmax",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Flatten => "flatten",

@@ -226,6 +226,13 @@ pub fn run(req: &Request) -> Result<Report, String> {
     mark("forward_and_activation_statistics");
     // the objective reads the model's outputs flattened and joined in their listed order
     let flat = Tensor::cat(&ys.iter().map(|y| y.flatten(1, -1)).collect::<Vec<_>>(), 1);
+    // outputs that no parameter reaches (a graph whose weighted layers feed no output) are
+    // constants to autograd: make them a leaf so that dL/dy still exists
+    let flat = if flat.requires_grad() {
+        flat
+    } else {
+        flat.detach().set_requires_grad(true)
+    };
     let loss = match &req.objective {
         ObjectiveKind::SumOutput => flat.sum(req.kind),
         ObjectiveKind::OutputUnit(k) => flat.select(1, *k as i64).sum(req.kind),

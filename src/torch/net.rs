@@ -193,6 +193,23 @@ impl Net {
                     );
                     continue;
                 }
+                LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } | LayerKind::LayerNorm { affine, .. } => {
+                    // PyTorch's init: weight ones, bias zeros, over the channels or normalized_shape
+                    let (shape, bias): (Vec<i64>, bool) = match &node.layer.kind {
+                        LayerKind::LayerNorm { shape, bias, .. } => (shape.iter().map(|&d| d as i64).collect(), *bias),
+                        _ => (vec![node.input[0] as i64], *affine),
+                    };
+                    params.insert(
+                        node.path.clone(),
+                        LayerParams {
+                            weight: affine.then(|| Tensor::ones(shape.as_slice(), (kind, device))),
+                            bias: bias.then(|| Tensor::zeros(shape.as_slice(), (kind, device))),
+                            running_mean: None,
+                            running_var: None,
+                        },
+                    );
+                    continue;
+                }
                 _ => continue,
             };
             let n: usize = wshape.iter().product::<i64>() as usize;
@@ -426,6 +443,37 @@ impl Net {
                     true,
                 )
             }
+            LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. }
+                if probe =>
+            {
+                coupled_sum(x, node.coupling().expect("normalizations couple"))
+            }
+            LayerKind::GroupNorm { groups, eps, .. } => {
+                let p = p.expect("groupnorm params");
+                x.group_norm(*groups as i64, p.weight.as_ref(), p.bias.as_ref(), *eps, true)
+            }
+            LayerKind::InstanceNorm { eps, .. } => {
+                let p = p.expect("instancenorm params");
+                x.instance_norm(
+                    p.weight.as_ref(),
+                    p.bias.as_ref(),
+                    None::<&Tensor>,
+                    None::<&Tensor>,
+                    true,
+                    0.1,
+                    *eps,
+                    true,
+                )
+            }
+            LayerKind::LayerNorm { shape, eps, .. } => {
+                let p = p.expect("layernorm params");
+                let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                x.layer_norm(shape.as_slice(), p.weight.as_ref(), p.bias.as_ref(), *eps, true)
+            }
+            LayerKind::Softmax { dim } => {
+                let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
+                x.softmax(axis as i64 + 1, x.kind())
+            }
             LayerKind::Activation { .. } if probe => x.shallow_clone(),
             LayerKind::Activation { kind, negative_slope } => activate(&x, *kind, *negative_slope),
             LayerKind::Dropout { .. } => x.shallow_clone(),
@@ -435,6 +483,25 @@ impl Net {
             }
         }
     }
+}
+
+/// The probes' stand-in for a normalization or softmax: each element plus the sum of everything
+/// it reads (its group of channels, every position along the coupled axes), so that its
+/// gradient is positive exactly there.
+pub(crate) fn coupled_sum(x: &Tensor, c: crate::spec::Coupling) -> Tensor {
+    let size = x.size();
+    let (n, ch) = (size[0], size[1]);
+    let mut grouped: Vec<i64> = vec![n, c.groups as i64, ch / c.groups as i64];
+    grouped.extend_from_slice(&size[2..]);
+    let mut dims: Vec<i64> = vec![2];
+    for (a, &coupled) in c.spatial.iter().enumerate() {
+        if coupled && size.len() == 4 {
+            dims.push(3 + a as i64);
+        }
+    }
+    let g = x.reshape(grouped.as_slice());
+    let sums = g.sum_dim_intlist(dims.as_slice(), true, x.kind());
+    (&g + sums).reshape(size.as_slice())
 }
 
 pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {

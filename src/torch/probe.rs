@@ -9,7 +9,7 @@
 //! network has a path and exactly zero elsewhere, at the cost of a network a few channels wide
 //! (vgg16: 1 channel a layer instead of 64..512, about 10^4 times less arithmetic).
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
-use super::net::{summing_window, Init, InitSpec, Mode, Net};
+use super::net::{coupled_sum, summing_window, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
 use crate::spec::{infer, Graph, LayerKind, Merge, ModelSpec, Node, Window};
@@ -169,6 +169,17 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                         | LayerKind::Upsample { .. }
                         | LayerKind::Flatten
                         | LayerKind::Linear { .. } => whole(&node.input),
+                        LayerKind::GroupNorm { .. }
+                        | LayerKind::InstanceNorm { .. }
+                        | LayerKind::LayerNorm { .. }
+                        | LayerKind::Softmax { .. } => {
+                            // every position along the coupled axes
+                            let c = node.coupling().expect("normalizations couple");
+                            out.map(|o| {
+                                let axis = |a: usize| if c.spatial[a] { (0, node.input[a + 1] as i64 - 1) } else { o[a] };
+                                [axis(0), axis(1)]
+                            })
+                        }
                         _ => out,
                     }
                 }
@@ -434,6 +445,25 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         LayerKind::Upsample { .. } => {
             let y = x.upsample_nearest2d([node.output[1] as i64, node.output[2] as i64], None, None);
             (narrow_to(y, whole(&node.output), want), m)
+        }
+        LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
+            // a group's channels become one class (the classes present in it); then each
+            // element plus the sum along the coupled axes (read whole, see needs_back)
+            let c = node.coupling().expect("normalizations couple");
+            let (classes, mix) = channel_mix(&m, node.input[0], node.input[0], c.groups, kind, device);
+            let z = mix(x);
+            let y = if c.spatial.contains(&true) {
+                coupled_sum(
+                    &z,
+                    crate::spec::Coupling {
+                        groups: classes.k as u64,
+                        spatial: c.spatial,
+                    },
+                )
+            } else {
+                z
+            };
+            (narrow_to(y, win, want), classes)
         }
         LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
             let (x, windows) = cut(x);

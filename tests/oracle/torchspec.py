@@ -98,6 +98,30 @@ def functional_form(m):
     raise ValueError(f"no functional form for {m}")
 
 
+class CoupledSum(nn.Module):
+    """The probe's stand-in for a normalization or softmax: each element plus the sum of the
+    elements its statistics read (taken from the PyTorch module's own definition). The real
+    module would do: its outputs sum to zero over a group, so a later sum over the group would
+    cancel exactly and hide dependences that generic parameters have."""
+
+    def __init__(self, real, rank):
+        super().__init__()
+        self.real, self.rank = real, rank
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        r = self.real
+        if isinstance(r, nn.GroupNorm):
+            g = x.reshape(n, r.num_groups, -1)
+            return (g + g.sum(2, keepdim=True)).reshape(x.shape)
+        if isinstance(r, nn.InstanceNorm2d):
+            return x + x.sum((2, 3), keepdim=True)
+        if isinstance(r, nn.LayerNorm):
+            dims = tuple(range(x.dim() - len(r.normalized_shape), x.dim()))
+            return x + x.sum(dims, keepdim=True)
+        return x + x.sum(r.dim, keepdim=True)
+
+
 class Add(nn.Module):
     def forward(self, *xs):
         out = xs[0]
@@ -241,6 +265,17 @@ def build_layer(spec, shape, probe):
         sf = spec.get("scale_factor")
         m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
                         scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode="nearest")
+    elif t in ("groupnorm", "instancenorm2d", "layernorm", "softmax"):
+        if t == "groupnorm":
+            real = nn.GroupNorm(spec["num_groups"], shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True))
+        elif t == "instancenorm2d":
+            real = nn.InstanceNorm2d(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", False))
+        elif t == "layernorm":
+            ns = spec["normalized_shape"]
+            real = nn.LayerNorm(ns, eps=spec.get("eps", 1e-5), elementwise_affine=spec.get("elementwise_affine", True), bias=spec.get("bias", True))
+        else:
+            real = nn.Softmax(dim=spec["dim"])
+        m = CoupledSum(real, len(shape)) if probe else real.double().eval()
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
         if probe:
@@ -329,6 +364,25 @@ def rand_upsample(rng, shape):
     return {"type": "upsample", "size": [shape[1] * rng.randint(1, 3), shape[2] * rng.randint(1, 3)]}
 
 
+def rand_norm(rng, shape):
+    """A normalization or softmax over any of the axes PyTorch allows."""
+    c = shape[0]
+    kind = rng.choice(["groupnorm", "instancenorm2d", "layernorm", "softmax"])
+    if kind == "groupnorm":
+        return {"type": kind, "num_groups": rng.choice([g for g in (1, 2, 3, c) if c % g == 0]), "affine": rng.random() < 0.7}
+    if kind == "instancenorm2d":
+        return {"type": kind, "affine": rng.random() < 0.4}
+    if kind == "layernorm":
+        k = rng.randint(1, len(shape))
+        spec = {"type": kind, "normalized_shape": shape[len(shape) - k:] if k > 1 or rng.random() < 0.5 else shape[-1]}
+        if rng.random() < 0.3:
+            spec["elementwise_affine"] = False
+        elif rng.random() < 0.3:
+            spec["bias"] = False
+        return spec
+    return {"type": kind, "dim": rng.choice([1, 2, 3, -1, -2, -3][:len(shape)] if len(shape) == 3 else [1, -1])}
+
+
 def rand_pool(rng):
     k = rng.randint(1, 4)
     spec = {"type": rng.choice(["maxpool2d", "avgpool2d"]), "kernel_size": k, "stride": rng.randint(1, 3),
@@ -365,6 +419,8 @@ def random_spec(rng):
             cand = {"type": rng.choice(["adaptive_avgpool2d", "adaptive_maxpool2d"]), "output_size": out}
         elif r < 0.7 and shape[1] * shape[2] < 2500:
             cand = rand_transposed(rng, shape) if rng.random() < 0.6 else rand_upsample(rng, shape)
+        elif r < 0.72:
+            cand = rand_norm(rng, shape)
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
@@ -434,7 +490,10 @@ def random_graph(rng):
         elif r < 0.4:
             add(rand_pool(rng), [src])
         elif r < 0.48:
-            add({"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
+            if rng.random() < 0.4:
+                add(rand_norm(rng, s), [src])
+            else:
+                add({"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
         elif r < 0.63:
             # a skip: a same-shape branch added back, or any two tensors of one shape
             same = [n for n in names if n != src and shapes[n] == s]
