@@ -158,13 +158,33 @@ async fn transposed_convolutions_and_upsampling_by_hand() {
     let v = at(1, 5, 15).await;
     assert_eq!(v["position"]["input_rows"], json!([[1, 1]]));
     assert_eq!(v["position"]["input_cols"], json!([[3, 3]]));
+    // the per-layer ranges have floors: output o of the first layer reads
+    // ceil((o + 1 - 2)/2) ..= floor((o + 1)/2), then upsampling by 2 puts o/2 inside
     let kinds: Vec<&str> = v["layers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["not_affine", "not_affine", "not_affine"]);
+    assert_eq!(kinds, ["rational", "rational", "rational"]);
+    let text = |l: usize| v["layers"][l]["rational"]["height"]["text"].as_str().unwrap().to_string();
+    assert_eq!(text(0), "floor(i/2) <= m <= floor((i+1)/2)");
+    assert_eq!(text(1), "floor(i/4) <= m <= floor((i+2)/4)");
+    // a stride-1 transposed conv (k=3) reads o-2..o: floor((i-2)/4) .. floor((i+2)/4)
+    assert_eq!(text(2), "floor((i-2)/4) <= m <= floor((i+2)/4)");
+    let axis = &v["layers"][0]["rational"]["height"];
+    assert_eq!(
+        (axis["jump"].clone(), axis["min_size"].clone(), axis["max_size"].clone()),
+        (json!("1/2"), json!(1), json!(2))
+    );
+    // the unit (5, 15) of layer 1: rows floor(5/4)..floor(7/4), cols floor(15/4)..floor(17/4)
+    assert_eq!(v["position"]["affine"], json!({"rows": [1, 1], "cols": [3, 4]}));
+    // one-based: i0 = i1 - 1, m1 = m0 + 1
+    let one = post("/v1/receptive-field", json!({"model": model, "index_base": 1})).await.json();
+    assert_eq!(
+        one["layers"][0]["rational"]["height"]["text"],
+        "floor((i-1)/2)+1 <= m <= floor(i/2)+1"
+    );
     let single = json!({"input_shape": [1, 6, 6], "layers": [{"type": "conv_transpose2d", "out_channels": 1, "kernel_size": 3}]});
     let v = post("/v1/receptive-field", json!({"model": single, "position": {"index": [4, 0]}}))
         .await

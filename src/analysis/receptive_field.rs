@@ -51,11 +51,184 @@ impl Affine {
     }
 }
 
+/// One end of a rational range: `a*floor((n*i + c)/d) + e` (a, n, d >= 1). Upsampling and
+/// transposed convolutions put a floor in the map: an output step moves `a*n/d` input positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct End {
+    pub a: i64,
+    pub n: i64,
+    pub c: i64,
+    pub d: i64,
+    pub e: i64,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl End {
+    fn affine(jump: u64, off: i64) -> Option<End> {
+        Some(End {
+            a: 1,
+            n: i64::try_from(jump).ok()?,
+            c: 0,
+            d: 1,
+            e: off,
+        })
+    }
+
+    pub fn at(&self, i: i64) -> i128 {
+        let (a, n, c, d, e) = (self.a as i128, self.n as i128, self.c as i128, self.d as i128, self.e as i128);
+        a * (n * i as i128 + c).div_euclid(d) + e
+    }
+
+    /// The same function in lowest terms; a floor that divides evenly is no floor.
+    fn normalize(self) -> Option<End> {
+        let g = gcd(gcd(self.n, self.c), self.d).max(1);
+        let (n, c, d) = (self.n / g, self.c / g, self.d / g);
+        if n % d == 0 {
+            // floor((n*i + c)/d) = (n/d)*i + floor(c/d)
+            return Some(End {
+                a: 1,
+                n: self.a.checked_mul(n / d)?,
+                c: 0,
+                d: 1,
+                e: self.a.checked_mul(c.div_euclid(d))?.checked_add(self.e)?,
+            });
+        }
+        Some(End {
+            a: self.a,
+            n,
+            c,
+            d,
+            e: self.e,
+        })
+    }
+
+    /// `self(s*i + t)`: through a sliding window.
+    fn linear(self, s: i64, t: i64) -> Option<End> {
+        End {
+            n: self.n.checked_mul(s)?,
+            c: self.n.checked_mul(t)?.checked_add(self.c)?,
+            ..self
+        }
+        .normalize()
+    }
+
+    /// `self(floor((i + q)/s))`: through an upsampling or a transposed convolution. Two floors
+    /// nest into one when the inner map has no floor or steps by one; else None.
+    fn floor(self, q: i64, s: i64) -> Option<End> {
+        if self.d == 1 {
+            End {
+                a: self.a.checked_mul(self.n)?,
+                n: 1,
+                c: q,
+                d: s,
+                e: self.a.checked_mul(self.c)?.checked_add(self.e)?,
+            }
+            .normalize()
+        } else if self.n == 1 {
+            End {
+                c: q.checked_add(self.c.checked_mul(s)?)?,
+                d: self.d.checked_mul(s)?,
+                ..self
+            }
+            .normalize()
+        } else {
+            None
+        }
+    }
+
+    /// Input positions per output step, as a reduced fraction.
+    fn slope(&self) -> (i64, i64) {
+        let (num, den) = (self.a * self.n, self.d);
+        let g = gcd(num, den).max(1);
+        (num / g, den / g)
+    }
+
+    /// The same end in the requested index base: one-based, i0 = i1 - 1 and m1 = m0 + 1.
+    pub fn based(&self, base: u64) -> End {
+        let b = base as i64;
+        End {
+            c: self.c - b * self.n,
+            e: self.e + b,
+            ..*self
+        }
+    }
+
+    /// `2*floor((i+1)/2)-3`.
+    fn text(&self, var: &str) -> String {
+        let (c, e) = (self.c, self.e);
+        let lin = |n: i64, c: i64| -> String {
+            let head = if n == 1 { var.to_string() } else { format!("{n}{var}") };
+            match c {
+                0 => head,
+                c if c > 0 => format!("{head}+{c}"),
+                c => format!("{head}{c}"),
+            }
+        };
+        let core = if self.d == 1 {
+            lin(self.n, c)
+        } else if c == 0 && self.n == 1 {
+            format!("floor({var}/{})", self.d)
+        } else {
+            format!("floor(({})/{})", lin(self.n, c), self.d)
+        };
+        let core = if self.a == 1 { core } else { format!("{}*{core}", self.a) };
+        match e {
+            0 => core,
+            e if e > 0 => format!("{core}+{e}"),
+            e => format!("{core}{e}"),
+        }
+    }
+}
+
+/// A rational range along one axis: output index `i` sees inputs `lo(i) ..= hi(i)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AxisMap {
+    pub lo: End,
+    pub hi: End,
+}
+
+impl AxisMap {
+    fn from_affine(a: &Affine) -> Option<AxisMap> {
+        Some(AxisMap {
+            lo: End::affine(a.jump, a.lo)?,
+            hi: End::affine(a.jump, a.hi)?,
+        })
+    }
+
+    /// The integer-affine map this is, if it is one.
+    fn to_affine(self) -> Option<Affine> {
+        (self.lo.d == 1 && self.hi.d == 1 && self.lo.n == self.hi.n && self.lo.a == 1 && self.hi.a == 1).then_some(Affine {
+            jump: self.lo.n as u64,
+            lo: self.lo.e,
+            hi: self.hi.e,
+        })
+    }
+
+    /// The least common period of both ends (their floors repeat every d steps).
+    fn period(&self) -> i64 {
+        self.lo.d / gcd(self.lo.d, self.hi.d) * self.hi.d
+    }
+
+    pub fn at(&self, i: u64) -> (i64, i64) {
+        let clamp = |v: i128| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        (clamp(self.lo.at(i as i64)), clamp(self.hi.at(i as i64)))
+    }
+}
+
 /// What the affine analysis can say about a layer's output.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Rf {
     /// Height and width maps.
     Spatial([Affine; 2]),
+    /// Height and width maps with floors (after upsampling or a strided transposed convolution).
+    Rational([AxisMap; 2]),
     /// Each feature of a flat input depends on itself only (an MLP before its first linear).
     Features,
     /// Every output depends on the whole input (after a linear layer).
@@ -81,10 +254,31 @@ pub struct SpatialRf {
     pub width: AxisRange,
 }
 
+/// A rational range along one axis, in the requested index base: output `i` sees inputs
+/// `lo(i) ..= hi(i)`, each `a*floor((n*i + c)/d) + e`.
+#[derive(Serialize, Debug, Clone)]
+pub struct RationalAxis {
+    pub text: String,
+    /// Input positions per output step, `"1/2"`.
+    pub jump: String,
+    pub min_size: u64,
+    pub max_size: u64,
+    pub lo: End,
+    pub hi: End,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RationalRf {
+    pub height: RationalAxis,
+    pub width: RationalAxis,
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct BranchRf {
     pub label: String,
     pub receptive_field: Option<SpatialRf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rational: Option<RationalRf>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -95,9 +289,12 @@ pub struct LayerRf {
     #[serde(rename = "type")]
     pub layer_type: String,
     pub output_shape: Vec<u64>,
-    /// `spatial`, `features`, `global` or `not_affine`.
+    /// `spatial`, `rational`, `features`, `global` or `not_affine`.
     pub kind: &'static str,
     pub receptive_field: Option<SpatialRf>,
+    /// `rational` layers: the ranges with floors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rational: Option<RationalRf>,
     /// Composite layers: each branch's own range.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<BranchRf>,
@@ -144,9 +341,34 @@ fn spatial(rf: &Rf, base: u64) -> Option<SpatialRf> {
     }
 }
 
+fn rational_axis(m: &AxisMap, base: u64, index: &str, var: &str) -> RationalAxis {
+    let (lo, hi) = (m.lo.based(base), m.hi.based(base));
+    let (num, den) = m.lo.slope();
+    let sizes: Vec<u64> = (0..m.period()).map(|i| (m.hi.at(i) - m.lo.at(i) + 1).max(0) as u64).collect();
+    RationalAxis {
+        text: format!("{} <= {var} <= {}", lo.text(index), hi.text(index)),
+        jump: if den == 1 { num.to_string() } else { format!("{num}/{den}") },
+        min_size: sizes.iter().copied().min().unwrap_or(0),
+        max_size: sizes.iter().copied().max().unwrap_or(0),
+        lo,
+        hi,
+    }
+}
+
+fn rational(rf: &Rf, base: u64) -> Option<RationalRf> {
+    match rf {
+        Rf::Rational([h, w]) => Some(RationalRf {
+            height: rational_axis(h, base, "i", "m"),
+            width: rational_axis(w, base, "j", "n"),
+        }),
+        _ => None,
+    }
+}
+
 fn kind_name(rf: &Rf) -> &'static str {
     match rf {
         Rf::Spatial(_) => "spatial",
+        Rf::Rational(_) => "rational",
         Rf::Features => "features",
         Rf::Global => "global",
         Rf::NotAffine(_) => "not_affine",
@@ -169,6 +391,7 @@ pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
                 output_shape: node.output.clone(),
                 kind: kind_name(out),
                 receptive_field: spatial(out, base),
+                rational: rational(out, base),
                 branches: Vec::new(),
                 aligned: None,
                 note: None,
@@ -182,6 +405,7 @@ pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
                     .map(|(e, r)| BranchRf {
                         label: e.label.clone(),
                         receptive_field: spatial(r, base),
+                        rational: rational(r, base),
                     })
                     .collect();
                 if matches!(node.merge, Some(Merge::Add | Merge::Mul | Merge::Cat(0))) {
@@ -250,8 +474,8 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[Rf]) -> Vec<Rf> {
         .map(|e| {
             let rf = e.from.map_or_else(|| start(graph), |f| rfs[f].clone());
             let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.shape[a] == 1 && node.output[a] > 1);
-            match rf {
-                Rf::Spatial(maps) if broadcast => {
+            match maps_of(&rf) {
+                Some(maps) if broadcast => {
                     let n = graph.input();
                     let covers = (0..2).all(|a| {
                         let (lo, hi) = maps[a].at(0);
@@ -266,11 +490,42 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[Rf]) -> Vec<Rf> {
                         ))
                     }
                 }
-                other => other,
+                _ => rf,
             }
         })
         .collect()
 }
+
+/// The maps of a spatial or rational range, as rational maps.
+pub fn maps_of(rf: &Rf) -> Option<[AxisMap; 2]> {
+    match rf {
+        Rf::Spatial([h, w]) => Some([AxisMap::from_affine(h)?, AxisMap::from_affine(w)?]),
+        Rf::Rational(m) => Some(*m),
+        _ => None,
+    }
+}
+
+/// Rational maps back to a range: integer-affine when both axes are.
+fn from_maps(maps: [AxisMap; 2]) -> Rf {
+    match (maps[0].to_affine(), maps[1].to_affine()) {
+        (Some(h), Some(w)) => Rf::Spatial([h, w]),
+        _ => Rf::Rational(maps),
+    }
+}
+
+/// Each axis's map through `f` (None: no single-floor form).
+fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) -> Rf {
+    match maps_of(&rf) {
+        Some(m) => match (f(0, m[0]), f(1, m[1])) {
+            (Some(h), Some(w)) => from_maps([h, w]),
+            _ => Rf::NotAffine(why.to_string()),
+        },
+        None => rf,
+    }
+}
+
+const NESTED: &str =
+    "an upsampling after a stride that does not divide it nests two floors: no single-floor range; exact sets of a unit are exact";
 
 /// The map after a layer that reads one tensor.
 fn apply(node: &Node, rf: Rf) -> Rf {
@@ -284,56 +539,49 @@ fn apply(node: &Node, rf: Rf) -> Rf {
                 (Some(h), Some(w)) => Rf::Spatial([h, w]),
                 _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
             },
-            (Rf::Spatial(_), None) => Rf::NotAffine(format!(
+            (r @ Rf::Rational(_), Some(ws)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
+                let (s, lo) = (ws[a].stride as i64, -(ws[a].pad_lo as i64));
+                Some(AxisMap {
+                    lo: m.lo.linear(s, lo)?,
+                    hi: m.hi.linear(s, lo.checked_add(ws[a].span() as i64 - 1)?)?,
+                })
+            }),
+            (Rf::Spatial(_) | Rf::Rational(_), None) => Rf::NotAffine(format!(
                 "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
                 node.input[1], node.input[2], node.output[1], node.output[2]
             )),
             (other, _) => other,
         },
+        // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
         LayerKind::ConvTranspose2d {
             kernel,
             stride,
             padding,
             dilation,
             ..
-        } => match rf {
-            // stride 1: output o reads inputs o + padding - dilation*(k-1) ..= o + padding
-            Rf::Spatial(maps) if *stride == [1, 1] => {
-                let axis = |a: usize| -> Option<Affine> {
-                    let j = i64::try_from(maps[a].jump).ok()?;
-                    let first = (padding[a] as i64).checked_sub(i64::try_from(dilation[a].checked_mul(kernel[a] - 1)?).ok()?)?;
-                    Some(Affine {
-                        jump: maps[a].jump,
-                        lo: maps[a].lo.checked_add(j.checked_mul(first)?)?,
-                        hi: maps[a].hi.checked_add(j.checked_mul(padding[a] as i64)?)?,
-                    })
-                };
-                match (axis(0), axis(1)) {
-                    (Some(h), Some(w)) => Rf::Spatial([h, w]),
-                    _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-                }
-            }
-            Rf::Spatial(_) | Rf::NotAffine(_) => Rf::NotAffine(format!(
-                "a transposed convolution with stride {}x{}: an output step moves 1/{} of an input position, so no integer-affine range exists; exact sets of a unit are exact",
-                stride[0], stride[1], stride[0].max(stride[1])
-            )),
-            other => other,
-        },
-        LayerKind::Upsample { .. } => match rf {
-            Rf::Spatial(_) if node.output[1..] == node.input[1..] => rf,
-            Rf::Spatial(_) | Rf::NotAffine(_) => Rf::NotAffine(format!(
-                "upsampled {}x{} -> {}x{}: output row i copies input row floor(i/s), so no integer-affine range exists; exact sets of a unit are exact",
-                node.input[1], node.input[2], node.output[1], node.output[2]
-            )),
-            other => other,
-        },
+        } => map_axes(rf, NESTED, |a, m| {
+            let (s, p) = (stride[a] as i64, padding[a] as i64);
+            let reach = i64::try_from(dilation[a].checked_mul(kernel[a] - 1)?).ok()?;
+            Some(AxisMap {
+                lo: m.lo.floor(p.checked_sub(reach)?.checked_add(s - 1)?, s)?,
+                hi: m.hi.floor(p, s)?,
+            })
+        }),
+        // output row i copies input row floor(i/s)
+        LayerKind::Upsample { .. } => map_axes(rf, NESTED, |a, m| {
+            let s = (node.output[a + 1] / node.input[a + 1]) as i64;
+            Some(AxisMap {
+                lo: m.lo.floor(0, s)?,
+                hi: m.hi.floor(0, s)?,
+            })
+        }),
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
             let c = node.coupling().expect("normalizations couple");
             match rf {
                 Rf::Features if c.groups == 1 => Rf::Global,
                 Rf::Features => Rf::NotAffine(format!("each feature depends on its group of {}", node.input[0] / c.groups)),
-                Rf::Spatial(_) | Rf::NotAffine(_) if c.spatial == [true, true] => Rf::Global,
-                Rf::Spatial(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
+                Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial == [true, true] => Rf::Global,
+                Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
                     "{} reads every position along the {}",
                     node.layer.type_name(),
                     if c.spatial[0] { "height" } else { "width" }
@@ -343,7 +591,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         }
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
-            Rf::Spatial(_) | Rf::NotAffine(_) => {
+            Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
                 Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into())
             }
             other => other,
@@ -365,6 +613,9 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         .filter_map(|r| if let Rf::Spatial(a) = r { Some(*a) } else { None })
         .collect();
     if spatials.len() != ends.len() {
+        if let Some(maps) = ends.iter().map(maps_of).collect::<Option<Vec<_>>>() {
+            return merge_rational(&maps);
+        }
         return match ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
             Some(r) => (r.clone(), None, None),
             None => (Rf::Features, None, None),
@@ -394,6 +645,66 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
     let note = (!aligned)
         .then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
     (Rf::Spatial(out), Some(aligned), note)
+}
+
+/// The union of branches with rational maps: per axis, the branch whose lower end is lowest
+/// (and the one whose upper end is highest) at every output. Ends with one slope differ
+/// periodically, so one period of their floors decides for every output.
+fn merge_rational(maps: &[[AxisMap; 2]]) -> (Rf, Option<bool>, Option<String>) {
+    let mut out = maps[0];
+    let mut aligned = true;
+    for a in 0..2 {
+        let slope = maps[0][a].lo.slope();
+        if let Some(m) = maps.iter().find(|m| m[a].lo.slope() != slope || m[a].hi.slope() != slope) {
+            let show = |(n, d): (i64, i64)| if d == 1 { n.to_string() } else { format!("{n}/{d}") };
+            return (
+                Rf::NotAffine(format!(
+                    "branches move with different jumps ({} and {}): their union has no single form",
+                    show(slope),
+                    show(m[a].lo.slope())
+                )),
+                Some(false),
+                None,
+            );
+        }
+        let period = maps.iter().fold(1i64, |p, m| {
+            let q = m[a].period();
+            p / gcd(p, q) * q
+        });
+        if period > 1 << 16 {
+            return (
+                Rf::NotAffine("the branches' floors repeat too rarely to compare".into()),
+                Some(false),
+                None,
+            );
+        }
+        let lowest = maps
+            .iter()
+            .position(|m| maps.iter().all(|o| (0..period).all(|i| m[a].lo.at(i) <= o[a].lo.at(i))));
+        let highest = maps
+            .iter()
+            .position(|m| maps.iter().all(|o| (0..period).all(|i| m[a].hi.at(i) >= o[a].hi.at(i))));
+        match (lowest, highest) {
+            (Some(l), Some(h)) => {
+                out[a] = AxisMap {
+                    lo: maps[l][a].lo,
+                    hi: maps[h][a].hi,
+                }
+            }
+            _ => {
+                return (
+                    Rf::NotAffine("no single branch bounds the union at every output: it has no single form".into()),
+                    Some(false),
+                    None,
+                )
+            }
+        }
+        let centre = |m: &AxisMap, i: i64| m.lo.at(i) + m.hi.at(i);
+        aligned &= maps.iter().all(|m| (0..period).all(|i| centre(&m[a], i) == centre(&maps[0][a], i)));
+    }
+    let note = (!aligned)
+        .then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
+    (from_maps(out), Some(aligned), note)
 }
 
 pub fn node_type(node: &Node) -> String {

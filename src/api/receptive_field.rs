@@ -4,7 +4,7 @@ use super::error::ApiResult;
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
-use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, Chain, Rf};
+use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, maps_of, Chain, Rf};
 use crate::spec::json::{uint, Obj};
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
@@ -181,16 +181,19 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
     if !rows.is_contiguous() || !cols.is_contiguous() {
         notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
     }
-    match (chain_rf(chain), index.len()) {
-        (Rf::Spatial([h, w]), 2) => {
+    let rf = chain_rf(chain);
+    match (maps_of(&rf), index.len(), &rf) {
+        (Some([h, w]), 2, _) => {
+            // the unit's range, integer-affine or with floors
             let (hr, wr) = (h.at(index[0]), w.at(index[1]));
+            let size = |(lo, hi): (i64, i64)| (hi as i128 - lo as i128 + 1).max(0) as u64;
             let n = [input[1] as i64, input[2] as i64];
             let overlap =
                 |(lo, hi): (i64, i64), n: i64| -> Option<(i64, i64)> { (lo.max(0) <= hi.min(n - 1)).then(|| (lo.max(0), hi.min(n - 1))) };
             let (hc, wc) = (overlap(hr, n[0]), overlap(wr, n[1]));
             let inside = |c: Option<(i64, i64)>| c.map(|(a, b)| (b - a + 1) as u64).unwrap_or(0);
-            let (ro, co) = (h.size() - inside(hc), w.size() - inside(wc));
-            let area = h.size() as f64 * w.size() as f64;
+            let (ro, co) = (size(hr) - inside(hc), size(wr) - inside(wc));
+            let area = size(hr) as f64 * size(wr) as f64;
             let inside_area = inside(hc) as f64 * inside(wc) as f64;
             let b = base as i64;
             let based = |c: Option<(i64, i64)>| c.map(|(x, y)| json!([x + b, y + b])).unwrap_or(Value::Null);
@@ -210,7 +213,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
                 );
             }
         }
-        (Rf::NotAffine(why), _) => {
+        (_, _, Rf::NotAffine(why)) => {
             v["affine"] = Value::Null;
             notes.push(format!("no affine range: {why}"));
         }

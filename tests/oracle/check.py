@@ -105,10 +105,14 @@ def run_rf(url, n, seed, graphs):
             if verify and not resp["verification"].get("agrees"):
                 problems.append(f"service's own verification disagrees: {resp['verification']}")
             # the affine range, clipped, must contain the exact set
-            if got.get("clipped") and expected["input_rows"]:
-                lo, hi = got["clipped"]["rows"]
-                if expected["input_rows"][0][0] < lo or expected["input_rows"][-1][1] > hi:
-                    problems.append(f"exact rows {expected['input_rows']} escape the clipped affine range {[lo, hi]}")
+            # the range (integer-affine or with floors), clipped, must contain the exact set
+            for axis, key in (("rows", "input_rows"), ("cols", "input_cols")):
+                if got.get("clipped") and expected[key] and got["clipped"][axis]:
+                    lo, hi = got["clipped"][axis]
+                    if expected[key][0][0] < lo or expected[key][-1][1] > hi:
+                        problems.append(f"exact {axis} {expected[key]} escape the clipped range {[lo, hi]}")
+                elif got.get("clipped") and expected[key]:
+                    problems.append(f"exact {axis} {expected[key]} but the clipped range is empty")
         if problems:
             failures += 1
             print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")

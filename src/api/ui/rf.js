@@ -58,7 +58,12 @@ export function create(ctx) {
   function renderTable(data) {
     const b = data.index_base;
     const rows = data.layers.map((l) => {
-      const r = l.receptive_field;
+      // integer-affine ranges, or ranges with floors (after upsampling) with their size span
+      const q = l.rational;
+      const r = l.receptive_field || (q && {
+        height: { size: q.height.min_size === q.height.max_size ? q.height.max_size : `${q.height.min_size}–${q.height.max_size}`, jump: q.height.jump, text: q.height.text },
+        width: { size: q.width.min_size === q.width.max_size ? q.width.max_size : `${q.width.min_size}–${q.width.max_size}`, jump: q.width.jump, text: q.width.text },
+      });
       const tr = h('tr', { dataset: { path: l.path }, class: l.path === state.layer ? 'selected' : '' },
         h('td', {}, h('button', { type: 'button', class: 'link', title: 'pick a unit of this layer', onclick: () => { state.layer = l.path; state.index = null; renderTable(data); renderUnit(data); renderPosition(data); ctx.save(); } }, l.path)),
         h('td', {}, l.name || ''),
