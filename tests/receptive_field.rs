@@ -225,3 +225,54 @@ async fn normalizations_couple_what_their_statistics_read() {
     assert_eq!(v["position"]["input_rows"], json!([[0, 5]]));
     assert_eq!(v["layers"][1]["kind"], "global");
 }
+
+/// padding_mode reflect and replicate, by hand: a 2x2 conv with padding 1 at unit (0, 0) reads
+/// padded rows -1..0; reflection reads row 1 for row -1, replication row 0.
+#[tokio::test]
+async fn reflect_and_replicate_padding_read_the_image_again() {
+    let at = |mode: &str| {
+        let model = json!({"input_shape": [1, 4, 4], "layers": [
+            {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "padding": 1, "padding_mode": mode}]});
+        async move {
+            let v = post("/v1/receptive-field", json!({"model": model, "position": {"index": [0, 0]}}))
+                .await
+                .json();
+            assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+            v
+        }
+    };
+    let v = at("reflect").await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 1]]));
+    assert_eq!(v["position"]["clipped"]["rows"], json!([0, 0]));
+    assert!(
+        v["position"]["notes"].to_string().contains("reflect or replicate"),
+        "{}",
+        v["position"]
+    );
+    let v = at("replicate").await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    let v = at("zeros").await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    // the bottom edge: unit (4, 4) reads padded rows 3..4; reflection reads row 2 for row 4
+    let model = json!({"input_shape": [1, 4, 4], "layers": [
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "padding": 1, "padding_mode": "reflect"}]});
+    let v = post("/v1/receptive-field", json!({"model": model, "position": {"index": [4, 4]}}))
+        .await
+        .json();
+    assert_eq!(v["position"]["input_rows"], json!([[2, 3]]));
+    // PyTorch refuses reflection as wide as the input, and circular is not supported yet
+    let bad = |pad: u64, mode: &str| {
+        json!({"model": {"input_shape": [1, 3, 3], "layers": [
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": pad, "padding_mode": mode}]}})
+    };
+    assert_problem(
+        &post("/v1/receptive-field", bad(3, "reflect")).await,
+        422,
+        "/model/layers/0/padding",
+    );
+    assert_problem(
+        &post("/v1/receptive-field", bad(1, "circular")).await,
+        422,
+        "/model/layers/0/padding_mode",
+    );
+}

@@ -852,9 +852,24 @@ impl DependenceSet {
 /// Input positions of a sliding window's inputs seen by the output positions in `out`.
 fn window_back(w: &Window, out: &IntervalSet) -> IntervalSet {
     let mut ranges = Vec::new();
-    let clip = |a: i64, b: i64| -> Option<(u64, u64)> {
-        let (a, b) = (a.max(0), b.min(w.input as i64 - 1));
-        (a <= b).then_some((a as u64, b as u64))
+    let n = w.input as i64;
+    // positions `a..=b` of the padded input: those inside, and what reflect/replicate padding
+    // reads for those outside (the mirrored or the edge rows; zeros read nothing)
+    let clip = |a: i64, b: i64| -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let (ia, ib) = (a.max(0), b.min(n - 1));
+        if ia <= ib {
+            out.push((ia as u64, ib as u64));
+        }
+        if w.fill != crate::spec::Fill::Zeros {
+            for (x, y) in [(a, b.min(-1)), (a.max(n), b)] {
+                if x <= y {
+                    let (p, q) = (w.fill.source(x, n).expect("mapped"), w.fill.source(y, n).expect("mapped"));
+                    out.push((p.min(q) as u64, p.max(q) as u64));
+                }
+            }
+        }
+        out
     };
     for &(a, b) in out.ranges() {
         if w.dilation == 1 && w.stride <= w.kernel {

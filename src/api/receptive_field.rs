@@ -204,6 +204,17 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
                 Some((x, y)) => s.min() == Some(x as u64) && s.max() == Some(y as u64),
                 None => s.is_empty(),
             };
+            let within = |s: &IntervalSet, c: Option<(i64, i64)>| match (s.min(), s.max(), c) {
+                (Some(a), Some(b), Some((x, y))) => a as i64 >= x && b as i64 <= y,
+                (None, _, _) => true,
+                _ => false,
+            };
+            if !within(&rows, hc) || !within(&cols, wc) {
+                notes.push(
+                    "the exact set reaches outside the clipped range: reflect or replicate padding reads rows of the image again where the range has padding"
+                        .into(),
+                );
+            }
             let tight_equal = same(&rows, hc) && same(&cols, wc);
             v["tight_box_equals_clipped"] = json!(tight_equal);
             if !tight_equal {

@@ -319,7 +319,19 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 Some(v) => ConvPadding::Explicit(super::json::pair(v, &o.at("padding"), 0, max)?),
             };
             let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
+            let padding_mode = match o.str_or("padding_mode", "zeros")? {
+                "zeros" => Fill::Zeros,
+                "reflect" => Fill::Reflect,
+                "replicate" => Fill::Replicate,
+                other => {
+                    return Err(SpecError::invalid(
+                        o.at("padding_mode"),
+                        format!("unknown or unsupported padding_mode {other:?}; expected zeros, reflect or replicate (circular is not supported yet)"),
+                    ))
+                }
+            };
             LayerKind::Conv2d {
+                padding_mode,
                 out_channels,
                 kernel,
                 stride,
@@ -349,6 +361,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 }
             }
             let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
+            if o.str_or("padding_mode", "zeros")? != "zeros" {
+                return Err(SpecError::invalid(
+                    o.at("padding_mode"),
+                    "ConvTranspose2d supports only \"zeros\" padding (as PyTorch)",
+                ));
+            }
             LayerKind::ConvTranspose2d {
                 out_channels,
                 kernel,
@@ -662,8 +680,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
     })
 }
 
-/// `groups` (dividing out_channels), `bias` and `padding_mode` (zeros only) of a conv or a
-/// transposed conv.
+/// `groups` (dividing out_channels) and `bias` of a conv or a transposed conv.
 fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bool)> {
     let groups = o.u64_in("groups", Some(1), 1, max)?;
     if !out_channels.is_multiple_of(groups) {
@@ -673,11 +690,6 @@ fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bo
         ));
     }
     let bias = o.bool("bias", true)?;
-    if let Some(mode) = o.opt_str("padding_mode")? {
-        if mode != "zeros" {
-            return Err(SpecError::invalid(o.at("padding_mode"), "only \"zeros\" padding is supported"));
-        }
-    }
     Ok((groups, bias))
 }
 

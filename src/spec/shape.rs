@@ -15,6 +15,8 @@ pub struct Window {
     pub pad_hi: u64,
     pub input: u64,
     pub output: u64,
+    /// What the padding holds (zeros for every pool).
+    pub fill: Fill,
 }
 
 impl Window {
@@ -567,6 +569,7 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
             pad_hi: pad[a][1],
             input: input[a],
             output: out,
+            fill: Fill::Zeros,
         })
     };
     Ok([axis(0)?, axis(1)?])
@@ -584,6 +587,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             padding,
             dilation,
             groups: g,
+            padding_mode,
             ..
         } => {
             let [_, h, w] = grouped_image(layer, input, *g, &pointer)?;
@@ -594,7 +598,22 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                     [[total(0) / 2, total(0) - total(0) / 2], [total(1) / 2, total(1) - total(1) / 2]]
                 }
             };
-            let ws = windows([h, w], *kernel, *stride, *dilation, pad, false, &pointer)?;
+            let mut ws = windows([h, w], *kernel, *stride, *dilation, pad, false, &pointer)?;
+            for (a, w) in ws.iter_mut().enumerate() {
+                w.fill = *padding_mode;
+                // PyTorch: reflection needs padding smaller than the input
+                if *padding_mode == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
+                    return Err(SpecError::invalid(
+                        child(&pointer, "padding"),
+                        format!(
+                            "reflect padding of {} must be smaller than the input's {} ({})",
+                            w.pad_lo.max(w.pad_hi),
+                            ["height", "width"][a],
+                            w.input
+                        ),
+                    ));
+                }
+            }
             win = Some(ws);
             vec![*out_channels, ws[0].output, ws[1].output]
         }

@@ -12,6 +12,39 @@ pub enum ConvPadding {
     Same,
 }
 
+/// What a conv's padding holds: zeros, or (PyTorch's `padding_mode`) the input mirrored about
+/// its edge row (`reflect`: row -1 is row 1) or its edge row repeated (`replicate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fill {
+    #[default]
+    Zeros,
+    Reflect,
+    Replicate,
+}
+
+impl Fill {
+    /// The input position a padded position `p` reads (`p` itself inside `0..n`; None for zeros).
+    pub fn source(self, p: i64, n: i64) -> Option<i64> {
+        if (0..n).contains(&p) {
+            return Some(p);
+        }
+        match self {
+            Fill::Zeros => None,
+            Fill::Reflect if p < 0 => Some(-p),
+            Fill::Reflect => Some(2 * (n - 1) - p),
+            Fill::Replicate => Some(p.clamp(0, n - 1)),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fill::Zeros => "zeros",
+            Fill::Reflect => "reflect",
+            Fill::Replicate => "replicate",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     Relu,
@@ -55,6 +88,7 @@ pub enum LayerKind {
         dilation: Pair,
         groups: u64,
         bias: bool,
+        padding_mode: Fill,
     },
     /// `torch.nn.ConvTranspose2d`: input position `x` adds its kernel times the input into
     /// outputs `stride*x - padding + dilation*t` (t over the kernel); `output_padding` adds rows

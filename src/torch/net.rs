@@ -348,7 +348,17 @@ impl Net {
                 let [wh, ww] = node.windows.expect("conv windows");
                 let p = p.expect("conv params");
                 let w = p.weight.as_ref().unwrap();
-                if wh.pad_lo == wh.pad_hi && ww.pad_lo == ww.pad_hi {
+                if wh.fill != crate::spec::Fill::Zeros {
+                    // padding_mode reflect/replicate: F.pad with the mode, then an unpadded conv
+                    fill_pad(x, [wh, ww]).conv2d(
+                        w,
+                        p.bias.as_ref(),
+                        [stride[0] as i64, stride[1] as i64],
+                        [0, 0],
+                        [dilation[0] as i64, dilation[1] as i64],
+                        *groups as i64,
+                    )
+                } else if wh.pad_lo == wh.pad_hi && ww.pad_lo == ww.pad_hi {
                     x.conv2d(
                         w,
                         p.bias.as_ref(),
@@ -483,6 +493,12 @@ impl Net {
             }
         }
     }
+}
+
+/// The input padded as a conv with `padding_mode` reflect or replicate pads it.
+pub(crate) fn fill_pad(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
+    let mode = wh.fill.name();
+    x.pad([ww.pad_lo as i64, ww.pad_hi as i64, wh.pad_lo as i64, wh.pad_hi as i64], mode, None)
 }
 
 /// The probes' stand-in for a normalization or softmax: each element plus the sum of everything

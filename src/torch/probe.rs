@@ -9,10 +9,10 @@
 //! network has a path and exactly zero elsewhere, at the cost of a network a few channels wide
 //! (vgg16: 1 channel a layer instead of 64..512, about 10^4 times less arithmetic).
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
-use super::net::{coupled_sum, summing_window, Init, InitSpec, Mode, Net};
+use super::net::{coupled_sum, fill_pad, summing_window, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
-use crate::spec::{infer, Graph, LayerKind, Merge, ModelSpec, Node, Window};
+use crate::spec::{infer, Fill, Graph, LayerKind, Merge, ModelSpec, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -159,6 +159,8 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                 None => {
                     debug_assert_eq!(k, 0);
                     match &node.layer.kind {
+                        // reflect/replicate padding reads rows across the image: the whole input
+                        LayerKind::Conv2d { .. } if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) => whole(&node.input),
                         LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
                             let [wh, ww] = node.windows.expect("windows");
                             out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
@@ -227,6 +229,7 @@ fn crop_window(x: Tensor, dim: i64, have: (i64, i64), want: (i64, i64), w: &Wind
             pad_hi: 0,
             input: outputs as u64,
             output: outputs as u64,
+            fill: crate::spec::Fill::Zeros,
         };
         return (zeros, pass);
     }
@@ -407,7 +410,25 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
-            let (x, windows) = cut(x);
+            let (x, windows) = if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) {
+                // reflect/replicate: the padding holds input values, so pad the whole input as
+                // the layer does (see needs_back) and slide unpadded windows, cut to `want` after
+                let ([wh, ww], want) = (node.windows.expect("windows"), want.expect("spatial output"));
+                let padded = fill_pad(&x, [wh, ww]);
+                let bare = |w: &Window| Window {
+                    pad_lo: 0,
+                    pad_hi: 0,
+                    input: w.input + w.pad_lo + w.pad_hi,
+                    fill: Fill::Zeros,
+                    ..*w
+                };
+                let (bh, bw) = (bare(&wh), bare(&ww));
+                let (x, bh) = crop_window(padded, 2, (0, bh.input as i64 - 1), want[0], &bh);
+                let (x, bw) = crop_window(x, 3, (0, bw.input as i64 - 1), want[1], &bw);
+                (x, [bh, bw])
+            } else {
+                cut(x)
+            };
             // mix where there are fewer channels to mix, window where there are fewer to slide
             let y = if k_out <= k_in {
                 summing_window(&mix(x), windows)

@@ -24,6 +24,7 @@ def layer(depth=0):
                          "elementwise_affine", "track_running_stats", "affine"], rng.randint(0, 7)):
         d[k] = v() if k not in ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine") else rng.choice([True, False, 1, "nearest", "bilinear"])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
+    if rng.random() < 0.1: d["padding_mode"] = rng.choice(["zeros", "reflect", "replicate", "circular", "mirror", 3])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
     if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
     return d

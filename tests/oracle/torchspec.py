@@ -251,7 +251,8 @@ def build_layer(spec, shape, probe):
         pad = spec.get("padding", 0)
         m = nn.Conv2d(shape[0], spec["out_channels"], pair(spec["kernel_size"]), stride=pair(spec.get("stride", 1)),
                       padding=pad if isinstance(pad, str) else pair(pad), dilation=pair(spec.get("dilation", 1)),
-                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe).double()
+                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+                      padding_mode=spec.get("padding_mode", "zeros")).double()
         if probe:
             positive_(m.weight)
     elif t == "convtranspose2d":
@@ -338,6 +339,9 @@ def rand_conv(rng, shape, same=False, stride=None):
         spec["stride"] = stride or ([rng.randint(1, 3), rng.randint(1, 3)] if rng.random() < 0.2 else rng.randint(1, 3))
         spec["dilation"] = rng.choice([1, 1, 2, 3])
         spec["padding"] = rng.randint(0, 3)
+    # padding that holds input values: the mirrored rows (smaller than the input) or the edge row
+    if rng.random() < 0.2 and len(shape) == 3 and min(shape[1:]) > 4:
+        spec["padding_mode"] = rng.choice(["reflect", "replicate"])
     return spec
 
 
