@@ -19,18 +19,34 @@ fn bench(c: &mut Criterion) {
         let chain = receptive_field::chain_to(&g, &json!("pool5"), "").unwrap();
         b.iter(|| black_box(receptive_field::dependence(&chain, &[3, 3], None)))
     });
+    let opts = complexity::Options {
+        rule: complexity::FlopRule::Profile(complexity::Profile::TorchFlopCounter),
+        additions: complexity::Additions::Accumulate,
+        batch: 1,
+        dtype_bytes: 4,
+    };
     c.bench_function("complexity_table_resnet50", |b| {
-        let opts = complexity::Options {
-            rule: complexity::FlopRule::Profile(complexity::Profile::TorchFlopCounter),
-            additions: complexity::Additions::Accumulate,
-            batch: 1,
-            dtype_bytes: 4,
-        };
         b.iter(|| {
             let g = infer(black_box(&resnet50), "").unwrap();
             black_box(complexity::table(&g, &opts).unwrap())
         })
     });
+    // graph-form presets: shape inference of the DAG included
+    for name in ["efficientnet_b0", "mobilenet_v3_small", "unet_small"] {
+        let spec = parse_model(&json!({"preset": name}), "", &limits).unwrap();
+        c.bench_function(&format!("complexity_table_{name}"), |b| {
+            b.iter(|| {
+                let g = infer(black_box(&spec), "").unwrap();
+                black_box(complexity::table(&g, &opts).unwrap())
+            })
+        });
+        c.bench_function(&format!("receptive_field_table_{name}"), |b| {
+            b.iter(|| {
+                let g = infer(black_box(&spec), "").unwrap();
+                black_box(receptive_field::layer_table(&g, 0))
+            })
+        });
+    }
 }
 
 criterion_group!(benches, bench);

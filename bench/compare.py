@@ -76,6 +76,62 @@ def main():
     print("|---|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.3f} | {ms / base:.3f}x |")
+    graph_presets()
+
+
+def graph_presets():
+    """The graph-form presets against the Python tools run on torchvision's own modules (when
+    torchvision is installed): each tool's total, timed, and the service's full table with the
+    same tool's profile, over HTTP, with the ratio to the fastest tool."""
+    try:
+        import torchvision
+    except ImportError:
+        print("(torchvision not installed: graph presets not timed)", file=sys.stderr)
+        return
+    import logging
+    from torch.utils.flop_counter import FlopCounterMode
+    logging.disable(logging.WARNING)
+    print()
+    print("| model | what | median ms | vs the fastest Python tool |")
+    print("|---|---|---|---|")
+    for name in ["efficientnet_b0", "mobilenet_v3_small"]:
+        model = getattr(torchvision.models, name)().eval()
+        x = torch.zeros(1, 3, 224, 224)
+
+        def flop_counter():
+            with torch.no_grad():
+                c = FlopCounterMode(display=False)
+                with c:
+                    model(x)
+                return c.get_total_flops()
+
+        tools = [("torch.utils.flop_counter", median_ms(flop_counter, 5))]
+        try:
+            from fvcore.nn import FlopCountAnalysis
+
+            def fv():
+                fa = FlopCountAnalysis(model, x)
+                fa.unsupported_ops_warnings(False)
+                fa.uncalled_modules_warnings(False)
+                return fa.total()
+            tools.append(("fvcore FlopCountAnalysis", median_ms(fv, 3)))
+        except ImportError:
+            pass
+        try:
+            from ptflops import get_model_complexity_info
+            tools.append(("ptflops", median_ms(lambda: get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False, verbose=False), 3)))
+        except ImportError:
+            pass
+        try:
+            import torchinfo
+            tools.append(("torchinfo summary", median_ms(lambda: torchinfo.summary(model, (1, 3, 224, 224), verbose=0), 3)))
+        except ImportError:
+            pass
+        fastest = min(ms for _, ms in tools)
+        for tool, ms in tools:
+            print(f"| {name} | {tool} | {ms:.2f} | {ms / fastest:.2f}x |")
+        http = median_ms(lambda: post("/v1/complexity", {"model": {"preset": name}, "profile": "torch_flop_counter", "verify": False}), 50)
+        print(f"| {name} | layerscope full table over HTTP (verify=false) | {http:.3f} | {http / fastest:.4f}x ({fastest / http:.0f} times faster) |")
 
 
 if __name__ == "__main__":

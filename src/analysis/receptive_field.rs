@@ -1114,15 +1114,18 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
         approx |= s.approximate;
         let set = std::mem::take(&mut s.boxes);
         let node = &graph.nodes[i];
-        let backs: Vec<Vec<Product>> = match node.merge {
-            Some(m) => (0..node.inputs.len()).map(|k| back_merge(node, m, k, &set)).collect(),
-            None => vec![back_node(node, set, &mut approx)],
+        let mut pass = |from: Option<usize>, b: Vec<Product>| match from {
+            Some(f) if sets[f].is_empty() => sets[f] = b,
+            Some(f) => sets[f].extend(b),
+            None => input.extend(b),
         };
-        for (e, b) in node.inputs.iter().zip(backs) {
-            match e.from {
-                Some(f) => sets[f].extend(b),
-                None => input.extend(b),
+        match node.merge {
+            Some(m) => {
+                for (k, e) in node.inputs.iter().enumerate() {
+                    pass(e.from, back_merge(node, m, k, &set));
+                }
             }
+            None => pass(node.inputs[0].from, back_node(node, set, &mut approx)),
         }
     }
     let mut set = DependenceSet::new(input);

@@ -22,10 +22,10 @@ use std::sync::Mutex;
 #[derive(Clone, Copy, Debug)]
 pub struct Cacheable;
 
-/// Marks `response` cacheable unless its `answer` carries a libtorch verification (timings,
+/// Marks `response` cacheable unless its answer carries a libtorch verification (timings,
 /// device): the handlers' one rule for what may be replayed.
-pub fn mark_unless_verified(response: &mut Response, answer: &serde_json::Value) {
-    if answer.get("verification").is_none() {
+pub fn mark_unless_verified(response: &mut Response, verified: bool) {
+    if !verified {
         response.extensions_mut().insert(Cacheable);
     }
 }

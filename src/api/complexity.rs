@@ -9,6 +9,7 @@ use crate::torch::{device, shapes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -125,18 +126,66 @@ pub async fn handle(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let format = format_of(body.get("format").and_then(Value::as_str), &query, &headers)?;
-    let (table, resp) = compute(&state, &body).await?;
+    let (table, head) = run(&state, &body).await?;
     let mut out = match format {
         Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response(),
         Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response(),
-        Format::Json => json_response(&resp),
+        // serialized straight from the typed rows: a Value tree of a few thousand cells first
+        // cost more than the analysis
+        Format::Json => json_response(&head.answer(&table)),
     };
-    super::cache::mark_unless_verified(&mut out, &resp);
+    super::cache::mark_unless_verified(&mut out, head.verification.is_some());
     Ok(out)
+}
+
+/// Everything in the JSON answer but the table.
+pub struct Head {
+    model: Value,
+    batch_size: u64,
+    dtype: &'static str,
+    conventions: Value,
+    profile: Option<&'static str>,
+    verification: Option<Value>,
+}
+
+/// The JSON answer, its keys in alphabetical order as they always were.
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    batch_size: u64,
+    conventions: &'a Value,
+    dtype: &'static str,
+    model: &'a Value,
+    profile: Option<&'static str>,
+    rows: &'a [complexity::Row],
+    totals: &'a complexity::Counts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<&'a Value>,
+}
+
+impl Head {
+    pub fn answer<'a>(&'a self, table: &'a Table) -> Answer<'a> {
+        Answer {
+            batch_size: self.batch_size,
+            conventions: &self.conventions,
+            dtype: self.dtype,
+            model: &self.model,
+            profile: self.profile,
+            rows: &table.rows,
+            totals: &table.totals,
+            verification: self.verification.as_ref(),
+        }
+    }
 }
 
 /// Runs the request: the table, and the JSON answer (also used by the grading endpoint).
 pub async fn compute(state: &AppState, body: &Value) -> ApiResult<(Table, Value)> {
+    let (table, head) = run(state, body).await?;
+    let answer = super::answer_value(&head.answer(&table))?;
+    Ok((table, answer))
+}
+
+/// The table and the rest of the answer.
+async fn run(state: &AppState, body: &Value) -> ApiResult<(Table, Head)> {
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let opts = read_options(&req, state.config.max_batch)?;
@@ -146,26 +195,25 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<(Table, Value)
     let graph = infer(&spec, "/model")?;
     let table = table_for(&graph, &opts)?;
     let c = opts.conventions;
-    let mut resp = json!({
-        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()},
-        "batch_size": opts.batch,
-        "dtype": opts.dtype,
-        "conventions": {
+    let mut head = Head {
+        model: json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()}),
+        batch_size: opts.batch,
+        dtype: opts.dtype,
+        conventions: json!({
             "additions": if c.additions == Additions::Exact { "exact" } else { "accumulate" },
             "flops": match c.flops { FlopUnit::MultsPlusAdds => "mults_plus_adds", FlopUnit::TwoMac => "2mac", FlopUnit::Mac => "mac" },
             "count_batchnorm": c.count_batchnorm,
             "count_activations": c.count_activations,
             "count_pooling": c.count_pooling,
             "count_residual_adds": c.count_residual_adds,
-        },
-        "profile": opts.profile,
-        "rows": table.rows,
-        "totals": table.totals,
-    });
+        }),
+        profile: opts.profile,
+        verification: None,
+    };
     if verify {
-        resp["verification"] = verify_table(state, &graph, &table).await?;
+        head.verification = Some(verify_table(state, &graph, &table).await?);
     }
-    Ok((table, resp))
+    Ok((table, head))
 }
 
 /// Builds the model in libtorch and compares every layer's output shape and parameter count.

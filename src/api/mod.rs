@@ -327,6 +327,11 @@ pub fn svg_response(svg: String) -> Response {
 }
 
 /// JSON response with the right content type.
+/// A typed answer as a JSON value (for the grading endpoint, which reads the analyses' answers).
+pub fn answer_value(v: &impl serde::Serialize) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Serialization failed", e.to_string()))
+}
+
 pub fn json_response(v: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(v) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),

@@ -4,12 +4,13 @@ use super::error::ApiResult;
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
-use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, maps_of, Chain, Rf};
+use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, maps_of, Chain, LayerRf, Rf};
 use crate::spec::json::{uint, Obj};
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
 use axum::extract::State;
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 struct Position {
@@ -19,14 +20,35 @@ struct Position {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let resp = compute(&state, &body).await?;
-    let mut out = json_response(&resp);
-    super::cache::mark_unless_verified(&mut out, &resp);
+    let answer = run(&state, &body).await?;
+    // serialized straight from the typed table, not through a Value tree
+    let mut out = json_response(&answer);
+    super::cache::mark_unless_verified(&mut out, answer.verification.is_some());
     Ok(out)
+}
+
+/// The JSON answer, its keys in alphabetical order as they always were.
+#[derive(Serialize)]
+pub struct Answer {
+    conventions: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_note: Option<String>,
+    index_base: u64,
+    layers: Vec<LayerRf>,
+    model: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<Value>,
 }
 
 /// Runs the request and returns the JSON answer (also used by the grading endpoint).
 pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+    let answer = run(state, body).await?;
+    super::answer_value(&answer)
+}
+
+async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let base = req.u64_in("index_base", Some(0), 0, 1)?;
@@ -120,31 +142,29 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
             .into());
         }
     }
-    let dep = dependence(&chain, &index0, pos.channel);
-    let unit = describe_unit(&graph, &chain, &index0, pos.channel, &dep, base);
-
-    let verification = if verify {
-        Some(verify_unit(state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
+    // the exact set, when it is asked for or verified
+    let (position, verification) = if requested || verify {
+        let dep = dependence(&chain, &index0, pos.channel);
+        let unit = requested.then(|| describe_unit(&graph, &chain, &index0, pos.channel, &dep, base));
+        let verification = if verify {
+            Some(verify_unit(state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
+        } else {
+            None
+        };
+        (unit, verification)
     } else {
-        None
+        (None, None)
     };
-
-    let mut resp = json!({
-        "model": {"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()},
-        "index_base": base,
-        "conventions": "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image",
-        "layers": layers,
-    });
-    if requested {
-        resp["position"] = unit;
-    }
-    if let Some(v) = verification {
-        resp["verification"] = v;
-    }
-    if let Some(n) = device_note {
-        resp["device_note"] = json!(n);
-    }
-    Ok(resp)
+    Ok(Answer {
+        conventions:
+            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image",
+        device_note,
+        index_base: base,
+        layers,
+        model: json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()}),
+        position,
+        verification,
+    })
 }
 
 fn ranges(s: &IntervalSet, base: u64) -> Value {

@@ -577,7 +577,6 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
 
 /// The output shape and windows of a layer that reads one tensor.
 fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
-    let pointer = pointer.to_string();
     let mut win = None;
     let output: Vec<u64> = match &layer.kind {
         LayerKind::Conv2d {
@@ -590,7 +589,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             padding_mode,
             ..
         } => {
-            let [_, h, w] = grouped_image(layer, input, *g, &pointer)?;
+            let [_, h, w] = grouped_image(layer, input, *g, pointer)?;
             let pad = match padding {
                 ConvPadding::Explicit(p) => [[p[0], p[0]], [p[1], p[1]]],
                 ConvPadding::Same => {
@@ -598,13 +597,13 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                     [[total(0) / 2, total(0) - total(0) / 2], [total(1) / 2, total(1) - total(1) / 2]]
                 }
             };
-            let mut ws = windows([h, w], *kernel, *stride, *dilation, pad, false, &pointer)?;
+            let mut ws = windows([h, w], *kernel, *stride, *dilation, pad, false, pointer)?;
             for (a, w) in ws.iter_mut().enumerate() {
                 w.fill = *padding_mode;
                 // PyTorch: reflection needs padding smaller than the input
                 if *padding_mode == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
                     return Err(SpecError::invalid(
-                        child(&pointer, "padding"),
+                        child(pointer, "padding"),
                         format!(
                             "reflect padding of {} must be smaller than the input's {} ({})",
                             w.pad_lo.max(w.pad_hi),
@@ -624,9 +623,9 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             dilation,
             ceil_mode,
         } => {
-            let [c, h, w] = image(input, "maxpool2d", &pointer)?;
+            let [c, h, w] = image(input, "maxpool2d", pointer)?;
             let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
-            let ws = windows([h, w], *kernel, *stride, *dilation, pad, *ceil_mode, &pointer)?;
+            let ws = windows([h, w], *kernel, *stride, *dilation, pad, *ceil_mode, pointer)?;
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]
         }
@@ -637,20 +636,20 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             ceil_mode,
             ..
         } => {
-            let [c, h, w] = image(input, "avgpool2d", &pointer)?;
+            let [c, h, w] = image(input, "avgpool2d", pointer)?;
             let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
-            let ws = windows([h, w], *kernel, *stride, [1, 1], pad, *ceil_mode, &pointer)?;
+            let ws = windows([h, w], *kernel, *stride, [1, 1], pad, *ceil_mode, pointer)?;
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]
         }
         LayerKind::AdaptiveAvgPool2d { output } | LayerKind::AdaptiveMaxPool2d { output } => {
-            let [c, h, w] = image(input, layer.type_name(), &pointer)?;
+            let [c, h, w] = image(input, layer.type_name(), pointer)?;
             let oh = output[0].unwrap_or(h);
             let ow = output[1].unwrap_or(w);
             // When the input divides evenly, the windows are those of a plain average pool.
             if h % oh == 0 && w % ow == 0 {
                 let (kh, kw) = (h / oh, w / ow);
-                win = Some(windows([h, w], [kh, kw], [kh, kw], [1, 1], [[0, 0], [0, 0]], false, &pointer)?);
+                win = Some(windows([h, w], [kh, kw], [kh, kw], [1, 1], [[0, 0], [0, 0]], false, pointer)?);
             }
             vec![c, oh, ow]
         }
@@ -664,7 +663,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             groups: g,
             ..
         } => {
-            let [_, h, w] = grouped_image(layer, input, *g, &pointer)?;
+            let [_, h, w] = grouped_image(layer, input, *g, pointer)?;
             let axis = |a: usize, n: u64| -> SpecResult<u64> {
                 // PyTorch: (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
                 let out = (n as i128 - 1) * stride[a] as i128 - 2 * padding[a] as i128
@@ -673,7 +672,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                     + 1;
                 if out < 1 {
                     return Err(SpecError::invalid(
-                        child(&pointer, "padding"),
+                        child(pointer, "padding"),
                         format!(
                             "the {} output would have {out} positions: padding {} crops more than the transposed convolution produces",
                             ["height", "width"][a],
@@ -684,12 +683,12 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                 u64::try_from(out)
                     .ok()
                     .filter(|&o| o <= 1 << 40)
-                    .ok_or_else(|| SpecError::invalid(&pointer, "the output size overflows"))
+                    .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))
             };
             vec![*out_channels, axis(0, h)?, axis(1, w)?]
         }
         LayerKind::Upsample { scale, size } => {
-            let [c, h, w] = image(input, "upsample", &pointer)?;
+            let [c, h, w] = image(input, "upsample", pointer)?;
             let s = match (scale, size) {
                 (Some(s), _) => *s,
                 (None, Some(size)) => {
@@ -697,7 +696,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                     for (a, n) in [h, w].into_iter().enumerate() {
                         if size[a] % n != 0 {
                             return Err(SpecError::invalid(
-                                child(&pointer, "size"),
+                                child(pointer, "size"),
                                 format!(
                                     "nearest upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
                                     size[a]
@@ -713,13 +712,13 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             let out = |a: usize, n: u64| {
                 n.checked_mul(s[a])
                     .filter(|&o| o <= 1 << 40)
-                    .ok_or_else(|| SpecError::invalid(&pointer, "the output size overflows"))
+                    .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))
             };
             vec![c, out(0, h)?, out(1, w)?]
         }
         LayerKind::Linear { out_features, .. } => match input {
             [f] => {
-                check_declared(layer, *f, "in_features", &pointer)?;
+                check_declared(layer, *f, "in_features", pointer)?;
                 vec![*out_features]
             }
             _ => {
@@ -730,42 +729,42 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             }
         },
         LayerKind::BatchNorm { .. } => {
-            check_declared(layer, input[0], "num_features", &pointer)?;
+            check_declared(layer, input[0], "num_features", pointer)?;
             input.to_vec()
         }
         LayerKind::GroupNorm { groups, .. } => {
-            check_declared(layer, input[0], "num_channels", &pointer)?;
+            check_declared(layer, input[0], "num_channels", pointer)?;
             if !input[0].is_multiple_of(*groups) {
                 return Err(SpecError::invalid(
-                    child(&pointer, "num_groups"),
+                    child(pointer, "num_groups"),
                     format!("the input's {} channels are not divisible into {groups} groups", input[0]),
                 ));
             }
             input.to_vec()
         }
         LayerKind::InstanceNorm { .. } => {
-            image(input, "instancenorm2d", &pointer)?;
-            check_declared(layer, input[0], "num_features", &pointer)?;
+            image(input, "instancenorm2d", pointer)?;
+            check_declared(layer, input[0], "num_features", pointer)?;
             input.to_vec()
         }
         LayerKind::LayerNorm { shape, .. } => {
             if shape.len() > input.len() || input[input.len() - shape.len()..] != shape[..] {
                 return Err(SpecError::invalid(
-                    child(&pointer, "normalized_shape"),
+                    child(pointer, "normalized_shape"),
                     format!("{shape:?} must be the trailing axes of the input, which has shape {input:?}"),
                 ));
             }
             input.to_vec()
         }
         LayerKind::Softmax { dim } => {
-            sample_axis(*dim, input.len(), &child(&pointer, "dim"))?;
+            sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
             input.to_vec()
         }
         LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
         LayerKind::Flatten => vec![input
             .iter()
             .try_fold(1u64, |a, b| a.checked_mul(*b))
-            .ok_or_else(|| SpecError::invalid(&pointer, "the flattened size overflows"))?],
+            .ok_or_else(|| SpecError::invalid(pointer, "the flattened size overflows"))?],
         LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
             unreachable!("composites and merges are shaped by the builder")
         }
