@@ -3,7 +3,9 @@
   python bench/compare.py http://127.0.0.1:8080
 
 Prints a Markdown table: median wall time per answer and the ratio to the Python baseline
-measured in the same run. fvcore and ptflops are timed when installed (pip install fvcore ptflops).
+measured in the same run. The service's times are whole HTTP requests with the response body
+read (not parsed: a Python client spends about 1 ms more decoding a 90 KB table). Start the
+server with LAYERSCOPE_RESPONSE_CACHE_BYTES=0, or repeated requests come from the answer cache. fvcore and ptflops are timed when installed (pip install fvcore ptflops).
 """
 import json
 import statistics
@@ -23,6 +25,13 @@ def post(path, body):
     req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.loads(r.read())
+
+
+def fetch(path, body):
+    """One request, the response body read but not parsed: the service's side of the time."""
+    req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return r.read()
 
 
 def median_ms(fn, n):
@@ -66,11 +75,11 @@ def main():
         rows.append(("resnet50 FLOP total: ptflops", median_ms(lambda: get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False), 5)))
     except Exception as e:  # noqa: BLE001
         print(f"(ptflops not timed: {e})", file=sys.stderr)
-    http_c = median_ms(lambda: post("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter", "verify": False}), 50)
+    http_c = median_ms(lambda: fetch("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter", "verify": False}), 50)
     rows.append(("resnet50 full table: layerscope over HTTP (verify=false)", http_c))
-    http_v = median_ms(lambda: post("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter"}), 10)
+    http_v = median_ms(lambda: fetch("/v1/complexity", {"model": {"preset": "resnet50"}, "profile": "torch_flop_counter"}), 10)
     rows.append(("resnet50 full table: layerscope over HTTP (verify=true, libtorch empty batch)", http_v))
-    http_rf = median_ms(lambda: post("/v1/receptive-field", {"model": {"preset": "vgg16"}, "verify": False}), 50)
+    http_rf = median_ms(lambda: fetch("/v1/receptive-field", {"model": {"preset": "vgg16"}, "verify": False}), 50)
     rows.append(("vgg16 receptive-field table: layerscope over HTTP (verify=false)", http_rf))
     print("| what | median ms | vs torch.utils.flop_counter |")
     print("|---|---|---|")
@@ -130,7 +139,7 @@ def graph_presets():
         fastest = min(ms for _, ms in tools)
         for tool, ms in tools:
             print(f"| {name} | {tool} | {ms:.2f} | {ms / fastest:.2f}x |")
-        http = median_ms(lambda: post("/v1/complexity", {"model": {"preset": name}, "profile": "torch_flop_counter", "verify": False}), 50)
+        http = median_ms(lambda: fetch("/v1/complexity", {"model": {"preset": name}, "profile": "torch_flop_counter", "verify": False}), 50)
         print(f"| {name} | layerscope full table over HTTP (verify=false) | {http:.3f} | {http / fastest:.4f}x ({fastest / http:.0f} times faster) |")
 
 
