@@ -276,3 +276,51 @@ async fn reflect_and_replicate_padding_read_the_image_again() {
         "/model/layers/0/padding_mode",
     );
 }
+
+/// Bilinear upsampling by 2 (align_corners false), by hand: output row i reads the neighbours of
+/// (i + 0.5)/2 - 0.5, clamped at 0; a neighbour with weight zero (at the clamped first row, past
+/// the last) is not read. Its range: floor((2i-1)/4) <= m <= floor((i+1)/2).
+#[tokio::test]
+async fn bilinear_upsampling_reads_the_two_neighbours() {
+    let model = json!({"input_shape": [1, 4, 4], "layers": [{"type": "upsample", "scale_factor": 2, "mode": "bilinear"}]});
+    let at = |i: u64, j: u64| {
+        let model = model.clone();
+        async move {
+            let v = post("/v1/receptive-field", json!({"model": model, "position": {"index": [i, j]}}))
+                .await
+                .json();
+            assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+            v
+        }
+    };
+    let v = at(0, 1).await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 1]]));
+    let v = at(4, 7).await;
+    assert_eq!(v["position"]["input_rows"], json!([[1, 2]]));
+    assert_eq!(v["position"]["input_cols"], json!([[3, 3]]));
+    assert_eq!(
+        v["layers"][0]["rational"]["height"]["text"],
+        "floor((2i-1)/4) <= m <= floor((i+1)/2)"
+    );
+    let t = post("/v1/complexity", json!({"model": model, "verify": false})).await.json();
+    assert_eq!(t["rows"][0]["multiplications"], 4 * 64);
+    assert_eq!(t["rows"][0]["additions"], 3 * 64);
+    let bad = |extra: Value| {
+        let mut layer = json!({"type": "upsample", "mode": "bilinear", "scale_factor": 3});
+        for (k, v) in extra.as_object().unwrap() {
+            layer[k] = v.clone();
+        }
+        json!({"model": {"input_shape": [1, 4, 4], "layers": [layer]}})
+    };
+    assert_problem(
+        &post("/v1/receptive-field", bad(json!({}))).await,
+        422,
+        "/model/layers/0/scale_factor",
+    );
+    assert_problem(
+        &post("/v1/receptive-field", bad(json!({"scale_factor": 2, "align_corners": true}))).await,
+        422,
+        "/model/layers/0/align_corners",
+    );
+}

@@ -262,6 +262,11 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 Additions::Exact => landed - covered + bias_adds,
             };
         }
+        // bilinear: each output a weighted sum of four inputs; nearest: a copy
+        LayerKind::Upsample { bilinear: true, .. } => {
+            c.multiplications = 4 * out;
+            c.additions = 3 * out;
+        }
         LayerKind::Upsample { .. } => {}
         LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => {
             if *affine {
@@ -394,8 +399,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } | LayerKind::LayerNorm { affine, .. } => {
                 input * if *affine { 5 } else { 4 }
             }
-            // aten::upsample_nearest2d: one per output element
-            LayerKind::Upsample { .. } => c.output_elements,
+            // aten::upsample_nearest2d: one per output element, aten::upsample_bilinear2d four
+            LayerKind::Upsample { bilinear, .. } => c.output_elements * if *bilinear { 4 } else { 1 },
             _ => 0,
         },
         // ptflops 0.7.x's default pytorch backend hooks nn modules *and* counts torch.nn.functional

@@ -119,19 +119,19 @@ impl End {
         .normalize()
     }
 
-    /// `self(floor((i + q)/s))`: through an upsampling or a transposed convolution. Two floors
-    /// nest into one when the inner map has no floor or steps by one; else None.
-    fn floor(self, q: i64, s: i64) -> Option<End> {
+    /// `self(floor((u*i + q)/s))`: through an upsampling or a transposed convolution. Two
+    /// floors nest into one when the outer map has no floor, or when both step by one; else None.
+    fn floor(self, u: i64, q: i64, s: i64) -> Option<End> {
         if self.d == 1 {
             End {
                 a: self.a.checked_mul(self.n)?,
-                n: 1,
+                n: u,
                 c: q,
                 d: s,
                 e: self.a.checked_mul(self.c)?.checked_add(self.e)?,
             }
             .normalize()
-        } else if self.n == 1 {
+        } else if self.n == 1 && u == 1 {
             End {
                 c: q.checked_add(self.c.checked_mul(s)?)?,
                 d: self.d.checked_mul(s)?,
@@ -563,17 +563,25 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             let (s, p) = (stride[a] as i64, padding[a] as i64);
             let reach = i64::try_from(dilation[a].checked_mul(kernel[a] - 1)?).ok()?;
             Some(AxisMap {
-                lo: m.lo.floor(p.checked_sub(reach)?.checked_add(s - 1)?, s)?,
-                hi: m.hi.floor(p, s)?,
+                lo: m.lo.floor(1, p.checked_sub(reach)?.checked_add(s - 1)?, s)?,
+                hi: m.hi.floor(1, p, s)?,
             })
         }),
-        // output row i copies input row floor(i/s)
-        LayerKind::Upsample { .. } => map_axes(rf, NESTED, |a, m| {
+        // nearest: output row i copies input row floor(i/s); bilinear: rows
+        // floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the source position's two neighbours
+        LayerKind::Upsample { bilinear, .. } => map_axes(rf, NESTED, |a, m| {
             let s = (node.output[a + 1] / node.input[a + 1]) as i64;
-            Some(AxisMap {
-                lo: m.lo.floor(0, s)?,
-                hi: m.hi.floor(0, s)?,
-            })
+            if *bilinear {
+                Some(AxisMap {
+                    lo: m.lo.floor(2, 1 - s, 2 * s)?,
+                    hi: m.hi.floor(2, s, 2 * s)?,
+                })
+            } else {
+                Some(AxisMap {
+                    lo: m.lo.floor(1, 0, s)?,
+                    hi: m.hi.floor(1, 0, s)?,
+                })
+            }
         }),
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
             let c = node.coupling().expect("normalizations couple");
@@ -992,10 +1000,24 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 })
                 .collect()
         }
-        LayerKind::Upsample { .. } => {
+        LayerKind::Upsample { bilinear, .. } => {
             let s = [node.output[1] / node.input[1], node.output[2] / node.input[2]];
             let axis = |a: usize, set: &IntervalSet| {
-                IntervalSet::from_ranges(set.ranges().iter().map(|&(lo, hi)| (lo / s[a], hi / s[a])).collect())
+                let (s, last) = (s[a], node.input[a + 1] - 1);
+                IntervalSet::from_ranges(
+                    set.ranges()
+                        .iter()
+                        .map(|&(lo, hi)| {
+                            if *bilinear {
+                                // the neighbours of (i + 0.5)/s - 0.5 clamped at 0; a zero-weight
+                                // neighbour (at the clamped start, past the end) is not read
+                                (((2 * lo + 1).saturating_sub(s)) / (2 * s), ((2 * hi + s) / (2 * s)).min(last))
+                            } else {
+                                (lo / s, hi / s)
+                            }
+                        })
+                        .collect(),
+                )
             };
             set.into_iter()
                 .map(|p| Product(vec![p.0[0].clone(), axis(0, &p.0[1]), axis(1, &p.0[2])]))

@@ -379,33 +379,40 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "upsample" | "upsamplingnearest2d" => {
-            let mode = o.str_or("mode", "nearest")?;
-            if mode != "nearest" {
-                return Err(SpecError::invalid(
-                    o.at("mode"),
-                    format!("mode {mode:?} is not supported yet: only \"nearest\" (by an integer factor)"),
-                ));
-            }
-            if o.raw("align_corners").is_some() {
-                return Err(SpecError::invalid(
-                    o.at("align_corners"),
-                    "align_corners applies to linear modes only (PyTorch refuses it for nearest)",
-                ));
+            let bilinear = match o.str_or("mode", "nearest")? {
+                "nearest" => false,
+                "bilinear" => true,
+                mode => {
+                    return Err(SpecError::invalid(
+                        o.at("mode"),
+                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors) or \"bilinear\" (power-of-two factors)"),
+                    ))
+                }
+            };
+            match (bilinear, o.raw("align_corners")) {
+                (false, Some(_)) => {
+                    return Err(SpecError::invalid(
+                        o.at("align_corners"),
+                        "align_corners applies to linear modes only (PyTorch refuses it for nearest)",
+                    ))
+                }
+                (true, Some(v)) if v != &Value::Bool(false) => {
+                    return Err(SpecError::invalid(
+                        o.at("align_corners"),
+                        "only align_corners=false (PyTorch's default) is supported",
+                    ))
+                }
+                _ => {}
             }
             if o.raw("recompute_scale_factor").is_some_and(|v| v != &Value::Bool(false)) {
                 return Err(SpecError::invalid(o.at("recompute_scale_factor"), "only the default is supported"));
             }
             let scale = match o.raw("scale_factor") {
                 None => None,
-                Some(v) => Some(super::json::pair(v, &o.at("scale_factor"), 1, 1024).map_err(|e| {
-                    SpecError::invalid(
-                        e.pointer,
-                        format!(
-                            "{} (integer scale factors only: output row i copies input row floor(i/s))",
-                            e.message
-                        ),
-                    )
-                })?),
+                Some(v) => Some(
+                    super::json::pair(v, &o.at("scale_factor"), 1, 1024)
+                        .map_err(|e| SpecError::invalid(e.pointer, format!("{} (integer scale factors only)", e.message)))?,
+                ),
             };
             let size = o.raw("size").map(|v| super::json::pair(v, &o.at("size"), 1, max)).transpose()?;
             match (scale.is_some(), size.is_some()) {
@@ -418,7 +425,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 (false, false) => return Err(SpecError::invalid(o.at("scale_factor"), "is required (or size)")),
                 _ => {}
             }
-            LayerKind::Upsample { scale, size }
+            LayerKind::Upsample { scale, size, bilinear }
         }
         "linear" => {
             declared_in = o.opt_u64("in_features", 1, max)?;

@@ -687,7 +687,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             };
             vec![*out_channels, axis(0, h)?, axis(1, w)?]
         }
-        LayerKind::Upsample { scale, size } => {
+        LayerKind::Upsample { scale, size, bilinear } => {
             let [c, h, w] = image(input, "upsample", pointer)?;
             let s = match (scale, size) {
                 (Some(s), _) => *s,
@@ -698,7 +698,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                             return Err(SpecError::invalid(
                                 child(pointer, "size"),
                                 format!(
-                                    "nearest upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
+                                    "upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
                                     size[a]
                                 ),
                             ));
@@ -709,6 +709,15 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                 }
                 (None, None) => unreachable!("the parser requires one"),
             };
+            if *bilinear && !(s[0].is_power_of_two() && s[1].is_power_of_two()) {
+                return Err(SpecError::invalid(
+                    child(pointer, if scale.is_some() { "scale_factor" } else { "size" }),
+                    format!(
+                        "bilinear upsampling by {}x{} is not supported yet: only powers of two, where PyTorch's float source positions are exact",
+                        s[0], s[1]
+                    ),
+                ));
+            }
             let out = |a: usize, n: u64| {
                 n.checked_mul(s[a])
                     .filter(|&o| o <= 1 << 40)

@@ -103,12 +103,15 @@ pub enum LayerKind {
         groups: u64,
         bias: bool,
     },
-    /// `torch.nn.Upsample(mode="nearest")` by an integer factor per axis (from `scale_factor`,
-    /// or from a `size` that is a multiple of the input): output row `i` copies input row
-    /// `floor(i / s)`.
+    /// `torch.nn.Upsample` by an integer factor per axis (from `scale_factor`, or from a `size`
+    /// that is a multiple of the input). Nearest: output row `i` copies input row `floor(i/s)`.
+    /// Bilinear (align_corners false, factors powers of two, where PyTorch's float arithmetic
+    /// is exact): a weighted sum of rows `floor(src)` and `floor(src) + 1`, src = (i + 0.5)/s - 0.5
+    /// clamped at 0, the second row dropped where its weight is zero.
     Upsample {
         scale: Option<Pair>,
         size: Option<Pair>,
+        bilinear: bool,
     },
     Linear {
         out_features: u64,

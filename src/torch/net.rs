@@ -434,7 +434,7 @@ impl Net {
                 )
             }
             // integer factors: output row i is input row floor(i / s), exactly as PyTorch's nearest
-            LayerKind::Upsample { .. } => x.upsample_nearest2d([node.output[1] as i64, node.output[2] as i64], None, None),
+            LayerKind::Upsample { .. } => upsample(x, node),
             LayerKind::Linear { .. } => {
                 let p = p.expect("linear params");
                 x.linear(p.weight.as_ref().unwrap(), p.bias.as_ref())
@@ -492,6 +492,15 @@ impl Net {
                 unreachable!("merge nodes combine their inputs above")
             }
         }
+    }
+}
+
+/// An upsampling layer on `x`: nearest or bilinear (align_corners false) to the node's output.
+pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
+    let size = [node.output[1] as i64, node.output[2] as i64];
+    match node.layer.kind {
+        LayerKind::Upsample { bilinear: true, .. } => x.upsample_bilinear2d(size, false, None, None),
+        _ => x.upsample_nearest2d(size, None, None),
     }
 }
 

@@ -9,7 +9,7 @@
 //! network has a path and exactly zero elsewhere, at the cost of a network a few channels wide
 //! (vgg16: 1 channel a layer instead of 64..512, about 10^4 times less arithmetic).
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
-use super::net::{coupled_sum, fill_pad, summing_window, Init, InitSpec, Mode, Net};
+use super::net::{coupled_sum, fill_pad, summing_window, upsample, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::chain_to;
 use crate::spec::{infer, Fill, Graph, LayerKind, Merge, ModelSpec, Node, Window};
@@ -463,10 +463,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             );
             (narrow_to(y, whole(&node.output), want), classes)
         }
-        LayerKind::Upsample { .. } => {
-            let y = x.upsample_nearest2d([node.output[1] as i64, node.output[2] as i64], None, None);
-            (narrow_to(y, whole(&node.output), want), m)
-        }
+        LayerKind::Upsample { .. } => (narrow_to(upsample(&x, node), whole(&node.output), want), m),
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
             // a group's channels become one class (the classes present in it); then each
             // element plus the sum along the coupled axes (read whole, see needs_back)

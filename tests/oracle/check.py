@@ -353,6 +353,7 @@ def random_mlp(rng):
 
 def run_gradient(url, n, seed):
     rng = random.Random(seed)
+    oversized = 0
     # the weights torch.nn draws and the inputs come from the seed too: a failing case reruns
     torch.manual_seed(seed)
     failures = 0
@@ -386,9 +387,16 @@ def run_gradient(url, n, seed):
         for d in out_shape:
             out_n *= d
         kind = rng.choice(["sum", "unit", "mse"])
+        if kind == "mse" and batch * out_n > 50_000:
+            kind = "sum"  # the targets of a large output would pass the body limit
         targets = torch.randn(batch, out_n, dtype=torch.float64)
         objective = {"sum": "sum_output", "unit": {"output_unit": rng.randrange(out_n)}, "mse": {"type": "mse", "targets": targets.tolist()}}[kind]
         body = {"model": spec, "parameters": params, "inputs": {"values": x.flatten().tolist()}, "objective": objective, "dtype": dtype}
+        if len(json.dumps(params)) > 3_000_000:
+            # explicit weights of a linear layer on a large flattened map would pass the 4 MB
+            # body limit: the case cannot be sent, and is counted apart
+            oversized += 1
+            continue
         status, resp = post(url + "/v1/gradient-diagnostics", body)
         problems = []
         if status != 200:
@@ -409,12 +417,15 @@ def run_gradient(url, n, seed):
                 loss = ((y - targets.to(tdtype)) ** 2).mean()
             if loss.requires_grad:  # outputs that no parameter reaches: nothing to differentiate
                 loss.backward()
-            tol = 1e-6 if dtype == "float64" else 1e-4
+            # float64 carries the exactness claim (1e-6); float32 runs of the same graph in two
+            # processes sum in different orders (transposed convs, concatenations), and large
+            # cancelling gradients (1e5 from a few 1e1 terms) differ by a few 1e-4 relative
+            tol = 1e-6 if dtype == "float64" else 5e-4
             # gradients that are zero in exact arithmetic (a softmax or normalization summed
             # away) come out as rounding noise on both sides: an absolute floor at the rounding
             # level of O(1) terms, or of the case's largest gradient when that is larger
             scale = max([torchspec.module_at(model, l["path"]).weight.grad.double().norm().item() for l in resp["layers"]] + [1.0])
-            floor = scale * (1e-12 if dtype == "float64" else 1e-6)
+            floor = scale * (1e-12 if dtype == "float64" else 1e-5)
             close = lambda a, b: abs(a - b) <= tol * max(abs(b), 1e-12) or abs(a - b) <= floor  # noqa: E731
             reported = {layer["path"] for layer in resp["layers"]}
             for path in torchspec.all_paths(spec):
@@ -462,7 +473,7 @@ def run_gradient(url, n, seed):
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
     failures += run_spectral(url, max(4, n // 10), rng)
-    print(f"gradient oracle: {n - failures} passed, {failures} failed")
+    print(f"gradient oracle: {n - failures - oversized} passed, {failures} failed, {oversized} too large to send")
     return failures
 
 

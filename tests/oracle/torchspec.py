@@ -94,7 +94,8 @@ def functional_form(m):
     if isinstance(m, nn.AdaptiveMaxPool2d):
         return lambda x: F.adaptive_max_pool2d(x, m.output_size)
     if isinstance(m, nn.Upsample):
-        return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode="nearest")
+        return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode=m.mode,
+                                       align_corners=False if m.mode == "bilinear" else None)
     raise ValueError(f"no functional form for {m}")
 
 
@@ -265,7 +266,7 @@ def build_layer(spec, shape, probe):
     elif t == "upsample":
         sf = spec.get("scale_factor")
         m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
-                        scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode="nearest")
+                        scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode=spec.get("mode", "nearest"))
     elif t in ("groupnorm", "instancenorm2d", "layernorm", "softmax"):
         if t == "groupnorm":
             real = nn.GroupNorm(spec["num_groups"], shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True))
@@ -362,6 +363,11 @@ def rand_transposed(rng, shape):
 
 
 def rand_upsample(rng, shape):
+    if rng.random() < 0.4:
+        # bilinear (align_corners false) by powers of two
+        if rng.random() < 0.5:
+            return {"type": "upsample", "mode": "bilinear", "scale_factor": rng.choice([1, 2, 4, [2, 1], [1, 4], [4, 2]])}
+        return {"type": "upsample", "mode": "bilinear", "size": [shape[1] * rng.choice([1, 2, 4]), shape[2] * rng.choice([1, 2])]}
     if rng.random() < 0.5:
         f = rng.choice([1, 2, 3, [2, 1], [1, 3]])
         return {"type": "upsample", "scale_factor": f, "mode": "nearest"}
@@ -536,7 +542,7 @@ def random_graph(rng):
             if d and rng.random() < 0.5:
                 u = add({"type": "conv_transpose2d", "out_channels": rng.randint(1, 4), "kernel_size": 2, "stride": 2}, [d])
             else:
-                u = d and add({"type": "upsample", "scale_factor": 2}, [d])
+                u = d and add({"type": "upsample", "scale_factor": 2, "mode": rng.choice(["nearest", "bilinear"])}, [d])
             if u:
                 add({"type": "concat", "dim": 1}, [src, u] if rng.random() < 0.5 else [u, src])
         elif r < 0.97 and s[1] * s[2] < 2500:
