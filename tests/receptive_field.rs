@@ -324,3 +324,61 @@ async fn bilinear_upsampling_reads_the_two_neighbours() {
         "/model/layers/0/align_corners",
     );
 }
+
+/// x.mean(...) as a forward writes it, by hand: over [2, 3] each feature reads its channel's
+/// whole map; over the channels (keepdim) each position reads every channel there.
+#[tokio::test]
+async fn means_over_positions_and_channels() {
+    let conv = json!({"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4});
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": {"input_shape": [4, 6, 5], "layers": [conv, {"type": "mean", "dim": [2, 3]}]}, "position": {"index": [2]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["position"]["input_channels"], json!([[2, 2]]));
+    assert_eq!(v["position"]["input_rows"], json!([[0, 5]]));
+    assert_eq!(v["layers"][1]["kind"], "not_affine");
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": {"input_shape": [4, 6, 5], "layers": [conv, {"type": "mean", "dim": 1, "keepdim": true}]}, "position": {"index": [2, 3]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["position"]["input_channels"], json!([[0, 3]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 3]]));
+    assert_eq!(v["layers"][1]["receptive_field"]["height"]["text"], "i-1 <= m <= i+1");
+    // a mean over the width with keepdim: a window as wide as the map
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": {"input_shape": [4, 6, 5], "layers": [{"type": "mean", "dim": -1, "keepdim": true}]}, "position": {"index": [2, 0]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["position"]["input_cols"], json!([[0, 4]]));
+    assert_eq!(v["position"]["input_rows"], json!([[2, 2]]));
+    assert_eq!(v["model"]["output_shape"], json!([4, 6, 1]));
+    // counts: a sum over each output's inputs and one division
+    let t = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [4, 6, 5], "layers": [{"type": "mean", "dim": [2, 3]}]}, "verify": false}),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (t["rows"][0]["additions"].clone(), t["rows"][0]["multiplications"].clone()),
+        (json!(4 * 30 - 4), json!(4))
+    );
+    // not yet: a rank-2 result
+    assert_problem(
+        &post(
+            "/v1/complexity",
+            json!({"model": {"input_shape": [4, 6, 5], "layers": [{"type": "mean", "dim": 2}]}}),
+        )
+        .await,
+        422,
+        "/model/layers/0/keepdim",
+    );
+}

@@ -281,6 +281,11 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.params_bias = if *bias { n } else { 0 };
             normalization(&mut c, node, *affine);
         }
+        LayerKind::Mean { .. } => {
+            // a sum over each output's inputs and one division
+            c.additions = numel(&node.input) as u128 - out;
+            c.multiplications = out;
+        }
         LayerKind::Softmax { .. } => {
             // max (stability), x - max, exp, sum, divide: per element
             c.comparisons = out;
@@ -364,6 +369,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                     by_unit(c)
                 }
                 LayerKind::Softmax { .. } if conv.count_activations => c.activations,
+                // a mean is an average pool
+                LayerKind::Mean { .. } if conv.count_pooling => c.additions + c.multiplications,
                 LayerKind::Activation { .. } if conv.count_activations => c.activations,
                 _ if is_pool && conv.count_pooling => c.comparisons + c.additions + c.multiplications,
                 // every element-wise merge: a residual's sum, a graph's add and mul

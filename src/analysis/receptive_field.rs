@@ -597,6 +597,26 @@ fn apply(node: &Node, rf: Rf) -> Rf {
                 other => other,
             }
         }
+        // a spatial mean is a window as wide as each averaged axis; without keepdim the
+        // features have no spatial index left; a mean over the channels keeps the range
+        LayerKind::Mean { .. } => match (node.windows, rf) {
+            (Some(_), Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_)) if node.output.len() == 1 => {
+                Rf::NotAffine("averaged over every position: each feature reads its channel's whole map".into())
+            }
+            (Some([wh, ww]), Rf::Spatial([h, w])) => match (h.then(&wh), w.then(&ww)) {
+                (Some(h), Some(w)) => Rf::Spatial([h, w]),
+                _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+            },
+            (Some(ws), r @ Rf::Rational(_)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
+                let s = ws[a].stride as i64;
+                Some(AxisMap {
+                    lo: m.lo.linear(s, 0)?,
+                    hi: m.hi.linear(s, ws[a].span() as i64 - 1)?,
+                })
+            }),
+            (None, Rf::Features) => Rf::Global,
+            (_, other) => other,
+        },
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
             Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
@@ -1000,6 +1020,29 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 })
                 .collect()
         }
+        LayerKind::Mean { .. } => match node.windows {
+            // positions: the windows back (every position of an averaged axis)
+            Some([wh, ww]) => set
+                .into_iter()
+                .map(|p| {
+                    let (rows, cols) = if node.output.len() == 1 {
+                        let one = IntervalSet::range(0, 0);
+                        (one.clone(), one)
+                    } else {
+                        (p.0[1].clone(), p.0[2].clone())
+                    };
+                    Product(vec![p.0[0].clone(), window_back(&wh, &rows), window_back(&ww, &cols)])
+                })
+                .collect(),
+            // the channels: every one of them
+            None => set
+                .into_iter()
+                .map(|mut p| {
+                    p.0[0] = IntervalSet::range(0, node.input[0] - 1);
+                    p
+                })
+                .collect(),
+        },
         LayerKind::Upsample { bilinear, .. } => {
             let s = [node.output[1] / node.input[1], node.output[2] / node.input[2]];
             let axis = |a: usize, set: &IntervalSet| {

@@ -231,7 +231,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -557,6 +557,36 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 bias: affine && bias,
                 eps,
             }
+        }
+        "mean" => {
+            let dims = match o.raw("dim") {
+                None => {
+                    return Err(SpecError::invalid(
+                        o.at("dim"),
+                        "is required: the axes to average, batch axis 0 (e.g. [2, 3])",
+                    ))
+                }
+                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
+                            SpecError::invalid(
+                                child(&o.at("dim"), i),
+                                format!("expected an integer dim, got {}", super::json::show(v)),
+                            )
+                        })
+                    })
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(v) => vec![v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
+                    SpecError::invalid(
+                        o.at("dim"),
+                        format!("expected an integer dim or a list of 1 to 3, got {}", super::json::show(v)),
+                    )
+                })?],
+            };
+            let keepdim = o.bool("keepdim", false)?;
+            LayerKind::Mean { dims, keepdim }
         }
         "softmax" => {
             let dim = match o.raw("dim") {

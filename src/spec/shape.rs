@@ -412,6 +412,19 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The sample axes a mean averages, sorted and without repeats (PyTorch refuses repeats).
+pub fn mean_axes(dims: &[i64], rank: usize, pointer: &str) -> SpecResult<Vec<usize>> {
+    let mut axes = dims
+        .iter()
+        .map(|&d| sample_axis(d, rank, pointer))
+        .collect::<SpecResult<Vec<_>>>()?;
+    axes.sort_unstable();
+    if axes.windows(2).any(|w| w[0] == w[1]) {
+        return Err(SpecError::invalid(pointer, "names an axis twice"));
+    }
+    Ok(axes)
+}
+
 /// PyTorch's `dim` (batch axis 0, negative from the end) as an axis of the sample.
 pub fn sample_axis(dim: i64, rank: usize, pointer: &str) -> SpecResult<usize> {
     let full = rank as i64 + 1;
@@ -768,6 +781,39 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         LayerKind::Softmax { dim } => {
             sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
             input.to_vec()
+        }
+        LayerKind::Mean { dims, keepdim } => {
+            let axes = mean_axes(dims, input.len(), &child(pointer, "dim"))?;
+            let spatial = input.len() == 3 && !axes.contains(&0);
+            match (spatial, *keepdim, axes.as_slice()) {
+                // over positions: a window as wide as each averaged axis
+                (true, _, _) => {
+                    let k = [if axes.contains(&1) { input[1] } else { 1 }, if axes.contains(&2) { input[2] } else { 1 }];
+                    let ws = windows([input[1], input[2]], k, k, [1, 1], [[0, 0], [0, 0]], false, pointer)?;
+                    win = Some(ws);
+                    match keepdim {
+                        true => vec![input[0], ws[0].output, ws[1].output],
+                        false if axes == [1, 2] => vec![input[0]],
+                        false => {
+                            return Err(SpecError::invalid(
+                                child(pointer, "keepdim"),
+                                "averaging one spatial axis without keepdim leaves a [C, L] tensor, which is not supported yet",
+                            ))
+                        }
+                    }
+                }
+                (false, true, [0]) => {
+                    let mut out = input.to_vec();
+                    out[0] = 1;
+                    out
+                }
+                _ => {
+                    return Err(SpecError::invalid(
+                        child(pointer, "dim"),
+                        format!("mean over {dims:?} of a {input:?} tensor is not supported yet: average the spatial axes ([2, 3], [2] or [3] with keepdim) or the channels (dim 1 with keepdim)"),
+                    ))
+                }
+            }
         }
         LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
         LayerKind::Flatten => vec![input

@@ -168,6 +168,12 @@ pub enum LayerKind {
     Softmax {
         dim: i64,
     },
+    /// `x.mean(dim, keepdim)` with PyTorch's dims (batch axis 0): over height and/or width (a
+    /// window as wide as the axis), or over the channels keeping the axis.
+    Mean {
+        dims: Vec<i64>,
+        keepdim: bool,
+    },
     Activation {
         kind: Activation,
         /// leaky_relu's negative_slope; unused otherwise.
@@ -247,6 +253,7 @@ impl Layer {
             LayerKind::InstanceNorm { .. } => "instancenorm2d",
             LayerKind::LayerNorm { .. } => "layernorm",
             LayerKind::Softmax { .. } => "softmax",
+            LayerKind::Mean { .. } => "mean",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Flatten => "flatten",

@@ -480,6 +480,11 @@ impl Net {
                 let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
                 x.layer_norm(shape.as_slice(), p.weight.as_ref(), p.bias.as_ref(), *eps, true)
             }
+            LayerKind::Mean { dims, keepdim } => {
+                let axes = crate::spec::shape::mean_axes(dims, node.input.len(), "").expect("checked by shape inference");
+                let dims: Vec<i64> = axes.iter().map(|&a| a as i64 + 1).collect();
+                x.mean_dim(dims.as_slice(), *keepdim, x.kind())
+            }
             LayerKind::Softmax { dim } => {
                 let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
                 x.softmax(axis as i64 + 1, x.kind())

@@ -161,7 +161,10 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                     match &node.layer.kind {
                         // reflect/replicate padding reads rows across the image: the whole input
                         LayerKind::Conv2d { .. } if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) => whole(&node.input),
-                        LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+                        // a spatial mean to a flat tensor reads everything; over the channels, the same positions
+                        LayerKind::Mean { .. } if node.output.len() == 1 => whole(&node.input),
+                        LayerKind::Mean { .. } if node.windows.is_none() => out,
+                        LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::Mean { .. } => {
                             let [wh, ww] = node.windows.expect("windows");
                             out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
                         }
@@ -368,16 +371,9 @@ fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device
     let mix = move |x: Tensor| -> Tensor {
         if grouped && block == 1 {
             x
-        } else if grouped {
-            x.conv2d(
-                &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
-                None::<Tensor>,
-                [1, 1],
-                [0, 0],
-                [1, 1],
-                k_out as i64,
-            )
-        } else {
+        } else if x.dim() == 2 || !grouped {
+            // the 0/1 matrix of which input classes each output class sums; flat tensors
+            // (features) take it as a linear map
             let mut w = vec![0.0f64; k_out * k_in];
             for (o, s) in firsts.iter().enumerate() {
                 for &c in s {
@@ -387,8 +383,28 @@ fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device
             let w = Tensor::from_slice(&w)
                 .to_kind(kind)
                 .to_device(device)
-                .reshape([k_out as i64, k_in as i64, 1, 1]);
-            x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+                .reshape([k_out as i64, k_in as i64]);
+            if x.dim() == 2 {
+                x.linear(&w, None::<Tensor>)
+            } else {
+                x.conv2d(
+                    &w.reshape([k_out as i64, k_in as i64, 1, 1]),
+                    None::<Tensor>,
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    1,
+                )
+            }
+        } else {
+            x.conv2d(
+                &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
+                None::<Tensor>,
+                [1, 1],
+                [0, 0],
+                [1, 1],
+                k_out as i64,
+            )
         }
     };
     (classes, mix)
@@ -484,6 +500,17 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             (narrow_to(y, win, want), classes)
         }
         LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+            let (x, windows) = cut(x);
+            (summing_window(&x, windows), m)
+        }
+        // over the channels: one class, the sum of all of them
+        LayerKind::Mean { .. } if node.windows.is_none() => {
+            let (classes, mix) = channel_mix(&m, node.input[0], 1, 1, kind, device);
+            (narrow_to(mix(x), win, want), classes)
+        }
+        // over every position to a flat tensor: the window over the whole input, flattened
+        LayerKind::Mean { .. } if node.output.len() == 1 => (summing_window(&x, node.windows.expect("windows")).flatten(1, -1), m),
+        LayerKind::Mean { .. } => {
             let (x, windows) = cut(x);
             (summing_window(&x, windows), m)
         }

@@ -17,12 +17,12 @@ def v():
     return rng.choice(BIG) if rng.random() < 0.3 else rng.randint(0, 9)
 def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
-                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm"])
+                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",
-                         "elementwise_affine", "track_running_stats", "affine"], rng.randint(0, 7)):
-        d[k] = v() if k not in ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine") else rng.choice([True, False, 1, "nearest", "bilinear"])
+                         "elementwise_affine", "track_running_stats", "affine", "keepdim"], rng.randint(0, 7)):
+        d[k] = v() if k not in ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim") else rng.choice([True, False, 1, "nearest", "bilinear"])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
     if rng.random() < 0.1: d["padding_mode"] = rng.choice(["zeros", "reflect", "replicate", "circular", "mirror", 3])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]

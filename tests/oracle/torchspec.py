@@ -123,6 +123,17 @@ class CoupledSum(nn.Module):
         return x + x.sum(r.dim, keepdim=True)
 
 
+class Mean(nn.Module):
+    """x.mean(dim, keepdim), as a model's forward writes it."""
+
+    def __init__(self, dim, keepdim):
+        super().__init__()
+        self.dim, self.keepdim = dim, keepdim
+
+    def forward(self, x):
+        return x.mean(self.dim, keepdim=self.keepdim)
+
+
 class Add(nn.Module):
     def forward(self, *xs):
         out = xs[0]
@@ -278,6 +289,8 @@ def build_layer(spec, shape, probe):
         else:
             real = nn.Softmax(dim=spec["dim"])
         m = CoupledSum(real, len(shape)) if probe else real.double().eval()
+    elif t == "mean":
+        m = Mean(spec["dim"], spec.get("keepdim", False))
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
         if probe:
@@ -458,8 +471,15 @@ def random_spec(rng):
         shape = new_shape
     if not layers:
         layers.append({"type": "relu"})
-    if rng.random() < 0.15:
+    r = rng.random()
+    if r < 0.15:
         layers += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    elif r < 0.25:
+        # a global average written as a mean, then a classifier
+        layers += [{"type": "mean", "dim": rng.choice([[2, 3], [-1, -2]])}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    elif r < 0.35:
+        layers.append(rng.choice([{"type": "mean", "dim": [2, 3], "keepdim": True}, {"type": "mean", "dim": rng.choice([2, 3, -1]), "keepdim": True},
+                                  {"type": "mean", "dim": 1, "keepdim": True}]))
     return {"input_shape": [c, h, w], "layers": layers}
 
 
@@ -502,6 +522,8 @@ def random_graph(rng):
         elif r < 0.48:
             if rng.random() < 0.4:
                 add(rand_norm(rng, s), [src])
+            elif rng.random() < 0.1:
+                add({"type": "mean", "dim": rng.choice([[2, 3], 2, 3, 1]), "keepdim": True}, [src])
             else:
                 add({"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
         elif r < 0.63:
@@ -516,9 +538,15 @@ def random_graph(rng):
                     add({"type": "add"}, [b, src] if rng.random() < 0.5 else [src, b])
         elif r < 0.73:
             # squeeze-and-excitation: [C,1,1] gate times [C,H,W]; sometimes a [1,H,W] spatial map
-            if rng.random() < 0.7:
-                g = add({"type": "adaptive_avgpool2d", "output_size": 1}, [src])
+            r2 = rng.random()
+            if r2 < 0.7:
+                pool = {"type": "adaptive_avgpool2d", "output_size": 1} if r2 < 0.45 else {"type": "mean", "dim": [2, 3], "keepdim": True}
+                g = add(pool, [src])
                 g = g and add({"type": "conv2d", "out_channels": s[0], "kernel_size": 1}, [g])
+            elif r2 < 0.85:
+                # a spatial attention map from the channel mean
+                g = add({"type": "mean", "dim": 1, "keepdim": True}, [src])
+                g = g and add({"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1}, [g])
             else:
                 g = add({"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1}, [src])
             g = g and add({"type": "sigmoid"}, [g])
