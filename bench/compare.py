@@ -44,6 +44,16 @@ def median_ms(fn, n):
     return statistics.median(times)
 
 
+def flop_total(model, x):
+    """torch.utils.flop_counter's total for one forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad():
+        c = FlopCounterMode(display=False)
+        with c:
+            model(x)
+        return c.get_total_flops()
+
+
 def resnet50():
     spec = json.loads(urllib.request.urlopen(URL + "/v1/presets/resnet50").read())["spec"]
     model, _ = torchspec.build(spec["layers"], spec["input_shape"])
@@ -55,15 +65,7 @@ def main():
     model = resnet50()
     x = torch.zeros(1, 3, 224, 224)
 
-    def flop_counter():
-        from torch.utils.flop_counter import FlopCounterMode
-        with torch.no_grad():
-            c = FlopCounterMode(display=False)
-            with c:
-                model(x)
-            return c.get_total_flops()
-
-    base = median_ms(flop_counter, 10)
+    base = median_ms(lambda: flop_total(model, x), 10)
     rows.append(("resnet50 FLOP total: torch.utils.flop_counter (Python, model already built)", base))
     try:
         from fvcore.nn import FlopCountAnalysis
@@ -98,7 +100,6 @@ def graph_presets():
         print("(torchvision not installed: graph presets not timed)", file=sys.stderr)
         return
     import logging
-    from torch.utils.flop_counter import FlopCounterMode
     logging.disable(logging.WARNING)
     print()
     print("| model | what | median ms | vs the fastest Python tool |")
@@ -107,14 +108,7 @@ def graph_presets():
         model = getattr(torchvision.models, name)().eval()
         x = torch.zeros(1, 3, 224, 224)
 
-        def flop_counter():
-            with torch.no_grad():
-                c = FlopCounterMode(display=False)
-                with c:
-                    model(x)
-                return c.get_total_flops()
-
-        tools = [("torch.utils.flop_counter", median_ms(flop_counter, 5))]
+        tools = [("torch.utils.flop_counter", median_ms(lambda: flop_total(model, x), 5))]
         try:
             from fvcore.nn import FlopCountAnalysis
 

@@ -277,12 +277,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "concat" | "cat" if graph && !composite => {
             let dim = match o.raw("dim") {
                 None => 1,
-                Some(v) => v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
-                    SpecError::invalid(
-                        o.at("dim"),
-                        format!("expected an integer dim (PyTorch's, batch axis 0), got {}", super::json::show(v)),
-                    )
-                })?,
+                Some(v) => torch_dim(v, &o.at("dim"))?,
             };
             LayerKind::Cat { dim }
         }
@@ -569,21 +564,9 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| {
-                        v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
-                            SpecError::invalid(
-                                child(&o.at("dim"), i),
-                                format!("expected an integer dim, got {}", super::json::show(v)),
-                            )
-                        })
-                    })
+                    .map(|(i, v)| torch_dim(v, &child(&o.at("dim"), i)))
                     .collect::<SpecResult<Vec<_>>>()?,
-                Some(v) => vec![v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
-                    SpecError::invalid(
-                        o.at("dim"),
-                        format!("expected an integer dim or a list of 1 to 3, got {}", super::json::show(v)),
-                    )
-                })?],
+                Some(v) => vec![torch_dim(v, &o.at("dim"))?],
             };
             let keepdim = o.bool("keepdim", false)?;
             LayerKind::Mean { dims, keepdim }
@@ -596,12 +579,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                         "is required (PyTorch's implicit dim is deprecated): the axis, batch axis 0",
                     ))
                 }
-                Some(v) => v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
-                    SpecError::invalid(
-                        o.at("dim"),
-                        format!("expected an integer dim (PyTorch's, batch axis 0), got {}", super::json::show(v)),
-                    )
-                })?,
+                Some(v) => torch_dim(v, &o.at("dim"))?,
             };
             LayerKind::Softmax { dim }
         }
@@ -728,6 +706,16 @@ fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bo
     }
     let bias = o.bool("bias", true)?;
     Ok((groups, bias))
+}
+
+/// A PyTorch `dim` (batch axis 0, negative from the end), range-checked before any use.
+fn torch_dim(v: &Value, pointer: &str) -> SpecResult<i64> {
+    v.as_i64().filter(|d| (-8..=8).contains(d)).ok_or_else(|| {
+        SpecError::invalid(
+            pointer,
+            format!("expected an integer dim (PyTorch's, batch axis 0), got {}", super::json::show(v)),
+        )
+    })
 }
 
 fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {
