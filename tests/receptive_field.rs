@@ -382,3 +382,41 @@ async fn means_over_positions_and_channels() {
         "/model/layers/0/keepdim",
     );
 }
+
+/// Padding layers, by hand: ReflectionPad2d((1, 0, 2, 0)) before a 3x3 conv on 1x4x4: output
+/// row 0 reads padded rows 0..2, which are rows 2, 1 of the input (reflected) and row 0; the
+/// conv's unit (0, 0) reads padded columns 0..2 = input columns 1, 0, 1.
+#[tokio::test]
+async fn padding_layers_hold_zeros_or_the_image() {
+    let model = |kind: &str| {
+        json!({"input_shape": [1, 4, 4], "layers": [
+            {"type": kind, "padding": [1, 0, 2, 0]},
+            {"type": "conv2d", "out_channels": 1, "kernel_size": 3}]})
+    };
+    let at = |kind: &str| {
+        let m = model(kind);
+        async move {
+            let v = post("/v1/receptive-field", json!({"model": m, "position": {"index": [0, 0]}}))
+                .await
+                .json();
+            assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+            v
+        }
+    };
+    let v = at("reflectionpad2d").await;
+    assert_eq!(v["model"]["output_shape"], json!([1, 4, 3]));
+    assert_eq!(v["position"]["input_rows"], json!([[0, 2]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 1]]));
+    let v = at("replicationpad2d").await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 1]]));
+    let v = at("zeropad2d").await;
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 1]]));
+    // the padding layer's own range: output row i is input row i-2
+    assert_eq!(v["layers"][0]["receptive_field"]["height"]["text"], "i-2 <= m <= i-2");
+    let t = post("/v1/complexity", json!({"model": model("reflectionpad2d")})).await.json();
+    assert_eq!(t["rows"][0]["output_shape"], json!([1, 6, 5]));
+    assert_eq!(t["totals"]["params"], 10);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+}

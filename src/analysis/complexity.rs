@@ -267,7 +267,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.multiplications = 4 * out;
             c.additions = 3 * out;
         }
-        LayerKind::Upsample { .. } => {}
+        LayerKind::Upsample { .. } | LayerKind::Pad { .. } => {}
         LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => {
             if *affine {
                 c.params_weight = node.input[0] as u128;

@@ -533,6 +533,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
+        | LayerKind::Pad { .. }
         | LayerKind::AdaptiveAvgPool2d { .. }
         | LayerKind::AdaptiveMaxPool2d { .. } => match (rf, node.windows) {
             (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
@@ -952,6 +953,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
         }
         LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
+        | LayerKind::Pad { .. }
         | LayerKind::AdaptiveAvgPool2d { .. }
         | LayerKind::AdaptiveMaxPool2d { .. } => set
             .into_iter()

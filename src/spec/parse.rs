@@ -231,7 +231,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -607,6 +607,32 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 o.choice("approximate", "none", &["none"])?;
             }
             LayerKind::Activation { kind, negative_slope }
+        }
+        "zeropad2d" | "reflectionpad2d" | "replicationpad2d" => {
+            let fill = match canonical_type(ty).as_str() {
+                "zeropad2d" => Fill::Zeros,
+                "reflectionpad2d" => Fill::Reflect,
+                _ => Fill::Replicate,
+            };
+            // an int pads every side; PyTorch's 4-tuple is (left, right, top, bottom)
+            let pad = match o.raw("padding") {
+                None => return Err(o.missing("padding")),
+                Some(Value::Array(items)) if items.len() == 4 => {
+                    let mut pad = [0u64; 4];
+                    for (i, v) in items.iter().enumerate() {
+                        pad[i] = uint(v, &child(&o.at("padding"), i), 0, max)?;
+                    }
+                    pad
+                }
+                Some(v @ Value::Number(_)) => [uint(v, &o.at("padding"), 0, max)?; 4],
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("padding"),
+                        format!("expected an int or [left, right, top, bottom], got {}", describe(other)),
+                    ))
+                }
+            };
+            LayerKind::Pad { pad, fill }
         }
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;

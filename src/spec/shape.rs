@@ -782,6 +782,28 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
             input.to_vec()
         }
+        // a window of one with the padding: output row i is input row i - top (in the padding
+        // when outside), which every analysis already reads through windows
+        LayerKind::Pad { pad, fill } => {
+            let [_, h, w] = image(input, layer.type_name(), pointer)?;
+            let mut ws = windows([h, w], [1, 1], [1, 1], [1, 1], [[pad[2], pad[3]], [pad[0], pad[1]]], false, pointer)?;
+            for (a, wnd) in ws.iter_mut().enumerate() {
+                wnd.fill = *fill;
+                if *fill == Fill::Reflect && wnd.pad_lo.max(wnd.pad_hi) >= wnd.input {
+                    return Err(SpecError::invalid(
+                        child(pointer, "padding"),
+                        format!(
+                            "reflect padding of {} must be smaller than the input's {} ({})",
+                            wnd.pad_lo.max(wnd.pad_hi),
+                            ["height", "width"][a],
+                            wnd.input
+                        ),
+                    ));
+                }
+            }
+            win = Some(ws);
+            vec![input[0], ws[0].output, ws[1].output]
+        }
         LayerKind::Mean { dims, keepdim } => {
             let axes = mean_axes(dims, input.len(), &child(pointer, "dim"))?;
             let spatial = input.len() == 3 && !axes.contains(&0);

@@ -164,6 +164,12 @@ pub enum LayerKind {
         bias: bool,
         eps: f64,
     },
+    /// `torch.nn.ZeroPad2d`, `ReflectionPad2d`, `ReplicationPad2d`: `[left, right, top,
+    /// bottom]` rows and columns added around the map, holding zeros or the image's own values.
+    Pad {
+        pad: [u64; 4],
+        fill: Fill,
+    },
     /// `torch.nn.Softmax(dim)`, PyTorch's dim (batch axis 0).
     Softmax {
         dim: i64,
@@ -254,6 +260,9 @@ impl Layer {
             LayerKind::LayerNorm { .. } => "layernorm",
             LayerKind::Softmax { .. } => "softmax",
             LayerKind::Mean { .. } => "mean",
+            LayerKind::Pad { fill: Fill::Zeros, .. } => "zeropad2d",
+            LayerKind::Pad { fill: Fill::Reflect, .. } => "reflectionpad2d",
+            LayerKind::Pad { fill: Fill::Replicate, .. } => "replicationpad2d",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Flatten => "flatten",

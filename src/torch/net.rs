@@ -492,6 +492,14 @@ impl Net {
             LayerKind::Activation { .. } if probe => x.shallow_clone(),
             LayerKind::Activation { kind, negative_slope } => activate(&x, *kind, *negative_slope),
             LayerKind::Dropout { .. } => x.shallow_clone(),
+            LayerKind::Pad { pad, fill } => {
+                let [l, r, t, b] = pad.map(|p| p as i64);
+                if *fill == crate::spec::Fill::Zeros {
+                    x.constant_pad_nd([l, r, t, b])
+                } else {
+                    fill_pad(x, node.windows.expect("pad windows"))
+                }
+            }
             LayerKind::Flatten => x.flatten(1, -1),
             LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
                 unreachable!("merge nodes combine their inputs above")

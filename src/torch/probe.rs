@@ -160,11 +160,17 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                     debug_assert_eq!(k, 0);
                     match &node.layer.kind {
                         // reflect/replicate padding reads rows across the image: the whole input
-                        LayerKind::Conv2d { .. } if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) => whole(&node.input),
+                        LayerKind::Conv2d { .. } | LayerKind::Pad { .. } if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) => {
+                            whole(&node.input)
+                        }
                         // a spatial mean to a flat tensor reads everything; over the channels, the same positions
                         LayerKind::Mean { .. } if node.output.len() == 1 => whole(&node.input),
                         LayerKind::Mean { .. } if node.windows.is_none() => out,
-                        LayerKind::Conv2d { .. } | LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::Mean { .. } => {
+                        LayerKind::Conv2d { .. }
+                        | LayerKind::MaxPool2d { .. }
+                        | LayerKind::AvgPool2d { .. }
+                        | LayerKind::Mean { .. }
+                        | LayerKind::Pad { .. } => {
                             let [wh, ww] = node.windows.expect("windows");
                             out.map(|o| [window_back(o[0], &wh), window_back(o[1], &ww)])
                         }
@@ -414,10 +420,27 @@ fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device
 fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Tensor, Classes) {
     let kind = x.kind();
     let device = x.device();
-    // a window layer's input, cut to what `want` reads, and its windows over that cut
+    // a window layer's input, cut to what `want` reads, and its windows over that cut; with
+    // reflect/replicate padding the padding holds input values, so the whole input (see
+    // needs_back) is padded as the layer pads it and unpadded windows slide over it
     let cut = |x: Tensor| -> (Tensor, [Window; 2]) {
         let [wh, ww] = node.windows.expect("windows");
-        let (have, want) = (win.expect("spatial input"), want.expect("spatial output"));
+        let want = want.expect("spatial output");
+        if wh.fill != Fill::Zeros {
+            let padded = fill_pad(&x, [wh, ww]);
+            let bare = |w: &Window| Window {
+                pad_lo: 0,
+                pad_hi: 0,
+                input: w.input + w.pad_lo + w.pad_hi,
+                fill: Fill::Zeros,
+                ..*w
+            };
+            let (bh, bw) = (bare(&wh), bare(&ww));
+            let (x, bh) = crop_window(padded, 2, (0, bh.input as i64 - 1), want[0], &bh);
+            let (x, bw) = crop_window(x, 3, (0, bw.input as i64 - 1), want[1], &bw);
+            return (x, [bh, bw]);
+        }
+        let have = win.expect("spatial input");
         let (x, wh) = crop_window(x, 2, have[0], want[0], &wh);
         let (x, ww) = crop_window(x, 3, have[1], want[1], &ww);
         (x, [wh, ww])
@@ -426,25 +449,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
-            let (x, windows) = if node.windows.is_some_and(|w| w[0].fill != Fill::Zeros) {
-                // reflect/replicate: the padding holds input values, so pad the whole input as
-                // the layer does (see needs_back) and slide unpadded windows, cut to `want` after
-                let ([wh, ww], want) = (node.windows.expect("windows"), want.expect("spatial output"));
-                let padded = fill_pad(&x, [wh, ww]);
-                let bare = |w: &Window| Window {
-                    pad_lo: 0,
-                    pad_hi: 0,
-                    input: w.input + w.pad_lo + w.pad_hi,
-                    fill: Fill::Zeros,
-                    ..*w
-                };
-                let (bh, bw) = (bare(&wh), bare(&ww));
-                let (x, bh) = crop_window(padded, 2, (0, bh.input as i64 - 1), want[0], &bh);
-                let (x, bw) = crop_window(x, 3, (0, bw.input as i64 - 1), want[1], &bw);
-                (x, [bh, bw])
-            } else {
-                cut(x)
-            };
+            let (x, windows) = cut(x);
             // mix where there are fewer channels to mix, window where there are fewer to slide
             let y = if k_out <= k_in {
                 summing_window(&mix(x), windows)
@@ -499,7 +504,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             };
             (narrow_to(y, win, want), classes)
         }
-        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } => {
+        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::Pad { .. } => {
             let (x, windows) = cut(x);
             (summing_window(&x, windows), m)
         }

@@ -107,7 +107,7 @@ def run_rf(url, n, seed, graphs):
             # the affine range, clipped, must contain the exact set
             # the range (integer-affine or with floors), clipped, must contain the exact set;
             # reflect/replicate padding reads rows across the border, outside the range
-            mirrored = '"reflect"' in json.dumps(spec) or '"replicate"' in json.dumps(spec)
+            mirrored = any(f'"{m}' in json.dumps(spec) for m in ("reflect", "replicat"))
             for axis, key in (("rows", "input_rows"), ("cols", "input_cols")) if not mirrored else ():
                 if got.get("clipped") and expected[key] and got["clipped"][axis]:
                     lo, hi = got["clipped"][axis]

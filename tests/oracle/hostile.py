@@ -17,7 +17,7 @@ def v():
     return rng.choice(BIG) if rng.random() < 0.3 else rng.randint(0, 9)
 def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
-                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean"])
+                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",

@@ -291,6 +291,10 @@ def build_layer(spec, shape, probe):
         m = CoupledSum(real, len(shape)) if probe else real.double().eval()
     elif t == "mean":
         m = Mean(spec["dim"], spec.get("keepdim", False))
+    elif t in ("zeropad2d", "reflectionpad2d", "replicationpad2d"):
+        pad = spec["padding"]
+        m = {"zeropad2d": nn.ZeroPad2d, "reflectionpad2d": nn.ReflectionPad2d, "replicationpad2d": nn.ReplicationPad2d}[t](
+            tuple(pad) if isinstance(pad, list) else pad)
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
         if probe:
@@ -443,7 +447,9 @@ def random_spec(rng):
         elif r < 0.7 and shape[1] * shape[2] < 2500:
             cand = rand_transposed(rng, shape) if rng.random() < 0.6 else rand_upsample(rng, shape)
         elif r < 0.72:
-            cand = rand_norm(rng, shape)
+            cand = rand_norm(rng, shape) if rng.random() < 0.7 else {
+                "type": rng.choice(["zeropad2d", "reflectionpad2d", "replicationpad2d"]),
+                "padding": rng.choice([rng.randint(0, 3), [rng.randint(0, 3) for _ in range(4)]])}
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
