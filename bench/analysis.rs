@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("receptive_field_table_vgg16", |b| {
         b.iter(|| {
             let g = infer(black_box(&vgg16), "").unwrap();
-            black_box(receptive_field::layer_table(&g, 1))
+            black_box(receptive_field::layer_table(&g, &receptive_field::node_rfs(&g), 1))
         })
     });
     c.bench_function("receptive_field_exact_unit_vgg16", |b| {
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("receptive_field_table_{name}"), |b| {
             b.iter(|| {
                 let g = infer(black_box(&spec), "").unwrap();
-                black_box(receptive_field::layer_table(&g, 0))
+                black_box(receptive_field::layer_table(&g, &receptive_field::node_rfs(&g), 0))
             })
         });
     }

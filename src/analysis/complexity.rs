@@ -4,6 +4,7 @@
 //! activation evaluations), which do not depend on any convention but `additions`. The `flops`
 //! column is then derived from them by the chosen [`FlopRule`]: either the service's own
 //! conventions, or a `profile` that reproduces what a named tool reports.
+use super::intervals::IntervalSet;
 use super::receptive_field::node_type;
 use crate::spec::{shape::numel, Graph, LayerKind, Node, SpecError, SpecResult};
 use serde::Serialize;
@@ -159,7 +160,8 @@ fn adaptive_window_sum(input: u64, output: u64) -> u128 {
 fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> (u128, u128) {
     let (input, output, s, p, dl) = (input as i128, output as i128, s as i128, p as i128, dl as i128);
     let mut landed = 0u128;
-    let mut by_residue: std::collections::BTreeMap<i128, Vec<(i128, i128)>> = Default::default();
+    // per residue modulo the stride, the runs of x + q (o = s*(x + q) + r, never negative)
+    let mut by_residue: std::collections::BTreeMap<i128, Vec<(u64, u64)>> = Default::default();
     for t in 0..k as i128 {
         let off = dl * t - p; // o = s*x + off
                               // x with 0 <= s*x + off <= output - 1, within 0..input
@@ -169,28 +171,14 @@ fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> 
         if lo <= hi {
             landed += (hi - lo + 1) as u128;
             let r = off.rem_euclid(s);
-            let q = (off - r) / s; // o = s*(x + q) + r
-            by_residue.entry(r).or_default().push((lo + q, hi + q));
+            let q = (off - r) / s;
+            by_residue.entry(r).or_default().push(((lo + q) as u64, (hi + q) as u64));
         }
     }
-    let mut covered = 0u128;
-    for (_, mut runs) in by_residue {
-        runs.sort_unstable();
-        let mut cur: Option<(i128, i128)> = None;
-        for (a, b) in runs {
-            cur = match cur {
-                Some((x, y)) if a <= y + 1 => Some((x, y.max(b))),
-                Some((x, y)) => {
-                    covered += (y - x + 1) as u128;
-                    Some((a, b))
-                }
-                None => Some((a, b)),
-            };
-        }
-        if let Some((x, y)) = cur {
-            covered += (y - x + 1) as u128;
-        }
-    }
+    let covered = by_residue
+        .into_values()
+        .map(|runs| IntervalSet::from_ranges(runs).count() as u128)
+        .sum();
     (landed, covered)
 }
 

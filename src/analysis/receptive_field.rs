@@ -375,46 +375,37 @@ fn kind_name(rf: &Rf) -> &'static str {
     }
 }
 
-/// The per-layer table, every composite's children included, in depth-first order.
-pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
-    let rfs = node_rfs(graph);
+/// The per-layer table, every composite's children included, in depth-first order, from the
+/// maps [`node_rfs`] computed.
+pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
     graph
         .walk_ids()
         .into_iter()
         .map(|i| {
             let node = &graph.nodes[i];
-            let out = &rfs[i];
+            let n = &rfs[i];
             let mut row = LayerRf {
                 path: node.path.clone(),
                 name: node.layer.name.clone(),
                 layer_type: node_type(node),
                 output_shape: node.output.clone(),
-                kind: kind_name(out),
-                receptive_field: spatial(out, base),
-                rational: rational(out, base),
-                branches: Vec::new(),
-                aligned: None,
-                note: None,
-            };
-            if node.merge.is_some() {
-                let ins = merge_inputs(graph, node, &rfs);
-                row.branches = node
+                kind: kind_name(&n.rf),
+                receptive_field: spatial(&n.rf, base),
+                rational: rational(&n.rf, base),
+                branches: node
                     .inputs
                     .iter()
-                    .zip(&ins)
+                    .zip(&n.ins)
                     .map(|(e, r)| BranchRf {
                         label: e.label.clone(),
                         receptive_field: spatial(r, base),
                         rational: rational(r, base),
                     })
-                    .collect();
-                if matches!(node.merge, Some(Merge::Add | Merge::Mul | Merge::Cat(0))) {
-                    let (_, aligned, note) = merge(&ins);
-                    row.aligned = aligned;
-                    row.note = note;
-                }
-            }
-            if let Rf::NotAffine(why) = out {
+                    .collect(),
+                aligned: n.aligned,
+                note: n.note.clone(),
+            };
+            if let Rf::NotAffine(why) = &n.rf {
                 row.note.get_or_insert_with(|| why.clone());
             }
             row
@@ -422,14 +413,25 @@ pub fn layer_table(graph: &Graph, base: u64) -> Vec<LayerRf> {
         .collect()
 }
 
-/// The affine map of every node's output, in the order of [`Graph::nodes`].
-fn node_rfs(graph: &Graph) -> Vec<Rf> {
-    let mut rfs: Vec<Rf> = Vec::with_capacity(graph.nodes.len());
+/// A node's map, and for a merge node the maps it combined and whether they are aligned.
+#[derive(Clone, Debug)]
+pub struct NodeRf {
+    pub rf: Rf,
+    /// A merge node's inputs' maps (empty for other nodes).
+    ins: Vec<Rf>,
+    aligned: Option<bool>,
+    note: Option<String>,
+}
+
+/// The map of every node's output, in the order of [`Graph::nodes`].
+pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
+    let mut rfs: Vec<NodeRf> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
-        let rf = match node.merge {
+        let n = match node.merge {
             Some(m) => {
                 let ins = merge_inputs(graph, node, &rfs);
-                match m {
+                let (merged, aligned, note) = merge(&ins);
+                let rf = match m {
                     Merge::Cat(axis) if axis > 0 || node.output.len() == 1 => {
                         if ins.contains(&Rf::Global) {
                             Rf::Global
@@ -440,18 +442,31 @@ fn node_rfs(graph: &Graph) -> Vec<Rf> {
                             ))
                         }
                     }
-                    _ => merge(&ins).0,
+                    _ => merged,
+                };
+                // alignment speaks of unions over positions: not of a concatenation along them
+                let union = matches!(m, Merge::Add | Merge::Mul | Merge::Cat(0));
+                NodeRf {
+                    rf,
+                    ins,
+                    aligned: aligned.filter(|_| union),
+                    note: note.filter(|_| union),
                 }
             }
             None => {
                 let input = match node.inputs[0].from {
-                    Some(f) => rfs[f].clone(),
+                    Some(f) => rfs[f].rf.clone(),
                     None => start(graph),
                 };
-                apply(node, input)
+                NodeRf {
+                    rf: apply(node, input),
+                    ins: Vec::new(),
+                    aligned: None,
+                    note: None,
+                }
             }
         };
-        rfs.push(rf);
+        rfs.push(n);
     }
     rfs
 }
@@ -468,12 +483,12 @@ fn start(graph: &Graph) -> Rf {
 /// 1 there, larger in the output) gives every output position the same range, which has no
 /// affine form unless it is the whole input on both axes (a squeeze-and-excitation gate is
 /// `global`).
-fn merge_inputs(graph: &Graph, node: &Node, rfs: &[Rf]) -> Vec<Rf> {
+fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
     node.inputs
         .iter()
         .map(|e| {
-            let rf = e.from.map_or_else(|| start(graph), |f| rfs[f].clone());
-            let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.shape[a] == 1 && node.output[a] > 1);
+            let rf = e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone());
+            let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.broadcast(&node.output, a));
             match maps_of(&rf) {
                 Some(maps) if broadcast => {
                     let n = graph.input();
@@ -527,6 +542,28 @@ fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) ->
 const NESTED: &str =
     "an upsampling after a stride that does not divide it nests two floors: no single-floor range; exact sets of a unit are exact";
 
+/// The map through a sliding-window layer's windows (conv, pool, padding, spatial mean).
+fn through_windows(node: &Node, rf: Rf) -> Rf {
+    match (rf, node.windows) {
+        (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
+            (Some(h), Some(w)) => Rf::Spatial([h, w]),
+            _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+        },
+        (r @ Rf::Rational(_), Some(ws)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
+            let (s, lo) = (ws[a].stride as i64, -(ws[a].pad_lo as i64));
+            Some(AxisMap {
+                lo: m.lo.linear(s, lo)?,
+                hi: m.hi.linear(s, lo.checked_add(ws[a].span() as i64 - 1)?)?,
+            })
+        }),
+        (Rf::Spatial(_) | Rf::Rational(_), None) => Rf::NotAffine(format!(
+            "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
+            node.input[1], node.input[2], node.output[1], node.output[2]
+        )),
+        (other, _) => other,
+    }
+}
+
 /// The map after a layer that reads one tensor.
 fn apply(node: &Node, rf: Rf) -> Rf {
     match &node.layer.kind {
@@ -535,24 +572,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         | LayerKind::AvgPool2d { .. }
         | LayerKind::Pad { .. }
         | LayerKind::AdaptiveAvgPool2d { .. }
-        | LayerKind::AdaptiveMaxPool2d { .. } => match (rf, node.windows) {
-            (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
-                (Some(h), Some(w)) => Rf::Spatial([h, w]),
-                _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-            },
-            (r @ Rf::Rational(_), Some(ws)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
-                let (s, lo) = (ws[a].stride as i64, -(ws[a].pad_lo as i64));
-                Some(AxisMap {
-                    lo: m.lo.linear(s, lo)?,
-                    hi: m.hi.linear(s, lo.checked_add(ws[a].span() as i64 - 1)?)?,
-                })
-            }),
-            (Rf::Spatial(_) | Rf::Rational(_), None) => Rf::NotAffine(format!(
-                "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
-                node.input[1], node.input[2], node.output[1], node.output[2]
-            )),
-            (other, _) => other,
-        },
+        | LayerKind::AdaptiveMaxPool2d { .. } => through_windows(node, rf),
         // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
         LayerKind::ConvTranspose2d {
             kernel,
@@ -604,19 +624,9 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             (Some(_), Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_)) if node.output.len() == 1 => {
                 Rf::NotAffine("averaged over every position: each feature reads its channel's whole map".into())
             }
-            (Some([wh, ww]), Rf::Spatial([h, w])) => match (h.then(&wh), w.then(&ww)) {
-                (Some(h), Some(w)) => Rf::Spatial([h, w]),
-                _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-            },
-            (Some(ws), r @ Rf::Rational(_)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
-                let s = ws[a].stride as i64;
-                Some(AxisMap {
-                    lo: m.lo.linear(s, 0)?,
-                    hi: m.hi.linear(s, ws[a].span() as i64 - 1)?,
-                })
-            }),
+            (Some(_), rf) => through_windows(node, rf),
             (None, Rf::Features) => Rf::Global,
-            (_, other) => other,
+            (None, other) => other,
         },
         LayerKind::Linear { .. } => Rf::Global,
         LayerKind::Flatten => match rf {
@@ -1117,7 +1127,8 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
 /// The positions of input `k` of a merge node seen by the outputs in `set`: a broadcast axis
 /// (size 1 in the input) maps every output position to 0; a concatenation passes on its part.
 fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Product> {
-    let shape = &node.inputs[k].shape;
+    let edge = &node.inputs[k];
+    let shape = &edge.shape;
     match merge {
         Merge::Add | Merge::Mul => set
             .iter()
@@ -1126,7 +1137,7 @@ fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Produ
                     p.0.iter()
                         .enumerate()
                         .map(|(a, s)| {
-                            if shape[a] == 1 && node.output[a] > 1 {
+                            if edge.broadcast(&node.output, a) {
                                 IntervalSet::range(0, 0)
                             } else {
                                 s.clone()
@@ -1200,11 +1211,6 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
     set
 }
 
-/// The affine map of the chain's target, if it has one.
-pub fn chain_rf(chain: &Chain) -> Rf {
-    node_rfs(chain.graph).swap_remove(chain.id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1214,7 +1220,7 @@ mod tests {
     fn table(spec: serde_json::Value, base: u64) -> Vec<LayerRf> {
         let spec = parse_model(&spec, "", &SpecLimits::default()).unwrap();
         let g = infer(&spec, "").unwrap();
-        layer_table(&g, base)
+        layer_table(&g, &node_rfs(&g), base)
     }
 
     #[test]

@@ -181,7 +181,7 @@ struct Thresholds {
 /// Checks the run's size against the configured limits before anything is allocated.
 fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
     let cfg = &state.config;
-    if !graph.walk().iter().any(|n| n.dense_weight().is_some()) {
+    if !graph.nodes.iter().any(|n| n.dense_weight().is_some()) {
         return Err(SpecError::invalid(
             pointer,
             "the model has no conv2d or linear layer: there is no parameter gradient to diagnose",
@@ -224,7 +224,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// Per-layer table, bound and verdicts from one run.
 fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
-    let nodes: HashMap<&str, &crate::spec::Node> = graph.walk().into_iter().map(|n| (n.path.as_str(), n)).collect();
+    let nodes: HashMap<&str, &crate::spec::Node> = graph.nodes.iter().map(|n| (n.path.as_str(), n)).collect();
     let last = report.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
     let last_bias = report.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
     let bounds: HashMap<String, f64> = if is_mlp_chain(graph) {

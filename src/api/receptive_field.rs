@@ -4,7 +4,7 @@ use super::error::ApiResult;
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
-use crate::analysis::receptive_field::{chain_rf, chain_to, dependence, layer_table, maps_of, Chain, LayerRf, Rf};
+use crate::analysis::receptive_field::{chain_to, dependence, layer_table, maps_of, node_rfs, Chain, LayerRf, Rf};
 use crate::spec::json::{uint, Obj};
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
@@ -78,7 +78,8 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
     let (dev, device_note) = device::resolve(device_name, "/device")?;
 
     let graph = infer(&spec, "/model")?;
-    let layers = layer_table(&graph, base);
+    let rfs = node_rfs(&graph);
+    let layers = layer_table(&graph, &rfs, base);
 
     // The unit to answer about (and to verify): the requested one, or the centre of the last layer.
     let requested = position.is_some();
@@ -145,7 +146,7 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
     // the exact set, when it is asked for or verified
     let (position, verification) = if requested || verify {
         let dep = dependence(&chain, &index0, pos.channel);
-        let unit = requested.then(|| describe_unit(&graph, &chain, &index0, pos.channel, &dep, base));
+        let unit = requested.then(|| describe_unit(&graph, &chain, &rfs[chain.id].rf, &index0, pos.channel, &dep, base));
         let verification = if verify {
             Some(verify_unit(state, &graph, &chain, &index0, pos.channel, &dep, dev, base).await?)
         } else {
@@ -178,8 +179,9 @@ fn span(s: &IntervalSet, base: u64) -> Value {
     }
 }
 
-/// The exact answer for one unit, with its tight box, clipped affine range and padding share.
-fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u64>, dep: &DependenceSet, base: u64) -> Value {
+/// The exact answer for one unit, with its tight box, clipped range and padding share; `rf` is
+/// the map of the unit's layer.
+fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: Option<u64>, dep: &DependenceSet, base: u64) -> Value {
     let input = graph.input();
     let mut v = json!({
         "layer": chain.target.path,
@@ -201,8 +203,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, index: &[u64], channel: Option<u6
     if !rows.is_contiguous() || !cols.is_contiguous() {
         notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
     }
-    let rf = chain_rf(chain);
-    match (maps_of(&rf), index.len(), &rf) {
+    match (maps_of(rf), index.len(), rf) {
         (Some([h, w]), 2, _) => {
             // the unit's range, integer-affine or with floors
             let (hr, wr) = (h.at(index[0]), w.at(index[1]));

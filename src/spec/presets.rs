@@ -342,6 +342,45 @@ impl Nodes {
     }
 }
 
+/// One of torchvision's inverted residual blocks (MobileNetV3's InvertedResidual, EfficientNet's
+/// MBConv): a 1x1 expansion when `exp` differs from `inp`, a depthwise `k`x`k` conv, the
+/// squeeze-and-excitation gate if any (squeeze channels, activation, gate), a 1x1 projection,
+/// and the residual add when the shape is kept.
+struct Block {
+    inp: u64,
+    exp: u64,
+    out: u64,
+    k: u64,
+    stride: u64,
+    act: &'static str,
+    eps: f64,
+    se: Option<(u64, &'static str, &'static str)>,
+}
+
+impl Nodes {
+    /// `b` at `name` (its layers at `name.block.j`, the add at `name`), reading `x`.
+    fn inverted_residual(&mut self, name: &str, x: &str, b: &Block) -> String {
+        let p = format!("{name}.block");
+        let mut j = 0;
+        let mut h = x.to_string();
+        if b.exp != b.inp {
+            h = self.conv_bn(&format!("{p}.{j}"), &h, b.exp, 1, 1, 1, b.eps, Some(b.act));
+            j += 1;
+        }
+        h = self.conv_bn(&format!("{p}.{j}"), &h, b.exp, b.k, b.stride, b.exp, b.eps, Some(b.act));
+        j += 1;
+        if let Some((squeeze, act, gate)) = b.se {
+            h = self.squeeze_excitation(&format!("{p}.{j}"), &h, b.exp, squeeze, act, gate);
+            j += 1;
+        }
+        h = self.conv_bn(&format!("{p}.{j}"), &h, b.out, 1, 1, 1, b.eps, None);
+        if b.stride == 1 && b.inp == b.out {
+            h = self.add(name, json!({"type": "add"}), &[&h, x]);
+        }
+        h
+    }
+}
+
 /// torchvision's `_make_divisible(v, 8)`.
 fn make_divisible(v: u64) -> u64 {
     let d = 8;
@@ -375,25 +414,17 @@ fn mobilenet_v3_small() -> Vec<Value> {
         (5, 576, 96, true, "hardswish", 1),
     ];
     for (i, (k, exp, out, se, act, stride)) in blocks.into_iter().enumerate() {
-        let p = format!("features.{}.block", i + 1);
-        let block_in = x.clone();
-        let mut j = 0;
-        let mut h = x;
-        if exp != inp {
-            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, eps, Some(act));
-            j += 1;
-        }
-        h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, eps, Some(act));
-        j += 1;
-        if se {
-            h = g.squeeze_excitation(&format!("{p}.{j}"), &h, exp, make_divisible(exp / 4), "relu", "hardsigmoid");
-            j += 1;
-        }
-        h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, eps, None);
-        if stride == 1 && inp == out {
-            h = g.add(&format!("features.{}", i + 1), json!({"type": "add"}), &[&h, &block_in]);
-        }
-        x = h;
+        let block = Block {
+            inp,
+            exp,
+            out,
+            k,
+            stride,
+            act,
+            eps,
+            se: se.then(|| (make_divisible(exp / 4), "relu", "hardsigmoid")),
+        };
+        x = g.inverted_residual(&format!("features.{}", i + 1), &x, &block);
         inp = out;
     }
     x = g.conv_bn("features.12", &x, 576, 1, 1, 1, eps, Some("hardswish"));
@@ -426,24 +457,17 @@ fn efficientnet_b0() -> Vec<Value> {
     for (s, (t, k, stride, input, out, n)) in stages.into_iter().enumerate() {
         for l in 0..n {
             let (inp, stride) = if l == 0 { (input, stride) } else { (out, 1) };
-            let p = format!("features.{}.{l}.block", s + 1);
-            let exp = make_divisible(inp * t);
-            let block_in = x.clone();
-            let mut j = 0;
-            let mut h = x;
-            if exp != inp {
-                h = g.conv_bn(&format!("{p}.{j}"), &h, exp, 1, 1, 1, eps, Some("silu"));
-                j += 1;
-            }
-            h = g.conv_bn(&format!("{p}.{j}"), &h, exp, k, stride, exp, eps, Some("silu"));
-            j += 1;
-            h = g.squeeze_excitation(&format!("{p}.{j}"), &h, exp, (inp / 4).max(1), "silu", "sigmoid");
-            j += 1;
-            h = g.conv_bn(&format!("{p}.{j}"), &h, out, 1, 1, 1, eps, None);
-            if stride == 1 && inp == out {
-                h = g.add(&format!("features.{}.{l}", s + 1), json!({"type": "add"}), &[&h, &block_in]);
-            }
-            x = h;
+            let block = Block {
+                inp,
+                exp: make_divisible(inp * t),
+                out,
+                k,
+                stride,
+                act: "silu",
+                eps,
+                se: Some(((inp / 4).max(1), "silu", "sigmoid")),
+            };
+            x = g.inverted_residual(&format!("features.{}.{l}", s + 1), &x, &block);
         }
     }
     x = g.conv_bn("features.8", &x, 1280, 1, 1, 1, eps, Some("silu"));

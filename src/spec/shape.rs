@@ -41,6 +41,14 @@ pub struct Edge {
     pub shape: Vec<u64>,
 }
 
+impl Edge {
+    /// Whether this input is broadcast along `axis` of the sample to the node's `output` (size 1
+    /// there, larger in the output): every output position reads its one position.
+    pub fn broadcast(&self, output: &[u64], axis: usize) -> bool {
+        self.shape[axis] == 1 && output[axis] > 1
+    }
+}
+
 #[derive(Debug)]
 pub struct Node<'a> {
     /// Dotted path: `4`, `4.branches.1.0`, `7.body.2`; in the graph form, the node's name.
@@ -110,11 +118,6 @@ impl<'a> Graph<'a> {
         self.output_shapes().iter().map(|s| numel(s)).sum()
     }
 
-    /// The top-level nodes, in display order.
-    pub fn top_nodes(&self) -> Vec<&Node<'a>> {
-        self.top.iter().map(|&i| &self.nodes[i]).collect()
-    }
-
     /// Every node, depth first, parents before their children (the tables' order).
     pub fn walk(&self) -> Vec<&Node<'a>> {
         self.walk_ids().into_iter().map(|i| &self.nodes[i]).collect()
@@ -142,36 +145,31 @@ impl<'a> Graph<'a> {
 
     /// Whether each node is read, directly or not, by one of the model's outputs.
     pub fn live(&self) -> Vec<bool> {
-        let mut keep = vec![false; self.nodes.len()];
-        for &o in &self.outputs {
-            keep[o] = true;
-        }
-        for i in (0..self.nodes.len()).rev() {
-            if keep[i] {
-                for e in &self.nodes[i].inputs {
-                    if let Some(f) = e.from {
-                        keep[f] = true;
-                    }
-                }
-            }
-        }
-        keep
+        self.reads(&self.outputs)
     }
 
     /// `target` and every node it reads, directly or not, in topological order.
     pub fn ancestors(&self, target: usize) -> Vec<usize> {
+        let keep = self.reads(&[target]);
+        (0..=target).filter(|&i| keep[i]).collect()
+    }
+
+    /// Which nodes `seeds` are or read, directly or not (one pass back over the topological
+    /// order).
+    fn reads(&self, seeds: &[usize]) -> Vec<bool> {
         let mut keep = vec![false; self.nodes.len()];
-        keep[target] = true;
-        for i in (0..=target).rev() {
+        for &s in seeds {
+            keep[s] = true;
+        }
+        let last = seeds.iter().copied().max().unwrap_or(0);
+        for i in (0..self.nodes.len().min(last + 1)).rev() {
             if keep[i] {
-                for e in &self.nodes[i].inputs {
-                    if let Some(f) = e.from {
-                        keep[f] = true;
-                    }
+                for f in self.nodes[i].inputs.iter().filter_map(|e| e.from) {
+                    keep[f] = true;
                 }
             }
         }
-        (0..=target).filter(|&i| keep[i]).collect()
+        keep
     }
 }
 
@@ -225,6 +223,25 @@ impl<'a> Builder<'a> {
         Ok((ids, end, shape))
     }
 
+    /// A composite's branch (or body, or shortcut) `label` reading the composite's `edge`: its
+    /// nodes, and the edge from its end (from the composite's input when it is empty).
+    fn group(&mut self, layers: &'a [Layer], edge: &Edge, path: &str, label: String, pointer: &str) -> SpecResult<(Edge, Group)> {
+        let (ids, end, out) = self.list(layers, edge.from, &edge.shape, &format!("{path}.{label}"), pointer)?;
+        let e = Edge {
+            from: end.or(edge.from),
+            label: label.clone(),
+            shape: out.clone(),
+        };
+        Ok((
+            e,
+            Group {
+                label,
+                nodes: ids,
+                output: out,
+            },
+        ))
+    }
+
     /// One layer reading `edge`; composites lower their groups first and become merge nodes.
     fn layer(&mut self, layer: &'a Layer, edge: Edge, path: String, pointer: String) -> SpecResult<usize> {
         let mut groups = Vec::new();
@@ -235,25 +252,17 @@ impl<'a> Builder<'a> {
                 for (b, layers) in branches.iter().enumerate() {
                     let label = format!("branches.{b}");
                     let bp = child(&child(&pointer, "branches"), b);
-                    let (ids, end, out) = self.list(layers, edge.from, &input, &format!("{path}.{label}"), &bp)?;
-                    if let Some(first) = groups.first().map(|g: &Group| g.output.clone()) {
-                        if out.len() != first.len() || out[1..] != first[1..] {
+                    let (e, g) = self.group(layers, &edge, &path, label, &bp)?;
+                    if let Some(first) = groups.first().map(|g: &Group| &g.output) {
+                        if g.output.len() != first.len() || g.output[1..] != first[1..] {
                             return Err(SpecError::invalid(
                                 bp,
-                                format!("branch {b} ends with shape {out:?}, but branch 0 ends with {first:?}: concatenated branches must agree on every axis but the channels"),
+                                format!("branch {b} ends with shape {:?}, but branch 0 ends with {first:?}: concatenated branches must agree on every axis but the channels", g.output),
                             ));
                         }
                     }
-                    inputs.push(Edge {
-                        from: end.or(edge.from),
-                        label: label.clone(),
-                        shape: out.clone(),
-                    });
-                    groups.push(Group {
-                        label,
-                        nodes: ids,
-                        output: out,
-                    });
+                    inputs.push(e);
+                    groups.push(g);
                 }
                 let mut out = groups[0].output.clone();
                 out[0] = groups.iter().map(|g| g.output[0]).sum();
@@ -261,17 +270,9 @@ impl<'a> Builder<'a> {
             }
             LayerKind::Residual { body, shortcut } => {
                 for (label, layers) in [("body", body), ("shortcut", shortcut)] {
-                    let (ids, end, out) = self.list(layers, edge.from, &input, &format!("{path}.{label}"), &child(&pointer, label))?;
-                    inputs.push(Edge {
-                        from: end.or(edge.from),
-                        label: label.to_string(),
-                        shape: out.clone(),
-                    });
-                    groups.push(Group {
-                        label: label.to_string(),
-                        nodes: ids,
-                        output: out,
-                    });
+                    let (e, g) = self.group(layers, &edge, &path, label.to_string(), &child(&pointer, label))?;
+                    inputs.push(e);
+                    groups.push(g);
                 }
                 if groups[0].output != groups[1].output {
                     return Err(SpecError::invalid(
@@ -588,6 +589,25 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
     Ok([axis(0)?, axis(1)?])
 }
 
+/// Windows whose padding holds `fill`; PyTorch refuses reflection as wide as the input.
+fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window; 2]> {
+    for (a, w) in ws.iter_mut().enumerate() {
+        w.fill = fill;
+        if fill == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
+            return Err(SpecError::invalid(
+                child(pointer, "padding"),
+                format!(
+                    "reflect padding of {} must be smaller than the input's {} ({})",
+                    w.pad_lo.max(w.pad_hi),
+                    ["height", "width"][a],
+                    w.input
+                ),
+            ));
+        }
+    }
+    Ok(ws)
+}
+
 /// The output shape and windows of a layer that reads one tensor.
 fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
     let mut win = None;
@@ -610,22 +630,11 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                     [[total(0) / 2, total(0) - total(0) / 2], [total(1) / 2, total(1) - total(1) / 2]]
                 }
             };
-            let mut ws = windows([h, w], *kernel, *stride, *dilation, pad, false, pointer)?;
-            for (a, w) in ws.iter_mut().enumerate() {
-                w.fill = *padding_mode;
-                // PyTorch: reflection needs padding smaller than the input
-                if *padding_mode == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
-                    return Err(SpecError::invalid(
-                        child(pointer, "padding"),
-                        format!(
-                            "reflect padding of {} must be smaller than the input's {} ({})",
-                            w.pad_lo.max(w.pad_hi),
-                            ["height", "width"][a],
-                            w.input
-                        ),
-                    ));
-                }
-            }
+            let ws = filled(
+                windows([h, w], *kernel, *stride, *dilation, pad, false, pointer)?,
+                *padding_mode,
+                pointer,
+            )?;
             win = Some(ws);
             vec![*out_channels, ws[0].output, ws[1].output]
         }
@@ -786,21 +795,11 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         // when outside), which every analysis already reads through windows
         LayerKind::Pad { pad, fill } => {
             let [_, h, w] = image(input, layer.type_name(), pointer)?;
-            let mut ws = windows([h, w], [1, 1], [1, 1], [1, 1], [[pad[2], pad[3]], [pad[0], pad[1]]], false, pointer)?;
-            for (a, wnd) in ws.iter_mut().enumerate() {
-                wnd.fill = *fill;
-                if *fill == Fill::Reflect && wnd.pad_lo.max(wnd.pad_hi) >= wnd.input {
-                    return Err(SpecError::invalid(
-                        child(pointer, "padding"),
-                        format!(
-                            "reflect padding of {} must be smaller than the input's {} ({})",
-                            wnd.pad_lo.max(wnd.pad_hi),
-                            ["height", "width"][a],
-                            wnd.input
-                        ),
-                    ));
-                }
-            }
+            let ws = filled(
+                windows([h, w], [1, 1], [1, 1], [1, 1], [[pad[2], pad[3]], [pad[0], pad[1]]], false, pointer)?,
+                *fill,
+                pointer,
+            )?;
             win = Some(ws);
             vec![input[0], ws[0].output, ws[1].output]
         }

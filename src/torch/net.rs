@@ -173,7 +173,7 @@ impl Net {
         device: Device,
     ) -> Net {
         let mut params = HashMap::new();
-        for node in graph.walk() {
+        for node in &graph.nodes {
             let (wshape, fan_in, fan_out, has_bias, out): (Vec<i64>, f64, f64, bool, usize) = match &node.layer.kind {
                 LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
                     let w = node.dense_weight().expect("conv and linear have weights");
@@ -328,14 +328,15 @@ impl Net {
 
     fn node(&self, node: &Node, ins: &[Tensor]) -> Tensor {
         if let Some(m) = node.merge {
+            // the probe adds what the network multiplies: the same paths, each with a positive
+            // coefficient, without the products of path counts that overflow float64 after a few
+            // squeeze-and-excitation gates
+            let multiply = m == Merge::Mul && self.mode != Mode::Probe;
             return match m {
-                // the probe adds what the network multiplies: the same paths, each with a positive
-                // coefficient, without the products of path counts that overflow float64 after a
-                // few squeeze-and-excitation gates
-                Merge::Add => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc + t),
-                Merge::Mul if self.mode == Mode::Probe => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc + t),
-                Merge::Mul => ins[1..].iter().fold(ins[0].shallow_clone(), |acc, t| acc * t),
                 Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
+                _ => ins[1..]
+                    .iter()
+                    .fold(ins[0].shallow_clone(), |acc, t| if multiply { acc * t } else { acc + t }),
             };
         }
         let x = &ins[0];

@@ -96,10 +96,11 @@ impl Classes {
 /// the probe computes; None for flat tensors, which are always whole.
 type Win = Option<[(i64, i64); 2]>;
 
-/// The probe's pass: which part of every tensor the unit can reach (`needs`, by node path: the
-/// node's output window), and the widest tensor so far.
+/// The probe's pass: which part of every tensor the unit can reach (`needs`, by node index:
+/// the node's output window; None for nodes the unit does not read), and the widest tensor so
+/// far.
 struct Run {
-    needs: HashMap<String, Win>,
+    needs: Vec<Option<Win>>,
     width: u64,
 }
 
@@ -134,24 +135,17 @@ fn window_back(outputs: (i64, i64), w: &Window) -> (i64, i64) {
 /// every node's output window (the hull of what its readers need), and returns the window of
 /// the model's input.
 fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut Run) -> Win {
-    let mut need: Vec<Option<Win>> = vec![None; graph.nodes.len()];
+    let need = &mut run.needs;
     need[target] = Some(out);
     let mut input: Option<Win> = None;
     for &i in steps.iter().rev() {
         let Some(out) = need[i] else { continue };
         let node = &graph.nodes[i];
-        run.needs.insert(node.path.clone(), out);
         for (k, e) in node.inputs.iter().enumerate() {
             let w = match node.merge {
                 // a broadcast axis reads its one position; a spatial concatenation reads whole inputs
                 Some(Merge::Add | Merge::Mul) => out.map(|o| {
-                    let axis = |a: usize| {
-                        if e.shape[a + 1] == 1 && node.output[a + 1] > 1 {
-                            (0, 0)
-                        } else {
-                            o[a]
-                        }
-                    };
+                    let axis = |a: usize| if e.broadcast(&node.output, a + 1) { (0, 0) } else { o[a] };
                     [axis(0), axis(1)]
                 }),
                 Some(Merge::Cat(0)) => out,
@@ -260,7 +254,7 @@ fn quotient(graph: &Graph, steps: &[usize], target: usize, x: Tensor, win: Win, 
     let mut vals: Vec<Option<(Tensor, Win, Classes)>> = (0..graph.nodes.len()).map(|_| None).collect();
     for &i in steps {
         let node = &graph.nodes[i];
-        let want = run.needs.get(&node.path).copied().unwrap_or_else(|| whole(&node.output));
+        let want = run.needs[i].unwrap_or_else(|| whole(&node.output));
         let ins: Vec<(Tensor, Win, Classes)> = node
             .inputs
             .iter()
@@ -321,8 +315,7 @@ fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, w
                     (Some(h), Some(w)) => {
                         let mut y = y;
                         for a in 0..2 {
-                            let broadcast = node.inputs[k].shape[a + 1] == 1 && node.output[a + 1] > 1;
-                            if !broadcast {
+                            if !node.inputs[k].broadcast(&node.output, a + 1) {
                                 y = y.narrow(a as i64 + 2, w[a].0 - h[a].0, w[a].1 - w[a].0 + 1);
                             }
                         }
@@ -504,18 +497,14 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             };
             (narrow_to(y, win, want), classes)
         }
-        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::Pad { .. } => {
-            let (x, windows) = cut(x);
-            (summing_window(&x, windows), m)
-        }
-        // over the channels: one class, the sum of all of them
+        // a mean over the channels: one class, the sum of all of them
         LayerKind::Mean { .. } if node.windows.is_none() => {
             let (classes, mix) = channel_mix(&m, node.input[0], 1, 1, kind, device);
             (narrow_to(mix(x), win, want), classes)
         }
         // over every position to a flat tensor: the window over the whole input, flattened
         LayerKind::Mean { .. } if node.output.len() == 1 => (summing_window(&x, node.windows.expect("windows")).flatten(1, -1), m),
-        LayerKind::Mean { .. } => {
+        LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::Pad { .. } | LayerKind::Mean { .. } => {
             let (x, windows) = cut(x);
             (summing_window(&x, windows), m)
         }
@@ -551,7 +540,7 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     let network_width = widest(&graph);
     // the part of every tensor the unit can reach: the unit itself at the target, back to the input
     let mut run = Run {
-        needs: HashMap::new(),
+        needs: vec![None; graph.nodes.len()],
         width: spec.input_shape[0],
     };
     let target_win = (index.len() == 2).then(|| [(index[0] as i64, index[0] as i64), (index[1] as i64, index[1] as i64)]);
