@@ -37,7 +37,17 @@ fn torch_version(dir: &std::path::Path) -> Option<String> {
     Some(line.split(['\'', '"']).nth(1)?.to_string())
 }
 
+/// Rust types for ONNX's protobuf messages, generated from the vendored `proto/onnx.proto`
+/// (ONNX 1.23.2, Apache-2.0) by prost, with protox as the pure-Rust protobuf compiler so that no
+/// `protoc` binary is needed.
+fn onnx_types() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let fds = protox::compile(["onnx.proto"], ["proto"]).expect("proto/onnx.proto compiles");
+    prost_build::Config::new().compile_fds(fds).expect("prost generates the ONNX types");
+}
+
 fn main() {
+    onnx_types();
     for var in ["LIBTORCH", "PYTHON_SYS_EXECUTABLE", "LAYERSCOPE_RPATH", "LAYERSCOPE_CPU_ONLY"] {
         println!("cargo:rerun-if-env-changed={var}");
     }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 pub struct Config {
     pub addr: SocketAddr,
     pub max_body_bytes: usize,
+    /// A model file uploaded raw (`content-type: application/octet-stream`) may be this large.
+    pub max_model_bytes: usize,
     pub max_json_depth: usize,
     pub spec: SpecLimits,
     /// Limits on work handed to libtorch (verify passes, diagnostics, momentum runs).
@@ -41,6 +43,7 @@ impl Default for Config {
         Config {
             addr: "127.0.0.1:8080".parse().unwrap(),
             max_body_bytes: 4 << 20,
+            max_model_bytes: 256 << 20,
             max_json_depth: 64,
             spec: SpecLimits::default(),
             max_run_params: 200_000_000,
@@ -80,6 +83,7 @@ impl Config {
         Ok(Config {
             addr: var("LAYERSCOPE_ADDR", d.addr)?,
             max_body_bytes: var("LAYERSCOPE_MAX_BODY_BYTES", d.max_body_bytes)?,
+            max_model_bytes: var("LAYERSCOPE_MAX_MODEL_BYTES", d.max_model_bytes)?,
             max_json_depth: var("LAYERSCOPE_MAX_JSON_DEPTH", d.max_json_depth)?,
             spec: SpecLimits {
                 max_layers: var("LAYERSCOPE_MAX_LAYERS", d.spec.max_layers)?,

@@ -25,7 +25,10 @@ fn depth(v: &Value) -> usize {
 
 /// Reads a whole body under the size limit (413) and the body timeout (408).
 pub async fn read_body(body: axum::body::Body, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
-    let limit = state.config.max_body_bytes;
+    read_limited(body, state, state.config.max_body_bytes, "max_body_bytes").await
+}
+
+async fn read_limited(body: axum::body::Body, state: &AppState, limit: usize, limit_name: &str) -> Result<axum::body::Bytes, ApiError> {
     let secs = state.config.body_timeout_secs;
     let read = tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit))
         .await
@@ -44,9 +47,88 @@ pub async fn read_body(body: axum::body::Body, state: &AppState) -> Result<axum:
             format!("the body is larger than {limit} bytes"),
         )
         .at("");
-        e.limit = Some(("max_body_bytes".into(), limit as u64));
+        e.limit = Some((limit_name.into(), limit as u64));
         e
     })
+}
+
+/// A model file sent as the body itself (`application/octet-stream`, or `application/onnx`):
+/// the rest of the request is the JSON in the `request` query parameter (default `{}`), and the
+/// file becomes its `model`. Files too large for a JSON body (resnet50's ONNX is 100 MB) come
+/// this way, up to `max_model_bytes`.
+async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut options: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "request" {
+            options = Some(percent_decode(v).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Malformed query",
+                    "the request query parameter is not valid percent-encoded UTF-8",
+                )
+                .at("")
+            })?);
+        }
+    }
+    let mut value: Value = match options {
+        None => Value::Object(Default::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Malformed JSON",
+                format!("the request query parameter is not valid JSON: {e}"),
+            )
+            .at("")
+        })?,
+    };
+    let Some(obj) = value.as_object_mut() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            "the request query parameter must be a JSON object",
+        )
+        .at(""));
+    };
+    if obj.contains_key("model") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request",
+            "the body is the model: leave \"model\" out of the request parameter",
+        )
+        .at("/model"));
+    }
+    let bytes = read_limited(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes").await?;
+    use base64::Engine;
+    let file = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    obj.insert("model".into(), serde_json::json!({ "onnx": file }));
+    Ok(value)
+}
+
+/// `%XX` and `+` decoding of one query value.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl FromRequest<AppState> for JsonBody {
@@ -56,11 +138,14 @@ impl FromRequest<AppState> for JsonBody {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let mime = ct.split(';').next().unwrap_or("").trim();
+            if mime == "application/octet-stream" || mime == "application/onnx" {
+                return Ok(JsonBody(raw_model(req, state).await?));
+            }
             if mime != "application/json" && !mime.ends_with("+json") {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "Unsupported media type",
-                    format!("the body must be JSON (content-type: application/json), got {mime:?}; with curl add -H 'content-type: application/json'"),
+                    format!("the body must be JSON (content-type: application/json) or a model file (application/octet-stream), got {mime:?}; with curl add -H 'content-type: application/json'"),
                 ));
             }
         }

@@ -41,8 +41,11 @@ fn flatten_numbers(v: &Value, pointer: &str, max: usize, out: &mut Vec<f64>) -> 
     }
 }
 
-fn parse_init(v: Option<&Value>) -> SpecResult<InitSpec> {
+/// `init`: a name or `{type, ...}`. A model that carries weights (an ONNX file) defaults to
+/// `model`, its own weights; the other inits replace them.
+fn parse_init(v: Option<&Value>, has_weights: bool) -> SpecResult<InitSpec> {
     const NAMES: &[&str] = &[
+        "model",
         "pytorch_default",
         "xavier_uniform",
         "xavier_normal",
@@ -54,7 +57,7 @@ fn parse_init(v: Option<&Value>) -> SpecResult<InitSpec> {
     let (name, o) = match v {
         None => {
             return Ok(InitSpec {
-                init: Init::PytorchDefault,
+                init: if has_weights { Init::Model } else { Init::PytorchDefault },
                 scale: 1.0,
                 seed: 0,
             })
@@ -84,7 +87,14 @@ fn parse_init(v: Option<&Value>) -> SpecResult<InitSpec> {
             None => Ok(default),
         }
     };
+    if name == "model" && !has_weights {
+        return Err(SpecError::invalid(
+            if o.is_some() { "/init/type" } else { "/init" },
+            "init \"model\" uses the weights of a model file ({\"onnx\": ...}); this model has none",
+        ));
+    }
     let init = match name {
+        "model" => Init::Model,
         "xavier_uniform" => Init::XavierUniform,
         "xavier_normal" => Init::XavierNormal,
         "kaiming_uniform" => Init::KaimingUniform,
@@ -414,7 +424,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let graph = infer(&spec, "/model")?;
-    let init = parse_init(req.raw("init"))?;
+    let init = parse_init(req.raw("init"), spec.weights.is_some())?;
     let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
     let numel: u64 = spec.input_shape.iter().product();
     let inputs = match req.raw("inputs") {

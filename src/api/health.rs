@@ -47,6 +47,7 @@ pub async fn info(State(state): State<AppState>) -> Response {
         "busy": s.busy.load(Ordering::Relaxed),
         "limits": {
             "max_body_bytes": state.config.max_body_bytes,
+            "max_model_bytes": state.config.max_model_bytes,
             "max_json_depth": state.config.max_json_depth,
             "max_layers": state.config.spec.max_layers,
             "max_nesting": state.config.spec.max_depth,

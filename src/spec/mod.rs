@@ -1,6 +1,7 @@
 //! The layer spec shared by every endpoint: types, parsing, presets and shape inference.
 pub mod error;
 pub mod json;
+pub mod onnx;
 pub mod parse;
 pub mod presets;
 pub mod shape;

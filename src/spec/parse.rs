@@ -52,8 +52,14 @@ fn preset_spec(name: &str) -> Option<ModelSpec> {
 /// Parses `{"input_shape": [...], "layers": [...]}` or `{"preset": NAME}` found at `pointer`.
 pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
     let obj = Obj::new(value, pointer)?;
+    if let Some(file) = obj.opt_str("onnx")? {
+        obj.finish("onnx (alone): the ONNX file, base64")?;
+        let at = obj.at("onnx");
+        let bytes = super::onnx::decode_base64(file, &at)?;
+        return super::onnx::model_from_onnx(&bytes, &at, limits);
+    }
     if let Some(name) = obj.opt_str("preset")? {
-        obj.finish("preset (alone), or input_shape and layers")?;
+        obj.finish("preset (alone), onnx (alone), or input_shape and layers")?;
         return preset_spec(name).ok_or_else(|| {
             SpecError::invalid(
                 obj.at("preset"),
@@ -88,6 +94,8 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
             layers: Vec::new(),
             graph: Some(graph),
             preset: None,
+            weights: None,
+            source: None,
         });
     }
     let layers_ptr = obj.at("layers");
@@ -101,6 +109,8 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
         layers,
         graph: None,
         preset: None,
+        weights: None,
+        source: None,
     })
 }
 

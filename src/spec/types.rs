@@ -303,4 +303,13 @@ pub struct ModelSpec {
     pub graph: Option<GraphSpec>,
     /// Set when the model came from `{"preset": NAME}`.
     pub preset: Option<String>,
+    /// The model's own weights, by node name: `(role, values)` with roles `weight`, `bias`,
+    /// `running_mean`, `running_var` in PyTorch's shapes, row-major (an ONNX file's
+    /// initializers).
+    pub weights: Option<std::sync::Arc<ModelWeights>>,
+    /// Where the model came from when not from JSON: `onnx`.
+    pub source: Option<String>,
 }
+
+/// Weights carried by a model file: node name -> `(role, values)`.
+pub type ModelWeights = std::collections::HashMap<String, Vec<(String, Vec<f64>)>>;

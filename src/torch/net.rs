@@ -35,6 +35,9 @@ pub enum Init {
     Uniform {
         bound: f64,
     },
+    /// The model file's own weights (an ONNX file's initializers), times `scale`; layers the
+    /// file gives no tensor for get PyTorch's default init.
+    Model,
 }
 
 #[derive(Clone, Debug)]
@@ -129,7 +132,7 @@ fn draw(
     let per = draws_per_element(&init.init);
     // uniform(bound) or normal * std, times scale; the constants computed once, not per element
     let (uniform, spread) = match init.init {
-        Init::PytorchDefault => (true, 1.0 / fan_in.sqrt()),
+        Init::PytorchDefault | Init::Model => (true, 1.0 / fan_in.sqrt()),
         Init::XavierUniform => (true, (6.0 / (fan_in + fan_out)).sqrt()),
         Init::XavierNormal => (false, (2.0 / (fan_in + fan_out)).sqrt()),
         Init::KaimingUniform => (true, (6.0 / fan_in).sqrt()),
@@ -149,7 +152,7 @@ fn draw(
     };
     let b = has_bias.then(|| {
         let b: Vec<f64> = match init.init {
-            Init::PytorchDefault => {
+            Init::PytorchDefault | Init::Model => {
                 let mut rng = rng.clone();
                 rng.skip(n as u64 * per);
                 (0..out).map(|_| rng.uniform(1.0 / fan_in.sqrt())).collect()
@@ -159,6 +162,15 @@ fn draw(
         Tensor::from_slice(&b)
     });
     (w, b)
+}
+
+/// One tensor of the model file's weights for a node, if the request uses them.
+fn given<'w>(graph: &'w Graph, init: &InitSpec, path: &str, role: &str) -> Option<&'w [f64]> {
+    if init.init != Init::Model {
+        return None;
+    }
+    let tensors = graph.spec.weights.as_ref()?.get(path)?;
+    tensors.iter().find(|(r, _)| r == role).map(|(_, v)| v.as_slice())
 }
 
 impl Net {
@@ -182,13 +194,17 @@ impl Net {
                 LayerKind::BatchNorm { affine, .. } => {
                     let c = node.input[0] as i64;
                     let ones = Tensor::ones([c], (kind, device));
+                    let or = |role: &str, t: Tensor| match given(graph, init, &node.path, role) {
+                        Some(v) if mode == Mode::Eval => Tensor::from_slice(v).to_kind(kind).to_device(device),
+                        _ => t,
+                    };
                     params.insert(
                         node.path.clone(),
                         LayerParams {
-                            weight: affine.then(|| ones.copy()),
-                            bias: affine.then(|| Tensor::zeros([c], (kind, device))),
-                            running_mean: Some(Tensor::zeros([c], (kind, device))),
-                            running_var: Some(ones),
+                            weight: affine.then(|| or("weight", ones.copy())),
+                            bias: affine.then(|| or("bias", Tensor::zeros([c], (kind, device)))),
+                            running_mean: Some(or("running_mean", Tensor::zeros([c], (kind, device)))),
+                            running_var: Some(or("running_var", ones)),
                         },
                     );
                     continue;
@@ -199,11 +215,15 @@ impl Net {
                         LayerKind::LayerNorm { shape, bias, .. } => (shape.iter().map(|&d| d as i64).collect(), *bias),
                         _ => (vec![node.input[0] as i64], *affine),
                     };
+                    let or = |role: &str, t: Tensor| match given(graph, init, &node.path, role) {
+                        Some(v) if mode == Mode::Eval => Tensor::from_slice(v).reshape(shape.as_slice()).to_kind(kind).to_device(device),
+                        _ => t,
+                    };
                     params.insert(
                         node.path.clone(),
                         LayerParams {
-                            weight: affine.then(|| Tensor::ones(shape.as_slice(), (kind, device))),
-                            bias: bias.then(|| Tensor::zeros(shape.as_slice(), (kind, device))),
+                            weight: affine.then(|| or("weight", Tensor::ones(shape.as_slice(), (kind, device)))),
+                            bias: bias.then(|| or("bias", Tensor::zeros(shape.as_slice(), (kind, device)))),
                             running_mean: None,
                             running_var: None,
                         },
@@ -234,6 +254,12 @@ impl Net {
                 let b = b.as_deref().map(Tensor::from_slice);
                 (
                     Tensor::from_slice(w),
+                    b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
+                )
+            } else if let Some(w) = given(graph, init, &node.path, "weight") {
+                let b = given(graph, init, &node.path, "bias").map(Tensor::from_slice);
+                (
+                    Tensor::from_slice(w) * init.scale,
                     b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
                 )
             } else {

@@ -1,0 +1,1015 @@
+//! ONNX files in: a `ModelProto` (decoded by prost from the vendored onnx.proto) becomes the
+//! graph form of the model language, node by node, and its initializers become the model's
+//! weights. Everything downstream (shapes, every analysis, grading, libtorch runs) then sees an
+//! ordinary graph-form spec: there is no second implementation of any op.
+//!
+//! What maps (opset 11 to 23, as `torch.onnx.export` writes it, legacy or dynamo):
+//! Conv, ConvTranspose (2-D), Gemm, MatMul by a constant matrix, MaxPool, AveragePool,
+//! GlobalAveragePool, GlobalMaxPool, BatchNormalization, InstanceNormalization,
+//! GroupNormalization, LayerNormalization, Relu, LeakyRelu, Sigmoid, Tanh, HardSwish,
+//! HardSigmoid, Mish, Gelu, Clip(0, 6), Softmax, Add, Mul, Concat, Flatten, Reshape to
+//! `[batch, -1]`, Pad, Resize/Upsample (nearest by integer factors, linear half-pixel),
+//! ReduceMean, Dropout and Identity. `Sigmoid` followed by `Mul(x, sigmoid(x))` is SiLU, as
+//! PyTorch writes `nn.SiLU`. Anything else is listed, every node of it, in one 422: a node the
+//! service cannot read is never counted as zero.
+use super::error::{SpecError, SpecResult};
+use super::parse::{parse_model, SpecLimits};
+use super::types::{ModelSpec, ModelWeights, GRAPH_INPUT};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+use prost::Message;
+use proto::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+
+/// A constant tensor of the file (an initializer or a `Constant` node), as f64 values.
+#[derive(Clone, Debug)]
+struct Constant {
+    dims: Vec<i64>,
+    values: Vec<f64>,
+    /// An initializer (a parameter of the exported module), not a `Constant` node's value.
+    initializer: bool,
+}
+
+/// Largest tensor the reader accepts (elements): a claim beyond it is refused before allocating.
+const MAX_TENSOR_ELEMENTS: u64 = 1 << 31;
+
+fn bad(pointer: &str, message: impl Into<String>) -> SpecError {
+    SpecError::invalid(pointer, message)
+}
+
+/// The elements of an initializer as f64, checked against its declared shape.
+fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
+    let name = t.name();
+    if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
+        return Err(bad(
+            pointer,
+            format!("tensor {name:?} keeps its data in an external file; export with all weights inside the model (save_as_external_data=False)"),
+        ));
+    }
+    let mut n: u64 = 1;
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(bad(pointer, format!("tensor {name:?} has a negative dimension {d}")));
+        }
+        n = n.saturating_mul(d as u64);
+    }
+    if n > MAX_TENSOR_ELEMENTS {
+        return Err(SpecError::too_large(
+            pointer,
+            "max_tensor_elements",
+            MAX_TENSOR_ELEMENTS,
+            format!("tensor {name:?} claims {n} elements (shape {:?})", t.dims),
+        ));
+    }
+    let ty = t.data_type();
+    let raw = t.raw_data.as_deref();
+    let values: Vec<f64> = match (DataType::try_from(ty), raw) {
+        (Ok(DataType::Float), Some(b)) => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        (Ok(DataType::Float), None) => t.float_data.iter().map(|&x| x as f64).collect(),
+        (Ok(DataType::Double), Some(b)) => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        (Ok(DataType::Double), None) => t.double_data.clone(),
+        (Ok(DataType::Int64), Some(b)) => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        (Ok(DataType::Int64), None) => t.int64_data.iter().map(|&x| x as f64).collect(),
+        (Ok(DataType::Int32), Some(b)) => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        (Ok(DataType::Int32), None) => t.int32_data.iter().map(|&x| x as f64).collect(),
+        (other, _) => {
+            return Err(bad(
+                pointer,
+                format!(
+                    "tensor {name:?} has data type {}; float, double, int32 and int64 are read",
+                    other.map(|d| d.as_str_name().to_string()).unwrap_or_else(|_| ty.to_string())
+                ),
+            ))
+        }
+    };
+    if values.len() as u64 != n || raw.is_some_and(|b| b.len() as u64 % n.max(1) != 0) {
+        return Err(bad(
+            pointer,
+            format!(
+                "tensor {name:?} declares shape {:?} ({n} elements) but holds {} (a truncated or corrupt file?)",
+                t.dims,
+                values.len()
+            ),
+        ));
+    }
+    Ok(Constant {
+        dims: t.dims.clone(),
+        values,
+        initializer: true,
+    })
+}
+
+/// One ONNX node's attributes by name.
+struct Attrs<'a>(&'a NodeProto);
+
+impl<'a> Attrs<'a> {
+    fn get(&self, name: &str) -> Option<&'a proto::AttributeProto> {
+        self.0.attribute.iter().find(|a| a.name() == name)
+    }
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map_or(default, |a| a.i())
+    }
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map_or(default, |a| a.f())
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    fn string(&self, name: &str, default: &str) -> String {
+        self.get(name)
+            .and_then(|a| a.s.as_deref())
+            .map_or(default.to_string(), |s| String::from_utf8_lossy(s).into_owned())
+    }
+}
+
+/// PyTorch's module name from the legacy exporter's scope names: `/layer1/layer1.0/relu/Relu`
+/// is module `layer1.0.relu`, `/layer1/layer1.0/Add` the add of module `layer1.0`. Other names
+/// are kept as they are.
+fn scoped_name(name: &str, op: &str) -> Option<String> {
+    let Some(scoped) = name.strip_prefix('/') else {
+        return (!name.is_empty()).then(|| name.to_string());
+    };
+    let (module, last) = legacy_scope(scoped)?;
+    let op_part = if last.split('_').next() == Some(op) { None } else { Some(last) };
+    match (module.is_empty(), op_part) {
+        (true, _) => Some(last.to_ascii_lowercase()),
+        (false, None) if matches!(op, "Add" | "Mul" | "Concat" | "Flatten" | "Reshape" | "Sum") => {
+            Some(format!("{module}.{}", last.to_ascii_lowercase()))
+        }
+        (false, None) => Some(module),
+        (false, Some(p)) => Some(format!("{module}.{p}")),
+    }
+}
+
+/// `layer1/layer1.0/relu/Relu` -> (`layer1.0.relu`, `Relu`).
+fn legacy_scope(scoped: &str) -> Option<(String, &str)> {
+    let mut parts: Vec<&str> = scoped.split('/').filter(|p| !p.is_empty()).collect();
+    let last = parts.pop()?;
+    // each scope is named relative to its parent's own name: features / features.1 / conv /
+    // conv.0 / conv.0.2 is module features.1.conv.0.2
+    let mut module = String::new();
+    let mut prev = "";
+    for p in parts {
+        let local = p.strip_prefix(prev).and_then(|r| r.strip_prefix('.')).filter(|_| !prev.is_empty());
+        module = match (module.is_empty(), local) {
+            (true, _) => p.to_string(),
+            (false, Some(rest)) => format!("{module}.{rest}"),
+            (false, None) => format!("{module}.{p}"),
+        };
+        prev = p;
+    }
+    // the last part is the op type, numbered when a module runs it more than once (`Add_1`)
+    Some((module, last))
+}
+
+/// Why one node cannot be mapped (collected, then refused all together).
+type Refusal = String;
+
+/// A whole file, read: the graph-form spec (as the JSON a user would have written, so one parser
+/// checks both) and the weights by node name.
+pub struct Imported {
+    pub spec: Value,
+    pub weights: ModelWeights,
+    /// Node names of the spec in order, each with the ONNX node it came from: `(name, onnx
+    /// name, op_type)`.
+    pub origin: Vec<(String, String, String)>,
+    /// Reshapes to a fixed `[1, F]`: (spec node index, F).
+    pub features: Vec<(usize, u64)>,
+}
+
+struct Reader {
+    constants: HashMap<String, std::rc::Rc<Constant>>,
+    /// ONNX tensor name -> the spec node (or "input") that produces it.
+    tensors: HashMap<String, String>,
+    nodes: Vec<Value>,
+    origin: Vec<(String, String, String)>,
+    names: HashMap<String, usize>,
+    weights: ModelWeights,
+    refused: Vec<String>,
+    /// Reshapes to `[1, F]`: (spec node index, F), checked against the inferred shape.
+    features: Vec<(usize, u64)>,
+}
+
+fn ints2(v: &[i64], what: &str) -> Result<[u64; 2], Refusal> {
+    match v {
+        [a, b] if *a >= 0 && *b >= 0 => Ok([*a as u64, *b as u64]),
+        _ => Err(format!("{what} {v:?}: only 2-D operations (two spatial axes) are supported yet")),
+    }
+}
+
+/// ONNX pads `[top, left, bottom, right]` as PyTorch's symmetric `[h, w]`, or None.
+fn symmetric(p: &[i64]) -> Option<[u64; 2]> {
+    match p {
+        [t, l, b, r] if t == b && l == r && *t >= 0 && *l >= 0 => Some([*t as u64, *l as u64]),
+        _ => None,
+    }
+}
+
+impl Reader {
+    fn constant(&self, name: &str) -> Option<&Constant> {
+        self.constants.get(name).map(|c| &**c)
+    }
+
+    /// The spec node that produces a tensor.
+    fn source(&self, tensor: &str) -> Result<String, Refusal> {
+        self.tensors.get(tensor).cloned().ok_or_else(|| {
+            if self.constants.contains_key(tensor) {
+                format!("reads the constant {tensor:?} as a data input (only weights of Conv, Gemm, MatMul and normalizations are read)")
+            } else {
+                format!("reads {tensor:?}, which no node produces")
+            }
+        })
+    }
+
+    /// A unique node name: the PyTorch module's name where the node has a weight named
+    /// `<module>.weight`, else the ONNX node's name.
+    fn name_for(&mut self, node: &NodeProto, index: usize, weight: Option<&str>) -> String {
+        let base = weight
+            .and_then(|w| w.strip_suffix(".weight"))
+            .map(str::to_string)
+            .or_else(|| scoped_name(node.name(), node.op_type()))
+            .filter(|n| n.len() <= 160 && n != GRAPH_INPUT)
+            .unwrap_or_else(|| format!("{}_{index}", node.op_type().to_ascii_lowercase()));
+        let mut name = base.clone();
+        let mut k = 1;
+        while self.names.contains_key(&name) || name == GRAPH_INPUT {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        self.names.insert(name.clone(), self.nodes.len());
+        name
+    }
+
+    fn push(&mut self, node: &NodeProto, index: usize, weight: Option<&str>, inputs: Vec<String>, mut body: Map<String, Value>) -> String {
+        let name = self.name_for(node, index, weight);
+        body.insert("name".into(), json!(name));
+        body.insert("inputs".into(), json!(inputs));
+        self.nodes.push(Value::Object(body));
+        self.origin
+            .push((name.clone(), node.name().to_string(), node.op_type().to_string()));
+        name
+    }
+
+    fn weight(&self, node: &NodeProto, i: usize, role: &str) -> Result<Option<Constant>, Refusal> {
+        match node.input.get(i).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some(t) => self
+                .constant(t)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| format!("its {role} {t:?} is computed, not a constant initializer (not supported)")),
+        }
+    }
+
+    /// Maps one node; Ok(None) when it is an alias of its input (Identity, Dropout).
+    fn node(&mut self, node: &NodeProto, index: usize, silu: &HashMap<usize, usize>) -> Result<(), Refusal> {
+        let a = Attrs(node);
+        let op = node.op_type();
+        let out = node.output.first().cloned().unwrap_or_default();
+        let data = || node.input.first().map(String::as_str).unwrap_or("");
+        let mut body = Map::new();
+        let mut set = |k: &str, v: Value| {
+            body.insert(k.to_string(), v);
+        };
+        let mut weight_name: Option<String> = None;
+        let mut tensors: Vec<(&'static str, Constant)> = Vec::new();
+        let mut inputs = vec![];
+        match op {
+            "Identity" | "Dropout" => {
+                if let Some(c) = self.constants.get(data()).cloned() {
+                    // the exporter shares equal initializers through Identity nodes
+                    self.constants.insert(out, c);
+                    return Ok(());
+                }
+                let src = self.source(data())?;
+                self.tensors.insert(out, src);
+                return Ok(());
+            }
+            "Conv" | "ConvTranspose" => {
+                let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
+                if w.dims.len() != 4 {
+                    return Err(format!(
+                        "a {}-D convolution (weight of rank {}): only 2-D convolutions are supported yet",
+                        w.dims.len().saturating_sub(2),
+                        w.dims.len()
+                    ));
+                }
+                let group = a.int("group", 1).max(1);
+                let kernel = ints2(&a.ints("kernel_shape").unwrap_or(w.dims[2..].to_vec()), "kernel_shape")?;
+                let stride = ints2(&a.ints("strides").unwrap_or(vec![1, 1]), "strides")?;
+                let dilation = ints2(&a.ints("dilations").unwrap_or(vec![1, 1]), "dilations")?;
+                let pads = a.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+                let auto_pad = a.string("auto_pad", "NOTSET");
+                let transposed = op == "ConvTranspose";
+                let out_channels = if transposed { w.dims[1] * group } else { w.dims[0] };
+                set("type", json!(if transposed { "conv_transpose2d" } else { "conv2d" }));
+                set("in_channels", json!(if transposed { w.dims[0] } else { w.dims[1] * group }));
+                set("out_channels", json!(out_channels));
+                set("kernel_size", json!(kernel));
+                set("stride", json!(stride));
+                set("dilation", json!(dilation));
+                set("groups", json!(group));
+                let src = self.source(data())?;
+                inputs.push(src);
+                match (auto_pad.as_str(), symmetric(&pads)) {
+                    ("NOTSET", Some(p)) => set("padding", json!(p)),
+                    ("VALID", _) => set("padding", json!(0)),
+                    ("SAME_UPPER", _) if !transposed && stride == [1, 1] => set("padding", json!("same")),
+                    ("NOTSET", None) if !transposed && pads.len() == 4 && pads.iter().all(|&p| p >= 0) => {
+                        // asymmetric zero padding: a ZeroPad2d node first, as PyTorch would write it
+                        let pad_name = self.push(
+                            node,
+                            index,
+                            weight_name.as_deref(),
+                            vec![inputs.pop().unwrap()],
+                            [
+                                ("type".to_string(), json!("zeropad2d")),
+                                ("padding".to_string(), json!([pads[1], pads[3], pads[0], pads[2]])),
+                            ]
+                            .into_iter()
+                            .collect(),
+                        );
+                        inputs.push(pad_name);
+                        set("padding", json!(0));
+                    }
+                    _ => return Err(format!("auto_pad {auto_pad:?} with pads {pads:?} is not supported")),
+                }
+                if transposed {
+                    if a.get("output_shape").is_some() {
+                        return Err("output_shape is not supported; give output_padding".into());
+                    }
+                    let op = a.ints("output_padding").unwrap_or(vec![0, 0]);
+                    set("output_padding", json!(ints2(&op, "output_padding")?));
+                }
+                let b = self.weight(node, 2, "bias")?;
+                set("bias", json!(b.is_some()));
+                weight_name = node.input.get(1).cloned();
+                tensors.push(("weight", w));
+                if let Some(b) = b {
+                    tensors.push(("bias", b));
+                }
+            }
+            "Gemm" | "MatMul" => {
+                let gemm = op == "Gemm";
+                if gemm && (a.float("alpha", 1.0) != 1.0 || a.float("beta", 1.0) != 1.0 || a.int("transA", 0) != 0) {
+                    return Err("Gemm with alpha or beta other than 1 or transA=1 is not a Linear layer".into());
+                }
+                let w = self.weight(node, 1, "second operand")?.ok_or("has no second operand")?;
+                if w.dims.len() != 2 {
+                    return Err(format!(
+                        "multiplies by a constant of rank {}: only a [in, out] matrix (a Linear layer) is supported",
+                        w.dims.len()
+                    ));
+                }
+                // PyTorch's weight is [out, in]: Gemm's B with transB=1, else B transposed
+                let trans_b = gemm && a.int("transB", 0) == 1;
+                let (rows, cols) = (w.dims[0] as usize, w.dims[1] as usize);
+                let weight = if trans_b {
+                    w
+                } else {
+                    let mut t = vec![0.0; w.values.len()];
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            t[c * rows + r] = w.values[r * cols + c];
+                        }
+                    }
+                    Constant {
+                        dims: vec![cols as i64, rows as i64],
+                        values: t,
+                        initializer: w.initializer,
+                    }
+                };
+                let b = if gemm { self.weight(node, 2, "bias")? } else { None };
+                if let Some(b) = &b {
+                    if b.values.len() as i64 != weight.dims[0] {
+                        return Err(format!(
+                            "its bias has shape {:?}: only a per-output bias (a Linear layer) is supported",
+                            b.dims
+                        ));
+                    }
+                }
+                set("type", json!("linear"));
+                set("in_features", json!(weight.dims[1]));
+                set("out_features", json!(weight.dims[0]));
+                set("bias", json!(b.is_some()));
+                inputs.push(self.source(data())?);
+                weight_name = node.input.get(1).cloned();
+                tensors.push(("weight", weight));
+                if let Some(b) = b {
+                    tensors.push(("bias", b));
+                }
+            }
+            "MaxPool" | "AveragePool" => {
+                let kernel = ints2(&a.ints("kernel_shape").ok_or("has no kernel_shape")?, "kernel_shape")?;
+                let stride = ints2(&a.ints("strides").unwrap_or(vec![1, 1]), "strides")?;
+                let pads = a.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+                let auto_pad = a.string("auto_pad", "NOTSET");
+                let padding = match (auto_pad.as_str(), symmetric(&pads)) {
+                    ("NOTSET", Some(p)) => p,
+                    ("VALID", _) => [0, 0],
+                    _ => return Err(format!("auto_pad {auto_pad:?} with pads {pads:?} (asymmetric) is not supported")),
+                };
+                set("kernel_size", json!(kernel));
+                set("stride", json!(stride));
+                set("padding", json!(padding));
+                set("ceil_mode", json!(a.int("ceil_mode", 0) == 1));
+                if op == "MaxPool" {
+                    if node.output.len() > 1 && !node.output[1].is_empty() {
+                        return Err("returns indices (not supported)".into());
+                    }
+                    set("type", json!("maxpool2d"));
+                    set("dilation", json!(ints2(&a.ints("dilations").unwrap_or(vec![1, 1]), "dilations")?));
+                } else {
+                    set("type", json!("avgpool2d"));
+                    set("count_include_pad", json!(a.int("count_include_pad", 0) == 1));
+                    if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+                        return Err("dilated average pooling is not supported".into());
+                    }
+                }
+                inputs.push(self.source(data())?);
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                set(
+                    "type",
+                    json!(if op == "GlobalMaxPool" {
+                        "adaptive_maxpool2d"
+                    } else {
+                        "adaptive_avgpool2d"
+                    }),
+                );
+                set("output_size", json!(1));
+                inputs.push(self.source(data())?);
+            }
+            "BatchNormalization" => {
+                if a.int("training_mode", 0) == 1 {
+                    return Err("training_mode=1 (batch statistics) is not supported".into());
+                }
+                set("type", json!("batchnorm"));
+                set("eps", json!(a.float("epsilon", 1e-5) as f64));
+                for (i, role) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
+                    tensors.push((role, self.weight(node, i, role)?.ok_or(format!("has no {role}"))?));
+                }
+                weight_name = node.input.get(1).cloned();
+                set("num_features", json!(tensors[0].1.values.len()));
+                // affine=False: the exporter writes ones and zeros as Constant nodes
+                let affine = tensors[0].1.initializer;
+                set("affine", json!(affine));
+                if !affine {
+                    tensors.drain(..2);
+                }
+                inputs.push(self.source(data())?);
+            }
+            "InstanceNormalization" | "GroupNormalization" | "LayerNormalization" => {
+                let eps = a.float("epsilon", 1e-5) as f64;
+                set("eps", json!(eps));
+                // a bias the exporter wrote as a Constant node (nn.LayerNorm(bias=False)) is no
+                // parameter
+                let scale = self.weight(node, 1, "scale")?;
+                let affine = scale.as_ref().is_some_and(|s| s.initializer);
+                let bias = self.weight(node, 2, "bias")?.filter(|b| b.initializer && affine);
+                match op {
+                    "InstanceNormalization" => {
+                        set("type", json!("instancenorm2d"));
+                        set("affine", json!(affine));
+                    }
+                    "GroupNormalization" => {
+                        set("type", json!("groupnorm"));
+                        set("num_groups", json!(a.int("num_groups", 1)));
+                        set("affine", json!(affine));
+                        let groups = a.int("num_groups", 1) as usize;
+                        // opset 18's scale and bias are per group; opset 21's per channel
+                        if scale.as_ref().is_some_and(|s| s.values.len() == groups) && groups > 1 {
+                            return Err("opset 18's per-group scale is not PyTorch's GroupNorm; export with opset 21".into());
+                        }
+                    }
+                    _ => {
+                        // nn.LayerNorm(normalized_shape): the scale's shape; the axis must agree
+                        let s = scale.as_ref().ok_or("has no scale")?;
+                        let axis = a.int("axis", -1);
+                        if axis < 0 && -axis as usize != s.dims.len() {
+                            return Err(format!(
+                                "axis {axis} with a scale of shape {:?}: not nn.LayerNorm's normalized_shape",
+                                s.dims
+                            ));
+                        }
+                        set("type", json!("layernorm"));
+                        set("normalized_shape", json!(s.dims));
+                        set("elementwise_affine", json!(affine));
+                        set("bias", json!(bias.is_some()));
+                    }
+                }
+                weight_name = node.input.get(1).cloned();
+                if let Some(s) = scale.filter(|_| affine) {
+                    tensors.push(("weight", s));
+                }
+                if let Some(b) = bias {
+                    tensors.push(("bias", b));
+                }
+                inputs.push(self.source(data())?);
+            }
+            "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "Mish" => {
+                let t = match op {
+                    "Relu" => "relu",
+                    "Sigmoid" if silu.contains_key(&index) => {
+                        // x * sigmoid(x): the Mul node produces silu(x)
+                        return self.alias_silu(node, index, silu[&index]);
+                    }
+                    "Sigmoid" => "sigmoid",
+                    "Tanh" => "tanh",
+                    "HardSwish" => "hardswish",
+                    _ => "mish",
+                };
+                set("type", json!(t));
+                inputs.push(self.source(data())?);
+            }
+            "LeakyRelu" => {
+                set("type", json!("leaky_relu"));
+                set("negative_slope", json!(a.float("alpha", 0.01) as f64));
+                inputs.push(self.source(data())?);
+            }
+            "HardSigmoid" => {
+                let (alpha, beta) = (a.float("alpha", 0.2), a.float("beta", 0.5));
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || beta != 0.5 {
+                    return Err(format!("alpha {alpha} and beta {beta} are not nn.Hardsigmoid's 1/6 and 1/2"));
+                }
+                set("type", json!("hardsigmoid"));
+                inputs.push(self.source(data())?);
+            }
+            "Gelu" => {
+                if a.string("approximate", "none") != "none" {
+                    return Err("approximate=\"tanh\" is not supported".into());
+                }
+                set("type", json!("gelu"));
+                inputs.push(self.source(data())?);
+            }
+            "Clip" => {
+                let bound = |i: usize, attr: &str| -> Option<f64> {
+                    match node.input.get(i).map(String::as_str) {
+                        Some(t) if !t.is_empty() => self.constant(t).and_then(|c| c.values.first().copied()),
+                        _ => a.get(attr).map(|x| x.f() as f64),
+                    }
+                };
+                match (bound(1, "min"), bound(2, "max")) {
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => set("type", json!("relu6")),
+                    (Some(lo), None) if lo == 0.0 => set("type", json!("relu")),
+                    (lo, hi) => return Err(format!("Clip to [{lo:?}, {hi:?}]: only [0, 6] (ReLU6) and [0, inf) are layers")),
+                }
+                inputs.push(self.source(data())?);
+            }
+            "Softmax" => {
+                set("type", json!("softmax"));
+                set("dim", json!(a.int("axis", -1)));
+                inputs.push(self.source(data())?);
+            }
+            "Add" | "Mul" | "Sum" => {
+                set("type", json!(if op == "Mul" { "mul" } else { "add" }));
+                for t in &node.input {
+                    inputs.push(self.source(t)?);
+                }
+            }
+            "Concat" => {
+                set("type", json!("concat"));
+                set("dim", json!(a.int("axis", 1)));
+                for t in &node.input {
+                    inputs.push(self.source(t)?);
+                }
+            }
+            "Flatten" => {
+                if a.int("axis", 1) != 1 {
+                    return Err(format!("axis {}: only Flatten(axis=1), one sample into features", a.int("axis", 1)));
+                }
+                set("type", json!("flatten"));
+                inputs.push(self.source(data())?);
+            }
+            "Reshape" => {
+                let shape = node
+                    .input
+                    .get(1)
+                    .and_then(|t| self.constant(t))
+                    .ok_or("its shape is computed in the graph; export with constant folding")?;
+                match shape.values.as_slice() {
+                    // [batch, -1], or [1, F] as the dynamo exporter writes a view for batch 1
+                    [b, f] if (*b == 1.0 || *b == 0.0 || *b == -1.0) && (*f == -1.0 || *f >= 1.0) => {
+                        set("type", json!("flatten"));
+                        if *f >= 1.0 {
+                            self.features.push((self.nodes.len(), *f as u64));
+                        }
+                    }
+                    other => return Err(format!("to {other:?}: only a flatten to [batch, -1] is supported yet")),
+                }
+                inputs.push(self.source(data())?);
+            }
+            "Pad" => {
+                let pads: Vec<i64> = match node.input.get(1).filter(|t| !t.is_empty()) {
+                    Some(t) => self
+                        .constant(t)
+                        .ok_or("its pads are computed in the graph")?
+                        .values
+                        .iter()
+                        .map(|&x| x as i64)
+                        .collect(),
+                    None => a.ints("pads").ok_or("has no pads")?,
+                };
+                if node
+                    .input
+                    .get(2)
+                    .is_some_and(|t| !t.is_empty() && self.constant(t).is_some_and(|c| c.values.iter().any(|&v| v != 0.0)))
+                {
+                    return Err("pads with a constant other than zero".into());
+                }
+                // [b, c, h, w begins, then ends]
+                let fill = match a.string("mode", "constant").as_str() {
+                    "constant" => "zeropad2d",
+                    "reflect" => "reflectionpad2d",
+                    "edge" => "replicationpad2d",
+                    m => return Err(format!("mode {m:?} is not supported")),
+                };
+                match pads.as_slice() {
+                    [0, 0, t, l, 0, 0, b, r] if [t, l, b, r].iter().all(|&&x| x >= 0) => {
+                        set("type", json!(fill));
+                        set("padding", json!([l, r, t, b]));
+                    }
+                    other => {
+                        return Err(format!(
+                            "pads {other:?}: only non-negative padding of the two spatial axes of an image"
+                        ))
+                    }
+                }
+                inputs.push(self.source(data())?);
+            }
+            "Resize" | "Upsample" => {
+                let mode = a.string("mode", "nearest");
+                let ctm = a.string(
+                    "coordinate_transformation_mode",
+                    if op == "Upsample" { "asymmetric" } else { "half_pixel" },
+                );
+                let scales: Option<Vec<f64>> = match op {
+                    "Upsample" => node.input.get(1).and_then(|t| self.constant(t)).map(|c| c.values.clone()),
+                    _ => node
+                        .input
+                        .get(2)
+                        .filter(|t| !t.is_empty())
+                        .and_then(|t| self.constant(t))
+                        .map(|c| c.values.clone()),
+                };
+                let sizes: Option<Vec<f64>> = node
+                    .input
+                    .get(3)
+                    .filter(|t| !t.is_empty())
+                    .and_then(|t| self.constant(t))
+                    .map(|c| c.values.clone());
+                match (mode.as_str(), ctm.as_str()) {
+                    ("nearest", "asymmetric") if a.string("nearest_mode", "round_prefer_floor") == "floor" || op == "Upsample" => {
+                        set("mode", json!("nearest"))
+                    }
+                    ("linear", "half_pixel" | "pytorch_half_pixel") => set("mode", json!("bilinear")),
+                    (m, c) => return Err(format!(
+                        "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or bilinear (align_corners=false)"
+                    )),
+                }
+                set("type", json!("upsample"));
+                match (scales.filter(|s| !s.is_empty()), sizes) {
+                    (Some(s), _)
+                        if s.len() == 4
+                            && s[0] == 1.0
+                            && s[1] == 1.0
+                            && s[2].fract() == 0.0
+                            && s[3].fract() == 0.0
+                            && s[2] >= 1.0
+                            && s[3] >= 1.0 =>
+                    {
+                        set("scale_factor", json!([s[2] as u64, s[3] as u64]))
+                    }
+                    (None, Some(z)) if z.len() == 4 && z[2] >= 1.0 && z[3] >= 1.0 => set("size", json!([z[2] as u64, z[3] as u64])),
+                    (s, z) => return Err(format!("scales {s:?} / sizes {z:?}: only integer factors of the two spatial axes")),
+                }
+                inputs.push(self.source(data())?);
+            }
+            "ReduceMean" => {
+                let axes: Vec<i64> = match a.ints("axes") {
+                    Some(x) => x,
+                    None => node
+                        .input
+                        .get(1)
+                        .filter(|t| !t.is_empty())
+                        .and_then(|t| self.constant(t))
+                        .map(|c| c.values.iter().map(|&x| x as i64).collect())
+                        .ok_or("reduces over every axis or over computed axes (not supported)")?,
+                };
+                set("type", json!("mean"));
+                set("dim", json!(axes));
+                set("keepdim", json!(a.int("keepdims", 1) == 1));
+                inputs.push(self.source(data())?);
+            }
+            "Constant" => return Ok(()),
+            other => return Err(format!("op type {other:?} is not supported")),
+        }
+        let name = self.push(node, index, weight_name.as_deref(), inputs, body);
+        if !tensors.is_empty() {
+            self.weights
+                .insert(name.clone(), tensors.into_iter().map(|(r, c)| (r.to_string(), c.values)).collect());
+        }
+        self.tensors.insert(out, name);
+        Ok(())
+    }
+
+    /// A Sigmoid whose only reader is `Mul(x, sigmoid(x))`: the Mul becomes the SiLU node.
+    fn alias_silu(&mut self, node: &NodeProto, index: usize, _mul: usize) -> Result<(), Refusal> {
+        let data = node.input.first().map(String::as_str).unwrap_or("");
+        let src = self.source(data)?;
+        let name = self.push(
+            node,
+            index,
+            None,
+            vec![src],
+            [("type".to_string(), json!("silu"))].into_iter().collect(),
+        );
+        self.tensors.insert(node.output.first().cloned().unwrap_or_default(), name);
+        Ok(())
+    }
+}
+
+/// Which Sigmoid nodes are SiLU: `s = Sigmoid(x)` read only by a `Mul` of `x` and `s`. Maps the
+/// Sigmoid's index to the Mul's.
+fn silu_pairs(nodes: &[NodeProto], readers: &HashMap<&str, usize>) -> HashMap<usize, usize> {
+    let producer: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut pairs = HashMap::new();
+    for (m, n) in nodes.iter().enumerate() {
+        if n.op_type() != "Mul" || n.input.len() != 2 {
+            continue;
+        }
+        for (s_in, x_in) in [(&n.input[0], &n.input[1]), (&n.input[1], &n.input[0])] {
+            if let Some(&s) = producer.get(s_in.as_str()) {
+                let sig = &nodes[s];
+                if sig.op_type() == "Sigmoid" && sig.input.first() == Some(x_in) && readers.get(s_in.as_str()) == Some(&1) {
+                    pairs.insert(s, m);
+                    break;
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// Decodes a file and maps it to the graph form. Errors point at `pointer` (the `onnx` field).
+pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
+    let model = ModelProto::decode(bytes).map_err(|e| bad(pointer, format!("is not an ONNX model (protobuf decoding failed: {e})")))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| bad(pointer, "the ONNX model has no graph (is this an ONNX file?)"))?;
+    if graph.node.is_empty() {
+        return Err(bad(pointer, "the ONNX graph has no nodes"));
+    }
+    if let Some(op) = model.opset_import.iter().find(|o| o.domain().is_empty() || o.domain() == "ai.onnx") {
+        if op.version() < 7 {
+            return Err(bad(
+                pointer,
+                format!("opset {} is older than the oldest supported (7)", op.version()),
+            ));
+        }
+    }
+    let mut constants: HashMap<String, std::rc::Rc<Constant>> = HashMap::new();
+    for t in &graph.initializer {
+        constants.insert(t.name().to_string(), tensor_values(t, pointer)?.into());
+    }
+    for n in &graph.node {
+        if n.op_type() == "Constant" {
+            if let (Some(out), Some(t)) = (n.output.first(), Attrs(n).get("value").and_then(|a| a.t.as_ref())) {
+                let c = Constant {
+                    initializer: false,
+                    ..tensor_values(t, pointer)?
+                };
+                constants.insert(out.clone(), c.into());
+            } else if let (Some(out), Some(v)) = (n.output.first(), Attrs(n).get("value_ints")) {
+                let c = Constant {
+                    dims: vec![v.ints.len() as i64],
+                    values: v.ints.iter().map(|&x| x as f64).collect(),
+                    initializer: false,
+                };
+                constants.insert(out.clone(), c.into());
+            }
+        }
+    }
+    // the data input: the graph input that is not an initializer
+    let data: Vec<&proto::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains_key(i.name())).collect();
+    let [input] = data.as_slice() else {
+        return Err(bad(
+            pointer,
+            format!(
+                "the model has {} data inputs ({}); one image or feature input is supported",
+                data.len(),
+                data.iter().map(|i| format!("{:?}", i.name())).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    let shape = input_shape(input).map_err(|m| bad(pointer, format!("input {:?}: {m}", input.name())))?;
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *readers.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *readers.entry(o.name()).or_default() += 1;
+    }
+    let silu = silu_pairs(&graph.node, &readers);
+    let silu_mul: HashMap<usize, usize> = silu.iter().map(|(&s, &m)| (m, s)).collect();
+    let mut r = Reader {
+        constants,
+        tensors: HashMap::from([(input.name().to_string(), GRAPH_INPUT.to_string())]),
+        nodes: Vec::new(),
+        origin: Vec::new(),
+        names: HashMap::new(),
+        weights: HashMap::new(),
+        refused: Vec::new(),
+        features: Vec::new(),
+    };
+    // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
+    // is read in passes until nothing more resolves.
+    let mut pending: Vec<usize> = (0..graph.node.len()).collect();
+    loop {
+        let mut next = Vec::new();
+        let before = pending.len();
+        for &i in &pending {
+            let n = &graph.node[i];
+            if let Some(&sig) = silu_mul.get(&i) {
+                // the Mul of a SiLU pair: its output is the Sigmoid's node
+                let s_out = &graph.node[sig].output[0];
+                match r.tensors.get(s_out).cloned() {
+                    Some(name) => {
+                        r.tensors.insert(n.output[0].clone(), name);
+                    }
+                    None => next.push(i),
+                }
+                continue;
+            }
+            let ready = n.input.iter().enumerate().all(|(k, t)| {
+                t.is_empty() || r.tensors.contains_key(t) || r.constants.contains_key(t.as_str()) || (k > 0 && n.op_type() == "Constant")
+            });
+            if !ready {
+                next.push(i);
+                continue;
+            }
+            if let Err(why) = r.node(n, i, &silu) {
+                r.refused.push(format!("{:?} ({}): {why}", n.name(), n.op_type()));
+                // later nodes still get read, so every unmappable node is listed at once
+                for o in &n.output {
+                    r.tensors.insert(o.clone(), String::new());
+                }
+            }
+        }
+        pending = next;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        let names: Vec<String> = pending
+            .iter()
+            .take(10)
+            .map(|&i| format!("{:?} ({})", graph.node[i].name(), graph.node[i].op_type()))
+            .collect();
+        return Err(bad(
+            pointer,
+            format!(
+                "{} ONNX nodes read tensors that no node produces, or form a cycle: {}",
+                pending.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    if !r.refused.is_empty() {
+        let n = r.refused.len();
+        let shown: Vec<&str> = r.refused.iter().take(40).map(String::as_str).collect();
+        return Err(bad(
+            pointer,
+            format!(
+                "{n} ONNX node{} cannot be mapped to layers: {}{}",
+                if n == 1 { "" } else { "s" },
+                shown.join("; "),
+                if n > 40 { format!("; and {} more", n - 40) } else { String::new() }
+            ),
+        ));
+    }
+    let mut outputs = Vec::new();
+    for o in &graph.output {
+        match r.tensors.get(o.name()) {
+            Some(s) if s == GRAPH_INPUT => return Err(bad(pointer, format!("output {:?} is the input itself", o.name()))),
+            Some(s) if !s.is_empty() => outputs.push(s.clone()),
+            _ => return Err(bad(pointer, format!("output {:?} is produced by no node", o.name()))),
+        }
+    }
+    Ok(Imported {
+        spec: json!({"input_shape": shape, "graph": {"nodes": r.nodes, "outputs": outputs}}),
+        weights: r.weights,
+        origin: r.origin,
+        features: r.features,
+    })
+}
+
+/// `[N, C, H, W]` or `[N, F]` without the batch axis; the elements must be floats.
+fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
+    use proto::tensor_shape_proto::dimension::Value as Dim;
+    use proto::type_proto::Value as Ty;
+    let Some(Ty::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err("is not a tensor".into());
+    };
+    match DataType::try_from(t.elem_type()) {
+        Ok(DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16) => {}
+        _ => {
+            return Err(format!(
+                "has element type {}: integer (token) inputs are not supported yet",
+                t.elem_type()
+            ))
+        }
+    }
+    let dims = &t.shape.as_ref().ok_or("has no shape")?.dim;
+    let dims: Vec<Option<i64>> = dims
+        .iter()
+        .map(|d| match &d.value {
+            Some(Dim::DimValue(v)) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    if dims.len() != 4 && dims.len() != 2 {
+        return Err(format!(
+            "has rank {}: [batch, C, H, W] or [batch, features] is supported",
+            dims.len()
+        ));
+    }
+    dims[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(v) if *v >= 1 => Ok(*v as u64),
+            _ => Err(format!("axis {} has no fixed size; export with a fixed input size", i + 1)),
+        })
+        .collect()
+}
+
+/// `{"onnx": "<base64>"}` (or the raw bytes of an upload) to a parsed model. Errors inside the
+/// converted spec are reported at `pointer` naming the ONNX node they come from.
+pub fn model_from_onnx(bytes: &[u8], pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
+    let imported = import(bytes, pointer)?;
+    let relocate = |e: SpecError| {
+        let mut msg = e.message.clone();
+        if let Some(rest) = e.pointer.strip_prefix("/graph/nodes/") {
+            let idx: Option<usize> = rest.split('/').next().and_then(|s| s.parse().ok());
+            if let Some((name, onnx_name, op)) = idx.and_then(|i| imported.origin.get(i)) {
+                msg = format!("ONNX node {onnx_name:?} ({op}, read as {name:?}): {msg}");
+            }
+        }
+        SpecError {
+            pointer: pointer.to_string(),
+            message: msg,
+            ..e
+        }
+    };
+    let mut spec = parse_model(&imported.spec, "", limits).map_err(relocate)?;
+    let graph = super::shape::infer(&spec, "").map_err(relocate)?;
+    for &(i, f) in &imported.features {
+        let name = &imported.origin[i].0;
+        let got: u64 = graph.nodes[graph.index(name).expect("every node is in the graph")]
+            .output
+            .iter()
+            .product();
+        if got != f {
+            return Err(relocate(SpecError::invalid(
+                format!("/graph/nodes/{i}"),
+                format!("reshapes {got} features per sample to {f}: only a flatten to [batch, -1] is supported"),
+            )));
+        }
+    }
+    drop(graph);
+    spec.weights = Some(Arc::new(imported.weights));
+    spec.source = Some("onnx".into());
+    Ok(spec)
+}
+
+/// Decodes the `onnx` field's base64.
+pub fn decode_base64(text: &str, pointer: &str) -> SpecResult<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| bad(pointer, format!("is not base64 ({e})")))
+}

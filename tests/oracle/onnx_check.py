@@ -1,0 +1,279 @@
+"""ONNX files in, checked against PyTorch: the same networks exported by torch.onnx.export.
+
+  python onnx_check.py URL [--n 60] [--seed 5]
+
+1. torchvision's resnet18, mobilenet_v2, efficientnet_b0, mobilenet_v3_small and googlenet
+   (weights=None, seed 0), exported at 3x224x224, uploaded raw: every complexity row (type,
+   params, MACs, FLOPs, output shape) and every total equal the preset's, under the default
+   convention and the fvcore, ptflops and torch_flop_counter profiles. Eval-mode files have no
+   Dropout, so dropout rows (zero in every count) are left out of the comparison.
+2. Random oracle specs and graphs (torchspec), exported and sent as base64 in JSON:
+   - params equal sum(p.numel()) and the torch_flop_counter total equals FlopCounterMode on the
+     module itself;
+   - the receptive field of one unit of the output equals autograd's exact set on the module;
+   - gradient diagnostics with the file's weights (init "model") equal autograd on the module,
+     per named parameter (PyTorch's module names), in float64 to 1e-7 relative.
+   Specs with an op the importer does not map are counted apart and listed (a 422 naming the
+   nodes), never passed.
+3. The dynamo exporter (torch.onnx.export's default) on resnet18: the same totals.
+
+Exits non-zero on any disagreement.
+"""
+import argparse
+import base64
+import io
+import json
+import logging
+import os
+import random
+import sys
+import urllib.parse
+import urllib.request
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torchspec  # noqa: E402
+from check import flop_counts, oracle_rf, post  # noqa: E402
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+torch.set_num_threads(1)
+
+TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet"]
+
+
+def export(model, shape, dynamo=False):
+    x = torch.zeros(1, *shape)
+    if dynamo:
+        return torch.onnx.export(model, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+    buf = io.BytesIO()
+    # PRESERVE keeps BatchNorm as a node (the default, EVAL, folds it into the conv before it)
+    torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, training=torch.onnx.TrainingMode.PRESERVE)
+    return buf.getvalue()
+
+
+def post_raw(url, data, request=None):
+    q = "?request=" + urllib.parse.quote(json.dumps(request)) if request else ""
+    req = urllib.request.Request(url + q, data=data, headers={"content-type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+STRUCTURAL = ("dropout", "add", "concat")
+
+
+def row_key(r):
+    return (r["type"], r["params"], r["macs"], r["flops"], tuple(r["output_shape"] or []))
+
+
+def same_rows(a, b):
+    """Rows as a multiset (names and topological order differ between a file and a preset)."""
+    # dropout is absent from eval-mode files; a residual's add and an inception's concat are rows
+    # of their own in a file, inside the composite's subtotal in a preset (zero in these counts;
+    # the totals compare them)
+    keep = lambda rows: sorted(row_key(r) for r in rows if r["type"] not in STRUCTURAL and not r["subtotal"])  # noqa: E731
+    return keep(a) == keep(b)
+
+
+def run_torchvision(url, names, dynamo_too):
+    import torchvision
+    failures = 0
+    for name in names:
+        torch.manual_seed(0)
+        kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        model = getattr(torchvision.models, name)(weights=None, **kw).eval()
+        files = [("legacy", export(model, [3, 224, 224]))]
+        if dynamo_too and name == "resnet18":
+            failures += check_dynamo(url, name, model)
+        for how, data in files:
+            problems = []
+            # ptflops counts modules' hooks and F.* calls apart; a file does not say which
+            # (torchvision's GoogLeNet and MobileNetV2 call F.relu / F.adaptive_avg_pool2d), so
+            # its ptflops profile counts every op as a module
+            ptflops = () if name in ("googlenet", "mobilenet_v2") else ("ptflops",)
+            for profile in (None, "fvcore", *ptflops, "torch_flop_counter"):
+                req = {"verify": False} | ({"profile": profile} if profile else {})
+                s1, got = post_raw(url + "/v1/complexity", data, req)
+                s2, want = post(url + "/v1/complexity", {"model": {"preset": name}} | req)
+                if s1 != 200 or s2 != 200:
+                    problems.append(f"profile {profile}: status {s1}/{s2}: {str(got)[:600]}")
+                    break
+                tg = {k: v for k, v in got["totals"].items() if not k.startswith("output_")}
+                tw = {k: v for k, v in want["totals"].items() if not k.startswith("output_")}
+                if tg != tw:
+                    problems.append(f"profile {profile}: totals {tg} != preset {tw}")
+                if not same_rows(got["rows"], want["rows"]):
+                    a = [row_key(r) for r in got["rows"] if not r["subtotal"] and r["type"] not in STRUCTURAL]
+                    b = [row_key(r) for r in want["rows"] if not r["subtotal"] and r["type"] not in STRUCTURAL]
+                    extra = [r for r in a if r not in b][:3]
+                    missing = [r for r in b if r not in a][:3]
+                    problems.append(f"profile {profile}: rows differ from the preset's: file only {extra}, preset only {missing}")
+            print(f"onnx {name} ({how} export, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
+            failures += bool(problems)
+    return failures
+
+
+def prune(spec):
+    """A graph's nodes that no output reads are left out: exporters drop them (the file has no
+    such node), while FlopCounterMode on the module counts them."""
+    if "graph" not in spec:
+        return spec
+    nodes, prev = {}, "input"
+    for n in spec["graph"]["nodes"]:
+        n = dict(n, inputs=n.get("inputs") or [prev])
+        nodes[n["name"]] = n
+        prev = n["name"]
+    outs = spec["graph"].get("outputs") or [spec["graph"]["nodes"][-1]["name"]]
+    live, stack = set(), list(outs)
+    while stack:
+        n = stack.pop()
+        if n in live or n == "input":
+            continue
+        live.add(n)
+        stack += nodes[n].get("inputs", [])
+    kept = [nodes[n["name"]] for n in spec["graph"]["nodes"] if n["name"] in live]
+    return {"input_shape": spec["input_shape"], "graph": {"nodes": kept, "outputs": outs}}
+
+
+def check_dynamo(url, name, model):
+    """torch.onnx.export's default (dynamo) folds BatchNorm into the convs: the file has other
+    parameters than the module. Its params must equal the file's own float initializers (read
+    by the onnx package) and its torch_flop_counter total FlopCounterMode on the module (folding
+    changes no conv or linear FLOP)."""
+    import onnx
+    data = export(model, [3, 224, 224], dynamo=True)
+    proto = onnx.load_from_string(data)
+    file_params = sum(int(torch.tensor(list(t.dims)).prod().item()) if t.dims else 1 for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    total, _ = flop_counts(model, torch.zeros(1, 3, 224, 224))
+    s, got = post_raw(url + "/v1/complexity", data, {"verify": True, "profile": "torch_flop_counter"})
+    problems = []
+    if s != 200:
+        problems.append(f"status {s}: {str(got)[:400]}")
+    else:
+        if got["totals"]["params"] != file_params:
+            problems.append(f"params {got['totals']['params']} != the file's float initializers {file_params}")
+        if got["totals"]["flops"] != total:
+            problems.append(f"torch_flop_counter {got['totals']['flops']} != FlopCounterMode {total}")
+        if not got["verification"]["agrees"]:
+            problems.append("the libtorch check disagrees")
+    print(f"onnx {name} (dynamo export, BatchNorm folded, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
+    return bool(problems)
+
+
+def weights_of(model):
+    return {n: m for n, m in model.named_modules()}
+
+
+def run_random(url, n, seed, only=None):
+    failures = unmapped = 0
+    listed = []
+    for case in range(n) if only is None else [only]:
+        # every case from its own seed, so that `--case K` replays one alone
+        rng = random.Random(seed * 100_003 + case)
+        torch.manual_seed(seed * 100_003 + case)
+        spec = torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng))
+        label = f"onnx random case {case} (seed {seed})"
+        model = torchspec.build_model(spec).float().eval()
+        try:
+            data = export(model, spec["input_shape"])
+        except Exception as e:  # noqa: BLE001 - PyTorch's exporter refuses some modules itself
+            listed.append(f"{label}: torch.onnx.export refused: {str(e)[:120]}")
+            unmapped += 1
+            continue
+        onnx_model = {"onnx": base64.b64encode(data).decode()}
+        if len(json.dumps(onnx_model)) > 3_500_000:
+            continue
+        problems = []
+        status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+        if status == 422 and "cannot be mapped" in resp.get("detail", ""):
+            unmapped += 1
+            listed.append(f"{label}: {resp['detail'][:200]}")
+            continue
+        if status != 200:
+            print(f"{label}: status {status}: {str(resp)[:800]}\n  spec {json.dumps(spec)[:600]}")
+            failures += 1
+            continue
+        total, _ = flop_counts(model, torch.zeros(1, *spec["input_shape"]))
+        params = sum(p.numel() for p in model.parameters())
+        if resp["totals"]["flops"] != total:
+            problems.append(f"torch_flop_counter total {resp['totals']['flops']} != FlopCounterMode {total}")
+        if resp["totals"]["params"] != params:
+            problems.append(f"params {resp['totals']['params']} != sum(numel) {params}")
+        if not resp["verification"].get("agrees", True):
+            problems.append("the libtorch check disagrees")
+        # the receptive field of one output unit, against autograd on the module
+        out_node = [r for r in resp["rows"] if not r["subtotal"]][-1]
+        out_shape = out_node["output_shape"]
+        if case % 2 == 0 and len(out_shape) == 3:
+            index = [rng.randrange(out_shape[1]), rng.randrange(out_shape[2])]
+            path = torchspec.all_paths(spec)[-1] if "layers" in spec else None
+            if path is not None and "." not in path:
+                s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out_node["path"], "index": index}})
+                want = oracle_rf(spec, path, index, None)
+                if s != 200:
+                    problems.append(f"receptive field status {s}: {str(rf)[:300]}")
+                else:
+                    for key, w in want.items():
+                        if rf["position"].get(key) != w:
+                            problems.append(f"receptive field {key}: {rf['position'].get(key)} != autograd {w}")
+        # gradients with the file's weights against autograd on the module itself
+        if any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d)) for m in model.modules()):
+            # float64 on both sides (the file's float32 weights widened), where the claim is exact
+            x = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
+            model = model.double()
+            s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64"})
+            if s != 200:
+                problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+            else:
+                model.zero_grad()
+                y = model(x)
+                ys = y if isinstance(y, tuple) else (y,)
+                torch.cat([t.flatten(1) for t in ys], 1).sum().backward()
+                mods = weights_of(model)
+                scale = max([mods[r["path"]].weight.grad.norm().item() for r in g["layers"] if r["path"] in mods] + [1.0])
+                for r in g["layers"]:
+                    m = mods.get(r["path"])
+                    if m is None:
+                        problems.append(f"diagnostics row {r['path']} names no module of the original")
+                        continue
+                    want = m.weight.grad.double().norm().item()
+                    got = r["weight_grad"]["frobenius"]
+                    if abs(got - want) > 1e-7 * max(abs(want), 1e-12) and abs(got - want) > 1e-12 * scale:
+                        problems.append(f"{r['path']}: weight grad {got} != autograd {want}")
+                    if m.bias is not None and r.get("bias_grad"):
+                        wb = m.bias.grad.double().norm().item()
+                        gb = r["bias_grad"]["frobenius"]
+                        if abs(gb - wb) > 1e-7 * max(abs(wb), 1e-12) and abs(gb - wb) > 1e-12 * scale:
+                            problems.append(f"{r['path']}: bias grad {gb} != autograd {wb}")
+        if problems:
+            failures += 1
+            print(f"{label}: " + "; ".join(problems[:6]) + "\n  spec " + json.dumps(spec)[:600])
+    for line in listed:
+        print("  not mapped: " + line)
+    print(f"onnx random oracle: {n - failures - unmapped} passed, {failures} failed, {unmapped} with ops the importer does not map")
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--torchvision", default=",".join(TORCHVISION))
+    ap.add_argument("--no-dynamo", action="store_true")
+    ap.add_argument("--case", type=int, default=None, help="replay one random case")
+    a = ap.parse_args()
+    if a.case is not None:
+        sys.exit(1 if run_random(a.url, 1, a.seed, a.case) else 0)
+    failed = run_torchvision(a.url, [n for n in a.torchvision.split(",") if n], not a.no_dynamo)
+    failed += run_random(a.url, a.n, a.seed)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
