@@ -15,12 +15,12 @@ layerscope_make_venv() {
 }
 LAYERSCOPE_VENV="${LAYERSCOPE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/layerscope/torch-$LAYERSCOPE_TORCH_VERSION}"
 
-if ! "$LAYERSCOPE_VENV/bin/python" -c "import torch, torchvision, numpy, yaml, fvcore, ptflops, schemathesis; assert torch.__version__.startswith('$LAYERSCOPE_TORCH_VERSION')" 2>/dev/null; then
+if ! "$LAYERSCOPE_VENV/bin/python" -c "import torch, torchvision, numpy, yaml, fvcore, ptflops, schemathesis, onnx, onnxscript; assert torch.__version__.startswith('$LAYERSCOPE_TORCH_VERSION')" 2>/dev/null; then
   echo "layerscope: installing torch==$LAYERSCOPE_TORCH_VERSION into $LAYERSCOPE_VENV (first run only)" >&2
   mkdir -p "$(dirname "$LAYERSCOPE_VENV")"
   layerscope_make_venv "$LAYERSCOPE_VENV" || return 1
   "$LAYERSCOPE_VENV/bin/pip" install -q --disable-pip-version-check \
-    "torch==$LAYERSCOPE_TORCH_VERSION" torchvision==0.26.0 numpy pyyaml fvcore==0.1.5.post20221221 ptflops==0.7.5 schemathesis==4.32.5 || return 1
+    "torch==$LAYERSCOPE_TORCH_VERSION" torchvision==0.26.0 numpy pyyaml fvcore==0.1.5.post20221221 ptflops==0.7.5 schemathesis==4.32.5 onnx==1.23.2 onnxscript==0.7.2 || return 1
 fi
 
 export VIRTUAL_ENV="$LAYERSCOPE_VENV"

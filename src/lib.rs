@@ -2,6 +2,7 @@
 //! checks for `torch.nn` layer specs, verified by running them in libtorch.
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod server;

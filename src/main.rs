@@ -23,9 +23,8 @@ fn healthcheck() -> ! {
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        healthcheck();
-    }
+    use clap::Parser;
+    let cli = layerscope::cli::Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -33,6 +32,20 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    match &cli.command {
+        None | Some(layerscope::cli::Command::Serve) => {}
+        Some(layerscope::cli::Command::Healthcheck) => healthcheck(),
+        Some(command) => match layerscope::cli::run(command, config).await {
+            Ok(text) => {
+                print!("{text}");
+                std::process::exit(0)
+            }
+            Err(f) => {
+                eprintln!("layerscope: {}", f.message);
+                std::process::exit(f.code)
+            }
+        },
+    }
     let filter = EnvFilter::try_from_env("LAYERSCOPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // A request's log line costs it no system call and no thread wake-up (see logging.rs);
     // colour codes only reach a terminal.

@@ -39,6 +39,15 @@ async fn presets_agree_with_torchvision_modules_under_every_tool() {
     oracle("torchvision", "0").await;
 }
 
+/// ONNX files exported by torch.onnx.export (legacy and dynamo): torchvision's networks equal
+/// the presets row by row; random networks agree with FlopCounterMode, sum(numel), autograd's
+/// receptive fields and autograd's gradients with the file's weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onnx_exports_agree_with_the_presets_and_with_pytorch_on_random_networks() {
+    let url = serve().await;
+    python_ok(&["tests/oracle/onnx_check.py", &url, "--n", "80"], &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
     oracle("momentum", "200").await;

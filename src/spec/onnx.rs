@@ -678,9 +678,11 @@ impl Reader {
                         set("mode", json!("nearest"))
                     }
                     ("linear", "half_pixel" | "pytorch_half_pixel") => set("mode", json!("bilinear")),
-                    (m, c) => return Err(format!(
+                    (m, c) => {
+                        return Err(format!(
                         "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or bilinear (align_corners=false)"
-                    )),
+                    ))
+                    }
                 }
                 set("type", json!("upsample"));
                 match (scales.filter(|s| !s.is_empty()), sizes) {
@@ -973,6 +975,9 @@ pub fn model_from_onnx(bytes: &[u8], pointer: &str, limits: &SpecLimits) -> Spec
     let imported = import(bytes, pointer)?;
     let relocate = |e: SpecError| {
         let mut msg = e.message.clone();
+        if e.pointer.starts_with("/input_shape") {
+            msg = format!("the input's shape (batch axis dropped) {}: {msg}", imported.spec["input_shape"]);
+        }
         if let Some(rest) = e.pointer.strip_prefix("/graph/nodes/") {
             let idx: Option<usize> = rest.split('/').next().and_then(|s| s.parse().ok());
             if let Some((name, onnx_name, op)) = idx.and_then(|i| imported.origin.get(i)) {

@@ -1,0 +1,456 @@
+//! The command line, without a server: `layerscope complexity model.onnx`, `layerscope
+//! receptive-field spec.json --layer pool2 --unit 1,56 --one-based`, `layerscope diagnostics
+//! resnet18`. Each command builds the same request an HTTP client would send and hands it to the
+//! same router in-process (no socket), so the answers, the limits and the problem texts are the
+//! service's own; the command line only renders them as tables.
+use crate::{app, Config};
+use axum::body::Body;
+use axum::http::Request;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "layerscope",
+    version,
+    about = "Exact receptive fields, parameter/FLOP tables and gradient diagnostics, verified in libtorch. Without a command: the HTTP server."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server (the default); configured by LAYERSCOPE_* variables.
+    Serve,
+    /// Exit 0 when the local server's /healthz answers 200 (the container's HEALTHCHECK).
+    Healthcheck,
+    /// Parameters, MACs and FLOPs per layer.
+    Complexity {
+        #[command(flatten)]
+        common: Common,
+        /// Count as a tool does: fvcore, ptflops, torch_flop_counter, torchvision.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Batch size of the counted forward pass.
+        #[arg(long)]
+        batch: Option<u64>,
+    },
+    /// Receptive field per layer, and the exact input positions one unit sees.
+    ReceptiveField {
+        #[command(flatten)]
+        common: Common,
+        /// The unit's layer (path or name); with --unit.
+        #[arg(long, requires = "unit")]
+        layer: Option<String>,
+        /// The unit's position: `i,j` on a map, `i` on features.
+        #[arg(long, requires = "layer")]
+        unit: Option<String>,
+        /// The unit's channel (default: every channel).
+        #[arg(long)]
+        channel: Option<u64>,
+        /// Positions counted from 1, as the course writes them.
+        #[arg(long)]
+        one_based: bool,
+    },
+    /// A real forward/backward pass in libtorch: gradient norms per layer and the verdict.
+    Diagnostics {
+        #[command(flatten)]
+        common: Common,
+        /// Batch of normal inputs.
+        #[arg(long)]
+        batch: Option<u64>,
+        /// Weights: model (a file's own, the default for ONNX), pytorch_default, xavier_uniform, ...
+        #[arg(long)]
+        init: Option<String>,
+        /// cpu or cuda.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// An ONNX file (`.onnx`), a JSON spec file (`.json`: `{"input_shape", "layers"}`, a graph
+    /// or `{"preset"}`), or a preset's name.
+    pub model: String,
+    /// Any other request fields, as a JSON object (the endpoint's own names).
+    #[arg(long)]
+    pub request: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Markdown,
+}
+
+/// What went wrong, for the exit status: 1 a refused request, 2 a local problem (a file).
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+enum Model {
+    Onnx(Vec<u8>),
+    Json(Value),
+}
+
+fn read_model(arg: &str) -> Result<Model, Failure> {
+    let local = |m: String| Failure { code: 2, message: m };
+    let path = std::path::Path::new(arg);
+    if arg.ends_with(".onnx") || (path.is_file() && !arg.ends_with(".json")) {
+        return std::fs::read(path)
+            .map(Model::Onnx)
+            .map_err(|e| local(format!("cannot read {arg}: {e}")));
+    }
+    if arg.ends_with(".json") {
+        let text = std::fs::read_to_string(path).map_err(|e| local(format!("cannot read {arg}: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| local(format!("{arg} is not JSON: {e}")))?;
+        // a whole request body ({"model": ...}) or the model itself
+        return Ok(Model::Json(v.get("model").cloned().unwrap_or(v)));
+    }
+    Ok(Model::Json(json!({ "preset": arg })))
+}
+
+/// Runs one command and returns what to print, or the failure.
+pub async fn run(command: &Command, config: Config) -> Result<String, Failure> {
+    let (path, common, mut request) = match command {
+        Command::Complexity { common, profile, batch } => {
+            let mut r = json!({});
+            if let Some(p) = profile {
+                r["profile"] = json!(p);
+            }
+            if let Some(b) = batch {
+                r["batch_size"] = json!(b);
+            }
+            ("/v1/complexity", common, r)
+        }
+        Command::ReceptiveField {
+            common,
+            layer,
+            unit,
+            channel,
+            one_based,
+        } => {
+            let mut r = json!({});
+            if let (Some(layer), Some(unit)) = (layer, unit) {
+                let index: Result<Vec<i64>, _> = unit.split(',').map(|s| s.trim().parse::<i64>()).collect();
+                let index = index.map_err(|_| Failure {
+                    code: 2,
+                    message: format!("--unit {unit:?}: expected integers like 1,56"),
+                })?;
+                r["position"] = json!({"layer": layer, "index": index});
+                if let Some(c) = channel {
+                    r["position"]["channel"] = json!(c);
+                }
+            }
+            if *one_based {
+                r["index_base"] = json!(1);
+            }
+            ("/v1/receptive-field", common, r)
+        }
+        Command::Diagnostics {
+            common,
+            batch,
+            init,
+            device,
+        } => {
+            let mut r = json!({});
+            if let Some(b) = batch {
+                r["inputs"] = json!({"batch_size": b});
+            }
+            if let Some(i) = init {
+                r["init"] = json!(i);
+            }
+            if let Some(d) = device {
+                r["device"] = json!(d);
+            }
+            ("/v1/gradient-diagnostics", common, r)
+        }
+        Command::Serve | Command::Healthcheck => unreachable!("handled by main"),
+    };
+    if let Some(extra) = &common.request {
+        let extra: Value = serde_json::from_str(extra).map_err(|e| Failure {
+            code: 2,
+            message: format!("--request is not JSON: {e}"),
+        })?;
+        let Value::Object(extra) = extra else {
+            return Err(Failure {
+                code: 2,
+                message: "--request must be a JSON object".into(),
+            });
+        };
+        for (k, v) in extra {
+            request[k] = v;
+        }
+    }
+    let req = match read_model(&common.model)? {
+        Model::Onnx(bytes) => {
+            let query = url_encode(&request.to_string());
+            Request::post(format!("{path}?request={query}"))
+                .header("content-type", "application/octet-stream")
+                .body(Body::from(bytes))
+        }
+        Model::Json(model) => {
+            request["model"] = model;
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(request.to_string()))
+        }
+    }
+    .expect("a valid request");
+    let resp = app(config).oneshot(req).await.expect("the router is infallible");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap_or_default();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let at = v["pointer"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .map(|p| format!(" (at {p})"))
+            .unwrap_or_default();
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "{} {}: {}{at}",
+                status.as_u16(),
+                v["title"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or(&String::from_utf8_lossy(&bytes))
+            ),
+        });
+    }
+    Ok(render(command, &v, common.format))
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A table: headers, rows and the lines under it (totals, the unit's answer, the verdict).
+struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    notes: Vec<String>,
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join("x"),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.6e}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `1234567` as `1,234,567`, as torchinfo prints counts.
+fn grouped(v: &Value) -> String {
+    let Some(n) = v.as_u64() else { return cell(v) };
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn table(command: &Command, v: &Value) -> Table {
+    let rows_of = |key: &str| v[key].as_array().cloned().unwrap_or_default();
+    match command {
+        Command::Complexity { .. } => {
+            let t = &v["totals"];
+            Table {
+                headers: vec!["layer", "type", "output shape", "params", "MACs", "FLOPs"],
+                rows: rows_of("rows")
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            cell(&r["path"]),
+                            cell(&r["type"]),
+                            cell(&r["output_shape"]),
+                            grouped(&r["params"]),
+                            grouped(&r["macs"]),
+                            grouped(&r["flops"]),
+                        ]
+                    })
+                    .collect(),
+                notes: vec![
+                    format!("total params: {}", grouped(&t["params"])),
+                    format!("total MACs: {}", grouped(&t["macs"])),
+                    format!(
+                        "total FLOPs: {} ({})",
+                        grouped(&t["flops"]),
+                        v["profile"].as_str().unwrap_or("default convention")
+                    ),
+                ],
+            }
+        }
+        Command::ReceptiveField { .. } => {
+            let mut notes = Vec::new();
+            let p = &v["position"];
+            if p.is_object() {
+                notes.push(format!("unit {} of layer {}:", cell(&p["index"]), cell(&p["layer"])));
+                notes.push(format!(
+                    "  input rows {}, columns {}, channels {}",
+                    p["input_rows"], p["input_cols"], p["input_channels"]
+                ));
+                notes.push(format!(
+                    "  range rows {} cols {} (clipped to the image)",
+                    p["clipped"]["rows"], p["clipped"]["cols"]
+                ));
+            }
+            if let Some(ok) = v["verification"]["agrees"].as_bool() {
+                notes.push(format!(
+                    "verified by autograd in libtorch: {}",
+                    if ok { "agrees" } else { "DISAGREES" }
+                ));
+            }
+            Table {
+                headers: vec!["layer", "type", "output shape", "kind", "height", "width"],
+                rows: rows_of("layers")
+                    .iter()
+                    .map(|r| {
+                        let rf = &r["receptive_field"];
+                        let axis = |a: &Value| {
+                            if a.is_null() {
+                                String::new()
+                            } else {
+                                format!("{} (size {}, jump {})", cell(&a["text"]), cell(&a["size"]), cell(&a["jump"]))
+                            }
+                        };
+                        vec![
+                            cell(&r["path"]),
+                            cell(&r["type"]),
+                            cell(&r["output_shape"]),
+                            cell(&r["kind"]),
+                            axis(&rf["height"]),
+                            axis(&rf["width"]),
+                        ]
+                    })
+                    .collect(),
+                notes,
+            }
+        }
+        Command::Diagnostics { .. } => Table {
+            headers: vec!["layer", "type", "|dL/dW|", "|dL/db|", "spectral norm", "verdict"],
+            rows: rows_of("layers")
+                .iter()
+                .map(|r| {
+                    vec![
+                        cell(&r["path"]),
+                        cell(&r["type"]),
+                        cell(&r["weight_grad"]["frobenius"]),
+                        cell(&r["bias_grad"]["frobenius"]),
+                        cell(&r["spectral_norm"]),
+                        cell(&r["verdict"]),
+                    ]
+                })
+                .collect(),
+            notes: vec![
+                format!("verdict: {}", cell(&v["verdict"])),
+                format!(
+                    "device {}, {}, batch {}",
+                    cell(&v["device"]),
+                    cell(&v["dtype"]),
+                    cell(&v["batch_size"])
+                ),
+            ],
+        },
+        Command::Serve | Command::Healthcheck => unreachable!(),
+    }
+}
+
+fn render(command: &Command, v: &Value, format: Format) -> String {
+    if format == Format::Json {
+        return serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    }
+    let t = table(command, v);
+    let mut out = String::new();
+    match format {
+        Format::Csv => {
+            let quote = |s: &str| {
+                if s.contains([',', '"', '\n']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_string()
+                }
+            };
+            out += &t.headers.join(",");
+            out.push('\n');
+            for r in &t.rows {
+                out += &r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",");
+                out.push('\n');
+            }
+        }
+        Format::Markdown => {
+            out += &format!("| {} |\n", t.headers.join(" | "));
+            out += &format!("|{}\n", t.headers.iter().map(|_| "---|").collect::<String>());
+            for r in &t.rows {
+                out += &format!("| {} |\n", r.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
+            }
+            for n in &t.notes {
+                out += &format!("\n{n}");
+            }
+            out.push('\n');
+        }
+        _ => {
+            let widths: Vec<usize> = (0..t.headers.len())
+                .map(|i| {
+                    t.rows
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([t.headers[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<&str>| -> String {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        // numbers right-aligned, text left-aligned
+                        if !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit() || ",.e-+".contains(ch)) {
+                            format!("{c:>w$}", w = widths[i])
+                        } else {
+                            format!("{c:<w$}", w = widths[i])
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            let rule = "=".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1));
+            out += &format!("{rule}\n{}\n{rule}\n", line(t.headers.clone()));
+            for r in &t.rows {
+                out += &line(r.iter().map(String::as_str).collect());
+                out.push('\n');
+            }
+            out += &format!("{rule}\n");
+            for n in &t.notes {
+                out += n;
+                out.push('\n');
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,401 @@
+//! ONNX files in: hand-built files with hand-calculated answers (counts, and gradients that read
+//! the file's weights), raw uploads and their limits, and hostile files, each a 4xx naming the
+//! problem. (torchvision's and random networks exported by torch.onnx.export, against PyTorch:
+//! tests/oracle/onnx_check.py, run by tests/socket.rs.)
+mod common;
+use axum::body::Body;
+use axum::http::Request;
+use base64::Engine;
+use common::*;
+use layerscope::spec::onnx::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use layerscope::Config;
+use prost::Message;
+use serde_json::{json, Value};
+
+fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        ints: v.to_vec(),
+        r#type: Some(AttributeType::Ints as i32),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        i: Some(v),
+        r#type: Some(AttributeType::Int as i32),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn model(input: &[i64], nodes: Vec<NodeProto>, inits: Vec<TensorProto>, output: &str) -> Vec<u8> {
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            initializer: inits,
+            input: vec![value_info("x", input)],
+            output: vec![value_info(output, &[])],
+            name: Some("g".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// x [1, 1, 5, 5] -> Conv(2 filters 3x3, pad 1) -> Relu -> Flatten -> Gemm(3 outputs).
+fn conv_net() -> Vec<u8> {
+    model(
+        &[1, 1, 5, 5],
+        vec![
+            node(
+                "Conv",
+                "/conv/Conv",
+                &["x", "conv.weight", "conv.bias"],
+                "c",
+                vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Relu", "/relu/Relu", &["c"], "r", vec![]),
+            node("Flatten", "/Flatten", &["r"], "f", vec![int("axis", 1)]),
+            node("Gemm", "/fc/Gemm", &["f", "fc.weight", "fc.bias"], "y", vec![int("transB", 1)]),
+        ],
+        vec![
+            tensor("conv.weight", &[2, 1, 3, 3], &[0.1; 18]),
+            tensor("conv.bias", &[2], &[0.0; 2]),
+            tensor("fc.weight", &[3, 50], &[0.01; 150]),
+            tensor("fc.bias", &[3], &[0.0; 3]),
+        ],
+        "y",
+    )
+}
+
+async fn raw(path: &str, query: &str, bytes: Vec<u8>, config: Config) -> Reply {
+    let req = Request::post(format!("{path}{query}"))
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(bytes))
+        .unwrap();
+    send(config, req).await
+}
+
+#[tokio::test]
+async fn a_hand_built_file_counts_as_calculated_by_hand_with_pytorch_module_names() {
+    let r = post("/v1/complexity", json!({"model": {"onnx": b64(&conv_net())}, "verify": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    // conv: 2*1*9 weights + 2 biases; fc: 3*50 + 3. MACs: 2 filters x 25 positions x 9, and 150.
+    assert_eq!(v["totals"]["params"], 20 + 153);
+    assert_eq!(v["totals"]["macs"], 450 + 150);
+    let paths: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["conv", "relu", "flatten", "fc"]);
+    assert_eq!(v["verification"]["agrees"], true);
+    // the same file uploaded raw, options in the query
+    let r = raw(
+        "/v1/complexity",
+        "?request=%7B%22verify%22%3Afalse%7D",
+        conv_net(),
+        Config::default(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["totals"]["macs"], 600);
+    // and the receptive field of the conv's centre unit: the 3x3 window around it
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"onnx": b64(&conv_net())}, "position": {"layer": "conv", "index": [2, 2]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["position"]["input_rows"], json!([[1, 3]]));
+}
+
+/// Gradients read the file's weights: for y = W2 (W1 x) with W2 = [3, 4] and x = [1, 2], the
+/// gradient of sum(y) by W1 is W2^T x^T = [[3, 6], [4, 8]], Frobenius sqrt(125), whatever W1.
+#[tokio::test]
+async fn diagnostics_use_the_files_weights_by_default() {
+    let file = model(
+        &[1, 2],
+        vec![
+            node("Gemm", "/l1/Gemm", &["x", "l1.weight"], "h", vec![int("transB", 1)]),
+            node("Gemm", "/l2/Gemm", &["h", "l2.weight"], "y", vec![int("transB", 1)]),
+        ],
+        vec![
+            tensor("l1.weight", &[2, 2], &[0.5, -1.0, 2.0, 0.25]),
+            tensor("l2.weight", &[1, 2], &[3.0, 4.0]),
+        ],
+        "y",
+    );
+    let body = json!({"model": {"onnx": b64(&file)}, "inputs": {"values": [1.0, 2.0]}, "dtype": "float64"});
+    let r = post("/v1/gradient-diagnostics", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let l1 = v["layers"].as_array().unwrap().iter().find(|l| l["path"] == "l1").unwrap();
+    assert!(
+        (l1["weight_grad"]["frobenius"].as_f64().unwrap() - 125f64.sqrt()).abs() < 1e-12,
+        "{l1}"
+    );
+    // gradient of sum(y) by W2 is h = W1 x = [0.5 - 2, 2 + 0.5] = [-1.5, 2.5]
+    let l2 = v["layers"].as_array().unwrap().iter().find(|l| l["path"] == "l2").unwrap();
+    assert!(
+        (l2["weight_grad"]["frobenius"].as_f64().unwrap() - 8.5f64.sqrt()).abs() < 1e-12,
+        "{l2}"
+    );
+    // another init replaces them; "model" needs a file
+    let mut other = body.clone();
+    other["init"] = json!("xavier_uniform");
+    let r = post("/v1/gradient-diagnostics", other).await;
+    let l1 = r.json()["layers"][0]["weight_grad"]["frobenius"].as_f64().unwrap();
+    assert!((l1 - 125f64.sqrt()).abs() > 1e-6);
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": {"preset": "vgg_stem"}, "init": "model"}),
+    )
+    .await;
+    assert_problem(&r, 422, "/init");
+}
+
+#[tokio::test]
+async fn hostile_files_get_a_4xx_naming_the_problem() {
+    let good = conv_net();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("garbage", b"\xff\xfe not protobuf at all \x00\x01".to_vec(), 422, "ONNX"),
+        ("truncated", good[..good.len() / 2].to_vec(), 422, ""),
+        ("empty", Vec::new(), 422, "no graph"),
+        (
+            "cycle",
+            model(
+                &[1, 2],
+                vec![
+                    node("Relu", "a", &["b_out"], "a_out", vec![]),
+                    node("Relu", "b", &["a_out"], "b_out", vec![]),
+                ],
+                vec![],
+                "b_out",
+            ),
+            422,
+            "cycle",
+        ),
+        (
+            "unknown ops, every one listed",
+            model(
+                &[1, 2],
+                vec![
+                    node("FooBar", "first", &["x"], "a", vec![]),
+                    node("Bazz", "second", &["a"], "y", vec![]),
+                ],
+                vec![],
+                "y",
+            ),
+            422,
+            "\"second\" (Bazz)",
+        ),
+        (
+            "absurd shape",
+            model(&[1, 3, 1 << 40, 1], vec![node("Relu", "r", &["x"], "y", vec![])], vec![], "y"),
+            422,
+            "the input's shape",
+        ),
+        (
+            "a 2 GB tensor claimed, 8 bytes held",
+            model(
+                &[1, 2],
+                vec![node("Gemm", "g", &["x", "w"], "y", vec![])],
+                vec![tensor("w", &[1 << 28, 2], &[1.0, 2.0])],
+                "y",
+            ),
+            422,
+            "truncated or corrupt",
+        ),
+        (
+            "more elements than the limit",
+            model(
+                &[1, 2],
+                vec![node("Gemm", "g", &["x", "w"], "y", vec![])],
+                vec![tensor("w", &[1 << 40, 1 << 20], &[])],
+                "y",
+            ),
+            413,
+            "claims",
+        ),
+        (
+            "a negative dimension",
+            model(
+                &[1, 2],
+                vec![node("Gemm", "g", &["x", "w"], "y", vec![])],
+                vec![tensor("w", &[-2, 2], &[])],
+                "y",
+            ),
+            422,
+            "negative",
+        ),
+        (
+            "shapes that do not connect",
+            model(
+                &[1, 3],
+                vec![node("Gemm", "/fc/Gemm", &["x", "fc.weight"], "y", vec![int("transB", 1)])],
+                vec![tensor("fc.weight", &[1, 2], &[1.0, 2.0])],
+                "y",
+            ),
+            422,
+            "ONNX node \"/fc/Gemm\" (Gemm",
+        ),
+    ];
+    for (what, bytes, status, needle) in cases {
+        let r = post("/v1/complexity", json!({"model": {"onnx": b64(&bytes)}})).await;
+        let v = assert_problem(&r, status, "/model/onnx");
+        assert!(v["detail"].as_str().unwrap().contains(needle), "{what}: {}", v["detail"]);
+        // the same file raw: the same answer
+        let r = raw("/v1/complexity", "", bytes, Config::default()).await;
+        assert_problem(&r, status, "/model/onnx");
+    }
+    let r = post("/v1/complexity", json!({"model": {"onnx": "not base64!"}})).await;
+    assert_problem(&r, 422, "/model/onnx");
+    let r = post("/v1/complexity", json!({"model": {"onnx": b64(&good), "preset": "vgg16"}})).await;
+    assert_problem(&r, 422, "/model/preset");
+}
+
+#[tokio::test]
+async fn raw_uploads_have_their_own_limit_and_refuse_a_second_model() {
+    let small = Config {
+        max_model_bytes: 1000,
+        ..Config::default()
+    };
+    let r = raw("/v1/complexity", "", conv_net(), small).await;
+    let v = assert_problem(&r, 413, "");
+    assert_eq!(v["limit"]["name"], "max_model_bytes", "{v}");
+    let r = raw("/v1/complexity", "?request=%7B%22model%22%3A1%7D", conv_net(), Config::default()).await;
+    assert_problem(&r, 422, "/model");
+    let r = raw("/v1/complexity", "?request=%7Bnot-json", conv_net(), Config::default()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = raw("/v1/complexity", "?request=%5B1%5D", conv_net(), Config::default()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // a JSON body keeps the JSON limit
+    let big = b64(&vec![0u8; 5 << 20]);
+    let r = post("/v1/complexity", json!({"model": {"onnx": big}})).await;
+    assert_problem(&r, 413, "");
+    let _: Value = json!(null);
+}
+
+/// The command line runs the same router in-process: its JSON is the HTTP answer, its tables
+/// carry the same numbers, and a refused request exits 1 with the problem text.
+#[test]
+fn the_command_line_answers_as_the_service_does() {
+    let dir = tempdir("cli");
+    let onnx = dir.join("net.onnx");
+    std::fs::write(&onnx, conv_net()).unwrap();
+    let spec = dir.join("spec.json");
+    std::fs::write(&spec, json!({"preset": "vgg_stem"}).to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = run(&[
+        "complexity",
+        onnx.to_str().unwrap(),
+        "--format",
+        "json",
+        "--request",
+        r#"{"verify": false}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["totals"]["params"], 173);
+    assert_eq!(v["totals"]["macs"], 600);
+    let (code, text, _) = run(&["complexity", onnx.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("total params: 173") && text.contains("fc") && text.contains("2x5x5"),
+        "{text}"
+    );
+    // the course's VGG second pool, one-based, from a spec file
+    let (code, text, err) = run(&[
+        "receptive-field",
+        spec.to_str().unwrap(),
+        "--layer",
+        "9",
+        "--unit",
+        "1,1",
+        "--one-based",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("4i-9 <= m <= 4i+6") && text.contains("agrees"), "{text}");
+    let (code, text, _) = run(&["complexity", "resnet18", "--format", "csv"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.starts_with("layer,type,output shape,params,MACs,FLOPs\n0,conv2d,64x112x112,\"9,408\","),
+        "{text}"
+    );
+    let (code, text, _) = run(&["diagnostics", onnx.to_str().unwrap(), "--format", "markdown", "--batch", "2"]);
+    assert_eq!(code, Some(0));
+    assert!(text.starts_with("| layer | type |") && text.contains("| conv | conv2d |"), "{text}");
+    let (code, _, err) = run(&["complexity", "nosuch"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown preset \"nosuch\"") && err.contains("/model/preset"), "{err}");
+    let (code, _, err) = run(&["receptive-field", "vgg_stem", "--layer", "9", "--unit", "a,b"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = run(&["complexity", dir.join("missing.onnx").to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+}
