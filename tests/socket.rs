@@ -48,6 +48,14 @@ async fn onnx_exports_agree_with_the_presets_and_with_pytorch_on_random_networks
     python_ok(&["tests/oracle/onnx_check.py", &url, "--n", "80"], &[]).await;
 }
 
+/// The Python client in clients/python: a torchvision module exported under the hood, a preset,
+/// diagnostics with the module's weights against autograd, problem+json as one exception type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_agrees_with_pytorch() {
+    let url = serve().await;
+    python_ok(&["tests/oracle/client_check.py", &url], &[("PYTHONPATH", "clients/python")]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn momentum_forms_agree_with_numpy_and_torch_optim_sgd_to_1e12() {
     oracle("momentum", "200").await;
