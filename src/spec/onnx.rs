@@ -894,8 +894,9 @@ pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
         return Err(bad(
             pointer,
             format!(
-                "{} ONNX nodes read tensors that no node produces, or form a cycle: {}",
+                "{} ONNX node{} read tensors that no node produces, or form a cycle: {}",
                 pending.len(),
+                if pending.len() == 1 { "" } else { "s" },
                 names.join(", ")
             ),
         ));

@@ -1,13 +1,16 @@
 """Hostile, half-valid requests to every POST endpoint: extreme sizes (2^20, 2^31, 2^53),
 negative, fractional and mistyped values, unknown types, deep composites, huge inputs and
-batches. Nothing may answer 5xx or bring the server down.
+batches, and ONNX files mutated (bit flips, truncation, splices, random bytes) sent as base64 or
+raw uploads with hostile request parameters. Nothing may answer 5xx or bring the server down.
 
   python tests/oracle/hostile.py URL SEED COUNT
 """
+import base64
 import json
 import random
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 URL = sys.argv[1]
@@ -53,10 +56,60 @@ def spec():
             out["layers"] = []
         return out
     return {"input_shape": shape, "layers": [layer() for _ in range(rng.randint(0, 6))]}
+def seed_onnx():
+    """A real file to mutate: a small conv net as torch.onnx.export writes it."""
+    import io
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3)).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), buf, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+    return buf.getvalue()
+
+
+ONNX = seed_onnx()
+
+
+def mutated_onnx():
+    b = bytearray(ONNX)
+    kind = rng.choice(["flip", "truncate", "splice", "random", "zeros", "repeat"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 20)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif kind == "truncate":
+        b = b[:rng.randrange(len(b))]
+    elif kind == "splice":
+        i, j = sorted(rng.randrange(len(b)) for _ in range(2))
+        b = b[:i] + b[j:] + b[i:j]
+    elif kind == "random":
+        b = bytearray(rng.randbytes(rng.randint(0, 4096)))
+    elif kind == "zeros":
+        i = rng.randrange(len(b))
+        b[i:i + 64] = bytes(64)
+    else:
+        b = b * rng.randint(2, 3)
+    return bytes(b)
+
+
 bad = 0
 for i in range(int(sys.argv[3])):
     path = rng.choice(["/v1/receptive-field", "/v1/complexity", "/v1/gradient-diagnostics", "/v1/momentum/equivalence", "/v1/grade"])
-    if path == "/v1/momentum/equivalence":
+    req = None
+    if path != "/v1/momentum/equivalence" and rng.random() < 0.25:
+        # an ONNX file, mutated, embedded as base64 or uploaded raw with a hostile request parameter
+        data = mutated_onnx()
+        if rng.random() < 0.5:
+            body = {"model": {"onnx": base64.b64encode(data).decode()}}
+            req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        else:
+            q = rng.choice(["", "?request=%7B%7D", "?request=%7B%22model%22%3A1%7D", "?request=%ZZ", "?request=[1]", "?request=%7B%22position%22%3A%7B%22layer%22%3A%22x%22%7D%7D",
+                            "?request=" + urllib.parse.quote(json.dumps({"inputs": {"batch_size": rng.choice([1, 5000])}, "init": rng.choice(["model", "normal", 3])}))])
+            body = {"raw": len(data), "query": q}
+            req = urllib.request.Request(URL + path + q, data=data, headers={"content-type": "application/octet-stream"})
+    elif path == "/v1/momentum/equivalence":
         n = rng.choice([1, 2, 1048576])
         body = {"theta0": [v() for _ in range(min(n, 3))], "gradients": [[v()] for _ in range(rng.randint(0, 3))], "alpha": rng.choice([v(), [v(), v()]]), "beta": rng.choice([0.5, 0.999999, 1, -0.0, 2**53]), "return": rng.choice(["full", "last", {"every_n": v()}, "x"])}
     elif path == "/v1/grade":
@@ -69,7 +122,8 @@ for i in range(int(sys.argv[3])):
             body["batch_size"] = v()
         if path == "/v1/gradient-diagnostics":
             body["inputs"] = {"batch_size": rng.choice([1, 2, 4096, 5000])}
-    req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    if req is None:
+        req = urllib.request.Request(URL + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             status = r.status
