@@ -34,7 +34,12 @@ struct Constant {
     values: Vec<f64>,
     /// An initializer (a parameter of the exported module), not a `Constant` node's value.
     initializer: bool,
+    /// Integer elements (shapes, indices): arithmetic on them truncates as ONNX's does.
+    integer: bool,
 }
+
+mod fold;
+mod fuse;
 
 /// Largest tensor the reader accepts (elements): a claim beyond it is refused before allocating.
 const MAX_TENSOR_ELEMENTS: u64 = 1 << 31;
@@ -111,6 +116,7 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
         dims: t.dims.clone(),
         values,
         initializer: true,
+        integer: matches!(DataType::try_from(ty), Ok(DataType::Int64 | DataType::Int32)),
     })
 }
 
@@ -203,6 +209,8 @@ struct Reader {
     refused: Vec<String>,
     /// Reshapes to `[1, F]`: (spec node index, F), checked against the inferred shape.
     features: Vec<(usize, u64)>,
+    /// Module names that own a `<module>.weight` initializer: their nodes take those names.
+    modules: std::collections::HashSet<String>,
 }
 
 fn ints2(v: &[i64], what: &str) -> Result<[u64; 2], Refusal> {
@@ -242,7 +250,14 @@ impl Reader {
         let base = weight
             .and_then(|w| w.strip_suffix(".weight"))
             .map(str::to_string)
-            .or_else(|| scoped_name(node.name(), node.op_type()))
+            .or_else(|| {
+                // an op inside a module that owns weights (F.pad in a reflect-padded Conv2d)
+                // leaves the module's name to the module's own op
+                scoped_name(node.name(), node.op_type()).map(|n| match weight.is_none() && self.modules.contains(&n) {
+                    true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
+                    false => n,
+                })
+            })
             .filter(|n| n.len() <= 160 && n != GRAPH_INPUT)
             .unwrap_or_else(|| format!("{}_{index}", node.op_type().to_ascii_lowercase()));
         let mut name = base.clone();
@@ -276,8 +291,50 @@ impl Reader {
         }
     }
 
+    /// Emits the one layer of a pattern of ops (fuse.rs) at its first node.
+    fn fused(&mut self, node: &NodeProto, index: usize, f: &fuse::Fusion) -> Result<(), Refusal> {
+        let src = self.source(&f.input)?;
+        let mut body = Map::new();
+        let mut tensors = Vec::new();
+        match &f.layer {
+            fuse::Layer::Silu => {
+                body.insert("type".into(), json!("silu"));
+            }
+            fuse::Layer::Gelu => {
+                body.insert("type".into(), json!("gelu"));
+            }
+            fuse::Layer::Mish => {
+                body.insert("type".into(), json!("mish"));
+            }
+            fuse::Layer::GroupNorm { groups, eps, weight, bias } => {
+                let affine = weight.as_ref().is_some_and(|w| w.initializer);
+                body.insert("type".into(), json!("groupnorm"));
+                body.insert("num_groups".into(), json!(groups));
+                body.insert("eps".into(), json!(eps));
+                body.insert("affine".into(), json!(affine));
+                if let (true, Some(w), Some(b)) = (affine, weight, bias) {
+                    tensors.push(("weight".to_string(), w.values.clone()));
+                    tensors.push(("bias".to_string(), b.values.clone()));
+                }
+            }
+        }
+        // named after the module whose forward the pattern is (`/2/Reshape` is module 2)
+        let module = node
+            .name()
+            .strip_prefix('/')
+            .and_then(legacy_scope)
+            .map(|(m, _)| format!("{m}.weight"))
+            .filter(|m| m != ".weight");
+        let name = self.push(node, index, module.as_deref(), vec![src], body);
+        if !tensors.is_empty() {
+            self.weights.insert(name.clone(), tensors);
+        }
+        self.tensors.insert(f.output.clone(), name);
+        Ok(())
+    }
+
     /// Maps one node; Ok(None) when it is an alias of its input (Identity, Dropout).
-    fn node(&mut self, node: &NodeProto, index: usize, silu: &HashMap<usize, usize>) -> Result<(), Refusal> {
+    fn node(&mut self, node: &NodeProto, index: usize) -> Result<(), Refusal> {
         let a = Attrs(node);
         let op = node.op_type();
         let out = node.output.first().cloned().unwrap_or_default();
@@ -392,6 +449,7 @@ impl Reader {
                         dims: vec![cols as i64, rows as i64],
                         values: t,
                         initializer: w.initializer,
+                        integer: false,
                     }
                 };
                 let b = if gemm { self.weight(node, 2, "bias")? } else { None };
@@ -525,10 +583,6 @@ impl Reader {
             "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "Mish" => {
                 let t = match op {
                     "Relu" => "relu",
-                    "Sigmoid" if silu.contains_key(&index) => {
-                        // x * sigmoid(x): the Mul node produces silu(x)
-                        return self.alias_silu(node, index, silu[&index]);
-                    }
                     "Sigmoid" => "sigmoid",
                     "Tanh" => "tanh",
                     "HardSwish" => "hardswish",
@@ -729,47 +783,116 @@ impl Reader {
         self.tensors.insert(out, name);
         Ok(())
     }
-
-    /// A Sigmoid whose only reader is `Mul(x, sigmoid(x))`: the Mul becomes the SiLU node.
-    fn alias_silu(&mut self, node: &NodeProto, index: usize, _mul: usize) -> Result<(), Refusal> {
-        let data = node.input.first().map(String::as_str).unwrap_or("");
-        let src = self.source(data)?;
-        let name = self.push(
-            node,
-            index,
-            None,
-            vec![src],
-            [("type".to_string(), json!("silu"))].into_iter().collect(),
-        );
-        self.tensors.insert(node.output.first().cloned().unwrap_or_default(), name);
-        Ok(())
-    }
 }
 
-/// Which Sigmoid nodes are SiLU: `s = Sigmoid(x)` read only by a `Mul` of `x` and `s`. Maps the
-/// Sigmoid's index to the Mul's.
-fn silu_pairs(nodes: &[NodeProto], readers: &HashMap<&str, usize>) -> HashMap<usize, usize> {
-    let producer: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+/// One reading of the file: constants folded (with the shapes learned so far), patterns fused,
+/// every other node mapped. Returns the reader and the nodes that never became ready (a cycle,
+/// or tensors nobody produces).
+fn read(
+    graph: &proto::GraphProto,
+    mut constants: HashMap<String, std::rc::Rc<Constant>>,
+    input: &str,
+    learned: &HashMap<String, Vec<Option<i64>>>,
+) -> (Reader, Vec<usize>) {
+    let folded = fold::fold(graph, &mut constants, learned);
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
+    let fusions = fuse::find(&graph.node, &outputs, &constants);
+    let absorbed: std::collections::HashSet<usize> = fusions.values().flat_map(|f| f.absorbed.iter().copied()).collect();
+    let mut r = Reader {
+        constants,
+        tensors: HashMap::from([(input.to_string(), GRAPH_INPUT.to_string())]),
+        nodes: Vec::new(),
+        origin: Vec::new(),
+        names: HashMap::new(),
+        weights: HashMap::new(),
+        refused: Vec::new(),
+        features: Vec::new(),
+        modules: graph
+            .initializer
+            .iter()
+            .filter_map(|t| t.name().strip_suffix(".weight").map(str::to_string))
+            .collect(),
+    };
+    // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
+    // is read in passes until nothing more resolves.
+    let mut pending: Vec<usize> = (0..graph.node.len())
+        .filter(|i| !folded.contains(i) && !absorbed.contains(i))
         .collect();
-    let mut pairs = HashMap::new();
-    for (m, n) in nodes.iter().enumerate() {
-        if n.op_type() != "Mul" || n.input.len() != 2 {
-            continue;
-        }
-        for (s_in, x_in) in [(&n.input[0], &n.input[1]), (&n.input[1], &n.input[0])] {
-            if let Some(&s) = producer.get(s_in.as_str()) {
-                let sig = &nodes[s];
-                if sig.op_type() == "Sigmoid" && sig.input.first() == Some(x_in) && readers.get(s_in.as_str()) == Some(&1) {
-                    pairs.insert(s, m);
-                    break;
+    loop {
+        let mut next = Vec::new();
+        let before = pending.len();
+        for &i in &pending {
+            let n = &graph.node[i];
+            let ready = match fusions.get(&i) {
+                Some(f) => r.tensors.contains_key(&f.input),
+                None => n.input.iter().enumerate().all(|(k, t)| {
+                    t.is_empty()
+                        || r.tensors.contains_key(t)
+                        || r.constants.contains_key(t.as_str())
+                        || (k > 0 && n.op_type() == "Constant")
+                }),
+            };
+            if !ready {
+                next.push(i);
+                continue;
+            }
+            let done = match fusions.get(&i) {
+                Some(f) => r.fused(n, i, f),
+                None => r.node(n, i),
+            };
+            if let Err(why) = done {
+                r.refused.push(format!("{:?} ({}): {why}", n.name(), n.op_type()));
+                // later nodes still get read, so every unmappable node is listed at once
+                let outs = fusions.get(&i).map(|f| vec![f.output.clone()]).unwrap_or_else(|| n.output.clone());
+                for o in outs {
+                    r.tensors.insert(o, String::new());
                 }
             }
         }
+        pending = next;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
     }
-    pairs
+    (r, pending)
+}
+
+/// The shapes (batch axis 1) of the tensors a partial reading produced, by the model language's
+/// own shape inference over the nodes that were read; empty when that fails.
+fn partial_shapes(r: &Reader, input: &[u64]) -> HashMap<String, Vec<Option<i64>>> {
+    let mut kept: std::collections::HashSet<&str> = std::collections::HashSet::from([GRAPH_INPUT]);
+    let mut nodes = Vec::new();
+    for n in &r.nodes {
+        let reads_known = n["inputs"]
+            .as_array()
+            .is_some_and(|i| i.iter().all(|t| t.as_str().is_some_and(|t| kept.contains(t))));
+        if reads_known {
+            kept.insert(n["name"].as_str().unwrap_or(""));
+            nodes.push(n.clone());
+        }
+    }
+    if nodes.is_empty() {
+        return HashMap::new();
+    }
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    let spec = json!({"input_shape": input, "graph": {"nodes": nodes, "outputs": names}});
+    let Ok(model) = parse_model(&spec, "", &SpecLimits::default()) else {
+        return HashMap::new();
+    };
+    let Ok(graph) = super::shape::infer(&model, "") else {
+        return HashMap::new();
+    };
+    r.tensors
+        .iter()
+        .filter(|(_, node)| !node.is_empty() && node.as_str() != GRAPH_INPUT)
+        .filter_map(|(tensor, node)| {
+            let out = &graph.nodes[graph.index(node)?].output;
+            Some((
+                tensor.clone(),
+                std::iter::once(Some(1)).chain(out.iter().map(|&d| Some(d as i64))).collect(),
+            ))
+        })
+        .collect()
 }
 
 /// Decodes a file and maps it to the graph form. Errors point at `pointer` (the `onnx` field).
@@ -807,6 +930,7 @@ pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
                     dims: vec![v.ints.len() as i64],
                     values: v.ints.iter().map(|&x| x as f64).collect(),
                     initializer: false,
+                    integer: true,
                 };
                 constants.insert(out.clone(), c.into());
             }
@@ -825,66 +949,21 @@ pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
         ));
     };
     let shape = input_shape(input).map_err(|m| bad(pointer, format!("input {:?}: {m}", input.name())))?;
-    let mut readers: HashMap<&str, usize> = HashMap::new();
-    for n in &graph.node {
-        for i in &n.input {
-            *readers.entry(i.as_str()).or_default() += 1;
+    // Shape arithmetic needs the shapes of tensors the file does not state (the legacy exporter
+    // writes none): each round infers the shapes of what was read so far and folds again.
+    let mut learned: HashMap<String, Vec<Option<i64>>> = HashMap::new();
+    let (r, pending) = loop {
+        let (r, pending) = read(graph, constants.clone(), input.name(), &learned);
+        if r.refused.is_empty() {
+            break (r, pending);
         }
-    }
-    for o in &graph.output {
-        *readers.entry(o.name()).or_default() += 1;
-    }
-    let silu = silu_pairs(&graph.node, &readers);
-    let silu_mul: HashMap<usize, usize> = silu.iter().map(|(&s, &m)| (m, s)).collect();
-    let mut r = Reader {
-        constants,
-        tensors: HashMap::from([(input.name().to_string(), GRAPH_INPUT.to_string())]),
-        nodes: Vec::new(),
-        origin: Vec::new(),
-        names: HashMap::new(),
-        weights: HashMap::new(),
-        refused: Vec::new(),
-        features: Vec::new(),
+        let more = partial_shapes(&r, &shape);
+        let before = learned.len();
+        learned.extend(more);
+        if learned.len() == before {
+            break (r, pending);
+        }
     };
-    // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
-    // is read in passes until nothing more resolves.
-    let mut pending: Vec<usize> = (0..graph.node.len()).collect();
-    loop {
-        let mut next = Vec::new();
-        let before = pending.len();
-        for &i in &pending {
-            let n = &graph.node[i];
-            if let Some(&sig) = silu_mul.get(&i) {
-                // the Mul of a SiLU pair: its output is the Sigmoid's node
-                let s_out = &graph.node[sig].output[0];
-                match r.tensors.get(s_out).cloned() {
-                    Some(name) => {
-                        r.tensors.insert(n.output[0].clone(), name);
-                    }
-                    None => next.push(i),
-                }
-                continue;
-            }
-            let ready = n.input.iter().enumerate().all(|(k, t)| {
-                t.is_empty() || r.tensors.contains_key(t) || r.constants.contains_key(t.as_str()) || (k > 0 && n.op_type() == "Constant")
-            });
-            if !ready {
-                next.push(i);
-                continue;
-            }
-            if let Err(why) = r.node(n, i, &silu) {
-                r.refused.push(format!("{:?} ({}): {why}", n.name(), n.op_type()));
-                // later nodes still get read, so every unmappable node is listed at once
-                for o in &n.output {
-                    r.tensors.insert(o.clone(), String::new());
-                }
-            }
-        }
-        pending = next;
-        if pending.is_empty() || pending.len() == before {
-            break;
-        }
-    }
     if !pending.is_empty() {
         let names: Vec<String> = pending
             .iter()

@@ -1,0 +1,338 @@
+//! Shape arithmetic the exporter left in the graph, evaluated here: `Shape` of a tensor whose
+//! shape the file states, then `Gather`, `Slice`, `Concat`, `Unsqueeze`, `Cast`,
+//! `ConstantOfShape`, `Reshape`, `Transpose` and elementwise arithmetic on constants. What comes
+//! out is an ordinary constant (an upsample's `sizes`, a reflect pad's `pads`), so the node that
+//! reads it maps as if the exporter had folded it. Only small tensors are evaluated (shape
+//! arithmetic, not weights); anything else is left for the mapper, which refuses what it cannot
+//! read.
+use super::{Attrs, Constant};
+use crate::spec::onnx::proto::{tensor_proto::DataType, GraphProto, NodeProto, ValueInfoProto};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+/// Largest constant this pass produces.
+const MAX_FOLDED: usize = 1 << 16;
+
+/// The static shapes the file states for its tensors (inputs, value_info, outputs); an axis
+/// without a size (a symbolic batch) is None.
+fn stated_shapes(graph: &GraphProto) -> HashMap<&str, Vec<Option<i64>>> {
+    use crate::spec::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
+    use crate::spec::onnx::proto::type_proto::Value as Ty;
+    let shape = |v: &ValueInfoProto| -> Option<Vec<Option<i64>>> {
+        let Some(Ty::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+            return None;
+        };
+        Some(
+            t.shape
+                .as_ref()?
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Dim::DimValue(x)) if x >= 0 => Some(x),
+                    _ => None,
+                })
+                .collect(),
+        )
+    };
+    graph
+        .input
+        .iter()
+        .chain(&graph.value_info)
+        .chain(&graph.output)
+        .filter_map(|v| Some((v.name(), shape(v)?)))
+        .collect()
+}
+
+fn numel(dims: &[i64]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| if d < 0 { None } else { n.checked_mul(d as usize) })
+}
+
+fn strides(dims: &[i64]) -> Vec<usize> {
+    let mut s = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1].max(0) as usize;
+    }
+    s
+}
+
+fn axis(a: i64, rank: usize) -> Option<usize> {
+    let a = if a < 0 { a + rank as i64 } else { a };
+    (0..rank as i64).contains(&a).then_some(a as usize)
+}
+
+fn ints(c: &Constant) -> Vec<i64> {
+    c.values.iter().map(|&v| v as i64).collect()
+}
+
+fn make(dims: Vec<i64>, values: Vec<f64>, integer: bool) -> Option<Constant> {
+    (numel(&dims)? == values.len() && values.len() <= MAX_FOLDED).then_some(Constant {
+        dims,
+        values,
+        initializer: false,
+        integer,
+    })
+}
+
+/// One node on constant inputs, or None when it cannot be evaluated here.
+fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<Option<i64>>>) -> Option<Constant> {
+    let a = Attrs(n);
+    let x = || inputs.first().copied().flatten();
+    let arg = |i: usize| inputs.get(i).copied().flatten();
+    match n.op_type() {
+        "Shape" => {
+            // the batch axis of a file exported for one sample may be symbolic: it is 1 here,
+            // and only a flatten's [batch, -1] can read it back
+            let dims = shapes.get(n.input.first()?.as_str())?;
+            let all: Option<Vec<i64>> = dims.iter().enumerate().map(|(i, d)| d.or((i == 0).then_some(1))).collect();
+            let all = all?;
+            let r = all.len() as i64;
+            let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) } as usize;
+            let (s, e) = (clamp(a.int("start", 0)), clamp(a.int("end", r)));
+            let v: Vec<f64> = all.get(s..e.max(s))?.iter().map(|&d| d as f64).collect();
+            make(vec![v.len() as i64], v, true)
+        }
+        "Cast" => {
+            let c = x()?;
+            let to = DataType::try_from(a.int("to", 1) as i32).ok()?;
+            let int = matches!(
+                to,
+                DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool
+            );
+            let v = c.values.iter().map(|&v| if int { v.trunc() } else { v }).collect();
+            make(c.dims.clone(), v, int)
+        }
+        "Gather" => {
+            let (d, idx) = (x()?, arg(1)?);
+            if d.dims.len() != 1 {
+                return None;
+            }
+            let len = d.dims[0];
+            let v: Option<Vec<f64>> = ints(idx)
+                .iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + len } else { i };
+                    d.values.get(usize::try_from(i).ok()?).copied()
+                })
+                .collect();
+            make(idx.dims.clone(), v?, d.integer)
+        }
+        "Unsqueeze" | "Squeeze" => {
+            let c = x()?;
+            let axes: Vec<i64> = arg(1).map(ints).or_else(|| a.ints("axes"))?;
+            let mut dims = c.dims.clone();
+            if n.op_type() == "Unsqueeze" {
+                let rank = dims.len() + axes.len();
+                let mut ax: Vec<usize> = axes.iter().map(|&x| axis(x, rank)).collect::<Option<_>>()?;
+                ax.sort_unstable();
+                for i in ax {
+                    dims.insert(i.min(dims.len()), 1);
+                }
+            } else {
+                let mut ax: Vec<usize> = axes.iter().map(|&x| axis(x, dims.len())).collect::<Option<_>>()?;
+                ax.sort_unstable();
+                for i in ax.into_iter().rev() {
+                    if dims[i] != 1 {
+                        return None;
+                    }
+                    dims.remove(i);
+                }
+            }
+            make(dims, c.values.clone(), c.integer)
+        }
+        "Concat" => {
+            let parts: Vec<&Constant> = inputs.iter().copied().collect::<Option<_>>()?;
+            let first = parts.first()?;
+            let rank = first.dims.len();
+            let ax = axis(a.int("axis", 0), rank)?;
+            if parts
+                .iter()
+                .any(|p| p.dims.len() != rank || (0..rank).any(|i| i != ax && p.dims[i] != first.dims[i]))
+            {
+                return None;
+            }
+            let outer: usize = first.dims[..ax].iter().map(|&d| d as usize).product();
+            let mut values = Vec::new();
+            for o in 0..outer {
+                for p in &parts {
+                    let block: usize = p.dims[ax..].iter().map(|&d| d as usize).product();
+                    values.extend_from_slice(&p.values[o * block..(o + 1) * block]);
+                }
+            }
+            let mut dims = first.dims.clone();
+            dims[ax] = parts.iter().map(|p| p.dims[ax]).sum();
+            make(dims, values, parts.iter().all(|p| p.integer))
+        }
+        "ConstantOfShape" => {
+            let shape = ints(x()?);
+            let (value, integer) = match a.get("value").and_then(|v| v.t.as_ref()) {
+                Some(t) => {
+                    let c = super::tensor_values(t, "").ok()?;
+                    (*c.values.first()?, c.integer)
+                }
+                None => (0.0, false),
+            };
+            let count = numel(&shape)?;
+            (count <= MAX_FOLDED).then(|| make(shape, vec![value; count], integer)).flatten()
+        }
+        "Reshape" => {
+            let (c, target) = (x()?, ints(arg(1)?));
+            let mut dims: Vec<i64> = target
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    if d == 0 && a.int("allowzero", 0) == 0 {
+                        c.dims.get(i).copied().unwrap_or(0)
+                    } else {
+                        d
+                    }
+                })
+                .collect();
+            if let Some(free) = dims.iter().position(|&d| d == -1) {
+                let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+                if known <= 0 || c.values.len() as i64 % known != 0 {
+                    return None;
+                }
+                dims[free] = c.values.len() as i64 / known;
+            }
+            make(dims, c.values.clone(), c.integer)
+        }
+        "Transpose" => {
+            let c = x()?;
+            let rank = c.dims.len();
+            let perm: Vec<usize> = a
+                .ints("perm")
+                .map(|p| p.iter().map(|&x| axis(x, rank)).collect::<Option<Vec<_>>>())
+                .unwrap_or_else(|| Some((0..rank).rev().collect()))?;
+            if perm.len() != rank {
+                return None;
+            }
+            let dims: Vec<i64> = perm.iter().map(|&p| c.dims[p]).collect();
+            let (src, dst) = (strides(&c.dims), strides(&dims));
+            let mut values = vec![0.0; c.values.len()];
+            for (i, v) in values.iter_mut().enumerate() {
+                let at: usize = (0..rank).map(|k| (i / dst[k]) % dims[k] as usize * src[perm[k]]).sum();
+                *v = c.values[at];
+            }
+            make(dims, values, c.integer)
+        }
+        "Slice" => {
+            let c = x()?;
+            let rank = c.dims.len();
+            let (starts, ends, axes, steps) = if inputs.len() > 1 {
+                (ints(arg(1)?), ints(arg(2)?), arg(3).map(ints), arg(4).map(ints))
+            } else {
+                (a.ints("starts")?, a.ints("ends")?, a.ints("axes"), None)
+            };
+            let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            // per axis: the kept indices
+            let mut keep: Vec<Vec<i64>> = c.dims.iter().map(|&d| (0..d).collect()).collect();
+            for k in 0..starts.len() {
+                let ax = axis(*axes.get(k)?, rank)?;
+                let (d, step) = (c.dims[ax], *steps.get(k)?);
+                if step == 0 {
+                    return None;
+                }
+                let norm = |v: i64, lo: i64, hi: i64| if v < 0 { (v + d).clamp(lo, hi) } else { v.clamp(lo, hi) };
+                let (s, e) = if step > 0 {
+                    (norm(starts[k], 0, d), norm(*ends.get(k)?, 0, d))
+                } else {
+                    (norm(starts[k], -1, d - 1), norm(*ends.get(k)?, -1, d - 1))
+                };
+                let mut idx = Vec::new();
+                let mut i = s;
+                while (step > 0 && i < e) || (step < 0 && i > e) {
+                    idx.push(i);
+                    i += step;
+                }
+                keep[ax] = idx;
+            }
+            let dims: Vec<i64> = keep.iter().map(|k| k.len() as i64).collect();
+            let (src, dst) = (strides(&c.dims), strides(&dims));
+            let total = numel(&dims)?;
+            let mut values = Vec::with_capacity(total);
+            for i in 0..total {
+                let at: usize = (0..rank).map(|k| keep[k][(i / dst[k]) % dims[k] as usize] as usize * src[k]).sum();
+                values.push(c.values[at]);
+            }
+            make(dims, values, c.integer)
+        }
+        op @ ("Add" | "Sub" | "Mul" | "Div") => {
+            let (l, r) = (x()?, arg(1)?);
+            // same shapes, or one side a single number
+            let (dims, n) = if l.values.len() == r.values.len() && l.dims == r.dims {
+                (l.dims.clone(), l.values.len())
+            } else if r.values.len() == 1 {
+                (l.dims.clone(), l.values.len())
+            } else if l.values.len() == 1 {
+                (r.dims.clone(), r.values.len())
+            } else {
+                return None;
+            };
+            let integer = l.integer && r.integer;
+            let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
+            let v = (0..n)
+                .map(|i| {
+                    let (p, q) = (at(l, i), at(r, i));
+                    match op {
+                        "Add" => p + q,
+                        "Sub" => p - q,
+                        "Mul" => p * q,
+                        _ if integer => (p / q).trunc(),
+                        _ => p / q,
+                    }
+                })
+                .collect();
+            make(dims, v, integer)
+        }
+        "Floor" | "Ceil" | "Neg" => {
+            let c = x()?;
+            let f: fn(f64) -> f64 = match n.op_type() {
+                "Floor" => f64::floor,
+                "Ceil" => f64::ceil,
+                _ => |v| -v,
+            };
+            make(c.dims.clone(), c.values.iter().map(|&v| f(v)).collect(), c.integer)
+        }
+        _ => None,
+    }
+}
+
+/// Evaluates every node it can, in file order, adding their outputs to `constants`; returns the
+/// indices of the nodes folded away.
+pub(super) fn fold(
+    graph: &GraphProto,
+    constants: &mut HashMap<String, Rc<Constant>>,
+    learned: &HashMap<String, Vec<Option<i64>>>,
+) -> HashSet<usize> {
+    let mut shapes = stated_shapes(graph);
+    for (t, s) in learned {
+        shapes.entry(t.as_str()).or_insert_with(|| s.clone());
+    }
+    let mut folded = HashSet::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        if n.output.len() != 1 || n.op_type() == "Constant" {
+            continue;
+        }
+        let inputs: Vec<Option<&Constant>> = n
+            .input
+            .iter()
+            .map(|t| if t.is_empty() { None } else { constants.get(t).map(|c| &**c) })
+            .collect();
+        // Shape reads only its input's stated shape; everything else needs constant inputs
+        let ready = n.op_type() == "Shape" || n.input.iter().zip(&inputs).all(|(t, c)| t.is_empty() || c.is_some());
+        if !ready {
+            continue;
+        }
+        if let Some(mut c) = eval(n, &inputs, &shapes) {
+            // a parameter reshaped is still a parameter (the exporter unsqueezes norms' weights)
+            if matches!(n.op_type(), "Reshape" | "Unsqueeze" | "Squeeze" | "Cast" | "Transpose") {
+                c.initializer = inputs.first().copied().flatten().is_some_and(|x| x.initializer);
+            }
+            constants.insert(n.output[0].clone(), Rc::new(c));
+            folded.insert(i);
+        }
+    }
+    folded
+}
