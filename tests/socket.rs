@@ -53,7 +53,24 @@ async fn onnx_exports_agree_with_the_presets_and_with_pytorch_on_random_networks
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_agrees_with_pytorch() {
     let url = serve().await;
-    python_ok(&["tests/oracle/client_check.py", &url], &[("PYTHONPATH", "clients/python")]).await;
+    // installed as a user would (`pip install ./clients/python`), into a folder of its own
+    let dir = tempdir("client");
+    let target = dir.join("site");
+    python_ok(
+        &[
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            target.to_str().unwrap(),
+            "./clients/python",
+        ],
+        &[],
+    )
+    .await;
+    python_ok(&["tests/oracle/client_check.py", &url], &[("PYTHONPATH", target.to_str().unwrap())]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
