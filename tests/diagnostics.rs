@@ -207,3 +207,21 @@ async fn cpu_and_cuda_agree_when_a_gpu_is_present() {
         assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-30), "{x} vs {y}");
     }
 }
+
+/// A max pool window of padding only (dilation and ceil_mode on a 1x1 map): PyTorch 2.11 gives
+/// -inf there and its backward writes through index -1, corrupting the heap (the server died on
+/// it). Refused before libtorch runs, naming the layer; the server lives on.
+#[tokio::test]
+async fn a_max_pool_window_of_padding_only_is_refused_before_libtorch() {
+    let model = json!({"input_shape": [3, 1, 1], "layers": [
+        {"type": "maxpool2d", "kernel_size": 2, "stride": 1, "padding": 1, "ceil_mode": true, "dilation": 2},
+        {"type": "flatten"}, {"type": "linear", "out_features": 1}]});
+    let r = post("/v1/gradient-diagnostics", json!({"model": model})).await;
+    let v = assert_problem(&r, 422, "/model/layers/0");
+    assert!(v["detail"].as_str().unwrap().contains("output row 0 reads only padding"), "{v}");
+    // the same pool on a 3x3 map has an input element in every window: it runs
+    let mut ok = model.clone();
+    ok["input_shape"] = json!([3, 3, 3]);
+    let r = post("/v1/gradient-diagnostics", json!({"model": ok})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

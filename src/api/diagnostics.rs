@@ -197,6 +197,16 @@ fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> S
             "the model has no conv2d or linear layer: there is no parameter gradient to diagnose",
         ));
     }
+    if let Some((path, why)) = crate::torch::net::empty_pool_window(graph) {
+        let at = match graph.spec.source {
+            Some(_) => format!("{pointer}/onnx"),
+            None => graph
+                .index(&path)
+                .map(|i| graph.nodes[i].pointer.clone())
+                .unwrap_or_else(|| pointer.to_string()),
+        };
+        return Err(SpecError::invalid(at, why));
+    }
     let t = super::run_size(graph, batch)?;
     for (name, value, limit, what) in [
         ("max_run_params", t.params, cfg.max_run_params, "parameters"),

@@ -155,7 +155,7 @@ pub fn max_derivative(a: Activation, slope: f64) -> f64 {
 
 /// The batch size and the flat input values, drawn on every core from the seed's stream (each
 /// normal sample takes two numbers of it, each uniform one).
-fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
+pub(crate) fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
     let stream = |seed: u64| Rng::new(seed ^ 0x1a2b_3c4d);
     match inputs {
         Inputs::Normal { batch, seed } => (

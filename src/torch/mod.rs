@@ -6,6 +6,7 @@ pub mod momentum;
 pub mod net;
 pub mod pool;
 pub mod probe;
+pub mod script;
 pub mod shapes;
 
 /// A tensor's values, flattened, as f64 on the CPU: how results leave a worker as plain data.

@@ -164,6 +164,43 @@ fn draw(
     (w, b)
 }
 
+/// A max pool window that holds no input element (only padding, as dilation and ceil_mode can
+/// make on a small map): libtorch returns -inf there and its backward writes the gradient through
+/// an index of -1, outside the tensor (heap corruption, seen with PyTorch 2.11 on
+/// `max_pool2d(x[1,3,1,1], 2, 1, 1, dilation=2, ceil_mode=True)`). Such a model is refused before
+/// it reaches libtorch. Returns the node's path and the reason.
+pub fn empty_pool_window(graph: &Graph) -> Option<(String, String)> {
+    for node in &graph.nodes {
+        let LayerKind::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } = &node.layer.kind
+        else {
+            continue;
+        };
+        for a in 0..2 {
+            let (n, outs) = (node.input[a + 1] as i64, node.output[a + 1] as i64);
+            let (k, s, p, d) = (kernel[a] as i64, stride[a] as i64, padding[a] as i64, dilation[a] as i64);
+            for o in 0..outs {
+                if !(0..k).any(|t| (0..n).contains(&(o * s - p + t * d))) {
+                    let axis = if a == 0 { "row" } else { "column" };
+                    return Some((
+                        node.path.clone(),
+                        format!(
+                            "max pool {}: output {axis} {o} reads only padding (kernel {k}, stride {s}, padding {p}, dilation {d} on {n} {axis}s); libtorch returns -inf there and its backward writes outside the tensor, so the model is not run",
+                            node.path
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// One tensor of the model file's weights for a node, if the request uses them.
 fn given<'w>(graph: &'w Graph, init: &InitSpec, path: &str, role: &str) -> Option<&'w [f64]> {
     if init.init != Init::Model {
