@@ -73,12 +73,15 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// An ONNX file (`.onnx`), a JSON spec file (`.json`: `{"input_shape", "layers"}`, a graph
-    /// or `{"preset"}`), or a preset's name.
+    /// An ONNX file (`.onnx`), a TorchScript file (`.pt`, with --input-shape), a JSON spec file
+    /// (`.json`: `{"input_shape", "layers"}`, a graph or `{"preset"}`), or a preset's name.
     pub model: String,
     /// Any other request fields, as a JSON object (the endpoint's own names).
     #[arg(long)]
     pub request: Option<String>,
+    /// One sample's shape for a TorchScript file (`.pt`), e.g. 3,224,224.
+    #[arg(long)]
+    pub input_shape: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -98,16 +101,17 @@ pub struct Failure {
 }
 
 enum Model {
-    Onnx(Vec<u8>),
+    File(Vec<u8>),
     Json(Value),
 }
 
 fn read_model(arg: &str) -> Result<Model, Failure> {
     let local = |m: String| Failure { code: 2, message: m };
     let path = std::path::Path::new(arg);
-    if arg.ends_with(".onnx") || (path.is_file() && !arg.ends_with(".json")) {
+    // a file: ONNX or TorchScript, told apart by the service from its first bytes
+    if arg.ends_with(".onnx") || arg.ends_with(".pt") || (path.is_file() && !arg.ends_with(".json")) {
         return std::fs::read(path)
-            .map(Model::Onnx)
+            .map(Model::File)
             .map_err(|e| local(format!("cannot read {arg}: {e}")));
     }
     if arg.ends_with(".json") {
@@ -191,8 +195,15 @@ pub async fn run(command: &Command, config: Config) -> Result<String, Failure> {
             request[k] = v;
         }
     }
+    if let Some(shape) = &common.input_shape {
+        let dims: Result<Vec<u64>, _> = shape.split(',').map(|s| s.trim().parse::<u64>()).collect();
+        request["input_shape"] = json!(dims.map_err(|_| Failure {
+            code: 2,
+            message: format!("--input-shape {shape:?}: expected sizes like 3,224,224"),
+        })?);
+    }
     let req = match read_model(&common.model)? {
-        Model::Onnx(bytes) => {
+        Model::File(bytes) => {
             let query = url_encode(&request.to_string());
             Request::post(format!("{path}?request={query}"))
                 .header("content-type", "application/octet-stream")
@@ -349,6 +360,31 @@ fn table(command: &Command, v: &Value) -> Table {
                 notes,
             }
         }
+        Command::Diagnostics { .. } if v["parameters"].is_array() => Table {
+            // a TorchScript module: per named parameter
+            headers: vec!["parameter", "shape", "|dL/dp|", "max |dL/dp|", "ratio to last weight"],
+            rows: rows_of("parameters")
+                .iter()
+                .map(|p| {
+                    vec![
+                        cell(&p["name"]),
+                        cell(&p["shape"]),
+                        cell(&p["grad_frobenius"]),
+                        cell(&p["grad_max_abs"]),
+                        cell(&p["grad_ratio_to_last_weight"]),
+                    ]
+                })
+                .collect(),
+            notes: vec![
+                format!("verdict: {}", cell(&v["verdict"])),
+                format!(
+                    "device {}, {}, batch {}",
+                    cell(&v["device"]),
+                    cell(&v["dtype"]),
+                    cell(&v["batch_size"])
+                ),
+            ],
+        },
         Command::Diagnostics { .. } => Table {
             headers: vec!["layer", "type", "|dL/dW|", "|dL/db|", "spectral norm", "verdict"],
             rows: rows_of("layers")

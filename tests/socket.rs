@@ -48,6 +48,14 @@ async fn onnx_exports_agree_with_the_presets_and_with_pytorch_on_random_networks
     python_ok(&["tests/oracle/onnx_check.py", &url, "--n", "80"], &[]).await;
 }
 
+/// TorchScript modules: gradients per named parameter against autograd on the original module,
+/// measured receptive fields against the analytic exact sets, hostile modules refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torchscript_modules_agree_with_autograd_and_the_analytic_receptive_fields() {
+    let url = serve().await;
+    python_ok(&["tests/oracle/script_check.py", &url, "--n", "30"], &[]).await;
+}
+
 /// The Python client in clients/python: a torchvision module exported under the hood, a preset,
 /// diagnostics with the module's weights against autograd, problem+json as one exception type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

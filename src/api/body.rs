@@ -102,7 +102,17 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
     let bytes = read_limited(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes").await?;
     use base64::Engine;
     let file = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    obj.insert("model".into(), serde_json::json!({ "onnx": file }));
+    // torch.jit.save writes a zip archive; an ONNX file is a protobuf message
+    let model = if bytes.starts_with(b"PK\x03\x04") {
+        let mut m = serde_json::json!({ "torchscript": file });
+        if let Some(shape) = obj.remove("input_shape") {
+            m["input_shape"] = shape;
+        }
+        m
+    } else {
+        serde_json::json!({ "onnx": file })
+    };
+    obj.insert("model".into(), model);
     Ok(value)
 }
 

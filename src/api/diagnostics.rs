@@ -427,17 +427,11 @@ fn plot(resp: &Value) -> String {
     )
 }
 
-/// Runs the request and returns the JSON answer (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
-    let cfg = state.config.clone();
+/// `inputs`: explicit `values` (a multiple of one sample), or a batch drawn from a seed.
+pub(crate) fn parse_inputs(req: &Obj, input_shape: &[u64], cfg: &crate::Config) -> SpecResult<Inputs> {
     let max = cfg.max_tensor_elements as usize;
-    let req = Obj::new(body, "")?;
-    let spec = state.model(&req, "model")?;
-    let graph = infer(&spec, "/model")?;
-    let init = parse_init(req.raw("init"), spec.weights.is_some())?;
-    let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
-    let numel: u64 = spec.input_shape.iter().product();
-    let inputs = match req.raw("inputs") {
+    let numel: u64 = input_shape.iter().product();
+    Ok(match req.raw("inputs") {
         None => Inputs::Normal { batch: 16, seed: 0 },
         Some(v) => {
             let o = Obj::new(v, "/inputs")?;
@@ -450,7 +444,7 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
                         format!(
                             "has {} numbers: expected a multiple of the input size {numel} (one sample is {:?})",
                             vals.len(),
-                            spec.input_shape
+                            input_shape
                         ),
                     )
                     .into());
@@ -472,7 +466,23 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
             o.finish("values, or batch_size, distribution, bound, seed")?;
             r
         }
-    };
+    })
+}
+
+/// Runs the request and returns the JSON answer (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+    let cfg = state.config.clone();
+    let max = cfg.max_tensor_elements as usize;
+    let job = super::script::diagnostics_job(&Obj::new(body, "")?, state)?;
+    if let Some(job) = job {
+        return super::script::diagnostics(state, job).await;
+    }
+    let req = Obj::new(body, "")?;
+    let spec = state.model(&req, "model")?;
+    let graph = infer(&spec, "/model")?;
+    let init = parse_init(req.raw("init"), spec.weights.is_some())?;
+    let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
+    let inputs = parse_inputs(&req, &spec.input_shape, &cfg)?;
     let batch = match &inputs {
         Inputs::Normal { batch, .. } | Inputs::Uniform { batch, .. } | Inputs::Explicit { batch, .. } => *batch,
     };

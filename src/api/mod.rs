@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod momentum;
 pub mod presets;
 pub mod receptive_field;
+pub mod script;
 pub mod svg;
 pub mod ui;
 pub mod variants;

@@ -20,6 +20,10 @@ struct Position {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let job = super::script::field_job(&Obj::new(&body, "")?, &state)?;
+    if let Some(job) = job {
+        return Ok(json_response(&super::script::receptive_field(&state, job).await?));
+    }
     let answer = run(&state, &body).await?;
     // serialized straight from the typed table, not through a Value tree
     let mut out = json_response(&answer);
@@ -44,6 +48,10 @@ pub struct Answer {
 
 /// Runs the request and returns the JSON answer (also used by the grading endpoint).
 pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+    let job = super::script::field_job(&Obj::new(body, "")?, state)?;
+    if let Some(job) = job {
+        return super::script::receptive_field(state, job).await;
+    }
     let answer = run(state, body).await?;
     super::answer_value(&answer)
 }

@@ -52,6 +52,12 @@ fn preset_spec(name: &str) -> Option<ModelSpec> {
 /// Parses `{"input_shape": [...], "layers": [...]}` or `{"preset": NAME}` found at `pointer`.
 pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
     let obj = Obj::new(value, pointer)?;
+    if obj.has("torchscript") {
+        return Err(SpecError::invalid(
+            obj.at("torchscript"),
+            "a TorchScript module is run, not read: /v1/gradient-diagnostics and /v1/receptive-field take it; for a table of its parameters and FLOPs (or grading), export ONNX with torch.onnx.export and send {\"onnx\": ...}",
+        ));
+    }
     if let Some(file) = obj.opt_str("onnx")? {
         obj.finish("onnx (alone): the ONNX file, base64")?;
         let at = obj.at("onnx");

@@ -15,7 +15,8 @@ pub struct ParamGrad {
 
 pub struct Run {
     pub params: Vec<ParamGrad>,
-    pub output_shape: Vec<i64>,
+    /// Each output tensor's shape per sample (a tuple or list gives several).
+    pub output_shapes: Vec<Vec<i64>>,
     pub loss: f64,
     pub batch: u64,
     pub millis: f64,
@@ -36,7 +37,7 @@ fn first_line(s: &str) -> String {
 
 /// The module's output for `x`: a tensor, or tensors in a tuple or list, flattened per sample and
 /// joined.
-fn forward(m: &CModule, x: &Tensor) -> Result<Tensor, String> {
+fn forward(m: &CModule, x: &Tensor) -> Result<(Tensor, Vec<Vec<i64>>), String> {
     let out = m
         .forward_is(&[tch::IValue::Tensor(x.shallow_clone())])
         .map_err(|e| format!("the module raised in forward: {}", first_line(&e.to_string())))?;
@@ -46,7 +47,11 @@ fn forward(m: &CModule, x: &Tensor) -> Result<Tensor, String> {
         return Err("the module returned no tensor".into());
     }
     let n = x.size()[0];
-    Ok(Tensor::cat(&parts.iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1))
+    let shapes = parts.iter().map(|t| t.size()[1..].to_vec()).collect();
+    Ok((
+        Tensor::cat(&parts.iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1),
+        shapes,
+    ))
 }
 
 fn collect(v: &tch::IValue, out: &mut Vec<Tensor>) -> Result<(), String> {
@@ -82,13 +87,12 @@ pub fn diagnostics(bytes: &[u8], input_shape: &[u64], inputs: &Inputs, kind: Kin
             let _ = g.shallow_clone().zero_();
         }
     }
-    let y = forward(&m, &x)?;
+    let (y, output_shapes) = forward(&m, &x)?;
     let loss = y.sum(Kind::Double);
     if loss.requires_grad() {
         loss.f_backward()
             .map_err(|e| format!("backward failed: {}", first_line(&e.to_string())))?;
     }
-    let output_shape = y.size()[1..].to_vec();
     let rows = params
         .iter()
         .map(|(name, p)| {
@@ -112,7 +116,7 @@ pub fn diagnostics(bytes: &[u8], input_shape: &[u64], inputs: &Inputs, kind: Kin
         .collect();
     Ok(Run {
         params: rows,
-        output_shape,
+        output_shapes,
         loss: loss.double_value(&[]),
         batch,
         millis: started.elapsed().as_secs_f64() * 1e3,

@@ -1,0 +1,191 @@
+"""TorchScript modules in, checked against PyTorch.
+
+  python script_check.py URL [--n 40] [--seed 9]
+
+- Gradient diagnostics of torch.jit.trace'd random oracle networks (and torchvision's resnet18):
+  the gradient per named parameter equals autograd on the original module, float64, 1e-9
+  relative, with the same inputs.
+- The measured receptive field of one output unit of a traced network equals the service's
+  analytic exact set for the same network given as a spec (conv, average pool and ReLU chains
+  with positive weights on an all-ones input, where no dependence cancels or dies).
+- Hostile modules: one that raises in forward, garbage bytes, an ONNX file given as TorchScript,
+  a wrong input shape: each a 4xx; the server lives.
+"""
+import argparse
+import base64
+import io
+import json
+import os
+import random
+import sys
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torchspec  # noqa: E402
+from check import post  # noqa: E402
+
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+
+
+def saved(module, example):
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.trace(module, example, check_trace=False), buf)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def post_raw(url, data, request):
+    import urllib.parse
+    import urllib.request
+    req = urllib.request.Request(url + "?request=" + urllib.parse.quote(json.dumps(request)), data=data,
+                                 headers={"content-type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def check_grads(url, model, shape, label, batch=2, raw=False):
+    # inputs with three decimals: short enough for a query string, exact on both sides
+    x = (torch.randn(batch, *shape, dtype=torch.float64) * 1000).round() / 1000
+    ts = saved(model.float(), torch.zeros(1, *shape))
+    request = {"inputs": {"values": x.flatten().tolist()}, "dtype": "float64"}
+    if raw:
+        # a large module (resnet18: 45 MB) goes as the body; torch.jit.save's zip is recognised
+        s, r = post_raw(url + "/v1/gradient-diagnostics", base64.b64decode(ts), request | {"input_shape": shape})
+    else:
+        s, r = post(url + "/v1/gradient-diagnostics", request | {"model": {"torchscript": ts, "input_shape": shape}})
+    if s != 200:
+        return [f"{label}: status {s}: {str(r)[:300]}"]
+    model = model.double()
+    model.zero_grad()
+    y = model(x)
+    ys = y if isinstance(y, tuple) else (y,)
+    torch.cat([t.flatten(1) for t in ys], 1).sum().backward()
+    problems = []
+    named = dict(model.named_parameters())
+    if [p["name"] for p in r["parameters"]] != list(named):
+        problems.append(f"{label}: names {[p['name'] for p in r['parameters']][:5]} != {list(named)[:5]}")
+    for p in r["parameters"]:
+        COUNTS["params"] += 1
+        g = named[p["name"]].grad
+        want = 0.0 if g is None else g.norm().item()
+        got = p["grad_frobenius"] or 0.0
+        if abs(got - want) > 1e-9 * max(abs(want), 1e-300) and abs(got - want) > 1e-12:
+            problems.append(f"{label}: {p['name']}: {got} != autograd {want}")
+    return problems
+
+
+def random_chain(rng):
+    """A conv/avgpool/relu chain whose every dependence survives: positive weights, ones input."""
+    c, h, w = rng.randint(1, 3), rng.randint(12, 30), rng.randint(12, 30)
+    layers = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["conv", "conv", "pool", "relu"])
+        if kind == "conv":
+            k, d = rng.randint(1, 4), rng.randint(1, 2)
+            layers.append({"type": "conv2d", "out_channels": rng.randint(1, 3), "kernel_size": k, "stride": rng.randint(1, 2),
+                           "dilation": d, "padding": rng.randint(0, (k - 1) * d // 2)})
+        elif kind == "pool":
+            k = rng.randint(2, 3)
+            layers.append({"type": "avgpool2d", "kernel_size": k, "stride": rng.randint(1, k), "padding": rng.randint(0, k // 2)})
+        else:
+            layers.append({"type": "relu"})
+    return {"input_shape": [c, h, w], "layers": layers}
+
+
+COUNTS = {"rf": 0, "params": 0}
+
+
+def check_rf(url, spec, rng, label):
+    try:
+        model = torchspec.build_model(spec).float().eval()
+    except RuntimeError:  # a map smaller than a kernel: no network, drawn again next case
+        return []
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.abs() + 0.05)
+        out = model(torch.ones(1, *spec["input_shape"]))
+    if out.dim() != 4 or out.shape[2] < 1 or out.shape[3] < 1:
+        return []
+    index = [rng.randrange(out.shape[2]), rng.randrange(out.shape[3])]
+    ts = saved(model, torch.ones(1, *spec["input_shape"]))
+    s, measured = post(url + "/v1/receptive-field", {"model": {"torchscript": ts, "input_shape": spec["input_shape"]}, "position": {"index": index}})
+    s2, analytic = post(url + "/v1/receptive-field", {"model": spec, "position": {"layer": len(spec["layers"]) - 1, "index": index}, "verify": False})
+    if s != 200 or s2 != 200:
+        return [f"{label}: status {s}/{s2}: {str(measured)[:300]} {str(analytic)[:300]}"]
+    problems = []
+    COUNTS["rf"] += 1
+    for key in ("input_rows", "input_cols", "input_channels"):
+        if measured["position"][key] != analytic["position"][key]:
+            problems.append(f"{label}: {key} measured {measured['position'][key]} != analytic {analytic['position'][key]}")
+    return problems
+
+
+class Raises(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > -1e30:
+            raise RuntimeError("this module refuses every input")
+        return x
+
+
+def check_hostile(url):
+    problems = []
+    script = io.BytesIO()
+    torch.jit.save(torch.jit.script(Raises()), script)
+    conv = io.BytesIO()
+    torch.jit.save(torch.jit.trace(torch.nn.Conv2d(3, 2, 3), torch.zeros(1, 3, 8, 8)), conv)
+    onnx_file = io.BytesIO()
+    torch.onnx.export(torch.nn.Conv2d(3, 2, 3), (torch.zeros(1, 3, 8, 8),), onnx_file, dynamo=False)
+    cases = [
+        ("raises in forward", script.getvalue(), [3, 8, 8], "raised in forward"),
+        ("garbage", b"PK\x03\x04" + bytes(range(256)) * 4, [3, 8, 8], "not a TorchScript module"),
+        ("an ONNX file", onnx_file.getvalue(), [3, 8, 8], "not a TorchScript file"),
+        ("the wrong input shape", conv.getvalue(), [5, 8, 8], "raised in forward"),
+    ]
+    for what, data, shape, needle in cases:
+        for path, extra in (("/v1/gradient-diagnostics", {}), ("/v1/receptive-field", {"position": {"index": [0, 0]}})):
+            s, r = post(url + path, {"model": {"torchscript": base64.b64encode(data).decode(), "input_shape": shape}} | extra)
+            if s != 422 or needle not in r.get("detail", "") or not r.get("pointer", "").startswith("/model"):
+                problems.append(f"hostile {what} on {path}: {s} {str(r)[:300]}")
+    s, r = post(url + "/v1/complexity", {"model": {"torchscript": "", "input_shape": [1]}})
+    if s != 422 or "export ONNX" not in r.get("detail", ""):
+        problems.append(f"complexity of a TorchScript module: {s} {r}")
+    s, _ = post(url + "/v1/receptive-field", {"model": {"preset": "vgg_stem"}})
+    if s != 200:
+        problems.append("the server did not survive the hostile modules")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=9)
+    a = ap.parse_args()
+    problems = []
+    import torchvision
+    torch.manual_seed(0)
+    problems += check_grads(a.url, torchvision.models.resnet18().eval(), [3, 32, 32], "resnet18", batch=1, raw=True)
+    for case in range(a.n):
+        rng = random.Random(a.seed * 100_003 + case)
+        torch.manual_seed(a.seed * 100_003 + case)
+        spec = torchspec.random_spec(rng)
+        if spec["layers"][-1]["type"] != "linear":
+            spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": 2}]
+        model = torchspec.build_model(spec).eval()
+        problems += check_grads(a.url, model, spec["input_shape"], f"random case {case} (seed {a.seed})")
+        problems += check_rf(a.url, random_chain(rng), rng, f"rf case {case} (seed {a.seed})")
+    problems += check_hostile(a.url)
+    for p in problems:
+        print(p)
+    print(f"torchscript oracle: {'ok' if not problems else f'{len(problems)} problems'} ({a.n} random networks and resnet18: "
+          f"{COUNTS['params']} parameters' gradients, {COUNTS['rf']} measured receptive fields compared; hostile modules)")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
