@@ -1,7 +1,8 @@
 """Hostile, half-valid requests to every POST endpoint: extreme sizes (2^20, 2^31, 2^53),
 negative, fractional and mistyped values, unknown types, deep composites, huge inputs and
 batches, and ONNX files mutated (bit flips, truncation, splices, random bytes) sent as base64 or
-raw uploads with hostile request parameters. Nothing may answer 5xx or bring the server down.
+raw uploads with hostile request parameters, and TorchScript modules mutated the same way. Nothing
+may answer 5xx or bring the server down.
 
   python tests/oracle/hostile.py URL SEED COUNT
 """
@@ -73,6 +74,33 @@ def seed_onnx():
 ONNX = seed_onnx()
 
 
+def seed_torchscript():
+    import io
+
+    import torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 8, 8)), buf)
+    return buf.getvalue()
+
+
+TORCHSCRIPT = seed_torchscript()
+
+
+def mutated(data):
+    b = bytearray(data)
+    kind = rng.choice(["flip", "truncate", "zeros"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 30)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif kind == "truncate":
+        b = b[:rng.randrange(len(b))]
+    else:
+        i = rng.randrange(len(b))
+        b[i:i + 64] = bytes(64)
+    return bytes(b)
+
+
 def mutated_onnx():
     b = bytearray(ONNX)
     kind = rng.choice(["flip", "truncate", "splice", "random", "zeros", "repeat"])
@@ -98,7 +126,12 @@ bad = 0
 for i in range(int(sys.argv[3])):
     path = rng.choice(["/v1/receptive-field", "/v1/complexity", "/v1/gradient-diagnostics", "/v1/momentum/equivalence", "/v1/grade"])
     req = None
-    if path != "/v1/momentum/equivalence" and rng.random() < 0.25:
+    if path in ("/v1/gradient-diagnostics", "/v1/receptive-field") and rng.random() < 0.15:
+        # a TorchScript module, mutated (libtorch reads the zip and runs the code)
+        body = {"model": {"torchscript": base64.b64encode(mutated(TORCHSCRIPT)).decode(), "input_shape": rng.choice([[3, 8, 8], [3, 1, 1], [1048576], [3, 8]])}}
+        if path == "/v1/receptive-field":
+            body["position"] = rng.choice([{"index": [0, 0]}, {"index": [v(), v()]}, {"index": [0]}, {"layer": "x", "index": [0, 0]}, {}])
+    elif path != "/v1/momentum/equivalence" and rng.random() < 0.25:
         # an ONNX file, mutated, embedded as base64 or uploaded raw with a hostile request parameter
         data = mutated_onnx()
         if rng.random() < 0.5:
