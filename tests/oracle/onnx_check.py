@@ -16,7 +16,10 @@
    Every layer the oracle draws has a mapping, so a file the importer refuses fails the run.
    Networks that torch.onnx.export itself refuses (adaptive pools whose output does not divide
    the input) are counted apart.
-3. The dynamo exporter (torch.onnx.export's default) on resnet18: the same totals.
+3. The dynamo exporter (torch.onnx.export's default) on resnet18: the file's own parameters and
+   FlopCounterMode's total.
+4. resnet18 and mobilenet_v2 at 3x32x32: diagnostics with the file's weights in float32 equal
+   autograd on the original module per named layer to 1e-5 relative.
 
 Exits non-zero on any disagreement.
 """
@@ -91,6 +94,11 @@ def run_torchvision(url, names, dynamo_too):
         files = [("legacy", export(model, [3, 224, 224]))]
         if dynamo_too and name == "resnet18":
             failures += check_dynamo(url, name, model)
+        if name in ("resnet18", "mobilenet_v2"):
+            problems = check_float32_gradients(url, name, model)
+            for p in problems[:5]:
+                print(p)
+            failures += bool(problems)
         for how, data in files:
             problems = []
             # ptflops counts modules' hooks and F.* calls apart; a file does not say which
@@ -117,6 +125,37 @@ def run_torchvision(url, names, dynamo_too):
             print(f"onnx {name} ({how} export, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
             failures += bool(problems)
     return failures
+
+
+def check_float32_gradients(url, name, model):
+    """Diagnostics with the file's weights in float32 against autograd on the original module,
+    per named parameter, to 1e-5 relative (the issue's bar): the file uploaded raw, the input
+    (3x32x32, three decimals) in the query string."""
+    x64 = (torch.randn(1, 3, 32, 32, dtype=torch.float64) * 1000).round() / 1000
+    x = x64.float()  # the service reads the same decimals and rounds them to float32 alike
+    data = export(model, [3, 32, 32])
+    s, g = post_raw(url + "/v1/gradient-diagnostics", data, {"inputs": {"values": x64.flatten().tolist()}, "dtype": "float32"})
+    if s != 200:
+        return [f"{name} float32 diagnostics: status {s}: {str(g)[:300]}"]
+    model.zero_grad()
+    model(x).sum().backward()
+    mods = dict(model.named_modules())
+    problems, worst = [], 0.0
+    for r in g["layers"]:
+        m = mods.get(r["path"])
+        if m is None:
+            problems.append(f"{name}: row {r['path']} names no module")
+            continue
+        for got, t in ((r["weight_grad"]["frobenius"], m.weight), (r["bias_grad"]["frobenius"] if r.get("bias_grad") else None, m.bias)):
+            if got is None or t is None:
+                continue
+            want = t.grad.double().norm().item()
+            rel = abs(got - want) / max(abs(want), 1e-30)
+            worst = max(worst, rel)
+            if rel > 1e-5:
+                problems.append(f"{name} float32: {r['path']}: {got} != autograd {want} (relative {rel:.1e})")
+    print(f"onnx {name} float32 gradients with the file's weights: {len(g['layers'])} layers, worst relative difference {worst:.1e}")
+    return problems
 
 
 def prune(spec):
