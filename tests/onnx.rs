@@ -20,7 +20,7 @@ fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(DataType::Float as i32),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
         ..Default::default()
     }
 }
@@ -325,6 +325,9 @@ async fn raw_uploads_have_their_own_limit_and_refuse_a_second_model() {
     assert_eq!(r.status, 400, "{}", r.text);
     let r = raw("/v1/complexity", "?request=%5B1%5D", conv_net(), Config::default()).await;
     assert_eq!(r.status, 400, "{}", r.text);
+    // the upload's stand-in in a JSON body refers to nothing
+    let r = post("/v1/complexity", json!({"model": {"uploaded_body": true}})).await;
+    assert_problem(&r, 422, "/model/uploaded_body");
     // a JSON body keeps the JSON limit
     let big = b64(&vec![0u8; 5 << 20]);
     let r = post("/v1/complexity", json!({"model": {"onnx": big}})).await;

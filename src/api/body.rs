@@ -8,6 +8,24 @@ use serde_json::Value;
 
 pub struct JsonBody(pub Value);
 
+tokio::task_local! {
+    /// The model file of a raw upload, for the request that sent it.
+    static UPLOAD: std::cell::RefCell<Option<axum::body::Bytes>>;
+}
+
+/// The model key that stands for the request's own uploaded body.
+pub const UPLOADED: &str = "uploaded_body";
+
+/// Runs a request with an empty upload slot of its own.
+pub async fn with_upload_slot<F: std::future::Future>(f: F) -> F::Output {
+    UPLOAD.scope(std::cell::RefCell::new(None), f).await
+}
+
+/// The bytes this request uploaded, taken (once).
+pub fn take_upload() -> Option<axum::body::Bytes> {
+    UPLOAD.try_with(|slot| slot.borrow_mut().take()).ok().flatten()
+}
+
 fn depth(v: &Value) -> usize {
     // Iterative, so a hostile document cannot overflow the stack here.
     let mut max = 0;
@@ -101,16 +119,19 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
     }
     let bytes = read_limited(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes").await?;
     use base64::Engine;
-    let file = base64::engine::general_purpose::STANDARD.encode(&bytes);
     // torch.jit.save writes a zip archive; an ONNX file is a protobuf message
     let model = if bytes.starts_with(b"PK\x03\x04") {
+        let file = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let mut m = serde_json::json!({ "torchscript": file });
         if let Some(shape) = obj.remove("input_shape") {
             m["input_shape"] = shape;
         }
         m
     } else {
-        serde_json::json!({ "onnx": file })
+        // the bytes go to the handler as they are (resnet50's 100 MB would otherwise be
+        // encoded to base64 and decoded again)
+        let _ = UPLOAD.try_with(|slot| *slot.borrow_mut() = Some(bytes));
+        serde_json::json!({ UPLOADED: true })
     };
     obj.insert("model".into(), model);
     Ok(value)

@@ -18,7 +18,7 @@ pub mod ui;
 pub mod variants;
 
 use crate::config::Config;
-use crate::spec::{json::Obj, parse_model, ModelSpec, SpecError};
+use crate::spec::{error::child, json::Obj, parse_model, ModelSpec, SpecError};
 use crate::torch::pool::TorchPool;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -109,6 +109,16 @@ impl AppState {
                 "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}",
             )
         })?;
+        if v.get(body::UPLOADED).is_some() {
+            // the ONNX file was the request body: read from the bytes, not from base64 text
+            let bytes = body::take_upload().ok_or_else(|| {
+                SpecError::invalid(
+                    child(&ptr, body::UPLOADED),
+                    "names the uploaded body, but this request uploaded none (send the file as an application/octet-stream body, or base64 in {\"onnx\": ...})",
+                )
+            })?;
+            return crate::spec::onnx::model_from_onnx(bytes, &child(&ptr, "onnx"), &self.config.spec);
+        }
         parse_model(v, &ptr, &self.config.spec)
     }
 }
@@ -249,7 +259,8 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     // API keys and the rate limit (in this one middleware: each layer costs every request)
     let mut resp = match guard::check(&state, &req) {
         Some(refusal) => refusal,
-        None => next.run(req).await,
+        // a raw model upload reaches the handler through this request's own slot (body.rs)
+        None => body::with_upload_slot(next.run(req)).await,
     };
     let is_problem = resp
         .headers()

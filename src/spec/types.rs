@@ -312,4 +312,4 @@ pub struct ModelSpec {
 }
 
 /// Weights carried by a model file: node name -> `(role, values)`.
-pub type ModelWeights = std::collections::HashMap<String, Vec<(String, Vec<f64>)>>;
+pub type ModelWeights = std::collections::HashMap<String, Vec<(String, std::sync::Arc<Vec<f64>>)>>;

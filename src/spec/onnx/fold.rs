@@ -68,7 +68,7 @@ fn ints(c: &Constant) -> Vec<i64> {
 fn make(dims: Vec<i64>, values: Vec<f64>, integer: bool) -> Option<Constant> {
     (numel(&dims)? == values.len() && values.len() <= MAX_FOLDED).then_some(Constant {
         dims,
-        values,
+        values: values.into(),
         initializer: false,
         integer,
     })
@@ -138,7 +138,7 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
                     dims.remove(i);
                 }
             }
-            make(dims, c.values.clone(), c.integer)
+            make(dims, c.values.to_vec(), c.integer)
         }
         "Concat" => {
             let parts: Vec<&Constant> = inputs.iter().copied().collect::<Option<_>>()?;
@@ -195,7 +195,7 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
                 }
                 dims[free] = c.values.len() as i64 / known;
             }
-            make(dims, c.values.clone(), c.integer)
+            make(dims, c.values.to_vec(), c.integer)
         }
         "Transpose" => {
             let c = x()?;

@@ -32,7 +32,7 @@ use proto::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
 #[derive(Clone, Debug)]
 struct Constant {
     dims: Vec<i64>,
-    values: Vec<f64>,
+    values: std::sync::Arc<Vec<f64>>,
     /// An initializer (a parameter of the exported module), not a `Constant` node's value.
     initializer: bool,
     /// Integer elements (shapes, indices): arithmetic on them truncates as ONNX's does.
@@ -115,7 +115,7 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
     }
     Ok(Constant {
         dims: t.dims.clone(),
-        values,
+        values: values.into(),
         initializer: true,
         integer: matches!(DataType::try_from(ty), Ok(DataType::Int64 | DataType::Int32)),
     })
@@ -448,7 +448,7 @@ impl Reader {
                     }
                     Constant {
                         dims: vec![cols as i64, rows as i64],
-                        values: t,
+                        values: t.into(),
                         initializer: w.initializer,
                         integer: false,
                     }
@@ -714,20 +714,20 @@ impl Reader {
                     if op == "Upsample" { "asymmetric" } else { "half_pixel" },
                 );
                 let scales: Option<Vec<f64>> = match op {
-                    "Upsample" => node.input.get(1).and_then(|t| self.constant(t)).map(|c| c.values.clone()),
+                    "Upsample" => node.input.get(1).and_then(|t| self.constant(t)).map(|c| c.values.to_vec()),
                     _ => node
                         .input
                         .get(2)
                         .filter(|t| !t.is_empty())
                         .and_then(|t| self.constant(t))
-                        .map(|c| c.values.clone()),
+                        .map(|c| c.values.to_vec()),
                 };
                 let sizes: Option<Vec<f64>> = node
                     .input
                     .get(3)
                     .filter(|t| !t.is_empty())
                     .and_then(|t| self.constant(t))
-                    .map(|c| c.values.clone());
+                    .map(|c| c.values.to_vec());
                 match (mode.as_str(), ctm.as_str()) {
                     ("nearest", "asymmetric") if a.string("nearest_mode", "round_prefer_floor") == "floor" || op == "Upsample" => {
                         set("mode", json!("nearest"))
@@ -897,7 +897,7 @@ fn partial_shapes(r: &Reader, input: &[u64]) -> HashMap<String, Vec<Option<i64>>
 }
 
 /// Decodes a file and maps it to the graph form. Errors point at `pointer` (the `onnx` field).
-pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
+pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
     let model = ModelProto::decode(bytes).map_err(|e| bad(pointer, format!("is not an ONNX model (protobuf decoding failed: {e})")))?;
     let graph = model
         .graph
@@ -929,7 +929,7 @@ pub fn import(bytes: &[u8], pointer: &str) -> SpecResult<Imported> {
             } else if let (Some(out), Some(v)) = (n.output.first(), Attrs(n).get("value_ints")) {
                 let c = Constant {
                     dims: vec![v.ints.len() as i64],
-                    values: v.ints.iter().map(|&x| x as f64).collect(),
+                    values: std::sync::Arc::new(v.ints.iter().map(|&x| x as f64).collect()),
                     initializer: false,
                     integer: true,
                 };
@@ -1052,7 +1052,7 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
 
 /// `{"onnx": "<base64>"}` (or the raw bytes of an upload) to a parsed model. Errors inside the
 /// converted spec are reported at `pointer` naming the ONNX node they come from.
-pub fn model_from_onnx(bytes: &[u8], pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
+pub fn model_from_onnx(bytes: bytes::Bytes, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
     let imported = import(bytes, pointer)?;
     let relocate = |e: SpecError| {
         let mut msg = e.message.clone();
