@@ -283,26 +283,59 @@ fn grouped(v: &Value) -> String {
     out
 }
 
+/// Under a diagnostics table: the verdict and how the run was made.
+fn run_notes(v: &Value) -> Vec<String> {
+    vec![
+        format!("verdict: {}", cell(&v["verdict"])),
+        format!(
+            "device {}, {}, batch {}",
+            cell(&v["device"]),
+            cell(&v["dtype"]),
+            cell(&v["batch_size"])
+        ),
+    ]
+}
+
+/// One row per item of `v[key]`, a column per (JSON pointer, rendering).
+fn pick(v: &Value, key: &str, columns: &[(&str, fn(&Value) -> String)]) -> Vec<Vec<String>> {
+    let items = v[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|(at, show)| show(r.pointer(at).unwrap_or(&Value::Null)))
+                .collect()
+        })
+        .collect()
+}
+
+/// A receptive-field axis: `2i-5 <= m <= 2i+4 (size 10, jump 2)`.
+fn axis(a: &Value) -> String {
+    if a.is_null() {
+        return String::new();
+    }
+    format!("{} (size {}, jump {})", cell(&a["text"]), cell(&a["size"]), cell(&a["jump"]))
+}
+
 fn table(command: &Command, v: &Value) -> Table {
-    let rows_of = |key: &str| v[key].as_array().cloned().unwrap_or_default();
     match command {
         Command::Complexity { .. } => {
             let t = &v["totals"];
             Table {
                 headers: vec!["layer", "type", "output shape", "params", "MACs", "FLOPs"],
-                rows: rows_of("rows")
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            cell(&r["path"]),
-                            cell(&r["type"]),
-                            cell(&r["output_shape"]),
-                            grouped(&r["params"]),
-                            grouped(&r["macs"]),
-                            grouped(&r["flops"]),
-                        ]
-                    })
-                    .collect(),
+                rows: pick(
+                    v,
+                    "rows",
+                    &[
+                        ("/path", cell),
+                        ("/type", cell),
+                        ("/output_shape", cell),
+                        ("/params", grouped),
+                        ("/macs", grouped),
+                        ("/flops", grouped),
+                    ],
+                ),
                 notes: vec![
                     format!("total params: {}", grouped(&t["params"])),
                     format!("total MACs: {}", grouped(&t["macs"])),
@@ -323,10 +356,12 @@ fn table(command: &Command, v: &Value) -> Table {
                     "  input rows {}, columns {}, channels {}",
                     p["input_rows"], p["input_cols"], p["input_channels"]
                 ));
-                notes.push(format!(
-                    "  range rows {} cols {} (clipped to the image)",
-                    p["clipped"]["rows"], p["clipped"]["cols"]
-                ));
+                if p["clipped"].is_object() {
+                    notes.push(format!(
+                        "  range rows {} cols {} (clipped to the image)",
+                        p["clipped"]["rows"], p["clipped"]["cols"]
+                    ));
+                }
             }
             if let Some(ok) = v["verification"]["agrees"].as_bool() {
                 notes.push(format!(
@@ -334,81 +369,57 @@ fn table(command: &Command, v: &Value) -> Table {
                     if ok { "agrees" } else { "DISAGREES" }
                 ));
             }
+            if let Some(note) = v["note"].as_str() {
+                notes.push(note.to_string());
+            }
             Table {
                 headers: vec!["layer", "type", "output shape", "kind", "height", "width"],
-                rows: rows_of("layers")
-                    .iter()
-                    .map(|r| {
-                        let rf = &r["receptive_field"];
-                        let axis = |a: &Value| {
-                            if a.is_null() {
-                                String::new()
-                            } else {
-                                format!("{} (size {}, jump {})", cell(&a["text"]), cell(&a["size"]), cell(&a["jump"]))
-                            }
-                        };
-                        vec![
-                            cell(&r["path"]),
-                            cell(&r["type"]),
-                            cell(&r["output_shape"]),
-                            cell(&r["kind"]),
-                            axis(&rf["height"]),
-                            axis(&rf["width"]),
-                        ]
-                    })
-                    .collect(),
+                rows: pick(
+                    v,
+                    "layers",
+                    &[
+                        ("/path", cell),
+                        ("/type", cell),
+                        ("/output_shape", cell),
+                        ("/kind", cell),
+                        ("/receptive_field/height", axis),
+                        ("/receptive_field/width", axis),
+                    ],
+                ),
                 notes,
             }
         }
+        // a TorchScript module: per named parameter
         Command::Diagnostics { .. } if v["parameters"].is_array() => Table {
-            // a TorchScript module: per named parameter
             headers: vec!["parameter", "shape", "|dL/dp|", "max |dL/dp|", "ratio to last weight"],
-            rows: rows_of("parameters")
-                .iter()
-                .map(|p| {
-                    vec![
-                        cell(&p["name"]),
-                        cell(&p["shape"]),
-                        cell(&p["grad_frobenius"]),
-                        cell(&p["grad_max_abs"]),
-                        cell(&p["grad_ratio_to_last_weight"]),
-                    ]
-                })
-                .collect(),
-            notes: vec![
-                format!("verdict: {}", cell(&v["verdict"])),
-                format!(
-                    "device {}, {}, batch {}",
-                    cell(&v["device"]),
-                    cell(&v["dtype"]),
-                    cell(&v["batch_size"])
-                ),
-            ],
+            rows: pick(
+                v,
+                "parameters",
+                &[
+                    ("/name", cell),
+                    ("/shape", cell),
+                    ("/grad_frobenius", cell),
+                    ("/grad_max_abs", cell),
+                    ("/grad_ratio_to_last_weight", cell),
+                ],
+            ),
+            notes: run_notes(v),
         },
         Command::Diagnostics { .. } => Table {
             headers: vec!["layer", "type", "|dL/dW|", "|dL/db|", "spectral norm", "verdict"],
-            rows: rows_of("layers")
-                .iter()
-                .map(|r| {
-                    vec![
-                        cell(&r["path"]),
-                        cell(&r["type"]),
-                        cell(&r["weight_grad"]["frobenius"]),
-                        cell(&r["bias_grad"]["frobenius"]),
-                        cell(&r["spectral_norm"]),
-                        cell(&r["verdict"]),
-                    ]
-                })
-                .collect(),
-            notes: vec![
-                format!("verdict: {}", cell(&v["verdict"])),
-                format!(
-                    "device {}, {}, batch {}",
-                    cell(&v["device"]),
-                    cell(&v["dtype"]),
-                    cell(&v["batch_size"])
-                ),
-            ],
+            rows: pick(
+                v,
+                "layers",
+                &[
+                    ("/path", cell),
+                    ("/type", cell),
+                    ("/weight_grad/frobenius", cell),
+                    ("/bias_grad/frobenius", cell),
+                    ("/spectral_norm", cell),
+                    ("/verdict", cell),
+                ],
+            ),
+            notes: run_notes(v),
         },
         Command::Serve | Command::Healthcheck => unreachable!(),
     }
