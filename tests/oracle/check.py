@@ -31,6 +31,18 @@ def post(url, body):
         return e.code, json.loads(e.read() or b"{}")
 
 
+def post_raw(url, data, request=None):
+    """A model file as the body (application/octet-stream), the rest of the request in `?request=`."""
+    import urllib.parse
+    q = "?request=" + urllib.parse.quote(json.dumps(request)) if request else ""
+    req = urllib.request.Request(url + q, data=data, headers={"content-type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def get(url):
     with urllib.request.urlopen(url, timeout=60) as r:
         return json.loads(r.read())

@@ -31,15 +31,13 @@ import logging
 import os
 import random
 import sys
-import urllib.parse
-import urllib.request
 import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
-from check import empty_pool_window, flop_counts, oracle_rf, post  # noqa: E402
+from check import empty_pool_window, flop_counts, oracle_rf, post, post_raw  # noqa: E402
 
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
@@ -56,16 +54,6 @@ def export(model, shape, dynamo=False):
     # PRESERVE keeps BatchNorm as a node (the default, EVAL, folds it into the conv before it)
     torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, training=torch.onnx.TrainingMode.PRESERVE)
     return buf.getvalue()
-
-
-def post_raw(url, data, request=None):
-    q = "?request=" + urllib.parse.quote(json.dumps(request)) if request else ""
-    req = urllib.request.Request(url + q, data=data, headers={"content-type": "application/octet-stream"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 STRUCTURAL = ("dropout", "add", "concat")

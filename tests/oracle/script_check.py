@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
-from check import post  # noqa: E402
+from check import post, post_raw  # noqa: E402
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
@@ -34,18 +34,6 @@ def saved(module, example):
     buf = io.BytesIO()
     torch.jit.save(torch.jit.trace(module, example, check_trace=False), buf)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def post_raw(url, data, request):
-    import urllib.parse
-    import urllib.request
-    req = urllib.request.Request(url + "?request=" + urllib.parse.quote(json.dumps(request)), data=data,
-                                 headers={"content-type": "application/octet-stream"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 def check_grads(url, model, shape, label, batch=2, raw=False):
