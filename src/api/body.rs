@@ -46,9 +46,37 @@ pub async fn read_body(body: axum::body::Body, state: &AppState) -> Result<axum:
     read_limited(body, state, state.config.max_body_bytes, "max_body_bytes").await
 }
 
+/// The body into one buffer sized by `Content-Length` when the client sent it (a 100 MB model
+/// read by doubling a buffer moved and page-faulted twice its size), refused past `limit`.
+async fn collect(mut body: axum::body::Body, limit: usize, expected: Option<usize>) -> Result<axum::body::Bytes, ()> {
+    use http_body_util::BodyExt;
+    if expected.is_some_and(|n| n > limit) {
+        return Err(());
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(expected.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            return Err(());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.into())
+}
+
 async fn read_limited(body: axum::body::Body, state: &AppState, limit: usize, limit_name: &str) -> Result<axum::body::Bytes, ApiError> {
+    read_sized(body, state, limit, limit_name, None).await
+}
+
+async fn read_sized(
+    body: axum::body::Body,
+    state: &AppState,
+    limit: usize,
+    limit_name: &str,
+    expected: Option<usize>,
+) -> Result<axum::body::Bytes, ApiError> {
     let secs = state.config.body_timeout_secs;
-    let read = tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit))
+    let read = tokio::time::timeout(std::time::Duration::from_secs(secs), collect(body, limit, expected))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -117,7 +145,12 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
         )
         .at("/model"));
     }
-    let bytes = read_limited(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes").await?;
+    let expected = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
     use base64::Engine;
     // torch.jit.save writes a zip archive; an ONNX file is a protobuf message
     let model = if bytes.starts_with(b"PK\x03\x04") {
