@@ -43,7 +43,12 @@ fn torch_version(dir: &std::path::Path) -> Option<String> {
 fn onnx_types() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     let fds = protox::compile(["onnx.proto"], ["proto"]).expect("proto/onnx.proto compiles");
-    prost_build::Config::new().compile_fds(fds).expect("prost generates the ONNX types");
+    // bytes fields as `bytes::Bytes`: decoding a file held in `Bytes` slices the weights out of
+    // it instead of copying them
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(fds)
+        .expect("prost generates the ONNX types");
 }
 
 fn main() {

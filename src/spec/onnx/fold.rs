@@ -68,7 +68,7 @@ fn ints(c: &Constant) -> Vec<i64> {
 fn make(dims: Vec<i64>, values: Vec<f64>, integer: bool) -> Option<Constant> {
     (numel(&dims)? == values.len() && values.len() <= MAX_FOLDED).then_some(Constant {
         dims,
-        values: values.into(),
+        values: std::sync::Arc::new(values.into()),
         initializer: false,
         integer,
     })
@@ -321,7 +321,9 @@ pub(super) fn fold(
             .map(|t| if t.is_empty() { None } else { constants.get(t).map(|c| &**c) })
             .collect();
         // Shape reads only its input's stated shape; everything else needs constant inputs
-        let ready = n.op_type() == "Shape" || n.input.iter().zip(&inputs).all(|(t, c)| t.is_empty() || c.is_some());
+        // shape arithmetic only: a weight (a large constant) is not widened to be folded
+        let small = inputs.iter().flatten().all(|c| c.values.count() <= MAX_FOLDED);
+        let ready = small && (n.op_type() == "Shape" || n.input.iter().zip(&inputs).all(|(t, c)| t.is_empty() || c.is_some()));
         if !ready {
             continue;
         }

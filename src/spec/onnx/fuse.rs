@@ -104,7 +104,7 @@ impl<'a> Graph<'a> {
         }
         let m2 = self.only_reader(m1, "Mul")?;
         let (half, _) = self.with_constant(m2, &n1.output[0])?;
-        (*one.values == [1.0] && *half.values == [0.5]).then(|| Fusion {
+        (**one.values == [1.0] && **half.values == [0.5]).then(|| Fusion {
             layer: Layer::Gelu,
             input: x.clone(),
             output: self.nodes[m2].output[0].clone(),

@@ -15,7 +15,7 @@
 //! node the service cannot read is never counted as zero.
 use super::error::{SpecError, SpecResult};
 use super::parse::{parse_model, SpecLimits};
-use super::types::{ModelSpec, ModelWeights, GRAPH_INPUT};
+use super::types::{LazyValues, ModelSpec, ModelWeights, GRAPH_INPUT};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use proto::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
 #[derive(Clone, Debug)]
 struct Constant {
     dims: Vec<i64>,
-    values: std::sync::Arc<Vec<f64>>,
+    values: std::sync::Arc<LazyValues>,
     /// An initializer (a parameter of the exported module), not a `Constant` node's value.
     initializer: bool,
     /// Integer elements (shapes, indices): arithmetic on them truncates as ONNX's does.
@@ -74,6 +74,25 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
         ));
     }
     let ty = t.data_type();
+    // float32 weights stay the file's bytes until something reads them
+    if let (Ok(DataType::Float), Some(b)) = (DataType::try_from(ty), t.raw_data.as_ref()) {
+        if b.len() as u64 != 4 * n {
+            return Err(bad(
+                pointer,
+                format!(
+                    "tensor {name:?} declares shape {:?} ({n} elements) but holds {} bytes (a truncated or corrupt file?)",
+                    t.dims,
+                    b.len()
+                ),
+            ));
+        }
+        return Ok(Constant {
+            dims: t.dims.clone(),
+            values: std::sync::Arc::new(LazyValues::f32_le(b.clone())),
+            initializer: true,
+            integer: false,
+        });
+    }
     let raw = t.raw_data.as_deref();
     let values: Vec<f64> = match (DataType::try_from(ty), raw) {
         (Ok(DataType::Float), Some(b)) => b
@@ -115,7 +134,7 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
     }
     Ok(Constant {
         dims: t.dims.clone(),
-        values: values.into(),
+        values: std::sync::Arc::new(values.into()),
         initializer: true,
         integer: matches!(DataType::try_from(ty), Ok(DataType::Int64 | DataType::Int32)),
     })
@@ -448,7 +467,7 @@ impl Reader {
                     }
                     Constant {
                         dims: vec![cols as i64, rows as i64],
-                        values: t.into(),
+                        values: std::sync::Arc::new(t.into()),
                         initializer: w.initializer,
                         integer: false,
                     }
@@ -524,7 +543,7 @@ impl Reader {
                     tensors.push((role, self.weight(node, i, role)?.ok_or(format!("has no {role}"))?));
                 }
                 weight_name = node.input.get(1).cloned();
-                set("num_features", json!(tensors[0].1.values.len()));
+                set("num_features", json!(tensors[0].1.values.count()));
                 // affine=False: the exporter writes ones and zeros as Constant nodes
                 let affine = tensors[0].1.initializer;
                 set("affine", json!(affine));
@@ -929,7 +948,7 @@ pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
             } else if let (Some(out), Some(v)) = (n.output.first(), Attrs(n).get("value_ints")) {
                 let c = Constant {
                     dims: vec![v.ints.len() as i64],
-                    values: std::sync::Arc::new(v.ints.iter().map(|&x| x as f64).collect()),
+                    values: std::sync::Arc::new(v.ints.iter().map(|&x| x as f64).collect::<Vec<_>>().into()),
                     initializer: false,
                     integer: true,
                 };
