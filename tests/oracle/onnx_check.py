@@ -189,6 +189,13 @@ def check_dynamo(url, name, model):
             problems.append(f"torch_flop_counter {got['totals']['flops']} != FlopCounterMode {total}")
         if not got["verification"]["agrees"]:
             problems.append("the libtorch check disagrees")
+        # every row is named after a module of the original, or an op in one (`layer1.0.add`),
+        # or an op of the model's own forward (`view`); a repeated name gets `_2`
+        modules = {n for n, _ in model.named_modules()}
+        named = lambda p: p in modules or p.rsplit(".", 1)[0] in modules or ("." not in p and not p.startswith("node_"))  # noqa: E731
+        strays = [r["path"] for r in got["rows"] if not named(r["path"]) and not named(r["path"].rsplit("_", 1)[0])]
+        if strays:
+            problems.append(f"rows not named after the module's own names: {strays[:5]}")
     print(f"onnx {name} (dynamo export, BatchNorm folded, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
     return bool(problems)
 

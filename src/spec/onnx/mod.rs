@@ -163,6 +163,34 @@ impl<'a> Attrs<'a> {
     }
 }
 
+/// The quoted strings of a Python list's repr, `['', 'layer1', 'layer1.0']`.
+fn python_list(text: &str) -> Vec<&str> {
+    text.split('\'').skip(1).step_by(2).collect()
+}
+
+/// PyTorch's module name from the dynamo exporter's metadata: `pkg.torch.onnx.name_scopes` lists
+/// the qualified names of the modules the op ran in (`['', 'layer1', 'layer1.0',
+/// 'layer1.0.relu', 'relu_1']`) and `pkg.torch.onnx.class_hierarchy` their classes. An op run by
+/// a `torch.nn` layer module is that module (`layer1.0.relu`); one a composite module runs in its
+/// forward is named inside it (`layer1.0.add`).
+fn dynamo_name(node: &NodeProto) -> Option<String> {
+    let meta = |key: &str| node.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value().to_string());
+    let scopes_text = meta("pkg.torch.onnx.name_scopes")?;
+    let classes_text = meta("pkg.torch.onnx.class_hierarchy").unwrap_or_default();
+    let scopes = python_list(&scopes_text);
+    let classes = python_list(&classes_text);
+    let (op, modules) = scopes.split_last()?;
+    let op = op.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+    // an op of the model's own forward (`x.view(...)`) is named by itself
+    let Some(module) = modules.iter().rev().find(|m| !m.is_empty()) else {
+        return (!op.is_empty()).then(|| op.to_string());
+    };
+    // the class of the innermost module, one before the op's own entry
+    let class = classes.len().checked_sub(2).and_then(|i| classes.get(i)).copied().unwrap_or("");
+    let layer = class.starts_with("torch.nn.modules.") && !class.starts_with("torch.nn.modules.container.");
+    Some(if layer { module.to_string() } else { format!("{module}.{op}") })
+}
+
 /// PyTorch's module name from the legacy exporter's scope names: `/layer1/layer1.0/relu/Relu`
 /// is module `layer1.0.relu`, `/layer1/layer1.0/Add` the add of module `layer1.0`. Other names
 /// are kept as they are.
@@ -273,9 +301,11 @@ impl Reader {
             .or_else(|| {
                 // an op inside a module that owns weights (F.pad in a reflect-padded Conv2d)
                 // leaves the module's name to the module's own op
-                scoped_name(node.name(), node.op_type()).map(|n| match weight.is_none() && self.modules.contains(&n) {
-                    true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
-                    false => n,
+                dynamo_name(node).or_else(|| scoped_name(node.name(), node.op_type())).map(|n| {
+                    match weight.is_none() && self.modules.contains(&n) {
+                        true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
+                        false => n,
+                    }
                 })
             })
             .filter(|n| n.len() <= 160 && n != GRAPH_INPUT)
