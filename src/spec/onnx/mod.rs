@@ -68,9 +68,9 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
     if n > MAX_TENSOR_ELEMENTS {
         return Err(SpecError::too_large(
             pointer,
-            "max_tensor_elements",
+            "max_file_tensor_elements",
             MAX_TENSOR_ELEMENTS,
-            format!("tensor {name:?} claims {n} elements (shape {:?})", t.dims),
+            format!("tensor {name:?} claims {n} elements (shape {:?}); one tensor of a file may hold 2^31", t.dims),
         ));
     }
     let ty = t.data_type();
@@ -383,7 +383,7 @@ impl Reader {
         Ok(())
     }
 
-    /// Maps one node; Ok(None) when it is an alias of its input (Identity, Dropout).
+    /// Maps one node; an Identity or Dropout only passes its input on under its output's name.
     fn node(&mut self, node: &NodeProto, index: usize) -> Result<(), Refusal> {
         let a = Attrs(node);
         let op = node.op_type();
