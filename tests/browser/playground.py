@@ -347,15 +347,21 @@ shot("complexity")
 # the CSV and Markdown downloads equal the API's answers
 for f in os.listdir(DOWNLOADS):
     os.remove(os.path.join(DOWNLOADS, f))
+def downloaded(name):
+    path = os.path.join(DOWNLOADS, name)
+    return open(path).read() if os.path.exists(path) else None
+
+
 for button, fmt, name in [("cx-csv", "csv", "complexity.csv"), ("cx-md", "markdown", "complexity.md")]:
-    by_id(button).click()
-    deadline = time.time() + 20
-    while time.time() < deadline and name not in os.listdir(DOWNLOADS):
-        time.sleep(0.1)
     want = api(f"/v1/complexity?format={fmt}", {"model": {"preset": "inception_reduced"}, "batch_size": 1, "dtype": "float32", "verify": False,
                                                 "conventions": {"additions": "accumulate", "flops": "mults_plus_adds", "count_batchnorm": False,
                                                                 "count_activations": False, "count_pooling": False, "count_residual_adds": False}}, raw=True)
-    check(open(os.path.join(DOWNLOADS, name)).read() == want, f"downloaded {name} equals the API's {fmt}")
+    by_id(button).click()
+    # Firefox creates the file first and writes it after: wait for the whole download
+    deadline = time.time() + 20
+    while time.time() < deadline and downloaded(name) != want:
+        time.sleep(0.1)
+    check(downloaded(name) == want, f"downloaded {name} equals the API's {fmt}")
 # a tool profile
 Select(by_id("cx-profile")).select_by_value("fvcore")
 check(run_and_wait("cx-run", sid).endswith("ok"), "fvcore profile ran")
