@@ -70,7 +70,10 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
             pointer,
             "max_file_tensor_elements",
             MAX_TENSOR_ELEMENTS,
-            format!("tensor {name:?} claims {n} elements (shape {:?}); one tensor of a file may hold 2^31", t.dims),
+            format!(
+                "tensor {name:?} claims {n} elements (shape {:?}); one tensor of a file may hold 2^31",
+                t.dims
+            ),
         ));
     }
     let ty = t.data_type();
