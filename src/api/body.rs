@@ -16,6 +16,16 @@ tokio::task_local! {
 /// The model key that stands for the request's own uploaded body.
 pub const UPLOADED: &str = "uploaded_body";
 
+fn is_upload_mime(mime: &str) -> bool {
+    mime == "application/octet-stream" || mime == "application/onnx"
+}
+
+/// Whether the request's body is a model file (the raw upload form).
+pub fn is_upload(req: &Request) -> bool {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    is_upload_mime(ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str())
+}
+
 /// Runs a request with an empty upload slot of its own.
 pub async fn with_upload_slot<F: std::future::Future>(f: F) -> F::Output {
     UPLOAD.scope(std::cell::RefCell::new(None), f).await
@@ -202,7 +212,7 @@ impl FromRequest<AppState> for JsonBody {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let mime = ct.split(';').next().unwrap_or("").trim();
-            if mime == "application/octet-stream" || mime == "application/onnx" {
+            if is_upload_mime(mime) {
                 return Ok(JsonBody(raw_model(req, state).await?));
             }
             if mime != "application/json" && !mime.ends_with("+json") {

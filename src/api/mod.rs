@@ -259,8 +259,10 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
     // API keys and the rate limit (in this one middleware: each layer costs every request)
     let mut resp = match guard::check(&state, &req) {
         Some(refusal) => refusal,
-        // a raw model upload reaches the handler through this request's own slot (body.rs)
-        None => body::with_upload_slot(next.run(req)).await,
+        // a raw model upload reaches the handler through this request's own slot (body.rs);
+        // other requests need none
+        None if body::is_upload(&req) => body::with_upload_slot(next.run(req)).await,
+        None => next.run(req).await,
     };
     let is_problem = resp
         .headers()

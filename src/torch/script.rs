@@ -35,9 +35,8 @@ fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(400).collect()
 }
 
-/// The module's output for `x`: a tensor, or tensors in a tuple or list, flattened per sample and
-/// joined.
-fn forward(m: &CModule, x: &Tensor) -> Result<(Tensor, Vec<Vec<i64>>), String> {
+/// The module's output tensors for `x`: one, or those of a tuple or list, in order.
+fn outputs(m: &CModule, x: &Tensor) -> Result<Vec<Tensor>, String> {
     let out = m
         .forward_is(&[tch::IValue::Tensor(x.shallow_clone())])
         .map_err(|e| format!("the module raised in forward: {}", first_line(&e.to_string())))?;
@@ -46,6 +45,12 @@ fn forward(m: &CModule, x: &Tensor) -> Result<(Tensor, Vec<Vec<i64>>), String> {
     if parts.is_empty() {
         return Err("the module returned no tensor".into());
     }
+    Ok(parts)
+}
+
+/// The module's outputs for `x` flattened per sample and joined, with each one's shape.
+fn forward(m: &CModule, x: &Tensor) -> Result<(Tensor, Vec<Vec<i64>>), String> {
+    let parts = outputs(m, x)?;
     let n = x.size()[0];
     let shapes = parts.iter().map(|t| t.size()[1..].to_vec()).collect();
     Ok((
@@ -165,12 +170,8 @@ pub fn receptive_field(
         .reshape(shape.as_slice())
         .to_kind(Kind::Double)
         .set_requires_grad(true);
-    let out = m
-        .forward_is(&[tch::IValue::Tensor(x.shallow_clone())])
-        .map_err(|e| format!("the module raised in forward: {}", first_line(&e.to_string())))?;
-    let mut parts = Vec::new();
-    collect(&out, &mut parts)?;
-    let y = parts.into_iter().next().ok_or("the module returned no tensor")?;
+    // the unit is one of the first output's
+    let y = outputs(&m, &x)?.swap_remove(0);
     let out_shape = y.size()[1..].to_vec();
     let unit = match (out_shape.len(), index) {
         (3, [i, j]) => {

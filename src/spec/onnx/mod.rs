@@ -98,11 +98,8 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
     }
     let raw = t.raw_data.as_deref();
     let values: Vec<f64> = match (DataType::try_from(ty), raw) {
-        (Ok(DataType::Float), Some(b)) => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        (Ok(DataType::Float), None) => t.float_data.iter().map(|&x| x as f64).collect(),
+        // (float32 bytes were taken above, unread)
+        (Ok(DataType::Float), _) => t.float_data.iter().map(|&x| x as f64).collect(),
         (Ok(DataType::Double), Some(b)) => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
         (Ok(DataType::Double), None) => t.double_data.clone(),
         (Ok(DataType::Int64), Some(b)) => b
