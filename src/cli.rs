@@ -336,7 +336,7 @@ fn table(command: &Command, v: &Value) -> Table {
                         ("/flops", grouped),
                     ],
                 ),
-                notes: vec![
+                notes: [
                     format!("total params: {}", grouped(&t["params"])),
                     format!("total MACs: {}", grouped(&t["macs"])),
                     format!(
@@ -344,7 +344,17 @@ fn table(command: &Command, v: &Value) -> Table {
                         grouped(&t["flops"]),
                         v["profile"].as_str().unwrap_or("default convention")
                     ),
-                ],
+                ]
+                .into_iter()
+                // what the profile's tool leaves out, row by row
+                .chain(
+                    v["rows"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["note"].as_str().map(|n| format!("layer {}: {n}", cell(&r["path"])))),
+                )
+                .collect(),
             }
         }
         Command::ReceptiveField { .. } => {
@@ -352,10 +362,20 @@ fn table(command: &Command, v: &Value) -> Table {
             let p = &v["position"];
             if p.is_object() {
                 notes.push(format!("unit {} of layer {}:", cell(&p["index"]), cell(&p["layer"])));
-                notes.push(format!(
-                    "  input rows {}, columns {}, channels {}",
-                    p["input_rows"], p["input_cols"], p["input_channels"]
-                ));
+                // the axes of the model's input: rows, columns and channels of an image, the
+                // tokens (and features) of a sequence, the features of a vector
+                let axes: Vec<String> = [
+                    ("input_rows", "rows"),
+                    ("input_cols", "columns"),
+                    ("input_channels", "channels"),
+                    ("input_tokens", "tokens"),
+                    ("input_features", "features"),
+                ]
+                .iter()
+                .filter(|(k, _)| p[*k].is_array())
+                .map(|(k, name)| format!("{name} {}", p[*k]))
+                .collect();
+                notes.push(format!("  input {}", axes.join(", ")));
                 if p["clipped"].is_object() {
                     notes.push(format!(
                         "  range rows {} cols {} (clipped to the image)",

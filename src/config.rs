@@ -14,6 +14,9 @@ pub struct Config {
     pub max_run_params: u64,
     pub max_run_activations: u64,
     pub max_run_macs: u64,
+    /// Time steps recurrent layers take one after the other (tokens x layers x directions): the
+    /// part of a run no core count shortens.
+    pub max_run_recurrent_steps: u64,
     pub max_batch: u64,
     pub max_steps: u64,
     pub max_tensor_elements: u64,
@@ -49,6 +52,7 @@ impl Default for Config {
             max_run_params: 200_000_000,
             max_run_activations: 200_000_000,
             max_run_macs: 50_000_000_000,
+            max_run_recurrent_steps: 20_000,
             max_batch: 4096,
             max_steps: 100_000,
             max_tensor_elements: 10_000_000,
@@ -93,6 +97,7 @@ impl Config {
             max_run_params: var("LAYERSCOPE_MAX_RUN_PARAMS", d.max_run_params)?,
             max_run_activations: var("LAYERSCOPE_MAX_RUN_ACTIVATIONS", d.max_run_activations)?,
             max_run_macs: var("LAYERSCOPE_MAX_RUN_MACS", d.max_run_macs)?,
+            max_run_recurrent_steps: var("LAYERSCOPE_MAX_RUN_RECURRENT_STEPS", d.max_run_recurrent_steps)?,
             max_batch: var("LAYERSCOPE_MAX_BATCH", d.max_batch)?,
             max_steps: var("LAYERSCOPE_MAX_STEPS", d.max_steps)?,
             max_tensor_elements: var("LAYERSCOPE_MAX_TENSOR_ELEMENTS", d.max_tensor_elements)?,

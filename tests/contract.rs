@@ -118,6 +118,39 @@ async fn responses_match_their_schemas() {
     check("get", "/v1/presets/resnet18", "/v1/presets/{name}", None).await;
     check("get", "/v1/presets/nope", "/v1/presets/{name}", None).await;
     check("get", "/openapi.yaml", "/openapi.yaml", None).await;
+    // sequence models: token ranges, rows with a profile's note, gradients by parameter name
+    let lm = json!({"input_shape": [6], "input_dtype": "int64", "layers": [
+        {"type": "embedding", "num_embeddings": 9, "embedding_dim": 4},
+        {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2, "is_causal": true},
+        {"type": "lstm", "hidden_size": 3, "bidirectional": true}]});
+    check(
+        "post",
+        "/v1/receptive-field",
+        "/v1/receptive-field",
+        Some(json!({"model": lm, "position": {"layer": 1, "index": [2], "channel": 1}})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/complexity",
+        "/v1/complexity",
+        Some(json!({"model": lm, "profile": "torch_flop_counter"})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/complexity",
+        "/v1/complexity",
+        Some(json!({"model": lm, "profile": "fvcore"})),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/gradient-diagnostics",
+        "/v1/gradient-diagnostics",
+        Some(json!({"model": lm, "inputs": {"values": [0, 1, 2, 3, 4, 8]}})),
+    )
+    .await;
     check(
         "post",
         "/v1/receptive-field",

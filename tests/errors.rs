@@ -95,7 +95,8 @@ async fn sizes_must_be_positive_whole_numbers() {
         "",
     );
     assert_problem(
-        &post("/v1/complexity", json!({"model": {"input_shape": [3, 32], "layers": []}})).await,
+        // [3, 32] is a sequence now (3 tokens of 32 features); four axes are nothing
+        &post("/v1/complexity", json!({"model": {"input_shape": [3, 32, 32, 2], "layers": []}})).await,
         422,
         "/model/input_shape",
     );

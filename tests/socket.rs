@@ -39,6 +39,15 @@ async fn presets_agree_with_torchvision_modules_under_every_tool() {
     oracle("torchvision", "0").await;
 }
 
+/// Sequence models (token ids, embeddings, attention, LSTM/GRU/RNN, layernorm, residual
+/// blocks) against PyTorch's own modules: parameters, FlopCounterMode, output shapes, the exact
+/// tokens of a unit by autograd, and float64 gradients per named parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_models_agree_with_pytorch_modules_on_200_random_networks() {
+    let url = serve().await;
+    python_ok(&["tests/oracle/seq_check.py", &url, "--n", "200"], &[]).await;
+}
+
 /// ONNX files exported by torch.onnx.export (legacy and dynamo): torchvision's networks equal
 /// the presets row by row; random networks agree with FlopCounterMode, sum(numel), autograd's
 /// receptive fields and autograd's gradients with the file's weights.

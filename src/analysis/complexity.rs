@@ -138,6 +138,9 @@ pub struct Row {
     pub counts: Counts,
     pub params_percent: f64,
     pub flops_percent: f64,
+    /// What the chosen profile leaves out of this row, where the tool does not count the op.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -202,6 +205,16 @@ fn normalization(c: &mut Counts, node: &Node, affine: bool) {
     c.macs = n_all + a;
 }
 
+/// Elements of a multi-tensor module's weights (or biases): PyTorch's `named_parameters()`.
+fn param_numel(node: &Node, bias: bool) -> u128 {
+    node.named_params()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.bias == bias)
+        .map(|p| p.numel() as u128)
+        .sum()
+}
+
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
     let out = numel(&node.output) as u128;
@@ -249,6 +262,64 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 Additions::Accumulate => landed + bias_adds,
                 Additions::Exact => landed - covered + bias_adds,
             };
+        }
+        // a lookup: no arithmetic
+        LayerKind::Embedding { .. } => {
+            c.params_weight = param_numel(node, false);
+        }
+        LayerKind::MultiheadAttention { heads, bias, .. } => {
+            // in_proj (3E x E per token), scores Q K^T (L x L x E over the heads), a scale and
+            // a softmax per score, the scores times V (L x L x E), out_proj (E x E per token)
+            let (l, e, h) = (node.input[0] as u128, node.input[1] as u128, *heads as u128);
+            c.params_weight = param_numel(node, false);
+            c.params_bias = param_numel(node, true);
+            let (proj, attend, scores) = (4 * l * e * e, 2 * l * l * e, h * l * l);
+            c.macs = proj + attend;
+            let bias_adds = if *bias { 4 * l * e } else { 0 };
+            c.multiplications = c.macs + 2 * scores;
+            c.additions = match additions {
+                Additions::Accumulate => c.macs,
+                // dot products of E (projections), E/h (scores) and L (values) terms
+                Additions::Exact => 4 * l * e * (e - 1) + scores * (e / h - 1) + l * e * (l - 1),
+            } + bias_adds
+                + 2 * scores;
+            c.comparisons = scores;
+            c.activations = scores;
+        }
+        LayerKind::Recurrent {
+            cell,
+            hidden,
+            layers,
+            bias,
+            bidirectional,
+        } => {
+            // per token, layer and direction: each of the gates' rows a dot product over
+            // [x; h] (input_size + hidden_size terms) plus both biases, then the cell's
+            // element-wise work per hidden unit (LSTM: 3 products, 1 sum, 5 sigmoids/tanhs;
+            // GRU: 3, 2, 3; RNN: its one nonlinearity)
+            let (l, hd) = (node.input[0] as u128, *hidden as u128);
+            let dirs: u128 = if *bidirectional { 2 } else { 1 };
+            let rows = cell.gates() as u128 * hd;
+            let (mults, adds, acts) = match cell {
+                crate::spec::Cell::Lstm => (3, 1, 5),
+                crate::spec::Cell::Gru => (3, 2, 3),
+                _ => (0, 0, 1),
+            };
+            c.params_weight = param_numel(node, false);
+            c.params_bias = param_numel(node, true);
+            for layer in 0..*layers as u128 {
+                let input = if layer == 0 { node.input[1] as u128 } else { hd * dirs };
+                let steps = l * dirs;
+                let macs = steps * rows * (input + hd);
+                c.macs += macs;
+                c.multiplications += macs + steps * hd * mults;
+                c.additions += match additions {
+                    Additions::Accumulate => macs,
+                    Additions::Exact => steps * rows * (input + hd - 1),
+                } + if *bias { 2 * steps * rows } else { 0 }
+                    + steps * hd * adds;
+                c.activations += steps * hd * acts;
+            }
         }
         // bilinear: each output a weighted sum of four inputs; nearest: a copy
         LayerKind::Upsample { bilinear: true, .. } => {
@@ -338,7 +409,33 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             | LayerKind::AdaptiveMaxPool2d { .. }
     );
     let input = numel(&node.input) as u128;
+    // attention and recurrent layers: their products are counted as a dense layer's, their
+    // softmax, sigmoids and tanhs under count_activations
+    let is_sequence_mixer = matches!(k, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. });
     match rule {
+        FlopRule::Conventions(conv) if is_sequence_mixer => {
+            let by_unit = match conv.flops {
+                FlopUnit::MultsPlusAdds => c.multiplications + c.additions,
+                FlopUnit::TwoMac => 2 * c.macs,
+                FlopUnit::Mac => c.macs,
+            };
+            by_unit + if conv.count_activations { c.activations } else { 0 }
+        }
+        // PyTorch 2.11 on CPU: attention's projections are addmm/mm, which FlopCounterMode counts,
+        // but the fused scaled_dot_product kernel is not (need_weights=True takes bmm, counted);
+        // GRU and RNN run as mm/addmm per step (counted), LSTM as one fused op (not counted)
+        FlopRule::Profile(Profile::TorchFlopCounter) if is_sequence_mixer => match k {
+            LayerKind::MultiheadAttention { need_weights, .. } => {
+                let (l, e) = (node.input[0] as u128, node.input[1] as u128);
+                2 * 4 * l * e * e + if *need_weights { 2 * 2 * l * l * e } else { 0 }
+            }
+            LayerKind::Recurrent {
+                cell: crate::spec::Cell::Lstm,
+                ..
+            } => 0,
+            _ => 2 * c.macs,
+        },
+        FlopRule::Profile(_) if is_sequence_mixer => 0,
         FlopRule::Conventions(conv) => {
             let by_unit = |c: &Counts| match conv.flops {
                 FlopUnit::MultsPlusAdds => c.multiplications + c.additions,
@@ -437,6 +534,55 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     }
 }
 
+/// Where a profile's tool does not count (part of) an op, the row says so instead of guessing.
+fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
+    match (rule, &node.layer.kind) {
+        (
+            FlopRule::Profile(Profile::TorchFlopCounter),
+            LayerKind::Recurrent {
+                cell: crate::spec::Cell::Lstm,
+                ..
+            },
+        ) => Some(
+            "FlopCounterMode counts nothing for nn.LSTM on CPU (PyTorch 2.11 runs it as one fused aten::lstm op, which has no FLOP formula)".into(),
+        ),
+        (
+            FlopRule::Profile(Profile::TorchFlopCounter),
+            LayerKind::MultiheadAttention {
+                need_weights: false, ..
+            },
+        ) => Some(
+            "FlopCounterMode counts the in/out projections only: on CPU the attention itself runs in _scaled_dot_product_flash_attention_for_cpu, which has no FLOP formula (need_weights=true computes it with bmm, which is counted); and under torch.no_grad() an eval-mode nn.MultiheadAttention takes its fused fast path, where FlopCounterMode counts nothing".into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Profiles that do not model attention or recurrent layers refuse such a model (a 422 naming
+/// the layer) rather than count them as zero.
+pub fn check_profile(graph: &Graph, rule: FlopRule) -> SpecResult<()> {
+    let FlopRule::Profile(p) = rule else { return Ok(()) };
+    if p == Profile::TorchFlopCounter {
+        return Ok(());
+    }
+    match graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.layer.kind, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. }))
+    {
+        Some(n) => Err(SpecError::invalid(
+            &n.pointer,
+            format!(
+                "the {} profile is not modeled for {} layers ({}) yet: use profile torch_flop_counter or a convention",
+                p.name(),
+                n.layer.type_name(),
+                n.path
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub struct Options {
     pub rule: FlopRule,
     pub additions: Additions,
@@ -447,6 +593,7 @@ pub struct Options {
 /// The full table: a row per layer (composites followed by their parts' subtotal rows and
 /// children), and the totals.
 pub fn table(graph: &Graph, opts: &Options) -> SpecResult<Table> {
+    check_profile(graph, opts.rule)?;
     let mut rows = Vec::new();
     let mut totals = Counts::default();
     // fvcore counts a JIT trace of the model, which keeps only what the outputs depend on
@@ -515,6 +662,7 @@ fn visit(graph: &Graph, live: &[bool], id: usize, opts: &Options, depth: usize, 
         counts: own,
         params_percent: 0.0,
         flops_percent: 0.0,
+        note: flop_note(node, opts.rule),
     });
     let mut total = own;
     for g in &node.groups {
@@ -534,6 +682,7 @@ fn visit(graph: &Graph, live: &[bool], id: usize, opts: &Options, depth: usize, 
             counts: Counts::default(),
             params_percent: 0.0,
             flops_percent: 0.0,
+            note: None,
         });
         let mut sub = Counts::default();
         for &child in &g.nodes {

@@ -233,8 +233,49 @@ pub enum Rf {
     Features,
     /// Every output depends on the whole input (after a linear layer).
     Global,
+    /// A sequence `[L, D]` (or token ids `[L]`): output token `i` reads input tokens
+    /// `0 ..= i` when `prefix` (a causal mask, a forward LSTM), `i ..= L-1` when `suffix`, else
+    /// token `i` alone; both ends open is [`Rf::Global`] (see [`Rf::sequence`]).
+    Sequence { prefix: bool, suffix: bool },
     /// No affine form exists; the string says why. Exact per-unit answers still exist.
     NotAffine(String),
+}
+
+impl Rf {
+    /// A sequence map; one open at both ends reads every token: global.
+    pub fn sequence(prefix: bool, suffix: bool) -> Rf {
+        if prefix && suffix {
+            Rf::Global
+        } else {
+            Rf::Sequence { prefix, suffix }
+        }
+    }
+}
+
+/// The tokens output token `i` of a sequence reads, in the requested index base.
+#[derive(Serialize, Debug, Clone)]
+pub struct TokenRange {
+    /// `0 <= t <= i` (causal), `t = i` (token by token), `i <= t <= L-1`.
+    pub text: String,
+    /// Reads every earlier token.
+    pub prefix: bool,
+    /// Reads every later token.
+    pub suffix: bool,
+}
+
+fn token_range(rf: &Rf, input_tokens: u64, base: u64) -> Option<TokenRange> {
+    match *rf {
+        Rf::Sequence { prefix, suffix } => Some(TokenRange {
+            text: match (prefix, suffix) {
+                (true, _) => format!("{base} <= t <= i"),
+                (false, true) => format!("i <= t <= {}", input_tokens - 1 + base),
+                (false, false) => "t = i".to_string(),
+            },
+            prefix,
+            suffix,
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -295,6 +336,9 @@ pub struct LayerRf {
     /// `rational` layers: the ranges with floors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rational: Option<RationalRf>,
+    /// Sequence layers (`token`, `causal`, `anticausal`): the input tokens output token i reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenRange>,
     /// Composite layers: each branch's own range.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<BranchRf>,
@@ -372,6 +416,9 @@ fn kind_name(rf: &Rf) -> &'static str {
         Rf::Features => "features",
         Rf::Global => "global",
         Rf::NotAffine(_) => "not_affine",
+        Rf::Sequence { prefix: true, .. } => "causal",
+        Rf::Sequence { suffix: true, .. } => "anticausal",
+        Rf::Sequence { .. } => "token",
     }
 }
 
@@ -392,6 +439,7 @@ pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
                 kind: kind_name(&n.rf),
                 receptive_field: spatial(&n.rf, base),
                 rational: rational(&n.rf, base),
+                tokens: token_range(&n.rf, graph.input()[0], base),
                 branches: node
                     .inputs
                     .iter()
@@ -432,20 +480,26 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                 let ins = merge_inputs(graph, node, &rfs);
                 let (merged, aligned, note) = merge(&ins);
                 let rf = match m {
-                    Merge::Cat(axis) if axis > 0 || node.output.len() == 1 => {
+                    // a sequence's features are concatenated token by token: the union
+                    Merge::Cat(1) if node.output.len() == 2 => merged,
+                    Merge::Cat(axis) if axis > 0 || node.output.len() <= 2 => {
                         if ins.contains(&Rf::Global) {
                             Rf::Global
                         } else {
                             Rf::NotAffine(format!(
                                 "concatenated along {}: consecutive outputs come from different tensors",
-                                ["the features", "the height", "the width"][if node.output.len() == 1 { 0 } else { axis }]
+                                match node.output.len() {
+                                    1 => "the features",
+                                    2 => "the tokens",
+                                    _ => ["the channels", "the height", "the width"][axis],
+                                }
                             ))
                         }
                     }
                     _ => merged,
                 };
                 // alignment speaks of unions over positions: not of a concatenation along them
-                let union = matches!(m, Merge::Add | Merge::Mul | Merge::Cat(0));
+                let union = matches!(m, Merge::Add | Merge::Mul | Merge::Cat(0)) && node.output.len() != 2;
                 NodeRf {
                     rf,
                     ins,
@@ -474,6 +528,8 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
 fn start(graph: &Graph) -> Rf {
     if graph.input().len() == 3 {
         Rf::Spatial([Affine::IDENTITY; 2])
+    } else if graph.spec.token_ids || graph.input().len() == 2 {
+        Rf::sequence(false, false)
     } else {
         Rf::Features
     }
@@ -488,6 +544,9 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
         .iter()
         .map(|e| {
             let rf = e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone());
+            if e.shape.len() == 2 && e.broadcast(&node.output, 0) && matches!(rf, Rf::Sequence { .. }) {
+                return Rf::NotAffine(format!("{} is broadcast over the tokens: every token reads its one token", e.label));
+            }
             let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.broadcast(&node.output, a));
             match maps_of(&rf) {
                 Some(maps) if broadcast => {
@@ -566,6 +625,9 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
 
 /// The map after a layer that reads one tensor.
 fn apply(node: &Node, rf: Rf) -> Rf {
+    if let Rf::Sequence { prefix, suffix } = rf {
+        return apply_sequence(node, prefix, suffix);
+    }
     match &node.layer.kind {
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
@@ -628,7 +690,14 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             (None, Rf::Features) => Rf::Global,
             (None, other) => other,
         },
+        // on a sequence, token by token
+        LayerKind::Linear { .. } if node.input.len() == 2 => rf,
         LayerKind::Linear { .. } => Rf::Global,
+        // sequence layers reading a sequence whose map is already global or not affine
+        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => match rf {
+            Rf::NotAffine(_) => rf,
+            _ => Rf::Global,
+        },
         LayerKind::Flatten => match rf {
             Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
                 Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into())
@@ -642,10 +711,49 @@ fn apply(node: &Node, rf: Rf) -> Rf {
     }
 }
 
+/// The map after a layer that reads a sequence (or token ids) whose token `i` reads input
+/// tokens `0 ..= i` (`prefix`), `i ..= L-1` (`suffix`) or `i` alone.
+fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
+    let same = Rf::sequence(prefix, suffix);
+    match &node.layer.kind {
+        // token by token: a lookup, a projection of each token's features, element-wise
+        LayerKind::Embedding { .. }
+        | LayerKind::Linear { .. }
+        | LayerKind::BatchNorm { .. }
+        | LayerKind::Activation { .. }
+        | LayerKind::Dropout { .. } => same,
+        // over the features of each token, or (normalized_shape [L, D]) over every token
+        LayerKind::LayerNorm { shape, .. } if shape.len() < 2 => same,
+        LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(1) => same,
+        LayerKind::MultiheadAttention { causal: true, .. } => Rf::sequence(true, suffix),
+        LayerKind::Recurrent { bidirectional: false, .. } => Rf::sequence(true, suffix),
+        LayerKind::Flatten if node.input.len() == 2 => {
+            Rf::NotAffine("flattened: features have no token index; each depends on one token's range".into())
+        }
+        // a flat vector of features (token ids flattened, features of a mean)
+        LayerKind::Flatten => same,
+        // attention, a bidirectional recurrent layer, a mean or softmax over the tokens, a
+        // layernorm over [L, D]: every token
+        _ => Rf::Global,
+    }
+}
+
 /// The union of parallel branches: one affine range when every branch moves with the same jump.
 fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
     if ends.contains(&Rf::Global) {
         return (Rf::Global, None, None);
+    }
+    if let Some(r) = ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
+        if ends.iter().all(|r| matches!(r, Rf::Sequence { .. } | Rf::NotAffine(_))) {
+            return (r.clone(), None, None);
+        }
+    }
+    if ends.iter().all(|r| matches!(r, Rf::Sequence { .. })) {
+        let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
+            Rf::Sequence { prefix, suffix } => (p || prefix, s || suffix),
+            _ => (p, s),
+        });
+        return (Rf::sequence(p, s), None, None);
     }
     let spatials: Vec<[Affine; 2]> = ends
         .iter()
@@ -950,6 +1058,11 @@ fn group_channels(out: &IntervalSet, in_per: u64, out_per: u64) -> IntervalSet {
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
+    if node.input.len() == 2 || matches!(node.layer.kind, LayerKind::Embedding { .. }) {
+        if let Some(back) = back_sequence(node, &set, approx) {
+            return back;
+        }
+    }
     match &node.layer.kind {
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let [wh, ww] = node.windows.expect("conv has windows");
@@ -1118,10 +1231,99 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             out
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
+        // read sequences, answered by back_sequence
+        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => {
+            if set.is_empty() {
+                set
+            } else {
+                vec![full(&node.input)]
+            }
+        }
         LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
             unreachable!("merge nodes are split by back_merge")
         }
     }
+}
+
+/// The input of a layer reading a sequence `[L, D]` (or, for an embedding, token ids `[L]`)
+/// seen by the outputs in `set`; None where the layer treats it as any tensor (element-wise).
+fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<Product>> {
+    let all = |n: u64| IntervalSet::range(0, n - 1);
+    let tokens = node.input[0];
+    let features = *node.input.last().expect("a sequence has axes");
+    // every token of the union's hull up to (prefix) or from (suffix) the outputs' tokens
+    let reach = |t: &IntervalSet, prefix: bool, suffix: bool| -> IntervalSet {
+        match (t.min(), t.max()) {
+            (Some(lo), Some(hi)) => IntervalSet::range(if prefix { 0 } else { lo }, if suffix { tokens - 1 } else { hi }),
+            _ => IntervalSet::empty(),
+        }
+    };
+    let each = |f: &dyn Fn(&Product) -> Vec<Product>| -> Vec<Product> { set.iter().flat_map(f).collect() };
+    Some(match &node.layer.kind {
+        LayerKind::Embedding { .. } => each(&|p| vec![Product(vec![p.0[0].clone()])]),
+        LayerKind::Linear { .. } => each(&|p| vec![Product(vec![p.0[0].clone(), all(features)])]),
+        LayerKind::LayerNorm { shape, .. } if shape.len() == 1 => each(&|p| vec![Product(vec![p.0[0].clone(), all(features)])]),
+        LayerKind::LayerNorm { .. } => each(&|_| vec![Product(vec![all(tokens), all(features)])]),
+        LayerKind::Softmax { dim } => {
+            let axis = crate::spec::shape::sample_axis(*dim, 2, "").expect("checked by shape inference");
+            each(&|p| {
+                let mut q = p.clone();
+                q.0[axis] = all(node.input[axis]);
+                vec![q]
+            })
+        }
+        LayerKind::MultiheadAttention { causal, .. } => each(&|p| vec![Product(vec![reach(&p.0[0], true, !causal), all(features)])]),
+        LayerKind::Recurrent {
+            hidden,
+            layers,
+            bidirectional,
+            ..
+        } => each(&|p| {
+            if !bidirectional {
+                return vec![Product(vec![reach(&p.0[0], true, false), all(features)])];
+            }
+            if *layers > 1 {
+                return vec![Product(vec![all(tokens), all(features)])];
+            }
+            // one bidirectional layer: the first hidden_size features run forwards (a prefix),
+            // the rest backwards (a suffix)
+            let mut out = Vec::new();
+            if !p.0[1].window(0, *hidden).is_empty() {
+                out.push(Product(vec![reach(&p.0[0], true, false), all(features)]));
+            }
+            if !p.0[1].window(*hidden, *hidden).is_empty() {
+                out.push(Product(vec![reach(&p.0[0], false, true), all(features)]));
+            }
+            out
+        }),
+        // over the tokens: [D] (or [1, D] with keepdim) reads every token of its features
+        LayerKind::Mean { .. } => each(&|p| vec![Product(vec![all(tokens), p.0[p.0.len() - 1].clone()])]),
+        LayerKind::Flatten => {
+            let mut out = Vec::new();
+            for p in set {
+                for &(a, b) in p.0[0].ranges() {
+                    if a == 0 && b == tokens * features - 1 {
+                        out.push(Product(vec![all(tokens), all(features)]));
+                        continue;
+                    }
+                    // split the run at token boundaries: each piece is (token, features)
+                    let mut f = a;
+                    while f <= b {
+                        let (t, x) = (f / features, f % features);
+                        let end = b.min(f - x + features - 1);
+                        out.push(Product(vec![IntervalSet::range(t, t), IntervalSet::range(x, end % features)]));
+                        f = end + 1;
+                        if out.len() > MAX_BOXES * 4 {
+                            *approx = true;
+                            return Some(vec![Product(vec![all(tokens), all(features)])]);
+                        }
+                    }
+                }
+            }
+            out
+        }
+        _ => return None,
+    })
 }
 
 /// The positions of input `k` of a merge node seen by the outputs in `set`: a broadcast axis
@@ -1175,6 +1377,13 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
             IntervalSet::range(index[0], index[0]),
             IntervalSet::range(index[1], index[1]),
         ])
+    } else if out.len() == 2 {
+        // a sequence: token `index[0]`, feature `channel` or every feature
+        let f = match channel {
+            Some(c) => IntervalSet::range(c, c),
+            None => IntervalSet::range(0, out[1] - 1),
+        };
+        Product(vec![IntervalSet::range(index[0], index[0]), f])
     } else {
         Product(vec![IntervalSet::range(index[0], index[0])])
     };

@@ -224,6 +224,13 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
             json!({"ran": false, "reason": format!("skipped: {} parameters exceed the max_run_params limit of {limit}", table.totals.params)}),
         );
     }
+    // libtorch steps through a recurrent layer's tokens one by one, even for an empty batch
+    let steps = (graph.recurrent_steps(), state.config.max_run_recurrent_steps);
+    if steps.0 > steps.1 as u128 {
+        return Ok(
+            json!({"ran": false, "reason": format!("skipped: {} recurrent time steps exceed the max_run_recurrent_steps limit of {}", steps.0, steps.1)}),
+        );
+    }
     let spec = graph.spec.clone();
     let executed = match state.run_check(move || shapes::execute(&spec, tch::Device::Cpu)).await? {
         Ok(e) => e,
@@ -313,12 +320,23 @@ fn cells(path: &str, name: &str, ty: &str, input: &str, output: &str, subtotal: 
     ]
 }
 
+/// The column names: a `note` column last when some row has one (a profile's tool that does not
+/// count an op there).
+fn columns(t: &Table) -> Vec<&'static str> {
+    let mut c = COLUMNS.to_vec();
+    if t.rows.iter().any(|r| r.note.is_some()) {
+        c.push("note");
+    }
+    c
+}
+
 fn all_cells(t: &Table) -> Vec<Vec<String>> {
+    let notes = t.rows.iter().any(|r| r.note.is_some());
     let mut out: Vec<Vec<String>> = t
         .rows
         .iter()
         .map(|r| {
-            cells(
+            let mut row = cells(
                 &r.path,
                 r.name.as_deref().unwrap_or(""),
                 &r.layer_type,
@@ -328,10 +346,18 @@ fn all_cells(t: &Table) -> Vec<Vec<String>> {
                 &r.counts,
                 r.params_percent,
                 r.flops_percent,
-            )
+            );
+            if notes {
+                row.push(r.note.clone().unwrap_or_default());
+            }
+            row
         })
         .collect();
-    out.push(cells("total", "", "total", "", "", true, &t.totals, 100.0, 100.0));
+    let mut total = cells("total", "", "total", "", "", true, &t.totals, 100.0, 100.0);
+    if notes {
+        total.push(String::new());
+    }
+    out.push(total);
     out
 }
 
@@ -344,7 +370,7 @@ fn csv_field(s: &str) -> String {
 }
 
 pub fn to_csv(t: &Table) -> String {
-    let mut s = COLUMNS.join(",") + "\n";
+    let mut s = columns(t).join(",") + "\n";
     for row in all_cells(t) {
         s += &row.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
         s.push('\n');
@@ -353,7 +379,8 @@ pub fn to_csv(t: &Table) -> String {
 }
 
 pub fn to_markdown(t: &Table) -> String {
-    let mut s = format!("| {} |\n|{}\n", COLUMNS.join(" | "), "---|".repeat(COLUMNS.len()));
+    let columns = columns(t);
+    let mut s = format!("| {} |\n|{}\n", columns.join(" | "), "---|".repeat(columns.len()));
     for row in all_cells(t) {
         s += &format!(
             "| {} |\n",

@@ -133,6 +133,47 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
             .find(|n| &n.path == key)
             .or_else(|| nodes.iter().find(|n| n.layer.name.as_deref() == Some(key.as_str())))
             .ok_or_else(|| SpecError::invalid(&p, format!("no layer has the path or name {key:?}")))?;
+        if let Some(named) = node.named_params() {
+            // {"weight_ih_l0": [...], ...}: PyTorch's names within the module, any subset
+            let Some(map) = entry.as_object() else {
+                return Err(SpecError::invalid(&p, "expected an object of PyTorch's parameter names"));
+            };
+            let names: Vec<&str> = named.iter().map(|np| np.name.as_str()).collect();
+            if let Some(k) = map.keys().find(|k| !names.contains(&k.as_str())) {
+                return Err(SpecError::invalid(
+                    child(&p, k),
+                    format!(
+                        "layer {} ({}) has no parameter {k:?}; its parameters are {}",
+                        node.path,
+                        node.layer.type_name(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            for np in &named {
+                let Some(v) = map.get(&np.name).filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let at = child(&p, &np.name);
+                let mut values = Vec::new();
+                flatten_numbers(v, &at, max, &mut values)?;
+                if values.len() as u64 != np.numel() {
+                    return Err(SpecError::invalid(
+                        at,
+                        format!(
+                            "has {} numbers; {}.{} needs {} (shape {:?}, row-major)",
+                            values.len(),
+                            node.path,
+                            np.name,
+                            np.numel(),
+                            np.shape
+                        ),
+                    ));
+                }
+                out.insert(format!("{}.{}", node.path, np.name), (values, None));
+            }
+            continue;
+        }
         let Some(w) = node.dense_weight() else {
             return Err(SpecError::invalid(
                 &p,
@@ -191,10 +232,10 @@ struct Thresholds {
 /// Checks the run's size against the configured limits before anything is allocated.
 fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> SpecResult<()> {
     let cfg = &state.config;
-    if !graph.nodes.iter().any(|n| n.dense_weight().is_some()) {
+    if !graph.nodes.iter().any(|n| n.dense_weight().is_some() || n.named_params().is_some()) {
         return Err(SpecError::invalid(
             pointer,
-            "the model has no conv2d or linear layer: there is no parameter gradient to diagnose",
+            "the model has no conv2d, linear, embedding, attention or recurrent layer: there is no parameter gradient to diagnose",
         ));
     }
     if let Some((path, why)) = crate::torch::net::empty_pool_window(graph) {
@@ -208,15 +249,30 @@ fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> S
         return Err(SpecError::invalid(at, why));
     }
     let t = super::run_size(graph, batch)?;
+    // attention's scores (heads x L x L per sample) are activations too, though no layer's output
+    let scores: u128 = graph
+        .nodes
+        .iter()
+        .map(|n| match n.layer.kind {
+            LayerKind::MultiheadAttention { heads, .. } => heads as u128 * n.input[0] as u128 * n.input[0] as u128 * batch as u128,
+            _ => 0,
+        })
+        .sum();
     for (name, value, limit, what) in [
         ("max_run_params", t.params, cfg.max_run_params, "parameters"),
         (
             "max_run_activations",
-            t.output_elements,
+            t.output_elements + scores,
             cfg.max_run_activations,
             "activation elements (all layers x batch)",
         ),
         ("max_run_macs", t.macs, cfg.max_run_macs, "MACs in the forward pass"),
+        (
+            "max_run_recurrent_steps",
+            graph.recurrent_steps(),
+            cfg.max_run_recurrent_steps,
+            "recurrent time steps one after the other (tokens x layers x directions)",
+        ),
     ] {
         if value > limit as u128 {
             return Err(SpecError::too_large(
@@ -281,7 +337,7 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
         } else if v == Verdict::Vanishing && overall == Verdict::Healthy {
             overall = Verdict::Vanishing;
         }
-        let node = nodes[p.path.as_str()];
+        let node = nodes[p.node.as_str()];
         let bound = bounds.get(&p.path).copied();
         let measured = p.bias_grad.as_ref().map(|b| b.frobenius);
         layers.push(json!({
@@ -483,6 +539,20 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     let init = parse_init(req.raw("init"), spec.weights.is_some())?;
     let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
     let inputs = parse_inputs(&req, &spec.input_shape, &cfg)?;
+    if let (true, Inputs::Explicit { values, .. }) = (spec.token_ids, &inputs) {
+        let vocabulary = crate::torch::diagnostics::token_vocabulary(&graph);
+        if let Some(k) = values.iter().position(|&v| v.fract() != 0.0 || v < 0.0 || v >= vocabulary as f64) {
+            return Err(SpecError::invalid(
+                "/inputs/values",
+                format!(
+                    "value {k} ({}) is not a token id: the embedding reading the input takes integers 0..={}",
+                    values[k],
+                    vocabulary - 1
+                ),
+            )
+            .into());
+        }
+    }
     let batch = match &inputs {
         Inputs::Normal { batch, .. } | Inputs::Uniform { batch, .. } | Inputs::Explicit { batch, .. } => *batch,
     };

@@ -55,6 +55,7 @@ pub async fn info(State(state): State<AppState>) -> Response {
             "max_run_params": state.config.max_run_params,
             "max_run_activations": state.config.max_run_activations,
             "max_run_macs": state.config.max_run_macs,
+            "max_run_recurrent_steps": state.config.max_run_recurrent_steps,
             "max_batch": state.config.max_batch,
             "max_steps": state.config.max_steps,
             "max_tensor_elements": state.config.max_tensor_elements,

@@ -301,11 +301,11 @@ async fn request_id(axum::extract::State(state): axum::extract::State<AppState>,
 /// What a libtorch run of `graph` at `batch` holds and does: parameters, output elements of every
 /// layer, MACs. Checked against the limits before anything is allocated.
 pub fn run_size(graph: &crate::spec::Graph, batch: u64) -> Result<crate::analysis::complexity::Counts, SpecError> {
-    use crate::analysis::complexity::{self, Additions, FlopRule, Options, Profile};
+    use crate::analysis::complexity::{self, Additions, Conventions, FlopRule, Options};
     Ok(complexity::table(
         graph,
         &Options {
-            rule: FlopRule::Profile(Profile::Torchvision),
+            rule: FlopRule::Conventions(Conventions::default()),
             additions: Additions::Accumulate,
             batch,
             dtype_bytes: 8,

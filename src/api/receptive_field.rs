@@ -108,12 +108,16 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
                     format!(
                         "layer {} has output shape {out:?}: give {}",
                         chain.target.path,
-                        if spatial_out { "[i, j]" } else { "[k] (one feature)" }
+                        match out.len() {
+                            3 => "[i, j]",
+                            2 => "[t] (one token; \"channel\" picks one of its features)",
+                            _ => "[k] (one feature)",
+                        }
                     ),
                 )
                 .into());
             }
-            let dims = if spatial_out { &out[1..] } else { &out[..] };
+            let dims = if spatial_out { &out[1..] } else { &out[..1] };
             ix.iter()
                 .zip(dims)
                 .enumerate()
@@ -143,7 +147,12 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
         }
     };
     if let Some(c) = pos.channel {
-        if !spatial_out || c >= out[0] {
+        let channels = match out.len() {
+            3 => out[0],
+            2 => out[1],
+            _ => 0,
+        };
+        if c >= channels {
             return Err(SpecError::invalid(
                 "/position/channel",
                 format!("layer {} has output shape {out:?}: no channel {c}", chain.target.path),
@@ -166,7 +175,7 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
     };
     Ok(Answer {
         conventions:
-            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image",
+            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a sequence, output token i sees the input tokens t its `tokens.text` gives",
         device_note,
         index_base: base,
         layers,
@@ -198,6 +207,15 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
         "channel": channel,
         "exact_is_approximate": dep.approximate,
     });
+    if graph.spec.token_ids {
+        v["input_tokens"] = ranges(&dep.axis(0), base);
+        return v;
+    }
+    if input.len() == 2 {
+        v["input_tokens"] = ranges(&dep.axis(0), base);
+        v["input_features"] = ranges(&dep.axis(1), base);
+        return v;
+    }
     if input.len() == 1 {
         v["input_features"] = ranges(&dep.axis(0), base);
         return v;
@@ -263,6 +281,8 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
     v
 }
 
+const SEQUENCE_PROBE: &str = "a probe copy of the whole network in float64 (all-ones weights, no biases; an embedding copies its token into every feature; attention and recurrent layers become sums over every feature of the tokens each output reads: all of them, the earlier ones under a causal mask or in a forward direction, the later ones in a backward direction; normalizations and softmax sums over what they couple; identity activations); the chosen output unit was back-propagated and the input tokens (and features) with a non-zero gradient were read off";
+
 #[allow(clippy::too_many_arguments)]
 async fn verify_unit(
     state: &AppState,
@@ -297,15 +317,17 @@ async fn verify_unit(
     };
     let analytic: Vec<IntervalSet> = (0..graph.input().len()).map(|a| dep.axis(a)).collect();
     let agrees = !r.overflow && analytic == r.axes;
-    let names: &[&str] = if graph.input().len() == 3 {
-        &["channels", "rows", "cols"]
-    } else {
-        &["features"]
+    let names: &[&str] = match graph.input().len() {
+        3 => &["channels", "rows", "cols"],
+        _ if graph.spec.token_ids => &["tokens"],
+        2 => &["tokens", "features"],
+        _ => &["features"],
     };
+    let sequence = graph.spec.token_ids || graph.input().len() == 2;
     let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
     Ok(json!({
         "ran": true,
-        "what": "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off",
+        "what": if sequence { SEQUENCE_PROBE } else { "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off" },
         "probe_channels": r.probe_width,
         "network_channels": r.network_width,
         "unit": {"layer": chain.target.path, "index": index.iter().map(|i| i + base).collect::<Vec<_>>(), "channel": channel},

@@ -77,13 +77,29 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     let shape = obj
         .array("input_shape")?
         .ok_or_else(|| SpecError::invalid(&shape_ptr, "is required (or give a preset)"))?;
-    if shape.len() != 1 && shape.len() != 3 {
+    if !(1..=3).contains(&shape.len()) {
         return Err(SpecError::invalid(
             &shape_ptr,
             format!(
-                "expected [C, H, W] (images) or [F] (features) without the batch axis, got {} numbers",
+                "expected [C, H, W] (images), [L, D] (a sequence of L tokens) or [F] (features; [L] token ids with input_dtype int64) without the batch axis, got {} numbers",
                 shape.len()
             ),
+        ));
+    }
+    let token_ids = match obj.str_or("input_dtype", "float32")? {
+        "float32" | "float" | "float64" => false,
+        "int64" | "long" => true,
+        other => {
+            return Err(SpecError::invalid(
+                obj.at("input_dtype"),
+                format!("unknown input_dtype {other:?}: float32 (the default) or int64 (token ids for an embedding)"),
+            ))
+        }
+    };
+    if token_ids && shape.len() != 1 {
+        return Err(SpecError::invalid(
+            &shape_ptr,
+            format!("int64 token ids have the shape [L] (one sequence), got {} numbers", shape.len()),
         ));
     }
     let input_shape = shape
@@ -94,9 +110,10 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     let mut counter = 0usize;
     if obj.has("graph") {
         let graph = parse_graph(obj.raw("graph").expect("present"), &obj.at("graph"), limits, &mut counter)?;
-        obj.finish("input_shape with layers or graph, or preset")?;
+        obj.finish("input_shape, input_dtype with layers or graph, or preset")?;
         return Ok(ModelSpec {
             input_shape,
+            token_ids,
             layers: Vec::new(),
             graph: Some(graph),
             preset: None,
@@ -108,10 +125,11 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     let layers = obj
         .array("layers")?
         .ok_or_else(|| SpecError::invalid(&layers_ptr, "is required (or a \"graph\")"))?;
-    obj.finish("input_shape with layers or graph, or preset")?;
+    obj.finish("input_shape, input_dtype with layers or graph, or preset")?;
     let layers = parse_layers(layers, &layers_ptr, limits, 0, &mut counter)?;
     Ok(ModelSpec {
         input_shape,
+        token_ids,
         layers,
         graph: None,
         preset: None,
@@ -247,7 +265,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -437,6 +455,81 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 _ => {}
             }
             LayerKind::Upsample { scale, size, bilinear }
+        }
+        "embedding" => {
+            let num_embeddings = o.u64_in("num_embeddings", None, 1, max)?;
+            let dim = o.u64_in("embedding_dim", None, 1, max)?;
+            let padding_idx = o.opt_u64("padding_idx", 0, num_embeddings - 1)?;
+            if o.raw("max_norm").is_some_and(|v| !v.is_null()) {
+                return Err(SpecError::invalid(
+                    o.at("max_norm"),
+                    "max_norm renormalizes the weights in the forward pass: not supported",
+                ));
+            }
+            let _ = o.bool("scale_grad_by_freq", false)?;
+            let _ = o.bool("sparse", false)?;
+            LayerKind::Embedding {
+                num_embeddings,
+                dim,
+                padding_idx,
+            }
+        }
+        "multiheadattention" | "attention" => {
+            declared_in = o.opt_u64("embed_dim", 1, max)?;
+            let heads = o.u64_in("num_heads", None, 1, max)?;
+            let bias = o.bool("bias", true)?;
+            let _ = o.bool("batch_first", false)?;
+            let _ = o.f64_in("dropout", Some(0.0), 0.0, 1.0)?;
+            for key in ["add_bias_kv", "add_zero_attn"] {
+                if o.bool(key, false)? {
+                    return Err(SpecError::invalid(o.at(key), format!("{key}=true is not supported")));
+                }
+            }
+            for key in ["kdim", "vdim"] {
+                if let Some(v) = o.opt_u64(key, 1, max)? {
+                    if declared_in.is_some_and(|e| e != v) || declared_in.is_none() {
+                        return Err(SpecError::invalid(
+                            o.at(key),
+                            "self-attention reads one tensor: kdim and vdim must equal embed_dim",
+                        ));
+                    }
+                }
+            }
+            let causal = o.bool("is_causal", false)? || o.bool("causal", false)?;
+            let need_weights = o.bool("need_weights", false)?;
+            LayerKind::MultiheadAttention {
+                heads,
+                bias,
+                causal,
+                need_weights,
+            }
+        }
+        "lstm" | "gru" | "rnn" => {
+            declared_in = o.opt_u64("input_size", 1, max)?;
+            let hidden = o.u64_in("hidden_size", None, 1, max)?;
+            let layers = o.u64_in("num_layers", Some(1), 1, 64)?;
+            let bias = o.bool("bias", true)?;
+            let _ = o.bool("batch_first", false)?;
+            let _ = o.f64_in("dropout", Some(0.0), 0.0, 1.0)?;
+            let bidirectional = o.bool("bidirectional", false)?;
+            let cell = match canonical_type(ty).as_str() {
+                "lstm" => {
+                    o.u64_in("proj_size", Some(0), 0, 0)?;
+                    Cell::Lstm
+                }
+                "gru" => Cell::Gru,
+                _ => match o.choice("nonlinearity", "tanh", &["tanh", "relu"])? {
+                    "relu" => Cell::RnnRelu,
+                    _ => Cell::RnnTanh,
+                },
+            };
+            LayerKind::Recurrent {
+                cell,
+                hidden,
+                layers,
+                bias,
+                bidirectional,
+            }
         }
         "linear" => {
             declared_in = o.opt_u64("in_features", 1, max)?;

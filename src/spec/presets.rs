@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "mobilenet_v3_small",
     "efficientnet_b0",
     "unet_small",
+    "lstm_lm",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -33,6 +34,7 @@ pub fn describe(name: &str) -> &'static str {
         "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
+        "lstm_lm" => "A 2-layer LSTM language model (Zaremba et al.'s medium configuration) on 35 token ids: a 10000 x 650 embedding, a 2-layer LSTM of 650 units (dropout 0.5 between layers and around them, off in evaluation), and a linear decoder back to the 10000 words.",
         _ => "",
     }
 }
@@ -51,6 +53,14 @@ pub fn get(name: &str) -> Option<Value> {
         "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
         "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
         "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
+        "lstm_lm" => {
+            return Some(json!({"input_shape": [35], "input_dtype": "int64", "layers": [
+                {"type": "embedding", "name": "encoder", "num_embeddings": 10000, "embedding_dim": 650},
+                {"type": "dropout", "name": "drop_in", "p": 0.5},
+                {"type": "lstm", "name": "rnn", "input_size": 650, "hidden_size": 650, "num_layers": 2, "dropout": 0.5},
+                {"type": "dropout", "name": "drop_out", "p": 0.5},
+                {"type": "linear", "name": "decoder", "in_features": 650, "out_features": 10000}]}))
+        }
         _ => return None,
     };
     Some(json!({"input_shape": [3, 224, 224], "layers": layers}))

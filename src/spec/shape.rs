@@ -182,6 +182,30 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
         }
         Some(g) => b.graph(g, &spec.input_shape, &child(pointer, "graph"))?,
     };
+    // int64 token ids are read by embeddings alone, and an embedding reads nothing else
+    for node in &b.nodes {
+        let embedding = matches!(node.layer.kind, LayerKind::Embedding { .. });
+        for e in &node.inputs {
+            let ids = e.from.is_none() && spec.token_ids;
+            if ids != embedding {
+                return Err(SpecError::invalid(
+                    &node.pointer,
+                    if embedding {
+                        format!(
+                            "embedding {} reads {}, a float tensor: an embedding reads the model's token ids (input_dtype \"int64\")",
+                            node.path, e.label
+                        )
+                    } else {
+                        format!(
+                            "{} {} reads the model's int64 token ids: only an embedding can (or drop input_dtype \"int64\")",
+                            node.layer.type_name(),
+                            node.path
+                        )
+                    },
+                ));
+            }
+        }
+    }
     Ok(Graph {
         spec,
         nodes: b.nodes,
@@ -508,6 +532,16 @@ fn merge_shape(kind: &LayerKind, edges: &[Edge], name: &str, pointer: &str) -> S
     }
 }
 
+fn sequence(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 2]> {
+    match shape {
+        [l, d] => Ok([*l, *d]),
+        _ => Err(SpecError::invalid(
+            pointer,
+            format!("{what} needs a sequence [L, D] (tokens, features), but its input has shape {shape:?}"),
+        )),
+    }
+}
+
 fn image(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 3]> {
     match shape {
         [c, h, w] => Ok([*c, *h, *w]),
@@ -752,18 +786,56 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                 check_declared(layer, *f, "in_features", pointer)?;
                 vec![*out_features]
             }
+            // a sequence: applied to each token's features (PyTorch's last axis)
+            [l, f] => {
+                check_declared(layer, *f, "in_features", pointer)?;
+                vec![*l, *out_features]
+            }
             _ => {
                 return Err(SpecError::invalid(
                     pointer,
-                    format!("linear needs a feature vector [F], but its input has shape {input:?}; add a flatten layer before it"),
+                    format!("linear needs a feature vector [F] or a sequence [L, D], but its input has shape {input:?}; add a flatten layer before it"),
                 ))
             }
         },
+        LayerKind::Embedding { dim, .. } => match input {
+            [l] => vec![*l, *dim],
+            _ => {
+                return Err(SpecError::invalid(
+                    pointer,
+                    format!("embedding reads token ids [L], but its input has shape {input:?}"),
+                ))
+            }
+        },
+        LayerKind::MultiheadAttention { heads, .. } => {
+            let [_, e] = sequence(input, "multihead_attention", pointer)?;
+            check_declared(layer, e, "embed_dim", pointer)?;
+            if !e.is_multiple_of(*heads) {
+                return Err(SpecError::invalid(
+                    child(pointer, "num_heads"),
+                    format!("embed_dim ({e}) must be divisible by num_heads ({heads})"),
+                ));
+            }
+            input.to_vec()
+        }
+        LayerKind::Recurrent {
+            hidden, bidirectional, ..
+        } => {
+            let [l, i] = sequence(input, layer.type_name(), pointer)?;
+            check_declared(layer, i, "input_size", pointer)?;
+            vec![l, hidden * if *bidirectional { 2 } else { 1 }]
+        }
         LayerKind::BatchNorm { .. } => {
             check_declared(layer, input[0], "num_features", pointer)?;
             input.to_vec()
         }
         LayerKind::GroupNorm { groups, .. } => {
+            if input.len() == 2 {
+                return Err(SpecError::invalid(
+                    pointer,
+                    format!("groupnorm on a sequence {input:?} is not supported: use layernorm over the features"),
+                ));
+            }
             check_declared(layer, input[0], "num_channels", pointer)?;
             if !input[0].is_multiple_of(*groups) {
                 return Err(SpecError::invalid(
@@ -805,6 +877,16 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         }
         LayerKind::Mean { dims, keepdim } => {
             let axes = mean_axes(dims, input.len(), &child(pointer, "dim"))?;
+            if input.len() == 2 {
+                // a sequence: over the tokens (dim 1), [D] or [1, D] with keepdim
+                return match axes.as_slice() {
+                    [0] => Ok((if *keepdim { vec![1, input[1]] } else { vec![input[1]] }, None)),
+                    _ => Err(SpecError::invalid(
+                        child(pointer, "dim"),
+                        format!("mean over {dims:?} of a sequence {input:?} is not supported yet: average the tokens (dim 1)"),
+                    )),
+                };
+            }
             let spatial = input.len() == 3 && !axes.contains(&0);
             match (spatial, *keepdim, axes.as_slice()) {
                 // over positions: a window as wide as each averaged axis
@@ -903,7 +985,68 @@ impl DenseWeight {
     }
 }
 
+/// One parameter tensor of a module with several (embedding, attention, recurrent layers):
+/// PyTorch's name within the module, its shape, and the fan-in of its init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedParam {
+    pub name: String,
+    pub shape: Vec<u64>,
+    /// A bias (drawn after its weight; zero under the inits other than PyTorch's default).
+    pub bias: bool,
+}
+
+impl NamedParam {
+    pub fn numel(&self) -> u64 {
+        numel(&self.shape)
+    }
+}
+
 impl Node<'_> {
+    /// The parameters of an embedding, attention or recurrent layer, in the order and with the
+    /// names of PyTorch's `named_parameters()`; None for other layers.
+    pub fn named_params(&self) -> Option<Vec<NamedParam>> {
+        let p = |name: String, shape: Vec<u64>, bias: bool| NamedParam { name, shape, bias };
+        Some(match &self.layer.kind {
+            LayerKind::Embedding { num_embeddings, dim, .. } => vec![p("weight".into(), vec![*num_embeddings, *dim], false)],
+            LayerKind::MultiheadAttention { bias, .. } => {
+                let e = self.input[1];
+                let mut v = vec![p("in_proj_weight".into(), vec![3 * e, e], false)];
+                if *bias {
+                    v.push(p("in_proj_bias".into(), vec![3 * e], true));
+                }
+                v.push(p("out_proj.weight".into(), vec![e, e], false));
+                if *bias {
+                    v.push(p("out_proj.bias".into(), vec![e], true));
+                }
+                v
+            }
+            LayerKind::Recurrent {
+                cell,
+                hidden,
+                layers,
+                bias,
+                bidirectional,
+            } => {
+                let rows = cell.gates() * hidden;
+                let dirs = if *bidirectional { 2 } else { 1 };
+                let mut v = Vec::new();
+                for l in 0..*layers {
+                    let input = if l == 0 { self.input[1] } else { hidden * dirs };
+                    for suffix in ["", "_reverse"].iter().take(dirs as usize) {
+                        v.push(p(format!("weight_ih_l{l}{suffix}"), vec![rows, input], false));
+                        v.push(p(format!("weight_hh_l{l}{suffix}"), vec![rows, *hidden], false));
+                        if *bias {
+                            v.push(p(format!("bias_ih_l{l}{suffix}"), vec![rows], true));
+                            v.push(p(format!("bias_hh_l{l}{suffix}"), vec![rows], true));
+                        }
+                    }
+                }
+                v
+            }
+            _ => return None,
+        })
+    }
+
     /// What one output element of a normalization or softmax reads (see [`Coupling`]).
     pub fn coupling(&self) -> Option<Coupling> {
         let c = self.input[0];
@@ -970,7 +1113,8 @@ impl Node<'_> {
             }),
             LayerKind::Linear { out_features, bias } => Some(DenseWeight {
                 out: *out_features,
-                in_per_group: self.input[0],
+                // the features: the last axis of a sequence [L, D]
+                in_per_group: *self.input.last().expect("a linear layer has an input"),
                 kernel: [1, 1],
                 bias: *bias,
                 is_conv: false,
@@ -978,6 +1122,21 @@ impl Node<'_> {
             }),
             _ => None,
         }
+    }
+}
+
+impl Graph<'_> {
+    /// Time steps the recurrent layers take one after the other: tokens x layers x directions.
+    pub fn recurrent_steps(&self) -> u128 {
+        self.nodes
+            .iter()
+            .map(|n| match n.layer.kind {
+                LayerKind::Recurrent { layers, bidirectional, .. } => {
+                    n.input[0] as u128 * layers as u128 * if bidirectional { 2 } else { 1 }
+                }
+                _ => 0,
+            })
+            .sum()
     }
 }
 

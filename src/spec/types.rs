@@ -78,8 +78,64 @@ impl Activation {
     }
 }
 
+/// The recurrent cell of `torch.nn.LSTM`, `GRU` and `RNN` (with its `nonlinearity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Lstm,
+    Gru,
+    RnnTanh,
+    RnnRelu,
+}
+
+impl Cell {
+    /// Gates per hidden unit: the rows of `weight_ih` are `gates * hidden_size`.
+    pub fn gates(self) -> u64 {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::RnnTanh | Cell::RnnRelu => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+            Cell::RnnTanh | Cell::RnnRelu => "rnn",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
+    /// `torch.nn.Embedding(num_embeddings, embedding_dim)`: reads the model's int64 token ids
+    /// `[L]` and gives `[L, embedding_dim]`.
+    Embedding {
+        num_embeddings: u64,
+        dim: u64,
+        padding_idx: Option<u64>,
+    },
+    /// `torch.nn.MultiheadAttention(embed_dim, num_heads)` as self-attention on a sequence
+    /// `[L, E]` (`attn(x, x, x, need_weights=..., is_causal=...)[0]`; the sample is the same
+    /// whether the module is batch_first or not).
+    MultiheadAttention {
+        heads: u64,
+        bias: bool,
+        causal: bool,
+        /// `need_weights=True` computes the attention matrix by `bmm` (which FlopCounterMode
+        /// counts) instead of the fused kernel (which it does not count on CPU).
+        need_weights: bool,
+    },
+    /// `torch.nn.LSTM`, `GRU`, `RNN` on a sequence `[L, input_size]`; the layer's output is the
+    /// module's first result, `[L, hidden_size * directions]`.
+    Recurrent {
+        cell: Cell,
+        hidden: u64,
+        layers: u64,
+        bias: bool,
+        bidirectional: bool,
+    },
+
     Conv2d {
         out_channels: u64,
         kernel: Pair,
@@ -246,6 +302,9 @@ impl Layer {
     /// The canonical `type` string, as the spec and every response spell it.
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
+            LayerKind::Embedding { .. } => "embedding",
+            LayerKind::MultiheadAttention { .. } => "multihead_attention",
+            LayerKind::Recurrent { cell, .. } => cell.name(),
             LayerKind::Conv2d { .. } => "conv2d",
             LayerKind::ConvTranspose2d { .. } => "conv_transpose2d",
             LayerKind::Upsample { .. } => "upsample",
@@ -299,6 +358,8 @@ pub const GRAPH_INPUT: &str = "input";
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub input_shape: Vec<u64>,
+    /// `input_dtype: "int64"`: the input holds token ids (read only by embeddings).
+    pub token_ids: bool,
     pub layers: Vec<Layer>,
     pub graph: Option<GraphSpec>,
     /// Set when the model came from `{"preset": NAME}`.

@@ -46,7 +46,11 @@ pub struct Norms {
 
 #[derive(Clone, Debug)]
 pub struct ParamLayer {
+    /// The layer's path, or for a layer with several weights (embedding, attention, recurrent)
+    /// the path and PyTorch's name of the weight: `lstm.weight_hh_l0`.
     pub path: String,
+    /// The layer's path.
+    pub node: String,
     pub weight_grad: Norms,
     pub bias_grad: Option<Norms>,
     /// Largest singular value of the weight (conv: of the kernel reshaped to out x in*kh*kw).
@@ -173,6 +177,35 @@ pub(crate) fn input_values(inputs: &Inputs, numel: usize) -> (u64, Tensor) {
     }
 }
 
+/// The ids every embedding reading the model's token ids accepts: `0..` the smallest
+/// num_embeddings among them.
+pub fn token_vocabulary(graph: &Graph) -> u64 {
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.inputs.iter().any(|e| e.from.is_none()))
+        .filter_map(|n| match n.layer.kind {
+            LayerKind::Embedding { num_embeddings, .. } => Some(num_embeddings),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(1)
+}
+
+/// Token ids: the explicit values, or ids drawn uniformly from `0..vocabulary` by the seed's
+/// stream (one number each; a uniform `bound` does not apply).
+fn token_ids(inputs: &Inputs, numel: usize, vocabulary: u64) -> (u64, Tensor) {
+    let draw = |batch: u64, seed: u64| {
+        let mut rng = Rng::new(seed ^ 0x1a2b_3c4d);
+        let ids: Vec<i64> = (0..batch as usize * numel).map(|_| (rng.next_u64() % vocabulary) as i64).collect();
+        (batch, Tensor::from_slice(&ids))
+    };
+    match inputs {
+        Inputs::Normal { batch, seed } | Inputs::Uniform { batch, seed, .. } => draw(*batch, *seed),
+        Inputs::Explicit { batch, values } => (*batch, Tensor::from_slice(&values.iter().map(|&v| v as i64).collect::<Vec<_>>())),
+    }
+}
+
 pub fn run(req: &Request) -> Result<Report, String> {
     let started = std::time::Instant::now();
     let graph = infer(&req.spec, "").map_err(|e| e.to_string())?;
@@ -187,10 +220,15 @@ pub fn run(req: &Request) -> Result<Report, String> {
         let _ = t.set_requires_grad(true);
     }
     let numel: usize = req.spec.input_shape.iter().product::<u64>() as usize;
-    let (batch, values) = input_values(&req.inputs, numel);
+    let (batch, values) = if req.spec.token_ids {
+        token_ids(&req.inputs, numel, token_vocabulary(&graph))
+    } else {
+        input_values(&req.inputs, numel)
+    };
     let mut shape = vec![batch as i64];
     shape.extend(req.spec.input_shape.iter().map(|&d| d as i64));
-    let x = values.reshape(shape.as_slice()).to_kind(req.kind).to_device(req.device);
+    let kind = if req.spec.token_ids { Kind::Int64 } else { req.kind };
+    let x = values.reshape(shape.as_slice()).to_kind(kind).to_device(req.device);
     mark("parameters_and_inputs");
 
     let mut activations = Vec::new();
@@ -262,7 +300,8 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let live = graph.live();
     for &i in &graph.walk_ids() {
         let node = &graph.nodes[i];
-        if node.dense_weight().is_none() {
+        let named = node.named_params();
+        if node.dense_weight().is_none() && named.is_none() {
             continue;
         }
         if !live[i] {
@@ -271,11 +310,31 @@ pub fn run(req: &Request) -> Result<Report, String> {
             continue;
         }
         let p = &net.params[&node.path];
+        if named.is_some() {
+            // one row per weight, with its bias (bias_ih_l0 beside weight_ih_l0, in_proj_bias
+            // beside in_proj_weight, out_proj.bias beside out_proj.weight)
+            for (name, w) in p.named.iter().filter(|(n, _)| n.contains("weight")) {
+                let bias_name = name.replace("weight", "bias");
+                let bias = p.named.iter().find(|(n, _)| *n == bias_name).map(|(_, b)| norms(&b.grad()));
+                let size = w.size();
+                weights.push(w.detach().reshape([size[0], -1]));
+                params.push(ParamLayer {
+                    path: format!("{}.{name}", node.path),
+                    node: node.path.clone(),
+                    weight_grad: norms(&w.grad()),
+                    bias_grad: bias,
+                    spectral_norm: Spectral::default(),
+                    weight_shape: size,
+                });
+            }
+            continue;
+        }
         let w = p.weight.as_ref().unwrap();
         let size = w.size();
         weights.push(w.detach().reshape([size[0], -1]));
         params.push(ParamLayer {
             path: node.path.clone(),
+            node: node.path.clone(),
             weight_grad: norms(&w.grad()),
             bias_grad: p.bias.as_ref().map(|b| norms(&b.grad())),
             spectral_norm: Spectral::default(),
@@ -401,7 +460,11 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
         .iter()
         .enumerate()
         .all(|(i, n)| n.inputs.len() == 1 && n.inputs[0].from == i.checked_sub(1));
+    // a vector input: on a sequence a linear layer's bias is shared by every token, and its
+    // gradient sums theirs, which the per-sample bound does not cover
     chain
+        && graph.input().len() == 1
+        && !graph.spec.token_ids
         && graph.outputs == [graph.nodes.len().saturating_sub(1)]
         && graph.nodes.iter().all(|n| {
             matches!(

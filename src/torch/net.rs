@@ -54,6 +54,9 @@ pub struct LayerParams {
     pub bias: Option<Tensor>,
     pub running_mean: Option<Tensor>,
     pub running_var: Option<Tensor>,
+    /// An embedding's, attention's or recurrent layer's tensors by PyTorch's names, in the
+    /// order of `named_parameters()`.
+    pub named: Vec<(String, Tensor)>,
 }
 
 pub struct Net {
@@ -223,6 +226,39 @@ impl Net {
     ) -> Net {
         let mut params = HashMap::new();
         for node in &graph.nodes {
+            if let Some(named) = node.named_params() {
+                let tensors = named
+                    .iter()
+                    .map(|np| {
+                        let shape: Vec<i64> = np.shape.iter().map(|&d| d as i64).collect();
+                        let n = np.numel() as usize;
+                        let key = format!("{}.{}", node.path, np.name);
+                        let t = match mode {
+                            Mode::Shapes => Tensor::zeros(shape.as_slice(), (kind, Device::Cpu)),
+                            // the probe's stand-ins for these layers read no parameter
+                            Mode::Probe => Tensor::ones(shape.as_slice(), (kind, Device::Cpu)),
+                            Mode::Eval => match (explicit.get(&key), given(graph, init, &node.path, &np.name)) {
+                                (Some((w, _)), _) => Tensor::from_slice(w),
+                                (None, Some(w)) if np.bias => Tensor::from_slice(w),
+                                (None, Some(w)) => Tensor::from_slice(w) * init.scale,
+                                (None, None) => draw_named(node, np, n, &key, init, kind),
+                            },
+                        };
+                        (np.name.clone(), t.reshape(shape.as_slice()).to_kind(kind).to_device(device))
+                    })
+                    .collect();
+                params.insert(
+                    node.path.clone(),
+                    LayerParams {
+                        weight: None,
+                        bias: None,
+                        running_mean: None,
+                        running_var: None,
+                        named: tensors,
+                    },
+                );
+                continue;
+            }
             let (wshape, fan_in, fan_out, has_bias, out): (Vec<i64>, f64, f64, bool, usize) = match &node.layer.kind {
                 LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
                     let w = node.dense_weight().expect("conv and linear have weights");
@@ -242,6 +278,7 @@ impl Net {
                             bias: affine.then(|| or("bias", Tensor::zeros([c], (kind, device)))),
                             running_mean: Some(or("running_mean", Tensor::zeros([c], (kind, device)))),
                             running_var: Some(or("running_var", ones)),
+                            named: Vec::new(),
                         },
                     );
                     continue;
@@ -263,6 +300,7 @@ impl Net {
                             bias: bias.then(|| or("bias", Tensor::zeros(shape.as_slice(), (kind, device)))),
                             running_mean: None,
                             running_var: None,
+                            named: Vec::new(),
                         },
                     );
                     continue;
@@ -278,6 +316,7 @@ impl Net {
                         bias: has_bias.then(|| Tensor::zeros([out as i64], (kind, device))),
                         running_mean: None,
                         running_var: None,
+                        named: Vec::new(),
                     },
                 );
                 continue;
@@ -309,6 +348,7 @@ impl Net {
                     bias: bias.map(|b| b.to_kind(kind).to_device(device)),
                     running_mean: None,
                     running_var: None,
+                    named: Vec::new(),
                 },
             );
         }
@@ -321,7 +361,7 @@ impl Net {
     }
 
     /// Every parameter tensor, for counting and for autograd.
-    pub fn parameter_tensors(&self) -> Vec<(&str, &'static str, &Tensor)> {
+    pub fn parameter_tensors(&self) -> Vec<(&str, &str, &Tensor)> {
         let mut out = Vec::new();
         for (path, p) in &self.params {
             if let Some(w) = &p.weight {
@@ -330,8 +370,17 @@ impl Net {
             if let Some(b) = &p.bias {
                 out.push((path.as_str(), "bias", b));
             }
+            for (name, t) in &p.named {
+                out.push((path.as_str(), name.as_str(), t));
+            }
         }
         out
+    }
+
+    /// A multi-tensor layer's tensor by its PyTorch name.
+    fn named<'t>(&'t self, node: &Node, name: &str) -> &'t Tensor {
+        let p = &self.params[&node.path];
+        &p.named.iter().find(|(n, _)| n == name).expect("built with the layer").1
     }
 
     /// Runs every node on `x` and returns the model's outputs. `hook(node, input, output)` sees
@@ -405,7 +454,84 @@ impl Net {
         let x = &ins[0];
         let p = self.params.get(&node.path);
         let probe = self.mode == Mode::Probe;
+        // sequences [N, L, D]: the probe's stand-ins are sums over exactly what each output
+        // reads (every feature of the tokens it sees)
+        if probe && x.dim() == 3 {
+            let features = |t: &Tensor| t.sum_dim_intlist(-1, true, t.kind());
+            match &node.layer.kind {
+                LayerKind::LayerNorm { shape, .. } if shape.len() == 1 => return x + features(x),
+                LayerKind::LayerNorm { .. } => return x + x.sum_dim_intlist([1i64, 2].as_slice(), true, x.kind()),
+                LayerKind::Softmax { dim } => {
+                    let axis = crate::spec::shape::sample_axis(*dim, 2, "").expect("checked by shape inference") as i64 + 1;
+                    return x + x.sum_dim_intlist(axis, true, x.kind());
+                }
+                LayerKind::MultiheadAttention { causal, .. } => {
+                    let s = features(x);
+                    let seen = if *causal {
+                        s.cumsum(1, s.kind())
+                    } else {
+                        s.sum_dim_intlist(1, true, s.kind()).expand_as(&s)
+                    };
+                    return seen.repeat([1, 1, node.output[1] as i64]);
+                }
+                LayerKind::Recurrent {
+                    hidden,
+                    layers,
+                    bidirectional,
+                    ..
+                } => {
+                    let mut y = x.shallow_clone();
+                    for _ in 0..*layers {
+                        let s = features(&y);
+                        let forward = s.cumsum(1, s.kind()).repeat([1, 1, *hidden as i64]);
+                        y = if *bidirectional {
+                            let backward = s.flip([1]).cumsum(1, s.kind()).flip([1]).repeat([1, 1, *hidden as i64]);
+                            Tensor::cat(&[forward, backward], 2)
+                        } else {
+                            forward
+                        };
+                    }
+                    return y;
+                }
+                _ => {}
+            }
+        }
         match &node.layer.kind {
+            // the probe's token ids are ones of a float input: each token's row reads its id
+            LayerKind::Embedding { dim, .. } if probe => x.unsqueeze(-1).repeat([1, 1, *dim as i64]),
+            LayerKind::Embedding { padding_idx, .. } => {
+                Tensor::embedding(self.named(node, "weight"), x, padding_idx.map_or(-1, |i| i as i64), false, false)
+            }
+            LayerKind::MultiheadAttention { heads, causal, bias, .. } => {
+                let b = |name: &str| bias.then(|| self.named(node, name));
+                attention(
+                    x,
+                    self.named(node, "in_proj_weight"),
+                    b("in_proj_bias"),
+                    self.named(node, "out_proj.weight"),
+                    b("out_proj.bias"),
+                    *heads as i64,
+                    *causal,
+                )
+            }
+            LayerKind::Recurrent {
+                cell,
+                hidden,
+                layers,
+                bias,
+                bidirectional,
+            } => {
+                let tensors: Vec<&Tensor> = self.params[&node.path].named.iter().map(|(_, t)| t).collect();
+                let dirs = if *bidirectional { 2 } else { 1 };
+                let h0 = Tensor::zeros([(layers * dirs) as i64, x.size()[0], *hidden as i64], (x.kind(), x.device()));
+                let (l, b) = (*layers as i64, *bias);
+                match cell {
+                    crate::spec::Cell::Lstm => x.lstm(&[&h0, &h0], &tensors, b, l, 0.0, false, *bidirectional, true).0,
+                    crate::spec::Cell::Gru => x.gru(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
+                    crate::spec::Cell::RnnTanh => x.rnn_tanh(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
+                    crate::spec::Cell::RnnRelu => x.rnn_relu(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
+                }
+            }
             LayerKind::Conv2d {
                 stride, dilation, groups, ..
             } => {
@@ -570,6 +696,54 @@ impl Net {
             }
         }
     }
+}
+
+/// One tensor of an embedding, attention or recurrent layer, from its own stream
+/// (`path.name`), as torch.nn initialises it under `pytorch_default`: an embedding N(0, 1),
+/// attention's in_proj Xavier-uniform and out_proj U(+-1/sqrt(E)) with zero biases, every
+/// recurrent tensor U(+-1/sqrt(hidden_size)). The other inits draw weights with fan_in and
+/// fan_out the tensor's columns and rows, and zero biases.
+fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &str, init: &InitSpec, kind: Kind) -> Tensor {
+    let (rows, cols) = (np.shape[0] as f64, np.shape.get(1).copied().unwrap_or(1) as f64);
+    let default = matches!(init.init, Init::PytorchDefault | Init::Model);
+    let per_layer = |init_kind: Init, scale: f64| InitSpec {
+        init: init_kind,
+        scale,
+        seed: init.seed,
+    };
+    let spec = match (&node.layer.kind, default) {
+        (LayerKind::Recurrent { hidden, .. }, true) => per_layer(
+            Init::Uniform {
+                bound: 1.0 / (*hidden as f64).sqrt(),
+            },
+            if np.bias { 1.0 } else { init.scale },
+        ),
+        (_, _) if np.bias => return Tensor::zeros([n as i64], (kind, Device::Cpu)),
+        (LayerKind::Embedding { .. }, true) => per_layer(Init::Normal { std: 1.0 }, init.scale),
+        (LayerKind::MultiheadAttention { .. }, true) if np.name == "in_proj_weight" => per_layer(Init::XavierUniform, init.scale),
+        _ => init.clone(),
+    };
+    draw(key, n, rows as usize, cols, rows, false, &spec, kind).0
+}
+
+/// Multi-head self-attention on `x` [N, L, E] with libtorch's scaled_dot_product_attention (the
+/// kernel nn.MultiheadAttention calls with need_weights=False).
+fn attention(x: &Tensor, in_w: &Tensor, in_b: Option<&Tensor>, out_w: &Tensor, out_b: Option<&Tensor>, heads: i64, causal: bool) -> Tensor {
+    let size = x.size();
+    let (n, l, e) = (size[0], size[1], size[2]);
+    let qkv = x.linear(in_w, in_b).chunk(3, -1);
+    let split = |t: &Tensor| t.reshape([n, l, heads, e / heads]).transpose(1, 2);
+    let y = Tensor::scaled_dot_product_attention(
+        &split(&qkv[0]),
+        &split(&qkv[1]),
+        &split(&qkv[2]),
+        None::<Tensor>,
+        0.0,
+        causal,
+        None,
+        false,
+    );
+    y.transpose(1, 2).reshape([n, l, e]).linear(out_w, out_b)
 }
 
 /// An upsampling layer on `x`: nearest or bilinear (align_corners false) to the node's output.

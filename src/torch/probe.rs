@@ -439,6 +439,9 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         (x, [wh, ww])
     };
     match &node.layer.kind {
+        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => {
+            unreachable!("sequence models run in probe_sequence")
+        }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
@@ -534,6 +537,9 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
 
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
+    if spec.token_ids || spec.input_shape.len() == 2 {
+        return probe_sequence(spec, target, index, channel, device);
+    }
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
@@ -594,6 +600,38 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
         .remove(0)
         .select(0, 0);
     let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
+    let width = widest(&graph);
+    Ok(read_gradient(spec, &x, None, unit, started, width, width))
+}
+
+/// The probe of a sequence model (token ids `[L]` or a sequence `[L, D]`): the whole network's
+/// probe copy, where attention and recurrent layers become sums over every feature of the tokens
+/// each output reads (all of them; the earlier ones for a causal mask or a forward direction;
+/// the later ones for a backward direction), normalizations and softmax sums over what they
+/// couple, and an embedding copies its token's id into every feature. The unit is token
+/// `index[0]`, feature `channel` (None: every feature summed) of a sequence, or feature
+/// `index[0]` of a flat output.
+pub fn probe_sequence(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
+    let started = std::time::Instant::now();
+    let graph = infer(spec, "").map_err(|e| e.to_string())?;
+    let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    let init = InitSpec {
+        init: Init::PytorchDefault,
+        scale: 1.0,
+        seed: 0,
+    };
+    let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
+    let x = input_ones(spec, Kind::Double, device);
+    let y = net
+        .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
+        .remove(0)
+        .select(0, 0);
+    let row = y.select(0, index[0] as i64);
+    let unit = match (y.dim(), channel) {
+        (2, Some(c)) => row.select(0, c as i64),
+        (2, None) => row.sum(row.kind()),
+        _ => row,
+    };
     let width = widest(&graph);
     Ok(read_gradient(spec, &x, None, unit, started, width, width))
 }

@@ -32,7 +32,7 @@ pub fn execute(spec: &ModelSpec, device: Device) -> Result<ExecutedShapes, Strin
     let total_params = params.values().sum();
     let mut shape: Vec<i64> = vec![0];
     shape.extend(spec.input_shape.iter().map(|&d| d as i64));
-    let x = Tensor::zeros(shape.as_slice(), (Kind::Float, device));
+    let x = Tensor::zeros(shape.as_slice(), (if spec.token_ids { Kind::Int64 } else { Kind::Float }, device));
     let mut shapes = HashMap::new();
     let _ = net.forward(&graph, x, &mut |node, _, y| {
         shapes.insert(node.path.clone(), y.size()[1..].iter().map(|&d| d as u64).collect());

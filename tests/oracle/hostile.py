@@ -21,12 +21,16 @@ def v():
     return rng.choice(BIG) if rng.random() < 0.3 else rng.randint(0, 9)
 def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
-                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d"])
+                    "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d",
+                    "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",
-                         "elementwise_affine", "track_running_stats", "affine", "keepdim"], rng.randint(0, 7)):
-        d[k] = v() if k not in ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim") else rng.choice([True, False, 1, "nearest", "bilinear"])
+                         "elementwise_affine", "track_running_stats", "affine", "keepdim",
+                         "num_embeddings", "embedding_dim", "padding_idx", "embed_dim", "num_heads", "is_causal", "need_weights", "kdim",
+                         "hidden_size", "num_layers", "bidirectional", "input_size", "nonlinearity", "proj_size"], rng.randint(0, 7)):
+        flags = ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim", "is_causal", "need_weights", "bidirectional", "nonlinearity")
+        d[k] = v() if k not in flags else rng.choice([True, False, 1, "nearest", "bilinear", "tanh", "relu"])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
     if rng.random() < 0.1: d["padding_mode"] = rng.choice(["zeros", "reflect", "replicate", "circular", "mirror", 3])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
@@ -45,7 +49,14 @@ def node():
         d["inputs"] = rng.choice([[rng.choice(NAMES) for _ in range(rng.randint(0, 4))], "a", {}, [["a"]], ["input"] * 2000])
     return d
 def spec():
-    shape = rng.choice([[v(), v(), v()], [v()], [1, 1048576, 1048576], [1048576, 1048576, 1048576], [3, 224, 224]])
+    shape = rng.choice([[v(), v(), v()], [v()], [1, 1048576, 1048576], [1048576, 1048576, 1048576], [3, 224, 224], [v(), v()], [1048576, 64], [100000, 2]])
+    if rng.random() < 0.25:
+        # a sequence model: token ids (sometimes of the wrong shape or dtype name) read by an embedding
+        seq = {"input_shape": rng.choice([[v()], [v(), v()], [1048576]]), "input_dtype": rng.choice(["int64", "long", "float32", "int8", 3, None]),
+               "layers": [{"type": "embedding", "num_embeddings": v(), "embedding_dim": v()}] + [layer() for _ in range(rng.randint(0, 4))]}
+        if rng.random() < 0.5:
+            seq["layers"].insert(1, {"type": rng.choice(["lstm", "gru", "rnn", "multihead_attention"]), "hidden_size": v(), "num_heads": v(), "num_layers": v(), "bidirectional": rng.random() < 0.5})
+        return seq
     if rng.random() < 0.35:
         g = {"nodes": [node() for _ in range(rng.randint(0, 8))]}
         if rng.random() < 0.5:

@@ -71,7 +71,7 @@ export function create(ctx) {
         h('td', { class: 'num' }, l.output_shape.join('×')),
         h('td', { class: 'num', dataset: { field: 'size' } }, r ? `${r.height.size}×${r.width.size}` : l.kind),
         h('td', { class: 'num', dataset: { field: 'jump' } }, r ? `${r.height.jump}×${r.width.jump}` : ''),
-        h('td', { class: 'formula', dataset: { field: 'rows' } }, r ? r.height.text : ''),
+        h('td', { class: 'formula', dataset: { field: 'rows' } }, r ? r.height.text : (l.tokens ? `tokens ${l.tokens.text}` : '')),
         h('td', { class: 'formula', dataset: { field: 'cols' } }, r ? r.width.text : ''),
         h('td', {}, l.branches ? `${l.aligned ? 'aligned' : 'not aligned'}: ` + l.branches.map((br) => `${br.label} ${br.receptive_field ? br.receptive_field.height.size + '×' + br.receptive_field.width.size : '–'}`).join(', ') : ''));
       return tr;
@@ -135,7 +135,8 @@ export function create(ctx) {
       facts.push(['tight box', `rows ${p.tight_box.rows.join('…')}, columns ${p.tight_box.cols.join('…')}`, 'tight']);
       facts.push(['in the padding', `${p.padding.rows_outside_image} rows, ${p.padding.cols_outside_image} columns (${fmt(100 * p.padding.fraction_outside_image)}% of the affine window)`, 'padding']);
     } else {
-      facts.push(['input features', rangesText(p.input_features), 'features']);
+      if (p.input_tokens) facts.push(['input tokens', rangesText(p.input_tokens), 'tokens']);
+      if (p.input_features) facts.push(['input features', rangesText(p.input_features), 'features']);
     }
     const layer = data.layers.find((l) => l.path === p.layer);
     if (layer && layer.receptive_field) facts.push(['formula', `${layer.receptive_field.height.text}, ${layer.receptive_field.width.text}`, 'formula']);

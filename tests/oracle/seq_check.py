@@ -1,0 +1,460 @@
+"""PyTorch oracle for sequence models (token ids or [L, D] sequences) on a running layerscope.
+
+  python seq_check.py URL [--n 200] [--seed 5]
+
+Each case is a random network of embeddings, linear layers, layernorms, activations,
+multi-head self-attention (causal or not), LSTM/GRU/RNN layers (stacked, bidirectional),
+softmax, residual blocks, token means and flatten, built both as a layerscope spec and as the
+torch.nn modules themselves (nn.Embedding, nn.MultiheadAttention, nn.LSTM, ...). It checks:
+
+  - every row's parameters against the module's sum(p.numel()) and the total;
+  - the torch_flop_counter profile against FlopCounterMode on the module, total and per row;
+  - output shapes (the verify run) against the module's;
+  - the exact input tokens (and features) of one unit against autograd through the real
+    module in float64 with random weights (the gradient of the unit with respect to the
+    embedding's output, or the input sequence), plus the service's own libtorch probe;
+  - gradient norms per named parameter (float64, explicit weights and token ids) against
+    autograd on the module, to 1e-6 relative.
+
+Exits non-zero and prints every disagreement; the cases are seeded.
+"""
+import argparse
+import json
+import random
+import sys
+import urllib.request
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+torch.set_num_threads(1)
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class Attention(nn.MultiheadAttention):
+    """Self-attention as the service describes it: attn(x, x, x)[0], batch_first."""
+
+    def __init__(self, e, heads, bias, causal, need_weights):
+        super().__init__(e, heads, bias=bias, batch_first=True)
+        self.causal, self.need_weights = causal, need_weights
+
+    def forward(self, x):
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=x.dtype) if self.causal else None
+        return super().forward(x, x, x, need_weights=self.need_weights, attn_mask=mask, is_causal=self.causal)[0]
+
+
+def recurrent(cls):
+    class Seq(cls):
+        def forward(self, x):
+            return super().forward(x)[0]
+
+    Seq.__name__ = cls.__name__
+    return Seq
+
+
+LSTM, GRU, RNN = recurrent(nn.LSTM), recurrent(nn.GRU), recurrent(nn.RNN)
+
+
+class Mean(nn.Module):
+    def __init__(self, keepdim):
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x):
+        return x.mean(dim=1, keepdim=self.keepdim)
+
+
+class Residual(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x) + x
+
+
+def build(layers, shape):
+    """torch.nn modules for a layer list; `shape` is one sample's shape. Returns (Sequential, out)."""
+    mods = []
+    for spec in layers:
+        t = spec["type"]
+        if t == "embedding":
+            m = nn.Embedding(spec["num_embeddings"], spec["embedding_dim"], padding_idx=spec.get("padding_idx"))
+            shape = shape + [spec["embedding_dim"]]
+        elif t == "linear":
+            m = nn.Linear(shape[-1], spec["out_features"], bias=spec.get("bias", True))
+            shape = shape[:-1] + [spec["out_features"]]
+        elif t == "layernorm":
+            m = nn.LayerNorm(spec["normalized_shape"])
+        elif t in ("tanh", "sigmoid", "gelu", "relu", "silu"):
+            m = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}[t]()
+        elif t == "dropout":
+            m = nn.Dropout(spec["p"])
+        elif t == "softmax":
+            m = nn.Softmax(spec["dim"])
+        elif t == "multihead_attention":
+            m = Attention(shape[1], spec["num_heads"], spec.get("bias", True), spec.get("is_causal", False), spec.get("need_weights", False))
+        elif t in ("lstm", "gru", "rnn"):
+            kw = dict(num_layers=spec.get("num_layers", 1), bias=spec.get("bias", True), batch_first=True, bidirectional=spec.get("bidirectional", False))
+            if t == "rnn":
+                kw["nonlinearity"] = spec.get("nonlinearity", "tanh")
+            m = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[t](shape[1], spec["hidden_size"], **kw)
+            shape = [shape[0], spec["hidden_size"] * (2 if kw["bidirectional"] else 1)]
+        elif t == "mean":
+            m = Mean(spec.get("keepdim", False))
+            shape = [1, shape[1]] if spec.get("keepdim") else [shape[1]]
+        elif t == "flatten":
+            m = nn.Flatten()
+            shape = [shape[0] * shape[1]]
+        elif t == "residual":
+            body, _ = build(spec["body"], shape)
+            m = Residual(body)
+        else:
+            raise ValueError(t)
+        mods.append(m)
+    return nn.Sequential(*mods), shape
+
+
+def rand_block(rng, shape):
+    """One random layer (or residual block) for a sequence of shape [L, D]; returns (spec, shape)."""
+    length, d = shape
+    heads = [h for h in range(1, 5) if d % h == 0]
+    kind = rng.choice(["linear", "layernorm", "act", "attention", "attention", "recurrent", "recurrent", "residual", "softmax", "dropout"])
+    if kind == "linear":
+        o = rng.randint(2, 12)
+        return {"type": "linear", "out_features": o, "bias": rng.random() < 0.8}, [length, o]
+    if kind == "layernorm":
+        return {"type": "layernorm", "normalized_shape": [d]}, shape
+    if kind == "act":
+        return {"type": rng.choice(["tanh", "sigmoid", "gelu", "silu"])}, shape
+    if kind == "dropout":
+        return {"type": "dropout", "p": 0.3}, shape
+    if kind == "softmax":
+        return {"type": "softmax", "dim": rng.choice([-1, 2])}, shape
+    if kind == "attention":
+        spec = {"type": "multihead_attention", "embed_dim": d, "num_heads": rng.choice(heads), "bias": rng.random() < 0.8,
+                "is_causal": rng.random() < 0.5, "need_weights": rng.random() < 0.3}
+        return spec, shape
+    if kind == "recurrent":
+        cell = rng.choice(["lstm", "gru", "rnn"])
+        h = rng.randint(2, 8)
+        bi = rng.random() < 0.4
+        spec = {"type": cell, "input_size": d, "hidden_size": h, "num_layers": rng.choice([1, 1, 2]), "bidirectional": bi, "bias": rng.random() < 0.8}
+        if cell == "rnn" and rng.random() < 0.3:
+            spec["nonlinearity"] = "relu"
+        return spec, [length, h * (2 if bi else 1)]
+    # a pre-norm transformer block half: x + attn(ln(x))
+    body = [{"type": "layernorm", "normalized_shape": [d]},
+            {"type": "multihead_attention", "embed_dim": d, "num_heads": rng.choice(heads), "is_causal": rng.random() < 0.5}]
+    return {"type": "residual", "body": body}, shape
+
+
+def random_spec(rng):
+    length = rng.randint(2, 9)
+    if rng.random() < 0.7:
+        d = rng.randint(2, 12)
+        vocab = rng.randint(length, 30)
+        emb = {"type": "embedding", "num_embeddings": vocab, "embedding_dim": d}
+        if rng.random() < 0.2:
+            emb["padding_idx"] = rng.randrange(vocab)
+        spec = {"input_shape": [length], "input_dtype": "int64", "layers": [emb]}
+        shape = [length, d]
+    else:
+        shape = [length, rng.randint(2, 10)]
+        spec = {"input_shape": list(shape), "layers": []}
+    for _ in range(rng.randint(1, 4)):
+        layer, shape = rand_block(rng, shape)
+        spec["layers"].append(layer)
+    tail = rng.random()
+    if tail < 0.3:
+        spec["layers"] += [{"type": "mean", "dim": 1, "keepdim": rng.random() < 0.3}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    elif tail < 0.5:
+        spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    return spec
+
+
+def module_at(model, path):
+    m = model
+    for part in path.split("."):
+        m = m[int(part)] if part.isdigit() else getattr(m, part)
+    return m
+
+
+def paths(layers, prefix=""):
+    out = []
+    for i, spec in enumerate(layers):
+        p = f"{prefix}{i}"
+        out.append(p)
+        if spec["type"] == "residual":
+            out += paths(spec["body"], p + ".body.")
+    return out
+
+
+def token_ids(spec, batch, gen):
+    vocab = spec["layers"][0]["num_embeddings"]
+    return torch.randint(0, vocab, (batch, *spec["input_shape"]), generator=gen)
+
+
+def check_complexity(url, spec, model, x):
+    problems = []
+    status, resp = post(url + "/v1/complexity", {"model": spec, "profile": "torch_flop_counter", "verify": True, "batch_size": x.shape[0]})
+    if status != 200:
+        return [f"complexity: status {status}: {resp}"]
+    # float32, as a model runs (in float64 PyTorch runs nn.LSTM step by step, and counts it),
+    # with autograd on, as FlopCounterMode is used (under torch.no_grad() an eval-mode
+    # nn.MultiheadAttention takes its fused fast path, which FlopCounterMode does not count)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.float()(x if x.dtype == torch.long else x.float())
+    model.double()
+    per = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name.startswith("Sequential."):
+            per[name[len("Sequential."):]] = sum(ops.values())
+    if resp["totals"]["flops"] != counter.get_total_flops():
+        problems.append(f"total flops {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+    if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+        problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+    shapes = {}
+    # a residual's empty shortcut row has no module
+    rows = [r for r in resp["rows"] if not r["path"].endswith(".shortcut")]
+    hooks = [module_at(model, r["path"]).register_forward_hook(lambda m, i, o, p=r["path"]: shapes.__setitem__(p, list(o.shape[1:]))) for r in rows]
+    with torch.no_grad():
+        model(x[:1])
+    for h in hooks:
+        h.remove()
+    for row in rows:
+        m = module_at(model, row["path"])
+        if row["flops"] != per.get(row["path"], 0) and not row["subtotal"]:
+            problems.append(f"row {row['path']} ({row['type']}) flops {row['flops']} != FlopCounterMode {per.get(row['path'], 0)}")
+        if row["params"] != sum(p.numel() for p in m.parameters()):
+            problems.append(f"row {row['path']} params {row['params']} != {sum(p.numel() for p in m.parameters())}")
+        if row["output_shape"] != shapes[row["path"]]:
+            problems.append(f"row {row['path']} shape {row['output_shape']} != {shapes[row['path']]}")
+    if not resp.get("verification", {}).get("agrees"):
+        problems.append(f"libtorch verification: {resp.get('verification')}")
+    # the conventions' totals: hand formulas (MACs per row, see the README)
+    status, conv = post(url + "/v1/complexity", {"model": spec, "conventions": {"flops": "mac"}, "verify": False})
+    want = 0
+    for row in conv["rows"]:
+        if row["subtotal"]:
+            continue
+        m = module_at(model, row["path"])
+        if isinstance(m, nn.Linear):
+            want += row["output_shape"][0] * m.in_features * m.out_features if len(row["output_shape"]) == 2 else m.in_features * m.out_features
+        elif isinstance(m, nn.MultiheadAttention):
+            length, e = row["output_shape"]
+            want += 4 * length * e * e + 2 * length * length * e
+        elif isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
+            gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[type(m).__name__]
+            dirs = 2 if m.bidirectional else 1
+            length = row["output_shape"][0]
+            for layer in range(m.num_layers):
+                inp = m.input_size if layer == 0 else m.hidden_size * dirs
+                want += dirs * length * gates * m.hidden_size * (inp + m.hidden_size)
+    if conv["totals"]["flops"] != want:
+        problems.append(f"MACs {conv['totals']['flops']} != hand count {want}")
+    return problems
+
+
+def oracle_rf(spec, model, path, index, channel):
+    """Input tokens (and features) with a non-zero gradient of one unit, through the real
+    module in float64: with respect to the embedding's output, or the input sequence."""
+    gen = torch.Generator().manual_seed(7)
+    captured = {}
+    target = module_at(model, path)
+    ids = spec.get("input_dtype") == "int64"
+    if ids:
+        leaf = {}
+
+        def as_leaf(m, i, o):
+            leaf["x"] = o.detach().requires_grad_()
+            return leaf["x"]
+
+        # registered first: the unit's hook (on the embedding itself too) sees the leaf
+        h2 = model[0].register_forward_hook(as_leaf)
+        hook = target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
+        model(token_ids(spec, 1, gen))
+        h2.remove()
+        x = leaf["x"]
+    else:
+        hook = target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
+        x = torch.randn(1, *spec["input_shape"], dtype=torch.float64, generator=gen, requires_grad=True)
+        model(x)
+    hook.remove()
+    y = captured["y"][0]
+    if y.dim() == 2:
+        unit = y[index[0]].sum() if channel is None else y[index[0], channel]
+    else:
+        unit = y[index[0]]
+    (g,) = torch.autograd.grad(unit, x, allow_unused=True)
+    nz = (g[0] != 0) if g is not None else torch.zeros(x.shape[1:], dtype=torch.bool)
+
+    def ranges(mask):
+        out = []
+        for i, v in enumerate(mask):
+            if v:
+                if out and out[-1][1] == i - 1:
+                    out[-1][1] = i
+                else:
+                    out.append([i, i])
+        return out
+
+    want = {"input_tokens": ranges(nz.any(1).tolist())}
+    if not ids:
+        want["input_features"] = ranges(nz.any(0).tolist())
+    return want
+
+
+def check_rf(url, spec, model, rng):
+    all_paths = paths(spec["layers"])
+    path = rng.choice(all_paths)
+    shapes = {}
+    for p in all_paths:
+        module_at(model, p).register_forward_hook(lambda m, i, o, p=p: shapes.__setitem__(p, list(o.shape[1:])))
+    ids = spec.get("input_dtype") == "int64"
+    x = token_ids(spec, 1, torch.Generator().manual_seed(1)) if ids else torch.zeros(1, *spec["input_shape"], dtype=torch.float64)
+    with torch.no_grad():
+        model(x)
+    shape = shapes[path]
+    index = [rng.randrange(shape[0])]
+    # a layernorm's or softmax's features sum to a constant (and so do a dropout's or a
+    # mean's after one): their sum has no gradient, so a unit there is one feature
+    constant_sum = any(f'"{t}"' in json.dumps(spec) for t in ("layernorm", "softmax"))
+    channel = rng.randrange(shape[1]) if len(shape) == 2 and (constant_sum or rng.random() < 0.4) else None
+    position = {"layer": path, "index": index}
+    if channel is not None:
+        position["channel"] = channel
+    status, resp = post(url + "/v1/receptive-field", {"model": spec, "position": position, "verify": True})
+    for m in model.modules():
+        m._forward_hooks.clear()
+    if status != 200:
+        return [f"rf: status {status}: {resp}"]
+    problems = []
+    got = resp["position"]
+    # a ReLU RNN's dead units have exactly zero gradients for some weights: autograd through
+    # the real module proves less than the network's structure there (the probe still checks)
+    want = {} if '"relu"' in json.dumps(spec) else oracle_rf(spec, model, path, index, channel)
+    for key, w in want.items():
+        if got.get(key) != w:
+            problems.append(f"rf {path} index {index} channel {channel}: {key} service {got.get(key)} != autograd {w}")
+    if not resp["verification"].get("agrees"):
+        problems.append(f"rf {path}: the service's probe disagrees: {resp['verification']}")
+    # the per-layer kind must cover the exact set of a unit
+    row = next(r for r in resp["layers"] if r["path"] == path)
+    toks = got.get("input_tokens") or []
+    if row["kind"] == "token" and toks and toks != [[index[0], index[0]]]:
+        problems.append(f"rf {path}: kind token but the unit reads {toks}")
+    if row["kind"] == "causal" and toks and toks[-1][1] > index[0]:
+        problems.append(f"rf {path}: kind causal but the unit reads {toks}")
+    return problems
+
+
+def check_gradients(url, spec, model, rng):
+    batch = rng.randint(1, 3)
+    gen = torch.Generator().manual_seed(rng.randrange(1 << 30))
+    ids = spec.get("input_dtype") == "int64"
+    x = token_ids(spec, batch, gen) if ids else torch.randn(batch, *spec["input_shape"], dtype=torch.float64, generator=gen)
+    params = {}
+    for name, p in model.named_parameters():
+        owner, _, pname = name.partition(".")
+        # the owning layer's path: Sequential index, residual body's index
+        mod_path = owner
+        rest = pname
+        while True:
+            head, _, tail = rest.partition(".")
+            if head == "body" or (head.isdigit() and mod_path.endswith(".body")):
+                mod_path += "." + head
+                rest = tail
+            else:
+                break
+        m = module_at(model, mod_path)
+        if isinstance(m, nn.LayerNorm):
+            continue  # PyTorch's init (ones, zeros): the service's too
+        params.setdefault(mod_path, {})[rest] = p.detach().flatten().tolist()
+    with torch.no_grad():
+        out = model(x).flatten(1)
+    # mean squared error against random targets (a sum of a layernorm's or softmax's outputs
+    # is a constant, whose gradients are rounding noise)
+    targets = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    body = {"model": spec, "parameters": params, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64",
+            "objective": {"type": "mse", "targets": targets.tolist()}}
+    status, resp = post(url + "/v1/gradient-diagnostics", body)
+    weighted = (nn.Linear, nn.Embedding, nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
+    if status == 422 and not any(isinstance(m, weighted) for m in model.modules()):
+        return []  # nothing to diagnose: the service says so
+    if status != 200:
+        return [f"gradients: status {status}: {resp}"]
+    model.zero_grad()
+    y = model(x).flatten(1)
+    ((y - targets) ** 2).mean().backward()
+    grads = dict(model.named_parameters())
+    problems = []
+    scale = max(p.grad.norm().item() for p in model.parameters() if p.grad is not None)
+
+    def close(a, b):
+        return abs(a - b) <= 1e-6 * max(abs(a), abs(b)) + 1e-12 * scale
+
+    for row in resp["layers"]:
+        path = row["path"]
+        wname = path + ".weight" if path + ".weight" in grads else path
+        if wname not in grads:
+            problems.append(f"gradients: row {path} names no PyTorch parameter")
+            continue
+        want = grads[wname].grad.norm().item()
+        if not close(row["weight_grad"]["frobenius"], want):
+            problems.append(f"gradients: {wname} {row['weight_grad']['frobenius']} != autograd {want}")
+        bname = wname.replace("weight", "bias")
+        if row["bias_grad"] is not None:
+            want = grads[bname].grad.norm().item()
+            if not close(row["bias_grad"]["frobenius"], want):
+                problems.append(f"gradients: {bname} {row['bias_grad']['frobenius']} != autograd {want}")
+        elif bname in grads and bname != wname:
+            problems.append(f"gradients: row {path} reports no bias but PyTorch has {bname}")
+    reported = {r["path"] if r["path"] + ".weight" not in grads else r["path"] + ".weight" for r in resp["layers"]}
+    for name in grads:
+        if "weight" in name and name not in reported and not isinstance(module_at(model, name.rsplit(".", 1)[0]), nn.LayerNorm):
+            if not any(name == r or name.startswith(r + ".") for r in reported):
+                problems.append(f"gradients: PyTorch's {name} has no row")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=5)
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    torch.manual_seed(a.seed)
+    failures = 0
+    for case in range(a.n):
+        spec = random_spec(rng)
+        shape = list(spec["input_shape"])
+        model, _ = build(spec["layers"], shape)
+        model = model.double().eval()
+        ids = spec.get("input_dtype") == "int64"
+        x = token_ids(spec, 2, torch.Generator().manual_seed(case)) if ids else torch.randn(2, *shape, dtype=torch.float64)
+        problems = check_complexity(url=a.url, spec=spec, model=model, x=x)
+        problems += check_rf(a.url, spec, model, rng)
+        problems += check_gradients(a.url, spec, model, rng)
+        if problems:
+            failures += 1
+            print(f"case {case} (seed {a.seed}): {json.dumps(spec)}")
+            for p in problems[:8]:
+                print("  " + p)
+    print(f"sequence oracle: {a.n - failures} passed, {failures} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+//! Sequence models: token ids, embeddings, attention and recurrent layers. Hand-calculated
+//! counts and receptive fields, and every mistake a 4xx naming the layer. (Random sequence
+//! models against PyTorch's own modules: tests/oracle/seq_check.py, run by tests/socket.rs.)
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn row<'a>(table: &'a Value, path: &str) -> &'a Value {
+    item(&table["rows"], "path", path)
+}
+
+async fn ok(path: &str, body: Value) -> Value {
+    let r = post(path, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}
+
+fn lm(cell: &str, bidirectional: bool, layers: u64) -> Value {
+    json!({"input_shape": [6], "input_dtype": "int64", "layers": [
+        {"type": "embedding", "name": "emb", "num_embeddings": 20, "embedding_dim": 4},
+        {"type": cell, "name": "rnn", "input_size": 4, "hidden_size": 3, "num_layers": layers, "bidirectional": bidirectional},
+        {"type": "linear", "name": "head", "out_features": 20}]})
+}
+
+/// The preset language model, by hand: embedding 10000x650; each LSTM layer 4x650x(650+650)
+/// weights and two biases of 4x650; the decoder 650x10000 + 10000. Per token, each layer's gates
+/// are 4x650 dot products over 1300 terms.
+#[tokio::test]
+async fn lstm_language_model_by_hand() {
+    let t = ok(
+        "/v1/complexity",
+        json!({"model": {"preset": "lstm_lm"}, "conventions": {"flops": "mac"}, "verify": false}),
+    )
+    .await;
+    let lstm_params = 2 * (4 * 650 * 1300 + 2 * 4 * 650);
+    assert_eq!(row(&t, "0")["type"], "embedding");
+    assert_eq!(row(&t, "0")["params"], 10000 * 650);
+    assert_eq!(row(&t, "2")["params"], lstm_params);
+    assert_eq!(row(&t, "4")["params"], 650 * 10000 + 10000);
+    assert_eq!(t["totals"]["params"], 10000 * 650 + lstm_params + 650 * 10000 + 10000);
+    assert_eq!(t["totals"]["params"], 19_780_400);
+    assert_eq!(row(&t, "2")["macs"], 35 * 2 * 4 * 650 * 1300);
+    assert_eq!(row(&t, "4")["macs"], 35 * 650 * 10000);
+    assert_eq!(row(&t, "4")["output_shape"], json!([35, 10000]));
+    // an LSTM's element-wise work: 5 sigmoids/tanhs per hidden unit and step
+    assert_eq!(row(&t, "2")["activations"], 35 * 2 * 650 * 5);
+    // FlopCounterMode does not count nn.LSTM on CPU: the row says so instead of guessing
+    let f = ok(
+        "/v1/complexity",
+        json!({"model": {"preset": "lstm_lm"}, "profile": "torch_flop_counter", "verify": false}),
+    )
+    .await;
+    assert_eq!(row(&f, "2")["flops"], 0);
+    assert!(row(&f, "2")["note"].as_str().unwrap().contains("LSTM"), "{}", row(&f, "2"));
+    assert_eq!(row(&f, "4")["flops"], 2 * 35 * 650 * 10000);
+    // the other tools are not modeled for it: refused, naming the layer
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "lstm_lm"}, "profile": "ptflops", "verify": false}),
+    )
+    .await;
+    let p = assert_problem(&r, 422, "/model/layers/2");
+    assert!(p["detail"].as_str().unwrap().contains("ptflops"), "{p}");
+}
+
+/// Attention on L=5 tokens of E=8 with 2 heads, by hand: projections 4 x 5 x 8 x 8 MACs, the
+/// scores and the weighted values 5 x 5 x 8 each; FlopCounterMode on CPU counts 2 x the
+/// projections only (need_weights=False runs the fused kernel), and the scores' two bmm with
+/// need_weights=True.
+#[tokio::test]
+async fn attention_counts_by_hand() {
+    let model = |need: bool| {
+        json!({"input_shape": [5, 8], "layers": [
+            {"type": "multihead_attention", "embed_dim": 8, "num_heads": 2, "need_weights": need}]})
+    };
+    let t = ok(
+        "/v1/complexity",
+        json!({"model": model(false), "conventions": {"flops": "mac"}, "verify": true}),
+    )
+    .await;
+    assert_eq!(row(&t, "0")["params"], 3 * 8 * 8 + 3 * 8 + 8 * 8 + 8);
+    assert_eq!(row(&t, "0")["macs"], 4 * 5 * 64 + 2 * 25 * 8);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    for (need, flops) in [(false, 2 * 4 * 5 * 64), (true, 2 * 4 * 5 * 64 + 2 * 2 * 25 * 8)] {
+        let f = ok(
+            "/v1/complexity",
+            json!({"model": model(need), "profile": "torch_flop_counter", "verify": false}),
+        )
+        .await;
+        assert_eq!(f["totals"]["flops"], flops, "need_weights {need}");
+        assert_eq!(row(&f, "0")["note"].is_string(), !need);
+    }
+}
+
+/// Which tokens an output token reads: an embedding token by token, a forward LSTM every
+/// earlier token, a bidirectional one every token; a causal attention the earlier ones.
+#[tokio::test]
+async fn receptive_fields_of_sequences() {
+    let kinds = |v: &Value| {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let rf = ok("/v1/receptive-field", json!({"model": lm("lstm", false, 2), "index_base": 1})).await;
+    assert_eq!(kinds(&rf), ["token", "causal", "causal"]);
+    assert_eq!(rf["layers"][1]["tokens"]["text"], "1 <= t <= i");
+    assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    // the default unit: the middle token (index 3 of 6, zero-based) sees tokens 0..=3
+    assert_eq!(rf["verification"]["executed"]["tokens"], json!([[1, 4]]));
+    let rf = ok("/v1/receptive-field", json!({"model": lm("gru", true, 2)})).await;
+    assert_eq!(kinds(&rf), ["token", "global", "global"]);
+    // one bidirectional layer: the forward half of the features reads the earlier tokens, the
+    // backward half the later ones, exactly
+    for (feature, tokens) in [(1, json!([[0, 2]])), (4, json!([[2, 5]]))] {
+        let rf = ok(
+            "/v1/receptive-field",
+            json!({"model": lm("rnn", true, 1), "position": {"layer": "rnn", "index": [2], "channel": feature}}),
+        )
+        .await;
+        assert_eq!(rf["position"]["input_tokens"], tokens, "feature {feature}");
+        assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    }
+    let causal = json!({"input_shape": [7, 4], "layers": [
+        {"type": "layernorm", "normalized_shape": 4},
+        {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2, "is_causal": true},
+        {"type": "linear", "out_features": 3},
+        {"type": "mean", "dim": 1}]});
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": causal, "position": {"layer": 2, "index": [4], "channel": 0}}),
+    )
+    .await;
+    assert_eq!(kinds(&rf), ["token", "causal", "causal", "global"]);
+    assert_eq!(rf["position"]["input_tokens"], json!([[0, 4]]));
+    assert_eq!(rf["position"]["input_features"], json!([[0, 3]]));
+}
+
+/// Gradient rows by PyTorch's parameter names, token ids drawn below the vocabulary.
+#[tokio::test]
+async fn diagnostics_name_every_weight() {
+    let d = ok(
+        "/v1/gradient-diagnostics",
+        json!({"model": lm("lstm", true, 1), "inputs": {"batch_size": 4, "seed": 3}}),
+    )
+    .await;
+    let paths: Vec<&str> = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "0.weight",
+            "1.weight_ih_l0",
+            "1.weight_hh_l0",
+            "1.weight_ih_l0_reverse",
+            "1.weight_hh_l0_reverse",
+            "2"
+        ]
+    );
+    assert_eq!(d["layers"][1]["weight_shape"], json!([12, 4]));
+    assert!(d["layers"][1]["bias_grad"]["frobenius"].as_f64().unwrap() > 0.0);
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": lm("gru", false, 1), "inputs": {"values": [0, 1, 2, 3, 4, 20]}}),
+    )
+    .await;
+    let p = assert_problem(&r, 422, "/inputs/values");
+    assert!(p["detail"].as_str().unwrap().contains("0..=19"), "{p}");
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": lm("gru", false, 1), "parameters": {"rnn": {"weight_ih": [1.0]}}}),
+    )
+    .await;
+    let p = assert_problem(&r, 422, "/parameters/rnn/weight_ih");
+    assert!(p["detail"].as_str().unwrap().contains("weight_ih_l0"), "{p}");
+}
+
+/// Mistakes in sequence models: each a 4xx naming the field.
+#[tokio::test]
+async fn sequence_mistakes_name_the_field() {
+    let cases = [
+        // token ids read by something other than an embedding
+        (
+            json!({"input_shape": [5], "input_dtype": "int64", "layers": [{"type": "linear", "out_features": 2}]}),
+            422,
+            "/model/layers/0",
+        ),
+        // an embedding reading floats
+        (
+            json!({"input_shape": [5], "layers": [{"type": "embedding", "num_embeddings": 3, "embedding_dim": 2}]}),
+            422,
+            "/model/layers/0",
+        ),
+        (
+            json!({"input_shape": [5, 2], "input_dtype": "int64", "layers": []}),
+            422,
+            "/model/input_shape",
+        ),
+        (
+            json!({"input_shape": [5], "input_dtype": "int8", "layers": []}),
+            422,
+            "/model/input_dtype",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "multihead_attention", "embed_dim": 6, "num_heads": 4}]}),
+            422,
+            "/model/layers/0/num_heads",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "multihead_attention", "embed_dim": 5, "num_heads": 1}]}),
+            422,
+            "/model/layers/0/embed_dim",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "lstm", "input_size": 5, "hidden_size": 2}]}),
+            422,
+            "/model/layers/0/input_size",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "lstm", "hidden_size": 2, "proj_size": 1}]}),
+            422,
+            "/model/layers/0/proj_size",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "rnn", "hidden_size": 2, "nonlinearity": "gelu"}]}),
+            422,
+            "/model/layers/0/nonlinearity",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "mean", "dim": 2}]}),
+            422,
+            "/model/layers/0/dim",
+        ),
+        (
+            json!({"input_shape": [3, 8, 8], "layers": [{"type": "lstm", "hidden_size": 2}]}),
+            422,
+            "/model/layers/0",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "conv2d", "out_channels": 2, "kernel_size": 1}]}),
+            422,
+            "/model/layers/0",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "groupnorm", "num_groups": 2}]}),
+            422,
+            "/model/layers/0",
+        ),
+        (
+            json!({"input_shape": [4], "input_dtype": "int64", "layers": [{"type": "embedding", "num_embeddings": 3, "embedding_dim": 2, "padding_idx": 3}]}),
+            422,
+            "/model/layers/0/padding_idx",
+        ),
+        (
+            json!({"input_shape": [4, 6], "layers": [{"type": "multihead_attention", "num_heads": 2, "kdim": 3}]}),
+            422,
+            "/model/layers/0/kdim",
+        ),
+    ];
+    for (model, status, pointer) in cases {
+        let r = post("/v1/complexity", json!({"model": model, "verify": false})).await;
+        assert_problem(&r, status, pointer);
+    }
+    // attention's scores count against the run's activation limit: L = 100000 tokens
+    let huge = json!({"input_shape": [100000, 2], "layers": [{"type": "multihead_attention", "embed_dim": 2, "num_heads": 1}]});
+    let r = post("/v1/gradient-diagnostics", json!({"model": huge, "inputs": {"batch_size": 1}})).await;
+    assert_problem(&r, 413, "/model");
+    // a recurrent layer's steps run one after the other: 30000 tokens x 1 layer are refused
+    // before libtorch spends minutes on them (the complexity check is skipped and says so)
+    let long = json!({"input_shape": [30000, 1], "layers": [{"type": "gru", "hidden_size": 1}]});
+    let r = post("/v1/gradient-diagnostics", json!({"model": long, "inputs": {"batch_size": 1}})).await;
+    let p = assert_problem(&r, 413, "/model");
+    assert_eq!(p["limit"]["name"], "max_run_recurrent_steps", "{p}");
+    let t = ok("/v1/complexity", json!({"model": long})).await;
+    assert_eq!(t["verification"]["ran"], false, "{}", t["verification"]);
+    // the analytic answers need no run: exact, at once
+    let t = ok("/v1/complexity", json!({"model": huge, "verify": false})).await;
+    assert_eq!(t["totals"]["macs"], 4u64 * 100000 * 4 + 2 * 100000u64 * 100000 * 2);
+}
