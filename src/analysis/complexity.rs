@@ -263,6 +263,10 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 Additions::Exact => landed - covered + bias_adds,
             };
         }
+        // a learned tensor: its elements, no arithmetic
+        LayerKind::Parameter { .. } => c.params_weight = param_numel(node, false),
+        // views: no arithmetic
+        LayerKind::FlattenSpatial | LayerKind::Transpose | LayerKind::SelectToken { .. } => {}
         // a lookup: no arithmetic
         LayerKind::Embedding { .. } => {
             c.params_weight = param_numel(node, false);

@@ -239,6 +239,8 @@ pub enum Rf {
     Sequence { prefix: bool, suffix: bool },
     /// No affine form exists; the string says why. Exact per-unit answers still exist.
     NotAffine(String),
+    /// A learned tensor (a parameter node) and what is computed from it alone: it reads no input.
+    Constant,
 }
 
 impl Rf {
@@ -416,6 +418,7 @@ fn kind_name(rf: &Rf) -> &'static str {
         Rf::Features => "features",
         Rf::Global => "global",
         Rf::NotAffine(_) => "not_affine",
+        Rf::Constant => "constant",
         Rf::Sequence { prefix: true, .. } => "causal",
         Rf::Sequence { suffix: true, .. } => "anticausal",
         Rf::Sequence { .. } => "token",
@@ -507,6 +510,12 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                     note: note.filter(|_| union),
                 }
             }
+            None if node.inputs.is_empty() => NodeRf {
+                rf: Rf::Constant,
+                ins: Vec::new(),
+                aligned: None,
+                note: None,
+            },
             None => {
                 let input = match node.inputs[0].from {
                     Some(f) => rfs[f].rf.clone(),
@@ -625,10 +634,22 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
 
 /// The map after a layer that reads one tensor.
 fn apply(node: &Node, rf: Rf) -> Rf {
-    if let Rf::Sequence { prefix, suffix } = rf {
-        return apply_sequence(node, prefix, suffix);
+    match rf {
+        Rf::Sequence { prefix, suffix } => return apply_sequence(node, prefix, suffix),
+        Rf::Constant => return rf,
+        _ => {}
     }
     match &node.layer.kind {
+        LayerKind::FlattenSpatial => match rf {
+            Rf::Global => rf,
+            _ => Rf::NotAffine("the positions flattened into one axis: each reads its own range, in row-major order".into()),
+        },
+        LayerKind::Transpose => rf,
+        LayerKind::SelectToken { .. } => match rf {
+            Rf::Global => rf,
+            _ => Rf::NotAffine("one token's features: each reads that token's range".into()),
+        },
+        LayerKind::Parameter { .. } => Rf::Constant,
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
@@ -727,6 +748,8 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
         LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(1) => same,
         LayerKind::MultiheadAttention { causal: true, .. } => Rf::sequence(true, suffix),
         LayerKind::Recurrent { bidirectional: false, .. } => Rf::sequence(true, suffix),
+        LayerKind::Transpose => Rf::NotAffine("transposed: the tokens became features".into()),
+        LayerKind::SelectToken { .. } => Rf::NotAffine("one token's features: each reads that token's range".into()),
         LayerKind::Flatten if node.input.len() == 2 => {
             Rf::NotAffine("flattened: features have no token index; each depends on one token's range".into())
         }
@@ -740,6 +763,14 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
 
 /// The union of parallel branches: one affine range when every branch moves with the same jump.
 fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
+    // a learned tensor adds nothing the output depends on
+    let read: Vec<Rf> = ends.iter().filter(|r| **r != Rf::Constant).cloned().collect();
+    if read.is_empty() {
+        return (Rf::Constant, None, None);
+    }
+    if read.len() < ends.len() {
+        return merge(&read);
+    }
     if ends.contains(&Rf::Global) {
         return (Rf::Global, None, None);
     }
@@ -1231,6 +1262,33 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             out
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
+        // [C, H*W] back to [C, H, W]: each run of positions split at row boundaries
+        LayerKind::FlattenSpatial => {
+            let w = node.input[2];
+            let mut out = Vec::new();
+            for p in set {
+                for &(a, b) in p.0[1].ranges() {
+                    let mut k = a;
+                    while k <= b {
+                        let (y, x) = (k / w, k % w);
+                        let end = b.min(k - x + w - 1);
+                        out.push(Product(vec![p.0[0].clone(), IntervalSet::range(y, y), IntervalSet::range(x, end % w)]));
+                        k = end + 1;
+                        if out.len() > MAX_BOXES * 4 {
+                            *approx = true;
+                            return vec![full(&node.input)];
+                        }
+                    }
+                }
+            }
+            out
+        }
+        LayerKind::Transpose => set.into_iter().map(|p| Product(vec![p.0[1].clone(), p.0[0].clone()])).collect(),
+        LayerKind::SelectToken { index } => set
+            .into_iter()
+            .map(|p| Product(vec![IntervalSet::range(*index, *index), p.0[0].clone()]))
+            .collect(),
+        LayerKind::Parameter { .. } => Vec::new(),
         // read sequences, answered by back_sequence
         LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => {
             if set.is_empty() {
@@ -1412,6 +1470,8 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
                     pass(e.from, back_merge(node, m, k, &set));
                 }
             }
+            // a parameter reads nothing
+            None if node.inputs.is_empty() => {}
             None => pass(node.inputs[0].from, back_node(node, set, &mut approx)),
         }
     }

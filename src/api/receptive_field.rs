@@ -323,7 +323,7 @@ async fn verify_unit(
         2 => &["tokens", "features"],
         _ => &["features"],
     };
-    let sequence = graph.spec.token_ids || graph.input().len() == 2;
+    let sequence = probe::has_sequences(graph);
     let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
     Ok(json!({
         "ran": true,

@@ -154,8 +154,12 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
     for (i, item) in items.iter().enumerate() {
         let ptr = child(&nodes_ptr, i);
         let o = Obj::new(item, &ptr)?;
+        let layer = layer_in(&o, limits, 0, counter, true)?;
+        let parameter = matches!(layer.kind, LayerKind::Parameter { .. });
         let inputs = match o.array("inputs")? {
+            None if parameter => Vec::new(),
             None => vec![nodes.last().map_or(GRAPH_INPUT.to_string(), |n: &GraphNode| node_name(&n.layer))],
+            Some(list) if parameter && list.is_empty() => Vec::new(),
             Some(list) if list.is_empty() => return Err(SpecError::invalid(o.at("inputs"), "needs at least one input name")),
             Some(list) => list
                 .iter()
@@ -169,7 +173,6 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
                 })
                 .collect::<SpecResult<Vec<_>>>()?,
         };
-        let layer = layer_in(&o, limits, 0, counter, true)?;
         o.finish("\"name\", \"type\", \"inputs\" and the layer's PyTorch arguments")?;
         let name = layer
             .name
@@ -189,12 +192,18 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
         }
         let arity = match layer.kind {
             LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => None,
+            LayerKind::Parameter { .. } => Some(0),
             _ => Some(1),
         };
         if arity.is_some_and(|a| a != inputs.len()) {
             return Err(SpecError::invalid(
                 o.at("inputs"),
-                format!("a {} node reads one tensor, got {} names", layer.type_name(), inputs.len()),
+                format!(
+                    "a {} node reads {}, got {} names",
+                    layer.type_name(),
+                    if parameter { "no tensor" } else { "one tensor" },
+                    inputs.len()
+                ),
             ));
         }
         nodes.push(GraphNode { layer, inputs });
@@ -455,6 +464,53 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 _ => {}
             }
             LayerKind::Upsample { scale, size, bilinear }
+        }
+        "parameter" if graph => {
+            let shape = match o.raw("shape") {
+                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| uint(v, &child(&o.at("shape"), i), 1, max))
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("shape"),
+                        format!("expected the tensor's shape without the batch axis, 1 to 3 sizes, got {}", describe(other)),
+                    ))
+                }
+                None => return Err(o.missing("shape")),
+            };
+            LayerKind::Parameter { shape }
+        }
+        "parameter" => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                "a parameter is a tensor that add or concat nodes read: describe the model as a \"graph\"",
+            ))
+        }
+        "transpose" | "permute" => {
+            let ok = match canonical_type(ty).as_str() {
+                "permute" => o.raw("dims").is_some_and(|v| v == &serde_json::json!([0, 2, 1])),
+                _ => {
+                    let pair = (o.raw("dim0").and_then(Value::as_i64), o.raw("dim1").and_then(Value::as_i64));
+                    matches!(pair, (Some(1), Some(2)) | (Some(2), Some(1)) | (Some(1), Some(-1)) | (Some(-1), Some(1)))
+                }
+            };
+            if !ok {
+                return Err(SpecError::invalid(
+                    o.pointer.clone(),
+                    "only the swap of a two-axis sample's axes is supported: transpose(1, 2) or permute(0, 2, 1)",
+                ));
+            }
+            LayerKind::Transpose
+        }
+        "select" => {
+            if o.raw("dim").and_then(Value::as_i64) != Some(1) {
+                return Err(SpecError::invalid(o.at("dim"), "only dim 1 (the tokens of a sequence) is supported"));
+            }
+            LayerKind::SelectToken {
+                index: o.u64_in("index", None, 0, max)?,
+            }
         }
         "embedding" => {
             let num_embeddings = o.u64_in("num_embeddings", None, 1, max)?;
@@ -752,13 +808,16 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "flatten" => {
             let start = o.raw("start_dim").map(|v| v.as_i64());
             let end = o.raw("end_dim").map(|v| v.as_i64());
-            if !matches!(start, None | Some(Some(1))) || !matches!(end, None | Some(Some(-1))) {
+            if matches!(start, Some(Some(2))) && matches!(end, None | Some(Some(-1)) | Some(Some(3))) {
+                LayerKind::FlattenSpatial
+            } else if !matches!(start, None | Some(Some(1))) || !matches!(end, None | Some(Some(-1))) {
                 return Err(SpecError::invalid(
                     o.pointer.clone(),
-                    "only flatten(start_dim=1, end_dim=-1) is supported: it flattens one sample into features",
+                    "only flatten(start_dim=1, end_dim=-1) (one sample into features) and flatten(start_dim=2) (an image's positions into one axis) are supported",
                 ));
+            } else {
+                LayerKind::Flatten
             }
-            LayerKind::Flatten
         }
         "concat" | "cat" => {
             check_depth(o, depth, limits)?;

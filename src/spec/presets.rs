@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "efficientnet_b0",
     "unet_small",
     "lstm_lm",
+    "vit_b_16",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -34,6 +35,7 @@ pub fn describe(name: &str) -> &'static str {
         "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
+        "vit_b_16" => "torchvision.models.vit_b_16, 3x224x224, in the graph form: a 16x16 stride-16 patch convolution to 768 channels, the 196 positions flattened and transposed into tokens, the class token concatenated and the position embedding added, 12 pre-norm encoder blocks (layernorm, 12-head self-attention, residual; layernorm, 3072-unit GELU MLP, residual), a final layernorm, token 0 to the 1000-class head; node names as torchvision's modules and parameters.",
         "lstm_lm" => "A 2-layer LSTM language model (Zaremba et al.'s medium configuration) on 35 token ids: a 10000 x 650 embedding, a 2-layer LSTM of 650 units (dropout 0.5 between layers and around them, off in evaluation), and a linear decoder back to the 10000 words.",
         _ => "",
     }
@@ -53,6 +55,7 @@ pub fn get(name: &str) -> Option<Value> {
         "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
         "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
         "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
+        "vit_b_16" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": vit_b_16()}})),
         "lstm_lm" => {
             return Some(json!({"input_shape": [35], "input_dtype": "int64", "layers": [
                 {"type": "embedding", "name": "encoder", "num_embeddings": 10000, "embedding_dim": 650},
@@ -515,5 +518,40 @@ fn unet_small() -> Vec<Value> {
     let c1 = g.add("cat1", json!({"type": "concat", "dim": 1}), &[&e1, &u1]);
     let d1 = double(&mut g, "dec1", &c1, 16);
     g.add("head", conv(2, 1, 1, 0, true), &[&d1]);
+    g.0
+}
+
+/// torchvision's VisionTransformer (vit_b_16): patch embedding, class token, position
+/// embedding, 12 encoder blocks of (ln_1, self_attention, dropout, + input) and (ln_2, mlp, +),
+/// encoder.ln, token 0, heads.head. LayerNorm eps 1e-6, as torchvision's.
+fn vit_b_16() -> Vec<Value> {
+    let (d, mlp, heads, layers) = (768u64, 3072u64, 12u64, 12);
+    let ln = || json!({"type": "layernorm", "normalized_shape": d, "eps": 1e-6});
+    let mut g = Nodes(Vec::new());
+    let x = g.add("conv_proj", json!({"type": "conv2d", "out_channels": d, "kernel_size": 16, "stride": 16}), &["input"]);
+    let x = g.add("flatten", json!({"type": "flatten", "start_dim": 2}), &[&x]);
+    let x = g.add("permute", json!({"type": "permute", "dims": [0, 2, 1]}), &[&x]);
+    let cls = g.add("class_token", json!({"type": "parameter", "shape": [1, d]}), &[]);
+    let x = g.add("cat", json!({"type": "concat", "dim": 1}), &[&cls, &x]);
+    let pos = g.add("encoder.pos_embedding", json!({"type": "parameter", "shape": [197, d]}), &[]);
+    let x = g.add("encoder.add_pos_embedding", json!({"type": "add"}), &[&x, &pos]);
+    let mut x = g.add("encoder.dropout", json!({"type": "dropout", "p": 0.0}), &[&x]);
+    for i in 0..layers {
+        let b = format!("encoder.layers.encoder_layer_{i}");
+        let y = g.add(&format!("{b}.ln_1"), ln(), &[&x]);
+        let y = g.add(&format!("{b}.self_attention"), json!({"type": "multihead_attention", "embed_dim": d, "num_heads": heads, "batch_first": true}), &[&y]);
+        let y = g.add(&format!("{b}.dropout"), json!({"type": "dropout", "p": 0.0}), &[&y]);
+        let r = g.add(&format!("{b}.add_1"), json!({"type": "add"}), &[&y, &x]);
+        let y = g.add(&format!("{b}.ln_2"), ln(), &[&r]);
+        let y = g.add(&format!("{b}.mlp.0"), json!({"type": "linear", "out_features": mlp}), &[&y]);
+        let y = g.add(&format!("{b}.mlp.1"), json!({"type": "gelu"}), &[&y]);
+        let y = g.add(&format!("{b}.mlp.2"), json!({"type": "dropout", "p": 0.0}), &[&y]);
+        let y = g.add(&format!("{b}.mlp.3"), json!({"type": "linear", "out_features": d}), &[&y]);
+        let y = g.add(&format!("{b}.mlp.4"), json!({"type": "dropout", "p": 0.0}), &[&y]);
+        x = g.add(&format!("{b}.add_2"), json!({"type": "add"}), &[&y, &r]);
+    }
+    let x = g.add("encoder.ln", ln(), &[&x]);
+    let x = g.add("select", json!({"type": "select", "dim": 1, "index": 0}), &[&x]);
+    g.add("heads.head", json!({"type": "linear", "out_features": 1000}), &[&x]);
     g.0
 }

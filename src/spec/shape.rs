@@ -424,6 +424,20 @@ impl<'a> Builder<'a> {
                     });
                     self.nodes.len() - 1
                 }
+                LayerKind::Parameter { shape } => {
+                    self.nodes.push(Node {
+                        path: name,
+                        pointer: ptr,
+                        layer: &n.layer,
+                        input: Vec::new(),
+                        inputs: Vec::new(),
+                        output: shape.clone(),
+                        windows: None,
+                        merge: None,
+                        groups: Vec::new(),
+                    });
+                    self.nodes.len() - 1
+                }
                 _ => {
                     let edge = edges.into_iter().next().expect("unary nodes read one tensor");
                     self.layer(&n.layer, edge, name, ptr)?
@@ -798,6 +812,25 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                 ))
             }
         },
+        LayerKind::FlattenSpatial => {
+            let [c, h, w] = image(input, "flatten(start_dim=2)", pointer)?;
+            vec![c, h * w]
+        }
+        LayerKind::Transpose => {
+            let [a, b] = sequence(input, "transpose(1, 2)", pointer)?;
+            vec![b, a]
+        }
+        LayerKind::SelectToken { index } => {
+            let [l, d] = sequence(input, "select(1, index)", pointer)?;
+            if *index >= l {
+                return Err(SpecError::invalid(
+                    child(pointer, "index"),
+                    format!("token {index} is outside the sequence of {l} tokens"),
+                ));
+            }
+            vec![d]
+        }
+        LayerKind::Parameter { .. } => unreachable!("parameters are shaped by the builder"),
         LayerKind::Embedding { dim, .. } => match input {
             [l] => vec![*l, *dim],
             _ => {
@@ -1007,6 +1040,7 @@ impl Node<'_> {
     pub fn named_params(&self) -> Option<Vec<NamedParam>> {
         let p = |name: String, shape: Vec<u64>, bias: bool| NamedParam { name, shape, bias };
         Some(match &self.layer.kind {
+            LayerKind::Parameter { shape } => vec![p("weight".into(), shape.clone(), false)],
             LayerKind::Embedding { num_embeddings, dim, .. } => vec![p("weight".into(), vec![*num_embeddings, *dim], false)],
             LayerKind::MultiheadAttention { bias, .. } => {
                 let e = self.input[1];

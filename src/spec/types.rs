@@ -108,6 +108,20 @@ impl Cell {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
+    /// Graph form: a learned tensor of `shape` (no batch axis; an `nn.Parameter` such as ViT's
+    /// class token `[1, D]` or position embedding `[L, D]`), read by add or concat; it reads no
+    /// input.
+    Parameter {
+        shape: Vec<u64>,
+    },
+    /// `x.flatten(2)` on an image `[C, H, W]`: `[C, H*W]`, the positions in row-major order.
+    FlattenSpatial,
+    /// `x.transpose(1, 2)` (or `permute(0, 2, 1)`) on a two-axis sample: `[A, B]` to `[B, A]`.
+    Transpose,
+    /// `x[:, index]` on a sequence (`torch.select(x, 1, index)`): one token's features `[D]`.
+    SelectToken {
+        index: u64,
+    },
     /// `torch.nn.Embedding(num_embeddings, embedding_dim)`: reads the model's int64 token ids
     /// `[L]` and gives `[L, embedding_dim]`.
     Embedding {
@@ -303,6 +317,10 @@ impl Layer {
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
             LayerKind::Embedding { .. } => "embedding",
+            LayerKind::Parameter { .. } => "parameter",
+            LayerKind::FlattenSpatial => "flatten",
+            LayerKind::Transpose => "transpose",
+            LayerKind::SelectToken { .. } => "select",
             LayerKind::MultiheadAttention { .. } => "multihead_attention",
             LayerKind::Recurrent { cell, .. } => cell.name(),
             LayerKind::Conv2d { .. } => "conv2d",

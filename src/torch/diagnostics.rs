@@ -319,7 +319,12 @@ pub fn run(req: &Request) -> Result<Report, String> {
                 let size = w.size();
                 weights.push(w.detach().reshape([size[0], -1]));
                 params.push(ParamLayer {
-                    path: format!("{}.{name}", node.path),
+                    // a parameter node is the tensor itself (PyTorch's `class_token`)
+                    path: if matches!(node.layer.kind, LayerKind::Parameter { .. }) {
+                        node.path.clone()
+                    } else {
+                        format!("{}.{name}", node.path)
+                    },
                     node: node.path.clone(),
                     weight_grad: norms(&w.grad()),
                     bias_grad: bias,

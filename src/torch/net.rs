@@ -414,8 +414,11 @@ impl Net {
         let mut vals: Vec<Option<Tensor>> = (0..graph.nodes.len()).map(|_| None).collect();
         for &i in ids {
             let node = &graph.nodes[i];
-            let ins: Vec<Tensor> = node
-                .inputs
+            // a node that reads nothing (a parameter) gets the model's input, for its batch size
+            let ins: Vec<Tensor> = if node.inputs.is_empty() {
+                vec![x.shallow_clone()]
+            } else {
+                node.inputs
                 .iter()
                 .map(|e| match e.from {
                     Some(f) => {
@@ -428,7 +431,8 @@ impl Net {
                     }
                     None => x.shallow_clone(),
                 })
-                .collect();
+                .collect()
+            };
             let y = self.node(node, &ins);
             hook(node, &ins[0], &y);
             vals[i] = Some(y);
@@ -497,6 +501,20 @@ impl Net {
             }
         }
         match &node.layer.kind {
+            // a learned tensor, one copy per sample (the probe's holds zeros: it reads no input)
+            LayerKind::Parameter { shape } => {
+                let mut size = vec![x.size()[0]];
+                size.extend(shape.iter().map(|&d| d as i64));
+                let t = if probe {
+                    Tensor::zeros(&size[1..], (self.kind, self.device))
+                } else {
+                    self.named(node, "weight").shallow_clone()
+                };
+                t.unsqueeze(0).expand(size.as_slice(), false)
+            }
+            LayerKind::FlattenSpatial => x.flatten(2, -1),
+            LayerKind::Transpose => x.transpose(1, 2),
+            LayerKind::SelectToken { index } => x.select(1, *index as i64),
             // the probe's token ids are ones of a float input: each token's row reads its id
             LayerKind::Embedding { dim, .. } if probe => x.unsqueeze(-1).repeat([1, 1, *dim as i64]),
             LayerKind::Embedding { padding_idx, .. } => {
@@ -720,6 +738,8 @@ fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &
         ),
         (_, _) if np.bias => return Tensor::zeros([n as i64], (kind, Device::Cpu)),
         (LayerKind::Embedding { .. }, true) => per_layer(Init::Normal { std: 1.0 }, init.scale),
+        // ViT's position embedding (and timm's class tokens): N(0, 0.02^2)
+        (LayerKind::Parameter { .. }, true) => per_layer(Init::Normal { std: 0.02 }, init.scale),
         (LayerKind::MultiheadAttention { .. }, true) if np.name == "in_proj_weight" => per_layer(Init::XavierUniform, init.scale),
         _ => init.clone(),
     };

@@ -439,8 +439,14 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         (x, [wh, ww])
     };
     match &node.layer.kind {
-        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => {
-            unreachable!("sequence models run in probe_sequence")
+        LayerKind::Embedding { .. }
+        | LayerKind::MultiheadAttention { .. }
+        | LayerKind::Recurrent { .. }
+        | LayerKind::Parameter { .. }
+        | LayerKind::FlattenSpatial
+        | LayerKind::Transpose
+        | LayerKind::SelectToken { .. } => {
+            unreachable!("models with sequences run in probe_sequence")
         }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
@@ -537,11 +543,11 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
 
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
-    if spec.token_ids || spec.input_shape.len() == 2 {
+    let graph = infer(spec, "").map_err(|e| e.to_string())?;
+    if has_sequences(&graph) {
         return probe_sequence(spec, target, index, channel, device);
     }
     let started = std::time::Instant::now();
-    let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
     let network_width = widest(&graph);
     // the part of every tensor the unit can reach: the unit itself at the target, back to the input
@@ -626,14 +632,28 @@ pub fn probe_sequence(spec: &ModelSpec, target: &str, index: &[u64], channel: Op
         .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
         .remove(0)
         .select(0, 0);
-    let row = y.select(0, index[0] as i64);
     let unit = match (y.dim(), channel) {
-        (2, Some(c)) => row.select(0, c as i64),
-        (2, None) => row.sum(row.kind()),
-        _ => row,
+        (3, _) => select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize)),
+        (2, Some(c)) => y.select(0, index[0] as i64).select(0, c as i64),
+        (2, None) => {
+            let row = y.select(0, index[0] as i64);
+            row.sum(row.kind())
+        }
+        _ => y.select(0, index[0] as i64),
     };
     let width = widest(&graph);
     Ok(read_gradient(spec, &x, None, unit, started, width, width))
+}
+
+/// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes:
+/// the channel-quotient probe knows images and vectors only.
+pub fn has_sequences(graph: &crate::spec::Graph) -> bool {
+    graph.spec.token_ids
+        || graph.input().len() == 2
+        || graph
+            .nodes
+            .iter()
+            .any(|n| n.output.len() == 2 || n.inputs.is_empty() || n.input.len() == 2)
 }
 
 /// Channels (features) of the widest tensor of the real network, its input included.

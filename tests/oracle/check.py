@@ -319,7 +319,12 @@ TORCHVISION = {
     "googlenet": lambda tv: tv.models.googlenet(aux_logits=False, init_weights=False),
     "mobilenet_v3_small": lambda tv: tv.models.mobilenet_v3_small(),
     "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
+    "vit_b_16": lambda tv: tv.models.vit_b_16(),
 }
+
+# graph-form presets whose node names are torchvision's module (or parameter) names: each row's
+# parameters are checked against that module's own
+NAMED_LIKE_TORCHVISION = ("mobilenet_v3_small", "efficientnet_b0", "vit_b_16")
 
 
 def run_torchvision(url, names):
@@ -335,8 +340,10 @@ def run_torchvision(url, names):
     for name in names:
         model = TORCHVISION[name](torchvision).eval()
         x = torch.zeros(1, 3, 224, 224)
+        # autograd on, as FlopCounterMode is used: under torch.no_grad() an eval-mode
+        # nn.MultiheadAttention (ViT's) takes a fused fast path that FlopCounterMode counts as 0
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
+        with counter:
             model(x)
         fa = FlopCountAnalysis(model, x)
         fa.unsupported_ops_warnings(False)
@@ -348,8 +355,14 @@ def run_torchvision(url, names):
             "ptflops": get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False, verbose=False)[0],
         }
         problems = []
+        attention = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
         for profile in ("torch_flop_counter", "fvcore", "ptflops"):
             status, resp = post(url + "/v1/complexity", {"model": {"preset": name}, "profile": profile, "verify": False})
+            if attention and profile != "torch_flop_counter":
+                # not modeled for attention: refused, naming the layer, never a silent zero
+                if status != 422 or "multihead_attention" not in resp.get("detail", ""):
+                    problems.append(f"{profile}: expected a 422 naming the attention layer, got {status}: {resp.get('detail')}")
+                continue
             if status != 200:
                 problems.append(f"status {status}: {resp}")
                 continue
@@ -357,6 +370,16 @@ def run_torchvision(url, names):
                 problems.append(f"params {resp['totals']['params']} != torchvision's sum(numel) {want['params']}")
             if resp["totals"]["flops"] != want[profile]:
                 problems.append(f"{profile}: service {resp['totals']['flops']} != {profile} on torchvision's module {want[profile]}")
+            if profile == "torch_flop_counter" and name in NAMED_LIKE_TORCHVISION:
+                for row in resp["rows"]:
+                    if row["subtotal"] or not row["params"]:
+                        continue
+                    try:
+                        own = sum(p.numel() for p in model.get_submodule(row["path"]).parameters())
+                    except AttributeError:
+                        own = model.get_parameter(row["path"]).numel()
+                    if row["params"] != own:
+                        problems.append(f"row {row['path']}: params {row['params']} != torchvision's {own}")
         if problems:
             failures += 1
             print(f"preset {name}: " + "; ".join(problems))
