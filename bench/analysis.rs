@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     // graph-form presets: shape inference of the DAG included
-    for name in ["efficientnet_b0", "mobilenet_v3_small", "unet_small"] {
+    for name in ["efficientnet_b0", "mobilenet_v3_small", "unet_small", "vit_b_16", "lstm_lm"] {
         let spec = parse_model(&json!({"preset": name}), "", &limits).unwrap();
         c.bench_function(&format!("complexity_table_{name}"), |b| {
             b.iter(|| {

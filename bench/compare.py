@@ -104,7 +104,7 @@ def graph_presets():
     print()
     print("| model | what | median ms | vs the fastest Python tool |")
     print("|---|---|---|---|")
-    for name in ["efficientnet_b0", "mobilenet_v3_small"]:
+    for name in ["efficientnet_b0", "mobilenet_v3_small", "vit_b_16"]:
         model = getattr(torchvision.models, name)().eval()
         x = torch.zeros(1, 3, 224, 224)
 

@@ -283,3 +283,68 @@ async fn sequence_mistakes_name_the_field() {
     let t = ok("/v1/complexity", json!({"model": huge, "verify": false})).await;
     assert_eq!(t["totals"]["macs"], 4u64 * 100000 * 4 + 2 * 100000u64 * 100000 * 2);
 }
+
+/// A small ViT by hand: 4x4 patches of a 2x8x12 image (6 tokens), a class token concatenated in
+/// front and a position embedding added (parameters of the graph), token 5 of the sequence is
+/// patch 4 of the 2 x 3 patches (row 1, column 1): rows 4..7, columns 4..7.
+#[tokio::test]
+async fn patches_become_tokens() {
+    let vit = json!({"input_shape": [2, 8, 12], "graph": {"nodes": [
+        {"name": "conv_proj", "type": "conv2d", "out_channels": 6, "kernel_size": 4, "stride": 4},
+        {"name": "flatten", "type": "flatten", "start_dim": 2},
+        {"name": "permute", "type": "permute", "dims": [0, 2, 1]},
+        {"name": "class_token", "type": "parameter", "shape": [1, 6]},
+        {"name": "cat", "type": "concat", "dim": 1, "inputs": ["class_token", "permute"]},
+        {"name": "pos_embedding", "type": "parameter", "shape": [7, 6]},
+        {"name": "add", "type": "add", "inputs": ["cat", "pos_embedding"]},
+        {"name": "attn", "type": "multihead_attention", "embed_dim": 6, "num_heads": 2},
+        {"name": "select", "type": "select", "dim": 1, "index": 0},
+        {"name": "head", "type": "linear", "out_features": 3}]}});
+    let t = ok("/v1/complexity", json!({"model": vit, "profile": "torch_flop_counter"})).await;
+    assert_eq!(row(&t, "flatten")["output_shape"], json!([6, 6]));
+    assert_eq!(row(&t, "cat")["output_shape"], json!([7, 6]));
+    assert_eq!(row(&t, "class_token")["params"], 6);
+    assert_eq!(row(&t, "pos_embedding")["params"], 42);
+    // conv: 6 positions x 6 channels x 32 products, twice; attention's projections on 7 tokens
+    assert_eq!(row(&t, "conv_proj")["flops"], 2 * 6 * 6 * 32);
+    assert_eq!(row(&t, "attn")["flops"], 2 * 4 * 7 * 36);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "cat", "index": [5], "channel": 1}})).await;
+    assert_eq!(rf["position"]["input_rows"], json!([[4, 7]]));
+    assert_eq!(rf["position"]["input_cols"], json!([[4, 7]]));
+    assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    // the class token reads no input; after attention every token reads the whole image
+    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "cat", "index": [0]}})).await;
+    assert_eq!(rf["position"]["input_rows"], json!([]));
+    assert_eq!(item(&rf["layers"], "path", "class_token")["kind"], "constant");
+    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "head", "index": [2]}})).await;
+    assert_eq!(rf["position"]["input_rows"], json!([[0, 7]]));
+    assert_eq!(rf["position"]["input_cols"], json!([[0, 11]]));
+    let d = ok("/v1/gradient-diagnostics", json!({"model": vit, "inputs": {"batch_size": 2}})).await;
+    let paths: Vec<&str> = d["layers"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["conv_proj", "class_token", "pos_embedding", "attn.in_proj_weight", "attn.out_proj.weight", "head"]
+    );
+    // mistakes
+    let image = |nodes: Value| json!({"input_shape": [2, 8, 8], "graph": {"nodes": nodes}});
+    for (model, pointer) in [
+        (json!({"input_shape": [2, 8, 8], "layers": [{"type": "parameter", "shape": [2]}]}), "/model/layers/0/type"),
+        (image(json!([{"name": "p", "type": "parameter", "shape": [2], "inputs": ["input"]}])), "/model/graph/nodes/0/inputs"),
+        (image(json!([{"name": "p", "type": "parameter"}])), "/model/graph/nodes/0/shape"),
+        (image(json!([{"name": "t", "type": "transpose", "dim0": 1, "dim1": 2}])), "/model/graph/nodes/0"),
+        (image(json!([{"name": "t", "type": "transpose", "dim0": 0, "dim1": 2}])), "/model/graph/nodes/0"),
+        (image(json!([{"name": "f", "type": "flatten", "start_dim": 3}])), "/model/graph/nodes/0"),
+        (
+            image(json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "s", "type": "select", "dim": 1, "index": 2}])),
+            "/model/graph/nodes/1/index",
+        ),
+        (
+            image(json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "p", "type": "parameter", "shape": [3, 64]}, {"name": "a", "type": "add", "inputs": ["f", "p"]}])),
+            "/model/graph/nodes/2/inputs",
+        ),
+    ] {
+        let r = post("/v1/complexity", json!({"model": model, "verify": false})).await;
+        assert_problem(&r, 422, pointer);
+    }
+}

@@ -158,6 +158,84 @@ def rand_block(rng, shape):
     return {"type": "residual", "body": body}, shape
 
 
+class PatchNet(nn.Module):
+    """A small ViT: patch convolution, positions flattened into tokens, an optional class token
+    and position embedding (nn.Parameter), sequence blocks, token 0 or a mean, a linear head."""
+
+    def __init__(self, c, patch, d, tokens, cls, pos, blocks, head):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(c, d, patch, stride=patch)
+        self.cls, self.pos = cls, pos
+        if cls:
+            self.class_token = nn.Parameter(torch.randn(1, d) * 0.5)
+        if pos:
+            self.pos_embedding = nn.Parameter(torch.randn(tokens + cls, d) * 0.5)
+        self.blocks = blocks
+        self.head = head
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        if self.cls:
+            x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos:
+            x = x + self.pos_embedding
+        return self.head(self.blocks(x))
+
+
+class Select(nn.Module):
+    def forward(self, x):
+        return x[:, 0]
+
+
+def random_patch_graph(rng):
+    """A ViT-like graph: its spec (graph form, node names as PatchNet's modules and parameters)
+    and the module."""
+    c, patch = rng.randint(1, 3), rng.randint(2, 4)
+    h, w = patch * rng.randint(1, 3), patch * rng.randint(1, 4)
+    d = rng.choice([4, 6, 8])
+    tokens = (h // patch) * (w // patch)
+    cls, pos = rng.random() < 0.6, rng.random() < 0.6
+    nodes = [{"name": "conv_proj", "type": "conv2d", "out_channels": d, "kernel_size": patch, "stride": patch, "inputs": ["input"]},
+             {"name": "flatten", "type": "flatten", "start_dim": 2},
+             {"name": "permute", "type": rng.choice(["permute", "transpose"])}]
+    if nodes[-1]["type"] == "permute":
+        nodes[-1]["dims"] = [0, 2, 1]
+    else:
+        nodes[-1].update({"dim0": 1, "dim1": 2})
+    last = "permute"
+    if cls:
+        nodes += [{"name": "class_token", "type": "parameter", "shape": [1, d]},
+                  {"name": "cat", "type": "concat", "dim": 1, "inputs": ["class_token", last]}]
+        last = "cat"
+    if pos:
+        nodes += [{"name": "pos_embedding", "type": "parameter", "shape": [tokens + cls, d]},
+                  {"name": "add_pos", "type": "add", "inputs": [last, "pos_embedding"]}]
+        last = "add_pos"
+    shape = [tokens + cls, d]
+    layers = []
+    for _ in range(rng.randint(1, 3)):
+        layer, shape = rand_block(rng, shape)
+        layers.append(layer)
+    for i, layer in enumerate(layers):
+        nodes.append(dict(layer, name=f"blocks.{i}", inputs=[last]))
+        last = f"blocks.{i}"
+    blocks, _ = build(layers, [tokens + cls, d])
+    if rng.random() < 0.5:
+        nodes.append({"name": "select", "type": "select", "dim": 1, "index": 0, "inputs": [last]})
+        tail = Select()
+    else:
+        nodes.append({"name": "pool", "type": "mean", "dim": 1, "inputs": [last]})
+        tail = Mean(False)
+    out = rng.randint(1, 4)
+    nodes.append({"name": "head.1", "type": "linear", "out_features": out})
+    head = nn.Sequential(tail, nn.Linear(shape[1], out))
+    # the service's node "select"/"pool" is head.0 in the module: rename to match
+    nodes[-2]["name"] = "head.0"
+    nodes[-1]["inputs"] = ["head.0"]
+    spec = {"input_shape": [c, h, w], "graph": {"nodes": nodes}}
+    return spec, PatchNet(c, patch, d, tokens, cls, pos, blocks, head)
+
+
 def random_spec(rng):
     length = rng.randint(2, 9)
     if rng.random() < 0.7:
@@ -189,6 +267,33 @@ def module_at(model, path):
     return m
 
 
+def module_or_none(model, path):
+    try:
+        return module_at(model, path)
+    except (AttributeError, IndexError):
+        return None
+
+
+def owned(model, path):
+    """Parameters of the module or nn.Parameter at a service path (a view or merge owns none)."""
+    try:
+        m = module_at(model, path)
+    except (AttributeError, IndexError):
+        return 0
+    return m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
+
+
+def spec_paths(spec):
+    if "graph" in spec:
+        out = []
+        for n in spec["graph"]["nodes"]:
+            out.append(n["name"])
+            if n["type"] == "residual":
+                out += paths(n["body"], n["name"] + ".body.")
+        return out
+    return paths(spec["layers"])
+
+
 def paths(layers, prefix=""):
     out = []
     for i, spec in enumerate(layers):
@@ -217,28 +322,29 @@ def check_complexity(url, spec, model, x):
         model.float()(x if x.dtype == torch.long else x.float())
     model.double()
     per = {}
+    root = type(model).__name__ + "."
     for name, ops in counter.get_flop_counts().items():
-        if name.startswith("Sequential."):
-            per[name[len("Sequential."):]] = sum(ops.values())
+        if name.startswith(root):
+            per[name[len(root):]] = sum(ops.values())
     if resp["totals"]["flops"] != counter.get_total_flops():
         problems.append(f"total flops {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
     if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
         problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
     shapes = {}
-    # a residual's empty shortcut row has no module
+    # a residual's empty shortcut row has no module, nor do views, merges and parameters
     rows = [r for r in resp["rows"] if not r["path"].endswith(".shortcut")]
-    hooks = [module_at(model, r["path"]).register_forward_hook(lambda m, i, o, p=r["path"]: shapes.__setitem__(p, list(o.shape[1:]))) for r in rows]
+    modules = [r for r in rows if isinstance(module_or_none(model, r["path"]), nn.Module)]
+    hooks = [module_at(model, r["path"]).register_forward_hook(lambda m, i, o, p=r["path"]: shapes.__setitem__(p, list(o.shape[1:]))) for r in modules]
     with torch.no_grad():
         model(x[:1])
     for h in hooks:
         h.remove()
     for row in rows:
-        m = module_at(model, row["path"])
         if row["flops"] != per.get(row["path"], 0) and not row["subtotal"]:
             problems.append(f"row {row['path']} ({row['type']}) flops {row['flops']} != FlopCounterMode {per.get(row['path'], 0)}")
-        if row["params"] != sum(p.numel() for p in m.parameters()):
-            problems.append(f"row {row['path']} params {row['params']} != {sum(p.numel() for p in m.parameters())}")
-        if row["output_shape"] != shapes[row["path"]]:
+        if row["params"] != owned(model, row["path"]):
+            problems.append(f"row {row['path']} params {row['params']} != {owned(model, row['path'])}")
+        if row["path"] in shapes and row["output_shape"] != shapes[row["path"]]:
             problems.append(f"row {row['path']} shape {row['output_shape']} != {shapes[row['path']]}")
     if not resp.get("verification", {}).get("agrees"):
         problems.append(f"libtorch verification: {resp.get('verification')}")
@@ -248,8 +354,10 @@ def check_complexity(url, spec, model, x):
     for row in conv["rows"]:
         if row["subtotal"]:
             continue
-        m = module_at(model, row["path"])
-        if isinstance(m, nn.Linear):
+        m = module_or_none(model, row["path"])
+        if isinstance(m, nn.Conv2d):
+            want += (m.weight.numel() // m.out_channels) * m.out_channels * row["output_shape"][1] * row["output_shape"][2]
+        elif isinstance(m, nn.Linear):
             want += row["output_shape"][0] * m.in_features * m.out_features if len(row["output_shape"]) == 2 else m.in_features * m.out_features
         elif isinstance(m, nn.MultiheadAttention):
             length, e = row["output_shape"]
@@ -292,7 +400,10 @@ def oracle_rf(spec, model, path, index, channel):
         model(x)
     hook.remove()
     y = captured["y"][0]
-    if y.dim() == 2:
+    if y.dim() == 3:
+        col = y[:, index[0], index[1]]
+        unit = col.sum() if channel is None else col[channel]
+    elif y.dim() == 2:
         unit = y[index[0]].sum() if channel is None else y[index[0], channel]
     else:
         unit = y[index[0]]
@@ -309,14 +420,16 @@ def oracle_rf(spec, model, path, index, channel):
                     out.append([i, i])
         return out
 
-    want = {"input_tokens": ranges(nz.any(1).tolist())}
-    if not ids:
-        want["input_features"] = ranges(nz.any(0).tolist())
-    return want
+    if nz.dim() == 3:
+        return {"input_channels": ranges(nz.any(2).any(1).tolist()), "input_rows": ranges(nz.any(2).any(0).tolist()),
+                "input_cols": ranges(nz.any(1).any(0).tolist())}
+    if ids:
+        return {"input_tokens": ranges(nz.tolist())} if nz.dim() == 1 else {"input_tokens": ranges(nz.any(1).tolist())}
+    return {"input_tokens": ranges(nz.any(1).tolist()), "input_features": ranges(nz.any(0).tolist())}
 
 
 def check_rf(url, spec, model, rng):
-    all_paths = paths(spec["layers"])
+    all_paths = [p for p in spec_paths(spec) if isinstance(module_or_none(model, p), nn.Module)]
     path = rng.choice(all_paths)
     shapes = {}
     for p in all_paths:
@@ -326,11 +439,14 @@ def check_rf(url, spec, model, rng):
     with torch.no_grad():
         model(x)
     shape = shapes[path]
-    index = [rng.randrange(shape[0])]
+    index = [rng.randrange(shape[1]), rng.randrange(shape[2])] if len(shape) == 3 else [rng.randrange(shape[0])]
     # a layernorm's or softmax's features sum to a constant (and so do a dropout's or a
     # mean's after one): their sum has no gradient, so a unit there is one feature
     constant_sum = any(f'"{t}"' in json.dumps(spec) for t in ("layernorm", "softmax"))
-    channel = rng.randrange(shape[1]) if len(shape) == 2 and (constant_sum or rng.random() < 0.4) else None
+    if len(shape) == 3:
+        channel = rng.randrange(shape[0]) if rng.random() < 0.4 else None
+    else:
+        channel = rng.randrange(shape[1]) if len(shape) == 2 and (constant_sum or rng.random() < 0.4) else None
     position = {"layer": path, "index": index}
     if channel is not None:
         position["channel"] = channel
@@ -365,20 +481,16 @@ def check_gradients(url, spec, model, rng):
     ids = spec.get("input_dtype") == "int64"
     x = token_ids(spec, batch, gen) if ids else torch.randn(batch, *spec["input_shape"], dtype=torch.float64, generator=gen)
     params = {}
+    service_paths = spec_paths(spec)
     for name, p in model.named_parameters():
-        owner, _, pname = name.partition(".")
-        # the owning layer's path: Sequential index, residual body's index
-        mod_path = owner
-        rest = pname
-        while True:
-            head, _, tail = rest.partition(".")
-            if head == "body" or (head.isdigit() and mod_path.endswith(".body")):
-                mod_path += "." + head
-                rest = tail
-            else:
-                break
-        m = module_at(model, mod_path)
-        if isinstance(m, nn.LayerNorm):
+        if name in service_paths:
+            # a parameter node: the tensor itself
+            params[name] = {"weight": p.detach().flatten().tolist()}
+            continue
+        # the owning layer: the longest service path the name starts with
+        mod_path = max((q for q in service_paths if name.startswith(q + ".")), key=len)
+        rest = name[len(mod_path) + 1:]
+        if isinstance(module_at(model, mod_path), nn.LayerNorm):
             continue  # PyTorch's init (ones, zeros): the service's too
         params.setdefault(mod_path, {})[rest] = p.detach().flatten().tolist()
     with torch.no_grad():
@@ -438,9 +550,12 @@ def main():
     torch.manual_seed(a.seed)
     failures = 0
     for case in range(a.n):
-        spec = random_spec(rng)
+        if case % 4 == 3:
+            spec, model = random_patch_graph(rng)
+        else:
+            spec = random_spec(rng)
+            model, _ = build(spec["layers"], list(spec["input_shape"]))
         shape = list(spec["input_shape"])
-        model, _ = build(spec["layers"], shape)
         model = model.double().eval()
         ids = spec.get("input_dtype") == "int64"
         x = token_ids(spec, 2, torch.Generator().manual_seed(case)) if ids else torch.randn(2, *shape, dtype=torch.float64)
