@@ -309,42 +309,118 @@ async fn patches_become_tokens() {
     assert_eq!(row(&t, "conv_proj")["flops"], 2 * 6 * 6 * 32);
     assert_eq!(row(&t, "attn")["flops"], 2 * 4 * 7 * 36);
     assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
-    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "cat", "index": [5], "channel": 1}})).await;
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": vit, "position": {"layer": "cat", "index": [5], "channel": 1}}),
+    )
+    .await;
     assert_eq!(rf["position"]["input_rows"], json!([[4, 7]]));
     assert_eq!(rf["position"]["input_cols"], json!([[4, 7]]));
     assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
     // the class token reads no input; after attention every token reads the whole image
-    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "cat", "index": [0]}})).await;
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": vit, "position": {"layer": "cat", "index": [0]}}),
+    )
+    .await;
     assert_eq!(rf["position"]["input_rows"], json!([]));
     assert_eq!(item(&rf["layers"], "path", "class_token")["kind"], "constant");
-    let rf = ok("/v1/receptive-field", json!({"model": vit, "position": {"layer": "head", "index": [2]}})).await;
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": vit, "position": {"layer": "head", "index": [2]}}),
+    )
+    .await;
     assert_eq!(rf["position"]["input_rows"], json!([[0, 7]]));
     assert_eq!(rf["position"]["input_cols"], json!([[0, 11]]));
     let d = ok("/v1/gradient-diagnostics", json!({"model": vit, "inputs": {"batch_size": 2}})).await;
-    let paths: Vec<&str> = d["layers"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
         paths,
-        ["conv_proj", "class_token", "pos_embedding", "attn.in_proj_weight", "attn.out_proj.weight", "head"]
+        [
+            "conv_proj",
+            "class_token",
+            "pos_embedding",
+            "attn.in_proj_weight",
+            "attn.out_proj.weight",
+            "head"
+        ]
     );
     // mistakes
     let image = |nodes: Value| json!({"input_shape": [2, 8, 8], "graph": {"nodes": nodes}});
     for (model, pointer) in [
-        (json!({"input_shape": [2, 8, 8], "layers": [{"type": "parameter", "shape": [2]}]}), "/model/layers/0/type"),
-        (image(json!([{"name": "p", "type": "parameter", "shape": [2], "inputs": ["input"]}])), "/model/graph/nodes/0/inputs"),
+        (
+            json!({"input_shape": [2, 8, 8], "layers": [{"type": "parameter", "shape": [2]}]}),
+            "/model/layers/0/type",
+        ),
+        (
+            image(json!([{"name": "p", "type": "parameter", "shape": [2], "inputs": ["input"]}])),
+            "/model/graph/nodes/0/inputs",
+        ),
         (image(json!([{"name": "p", "type": "parameter"}])), "/model/graph/nodes/0/shape"),
-        (image(json!([{"name": "t", "type": "transpose", "dim0": 1, "dim1": 2}])), "/model/graph/nodes/0"),
-        (image(json!([{"name": "t", "type": "transpose", "dim0": 0, "dim1": 2}])), "/model/graph/nodes/0"),
-        (image(json!([{"name": "f", "type": "flatten", "start_dim": 3}])), "/model/graph/nodes/0"),
+        (
+            image(json!([{"name": "t", "type": "transpose", "dim0": 1, "dim1": 2}])),
+            "/model/graph/nodes/0",
+        ),
+        (
+            image(json!([{"name": "t", "type": "transpose", "dim0": 0, "dim1": 2}])),
+            "/model/graph/nodes/0",
+        ),
+        (
+            image(json!([{"name": "f", "type": "flatten", "start_dim": 3}])),
+            "/model/graph/nodes/0",
+        ),
         (
             image(json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "s", "type": "select", "dim": 1, "index": 2}])),
             "/model/graph/nodes/1/index",
         ),
         (
-            image(json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "p", "type": "parameter", "shape": [3, 64]}, {"name": "a", "type": "add", "inputs": ["f", "p"]}])),
+            image(
+                json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "p", "type": "parameter", "shape": [3, 64]}, {"name": "a", "type": "add", "inputs": ["f", "p"]}]),
+            ),
             "/model/graph/nodes/2/inputs",
         ),
     ] {
         let r = post("/v1/complexity", json!({"model": model, "verify": false})).await;
         assert_problem(&r, 422, pointer);
     }
+}
+
+/// layernorm2d (torchvision's LayerNorm2d): over the channels at each position, so a unit reads
+/// every channel of its own position only; 2C parameters; ptflops sees it only as a module.
+#[tokio::test]
+async fn layernorm2d_by_hand() {
+    let m = |functional: bool| {
+        json!({"input_shape": [4, 5, 6], "layers": [
+            {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4},
+            {"type": "layernorm2d", "normalized_shape": 4, "eps": 1e-6, "functional": functional}]})
+    };
+    let t = ok("/v1/complexity", json!({"model": m(false), "profile": "ptflops"})).await;
+    assert_eq!(row(&t, "1")["params"], 8);
+    assert_eq!(row(&t, "1")["type"], "layernorm2d");
+    // ptflops: the depthwise conv's MACs and bias adds, one per element for nn.LayerNorm's hook
+    assert_eq!(row(&t, "1")["flops"], 4 * 30);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let t = ok("/v1/complexity", json!({"model": m(true), "profile": "ptflops", "verify": false})).await;
+    assert_eq!(row(&t, "1")["flops"], 0);
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": m(false), "position": {"layer": 1, "index": [2, 3], "channel": 0}}),
+    )
+    .await;
+    // channel 0 of position (2, 3) reads every channel (the norm), each through its own 3x3
+    assert_eq!(rf["position"]["input_channels"], json!([[0, 3]]));
+    assert_eq!(rf["position"]["input_rows"], json!([[1, 3]]));
+    assert_eq!(rf["position"]["input_cols"], json!([[2, 4]]));
+    assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [4, 5, 6], "layers": [{"type": "layernorm2d", "normalized_shape": 3}]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/model/layers/0/normalized_shape");
 }

@@ -529,7 +529,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 // nn.GroupNorm and nn.InstanceNorm2d: batchnorm's hook; nn.LayerNorm and
                 // nn.Softmax: one per element
                 LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => input * if *affine { 2 } else { 1 },
-                LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => input,
+                // torchvision's LayerNorm2d (marked functional: it calls F.layer_norm, and ptflops
+                // has no hook for that class) counts nothing
+                LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => module * input,
                 // nn.Upsample's hook and F.interpolate's: one per output element each
                 LayerKind::Upsample { .. } => (module + 1) * c.output_elements,
                 _ => 0,

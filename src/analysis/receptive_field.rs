@@ -1272,7 +1272,11 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                     while k <= b {
                         let (y, x) = (k / w, k % w);
                         let end = b.min(k - x + w - 1);
-                        out.push(Product(vec![p.0[0].clone(), IntervalSet::range(y, y), IntervalSet::range(x, end % w)]));
+                        out.push(Product(vec![
+                            p.0[0].clone(),
+                            IntervalSet::range(y, y),
+                            IntervalSet::range(x, end % w),
+                        ]));
                         k = end + 1;
                         if out.len() > MAX_BOXES * 4 {
                             *approx = true;

@@ -274,7 +274,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -475,7 +475,10 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 Some(other) => {
                     return Err(SpecError::invalid(
                         o.at("shape"),
-                        format!("expected the tensor's shape without the batch axis, 1 to 3 sizes, got {}", describe(other)),
+                        format!(
+                            "expected the tensor's shape without the batch axis, 1 to 3 sizes, got {}",
+                            describe(other)
+                        ),
                     ))
                 }
                 None => return Err(o.missing("shape")),
@@ -493,7 +496,10 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 "permute" => o.raw("dims").is_some_and(|v| v == &serde_json::json!([0, 2, 1])),
                 _ => {
                     let pair = (o.raw("dim0").and_then(Value::as_i64), o.raw("dim1").and_then(Value::as_i64));
-                    matches!(pair, (Some(1), Some(2)) | (Some(2), Some(1)) | (Some(1), Some(-1)) | (Some(-1), Some(1)))
+                    matches!(
+                        pair,
+                        (Some(1), Some(2)) | (Some(2), Some(1)) | (Some(1), Some(-1)) | (Some(-1), Some(1))
+                    )
                 }
             };
             if !ok {
@@ -506,7 +512,10 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         }
         "select" => {
             if o.raw("dim").and_then(Value::as_i64) != Some(1) {
-                return Err(SpecError::invalid(o.at("dim"), "only dim 1 (the tokens of a sequence) is supported"));
+                return Err(SpecError::invalid(
+                    o.at("dim"),
+                    "only dim 1 (the tokens of a sequence) is supported",
+                ));
             }
             LayerKind::SelectToken {
                 index: o.u64_in("index", None, 0, max)?,
@@ -716,6 +725,31 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 affine,
                 bias: affine && bias,
                 eps,
+                channels: false,
+            }
+        }
+        "layernorm2d" => {
+            let c = match o.raw("normalized_shape") {
+                Some(Value::Array(items)) if items.len() == 1 => uint(&items[0], &child(&o.at("normalized_shape"), 0), 1, max)?,
+                Some(v @ Value::Number(_)) => uint(v, &o.at("normalized_shape"), 1, max)?,
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("normalized_shape"),
+                        format!("expected the number of channels, got {}", describe(other)),
+                    ))
+                }
+                None => return Err(o.missing("normalized_shape")),
+            };
+            declared_in = Some(c);
+            let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
+            let affine = o.bool("elementwise_affine", true)?;
+            let bias = o.bool("bias", true)?;
+            LayerKind::LayerNorm {
+                shape: vec![c],
+                affine,
+                bias: affine && bias,
+                eps,
+                channels: true,
             }
         }
         "mean" => {
@@ -874,11 +908,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 | LayerKind::AdaptiveAvgPool2d { .. }
                 | LayerKind::AdaptiveMaxPool2d { .. }
                 | LayerKind::Upsample { .. }
+                | LayerKind::LayerNorm { channels: true, .. }
         )
     {
         return Err(SpecError::invalid(
             o.at("functional"),
-            "only activations, pooling and upsampling layers may be marked functional (called as torch.nn.functional in forward)",
+            "only activations, pooling, upsampling and layernorm2d layers may be marked functional (called as torch.nn.functional in forward)",
         ));
     }
     Ok(Layer {

@@ -19,6 +19,7 @@ pub const NAMES: &[&str] = &[
     "unet_small",
     "lstm_lm",
     "vit_b_16",
+    "convnext_tiny",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -36,6 +37,7 @@ pub fn describe(name: &str) -> &'static str {
         "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
         "vit_b_16" => "torchvision.models.vit_b_16, 3x224x224, in the graph form: a 16x16 stride-16 patch convolution to 768 channels, the 196 positions flattened and transposed into tokens, the class token concatenated and the position embedding added, 12 pre-norm encoder blocks (layernorm, 12-head self-attention, residual; layernorm, 3072-unit GELU MLP, residual), a final layernorm, token 0 to the 1000-class head; node names as torchvision's modules and parameters.",
+        "convnext_tiny" => "torchvision.models.convnext_tiny, 3x224x224, in the graph form: a 4x4 stride-4 stem with LayerNorm2d, four stages of CNBlocks (3, 3, 9, 3; 96 to 768 channels: 7x7 depthwise conv, layernorm over the channels, the pointwise MLP 4x wide with GELU, layer scale, residual) with LayerNorm2d + 2x2 stride-2 conv downsampling between them, global average pool, LayerNorm2d and the 1000-class linear; node names as torchvision's modules and parameters. The blocks' Linear layers act on channels-last tensors, written here as the equal 1x1 convolutions (same parameters, products and FLOPs).",
         "lstm_lm" => "A 2-layer LSTM language model (Zaremba et al.'s medium configuration) on 35 token ids: a 10000 x 650 embedding, a 2-layer LSTM of 650 units (dropout 0.5 between layers and around them, off in evaluation), and a linear decoder back to the 10000 words.",
         _ => "",
     }
@@ -56,6 +58,7 @@ pub fn get(name: &str) -> Option<Value> {
         "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
         "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
         "vit_b_16" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": vit_b_16()}})),
+        "convnext_tiny" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": convnext_tiny()}})),
         "lstm_lm" => {
             return Some(json!({"input_shape": [35], "input_dtype": "int64", "layers": [
                 {"type": "embedding", "name": "encoder", "num_embeddings": 10000, "embedding_dim": 650},
@@ -528,7 +531,11 @@ fn vit_b_16() -> Vec<Value> {
     let (d, mlp, heads, layers) = (768u64, 3072u64, 12u64, 12);
     let ln = || json!({"type": "layernorm", "normalized_shape": d, "eps": 1e-6});
     let mut g = Nodes(Vec::new());
-    let x = g.add("conv_proj", json!({"type": "conv2d", "out_channels": d, "kernel_size": 16, "stride": 16}), &["input"]);
+    let x = g.add(
+        "conv_proj",
+        json!({"type": "conv2d", "out_channels": d, "kernel_size": 16, "stride": 16}),
+        &["input"],
+    );
     let x = g.add("flatten", json!({"type": "flatten", "start_dim": 2}), &[&x]);
     let x = g.add("permute", json!({"type": "permute", "dims": [0, 2, 1]}), &[&x]);
     let cls = g.add("class_token", json!({"type": "parameter", "shape": [1, d]}), &[]);
@@ -539,7 +546,11 @@ fn vit_b_16() -> Vec<Value> {
     for i in 0..layers {
         let b = format!("encoder.layers.encoder_layer_{i}");
         let y = g.add(&format!("{b}.ln_1"), ln(), &[&x]);
-        let y = g.add(&format!("{b}.self_attention"), json!({"type": "multihead_attention", "embed_dim": d, "num_heads": heads, "batch_first": true}), &[&y]);
+        let y = g.add(
+            &format!("{b}.self_attention"),
+            json!({"type": "multihead_attention", "embed_dim": d, "num_heads": heads, "batch_first": true}),
+            &[&y],
+        );
         let y = g.add(&format!("{b}.dropout"), json!({"type": "dropout", "p": 0.0}), &[&y]);
         let r = g.add(&format!("{b}.add_1"), json!({"type": "add"}), &[&y, &x]);
         let y = g.add(&format!("{b}.ln_2"), ln(), &[&r]);
@@ -553,5 +564,62 @@ fn vit_b_16() -> Vec<Value> {
     let x = g.add("encoder.ln", ln(), &[&x]);
     let x = g.add("select", json!({"type": "select", "dim": 1, "index": 0}), &[&x]);
     g.add("heads.head", json!({"type": "linear", "out_features": 1000}), &[&x]);
+    g.0
+}
+
+/// torchvision's ConvNeXt-T: stem (conv 4/4, LayerNorm2d), stages of CNBlocks (depthwise 7x7,
+/// Permute + LayerNorm + Permute as `layernorm2d`, Linear 4C, GELU, Linear C as 1x1 convs,
+/// layer_scale [C, 1, 1] times the block, + input; stochastic depth is the identity in
+/// evaluation), downsampling (LayerNorm2d, conv 2/2), avgpool, classifier (LayerNorm2d,
+/// flatten, linear). LayerNorm eps 1e-6 as torchvision's; LayerNorm2d is marked functional
+/// (its forward calls F.layer_norm, which ptflops does not hook).
+fn convnext_tiny() -> Vec<Value> {
+    let (dims, depths) = ([96u64, 192, 384, 768], [3u64, 3, 9, 3]);
+    let ln2d = |c: u64, functional: bool| json!({"type": "layernorm2d", "normalized_shape": c, "eps": 1e-6, "functional": functional});
+    let mut g = Nodes(Vec::new());
+    let x = g.add(
+        "features.0.0",
+        json!({"type": "conv2d", "out_channels": 96, "kernel_size": 4, "stride": 4}),
+        &["input"],
+    );
+    let mut x = g.add("features.0.1", ln2d(96, true), &[&x]);
+    for (stage, (&c, &depth)) in dims.iter().zip(&depths).enumerate() {
+        if stage > 0 {
+            let f = format!("features.{}", 2 * stage);
+            let y = g.add(&format!("{f}.0"), ln2d(dims[stage - 1], true), &[&x]);
+            x = g.add(
+                &format!("{f}.1"),
+                json!({"type": "conv2d", "out_channels": c, "kernel_size": 2, "stride": 2}),
+                &[&y],
+            );
+        }
+        for b in 0..depth {
+            let p = format!("features.{}.{b}", 2 * stage + 1);
+            let y = g.add(
+                &format!("{p}.block.0"),
+                json!({"type": "conv2d", "out_channels": c, "kernel_size": 7, "padding": 3, "groups": c}),
+                &[&x],
+            );
+            let y = g.add(&format!("{p}.block.2"), ln2d(c, false), &[&y]);
+            let y = g.add(
+                &format!("{p}.block.3"),
+                json!({"type": "conv2d", "out_channels": 4 * c, "kernel_size": 1}),
+                &[&y],
+            );
+            let y = g.add(&format!("{p}.block.4"), json!({"type": "gelu"}), &[&y]);
+            let y = g.add(
+                &format!("{p}.block.5"),
+                json!({"type": "conv2d", "out_channels": c, "kernel_size": 1}),
+                &[&y],
+            );
+            let s = g.add(&format!("{p}.layer_scale"), json!({"type": "parameter", "shape": [c, 1, 1]}), &[]);
+            let y = g.add(&format!("{p}.scale"), json!({"type": "mul"}), &[&s, &y]);
+            x = g.add(&format!("{p}.add"), json!({"type": "add"}), &[&y, &x]);
+        }
+    }
+    let x = g.add("avgpool", json!({"type": "adaptive_avgpool2d", "output_size": 1}), &[&x]);
+    let x = g.add("classifier.0", ln2d(768, true), &[&x]);
+    let x = g.add("classifier.1", json!({"type": "flatten"}), &[&x]);
+    g.add("classifier.2", json!({"type": "linear", "out_features": 1000}), &[&x]);
     g.0
 }

@@ -883,6 +883,11 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             check_declared(layer, input[0], "num_features", pointer)?;
             input.to_vec()
         }
+        LayerKind::LayerNorm { channels: true, .. } => {
+            image(input, "layernorm2d", pointer)?;
+            check_declared(layer, input[0], "normalized_shape", pointer)?;
+            input.to_vec()
+        }
         LayerKind::LayerNorm { shape, .. } => {
             if shape.len() > input.len() || input[input.len() - shape.len()..] != shape[..] {
                 return Err(SpecError::invalid(
@@ -1094,6 +1099,11 @@ impl Node<'_> {
             LayerKind::InstanceNorm { .. } => Coupling {
                 groups: c,
                 spatial: spatial(true, true),
+            },
+            // the channels at each position
+            LayerKind::LayerNorm { channels: true, .. } => Coupling {
+                groups: 1,
+                spatial: [false, false],
             },
             LayerKind::LayerNorm { shape, .. } => {
                 let first = rank - shape.len(); // the first normalized axis

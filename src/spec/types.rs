@@ -227,12 +227,15 @@ pub enum LayerKind {
         affine: bool,
         eps: f64,
     },
-    /// `torch.nn.LayerNorm(normalized_shape)`: statistics over the trailing axes it names.
+    /// `torch.nn.LayerNorm(normalized_shape)`: statistics over the trailing axes it names; with
+    /// `channels` (`layernorm2d`), over the channels at each position of an image `[C, H, W]`
+    /// (torchvision's LayerNorm2d, or Permute + LayerNorm([C]) + Permute), `shape` being `[C]`.
     LayerNorm {
         shape: Vec<u64>,
         affine: bool,
         bias: bool,
         eps: f64,
+        channels: bool,
     },
     /// `torch.nn.ZeroPad2d`, `ReflectionPad2d`, `ReplicationPad2d`: `[left, right, top,
     /// bottom]` rows and columns added around the map, holding zeros or the image's own values.
@@ -334,6 +337,7 @@ impl Layer {
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::GroupNorm { .. } => "groupnorm",
             LayerKind::InstanceNorm { .. } => "instancenorm2d",
+            LayerKind::LayerNorm { channels: true, .. } => "layernorm2d",
             LayerKind::LayerNorm { .. } => "layernorm",
             LayerKind::Softmax { .. } => "softmax",
             LayerKind::Mean { .. } => "mean",

@@ -419,19 +419,19 @@ impl Net {
                 vec![x.shallow_clone()]
             } else {
                 node.inputs
-                .iter()
-                .map(|e| match e.from {
-                    Some(f) => {
-                        uses[f] -= 1;
-                        if uses[f] == 0 {
-                            vals[f].take().expect("read after it ran")
-                        } else {
-                            vals[f].as_ref().expect("read after it ran").shallow_clone()
+                    .iter()
+                    .map(|e| match e.from {
+                        Some(f) => {
+                            uses[f] -= 1;
+                            if uses[f] == 0 {
+                                vals[f].take().expect("read after it ran")
+                            } else {
+                                vals[f].as_ref().expect("read after it ran").shallow_clone()
+                            }
                         }
-                    }
-                    None => x.shallow_clone(),
-                })
-                .collect()
+                        None => x.shallow_clone(),
+                    })
+                    .collect()
             };
             let y = self.node(node, &ins);
             hook(node, &ins[0], &y);
@@ -683,10 +683,17 @@ impl Net {
                     true,
                 )
             }
-            LayerKind::LayerNorm { shape, eps, .. } => {
+            LayerKind::LayerNorm { shape, eps, channels, .. } => {
                 let p = p.expect("layernorm params");
                 let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-                x.layer_norm(shape.as_slice(), p.weight.as_ref(), p.bias.as_ref(), *eps, true)
+                if *channels {
+                    // torchvision's LayerNorm2d: channels last, normalized, channels first again
+                    x.permute([0, 2, 3, 1])
+                        .layer_norm(shape.as_slice(), p.weight.as_ref(), p.bias.as_ref(), *eps, true)
+                        .permute([0, 3, 1, 2])
+                } else {
+                    x.layer_norm(shape.as_slice(), p.weight.as_ref(), p.bias.as_ref(), *eps, true)
+                }
             }
             LayerKind::Mean { dims, keepdim } => {
                 let axes = crate::spec::shape::mean_axes(dims, node.input.len(), "").expect("checked by shape inference");

@@ -320,11 +320,12 @@ TORCHVISION = {
     "mobilenet_v3_small": lambda tv: tv.models.mobilenet_v3_small(),
     "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
     "vit_b_16": lambda tv: tv.models.vit_b_16(),
+    "convnext_tiny": lambda tv: tv.models.convnext_tiny(),
 }
 
 # graph-form presets whose node names are torchvision's module (or parameter) names: each row's
 # parameters are checked against that module's own
-NAMED_LIKE_TORCHVISION = ("mobilenet_v3_small", "efficientnet_b0", "vit_b_16")
+NAMED_LIKE_TORCHVISION = ("mobilenet_v3_small", "efficientnet_b0", "vit_b_16", "convnext_tiny")
 
 
 def run_torchvision(url, names):
