@@ -1086,6 +1086,19 @@ fn group_channels(out: &IntervalSet, in_per: u64, out_per: u64) -> IntervalSet {
     )
 }
 
+/// The pieces of the run `a ..= b` of a row-major index over rows of `w`: (row, first, last).
+fn row_pieces(a: u64, b: u64, w: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+    let mut k = a;
+    std::iter::from_fn(move || {
+        (k <= b).then(|| {
+            let (row, x) = (k / w, k % w);
+            let end = b.min(k - x + w - 1);
+            k = end + 1;
+            (row, x, end % w)
+        })
+    })
+}
+
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
@@ -1242,16 +1255,12 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                         continue;
                     }
                     // Split the feature run at row boundaries: each piece is (channel, row, cols).
-                    let mut f = a;
-                    while f <= b {
-                        let (c, y, x) = (f / (h * w), (f / w) % h, f % w);
-                        let end = b.min(f - x + w - 1);
+                    for (r, x0, x1) in row_pieces(a, b, w) {
                         out.push(Product(vec![
-                            IntervalSet::range(c, c),
-                            IntervalSet::range(y, y),
-                            IntervalSet::range(x, end % w),
+                            IntervalSet::range(r / h, r / h),
+                            IntervalSet::range(r % h, r % h),
+                            IntervalSet::range(x0, x1),
                         ]));
-                        f = end + 1;
                         if out.len() > MAX_BOXES * 4 {
                             *approx = true;
                             return vec![full(&node.input)];
@@ -1268,16 +1277,8 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             let mut out = Vec::new();
             for p in set {
                 for &(a, b) in p.0[1].ranges() {
-                    let mut k = a;
-                    while k <= b {
-                        let (y, x) = (k / w, k % w);
-                        let end = b.min(k - x + w - 1);
-                        out.push(Product(vec![
-                            p.0[0].clone(),
-                            IntervalSet::range(y, y),
-                            IntervalSet::range(x, end % w),
-                        ]));
-                        k = end + 1;
+                    for (y, x0, x1) in row_pieces(a, b, w) {
+                        out.push(Product(vec![p.0[0].clone(), IntervalSet::range(y, y), IntervalSet::range(x0, x1)]));
                         if out.len() > MAX_BOXES * 4 {
                             *approx = true;
                             return vec![full(&node.input)];
@@ -1369,12 +1370,8 @@ fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<
                         continue;
                     }
                     // split the run at token boundaries: each piece is (token, features)
-                    let mut f = a;
-                    while f <= b {
-                        let (t, x) = (f / features, f % features);
-                        let end = b.min(f - x + features - 1);
-                        out.push(Product(vec![IntervalSet::range(t, t), IntervalSet::range(x, end % features)]));
-                        f = end + 1;
+                    for (t, x0, x1) in row_pieces(a, b, features) {
+                        out.push(Product(vec![IntervalSet::range(t, t), IntervalSet::range(x0, x1)]));
                         if out.len() > MAX_BOXES * 4 {
                             *approx = true;
                             return Some(vec![Product(vec![all(tokens), all(features)])]);

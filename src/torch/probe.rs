@@ -446,7 +446,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
         | LayerKind::SelectToken { .. } => {
-            unreachable!("models with sequences run in probe_sequence")
+            unreachable!("models with sequences run in probe_full")
         }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
@@ -545,7 +545,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     if has_sequences(&graph) {
-        return probe_sequence(spec, target, index, channel, device);
+        return probe_full(spec, target, index, channel, device);
     }
     let started = std::time::Instant::now();
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
@@ -589,7 +589,12 @@ fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classe
 }
 
 /// The same probe on the unreduced network (every channel, all-ones weights): the reference the
-/// quotient is tested against.
+/// quotient is tested against, and the probe of a model with sequences (token ids, `[L, D]`
+/// tensors) or parameter nodes. There attention and recurrent layers become sums over every
+/// feature of the tokens each output reads (all of them; the earlier ones for a causal mask or a
+/// forward direction; the later ones for a backward direction), an embedding copies its token's
+/// id into every feature, and a parameter holds zeros. The unit of a sequence is token
+/// `index[0]`, feature `channel` (None: every feature summed).
 pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
@@ -605,41 +610,13 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
         .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
         .remove(0)
         .select(0, 0);
-    let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
-    let width = widest(&graph);
-    Ok(read_gradient(spec, &x, None, unit, started, width, width))
-}
-
-/// The probe of a sequence model (token ids `[L]` or a sequence `[L, D]`): the whole network's
-/// probe copy, where attention and recurrent layers become sums over every feature of the tokens
-/// each output reads (all of them; the earlier ones for a causal mask or a forward direction;
-/// the later ones for a backward direction), normalizations and softmax sums over what they
-/// couple, and an embedding copies its token's id into every feature. The unit is token
-/// `index[0]`, feature `channel` (None: every feature summed) of a sequence, or feature
-/// `index[0]` of a flat output.
-pub fn probe_sequence(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
-    let started = std::time::Instant::now();
-    let graph = infer(spec, "").map_err(|e| e.to_string())?;
-    let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
-    let init = InitSpec {
-        init: Init::PytorchDefault,
-        scale: 1.0,
-        seed: 0,
-    };
-    let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
-    let x = input_ones(spec, Kind::Double, device);
-    let y = net
-        .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
-        .remove(0)
-        .select(0, 0);
     let unit = match (y.dim(), channel) {
-        (3, _) => select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize)),
         (2, Some(c)) => y.select(0, index[0] as i64).select(0, c as i64),
         (2, None) => {
             let row = y.select(0, index[0] as i64);
             row.sum(row.kind())
         }
-        _ => y.select(0, index[0] as i64),
+        _ => select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize)),
     };
     let width = widest(&graph);
     Ok(read_gradient(spec, &x, None, unit, started, width, width))

@@ -22,22 +22,15 @@ import argparse
 import json
 import random
 import sys
-import urllib.request
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+from check import post  # noqa: E402
+
 torch.set_num_threads(1)
-
-
-def post(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 class Attention(nn.MultiheadAttention):
