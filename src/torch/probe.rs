@@ -266,6 +266,13 @@ fn quotient(graph: &Graph, steps: &[usize], target: usize, x: Tensor, win: Win, 
                 None => (x.shallow_clone(), win, m.clone()),
             })
             .collect();
+        // a parameter node reads no input: zeros, one class, broadcast over every axis (the
+        // sums and products reading it add nothing to any path)
+        if node.inputs.is_empty() {
+            let zeros = Tensor::zeros([1, 1, 1, 1], (x.kind(), x.device()));
+            vals[i] = Some((zeros, whole(&[1, 1, 1]), Classes { map: vec![0], k: 1 }));
+            continue;
+        }
         let (y, c) = match node.merge {
             Some(merge) => quotient_merge(node, merge, ins, want),
             None => {
@@ -549,6 +556,10 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     }
     let started = std::time::Instant::now();
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    if chain.target.inputs.is_empty() {
+        // a parameter node: nothing to reduce, and nothing it reads
+        return probe_full(spec, target, index, channel, device);
+    }
     let network_width = widest(&graph);
     // the part of every tensor the unit can reach: the unit itself at the target, back to the input
     let mut run = Run {
@@ -622,15 +633,19 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
     Ok(read_gradient(spec, &x, None, unit, started, width, width))
 }
 
-/// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes:
-/// the channel-quotient probe knows images and vectors only.
+/// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes
+/// other than `[C, 1, 1]` scales read by sums and products (ConvNeXt's layer_scale): the
+/// channel-quotient probe knows images and vectors only.
 pub fn has_sequences(graph: &crate::spec::Graph) -> bool {
+    let scale = |f: Option<usize>| f.is_some_and(|f| graph.nodes[f].inputs.is_empty());
     graph.spec.token_ids
         || graph.input().len() == 2
-        || graph
-            .nodes
-            .iter()
-            .any(|n| n.output.len() == 2 || n.inputs.is_empty() || n.input.len() == 2)
+        || graph.nodes.iter().any(|n| {
+            n.output.len() == 2
+                || n.input.len() == 2
+                || (n.inputs.is_empty() && !(n.output.len() == 3 && n.output[1] == 1 && n.output[2] == 1))
+                || (n.inputs.iter().any(|e| scale(e.from)) && !matches!(n.merge, Some(Merge::Add | Merge::Mul)))
+        })
 }
 
 /// Channels (features) of the widest tensor of the real network, its input included.
@@ -656,8 +671,14 @@ fn read_gradient(
     probe_width: u64,
     network_width: u64,
 ) -> ProbeResult {
-    unit.backward();
-    let g = narrow_to(x.grad(), whole(&spec.input_shape), window).select(0, 0);
+    // a unit computed from parameters alone (a class token, a layer scale) reads no input
+    let grad = if unit.requires_grad() {
+        unit.backward();
+        x.grad()
+    } else {
+        x.zeros_like()
+    };
+    let g = narrow_to(grad, whole(&spec.input_shape), window).select(0, 0);
     let offsets = [0, window.map_or(0, |w| w[0].0 as u64), window.map_or(0, |w| w[1].0 as u64)];
     let overflow = !bool::try_from(g.isfinite().all()).unwrap_or(false);
     let nz = g.ne(0.0);
@@ -725,6 +746,17 @@ mod tests {
             json!({"input_shape": [6], "layers": [
                 {"type": "residual", "body": [{"type": "linear", "out_features": 6}, {"type": "sigmoid"}]},
                 {"type": "linear", "out_features": 2}]}),
+            // a ConvNeXt block: depthwise conv, layernorm2d, pointwise MLP, a [C, 1, 1] layer
+            // scale (a parameter node) times the block, plus the input
+            json!({"input_shape": [4, 9, 7], "graph": {"nodes": [
+                {"name": "dw", "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4, "inputs": ["input"]},
+                {"name": "ln", "type": "layernorm2d", "normalized_shape": 4},
+                {"name": "up", "type": "conv2d", "out_channels": 8, "kernel_size": 1},
+                {"name": "down", "type": "conv2d", "out_channels": 4, "kernel_size": 1},
+                {"name": "layer_scale", "type": "parameter", "shape": [4, 1, 1]},
+                {"name": "scale", "type": "mul", "inputs": ["layer_scale", "down"]},
+                {"name": "add", "type": "add", "inputs": ["scale", "input"]},
+                {"name": "pool", "type": "maxpool2d", "kernel_size": 2}]}}),
         ];
         let limits = SpecLimits::default();
         for case in &cases {
