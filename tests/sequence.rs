@@ -424,3 +424,33 @@ async fn layernorm2d_by_hand() {
     .await;
     assert_problem(&r, 422, "/model/layers/0/normalized_shape");
 }
+
+/// Circular padding (a conv's padding_mode, CircularPad2d): a border unit reads the rows wrapped
+/// around from the other side. Row 0 of a 3x3 conv with padding 1 on 6 rows reads rows 5, 0, 1.
+#[tokio::test]
+async fn circular_padding_wraps_around() {
+    let m = json!({"input_shape": [1, 6, 6], "layers": [
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1, "padding_mode": "circular"}]});
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": 0, "index": [0, 2]}}),
+    )
+    .await;
+    assert_eq!(rf["position"]["input_rows"], json!([[0, 1], [5, 5]]));
+    assert_eq!(rf["position"]["input_cols"], json!([[1, 3]]));
+    assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    let m = json!({"input_shape": [1, 4, 4], "layers": [{"type": "circularpad2d", "padding": [0, 0, 2, 0]}]});
+    let rf = ok(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": 0, "index": [0, 1]}}),
+    )
+    .await;
+    assert_eq!(rf["position"]["input_rows"], json!([[2, 2]]));
+    assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"input_shape": [1, 4, 4], "layers": [{"type": "circularpad2d", "padding": 5}]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/model/layers/0/padding");
+}

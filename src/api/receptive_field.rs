@@ -258,7 +258,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
             };
             if !within(&rows, hc) || !within(&cols, wc) {
                 notes.push(
-                    "the exact set reaches outside the clipped range: reflect or replicate padding reads rows of the image again where the range has padding"
+                    "the exact set reaches outside the clipped range: reflect, replicate or circular padding reads rows of the image again where the range has padding"
                         .into(),
                 );
             }

@@ -274,7 +274,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -361,10 +361,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 "zeros" => Fill::Zeros,
                 "reflect" => Fill::Reflect,
                 "replicate" => Fill::Replicate,
+                "circular" => Fill::Circular,
                 other => {
                     return Err(SpecError::invalid(
                         o.at("padding_mode"),
-                        format!("unknown or unsupported padding_mode {other:?}; expected zeros, reflect or replicate (circular is not supported yet)"),
+                        format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"),
                     ))
                 }
             };
@@ -807,10 +808,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
             LayerKind::Activation { kind, negative_slope }
         }
-        "zeropad2d" | "reflectionpad2d" | "replicationpad2d" => {
+        "zeropad2d" | "reflectionpad2d" | "replicationpad2d" | "circularpad2d" => {
             let fill = match canonical_type(ty).as_str() {
                 "zeropad2d" => Fill::Zeros,
                 "reflectionpad2d" => Fill::Reflect,
+                "circularpad2d" => Fill::Circular,
                 _ => Fill::Replicate,
             };
             // an int pads every side; PyTorch's 4-tuple is (left, right, top, bottom)

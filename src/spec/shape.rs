@@ -641,6 +641,18 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
 fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window; 2]> {
     for (a, w) in ws.iter_mut().enumerate() {
         w.fill = fill;
+        // PyTorch: circular padding may wrap around once at most
+        if fill == Fill::Circular && w.pad_lo.max(w.pad_hi) > w.input {
+            return Err(SpecError::invalid(
+                child(pointer, "padding"),
+                format!(
+                    "circular padding of {} wraps around the input's {} ({}) more than once",
+                    w.pad_lo.max(w.pad_hi),
+                    ["height", "width"][a],
+                    w.input
+                ),
+            ));
+        }
         if fill == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
             return Err(SpecError::invalid(
                 child(pointer, "padding"),

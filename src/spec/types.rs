@@ -20,6 +20,8 @@ pub enum Fill {
     Zeros,
     Reflect,
     Replicate,
+    /// `circular`: the input wrapped around (row -1 is row n-1).
+    Circular,
 }
 
 impl Fill {
@@ -33,6 +35,7 @@ impl Fill {
             Fill::Reflect if p < 0 => Some(-p),
             Fill::Reflect => Some(2 * (n - 1) - p),
             Fill::Replicate => Some(p.clamp(0, n - 1)),
+            Fill::Circular => Some(p.rem_euclid(n)),
         }
     }
 
@@ -41,6 +44,7 @@ impl Fill {
             Fill::Zeros => "zeros",
             Fill::Reflect => "reflect",
             Fill::Replicate => "replicate",
+            Fill::Circular => "circular",
         }
     }
 }
@@ -344,6 +348,7 @@ impl Layer {
             LayerKind::Pad { fill: Fill::Zeros, .. } => "zeropad2d",
             LayerKind::Pad { fill: Fill::Reflect, .. } => "reflectionpad2d",
             LayerKind::Pad { fill: Fill::Replicate, .. } => "replicationpad2d",
+            LayerKind::Pad { fill: Fill::Circular, .. } => "circularpad2d",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Flatten => "flatten",

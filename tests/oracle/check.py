@@ -119,7 +119,7 @@ def run_rf(url, n, seed, graphs):
             # the affine range, clipped, must contain the exact set
             # the range (integer-affine or with floors), clipped, must contain the exact set;
             # reflect/replicate padding reads rows across the border, outside the range
-            mirrored = any(f'"{m}' in json.dumps(spec) for m in ("reflect", "replicat"))
+            mirrored = any(f'"{m}' in json.dumps(spec) for m in ("reflect", "replicat", "circular"))
             for axis, key in (("rows", "input_rows"), ("cols", "input_cols")) if not mirrored else ():
                 if got.get("clipped") and expected[key] and got["clipped"][axis]:
                     lo, hi = got["clipped"][axis]

@@ -291,9 +291,10 @@ def build_layer(spec, shape, probe):
         m = CoupledSum(real, len(shape)) if probe else real.double().eval()
     elif t == "mean":
         m = Mean(spec["dim"], spec.get("keepdim", False))
-    elif t in ("zeropad2d", "reflectionpad2d", "replicationpad2d"):
+    elif t in ("zeropad2d", "reflectionpad2d", "replicationpad2d", "circularpad2d"):
         pad = spec["padding"]
-        m = {"zeropad2d": nn.ZeroPad2d, "reflectionpad2d": nn.ReflectionPad2d, "replicationpad2d": nn.ReplicationPad2d}[t](
+        m = {"zeropad2d": nn.ZeroPad2d, "reflectionpad2d": nn.ReflectionPad2d, "replicationpad2d": nn.ReplicationPad2d,
+             "circularpad2d": nn.CircularPad2d}[t](
             tuple(pad) if isinstance(pad, list) else pad)
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
@@ -357,9 +358,10 @@ def rand_conv(rng, shape, same=False, stride=None):
         spec["stride"] = stride or ([rng.randint(1, 3), rng.randint(1, 3)] if rng.random() < 0.2 else rng.randint(1, 3))
         spec["dilation"] = rng.choice([1, 1, 2, 3])
         spec["padding"] = rng.randint(0, 3)
-    # padding that holds input values: the mirrored rows (smaller than the input) or the edge row
+    # padding that holds input values: the mirrored rows (smaller than the input), the edge row,
+    # or the rows wrapped around from the other side
     if rng.random() < 0.2 and len(shape) == 3 and min(shape[1:]) > 4:
-        spec["padding_mode"] = rng.choice(["reflect", "replicate"])
+        spec["padding_mode"] = rng.choice(["reflect", "replicate", "circular"])
     return spec
 
 
@@ -448,7 +450,7 @@ def random_spec(rng):
             cand = rand_transposed(rng, shape) if rng.random() < 0.6 else rand_upsample(rng, shape)
         elif r < 0.72:
             cand = rand_norm(rng, shape) if rng.random() < 0.7 else {
-                "type": rng.choice(["zeropad2d", "reflectionpad2d", "replicationpad2d"]),
+                "type": rng.choice(["zeropad2d", "reflectionpad2d", "replicationpad2d", "circularpad2d"]),
                 "padding": rng.choice([rng.randint(0, 3), [rng.randint(0, 3) for _ in range(4)]])}
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
