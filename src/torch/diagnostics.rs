@@ -406,11 +406,27 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
     // G v = M^T (M v) on the column side when cols <= rows, else M (M^T v)
     let mt = m.tr();
     let apply = |v: &Tensor| if cols <= rows { mt.mv(&m.mv(v)) } else { m.mv(&mt.mv(v)) };
+    // Two runs from independent start vectors: a run whose start is nearly orthogonal to the top
+    // singular vector settles on a lower singular value with a small residual (seen: a Gaussian
+    // 212x113 matrix, 24.0946 reported for 24.3135). Both values are Rayleigh quotients, so the
+    // larger is still a lower bound; it fails only when both starts miss.
+    let a = lanczos(&apply, n, 0x5eed_1a2c, tolerance, m.device());
+    let b = lanczos(&apply, n, 0x0dd5_eed5, tolerance, m.device());
+    if b.value > a.value {
+        b
+    } else {
+        a
+    }
+}
+
+/// One Lanczos run on the n x n Gram operator `apply` from a start vector drawn from `seed`
+/// (see [`spectral_norm`]).
+fn lanczos(apply: &dyn Fn(&Tensor) -> Tensor, n: i64, seed: u64, tolerance: f64, device: Device) -> Spectral {
     let max_steps = n.min(300) as usize;
-    let basis = Tensor::zeros([n, max_steps as i64 + 1], (Kind::Double, m.device()));
-    let mut rng = Rng::new(0x5eed_1a2c);
+    let basis = Tensor::zeros([n, max_steps as i64 + 1], (Kind::Double, device));
+    let mut rng = Rng::new(seed);
     let start: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-    let q0 = Tensor::from_slice(&start).to_device(m.device());
+    let q0 = Tensor::from_slice(&start).to_device(device);
     basis.select(1, 0).copy_(&(&q0 / q0.norm()));
     let (mut alphas, mut betas) = (Vec::new(), Vec::new());
     let mut best = Spectral {
@@ -420,18 +436,26 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
     };
     // (value, step) where the bound first held without the value moving since
     let mut settled: Option<(f64, usize)> = None;
+    let mut scale = 0.0f64;
     for j in 0..max_steps {
         let q = basis.select(1, j as i64);
         let mut w = apply(&q);
-        alphas.push(w.dot(&q).double_value(&[]));
+        let alpha = w.dot(&q).double_value(&[]);
+        alphas.push(alpha);
         // full reorthogonalisation against every earlier vector (this removes alpha q_j and
-        // beta q_{j-1} too, and keeps the Ritz values free of ghost copies)
+        // beta q_{j-1} too, and keeps the Ritz values free of ghost copies), twice: one
+        // Gram-Schmidt pass leaves w far from orthogonal once it lies almost in the basis (late
+        // in a run on a small matrix), and the Ritz values went wrong (85 for 10)
         let done = basis.narrow(1, 0, j as i64 + 1);
+        w = &w - done.mv(&done.tr().mv(&w));
         w = &w - done.mv(&done.tr().mv(&w));
         let beta = w.norm().double_value(&[]);
         betas.push(beta);
+        scale = scale.max(alpha.abs()).max(beta);
         let k = alphas.len();
-        let last = k == max_steps || beta <= 1e-300;
+        // an invariant subspace (beta at rounding level relative to the operator's scale):
+        // dividing by beta would fill the basis with amplified rounding noise
+        let last = k == max_steps || beta <= 1e-10 * scale;
         if last || k % 4 == 0 || k < 4 {
             let mut t = vec![0.0; k * k];
             for i in 0..k {
@@ -450,10 +474,8 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
                 error: (theta + residual).sqrt() - value,
                 method: "lanczos",
             };
-            // a start vector nearly orthogonal to the top singular vector can let the top Ritz
-            // value settle on the second singular value first, with a small residual (seen:
-            // a Gaussian 212x113 matrix, 24.0946 reported for 24.3135): the bound must hold,
-            // unchanged within it, over eight more steps before the run stops
+            // the bound must hold, the value unchanged within it, over eight more steps: a
+            // value settled on a lower singular value often moves up within them
             let converged = best.error <= tolerance * value;
             if last || (converged && settled.is_some_and(|(v, k0)| k >= k0 + 8 && (value - v).abs() <= best.error)) {
                 break;
@@ -495,41 +517,57 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
 mod tests {
     use super::*;
 
-    /// A matrix whose top right singular vector is nearly orthogonal to Lanczos' fixed start
-    /// vector (component 1e-7), with a second singular value 1% below the first: the top Ritz
-    /// value settles on the second one first, with a small residual. The reported interval must
-    /// still hold the true norm (the first version stopped there and reported 9.9 for 10).
+    /// Matrices whose top right singular vector is nearly orthogonal to the first run's start
+    /// vector (components 1e-1 down to 1e-7), a second singular value 1% below the first and a
+    /// dense spectrum under it: the reported interval must hold the true norm at every tolerance.
+    /// The first version stopped on the second singular value (9.85 for 10), and at tight
+    /// tolerances its one-pass reorthogonalisation let the Ritz values run away (85 for 10).
     #[test]
-    fn lanczos_does_not_stop_on_the_second_singular_value() {
+    fn lanczos_intervals_hold_for_hostile_starts_and_slow_convergence() {
         let (rows, cols) = (150i64, 100i64);
         let mut rng = Rng::new(0x5eed_1a2c);
         let start: Vec<f64> = (0..cols).map(|_| rng.normal()).collect();
         let q0 = Tensor::from_slice(&start);
         let q0 = &q0 / q0.norm();
         let r = Tensor::from_slice(&(0..cols).map(|i| ((i * 7919 % 101) as f64 - 50.0) / 50.0).collect::<Vec<_>>());
-        let v1 = &r - &q0 * r.dot(&q0) + &q0 * 1e-7;
-        let v1 = &v1 / v1.norm();
-        // an orthonormal basis whose first column is v1 (QR keeps it up to sign)
-        let fill = Tensor::from_slice(&(0..cols * (cols - 1)).map(|i| ((i * 104729 % 997) as f64) / 997.0 - 0.5).collect::<Vec<_>>())
-            .reshape([cols, cols - 1]);
-        let (v, _) = Tensor::linalg_qr(&Tensor::cat(&[v1.unsqueeze(1), fill], 1), "reduced");
-        let u_fill = Tensor::from_slice(&(0..rows * cols).map(|i| ((i * 7877 % 1009) as f64) / 1009.0 - 0.5).collect::<Vec<_>>())
-            .reshape([rows, cols]);
+        let fill = Tensor::from_slice(
+            &(0..cols * (cols - 1))
+                .map(|i| ((i * 104729 % 997) as f64) / 997.0 - 0.5)
+                .collect::<Vec<_>>(),
+        )
+        .reshape([cols, cols - 1]);
+        let u_fill = Tensor::from_slice(
+            &(0..rows * cols)
+                .map(|i| ((i * 7877 % 1009) as f64) / 1009.0 - 0.5)
+                .collect::<Vec<_>>(),
+        )
+        .reshape([rows, cols]);
         let (u, _) = Tensor::linalg_qr(&u_fill, "reduced");
         let mut s: Vec<f64> = (0..cols).map(|i| 9.9 - 0.05 * i as f64).collect();
         s[0] = 10.0;
-        let m = u.matmul(&Tensor::from_slice(&s).diag(0)).matmul(&v.tr());
-        let truth = m.tr().matmul(&m).linalg_eigvalsh("L").max().sqrt().double_value(&[]);
-        assert!((truth - 10.0).abs() < 1e-9, "{truth}");
-        for tol in [1e-2, 1e-3, 1e-6] {
-            let sp = spectral_norm(&m.to_kind(Kind::Double), tol);
-            assert_eq!(sp.method, "lanczos");
-            assert!(
-                sp.value <= truth * (1.0 + 1e-12) && truth <= (sp.value + sp.error) * (1.0 + 1e-12),
-                "tolerance {tol}: {truth} outside [{}, {}]",
-                sp.value,
-                sp.value + sp.error
-            );
+        for component in [1e-1, 1e-3, 1e-7] {
+            let v1 = &r - &q0 * r.dot(&q0) + &q0 * component;
+            let v1 = &v1 / v1.norm();
+            // an orthonormal basis whose first column is v1 (QR keeps it up to sign)
+            let (v, _) = Tensor::linalg_qr(&Tensor::cat(&[v1.unsqueeze(1), fill.shallow_clone()], 1), "reduced");
+            let m = u.matmul(&Tensor::from_slice(&s).diag(0)).matmul(&v.tr());
+            let truth = m.tr().matmul(&m).linalg_eigvalsh("L").max().sqrt().double_value(&[]);
+            assert!((truth - 10.0).abs() < 1e-9, "{truth}");
+            for tol in [1e-2, 1e-3, 1e-6] {
+                let sp = spectral_norm(&m, tol);
+                assert_eq!(sp.method, "lanczos");
+                assert!(
+                    sp.value <= truth * (1.0 + 1e-12) && truth <= (sp.value + sp.error) * (1.0 + 1e-12),
+                    "component {component}, tolerance {tol}: {truth} outside [{}, {}]",
+                    sp.value,
+                    sp.value + sp.error
+                );
+                assert!(
+                    sp.error <= tol * sp.value,
+                    "component {component}, tolerance {tol}: error {}",
+                    sp.error
+                );
+            }
         }
     }
 }
