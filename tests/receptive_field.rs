@@ -245,7 +245,7 @@ async fn reflect_and_replicate_padding_read_the_image_again() {
     assert_eq!(v["position"]["input_rows"], json!([[0, 1]]));
     assert_eq!(v["position"]["clipped"]["rows"], json!([0, 0]));
     assert!(
-        v["position"]["notes"].to_string().contains("reflect or replicate"),
+        v["position"]["notes"].to_string().contains("reflect, replicate or circular"),
         "{}",
         v["position"]
     );
@@ -260,7 +260,7 @@ async fn reflect_and_replicate_padding_read_the_image_again() {
         .await
         .json();
     assert_eq!(v["position"]["input_rows"], json!([[2, 3]]));
-    // PyTorch refuses reflection as wide as the input, and circular is not supported yet
+    // PyTorch refuses reflection as wide as the input, and circular padding that wraps twice
     let bad = |pad: u64, mode: &str| {
         json!({"model": {"input_shape": [1, 3, 3], "layers": [
         {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": pad, "padding_mode": mode}]}})
@@ -271,7 +271,12 @@ async fn reflect_and_replicate_padding_read_the_image_again() {
         "/model/layers/0/padding",
     );
     assert_problem(
-        &post("/v1/receptive-field", bad(1, "circular")).await,
+        &post("/v1/receptive-field", bad(4, "circular")).await,
+        422,
+        "/model/layers/0/padding",
+    );
+    assert_problem(
+        &post("/v1/receptive-field", bad(1, "mirror")).await,
         422,
         "/model/layers/0/padding_mode",
     );

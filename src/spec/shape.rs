@@ -637,32 +637,25 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
     Ok([axis(0)?, axis(1)?])
 }
 
-/// Windows whose padding holds `fill`; PyTorch refuses reflection as wide as the input.
+/// Windows whose padding holds `fill`; PyTorch refuses reflection as wide as the input, and
+/// circular padding that would wrap around more than once.
 fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window; 2]> {
     for (a, w) in ws.iter_mut().enumerate() {
         w.fill = fill;
-        // PyTorch: circular padding may wrap around once at most
-        if fill == Fill::Circular && w.pad_lo.max(w.pad_hi) > w.input {
-            return Err(SpecError::invalid(
-                child(pointer, "padding"),
-                format!(
-                    "circular padding of {} wraps around the input's {} ({}) more than once",
-                    w.pad_lo.max(w.pad_hi),
-                    ["height", "width"][a],
-                    w.input
-                ),
-            ));
-        }
-        if fill == Fill::Reflect && w.pad_lo.max(w.pad_hi) >= w.input {
-            return Err(SpecError::invalid(
-                child(pointer, "padding"),
-                format!(
-                    "reflect padding of {} must be smaller than the input's {} ({})",
-                    w.pad_lo.max(w.pad_hi),
-                    ["height", "width"][a],
-                    w.input
-                ),
-            ));
+        let (widest, axis) = (w.pad_lo.max(w.pad_hi), ["height", "width"][a]);
+        let refused = match fill {
+            Fill::Reflect if widest >= w.input => Some(format!(
+                "reflect padding of {widest} must be smaller than the input's {axis} ({})",
+                w.input
+            )),
+            Fill::Circular if widest > w.input => Some(format!(
+                "circular padding of {widest} wraps around the input's {axis} ({}) more than once",
+                w.input
+            )),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(SpecError::invalid(child(pointer, "padding"), why));
         }
     }
     Ok(ws)
