@@ -454,3 +454,21 @@ async fn circular_padding_wraps_around() {
     .await;
     assert_problem(&r, 422, "/model/layers/0/padding");
 }
+
+/// Grading questions on the new presets: counts and ranges from the same code; a row/column
+/// range asked of a sequence layer cannot be graded, and the feedback says what the layer reads.
+#[tokio::test]
+async fn grading_reads_the_new_presets() {
+    let g = ok(
+        "/v1/grade",
+        json!({"questions": [
+            {"id": "p", "kind": "complexity", "model": {"preset": "lstm_lm"}, "ask": "params of layer rnn", "answer": "6,770,400"},
+            {"id": "v", "kind": "receptive_field", "model": {"preset": "vit_b_16"}, "ask": "rows of layer conv_proj at zero-based i", "answer": "16i <= m <= 16i+15"},
+            {"id": "r", "kind": "receptive_field", "model": {"preset": "lstm_lm"}, "ask": "rows of layer rnn at one-based i", "answer": "i"}]}),
+    )
+    .await;
+    let q = |id: &str| item(&g["questions"], "id", id).clone();
+    assert_eq!(q("p")["correct"], true, "{}", q("p"));
+    assert_eq!(q("v")["correct"], true, "{}", q("v"));
+    assert!(q("r")["feedback"].as_str().unwrap().contains("causal: output token i reads tokens 1 <= t <= i"), "{}", q("r"));
+}

@@ -512,10 +512,13 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
             let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
             let axis = &row["receptive_field"][if *cols { "width" } else { "height" }];
             if axis.is_null() {
-                return Err(format!(
-                    "layer {layer} has no affine receptive field ({})",
-                    row["note"].as_str().unwrap_or("")
-                ));
+                // why: the row's note, else its kind (a sequence layer's token range)
+                let why = match (row["note"].as_str(), row["tokens"]["text"].as_str()) {
+                    (Some(note), _) => note.to_string(),
+                    (None, Some(tokens)) => format!("{}: output token i reads tokens {tokens}", row["kind"].as_str().unwrap_or("")),
+                    (None, None) => format!("kind {}", row["kind"].as_str().unwrap_or("unknown")),
+                };
+                return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
             }
             Ok(Expected::Range {
                 scale: axis["scale"].as_i64().unwrap_or(0),
