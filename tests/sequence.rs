@@ -470,5 +470,12 @@ async fn grading_reads_the_new_presets() {
     let q = |id: &str| item(&g["questions"], "id", id).clone();
     assert_eq!(q("p")["correct"], true, "{}", q("p"));
     assert_eq!(q("v")["correct"], true, "{}", q("v"));
-    assert!(q("r")["feedback"].as_str().unwrap().contains("causal: output token i reads tokens 1 <= t <= i"), "{}", q("r"));
+    assert!(
+        q("r")["feedback"]
+            .as_str()
+            .unwrap()
+            .contains("causal: output token i reads tokens 1 <= t <= i"),
+        "{}",
+        q("r")
+    );
 }
