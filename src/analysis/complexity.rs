@@ -290,37 +290,30 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.comparisons = scores;
             c.activations = scores;
         }
-        LayerKind::Recurrent {
-            cell,
-            hidden,
-            layers,
-            bias,
-            bidirectional,
-        } => {
+        LayerKind::Recurrent(r) => {
             // per token, layer and direction: each of the gates' rows a dot product over
             // [x; h] (input_size + hidden_size terms) plus both biases, then the cell's
             // element-wise work per hidden unit (LSTM: 3 products, 1 sum, 5 sigmoids/tanhs;
             // GRU: 3, 2, 3; RNN: its one nonlinearity)
-            let (l, hd) = (node.input[0] as u128, *hidden as u128);
-            let dirs: u128 = if *bidirectional { 2 } else { 1 };
-            let rows = cell.gates() as u128 * hd;
-            let (mults, adds, acts) = match cell {
+            let (l, hd) = (node.input[0] as u128, r.hidden as u128);
+            let rows = r.rows() as u128;
+            let (mults, adds, acts) = match r.cell {
                 crate::spec::Cell::Lstm => (3, 1, 5),
                 crate::spec::Cell::Gru => (3, 2, 3),
                 _ => (0, 0, 1),
             };
             c.params_weight = param_numel(node, false);
             c.params_bias = param_numel(node, true);
-            for layer in 0..*layers as u128 {
-                let input = if layer == 0 { node.input[1] as u128 } else { hd * dirs };
-                let steps = l * dirs;
+            for layer in 0..r.layers {
+                let input = r.layer_input(layer, node.input[1]) as u128;
+                let steps = l * r.directions() as u128;
                 let macs = steps * rows * (input + hd);
                 c.macs += macs;
                 c.multiplications += macs + steps * hd * mults;
                 c.additions += match additions {
                     Additions::Accumulate => macs,
                     Additions::Exact => steps * rows * (input + hd - 1),
-                } + if *bias { 2 * steps * rows } else { 0 }
+                } + if r.bias { 2 * steps * rows } else { 0 }
                     + steps * hd * adds;
                 c.activations += steps * hd * acts;
             }
@@ -415,7 +408,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let input = numel(&node.input) as u128;
     // attention and recurrent layers: their products are counted as a dense layer's, their
     // softmax, sigmoids and tanhs under count_activations
-    let is_sequence_mixer = matches!(k, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. });
+    let is_sequence_mixer = matches!(k, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_));
     match rule {
         FlopRule::Conventions(conv) if is_sequence_mixer => {
             let by_unit = match conv.flops {
@@ -433,10 +426,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 let (l, e) = (node.input[0] as u128, node.input[1] as u128);
                 2 * 4 * l * e * e + if *need_weights { 2 * 2 * l * l * e } else { 0 }
             }
-            LayerKind::Recurrent {
-                cell: crate::spec::Cell::Lstm,
-                ..
-            } => 0,
+            LayerKind::Recurrent(r) if r.cell == crate::spec::Cell::Lstm => 0,
             _ => 2 * c.macs,
         },
         FlopRule::Profile(_) if is_sequence_mixer => 0,
@@ -543,13 +533,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
 /// Where a profile's tool does not count (part of) an op, the row says so instead of guessing.
 fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
     match (rule, &node.layer.kind) {
-        (
-            FlopRule::Profile(Profile::TorchFlopCounter),
-            LayerKind::Recurrent {
-                cell: crate::spec::Cell::Lstm,
-                ..
-            },
-        ) => Some(
+        (FlopRule::Profile(Profile::TorchFlopCounter), LayerKind::Recurrent(r)) if r.cell == crate::spec::Cell::Lstm => Some(
             "FlopCounterMode counts nothing for nn.LSTM on CPU (PyTorch 2.11 runs it as one fused aten::lstm op, which has no FLOP formula)".into(),
         ),
         (
@@ -574,7 +558,7 @@ pub fn check_profile(graph: &Graph, rule: FlopRule) -> SpecResult<()> {
     match graph
         .nodes
         .iter()
-        .find(|n| matches!(n.layer.kind, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. }))
+        .find(|n| matches!(n.layer.kind, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_)))
     {
         Some(n) => Err(SpecError::invalid(
             &n.pointer,

@@ -715,7 +715,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         LayerKind::Linear { .. } if node.input.len() == 2 => rf,
         LayerKind::Linear { .. } => Rf::Global,
         // sequence layers reading a sequence whose map is already global or not affine
-        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => match rf {
+        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_) => match rf {
             Rf::NotAffine(_) => rf,
             _ => Rf::Global,
         },
@@ -747,7 +747,7 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
         LayerKind::LayerNorm { shape, .. } if shape.len() < 2 => same,
         LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(1) => same,
         LayerKind::MultiheadAttention { causal: true, .. } => Rf::sequence(true, suffix),
-        LayerKind::Recurrent { bidirectional: false, .. } => Rf::sequence(true, suffix),
+        LayerKind::Recurrent(r) if !r.bidirectional => Rf::sequence(true, suffix),
         LayerKind::Transpose => Rf::NotAffine("transposed: the tokens became features".into()),
         LayerKind::SelectToken { .. } => Rf::NotAffine("one token's features: each reads that token's range".into()),
         LayerKind::Flatten if node.input.len() == 2 => {
@@ -1295,7 +1295,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             .collect(),
         LayerKind::Parameter { .. } => Vec::new(),
         // read sequences, answered by back_sequence
-        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent { .. } => {
+        LayerKind::Embedding { .. } | LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_) => {
             if set.is_empty() {
                 set
             } else {
@@ -1336,25 +1336,20 @@ fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<
             })
         }
         LayerKind::MultiheadAttention { causal, .. } => each(&|p| vec![Product(vec![reach(&p.0[0], true, !causal), all(features)])]),
-        LayerKind::Recurrent {
-            hidden,
-            layers,
-            bidirectional,
-            ..
-        } => each(&|p| {
-            if !bidirectional {
+        LayerKind::Recurrent(r) => each(&|p| {
+            if !r.bidirectional {
                 return vec![Product(vec![reach(&p.0[0], true, false), all(features)])];
             }
-            if *layers > 1 {
+            if r.layers > 1 {
                 return vec![Product(vec![all(tokens), all(features)])];
             }
             // one bidirectional layer: the first hidden_size features run forwards (a prefix),
             // the rest backwards (a suffix)
             let mut out = Vec::new();
-            if !p.0[1].window(0, *hidden).is_empty() {
+            if !p.0[1].window(0, r.hidden).is_empty() {
                 out.push(Product(vec![reach(&p.0[0], true, false), all(features)]));
             }
-            if !p.0[1].window(*hidden, *hidden).is_empty() {
+            if !p.0[1].window(r.hidden, r.hidden).is_empty() {
                 out.push(Product(vec![reach(&p.0[0], false, true), all(features)]));
             }
             out

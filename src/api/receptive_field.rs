@@ -323,7 +323,7 @@ async fn verify_unit(
         2 => &["tokens", "features"],
         _ => &["features"],
     };
-    let sequence = probe::has_sequences(graph);
+    let sequence = probe::whole_network_probe(graph);
     let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
     Ok(json!({
         "ran": true,

@@ -589,13 +589,13 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     _ => Cell::RnnTanh,
                 },
             };
-            LayerKind::Recurrent {
+            LayerKind::Recurrent(Recurrent {
                 cell,
                 hidden,
                 layers,
                 bias,
                 bidirectional,
-            }
+            })
         }
         "linear" => {
             declared_in = o.opt_u64("in_features", 1, max)?;

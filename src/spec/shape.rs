@@ -856,12 +856,10 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             }
             input.to_vec()
         }
-        LayerKind::Recurrent {
-            hidden, bidirectional, ..
-        } => {
+        LayerKind::Recurrent(r) => {
             let [l, i] = sequence(input, layer.type_name(), pointer)?;
             check_declared(layer, i, "input_size", pointer)?;
-            vec![l, hidden * if *bidirectional { 2 } else { 1 }]
+            vec![l, r.width()]
         }
         LayerKind::BatchNorm { .. } => {
             check_declared(layer, input[0], "num_features", pointer)?;
@@ -1064,22 +1062,15 @@ impl Node<'_> {
                 }
                 v
             }
-            LayerKind::Recurrent {
-                cell,
-                hidden,
-                layers,
-                bias,
-                bidirectional,
-            } => {
-                let rows = cell.gates() * hidden;
-                let dirs = if *bidirectional { 2 } else { 1 };
+            LayerKind::Recurrent(r) => {
+                let rows = r.rows();
                 let mut v = Vec::new();
-                for l in 0..*layers {
-                    let input = if l == 0 { self.input[1] } else { hidden * dirs };
-                    for suffix in ["", "_reverse"].iter().take(dirs as usize) {
+                for l in 0..r.layers {
+                    let input = r.layer_input(l, self.input[1]);
+                    for suffix in ["", "_reverse"].iter().take(r.directions() as usize) {
                         v.push(p(format!("weight_ih_l{l}{suffix}"), vec![rows, input], false));
-                        v.push(p(format!("weight_hh_l{l}{suffix}"), vec![rows, *hidden], false));
-                        if *bias {
+                        v.push(p(format!("weight_hh_l{l}{suffix}"), vec![rows, r.hidden], false));
+                        if r.bias {
                             v.push(p(format!("bias_ih_l{l}{suffix}"), vec![rows], true));
                             v.push(p(format!("bias_hh_l{l}{suffix}"), vec![rows], true));
                         }
@@ -1179,10 +1170,8 @@ impl Graph<'_> {
     pub fn recurrent_steps(&self) -> u128 {
         self.nodes
             .iter()
-            .map(|n| match n.layer.kind {
-                LayerKind::Recurrent { layers, bidirectional, .. } => {
-                    n.input[0] as u128 * layers as u128 * if bidirectional { 2 } else { 1 }
-                }
+            .map(|n| match &n.layer.kind {
+                LayerKind::Recurrent(r) => r.steps(n.input[0]),
                 _ => 0,
             })
             .sum()

@@ -110,6 +110,50 @@ impl Cell {
     }
 }
 
+/// A recurrent layer's arguments, and what follows from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recurrent {
+    pub cell: Cell,
+    pub hidden: u64,
+    pub layers: u64,
+    pub bias: bool,
+    pub bidirectional: bool,
+}
+
+impl Recurrent {
+    pub fn directions(&self) -> u64 {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Features of each output token (and of the input of every layer after the first).
+    pub fn width(&self) -> u64 {
+        self.hidden * self.directions()
+    }
+
+    /// Rows of each `weight_ih`/`weight_hh`: the gates times hidden_size.
+    pub fn rows(&self) -> u64 {
+        self.cell.gates() * self.hidden
+    }
+
+    /// Features layer `l` reads, for a first layer reading `input_size`.
+    pub fn layer_input(&self, l: u64, input_size: u64) -> u64 {
+        if l == 0 {
+            input_size
+        } else {
+            self.width()
+        }
+    }
+
+    /// Time steps taken one after the other on `tokens` tokens: tokens x layers x directions.
+    pub fn steps(&self, tokens: u64) -> u128 {
+        tokens as u128 * self.layers as u128 * self.directions() as u128
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
     /// Graph form: a learned tensor of `shape` (no batch axis; an `nn.Parameter` such as ViT's
@@ -146,13 +190,7 @@ pub enum LayerKind {
     },
     /// `torch.nn.LSTM`, `GRU`, `RNN` on a sequence `[L, input_size]`; the layer's output is the
     /// module's first result, `[L, hidden_size * directions]`.
-    Recurrent {
-        cell: Cell,
-        hidden: u64,
-        layers: u64,
-        bias: bool,
-        bidirectional: bool,
-    },
+    Recurrent(Recurrent),
 
     Conv2d {
         out_channels: u64,
@@ -329,7 +367,7 @@ impl Layer {
             LayerKind::Transpose => "transpose",
             LayerKind::SelectToken { .. } => "select",
             LayerKind::MultiheadAttention { .. } => "multihead_attention",
-            LayerKind::Recurrent { cell, .. } => cell.name(),
+            LayerKind::Recurrent(r) => r.cell.name(),
             LayerKind::Conv2d { .. } => "conv2d",
             LayerKind::ConvTranspose2d { .. } => "conv_transpose2d",
             LayerKind::Upsample { .. } => "upsample",

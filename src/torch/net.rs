@@ -478,18 +478,13 @@ impl Net {
                     };
                     return seen.repeat([1, 1, node.output[1] as i64]);
                 }
-                LayerKind::Recurrent {
-                    hidden,
-                    layers,
-                    bidirectional,
-                    ..
-                } => {
+                LayerKind::Recurrent(r) => {
                     let mut y = x.shallow_clone();
-                    for _ in 0..*layers {
+                    for _ in 0..r.layers {
                         let s = features(&y);
-                        let forward = s.cumsum(1, s.kind()).repeat([1, 1, *hidden as i64]);
-                        y = if *bidirectional {
-                            let backward = s.flip([1]).cumsum(1, s.kind()).flip([1]).repeat([1, 1, *hidden as i64]);
+                        let forward = s.cumsum(1, s.kind()).repeat([1, 1, r.hidden as i64]);
+                        y = if r.bidirectional {
+                            let backward = s.flip([1]).cumsum(1, s.kind()).flip([1]).repeat([1, 1, r.hidden as i64]);
                             Tensor::cat(&[forward, backward], 2)
                         } else {
                             forward
@@ -532,22 +527,16 @@ impl Net {
                     *causal,
                 )
             }
-            LayerKind::Recurrent {
-                cell,
-                hidden,
-                layers,
-                bias,
-                bidirectional,
-            } => {
+            LayerKind::Recurrent(r) => {
                 let tensors: Vec<&Tensor> = self.params[&node.path].named.iter().map(|(_, t)| t).collect();
-                let dirs = if *bidirectional { 2 } else { 1 };
-                let h0 = Tensor::zeros([(layers * dirs) as i64, x.size()[0], *hidden as i64], (x.kind(), x.device()));
-                let (l, b) = (*layers as i64, *bias);
-                match cell {
-                    crate::spec::Cell::Lstm => x.lstm(&[&h0, &h0], &tensors, b, l, 0.0, false, *bidirectional, true).0,
-                    crate::spec::Cell::Gru => x.gru(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
-                    crate::spec::Cell::RnnTanh => x.rnn_tanh(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
-                    crate::spec::Cell::RnnRelu => x.rnn_relu(&h0, &tensors, b, l, 0.0, false, *bidirectional, true).0,
+                let states = (r.layers * r.directions()) as i64;
+                let h0 = Tensor::zeros([states, x.size()[0], r.hidden as i64], (x.kind(), x.device()));
+                let (l, b, bi) = (r.layers as i64, r.bias, r.bidirectional);
+                match r.cell {
+                    crate::spec::Cell::Lstm => x.lstm(&[&h0, &h0], &tensors, b, l, 0.0, false, bi, true).0,
+                    crate::spec::Cell::Gru => x.gru(&h0, &tensors, b, l, 0.0, false, bi, true).0,
+                    crate::spec::Cell::RnnTanh => x.rnn_tanh(&h0, &tensors, b, l, 0.0, false, bi, true).0,
+                    crate::spec::Cell::RnnRelu => x.rnn_relu(&h0, &tensors, b, l, 0.0, false, bi, true).0,
                 }
             }
             LayerKind::Conv2d {
@@ -737,9 +726,9 @@ fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &
         seed: init.seed,
     };
     let spec = match (&node.layer.kind, default) {
-        (LayerKind::Recurrent { hidden, .. }, true) => per_layer(
+        (LayerKind::Recurrent(r), true) => per_layer(
             Init::Uniform {
-                bound: 1.0 / (*hidden as f64).sqrt(),
+                bound: 1.0 / (r.hidden as f64).sqrt(),
             },
             if np.bias { 1.0 } else { init.scale },
         ),

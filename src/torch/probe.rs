@@ -11,7 +11,7 @@
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
 use super::net::{coupled_sum, fill_pad, summing_window, upsample, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
-use crate::analysis::receptive_field::chain_to;
+use crate::analysis::receptive_field::{chain_to, Chain};
 use crate::spec::{infer, Fill, Graph, LayerKind, Merge, ModelSpec, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -448,12 +448,12 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
     match &node.layer.kind {
         LayerKind::Embedding { .. }
         | LayerKind::MultiheadAttention { .. }
-        | LayerKind::Recurrent { .. }
+        | LayerKind::Recurrent(_)
         | LayerKind::Parameter { .. }
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
         | LayerKind::SelectToken { .. } => {
-            unreachable!("models with sequences run in probe_full")
+            unreachable!("models with sequences run in probe_whole")
         }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
@@ -550,15 +550,12 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
 
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
-    let graph = infer(spec, "").map_err(|e| e.to_string())?;
-    if has_sequences(&graph) {
-        return probe_full(spec, target, index, channel, device);
-    }
     let started = std::time::Instant::now();
+    let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
-    if chain.target.inputs.is_empty() {
-        // a parameter node: nothing to reduce, and nothing it reads
-        return probe_full(spec, target, index, channel, device);
+    // a parameter node as the target: nothing to reduce, and nothing it reads
+    if whole_network_probe(&graph) || chain.target.inputs.is_empty() {
+        return Ok(probe_whole(&chain, index, channel, device, started));
     }
     let network_width = widest(&graph);
     // the part of every tensor the unit can reach: the unit itself at the target, back to the input
@@ -588,6 +585,14 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
 /// The unit of `y` (one sample, no batch axis): `channel` (None: every channel summed) at
 /// spatial `index`, or flat feature `index[0]` through the probe's class map.
 fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classes) -> Tensor {
+    // a sequence [L, D]: token index[0], feature `channel` or every feature
+    if y.dim() == 2 {
+        let row = y.select(0, index[0] as i64);
+        return match channel {
+            Some(c) => row.select(0, c as i64),
+            None => row.sum(row.kind()),
+        };
+    }
     if index.len() == 2 {
         let column = y.select(1, index[0] as i64).select(1, index[1] as i64);
         match channel {
@@ -610,33 +615,32 @@ pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
     let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    Ok(probe_whole(&chain, index, channel, device, started))
+}
+
+/// [`probe_full`] on a shaped graph and its chain to the target.
+fn probe_whole(chain: &Chain, index: &[u64], channel: Option<u64>, device: Device, started: std::time::Instant) -> ProbeResult {
+    let (graph, spec) = (chain.graph, chain.graph.spec);
     let init = InitSpec {
         init: Init::PytorchDefault,
         scale: 1.0,
         seed: 0,
     };
-    let net = Net::build(&graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
+    let net = Net::build(graph, Mode::Probe, &init, &HashMap::new(), Kind::Double, device);
     let x = input_ones(spec, Kind::Double, device);
     let y = net
-        .run(&graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
+        .run(graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
         .remove(0)
         .select(0, 0);
-    let unit = match (y.dim(), channel) {
-        (2, Some(c)) => y.select(0, index[0] as i64).select(0, c as i64),
-        (2, None) => {
-            let row = y.select(0, index[0] as i64);
-            row.sum(row.kind())
-        }
-        _ => select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize)),
-    };
-    let width = widest(&graph);
-    Ok(read_gradient(spec, &x, None, unit, started, width, width))
+    let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
+    let width = widest(graph);
+    read_gradient(spec, &x, None, unit, started, width, width)
 }
 
 /// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes
 /// other than `[C, 1, 1]` scales read by sums and products (ConvNeXt's layer_scale): the
 /// channel-quotient probe knows images and vectors only.
-pub fn has_sequences(graph: &crate::spec::Graph) -> bool {
+pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
     let scale = |f: Option<usize>| f.is_some_and(|f| graph.nodes[f].inputs.is_empty());
     graph.spec.token_ids
         || graph.input().len() == 2
