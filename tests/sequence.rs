@@ -9,6 +9,11 @@ fn row<'a>(table: &'a Value, path: &str) -> &'a Value {
     item(&table["rows"], "path", path)
 }
 
+/// The receptive-field answer about one unit of `model`.
+async fn field(model: &Value, position: Value) -> Value {
+    ok("/v1/receptive-field", json!({"model": model, "position": position})).await
+}
+
 async fn ok(path: &str, body: Value) -> Value {
     let r = post(path, body).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -115,11 +120,7 @@ async fn receptive_fields_of_sequences() {
     // one bidirectional layer: the forward half of the features reads the earlier tokens, the
     // backward half the later ones, exactly
     for (feature, tokens) in [(1, json!([[0, 2]])), (4, json!([[2, 5]]))] {
-        let rf = ok(
-            "/v1/receptive-field",
-            json!({"model": lm("rnn", true, 1), "position": {"layer": "rnn", "index": [2], "channel": feature}}),
-        )
-        .await;
+        let rf = field(&lm("rnn", true, 1), json!({"layer": "rnn", "index": [2], "channel": feature})).await;
         assert_eq!(rf["position"]["input_tokens"], tokens, "feature {feature}");
         assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
     }
@@ -128,11 +129,7 @@ async fn receptive_fields_of_sequences() {
         {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2, "is_causal": true},
         {"type": "linear", "out_features": 3},
         {"type": "mean", "dim": 1}]});
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": causal, "position": {"layer": 2, "index": [4], "channel": 0}}),
-    )
-    .await;
+    let rf = field(&causal, json!({"layer": 2, "index": [4], "channel": 0})).await;
     assert_eq!(kinds(&rf), ["token", "causal", "causal", "global"]);
     assert_eq!(rf["position"]["input_tokens"], json!([[0, 4]]));
     assert_eq!(rf["position"]["input_features"], json!([[0, 3]]));
@@ -309,27 +306,15 @@ async fn patches_become_tokens() {
     assert_eq!(row(&t, "conv_proj")["flops"], 2 * 6 * 6 * 32);
     assert_eq!(row(&t, "attn")["flops"], 2 * 4 * 7 * 36);
     assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": vit, "position": {"layer": "cat", "index": [5], "channel": 1}}),
-    )
-    .await;
+    let rf = field(&vit, json!({"layer": "cat", "index": [5], "channel": 1})).await;
     assert_eq!(rf["position"]["input_rows"], json!([[4, 7]]));
     assert_eq!(rf["position"]["input_cols"], json!([[4, 7]]));
     assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
     // the class token reads no input; after attention every token reads the whole image
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": vit, "position": {"layer": "cat", "index": [0]}}),
-    )
-    .await;
+    let rf = field(&vit, json!({"layer": "cat", "index": [0]})).await;
     assert_eq!(rf["position"]["input_rows"], json!([]));
     assert_eq!(item(&rf["layers"], "path", "class_token")["kind"], "constant");
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": vit, "position": {"layer": "head", "index": [2]}}),
-    )
-    .await;
+    let rf = field(&vit, json!({"layer": "head", "index": [2]})).await;
     assert_eq!(rf["position"]["input_rows"], json!([[0, 7]]));
     assert_eq!(rf["position"]["input_cols"], json!([[0, 11]]));
     let d = ok("/v1/gradient-diagnostics", json!({"model": vit, "inputs": {"batch_size": 2}})).await;
@@ -407,11 +392,7 @@ async fn layernorm2d_by_hand() {
     assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
     let t = ok("/v1/complexity", json!({"model": m(true), "profile": "ptflops", "verify": false})).await;
     assert_eq!(row(&t, "1")["flops"], 0);
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": m(false), "position": {"layer": 1, "index": [2, 3], "channel": 0}}),
-    )
-    .await;
+    let rf = field(&m(false), json!({"layer": 1, "index": [2, 3], "channel": 0})).await;
     // channel 0 of position (2, 3) reads every channel (the norm), each through its own 3x3
     assert_eq!(rf["position"]["input_channels"], json!([[0, 3]]));
     assert_eq!(rf["position"]["input_rows"], json!([[1, 3]]));
@@ -431,20 +412,12 @@ async fn layernorm2d_by_hand() {
 async fn circular_padding_wraps_around() {
     let m = json!({"input_shape": [1, 6, 6], "layers": [
         {"type": "conv2d", "out_channels": 1, "kernel_size": 3, "padding": 1, "padding_mode": "circular"}]});
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": m, "position": {"layer": 0, "index": [0, 2]}}),
-    )
-    .await;
+    let rf = field(&m, json!({"layer": 0, "index": [0, 2]})).await;
     assert_eq!(rf["position"]["input_rows"], json!([[0, 1], [5, 5]]));
     assert_eq!(rf["position"]["input_cols"], json!([[1, 3]]));
     assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
     let m = json!({"input_shape": [1, 4, 4], "layers": [{"type": "circularpad2d", "padding": [0, 0, 2, 0]}]});
-    let rf = ok(
-        "/v1/receptive-field",
-        json!({"model": m, "position": {"layer": 0, "index": [0, 1]}}),
-    )
-    .await;
+    let rf = field(&m, json!({"layer": 0, "index": [0, 1]})).await;
     assert_eq!(rf["position"]["input_rows"], json!([[2, 2]]));
     assert_eq!(rf["verification"]["agrees"], true, "{}", rf["verification"]);
     let r = post(

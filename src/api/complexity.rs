@@ -320,18 +320,22 @@ fn cells(path: &str, name: &str, ty: &str, input: &str, output: &str, subtotal: 
     ]
 }
 
-/// The column names: a `note` column last when some row has one (a profile's tool that does not
-/// count an op there).
+/// Whether some row has a note (a profile's tool that does not count an op there): the tables
+/// then end with a `note` column.
+fn has_notes(t: &Table) -> bool {
+    t.rows.iter().any(|r| r.note.is_some())
+}
+
 fn columns(t: &Table) -> Vec<&'static str> {
     let mut c = COLUMNS.to_vec();
-    if t.rows.iter().any(|r| r.note.is_some()) {
+    if has_notes(t) {
         c.push("note");
     }
     c
 }
 
 fn all_cells(t: &Table) -> Vec<Vec<String>> {
-    let notes = t.rows.iter().any(|r| r.note.is_some());
+    let notes = has_notes(t);
     let mut out: Vec<Vec<String>> = t
         .rows
         .iter()
