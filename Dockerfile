@@ -12,6 +12,7 @@ RUN python3 -m venv /opt/torch && /opt/torch/bin/pip install --no-cache-dir --di
 ARG VARIANT
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs openapi.yaml ./
+COPY contract contract
 COPY src src
 # the LMS adapters, which /v1/variants exports inside its folders
 COPY examples examples

@@ -27,6 +27,8 @@ pub enum Command {
     Serve,
     /// Exit 0 when the local server's /healthz answers 200 (the container's HEALTHCHECK).
     Healthcheck,
+    /// Print the contract (openapi.yaml) generated from the request and response types.
+    Openapi,
     /// Parameters, MACs and FLOPs per layer.
     Complexity {
         #[command(flatten)]
@@ -178,7 +180,7 @@ pub async fn run(command: &Command, config: Config) -> Result<String, Failure> {
             }
             ("/v1/gradient-diagnostics", common, r)
         }
-        Command::Serve | Command::Healthcheck => unreachable!("handled by main"),
+        Command::Serve | Command::Healthcheck | Command::Openapi => unreachable!("handled by main"),
     };
     if let Some(extra) = &common.request {
         let extra: Value = serde_json::from_str(extra).map_err(|e| Failure {
@@ -441,7 +443,7 @@ fn table(command: &Command, v: &Value) -> Table {
             ),
             notes: run_notes(v),
         },
-        Command::Serve | Command::Healthcheck => unreachable!(),
+        Command::Serve | Command::Healthcheck | Command::Openapi => unreachable!(),
     }
 }
 

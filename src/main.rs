@@ -35,6 +35,10 @@ async fn main() {
     match &cli.command {
         None | Some(layerscope::cli::Command::Serve) => {}
         Some(layerscope::cli::Command::Healthcheck) => healthcheck(),
+        Some(layerscope::cli::Command::Openapi) => {
+            print!("{}", layerscope::api::contract::document());
+            std::process::exit(0)
+        }
         Some(command) => match layerscope::cli::run(command, config).await {
             Ok(text) => {
                 print!("{text}");

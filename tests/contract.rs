@@ -5,6 +5,37 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+/// openapi.yaml is generated (`scripts/openapi`) from the request/response types and
+/// contract/base.yaml: the committed file must be what the code generates now.
+#[test]
+fn committed_openapi_is_the_generated_one() {
+    let generated = layerscope::api::contract::document();
+    let committed = include_str!("../openapi.yaml");
+    if generated != committed {
+        let line = generated
+            .lines()
+            .zip(committed.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(generated.lines().count().min(committed.lines().count()));
+        panic!(
+            "openapi.yaml is stale from line {}: run scripts/openapi and commit the result\n  generated: {:?}\n  committed: {:?}",
+            line + 1,
+            generated.lines().nth(line),
+            committed.lines().nth(line)
+        );
+    }
+    // Every typed schema the paths reference exists.
+    let s = spec();
+    let text = serde_json::to_string(&s).unwrap();
+    for r in text.split("\"$ref\":\"#/components/").skip(1) {
+        let target = r.split('"').next().unwrap();
+        assert!(
+            !root_lookup(&s, &format!("#/components/{target}")).is_null(),
+            "dangling $ref {target}"
+        );
+    }
+}
+
 #[test]
 fn router_and_openapi_list_the_same_routes() {
     let s = spec();
@@ -118,6 +149,27 @@ async fn responses_match_their_schemas() {
     check("get", "/v1/presets/resnet18", "/v1/presets/{name}", None).await;
     check("get", "/v1/presets/nope", "/v1/presets/{name}", None).await;
     check("get", "/openapi.yaml", "/openapi.yaml", None).await;
+    // the typed momentum route: the report (with v and u trajectories), its SVG and its problems
+    let m = "/v1/momentum/equivalence";
+    let witness = json!({"theta0": {"w": {"shape": [1, 2], "values": [0, 1]}}, "gradients": [{"w": [1, 1]}, {"w": [1, 2]}], "alpha": [0.1, 0.01], "beta": 0.9, "sutskever": true, "pytorch_sgd": {"dampening": 0.1}});
+    check("post", m, m, Some(witness.clone())).await;
+    let mut svg = witness.clone();
+    svg["format"] = json!("svg");
+    check("post", m, m, Some(svg)).await;
+    check(
+        "post",
+        m,
+        m,
+        Some(json!({"theta0": [1], "gradients": [[1]], "alpha": 0.1, "beta": 0.5, "betta": 1})),
+    )
+    .await;
+    check(
+        "post",
+        m,
+        m,
+        Some(json!({"theta0": [1], "gradients": [[1]], "alpha": 0.1, "beta": 0.5, "return": "none", "tolerance": 0})),
+    )
+    .await;
     // sequence models: token ranges, rows with a profile's note, gradients by parameter name
     let lm = json!({"input_shape": [6], "input_dtype": "int64", "layers": [
         {"type": "embedding", "num_embeddings": 9, "embedding_dim": 4},

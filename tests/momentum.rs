@@ -164,3 +164,60 @@ async fn cpu_and_cuda_agree_when_a_gpu_is_present() {
         }
     }
 }
+
+/// The typed request: misspelt keys get a hint, every wrong element is named by its pointer,
+/// and the words are the API's own (exact texts, so a regression in the rewording shows).
+#[tokio::test]
+async fn typed_request_rejections_read_as_before() {
+    let base = |extra: Value| {
+        let mut b = json!({"theta0": {"w": [0.0, 0.0]}, "gradients": [{"w": [1.0, 1.0]}], "alpha": 0.1, "beta": 0.9});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases = [
+        (json!({"alpah": 0.1}), "/alpah", "unknown field \"alpah\" (did you mean \"alpha\"?); allowed here: theta0, gradients, objective, steps, alpha, beta, dtype, device, tolerance, sutskever, pytorch_sgd, return, format, plot"),
+        (json!({"theta0": {"w": [0.0, "x"]}}), "/theta0/w/1", "expected a number, got a string \"x\""),
+        (json!({"theta0": {"w": {"shape": [3], "values": [1, 2]}}}), "/theta0/w/values", "has 2 numbers but shape [3] needs 3"),
+        (json!({"theta0": {"w": {"shape": [2], "vals": [1, 2]}}}), "/theta0/w/vals", "unknown field \"vals\" (did you mean \"values\"?); allowed here: shape, values"),
+        (json!({"theta0": {"w": {"shape": [0], "values": []}}}), "/theta0/w/shape/0", "must be from 1 to 10000000, got 0"),
+        (json!({"theta0": "w"}), "/theta0", "expected a list of numbers or an object of named tensors, got a string \"w\""),
+        (json!({"alpha": [0.1, true]}), "/alpha/1", "expected a number, got the boolean true"),
+        (json!({"alpha": -1}), "/alpha", "must be between 0 and 1000000000000, got -1"),
+        (json!({"dtype": "float16"}), "/dtype", "unknown value \"float16\"; expected one of float64, float32"),
+        (json!({"return": {"every_n": 0}}), "/return/every_n", "must be from 1 to 4294967295, got 0"),
+        (json!({"return": "some"}), "/return", "unknown value \"some\"; expected one of full, last, none"),
+        (json!({"pytorch_sgd": "yes"}), "/pytorch_sgd", "expected true, false or {dampening, nesterov, weight_decay}, got a string \"yes\""),
+        (json!({"pytorch_sgd": {"nesterov": 1}}), "/pytorch_sgd/nesterov", "expected a boolean, got the integer 1"),
+        (json!({"steps": 0}), "/steps", "must be from 1 to 100000, got 0"),
+        (json!({"steps": 3}), "/steps", "says 3 but 1 gradients were given"),
+        (json!({"objective": {"type": "cubic"}}), "/objective/type", "unknown value \"cubic\"; expected one of quadratic, rosenbrock"),
+    ];
+    for (extra, pointer, detail) in cases {
+        let r = post("/v1/momentum/equivalence", base(extra.clone())).await;
+        let v = assert_problem(&r, 422, pointer);
+        assert_eq!(v["detail"], detail, "{extra}");
+    }
+    let r = post(
+        "/v1/momentum/equivalence",
+        json!({"theta0": [0.0], "gradients": [[1.0]], "beta": 0.9}),
+    )
+    .await;
+    assert_eq!(assert_problem(&r, 422, "/alpha")["detail"], "is required");
+    let r = post(
+        "/v1/momentum/equivalence",
+        json!({"theta0": [0.0, 0.0], "objective": {"type": "rosenbrock", "Q": [[1]]}, "steps": 2, "alpha": 0.1, "beta": 0.9}),
+    )
+    .await;
+    assert_eq!(
+        assert_problem(&r, 422, "/objective/Q")["detail"],
+        "belongs to the quadratic objective"
+    );
+    let r = post(
+        "/v1/momentum/equivalence",
+        json!({"theta0": [0.0, 0.0], "objective": {"Q": [[1, 0], [0, 1]]}, "alpha": 0.1, "beta": 0.9}),
+    )
+    .await;
+    assert_eq!(assert_problem(&r, 422, "/steps")["detail"], "is required with an objective");
+}

@@ -1,7 +1,9 @@
 //! Judging momentum trajectories from their per-step differences: pure arithmetic, no libtorch.
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Serialize, Debug, Clone)]
+/// Two forms compared step by step.
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct PairReport {
     pub a: String,
     pub b: String,

@@ -3,7 +3,9 @@ use crate::spec::{ErrorKind, SpecError};
 use crate::torch::pool::PoolError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::openapi::{self, RefOr};
+use utoipa::{ToResponse, ToSchema};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -76,21 +78,62 @@ impl From<PoolError> for ApiError {
     }
 }
 
+/// Problem details (RFC 9457): the body of every error.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    #[schema(value_type = String)]
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// JSON pointer of the offending field (`""` for the whole body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub pointer: Option<String>,
+    /// Every request's id (also in the `x-request-id` header and the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = true)]
+    pub request_id: Option<String>,
+    /// The configured limit the request went over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Limit)]
+    pub limit: Option<Limit>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Limit {
+    pub name: String,
+    pub value: u64,
+}
+
+impl<'s> ToResponse<'s> for Problem {
+    fn response() -> (&'s str, RefOr<openapi::Response>) {
+        let content = openapi::ContentBuilder::new()
+            .schema(Some(openapi::Ref::from_schema_name("Problem")))
+            .build();
+        let response = openapi::ResponseBuilder::new()
+            .description("problem details (RFC 9457)")
+            .content("application/problem+json", content)
+            .build();
+        ("Problem", response.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let Some(p) = &self.pointer {
-            body["pointer"] = json!(if p.is_empty() { "" } else { p.as_str() });
-        }
-        if let Some((name, value)) = &self.limit {
-            body["limit"] = json!({"name": name, "value": value});
-        }
-        let mut resp = (self.status, body.to_string()).into_response();
+        let body = Problem {
+            kind: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail,
+            pointer: self.pointer,
+            request_id: None,
+            limit: self.limit.map(|(name, value)| Limit { name, value }),
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(s) = self.retry_after {

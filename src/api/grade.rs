@@ -3,7 +3,8 @@
 //! results in the formats LMS autograders read (Gradescope, PrairieLearn, Moodle CodeRunner).
 use super::body::JsonBody;
 use super::error::{ApiError, ApiResult};
-use super::{complexity, diagnostics, json_response, momentum, receptive_field, AppState};
+use super::momentum::{MomentumReport, Verdict};
+use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::spec::error::child;
 use crate::spec::json::Obj;
@@ -29,8 +30,29 @@ enum Ask {
     Range { layer: String, cols: bool },
     /// Receptive-field size or jump of a layer along rows.
     RfNumber { layer: String, what: &'static str },
-    /// A number or word read out of a gradient-diagnostics or momentum answer.
+    /// A number or word read out of a gradient-diagnostics answer.
     Field { path: Vec<String>, word: bool },
+    /// A quantity of the momentum report.
+    Momentum(MomentumAsk),
+}
+
+#[derive(Debug, Clone)]
+enum MomentumAsk {
+    Verdict,
+    /// Form I vs Form II's first step over the tolerance (`none` when they agree).
+    FirstDifferingStep,
+    Theta {
+        form: String,
+        step: usize,
+    },
+}
+
+/// What a question's answer is graded against: the analysis's typed report, or (for the
+/// analyses not typed yet) its JSON.
+#[derive(Clone)]
+enum Reference {
+    Json(Value),
+    Momentum(Box<MomentumReport>),
 }
 
 #[derive(Debug, Clone)]
@@ -135,16 +157,10 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
         "momentum" => {
             // "theta of form_ii at step 2", "verdict", "first differing step"
             if what == "verdict" {
-                return Ok(Ask::Field {
-                    path: vec!["verdict".into()],
-                    word: true,
-                });
+                return Ok(Ask::Momentum(MomentumAsk::Verdict));
             }
             if what == "first differing step" {
-                return Ok(Ask::Field {
-                    path: vec!["pairs".into(), "form_i~form_ii".into(), "first_step_over_tolerance".into()],
-                    word: false,
-                });
+                return Ok(Ask::Momentum(MomentumAsk::FirstDifferingStep));
             }
             let full = a.clone();
             if let Some(rest) = full.strip_prefix("theta of ") {
@@ -155,10 +171,10 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
                     .trim()
                     .parse()
                     .map_err(|_| format!("{ask:?}: the step must be a whole number"))?;
-                return Ok(Ask::Field {
-                    path: vec!["trajectories".into(), form.trim().into(), "theta".into(), k.to_string()],
-                    word: false,
-                });
+                return Ok(Ask::Momentum(MomentumAsk::Theta {
+                    form: form.trim().into(),
+                    step: k,
+                }));
             }
             Err(format!(
                 "unknown momentum quantity {ask:?}: expected verdict, first differing step, or theta of FORM at step K"
@@ -417,7 +433,7 @@ fn reference_request(q: &Question) -> Value {
     r
 }
 
-async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, Value>) -> ApiResult<Value> {
+async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, Reference>) -> ApiResult<Reference> {
     let req = reference_request(q);
     let key = format!("{}:{}", q.kind, req);
     if let Some(v) = cache.get(&key) {
@@ -434,10 +450,13 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, V
         ApiError { pointer, ..e }
     };
     let v = match q.kind {
-        "receptive_field" => receptive_field::compute(state, &req).await.map_err(reroot)?,
-        "complexity" => complexity::compute(state, &req).await.map_err(reroot)?.1,
-        "gradient" => diagnostics::compute(state, &req).await.map_err(reroot)?,
-        _ => momentum::compute(state, &req).await.map_err(reroot)?,
+        "receptive_field" => Reference::Json(receptive_field::compute(state, &req).await.map_err(reroot)?),
+        "complexity" => Reference::Json(complexity::compute(state, &req).await.map_err(reroot)?.1),
+        "gradient" => Reference::Json(diagnostics::compute(state, &req).await.map_err(reroot)?),
+        _ => {
+            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            Reference::Momentum(Box::new(momentum::compute(state, &req).await.map_err(reroot)?))
+        }
     };
     cache.insert(key, v.clone());
     Ok(v)
@@ -466,7 +485,52 @@ fn find<'a>(rows: &'a Value, key: &str, path: &str) -> Option<&'a Value> {
         .find(|r| r[key].as_str() == Some(path) || r["name"].as_str() == Some(path))
 }
 
-fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
+/// What the momentum report says for `ask`.
+fn momentum_expected(r: &MomentumReport, ask: &MomentumAsk) -> Result<Expected, String> {
+    match ask {
+        MomentumAsk::Verdict => Ok(Expected::Word(
+            match r.verdict {
+                Verdict::Equivalent => "equivalent",
+                Verdict::NotEquivalent => "not_equivalent",
+            }
+            .into(),
+        )),
+        MomentumAsk::FirstDifferingStep => {
+            let pair = r
+                .pairs
+                .iter()
+                .find(|p| p.a == "form_i" && p.b == "form_ii")
+                .ok_or("no pair form_i vs form_ii")?;
+            Ok(match pair.first_step_over_tolerance {
+                Some(k) => Expected::Number(k as f64),
+                None => Expected::Word("none".into()),
+            })
+        }
+        MomentumAsk::Theta { form, step } => {
+            let t = r.trajectories.get(form).ok_or_else(|| {
+                let forms: Vec<&str> = r.trajectories.keys().map(String::as_str).collect();
+                format!("no form {form:?}; this request runs {}", forms.join(", "))
+            })?;
+            let row = r
+                .returned_steps
+                .iter()
+                .position(|k| k == step)
+                .and_then(|i| t.theta.get(i))
+                .ok_or_else(|| format!("step {step} is not among the returned steps (the run has {} steps)", r.steps))?;
+            Ok(match row.as_slice() {
+                [x] => Expected::Number(*x),
+                xs => Expected::Vector(xs.to_vec()),
+            })
+        }
+    }
+}
+
+fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
+    let reference = match (reference, &q.ask) {
+        (Reference::Momentum(r), Ask::Momentum(ask)) => return momentum_expected(r, ask),
+        (Reference::Json(v), _) => v,
+        (Reference::Momentum(_), _) => return Err("a momentum question asks for a momentum quantity".into()),
+    };
     match &q.ask {
         Ask::Count { column, target } => {
             let rows = &reference["rows"];
@@ -536,6 +600,7 @@ fn expected(q: &Question, reference: &Value) -> Result<Expected, String> {
                 .map(|v| Expected::Count(v, vec![], vec![]))
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))
         }
+        Ask::Momentum(_) => Err("a momentum quantity is asked of a momentum question".into()),
         Ask::Field { path, word } => {
             let mut v = reference;
             for key in path {

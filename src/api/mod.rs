@@ -3,6 +3,7 @@
 pub mod body;
 pub mod cache;
 pub mod complexity;
+pub mod contract;
 pub mod diagnostics;
 pub mod error;
 pub mod grade;
@@ -14,6 +15,7 @@ pub mod presets;
 pub mod receptive_field;
 pub mod script;
 pub mod svg;
+pub mod typed;
 pub mod ui;
 pub mod variants;
 

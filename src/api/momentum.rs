@@ -1,133 +1,383 @@
 //! `POST /v1/momentum/equivalence`: runs the heavy-ball forms on supplied gradients (or on an
-//! objective, each form at its own iterate) and says where they agree and why they stop.
+//! objective, each form at its own iterate) and says where they agree and why they stop. The
+//! request and the report are typed; the contract's schemas are generated from them.
 use super::body::JsonBody;
-use super::error::ApiResult;
+use super::error::{ApiResult, Problem};
 use super::svg::{line_chart, Series};
+use super::typed::{self, by_kind, map_of, seq_of, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
-use crate::analysis::momentum::{first_alpha_change, judge};
+use crate::analysis::momentum::{first_alpha_change, judge, PairReport};
 use crate::spec::error::child;
-use crate::spec::json::{describe, float, uint, Obj};
 use crate::spec::{SpecError, SpecResult};
 use crate::torch::device;
 use crate::torch::momentum::{Gradients, Objective, Run, SgdOptions};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use serde::{de, Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
+
+/// The body of `POST /v1/momentum/equivalence`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MomentumRequest {
+    /// The starting point theta_0.
+    pub theta0: Tensors,
+    /// One gradient per step, with theta0's names and shapes (give this or `objective`).
+    #[serde(default)]
+    pub gradients: Option<Vec<Tensors>>,
+    /// Gradients by autograd at each form's own iterate, instead of `gradients`.
+    #[serde(default)]
+    pub objective: Option<ObjectiveSpec>,
+    /// The number of steps: required with an objective; with gradients, it must equal their count.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub steps: Option<u64>,
+    /// The step size alpha, or one per step.
+    pub alpha: NumberOrList,
+    /// The momentum coefficient, in [0, 1).
+    #[schema(minimum = 0, exclusive_maximum = 1)]
+    pub beta: f64,
+    #[serde(default)]
+    #[schema(default = "float64")]
+    pub dtype: Dtype,
+    /// cpu, cuda, cuda:N or auto.
+    #[serde(default)]
+    #[schema(default = "cpu")]
+    pub device: Option<String>,
+    /// Relative tolerance of the comparison; 1e-10 for float64 and 1e-4 for float32 by default.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub tolerance: Option<f64>,
+    /// Also run Sutskever's form u_(k+1) = beta u_k - alpha_k g_k, theta_(k+1) = theta_k + u_(k+1).
+    #[serde(default)]
+    #[schema(default = false)]
+    pub sutskever: bool,
+    /// Also run libtorch's own torch::optim::SGD (momentum = beta; lr = alpha_k before each step).
+    #[serde(default)]
+    pub pytorch_sgd: Option<SgdSetting>,
+    /// Which steps' iterates come back.
+    #[serde(default, rename = "return")]
+    pub keep: Option<Keep>,
+    /// `svg` plots instead of JSON (as does `Accept: image/svg+xml`).
+    #[serde(default)]
+    pub format: Option<MomentumFormat>,
+    /// What the SVG plots: the first two coordinates per form, or per-step differences.
+    #[serde(default)]
+    #[schema(default = "coordinates")]
+    pub plot: Plot,
+}
+
+/// A list of numbers (one tensor called `theta`), or named tensors flattened in name order.
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum Tensors {
+    List(Vec<f64>),
+    Named(BTreeMap<String, NamedTensor>),
+}
+
+/// One named tensor: its numbers, or `{shape, values}` (shape defaults to `[len(values)]`).
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum NamedTensor {
+    Values(Vec<f64>),
+    Shaped(ShapedTensor),
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShapedTensor {
+    #[serde(default)]
+    pub shape: Option<Vec<u64>>,
+    pub values: Vec<f64>,
+}
+
+/// A number, or a list of numbers.
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum NumberOrList {
+    One(f64),
+    List(Vec<f64>),
+}
+
+/// An objective whose gradient autograd takes at each form's own iterate.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSpec {
+    #[serde(default, rename = "type")]
+    pub kind: ObjectiveKind,
+    /// quadratic: the n x n matrix of 1/2 x^T Q x - b^T x, as a list of rows.
+    #[serde(default, rename = "Q")]
+    pub q: Option<Vec<Vec<f64>>>,
+    /// quadratic: a list of n numbers (default zeros); rosenbrock: the b of
+    /// b (x_(i+1) - x_i^2)^2 + (a - x_i)^2 (default 100).
+    #[serde(default)]
+    pub b: Option<NumberOrList>,
+    /// rosenbrock: the a (default 1).
+    #[serde(default)]
+    pub a: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectiveKind {
+    #[default]
+    Quadratic,
+    Rosenbrock,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    Float64,
+    Float32,
+}
+
+/// `true` for torch::optim::SGD's defaults, or its options.
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum SgdSetting {
+    Enabled(bool),
+    Options(SgdSpec),
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SgdSpec {
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub dampening: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub weight_decay: f64,
+}
+
+/// `full` (default), `last` (steps 0 and K), `none` (differences only), or every n-th step
+/// (plus the last).
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum Keep {
+    Word(KeepWord),
+    Every(EveryN),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepWord {
+    Full,
+    Last,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EveryN {
+    #[schema(minimum = 1)]
+    pub every_n: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MomentumFormat {
+    Json,
+    Svg,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Plot {
+    #[default]
+    Coordinates,
+    Difference,
+}
+
+impl ByKind for Tensors {
+    const EXPECTING: &'static str = "a list of numbers or an object of named tensors";
+    fn from_seq<'de, A: de::SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        seq_of(seq).map(Tensors::List)
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut named = BTreeMap::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let t = map.next_value::<NamedTensor>()?;
+            named.insert(name, t);
+        }
+        Ok(Tensors::Named(named))
+    }
+}
+
+impl ByKind for NamedTensor {
+    const EXPECTING: &'static str = "a list of numbers or {\"shape\", \"values\"}";
+    fn from_seq<'de, A: de::SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        seq_of(seq).map(NamedTensor::Values)
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(NamedTensor::Shaped)
+    }
+}
+
+impl ByKind for NumberOrList {
+    const EXPECTING: &'static str = "a number or a list of numbers";
+    fn from_number<E: de::Error>(v: f64) -> Result<Self, E> {
+        Ok(NumberOrList::One(v))
+    }
+    fn from_seq<'de, A: de::SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        seq_of(seq).map(NumberOrList::List)
+    }
+}
+
+impl ByKind for SgdSetting {
+    const EXPECTING: &'static str = "true, false or {dampening, nesterov, weight_decay}";
+    fn from_bool<E: de::Error>(v: bool) -> Result<Self, E> {
+        Ok(SgdSetting::Enabled(v))
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(SgdSetting::Options)
+    }
+}
+
+impl ByKind for Keep {
+    const EXPECTING: &'static str = "\"full\", \"last\", \"none\" or {\"every_n\": N}";
+    fn from_str<E: de::Error>(v: &str) -> Result<Self, E> {
+        KeepWord::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Keep::Word)
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(Keep::Every)
+    }
+}
+
+macro_rules! deserialize_by_kind {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                by_kind(d)
+            }
+        }
+    )*};
+}
+deserialize_by_kind!(Tensors, NamedTensor, NumberOrList, SgdSetting, Keep);
+
+/// What `POST /v1/momentum/equivalence` answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MomentumReport {
+    /// Form I against Form II.
+    pub verdict: Verdict,
+    pub all_forms_equivalent: bool,
+    pub explanation: Vec<String>,
+    pub steps: usize,
+    pub alpha_constant: bool,
+    /// The named tensors, in the order they are flattened.
+    pub parameters: Vec<Slot>,
+    pub returned_steps: Vec<usize>,
+    /// Per form: theta (flattened in parameter order, one row per returned step) and v or u
+    /// where the form has one.
+    pub trajectories: BTreeMap<String, Trajectory>,
+    pub pairs: Vec<PairReport>,
+    pub tolerance: f64,
+    pub tolerance_rule: &'static str,
+    pub dtype: Dtype,
+    pub device: String,
+    pub device_note: Option<String>,
+    pub libtorch_version: &'static str,
+    pub millis: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Equivalent,
+    NotEquivalent,
+}
 
 /// One named tensor of the parameter set, flattened in name order.
-#[derive(Clone, Debug, PartialEq)]
-struct Slot {
-    name: String,
-    shape: Vec<u64>,
-    offset: usize,
-    size: usize,
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct Slot {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub offset: usize,
+    pub size: usize,
 }
 
-fn numbers(v: &Value, pointer: &str, max: usize) -> SpecResult<Vec<f64>> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| SpecError::invalid(pointer, format!("expected a list of numbers, got {}", describe(v))))?;
-    if items.len() > max {
-        return Err(SpecError::too_large(
-            pointer,
-            "max_tensor_elements",
-            max as u64,
-            format!("{} numbers is over the limit of {max}", items.len()),
-        ));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, x)| float(x, &child(pointer, i), f64::MIN, f64::MAX))
-        .collect()
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Trajectory {
+    pub theta: Vec<Vec<f64>>,
+    /// Form II's velocity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v: Option<Vec<Vec<f64>>>,
+    /// Sutskever's step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u: Option<Vec<Vec<f64>>>,
 }
 
-/// `[numbers]` (one tensor called `theta`), or `{name: [numbers] | {"shape": [...], "values": [...]}}`.
-fn parameters(v: &Value, pointer: &str, max: usize) -> SpecResult<(Vec<Slot>, Vec<f64>)> {
-    match v {
-        Value::Array(_) => {
-            let values = numbers(v, pointer, max)?;
-            if values.is_empty() {
-                return Err(SpecError::invalid(pointer, "is empty"));
-            }
-            Ok((
-                vec![Slot {
-                    name: "theta".into(),
-                    shape: vec![values.len() as u64],
-                    offset: 0,
-                    size: values.len(),
-                }],
-                values,
-            ))
-        }
-        Value::Object(map) if !map.is_empty() => {
-            let mut slots = Vec::new();
-            let mut all = Vec::new();
-            for (name, t) in map {
-                let p = child(pointer, name);
-                let (shape, values) = match t {
-                    Value::Object(_) => {
-                        let o = Obj::new(t, &p)?;
-                        let values = numbers(o.raw("values").unwrap_or(&Value::Null), &o.at("values"), max)?;
-                        let shape = match o.array("shape")? {
-                            Some(dims) => dims
-                                .iter()
-                                .enumerate()
-                                .map(|(i, d)| uint(d, &child(&o.at("shape"), i), 1, max as u64))
-                                .collect::<SpecResult<Vec<_>>>()?,
-                            None => vec![values.len() as u64],
-                        };
-                        o.finish("shape, values")?;
-                        if shape.iter().product::<u64>() != values.len() as u64 {
-                            return Err(SpecError::invalid(
-                                o.at("values"),
-                                format!(
-                                    "has {} numbers but shape {shape:?} needs {}",
-                                    values.len(),
-                                    shape.iter().product::<u64>()
-                                ),
-                            ));
-                        }
-                        (shape, values)
-                    }
-                    _ => {
-                        let values = numbers(t, &p, max)?;
-                        (vec![values.len() as u64], values)
-                    }
-                };
-                if values.is_empty() {
-                    return Err(SpecError::invalid(p, "is empty"));
+fn too_many(pointer: &str, max: usize, what: String) -> SpecError {
+    SpecError::too_large(pointer, "max_tensor_elements", max as u64, what)
+}
+
+/// The numbers of `t` in name order, with their slots; sizes and shapes checked.
+fn flatten(t: &Tensors, pointer: &str, max: usize) -> SpecResult<(Vec<Slot>, Vec<f64>)> {
+    let entries: Vec<(String, String, Option<&Vec<u64>>, &Vec<f64>)> = match t {
+        Tensors::List(values) => vec![("theta".into(), pointer.to_string(), None, values)],
+        Tensors::Named(map) if map.is_empty() => return Err(SpecError::invalid(pointer, "is empty")),
+        Tensors::Named(map) => map
+            .iter()
+            .map(|(name, t)| {
+                let at = child(pointer, name);
+                match t {
+                    NamedTensor::Values(v) => (name.clone(), at, None, v),
+                    NamedTensor::Shaped(s) => (name.clone(), at, s.shape.as_ref(), &s.values),
                 }
-                slots.push(Slot {
-                    name: name.clone(),
-                    shape,
-                    offset: all.len(),
-                    size: values.len(),
-                });
-                all.extend(values);
-                if all.len() > max {
-                    return Err(SpecError::too_large(
-                        pointer,
-                        "max_tensor_elements",
-                        max as u64,
-                        format!("more than {max} parameters"),
+            })
+            .collect(),
+    };
+    let mut slots = Vec::new();
+    let mut all = Vec::new();
+    for (name, at, shape, values) in entries {
+        if values.len() > max {
+            return Err(too_many(&at, max, format!("{} numbers is over the limit of {max}", values.len())));
+        }
+        let shape = match shape {
+            Some(dims) => {
+                for (i, &d) in dims.iter().enumerate() {
+                    if d < 1 || d > max as u64 {
+                        let at = child(&child(&at, "shape"), i);
+                        return Err(SpecError::invalid(at, format!("must be from 1 to {max}, got {d}")));
+                    }
+                }
+                let need = dims.iter().try_fold(1u64, |p, &d| p.checked_mul(d)).unwrap_or(u64::MAX);
+                if need != values.len() as u64 {
+                    return Err(SpecError::invalid(
+                        child(&at, "values"),
+                        format!("has {} numbers but shape {dims:?} needs {need}", values.len()),
                     ));
                 }
+                dims.clone()
             }
-            Ok((slots, all))
+            None => vec![values.len() as u64],
+        };
+        if values.is_empty() {
+            return Err(SpecError::invalid(at, "is empty"));
         }
-        other => Err(SpecError::invalid(
-            pointer,
-            format!("expected a list of numbers or an object of named tensors, got {}", describe(other)),
-        )),
+        slots.push(Slot {
+            name,
+            shape,
+            offset: all.len(),
+            size: values.len(),
+        });
+        all.extend_from_slice(values);
+        if all.len() > max {
+            return Err(too_many(pointer, max, format!("more than {max} parameters")));
+        }
     }
+    Ok((slots, all))
 }
 
 /// A gradient step must have exactly theta0's names and shapes.
-fn gradient_step(v: &Value, pointer: &str, layout: &[Slot], max: usize) -> SpecResult<Vec<f64>> {
-    let (slots, values) = parameters(v, pointer, max)?;
+fn gradient_step(t: &Tensors, pointer: &str, layout: &[Slot], max: usize) -> SpecResult<Vec<f64>> {
+    let (slots, values) = flatten(t, pointer, max)?;
     let same_names = slots.iter().map(|s| &s.name).eq(layout.iter().map(|s| &s.name));
     if !same_names {
         let want: Vec<&str> = layout.iter().map(|s| s.name.as_str()).collect();
@@ -153,74 +403,77 @@ fn gradient_step(v: &Value, pointer: &str, layout: &[Slot], max: usize) -> SpecR
     Ok(values)
 }
 
-fn objective(v: &Value, n: usize) -> SpecResult<Objective> {
-    let o = Obj::new(v, "/objective")?;
-    let kind = o.choice("type", "quadratic", &["quadratic", "rosenbrock"])?;
-    let obj = match kind {
-        "quadratic" => {
-            let rows = o
-                .array("Q")?
-                .ok_or_else(|| SpecError::invalid(o.at("Q"), "is required: an n x n matrix (list of rows)"))?;
+fn objective(o: &ObjectiveSpec, n: usize) -> SpecResult<Objective> {
+    let at = |key: &str| child("/objective", key);
+    match o.kind {
+        ObjectiveKind::Quadratic => {
+            if o.a.is_some() {
+                return Err(SpecError::invalid(at("a"), "belongs to the rosenbrock objective"));
+            }
+            let rows =
+                o.q.as_ref()
+                    .ok_or_else(|| SpecError::invalid(at("Q"), "is required: an n x n matrix (list of rows)"))?;
             if rows.len() != n {
                 return Err(SpecError::invalid(
-                    o.at("Q"),
+                    at("Q"),
                     format!("has {} rows but theta0 has {n} numbers", rows.len()),
                 ));
             }
-            let mut q = Vec::with_capacity(n * n);
-            for (i, r) in rows.iter().enumerate() {
-                let row = numbers(r, &child(&o.at("Q"), i), n)?;
-                if row.len() != n {
-                    return Err(SpecError::invalid(
-                        child(&o.at("Q"), i),
-                        format!("has {} numbers, expected {n}", row.len()),
-                    ));
-                }
-                q.extend(row);
+            if let Some(i) = rows.iter().position(|r| r.len() != n) {
+                return Err(SpecError::invalid(
+                    child(&at("Q"), i),
+                    format!("has {} numbers, expected {n}", rows[i].len()),
+                ));
             }
-            let b = match o.raw("b") {
-                Some(v) => numbers(v, &o.at("b"), n)?,
+            let b = match &o.b {
                 None => vec![0.0; n],
+                Some(NumberOrList::List(b)) if b.len() == n => b.clone(),
+                Some(NumberOrList::List(b)) => return Err(SpecError::invalid(at("b"), format!("has {} numbers, expected {n}", b.len()))),
+                Some(NumberOrList::One(_)) => {
+                    return Err(SpecError::invalid(at("b"), format!("expected a list of {n} numbers, got a number")))
+                }
             };
-            if b.len() != n {
-                return Err(SpecError::invalid(o.at("b"), format!("has {} numbers, expected {n}", b.len())));
-            }
-            Objective::Quadratic { q, b }
+            Ok(Objective::Quadratic { q: rows.concat(), b })
         }
-        _ => {
+        ObjectiveKind::Rosenbrock => {
+            if o.q.is_some() {
+                return Err(SpecError::invalid(at("Q"), "belongs to the quadratic objective"));
+            }
             if n < 2 {
                 return Err(SpecError::invalid("/theta0", "Rosenbrock needs at least 2 coordinates"));
             }
-            Objective::Rosenbrock {
-                a: o.f64_in("a", Some(1.0), -1e6, 1e6)?,
-                b: o.f64_in("b", Some(100.0), 0.0, 1e6)?,
-            }
+            let b = match &o.b {
+                None => 100.0,
+                Some(NumberOrList::One(b)) => in_range(*b, &at("b"), 0.0, 1e6)?,
+                Some(NumberOrList::List(_)) => return Err(SpecError::invalid(at("b"), "expected a number, got a list")),
+            };
+            Ok(Objective::Rosenbrock {
+                a: in_range(o.a.unwrap_or(1.0), &at("a"), -1e6, 1e6)?,
+                b,
+            })
         }
-    };
-    o.finish("type, Q, b (quadratic); a, b (rosenbrock)")?;
-    Ok(obj)
+    }
+}
+
+fn in_range(v: f64, pointer: &str, min: f64, max: f64) -> SpecResult<f64> {
+    if v >= min && v <= max {
+        Ok(v)
+    } else {
+        Err(SpecError::invalid(pointer, format!("must be between {min} and {max}, got {v}")))
+    }
 }
 
 /// Which steps' iterates come back: all, every n-th (plus the last), or the last only.
-fn kept_steps(v: Option<&Value>, steps: usize) -> SpecResult<Vec<usize>> {
-    let every = match v {
-        None => 1,
-        Some(Value::String(s)) if s == "full" => 1,
-        Some(Value::String(s)) if s == "last" => return Ok(vec![0, steps]),
-        Some(Value::String(s)) if s == "none" => return Ok(vec![]),
-        Some(v @ Value::Object(_)) => {
-            let o = Obj::new(v, "/return")?;
-            let n = o.u64_in("every_n", None, 1, u32::MAX as u64)? as usize;
-            o.finish("every_n")?;
-            n
-        }
-        Some(other) => {
+fn kept_steps(keep: Option<&Keep>, steps: usize) -> SpecResult<Vec<usize>> {
+    let every = match keep {
+        None | Some(Keep::Word(KeepWord::Full)) => 1,
+        Some(Keep::Word(KeepWord::Last)) => return Ok(vec![0, steps]),
+        Some(Keep::Word(KeepWord::None)) => return Ok(vec![]),
+        Some(Keep::Every(e)) if e.every_n >= 1 && e.every_n <= u32::MAX as u64 => e.every_n as usize,
+        Some(Keep::Every(e)) => {
             return Err(SpecError::invalid(
-                "/return",
-                format!(
-                    "expected \"full\", \"last\", \"none\" or {{\"every_n\": N}}, got {}",
-                    describe(other)
-                ),
+                "/return/every_n",
+                format!("must be from 1 to {}, got {}", u32::MAX, e.every_n),
             ))
         }
     };
@@ -231,58 +484,81 @@ fn kept_steps(v: Option<&Value>, steps: usize) -> SpecResult<Vec<usize>> {
     Ok(keep)
 }
 
+/// Runs the heavy-ball momentum forms side by side and says where they agree.
+///
+/// Form I: theta_(k+1) = theta_k - alpha_k g_k + beta (theta_k - theta_(k-1)), theta_(-1) = theta_0.
+/// Form II: v_(k+1) = g_k + beta v_k, theta_(k+1) = theta_k - alpha_k v_(k+1), v_0 = 0.
+/// Optional: `sutskever` (u_(k+1) = beta u_k - alpha_k g_k, theta_(k+1) = theta_k + u_(k+1)) and
+/// `pytorch_sgd` (libtorch's own torch::optim::SGD with momentum=beta, dampening, nesterov,
+/// weight_decay; lr set to alpha_k before each step). When alpha changes, `form_i_rescaled`
+/// (Form I with the momentum term scaled by alpha_k/alpha_(k-1)) is run too: it is what Form II
+/// equals. All forms run in libtorch tensors in lockstep.
+///
+/// Gradients are either supplied (one per step, same names and shapes as theta0) or computed
+/// by autograd from an `objective` at each form's own iterate (then rounding differences can
+/// grow). Pairs are compared per step: they differ at step k when
+/// max|theta_a - theta_b| > tolerance * max(1, max|theta_a|, max|theta_b|). `verdict` is about
+/// Form I vs Form II. `format: svg` (or `Accept: image/svg+xml`) plots the first two
+/// coordinates per form (`plot: coordinates`) or the per-step differences on a log axis
+/// (`plot: difference`).
+#[utoipa::path(
+    post,
+    path = "/v1/momentum/equivalence",
+    operation_id = "momentum_equivalence",
+    tag = "momentum",
+    params(("format" = Option<MomentumFormat>, Query, description = "json or svg (overrides the body's `format`)")),
+    request_body = MomentumRequest,
+    responses(
+        (status = 200, description = "trajectories, per-pair differences and the verdict", content(
+            (MomentumReport = "application/json"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 408, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 429, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
 pub async fn handle(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let resp = compute(&state, &body).await?;
+    let req: MomentumRequest = typed::read(&body, "")?;
+    let report = compute(&state, &req).await?;
     if wants_svg(&query, &headers, &body)? {
-        return Ok(svg_response(plot(
-            &resp,
-            body.get("plot").and_then(Value::as_str) == Some("difference"),
-        )));
+        return Ok(svg_response(plot(&report, req.plot == Plot::Difference)));
     }
-    Ok(json_response(&resp))
+    Ok(json_response(&report))
 }
 
 /// Plots the first two coordinates of every form, or the per-step differences of every pair.
-fn plot(resp: &Value, difference: bool) -> String {
-    let nums = |v: &Value| {
-        v.as_array()
-            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+fn plot(report: &MomentumReport, difference: bool) -> String {
     let series: Vec<Series> = if difference {
-        resp["pairs"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        report
+            .pairs
+            .iter()
             .map(|p| Series {
-                name: format!("{} vs {}", p["a"].as_str().unwrap_or(""), p["b"].as_str().unwrap_or("")),
-                points: nums(&p["max_abs_diff_per_step"])
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, d)| (k as f64, d))
-                    .collect(),
+                name: format!("{} vs {}", p.a, p.b),
+                points: p.max_abs_diff_per_step.iter().enumerate().map(|(k, &d)| (k as f64, d)).collect(),
                 dashed: false,
             })
             .collect()
     } else {
-        let steps = nums(&resp["returned_steps"]);
-        resp["trajectories"]
-            .as_object()
-            .into_iter()
-            .flatten()
+        report
+            .trajectories
+            .iter()
             .enumerate()
             .flat_map(|(f, (name, t))| {
-                let rows: Vec<Vec<f64>> = t["theta"].as_array().into_iter().flatten().map(nums).collect();
-                let coords = rows.first().map(|r| r.len().min(2)).unwrap_or(0);
-                let steps = steps.clone();
+                let coords = t.theta.first().map(|r| r.len().min(2)).unwrap_or(0);
                 (0..coords).map(move |c| Series {
                     name: format!("{name} theta[{c}]"),
-                    points: steps.iter().zip(&rows).map(|(k, r)| (*k, r[c])).collect(),
+                    points: report.returned_steps.iter().zip(&t.theta).map(|(&k, r)| (k as f64, r[c])).collect(),
                     dashed: f % 2 == 1,
                 })
             })
@@ -295,14 +571,17 @@ fn plot(resp: &Value, difference: bool) -> String {
     }
 }
 
-/// Runs the request and returns the JSON answer (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+/// Checks the request, runs the forms in libtorch and judges them (also used by grading).
+pub async fn compute(state: &AppState, req: &MomentumRequest) -> ApiResult<MomentumReport> {
     let cfg = &state.config;
     let max = cfg.max_tensor_elements as usize;
-    let req = Obj::new(body, "")?;
-    let theta_v = req.raw("theta0").ok_or_else(|| SpecError::invalid("/theta0", "is required"))?;
-    let (layout, theta0) = parameters(theta_v, "/theta0", max)?;
-    let gradients = match (req.array("gradients")?, req.raw("objective")) {
+    let (layout, theta0) = flatten(&req.theta0, "/theta0", max)?;
+    if let Some(steps) = req.steps {
+        if steps < 1 || steps > cfg.max_steps {
+            return Err(SpecError::invalid("/steps", format!("must be from 1 to {}, got {steps}", cfg.max_steps)).into());
+        }
+    }
+    let gradients = match (&req.gradients, &req.objective) {
         (Some(_), Some(_)) => return Err(SpecError::invalid("/objective", "give either gradients or an objective, not both").into()),
         (Some(list), None) => {
             if list.is_empty() {
@@ -318,80 +597,78 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
                 .into());
             }
             if list.len().saturating_mul(theta0.len()) > max {
-                return Err(SpecError::too_large(
+                return Err(too_many(
                     "/gradients",
-                    "max_tensor_elements",
-                    max as u64,
+                    max,
                     format!("{} steps x {} numbers is over the limit of {max}", list.len(), theta0.len()),
                 )
                 .into());
             }
+            if let Some(given) = req.steps.filter(|&s| s as usize != list.len()) {
+                return Err(SpecError::invalid("/steps", format!("says {given} but {} gradients were given", list.len())).into());
+            }
             let steps = list
                 .iter()
                 .enumerate()
-                .map(|(k, g)| gradient_step(g, &format!("/gradients/{k}"), &layout, max))
+                .map(|(k, g)| gradient_step(g, &child("/gradients", k), &layout, max))
                 .collect::<SpecResult<Vec<_>>>()?;
             Gradients::Supplied(steps)
         }
-        (None, Some(v)) => {
-            let objective = objective(v, theta0.len())?;
-            let steps = req.u64_in("steps", None, 1, cfg.max_steps)? as usize;
+        (None, Some(o)) => {
+            let objective = objective(o, theta0.len())?;
+            let steps = req
+                .steps
+                .ok_or_else(|| SpecError::invalid("/steps", "is required with an objective"))? as usize;
             Gradients::Objective { objective, steps }
         }
         (None, None) => {
             return Err(SpecError::invalid("/gradients", "is required (one gradient per step), or give an objective and steps").into())
         }
     };
-    if matches!(gradients, Gradients::Supplied(_)) && req.has("steps") {
-        let given = req.u64_in("steps", None, 1, cfg.max_steps)?;
-        if let Gradients::Supplied(g) = &gradients {
-            if given as usize != g.len() {
-                return Err(SpecError::invalid("/steps", format!("says {given} but {} gradients were given", g.len())).into());
-            }
-        }
-    }
     let steps = match &gradients {
         Gradients::Supplied(g) => g.len(),
         Gradients::Objective { steps, .. } => *steps,
     };
-    let alpha = match req.raw("alpha") {
-        None => return Err(SpecError::invalid("/alpha", "is required: a step size, or one per step").into()),
-        Some(Value::Array(items)) => {
+    let alpha = match &req.alpha {
+        NumberOrList::List(items) => {
             if items.len() != steps {
                 return Err(SpecError::invalid("/alpha", format!("has {} step sizes but there are {steps} steps", items.len())).into());
             }
-            items
-                .iter()
-                .enumerate()
-                .map(|(k, v)| float(v, &format!("/alpha/{k}"), 0.0, 1e12))
-                .collect::<SpecResult<Vec<_>>>()?
+            for (k, &a) in items.iter().enumerate() {
+                in_range(a, &child("/alpha", k), 0.0, 1e12)?;
+            }
+            items.clone()
         }
-        Some(v) => vec![float(v, "/alpha", 0.0, 1e12)?; steps],
+        NumberOrList::One(a) => vec![in_range(*a, "/alpha", 0.0, 1e12)?; steps],
     };
-    let beta = req.f64_in("beta", None, 0.0, 1.0)?;
+    let beta = in_range(req.beta, "/beta", 0.0, 1.0)?;
     if beta >= 1.0 {
         return Err(SpecError::invalid("/beta", "must be in [0, 1): heavy-ball momentum diverges at beta = 1").into());
     }
-    let dtype = req.choice("dtype", "float64", &["float64", "float32"])?;
-    let kind = if dtype == "float64" { tch::Kind::Double } else { tch::Kind::Float };
-    let tolerance = req.f64_in("tolerance", Some(if dtype == "float64" { 1e-10 } else { 1e-4 }), 0.0, 1.0)?;
-    let (dev, device_note) = device::resolve(req.str_or("device", "cpu")?, "/device")?;
-    let sutskever = req.bool("sutskever", false)?;
-    let sgd = match req.raw("pytorch_sgd") {
-        None | Some(Value::Bool(false)) => None,
-        Some(Value::Bool(true)) => Some(SgdOptions {
+    let kind = match req.dtype {
+        Dtype::Float64 => tch::Kind::Double,
+        Dtype::Float32 => tch::Kind::Float,
+    };
+    let tolerance = match req.tolerance {
+        Some(t) => in_range(t, "/tolerance", 0.0, 1.0)?,
+        None if req.dtype == Dtype::Float64 => 1e-10,
+        None => 1e-4,
+    };
+    let (dev, device_note) = device::resolve(req.device.as_deref().unwrap_or("cpu"), "/device")?;
+    let sutskever = req.sutskever;
+    let sgd = match &req.pytorch_sgd {
+        None | Some(SgdSetting::Enabled(false)) => None,
+        Some(SgdSetting::Enabled(true)) => Some(SgdOptions {
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
         }),
-        Some(v) => {
-            let o = Obj::new(v, "/pytorch_sgd")?;
+        Some(SgdSetting::Options(o)) => {
             let opts = SgdOptions {
-                dampening: o.f64_in("dampening", Some(0.0), 0.0, 1.0)?,
-                nesterov: o.bool("nesterov", false)?,
-                weight_decay: o.f64_in("weight_decay", Some(0.0), 0.0, 1e6)?,
+                dampening: in_range(o.dampening, "/pytorch_sgd/dampening", 0.0, 1.0)?,
+                nesterov: o.nesterov,
+                weight_decay: in_range(o.weight_decay, "/pytorch_sgd/weight_decay", 0.0, 1e6)?,
             };
-            o.finish("dampening, nesterov, weight_decay")?;
             if opts.nesterov && (beta == 0.0 || opts.dampening != 0.0) {
                 return Err(SpecError::invalid(
                     "/pytorch_sgd/nesterov",
@@ -402,20 +679,16 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
             Some(opts)
         }
     };
-    let keep = kept_steps(req.raw("return"), steps)?;
+    let keep = kept_steps(req.keep.as_ref(), steps)?;
     let forms = 2 + usize::from(sutskever) + usize::from(sgd.is_some()) + 1;
     if keep.len().saturating_mul(theta0.len()).saturating_mul(forms * 2) > max {
-        return Err(SpecError::too_large(
+        return Err(too_many(
             "/return",
-            "max_tensor_elements",
-            max as u64,
-            "the returned trajectories would exceed the limit; use \"return\": \"last\" or {\"every_n\": N}",
+            max,
+            "the returned trajectories would exceed the limit; use \"return\": \"last\" or {\"every_n\": N}".into(),
         )
         .into());
     }
-    req.choice("format", "json", &["json", "svg"])?;
-    req.choice("plot", "coordinates", &["coordinates", "difference"])?;
-    req.finish("theta0, gradients, objective, steps, alpha, beta, dtype, device, tolerance, sutskever, pytorch_sgd, return, format, plot")?;
 
     let alpha_change = first_alpha_change(&alpha);
     let uses_objective = matches!(gradients, Gradients::Objective { .. });
@@ -482,31 +755,41 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
     }
     let all_equivalent = pairs.iter().all(|p| p.equivalent);
 
-    let mut trajectories = Map::new();
-    for (f, name) in outcome.names.iter().enumerate() {
-        let mut t = json!({"theta": outcome.snapshots[f]});
-        if let Some((aux, vals)) = &outcome.aux[f] {
-            t[*aux] = json!(vals);
-        }
-        trajectories.insert(name.to_string(), t);
-    }
-    let resp = json!({
-        "verdict": if i_ii.equivalent { "equivalent" } else { "not_equivalent" },
-        "all_forms_equivalent": all_equivalent,
-        "explanation": explanation,
-        "steps": steps,
-        "alpha_constant": alpha_change.is_none(),
-        "parameters": layout.iter().map(|s| json!({"name": s.name, "shape": s.shape, "offset": s.offset, "size": s.size})).collect::<Vec<_>>(),
-        "returned_steps": keep,
-        "trajectories": trajectories,
-        "pairs": pairs,
-        "tolerance": tolerance,
-        "tolerance_rule": "a pair differs at step k when max|theta_a - theta_b| > tolerance * max(1, max|theta_a|, max|theta_b|)",
-        "dtype": dtype,
-        "device": device::name(dev),
-        "device_note": device_note,
-        "libtorch_version": device::libtorch_version(),
-        "millis": (outcome.millis * 1000.0).round() / 1000.0,
-    });
-    Ok(resp)
+    let trajectories = outcome
+        .names
+        .iter()
+        .zip(outcome.snapshots)
+        .zip(outcome.aux)
+        .map(|((name, theta), aux)| {
+            let (mut v, mut u) = (None, None);
+            match aux {
+                Some(("v", vals)) => v = Some(vals),
+                Some((_, vals)) => u = Some(vals),
+                None => {}
+            }
+            (name.to_string(), Trajectory { theta, v, u })
+        })
+        .collect();
+    Ok(MomentumReport {
+        verdict: if i_ii.equivalent {
+            Verdict::Equivalent
+        } else {
+            Verdict::NotEquivalent
+        },
+        all_forms_equivalent: all_equivalent,
+        explanation,
+        steps,
+        alpha_constant: alpha_change.is_none(),
+        parameters: layout,
+        returned_steps: keep,
+        trajectories,
+        pairs,
+        tolerance,
+        tolerance_rule: "a pair differs at step k when max|theta_a - theta_b| > tolerance * max(1, max|theta_a|, max|theta_b|)",
+        dtype: req.dtype,
+        device: device::name(dev),
+        device_note,
+        libtorch_version: device::libtorch_version(),
+        millis: (outcome.millis * 1000.0).round() / 1000.0,
+    })
 }

@@ -238,17 +238,27 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut 
             errors.push(format!("{at}: matches no oneOf alternative"));
         }
     }
-    let ok = match schema.get("type").and_then(Value::as_str) {
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_u64() || v.is_i64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
+    // OpenAPI 3.1: `type` is a name or a list of names ("null" among them).
+    let is = |t: &str| match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_u64() || v.is_i64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "null" => v.is_null(),
+        _ => true,
+    };
+    let ok = match schema.get("type") {
+        Some(Value::String(t)) => is(t),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).any(is),
         _ => true,
     };
     if !ok {
         errors.push(format!("{at}: expected {}, got {v}", schema["type"]));
+        return;
+    }
+    if v.is_null() {
         return;
     }
     if let Some(e) = schema.get("enum").and_then(Value::as_array) {
@@ -263,14 +273,19 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut 
             }
         }
     }
-    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
-        for (k, val) in obj {
-            match props.get(k) {
-                Some(s) => validate(root, s, val, &format!("{at}/{k}"), errors),
-                None if schema.get("allOf").is_none() && schema.get("additionalProperties").is_none() => {
-                    errors.push(format!("{at}: field {k} is not in the spec"))
+    if let Some(obj) = v.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        if props.is_some() || schema.get("additionalProperties").is_some() {
+            for (k, val) in obj {
+                match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+                    (Some(s), _) => validate(root, s, val, &format!("{at}/{k}"), errors),
+                    (None, Some(Value::Bool(false))) => {
+                        errors.push(format!("{at}: field {k} is not allowed (additionalProperties: false)"))
+                    }
+                    (None, Some(extra)) if extra.is_object() => validate(root, extra, val, &format!("{at}/{k}"), errors),
+                    (None, None) if schema.get("allOf").is_none() => errors.push(format!("{at}: field {k} is not in the spec")),
+                    _ => {}
                 }
-                None => {}
             }
         }
     }
