@@ -8,8 +8,10 @@ use super::intervals::IntervalSet;
 use super::receptive_field::node_type;
 use crate::spec::{shape::numel, Graph, LayerKind, Node, SpecError, SpecResult};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Additions {
     /// Each product is added into a running sum that starts at zero, plus one add for the bias:
     /// additions = multiplications + bias outputs (the course's count).
@@ -18,13 +20,16 @@ pub enum Additions {
     Exact,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub enum FlopUnit {
     /// multiplications + additions
+    #[serde(rename = "mults_plus_adds")]
     MultsPlusAdds,
     /// 2 x MACs (torch.utils.flop_counter, DeepSpeed)
+    #[serde(rename = "2mac")]
     TwoMac,
     /// MACs (what ptflops, fvcore, thop and torchvision call "FLOPs")
+    #[serde(rename = "mac")]
     Mac,
 }
 
@@ -59,7 +64,8 @@ impl Profile {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The counting conventions of a table (the defaults unless the request chose others).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Conventions {
     pub additions: Additions,
     pub flops: FlopUnit,
@@ -90,19 +96,47 @@ pub enum FlopRule {
 
 /// Counts of one row. Integers are exact; they are u128 internally so that no spec can overflow
 /// them, and checked into u64 when a response is built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Counts {
+    /// Weight elements (every parameter that is not a bias).
     pub params_weight: u128,
     pub params_bias: u128,
     pub params: u128,
     pub multiplications: u128,
+    /// Additions under the `additions` convention (accumulate: one per product, plus the bias).
     pub additions: u128,
+    /// Multiply-accumulates of the layer's products.
     pub macs: u128,
+    /// The FLOP column under the chosen convention or profile.
     pub flops: u128,
+    /// Activation-function evaluations.
     pub activations: u128,
+    /// Comparisons (max pools, and the running max of a softmax).
     pub comparisons: u128,
+    /// Elements of the layer's output for the whole batch.
     pub output_elements: u128,
+    /// The output's bytes at the request's dtype.
     pub output_bytes: u128,
+}
+
+impl Counts {
+    /// The count a table column names (`params`, `macs`, ...), as the JSON key says.
+    pub fn get(&self, column: &str) -> Option<u128> {
+        Some(match column {
+            "params_weight" => self.params_weight,
+            "params_bias" => self.params_bias,
+            "params" => self.params,
+            "multiplications" => self.multiplications,
+            "additions" => self.additions,
+            "macs" => self.macs,
+            "flops" => self.flops,
+            "activations" => self.activations,
+            "comparisons" => self.comparisons,
+            "output_elements" => self.output_elements,
+            "output_bytes" => self.output_bytes,
+            _ => return None,
+        })
+    }
 }
 
 impl std::ops::AddAssign for Counts {
@@ -121,7 +155,9 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One row of the table: a layer, or the subtotal of a composite or of one of its parts.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = ComplexityRow)]
 pub struct Row {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +179,9 @@ pub struct Row {
     pub note: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The rows in the model's order (a composite before its parts) and the totals over the layers.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = ComplexityTable)]
 pub struct Table {
     pub rows: Vec<Row>,
     pub totals: Counts,

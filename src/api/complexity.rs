@@ -1,6 +1,7 @@
 //! `POST /v1/complexity`: the parameter and operation table, as JSON, CSV or Markdown.
 use super::body::JsonBody;
 use super::error::{ApiError, ApiResult};
+use super::report::ModelSummary;
 use super::{json_response, AppState};
 use crate::analysis::complexity::{self, Additions, Conventions, Counts, FlopRule, FlopUnit, Profile, Table};
 use crate::spec::json::Obj;
@@ -10,8 +11,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
+use utoipa::ToSchema;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -126,66 +128,93 @@ pub async fn handle(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let format = format_of(body.get("format").and_then(Value::as_str), &query, &headers)?;
-    let (table, head) = run(&state, &body).await?;
+    let report = compute(&state, &body).await?;
     let mut out = match format {
-        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&table)).into_response(),
-        Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&table)).into_response(),
+        Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&report.table)).into_response(),
+        Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&report.table)).into_response(),
         // serialized straight from the typed rows: a Value tree of a few thousand cells first
         // cost more than the analysis
-        Format::Json => json_response(&head.answer(&table)),
+        Format::Json => json_response(&report),
     };
-    super::cache::mark_unless_verified(&mut out, head.verification.is_some());
+    super::cache::mark_unless_verified(&mut out, report.verification.is_some());
     Ok(out)
 }
 
-/// Everything in the JSON answer but the table.
-pub struct Head {
-    model: Value,
-    batch_size: u64,
-    dtype: &'static str,
-    conventions: Value,
-    profile: Option<&'static str>,
-    verification: Option<Value>,
-}
-
-/// The JSON answer, its keys in alphabetical order as they always were.
-#[derive(Serialize)]
-pub struct Answer<'a> {
-    batch_size: u64,
-    conventions: &'a Value,
-    dtype: &'static str,
-    model: &'a Value,
-    profile: Option<&'static str>,
-    rows: &'a [complexity::Row],
-    totals: &'a complexity::Counts,
+/// What `POST /v1/complexity` answers in JSON (keys in alphabetical order, as they always were).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ComplexityReport {
+    pub batch_size: u64,
+    pub conventions: Conventions,
+    pub dtype: &'static str,
+    pub model: ModelSummary,
+    /// The tool whose counting the FLOP column follows, if one was asked for.
+    pub profile: Option<&'static str>,
+    #[serde(flatten)]
+    pub table: Table,
+    /// The libtorch check (absent with `verify: false`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    verification: Option<&'a Value>,
+    pub verification: Option<TableCheck>,
 }
 
-impl Head {
-    pub fn answer<'a>(&'a self, table: &'a Table) -> Answer<'a> {
-        Answer {
-            batch_size: self.batch_size,
-            conventions: &self.conventions,
-            dtype: self.dtype,
-            model: &self.model,
-            profile: self.profile,
-            rows: &table.rows,
-            totals: &table.totals,
-            verification: self.verification.as_ref(),
+/// The libtorch check of a table: every layer built with real parameter tensors and run on an
+/// empty batch. When it did not run, `ran` is false and `reason` says why.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TableCheck {
+    pub ran: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub libtorch_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_params: Option<ParamsCheck>,
+    /// Every layer's shape and parameters agree, and so do the totals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agrees: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerCheck>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millis: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ParamsCheck {
+    pub analytic: u128,
+    pub executed: u64,
+}
+
+/// One layer of the libtorch check; a composite's parameters are its children's (null here).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LayerCheck {
+    pub path: String,
+    pub analytic_shape: Vec<u64>,
+    pub executed_shape: Option<Vec<u64>>,
+    pub analytic_params: Option<u64>,
+    pub executed_params: Option<u64>,
+    pub agrees: bool,
+}
+
+impl TableCheck {
+    fn skipped(reason: String) -> TableCheck {
+        TableCheck {
+            ran: false,
+            reason: Some(reason),
+            what: None,
+            device: None,
+            libtorch_version: None,
+            total_params: None,
+            agrees: None,
+            layers: None,
+            millis: None,
         }
     }
 }
 
-/// Runs the request: the table, and the JSON answer (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<(Table, Value)> {
-    let (table, head) = run(state, body).await?;
-    let answer = super::answer_value(&head.answer(&table))?;
-    Ok((table, answer))
-}
-
-/// The table and the rest of the answer.
-async fn run(state: &AppState, body: &Value) -> ApiResult<(Table, Head)> {
+/// Runs the request: the typed report (also used by the grading endpoint).
+pub async fn compute(state: &AppState, body: &Value) -> ApiResult<ComplexityReport> {
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let opts = read_options(&req, state.config.max_batch)?;
@@ -194,47 +223,43 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<(Table, Head)> {
     req.finish("model, conventions, profile, batch_size, dtype, verify, format")?;
     let graph = infer(&spec, "/model")?;
     let table = table_for(&graph, &opts)?;
-    let c = opts.conventions;
-    let mut head = Head {
-        model: json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()}),
-        batch_size: opts.batch,
-        dtype: opts.dtype,
-        conventions: json!({
-            "additions": if c.additions == Additions::Exact { "exact" } else { "accumulate" },
-            "flops": match c.flops { FlopUnit::MultsPlusAdds => "mults_plus_adds", FlopUnit::TwoMac => "2mac", FlopUnit::Mac => "mac" },
-            "count_batchnorm": c.count_batchnorm,
-            "count_activations": c.count_activations,
-            "count_pooling": c.count_pooling,
-            "count_residual_adds": c.count_residual_adds,
-        }),
-        profile: opts.profile,
-        verification: None,
+    let verification = if verify {
+        Some(verify_table(state, &graph, &table).await?)
+    } else {
+        None
     };
-    if verify {
-        head.verification = Some(verify_table(state, &graph, &table).await?);
-    }
-    Ok((table, head))
+    Ok(ComplexityReport {
+        batch_size: opts.batch,
+        conventions: opts.conventions,
+        dtype: opts.dtype,
+        model: ModelSummary::of(&graph),
+        profile: opts.profile,
+        table,
+        verification,
+    })
 }
 
 /// Builds the model in libtorch and compares every layer's output shape and parameter count.
-async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> ApiResult<Value> {
+async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> ApiResult<TableCheck> {
     let limit = state.config.max_run_params;
     if table.totals.params > limit as u128 {
-        return Ok(
-            json!({"ran": false, "reason": format!("skipped: {} parameters exceed the max_run_params limit of {limit}", table.totals.params)}),
-        );
+        return Ok(TableCheck::skipped(format!(
+            "skipped: {} parameters exceed the max_run_params limit of {limit}",
+            table.totals.params
+        )));
     }
     // libtorch steps through a recurrent layer's tokens one by one, even for an empty batch
     let steps = (graph.recurrent_steps(), state.config.max_run_recurrent_steps);
     if steps.0 > steps.1 as u128 {
-        return Ok(
-            json!({"ran": false, "reason": format!("skipped: {} recurrent time steps exceed the max_run_recurrent_steps limit of {}", steps.0, steps.1)}),
-        );
+        return Ok(TableCheck::skipped(format!(
+            "skipped: {} recurrent time steps exceed the max_run_recurrent_steps limit of {}",
+            steps.0, steps.1
+        )));
     }
     let spec = graph.spec.clone();
     let executed = match state.run_check(move || shapes::execute(&spec, tch::Device::Cpu)).await? {
         Ok(e) => e,
-        Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not build the model: {e}")})),
+        Err(e) => return Ok(TableCheck::skipped(format!("libtorch could not build the model: {e}"))),
     };
     let rows: HashMap<&str, &crate::analysis::complexity::Row> = table.rows.iter().map(|r| (r.path.as_str(), r)).collect();
     let mut layers = Vec::new();
@@ -246,28 +271,33 @@ async fn verify_table(state: &AppState, graph: &Graph<'_>, table: &Table) -> Api
             .unwrap_or(0) as u64;
         let exec_shape = executed.shapes.get(&node.path);
         let exec_params = executed.params.get(&node.path).copied().unwrap_or(0);
-        let agrees = exec_shape == Some(&node.output) && (!node.groups.is_empty() || exec_params == own_params);
+        let leaf = node.groups.is_empty();
+        let agrees = exec_shape == Some(&node.output) && (!leaf || exec_params == own_params);
         all &= agrees;
-        layers.push(json!({
-            "path": node.path,
-            "analytic_shape": node.output,
-            "executed_shape": exec_shape,
-            "analytic_params": if node.groups.is_empty() { json!(own_params) } else { Value::Null },
-            "executed_params": if node.groups.is_empty() { json!(exec_params) } else { Value::Null },
-            "agrees": agrees,
-        }));
+        layers.push(LayerCheck {
+            path: node.path.clone(),
+            analytic_shape: node.output.clone(),
+            executed_shape: exec_shape.cloned(),
+            analytic_params: leaf.then_some(own_params),
+            executed_params: leaf.then_some(exec_params as u64),
+            agrees,
+        });
     }
     let totals_agree = executed.total_params as u128 == table.totals.params;
-    Ok(json!({
-        "ran": true,
-        "what": "built every layer in libtorch (real parameter tensors, uninitialised), counted their elements, and ran an empty batch (N=0) forward to read each layer's output shape",
-        "device": device::name(tch::Device::Cpu),
-        "libtorch_version": device::libtorch_version(),
-        "total_params": {"analytic": table.totals.params, "executed": executed.total_params},
-        "agrees": all && totals_agree,
-        "layers": layers,
-        "millis": (executed.millis * 1000.0).round() / 1000.0,
-    }))
+    Ok(TableCheck {
+        ran: true,
+        reason: None,
+        what: Some("built every layer in libtorch (real parameter tensors, uninitialised), counted their elements, and ran an empty batch (N=0) forward to read each layer's output shape"),
+        device: Some(device::name(tch::Device::Cpu)),
+        libtorch_version: Some(device::libtorch_version()),
+        total_params: Some(ParamsCheck {
+            analytic: table.totals.params,
+            executed: executed.total_params as u64,
+        }),
+        agrees: Some(all && totals_agree),
+        layers: Some(layers),
+        millis: Some((executed.millis * 1000.0).round() / 1000.0),
+    })
 }
 
 const COLUMNS: &[&str] = &[

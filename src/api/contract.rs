@@ -7,13 +7,18 @@
 //! several content types per response, shared responses) from attributes on the axum handlers,
 //! reads the serde attributes the types already carry (`rename`, `untagged`, `default`,
 //! `deny_unknown_fields`), and is the most used OpenAPI generator for axum.
+use super::complexity::ComplexityReport;
 use super::error::Problem;
 use super::momentum;
+use super::report::ModelSummary;
 use serde_norway::{Mapping, Value};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
-#[openapi(paths(momentum::handle), components(schemas(Problem), responses(Problem)))]
+#[openapi(
+    paths(momentum::handle),
+    components(schemas(Problem, ModelSummary, ComplexityReport), responses(Problem))
+)]
 struct Typed;
 
 const BASE: &str = include_str!("../../contract/base.yaml");

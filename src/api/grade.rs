@@ -2,10 +2,12 @@
 //! the analysis endpoints, with feedback that says which cell is wrong and by how much, and
 //! results in the formats LMS autograders read (Gradescope, PrairieLearn, Moodle CodeRunner).
 use super::body::JsonBody;
+use super::complexity::ComplexityReport;
 use super::error::{ApiError, ApiResult};
 use super::momentum::{MomentumReport, Verdict};
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
+use crate::analysis::complexity::{Counts, Row};
 use crate::spec::error::child;
 use crate::spec::json::Obj;
 use crate::spec::SpecError;
@@ -52,6 +54,7 @@ enum MomentumAsk {
 #[derive(Clone)]
 enum Reference {
     Json(Value),
+    Complexity(Box<ComplexityReport>),
     Momentum(Box<MomentumReport>),
 }
 
@@ -451,7 +454,7 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
     };
     let v = match q.kind {
         "receptive_field" => Reference::Json(receptive_field::compute(state, &req).await.map_err(reroot)?),
-        "complexity" => Reference::Json(complexity::compute(state, &req).await.map_err(reroot)?.1),
+        "complexity" => Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?)),
         "gradient" => Reference::Json(diagnostics::compute(state, &req).await.map_err(reroot)?),
         _ => {
             let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
@@ -526,52 +529,55 @@ fn momentum_expected(r: &MomentumReport, ask: &MomentumAsk) -> Result<Expected, 
 }
 
 fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
-    let reference = match (reference, &q.ask) {
-        (Reference::Momentum(r), Ask::Momentum(ask)) => return momentum_expected(r, ask),
-        (Reference::Json(v), _) => v,
-        (Reference::Momentum(_), _) => return Err("a momentum question asks for a momentum quantity".into()),
-    };
-    match &q.ask {
-        Ask::Count { column, target } => {
-            let rows = &reference["rows"];
-            let (row, children_prefix) = match target {
-                Target::Total => (&reference["totals"], String::new()),
-                Target::Layer(l) => {
-                    let r = find(rows, "path", l).ok_or_else(|| format!("the model has no layer {l:?}"))?;
-                    (r, format!("{}.", r["path"].as_str().unwrap_or("")))
-                }
-                Target::Branch(n) => {
-                    let r = rows
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|r| r["type"] == "branch" && r["path"].as_str().is_some_and(|p| p.ends_with(&format!("branches.{}", n - 1))))
-                        .ok_or_else(|| format!("the model has no branch {n}"))?;
-                    (r, format!("{}.", r["path"].as_str().unwrap_or("")))
-                }
-            };
-            let value = row[*column].as_f64().ok_or("no such count")?;
-            // the leaf layers inside the target, for hints and mistake spotting
-            let leaves: Vec<&Value> = rows
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|r| {
-                    r["subtotal"] == false
-                        && (children_prefix.is_empty()
-                            || r["path"]
-                                .as_str()
-                                .is_some_and(|p| p.starts_with(&children_prefix) || format!("{p}.") == children_prefix))
-                })
-                .collect();
-            let parts = leaves
+    match (&q.ask, reference) {
+        (Ask::Momentum(ask), Reference::Momentum(r)) => momentum_expected(r, ask),
+        (Ask::Count { column, target }, Reference::Complexity(r)) => count_expected(q, column, target, r),
+        (ask, Reference::Json(v)) => json_expected(ask, v),
+        _ => Err("the question's kind does not have this quantity".into()),
+    }
+}
+
+/// A count of the complexity table, with its parts and the mistakes it recognises.
+fn count_expected(q: &Question, column: &str, target: &Target, report: &ComplexityReport) -> Result<Expected, String> {
+    let rows = &report.table.rows;
+    let (counts, children_prefix) = match target {
+        Target::Total => (&report.table.totals, String::new()),
+        Target::Layer(l) => {
+            let r = rows
                 .iter()
-                .filter(|r| r[*column].as_f64().unwrap_or(0.0) > 0.0)
-                .map(|r| (describe_row(r), r[*column].as_f64().unwrap_or(0.0)))
-                .collect();
-            let slips = count_slips(q, column, value, row, &leaves, rows);
-            Ok(Expected::Count(value, parts, slips))
+                .find(|r| r.path == *l || r.name.as_deref() == Some(l.as_str()))
+                .ok_or_else(|| format!("the model has no layer {l:?}"))?;
+            (&r.counts, format!("{}.", r.path))
         }
+        Target::Branch(n) => {
+            let r = rows
+                .iter()
+                .find(|r| r.layer_type == "branch" && r.path.ends_with(&format!("branches.{}", n - 1)))
+                .ok_or_else(|| format!("the model has no branch {n}"))?;
+            (&r.counts, format!("{}.", r.path))
+        }
+    };
+    let count = |c: &Counts| c.get(column).unwrap_or(0) as f64;
+    let value = count(counts);
+    // the leaf layers inside the target, for hints and mistake spotting
+    let leaves: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            !r.subtotal && (children_prefix.is_empty() || r.path.starts_with(&children_prefix) || format!("{}.", r.path) == children_prefix)
+        })
+        .collect();
+    let parts = leaves
+        .iter()
+        .filter(|r| count(&r.counts) > 0.0)
+        .map(|r| (describe_row(r), count(&r.counts)))
+        .collect();
+    let slips = count_slips(q, column, value, counts, &leaves, rows);
+    Ok(Expected::Count(value, parts, slips))
+}
+
+/// What an analysis answer not typed yet (receptive field, gradients) says for `ask`.
+fn json_expected(ask: &Ask, reference: &Value) -> Result<Expected, String> {
+    match ask {
         Ask::Range { layer, cols } => {
             let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
             let axis = &row["receptive_field"][if *cols { "width" } else { "height" }];
@@ -600,7 +606,7 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
                 .map(|v| Expected::Count(v, vec![], vec![]))
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))
         }
-        Ask::Momentum(_) => Err("a momentum quantity is asked of a momentum question".into()),
+        Ask::Momentum(_) | Ask::Count { .. } => Err("the question's kind does not have this quantity".into()),
         Ask::Field { path, word } => {
             let mut v = reference;
             for key in path {
@@ -637,9 +643,10 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
 
 /// The values a count takes under the mistakes students make, for the target `row` whose leaf
 /// layers are `leaves` (all rows of the table in `rows`).
-fn count_slips(q: &Question, column: &str, value: f64, row: &Value, leaves: &[&Value], rows: &Value) -> Vec<Slip> {
-    let num = |r: &Value, key: &str| r[key].as_f64().unwrap_or(0.0);
-    let sum = |key: &str| leaves.iter().map(|r| num(r, key)).sum::<f64>();
+fn count_slips(q: &Question, column: &str, value: f64, counts: &Counts, leaves: &[&Row], rows: &[Row]) -> Vec<Slip> {
+    let num = |c: &Counts, key: &str| c.get(key).unwrap_or(0) as f64;
+    let sum = |key: &str| leaves.iter().map(|r| num(&r.counts, key)).sum::<f64>();
+    let weighted = |r: &Row| matches!(r.layer_type.as_str(), "conv2d" | "linear");
     let mut slips = Vec::new();
     let mut push = |key: &'static str, v: f64, says: String| {
         if v != value && v >= 0.0 {
@@ -656,20 +663,20 @@ fn count_slips(q: &Question, column: &str, value: f64, row: &Value, leaves: &[&V
             );
         }
         "flops" => {
-            let macs = num(row, "macs");
+            let macs = num(counts, "macs");
             push("macs_for_flops", macs, format!("the MACs ({})", thousands(macs)));
             push("macs_for_flops", 2.0 * macs, format!("2 x the MACs ({})", thousands(2.0 * macs)));
         }
         "macs" => {
-            push("macs_for_flops", num(row, "flops"), "the FLOPs".into());
+            push("macs_for_flops", num(counts, "flops"), "the FLOPs".into());
             push("macs_for_flops", 2.0 * value, "2 x the MACs (FLOPs counted as 2 x MACs)".into());
         }
         "additions" => {
             // conv/linear outputs: one addition each is what separates the two conventions
             let outputs: f64 = leaves
                 .iter()
-                .filter(|r| matches!(r["type"].as_str(), Some("conv2d" | "linear")))
-                .map(|r| num(r, "output_elements"))
+                .filter(|r| weighted(r))
+                .map(|r| num(&r.counts, "output_elements"))
                 .sum();
             let exact = q.request["conventions"]["additions"] == "exact";
             let other = if exact { value + outputs } else { value - outputs };
@@ -684,25 +691,23 @@ fn count_slips(q: &Question, column: &str, value: f64, row: &Value, leaves: &[&V
     if matches!(column, "params" | "params_weight" | "multiplications" | "macs") {
         // a conv or linear layer whose input channels were taken from another layer
         let per_layer = if column == "params" { "params_weight" } else { column };
-        let mut channels: Vec<f64> = rows
-            .as_array()
-            .into_iter()
+        let mut channels: Vec<u64> = rows
+            .iter()
+            .flat_map(|r| [r.input_shape.first(), r.output_shape.first()])
             .flatten()
-            .flat_map(|r| [&r["input_shape"][0], &r["output_shape"][0]])
-            .filter_map(Value::as_f64)
+            .copied()
             .collect();
-        channels.sort_by(f64::total_cmp);
+        channels.sort_unstable();
         channels.dedup();
-        for leaf in leaves.iter().filter(|r| matches!(r["type"].as_str(), Some("conv2d" | "linear"))) {
-            let inputs = leaf["input_shape"][0].as_f64().unwrap_or(0.0);
-            if inputs <= 0.0 {
+        for leaf in leaves.iter().filter(|r| weighted(r)) {
+            let Some(&inputs) = leaf.input_shape.first().filter(|&&c| c > 0) else {
                 continue;
-            }
-            let per_channel = num(leaf, per_layer) / inputs;
-            for &c in channels.iter().filter(|c| **c != inputs) {
+            };
+            let per_channel = num(&leaf.counts, per_layer) / inputs as f64;
+            for &c in channels.iter().filter(|&&c| c != inputs) {
                 push(
                     "wrong_input_channels",
-                    value + per_channel * (c - inputs),
+                    value + per_channel * (c as f64 - inputs as f64),
                     format!("{} counted with {c} input channels instead of {inputs}", describe_row(leaf)),
                 );
             }
@@ -711,19 +716,15 @@ fn count_slips(q: &Question, column: &str, value: f64, row: &Value, leaves: &[&V
     slips
 }
 
-fn describe_row(r: &Value) -> String {
-    let shape = |v: &Value| {
-        v.as_array()
-            .map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x"))
-            .unwrap_or_default()
-    };
-    let name = r["name"].as_str().map(|n| format!(" \"{n}\"")).unwrap_or_default();
+fn describe_row(r: &Row) -> String {
+    let shape = |s: &[u64]| s.iter().map(u64::to_string).collect::<Vec<_>>().join("x");
+    let name = r.name.as_deref().map(|n| format!(" \"{n}\"")).unwrap_or_default();
     format!(
         "{} {}{name} ({} -> {})",
-        r["type"].as_str().unwrap_or(""),
-        r["path"].as_str().unwrap_or(""),
-        shape(&r["input_shape"]),
-        shape(&r["output_shape"])
+        r.layer_type,
+        r.path,
+        shape(&r.input_shape),
+        shape(&r.output_shape)
     )
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod momentum;
 pub mod presets;
 pub mod receptive_field;
+pub mod report;
 pub mod script;
 pub mod svg;
 pub mod typed;
