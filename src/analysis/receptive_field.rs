@@ -7,6 +7,7 @@
 use super::intervals::IntervalSet;
 use crate::spec::{Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Zero-based affine map from an output index to the input range it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,7 +54,8 @@ impl Affine {
 
 /// One end of a rational range: `a*floor((n*i + c)/d) + e` (a, n, d >= 1). Upsampling and
 /// transposed convolutions put a floor in the map: an output step moves `a*n/d` input positions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = RangeEnd)]
 pub struct End {
     pub a: i64,
     pub n: i64,
@@ -255,9 +257,10 @@ impl Rf {
 }
 
 /// The tokens output token `i` of a sequence reads, in the requested index base.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct TokenRange {
     /// `0 <= t <= i` (causal), `t = i` (token by token), `i <= t <= L-1`.
+    #[schema(example = "0 <= t <= i")]
     pub text: String,
     /// Reads every earlier token.
     pub prefix: bool,
@@ -280,18 +283,22 @@ fn token_range(rf: &Rf, input_tokens: u64, base: u64) -> Option<TokenRange> {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
+/// An integer-affine range along one axis.
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct AxisRange {
+    /// The receptive-field size along the axis.
     pub size: u64,
+    /// The effective stride: input positions per output step.
     pub jump: u64,
     /// In the requested index base: output index `i` sees `scale*i + lo ..= scale*i + hi`.
     pub scale: u64,
     pub lo: i64,
     pub hi: i64,
+    #[schema(example = "4i-9 <= m <= 4i+6")]
     pub text: String,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct SpatialRf {
     pub height: AxisRange,
     pub width: AxisRange,
@@ -299,10 +306,12 @@ pub struct SpatialRf {
 
 /// A rational range along one axis, in the requested index base: output `i` sees inputs
 /// `lo(i) ..= hi(i)`, each `a*floor((n*i + c)/d) + e`.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct RationalAxis {
+    #[schema(example = "floor(i/2) <= m <= floor((i+1)/2)")]
     pub text: String,
-    /// Input positions per output step, `"1/2"`.
+    /// Input positions per output step, as a fraction.
+    #[schema(example = "1/2")]
     pub jump: String,
     pub min_size: u64,
     pub max_size: u64,
@@ -310,13 +319,14 @@ pub struct RationalAxis {
     pub hi: End,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct RationalRf {
     pub height: RationalAxis,
     pub width: RationalAxis,
 }
 
-#[derive(Serialize, Debug, Clone)]
+/// One branch of a composite layer, with its own range.
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct BranchRf {
     pub label: String,
     pub receptive_field: Option<SpatialRf>,
@@ -324,7 +334,8 @@ pub struct BranchRf {
     pub rational: Option<RationalRf>,
 }
 
-#[derive(Serialize, Debug, Clone)]
+/// One layer's receptive field (every composite's children included, in depth-first order).
+#[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct LayerRf {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -332,8 +343,8 @@ pub struct LayerRf {
     #[serde(rename = "type")]
     pub layer_type: String,
     pub output_shape: Vec<u64>,
-    /// `spatial`, `rational`, `features`, `global` or `not_affine`.
-    pub kind: &'static str,
+    pub kind: RfKind,
+    /// Null where the range is not integer-affine over rows and columns (every kind but spatial).
     pub receptive_field: Option<SpatialRf>,
     /// `rational` layers: the ranges with floors.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -411,17 +422,58 @@ fn rational(rf: &Rf, base: u64) -> Option<RationalRf> {
     }
 }
 
-fn kind_name(rf: &Rf) -> &'static str {
+/// What kind of dependence a layer's output has on the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RfKind {
+    /// Integer-affine ranges over rows and columns (`receptive_field`).
+    Spatial,
+    /// Ranges with floors, after upsampling or a strided transposed convolution (`rational`).
+    Rational,
+    /// A flat layer: every output reads some of the input's features.
+    Features,
+    /// Every output reads the whole input.
+    Global,
+    /// No affine range (the `note` says why).
+    NotAffine,
+    /// A parameter node, and what is computed from it alone: reads no input.
+    Constant,
+    /// A sequence whose output token i reads tokens 0..=i (`tokens`).
+    Causal,
+    /// A sequence whose output token i reads tokens i..=L-1.
+    Anticausal,
+    /// A sequence whose output token i reads input token i.
+    Token,
+}
+
+impl RfKind {
+    /// The kind as the JSON writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RfKind::Spatial => "spatial",
+            RfKind::Rational => "rational",
+            RfKind::Features => "features",
+            RfKind::Global => "global",
+            RfKind::NotAffine => "not_affine",
+            RfKind::Constant => "constant",
+            RfKind::Causal => "causal",
+            RfKind::Anticausal => "anticausal",
+            RfKind::Token => "token",
+        }
+    }
+}
+
+fn kind_name(rf: &Rf) -> RfKind {
     match rf {
-        Rf::Spatial(_) => "spatial",
-        Rf::Rational(_) => "rational",
-        Rf::Features => "features",
-        Rf::Global => "global",
-        Rf::NotAffine(_) => "not_affine",
-        Rf::Constant => "constant",
-        Rf::Sequence { prefix: true, .. } => "causal",
-        Rf::Sequence { suffix: true, .. } => "anticausal",
-        Rf::Sequence { .. } => "token",
+        Rf::Spatial(_) => RfKind::Spatial,
+        Rf::Rational(_) => RfKind::Rational,
+        Rf::Features => RfKind::Features,
+        Rf::Global => RfKind::Global,
+        Rf::NotAffine(_) => RfKind::NotAffine,
+        Rf::Constant => RfKind::Constant,
+        Rf::Sequence { prefix: true, .. } => RfKind::Causal,
+        Rf::Sequence { suffix: true, .. } => RfKind::Anticausal,
+        Rf::Sequence { .. } => RfKind::Token,
     }
 }
 
@@ -1547,6 +1599,19 @@ mod tests {
             [{"type": "conv2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1}, {"type": "adaptive_avgpool2d", "output_size": 16}]]}]}),
             0,
         );
-        assert_eq!(t[0].kind, "not_affine");
+        assert_eq!(t[0].kind, RfKind::NotAffine);
+        for k in [
+            RfKind::Spatial,
+            RfKind::Rational,
+            RfKind::Features,
+            RfKind::Global,
+            RfKind::NotAffine,
+            RfKind::Constant,
+            RfKind::Causal,
+            RfKind::Anticausal,
+            RfKind::Token,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
     }
 }

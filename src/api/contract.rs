@@ -10,6 +10,7 @@
 use super::complexity::ComplexityReport;
 use super::error::Problem;
 use super::momentum;
+use super::receptive_field::RfReport;
 use super::report::ModelSummary;
 use serde_norway::{Mapping, Value};
 use utoipa::OpenApi;
@@ -17,7 +18,7 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     paths(momentum::handle),
-    components(schemas(Problem, ModelSummary, ComplexityReport), responses(Problem))
+    components(schemas(Problem, ModelSummary, ComplexityReport, RfReport), responses(Problem))
 )]
 struct Typed;
 

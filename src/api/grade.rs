@@ -5,9 +5,11 @@ use super::body::JsonBody;
 use super::complexity::ComplexityReport;
 use super::error::{ApiError, ApiResult};
 use super::momentum::{MomentumReport, Verdict};
+use super::receptive_field::RfReport;
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::analysis::complexity::{Counts, Row};
+use crate::analysis::receptive_field::LayerRf;
 use crate::spec::error::child;
 use crate::spec::json::Obj;
 use crate::spec::SpecError;
@@ -55,6 +57,7 @@ enum MomentumAsk {
 enum Reference {
     Json(Value),
     Complexity(Box<ComplexityReport>),
+    ReceptiveField(Box<RfReport>),
     Momentum(Box<MomentumReport>),
 }
 
@@ -453,7 +456,7 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
         ApiError { pointer, ..e }
     };
     let v = match q.kind {
-        "receptive_field" => Reference::Json(receptive_field::compute(state, &req).await.map_err(reroot)?),
+        "receptive_field" => Reference::ReceptiveField(Box::new(receptive_field::report(state, &req).await.map_err(reroot)?)),
         "complexity" => Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?)),
         "gradient" => Reference::Json(diagnostics::compute(state, &req).await.map_err(reroot)?),
         _ => {
@@ -532,9 +535,50 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
     match (&q.ask, reference) {
         (Ask::Momentum(ask), Reference::Momentum(r)) => momentum_expected(r, ask),
         (Ask::Count { column, target }, Reference::Complexity(r)) => count_expected(q, column, target, r),
+        (Ask::Range { layer, cols }, Reference::ReceptiveField(r)) => range_expected(r, layer, *cols),
+        (Ask::RfNumber { layer, what }, Reference::ReceptiveField(r)) => {
+            let axis = rf_row(r, layer)?
+                .receptive_field
+                .as_ref()
+                .map(|rf| &rf.height)
+                .ok_or_else(|| format!("layer {layer} has no affine receptive field"))?;
+            let v = if *what == "jump" { axis.jump } else { axis.size };
+            Ok(Expected::Count(v as f64, vec![], vec![]))
+        }
         (ask, Reference::Json(v)) => json_expected(ask, v),
         _ => Err("the question's kind does not have this quantity".into()),
     }
+}
+
+fn rf_row<'a>(r: &'a RfReport, layer: &str) -> Result<&'a LayerRf, String> {
+    r.layers
+        .iter()
+        .find(|row| row.path == layer || row.name.as_deref() == Some(layer))
+        .ok_or_else(|| format!("the model has no layer {layer:?}"))
+}
+
+/// The affine input range of a layer's output along rows (or columns).
+fn range_expected(r: &RfReport, layer: &str, cols: bool) -> Result<Expected, String> {
+    let row = rf_row(r, layer)?;
+    let Some(rf) = &row.receptive_field else {
+        // why: the row's note, else its kind (a sequence layer's token range)
+        let kind = row.kind.name();
+        let why = match (&row.note, &row.tokens) {
+            (Some(note), _) => note.clone(),
+            (None, Some(tokens)) => format!("{kind}: output token i reads tokens {}", tokens.text),
+            (None, None) => format!("kind {kind}"),
+        };
+        return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
+    };
+    let axis = if cols { &rf.width } else { &rf.height };
+    Ok(Expected::Range {
+        scale: axis.scale as i64,
+        lo: axis.lo,
+        hi: axis.hi,
+        index: if cols { 'j' } else { 'i' },
+        var: if cols { 'n' } else { 'm' },
+        size: axis.size,
+    })
 }
 
 /// A count of the complexity table, with its parts and the mistakes it recognises.
@@ -575,38 +619,9 @@ fn count_expected(q: &Question, column: &str, target: &Target, report: &Complexi
     Ok(Expected::Count(value, parts, slips))
 }
 
-/// What an analysis answer not typed yet (receptive field, gradients) says for `ask`.
+/// What an analysis answer not typed yet (gradients) says for `ask`.
 fn json_expected(ask: &Ask, reference: &Value) -> Result<Expected, String> {
     match ask {
-        Ask::Range { layer, cols } => {
-            let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
-            let axis = &row["receptive_field"][if *cols { "width" } else { "height" }];
-            if axis.is_null() {
-                // why: the row's note, else its kind (a sequence layer's token range)
-                let why = match (row["note"].as_str(), row["tokens"]["text"].as_str()) {
-                    (Some(note), _) => note.to_string(),
-                    (None, Some(tokens)) => format!("{}: output token i reads tokens {tokens}", row["kind"].as_str().unwrap_or("")),
-                    (None, None) => format!("kind {}", row["kind"].as_str().unwrap_or("unknown")),
-                };
-                return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
-            }
-            Ok(Expected::Range {
-                scale: axis["scale"].as_i64().unwrap_or(0),
-                lo: axis["lo"].as_i64().unwrap_or(0),
-                hi: axis["hi"].as_i64().unwrap_or(0),
-                index: if *cols { 'j' } else { 'i' },
-                var: if *cols { 'n' } else { 'm' },
-                size: axis["size"].as_u64().unwrap_or(0),
-            })
-        }
-        Ask::RfNumber { layer, what } => {
-            let row = find(&reference["layers"], "path", layer).ok_or_else(|| format!("the model has no layer {layer:?}"))?;
-            row["receptive_field"]["height"][*what]
-                .as_f64()
-                .map(|v| Expected::Count(v, vec![], vec![]))
-                .ok_or_else(|| format!("layer {layer} has no affine receptive field"))
-        }
-        Ask::Momentum(_) | Ask::Count { .. } => Err("the question's kind does not have this quantity".into()),
         Ask::Field { path, word } => {
             let mut v = reference;
             for key in path {
@@ -638,6 +653,7 @@ fn json_expected(ask: &Ask, reference: &Value) -> Result<Expected, String> {
                 other => Ok(Expected::Word(other.to_string())),
             }
         }
+        _ => Err("the question's kind does not have this quantity".into()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/receptive-field`.
 use super::body::JsonBody;
 use super::error::ApiResult;
+use super::report::{Inclusive, ModelSummary};
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
@@ -11,7 +12,9 @@ use crate::torch::{device, probe};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 struct Position {
     layer: Value,
@@ -24,39 +27,156 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     if let Some(job) = job {
         return Ok(json_response(&super::script::receptive_field(&state, job).await?));
     }
-    let answer = run(&state, &body).await?;
+    let answer = report(&state, &body).await?;
     // serialized straight from the typed table, not through a Value tree
     let mut out = json_response(&answer);
     super::cache::mark_unless_verified(&mut out, answer.verification.is_some());
     Ok(out)
 }
 
-/// The JSON answer, its keys in alphabetical order as they always were.
-#[derive(Serialize)]
-pub struct Answer {
-    conventions: &'static str,
+/// What `POST /v1/receptive-field` answers for a network it can read (keys in alphabetical
+/// order, as they always were).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RfReport {
+    /// How to read the ranges.
+    pub conventions: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    device_note: Option<String>,
-    index_base: u64,
-    layers: Vec<LayerRf>,
-    model: Value,
+    pub device_note: Option<String>,
+    pub index_base: u64,
+    pub layers: Vec<LayerRf>,
+    pub model: ModelSummary,
+    /// The exact dependence of the requested unit (absent when no `position` was given).
     #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<Value>,
+    pub position: Option<UnitReport>,
+    /// The libtorch probe of the unit (absent with `verify: false`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    verification: Option<Value>,
+    pub verification: Option<ProbeCheck>,
 }
 
-/// Runs the request and returns the JSON answer (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
-    let job = super::script::field_job(&Obj::new(body, "")?, state)?;
-    if let Some(job) = job {
-        return super::script::receptive_field(state, job).await;
+/// Inclusive `[first, last]` ranges in the requested index base.
+pub type Ranges = Vec<Inclusive>;
+
+/// The exact input positions one output unit depends on, with its affine range where there is one.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UnitReport {
+    pub layer: String,
+    pub name: Option<String>,
+    pub index: Vec<u64>,
+    pub channel: Option<u64>,
+    /// True only if the union of boxes grew past 256 and was replaced by its hull.
+    pub exact_is_approximate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_channels: Option<Ranges>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_rows: Option<Ranges>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_cols: Option<Ranges>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_features: Option<Ranges>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<Ranges>,
+    /// The smallest box around the exact set (images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tight_box: Option<Span2>,
+    /// The unclipped affine rows and columns (images; null where there is no affine range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AffineBox>)]
+    pub affine: Option<Option<AffineBox>>,
+    /// The affine range clipped to the image (null on an axis it misses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clipped: Option<Span2>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingShare>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tight_box_equals_clipped: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
+}
+
+/// Rows and columns, each an inclusive `[first, last]` or null when empty.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Span2 {
+    pub rows: Option<Inclusive>,
+    pub cols: Option<Inclusive>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AffineBox {
+    pub rows: Inclusive,
+    pub cols: Inclusive,
+}
+
+/// How much of the affine range lies in the padding, outside the image.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PaddingShare {
+    pub rows_outside_image: u64,
+    pub cols_outside_image: u64,
+    pub fraction_outside_image: f64,
+}
+
+/// The libtorch probe of one unit. When it did not run, `ran` is false and `reason` says why.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ProbeCheck {
+    pub ran: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<&'static str>,
+    /// Channels (features) of the probe's widest tensor, after merging channels that depend on
+    /// the same inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_channels: Option<u64>,
+    /// Channels (features) of the real network's widest tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_channels: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<ProbedUnit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub libtorch_version: Option<&'static str>,
+    /// The input positions with a non-zero gradient, per axis (channels, rows, cols; tokens,
+    /// features).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executed: Option<BTreeMap<String, Ranges>>,
+    /// The probe's values grew past float64's range (then it cannot agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<bool>,
+    /// The probed set equals the analytic exact set on every axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agrees: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millis: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ProbedUnit {
+    pub layer: String,
+    pub index: Vec<u64>,
+    pub channel: Option<u64>,
+}
+
+impl ProbeCheck {
+    fn skipped(reason: String) -> ProbeCheck {
+        ProbeCheck {
+            ran: false,
+            reason: Some(reason),
+            what: None,
+            probe_channels: None,
+            network_channels: None,
+            unit: None,
+            device: None,
+            libtorch_version: None,
+            executed: None,
+            overflow: None,
+            agrees: None,
+            millis: None,
+        }
     }
-    let answer = run(state, body).await?;
-    super::answer_value(&answer)
 }
 
-async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
+/// The typed report of a network the service reads (also used by the grading endpoint).
+pub async fn report(state: &AppState, body: &Value) -> ApiResult<RfReport> {
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let base = req.u64_in("index_base", Some(0), 0, 1)?;
@@ -173,58 +293,72 @@ async fn run(state: &AppState, body: &Value) -> ApiResult<Answer> {
     } else {
         (None, None)
     };
-    Ok(Answer {
+    Ok(RfReport {
         conventions:
             "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a sequence, output token i sees the input tokens t its `tokens.text` gives",
         device_note,
         index_base: base,
         layers,
-        model: json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()}),
+        model: ModelSummary::of(&graph),
         position,
         verification,
     })
 }
 
-fn ranges(s: &IntervalSet, base: u64) -> Value {
-    json!(s.ranges().iter().map(|(a, b)| [a + base, b + base]).collect::<Vec<_>>())
+fn ranges(s: &IntervalSet, base: u64) -> Ranges {
+    s.ranges()
+        .iter()
+        .map(|(a, b)| Inclusive([(a + base) as i64, (b + base) as i64]))
+        .collect()
 }
 
-fn span(s: &IntervalSet, base: u64) -> Value {
-    match (s.min(), s.max()) {
-        (Some(a), Some(b)) => json!([a + base, b + base]),
-        _ => Value::Null,
-    }
+fn span(s: &IntervalSet, base: u64) -> Option<Inclusive> {
+    Some(Inclusive([s.min()? as i64 + base as i64, s.max()? as i64 + base as i64]))
 }
 
 /// The exact answer for one unit, with its tight box, clipped range and padding share; `rf` is
 /// the map of the unit's layer.
-fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: Option<u64>, dep: &DependenceSet, base: u64) -> Value {
+fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: Option<u64>, dep: &DependenceSet, base: u64) -> UnitReport {
     let input = graph.input();
-    let mut v = json!({
-        "layer": chain.target.path,
-        "name": chain.target.layer.name,
-        "index": index.iter().map(|i| i + base).collect::<Vec<_>>(),
-        "channel": channel,
-        "exact_is_approximate": dep.approximate,
-    });
+    let mut v = UnitReport {
+        layer: chain.target.path.clone(),
+        name: chain.target.layer.name.clone(),
+        index: index.iter().map(|i| i + base).collect(),
+        channel,
+        exact_is_approximate: dep.approximate,
+        input_channels: None,
+        input_rows: None,
+        input_cols: None,
+        input_features: None,
+        input_tokens: None,
+        tight_box: None,
+        affine: None,
+        clipped: None,
+        padding: None,
+        tight_box_equals_clipped: None,
+        notes: None,
+    };
     if graph.spec.token_ids {
-        v["input_tokens"] = ranges(&dep.axis(0), base);
+        v.input_tokens = Some(ranges(&dep.axis(0), base));
         return v;
     }
     if input.len() == 2 {
-        v["input_tokens"] = ranges(&dep.axis(0), base);
-        v["input_features"] = ranges(&dep.axis(1), base);
+        v.input_tokens = Some(ranges(&dep.axis(0), base));
+        v.input_features = Some(ranges(&dep.axis(1), base));
         return v;
     }
     if input.len() == 1 {
-        v["input_features"] = ranges(&dep.axis(0), base);
+        v.input_features = Some(ranges(&dep.axis(0), base));
         return v;
     }
     let (ch, rows, cols) = (dep.axis(0), dep.axis(1), dep.axis(2));
-    v["input_channels"] = ranges(&ch, base);
-    v["input_rows"] = ranges(&rows, base);
-    v["input_cols"] = ranges(&cols, base);
-    v["tight_box"] = json!({"rows": span(&rows, base), "cols": span(&cols, base)});
+    v.input_channels = Some(ranges(&ch, base));
+    v.input_rows = Some(ranges(&rows, base));
+    v.input_cols = Some(ranges(&cols, base));
+    v.tight_box = Some(Span2 {
+        rows: span(&rows, base),
+        cols: span(&cols, base),
+    });
     let mut notes: Vec<String> = Vec::new();
     if !rows.is_contiguous() || !cols.is_contiguous() {
         notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
@@ -243,10 +377,20 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
             let area = size(hr) as f64 * size(wr) as f64;
             let inside_area = inside(hc) as f64 * inside(wc) as f64;
             let b = base as i64;
-            let based = |c: Option<(i64, i64)>| c.map(|(x, y)| json!([x + b, y + b])).unwrap_or(Value::Null);
-            v["affine"] = json!({"rows": [hr.0 + b, hr.1 + b], "cols": [wr.0 + b, wr.1 + b]});
-            v["clipped"] = json!({"rows": based(hc), "cols": based(wc)});
-            v["padding"] = json!({"rows_outside_image": ro, "cols_outside_image": co, "fraction_outside_image": ((1.0 - inside_area / area) * 1e6).round() / 1e6});
+            let based = |c: Option<(i64, i64)>| c.map(|(x, y)| Inclusive([x + b, y + b]));
+            v.affine = Some(Some(AffineBox {
+                rows: Inclusive([hr.0 + b, hr.1 + b]),
+                cols: Inclusive([wr.0 + b, wr.1 + b]),
+            }));
+            v.clipped = Some(Span2 {
+                rows: based(hc),
+                cols: based(wc),
+            });
+            v.padding = Some(PaddingShare {
+                rows_outside_image: ro,
+                cols_outside_image: co,
+                fraction_outside_image: ((1.0 - inside_area / area) * 1e6).round() / 1e6,
+            });
             let same = |s: &IntervalSet, c: Option<(i64, i64)>| match c {
                 Some((x, y)) => s.min() == Some(x as u64) && s.max() == Some(y as u64),
                 None => s.is_empty(),
@@ -263,7 +407,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
                 );
             }
             let tight_equal = same(&rows, hc) && same(&cols, wc);
-            v["tight_box_equals_clipped"] = json!(tight_equal);
+            v.tight_box_equals_clipped = Some(tight_equal);
             if !tight_equal {
                 notes.push(
                     "the exact dependence is smaller than the clipped affine range (near the border, or windows that never reach it)"
@@ -272,12 +416,12 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
             }
         }
         (_, _, Rf::NotAffine(why)) => {
-            v["affine"] = Value::Null;
+            v.affine = Some(None);
             notes.push(format!("no affine range: {why}"));
         }
-        _ => v["affine"] = Value::Null,
+        _ => v.affine = Some(None),
     }
-    v["notes"] = json!(notes);
+    v.notes = Some(notes);
     v
 }
 
@@ -293,7 +437,7 @@ async fn verify_unit(
     dep: &DependenceSet,
     dev: tch::Device,
     base: u64,
-) -> ApiResult<Value> {
+) -> ApiResult<ProbeCheck> {
     // Bound the probe's cost before running it: forward + backward in float64 at batch 1.
     let totals = super::run_size(graph, 1)?;
     let cfg = &state.config;
@@ -302,9 +446,9 @@ async fn verify_unit(
         ("max_run_activations", totals.output_elements, cfg.max_run_activations),
     ] {
         if value > limit as u128 {
-            return Ok(
-                json!({"ran": false, "reason": format!("skipped: the probe would need {value} ({name}), over the limit of {limit}; the analytic answer stands alone")}),
-            );
+            return Ok(ProbeCheck::skipped(format!(
+                "skipped: the probe would need {value} ({name}), over the limit of {limit}; the analytic answer stands alone"
+            )));
         }
     }
     let spec = graph.spec.clone();
@@ -313,7 +457,7 @@ async fn verify_unit(
     let result = state.run_check(move || probe::probe(&spec, &target, &idx, channel, dev)).await?;
     let r = match result {
         Ok(r) => r,
-        Err(e) => return Ok(json!({"ran": false, "reason": format!("libtorch could not run the probe: {e}")})),
+        Err(e) => return Ok(ProbeCheck::skipped(format!("libtorch could not run the probe: {e}"))),
     };
     let analytic: Vec<IntervalSet> = (0..graph.input().len()).map(|a| dep.axis(a)).collect();
     let agrees = !r.overflow && analytic == r.axes;
@@ -324,18 +468,27 @@ async fn verify_unit(
         _ => &["features"],
     };
     let sequence = probe::whole_network_probe(graph);
-    let executed: serde_json::Map<String, Value> = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
-    Ok(json!({
-        "ran": true,
-        "what": if sequence { SEQUENCE_PROBE } else { "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off" },
-        "probe_channels": r.probe_width,
-        "network_channels": r.network_width,
-        "unit": {"layer": chain.target.path, "index": index.iter().map(|i| i + base).collect::<Vec<_>>(), "channel": channel},
-        "device": device::name(dev),
-        "libtorch_version": device::libtorch_version(),
-        "executed": executed,
-        "overflow": r.overflow,
-        "agrees": agrees,
-        "millis": (r.millis * 1000.0).round() / 1000.0,
-    }))
+    let executed = names.iter().zip(&r.axes).map(|(n, s)| (n.to_string(), ranges(s, base))).collect();
+    Ok(ProbeCheck {
+        ran: true,
+        reason: None,
+        what: Some(if sequence {
+            SEQUENCE_PROBE
+        } else {
+            "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off"
+        }),
+        probe_channels: Some(r.probe_width as u64),
+        network_channels: Some(r.network_width as u64),
+        unit: Some(ProbedUnit {
+            layer: chain.target.path.clone(),
+            index: index.iter().map(|i| i + base).collect(),
+            channel,
+        }),
+        device: Some(device::name(dev)),
+        libtorch_version: Some(device::libtorch_version()),
+        executed: Some(executed),
+        overflow: Some(r.overflow),
+        agrees: Some(agrees),
+        millis: Some((r.millis * 1000.0).round() / 1000.0),
+    })
 }

@@ -29,3 +29,9 @@ impl ModelSummary {
         }
     }
 }
+
+/// An inclusive `[first, last]` pair of positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Vec<i64>)]
+pub struct Inclusive(pub [i64; 2]);

@@ -88,6 +88,24 @@ def random_chain(rng):
 COUNTS = {"rf": 0, "params": 0}
 
 
+_SCHEMAS = {}
+
+
+def schema_problems(url, name, answer, label):
+    """The answer checked against openapi.yaml's schema `name` (JSON Schema 2020-12, as OpenAPI
+    3.1 is; jsonschema_rs comes with schemathesis)."""
+    if name not in _SCHEMAS:
+        import urllib.request
+
+        import jsonschema_rs
+        import yaml
+
+        with urllib.request.urlopen(url + "/openapi.yaml") as r:
+            doc = yaml.safe_load(r.read())
+        _SCHEMAS[name] = jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+    return [f"{label}: the answer does not match {name}: {e.message} at {list(e.instance_path)}" for e in _SCHEMAS[name].iter_errors(answer)]
+
+
 def check_rf(url, spec, rng, label):
     try:
         model = torchspec.build_model(spec).float().eval()
@@ -105,7 +123,7 @@ def check_rf(url, spec, rng, label):
     s2, analytic = post(url + "/v1/receptive-field", {"model": spec, "position": {"layer": len(spec["layers"]) - 1, "index": index}, "verify": False})
     if s != 200 or s2 != 200:
         return [f"{label}: status {s}/{s2}: {str(measured)[:300]} {str(analytic)[:300]}"]
-    problems = []
+    problems = schema_problems(url, "MeasuredRf", measured, label) + schema_problems(url, "RfReport", analytic, label)
     COUNTS["rf"] += 1
     for key in ("input_rows", "input_cols", "input_channels"):
         if measured["position"][key] != analytic["position"][key]:
