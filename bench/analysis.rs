@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("receptive_field_exact_unit_vgg16", |b| {
         let g = infer(&vgg16, "").unwrap();
-        let chain = receptive_field::chain_to(&g, &json!("pool5"), "").unwrap();
+        let chain = receptive_field::chain_to(&g, Some(&receptive_field::LayerRef::Name("pool5".into())), "").unwrap();
         b.iter(|| black_box(receptive_field::dependence(&chain, &[3, 3], None)))
     });
     let opts = complexity::Options {

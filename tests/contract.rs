@@ -170,6 +170,24 @@ async fn responses_match_their_schemas() {
         Some(json!({"theta0": [1], "gradients": [[1]], "alpha": 0.1, "beta": 0.5, "return": "none", "tolerance": 0})),
     )
     .await;
+    // numbers past float range are null, and the schemas say so: a diverging momentum run, and a
+    // gradient ratio over a last layer whose gradient is zero (its input is all zeros)
+    let diverging = json!({"theta0": [1e300], "gradients": [[1e300], [1e300]], "alpha": 1e12, "beta": 0.9, "sutskever": true});
+    let r = post(m, diverging.clone()).await;
+    assert!(r.json()["trajectories"]["form_i"]["theta"][2][0].is_null(), "{}", r.text);
+    check("post", m, m, Some(diverging)).await;
+    // the typed variants route: each format, and a refusal
+    let v = "/v1/variants";
+    for format in ["json", "prairielearn", "gradescope"] {
+        check("post", v, v, Some(json!({"seed": 7, "format": format, "reveal": "answers"}))).await;
+    }
+    check("post", v, v, Some(json!({"seed": 7, "format": "moodle"}))).await;
+    let d = "/v1/gradient-diagnostics";
+    let zero_hidden = json!({"model": {"input_shape": [2], "layers": [{"type": "linear", "out_features": 2}, {"type": "linear", "out_features": 1}]},
+        "parameters": {"0": {"weight": [[0, 0], [0, 0]], "bias": [0, 0]}, "1": {"weight": [[1, 1]], "bias": [0]}}, "inputs": {"values": [1, 2]}});
+    let r = post(d, zero_hidden.clone()).await;
+    assert!(r.json()["layers"][0]["weight_grad_ratio_to_last"].is_null(), "{}", r.text);
+    check("post", d, d, Some(zero_hidden)).await;
     // sequence models: token ranges, rows with a profile's note, gradients by parameter name
     let lm = json!({"input_shape": [6], "input_dtype": "int64", "layers": [
         {"type": "embedding", "num_embeddings": 9, "embedding_dim": 4},

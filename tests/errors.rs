@@ -204,3 +204,39 @@ async fn a_failed_libtorch_check_is_a_reason_not_a_500() {
     let fine = state.run_check(|| Ok::<u32, String>(7)).await.expect("not an HTTP error");
     assert_eq!(fine, Ok(7));
 }
+
+/// The typed complexity and receptive-field requests: every rejection names the field, says why
+/// in plain words, and hints at a misspelt key (exact texts, so a regression in the wording shows).
+#[tokio::test]
+async fn typed_analysis_requests_name_the_field_and_say_why() {
+    let cases = [
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "conventons": {}}), "/conventons",
+         "unknown field \"conventons\" (did you mean \"conventions\"?); allowed here: model, conventions, profile, batch_size, dtype, verify, format"),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "profile": "fvcor"}), "/profile",
+         "unknown value \"fvcor\"; expected one of none, fvcore, ptflops, torch_flop_counter, torchvision"),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "conventions": {"flops": "3mac"}}), "/conventions/flops",
+         "unknown value \"3mac\"; expected one of mults_plus_adds, 2mac, mac"),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "conventions": {"count_pooling": "yes"}}), "/conventions/count_pooling",
+         "expected a boolean, got a string \"yes\""),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "batch_size": 0}), "/batch_size", "must be from 1 to 4096, got 0"),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "batch_size": 1.5}), "/batch_size",
+         "expected a whole number, got the number 1.5"),
+        ("/v1/complexity", json!({"model": {"preset": "vgg_stem"}, "profile": "fvcore", "conventions": {"flops": "mac"}}), "/profile",
+         "give either a profile or conventions.flops, not both: a profile fixes how FLOPs are counted"),
+        ("/v1/complexity", json!({"profile": "fvcore"}), "/model", "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}"),
+        ("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "position": {"layer": true}}), "/position/layer",
+         "expected a layer index, path or name, got the boolean true"),
+        ("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "position": {"layer": -1}}), "/position/layer",
+         "expected a layer index (a whole number from 0), path or name, got the integer -1"),
+        ("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "position": {"indx": [1, 1]}}), "/position/indx",
+         "unknown field \"indx\" (did you mean \"index\"?); allowed here: layer, index, channel"),
+        ("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "position": {"index": [1, "a"]}}), "/position/index/1",
+         "expected a whole number, got a string \"a\""),
+        ("/v1/receptive-field", json!({"model": {"preset": "vgg_stem"}, "index_base": 2}), "/index_base", "must be 0 or 1, got 2"),
+    ];
+    for (path, body, pointer, detail) in cases {
+        let r = post(path, body.clone()).await;
+        let v = assert_problem(&r, 422, pointer);
+        assert_eq!(v["detail"], detail, "{path} {body}");
+    }
+}

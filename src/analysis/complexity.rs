@@ -7,10 +7,10 @@
 use super::intervals::IntervalSet;
 use super::receptive_field::node_type;
 use crate::spec::{shape::numel, Graph, LayerKind, Node, SpecError, SpecResult};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Additions {
     /// Each product is added into a running sum that starts at zero, plus one add for the bias:
@@ -20,7 +20,7 @@ pub enum Additions {
     Exact,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum FlopUnit {
     /// multiplications + additions
     #[serde(rename = "mults_plus_adds")]
@@ -33,7 +33,9 @@ pub enum FlopUnit {
     Mac,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Count as a tool does (the FLOP column only; the other columns stay the service's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Profile {
     Fvcore,
     Ptflops,

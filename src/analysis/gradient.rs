@@ -33,7 +33,10 @@ pub fn bias_gradient_bounds(chain: &[ChainItem], output_grad_norm_sum: f64) -> V
     out
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A layer's (or the network's) gradient verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = GradientVerdict)]
 pub enum Verdict {
     Vanishing,
     Exploding,

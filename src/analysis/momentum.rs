@@ -7,8 +7,11 @@ use utoipa::ToSchema;
 pub struct PairReport {
     pub a: String,
     pub b: String,
-    /// max_i |theta_a[k][i] - theta_b[k][i]| for every step k = 0..=K.
+    /// max_i |theta_a[k][i] - theta_b[k][i]| for every step k = 0..=K (null where not finite).
+    #[schema(value_type = Vec<Option<f64>>)]
     pub max_abs_diff_per_step: Vec<f64>,
+    /// Null when a difference is not finite (a diverging run).
+    #[schema(value_type = Option<f64>)]
     pub max_abs_diff: f64,
     /// First step k whose difference exceeds `tolerance * max(1, max|theta_a|, max|theta_b|)`.
     pub first_step_over_tolerance: Option<usize>,

@@ -973,14 +973,23 @@ pub struct Chain<'g, 'a> {
 
 /// Resolves `layer` (top-level index, dotted path or name; null for the model's output) to the
 /// node it names and the nodes leading to it.
-pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer: &str) -> SpecResult<Chain<'g, 'a>> {
+/// A layer as a request names it: its top-level index, or a dotted path or name.
+/// (Deserialized by kind in the API layer, so that a wrong kind is named.)
+#[derive(Clone, Debug, PartialEq, Eq, ToSchema)]
+#[serde(untagged)]
+pub enum LayerRef {
+    Index(u64),
+    Name(String),
+}
+
+pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: Option<&LayerRef>, pointer: &str) -> SpecResult<Chain<'g, 'a>> {
     let id: usize = match layer {
-        serde_json::Value::Null => *graph
+        None => *graph
             .outputs
             .first()
             .ok_or_else(|| SpecError::invalid(pointer, "the model has no layers"))?,
-        serde_json::Value::Number(n) => {
-            let i = n.as_u64().filter(|i| (*i as usize) < graph.top.len()).ok_or_else(|| {
+        Some(LayerRef::Index(n)) => {
+            let i = Some(*n).filter(|i| (*i as usize) < graph.top.len()).ok_or_else(|| {
                 SpecError::invalid(
                     pointer,
                     format!(
@@ -992,7 +1001,7 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
             })?;
             graph.top[i as usize]
         }
-        serde_json::Value::String(s) => match graph.index(s) {
+        Some(LayerRef::Name(s)) => match graph.index(s) {
             Some(i) => i,
             None => {
                 let named: Vec<usize> = (0..graph.nodes.len())
@@ -1010,12 +1019,6 @@ pub fn chain_to<'g, 'a>(graph: &'g Graph<'a>, layer: &serde_json::Value, pointer
                 }
             }
         },
-        other => {
-            return Err(SpecError::invalid(
-                pointer,
-                format!("expected a layer index, path or name, got {}", crate::spec::json::describe(other)),
-            ))
-        }
     };
     Ok(Chain {
         graph,
@@ -1578,7 +1581,7 @@ mod tests {
         )
         .unwrap();
         let g = infer(&spec, "").unwrap();
-        let chain = chain_to(&g, &json!(null), "").unwrap();
+        let chain = chain_to(&g, None, "").unwrap();
         let dep = dependence(&chain, &[0, 0], None);
         // second conv: rows 0 and 3; first conv maps r to r, r+2, r+4: {0,2,4} U {3,5,7}
         assert_eq!(dep.axis(1).iter().collect::<Vec<_>>(), vec![0, 2, 3, 4, 5, 7]);

@@ -2,15 +2,14 @@
 use super::body::JsonBody;
 use super::error::{ApiError, ApiResult};
 use super::report::ModelSummary;
-use super::{json_response, AppState};
+use super::{json_response, typed, AppState};
 use crate::analysis::complexity::{self, Additions, Conventions, Counts, FlopRule, FlopUnit, Profile, Table};
-use crate::spec::json::Obj;
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, shapes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -22,15 +21,21 @@ enum Format {
     Markdown,
 }
 
-fn format_of(body_format: Option<&str>, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, ApiError> {
-    let explicit = query.get("format").map(String::as_str).or(body_format);
-    if let Some(f) = explicit {
-        return match f {
+fn format_of(body_format: Option<TableFormat>, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(f) = query.get("format") {
+        return match f.as_str() {
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
             "markdown" | "md" => Ok(Format::Markdown),
             other => Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json, csv or markdown")).into()),
         };
+    }
+    if let Some(f) = body_format {
+        return Ok(match f {
+            TableFormat::Json => Format::Json,
+            TableFormat::Csv => Format::Csv,
+            TableFormat::Markdown => Format::Markdown,
+        });
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     Ok(if accept.contains("text/csv") {
@@ -61,51 +66,144 @@ pub struct Request {
     pub dtype: &'static str,
 }
 
-/// Reads `conventions`, `profile`, `batch_size` and `dtype`.
-pub fn read_options(req: &Obj, max_batch: u64) -> Result<Request, SpecError> {
-    let mut c = Conventions::default();
-    if let Some(v) = req.raw("conventions") {
-        let o = Obj::new(v, "/conventions")?;
-        c.additions = match o.choice("additions", "accumulate", &["accumulate", "exact"])? {
-            "exact" => Additions::Exact,
-            _ => Additions::Accumulate,
-        };
-        c.flops = match o.choice("flops", "mults_plus_adds", &["mults_plus_adds", "2mac", "mac"])? {
-            "2mac" => FlopUnit::TwoMac,
-            "mac" => FlopUnit::Mac,
-            _ => FlopUnit::MultsPlusAdds,
-        };
-        c.count_batchnorm = o.bool("count_batchnorm", false)?;
-        c.count_activations = o.bool("count_activations", false)?;
-        c.count_pooling = o.bool("count_pooling", false)?;
-        c.count_residual_adds = o.bool("count_residual_adds", false)?;
-        o.finish("additions, flops, count_batchnorm, count_activations, count_pooling, count_residual_adds")?;
+/// The body of `POST /v1/complexity`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplexityRequest {
+    #[serde(default)]
+    #[schema(schema_with = super::report::model_schema)]
+    pub model: Option<Value>,
+    #[serde(default)]
+    pub conventions: Option<ConventionsRequest>,
+    /// Count FLOPs as a tool does (`none`: by the conventions).
+    #[serde(default)]
+    #[schema(default = "none")]
+    pub profile: Option<ProfileChoice>,
+    #[serde(default)]
+    #[schema(minimum = 1, default = 1)]
+    pub batch_size: Option<u64>,
+    /// The element type, for output_bytes.
+    #[serde(default)]
+    #[schema(default = "float32")]
+    pub dtype: Option<ElementType>,
+    /// Build the model in libtorch and compare every layer's shape and parameters.
+    #[serde(default)]
+    #[schema(default = true)]
+    pub verify: Option<bool>,
+    /// JSON, CSV or Markdown (also the `format` query parameter or the Accept header).
+    #[serde(default)]
+    pub format: Option<TableFormat>,
+}
+
+/// The counting conventions; each left out keeps its default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConventionsRequest {
+    #[serde(default)]
+    #[schema(default = "accumulate")]
+    pub additions: Option<Additions>,
+    #[serde(default)]
+    #[schema(default = "mults_plus_adds")]
+    pub flops: Option<FlopUnit>,
+    /// Batchnorm and every other normalization (group, instance, layer norm) in FLOPs.
+    #[serde(default)]
+    #[schema(default = false)]
+    pub count_batchnorm: Option<bool>,
+    /// 1 FLOP per activation evaluation, a softmax's exponentials included.
+    #[serde(default)]
+    #[schema(default = false)]
+    pub count_activations: Option<bool>,
+    #[serde(default)]
+    #[schema(default = false)]
+    pub count_pooling: Option<bool>,
+    #[serde(default)]
+    #[schema(default = false)]
+    pub count_residual_adds: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileChoice {
+    None,
+    Fvcore,
+    Ptflops,
+    TorchFlopCounter,
+    Torchvision,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ElementType {
+    Float32,
+    Float16,
+    Bfloat16,
+    Float64,
+    Int8,
+    Uint8,
+}
+
+impl ElementType {
+    fn name(self) -> &'static str {
+        match self {
+            ElementType::Float32 => "float32",
+            ElementType::Float16 => "float16",
+            ElementType::Bfloat16 => "bfloat16",
+            ElementType::Float64 => "float64",
+            ElementType::Int8 => "int8",
+            ElementType::Uint8 => "uint8",
+        }
     }
-    let profile = match req.opt_str("profile")? {
-        None | Some("none") => None,
-        Some(name) => Some(Profile::parse(name).ok_or_else(|| {
-            SpecError::invalid(
-                "/profile",
-                format!("unknown profile {name:?}; expected none, {}", Profile::NAMES.join(", ")),
-            )
-        })?),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    Json,
+    Csv,
+    #[serde(alias = "md")]
+    Markdown,
+}
+
+/// Checks `conventions`, `profile`, `batch_size` and `dtype` (ranges before any arithmetic).
+pub fn read_options(req: &ComplexityRequest, max_batch: u64) -> Result<Request, SpecError> {
+    let given = req.conventions.as_ref();
+    let d = Conventions::default();
+    let c = Conventions {
+        additions: given.and_then(|c| c.additions).unwrap_or(d.additions),
+        flops: given.and_then(|c| c.flops).unwrap_or(d.flops),
+        count_batchnorm: given.and_then(|c| c.count_batchnorm).unwrap_or(d.count_batchnorm),
+        count_activations: given.and_then(|c| c.count_activations).unwrap_or(d.count_activations),
+        count_pooling: given.and_then(|c| c.count_pooling).unwrap_or(d.count_pooling),
+        count_residual_adds: given.and_then(|c| c.count_residual_adds).unwrap_or(d.count_residual_adds),
     };
-    if profile.is_some() && req.raw("conventions").and_then(|v| v.get("flops")).is_some() {
+    let profile = match req.profile {
+        None | Some(ProfileChoice::None) => None,
+        Some(ProfileChoice::Fvcore) => Some(Profile::Fvcore),
+        Some(ProfileChoice::Ptflops) => Some(Profile::Ptflops),
+        Some(ProfileChoice::TorchFlopCounter) => Some(Profile::TorchFlopCounter),
+        Some(ProfileChoice::Torchvision) => Some(Profile::Torchvision),
+    };
+    if profile.is_some() && given.is_some_and(|c| c.flops.is_some()) {
         return Err(SpecError::invalid(
             "/profile",
             "give either a profile or conventions.flops, not both: a profile fixes how FLOPs are counted",
         ));
     }
     let rule = profile.map_or(FlopRule::Conventions(c), FlopRule::Profile);
-    let batch = req.u64_in("batch_size", Some(1), 1, max_batch)?;
-    let dtype = req.choice("dtype", "float32", &["float32", "float16", "bfloat16", "float64", "int8", "uint8"])?;
+    let batch = req.batch_size.unwrap_or(1);
+    if batch < 1 || batch > max_batch {
+        return Err(SpecError::invalid(
+            "/batch_size",
+            format!("must be from 1 to {max_batch}, got {batch}"),
+        ));
+    }
     Ok(Request {
         rule,
         additions: c.additions,
         conventions: c,
         profile: profile.map(Profile::name),
         batch,
-        dtype,
+        dtype: req.dtype.unwrap_or(ElementType::Float32).name(),
     })
 }
 
@@ -127,8 +225,9 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let format = format_of(body.get("format").and_then(Value::as_str), &query, &headers)?;
-    let report = compute(&state, &body).await?;
+    let req: ComplexityRequest = typed::read(&body, "")?;
+    let format = format_of(req.format, &query, &headers)?;
+    let report = compute(&state, &req).await?;
     let mut out = match format {
         Format::Csv => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(&report.table)).into_response(),
         Format::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], to_markdown(&report.table)).into_response(),
@@ -214,13 +313,10 @@ impl TableCheck {
 }
 
 /// Runs the request: the typed report (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<ComplexityReport> {
-    let req = Obj::new(body, "")?;
-    let spec = state.model(&req, "model")?;
-    let opts = read_options(&req, state.config.max_batch)?;
-    let verify = req.bool("verify", true)?;
-    req.opt_str("format")?;
-    req.finish("model, conventions, profile, batch_size, dtype, verify, format")?;
+pub async fn compute(state: &AppState, req: &ComplexityRequest) -> ApiResult<ComplexityReport> {
+    let spec = state.model_at(req.model.as_ref(), "/model")?;
+    let opts = read_options(req, state.config.max_batch)?;
+    let verify = req.verify.unwrap_or(true);
     let graph = infer(&spec, "/model")?;
     let table = table_for(&graph, &opts)?;
     let verification = if verify {

@@ -7,18 +7,23 @@
 //! several content types per response, shared responses) from attributes on the axum handlers,
 //! reads the serde attributes the types already carry (`rename`, `untagged`, `default`,
 //! `deny_unknown_fields`), and is the most used OpenAPI generator for axum.
-use super::complexity::ComplexityReport;
+use super::complexity::{ComplexityReport, ComplexityRequest};
+use super::diagnostics::DiagnosticsReport;
 use super::error::Problem;
 use super::momentum;
-use super::receptive_field::RfReport;
+use super::receptive_field::{RfReport, RfRequest};
 use super::report::ModelSummary;
+use super::variants;
 use serde_norway::{Mapping, Value};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(momentum::handle),
-    components(schemas(Problem, ModelSummary, ComplexityReport, RfReport), responses(Problem))
+    paths(momentum::handle, variants::handle),
+    components(
+        schemas(Problem, ModelSummary, ComplexityRequest, ComplexityReport, RfRequest, RfReport, DiagnosticsReport),
+        responses(Problem)
+    )
 )]
 struct Typed;
 

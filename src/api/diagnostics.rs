@@ -2,6 +2,7 @@
 //! how the gradient shrinks (or grows) layer by layer, next to the course's bound.
 use super::body::JsonBody;
 use super::error::ApiResult;
+use super::report::ModelSummary;
 use super::svg::{line_chart, Series};
 use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
@@ -9,13 +10,15 @@ use crate::spec::error::child;
 use crate::spec::json::{describe, float, Obj};
 use crate::spec::{infer, Graph, LayerKind, ModelSpec, SpecError, SpecResult};
 use crate::torch::device;
-use crate::torch::diagnostics::{self, is_mlp_chain, max_derivative, Inputs, ObjectiveKind, Report, Request};
+use crate::torch::diagnostics::{self, is_mlp_chain, max_derivative, Inputs, Norms, ObjectiveKind, Report, Request};
 use crate::torch::net::{Init, InitSpec};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
 
 /// Flattens a number or nested lists of numbers, refusing non-finite values and overlong input.
 fn flatten_numbers(v: &Value, pointer: &str, max: usize, out: &mut Vec<f64>) -> SpecResult<()> {
@@ -299,7 +302,118 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Per-layer table, bound and verdicts from one run.
-fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
+/// What `POST /v1/gradient-diagnostics` answers for a network it can read. A measured number
+/// that is not finite (an overflowing network's loss, norms or ratios) is written as null.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DiagnosticsReport {
+    #[serde(flatten)]
+    pub summary: GradSummary,
+    /// Runs of the same request at other depths and weight scales.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Vec<SweepRow>>,
+    pub model: ModelSummary,
+    pub batch_size: u64,
+    pub thresholds: ThresholdsOut,
+    /// The Lanczos tolerance the spectral norms ran under.
+    pub spectral_tolerance: f64,
+    pub device: String,
+    pub device_note: Option<String>,
+    pub dtype: &'static str,
+    pub libtorch_version: &'static str,
+    pub millis: f64,
+    /// Milliseconds per phase of the run: parameters_and_inputs,
+    /// forward_and_activation_statistics, backward, gradient_norms, spectral_norms.
+    pub phases_millis: BTreeMap<&'static str, f64>,
+}
+
+/// The verdicts and norms of one run.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct GradSummary {
+    pub verdict: Verdict,
+    pub first_vanishing_layer: Option<String>,
+    pub layers: Vec<GradLayer>,
+    pub activations: Vec<ActivationStats>,
+    pub bound_note: &'static str,
+    #[schema(value_type = Option<f64>)]
+    pub output_grad_norm_sum: f64,
+    #[schema(value_type = Option<f64>)]
+    pub loss: f64,
+    /// Layers with parameters that no output reads (graph form): no gradient reaches them, so
+    /// they have no row.
+    pub unused_layers: Vec<String>,
+}
+
+/// One weight's gradient, with its bias beside it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct GradLayer {
+    /// The layer's path; for a layer with several weights, the path and PyTorch's name of the
+    /// weight (lstm.weight_hh_l0, attn.out_proj.weight), with its bias beside it.
+    pub path: String,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub layer_type: &'static str,
+    pub weight_shape: Vec<i64>,
+    pub weight_grad: Norms,
+    pub bias_grad: Option<Norms>,
+    /// Null where the ratio is not finite (the last layer's gradient is zero, or a norm
+    /// overflowed).
+    #[schema(value_type = Option<f64>)]
+    pub weight_grad_ratio_to_last: f64,
+    pub bias_grad_ratio_to_last: Option<f64>,
+    /// The largest singular value of the weight (conv: reshaped to out x in*kh*kw); the true
+    /// value lies in [spectral_norm, spectral_norm + spectral_norm_error].
+    #[schema(value_type = Option<f64>)]
+    pub spectral_norm: f64,
+    /// 0 for eigvalsh (exact up to rounding: the smaller side at most 64, or spectral_tolerance
+    /// 0); for lanczos, the residual bound, under spectral_tolerance times the value unless 300
+    /// steps ran out.
+    #[schema(value_type = Option<f64>)]
+    pub spectral_norm_error: f64,
+    /// eigvalsh or lanczos.
+    pub spectral_norm_method: &'static str,
+    pub bias_grad_bound: Option<f64>,
+    pub bound_holds: Option<bool>,
+    pub verdict: Verdict,
+}
+
+/// What one activation layer saw in the forward pass.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ActivationStats {
+    pub path: String,
+    pub activation: &'static str,
+    #[schema(value_type = Option<f64>)]
+    pub mean_abs_pre_activation: f64,
+    #[schema(value_type = Option<f64>)]
+    pub max_abs_pre_activation: f64,
+    #[schema(value_type = Option<f64>)]
+    pub fraction_saturated: f64,
+    #[schema(value_type = Option<f64>)]
+    pub mean_derivative: f64,
+    /// sup g' of the activation (slope included for leaky_relu).
+    pub max_derivative: f64,
+    /// ReLU-like: the fraction of units whose pre-activation is <= 0 for every sample.
+    pub dead_fraction: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SweepRow {
+    pub depth: Option<u64>,
+    pub scale: f64,
+    pub layers_with_parameters: usize,
+    #[schema(value_type = Option<f64>)]
+    pub first_to_last_weight_grad_ratio: f64,
+    pub first_to_last_bias_grad_ratio: Option<f64>,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ThresholdsOut {
+    pub vanishing_ratio: f64,
+    pub exploding_ratio: f64,
+    pub saturation: f64,
+}
+
+fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> GradSummary {
     let nodes: HashMap<&str, &crate::spec::Node> = graph.nodes.iter().map(|n| (n.path.as_str(), n)).collect();
     let last = report.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
     let last_bias = report.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
@@ -325,7 +439,7 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
     };
     let mut first_vanishing = None;
     let mut overall = Verdict::Healthy;
-    let mut layers: Vec<Value> = Vec::new();
+    let mut layers: Vec<GradLayer> = Vec::new();
     for p in report.params.iter().rev() {
         let r = ratio(p.weight_grad.frobenius, last);
         let v = verdict(r, th.vanishing, th.exploding);
@@ -340,54 +454,52 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> Value {
         let node = nodes[p.node.as_str()];
         let bound = bounds.get(&p.path).copied();
         let measured = p.bias_grad.as_ref().map(|b| b.frobenius);
-        layers.push(json!({
-            "path": p.path,
-            "name": node.layer.name,
-            "type": node.layer.type_name(),
-            "weight_shape": p.weight_shape,
-            "weight_grad": {"frobenius": p.weight_grad.frobenius, "max_abs": p.weight_grad.max_abs},
-            "bias_grad": p.bias_grad.as_ref().map(|b| json!({"frobenius": b.frobenius, "max_abs": b.max_abs})),
-            "weight_grad_ratio_to_last": r,
-            "bias_grad_ratio_to_last": match (measured, last_bias) { (Some(m), Some(l)) => json!(ratio(m, l)), _ => Value::Null },
-            "spectral_norm": p.spectral_norm.value,
-            "spectral_norm_error": p.spectral_norm.error,
-            "spectral_norm_method": p.spectral_norm.method,
-            "bias_grad_bound": bound,
-            "bound_holds": match (bound, measured) { (Some(b), Some(m)) => json!(m <= b * (1.0 + th.bound_slack)), _ => Value::Null },
-            "verdict": v.name(),
-        }));
+        layers.push(GradLayer {
+            path: p.path.clone(),
+            name: node.layer.name.clone(),
+            layer_type: node.layer.type_name(),
+            weight_shape: p.weight_shape.clone(),
+            weight_grad: p.weight_grad.clone(),
+            bias_grad: p.bias_grad.clone(),
+            weight_grad_ratio_to_last: r,
+            bias_grad_ratio_to_last: measured.zip(last_bias).map(|(m, l)| ratio(m, l)),
+            spectral_norm: p.spectral_norm.value,
+            spectral_norm_error: p.spectral_norm.error,
+            spectral_norm_method: p.spectral_norm.method,
+            bias_grad_bound: bound,
+            bound_holds: bound.zip(measured).map(|(b, m)| m <= b * (1.0 + th.bound_slack)),
+            verdict: v,
+        });
     }
     layers.reverse();
-    let acts: Vec<Value> = report
+    let activations = report
         .activations
         .iter()
-        .map(|a| {
-            json!({
-                "path": a.path,
-                "activation": a.activation.name(),
-                "mean_abs_pre_activation": a.mean_abs_pre,
-                "max_abs_pre_activation": a.max_abs_pre,
-                "fraction_saturated": a.fraction_saturated,
-                "mean_derivative": a.mean_derivative,
-                "max_derivative": a.max_derivative,
-                "dead_fraction": a.dead_fraction,
-            })
+        .map(|a| ActivationStats {
+            path: a.path.clone(),
+            activation: a.activation.name(),
+            mean_abs_pre_activation: a.mean_abs_pre,
+            max_abs_pre_activation: a.max_abs_pre,
+            fraction_saturated: a.fraction_saturated,
+            mean_derivative: a.mean_derivative,
+            max_derivative: a.max_derivative,
+            dead_fraction: a.dead_fraction,
         })
         .collect();
-    json!({
-        "verdict": overall.name(),
-        "first_vanishing_layer": first_vanishing,
-        "layers": layers,
-        "activations": acts,
-        "bound_note": if bounds.is_empty() {
+    GradSummary {
+        verdict: overall,
+        first_vanishing_layer: first_vanishing,
+        layers,
+        activations,
+        bound_note: if bounds.is_empty() {
             "the bound is computed for MLPs (linear layers and element-wise activations); for other layers the spectral norm of a reshaped kernel does not bound the layer's Jacobian"
         } else {
             "||dL/db_i|| <= sum_s ||dL/dy_L(s)|| x prod(sup g' of each activation after layer i) x prod(||A_k||_2 of each linear layer after i)"
         },
-        "output_grad_norm_sum": report.output_grad_norm_sum,
-        "loss": report.loss,
-        "unused_layers": report.unused,
-    })
+        output_grad_norm_sum: report.output_grad_norm_sum,
+        loss: report.loss,
+        unused_layers: report.unused.clone(),
+    }
 }
 
 /// The model with `block` (layer range) repeated `depth` times.
@@ -408,29 +520,33 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let resp = compute(&state, &body).await?;
-    if wants_svg(&query, &headers, &body)? {
-        return Ok(svg_response(plot(&resp)));
+    if let Some(job) = super::script::diagnostics_job(&Obj::new(&body, "")?, &state)? {
+        // a TorchScript module: per named parameter, no layer table to plot
+        let answer = super::script::diagnostics(&state, job).await?;
+        if wants_svg(&query, &headers, &body)? {
+            return Ok(svg_response(plot_layers(&[])));
+        }
+        return Ok(json_response(&answer));
     }
-    Ok(json_response(&resp))
+    let report = report(&state, &body).await?;
+    if wants_svg(&query, &headers, &body)? {
+        return Ok(svg_response(plot(&report)));
+    }
+    Ok(json_response(&report))
 }
 
 /// The sweep's bias-gradient ratio against depth (one line per scale), or else the per-layer
 /// gradient norms with the bound, on a log axis.
-fn plot(resp: &Value) -> String {
-    let sweep = resp["sweep"].as_array().cloned().unwrap_or_default();
-    if sweep.iter().any(|r| !r["depth"].is_null()) {
+fn plot(report: &DiagnosticsReport) -> String {
+    let sweep = report.sweep.as_deref().unwrap_or_default();
+    if sweep.iter().any(|r| r.depth.is_some()) {
         let mut by_scale: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
-        for r in &sweep {
-            let s = r["scale"].as_f64().unwrap_or(1.0);
-            let y = r["first_to_last_bias_grad_ratio"]
-                .as_f64()
-                .or(r["first_to_last_weight_grad_ratio"].as_f64())
-                .unwrap_or(f64::NAN);
-            let pt = (r["depth"].as_f64().unwrap_or(0.0), y);
-            match by_scale.iter_mut().find(|(x, _)| *x == s) {
+        for r in sweep {
+            let y = r.first_to_last_bias_grad_ratio.unwrap_or(r.first_to_last_weight_grad_ratio);
+            let pt = (r.depth.unwrap_or(0) as f64, y);
+            match by_scale.iter_mut().find(|(x, _)| *x == r.scale) {
                 Some((_, pts)) => pts.push(pt),
-                None => by_scale.push((s, vec![pt])),
+                None => by_scale.push((r.scale, vec![pt])),
             }
         }
         let series: Vec<Series> = by_scale
@@ -449,28 +565,32 @@ fn plot(resp: &Value) -> String {
             true,
         );
     }
-    let layers = resp["layers"].as_array().cloned().unwrap_or_default();
-    let pick = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
+    plot_layers(&report.summary.layers)
+}
+
+/// The per-layer gradient norms with the bound, on a log axis.
+fn plot_layers(layers: &[GradLayer]) -> String {
+    let pick = |value: &dyn Fn(&GradLayer) -> Option<f64>| -> Vec<(f64, f64)> {
         layers
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| sub.map_or(&l[key], |s| &l[key][s]).as_f64().map(|v| (i as f64, v)))
+            .filter_map(|(i, l)| value(l).filter(|v| v.is_finite()).map(|v| (i as f64, v)))
             .collect()
     };
     let series = vec![
         Series {
             name: "||dL/dW_i|| measured".into(),
-            points: pick("weight_grad", Some("frobenius")),
+            points: pick(&|l| Some(l.weight_grad.frobenius)),
             dashed: false,
         },
         Series {
             name: "||dL/db_i|| measured".into(),
-            points: pick("bias_grad", Some("frobenius")),
+            points: pick(&|l| l.bias_grad.as_ref().map(|b| b.frobenius)),
             dashed: false,
         },
         Series {
             name: "bound on ||dL/db_i||".into(),
-            points: pick("bias_grad_bound", None),
+            points: pick(&|l| l.bias_grad_bound),
             dashed: true,
         },
     ];
@@ -525,14 +645,10 @@ pub(crate) fn parse_inputs(req: &Obj, input_shape: &[u64], cfg: &crate::Config) 
     })
 }
 
-/// Runs the request and returns the JSON answer (also used by the grading endpoint).
-pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
+/// The typed report of a network the service reads (also used by the grading endpoint).
+pub async fn report(state: &AppState, body: &Value) -> ApiResult<DiagnosticsReport> {
     let cfg = state.config.clone();
     let max = cfg.max_tensor_elements as usize;
-    let job = super::script::diagnostics_job(&Obj::new(body, "")?, state)?;
-    if let Some(job) = job {
-        return super::script::diagnostics(state, job).await;
-    }
     let req = Obj::new(body, "")?;
     let spec = state.model(&req, "model")?;
     let graph = infer(&spec, "/model")?;
@@ -735,10 +851,11 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
         .run_torch(move || diagnostics::run(&main))
         .await?
         .map_err(|e| SpecError::invalid("", format!("libtorch could not run the model: {e}")))?;
-    let mut resp = summarize(&graph, &report, &th);
+    let summary = summarize(&graph, &report, &th);
 
-    let mut sweep_rows = Vec::new();
+    let mut sweep_rows = None;
     if let Some((depths, scales, block)) = sweep {
+        let rows: &mut Vec<SweepRow> = sweep_rows.get_or_insert_with(Vec::new);
         for depth in depths.clone().map(|d| d.into_iter().map(Some).collect()).unwrap_or(vec![None]) {
             for scale in scales.clone().map(|s| s.into_iter().map(Some).collect()).unwrap_or(vec![None]) {
                 let variant = match depth {
@@ -760,33 +877,34 @@ pub async fn compute(state: &AppState, body: &Value) -> ApiResult<Value> {
                 let last = rep.params.last().map(|p| p.weight_grad.frobenius).unwrap_or(0.0);
                 let fb = rep.params.first().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
                 let lb = rep.params.last().and_then(|p| p.bias_grad.as_ref()).map(|b| b.frobenius);
-                let summary = summarize(&g, &rep, &th);
-                sweep_rows.push(json!({
-                    "depth": depth,
-                    "scale": scale.unwrap_or(init.scale),
-                    "layers_with_parameters": rep.params.len(),
-                    "first_to_last_weight_grad_ratio": ratio(first, last),
-                    "first_to_last_bias_grad_ratio": match (fb, lb) { (Some(a), Some(b)) => json!(ratio(a, b)), _ => Value::Null },
-                    "verdict": summary["verdict"],
-                }));
+                rows.push(SweepRow {
+                    depth,
+                    scale: scale.unwrap_or(init.scale),
+                    layers_with_parameters: rep.params.len(),
+                    first_to_last_weight_grad_ratio: ratio(first, last),
+                    first_to_last_bias_grad_ratio: fb.zip(lb).map(|(a, b)| ratio(a, b)),
+                    verdict: summarize(&g, &rep, &th).verdict,
+                });
             }
         }
-        resp["sweep"] = json!(sweep_rows);
     }
 
-    resp["model"] = json!({"preset": spec.preset, "input_shape": spec.input_shape, "output_shape": graph.output(), "output_shapes": graph.output_shapes()});
-    resp["batch_size"] = json!(batch);
-    resp["thresholds"] = json!({"vanishing_ratio": th.vanishing, "exploding_ratio": th.exploding, "saturation": th.saturation});
-    resp["spectral_tolerance"] = json!(spectral_tolerance);
-    resp["device"] = json!(device::name(dev));
-    resp["device_note"] = json!(device_note);
-    resp["dtype"] = json!(if kind == tch::Kind::Double { "float64" } else { "float32" });
-    resp["libtorch_version"] = json!(device::libtorch_version());
-    resp["millis"] = json!((report.millis * 1000.0).round() / 1000.0);
-    resp["phases_millis"] = report
-        .phases
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!((v * 1000.0).round() / 1000.0)))
-        .collect();
-    Ok(resp)
+    Ok(DiagnosticsReport {
+        summary,
+        sweep: sweep_rows,
+        model: ModelSummary::of(&graph),
+        batch_size: batch,
+        thresholds: ThresholdsOut {
+            vanishing_ratio: th.vanishing,
+            exploding_ratio: th.exploding,
+            saturation: th.saturation,
+        },
+        spectral_tolerance,
+        device: device::name(dev),
+        device_note,
+        dtype: if kind == tch::Kind::Double { "float64" } else { "float32" },
+        libtorch_version: device::libtorch_version(),
+        millis: (report.millis * 1000.0).round() / 1000.0,
+        phases_millis: report.phases.iter().map(|&(k, v)| (k, (v * 1000.0).round() / 1000.0)).collect(),
+    })
 }

@@ -3,6 +3,7 @@
 //! results in the formats LMS autograders read (Gradescope, PrairieLearn, Moodle CodeRunner).
 use super::body::JsonBody;
 use super::complexity::ComplexityReport;
+use super::diagnostics::DiagnosticsReport;
 use super::error::{ApiError, ApiResult};
 use super::momentum::{MomentumReport, Verdict};
 use super::receptive_field::RfReport;
@@ -34,10 +35,24 @@ enum Ask {
     Range { layer: String, cols: bool },
     /// Receptive-field size or jump of a layer along rows.
     RfNumber { layer: String, what: &'static str },
-    /// A number or word read out of a gradient-diagnostics answer.
-    Field { path: Vec<String>, word: bool },
+    /// A quantity of the gradient diagnostics.
+    Gradient(GradientAsk),
     /// A quantity of the momentum report.
     Momentum(MomentumAsk),
+}
+
+#[derive(Debug, Clone)]
+enum GradientAsk {
+    Verdict,
+    FirstVanishingLayer,
+    /// The Frobenius norm of a layer's weight gradient (a layer by path or name, or a weight by
+    /// its PyTorch name).
+    WeightGrad(String),
+    BiasGrad(String),
+    /// The course's bound on a layer's bias gradient.
+    Bound(String),
+    MaxDerivative(String),
+    MeanDerivative(String),
 }
 
 #[derive(Debug, Clone)]
@@ -51,11 +66,10 @@ enum MomentumAsk {
     },
 }
 
-/// What a question's answer is graded against: the analysis's typed report, or (for the
-/// analyses not typed yet) its JSON.
+/// What a question's answer is graded against: the analysis's typed report.
 #[derive(Clone)]
 enum Reference {
-    Json(Value),
+    Gradient(Box<DiagnosticsReport>),
     Complexity(Box<ComplexityReport>),
     ReceptiveField(Box<RfReport>),
     Momentum(Box<MomentumReport>),
@@ -143,20 +157,15 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
             )),
         },
         "gradient" => {
-            let field = |p: &[&str], word: bool| Ask::Field {
-                path: p.iter().map(|s| s.to_string()).collect(),
-                word,
-            };
+            let of = |q: fn(String) -> GradientAsk| -> Result<Ask, String> { Ok(Ask::Gradient(q(layer_of(&target)?))) };
             match (what.as_str(), &target) {
-                ("verdict", None) => Ok(field(&["verdict"], true)),
-                ("first vanishing layer", None) => Ok(field(&["first_vanishing_layer"], true)),
-                ("weight gradient norm" | "weight grad", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "weight_grad", "frobenius"], false)),
-                ("bias gradient norm" | "bias grad", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "bias_grad", "frobenius"], false)),
-                ("bound" | "bias gradient bound", Some(_)) => Ok(field(&["layers", &layer_of(&target)?, "bias_grad_bound"], false)),
-                ("max derivative" | "mean derivative", Some(_)) => {
-                    let key = if what.starts_with("max") { "max_derivative" } else { "mean_derivative" };
-                    Ok(field(&["activations", &layer_of(&target)?, key], false))
-                }
+                ("verdict", None) => Ok(Ask::Gradient(GradientAsk::Verdict)),
+                ("first vanishing layer", None) => Ok(Ask::Gradient(GradientAsk::FirstVanishingLayer)),
+                ("weight gradient norm" | "weight grad", Some(_)) => of(GradientAsk::WeightGrad),
+                ("bias gradient norm" | "bias grad", Some(_)) => of(GradientAsk::BiasGrad),
+                ("bound" | "bias gradient bound", Some(_)) => of(GradientAsk::Bound),
+                ("max derivative", Some(_)) => of(GradientAsk::MaxDerivative),
+                ("mean derivative", Some(_)) => of(GradientAsk::MeanDerivative),
                 _ => Err(format!("unknown gradient quantity {ask:?}: expected verdict, first vanishing layer, weight grad / bias grad / bound of layer L, max derivative / mean derivative of layer L")),
             }
         }
@@ -456,9 +465,15 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
         ApiError { pointer, ..e }
     };
     let v = match q.kind {
-        "receptive_field" => Reference::ReceptiveField(Box::new(receptive_field::report(state, &req).await.map_err(reroot)?)),
-        "complexity" => Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?)),
-        "gradient" => Reference::Json(diagnostics::compute(state, &req).await.map_err(reroot)?),
+        "receptive_field" => {
+            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            Reference::ReceptiveField(Box::new(receptive_field::report(state, &req).await.map_err(reroot)?))
+        }
+        "complexity" => {
+            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?))
+        }
+        "gradient" => Reference::Gradient(Box::new(diagnostics::report(state, &req).await.map_err(reroot)?)),
         _ => {
             let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
             Reference::Momentum(Box::new(momentum::compute(state, &req).await.map_err(reroot)?))
@@ -483,12 +498,6 @@ enum Expected {
     Number(f64),
     Vector(Vec<f64>),
     Word(String),
-}
-
-fn find<'a>(rows: &'a Value, key: &str, path: &str) -> Option<&'a Value> {
-    rows.as_array()?
-        .iter()
-        .find(|r| r[key].as_str() == Some(path) || r["name"].as_str() == Some(path))
 }
 
 /// What the momentum report says for `ask`.
@@ -545,7 +554,7 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
             let v = if *what == "jump" { axis.jump } else { axis.size };
             Ok(Expected::Count(v as f64, vec![], vec![]))
         }
-        (ask, Reference::Json(v)) => json_expected(ask, v),
+        (Ask::Gradient(ask), Reference::Gradient(r)) => gradient_expected(r, ask),
         _ => Err("the question's kind does not have this quantity".into()),
     }
 }
@@ -619,41 +628,37 @@ fn count_expected(q: &Question, column: &str, target: &Target, report: &Complexi
     Ok(Expected::Count(value, parts, slips))
 }
 
-/// What an analysis answer not typed yet (gradients) says for `ask`.
-fn json_expected(ask: &Ask, reference: &Value) -> Result<Expected, String> {
+/// What the gradient diagnostics say for `ask`.
+fn gradient_expected(r: &DiagnosticsReport, ask: &GradientAsk) -> Result<Expected, String> {
+    let layer = |l: &str| {
+        r.summary
+            .layers
+            .iter()
+            .find(|row| row.path == l || row.name.as_deref() == Some(l))
+            .ok_or_else(|| format!("no layer {l:?} with parameters"))
+    };
+    let activation = |l: &str| {
+        r.summary
+            .activations
+            .iter()
+            .find(|a| a.path == l)
+            .ok_or_else(|| format!("no activation layer {l:?}"))
+    };
+    let number = |v: Option<f64>, what: &str| v.map(Expected::Number).ok_or_else(|| what.to_string());
     match ask {
-        Ask::Field { path, word } => {
-            let mut v = reference;
-            for key in path {
-                v = if let Some((a, b)) = key.split_once('~') {
-                    v.as_array()
-                        .and_then(|ps| ps.iter().find(|p| p["a"] == a && p["b"] == b))
-                        .ok_or_else(|| format!("no pair {a} vs {b}"))?
-                } else if let Some(arr) = v.as_array() {
-                    match key.parse::<usize>() {
-                        Ok(i) => arr.get(i).ok_or_else(|| format!("no entry {i}"))?,
-                        Err(_) => find(v, "path", key).ok_or_else(|| format!("no layer {key:?}"))?,
-                    }
-                } else {
-                    v.get(key).ok_or_else(|| format!("the reference has no {key:?}"))?
-                };
-            }
-            if *word {
-                return Ok(Expected::Word(match v {
-                    Value::Null => "none".into(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }));
-            }
-            match v {
-                Value::Number(n) => Ok(Expected::Number(n.as_f64().unwrap_or(f64::NAN))),
-                Value::Null => Ok(Expected::Word("none".into())),
-                Value::Array(a) if a.len() == 1 => Ok(Expected::Number(a[0].as_f64().unwrap_or(f64::NAN))),
-                Value::Array(a) => Ok(Expected::Vector(a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())),
-                other => Ok(Expected::Word(other.to_string())),
-            }
-        }
-        _ => Err("the question's kind does not have this quantity".into()),
+        GradientAsk::Verdict => Ok(Expected::Word(r.summary.verdict.name().into())),
+        GradientAsk::FirstVanishingLayer => Ok(Expected::Word(
+            r.summary.first_vanishing_layer.clone().unwrap_or_else(|| "none".into()),
+        )),
+        GradientAsk::WeightGrad(l) => Ok(Expected::Number(layer(l)?.weight_grad.frobenius)),
+        GradientAsk::BiasGrad(l) => number(layer(l)?.bias_grad.as_ref().map(|b| b.frobenius), &format!("layer {l} has no bias")),
+        // no bound (not an MLP chain, or no bias): the answer "none"
+        GradientAsk::Bound(l) => Ok(layer(l)?
+            .bias_grad_bound
+            .map(Expected::Number)
+            .unwrap_or_else(|| Expected::Word("none".into()))),
+        GradientAsk::MaxDerivative(l) => Ok(Expected::Number(activation(l)?.max_derivative)),
+        GradientAsk::MeanDerivative(l) => Ok(Expected::Number(activation(l)?.mean_derivative)),
     }
 }
 

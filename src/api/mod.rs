@@ -105,10 +105,14 @@ impl AppState {
 
     /// Reads the model under `key` of a request object.
     pub fn model(&self, obj: &Obj, key: &'static str) -> Result<ModelSpec, SpecError> {
-        let ptr = obj.at(key);
-        let v = obj.raw(key).ok_or_else(|| {
+        self.model_at(obj.raw(key), &obj.at(key))
+    }
+
+    /// Reads a request's model (`v`, found at `ptr`; `None` when the request has none).
+    pub fn model_at(&self, v: Option<&serde_json::Value>, ptr: &str) -> Result<ModelSpec, SpecError> {
+        let v = v.filter(|v| !v.is_null()).ok_or_else(|| {
             SpecError::invalid(
-                &ptr,
+                ptr,
                 "is required: {\"preset\": NAME} or {\"input_shape\": [...], \"layers\": [...]}",
             )
         })?;
@@ -116,13 +120,13 @@ impl AppState {
             // the ONNX file was the request body: read from the bytes, not from base64 text
             let bytes = body::take_upload().ok_or_else(|| {
                 SpecError::invalid(
-                    child(&ptr, body::UPLOADED),
+                    child(ptr, body::UPLOADED),
                     "names the uploaded body, but this request uploaded none (send the file as an application/octet-stream body, or base64 in {\"onnx\": ...})",
                 )
             })?;
-            return crate::spec::onnx::model_from_onnx(bytes, &child(&ptr, "onnx"), &self.config.spec);
+            return crate::spec::onnx::model_from_onnx(bytes, &child(ptr, "onnx"), &self.config.spec);
         }
-        parse_model(v, &ptr, &self.config.spec)
+        parse_model(v, ptr, &self.config.spec)
     }
 }
 

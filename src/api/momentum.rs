@@ -304,12 +304,16 @@ pub struct Slot {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Trajectory {
+    /// One row per returned step; a number that diverged past float range is null.
+    #[schema(value_type = Vec<Vec<Option<f64>>>)]
     pub theta: Vec<Vec<f64>>,
     /// Form II's velocity.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<Option<f64>>>>)]
     pub v: Option<Vec<Vec<f64>>>,
     /// Sutskever's step.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<Option<f64>>>>)]
     pub u: Option<Vec<Vec<f64>>>,
 }
 

@@ -2,24 +2,81 @@
 use super::body::JsonBody;
 use super::error::ApiResult;
 use super::report::{Inclusive, ModelSummary};
+use super::typed::{self, by_kind, ByKind};
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
-use crate::analysis::receptive_field::{chain_to, dependence, layer_table, maps_of, node_rfs, Chain, LayerRf, Rf};
-use crate::spec::json::{uint, Obj};
+use crate::analysis::receptive_field::{chain_to, dependence, layer_table, maps_of, node_rfs, Chain, LayerRef, LayerRf, Rf};
+use crate::spec::json::Obj;
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
 use axum::extract::State;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{de, Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-struct Position {
-    layer: Value,
-    index: Option<Vec<u64>>,
-    channel: Option<u64>,
+/// The body of `POST /v1/receptive-field` for a network the service reads.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RfRequest {
+    #[serde(default)]
+    #[schema(schema_with = super::report::model_schema)]
+    pub model: Option<Value>,
+    /// One output unit whose exact input set is asked for (and verified).
+    #[serde(default)]
+    pub position: Option<PositionRequest>,
+    /// Positions counted from 0 or from 1.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1, default = 0)]
+    pub index_base: Option<u64>,
+    /// Verify the unit's exact set by back-propagation in libtorch.
+    #[serde(default)]
+    #[schema(default = true)]
+    pub verify: Option<bool>,
+    /// cpu, cuda, cuda:N or auto (for the verification probe).
+    #[serde(default)]
+    #[schema(default = "cpu")]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PositionRequest {
+    /// Top-level index, dotted path or layer name; default the last layer.
+    #[serde(default)]
+    pub layer: Option<LayerRef>,
+    /// `[i, j]` for image outputs, `[t]` for a token, `[k]` for flat outputs, in index_base;
+    /// default the centre.
+    #[serde(default)]
+    pub index: Option<Vec<u64>>,
+    /// One output channel (a token's feature); default every channel.
+    #[serde(default)]
+    pub channel: Option<u64>,
+}
+
+impl ByKind for LayerRef {
+    const EXPECTING: &'static str = "a layer index, path or name";
+    fn from_number<E: de::Error>(v: f64) -> Result<Self, E> {
+        if v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64 {
+            Ok(LayerRef::Index(v as u64))
+        } else {
+            Err(E::invalid_value(
+                typed::number(v),
+                &"a layer index (a whole number from 0), path or name",
+            ))
+        }
+    }
+    fn from_str<E: de::Error>(v: &str) -> Result<Self, E> {
+        Ok(LayerRef::Name(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for LayerRef {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        by_kind(d)
+    }
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
@@ -27,7 +84,8 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     if let Some(job) = job {
         return Ok(json_response(&super::script::receptive_field(&state, job).await?));
     }
-    let answer = report(&state, &body).await?;
+    let req: RfRequest = typed::read(&body, "")?;
+    let answer = report(&state, &req).await?;
     // serialized straight from the typed table, not through a Value tree
     let mut out = json_response(&answer);
     super::cache::mark_unless_verified(&mut out, answer.verification.is_some());
@@ -176,33 +234,15 @@ impl ProbeCheck {
 }
 
 /// The typed report of a network the service reads (also used by the grading endpoint).
-pub async fn report(state: &AppState, body: &Value) -> ApiResult<RfReport> {
-    let req = Obj::new(body, "")?;
-    let spec = state.model(&req, "model")?;
-    let base = req.u64_in("index_base", Some(0), 0, 1)?;
-    let verify = req.bool("verify", true)?;
-    let device_name = req.str_or("device", "cpu")?;
-    let position = match req.raw("position") {
-        None => None,
-        Some(v) => {
-            let p = Obj::new(v, "/position")?;
-            let layer = p.raw("layer").cloned().unwrap_or(Value::Null);
-            let index = match p.array("index")? {
-                None => None,
-                Some(items) => Some(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| uint(v, &format!("/position/index/{k}"), 0, u32::MAX as u64))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            };
-            let channel = p.opt_u64("channel", 0, u32::MAX as u64)?;
-            p.finish("layer, index, channel")?;
-            Some(Position { layer, index, channel })
-        }
+pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
+    let spec = state.model_at(req.model.as_ref(), "/model")?;
+    let base = match req.index_base {
+        None => 0,
+        Some(b @ (0 | 1)) => b,
+        Some(b) => return Err(SpecError::invalid("/index_base", format!("must be 0 or 1, got {b}")).into()),
     };
-    req.finish("model, position, index_base, verify, device")?;
+    let verify = req.verify.unwrap_or(true);
+    let device_name = req.device.as_deref().unwrap_or("cpu");
     let (dev, device_note) = device::resolve(device_name, "/device")?;
 
     let graph = infer(&spec, "/model")?;
@@ -210,13 +250,10 @@ pub async fn report(state: &AppState, body: &Value) -> ApiResult<RfReport> {
     let layers = layer_table(&graph, &rfs, base);
 
     // The unit to answer about (and to verify): the requested one, or the centre of the last layer.
-    let requested = position.is_some();
-    let pos = position.unwrap_or(Position {
-        layer: Value::Null,
-        index: None,
-        channel: None,
-    });
-    let chain = chain_to(&graph, &pos.layer, "/position/layer")?;
+    let requested = req.position.is_some();
+    let none = PositionRequest::default();
+    let pos = req.position.as_ref().unwrap_or(&none);
+    let chain = chain_to(&graph, pos.layer.as_ref(), "/position/layer")?;
     let out = chain.target.output.clone();
     let spatial_out = out.len() == 3;
     let index0: Vec<u64> = match &pos.index {

@@ -33,7 +33,7 @@ pub trait ByKind: Sized {
     /// What the field takes, for the message when it gets another kind.
     const EXPECTING: &'static str;
     fn from_number<E: de::Error>(v: f64) -> Result<Self, E> {
-        Err(E::invalid_type(de::Unexpected::Float(v), &Self::EXPECTING))
+        Err(E::invalid_type(number(v), &Self::EXPECTING))
     }
     fn from_bool<E: de::Error>(v: bool) -> Result<Self, E> {
         Err(E::invalid_type(de::Unexpected::Bool(v), &Self::EXPECTING))
@@ -46,6 +46,15 @@ pub trait ByKind: Sized {
     }
     fn from_map<'de, A: de::MapAccess<'de>>(_map: A) -> Result<Self, A::Error> {
         Err(de::Error::invalid_type(de::Unexpected::Map, &Self::EXPECTING))
+    }
+}
+
+/// A JSON number as serde names it in a message: `-1`, not `-1.0`, when it is whole.
+pub fn number(v: f64) -> de::Unexpected<'static> {
+    if v.fract() == 0.0 && v.abs() < 9e15 {
+        de::Unexpected::Signed(v as i64)
+    } else {
+        de::Unexpected::Float(v)
     }
 }
 

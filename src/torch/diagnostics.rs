@@ -38,9 +38,13 @@ pub struct Request {
     pub spectral_tolerance: f64,
 }
 
-#[derive(Clone, Debug, Default)]
+/// The Frobenius norm and the largest |x| of a gradient.
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Norms {
+    /// Null when not finite (an overflowing gradient).
+    #[schema(value_type = Option<f64>)]
     pub frobenius: f64,
+    #[schema(value_type = Option<f64>)]
     pub max_abs: f64,
 }
 

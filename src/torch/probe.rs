@@ -11,7 +11,7 @@
 //! [`probe_full`] runs the same probe on the unreduced network; tests compare the two.
 use super::net::{coupled_sum, fill_pad, summing_window, upsample, Init, InitSpec, Mode, Net};
 use crate::analysis::intervals::IntervalSet;
-use crate::analysis::receptive_field::{chain_to, Chain};
+use crate::analysis::receptive_field::{chain_to, Chain, LayerRef};
 use crate::spec::{infer, Fill, Graph, LayerKind, Merge, ModelSpec, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -552,7 +552,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
 pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
-    let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    let chain = chain_to(&graph, Some(&LayerRef::Name(target.to_string())), "").map_err(|e| e.to_string())?;
     // a parameter node as the target: nothing to reduce, and nothing it reads
     if whole_network_probe(&graph) || chain.target.inputs.is_empty() {
         return Ok(probe_whole(&chain, index, channel, device, started));
@@ -614,7 +614,7 @@ fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classe
 pub fn probe_full(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>, device: Device) -> Result<ProbeResult, String> {
     let started = std::time::Instant::now();
     let graph = infer(spec, "").map_err(|e| e.to_string())?;
-    let chain = chain_to(&graph, &serde_json::Value::String(target.to_string()), "").map_err(|e| e.to_string())?;
+    let chain = chain_to(&graph, Some(&LayerRef::Name(target.to_string())), "").map_err(|e| e.to_string())?;
     Ok(probe_whole(&chain, index, channel, device, started))
 }
 

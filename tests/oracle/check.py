@@ -31,6 +31,22 @@ def post(url, body):
         return e.code, json.loads(e.read() or b"{}")
 
 
+_SCHEMAS = {}
+
+
+def schema_problems(url, name, answer, label):
+    """The answer checked against openapi.yaml's schema `name` (JSON Schema 2020-12, as OpenAPI
+    3.1 is; jsonschema_rs comes with schemathesis)."""
+    if name not in _SCHEMAS:
+        import jsonschema_rs
+        import yaml
+
+        with urllib.request.urlopen(url + "/openapi.yaml") as r:
+            doc = yaml.safe_load(r.read())
+        _SCHEMAS[name] = jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+    return [f"{label}: the answer does not match {name}: {e.message} at {list(e.instance_path)}" for e in _SCHEMAS[name].iter_errors(answer)]
+
+
 def post_raw(url, data, request=None):
     """A model file as the body (application/octet-stream), the rest of the request in `?request=`."""
     import urllib.parse
@@ -455,6 +471,7 @@ def run_gradient(url, n, seed):
         elif status != 200:
             problems.append(f"status {status}: {resp}")
         else:
+            problems += schema_problems(url, "DiagnosticsReport", resp, "the report")
             pre = {}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)

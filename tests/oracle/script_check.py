@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
-from check import post, post_raw  # noqa: E402
+from check import post, post_raw, schema_problems  # noqa: E402
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
@@ -53,7 +53,7 @@ def check_grads(url, model, shape, label, batch=2, raw=False):
     y = model(x)
     ys = y if isinstance(y, tuple) else (y,)
     torch.cat([t.flatten(1) for t in ys], 1).sum().backward()
-    problems = []
+    problems = schema_problems(url, "ScriptDiagnostics", r, label)
     named = dict(model.named_parameters())
     if [p["name"] for p in r["parameters"]] != list(named):
         problems.append(f"{label}: names {[p['name'] for p in r['parameters']][:5]} != {list(named)[:5]}")
@@ -86,24 +86,6 @@ def random_chain(rng):
 
 
 COUNTS = {"rf": 0, "params": 0}
-
-
-_SCHEMAS = {}
-
-
-def schema_problems(url, name, answer, label):
-    """The answer checked against openapi.yaml's schema `name` (JSON Schema 2020-12, as OpenAPI
-    3.1 is; jsonschema_rs comes with schemathesis)."""
-    if name not in _SCHEMAS:
-        import urllib.request
-
-        import jsonschema_rs
-        import yaml
-
-        with urllib.request.urlopen(url + "/openapi.yaml") as r:
-            doc = yaml.safe_load(r.read())
-        _SCHEMAS[name] = jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
-    return [f"{label}: the answer does not match {name}: {e.message} at {list(e.instance_path)}" for e in _SCHEMAS[name].iter_errors(answer)]
 
 
 def check_rf(url, spec, rng, label):
