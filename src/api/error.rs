@@ -121,6 +121,20 @@ impl<'s> ToResponse<'s> for Problem {
     }
 }
 
+/// The problem answers every POST route can give: 400 malformed JSON, 401 no or a wrong API
+/// key, 408 body too slow, 413 over a limit, 415 not JSON, 422 invalid, 429 rate limit, 503 busy
+/// (with Retry-After). A typed route lists it once in its `responses`.
+pub struct Problems;
+
+impl utoipa::IntoResponses for Problems {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<openapi::response::Response>> {
+        [400, 401, 408, 413, 415, 422, 429, 503]
+            .into_iter()
+            .map(|status| (status.to_string(), openapi::Ref::from_response_name("Problem").into()))
+            .collect()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {

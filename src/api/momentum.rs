@@ -2,7 +2,7 @@
 //! objective, each form at its own iterate) and says where they agree and why they stop. The
 //! request and the report are typed; the contract's schemas are generated from them.
 use super::body::JsonBody;
-use super::error::{ApiResult, Problem};
+use super::error::{ApiResult, Problems};
 use super::svg::{line_chart, Series};
 use super::typed::{self, by_kind, map_of, seq_of, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
@@ -517,14 +517,7 @@ fn kept_steps(keep: Option<&Keep>, steps: usize) -> SpecResult<Vec<usize>> {
             (MomentumReport = "application/json"),
             (String = "image/svg+xml"),
         )),
-        (status = 400, response = Problem),
-        (status = 401, response = Problem),
-        (status = 408, response = Problem),
-        (status = 413, response = Problem),
-        (status = 415, response = Problem),
-        (status = 422, response = Problem),
-        (status = 429, response = Problem),
-        (status = 503, response = Problem),
+        Problems,
     )
 )]
 pub async fn handle(

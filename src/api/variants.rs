@@ -3,7 +3,7 @@
 //! question directory, or as a Gradescope autograder folder. Grading a variant needs only its
 //! seed: `/v1/grade` with `{"problem_set": "variant", "seed": N, "answers": {...}}`.
 use super::body::JsonBody;
-use super::error::{ApiResult, Problem};
+use super::error::{ApiResult, Problems};
 use super::{grade, json_response, typed, AppState};
 use crate::analysis::variants::{uuid, variant};
 use crate::spec::SpecError;
@@ -118,14 +118,7 @@ pub struct VariantReport {
     request_body = VariantsRequest,
     responses(
         (status = 200, description = "the variant", body = VariantReport),
-        (status = 400, response = Problem),
-        (status = 401, response = Problem),
-        (status = 408, response = Problem),
-        (status = 413, response = Problem),
-        (status = 415, response = Problem),
-        (status = 422, response = Problem),
-        (status = 429, response = Problem),
-        (status = 503, response = Problem),
+        Problems,
     )
 )]
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
