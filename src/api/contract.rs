@@ -14,12 +14,13 @@ use super::momentum;
 use super::receptive_field::{RfReport, RfRequest};
 use super::report::ModelSummary;
 use super::variants;
+use super::{health, presets};
 use serde_norway::{Mapping, Value};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(momentum::handle, variants::handle),
+    paths(momentum::handle, variants::handle, health::info, presets::list, presets::one),
     components(
         schemas(Problem, ModelSummary, ComplexityRequest, ComplexityReport, RfRequest, RfReport, DiagnosticsReport),
         responses(Problem)

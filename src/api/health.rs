@@ -1,11 +1,14 @@
 //! Liveness, readiness, service information and the OpenAPI document.
+use super::error::Problem;
 use super::{json_response, AppState};
 use crate::torch::device::libtorch_version;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 use std::sync::atomic::Ordering;
+use utoipa::ToSchema;
 
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
@@ -31,37 +34,88 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// What `GET /v1/info` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Info {
+    pub service: &'static str,
+    pub version: &'static str,
+    pub libtorch_version: &'static str,
+    pub cuda_available: bool,
+    pub cuda_device_count: i64,
+    pub torch_threads: i32,
+    pub workers: usize,
+    pub queue_capacity: usize,
+    /// Jobs waiting for a libtorch worker now.
+    pub queued: u64,
+    /// Workers running a job now.
+    pub busy: u64,
+    pub limits: Limits,
+}
+
+/// The configured limits (README, "Configuration and limits"); a request over one gets a 413
+/// naming it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub max_model_bytes: u64,
+    pub max_json_depth: u64,
+    pub max_layers: u64,
+    pub max_nesting: u64,
+    pub max_dim: u64,
+    pub max_run_params: u64,
+    pub max_run_activations: u64,
+    pub max_run_macs: u64,
+    pub max_run_recurrent_steps: u64,
+    pub max_batch: u64,
+    pub max_steps: u64,
+    pub max_tensor_elements: u64,
+    pub request_timeout_secs: u64,
+}
+
+/// Service and libtorch versions, CUDA availability, worker pool and limits.
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    operation_id = "info",
+    tag = "service",
+    responses(
+        (status = 200, description = "info", body = Info),
+        (status = 401, response = Problem),
+        (status = 429, response = Problem),
+    )
+)]
 pub async fn info(State(state): State<AppState>) -> Response {
     let cuda = tch::Cuda::is_available();
     let s = &state.pool.stats;
-    json_response(&json!({
-        "service": "layerscope",
-        "version": env!("CARGO_PKG_VERSION"),
-        "libtorch_version": libtorch_version(),
-        "cuda_available": cuda,
-        "cuda_device_count": if cuda { tch::Cuda::device_count() } else { 0 },
-        "torch_threads": tch::get_num_threads(),
-        "workers": state.pool.workers(),
-        "queue_capacity": state.pool.queue_capacity(),
-        "queued": s.queued.load(Ordering::Relaxed),
-        "busy": s.busy.load(Ordering::Relaxed),
-        "limits": {
-            "max_body_bytes": state.config.max_body_bytes,
-            "max_model_bytes": state.config.max_model_bytes,
-            "max_json_depth": state.config.max_json_depth,
-            "max_layers": state.config.spec.max_layers,
-            "max_nesting": state.config.spec.max_depth,
-            "max_dim": state.config.spec.max_dim,
-            "max_run_params": state.config.max_run_params,
-            "max_run_activations": state.config.max_run_activations,
-            "max_run_macs": state.config.max_run_macs,
-            "max_run_recurrent_steps": state.config.max_run_recurrent_steps,
-            "max_batch": state.config.max_batch,
-            "max_steps": state.config.max_steps,
-            "max_tensor_elements": state.config.max_tensor_elements,
-            "request_timeout_secs": state.config.request_timeout_secs,
+    let c = &state.config;
+    json_response(&Info {
+        service: "layerscope",
+        version: env!("CARGO_PKG_VERSION"),
+        libtorch_version: libtorch_version(),
+        cuda_available: cuda,
+        cuda_device_count: if cuda { tch::Cuda::device_count() } else { 0 },
+        torch_threads: tch::get_num_threads(),
+        workers: state.pool.workers(),
+        queue_capacity: state.pool.queue_capacity(),
+        queued: s.queued.load(Ordering::Relaxed) as u64,
+        busy: s.busy.load(Ordering::Relaxed) as u64,
+        limits: Limits {
+            max_body_bytes: c.max_body_bytes as u64,
+            max_model_bytes: c.max_model_bytes as u64,
+            max_json_depth: c.max_json_depth as u64,
+            max_layers: c.spec.max_layers as u64,
+            max_nesting: c.spec.max_depth as u64,
+            max_dim: c.spec.max_dim,
+            max_run_params: c.max_run_params,
+            max_run_activations: c.max_run_activations,
+            max_run_macs: c.max_run_macs,
+            max_run_recurrent_steps: c.max_run_recurrent_steps,
+            max_batch: c.max_batch,
+            max_steps: c.max_steps,
+            max_tensor_elements: c.max_tensor_elements,
+            request_timeout_secs: c.request_timeout_secs,
         },
-    }))
+    })
 }
 
 pub async fn openapi() -> Response {
