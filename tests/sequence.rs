@@ -452,3 +452,53 @@ async fn grading_reads_the_new_presets() {
         q("r")
     );
 }
+
+/// "tokens of layer X": the input tokens output token i of a sequence layer reads, graded in
+/// the forms students write, one-based unless asked otherwise (hand-derived: the embedding
+/// reads token i alone, a causal attention tokens 1..=i and so does every token-wise layer
+/// after it, a bidirectional LSTM every one of the 6 tokens).
+#[tokio::test]
+async fn token_ranges_are_graded() {
+    let lm = json!({"input_shape": [6], "input_dtype": "int64", "layers": [
+        {"type": "embedding", "num_embeddings": 9, "embedding_dim": 4},
+        {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2, "is_causal": true},
+        {"type": "linear", "out_features": 4},
+        {"type": "lstm", "hidden_size": 2, "bidirectional": true},
+        {"type": "linear", "out_features": 3}]});
+    let q = |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": lm, "ask": ask, "answer": answer});
+    let g = ok(
+        "/v1/grade",
+        json!({"reveal": "answers", "questions": [
+            q("emb", "tokens of layer 0", "t = i"),
+            q("emb_short", "tokens of layer 0", "i"),
+            q("attn", "tokens of layer 1", "1 <= t <= i"),
+            q("attn_zero", "tokens of layer 1 at zero-based i", "0 <= t <= i"),
+            q("attn_short", "tokens of layer 1", "t ≤ i"),
+            q("attn_wrong", "tokens of layer 1", "t = i"),
+            q("lin", "tokens of layer 2 at one-based i", "1<=t<=i"),
+            q("bi", "tokens of layer 3", "1 <= t <= 6"),
+            q("bi_all", "tokens of layer 3", "all tokens"),
+            q("bi_wrong", "tokens of layer 3", "1 <= t <= i")]}),
+    )
+    .await;
+    let get = |id: &str| item(&g["questions"], "id", id).clone();
+    for id in ["emb", "emb_short", "attn", "attn_zero", "attn_short", "lin", "bi", "bi_all"] {
+        assert_eq!(get(id)["correct"], true, "{}", get(id));
+    }
+    for id in ["attn_wrong", "bi_wrong"] {
+        assert_eq!(get(id)["correct"], false, "{}", get(id));
+    }
+    assert!(
+        get("attn_wrong")["feedback"].as_str().unwrap().contains("1 <= t <= i"),
+        "{}",
+        get("attn_wrong")
+    );
+    // a spatial layer has rows and columns, not tokens
+    let g = ok(
+        "/v1/grade",
+        json!({"questions": [{"id": "s", "kind": "receptive_field", "model": {"preset": "vgg_stem"}, "ask": "tokens of layer 0", "answer": "t = i"}]}),
+    )
+    .await;
+    let s = item(&g["questions"], "id", "s").clone();
+    assert!(s["feedback"].as_str().unwrap().contains("kind spatial"), "{s}");
+}

@@ -10,7 +10,7 @@ use super::receptive_field::RfReport;
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::analysis::complexity::{Counts, Row};
-use crate::analysis::receptive_field::LayerRf;
+use crate::analysis::receptive_field::{LayerRf, RfKind};
 use crate::spec::error::child;
 use crate::spec::json::Obj;
 use crate::spec::SpecError;
@@ -35,6 +35,8 @@ enum Ask {
     Range { layer: String, cols: bool },
     /// Receptive-field size or jump of a layer along rows.
     RfNumber { layer: String, what: &'static str },
+    /// The input tokens output token i of a sequence layer reads.
+    Tokens { layer: String },
     /// A quantity of the gradient diagnostics.
     Gradient(GradientAsk),
     /// A quantity of the momentum report.
@@ -152,8 +154,9 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
                 layer: layer_of(&target)?,
                 what: "jump",
             }),
+            "tokens" | "token range" | "input tokens" => Ok(Ask::Tokens { layer: layer_of(&target)? }),
             _ => Err(format!(
-                "unknown receptive-field quantity {what:?}: expected rows, cols, size or jump"
+                "unknown receptive-field quantity {what:?}: expected rows, cols, size, jump or tokens"
             )),
         },
         "gradient" => {
@@ -498,6 +501,48 @@ enum Expected {
     Number(f64),
     Vector(Vec<f64>),
     Word(String),
+    /// A token range (`1 <= t <= i`) and the equivalent ways to write it, normalized.
+    Tokens {
+        text: String,
+        accepted: Vec<String>,
+    },
+}
+
+/// A token range as written, without spaces, in lower case, with `<=` for `≤`.
+fn token_form(s: &str) -> String {
+    s.to_lowercase()
+        .replace('≤', "<=")
+        .replace('≥', ">=")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// The tokens output token i of a layer reads, as the report gives them, and the other ways
+/// a student writes the same set.
+fn tokens_expected(r: &RfReport, layer: &str) -> Result<Expected, String> {
+    let row = rf_row(r, layer)?;
+    let base = r.index_base as i64;
+    let last = r.model.input_shape.first().copied().unwrap_or(1) as i64 - 1 + base;
+    let sequence_input = r.model.input_shape.len() <= 2;
+    let (text, more): (String, Vec<String>) = match row.kind {
+        RfKind::Token => ("t = i".into(), vec!["i".into(), "i<=t<=i".into()]),
+        RfKind::Causal => (format!("{base} <= t <= i"), vec!["t<=i".into()]),
+        RfKind::Anticausal => (format!("i <= t <= {last}"), vec!["t>=i".into(), "i<=t".into()]),
+        RfKind::Global if sequence_input => (
+            format!("{base} <= t <= {last}"),
+            vec!["all".into(), "alltokens".into(), "everytoken".into()],
+        ),
+        kind => {
+            return Err(format!(
+                "layer {layer} does not read a sequence token by token (kind {}): ask rows, cols, size or jump",
+                kind.name()
+            ))
+        }
+    };
+    let mut accepted = vec![token_form(&text)];
+    accepted.extend(more);
+    Ok(Expected::Tokens { text, accepted })
 }
 
 /// What the momentum report says for `ask`.
@@ -545,6 +590,7 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
         (Ask::Momentum(ask), Reference::Momentum(r)) => momentum_expected(r, ask),
         (Ask::Count { column, target }, Reference::Complexity(r)) => count_expected(q, column, target, r),
         (Ask::Range { layer, cols }, Reference::ReceptiveField(r)) => range_expected(r, layer, *cols),
+        (Ask::Tokens { layer }, Reference::ReceptiveField(r)) => tokens_expected(r, layer),
         (Ask::RfNumber { layer, what }, Reference::ReceptiveField(r)) => {
             let axis = rf_row(r, layer)?
                 .receptive_field
@@ -754,7 +800,7 @@ fn expected_text(e: &Expected) -> String {
     match e {
         Expected::Count(v, _, _) | Expected::Number(v) => show_number(*v),
         Expected::Vector(v) => format!("{v:?}"),
-        Expected::Word(w) => w.clone(),
+        Expected::Word(w) | Expected::Tokens { text: w, .. } => w.clone(),
         Expected::Range {
             scale, lo, hi, index, var, ..
         } => range_text(*scale, *lo, *hi, *index, *var),
@@ -866,6 +912,20 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                 g.feedback = format!("**{label}**: {} is right.", g.got);
             } else {
                 g.feedback = format!("**{label}**: you wrote {}; that is not right.{}", g.got, reveal_text(&want));
+            }
+        }
+        Expected::Tokens { text, accepted } => {
+            let got = answer.as_str().map(token_form).unwrap_or_default();
+            if accepted.contains(&got) {
+                g.correct = true;
+                g.feedback = format!("**{label}**: {} is right.", g.got);
+            } else {
+                g.feedback = format!(
+                    "**{label}**: you wrote {}; output token i does not read those tokens. Write the range as {}.{}",
+                    g.got,
+                    "\"a <= t <= b\" with i for the output token (\"t = i\" for one token)",
+                    reveal_text(&text)
+                );
             }
         }
         Expected::Range {
