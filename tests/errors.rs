@@ -240,3 +240,48 @@ async fn typed_analysis_requests_name_the_field_and_say_why() {
         assert_eq!(v["detail"], detail, "{path} {body}");
     }
 }
+
+/// The typed gradient-diagnostics request: the same care (exact texts).
+#[tokio::test]
+async fn typed_diagnostics_requests_name_the_field_and_say_why() {
+    let mlp = json!({"input_shape": [2], "layers": [{"type": "linear", "out_features": 2}, {"type": "sigmoid"}, {"type": "linear", "out_features": 1}]});
+    let with = |extra: serde_json::Value| {
+        let mut b = json!({"model": mlp});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases = [
+        (json!({"init": "xavier"}), "/init",
+         "unknown value \"xavier\"; expected one of model, pytorch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, normal, uniform"),
+        (json!({"init": {"type": "normal", "std": -1}}), "/init/std", "must be between 0 and 1000000, got -1"),
+        (json!({"init": {"type": "normal", "sdt": 1}}), "/init/sdt",
+         "unknown field \"sdt\" (did you mean \"std\"?); allowed here: type, std, bound, scale, seed"),
+        (json!({"init": "model"}), "/init", "init \"model\" uses the weights of a model file ({\"onnx\": ...}); this model has none"),
+        (json!({"parameters": {"0": {"wieght": [1, 2, 3, 4]}}}), "/parameters/0/wieght", "unknown field \"wieght\"; allowed here: weight, bias"),
+        (json!({"parameters": {"0": {"weight": [[1, 2], [3, "x"]]}}}), "/parameters/0/weight/1/1",
+         "expected a number or a (nested) list of numbers, got a string \"x\""),
+        (json!({"parameters": {"0": {"weight": [1, 2, 3]}}}), "/parameters/0/weight",
+         "has 3 numbers; layer 0 needs 4 (PyTorch's weight shape, row-major)"),
+        (json!({"inputs": {"values": [1, 2], "seed": 3}}), "/inputs/seed",
+         "belongs to a drawn batch: give values, or batch_size, distribution, bound and seed"),
+        (json!({"inputs": {"values": [1, 2, 3]}}), "/inputs/values",
+         "has 3 numbers: expected a multiple of the input size 2 (one sample is [2])"),
+        (json!({"inputs": {"distribution": "gauss"}}), "/inputs/distribution", "unknown value \"gauss\"; expected one of normal, uniform"),
+        (json!({"objective": "mse"}), "/objective",
+         "expected \"sum_output\" (the others need {type, unit or targets}), got a string \"mse\""),
+        (json!({"objective": {"type": "output_unit", "unit": 1}}), "/objective/unit", "must be at most 0, got 1"),
+        (json!({"objective": {"type": "mse"}}), "/objective/targets", "is required for mse"),
+        (json!({"thresholds": {"vanishing_ratio": 2}}), "/thresholds/vanishing_ratio", "must be between 0 and 1, got 2"),
+        (json!({"sweep": {"depths": [1, 2], "block": [2, 1]}}), "/sweep/block", "expected [start, end) with start < end"),
+        (json!({"sweep": {}}), "/sweep", "give depths, scales or both"),
+        (json!({"spectral_tolerance": 0.5}), "/spectral_tolerance", "must be between 0 and 0.1, got 0.5"),
+        (json!({"dtype": "float16"}), "/dtype", "unknown value \"float16\"; expected one of float32, float64"),
+    ];
+    for (extra, pointer, detail) in cases {
+        let r = post("/v1/gradient-diagnostics", with(extra.clone())).await;
+        let v = assert_problem(&r, 422, pointer);
+        assert_eq!(v["detail"], detail, "{extra}");
+    }
+}

@@ -8,7 +8,7 @@
 //! reads the serde attributes the types already carry (`rename`, `untagged`, `default`,
 //! `deny_unknown_fields`), and is the most used OpenAPI generator for axum.
 use super::complexity::{ComplexityReport, ComplexityRequest};
-use super::diagnostics::DiagnosticsReport;
+use super::diagnostics::{DiagnosticsReport, DiagnosticsRequest, InputsRequest};
 use super::error::Problem;
 use super::momentum;
 use super::receptive_field::{RfReport, RfRequest};
@@ -22,7 +22,17 @@ use utoipa::OpenApi;
 #[openapi(
     paths(momentum::handle, variants::handle, health::info, presets::list, presets::one),
     components(
-        schemas(Problem, ModelSummary, ComplexityRequest, ComplexityReport, RfRequest, RfReport, DiagnosticsReport),
+        schemas(
+            Problem,
+            ModelSummary,
+            ComplexityRequest,
+            ComplexityReport,
+            RfRequest,
+            RfReport,
+            DiagnosticsRequest,
+            DiagnosticsReport,
+            InputsRequest
+        ),
         responses(Problem)
     )
 )]

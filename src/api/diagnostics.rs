@@ -4,10 +4,11 @@ use super::body::JsonBody;
 use super::error::ApiResult;
 use super::report::ModelSummary;
 use super::svg::{line_chart, Series};
+use super::typed::{self, by_kind, map_of, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
 use crate::spec::error::child;
-use crate::spec::json::{describe, float, Obj};
+use crate::spec::json::Obj;
 use crate::spec::{infer, Graph, LayerKind, ModelSpec, SpecError, SpecResult};
 use crate::torch::device;
 use crate::torch::diagnostics::{self, is_mlp_chain, max_derivative, Inputs, Norms, ObjectiveKind, Report, Request};
@@ -15,49 +16,294 @@ use crate::torch::net::{Init, InitSpec};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{de, Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
 
 /// Flattens a number or nested lists of numbers, refusing non-finite values and overlong input.
-fn flatten_numbers(v: &Value, pointer: &str, max: usize, out: &mut Vec<f64>) -> SpecResult<()> {
-    match v {
-        Value::Array(items) => {
-            for (i, x) in items.iter().enumerate() {
-                flatten_numbers(x, &child(pointer, i), max, out)?;
-            }
-            Ok(())
-        }
-        other => {
-            if out.len() >= max {
-                return Err(SpecError::too_large(
-                    pointer,
-                    "max_tensor_elements",
-                    max as u64,
-                    format!("more than {max} numbers"),
-                ));
-            }
-            out.push(float(other, pointer, f64::MIN, f64::MAX)?);
-            Ok(())
-        }
+/// The body of `POST /v1/gradient-diagnostics` for a network the service reads.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsRequest {
+    #[serde(default)]
+    #[schema(schema_with = super::report::model_schema)]
+    pub model: Option<Value>,
+    /// How the weights are drawn (a model file's own weights by default; else PyTorch's).
+    #[serde(default)]
+    pub init: Option<InitRequest>,
+    /// Explicit weights: layer path or name -> {"weight", "bias"} (nested lists, row-major in
+    /// PyTorch's shape), or for a module with several tensors PyTorch's names within it
+    /// (`weight_ih_l0`, `in_proj_weight`), any subset.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, BTreeMap<String, Numbers>>>)]
+    pub parameters: Option<BTreeMap<String, BTreeMap<String, Option<Numbers>>>>,
+    #[serde(default)]
+    pub inputs: Option<InputsRequest>,
+    /// The loss, over the model's outputs flattened per sample and joined in their listed order
+    /// (one output: that output flattened): the sum of every output (default), one output unit
+    /// summed over the batch, or the mean squared error against targets.
+    #[serde(default)]
+    pub objective: Option<ObjectiveRequest>,
+    #[serde(default)]
+    #[schema(default = "float32")]
+    pub dtype: Option<Precision>,
+    /// cpu, cuda, cuda:N or auto (auto falls back to cpu and says so).
+    #[serde(default)]
+    #[schema(default = "cpu")]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub thresholds: Option<ThresholdsRequest>,
+    /// Runs of the same request at other depths (a repeated block of layers) and weight scales.
+    #[serde(default)]
+    pub sweep: Option<SweepRequest>,
+    /// Lanczos stops once each spectral norm's error bound is under this fraction of it; 0 asks
+    /// for the exact eigvalsh of every Gram matrix (slower on large layers).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 0.1, default = 0.001)]
+    pub spectral_tolerance: Option<f64>,
+    /// `svg` plots the per-layer norms with the bound (or the sweep).
+    #[serde(default)]
+    pub format: Option<ImageFormat>,
+}
+
+/// Numbers, or lists of them nested to any depth (read flat, row-major).
+#[derive(Debug, Clone)]
+pub struct Numbers(pub Vec<f64>);
+
+impl utoipa::PartialSchema for Numbers {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ArrayBuilder::new().items(utoipa::openapi::Ref::from_schema_name("Numbers")))
+            .description(Some("a number, or a list of numbers nested to any depth (read flat, row-major)"))
+            .into()
     }
 }
 
-/// `init`: a name or `{type, ...}`. A model that carries weights (an ONNX file) defaults to
-/// `model`, its own weights; the other inits replace them.
-fn parse_init(v: Option<&Value>, has_weights: bool) -> SpecResult<InitSpec> {
-    const NAMES: &[&str] = &[
-        "model",
-        "pytorch_default",
-        "xavier_uniform",
-        "xavier_normal",
-        "kaiming_uniform",
-        "kaiming_normal",
-        "normal",
-        "uniform",
-    ];
-    let (name, o) = match v {
+impl ToSchema for Numbers {}
+
+impl ByKind for Numbers {
+    const EXPECTING: &'static str = "a number or a (nested) list of numbers";
+    fn from_number<E: de::Error>(v: f64) -> Result<Self, E> {
+        Ok(Numbers(vec![v]))
+    }
+    fn from_seq<'de, A: de::SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Numbers(inner)) = seq.next_element::<Numbers>()? {
+            out.extend(inner);
+        }
+        Ok(Numbers(out))
+    }
+}
+
+/// An init by name, or `{type, std, bound, scale, seed}`.
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum InitRequest {
+    Name(InitName),
+    Spec(InitSpecRequest),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+/// `model`: the weights of an ONNX file (its default); the others replace them.
+pub enum InitName {
+    Model,
+    PytorchDefault,
+    XavierUniform,
+    XavierNormal,
+    KaimingUniform,
+    KaimingNormal,
+    Normal,
+    Uniform,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitSpecRequest {
+    #[serde(default, rename = "type")]
+    #[schema(default = "pytorch_default")]
+    pub kind: Option<InitName>,
+    /// normal: the standard deviation.
+    #[serde(default)]
+    #[schema(default = 0.01)]
+    pub std: Option<f64>,
+    /// uniform: U(-bound, bound).
+    #[serde(default)]
+    #[schema(default = 0.1)]
+    pub bound: Option<f64>,
+    /// Multiplies every weight (not biases) after initialisation.
+    #[serde(default)]
+    #[schema(default = 1)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    #[schema(default = 0)]
+    pub seed: Option<u64>,
+}
+
+/// The input batch: explicit `values` (a multiple of one sample), or drawn from a seed.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputsRequest {
+    /// Nested or flat; batch = count / input size (token ids: integers below the embedding's
+    /// num_embeddings; drawn ids are uniform over them).
+    #[serde(default)]
+    pub values: Option<Numbers>,
+    #[serde(default)]
+    #[schema(minimum = 1, default = 16)]
+    pub batch_size: Option<u64>,
+    #[serde(default)]
+    #[schema(default = "normal")]
+    pub distribution: Option<Distribution>,
+    /// uniform: U(-bound, bound).
+    #[serde(default)]
+    #[schema(default = 1)]
+    pub bound: Option<f64>,
+    #[serde(default)]
+    #[schema(default = 0)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    Normal,
+    Uniform,
+}
+
+/// `"sum_output"`, or `{type, unit (or output_unit), targets}`.
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum ObjectiveRequest {
+    Name(ObjectiveName),
+    Spec(ObjectiveSpecRequest),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveName {
+    SumOutput,
+    OutputUnit,
+    Mse,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSpecRequest {
+    #[serde(default, rename = "type")]
+    #[schema(default = "sum_output")]
+    pub kind: Option<ObjectiveName>,
+    /// output_unit: the flat index of one output unit of a sample.
+    #[serde(default)]
+    pub unit: Option<u64>,
+    /// Shorthand for type output_unit: dy_L[k]/d(.) summed over the batch.
+    #[serde(default)]
+    pub output_unit: Option<u64>,
+    /// mse: the targets, batch x every output's elements.
+    #[serde(default)]
+    pub targets: Option<Numbers>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Float32,
+    Float64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Json,
+    Svg,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsRequest {
+    /// A layer whose gradient norm is under this fraction of the last layer's is vanishing.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1, default = 0.001)]
+    pub vanishing_ratio: Option<f64>,
+    #[serde(default)]
+    #[schema(minimum = 1, default = 1000)]
+    pub exploding_ratio: Option<f64>,
+    /// |pre-activation| beyond which a sigmoid/tanh unit counts as saturated.
+    #[serde(default)]
+    #[schema(minimum = 0, default = 4)]
+    pub saturation: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SweepRequest {
+    /// How many times the block is repeated (sequential form only).
+    #[serde(default)]
+    pub depths: Option<Vec<u64>>,
+    /// Multipliers of every weight.
+    #[serde(default)]
+    pub scales: Option<Vec<f64>>,
+    /// `[start, end)`: the layers repeated for each depth (default the first two).
+    #[serde(default)]
+    pub block: Option<Vec<u64>>,
+}
+
+macro_rules! deserialize_by_kind {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                by_kind(d)
+            }
+        }
+    )*};
+}
+deserialize_by_kind!(Numbers, InitRequest, ObjectiveRequest);
+
+impl ByKind for InitRequest {
+    const EXPECTING: &'static str = "an init name or {type, std, bound, scale, seed}";
+    fn from_str<E: de::Error>(v: &str) -> Result<Self, E> {
+        InitName::deserialize(de::value::StrDeserializer::<E>::new(v)).map(InitRequest::Name)
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(InitRequest::Spec)
+    }
+}
+
+impl ByKind for ObjectiveRequest {
+    const EXPECTING: &'static str = "\"sum_output\" or {type, unit, targets}";
+    fn from_str<E: de::Error>(v: &str) -> Result<Self, E> {
+        match ObjectiveName::deserialize(de::value::StrDeserializer::<E>::new(v))? {
+            ObjectiveName::SumOutput => Ok(ObjectiveRequest::Name(ObjectiveName::SumOutput)),
+            _ => Err(E::invalid_value(
+                de::Unexpected::Str(v),
+                &"\"sum_output\" (the others need {type, unit or targets})",
+            )),
+        }
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(ObjectiveRequest::Spec)
+    }
+}
+
+/// A tensor's numbers, at most `max` of them (413 past that).
+fn numbers(v: &Numbers, pointer: &str, max: usize) -> SpecResult<Vec<f64>> {
+    if v.0.len() > max {
+        return Err(SpecError::too_large(
+            pointer,
+            "max_tensor_elements",
+            max as u64,
+            format!("more than {max} numbers"),
+        ));
+    }
+    Ok(v.0.clone())
+}
+
+/// `init`: a model that carries weights (an ONNX file) defaults to `model`, its own weights; the
+/// other inits replace them.
+fn parse_init(v: Option<&InitRequest>, has_weights: bool) -> SpecResult<InitSpec> {
+    let (name, spec, at) = match v {
         None => {
             return Ok(InitSpec {
                 init: if has_weights { Init::Model } else { Init::PytorchDefault },
@@ -65,69 +311,53 @@ fn parse_init(v: Option<&Value>, has_weights: bool) -> SpecResult<InitSpec> {
                 seed: 0,
             })
         }
-        Some(Value::String(s)) => (s.as_str(), None),
-        Some(v @ Value::Object(_)) => {
-            let o = Obj::new(v, "/init")?;
-            (o.str_or("type", "pytorch_default")?, Some(o))
-        }
-        Some(other) => {
-            return Err(SpecError::invalid(
-                "/init",
-                format!("expected an init name or object, got {}", describe(other)),
-            ))
-        }
+        Some(InitRequest::Name(n)) => (*n, None, "/init"),
+        Some(InitRequest::Spec(s)) => (s.kind.unwrap_or(InitName::PytorchDefault), Some(s), "/init/type"),
     };
-    if !NAMES.contains(&name) {
-        let p = if o.is_some() { "/init/type" } else { "/init" };
+    if name == InitName::Model && !has_weights {
         return Err(SpecError::invalid(
-            p,
-            format!("unknown init {name:?}; expected one of {}", NAMES.join(", ")),
-        ));
-    }
-    let f = |key: &'static str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
-        match &o {
-            Some(o) => o.f64_in(key, Some(default), min, max),
-            None => Ok(default),
-        }
-    };
-    if name == "model" && !has_weights {
-        return Err(SpecError::invalid(
-            if o.is_some() { "/init/type" } else { "/init" },
+            at,
             "init \"model\" uses the weights of a model file ({\"onnx\": ...}); this model has none",
         ));
     }
+    let f = |value: Option<f64>, key: &str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
+        let v = value.unwrap_or(default);
+        if v >= min && v <= max {
+            Ok(v)
+        } else {
+            Err(SpecError::invalid(
+                child("/init", key),
+                format!("must be between {min} and {max}, got {v}"),
+            ))
+        }
+    };
     let init = match name {
-        "model" => Init::Model,
-        "xavier_uniform" => Init::XavierUniform,
-        "xavier_normal" => Init::XavierNormal,
-        "kaiming_uniform" => Init::KaimingUniform,
-        "kaiming_normal" => Init::KaimingNormal,
-        "normal" => Init::Normal {
-            std: f("std", 0.01, 0.0, 1e6)?,
+        InitName::Model => Init::Model,
+        InitName::PytorchDefault => Init::PytorchDefault,
+        InitName::XavierUniform => Init::XavierUniform,
+        InitName::XavierNormal => Init::XavierNormal,
+        InitName::KaimingUniform => Init::KaimingUniform,
+        InitName::KaimingNormal => Init::KaimingNormal,
+        InitName::Normal => Init::Normal {
+            std: f(spec.and_then(|s| s.std), "std", 0.01, 0.0, 1e6)?,
         },
-        "uniform" => Init::Uniform {
-            bound: f("bound", 0.1, 0.0, 1e6)?,
+        InitName::Uniform => Init::Uniform {
+            bound: f(spec.and_then(|s| s.bound), "bound", 0.1, 0.0, 1e6)?,
         },
-        _ => Init::PytorchDefault,
     };
-    let scale = f("scale", 1.0, -1e6, 1e6)?;
-    let seed = match &o {
-        Some(o) => o.u64_in("seed", Some(0), 0, u64::MAX)?,
-        None => 0,
-    };
-    if let Some(o) = &o {
-        o.finish("type, std, bound, scale, seed")?;
-    }
-    Ok(InitSpec { init, scale, seed })
+    Ok(InitSpec {
+        init,
+        scale: f(spec.and_then(|s| s.scale), "scale", 1.0, -1e6, 1e6)?,
+        seed: spec.and_then(|s| s.seed).unwrap_or(0),
+    })
 }
 
-/// Explicit parameters: `{path-or-name: {"weight": numbers, "bias": numbers}}`.
-fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<HashMap<String, (Vec<f64>, Option<Vec<f64>>)>> {
+type Explicit = HashMap<String, (Vec<f64>, Option<Vec<f64>>)>;
+
+/// Explicit parameters, checked against the layers they name.
+fn parse_parameters(v: Option<&BTreeMap<String, BTreeMap<String, Option<Numbers>>>>, graph: &Graph, max: usize) -> SpecResult<Explicit> {
     let mut out = HashMap::new();
-    let Some(v) = v else { return Ok(out) };
-    let map = v
-        .as_object()
-        .ok_or_else(|| SpecError::invalid("/parameters", "expected an object keyed by layer path or name"))?;
+    let Some(map) = v else { return Ok(out) };
     let nodes = graph.walk();
     for (key, entry) in map {
         let p = child("/parameters", key);
@@ -138,11 +368,8 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
             .ok_or_else(|| SpecError::invalid(&p, format!("no layer has the path or name {key:?}")))?;
         if let Some(named) = node.named_params() {
             // {"weight_ih_l0": [...], ...}: PyTorch's names within the module, any subset
-            let Some(map) = entry.as_object() else {
-                return Err(SpecError::invalid(&p, "expected an object of PyTorch's parameter names"));
-            };
             let names: Vec<&str> = named.iter().map(|np| np.name.as_str()).collect();
-            if let Some(k) = map.keys().find(|k| !names.contains(&k.as_str())) {
+            if let Some(k) = entry.keys().find(|k| !names.contains(&k.as_str())) {
                 return Err(SpecError::invalid(
                     child(&p, k),
                     format!(
@@ -154,12 +381,11 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
                 ));
             }
             for np in &named {
-                let Some(v) = map.get(&np.name).filter(|v| !v.is_null()) else {
+                let Some(Some(v)) = entry.get(&np.name) else {
                     continue;
                 };
                 let at = child(&p, &np.name);
-                let mut values = Vec::new();
-                flatten_numbers(v, &at, max, &mut values)?;
+                let values = numbers(v, &at, max)?;
                 if values.len() as u64 != np.numel() {
                     return Err(SpecError::invalid(
                         at,
@@ -183,18 +409,21 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
                 format!("layer {} ({}) has no weight", node.path, node.layer.type_name()),
             ));
         };
+        if let Some(k) = entry.keys().find(|k| !matches!(k.as_str(), "weight" | "bias")) {
+            return Err(SpecError::invalid(
+                child(&p, k),
+                format!("unknown field {k:?}; allowed here: weight, bias"),
+            ));
+        }
         let (wn, bias_len) = (w.numel() as usize, w.bias.then_some(w.bias_len() as usize));
-        let o = Obj::new(entry, &p)?;
-        let mut w = Vec::new();
-        flatten_numbers(
-            o.raw("weight").ok_or_else(|| SpecError::invalid(o.at("weight"), "is required"))?,
-            &o.at("weight"),
-            max,
-            &mut w,
-        )?;
+        let at = |k: &str| child(&p, k);
+        let w = match entry.get("weight") {
+            Some(Some(v)) => numbers(v, &at("weight"), max)?,
+            _ => return Err(SpecError::invalid(at("weight"), "is required")),
+        };
         if w.len() != wn {
             return Err(SpecError::invalid(
-                o.at("weight"),
+                at("weight"),
                 format!(
                     "has {} numbers; layer {} needs {wn} (PyTorch's weight shape, row-major)",
                     w.len(),
@@ -202,22 +431,20 @@ fn parse_parameters(v: Option<&Value>, graph: &Graph, max: usize) -> SpecResult<
                 ),
             ));
         }
-        let b = match (o.raw("bias"), bias_len) {
+        let b = match (entry.get("bias").and_then(Option::as_ref), bias_len) {
             (None, _) => None,
-            (Some(_), None) => return Err(SpecError::invalid(o.at("bias"), format!("layer {} has bias=false", node.path))),
+            (Some(_), None) => return Err(SpecError::invalid(at("bias"), format!("layer {} has bias=false", node.path))),
             (Some(v), Some(n)) => {
-                let mut b = Vec::new();
-                flatten_numbers(v, &o.at("bias"), max, &mut b)?;
+                let b = numbers(v, &at("bias"), max)?;
                 if b.len() != n {
                     return Err(SpecError::invalid(
-                        o.at("bias"),
+                        at("bias"),
                         format!("has {} numbers; layer {} needs {n}", b.len(), node.path),
                     ));
                 }
                 Some(b)
             }
         };
-        o.finish("weight, bias")?;
         out.insert(node.path.clone(), (w, b));
     }
     Ok(out)
@@ -528,7 +755,8 @@ pub async fn handle(
         }
         return Ok(json_response(&answer));
     }
-    let report = report(&state, &body).await?;
+    let req: DiagnosticsRequest = typed::read(&body, "")?;
+    let report = report(&state, &req).await?;
     if wants_svg(&query, &headers, &body)? {
         return Ok(svg_response(plot(&report)));
     }
@@ -604,57 +832,71 @@ fn plot_layers(layers: &[GradLayer]) -> String {
 }
 
 /// `inputs`: explicit `values` (a multiple of one sample), or a batch drawn from a seed.
-pub(crate) fn parse_inputs(req: &Obj, input_shape: &[u64], cfg: &crate::Config) -> SpecResult<Inputs> {
+pub(crate) fn parse_inputs(req: Option<&InputsRequest>, input_shape: &[u64], cfg: &crate::Config) -> SpecResult<Inputs> {
     let max = cfg.max_tensor_elements as usize;
     let numel: u64 = input_shape.iter().product();
-    Ok(match req.raw("inputs") {
-        None => Inputs::Normal { batch: 16, seed: 0 },
-        Some(v) => {
-            let o = Obj::new(v, "/inputs")?;
-            let r = if o.has("values") {
-                let mut vals = Vec::new();
-                flatten_numbers(o.raw("values").unwrap(), &o.at("values"), max, &mut vals)?;
-                if vals.is_empty() || vals.len() as u64 % numel != 0 {
-                    return Err(SpecError::invalid(
-                        o.at("values"),
-                        format!(
-                            "has {} numbers: expected a multiple of the input size {numel} (one sample is {:?})",
-                            vals.len(),
-                            input_shape
-                        ),
-                    )
-                    .into());
-                }
-                let batch = vals.len() as u64 / numel;
-                Inputs::Explicit { batch, values: vals }
-            } else {
-                let batch = o.u64_in("batch_size", Some(16), 1, cfg.max_batch)?;
-                let seed = o.u64_in("seed", Some(0), 0, u64::MAX)?;
-                match o.choice("distribution", "normal", &["normal", "uniform"])? {
-                    "uniform" => Inputs::Uniform {
-                        batch,
-                        seed,
-                        bound: o.f64_in("bound", Some(1.0), 0.0, 1e6)?,
-                    },
-                    _ => Inputs::Normal { batch, seed },
-                }
-            };
-            o.finish("values, or batch_size, distribution, bound, seed")?;
-            r
+    let Some(r) = req else {
+        return Ok(Inputs::Normal { batch: 16, seed: 0 });
+    };
+    if let Some(v) = &r.values {
+        let drawn = [
+            ("batch_size", r.batch_size.is_some()),
+            ("distribution", r.distribution.is_some()),
+            ("bound", r.bound.is_some()),
+            ("seed", r.seed.is_some()),
+        ];
+        if let Some((key, _)) = drawn.iter().find(|(_, given)| *given) {
+            return Err(SpecError::invalid(
+                child("/inputs", key),
+                "belongs to a drawn batch: give values, or batch_size, distribution, bound and seed",
+            ));
         }
+        let vals = numbers(v, "/inputs/values", max)?;
+        if vals.is_empty() || vals.len() as u64 % numel != 0 {
+            return Err(SpecError::invalid(
+                "/inputs/values",
+                format!(
+                    "has {} numbers: expected a multiple of the input size {numel} (one sample is {:?})",
+                    vals.len(),
+                    input_shape
+                ),
+            ));
+        }
+        let batch = vals.len() as u64 / numel;
+        return Ok(Inputs::Explicit { batch, values: vals });
+    }
+    let batch = r.batch_size.unwrap_or(16);
+    if batch < 1 || batch > cfg.max_batch {
+        return Err(SpecError::invalid(
+            "/inputs/batch_size",
+            format!("must be from 1 to {}, got {batch}", cfg.max_batch),
+        ));
+    }
+    let seed = r.seed.unwrap_or(0);
+    Ok(match r.distribution.unwrap_or(Distribution::Normal) {
+        Distribution::Uniform => {
+            let bound = r.bound.unwrap_or(1.0);
+            if !(0.0..=1e6).contains(&bound) {
+                return Err(SpecError::invalid(
+                    "/inputs/bound",
+                    format!("must be between 0 and 1000000, got {bound}"),
+                ));
+            }
+            Inputs::Uniform { batch, seed, bound }
+        }
+        Distribution::Normal => Inputs::Normal { batch, seed },
     })
 }
 
 /// The typed report of a network the service reads (also used by the grading endpoint).
-pub async fn report(state: &AppState, body: &Value) -> ApiResult<DiagnosticsReport> {
+pub async fn report(state: &AppState, req: &DiagnosticsRequest) -> ApiResult<DiagnosticsReport> {
     let cfg = state.config.clone();
     let max = cfg.max_tensor_elements as usize;
-    let req = Obj::new(body, "")?;
-    let spec = state.model(&req, "model")?;
+    let spec = state.model_at(req.model.as_ref(), "/model")?;
     let graph = infer(&spec, "/model")?;
-    let init = parse_init(req.raw("init"), spec.weights.is_some())?;
-    let explicit = parse_parameters(req.raw("parameters"), &graph, max)?;
-    let inputs = parse_inputs(&req, &spec.input_shape, &cfg)?;
+    let init = parse_init(req.init.as_ref(), spec.weights.is_some())?;
+    let explicit = parse_parameters(req.parameters.as_ref(), &graph, max)?;
+    let inputs = parse_inputs(req.inputs.as_ref(), &spec.input_shape, &cfg)?;
     if let (true, Inputs::Explicit { values, .. }) = (spec.token_ids, &inputs) {
         let vocabulary = crate::torch::diagnostics::token_vocabulary(&graph);
         if let Some(k) = values.iter().position(|&v| v.fract() != 0.0 || v < 0.0 || v >= vocabulary as f64) {
@@ -682,34 +924,36 @@ pub async fn report(state: &AppState, body: &Value) -> ApiResult<DiagnosticsRepo
         .into());
     }
     let out_numel: u64 = graph.output_numel();
-    let objective = match req.raw("objective") {
-        None => ObjectiveKind::SumOutput,
-        Some(Value::String(s)) if s == "sum_output" => ObjectiveKind::SumOutput,
-        Some(v @ Value::Object(_)) => {
-            let o = Obj::new(v, "/objective")?;
-            let kind = if o.has("output_unit") {
-                "output_unit"
+    let objective = match &req.objective {
+        None | Some(ObjectiveRequest::Name(_)) => ObjectiveKind::SumOutput,
+        Some(ObjectiveRequest::Spec(o)) => {
+            let kind = if o.output_unit.is_some() {
+                ObjectiveName::OutputUnit
             } else {
-                o.choice("type", "sum_output", &["sum_output", "output_unit", "mse"])?
+                o.kind.unwrap_or(ObjectiveName::SumOutput)
             };
-            let r = match kind {
-                "output_unit" => {
-                    let key = if o.has("output_unit") { "output_unit" } else { "unit" };
-                    let _ = o.raw("type");
-                    ObjectiveKind::OutputUnit(o.u64_in(key, None, 0, out_numel - 1)?)
+            match kind {
+                ObjectiveName::OutputUnit => {
+                    let (key, unit) = match (o.output_unit, o.unit) {
+                        (Some(u), _) => ("output_unit", u),
+                        (None, Some(u)) => ("unit", u),
+                        (None, None) => return Err(SpecError::invalid("/objective/unit", "is required").into()),
+                    };
+                    if unit >= out_numel {
+                        return Err(
+                            SpecError::invalid(child("/objective", key), format!("must be at most {}, got {unit}", out_numel - 1)).into(),
+                        );
+                    }
+                    ObjectiveKind::OutputUnit(unit)
                 }
-                "mse" => {
-                    let mut t = Vec::new();
-                    flatten_numbers(
-                        o.raw("targets")
-                            .ok_or_else(|| SpecError::invalid(o.at("targets"), "is required for mse"))?,
-                        &o.at("targets"),
-                        max,
-                        &mut t,
-                    )?;
+                ObjectiveName::Mse => {
+                    let t = match &o.targets {
+                        Some(t) => numbers(t, "/objective/targets", max)?,
+                        None => return Err(SpecError::invalid("/objective/targets", "is required for mse").into()),
+                    };
                     if t.len() as u64 != batch * out_numel {
                         return Err(SpecError::invalid(
-                            o.at("targets"),
+                            "/objective/targets",
                             format!(
                                 "has {} numbers; the batch of {batch} outputs of shape{} {} needs {}",
                                 t.len(),
@@ -727,92 +971,62 @@ pub async fn report(state: &AppState, body: &Value) -> ApiResult<DiagnosticsRepo
                     }
                     ObjectiveKind::Mse(t)
                 }
-                _ => ObjectiveKind::SumOutput,
-            };
-            o.finish("type, unit (or output_unit), targets")?;
-            r
-        }
-        Some(other) => {
-            return Err(SpecError::invalid(
-                "/objective",
-                format!("expected \"sum_output\" or an object, got {}", describe(other)),
-            )
-            .into())
+                ObjectiveName::SumOutput => ObjectiveKind::SumOutput,
+            }
         }
     };
-    let kind = match req.choice("dtype", "float32", &["float32", "float64"])? {
-        "float64" => tch::Kind::Double,
+    let kind = match req.dtype {
+        Some(Precision::Float64) => tch::Kind::Double,
         _ => tch::Kind::Float,
     };
-    let (dev, device_note) = device::resolve(req.str_or("device", "cpu")?, "/device")?;
-    let mut th = match req.raw("thresholds") {
-        None => Thresholds {
-            vanishing: 1e-3,
-            exploding: 1e3,
-            saturation: 4.0,
-            bound_slack: 0.0,
-        },
-        Some(v) => {
-            let o = Obj::new(v, "/thresholds")?;
-            let t = Thresholds {
-                vanishing: o.f64_in("vanishing_ratio", Some(1e-3), 0.0, 1.0)?,
-                exploding: o.f64_in("exploding_ratio", Some(1e3), 1.0, f64::MAX)?,
-                saturation: o.f64_in("saturation", Some(4.0), 0.0, 1e6)?,
-                bound_slack: 0.0,
-            };
-            o.finish("vanishing_ratio, exploding_ratio, saturation")?;
-            t
+    let (dev, device_note) = device::resolve(req.device.as_deref().unwrap_or("cpu"), "/device")?;
+    let range = |v: Option<f64>, key: &str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
+        let v = v.unwrap_or(default);
+        if v >= min && v <= max {
+            Ok(v)
+        } else {
+            Err(SpecError::invalid(key, format!("must be between {min} and {max}, got {v}")))
         }
     };
-    th.bound_slack = if kind == tch::Kind::Double { 1e-10 } else { 1e-5 };
-    let sweep = match req.raw("sweep") {
+    let t = req.thresholds.as_ref();
+    let th = Thresholds {
+        vanishing: range(t.and_then(|t| t.vanishing_ratio), "/thresholds/vanishing_ratio", 1e-3, 0.0, 1.0)?,
+        exploding: range(t.and_then(|t| t.exploding_ratio), "/thresholds/exploding_ratio", 1e3, 1.0, f64::MAX)?,
+        saturation: range(t.and_then(|t| t.saturation), "/thresholds/saturation", 4.0, 0.0, 1e6)?,
+        bound_slack: if kind == tch::Kind::Double { 1e-10 } else { 1e-5 },
+    };
+    let sweep = match &req.sweep {
         None => None,
-        Some(v) => {
-            let o = Obj::new(v, "/sweep")?;
-            let list = |key: &'static str| -> SpecResult<Option<Vec<f64>>> {
-                o.array(key)?
-                    .map(|items| {
-                        items
-                            .iter()
-                            .enumerate()
-                            .map(|(i, x)| float(x, &child(&o.at(key), i), 0.0, 1e6))
-                            .collect()
-                    })
-                    .transpose()
-            };
-            let depths: Option<Vec<u64>> = o
-                .array("depths")?
-                .map(|items| {
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, x)| crate::spec::json::uint(x, &child(&o.at("depths"), i), 0, 1000))
-                        .collect::<SpecResult<Vec<_>>>()
-                })
-                .transpose()?;
-            let scales = list("scales")?;
+        Some(o) => {
+            if let Some(scales) = &o.scales {
+                for (i, &x) in scales.iter().enumerate() {
+                    range(Some(x), &child("/sweep/scales", i), 0.0, 0.0, 1e6)?;
+                }
+            }
+            if let Some(depths) = &o.depths {
+                if let Some(i) = depths.iter().position(|&d| d > 1000) {
+                    return Err(SpecError::invalid(child("/sweep/depths", i), format!("must be at most 1000, got {}", depths[i])).into());
+                }
+            }
+            let depths = o.depths.clone();
+            let scales = o.scales.clone();
             if depths.is_some() && spec.graph.is_some() {
                 return Err(SpecError::invalid(
-                    o.at("depths"),
+                    "/sweep/depths",
                     "a depth sweep repeats a block of the sequential form's layers; this model is a graph (sweep scales, or repeat the nodes yourself)",
                 )
                 .into());
             }
-            let block = match o.array("block")? {
-                None => (0usize, 2usize.min(spec.layers.len())),
-                Some(b) if b.len() == 2 => {
-                    let s = crate::spec::json::uint(&b[0], &o.at("block"), 0, spec.layers.len() as u64)? as usize;
-                    let e = crate::spec::json::uint(&b[1], &o.at("block"), 0, spec.layers.len() as u64)? as usize;
-                    if s >= e {
-                        return Err(SpecError::invalid(o.at("block"), "expected [start, end) with start < end").into());
-                    }
-                    (s, e)
-                }
+            let n = spec.layers.len();
+            let block = match o.block.as_deref() {
+                None => (0usize, 2usize.min(n)),
+                Some(&[s, e]) if s < e && e as usize <= n => (s as usize, e as usize),
+                Some(&[s, e]) if s >= e => return Err(SpecError::invalid("/sweep/block", "expected [start, end) with start < end").into()),
+                Some(&[_, e]) => return Err(SpecError::invalid("/sweep/block", format!("end {e} is past the model's {n} layers")).into()),
                 Some(_) => {
-                    return Err(SpecError::invalid(o.at("block"), "expected [start, end): the layers repeated for each depth").into())
+                    return Err(SpecError::invalid("/sweep/block", "expected [start, end): the layers repeated for each depth").into())
                 }
             };
-            o.finish("depths, scales, block")?;
             if depths.is_none() && scales.is_none() {
                 return Err(SpecError::invalid("/sweep", "give depths, scales or both").into());
             }
@@ -830,9 +1044,13 @@ pub async fn report(state: &AppState, body: &Value) -> ApiResult<DiagnosticsRepo
             Some((depths, scales, block))
         }
     };
-    req.choice("format", "json", &["json", "svg"])?;
-    let spectral_tolerance = req.f64_in("spectral_tolerance", Some(diagnostics::SPECTRAL_TOLERANCE), 0.0, 0.1)?;
-    req.finish("model, init, parameters, inputs, objective, dtype, device, thresholds, sweep, spectral_tolerance, format")?;
+    let spectral_tolerance = range(
+        req.spectral_tolerance,
+        "/spectral_tolerance",
+        diagnostics::SPECTRAL_TOLERANCE,
+        0.0,
+        0.1,
+    )?;
     check_limits(state, &graph, batch, "/model")?;
 
     let make = |spec: ModelSpec, init: InitSpec| Request {

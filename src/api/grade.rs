@@ -476,7 +476,10 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
             let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
             Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?))
         }
-        "gradient" => Reference::Gradient(Box::new(diagnostics::report(state, &req).await.map_err(reroot)?)),
+        "gradient" => {
+            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            Reference::Gradient(Box::new(diagnostics::report(state, &req).await.map_err(reroot)?))
+        }
         _ => {
             let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
             Reference::Momentum(Box::new(momentum::compute(state, &req).await.map_err(reroot)?))

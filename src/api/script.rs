@@ -4,7 +4,7 @@
 //! measured, the input positions whose gradient is non-zero for these weights and this input.
 //! Complexity needs the model's structure: a TorchScript module there is a 422 that says to
 //! export ONNX.
-use super::diagnostics::parse_inputs;
+use super::diagnostics::{parse_inputs, InputsRequest};
 use super::error::ApiResult;
 use super::AppState;
 use crate::spec::error::child;
@@ -68,6 +68,11 @@ fn refused(e: String) -> SpecError {
     SpecError::invalid("/model/torchscript", e)
 }
 
+/// The request's typed `inputs`, if any.
+fn inputs_of(req: &Obj) -> Result<Option<InputsRequest>, SpecError> {
+    req.raw("inputs").map(|v| super::typed::read(v, "/inputs")).transpose()
+}
+
 /// A diagnostics request on a TorchScript module, parsed (no borrow of the body is held across
 /// the libtorch run).
 pub struct DiagnosticsJob {
@@ -82,7 +87,7 @@ pub struct DiagnosticsJob {
 pub fn diagnostics_job(req: &Obj, state: &AppState) -> Result<Option<DiagnosticsJob>, SpecError> {
     let Some(s) = model(req, state)? else { return Ok(None) };
     let cfg = state.config.clone();
-    let inputs = parse_inputs(req, &s.input_shape, &cfg)?;
+    let inputs = parse_inputs(inputs_of(req)?.as_ref(), &s.input_shape, &cfg)?;
     let batch = match &inputs {
         Inputs::Normal { batch, .. } | Inputs::Uniform { batch, .. } | Inputs::Explicit { batch, .. } => *batch,
     };
@@ -215,7 +220,7 @@ pub fn field_job(req: &Obj, state: &AppState) -> Result<Option<FieldJob>, SpecEr
             batch: 1,
             values: vec![1.0; s.input_shape.iter().product::<u64>() as usize],
         },
-        Some(_) => parse_inputs(req, &s.input_shape, &state.config)?,
+        Some(_) => parse_inputs(inputs_of(req)?.as_ref(), &s.input_shape, &state.config)?,
     };
     req.finish("model, position, index_base, inputs (a TorchScript module)")?;
     Ok(Some(FieldJob {
