@@ -285,3 +285,39 @@ async fn typed_diagnostics_requests_name_the_field_and_say_why() {
         assert_eq!(v["detail"], detail, "{extra}");
     }
 }
+
+/// The typed grading request (exact texts).
+#[tokio::test]
+async fn typed_grading_requests_name_the_field_and_say_why() {
+    let q = |extra: serde_json::Value| {
+        let mut q = json!({"id": "a", "ask": "total params", "model": {"preset": "vgg_stem"}});
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        json!({"questions": [q]})
+    };
+    let cases = [
+        (q(json!({"kind": "complexty"})), "/questions/0/kind",
+         "unknown value \"complexty\"; expected one of receptive_field, complexity, gradient, momentum"),
+        (q(json!({"modle": {}})), "/questions/0/modle",
+         "unknown field \"modle\" (did you mean \"model\"?); allowed here: id, kind, ask, model, request, answer, points, tolerance, index_base, number_locale, partial_credit"),
+        (q(json!({"tolerance": {"sigfigs": 3, "decimals": 2}})), "/questions/0/tolerance",
+         "give one kind of tolerance: {absolute, relative}, {sigfigs} or {decimals}"),
+        (q(json!({"tolerance": {"sigfigs": 20}})), "/questions/0/tolerance/sigfigs", "must be from 1 to 15, got 20"),
+        (q(json!({"index_base": 2})), "/questions/0/index_base", "must be 0 or 1, got 2"),
+        (q(json!({"partial_credit": {"bias_forgoten": 0.3}})), "/questions/0/partial_credit/bias_forgoten",
+         "unknown field \"bias_forgoten\"; allowed here: bias_forgotten, macs_for_flops, additions_convention, wrong_input_channels, index_base, swapped_letters"),
+        (q(json!({"partial_credit": {"bias_forgotten": 2}})), "/questions/0/partial_credit/bias_forgotten", "must be between 0 and 1, got 2"),
+        (q(json!({"request": [1]})), "/questions/0/request", "expected the analysis endpoint's request body (an object)"),
+        (json!({"questions": [{"id": "a"}]}), "/questions/0/ask", "is required"),
+        (json!({"problem_set": "course", "reveal": "all"}), "/reveal", "unknown value \"all\"; expected one of none, hints, answers"),
+        (json!({"problem_set": "variant"}), "/seed", "is required with problem_set \"variant\" (the variant's seed)"),
+        (json!({"problem_set": "course", "partial_credit": "some"}), "/partial_credit",
+         "expected true, false or {mistake: fraction of the points}, got a string \"some\""),
+    ];
+    for (body, pointer, detail) in cases {
+        let r = post("/v1/grade", body.clone()).await;
+        let v = assert_problem(&r, 422, pointer);
+        assert_eq!(v["detail"], detail, "{body}");
+    }
+}

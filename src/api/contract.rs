@@ -10,6 +10,7 @@
 use super::complexity::{ComplexityReport, ComplexityRequest};
 use super::diagnostics::{DiagnosticsReport, DiagnosticsRequest, InputsRequest};
 use super::error::Problem;
+use super::grade::{GradeRequest, QuestionRequest};
 use super::momentum;
 use super::receptive_field::{RfReport, RfRequest};
 use super::report::ModelSummary;
@@ -31,7 +32,9 @@ use utoipa::OpenApi;
             RfReport,
             DiagnosticsRequest,
             DiagnosticsReport,
-            InputsRequest
+            InputsRequest,
+            GradeRequest,
+            QuestionRequest
         ),
         responses(Problem)
     )

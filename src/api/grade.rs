@@ -7,17 +7,19 @@ use super::diagnostics::DiagnosticsReport;
 use super::error::{ApiError, ApiResult};
 use super::momentum::{MomentumReport, Verdict};
 use super::receptive_field::RfReport;
+use super::typed::{by_kind, map_of, ByKind};
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::analysis::complexity::{Counts, Row};
 use crate::analysis::receptive_field::{LayerRf, RfKind};
 use crate::spec::error::child;
-use crate::spec::json::Obj;
 use crate::spec::SpecError;
 use axum::extract::State;
 use axum::response::Response;
+use serde::{de, Deserialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reveal {
@@ -299,22 +301,27 @@ impl Partial {
         self.0.iter().find(|(k, _)| *k == key).map(|(_, f)| *f).unwrap_or(0.0)
     }
     /// `false`, or {mistake: fraction} over `base` (unnamed mistakes keep their fraction).
-    fn read(v: Option<&Value>, pointer: &str, base: &Partial) -> Result<Partial, SpecError> {
+    fn read(v: Option<&PartialRequest>, pointer: &str, base: &Partial) -> Result<Partial, SpecError> {
         match v {
             None => Ok(base.clone()),
-            Some(Value::Bool(false)) => Ok(Partial(vec![])),
-            Some(Value::Bool(true)) => Ok(Partial::defaults()),
-            Some(other) => {
-                let o = Obj::new(other, pointer)?;
+            Some(PartialRequest::Enabled(false)) => Ok(Partial(vec![])),
+            Some(PartialRequest::Enabled(true)) => Ok(Partial::defaults()),
+            Some(PartialRequest::Fractions(map)) => {
                 let mut out = base.clone();
-                for (key, _, _) in MISTAKES {
-                    if o.raw(key).is_some() {
-                        let f = o.f64_in(key, None, 0.0, 1.0)?;
-                        out.0.retain(|(k, _)| k != key);
-                        out.0.push((key, f));
+                for (key, &f) in map {
+                    let Some((name, _, _)) = MISTAKES.iter().find(|(k, _, _)| k == key) else {
+                        let names: Vec<&str> = MISTAKES.iter().map(|(k, _, _)| *k).collect();
+                        return Err(SpecError::invalid(
+                            child(pointer, key),
+                            format!("unknown field {key:?}; allowed here: {}", names.join(", ")),
+                        ));
+                    };
+                    if !(0.0..=1.0).contains(&f) {
+                        return Err(SpecError::invalid(child(pointer, key), format!("must be between 0 and 1, got {f}")));
                     }
+                    out.0.retain(|(k, _)| k != name);
+                    out.0.push((name, f));
                 }
-                o.finish(&MISTAKES.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", "))?;
                 Ok(out)
             }
         }
@@ -329,21 +336,185 @@ struct Slip {
     says: String,
 }
 
-fn read_locale(o: &Obj, default: Locale) -> Result<Locale, SpecError> {
-    Ok(
-        match o.choice(
-            "number_locale",
-            if default == Locale::DecimalComma {
-                "decimal_comma"
-            } else {
-                "decimal_point"
-            },
-            &["decimal_point", "decimal_comma"],
-        )? {
-            "decimal_comma" => Locale::DecimalComma,
-            _ => Locale::DecimalPoint,
-        },
-    )
+fn read_locale(v: Option<LocaleName>, default: Locale) -> Locale {
+    match v {
+        None => default,
+        Some(LocaleName::DecimalPoint) => Locale::DecimalPoint,
+        Some(LocaleName::DecimalComma) => Locale::DecimalComma,
+    }
+}
+
+/// The body of `POST /v1/grade`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GradeRequest {
+    /// Question objects; with a problem_set, the ids or prefixes (ending in `.` or `*`) to grade.
+    #[serde(default)]
+    #[schema(schema_with = question_items)]
+    pub questions: Option<Vec<Value>>,
+    #[serde(default)]
+    pub problem_set: Option<ProblemSet>,
+    /// With problem_set variant: the variant's seed (POST /v1/variants).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Question id -> the student's answer.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub answers: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    #[schema(default = "none")]
+    pub reveal: Option<RevealName>,
+    #[serde(default)]
+    #[schema(default = "json")]
+    pub output: Option<OutputName>,
+    /// Index letters must be the course's (i/j for the output, m/n for the input).
+    #[serde(default)]
+    #[schema(default = false)]
+    pub strict_variables: Option<bool>,
+    #[serde(default)]
+    #[schema(default = "decimal_point")]
+    pub number_locale: Option<LocaleName>,
+    #[serde(default)]
+    pub partial_credit: Option<PartialRequest>,
+}
+
+/// `questions`: up to 200 question objects, or with a problem_set the ids or prefixes to grade.
+fn question_items() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some("with a problem_set: an id, or a prefix ending in . or *")),
+                )
+                .item(utoipa::openapi::Ref::from_schema_name("QuestionRequest")),
+        )
+        .max_items(Some(200))
+        .description(Some("question objects; with a problem_set, the ids or prefixes to grade"))
+        .build()
+}
+
+/// One question: what it asks of which analysis, and the student's answer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionRequest {
+    pub id: String,
+    #[serde(default)]
+    #[schema(default = "complexity")]
+    pub kind: Option<QuestionKind>,
+    /// The quantity, in the ask language (see the route's description).
+    pub ask: String,
+    #[serde(default)]
+    #[schema(schema_with = super::report::model_schema)]
+    pub model: Option<Value>,
+    /// The analysis endpoint's request body.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub request: Option<Value>,
+    /// The student's answer (number, text or object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub answer: Option<Value>,
+    #[serde(default)]
+    #[schema(minimum = 0, default = 1)]
+    pub points: Option<f64>,
+    #[serde(default)]
+    pub tolerance: Option<ToleranceRequest>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub index_base: Option<u64>,
+    #[serde(default)]
+    pub number_locale: Option<LocaleName>,
+    #[serde(default)]
+    pub partial_credit: Option<PartialRequest>,
+}
+
+/// One kind of tolerance: {absolute, relative}, {sigfigs} or {decimals}.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceRequest {
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub absolute: Option<f64>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub relative: Option<f64>,
+    /// PrairieLearn's `comparison="sigfig"`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 15)]
+    pub sigfigs: Option<u64>,
+    /// PrairieLearn's `comparison="decdig"`.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 15)]
+    pub decimals: Option<u64>,
+}
+
+/// `false` for no partial credit, `true` for the defaults, or fractions of the points per
+/// recognised mistake (bias_forgotten, macs_for_flops, additions_convention,
+/// wrong_input_channels, index_base, swapped_letters; 0.5 each by default).
+#[derive(Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum PartialRequest {
+    Enabled(bool),
+    Fractions(BTreeMap<String, f64>),
+}
+
+impl ByKind for PartialRequest {
+    const EXPECTING: &'static str = "true, false or {mistake: fraction of the points}";
+    fn from_bool<E: de::Error>(v: bool) -> Result<Self, E> {
+        Ok(PartialRequest::Enabled(v))
+    }
+    fn from_map<'de, A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        map_of(map).map(PartialRequest::Fractions)
+    }
+}
+
+impl<'de> Deserialize<'de> for PartialRequest {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        by_kind(d)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionKind {
+    ReceptiveField,
+    Complexity,
+    Gradient,
+    Momentum,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemSet {
+    Course,
+    Variant,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevealName {
+    None,
+    Hints,
+    Answers,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputName {
+    Json,
+    Gradescope,
+    Prairielearn,
+    MoodleCoderunner,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocaleName {
+    DecimalPoint,
+    DecimalComma,
 }
 
 /// Request-wide defaults a question may override.
@@ -352,78 +523,88 @@ struct Defaults {
     partial: Partial,
 }
 
-const KINDS: &[&str] = &["receptive_field", "complexity", "gradient", "momentum"];
-
-fn read_question(
-    v: &Value,
-    pointer: &str,
-    answers: Option<&serde_json::Map<String, Value>>,
-    defaults: &Defaults,
-) -> Result<Question, SpecError> {
-    let o = Obj::new(v, pointer)?;
-    let id = o
-        .opt_str("id")?
-        .ok_or_else(|| SpecError::invalid(o.at("id"), "is required"))?
-        .to_string();
-    let kind = o.choice("kind", "complexity", KINDS)?;
-    let ask_text = o
-        .opt_str("ask")?
-        .ok_or_else(|| SpecError::invalid(o.at("ask"), "is required"))?
-        .to_string();
-    let ask = parse_ask(kind, &ask_text).map_err(|e| SpecError::invalid(o.at("ask"), e))?;
-    let mut request = o.raw("request").cloned().unwrap_or_else(|| json!({}));
-    if !request.is_object() {
+fn read_question(v: &Value, pointer: &str, answers: Option<&BTreeMap<String, Value>>, defaults: &Defaults) -> Result<Question, SpecError> {
+    let q: QuestionRequest = typed::read(v, pointer)?;
+    let at = |key: &str| child(pointer, key);
+    let kind = match q.kind.unwrap_or(QuestionKind::Complexity) {
+        QuestionKind::ReceptiveField => "receptive_field",
+        QuestionKind::Complexity => "complexity",
+        QuestionKind::Gradient => "gradient",
+        QuestionKind::Momentum => "momentum",
+    };
+    let ask = parse_ask(kind, &q.ask).map_err(|e| SpecError::invalid(at("ask"), e))?;
+    let mut request = match q.request {
+        None | Some(Value::Null) => json!({}),
+        Some(r @ Value::Object(_)) => r,
+        Some(_) => {
+            return Err(SpecError::invalid(
+                at("request"),
+                "expected the analysis endpoint's request body (an object)",
+            ))
+        }
+    };
+    let model_at_top = q.model.is_some();
+    if let Some(m) = q.model {
+        request["model"] = m;
+    }
+    let answer = q.answer.or_else(|| answers.and_then(|a| a.get(&q.id)).cloned());
+    let points = q.points.unwrap_or(1.0);
+    if !(0.0..=1e6).contains(&points) {
         return Err(SpecError::invalid(
-            o.at("request"),
-            "expected the analysis endpoint's request body (an object)",
+            at("points"),
+            format!("must be between 0 and 1000000, got {points}"),
         ));
     }
-    let model_at_top = o.raw("model").is_some();
-    if let Some(m) = o.raw("model") {
-        request["model"] = m.clone();
-    }
-    let answer = o.raw("answer").cloned().or_else(|| answers.and_then(|a| a.get(&id)).cloned());
-    let points = o.f64_in("points", Some(1.0), 0.0, 1e6)?;
-    let tolerance = match o.raw("tolerance") {
+    let tolerance = match q.tolerance {
         None => Tolerance::Default,
         Some(t) => {
-            let t = Obj::new(t, &o.at("tolerance"))?;
-            let tol = match (
-                t.raw("sigfigs").is_some(),
-                t.raw("decimals").is_some(),
-                t.raw("absolute").is_some() || t.raw("relative").is_some(),
-            ) {
-                (true, false, false) => Tolerance::SigFigs(t.u64_in("sigfigs", None, 1, 15)? as i32),
-                (false, true, false) => Tolerance::Decimals(t.u64_in("decimals", None, 0, 15)? as i32),
-                (false, false, _) => Tolerance::RelAbs {
-                    absolute: t.f64_in("absolute", Some(0.0), 0.0, f64::MAX)?,
-                    relative: t.f64_in("relative", Some(0.0), 0.0, 1.0)?,
-                },
+            let tp = |key: &str| child(&at("tolerance"), key);
+            match (t.sigfigs, t.decimals, t.absolute.is_some() || t.relative.is_some()) {
+                (Some(n), None, false) if (1..=15).contains(&n) => Tolerance::SigFigs(n as i32),
+                (Some(n), None, false) => return Err(SpecError::invalid(tp("sigfigs"), format!("must be from 1 to 15, got {n}"))),
+                (None, Some(n), false) if n <= 15 => Tolerance::Decimals(n as i32),
+                (None, Some(n), false) => return Err(SpecError::invalid(tp("decimals"), format!("must be from 0 to 15, got {n}"))),
+                (None, None, _) => {
+                    let absolute = t.absolute.unwrap_or(0.0);
+                    let relative = t.relative.unwrap_or(0.0);
+                    if absolute < 0.0 {
+                        return Err(SpecError::invalid(tp("absolute"), format!("must be at least 0, got {absolute}")));
+                    }
+                    if !(0.0..=1.0).contains(&relative) {
+                        return Err(SpecError::invalid(
+                            tp("relative"),
+                            format!("must be between 0 and 1, got {relative}"),
+                        ));
+                    }
+                    Tolerance::RelAbs { absolute, relative }
+                }
                 _ => {
                     return Err(SpecError::invalid(
-                        o.at("tolerance"),
+                        at("tolerance"),
                         "give one kind of tolerance: {absolute, relative}, {sigfigs} or {decimals}",
                     ))
                 }
-            };
-            t.finish("absolute, relative, sigfigs, decimals")?;
-            tol
+            }
         }
     };
-    let locale = read_locale(&o, defaults.locale)?;
-    let partial = Partial::read(o.raw("partial_credit"), &o.at("partial_credit"), &defaults.partial)?;
-    let base_default = if ask_text.to_lowercase().contains("zero-based") || ask_text.to_lowercase().contains("0-based") {
+    let locale = read_locale(q.number_locale, defaults.locale);
+    let partial = Partial::read(q.partial_credit.as_ref(), &at("partial_credit"), &defaults.partial)?;
+    let lower = q.ask.to_lowercase();
+    let base_default = if lower.contains("zero-based") || lower.contains("0-based") {
         0
     } else {
         1
     };
-    let index_base = o.u64_in("index_base", Some(base_default), 0, 1)?;
-    o.finish("id, kind, ask, model, request, answer, points, tolerance, index_base, number_locale, partial_credit")?;
+    let index_base = match q.index_base {
+        None => base_default,
+        Some(b @ (0 | 1)) => b,
+        Some(b) => return Err(SpecError::invalid(at("index_base"), format!("must be 0 or 1, got {b}"))),
+    };
     Ok(Question {
-        id,
+        id: q.id,
         kind,
         ask,
-        ask_text,
+        ask_text: q.ask,
         request,
         answer,
         points,
@@ -1200,34 +1381,34 @@ pub fn problem_set(name: &str) -> Option<Vec<Value>> {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let req = Obj::new(&body, "")?;
-    let reveal = match req.choice("reveal", "none", &["none", "hints", "answers"])? {
-        "hints" => Reveal::Hints,
-        "answers" => Reveal::Answers,
-        _ => Reveal::None,
+    let req: GradeRequest = typed::read(&body, "")?;
+    let reveal = match req.reveal {
+        Some(RevealName::Hints) => Reveal::Hints,
+        Some(RevealName::Answers) => Reveal::Answers,
+        None | Some(RevealName::None) => Reveal::None,
     };
-    let output = req.choice("output", "json", &["json", "gradescope", "prairielearn", "moodle_coderunner"])?;
-    let strict_variables = req.bool("strict_variables", false)?;
+    let output = match req.output.unwrap_or(OutputName::Json) {
+        OutputName::Json => "json",
+        OutputName::Gradescope => "gradescope",
+        OutputName::Prairielearn => "prairielearn",
+        OutputName::MoodleCoderunner => "moodle_coderunner",
+    };
+    let strict_variables = req.strict_variables.unwrap_or(false);
     let defaults = Defaults {
-        locale: read_locale(&req, Locale::default())?,
-        partial: Partial::read(req.raw("partial_credit"), "/partial_credit", &Partial::defaults())?,
+        locale: read_locale(req.number_locale, Locale::default()),
+        partial: Partial::read(req.partial_credit.as_ref(), "/partial_credit", &Partial::defaults())?,
     };
-    let answers = match req.raw("answers") {
-        None => None,
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => return Err(SpecError::invalid("/answers", "expected an object: {question id: answer}").into()),
-    };
-    let (items, base_ptr): (Vec<Value>, &str) = match (req.opt_str("problem_set")?, req.array("questions")?) {
-        (Some(name), selection) => {
-            let all = match name {
-                "variant" => {
+    let answers = req.answers.as_ref();
+    let (items, base_ptr): (Vec<Value>, &str) = match (req.problem_set, &req.questions) {
+        (Some(set), selection) => {
+            let all = match set {
+                ProblemSet::Variant => {
                     let seed = req
-                        .opt_u64("seed", 0, u64::MAX)?
+                        .seed
                         .ok_or_else(|| SpecError::invalid("/seed", "is required with problem_set \"variant\" (the variant's seed)"))?;
                     crate::analysis::variants::variant(seed).questions
                 }
-                _ => problem_set(name)
-                    .ok_or_else(|| SpecError::invalid("/problem_set", format!("unknown problem set {name:?}; known: course, variant")))?,
+                ProblemSet::Course => problem_set("course").expect("the course's problem set exists"),
             };
             match selection {
                 None => (all, "/problem_set"),
@@ -1246,7 +1427,6 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         )
         .into());
     }
-    req.finish("questions, problem_set, seed, answers, reveal, output, strict_variables, number_locale, partial_credit")?;
     let questions = items
         .iter()
         .enumerate()
