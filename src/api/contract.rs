@@ -10,7 +10,7 @@
 use super::complexity::{ComplexityReport, ComplexityRequest};
 use super::diagnostics::{DiagnosticsReport, DiagnosticsRequest, InputsRequest};
 use super::error::Problem;
-use super::grade::{GradeRequest, QuestionRequest};
+use super::grade::{GradeOutput, GradeRequest, QuestionRequest};
 use super::momentum;
 use super::receptive_field::{RfReport, RfRequest};
 use super::report::ModelSummary;
@@ -34,7 +34,8 @@ use utoipa::OpenApi;
             DiagnosticsReport,
             InputsRequest,
             GradeRequest,
-            QuestionRequest
+            QuestionRequest,
+            GradeOutput
         ),
         responses(Problem)
     )

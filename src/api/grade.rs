@@ -16,7 +16,7 @@ use crate::spec::error::child;
 use crate::spec::SpecError;
 use axum::extract::State;
 use axum::response::Response;
-use serde::{de, Deserialize};
+use serde::{de, Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
@@ -1483,9 +1483,115 @@ fn id_matches(pattern: &str, id: &str) -> bool {
     }
 }
 
-fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
+/// The graded answers, in the requested output format (each a closed object, so that exactly
+/// one of them describes an answer).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum GradeOutput {
+    Json(GradeResult),
+    Gradescope(GradescopeResults),
+    PrairieLearn(PrairieLearnResults),
+    Moodle(MoodleCombinatorResult),
+}
+
+/// `output: json`: every question's score, feedback and what was read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GradeResult {
+    pub score: f64,
+    pub max_score: f64,
+    pub summary: String,
+    pub questions: Vec<GradedQuestion>,
+    /// Answer ids that name no question (not graded; the summary says so too).
+    pub unknown_answer_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GradedQuestion {
+    pub id: String,
+    pub score: f64,
+    pub max_score: f64,
+    pub correct: bool,
+    /// Markdown.
+    pub feedback: String,
+    /// The reference, or "hidden" unless revealed or correct.
+    pub expected: String,
+    /// The answer as it was read.
+    pub answer: String,
+    /// The recognised mistake that earned partial credit.
+    pub mistake: Option<&'static str>,
+}
+
+/// Gradescope's autograder results.json.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GradescopeResults {
+    pub score: f64,
+    /// (Optional in Gradescope's format: the adapter's own failure results leave it out.)
+    #[schema(required = false)]
+    pub output: String,
+    /// Always `md` from the service (Gradescope also knows text, html, simple_format, ansi).
+    #[schema(required = false)]
+    pub output_format: &'static str,
+    /// Set by the Gradescope adapter from its configuration (hidden, after_due_date,
+    /// after_published, visible); the service leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<String>,
+    pub tests: Vec<GradescopeTest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GradescopeTest {
+    pub name: String,
+    pub score: f64,
+    pub max_score: f64,
+    /// passed or failed.
+    pub status: &'static str,
+    pub output: String,
+    pub output_format: &'static str,
+    pub visibility: &'static str,
+}
+
+/// PrairieLearn's external grader results.json (messages as plain text).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrairieLearnResults {
+    pub gradable: bool,
+    /// The fraction of the points.
+    #[schema(minimum = 0, maximum = 1)]
+    pub score: f64,
+    pub message: String,
+    pub tests: Vec<PrairieLearnTest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrairieLearnTest {
+    pub name: String,
+    pub points: f64,
+    pub max_points: f64,
+    pub message: String,
+}
+
+/// Moodle CodeRunner's combinator template grader result: testresults' first row holds the
+/// column headers (iscorrect, Question, Expected, Got, Feedback).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoodleCombinatorResult {
+    /// The fraction of the points.
+    #[schema(minimum = 0, maximum = 1)]
+    pub fraction: f64,
+    /// Rows of cells: a boolean, then strings.
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
+    pub testresults: Vec<Value>,
+    /// One per column other than iscorrect: the Feedback column is HTML (%h).
+    pub columnformats: [&'static str; 4],
+    pub prologuehtml: String,
+}
+
+fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
     let score: f64 = graded.iter().map(|g| g.score).sum();
     let max: f64 = graded.iter().map(|g| g.max).sum();
+    let fraction = if max > 0.0 { score / max } else { 0.0 };
     let right = graded.iter().filter(|g| g.correct).count();
     let mut summary = format!("{right} of {} answers right: {score} / {max} points.", graded.len());
     if !unknown.is_empty() {
@@ -1494,24 +1600,38 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
         summary += &format!(" These answer ids are not questions here and were not graded: {}.", ids.join(", "));
     }
     match output {
-        "gradescope" => json!({
-            "score": score,
-            "output": summary,
-            "output_format": "md",
-            "tests": graded.iter().map(|g| json!({
-                "name": g.id, "score": g.score, "max_score": g.max,
-                "status": if g.correct { "passed" } else { "failed" },
-                "output": g.feedback, "output_format": "md", "visibility": "visible",
-            })).collect::<Vec<_>>(),
+        "gradescope" => GradeOutput::Gradescope(GradescopeResults {
+            score,
+            output: summary,
+            output_format: "md",
+            visibility: None,
+            tests: graded
+                .iter()
+                .map(|g| GradescopeTest {
+                    name: g.id.clone(),
+                    score: g.score,
+                    max_score: g.max,
+                    status: if g.correct { "passed" } else { "failed" },
+                    output: g.feedback.clone(),
+                    output_format: "md",
+                    visibility: "visible",
+                })
+                .collect(),
         }),
         // PrairieLearn shows messages as plain text
-        "prairielearn" => json!({
-            "gradable": true,
-            "score": if max > 0.0 { score / max } else { 0.0 },
-            "message": summary,
-            "tests": graded.iter().map(|g| json!({
-                "name": g.id, "points": g.score, "max_points": g.max, "message": plain_text(&g.feedback),
-            })).collect::<Vec<_>>(),
+        "prairielearn" => GradeOutput::PrairieLearn(PrairieLearnResults {
+            gradable: true,
+            score: fraction,
+            message: summary,
+            tests: graded
+                .iter()
+                .map(|g| PrairieLearnTest {
+                    name: g.id.clone(),
+                    points: g.score,
+                    max_points: g.max,
+                    message: plain_text(&g.feedback),
+                })
+                .collect(),
         }),
         "moodle_coderunner" => {
             let mut rows = vec![json!(["iscorrect", "Question", "Expected", "Got", "Feedback"])];
@@ -1520,23 +1640,32 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> Value {
                     .iter()
                     .map(|g| json!([g.correct, g.id, g.expected, g.got, markdown_html(&g.feedback)])),
             );
-            json!({
-                "fraction": if max > 0.0 { score / max } else { 0.0 },
-                "testresults": rows,
+            GradeOutput::Moodle(MoodleCombinatorResult {
+                fraction,
+                testresults: rows,
                 // CodeRunner escapes %s cells into <pre>; the feedback column is HTML
-                "columnformats": ["%s", "%s", "%s", "%h"],
-                "prologuehtml": format!("<p>{}</p>", html_escape(&summary)),
+                columnformats: ["%s", "%s", "%s", "%h"],
+                prologuehtml: format!("<p>{}</p>", html_escape(&summary)),
             })
         }
-        _ => json!({
-            "score": score,
-            "max_score": max,
-            "summary": summary,
-            "questions": graded.iter().map(|g| json!({
-                "id": g.id, "score": g.score, "max_score": g.max, "correct": g.correct,
-                "feedback": g.feedback, "expected": g.expected, "answer": g.got, "mistake": g.mistake,
-            })).collect::<Vec<_>>(),
-            "unknown_answer_ids": unknown,
+        _ => GradeOutput::Json(GradeResult {
+            score,
+            max_score: max,
+            summary,
+            questions: graded
+                .iter()
+                .map(|g| GradedQuestion {
+                    id: g.id.clone(),
+                    score: g.score,
+                    max_score: g.max,
+                    correct: g.correct,
+                    feedback: g.feedback.clone(),
+                    expected: g.expected.clone(),
+                    answer: g.got.clone(),
+                    mistake: g.mistake,
+                })
+                .collect(),
+            unknown_answer_ids: unknown.iter().map(|s| s.to_string()).collect(),
         }),
     }
 }
