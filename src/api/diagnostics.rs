@@ -4,7 +4,7 @@ use super::body::JsonBody;
 use super::error::ApiResult;
 use super::report::ModelSummary;
 use super::svg::{line_chart, Series};
-use super::typed::{self, by_kind, map_of, ByKind};
+use super::typed::{self, deserialize_by_kind, map_of, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::gradient::{bias_gradient_bounds, verdict, ChainItem, Verdict};
 use crate::spec::error::child;
@@ -250,15 +250,6 @@ pub struct SweepRequest {
     pub block: Option<Vec<u64>>,
 }
 
-macro_rules! deserialize_by_kind {
-    ($($t:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                by_kind(d)
-            }
-        }
-    )*};
-}
 deserialize_by_kind!(Numbers, InitRequest, ObjectiveRequest);
 
 impl ByKind for InitRequest {

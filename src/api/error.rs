@@ -135,6 +135,19 @@ impl utoipa::IntoResponses for Problems {
     }
 }
 
+/// The problem answers every GET route under /v1 can give: 401 no or a wrong API key, 429 rate
+/// limit.
+pub struct ReadProblems;
+
+impl utoipa::IntoResponses for ReadProblems {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<openapi::response::Response>> {
+        [401, 429]
+            .into_iter()
+            .map(|status| (status.to_string(), openapi::Ref::from_response_name("Problem").into()))
+            .collect()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {

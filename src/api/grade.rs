@@ -7,7 +7,7 @@ use super::diagnostics::DiagnosticsReport;
 use super::error::{ApiError, ApiResult};
 use super::momentum::{MomentumReport, Verdict};
 use super::receptive_field::RfReport;
-use super::typed::{by_kind, map_of, ByKind};
+use super::typed::{deserialize_by_kind, map_of, ByKind};
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
 use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
 use crate::analysis::complexity::{Counts, Row};
@@ -471,11 +471,7 @@ impl ByKind for PartialRequest {
     }
 }
 
-impl<'de> Deserialize<'de> for PartialRequest {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        by_kind(d)
-    }
-}
+deserialize_by_kind!(PartialRequest);
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

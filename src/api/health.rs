@@ -1,5 +1,5 @@
 //! Liveness, readiness, service information and the OpenAPI document.
-use super::error::Problem;
+use super::error::ReadProblems;
 use super::{json_response, AppState};
 use crate::torch::device::libtorch_version;
 use axum::extract::State;
@@ -80,8 +80,7 @@ pub struct Limits {
     tag = "service",
     responses(
         (status = 200, description = "info", body = Info),
-        (status = 401, response = Problem),
-        (status = 429, response = Problem),
+        ReadProblems,
     )
 )]
 pub async fn info(State(state): State<AppState>) -> Response {

@@ -4,7 +4,7 @@
 use super::body::JsonBody;
 use super::error::{ApiResult, Problems};
 use super::svg::{line_chart, Series};
-use super::typed::{self, by_kind, map_of, seq_of, ByKind};
+use super::typed::{self, deserialize_by_kind, map_of, seq_of, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::momentum::{first_alpha_change, judge, PairReport};
 use crate::spec::error::child;
@@ -250,15 +250,6 @@ impl ByKind for Keep {
     }
 }
 
-macro_rules! deserialize_by_kind {
-    ($($t:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                by_kind(d)
-            }
-        }
-    )*};
-}
 deserialize_by_kind!(Tensors, NamedTensor, NumberOrList, SgdSetting, Keep);
 
 /// What `POST /v1/momentum/equivalence` answers.

@@ -1,5 +1,5 @@
 //! `GET /v1/presets`: the built-in networks with their full specs.
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, ReadProblems};
 use super::json_response;
 use crate::spec::presets;
 use axum::extract::Path;
@@ -56,8 +56,7 @@ fn entry(name: &'static str) -> Preset {
     tag = "models",
     responses(
         (status = 200, description = "presets", body = PresetList),
-        (status = 401, response = Problem),
-        (status = 429, response = Problem),
+        ReadProblems,
     )
 )]
 pub async fn list() -> Response {
@@ -75,9 +74,8 @@ pub async fn list() -> Response {
     params(("name" = PresetName, Path, description = "the preset's name")),
     responses(
         (status = 200, description = "the preset", body = Preset),
-        (status = 401, response = Problem),
         (status = 404, response = Problem),
-        (status = 429, response = Problem),
+        ReadProblems,
     )
 )]
 pub async fn one(Path(name): Path<String>) -> Result<Response, ApiError> {

@@ -2,7 +2,7 @@
 use super::body::JsonBody;
 use super::error::ApiResult;
 use super::report::{Inclusive, ModelSummary};
-use super::typed::{self, by_kind, ByKind};
+use super::typed::{self, deserialize_by_kind, ByKind};
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
@@ -73,11 +73,7 @@ impl ByKind for LayerRef {
     }
 }
 
-impl<'de> Deserialize<'de> for LayerRef {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        by_kind(d)
-    }
-}
+deserialize_by_kind!(LayerRef);
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let job = super::script::field_job(&Obj::new(&body, "")?, &state)?;

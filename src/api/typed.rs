@@ -91,6 +91,18 @@ pub fn by_kind<'de, D: de::Deserializer<'de>, T: ByKind>(d: D) -> Result<T, D::E
     d.deserialize_any(V(std::marker::PhantomData))
 }
 
+/// `impl Deserialize` for [`ByKind`] types: `deserialize_by_kind!(A, B);`.
+macro_rules! deserialize_by_kind {
+    ($($t:ty),*) => {$(
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::api::typed::by_kind(d)
+            }
+        }
+    )*};
+}
+pub(crate) use deserialize_by_kind;
+
 /// A list read from a [`ByKind::from_seq`] access, element paths kept.
 pub fn seq_of<'de, A: de::SeqAccess<'de>, T: Deserialize<'de>>(seq: A) -> Result<Vec<T>, A::Error> {
     Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq))
