@@ -239,6 +239,14 @@ async fn typed_analysis_requests_name_the_field_and_say_why() {
         let v = assert_problem(&r, 422, pointer);
         assert_eq!(v["detail"], detail, "{path} {body}");
     }
+    // a whole number written as a float is the integer, as the hand-read fields always took it
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "vgg_stem"}, "batch_size": 2.0, "verify": false}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["batch_size"], 2);
 }
 
 /// The typed gradient-diagnostics request: the same care (exact texts).
