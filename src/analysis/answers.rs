@@ -14,7 +14,8 @@ pub struct Number {
 
 /// How a course writes numbers: which character is the decimal mark, and so which ones may
 /// separate groups of three digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Locale {
     /// `1,089,952.5` (also `1 089 952.5`, `1_089_952`, `1'089'952`): the default.
     #[default]

@@ -190,13 +190,7 @@ pub fn read_options(req: &ComplexityRequest, max_batch: u64) -> Result<Request, 
         ));
     }
     let rule = profile.map_or(FlopRule::Conventions(c), FlopRule::Profile);
-    let batch = req.batch_size.unwrap_or(1);
-    if batch < 1 || batch > max_batch {
-        return Err(SpecError::invalid(
-            "/batch_size",
-            format!("must be from 1 to {max_batch}, got {batch}"),
-        ));
-    }
+    let batch = typed::within_u64(req.batch_size.unwrap_or(1), "/batch_size", 1, max_batch)?;
     Ok(Request {
         rule,
         additions: c.additions,
@@ -225,7 +219,7 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let req: ComplexityRequest = typed::read(&body, "")?;
+    let req: ComplexityRequest = typed::read(body, "")?;
     let format = format_of(req.format, &query, &headers)?;
     let report = compute(&state, &req).await?;
     let mut out = match format {

@@ -2,6 +2,7 @@
 //! how the gradient shrinks (or grows) layer by layer, next to the course's bound.
 use super::body::JsonBody;
 use super::error::ApiResult;
+use super::report::ImageFormat;
 use super::report::ModelSummary;
 use super::svg::{line_chart, Series};
 use super::typed::{self, deserialize_by_kind, map_of, ByKind};
@@ -213,13 +214,6 @@ pub enum Precision {
     Float64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    Json,
-    Svg,
-}
-
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdsRequest {
@@ -311,16 +305,8 @@ fn parse_init(v: Option<&InitRequest>, has_weights: bool) -> SpecResult<InitSpec
             "init \"model\" uses the weights of a model file ({\"onnx\": ...}); this model has none",
         ));
     }
-    let f = |value: Option<f64>, key: &str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
-        let v = value.unwrap_or(default);
-        if v >= min && v <= max {
-            Ok(v)
-        } else {
-            Err(SpecError::invalid(
-                child("/init", key),
-                format!("must be between {min} and {max}, got {v}"),
-            ))
-        }
+    let f = |value: Option<f64>, key: &str, default: f64, min: f64, max: f64| {
+        typed::within(value.unwrap_or(default), &child("/init", key), min, max)
     };
     let init = match name {
         InitName::Model => Init::Model,
@@ -741,14 +727,14 @@ pub async fn handle(
     if let Some(job) = super::script::diagnostics_job(&Obj::new(&body, "")?, &state)? {
         // a TorchScript module: per named parameter, no layer table to plot
         let answer = super::script::diagnostics(&state, job).await?;
-        if wants_svg(&query, &headers, &body)? {
+        if wants_svg(&query, &headers, body.get("format").and_then(Value::as_str))? {
             return Ok(svg_response(plot_layers(&[])));
         }
         return Ok(json_response(&answer));
     }
-    let req: DiagnosticsRequest = typed::read(&body, "")?;
+    let req: DiagnosticsRequest = typed::read(body, "")?;
     let report = report(&state, &req).await?;
-    if wants_svg(&query, &headers, &body)? {
+    if wants_svg(&query, &headers, req.format.map(ImageFormat::name))? {
         return Ok(svg_response(plot(&report)));
     }
     Ok(json_response(&report))
@@ -856,23 +842,11 @@ pub(crate) fn parse_inputs(req: Option<&InputsRequest>, input_shape: &[u64], cfg
         let batch = vals.len() as u64 / numel;
         return Ok(Inputs::Explicit { batch, values: vals });
     }
-    let batch = r.batch_size.unwrap_or(16);
-    if batch < 1 || batch > cfg.max_batch {
-        return Err(SpecError::invalid(
-            "/inputs/batch_size",
-            format!("must be from 1 to {}, got {batch}", cfg.max_batch),
-        ));
-    }
+    let batch = typed::within_u64(r.batch_size.unwrap_or(16), "/inputs/batch_size", 1, cfg.max_batch)?;
     let seed = r.seed.unwrap_or(0);
     Ok(match r.distribution.unwrap_or(Distribution::Normal) {
         Distribution::Uniform => {
-            let bound = r.bound.unwrap_or(1.0);
-            if !(0.0..=1e6).contains(&bound) {
-                return Err(SpecError::invalid(
-                    "/inputs/bound",
-                    format!("must be between 0 and 1000000, got {bound}"),
-                ));
-            }
+            let bound = typed::within(r.bound.unwrap_or(1.0), "/inputs/bound", 0.0, 1e6)?;
             Inputs::Uniform { batch, seed, bound }
         }
         Distribution::Normal => Inputs::Normal { batch, seed },
@@ -971,14 +945,7 @@ pub async fn report(state: &AppState, req: &DiagnosticsRequest) -> ApiResult<Dia
         _ => tch::Kind::Float,
     };
     let (dev, device_note) = device::resolve(req.device.as_deref().unwrap_or("cpu"), "/device")?;
-    let range = |v: Option<f64>, key: &str, default: f64, min: f64, max: f64| -> SpecResult<f64> {
-        let v = v.unwrap_or(default);
-        if v >= min && v <= max {
-            Ok(v)
-        } else {
-            Err(SpecError::invalid(key, format!("must be between {min} and {max}, got {v}")))
-        }
-    };
+    let range = |v: Option<f64>, key: &str, default: f64, min: f64, max: f64| typed::within(v.unwrap_or(default), key, min, max);
     let t = req.thresholds.as_ref();
     let th = Thresholds {
         vanishing: range(t.and_then(|t| t.vanishing_ratio), "/thresholds/vanishing_ratio", 1e-3, 0.0, 1.0)?,

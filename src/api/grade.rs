@@ -21,11 +21,24 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reveal {
+/// What the grader shows students beyond right or wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reveal {
     None,
     Hints,
     Answers,
+}
+
+impl Reveal {
+    /// The name as requests write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reveal::None => "none",
+            Reveal::Hints => "hints",
+            Reveal::Answers => "answers",
+        }
+    }
 }
 
 /// What a question asks for, once its `ask` text is read.
@@ -316,9 +329,7 @@ impl Partial {
                             format!("unknown field {key:?}; allowed here: {}", names.join(", ")),
                         ));
                     };
-                    if !(0.0..=1.0).contains(&f) {
-                        return Err(SpecError::invalid(child(pointer, key), format!("must be between 0 and 1, got {f}")));
-                    }
+                    typed::within(f, &child(pointer, key), 0.0, 1.0)?;
                     out.0.retain(|(k, _)| k != name);
                     out.0.push((name, f));
                 }
@@ -334,14 +345,6 @@ struct Slip {
     value: f64,
     /// What the student computed, in words, for the feedback.
     says: String,
-}
-
-fn read_locale(v: Option<LocaleName>, default: Locale) -> Locale {
-    match v {
-        None => default,
-        Some(LocaleName::DecimalPoint) => Locale::DecimalPoint,
-        Some(LocaleName::DecimalComma) => Locale::DecimalComma,
-    }
 }
 
 /// The body of `POST /v1/grade`.
@@ -363,7 +366,7 @@ pub struct GradeRequest {
     pub answers: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     #[schema(default = "none")]
-    pub reveal: Option<RevealName>,
+    pub reveal: Option<Reveal>,
     #[serde(default)]
     #[schema(default = "json")]
     pub output: Option<OutputName>,
@@ -373,7 +376,7 @@ pub struct GradeRequest {
     pub strict_variables: Option<bool>,
     #[serde(default)]
     #[schema(default = "decimal_point")]
-    pub number_locale: Option<LocaleName>,
+    pub number_locale: Option<Locale>,
     #[serde(default)]
     pub partial_credit: Option<PartialRequest>,
 }
@@ -426,7 +429,7 @@ pub struct QuestionRequest {
     #[schema(minimum = 0, maximum = 1)]
     pub index_base: Option<u64>,
     #[serde(default)]
-    pub number_locale: Option<LocaleName>,
+    pub number_locale: Option<Locale>,
     #[serde(default)]
     pub partial_credit: Option<PartialRequest>,
 }
@@ -491,26 +494,11 @@ pub enum ProblemSet {
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RevealName {
-    None,
-    Hints,
-    Answers,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
 pub enum OutputName {
     Json,
     Gradescope,
     Prairielearn,
     MoodleCoderunner,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LocaleName {
-    DecimalPoint,
-    DecimalComma,
 }
 
 /// Request-wide defaults a question may override.
@@ -519,7 +507,7 @@ struct Defaults {
     partial: Partial,
 }
 
-fn read_question(v: &Value, pointer: &str, answers: Option<&BTreeMap<String, Value>>, defaults: &Defaults) -> Result<Question, SpecError> {
+fn read_question(v: Value, pointer: &str, answers: Option<&BTreeMap<String, Value>>, defaults: &Defaults) -> Result<Question, SpecError> {
     let q: QuestionRequest = typed::read(v, pointer)?;
     let at = |key: &str| child(pointer, key);
     let kind = match q.kind.unwrap_or(QuestionKind::Complexity) {
@@ -544,34 +532,21 @@ fn read_question(v: &Value, pointer: &str, answers: Option<&BTreeMap<String, Val
         request["model"] = m;
     }
     let answer = q.answer.or_else(|| answers.and_then(|a| a.get(&q.id)).cloned());
-    let points = q.points.unwrap_or(1.0);
-    if !(0.0..=1e6).contains(&points) {
-        return Err(SpecError::invalid(
-            at("points"),
-            format!("must be between 0 and 1000000, got {points}"),
-        ));
-    }
+    let points = typed::within(q.points.unwrap_or(1.0), &at("points"), 0.0, 1e6)?;
     let tolerance = match q.tolerance {
         None => Tolerance::Default,
         Some(t) => {
             let tp = |key: &str| child(&at("tolerance"), key);
             match (t.sigfigs, t.decimals, t.absolute.is_some() || t.relative.is_some()) {
-                (Some(n), None, false) if (1..=15).contains(&n) => Tolerance::SigFigs(n as i32),
-                (Some(n), None, false) => return Err(SpecError::invalid(tp("sigfigs"), format!("must be from 1 to 15, got {n}"))),
-                (None, Some(n), false) if n <= 15 => Tolerance::Decimals(n as i32),
-                (None, Some(n), false) => return Err(SpecError::invalid(tp("decimals"), format!("must be from 0 to 15, got {n}"))),
+                (Some(n), None, false) => Tolerance::SigFigs(typed::within_u64(n, &tp("sigfigs"), 1, 15)? as i32),
+                (None, Some(n), false) => Tolerance::Decimals(typed::within_u64(n, &tp("decimals"), 0, 15)? as i32),
                 (None, None, _) => {
                     let absolute = t.absolute.unwrap_or(0.0);
                     let relative = t.relative.unwrap_or(0.0);
                     if absolute < 0.0 {
                         return Err(SpecError::invalid(tp("absolute"), format!("must be at least 0, got {absolute}")));
                     }
-                    if !(0.0..=1.0).contains(&relative) {
-                        return Err(SpecError::invalid(
-                            tp("relative"),
-                            format!("must be between 0 and 1, got {relative}"),
-                        ));
-                    }
+                    typed::within(relative, &tp("relative"), 0.0, 1.0)?;
                     Tolerance::RelAbs { absolute, relative }
                 }
                 _ => {
@@ -583,7 +558,7 @@ fn read_question(v: &Value, pointer: &str, answers: Option<&BTreeMap<String, Val
             }
         }
     };
-    let locale = read_locale(q.number_locale, defaults.locale);
+    let locale = q.number_locale.unwrap_or(defaults.locale);
     let partial = Partial::read(q.partial_credit.as_ref(), &at("partial_credit"), &defaults.partial)?;
     let lower = q.ask.to_lowercase();
     let base_default = if lower.contains("zero-based") || lower.contains("0-based") {
@@ -646,19 +621,19 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
     };
     let v = match q.kind {
         "receptive_field" => {
-            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            let req = typed::read(req, "").map_err(|e| reroot(e.into()))?;
             Reference::ReceptiveField(Box::new(receptive_field::report(state, &req).await.map_err(reroot)?))
         }
         "complexity" => {
-            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            let req = typed::read(req, "").map_err(|e| reroot(e.into()))?;
             Reference::Complexity(Box::new(complexity::compute(state, &req).await.map_err(reroot)?))
         }
         "gradient" => {
-            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            let req = typed::read(req, "").map_err(|e| reroot(e.into()))?;
             Reference::Gradient(Box::new(diagnostics::report(state, &req).await.map_err(reroot)?))
         }
         _ => {
-            let req = typed::read(&req, "").map_err(|e| reroot(e.into()))?;
+            let req = typed::read(req, "").map_err(|e| reroot(e.into()))?;
             Reference::Momentum(Box::new(momentum::compute(state, &req).await.map_err(reroot)?))
         }
     };
@@ -1320,7 +1295,7 @@ pub async fn answer_key(state: &AppState, questions: &[Value], pointer: &str) ->
     let mut cache = HashMap::new();
     let mut key = Vec::new();
     for (i, v) in questions.iter().enumerate() {
-        let q = read_question(v, &child(pointer, i), None, &defaults)?;
+        let q = read_question(v.clone(), &child(pointer, i), None, &defaults)?;
         let reference = reference(state, &q, &mut cache).await?;
         let e = expected(&q, &reference).map_err(|e| SpecError::invalid(child(pointer, i), e))?;
         key.push((q.id.clone(), expected_text(&e)));
@@ -1377,21 +1352,12 @@ pub fn problem_set(name: &str) -> Option<Vec<Value>> {
 }
 
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let req: GradeRequest = typed::read(&body, "")?;
-    let reveal = match req.reveal {
-        Some(RevealName::Hints) => Reveal::Hints,
-        Some(RevealName::Answers) => Reveal::Answers,
-        None | Some(RevealName::None) => Reveal::None,
-    };
-    let output = match req.output.unwrap_or(OutputName::Json) {
-        OutputName::Json => "json",
-        OutputName::Gradescope => "gradescope",
-        OutputName::Prairielearn => "prairielearn",
-        OutputName::MoodleCoderunner => "moodle_coderunner",
-    };
+    let req: GradeRequest = typed::read(body, "")?;
+    let reveal = req.reveal.unwrap_or(Reveal::None);
+    let output = req.output.unwrap_or(OutputName::Json);
     let strict_variables = req.strict_variables.unwrap_or(false);
     let defaults = Defaults {
-        locale: read_locale(req.number_locale, Locale::default()),
+        locale: req.number_locale.unwrap_or_default(),
         partial: Partial::read(req.partial_credit.as_ref(), "/partial_credit", &Partial::defaults())?,
     };
     let answers = req.answers.as_ref();
@@ -1424,7 +1390,7 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
         .into());
     }
     let questions = items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, v)| read_question(v, &child(base_ptr, i), answers, &defaults))
         .collect::<Result<Vec<_>, _>>()?;
@@ -1584,7 +1550,7 @@ pub struct MoodleCombinatorResult {
     pub prologuehtml: String,
 }
 
-fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
+fn render(output: OutputName, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
     let score: f64 = graded.iter().map(|g| g.score).sum();
     let max: f64 = graded.iter().map(|g| g.max).sum();
     let fraction = if max > 0.0 { score / max } else { 0.0 };
@@ -1596,7 +1562,7 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
         summary += &format!(" These answer ids are not questions here and were not graded: {}.", ids.join(", "));
     }
     match output {
-        "gradescope" => GradeOutput::Gradescope(GradescopeResults {
+        OutputName::Gradescope => GradeOutput::Gradescope(GradescopeResults {
             score,
             output: summary,
             output_format: "md",
@@ -1615,7 +1581,7 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
                 .collect(),
         }),
         // PrairieLearn shows messages as plain text
-        "prairielearn" => GradeOutput::PrairieLearn(PrairieLearnResults {
+        OutputName::Prairielearn => GradeOutput::PrairieLearn(PrairieLearnResults {
             gradable: true,
             score: fraction,
             message: summary,
@@ -1629,7 +1595,7 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
                 })
                 .collect(),
         }),
-        "moodle_coderunner" => {
+        OutputName::MoodleCoderunner => {
             let mut rows = vec![json!(["iscorrect", "Question", "Expected", "Got", "Feedback"])];
             rows.extend(
                 graded
@@ -1644,7 +1610,7 @@ fn render(output: &str, graded: &[Graded], unknown: &[&String]) -> GradeOutput {
                 prologuehtml: format!("<p>{}</p>", html_escape(&summary)),
             })
         }
-        _ => GradeOutput::Json(GradeResult {
+        OutputName::Json => GradeOutput::Json(GradeResult {
             score,
             max_score: max,
             summary,

@@ -325,13 +325,9 @@ pub fn run_size(graph: &crate::spec::Graph, batch: u64) -> Result<crate::analysi
 pub fn wants_svg(
     query: &std::collections::HashMap<String, String>,
     headers: &axum::http::HeaderMap,
-    body: &serde_json::Value,
+    body_format: Option<&str>,
 ) -> ApiResult<bool> {
-    match query
-        .get("format")
-        .map(String::as_str)
-        .or(body.get("format").and_then(|v| v.as_str()))
-    {
+    match query.get("format").map(String::as_str).or(body_format) {
         Some("svg") => Ok(true),
         Some("json") => Ok(false),
         Some(other) => Err(SpecError::invalid("/format", format!("unknown format {other:?}; expected json or svg")).into()),

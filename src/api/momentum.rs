@@ -3,8 +3,9 @@
 //! request and the report are typed; the contract's schemas are generated from them.
 use super::body::JsonBody;
 use super::error::{ApiResult, Problems};
+use super::report::ImageFormat;
 use super::svg::{line_chart, Series};
-use super::typed::{self, deserialize_by_kind, map_of, seq_of, ByKind};
+use super::typed::{self, deserialize_by_kind, map_of, seq_of, within, within_u64, ByKind};
 use super::{json_response, svg_response, wants_svg, AppState};
 use crate::analysis::momentum::{first_alpha_change, judge, PairReport};
 use crate::spec::error::child;
@@ -62,7 +63,7 @@ pub struct MomentumRequest {
     pub keep: Option<Keep>,
     /// `svg` plots instead of JSON (as does `Accept: image/svg+xml`).
     #[serde(default)]
-    pub format: Option<MomentumFormat>,
+    pub format: Option<ImageFormat>,
     /// What the SVG plots: the first two coordinates per form, or per-step differences.
     #[serde(default)]
     #[schema(default = "coordinates")]
@@ -178,13 +179,6 @@ pub enum KeepWord {
 pub struct EveryN {
     #[schema(minimum = 1)]
     pub every_n: u64,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MomentumFormat {
-    Json,
-    Svg,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
@@ -337,10 +331,7 @@ fn flatten(t: &Tensors, pointer: &str, max: usize) -> SpecResult<(Vec<Slot>, Vec
         let shape = match shape {
             Some(dims) => {
                 for (i, &d) in dims.iter().enumerate() {
-                    if d < 1 || d > max as u64 {
-                        let at = child(&child(&at, "shape"), i);
-                        return Err(SpecError::invalid(at, format!("must be from 1 to {max}, got {d}")));
-                    }
+                    within_u64(d, &child(&child(&at, "shape"), i), 1, max as u64)?;
                 }
                 let need = dims.iter().try_fold(1u64, |p, &d| p.checked_mul(d)).unwrap_or(u64::MAX);
                 if need != values.len() as u64 {
@@ -439,22 +430,14 @@ fn objective(o: &ObjectiveSpec, n: usize) -> SpecResult<Objective> {
             }
             let b = match &o.b {
                 None => 100.0,
-                Some(NumberOrList::One(b)) => in_range(*b, &at("b"), 0.0, 1e6)?,
+                Some(NumberOrList::One(b)) => within(*b, &at("b"), 0.0, 1e6)?,
                 Some(NumberOrList::List(_)) => return Err(SpecError::invalid(at("b"), "expected a number, got a list")),
             };
             Ok(Objective::Rosenbrock {
-                a: in_range(o.a.unwrap_or(1.0), &at("a"), -1e6, 1e6)?,
+                a: within(o.a.unwrap_or(1.0), &at("a"), -1e6, 1e6)?,
                 b,
             })
         }
-    }
-}
-
-fn in_range(v: f64, pointer: &str, min: f64, max: f64) -> SpecResult<f64> {
-    if v >= min && v <= max {
-        Ok(v)
-    } else {
-        Err(SpecError::invalid(pointer, format!("must be between {min} and {max}, got {v}")))
     }
 }
 
@@ -464,13 +447,7 @@ fn kept_steps(keep: Option<&Keep>, steps: usize) -> SpecResult<Vec<usize>> {
         None | Some(Keep::Word(KeepWord::Full)) => 1,
         Some(Keep::Word(KeepWord::Last)) => return Ok(vec![0, steps]),
         Some(Keep::Word(KeepWord::None)) => return Ok(vec![]),
-        Some(Keep::Every(e)) if e.every_n >= 1 && e.every_n <= u32::MAX as u64 => e.every_n as usize,
-        Some(Keep::Every(e)) => {
-            return Err(SpecError::invalid(
-                "/return/every_n",
-                format!("must be from 1 to {}, got {}", u32::MAX, e.every_n),
-            ))
-        }
+        Some(Keep::Every(e)) => within_u64(e.every_n, "/return/every_n", 1, u32::MAX as u64)? as usize,
     };
     let mut keep: Vec<usize> = (0..=steps).step_by(every).collect();
     if keep.last() != Some(&steps) {
@@ -501,7 +478,7 @@ fn kept_steps(keep: Option<&Keep>, steps: usize) -> SpecResult<Vec<usize>> {
     path = "/v1/momentum/equivalence",
     operation_id = "momentum_equivalence",
     tag = "momentum",
-    params(("format" = Option<MomentumFormat>, Query, description = "json or svg (overrides the body's `format`)")),
+    params(("format" = Option<ImageFormat>, Query, description = "json or svg (overrides the body's `format`)")),
     request_body = MomentumRequest,
     responses(
         (status = 200, description = "trajectories, per-pair differences and the verdict", content(
@@ -517,9 +494,9 @@ pub async fn handle(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let req: MomentumRequest = typed::read(&body, "")?;
+    let req: MomentumRequest = typed::read(body, "")?;
     let report = compute(&state, &req).await?;
-    if wants_svg(&query, &headers, &body)? {
+    if wants_svg(&query, &headers, req.format.map(ImageFormat::name))? {
         return Ok(svg_response(plot(&report, req.plot == Plot::Difference)));
     }
     Ok(json_response(&report))
@@ -565,9 +542,7 @@ pub async fn compute(state: &AppState, req: &MomentumRequest) -> ApiResult<Momen
     let max = cfg.max_tensor_elements as usize;
     let (layout, theta0) = flatten(&req.theta0, "/theta0", max)?;
     if let Some(steps) = req.steps {
-        if steps < 1 || steps > cfg.max_steps {
-            return Err(SpecError::invalid("/steps", format!("must be from 1 to {}, got {steps}", cfg.max_steps)).into());
-        }
+        within_u64(steps, "/steps", 1, cfg.max_steps)?;
     }
     let gradients = match (&req.gradients, &req.objective) {
         (Some(_), Some(_)) => return Err(SpecError::invalid("/objective", "give either gradients or an objective, not both").into()),
@@ -623,13 +598,13 @@ pub async fn compute(state: &AppState, req: &MomentumRequest) -> ApiResult<Momen
                 return Err(SpecError::invalid("/alpha", format!("has {} step sizes but there are {steps} steps", items.len())).into());
             }
             for (k, &a) in items.iter().enumerate() {
-                in_range(a, &child("/alpha", k), 0.0, 1e12)?;
+                within(a, &child("/alpha", k), 0.0, 1e12)?;
             }
             items.clone()
         }
-        NumberOrList::One(a) => vec![in_range(*a, "/alpha", 0.0, 1e12)?; steps],
+        NumberOrList::One(a) => vec![within(*a, "/alpha", 0.0, 1e12)?; steps],
     };
-    let beta = in_range(req.beta, "/beta", 0.0, 1.0)?;
+    let beta = within(req.beta, "/beta", 0.0, 1.0)?;
     if beta >= 1.0 {
         return Err(SpecError::invalid("/beta", "must be in [0, 1): heavy-ball momentum diverges at beta = 1").into());
     }
@@ -638,7 +613,7 @@ pub async fn compute(state: &AppState, req: &MomentumRequest) -> ApiResult<Momen
         Dtype::Float32 => tch::Kind::Float,
     };
     let tolerance = match req.tolerance {
-        Some(t) => in_range(t, "/tolerance", 0.0, 1.0)?,
+        Some(t) => within(t, "/tolerance", 0.0, 1.0)?,
         None if req.dtype == Dtype::Float64 => 1e-10,
         None => 1e-4,
     };
@@ -653,9 +628,9 @@ pub async fn compute(state: &AppState, req: &MomentumRequest) -> ApiResult<Momen
         }),
         Some(SgdSetting::Options(o)) => {
             let opts = SgdOptions {
-                dampening: in_range(o.dampening, "/pytorch_sgd/dampening", 0.0, 1.0)?,
+                dampening: within(o.dampening, "/pytorch_sgd/dampening", 0.0, 1.0)?,
                 nesterov: o.nesterov,
-                weight_decay: in_range(o.weight_decay, "/pytorch_sgd/weight_decay", 0.0, 1e6)?,
+                weight_decay: within(o.weight_decay, "/pytorch_sgd/weight_decay", 0.0, 1e6)?,
             };
             if opts.nesterov && (beta == 0.0 || opts.dampening != 0.0) {
                 return Err(SpecError::invalid(

@@ -80,7 +80,7 @@ pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     if let Some(job) = job {
         return Ok(json_response(&super::script::receptive_field(&state, job).await?));
     }
-    let req: RfRequest = typed::read(&body, "")?;
+    let req: RfRequest = typed::read(body, "")?;
     let answer = report(&state, &req).await?;
     // serialized straight from the typed table, not through a Value tree
     let mut out = json_response(&answer);

@@ -30,6 +30,23 @@ impl ModelSummary {
     }
 }
 
+/// `format`: JSON, or an SVG plot (as `Accept: image/svg+xml` asks).
+#[derive(Debug, Clone, Copy, serde::Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Json,
+    Svg,
+}
+
+impl ImageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Json => "json",
+            ImageFormat::Svg => "svg",
+        }
+    }
+}
+
 /// An inclusive `[first, last]` pair of positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]

@@ -70,7 +70,7 @@ fn refused(e: String) -> SpecError {
 
 /// The request's typed `inputs`, if any.
 fn inputs_of(req: &Obj) -> Result<Option<InputsRequest>, SpecError> {
-    req.raw("inputs").map(|v| super::typed::read(v, "/inputs")).transpose()
+    req.raw("inputs").map(|v| super::typed::read(v.clone(), "/inputs")).transpose()
 }
 
 /// A diagnostics request on a TorchScript module, parsed (no borrow of the body is held across

@@ -10,6 +10,24 @@ use serde::de::{self, DeserializeOwned};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// A number checked against its range before any arithmetic touches it.
+pub fn within(v: f64, pointer: &str, min: f64, max: f64) -> SpecResult<f64> {
+    if v >= min && v <= max {
+        Ok(v)
+    } else {
+        Err(SpecError::invalid(pointer, format!("must be between {min} and {max}, got {v}")))
+    }
+}
+
+/// A whole number checked against its range.
+pub fn within_u64(v: u64, pointer: &str, min: u64, max: u64) -> SpecResult<u64> {
+    if v >= min && v <= max {
+        Ok(v)
+    } else {
+        Err(SpecError::invalid(pointer, format!("must be from {min} to {max}, got {v}")))
+    }
+}
+
 /// A float that is a whole number JSON could have written as an integer (`3.0`), exactly.
 fn whole(n: &serde_json::Number) -> Option<serde_json::Number> {
     let f = n.as_f64().filter(|_| n.is_f64())?;
@@ -22,22 +40,9 @@ fn whole(n: &serde_json::Number) -> Option<serde_json::Number> {
     })
 }
 
-/// Whether some number in `v` is a whole float (iterative: nesting is bounded, but no recursion).
-fn has_whole_floats(v: &Value) -> bool {
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Number(n) if whole(n).is_some() => return true,
-            Value::Array(a) => stack.extend(a),
-            Value::Object(o) => stack.extend(o.values()),
-            _ => {}
-        }
-    }
-    false
-}
-
 /// `3.0` becomes `3`: a whole number is accepted where an integer is expected, as the hand-read
-/// fields always accepted it (a float field reads the integer back exactly).
+/// fields always accepted it (a float field reads the integer back exactly). In place and
+/// iterative: nesting is bounded by the body extractor, but nothing here recurses.
 fn integral(v: &mut Value) {
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
@@ -54,18 +59,11 @@ fn integral(v: &mut Value) {
     }
 }
 
-/// Deserializes `body` (found at `at` in the request) into `T`.
-pub fn read<T: DeserializeOwned>(body: &Value, at: &str) -> SpecResult<T> {
-    if has_whole_floats(body) {
-        let mut body = body.clone();
-        integral(&mut body);
-        return read_exact(&body, at);
-    }
-    read_exact(body, at)
-}
-
-fn read_exact<T: DeserializeOwned>(body: &Value, at: &str) -> SpecResult<T> {
-    serde_path_to_error::deserialize(body).map_err(|e| {
+/// Deserializes `body` (found at `at` in the request) into `T`; it takes the body, so that
+/// whole floats become integers in place, without a copy of a large body.
+pub fn read<T: DeserializeOwned>(mut body: Value, at: &str) -> SpecResult<T> {
+    integral(&mut body);
+    serde_path_to_error::deserialize(&body).map_err(|e| {
         let mut pointer = at.to_string();
         for segment in e.path().iter() {
             match segment {
@@ -294,7 +292,7 @@ mod tests {
     }
 
     fn err(v: Value) -> SpecError {
-        read::<Outer>(&v, "/req").unwrap_err()
+        read::<Outer>(v, "/req").unwrap_err()
     }
 
     #[test]
@@ -313,7 +311,7 @@ mod tests {
             ("/req/items/0/alpha", "expected a number, got a string \"x\"")
         );
         // a whole float is an integer, as the hand-read fields always took it; a fraction is not
-        let ok: Outer = read(&json!({"items": [{"alpha": 1.0, "steps": 3.0}]}), "").unwrap();
+        let ok: Outer = read(json!({"items": [{"alpha": 1.0, "steps": 3.0}]}), "").unwrap();
         assert_eq!((ok.items[0].alpha, ok.items[0].steps), (1.0, Some(3)));
         let e = err(json!({"items": [{"alpha": 1, "steps": 2.5}]}));
         assert_eq!(

@@ -4,7 +4,8 @@
 //! seed: `/v1/grade` with `{"problem_set": "variant", "seed": N, "answers": {...}}`.
 use super::body::JsonBody;
 use super::error::{ApiResult, Problems};
-use super::{grade, json_response, typed, AppState};
+use super::grade::{self, Reveal};
+use super::{json_response, typed, AppState};
 use crate::analysis::variants::{uuid, variant};
 use crate::spec::SpecError;
 use axum::extract::State;
@@ -35,7 +36,7 @@ pub struct VariantsRequest {
     /// What the exported grader shows students.
     #[serde(default)]
     #[schema(default = "hints")]
-    pub reveal: Option<RevealChoice>,
+    pub reveal: Option<Reveal>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
@@ -44,24 +45,6 @@ pub enum VariantFormat {
     Json,
     Prairielearn,
     Gradescope,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RevealChoice {
-    None,
-    Hints,
-    Answers,
-}
-
-impl RevealChoice {
-    fn name(self) -> &'static str {
-        match self {
-            RevealChoice::None => "none",
-            RevealChoice::Hints => "hints",
-            RevealChoice::Answers => "answers",
-        }
-    }
 }
 
 /// A variant: its text, questions and answer key (`json`), or the files of a PrairieLearn
@@ -122,13 +105,13 @@ pub struct VariantReport {
     )
 )]
 pub async fn handle(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let req: VariantsRequest = typed::read(&body, "")?;
+    let req: VariantsRequest = typed::read(body, "")?;
     let seed = req.seed;
     let url = req.url.as_deref().unwrap_or("https://layerscope.example.edu");
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 500 {
         return Err(SpecError::invalid("/url", "must be the service's http(s) address").into());
     }
-    let reveal = req.reveal.unwrap_or(RevealChoice::Hints).name();
+    let reveal = req.reveal.unwrap_or(Reveal::Hints).name();
     let v = variant(seed);
     let key = grade::answer_key(&state, &v.questions, "/questions").await?;
     let answer_key = key.into_iter().collect();
