@@ -257,6 +257,10 @@ fn param_numel(node: &Node, bias: bool) -> u128 {
 
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
+    // a 1-D layer: its 2-D form's counts on [C, 1, L]
+    if let Some(lifted) = node.lifted() {
+        return intrinsic(&lifted, additions);
+    }
     let out = numel(&node.output) as u128;
     let mut c = Counts {
         output_elements: out,
@@ -520,7 +524,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                     input
                 }
             }
-            LayerKind::AdaptiveAvgPool2d { .. } => input,
+            // fvcore 0.1.5 has a handle for aten::adaptive_avg_pool2d, none for the 1-D op
+            LayerKind::AdaptiveAvgPool2d { .. } if !node.layer.one_d => input,
             // fvcore's norm handle: 5 per element with an affine weight, else 4
             LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } | LayerKind::LayerNorm { affine, .. } => {
                 input * if *affine { 5 } else { 4 }
@@ -584,6 +589,9 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         ) => Some(
             "FlopCounterMode counts the in/out projections only: on CPU the attention itself runs in _scaled_dot_product_flash_attention_for_cpu, which has no FLOP formula (need_weights=true computes it with bmm, which is counted); and under torch.no_grad() an eval-mode nn.MultiheadAttention takes its fused fast path, where FlopCounterMode counts nothing".into(),
         ),
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
+            Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())
+        }
         _ => None,
     }
 }

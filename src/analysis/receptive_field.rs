@@ -298,10 +298,16 @@ pub struct AxisRange {
     pub text: String,
 }
 
+/// Images: `height` and `width`; a 1-D signal `[C, L]`: `length` alone.
 #[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct SpatialRf {
-    pub height: AxisRange,
-    pub width: AxisRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<AxisRange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<AxisRange>,
+    /// A 1-D signal's positions: output position i sees input positions m.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<AxisRange>,
 }
 
 /// A rational range along one axis, in the requested index base: output `i` sees inputs
@@ -319,10 +325,15 @@ pub struct RationalAxis {
     pub hi: End,
 }
 
+/// Images: `height` and `width`; a 1-D signal: `length` alone.
 #[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct RationalRf {
-    pub height: RationalAxis,
-    pub width: RationalAxis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<RationalAxis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<RationalAxis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<RationalAxis>,
 }
 
 /// One branch of a composite layer, with its own range.
@@ -388,11 +399,26 @@ fn axis_range(a: &Affine, base: u64, index: &str, var: &str) -> AxisRange {
     }
 }
 
-fn spatial(rf: &Rf, base: u64) -> Option<SpatialRf> {
+impl SpatialRf {
+    /// The first axis: an image's rows, a signal's positions.
+    pub fn rows(&self) -> Option<&AxisRange> {
+        self.height.as_ref().or(self.length.as_ref())
+    }
+}
+
+/// The ranges of an image's rows and columns, or (`signal`) of a 1-D signal's positions, the
+/// height of its 2-D form dropped.
+fn spatial(rf: &Rf, base: u64, signal: bool) -> Option<SpatialRf> {
     match rf {
+        Rf::Spatial([_, w]) if signal => Some(SpatialRf {
+            height: None,
+            width: None,
+            length: Some(axis_range(w, base, "i", "m")),
+        }),
         Rf::Spatial([h, w]) => Some(SpatialRf {
-            height: axis_range(h, base, "i", "m"),
-            width: axis_range(w, base, "j", "n"),
+            height: Some(axis_range(h, base, "i", "m")),
+            width: Some(axis_range(w, base, "j", "n")),
+            length: None,
         }),
         _ => None,
     }
@@ -412,11 +438,17 @@ fn rational_axis(m: &AxisMap, base: u64, index: &str, var: &str) -> RationalAxis
     }
 }
 
-fn rational(rf: &Rf, base: u64) -> Option<RationalRf> {
+fn rational(rf: &Rf, base: u64, signal: bool) -> Option<RationalRf> {
     match rf {
+        Rf::Rational([_, w]) if signal => Some(RationalRf {
+            height: None,
+            width: None,
+            length: Some(rational_axis(w, base, "i", "m")),
+        }),
         Rf::Rational([h, w]) => Some(RationalRf {
-            height: rational_axis(h, base, "i", "m"),
-            width: rational_axis(w, base, "j", "n"),
+            height: Some(rational_axis(h, base, "i", "m")),
+            width: Some(rational_axis(w, base, "j", "n")),
+            length: None,
         }),
         _ => None,
     }
@@ -492,8 +524,8 @@ pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
                 layer_type: node_type(node),
                 output_shape: node.output.clone(),
                 kind: kind_name(&n.rf),
-                receptive_field: spatial(&n.rf, base),
-                rational: rational(&n.rf, base),
+                receptive_field: spatial(&n.rf, base, node.signal),
+                rational: rational(&n.rf, base, node.signal),
                 tokens: token_range(&n.rf, graph.input()[0], base),
                 branches: node
                     .inputs
@@ -501,8 +533,8 @@ pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
                     .zip(&n.ins)
                     .map(|(e, r)| BranchRf {
                         label: e.label.clone(),
-                        receptive_field: spatial(r, base),
-                        rational: rational(r, base),
+                        receptive_field: spatial(r, base, node.signal),
+                        rational: rational(r, base, node.signal),
                     })
                     .collect(),
                 aligned: n.aligned,
@@ -535,8 +567,10 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                 let ins = merge_inputs(graph, node, &rfs);
                 let (merged, aligned, note) = merge(&ins);
                 let rf = match m {
-                    // a sequence's features are concatenated token by token: the union
-                    Merge::Cat(1) if node.output.len() == 2 => merged,
+                    // a sequence's features are concatenated token by token, a signal's
+                    // channels position by position: the union
+                    Merge::Cat(1) if node.output.len() == 2 && !node.signal => merged,
+                    Merge::Cat(0) if node.signal => merged,
                     Merge::Cat(axis) if axis > 0 || node.output.len() <= 2 => {
                         if ins.contains(&Rf::Global) {
                             Rf::Global
@@ -545,6 +579,7 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                                 "concatenated along {}: consecutive outputs come from different tensors",
                                 match node.output.len() {
                                     1 => "the features",
+                                    2 if node.signal => "the positions",
                                     2 => "the tokens",
                                     _ => ["the channels", "the height", "the width"][axis],
                                 }
@@ -554,7 +589,7 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                     _ => merged,
                 };
                 // alignment speaks of unions over positions: not of a concatenation along them
-                let union = matches!(m, Merge::Add | Merge::Mul | Merge::Cat(0)) && node.output.len() != 2;
+                let union = matches!(m, Merge::Add | Merge::Mul | Merge::Cat(0)) && (node.output.len() != 2 || node.signal);
                 NodeRf {
                     rf,
                     ins,
@@ -587,7 +622,7 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
 }
 
 fn start(graph: &Graph) -> Rf {
-    if graph.input().len() == 3 {
+    if graph.input().len() == 3 || graph.input_signal {
         Rf::Spatial([Affine::IDENTITY; 2])
     } else if graph.spec.token_ids || graph.input().len() == 2 {
         Rf::sequence(false, false)
@@ -608,13 +643,18 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
             if e.shape.len() == 2 && e.broadcast(&node.output, 0) && matches!(rf, Rf::Sequence { .. }) {
                 return Rf::NotAffine(format!("{} is broadcast over the tokens: every token reads its one token", e.label));
             }
-            let broadcast = e.shape.len() == 3 && (1..3).any(|a| e.broadcast(&node.output, a));
+            // an image's rows and columns; a signal's positions (the height of its 2-D form is 1)
+            let broadcast = match e.shape.len() {
+                3 => (1..3).any(|a| e.broadcast(&node.output, a)),
+                2 => node.signal && e.broadcast(&node.output, 1),
+                _ => false,
+            };
             match maps_of(&rf) {
                 Some(maps) if broadcast => {
-                    let n = graph.input();
+                    let n = extent(graph.input());
                     let covers = (0..2).all(|a| {
                         let (lo, hi) = maps[a].at(0);
-                        lo <= 0 && hi >= n[a + 1] as i64 - 1
+                        lo <= 0 && hi >= n[a] as i64 - 1
                     });
                     if covers {
                         Rf::Global
@@ -629,6 +669,15 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
             }
         })
         .collect()
+}
+
+/// The height and width of an image `[C, H, W]`, or of a signal `[C, L]`'s 2-D form (1, L).
+fn extent(shape: &[u64]) -> [u64; 2] {
+    match shape {
+        [_, h, w] => [*h, *w],
+        [_, l] => [1, *l],
+        _ => [1, 1],
+    }
 }
 
 /// The maps of a spatial or rational range, as rational maps.
@@ -676,6 +725,10 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
                 hi: m.hi.linear(s, lo.checked_add(ws[a].span() as i64 - 1)?)?,
             })
         }),
+        (Rf::Spatial(_) | Rf::Rational(_), None) if node.layer.one_d => Rf::NotAffine(format!(
+            "adaptive pooling from {} to {} positions uses windows of different sizes",
+            node.input[2], node.output[2]
+        )),
         (Rf::Spatial(_) | Rf::Rational(_), None) => Rf::NotAffine(format!(
             "adaptive pooling from {}x{} to {}x{} uses windows of different sizes",
             node.input[1], node.input[2], node.output[1], node.output[2]
@@ -684,12 +737,18 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
     }
 }
 
-/// The map after a layer that reads one tensor.
+/// The map after a layer that reads one tensor (a 1-D layer: its 2-D form's).
 fn apply(node: &Node, rf: Rf) -> Rf {
     match rf {
         Rf::Sequence { prefix, suffix } => return apply_sequence(node, prefix, suffix),
         Rf::Constant => return rf,
         _ => {}
+    }
+    if let Some(lifted) = node.lifted() {
+        return apply(&lifted, rf);
+    }
+    if node.input.len() == 2 && maps_of(&rf).is_some() {
+        return apply_signal(node, rf);
     }
     match &node.layer.kind {
         LayerKind::FlattenSpatial => match rf {
@@ -781,6 +840,30 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
             unreachable!("merge nodes are combined by node_rfs")
         }
+    }
+}
+
+/// The map after a layer (not a 1-D one) that reads a 1-D signal `[C, L]` with a range over its
+/// positions: element-wise layers and a softmax or mean over the channels keep it; a linear
+/// layer, a normalization, attention or a recurrent layer read every position.
+fn apply_signal(node: &Node, rf: Rf) -> Rf {
+    let axis = |dim: i64| crate::spec::shape::sample_axis(dim, 2, "").ok();
+    match &node.layer.kind {
+        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
+        LayerKind::Softmax { dim } if axis(*dim) == Some(0) => rf,
+        LayerKind::Mean { .. } => rf,
+        LayerKind::Linear { .. }
+        | LayerKind::LayerNorm { .. }
+        | LayerKind::GroupNorm { .. }
+        | LayerKind::Softmax { .. }
+        | LayerKind::MultiheadAttention { .. }
+        | LayerKind::Recurrent(_) => Rf::Global,
+        LayerKind::Transpose => Rf::NotAffine("transposed: the signal's positions became features".into()),
+        LayerKind::Flatten => Rf::NotAffine("flattened: features have no position index; each depends on one position's range".into()),
+        _ => Rf::NotAffine(format!(
+            "{} on a 1-D signal: no affine range; exact sets of a unit are exact",
+            node.layer.type_name()
+        )),
     }
 }
 
@@ -1156,6 +1239,21 @@ fn row_pieces(a: u64, b: u64, w: u64) -> impl Iterator<Item = (u64, u64, u64)> {
 
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
+    // a 1-D layer: its 2-D form on boxes with one row
+    if let Some(lifted) = node.lifted() {
+        let row = IntervalSet::range(0, 0);
+        let set = set
+            .into_iter()
+            .map(|p| Product(vec![p.0[0].clone(), row.clone(), p.0[1].clone()]))
+            .collect();
+        return back_node(&lifted, set, approx)
+            .into_iter()
+            .map(|mut p| {
+                p.0.remove(1);
+                p
+            })
+            .collect();
+    }
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
     if node.input.len() == 2 || matches!(node.layer.kind, LayerKind::Embedding { .. }) {
         if let Some(back) = back_sequence(node, &set, approx) {
@@ -1486,6 +1584,13 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
             IntervalSet::range(index[0], index[0]),
             IntervalSet::range(index[1], index[1]),
         ])
+    } else if out.len() == 2 && chain.target.signal {
+        // a signal: position `index[0]`, channel `channel` or every channel
+        let ch = match channel {
+            Some(c) => IntervalSet::range(c, c),
+            None => IntervalSet::range(0, out[0] - 1),
+        };
+        Product(vec![ch, IntervalSet::range(index[0], index[0])])
     } else if out.len() == 2 {
         // a sequence: token `index[0]`, feature `channel` or every feature
         let f = match channel {
@@ -1546,14 +1651,20 @@ mod tests {
     #[test]
     fn vgg_stem_matches_the_course_in_one_based_terms() {
         let t = table(json!({"preset": "vgg_stem"}), 1);
-        let text: Vec<&str> = t.iter().map(|r| r.receptive_field.as_ref().unwrap().height.text.as_str()).collect();
+        let text: Vec<&str> = t
+            .iter()
+            .map(|r| r.receptive_field.as_ref().unwrap().height.as_ref().unwrap().text.as_str())
+            .collect();
         assert_eq!(text[0], "i-1 <= m <= i+1");
         assert_eq!(text[2], "i-2 <= m <= i+2");
         assert_eq!(text[4], "2i-3 <= m <= 2i+2");
         assert_eq!(text[7], "2i-7 <= m <= 2i+6");
         assert_eq!(text[9], "4i-9 <= m <= 4i+6");
-        assert_eq!(t[9].receptive_field.as_ref().unwrap().width.text, "4j-9 <= n <= 4j+6");
-        assert_eq!(t[9].receptive_field.as_ref().unwrap().height.size, 16);
+        assert_eq!(
+            t[9].receptive_field.as_ref().unwrap().width.as_ref().unwrap().text,
+            "4j-9 <= n <= 4j+6"
+        );
+        assert_eq!(t[9].receptive_field.as_ref().unwrap().height.as_ref().unwrap().size, 16);
     }
 
     #[test]
@@ -1566,7 +1677,7 @@ mod tests {
             {"type": "maxpool2d", "kernel_size": 2}]}),
             0,
         );
-        let h = &t[2].receptive_field.as_ref().unwrap().height;
+        let h = t[2].receptive_field.as_ref().unwrap().height.as_ref().unwrap();
         assert_eq!((h.scale, h.lo, h.hi), (2, -2, 3));
     }
 

@@ -750,7 +750,7 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
             let axis = rf_row(r, layer)?
                 .receptive_field
                 .as_ref()
-                .map(|rf| &rf.height)
+                .and_then(|rf| rf.rows())
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))?;
             let v = if *what == "jump" { axis.jump } else { axis.size };
             Ok(Expected::Count(v as f64, vec![], vec![]))
@@ -780,7 +780,15 @@ fn range_expected(r: &RfReport, layer: &str, cols: bool) -> Result<Expected, Str
         };
         return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
     };
-    let axis = if cols { &rf.width } else { &rf.height };
+    let axis = match (cols, &rf.width, rf.rows()) {
+        (true, Some(w), _) => w,
+        (false, _, Some(h)) => h,
+        _ => {
+            return Err(format!(
+                "layer {layer} is a 1-D signal: it has positions (ask for its rows), not columns"
+            ))
+        }
+    };
     Ok(Expected::Range {
         scale: axis.scale as i64,
         lo: axis.lo,

@@ -47,11 +47,11 @@ pub struct PositionRequest {
     /// Top-level index, dotted path or layer name; default the last layer.
     #[serde(default)]
     pub layer: Option<LayerRef>,
-    /// `[i, j]` for image outputs, `[t]` for a token, `[k]` for flat outputs, in index_base;
-    /// default the centre.
+    /// `[i, j]` for image outputs, `[i]` for a position of a 1-D signal, `[t]` for a token, `[k]`
+    /// for flat outputs, in index_base; default the centre.
     #[serde(default)]
     pub index: Option<Vec<u64>>,
-    /// One output channel (a token's feature); default every channel.
+    /// One output channel (of an image or a signal; a token's feature); default every channel.
     #[serde(default)]
     pub channel: Option<u64>,
 }
@@ -129,6 +129,9 @@ pub struct UnitReport {
     pub input_features: Option<Ranges>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<Ranges>,
+    /// A 1-D signal input's positions (with `input_channels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_positions: Option<Ranges>,
     /// The smallest box around the exact set (images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tight_box: Option<Span2>,
@@ -252,6 +255,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     let chain = chain_to(&graph, pos.layer.as_ref(), "/position/layer")?;
     let out = chain.target.output.clone();
     let spatial_out = out.len() == 3;
+    let signal_out = chain.target.signal;
     let index0: Vec<u64> = match &pos.index {
         Some(ix) => {
             let want = if spatial_out { 2 } else { 1 };
@@ -263,6 +267,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
                         chain.target.path,
                         match out.len() {
                             3 => "[i, j]",
+                            2 if signal_out => "[i] (one position of the signal; \"channel\" picks one channel)",
                             2 => "[t] (one token; \"channel\" picks one of its features)",
                             _ => "[k] (one feature)",
                         }
@@ -270,7 +275,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
                 )
                 .into());
             }
-            let dims = if spatial_out { &out[1..] } else { &out[..1] };
+            let dims = if spatial_out || signal_out { &out[1..] } else { &out[..1] };
             ix.iter()
                 .zip(dims)
                 .enumerate()
@@ -294,6 +299,8 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
         None => {
             if spatial_out {
                 vec![out[1] / 2, out[2] / 2]
+            } else if signal_out {
+                vec![out[1] / 2]
             } else {
                 vec![out[0] / 2]
             }
@@ -302,6 +309,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     if let Some(c) = pos.channel {
         let channels = match out.len() {
             3 => out[0],
+            2 if signal_out => out[0],
             2 => out[1],
             _ => 0,
         };
@@ -328,7 +336,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     };
     Ok(RfReport {
         conventions:
-            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a sequence, output token i sees the input tokens t its `tokens.text` gives",
+            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a 1-D signal [C, L], output position i sees input positions m (`length`); in a sequence, output token i sees the input tokens t its `tokens.text` gives",
         device_note,
         index_base: base,
         layers,
@@ -364,6 +372,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
         input_cols: None,
         input_features: None,
         input_tokens: None,
+        input_positions: None,
         tight_box: None,
         affine: None,
         clipped: None,
@@ -373,6 +382,17 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
     };
     if graph.spec.token_ids {
         v.input_tokens = Some(ranges(&dep.axis(0), base));
+        return v;
+    }
+    if graph.input_signal {
+        v.input_channels = Some(ranges(&dep.axis(0), base));
+        let positions = dep.axis(1);
+        if !positions.is_contiguous() {
+            v.notes = Some(vec![
+                "the unit's input positions have holes (strides or dilation skip positions)".into()
+            ]);
+        }
+        v.input_positions = Some(ranges(&positions, base));
         return v;
     }
     if input.len() == 2 {
@@ -496,6 +516,7 @@ async fn verify_unit(
     let agrees = !r.overflow && analytic == r.axes;
     let names: &[&str] = match graph.input().len() {
         3 => &["channels", "rows", "cols"],
+        2 if graph.input_signal => &["channels", "positions"],
         _ if graph.spec.token_ids => &["tokens"],
         2 => &["tokens", "features"],
         _ => &["features"],

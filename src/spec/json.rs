@@ -81,6 +81,15 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// [`Obj::pair`] for a 2-D layer; for a 1-D one (`one_d`) an int or `[l]` on the length
+    /// axis, the height axis being 1 (0 for a `min` of 0: padding).
+    pub fn axes(&self, key: &'static str, default: Option<[u64; 2]>, min: u64, max: u64, one_d: bool) -> SpecResult<[u64; 2]> {
+        match (self.raw(key), one_d) {
+            (Some(v), true) => Ok([min.min(1), length(v, &self.at(key), min, max)?]),
+            _ => self.pair(key, default, min, max),
+        }
+    }
+
     pub fn bool(&self, key: &'static str, default: bool) -> SpecResult<bool> {
         match self.raw(key) {
             None => Ok(default),
@@ -202,6 +211,18 @@ pub fn pair(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<[u64; 2]
             let n = uint(other, pointer, min, max)?;
             Ok([n, n])
         }
+    }
+}
+
+/// A 1-D layer's length argument: an int or a one-element list, as `torch.nn.Conv1d` accepts.
+pub fn length(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<u64> {
+    match v {
+        Value::Array(items) if items.len() == 1 => uint(&items[0], &child(pointer, 0), min, max),
+        Value::Array(items) => Err(SpecError::invalid(
+            pointer,
+            format!("expected an int or [l] (a 1-D layer), got a list of {} items", items.len()),
+        )),
+        other => uint(other, pointer, min, max),
     }
 }
 

@@ -81,7 +81,7 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
         return Err(SpecError::invalid(
             &shape_ptr,
             format!(
-                "expected [C, H, W] (images), [L, D] (a sequence of L tokens) or [F] (features; [L] token ids with input_dtype int64) without the batch axis, got {} numbers",
+                "expected [C, H, W] (images), [L, D] (a sequence of L tokens), [C, L] (a 1-D signal read by conv1d) or [F] (features; [L] token ids with input_dtype int64) without the batch axis, got {} numbers",
                 shape.len()
             ),
         ));
@@ -274,7 +274,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv2d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, maxpool2d, avgpool2d, adaptive_avgpool2d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -314,7 +314,22 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
     let max = limits.max_dim;
     let mut declared_in = None;
     let composite = o.has("branches") || o.has("body") || o.has("shortcut");
-    let kind = match canonical_type(ty).as_str() {
+    // the 1-D layers are their 2-D forms on a height of 1
+    let canon = canonical_type(ty);
+    let (canon, one_d) = match canon.as_str() {
+        "conv1d" => ("conv2d", true),
+        "convtranspose1d" => ("convtranspose2d", true),
+        "maxpool1d" => ("maxpool2d", true),
+        "avgpool1d" => ("avgpool2d", true),
+        "adaptiveavgpool1d" => ("adaptiveavgpool2d", true),
+        "adaptivemaxpool1d" => ("adaptivemaxpool2d", true),
+        "zeropad1d" => ("zeropad2d", true),
+        "reflectionpad1d" => ("reflectionpad2d", true),
+        "replicationpad1d" => ("replicationpad2d", true),
+        "circularpad1d" => ("circularpad2d", true),
+        other => (other, false),
+    };
+    let kind = match canon {
         "add" if graph && !composite => LayerKind::Add,
         "mul" if graph => LayerKind::Mul,
         "concat" | "cat" if graph && !composite => {
@@ -333,9 +348,9 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "conv2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
             let out_channels = o.u64_in("out_channels", None, 1, max)?;
-            let kernel = o.pair("kernel_size", None, 1, max)?;
-            let stride = o.pair("stride", Some([1, 1]), 1, max)?;
-            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
+            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
+            let stride = o.axes("stride", Some([1, 1]), 1, max, one_d)?;
+            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
             let padding = match o.raw("padding") {
                 None => ConvPadding::Explicit([0, 0]),
                 Some(Value::String(s)) if s == "valid" => ConvPadding::Explicit([0, 0]),
@@ -354,7 +369,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                         format!("unknown padding {s:?}; expected an int, [h, w], \"same\" or \"valid\""),
                     ))
                 }
-                Some(v) => ConvPadding::Explicit(super::json::pair(v, &o.at("padding"), 0, max)?),
+                Some(_) => ConvPadding::Explicit(o.axes("padding", None, 0, max, one_d)?),
             };
             let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
             let padding_mode = match o.str_or("padding_mode", "zeros")? {
@@ -383,11 +398,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "convtranspose2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
             let out_channels = o.u64_in("out_channels", None, 1, max)?;
-            let kernel = o.pair("kernel_size", None, 1, max)?;
-            let stride = o.pair("stride", Some([1, 1]), 1, max)?;
-            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
-            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
-            let output_padding = o.pair("output_padding", Some([0, 0]), 0, max)?;
+            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
+            let stride = o.axes("stride", Some([1, 1]), 1, max, one_d)?;
+            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
+            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
+            let output_padding = o.axes("output_padding", Some([0, 0]), 0, max, one_d)?;
             for a in 0..2 {
                 if output_padding[a] >= stride[a].max(dilation[a]) {
                     return Err(SpecError::invalid(
@@ -403,7 +418,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             if o.str_or("padding_mode", "zeros")? != "zeros" {
                 return Err(SpecError::invalid(
                     o.at("padding_mode"),
-                    "ConvTranspose2d supports only \"zeros\" padding (as PyTorch)",
+                    "transposed convolutions support only \"zeros\" padding (as PyTorch)",
                 ));
             }
             LayerKind::ConvTranspose2d {
@@ -605,10 +620,10 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "maxpool2d" => {
-            let kernel = o.pair("kernel_size", None, 1, max)?;
-            let stride = o.pair("stride", Some(kernel), 1, max)?;
-            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
-            let dilation = o.pair("dilation", Some([1, 1]), 1, max)?;
+            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
+            let stride = o.axes("stride", Some(kernel), 1, max, one_d)?;
+            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
+            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
             let ceil_mode = o.bool("ceil_mode", false)?;
             if o.bool("return_indices", false)? {
                 return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
@@ -623,9 +638,9 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "avgpool2d" => {
-            let kernel = o.pair("kernel_size", None, 1, max)?;
-            let stride = o.pair("stride", Some(kernel), 1, max)?;
-            let padding = o.pair("padding", Some([0, 0]), 0, max)?;
+            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
+            let stride = o.axes("stride", Some(kernel), 1, max, one_d)?;
+            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
             let ceil_mode = o.bool("ceil_mode", false)?;
             let count_include_pad = o.bool("count_include_pad", true)?;
             if o.has("divisor_override") {
@@ -644,6 +659,8 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             let ptr = o.at("output_size");
             let output = match o.raw("output_size") {
                 None => return Err(SpecError::invalid(ptr, "is required")),
+                // a 1-D pool: an int or [l] (PyTorch's 1-D adaptive pools refuse None)
+                Some(v) if one_d => [Some(1), Some(super::json::length(v, &ptr, 1, max)?)],
                 Some(Value::Array(items)) if items.len() == 2 => {
                     let axis = |i: usize| -> SpecResult<Option<u64>> {
                         if items[i].is_null() {
@@ -659,7 +676,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     [Some(n[0]), Some(n[1])]
                 }
             };
-            if canonical_type(ty) == "adaptivemaxpool2d" {
+            if canon == "adaptivemaxpool2d" {
                 if o.bool("return_indices", false)? {
                     return Err(SpecError::invalid(
                         o.at("return_indices"),
@@ -809,7 +826,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             LayerKind::Activation { kind, negative_slope }
         }
         "zeropad2d" | "reflectionpad2d" | "replicationpad2d" | "circularpad2d" => {
-            let fill = match canonical_type(ty).as_str() {
+            let fill = match canon {
                 "zeropad2d" => Fill::Zeros,
                 "reflectionpad2d" => Fill::Reflect,
                 "circularpad2d" => Fill::Circular,
@@ -818,6 +835,23 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             // an int pads every side; PyTorch's 4-tuple is (left, right, top, bottom)
             let pad = match o.raw("padding") {
                 None => return Err(o.missing("padding")),
+                // a 1-D pad: an int or PyTorch's (left, right), on the length
+                Some(Value::Array(items)) if one_d && items.len() == 2 => [
+                    uint(&items[0], &child(&o.at("padding"), 0), 0, max)?,
+                    uint(&items[1], &child(&o.at("padding"), 1), 0, max)?,
+                    0,
+                    0,
+                ],
+                Some(v @ Value::Number(_)) if one_d => {
+                    let p = uint(v, &o.at("padding"), 0, max)?;
+                    [p, p, 0, 0]
+                }
+                Some(other) if one_d => {
+                    return Err(SpecError::invalid(
+                        o.at("padding"),
+                        format!("expected an int or [left, right] (a 1-D pad), got {}", describe(other)),
+                    ))
+                }
                 Some(Value::Array(items)) if items.len() == 4 => {
                     let mut pad = [0u64; 4];
                     for (i, v) in items.iter().enumerate() {
@@ -923,6 +957,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         kind,
         declared_in,
         functional,
+        one_d,
     })
 }
 

@@ -68,6 +68,10 @@ pub struct Node<'a> {
     pub merge: Option<Merge>,
     /// A sequential composite's branches, or body and shortcut: the nodes inside it, for tables.
     pub groups: Vec<Group>,
+    /// The output is a 1-D signal `[C, L]` (channels, then positions), not a sequence `[L, D]`
+    /// of tokens: the output of a 1-D layer, and what element-wise layers, linear layers and
+    /// merges make of one (see [`Graph::input_signal`]).
+    pub signal: bool,
 }
 
 #[derive(Debug)]
@@ -90,6 +94,9 @@ pub struct Graph<'a> {
     pub top: Vec<usize>,
     /// The nodes whose tensors the model returns.
     pub outputs: Vec<usize>,
+    /// The model's input `[C, L]` is a 1-D signal: a 1-D layer reads it, directly or through
+    /// element-wise layers and merges. Otherwise a two-axis input is a sequence `[L, D]`.
+    pub input_signal: bool,
 }
 
 impl<'a> Graph<'a> {
@@ -206,12 +213,45 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
             }
         }
     }
+    let mut nodes = b.nodes;
+    let input_signal = signals(spec, &mut nodes);
     Ok(Graph {
         spec,
-        nodes: b.nodes,
+        nodes,
         top,
         outputs,
+        input_signal,
     })
+}
+
+/// Marks the nodes whose output is a 1-D signal `[C, L]` and says whether the model's input is
+/// one: a two-axis float input that a 1-D layer reads, directly or through layers that keep a
+/// signal a signal (element-wise layers, linear layers, merges).
+fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
+    let keeps = |n: &Node| {
+        n.output.len() == 2
+            && (n.merge.is_some()
+                || matches!(
+                    n.layer.kind,
+                    LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Linear { .. }
+                ))
+    };
+    if spec.input_shape.len() != 2 || spec.token_ids || !nodes.iter().any(|n| n.layer.one_d) {
+        return false;
+    }
+    // which nodes' outputs come from the input through layers that keep a signal
+    let mut from_input = vec![false; nodes.len()];
+    let mut input_signal = false;
+    for i in 0..nodes.len() {
+        let reads = nodes[i].inputs.iter().any(|e| e.from.is_none_or(|f| from_input[f]));
+        input_signal |= reads && nodes[i].layer.one_d;
+        from_input[i] = reads && keeps(&nodes[i]);
+    }
+    for i in 0..nodes.len() {
+        let reads = nodes[i].inputs.iter().any(|e| e.from.map_or(input_signal, |f| nodes[f].signal));
+        nodes[i].signal = nodes[i].layer.one_d || (reads && keeps(&nodes[i]));
+    }
+    input_signal
 }
 
 struct Builder<'a> {
@@ -325,6 +365,7 @@ impl<'a> Builder<'a> {
             windows,
             merge,
             groups,
+            signal: false,
         });
         Ok(self.nodes.len() - 1)
     }
@@ -421,6 +462,7 @@ impl<'a> Builder<'a> {
                         windows: None,
                         merge: Some(merge),
                         groups: Vec::new(),
+                        signal: false,
                     });
                     self.nodes.len() - 1
                 }
@@ -435,6 +477,7 @@ impl<'a> Builder<'a> {
                         windows: None,
                         merge: None,
                         groups: Vec::new(),
+                        signal: false,
                     });
                     self.nodes.len() - 1
                 }
@@ -661,8 +704,32 @@ fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window;
     Ok(ws)
 }
 
-/// The output shape and windows of a layer that reads one tensor.
+/// The output shape and windows of a layer that reads one tensor; a 1-D layer's are its 2-D
+/// form's on `[C, 1, L]`, the height dropped from the output.
 fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
+    if !layer.one_d {
+        return infer_2d(layer, input, pointer);
+    }
+    let [c, l] = match input {
+        [c, l] => [*c, *l],
+        _ => {
+            return Err(SpecError::invalid(
+                pointer,
+                format!(
+                    "{} needs a signal input [C, L] (channels, length), but its input has shape {input:?}",
+                    layer.type_name()
+                ),
+            ))
+        }
+    };
+    let (out, win) = infer_2d(layer, &[c, 1, l], pointer).map_err(|mut e| {
+        e.message = e.message.replace("width", "length").replace("[C, H, W]", "[C, L]");
+        e
+    })?;
+    Ok((vec![out[0], out[2]], win))
+}
+
+fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
     let mut win = None;
     let output: Vec<u64> = match &layer.kind {
         LayerKind::Conv2d {
@@ -985,6 +1052,8 @@ pub struct DenseWeight {
     /// conv_transpose2d: the weight is [in, out/groups, kh, kw] and `in_per_group` is the
     /// number of output channels per group (what each input position's kernel covers).
     pub transposed: Option<u64>,
+    /// A 1-D conv: PyTorch's weight has no height axis (`[out, in/groups, k]`).
+    pub one_d: bool,
 }
 
 impl DenseWeight {
@@ -1003,7 +1072,16 @@ impl DenseWeight {
     pub fn bias_len(&self) -> u64 {
         self.transposed.unwrap_or(self.out)
     }
+    /// PyTorch's shape of the weight.
     pub fn shape(&self) -> Vec<i64> {
+        let mut s = self.shape_2d();
+        if self.one_d {
+            s.remove(2);
+        }
+        s
+    }
+
+    fn shape_2d(&self) -> Vec<i64> {
         if self.transposed.is_some() {
             // [in, out/groups, kh, kw]: `out` holds in_channels here
             return vec![
@@ -1042,7 +1120,35 @@ impl NamedParam {
     }
 }
 
-impl Node<'_> {
+impl<'a> Node<'a> {
+    /// A 1-D layer as its 2-D form: the same node on `[C, 1, L]` (every analysis's 2-D rule
+    /// then answers for it); None for other layers.
+    pub fn lifted(&self) -> Option<Node<'a>> {
+        let lift = |s: &[u64]| match s {
+            [c, l] => vec![*c, 1, *l],
+            other => other.to_vec(),
+        };
+        (self.layer.one_d && self.input.len() == 2).then(|| Node {
+            path: self.path.clone(),
+            pointer: self.pointer.clone(),
+            layer: self.layer,
+            input: lift(&self.input),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|e| Edge {
+                    shape: lift(&e.shape),
+                    ..e.clone()
+                })
+                .collect(),
+            output: lift(&self.output),
+            windows: self.windows,
+            merge: None,
+            groups: Vec::new(),
+            signal: false,
+        })
+    }
+
     /// The parameters of an embedding, attention or recurrent layer, in the order and with the
     /// names of PyTorch's `named_parameters()`; None for other layers.
     pub fn named_params(&self) -> Option<Vec<NamedParam>> {
@@ -1135,6 +1241,7 @@ impl Node<'_> {
                 bias: *bias,
                 is_conv: true,
                 transposed: None,
+                one_d: self.layer.one_d,
             }),
             // PyTorch's weight is [in, out/groups, kh, kw]: the first axis is the input's
             LayerKind::ConvTranspose2d {
@@ -1150,6 +1257,7 @@ impl Node<'_> {
                 bias: *bias,
                 is_conv: true,
                 transposed: Some(*out_channels),
+                one_d: self.layer.one_d,
             }),
             LayerKind::Linear { out_features, bias } => Some(DenseWeight {
                 out: *out_features,
@@ -1159,6 +1267,7 @@ impl Node<'_> {
                 bias: *bias,
                 is_conv: false,
                 transposed: None,
+                one_d: false,
             }),
             _ => None,
         }

@@ -355,11 +355,31 @@ pub struct Layer {
     /// torchvision's GoogLeNet calls F.relu) instead of a module. The network is the same; only
     /// tools that hook modules (ptflops) see it differently.
     pub functional: bool,
+    /// The 1-D form of a 2-D layer (`conv1d`, `conv_transpose1d`, `maxpool1d`, `avgpool1d`,
+    /// `adaptive_avgpool1d`, `adaptive_maxpool1d`, the `*pad1d` pads): it reads a signal `[C, L]` and is, in every
+    /// analysis, its 2-D form on `[C, 1, L]` (height 1, every height argument 1 or 0), as PyTorch
+    /// itself computes it. Its pairs hold `[1 or 0, the length argument]`.
+    pub one_d: bool,
 }
 
 impl Layer {
     /// The canonical `type` string, as the spec and every response spell it.
     pub fn type_name(&self) -> &'static str {
+        if self.one_d {
+            return match &self.kind {
+                LayerKind::Conv2d { .. } => "conv1d",
+                LayerKind::ConvTranspose2d { .. } => "conv_transpose1d",
+                LayerKind::MaxPool2d { .. } => "maxpool1d",
+                LayerKind::AvgPool2d { .. } => "avgpool1d",
+                LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool1d",
+                LayerKind::AdaptiveMaxPool2d { .. } => "adaptive_maxpool1d",
+                LayerKind::Pad { fill: Fill::Zeros, .. } => "zeropad1d",
+                LayerKind::Pad { fill: Fill::Reflect, .. } => "reflectionpad1d",
+                LayerKind::Pad { fill: Fill::Replicate, .. } => "replicationpad1d",
+                LayerKind::Pad { fill: Fill::Circular, .. } => "circularpad1d",
+                _ => unreachable!("only sliding-window layers have a 1-D form"),
+            };
+        }
         match &self.kind {
             LayerKind::Embedding { .. } => "embedding",
             LayerKind::Parameter { .. } => "parameter",

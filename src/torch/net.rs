@@ -174,6 +174,8 @@ fn draw(
 /// it reaches libtorch. Returns the node's path and the reason.
 pub fn empty_pool_window(graph: &Graph) -> Option<(String, String)> {
     for node in &graph.nodes {
+        let lifted = node.lifted();
+        let node = lifted.as_ref().unwrap_or(node);
         let LayerKind::MaxPool2d {
             kernel,
             stride,
@@ -202,6 +204,15 @@ pub fn empty_pool_window(graph: &Graph) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// A conv weight as the 2-D op takes it: a 1-D conv's `[out, in, k]` as `[out, in, 1, k]`.
+fn four_d(w: &Tensor) -> Tensor {
+    if w.dim() == 3 {
+        w.unsqueeze(2)
+    } else {
+        w.shallow_clone()
+    }
 }
 
 /// One tensor of the model file's weights for a node, if the request uses them.
@@ -455,6 +466,10 @@ impl Net {
                     .fold(ins[0].shallow_clone(), |acc, t| if multiply { acc * t } else { acc + t }),
             };
         }
+        // a 1-D layer: its 2-D form on [N, C, 1, L]
+        if let Some(lifted) = node.lifted() {
+            return self.node(&lifted, &[ins[0].unsqueeze(2)]).squeeze_dim(2);
+        }
         let x = &ins[0];
         let p = self.params.get(&node.path);
         let probe = self.mode == Mode::Probe;
@@ -544,7 +559,7 @@ impl Net {
             } => {
                 let [wh, ww] = node.windows.expect("conv windows");
                 let p = p.expect("conv params");
-                let w = p.weight.as_ref().unwrap();
+                let w = &four_d(p.weight.as_ref().unwrap());
                 if wh.fill != crate::spec::Fill::Zeros {
                     // padding_mode reflect/replicate: F.pad with the mode, then an unpadded conv
                     fill_pad(x, [wh, ww]).conv2d(
@@ -621,7 +636,7 @@ impl Net {
                 let p = p.expect("conv_transpose2d params");
                 let ints = |v: &[u64; 2]| [v[0] as i64, v[1] as i64];
                 x.conv_transpose2d(
-                    p.weight.as_ref().unwrap(),
+                    &four_d(p.weight.as_ref().unwrap()),
                     p.bias.as_ref(),
                     ints(stride),
                     ints(padding),

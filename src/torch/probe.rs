@@ -577,14 +577,28 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     );
     // a spatial target holds just the unit now
     let local: Vec<u64> = if index.len() == 2 { vec![0, 0] } else { index.to_vec() };
-    let unit = select_unit(&y.select(0, 0), &local, channel.map(|c| classes.map[c as usize] as u64), &classes);
+    let unit = select_unit(
+        &y.select(0, 0),
+        &local,
+        channel.map(|c| classes.map[c as usize] as u64),
+        &classes,
+        false,
+    );
     let probe_width = run.width;
     Ok(read_gradient(spec, &x, input_win, unit, started, probe_width, network_width))
 }
 
 /// The unit of `y` (one sample, no batch axis): `channel` (None: every channel summed) at
-/// spatial `index`, or flat feature `index[0]` through the probe's class map.
-fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classes) -> Tensor {
+/// spatial `index`, or flat feature `index[0]` through the probe's class map; of a 1-D signal
+/// (`signal`), `channel` at position `index[0]`.
+fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classes, signal: bool) -> Tensor {
+    if y.dim() == 2 && signal {
+        let column = y.select(1, index[0] as i64);
+        return match channel {
+            Some(c) => column.select(0, c as i64),
+            None => column.sum(column.kind()),
+        };
+    }
     // a sequence [L, D]: token index[0], feature `channel` or every feature
     if y.dim() == 2 {
         let row = y.select(0, index[0] as i64);
@@ -632,7 +646,7 @@ fn probe_whole(chain: &Chain, index: &[u64], channel: Option<u64>, device: Devic
         .run(graph, &chain.steps, &x, &[chain.id], &mut |_, _, _| {})
         .remove(0)
         .select(0, 0);
-    let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize));
+    let unit = select_unit(&y, index, channel, &Classes::identity(y.size()[0] as usize), chain.target.signal);
     let width = widest(graph);
     read_gradient(spec, &x, None, unit, started, width, width)
 }

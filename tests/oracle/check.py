@@ -84,6 +84,13 @@ def oracle_rf(spec, path, index, channel):
     x = torch.ones(1, *spec["input_shape"], dtype=torch.float64, requires_grad=True)
     model(x)
     y = captured["y"][0]
+    if len(spec["input_shape"]) == 2:
+        # a 1-D signal [C, L]: channel `channel` (or every channel) at position index[0]
+        col = y[:, index[0]] if y.dim() == 2 else y[index[0]]
+        unit = col.sum() if channel is None or y.dim() == 1 else col[channel]
+        (g,) = torch.autograd.grad(unit, x, allow_unused=True)
+        nz = (g[0] != 0) if g is not None else torch.zeros(spec["input_shape"], dtype=torch.bool)
+        return {"input_channels": nonzero_ranges(nz.any(1).tolist()), "input_positions": nonzero_ranges(nz.any(0).tolist())}
     if len(index) == 2:
         col = y[:, index[0], index[1]]
         unit = col.sum() if channel is None else col[channel]
@@ -98,11 +105,20 @@ def oracle_rf(spec, path, index, channel):
     }
 
 
-def run_rf(url, n, seed, graphs):
+def random_case(rng, case, n, graphs):
+    """Case `case` of a run: n sequential specs over images, then graphs, then 1-D signals."""
+    if case < n:
+        return torchspec.random_spec(rng)
+    if case < n + graphs:
+        return torchspec.random_graph(rng)
+    return torchspec.random_signal_spec(rng)
+
+
+def run_rf(url, n, seed, graphs, signals):
     rng = random.Random(seed)
     failures = 0
-    for case in range(n + graphs):
-        spec = torchspec.random_spec(rng) if case < n else torchspec.random_graph(rng)
+    for case in range(n + graphs + signals):
+        spec = random_case(rng, case, n, graphs)
         all_paths = torchspec.all_paths(spec)
         path = rng.choice(all_paths)
         model = torchspec.build_model(spec)
@@ -111,7 +127,10 @@ def run_rf(url, n, seed, graphs):
             torchspec.module_at(model, p).register_forward_hook(lambda m, i, o, p=p: shapes.__setitem__(p, list(o.shape[1:])))
         model(torch.zeros(1, *spec["input_shape"], dtype=torch.float64))
         shape = shapes[path]
-        if len(shape) == 3:
+        if len(spec["input_shape"]) == 2 and len(shape) == 2:
+            index = [rng.randrange(shape[1])]
+            channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
+        elif len(shape) == 3:
             index = [rng.randrange(shape[1]), rng.randrange(shape[2])]
             channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
         else:
@@ -148,7 +167,7 @@ def run_rf(url, n, seed, graphs):
             print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")
             for p in problems:
                 print("  " + p)
-    print(f"rf oracle: {n + graphs - failures} passed, {failures} failed ({graphs} of the cases graphs)")
+    print(f"rf oracle: {n + graphs + signals - failures} passed, {failures} failed ({graphs} of the cases graphs, {signals} 1-D signals)")
     return failures
 
 
@@ -227,16 +246,18 @@ def check_profiles(url, spec, label):
     return problems
 
 
-def run_complexity(url, n, seed, presets, graphs):
+def run_complexity(url, n, seed, presets, graphs, signals):
     rng = random.Random(seed)
     failures = 0
     cases = [({"preset": p}, 1, p) for p in presets]
     cases += [(torchspec.random_spec(rng), rng.randint(1, 3), f"random case {i} (seed {seed})") for i in range(n)]
     first_graph = len(cases)
     cases += [(torchspec.random_graph(rng), rng.randint(1, 3), f"random graph {i} (seed {seed})") for i in range(graphs)]
+    first_signal = len(cases)
+    cases += [(torchspec.random_signal_spec(rng), rng.randint(1, 3), f"random 1-D signal {i} (seed {seed})") for i in range(signals)]
     for i, (spec, batch, label) in enumerate(cases):
         problems = check_complexity(url, spec, batch, label)
-        if i < len(presets) + 60 or first_graph <= i < first_graph + 60:
+        if i < len(presets) + 60 or first_graph <= i < first_graph + 60 or first_signal <= i < first_signal + 60:
             problems += check_profiles(url, spec, label)
         if problems:
             failures += 1
@@ -416,14 +437,18 @@ def random_mlp(rng):
     return {"input_shape": [width], "layers": layers}
 
 
-def run_gradient(url, n, seed):
+def run_gradient(url, n, seed, signals):
     rng = random.Random(seed)
     oversized = 0
     # the weights torch.nn draws and the inputs come from the seed too: a failing case reruns
     torch.manual_seed(seed)
     failures = 0
-    for case in range(n):
-        if case % 3 == 2:
+    for case in range(n + signals):
+        if case >= n:
+            spec = torchspec.random_signal_spec(rng)
+            if spec["layers"][-1]["type"] != "linear":
+                spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
+        elif case % 3 == 2:
             # a graph (skips, gates, concatenations, one or two outputs): the objective reads the
             # outputs flattened and joined in their listed order
             spec = torchspec.random_graph(rng)
@@ -444,7 +469,7 @@ def run_gradient(url, n, seed):
         params = {}
         for path in torchspec.all_paths(spec):
             m = torchspec.module_at(model, path)
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
                 if m.bias is not None:
                     params[path]["bias"] = m.bias.detach().double().flatten().tolist()
@@ -500,7 +525,7 @@ def run_gradient(url, n, seed):
             reported = {layer["path"] for layer in resp["layers"]}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
                     # a layer no output reads gets no gradient (PyTorch: .grad is None): no row,
                     # listed as unused; every other layer has its row
                     if (m.weight.grad is None) != (path in resp["unused_layers"]) or (m.weight.grad is None) == (path in reported):
@@ -508,6 +533,8 @@ def run_gradient(url, n, seed):
             for layer in resp["layers"]:
                 m = torchspec.module_at(model, layer["path"])
                 g = m.weight.grad.double()
+                if layer["weight_shape"] != list(m.weight.shape):
+                    problems.append(f"{layer['path']}: weight_shape {layer['weight_shape']} != PyTorch's {list(m.weight.shape)}")
                 if not close(layer["weight_grad"]["frobenius"], g.norm().item()) or not close(layer["weight_grad"]["max_abs"], g.abs().max().item()):
                     problems.append(f"{layer['path']}: weight grad {layer['weight_grad']} != autograd ({g.norm().item()}, {g.abs().max().item()})")
                 if m.bias is not None and not close(layer["bias_grad"]["frobenius"], m.bias.grad.double().norm().item()):
@@ -543,7 +570,7 @@ def run_gradient(url, n, seed):
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
     failures += run_spectral(url, max(4, n // 10), rng)
-    print(f"gradient oracle: {n - failures - oversized} passed, {failures} failed, {oversized} too large to send")
+    print(f"gradient oracle: {n + signals - failures - oversized} passed, {failures} failed, {oversized} too large to send ({signals} of the cases 1-D signals)")
     return failures
 
 
@@ -609,18 +636,19 @@ def main():
     ap.add_argument("--n", type=int, default=220)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
+    ap.add_argument("--signals", type=int, default=120, help="random 1-D signal networks on top (rf, complexity, gradient)")
     ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small,efficientnet_b0,unet_small")
     a = ap.parse_args()
     if a.what == "rf":
-        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs)
+        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs, a.signals)
     elif a.what == "torchvision":
         failed = run_torchvision(a.url, list(TORCHVISION))
     elif a.what == "gradient":
-        failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed)
+        failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed, a.signals)
     elif a.what == "momentum":
         failed = run_momentum(a.url, a.n, 3 if a.seed is None else a.seed)
     else:
-        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p], a.graphs)
+        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p], a.graphs, a.signals)
     sys.exit(1 if failed else 0)
 
 

@@ -23,7 +23,8 @@ def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
                     "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d",
                     "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM",
-                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d"])
+                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d",
+                    "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",
@@ -62,6 +63,11 @@ def spec():
         if rng.random() < 0.5:
             seq["layers"].insert(1, {"type": rng.choice(["lstm", "gru", "rnn", "multihead_attention"]), "hidden_size": v(), "num_heads": v(), "num_layers": v(), "bidirectional": rng.random() < 0.5})
         return seq
+    if rng.random() < 0.15:
+        # a 1-D signal [C, L] read by a 1-D layer with hostile arguments, then anything
+        first = layer()
+        first["type"] = rng.choice(["conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_maxpool1d"])
+        return {"input_shape": rng.choice([[v(), v()], [1, 1048576], [3, 16000], [v(), v(), v()]]), "layers": [first] + [layer() for _ in range(rng.randint(0, 4))]}
     if rng.random() < 0.35:
         g = {"nodes": [node() for _ in range(rng.randint(0, 8))]}
         if rng.random() < 0.5:

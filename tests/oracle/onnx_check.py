@@ -204,18 +204,21 @@ def weights_of(model):
     return {n: m for n, m in model.named_modules()}
 
 
-def run_random(url, n, seed, only=None):
+def run_random(url, n, seed, only=None, signals=0):
     failures = unmapped = refused = 0
     listed = []
-    for case in range(n) if only is None else [only]:
-        # every case from its own seed, so that `--case K` replays one alone
+    for case in range(n + signals) if only is None else [only]:
+        # every case from its own seed, so that `--case K` replays one alone; cases from n on
+        # are 1-D signal networks
         rng = random.Random(seed * 100_003 + case)
         torch.manual_seed(seed * 100_003 + case)
-        spec = torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng))
+        draw = (lambda: torchspec.random_signal_spec(rng)) if case >= n else \
+            (lambda: torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng)))
+        spec = draw()
         # circular padding leaves torch.onnx.export as Slice and Concat nodes around a plain
         # conv, which the importer does not fold back into one layer: drawn again
         while "circular" in json.dumps(spec):
-            spec = torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng))
+            spec = draw()
         label = f"onnx random case {case} (seed {seed})"
         model = torchspec.build_model(spec).float().eval()
         try:
@@ -250,8 +253,9 @@ def run_random(url, n, seed, only=None):
         # the receptive field of one output unit, against autograd on the module
         out_node = [r for r in resp["rows"] if not r["subtotal"]][-1]
         out_shape = out_node["output_shape"]
-        if case % 2 == 0 and len(out_shape) == 3:
-            index = [rng.randrange(out_shape[1]), rng.randrange(out_shape[2])]
+        signal = len(spec["input_shape"]) == 2
+        if (case % 2 == 0 and len(out_shape) == 3) or (signal and len(out_shape) == 2):
+            index = [rng.randrange(out_shape[1]), rng.randrange(out_shape[2])] if not signal else [rng.randrange(out_shape[1])]
             path = torchspec.all_paths(spec)[-1] if "layers" in spec else None
             if path is not None and "." not in path:
                 s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out_node["path"], "index": index}})
@@ -263,7 +267,7 @@ def run_random(url, n, seed, only=None):
                         if rf["position"].get(key) != w:
                             problems.append(f"receptive field {key}: {rf['position'].get(key)} != autograd {w}")
         # gradients with the file's weights against autograd on the module itself
-        if any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d)) for m in model.modules()):
+        if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)) for m in model.modules()):
             # float64 on both sides (the file's float32 weights widened), where the claim is exact
             x = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
             model = model.double()
@@ -299,7 +303,7 @@ def run_random(url, n, seed, only=None):
             print(f"{label}: " + "; ".join(problems[:6]) + "\n  spec " + json.dumps(spec)[:600])
     for line in listed:
         print("  not mapped: " + line)
-    count = n if only is None else 1
+    count = n + signals if only is None else 1
     print(f"onnx random oracle: {count - failures - refused} passed, {failures} failed, {unmapped} with ops the importer does not map, "
           f"{refused} that torch.onnx.export itself refuses")
     return failures
@@ -313,11 +317,12 @@ def main():
     ap.add_argument("--torchvision", default=",".join(TORCHVISION))
     ap.add_argument("--no-dynamo", action="store_true")
     ap.add_argument("--case", type=int, default=None, help="replay one random case")
+    ap.add_argument("--signals", type=int, default=30, help="random 1-D signal networks on top of --n")
     a = ap.parse_args()
     if a.case is not None:
-        sys.exit(1 if run_random(a.url, 1, a.seed, a.case) else 0)
+        sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
     failed = run_torchvision(a.url, [n for n in a.torchvision.split(",") if n], not a.no_dynamo)
-    failed += run_random(a.url, a.n, a.seed)
+    failed += run_random(a.url, a.n, a.seed, signals=a.signals)
     sys.exit(1 if failed else 0)
 
 

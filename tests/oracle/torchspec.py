@@ -58,6 +58,21 @@ class SummingPool(nn.Module):
         return out[:, :, :oh, :ow]
 
 
+class Lift(nn.Module):
+    """The probe's stand-in for a 1-D pooling: a module of the 2-D form on [N, C, 1, L]."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.unsqueeze(2)).squeeze(2)
+
+
+def single(v):
+    return v[0] if isinstance(v, list) else v
+
+
 class Functional(nn.Module):
     """A layer the model calls as torch.nn.functional in its forward: no module of a type that
     module-hooking tools (ptflops) know, just the functional call."""
@@ -85,6 +100,14 @@ def functional_form(m):
     if isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Identity)):
         return {nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, nn.Hardswish: F.hardswish, nn.Hardsigmoid: F.hardsigmoid,
                 nn.Mish: F.mish, nn.Identity: lambda x: x}[type(m)]
+    if isinstance(m, nn.MaxPool1d):
+        return lambda x: F.max_pool1d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+    if isinstance(m, nn.AvgPool1d):
+        return lambda x: F.avg_pool1d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
+    if isinstance(m, nn.AdaptiveAvgPool1d):
+        return lambda x: F.adaptive_avg_pool1d(x, m.output_size)
+    if isinstance(m, nn.AdaptiveMaxPool1d):
+        return lambda x: F.adaptive_max_pool1d(x, m.output_size)
     if isinstance(m, nn.MaxPool2d):
         return lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
     if isinstance(m, nn.AvgPool2d):
@@ -274,6 +297,39 @@ def build_layer(spec, shape, probe):
                                dilation=pair(spec.get("dilation", 1))).double()
         if probe:
             positive_(m.weight)
+    elif t == "conv1d":
+        pad = spec.get("padding", 0)
+        m = nn.Conv1d(shape[0], spec["out_channels"], single(spec["kernel_size"]), stride=single(spec.get("stride", 1)),
+                      padding=pad if isinstance(pad, str) else single(pad), dilation=single(spec.get("dilation", 1)),
+                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+                      padding_mode=spec.get("padding_mode", "zeros")).double()
+        if probe:
+            positive_(m.weight)
+    elif t == "convtranspose1d":
+        m = nn.ConvTranspose1d(shape[0], spec["out_channels"], single(spec["kernel_size"]), stride=single(spec.get("stride", 1)),
+                               padding=single(spec.get("padding", 0)), output_padding=single(spec.get("output_padding", 0)),
+                               groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+                               dilation=single(spec.get("dilation", 1))).double()
+        if probe:
+            positive_(m.weight)
+    elif t in ("maxpool1d", "avgpool1d"):
+        k = single(spec["kernel_size"])
+        s_ = single(spec.get("stride") or spec["kernel_size"])
+        p = single(spec.get("padding", 0))
+        d = single(spec.get("dilation", 1))
+        ceil = spec.get("ceil_mode", False)
+        if probe:
+            # the 2-D form's windows, summed, on a height of 1
+            real = (nn.MaxPool2d((1, k), (1, s_), (0, p), (1, d), ceil_mode=ceil) if t == "maxpool1d" else
+                    nn.AvgPool2d((1, k), (1, s_), (0, p), ceil_mode=ceil, count_include_pad=spec.get("count_include_pad", True)))
+            m = Lift(SummingPool(real, (1, k), (1, s_), (0, p), (1, d)))
+        elif t == "maxpool1d":
+            m = nn.MaxPool1d(k, s_, p, d, ceil_mode=ceil)
+        else:
+            m = nn.AvgPool1d(k, s_, p, ceil_mode=ceil, count_include_pad=spec.get("count_include_pad", True))
+    elif t in ("adaptiveavgpool1d", "adaptivemaxpool1d"):
+        o = single(spec["output_size"])
+        m = nn.AdaptiveAvgPool1d(o) if t == "adaptiveavgpool1d" or probe else nn.AdaptiveMaxPool1d(o)
     elif t == "upsample":
         sf = spec.get("scale_factor")
         m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
@@ -296,6 +352,10 @@ def build_layer(spec, shape, probe):
         m = {"zeropad2d": nn.ZeroPad2d, "reflectionpad2d": nn.ReflectionPad2d, "replicationpad2d": nn.ReplicationPad2d,
              "circularpad2d": nn.CircularPad2d}[t](
             tuple(pad) if isinstance(pad, list) else pad)
+    elif t in ("zeropad1d", "reflectionpad1d", "replicationpad1d", "circularpad1d"):
+        pad = spec["padding"]
+        m = {"zeropad1d": nn.ZeroPad1d, "reflectionpad1d": nn.ReflectionPad1d, "replicationpad1d": nn.ReplicationPad1d,
+             "circularpad1d": nn.CircularPad1d}[t](tuple(pad) if isinstance(pad, list) else pad)
     elif t == "linear":
         m = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True) and not probe).double()
         if probe:
@@ -489,6 +549,82 @@ def random_spec(rng):
         layers.append(rng.choice([{"type": "mean", "dim": [2, 3], "keepdim": True}, {"type": "mean", "dim": rng.choice([2, 3, -1]), "keepdim": True},
                                   {"type": "mean", "dim": 1, "keepdim": True}]))
     return {"input_shape": [c, h, w], "layers": layers}
+
+
+def random_signal_spec(rng):
+    """A random 1-D network on a signal [C, L] (audio, time series): conv1d with stride,
+    dilation, padding (numbers, "same", reflect/replicate/circular), groups; 1-D max and average
+    pools with ceil mode; transposed 1-D convs; adaptive pools; batchnorm1d and activations;
+    residual blocks and channel concatenations of conv1d branches; a classifier head now and then."""
+    c, length = rng.randint(1, 4), rng.randint(12, 160)
+    first = rng.randint(1, 4)
+    # the input is a signal because a 1-D layer reads it, directly or through element-wise layers
+    layers = [{"type": "relu"}] if rng.random() < 0.2 else []
+    layers.append({"type": "conv1d", "out_channels": first, "kernel_size": 3, "padding": 1})
+    shape = [first, length]
+    for _ in range(rng.randint(1, 7)):
+        r = rng.random()
+        if r < 0.4:
+            out = rng.choice([1, 2, 3, 4, 6])
+            groups = rng.choice([g for g in (1, 2, 3) if shape[0] % g == 0 and out % g == 0])
+            cand = {"type": "conv1d", "out_channels": out, "kernel_size": rng.choice([rng.randint(1, 9), [rng.randint(1, 9)]]),
+                    "groups": groups, "bias": rng.random() < 0.7}
+            if rng.random() < 0.2:
+                cand.update(padding="same", dilation=rng.randint(1, 3))
+            else:
+                cand.update(stride=rng.randint(1, 3), dilation=rng.choice([1, 1, 2, 3]), padding=rng.randint(0, 4))
+            if rng.random() < 0.2 and shape[1] > 6:
+                cand["padding_mode"] = rng.choice(["reflect", "replicate", "circular"])
+        elif r < 0.6:
+            k = rng.randint(1, 5)
+            cand = {"type": rng.choice(["maxpool1d", "avgpool1d"]), "kernel_size": k, "stride": rng.randint(1, 3),
+                    "padding": rng.randint(0, k // 2), "ceil_mode": rng.random() < 0.4}
+            if cand["type"] == "maxpool1d":
+                cand["dilation"] = rng.choice([1, 1, 2])
+            else:
+                cand["count_include_pad"] = rng.random() < 0.7
+        elif r < 0.68 and shape[1] < 400:
+            out = rng.choice([1, 2, 3, 4])
+            groups = rng.choice([g for g in (1, 2) if shape[0] % g == 0 and out % g == 0])
+            s_, d = rng.randint(1, 3), rng.choice([1, 1, 2])
+            cand = {"type": "conv_transpose1d", "out_channels": out, "kernel_size": rng.randint(1, 5), "stride": s_, "dilation": d,
+                    "groups": groups, "padding": rng.randint(0, 2), "output_padding": rng.randint(0, max(0, min(s_, d) - 1)),
+                    "bias": rng.random() < 0.7}
+        elif r < 0.73:
+            cand = {"type": rng.choice(["adaptive_avgpool1d", "adaptive_maxpool1d"]),
+                    "output_size": rng.choice([rng.randint(1, shape[1]), rng.randint(1, 4), [rng.randint(1, 4)]])}
+        elif r < 0.77:
+            cand = {"type": rng.choice(["zeropad1d", "reflectionpad1d", "replicationpad1d", "circularpad1d"]),
+                    "padding": rng.choice([rng.randint(0, 4), [rng.randint(0, 4), rng.randint(0, 4)]])}
+        elif r < 0.82:
+            cand = {"type": rng.choice(["relu", "batchnorm1d", "sigmoid", "tanh", "gelu", "silu", "dropout", "hardswish"])}
+        elif r < 0.9:
+            stride = rng.randint(1, 2)
+            cand = {"type": "concat", "branches": [
+                [{"type": "conv1d", "out_channels": rng.randint(1, 4), "kernel_size": 1, "stride": stride}]
+                + ([{"type": "conv1d", "out_channels": rng.randint(1, 4), "kernel_size": rng.choice([1, 3, 5]), "padding": "same"}]
+                   if rng.random() < 0.6 else [])
+                for _ in range(rng.randint(2, 3))]}
+        else:
+            k, s_, out = rng.choice([1, 3, 5]), rng.randint(1, 2), rng.randint(1, 4)
+            body = [{"type": "conv1d", "out_channels": out, "kernel_size": k, "stride": s_, "padding": k // 2}, {"type": "relu"},
+                    {"type": "conv1d", "out_channels": out, "kernel_size": 3, "padding": 1}]
+            shortcut = [] if (s_ == 1 and out == shape[0]) else [{"type": "conv1d", "out_channels": out, "kernel_size": 1, "stride": s_}]
+            cand = {"type": "residual", "body": body, "shortcut": shortcut}
+        if cand["type"] in ("relu", "gelu", "silu", "sigmoid", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "adaptive_maxpool1d") \
+                and rng.random() < 0.3:
+            cand["functional"] = True
+        try:
+            _, new_shape = build_layer(cand, shape, False)
+        except Exception:
+            continue
+        if len(new_shape) != 2 or new_shape[1] < 1:
+            continue
+        layers.append(cand)
+        shape = new_shape
+    if rng.random() < 0.3:
+        layers += [{"type": "adaptive_avgpool1d", "output_size": 1}, {"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    return {"input_shape": [c, length], "layers": layers}
 
 
 def random_graph(rng):

@@ -259,6 +259,27 @@ struct Reader {
     features: Vec<(usize, u64)>,
     /// Module names that own a `<module>.weight` initializer: their nodes take those names.
     modules: std::collections::HashSet<String>,
+    /// Axes of the model's sample (its input without the batch axis), and of the tensors whose
+    /// shapes were learned: a global pool of a three-axis tensor `[N, C, L]` is a 1-D one.
+    input_rank: usize,
+    ranks: HashMap<String, usize>,
+}
+
+/// The spatial attribute of a 1-D (`one_d`: one value, as an int) or 2-D operation.
+fn spatial(v: &[i64], one_d: bool, what: &str) -> Result<Value, Refusal> {
+    match (v, one_d) {
+        ([a], true) if *a >= 0 => Ok(json!(a)),
+        (_, false) => Ok(json!(ints2(v, what)?)),
+        _ => Err(format!("{what} {v:?}: a 1-D operation takes one value")),
+    }
+}
+
+/// ONNX pads `[begin, end]` of a 1-D operation as PyTorch's symmetric padding, or None.
+fn symmetric1(p: &[i64]) -> Option<u64> {
+    match p {
+        [b, e] if b == e && *b >= 0 => Some(*b as u64),
+        _ => None,
+    }
 }
 
 fn ints2(v: &[i64], what: &str) -> Result<[u64; 2], Refusal> {
@@ -409,22 +430,33 @@ impl Reader {
             }
             "Conv" | "ConvTranspose" => {
                 let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
-                if w.dims.len() != 4 {
+                if w.dims.len() != 4 && w.dims.len() != 3 {
                     return Err(format!(
-                        "a {}-D convolution (weight of rank {}): only 2-D convolutions are supported yet",
+                        "a {}-D convolution (weight of rank {}): only 1-D and 2-D convolutions are supported yet",
                         w.dims.len().saturating_sub(2),
                         w.dims.len()
                     ));
                 }
+                let one_d = w.dims.len() == 3;
+                let ones = vec![1; w.dims.len() - 2];
                 let group = a.int("group", 1).max(1);
-                let kernel = ints2(&a.ints("kernel_shape").unwrap_or(w.dims[2..].to_vec()), "kernel_shape")?;
-                let stride = ints2(&a.ints("strides").unwrap_or(vec![1, 1]), "strides")?;
-                let dilation = ints2(&a.ints("dilations").unwrap_or(vec![1, 1]), "dilations")?;
-                let pads = a.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+                let kernel = spatial(&a.ints("kernel_shape").unwrap_or(w.dims[2..].to_vec()), one_d, "kernel_shape")?;
+                let strides = a.ints("strides").unwrap_or(ones.clone());
+                let stride = spatial(&strides, one_d, "strides")?;
+                let dilation = spatial(&a.ints("dilations").unwrap_or(ones.clone()), one_d, "dilations")?;
+                let pads = a.ints("pads").unwrap_or(vec![0; 2 * ones.len()]);
                 let auto_pad = a.string("auto_pad", "NOTSET");
                 let transposed = op == "ConvTranspose";
                 let out_channels = if transposed { w.dims[1] * group } else { w.dims[0] };
-                set("type", json!(if transposed { "conv_transpose2d" } else { "conv2d" }));
+                set(
+                    "type",
+                    json!(match (transposed, one_d) {
+                        (true, true) => "conv_transpose1d",
+                        (true, false) => "conv_transpose2d",
+                        (false, true) => "conv1d",
+                        (false, false) => "conv2d",
+                    }),
+                );
                 set("in_channels", json!(if transposed { w.dims[0] } else { w.dims[1] * group }));
                 set("out_channels", json!(out_channels));
                 set("kernel_size", json!(kernel));
@@ -433,11 +465,16 @@ impl Reader {
                 set("groups", json!(group));
                 let src = self.source(data())?;
                 inputs.push(src);
-                match (auto_pad.as_str(), symmetric(&pads)) {
-                    ("NOTSET", Some(p)) => set("padding", json!(p)),
+                let padding = if one_d {
+                    symmetric1(&pads).map(|p| json!(p))
+                } else {
+                    symmetric(&pads).map(|p| json!(p))
+                };
+                match (auto_pad.as_str(), padding) {
+                    ("NOTSET", Some(p)) => set("padding", p),
                     ("VALID", _) => set("padding", json!(0)),
-                    ("SAME_UPPER", _) if !transposed && stride == [1, 1] => set("padding", json!("same")),
-                    ("NOTSET", None) if !transposed && pads.len() == 4 && pads.iter().all(|&p| p >= 0) => {
+                    ("SAME_UPPER", _) if !transposed && strides.iter().all(|&s| s == 1) => set("padding", json!("same")),
+                    ("NOTSET", None) if !transposed && !one_d && pads.len() == 4 && pads.iter().all(|&p| p >= 0) => {
                         // asymmetric zero padding: a ZeroPad2d node first, as PyTorch would write it
                         let pad_name = self.push(
                             node,
@@ -460,8 +497,8 @@ impl Reader {
                     if a.get("output_shape").is_some() {
                         return Err("output_shape is not supported; give output_padding".into());
                     }
-                    let op = a.ints("output_padding").unwrap_or(vec![0, 0]);
-                    set("output_padding", json!(ints2(&op, "output_padding")?));
+                    let op = a.ints("output_padding").unwrap_or(vec![0; ones.len()]);
+                    set("output_padding", spatial(&op, one_d, "output_padding")?);
                 }
                 let b = self.weight(node, 2, "bias")?;
                 set("bias", json!(b.is_some()));
@@ -523,27 +560,35 @@ impl Reader {
                 }
             }
             "MaxPool" | "AveragePool" => {
-                let kernel = ints2(&a.ints("kernel_shape").ok_or("has no kernel_shape")?, "kernel_shape")?;
-                let stride = ints2(&a.ints("strides").unwrap_or(vec![1, 1]), "strides")?;
-                let pads = a.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+                let kernel_shape = a.ints("kernel_shape").ok_or("has no kernel_shape")?;
+                let one_d = kernel_shape.len() == 1;
+                let ones = vec![1; kernel_shape.len()];
+                let kernel = spatial(&kernel_shape, one_d, "kernel_shape")?;
+                let stride = spatial(&a.ints("strides").unwrap_or(ones.clone()), one_d, "strides")?;
+                let pads = a.ints("pads").unwrap_or(vec![0; 2 * ones.len()]);
                 let auto_pad = a.string("auto_pad", "NOTSET");
-                let padding = match (auto_pad.as_str(), symmetric(&pads)) {
+                let symmetric_pads = if one_d {
+                    symmetric1(&pads).map(|p| json!(p))
+                } else {
+                    symmetric(&pads).map(|p| json!(p))
+                };
+                let padding = match (auto_pad.as_str(), symmetric_pads) {
                     ("NOTSET", Some(p)) => p,
-                    ("VALID", _) => [0, 0],
+                    ("VALID", _) => json!(0),
                     _ => return Err(format!("auto_pad {auto_pad:?} with pads {pads:?} (asymmetric) is not supported")),
                 };
-                set("kernel_size", json!(kernel));
-                set("stride", json!(stride));
-                set("padding", json!(padding));
+                set("kernel_size", kernel);
+                set("stride", stride);
+                set("padding", padding);
                 set("ceil_mode", json!(a.int("ceil_mode", 0) == 1));
                 if op == "MaxPool" {
                     if node.output.len() > 1 && !node.output[1].is_empty() {
                         return Err("returns indices (not supported)".into());
                     }
-                    set("type", json!("maxpool2d"));
-                    set("dilation", json!(ints2(&a.ints("dilations").unwrap_or(vec![1, 1]), "dilations")?));
+                    set("type", json!(if one_d { "maxpool1d" } else { "maxpool2d" }));
+                    set("dilation", spatial(&a.ints("dilations").unwrap_or(ones), one_d, "dilations")?);
                 } else {
-                    set("type", json!("avgpool2d"));
+                    set("type", json!(if one_d { "avgpool1d" } else { "avgpool2d" }));
                     set("count_include_pad", json!(a.int("count_include_pad", 0) == 1));
                     if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
                         return Err("dilated average pooling is not supported".into());
@@ -552,12 +597,15 @@ impl Reader {
                 inputs.push(self.source(data())?);
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
+                // of [N, C, L] (its learned shape, else the model's input's axes): a 1-D pool
+                let one_d = self.ranks.get(data()).map_or(self.input_rank == 2, |&r| r == 3);
                 set(
                     "type",
-                    json!(if op == "GlobalMaxPool" {
-                        "adaptive_maxpool2d"
-                    } else {
-                        "adaptive_avgpool2d"
+                    json!(match (op == "GlobalMaxPool", one_d) {
+                        (true, true) => "adaptive_maxpool1d",
+                        (true, false) => "adaptive_maxpool2d",
+                        (false, true) => "adaptive_avgpool1d",
+                        (false, false) => "adaptive_avgpool2d",
                     }),
                 );
                 set("output_size", json!(1));
@@ -738,19 +786,24 @@ impl Reader {
                 }
                 // [b, c, h, w begins, then ends]
                 let fill = match a.string("mode", "constant").as_str() {
-                    "constant" => "zeropad2d",
-                    "reflect" => "reflectionpad2d",
-                    "edge" => "replicationpad2d",
+                    "constant" => "zeropad",
+                    "reflect" => "reflectionpad",
+                    "edge" => "replicationpad",
                     m => return Err(format!("mode {m:?} is not supported")),
                 };
                 match pads.as_slice() {
                     [0, 0, t, l, 0, 0, b, r] if [t, l, b, r].iter().all(|&&x| x >= 0) => {
-                        set("type", json!(fill));
+                        set("type", json!(format!("{fill}2d")));
                         set("padding", json!([l, r, t, b]));
+                    }
+                    // [b, c, l begins, then ends]: a 1-D signal's
+                    [0, 0, l, 0, 0, r] if *l >= 0 && *r >= 0 => {
+                        set("type", json!(format!("{fill}1d")));
+                        set("padding", json!([l, r]));
                     }
                     other => {
                         return Err(format!(
-                            "pads {other:?}: only non-negative padding of the two spatial axes of an image"
+                            "pads {other:?}: only non-negative padding of the spatial axes of an image or a 1-D signal"
                         ))
                     }
                 }
@@ -842,6 +895,7 @@ fn read(
     graph: &proto::GraphProto,
     mut constants: HashMap<String, std::rc::Rc<Constant>>,
     input: &str,
+    input_rank: usize,
     learned: &HashMap<String, Vec<Option<i64>>>,
 ) -> (Reader, Vec<usize>) {
     let folded = fold::fold(graph, &mut constants, learned);
@@ -862,6 +916,8 @@ fn read(
             .iter()
             .filter_map(|t| t.name().strip_suffix(".weight").map(str::to_string))
             .collect(),
+        input_rank,
+        ranks: learned.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
     };
     // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
     // is read in passes until nothing more resolves.
@@ -1003,7 +1059,7 @@ pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
     // writes none): each round infers the shapes of what was read so far and folds again.
     let mut learned: HashMap<String, Vec<Option<i64>>> = HashMap::new();
     let (r, pending) = loop {
-        let (r, pending) = read(graph, constants.clone(), input.name(), &learned);
+        let (r, pending) = read(graph, constants.clone(), input.name(), shape.len(), &learned);
         if r.refused.is_empty() {
             break (r, pending);
         }
@@ -1083,9 +1139,9 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
             _ => None,
         })
         .collect();
-    if dims.len() != 4 && dims.len() != 2 {
+    if !(2..=4).contains(&dims.len()) {
         return Err(format!(
-            "has rank {}: [batch, C, H, W] or [batch, features] is supported",
+            "has rank {}: [batch, C, H, W], [batch, C, L] (a 1-D signal) or [batch, features] is supported",
             dims.len()
         ));
     }
