@@ -517,3 +517,90 @@ async fn the_probe_survives_many_gates_and_verifies_mobilenet_v3_small() {
     assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
     assert_eq!(v["verification"]["executed"]["rows"], json!([[0, 223]]));
 }
+
+/// Attention written with matmuls, counted by hand: q @ k^T on 5 tokens of 4 features is 5x5
+/// outputs of 4 products; softmax(.) @ v is 5x4 outputs of 5; by a learned [4, 2] matrix 5x2 of
+/// 4. FlopCounterMode counts each as 2 per product (mm/bmm).
+#[tokio::test]
+async fn attention_by_matmul_by_hand() {
+    let m = graph(
+        json!([5, 3]),
+        json!([
+            {"name": "q", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "k", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "v", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]},
+            {"name": "scores", "type": "matmul", "inputs": ["q", "kt"]},
+            {"name": "attn", "type": "softmax", "dim": -1},
+            {"name": "context", "type": "matmul", "inputs": ["attn", "v"]},
+            {"name": "w", "type": "parameter", "shape": [4, 2]},
+            {"name": "out", "type": "matmul", "inputs": ["context", "w"]}
+        ]),
+        None,
+    );
+    let t = complexity(m.clone()).await;
+    assert_eq!(row(&t, "scores")["output_shape"], json!([5, 5]));
+    assert_eq!(row(&t, "scores")["macs"], 25 * 4);
+    // additions by the default convention: one per product (accumulate into zero)
+    assert_eq!(row(&t, "scores")["additions"], 25 * 4);
+    assert_eq!(row(&t, "context")["macs"], 20 * 5);
+    assert_eq!(row(&t, "out")["macs"], 10 * 4);
+    assert_eq!(row(&t, "out")["params"], 0);
+    assert_eq!(row(&t, "w")["params"], 8);
+    let tfc = post(
+        "/v1/complexity",
+        json!({"model": m.clone(), "profile": "torch_flop_counter", "verify": false}),
+    )
+    .await
+    .json();
+    assert_eq!(tfc["totals"]["flops"], 2 * (3 * 5 * 3 * 4 + 100 + 100 + 40));
+    // output token 2 reads every token (through k^T and v) and every feature
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "out", "index": [2]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["position"]["input_tokens"], json!([[0, 4]]));
+    assert_eq!(v["position"]["input_features"], json!([[0, 2]]));
+    assert_eq!(v["verification"]["agrees"], true);
+    // x @ W by a learned matrix reads token by token, as a linear layer
+    let tokenwise = graph(
+        json!([6, 3]),
+        json!([{"name": "w", "type": "parameter", "shape": [3, 2]}, {"name": "xw", "type": "matmul", "inputs": ["input", "w"]}]),
+        None,
+    );
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": tokenwise, "position": {"layer": "xw", "index": [4]}}),
+    )
+    .await
+    .json();
+    assert_eq!(item(&v["layers"], "path", "xw")["kind"], "token");
+    assert_eq!(v["position"]["input_tokens"], json!([[4, 4]]));
+}
+
+#[tokio::test]
+async fn matmul_mistakes_name_the_node() {
+    let two = |a: Value, b: Value| {
+        graph(
+            json!([4, 3]),
+            json!([{"name": "a", "type": "parameter", "shape": a}, {"name": "b", "type": "parameter", "shape": b},
+                   {"name": "mm", "type": "matmul", "inputs": ["a", "b"]}]),
+            None,
+        )
+    };
+    let d = refused(two(json!([2, 3]), json!([4, 5])), 422, "/model/graph/nodes/2/inputs").await;
+    assert!(
+        d.contains("node \"mm\" multiplies a [2, 3], b [4, 5]: the first's columns must equal the second's rows"),
+        "{d}"
+    );
+    let d = refused(two(json!([2, 3, 4]), json!([2, 4, 5])), 422, "/model/graph/nodes/2/inputs").await;
+    assert!(d.contains("matmul takes two-axis samples [n, k] @ [k, m]"), "{d}");
+    let m = graph(json!([4, 3]), json!([{"name": "mm", "type": "matmul", "inputs": ["input"]}]), None);
+    let d = refused(m, 422, "/model/graph/nodes/0/inputs").await;
+    assert!(d.contains("a matmul node reads two tensors, got 1 names"), "{d}");
+    let seq = json!({"input_shape": [4, 3], "layers": [{"type": "matmul"}]});
+    let d = refused(seq, 422, "/model/layers/0/type").await;
+    assert!(d.contains("describe the model as a \"graph\""), "{d}");
+}

@@ -429,6 +429,16 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         // one operation per output element for each input after the first
         LayerKind::Residual { .. } | LayerKind::Add => c.additions = out * (node.inputs.len() as u128 - 1),
         LayerKind::Mul => c.multiplications = out * (node.inputs.len() as u128 - 1),
+        // [n, k] @ [k, m]: k products per output, summed as a dense layer's
+        LayerKind::MatMul => {
+            let k = node.inputs[0].shape[1] as u128;
+            c.multiplications = out * k;
+            c.macs = out * k;
+            c.additions = match additions {
+                Additions::Accumulate => out * k,
+                Additions::Exact => out * (k - 1),
+            };
+        }
         LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } | LayerKind::Cat { .. } => {}
     }
     c.params = c.params_weight + c.params_bias;
@@ -438,9 +448,11 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
 /// The `flops` column for one layer under a rule.
 fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let k = &node.layer.kind;
+    // a matmul's products are a dense layer's for every tool (FlopCounterMode's mm/bmm,
+    // fvcore's aten::matmul, ptflops' torch.matmul hook: MACs)
     let is_dense = matches!(
         k,
-        LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. }
+        LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } | LayerKind::MatMul
     );
     let is_pool = matches!(
         k,

@@ -563,6 +563,19 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
     let mut rfs: Vec<NodeRf> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let n = match node.merge {
+            Some(Merge::MatMul) => {
+                let ins: Vec<Rf> = node
+                    .inputs
+                    .iter()
+                    .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
+                    .collect();
+                NodeRf {
+                    rf: matmul(&ins[0], &ins[1]),
+                    ins,
+                    aligned: None,
+                    note: None,
+                }
+            }
             Some(m) => {
                 let ins = merge_inputs(graph, node, &rfs);
                 let (merged, aligned, note) = merge(&ins);
@@ -619,6 +632,24 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
         rfs.push(n);
     }
     rfs
+}
+
+/// The map of `a @ b`: output (i, j) reads row i of `a` and column j of `b`. By a learned matrix,
+/// row by row as a linear layer on each token; a second operand that reads the input (every
+/// token of a sequence, every position of a signal) makes every output read all of it.
+fn matmul(a: &Rf, b: &Rf) -> Rf {
+    let reads_all = |r: &Rf| {
+        matches!(
+            r,
+            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Rational(_)
+        )
+    };
+    match (a, b) {
+        (Rf::Constant, Rf::Constant) => Rf::Constant,
+        (a, Rf::Constant) if maps_of(a).is_none() => a.clone(),
+        (a, b) if reads_all(a) && reads_all(b) => Rf::Global,
+        _ => Rf::NotAffine("matmul: output (i, j) reads row i of the first operand and column j of the second".into()),
+    }
 }
 
 fn start(graph: &Graph) -> Rf {
@@ -837,7 +868,12 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             other => other,
         },
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
-        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+        LayerKind::Concat { .. }
+        | LayerKind::Residual { .. }
+        | LayerKind::Add
+        | LayerKind::Mul
+        | LayerKind::Cat { .. }
+        | LayerKind::MatMul => {
             unreachable!("merge nodes are combined by node_rfs")
         }
     }
@@ -1455,7 +1491,12 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 vec![full(&node.input)]
             }
         }
-        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+        LayerKind::Concat { .. }
+        | LayerKind::Residual { .. }
+        | LayerKind::Add
+        | LayerKind::Mul
+        | LayerKind::Cat { .. }
+        | LayerKind::MatMul => {
             unreachable!("merge nodes are split by back_merge")
         }
     }
@@ -1538,7 +1579,11 @@ fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<
 fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Product> {
     let edge = &node.inputs[k];
     let shape = &edge.shape;
+    let all = |n: u64| IntervalSet::range(0, n - 1);
     match merge {
+        // output (i, j): row i of the first operand, column j of the second
+        Merge::MatMul if k == 0 => set.iter().map(|p| Product(vec![p.0[0].clone(), all(shape[1])])).collect(),
+        Merge::MatMul => set.iter().map(|p| Product(vec![all(shape[0]), p.0[1].clone()])).collect(),
         Merge::Add | Merge::Mul => set
             .iter()
             .map(|p| {

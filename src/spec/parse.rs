@@ -192,6 +192,7 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
         }
         let arity = match layer.kind {
             LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => None,
+            LayerKind::MatMul => Some(2),
             LayerKind::Parameter { .. } => Some(0),
             _ => Some(1),
         };
@@ -201,7 +202,11 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
                 format!(
                     "a {} node reads {}, got {} names",
                     layer.type_name(),
-                    if parameter { "no tensor" } else { "one tensor" },
+                    match arity {
+                        Some(0) => "no tensor",
+                        Some(2) => "two tensors",
+                        _ => "one tensor",
+                    },
                     inputs.len()
                 ),
             ));
@@ -274,7 +279,7 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul";
+const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul, matmul";
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -332,6 +337,13 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
     let kind = match canon {
         "add" if graph && !composite => LayerKind::Add,
         "mul" if graph => LayerKind::Mul,
+        "matmul" | "mm" | "bmm" if graph => LayerKind::MatMul,
+        "matmul" | "mm" | "bmm" => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                "matmul multiplies two tensors: describe the model as a \"graph\" with named nodes",
+            ))
+        }
         "concat" | "cat" if graph && !composite => {
             let dim = match o.raw("dim") {
                 None => 1,

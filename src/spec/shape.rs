@@ -230,7 +230,7 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
 fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
     let keeps = |n: &Node| {
         n.output.len() == 2
-            && (n.merge.is_some()
+            && (n.merge.is_some_and(|m| m != Merge::MatMul)
                 || matches!(
                     n.layer.kind,
                     LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Linear { .. }
@@ -450,7 +450,7 @@ impl<'a> Builder<'a> {
                 })
                 .collect();
             let id = match &n.layer.kind {
-                LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+                LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } | LayerKind::MatMul => {
                     let (output, merge) = merge_shape(&n.layer.kind, &edges, &name, &ptr)?;
                     self.nodes.push(Node {
                         path: name,
@@ -547,6 +547,20 @@ fn merge_shape(kind: &LayerKind, edges: &[Edge], name: &str, pointer: &str) -> S
         ));
     }
     match kind {
+        LayerKind::MatMul => match (edges[0].shape.as_slice(), edges[1].shape.as_slice()) {
+            ([n, k], [k2, m]) if k == k2 => Ok((vec![*n, *m], Merge::MatMul)),
+            ([_, _], [_, _]) => Err(SpecError::invalid(
+                child(pointer, "inputs"),
+                format!(
+                    "node {name:?} multiplies {}: the first's columns must equal the second's rows",
+                    show()
+                ),
+            )),
+            _ => Err(SpecError::invalid(
+                child(pointer, "inputs"),
+                format!("node {name:?} multiplies {}: matmul takes two-axis samples [n, k] @ [k, m]", show()),
+            )),
+        },
         LayerKind::Cat { dim } => {
             let axis = sample_axis(*dim, rank, &child(pointer, "dim"))?;
             let mut out = edges[0].shape.clone();
@@ -1031,7 +1045,12 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             .iter()
             .try_fold(1u64, |a, b| a.checked_mul(*b))
             .ok_or_else(|| SpecError::invalid(pointer, "the flattened size overflows"))?],
-        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+        LayerKind::Concat { .. }
+        | LayerKind::Residual { .. }
+        | LayerKind::Add
+        | LayerKind::Mul
+        | LayerKind::Cat { .. }
+        | LayerKind::MatMul => {
             unreachable!("composites and merges are shaped by the builder")
         }
     };

@@ -323,6 +323,9 @@ pub enum LayerKind {
     Cat {
         dim: i64,
     },
+    /// Graph form: `torch.matmul(a, b)` of two-axis samples `[n, k] @ [k, m]` (attention's
+    /// `q @ k.transpose(-2, -1)`, `x @ W` with a parameter `W`): `[n, m]`.
+    MatMul,
 }
 
 /// Which elements of its input one output element of a normalization or softmax reads: the
@@ -342,6 +345,8 @@ pub enum Merge {
     Mul,
     /// Concatenation along this axis of the sample (0: channels).
     Cat(usize),
+    /// The matrix product of the two inputs.
+    MatMul,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -415,6 +420,7 @@ impl Layer {
             LayerKind::Add => "add",
             LayerKind::Mul => "mul",
             LayerKind::Cat { .. } => "concat",
+            LayerKind::MatMul => "matmul",
         }
     }
 }

@@ -461,6 +461,11 @@ impl Net {
             let multiply = m == Merge::Mul && self.mode != Mode::Probe;
             return match m {
                 Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
+                // the probe: a product of each side with ones in place of the other, so that
+                // output (i, j) reads row i of the first and column j of the second (a
+                // parameter's zeros included)
+                Merge::MatMul if self.mode == Mode::Probe => ins[0].matmul(&ins[1].ones_like()) + ins[0].ones_like().matmul(&ins[1]),
+                Merge::MatMul => ins[0].matmul(&ins[1]),
                 _ => ins[1..]
                     .iter()
                     .fold(ins[0].shallow_clone(), |acc, t| if multiply { acc * t } else { acc + t }),
@@ -720,7 +725,12 @@ impl Net {
                 }
             }
             LayerKind::Flatten => x.flatten(1, -1),
-            LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+            LayerKind::Concat { .. }
+            | LayerKind::Residual { .. }
+            | LayerKind::Add
+            | LayerKind::Mul
+            | LayerKind::Cat { .. }
+            | LayerKind::MatMul => {
                 unreachable!("merge nodes combine their inputs above")
             }
         }

@@ -149,7 +149,7 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                     [axis(0), axis(1)]
                 }),
                 Some(Merge::Cat(0)) => out,
-                Some(Merge::Cat(_)) => whole(&e.shape),
+                Some(Merge::Cat(_) | Merge::MatMul) => whole(&e.shape),
                 None => {
                     debug_assert_eq!(k, 0);
                     match &node.layer.kind {
@@ -338,6 +338,7 @@ fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, w
         // multiplying into float64 overflow (see Net::node)
         Merge::Add | Merge::Mul => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc + t),
         Merge::Cat(axis) => narrow_to(Tensor::cat(&parts, axis as i64 + 1), whole(&node.output), want),
+        Merge::MatMul => unreachable!("a matmul reads two-axis tensors: the whole-network probe runs it"),
     };
     (y, classes)
 }
@@ -542,7 +543,12 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => {
             (narrow_to(x, win, want), m)
         }
-        LayerKind::Concat { .. } | LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => {
+        LayerKind::Concat { .. }
+        | LayerKind::Residual { .. }
+        | LayerKind::Add
+        | LayerKind::Mul
+        | LayerKind::Cat { .. }
+        | LayerKind::MatMul => {
             unreachable!("merge nodes run in quotient_merge")
         }
     }

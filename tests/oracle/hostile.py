@@ -46,7 +46,7 @@ NAMES = ["a", "b", "c", "input", "", "a.b", "0", "x" * 300, 7, None]
 def node():
     """A graph node: a layer or a merge, named from a small pool (duplicates, the reserved
     "input", odd names), reading names that may not exist, itself, or form cycles."""
-    d = layer() if rng.random() < 0.6 else {"type": rng.choice(["add", "mul", "concat", "cat", "Add"])}
+    d = layer() if rng.random() < 0.6 else {"type": rng.choice(["add", "mul", "concat", "cat", "Add", "matmul", "MatMul", "bmm"])}
     if d["type"] in ("concat", "cat") and rng.random() < 0.6:
         d["dim"] = rng.choice([0, 1, 2, 3, -1, -4, 9, 2**40, 1.5, "1", None])
     if rng.random() < 0.95:

@@ -229,6 +229,75 @@ def random_patch_graph(rng):
     return spec, PatchNet(c, patch, d, tokens, cls, pos, blocks, head)
 
 
+class MatMul(nn.Module):
+    """torch.matmul as a module, so that hooks and FlopCounterMode name it."""
+
+    def forward(self, a, b):
+        self.k = a.shape[-1]
+        return torch.matmul(a, b)
+
+
+class Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(1, 2)
+
+
+class HandAttention(nn.Module):
+    """Self-attention written with matmuls, as a course writes it: softmax(q @ k^T) @ v, then
+    optionally times a learned matrix (an nn.Parameter) and a linear head on the mean token."""
+
+    def __init__(self, d_in, d, e, bias, proj):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(d_in, d, bias=bias) for _ in range(3))
+        self.kt, self.scores, self.attn, self.context = Transpose(), MatMul(), nn.Softmax(-1), MatMul()
+        self.has_proj = proj
+        if proj:
+            self.proj = nn.Parameter(torch.randn(d, e) * 0.5)
+            self.proj_mm = MatMul()
+
+    def forward(self, x):
+        c = self.context(self.attn(self.scores(self.q(x), self.kt(self.k(x)))), self.v(x))
+        return self.proj_mm(c, self.proj) if self.has_proj else c
+
+
+def random_matmul_graph(rng):
+    """Attention by hand in the graph form: q, k, v linear layers on the input, k transposed,
+    matmul, softmax over the last axis, matmul by v, and a learned projection by matmul."""
+    length, d_in, d, e = rng.randint(2, 9), rng.randint(1, 8), rng.randint(1, 6), rng.randint(1, 5)
+    bias, proj = rng.random() < 0.7, rng.random() < 0.6
+    nodes = [{"name": n, "type": "linear", "out_features": d, "bias": bias, "inputs": ["input"]} for n in ("q", "k", "v")]
+    nodes += [{"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]},
+              {"name": "scores", "type": "matmul", "inputs": ["q", "kt"]},
+              {"name": "attn", "type": "softmax", "dim": -1, "inputs": ["scores"]},
+              {"name": "context", "type": "matmul", "inputs": ["attn", "v"]}]
+    if proj:
+        nodes += [{"name": "proj", "type": "parameter", "shape": [d, e]},
+                  {"name": "proj_mm", "type": "matmul", "inputs": ["context", "proj"]}]
+    spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes, "outputs": [nodes[-1]["name"]]}}
+    return spec, HandAttention(d_in, d, e, bias, proj)
+
+
+def check_matmul_profiles(url, spec, model):
+    """fvcore (aten::matmul) and ptflops (its torch.matmul hook) on the module itself: each
+    counts a product as one (MACs), the linear layers as theirs."""
+    import logging
+    from fvcore.nn import FlopCountAnalysis
+    from ptflops import get_model_complexity_info
+    logging.disable(logging.WARNING)
+    model = model.float()
+    fa = FlopCountAnalysis(model, torch.zeros(1, *spec["input_shape"]))
+    fa.unsupported_ops_warnings(False)
+    want = {"fvcore": fa.total()}
+    want["ptflops"], _ = get_model_complexity_info(model, tuple(spec["input_shape"]), print_per_layer_stat=False, as_strings=False, verbose=False)
+    model.double()
+    problems = []
+    for profile, value in want.items():
+        status, resp = post(url + "/v1/complexity", {"model": spec, "profile": profile, "verify": False})
+        if status != 200 or resp["totals"]["flops"] != value:
+            problems.append(f"profile {profile}: service {resp.get('totals', {}).get('flops')} != {profile} {value}")
+    return problems
+
+
 def random_spec(rng):
     length = rng.randint(2, 9)
     if rng.random() < 0.7:
@@ -350,6 +419,8 @@ def check_complexity(url, spec, model, x):
         m = module_or_none(model, row["path"])
         if isinstance(m, nn.Conv2d):
             want += (m.weight.numel() // m.out_channels) * m.out_channels * row["output_shape"][1] * row["output_shape"][2]
+        elif isinstance(m, MatMul):
+            want += m.k * row["output_shape"][0] * row["output_shape"][1]
         elif isinstance(m, nn.Linear):
             want += row["output_shape"][0] * m.in_features * m.out_features if len(row["output_shape"]) == 2 else m.in_features * m.out_features
         elif isinstance(m, nn.MultiheadAttention):
@@ -543,7 +614,9 @@ def main():
     torch.manual_seed(a.seed)
     failures = 0
     for case in range(a.n):
-        if case % 4 == 3:
+        if case % 8 == 7:
+            spec, model = random_matmul_graph(rng)
+        elif case % 4 == 3:
             spec, model = random_patch_graph(rng)
         else:
             spec = random_spec(rng)
@@ -555,6 +628,8 @@ def main():
         problems = check_complexity(url=a.url, spec=spec, model=model, x=x)
         problems += check_rf(a.url, spec, model, rng)
         problems += check_gradients(a.url, spec, model, rng)
+        if isinstance(model, HandAttention):
+            problems += check_matmul_profiles(a.url, spec, model)
         if problems:
             failures += 1
             print(f"case {case} (seed {a.seed}): {json.dumps(spec)}")
