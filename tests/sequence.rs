@@ -58,14 +58,30 @@ async fn lstm_language_model_by_hand() {
     assert_eq!(row(&f, "2")["flops"], 0);
     assert!(row(&f, "2")["note"].as_str().unwrap().contains("LSTM"), "{}", row(&f, "2"));
     assert_eq!(row(&f, "4")["flops"], 2 * 35 * 650 * 10000);
-    // the other tools are not modeled for it: refused, naming the layer
-    let r = post(
+    // ptflops' nn.LSTM hook, by hand: per layer and step 4h x in + 4h x h products, 10h
+    // element-wise and 2 x 4h biases (hidden 650, embedding 650, two layers), times 35 steps
+    let p = ok(
         "/v1/complexity",
         json!({"model": {"preset": "lstm_lm"}, "profile": "ptflops", "verify": false}),
     )
     .await;
+    assert_eq!(row(&p, "2")["flops"], 35 * 2 * (4 * 650 * 650 * 2 + 10 * 650 + 2 * 4 * 650));
+    // fvcore has no handle for aten::lstm: 0, and the row says so
+    let f = ok(
+        "/v1/complexity",
+        json!({"model": {"preset": "lstm_lm"}, "profile": "fvcore", "verify": false}),
+    )
+    .await;
+    assert_eq!(row(&f, "2")["flops"], 0);
+    assert!(row(&f, "2")["note"].as_str().unwrap().contains("aten::lstm"), "{}", row(&f, "2"));
+    // torchvision publishes no rule for it: refused, naming the layer
+    let r = post(
+        "/v1/complexity",
+        json!({"model": {"preset": "lstm_lm"}, "profile": "torchvision", "verify": false}),
+    )
+    .await;
     let p = assert_problem(&r, 422, "/model/layers/2");
-    assert!(p["detail"].as_str().unwrap().contains("ptflops"), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("torchvision"), "{p}");
 }
 
 /// Attention on L=5 tokens of E=8 with 2 heads, by hand: projections 4 x 5 x 8 x 8 MACs, the

@@ -485,6 +485,65 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             LayerKind::Recurrent(r) if r.cell == crate::spec::Cell::Lstm => 0,
             _ => 2 * c.macs,
         },
+        // fvcore traces the module: attention's in/out projections are aten::linear (MACs) and,
+        // with need_weights, its products bmm (q k^T becomes a baddbmm under a mask, which has
+        // no handle); the fused attention kernel and the recurrent ops (aten::lstm, gru,
+        // rnn_tanh, rnn_relu) have none
+        FlopRule::Profile(Profile::Fvcore) if is_sequence_mixer => match k {
+            LayerKind::MultiheadAttention { need_weights, causal, .. } => {
+                let (l, e) = (node.input[0] as u128, node.input[1] as u128);
+                4 * l * e * e
+                    + match (need_weights, causal) {
+                        (true, false) => 2 * l * l * e,
+                        (true, true) => l * l * e,
+                        _ => 0,
+                    }
+            }
+            _ => 0,
+        },
+        // ptflops' module hooks (nn.MultiheadAttention, nn.LSTM/GRU/RNN), exactly as 0.7.x
+        // writes them, plus its torch.bmm / baddbmm / F.softmax hooks on the need_weights path
+        FlopRule::Profile(Profile::Ptflops) if is_sequence_mixer => match k {
+            LayerKind::MultiheadAttention {
+                heads,
+                bias,
+                need_weights,
+                causal,
+            } => {
+                let (l, e, h) = (node.input[0] as u128, node.input[1] as u128, *heads as u128);
+                let hd = e / h;
+                // q scaling, q/k/v projections (and their biases), per head q k^T, softmax and
+                // attention times v, the output projection with its bias
+                let hook = l * e + 3 * l * e * e + if *bias { 3 * l * e } else { 0 } + h * (2 * l * l * hd + l * l) + l * e * (e + 1);
+                let functional = match (need_weights, causal) {
+                    (true, false) => 2 * l * l * e + h * l * l,
+                    // q k^T under the mask is a baddbmm: its products plus the mask's elements
+                    (true, true) => 2 * l * l * e + h * l * l + l * l,
+                    _ => 0,
+                };
+                hook + functional
+            }
+            LayerKind::Recurrent(r) => {
+                // per layer and step: both matrix products, the cell's element-wise work (rnn 1,
+                // gru 7, lstm 10 per hidden unit) and both biases; times the tokens and directions
+                let extra = match r.cell {
+                    crate::spec::Cell::Lstm => 10,
+                    crate::spec::Cell::Gru => 7,
+                    _ => 1,
+                };
+                let rows = r.rows() as u128;
+                let per_step: u128 = (0..r.layers)
+                    .map(|l| {
+                        rows * r.layer_input(l, node.input[1]) as u128
+                            + rows * r.hidden as u128
+                            + extra * r.hidden as u128
+                            + if r.bias { 2 * rows } else { 0 }
+                    })
+                    .sum();
+                per_step * node.input[0] as u128 * r.directions() as u128
+            }
+            _ => 0,
+        },
         FlopRule::Profile(_) if is_sequence_mixer => 0,
         FlopRule::Conventions(conv) => {
             let by_unit = |c: &Counts| match conv.flops {
@@ -604,15 +663,33 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())
         }
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::Recurrent(r)) => Some(format!(
+            "fvcore 0.1.5 has no handle for aten::{}: it counts 0 here",
+            match r.cell {
+                crate::spec::Cell::Lstm => "lstm",
+                crate::spec::Cell::Gru => "gru",
+                crate::spec::Cell::RnnTanh => "rnn_tanh",
+                crate::spec::Cell::RnnRelu => "rnn_relu",
+            }
+        )),
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::MultiheadAttention { need_weights, causal, .. }) => Some(
+            match (need_weights, causal) {
+                (false, _) => "fvcore counts the in/out projections (aten::linear) only: aten::scaled_dot_product_attention has no handle",
+                (true, false) => "fvcore counts the in/out projections (aten::linear) and both bmm; the softmax has no handle",
+                (true, true) => "fvcore counts the in/out projections (aten::linear) and attention times v (bmm); q k^T under the mask is an aten::baddbmm and the softmax, which have no handle",
+            }
+            .into(),
+        ),
         _ => None,
     }
 }
 
-/// Profiles that do not model attention or recurrent layers refuse such a model (a 422 naming
-/// the layer) rather than count them as zero.
+/// The torchvision profile does not model attention or recurrent layers (torchvision publishes
+/// no rule for them): such a model is refused (a 422 naming the layer) rather than counted as
+/// zero.
 pub fn check_profile(graph: &Graph, rule: FlopRule) -> SpecResult<()> {
     let FlopRule::Profile(p) = rule else { return Ok(()) };
-    if p == Profile::TorchFlopCounter {
+    if p != Profile::Torchvision {
         return Ok(());
     }
     match graph
@@ -623,7 +700,7 @@ pub fn check_profile(graph: &Graph, rule: FlopRule) -> SpecResult<()> {
         Some(n) => Err(SpecError::invalid(
             &n.pointer,
             format!(
-                "the {} profile is not modeled for {} layers ({}) yet: use profile torch_flop_counter or a convention",
+                "the {} profile is not modeled for {} layers ({}) yet: use profile torch_flop_counter, fvcore or ptflops, or a convention",
                 p.name(),
                 n.layer.type_name(),
                 n.path

@@ -277,18 +277,29 @@ def random_matmul_graph(rng):
     return spec, HandAttention(d_in, d, e, bias, proj)
 
 
-def check_matmul_profiles(url, spec, model):
-    """fvcore (aten::matmul) and ptflops (its torch.matmul hook) on the module itself: each
-    counts a product as one (MACs), the linear layers as theirs."""
+def check_profiles(url, spec, model, x):
+    """The real fvcore and ptflops on the module itself against the service's profiles: matmul
+    (aten::matmul, torch.matmul's hook), attention and recurrent layers (fvcore's trace,
+    ptflops' module hooks and its bmm/softmax hooks). This oracle's attention and recurrent
+    modules subclass nn.MultiheadAttention and nn.LSTM/GRU/RNN (to take one input and return
+    one tensor), which ptflops looks up by exact type: they get ptflops' own hooks for those
+    types, as a model holding the torch.nn modules themselves (torchvision's ViT) does."""
     import logging
     from fvcore.nn import FlopCountAnalysis
     from ptflops import get_model_complexity_info
+    from ptflops.pytorch_ops import multihead_attention_counter_hook, rnn_flops_counter_hook
     logging.disable(logging.WARNING)
     model = model.float()
-    fa = FlopCountAnalysis(model, torch.zeros(1, *spec["input_shape"]))
+    x = x[:1] if x.dtype == torch.long else x[:1].float()
+    fa = FlopCountAnalysis(model, x)
     fa.unsupported_ops_warnings(False)
+    fa.uncalled_modules_warnings(False)
     want = {"fvcore": fa.total()}
-    want["ptflops"], _ = get_model_complexity_info(model, tuple(spec["input_shape"]), print_per_layer_stat=False, as_strings=False, verbose=False)
+    if x.dtype != torch.long:
+        hooks = {Attention: lambda m, i, o: multihead_attention_counter_hook(m, (i[0], i[0], i[0]), o),
+                 LSTM: rnn_flops_counter_hook, GRU: rnn_flops_counter_hook, RNN: rnn_flops_counter_hook}
+        want["ptflops"], _ = get_model_complexity_info(model, tuple(spec["input_shape"]), print_per_layer_stat=False, as_strings=False,
+                                                       verbose=False, custom_modules_hooks=hooks)
     model.double()
     problems = []
     for profile, value in want.items():
@@ -628,8 +639,7 @@ def main():
         problems = check_complexity(url=a.url, spec=spec, model=model, x=x)
         problems += check_rf(a.url, spec, model, rng)
         problems += check_gradients(a.url, spec, model, rng)
-        if isinstance(model, HandAttention):
-            problems += check_matmul_profiles(a.url, spec, model)
+        problems += check_profiles(a.url, spec, model, x)
         if problems:
             failures += 1
             print(f"case {case} (seed {a.seed}): {json.dumps(spec)}")
