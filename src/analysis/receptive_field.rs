@@ -868,12 +868,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             other => other,
         },
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
-        LayerKind::Concat { .. }
-        | LayerKind::Residual { .. }
-        | LayerKind::Add
-        | LayerKind::Mul
-        | LayerKind::Cat { .. }
-        | LayerKind::MatMul => {
+        crate::spec::merges!() => {
             unreachable!("merge nodes are combined by node_rfs")
         }
     }
@@ -1491,12 +1486,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 vec![full(&node.input)]
             }
         }
-        LayerKind::Concat { .. }
-        | LayerKind::Residual { .. }
-        | LayerKind::Add
-        | LayerKind::Mul
-        | LayerKind::Cat { .. }
-        | LayerKind::MatMul => {
+        crate::spec::merges!() => {
             unreachable!("merge nodes are split by back_merge")
         }
     }

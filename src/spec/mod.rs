@@ -7,6 +7,7 @@ pub mod presets;
 pub mod shape;
 pub mod types;
 
+pub use crate::merges;
 pub use error::{ErrorKind, SpecError, SpecResult};
 pub use parse::{parse_model, SpecLimits};
 pub use shape::{infer, Graph, Node, Window};

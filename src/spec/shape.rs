@@ -1045,12 +1045,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             .iter()
             .try_fold(1u64, |a, b| a.checked_mul(*b))
             .ok_or_else(|| SpecError::invalid(pointer, "the flattened size overflows"))?],
-        LayerKind::Concat { .. }
-        | LayerKind::Residual { .. }
-        | LayerKind::Add
-        | LayerKind::Mul
-        | LayerKind::Cat { .. }
-        | LayerKind::MatMul => {
+        crate::spec::merges!() => {
             unreachable!("composites and merges are shaped by the builder")
         }
     };

@@ -328,6 +328,21 @@ pub enum LayerKind {
     MatMul,
 }
 
+/// The layers that combine several tensors (the composites and the graph form's merges): every
+/// analysis combines them at the merge node, never through a one-input rule. A pattern:
+/// `crate::spec::merges!() => unreachable!(...)`.
+#[macro_export]
+macro_rules! merges {
+    () => {
+        $crate::spec::LayerKind::Concat { .. }
+            | $crate::spec::LayerKind::Residual { .. }
+            | $crate::spec::LayerKind::Add
+            | $crate::spec::LayerKind::Mul
+            | $crate::spec::LayerKind::Cat { .. }
+            | $crate::spec::LayerKind::MatMul
+    };
+}
+
 /// Which elements of its input one output element of a normalization or softmax reads: the
 /// whole group of channels (axis 0; `groups` groups, so 1 is every channel and C each channel
 /// alone) and, on spatial inputs, every position along the coupled axes. On a flat `[F]` input

@@ -725,12 +725,7 @@ impl Net {
                 }
             }
             LayerKind::Flatten => x.flatten(1, -1),
-            LayerKind::Concat { .. }
-            | LayerKind::Residual { .. }
-            | LayerKind::Add
-            | LayerKind::Mul
-            | LayerKind::Cat { .. }
-            | LayerKind::MatMul => {
+            crate::spec::merges!() => {
                 unreachable!("merge nodes combine their inputs above")
             }
         }

@@ -543,12 +543,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => {
             (narrow_to(x, win, want), m)
         }
-        LayerKind::Concat { .. }
-        | LayerKind::Residual { .. }
-        | LayerKind::Add
-        | LayerKind::Mul
-        | LayerKind::Cat { .. }
-        | LayerKind::MatMul => {
+        crate::spec::merges!() => {
             unreachable!("merge nodes run in quotient_merge")
         }
     }

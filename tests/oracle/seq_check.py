@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from check import post  # noqa: E402
+from check import compare_profiles, post  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -301,12 +301,7 @@ def check_profiles(url, spec, model, x):
         want["ptflops"], _ = get_model_complexity_info(model, tuple(spec["input_shape"]), print_per_layer_stat=False, as_strings=False,
                                                        verbose=False, custom_modules_hooks=hooks)
     model.double()
-    problems = []
-    for profile, value in want.items():
-        status, resp = post(url + "/v1/complexity", {"model": spec, "profile": profile, "verify": False})
-        if status != 200 or resp["totals"]["flops"] != value:
-            problems.append(f"profile {profile}: service {resp.get('totals', {}).get('flops')} != {profile} {value}")
-    return problems
+    return compare_profiles(url, spec, want, "profiles")
 
 
 def random_spec(rng):

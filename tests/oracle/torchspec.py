@@ -100,22 +100,17 @@ def functional_form(m):
     if isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Identity)):
         return {nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, nn.Hardswish: F.hardswish, nn.Hardsigmoid: F.hardsigmoid,
                 nn.Mish: F.mish, nn.Identity: lambda x: x}[type(m)]
-    if isinstance(m, nn.MaxPool1d):
-        return lambda x: F.max_pool1d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-    if isinstance(m, nn.AvgPool1d):
-        return lambda x: F.avg_pool1d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
-    if isinstance(m, nn.AdaptiveAvgPool1d):
-        return lambda x: F.adaptive_avg_pool1d(x, m.output_size)
-    if isinstance(m, nn.AdaptiveMaxPool1d):
-        return lambda x: F.adaptive_max_pool1d(x, m.output_size)
-    if isinstance(m, nn.MaxPool2d):
-        return lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-    if isinstance(m, nn.AvgPool2d):
-        return lambda x: F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return lambda x: F.adaptive_avg_pool2d(x, m.output_size)
-    if isinstance(m, nn.AdaptiveMaxPool2d):
-        return lambda x: F.adaptive_max_pool2d(x, m.output_size)
+    # the 1-D and 2-D pools: the functional of the module's own type, looked up when called
+    # (ptflops replaces torch.nn.functional's functions with counting ones while it runs)
+    name = {nn.MaxPool1d: "max_pool1d", nn.MaxPool2d: "max_pool2d", nn.AvgPool1d: "avg_pool1d", nn.AvgPool2d: "avg_pool2d",
+            nn.AdaptiveAvgPool1d: "adaptive_avg_pool1d", nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d",
+            nn.AdaptiveMaxPool1d: "adaptive_max_pool1d", nn.AdaptiveMaxPool2d: "adaptive_max_pool2d"}.get(type(m))
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        return lambda x: getattr(F, name)(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+        return lambda x: getattr(F, name)(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
+    if name is not None:
+        return lambda x: getattr(F, name)(x, m.output_size)
     if isinstance(m, nn.Upsample):
         return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode=m.mode,
                                        align_corners=False if m.mode == "bilinear" else None)
@@ -282,34 +277,24 @@ def positive_(t):
 
 def build_layer(spec, shape, probe):
     t = spec["type"].replace("_", "").lower()
-    if t == "conv2d":
+    if t in ("conv1d", "conv2d"):
+        # PyTorch's 1-D and 2-D convolutions, sizes as ints or one/two-element lists
+        size = single if t == "conv1d" else pair
         pad = spec.get("padding", 0)
-        m = nn.Conv2d(shape[0], spec["out_channels"], pair(spec["kernel_size"]), stride=pair(spec.get("stride", 1)),
-                      padding=pad if isinstance(pad, str) else pair(pad), dilation=pair(spec.get("dilation", 1)),
-                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
-                      padding_mode=spec.get("padding_mode", "zeros")).double()
+        m = (nn.Conv1d if t == "conv1d" else nn.Conv2d)(
+            shape[0], spec["out_channels"], size(spec["kernel_size"]), stride=size(spec.get("stride", 1)),
+            padding=pad if isinstance(pad, str) else size(pad), dilation=size(spec.get("dilation", 1)),
+            groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+            padding_mode=spec.get("padding_mode", "zeros")).double()
         if probe:
             positive_(m.weight)
-    elif t == "convtranspose2d":
-        m = nn.ConvTranspose2d(shape[0], spec["out_channels"], pair(spec["kernel_size"]), stride=pair(spec.get("stride", 1)),
-                               padding=pair(spec.get("padding", 0)), output_padding=pair(spec.get("output_padding", 0)),
-                               groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
-                               dilation=pair(spec.get("dilation", 1))).double()
-        if probe:
-            positive_(m.weight)
-    elif t == "conv1d":
-        pad = spec.get("padding", 0)
-        m = nn.Conv1d(shape[0], spec["out_channels"], single(spec["kernel_size"]), stride=single(spec.get("stride", 1)),
-                      padding=pad if isinstance(pad, str) else single(pad), dilation=single(spec.get("dilation", 1)),
-                      groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
-                      padding_mode=spec.get("padding_mode", "zeros")).double()
-        if probe:
-            positive_(m.weight)
-    elif t == "convtranspose1d":
-        m = nn.ConvTranspose1d(shape[0], spec["out_channels"], single(spec["kernel_size"]), stride=single(spec.get("stride", 1)),
-                               padding=single(spec.get("padding", 0)), output_padding=single(spec.get("output_padding", 0)),
-                               groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
-                               dilation=single(spec.get("dilation", 1))).double()
+    elif t in ("convtranspose1d", "convtranspose2d"):
+        size = single if t == "convtranspose1d" else pair
+        m = (nn.ConvTranspose1d if t == "convtranspose1d" else nn.ConvTranspose2d)(
+            shape[0], spec["out_channels"], size(spec["kernel_size"]), stride=size(spec.get("stride", 1)),
+            padding=size(spec.get("padding", 0)), output_padding=size(spec.get("output_padding", 0)),
+            groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+            dilation=size(spec.get("dilation", 1))).double()
         if probe:
             positive_(m.weight)
     elif t in ("maxpool1d", "avgpool1d"):
