@@ -518,3 +518,76 @@ async fn token_ranges_are_graded() {
     let s = item(&g["questions"], "id", "s").clone();
     assert!(s["feedback"].as_str().unwrap().contains("kind spatial"), "{s}");
 }
+
+/// Cross-attention by hand: 3 learned latent queries of E=8 over 7 projected input tokens, 2
+/// heads. Projections: queries and outputs 3 tokens each, keys and values 7 each, so
+/// (2*3 + 2*7) x 8 x 8 MACs; scores and values 3 x 7 x 8 each. Every latent reads every input
+/// token; input queries over a learned memory read their own token alone.
+#[tokio::test]
+async fn cross_attention_by_hand() {
+    let model = json!({"input_shape": [7, 5], "graph": {"nodes": [
+        {"name": "mem", "type": "linear", "out_features": 8, "inputs": ["input"]},
+        {"name": "latents", "type": "parameter", "shape": [3, 8]},
+        {"name": "cross", "type": "multihead_attention", "embed_dim": 8, "num_heads": 2, "inputs": ["latents", "mem"]},
+        {"name": "memory", "type": "parameter", "shape": [4, 8]},
+        {"name": "read", "type": "multihead_attention", "embed_dim": 8, "num_heads": 2, "inputs": ["mem", "memory", "memory"]}],
+        "outputs": ["cross", "read"]}});
+    let t = ok("/v1/complexity", json!({"model": model, "verify": true})).await;
+    assert_eq!(row(&t, "cross")["output_shape"], json!([3, 8]));
+    assert_eq!(row(&t, "cross")["macs"], (2 * 3 + 2 * 7) * 64 + 2 * 3 * 7 * 8);
+    assert_eq!(row(&t, "read")["macs"], (2 * 7 + 2 * 4) * 64 + 2 * 7 * 4 * 8);
+    assert_eq!(row(&t, "cross")["params"], 3 * 64 + 3 * 8 + 64 + 8);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let f = ok(
+        "/v1/complexity",
+        json!({"model": model, "profile": "torch_flop_counter", "verify": false}),
+    )
+    .await;
+    assert_eq!(row(&f, "cross")["flops"], 2 * (2 * 3 + 2 * 7) * 64);
+    let r = ok(
+        "/v1/receptive-field",
+        json!({"model": model, "position": {"layer": "cross", "index": [1]}}),
+    )
+    .await;
+    assert_eq!(item(&r["layers"], "path", "cross")["kind"], "global");
+    assert_eq!(r["position"]["input_tokens"], json!([[0, 6]]));
+    assert_eq!(r["verification"]["agrees"], true);
+    let r = ok(
+        "/v1/receptive-field",
+        json!({"model": model, "position": {"layer": "read", "index": [4]}}),
+    )
+    .await;
+    assert_eq!(item(&r["layers"], "path", "read")["kind"], "token");
+    assert_eq!(r["position"]["input_tokens"], json!([[4, 4]]));
+    assert_eq!(r["verification"]["agrees"], true);
+}
+
+#[tokio::test]
+async fn cross_attention_mistakes_name_the_node() {
+    let node = |extra: Value, inputs: Value| {
+        let mut n = json!({"name": "x", "type": "multihead_attention", "embed_dim": 8, "num_heads": 2, "inputs": inputs});
+        for (k, v) in extra.as_object().unwrap() {
+            n[k] = v.clone();
+        }
+        json!({"input_shape": [7, 8], "graph": {"nodes": [
+            {"name": "a", "type": "parameter", "shape": [3, 8]},
+            {"name": "b", "type": "parameter", "shape": [4, 6]},
+            {"name": "c", "type": "parameter", "shape": [5, 8]}, n]}})
+    };
+    let refused = |m: Value, pointer: &'static str| async move {
+        let p = assert_problem(&post("/v1/complexity", json!({"model": m, "verify": false})).await, 422, pointer);
+        p["detail"].as_str().unwrap().to_string()
+    };
+    let d = refused(node(json!({}), json!(["input", "b"])), "/model/graph/nodes/3/inputs").await;
+    assert!(d.contains("keys and values are sequences [L, 8] with the query's embed_dim"), "{d}");
+    let d = refused(node(json!({}), json!(["input", "a", "c"])), "/model/graph/nodes/3/inputs").await;
+    assert!(d.contains("keys and values must have as many tokens"), "{d}");
+    let d = refused(
+        node(json!({"is_causal": true}), json!(["input", "a"])),
+        "/model/graph/nodes/3/is_causal",
+    )
+    .await;
+    assert!(d.contains("a causal mask is for self-attention"), "{d}");
+    let d = refused(node(json!({}), json!(["input", "a", "a", "a"])), "/model/graph/nodes/3/inputs").await;
+    assert!(d.contains("1 to 3 names, got 4"), "{d}");
+}

@@ -318,17 +318,25 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         LayerKind::MultiheadAttention { heads, bias, .. } => {
             // in_proj (3E x E per token), scores Q K^T (L x L x E over the heads), a scale and
             // a softmax per score, the scores times V (L x L x E), out_proj (E x E per token)
-            let (l, e, h) = (node.input[0] as u128, node.input[1] as u128, *heads as u128);
+            // (cross-attention: the query's L tokens, the keys' and values' Lk)
+            let (l, lk, e, h) = (
+                node.input[0] as u128,
+                node.key_tokens() as u128,
+                node.input[1] as u128,
+                *heads as u128,
+            );
             c.params_weight = param_numel(node, false);
             c.params_bias = param_numel(node, true);
-            let (proj, attend, scores) = (4 * l * e * e, 2 * l * l * e, h * l * l);
+            // projected tokens: the queries and the outputs (L each), the keys and values (Lk each)
+            let projected = 2 * l + 2 * lk;
+            let (proj, attend, scores) = (projected * e * e, 2 * l * lk * e, h * l * lk);
             c.macs = proj + attend;
-            let bias_adds = if *bias { 4 * l * e } else { 0 };
+            let bias_adds = if *bias { projected * e } else { 0 };
             c.multiplications = c.macs + 2 * scores;
             c.additions = match additions {
                 Additions::Accumulate => c.macs,
-                // dot products of E (projections), E/h (scores) and L (values) terms
-                Additions::Exact => 4 * l * e * (e - 1) + scores * (e / h - 1) + l * e * (l - 1),
+                // dot products of E (projections), E/h (scores) and Lk (values) terms
+                Additions::Exact => projected * e * (e - 1) + scores * (e / h - 1) + l * e * (lk - 1),
             } + bias_adds
                 + 2 * scores;
             c.comparisons = scores;
@@ -479,8 +487,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         // GRU and RNN run as mm/addmm per step (counted), LSTM as one fused op (not counted)
         FlopRule::Profile(Profile::TorchFlopCounter) if is_sequence_mixer => match k {
             LayerKind::MultiheadAttention { need_weights, .. } => {
-                let (l, e) = (node.input[0] as u128, node.input[1] as u128);
-                2 * 4 * l * e * e + if *need_weights { 2 * 2 * l * l * e } else { 0 }
+                let (l, lk, e) = (node.input[0] as u128, node.key_tokens() as u128, node.input[1] as u128);
+                2 * (2 * l + 2 * lk) * e * e + if *need_weights { 2 * 2 * l * lk * e } else { 0 }
             }
             LayerKind::Recurrent(r) if r.cell == crate::spec::Cell::Lstm => 0,
             _ => 2 * c.macs,
@@ -491,11 +499,11 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         // rnn_tanh, rnn_relu) have none
         FlopRule::Profile(Profile::Fvcore) if is_sequence_mixer => match k {
             LayerKind::MultiheadAttention { need_weights, causal, .. } => {
-                let (l, e) = (node.input[0] as u128, node.input[1] as u128);
-                4 * l * e * e
+                let (l, lk, e) = (node.input[0] as u128, node.key_tokens() as u128, node.input[1] as u128);
+                (2 * l + 2 * lk) * e * e
                     + match (need_weights, causal) {
-                        (true, false) => 2 * l * l * e,
-                        (true, true) => l * l * e,
+                        (true, false) => 2 * l * lk * e,
+                        (true, true) => l * lk * e,
                         _ => 0,
                     }
             }
@@ -510,15 +518,24 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 need_weights,
                 causal,
             } => {
-                let (l, e, h) = (node.input[0] as u128, node.input[1] as u128, *heads as u128);
+                let (l, lk, e, h) = (
+                    node.input[0] as u128,
+                    node.key_tokens() as u128,
+                    node.input[1] as u128,
+                    *heads as u128,
+                );
                 let hd = e / h;
                 // q scaling, q/k/v projections (and their biases), per head q k^T, softmax and
                 // attention times v, the output projection with its bias
-                let hook = l * e + 3 * l * e * e + if *bias { 3 * l * e } else { 0 } + h * (2 * l * l * hd + l * l) + l * e * (e + 1);
+                let hook = l * e
+                    + (l + 2 * lk) * e * e
+                    + if *bias { (l + 2 * lk) * e } else { 0 }
+                    + h * (2 * l * lk * hd + l * lk)
+                    + l * e * (e + 1);
                 let functional = match (need_weights, causal) {
-                    (true, false) => 2 * l * l * e + h * l * l,
+                    (true, false) => 2 * l * lk * e + h * l * lk,
                     // q k^T under the mask is a baddbmm: its products plus the mask's elements
-                    (true, true) => 2 * l * l * e + h * l * l + l * l,
+                    (true, true) => 2 * l * lk * e + h * l * lk + l * lk,
                     _ => 0,
                 };
                 hook + functional

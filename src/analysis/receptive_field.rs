@@ -570,8 +570,30 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                     .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
                     .collect();
                 NodeRf {
-                    rf: matmul(&ins[0], &ins[1]),
+                    rf: row_and_all(
+                        &ins[0],
+                        &ins[1..],
+                        "matmul: output (i, j) reads row i of the first operand and column j of the second",
+                    ),
                     ins,
+                    aligned: None,
+                    note: None,
+                }
+            }
+            // cross-attention: output token i reads query token i and every key and value token
+            None if node.inputs.len() > 1 => {
+                let ins: Vec<Rf> = node
+                    .inputs
+                    .iter()
+                    .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
+                    .collect();
+                NodeRf {
+                    rf: row_and_all(
+                        &ins[0],
+                        &ins[1..],
+                        "cross-attention: output token i reads query token i and every key and value token",
+                    ),
+                    ins: Vec::new(),
                     aligned: None,
                     note: None,
                 }
@@ -634,22 +656,24 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
     rfs
 }
 
-/// The map of `a @ b`: output (i, j) reads row i of `a` and column j of `b`. By a learned matrix,
-/// row by row as a linear layer on each token; a second operand that reads the input (every
-/// token of a sequence, every position of a signal) makes every output read all of it.
-fn matmul(a: &Rf, b: &Rf) -> Rf {
+/// The map of an output whose row i reads row i of `a` and all of `others` (`a @ b`; a
+/// cross-attention's query and keys/values). By learned tensors alone, row by row as a linear
+/// layer on each token; others that read the input (every token of a sequence, every position of
+/// a signal) make every output read all of it; else `why`.
+fn row_and_all(a: &Rf, others: &[Rf], why: &str) -> Rf {
     let reads_all = |r: &Rf| {
         matches!(
             r,
             Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Rational(_)
         )
     };
-    match (a, b) {
-        (Rf::Constant, Rf::Constant) => Rf::Constant,
-        (a, Rf::Constant) if maps_of(a).is_none() => a.clone(),
-        (a, b) if reads_all(a) && reads_all(b) => Rf::Global,
-        _ => Rf::NotAffine("matmul: output (i, j) reads row i of the first operand and column j of the second".into()),
+    if others.iter().all(|r| *r == Rf::Constant) && maps_of(a).is_none() {
+        return a.clone();
     }
+    if reads_all(a) && others.iter().all(reads_all) {
+        return Rf::Global;
+    }
+    Rf::NotAffine(why.into())
 }
 
 fn start(graph: &Graph) -> Rf {
@@ -1663,6 +1687,16 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
             }
             // a parameter reads nothing
             None if node.inputs.is_empty() => {}
+            // cross-attention: the query's tokens (every feature), every key and value
+            None if node.inputs.len() > 1 => {
+                let features = IntervalSet::range(0, node.input[1] - 1);
+                let query = set.iter().map(|p| Product(vec![p.0[0].clone(), features.clone()])).collect();
+                pass(node.inputs[0].from, query);
+                for e in &node.inputs[1..] {
+                    let all = e.shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect();
+                    pass(e.from, vec![Product(all)]);
+                }
+            }
             None => pass(node.inputs[0].from, back_node(node, set, &mut approx)),
         }
     }

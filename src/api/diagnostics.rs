@@ -461,7 +461,7 @@ fn check_limits(state: &AppState, graph: &Graph, batch: u64, pointer: &str) -> S
         .nodes
         .iter()
         .map(|n| match n.layer.kind {
-            LayerKind::MultiheadAttention { heads, .. } => heads as u128 * n.input[0] as u128 * n.input[0] as u128 * batch as u128,
+            LayerKind::MultiheadAttention { heads, .. } => heads as u128 * n.input[0] as u128 * n.key_tokens() as u128 * batch as u128,
             _ => 0,
         })
         .sum();

@@ -193,6 +193,18 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
         let arity = match layer.kind {
             LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => None,
             LayerKind::MatMul => Some(2),
+            // self-attention reads one tensor; cross-attention its query, then the keys and
+            // values (one tensor for both, or one each)
+            LayerKind::MultiheadAttention { .. } if inputs.len() > 3 => {
+                return Err(SpecError::invalid(
+                    o.at("inputs"),
+                    format!(
+                        "a multihead_attention node reads its query, then optionally its keys and values (one name for both, or one each): 1 to 3 names, got {}",
+                        inputs.len()
+                    ),
+                ))
+            }
+            LayerKind::MultiheadAttention { .. } => None,
             LayerKind::Parameter { .. } => Some(0),
             _ => Some(1),
         };

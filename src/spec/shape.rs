@@ -482,8 +482,16 @@ impl<'a> Builder<'a> {
                     self.nodes.len() - 1
                 }
                 _ => {
-                    let edge = edges.into_iter().next().expect("unary nodes read one tensor");
-                    self.layer(&n.layer, edge, name, ptr)?
+                    let mut edges = edges.into_iter();
+                    let edge = edges.next().expect("a node reads at least one tensor");
+                    let id = self.layer(&n.layer, edge, name, ptr)?;
+                    // cross-attention: the keys and values after the query
+                    let rest: Vec<Edge> = edges.collect();
+                    if !rest.is_empty() {
+                        cross_attention(&self.nodes[id], &rest)?;
+                        self.nodes[id].inputs.extend(rest);
+                    }
+                    id
                 }
             };
             index[i] = id;
@@ -492,6 +500,46 @@ impl<'a> Builder<'a> {
         let outputs = g.outputs.iter().map(|s| index[by_name[s.as_str()]]).collect();
         Ok((top, outputs))
     }
+}
+
+/// The keys and values a cross-attention node reads after its query `[Lq, E]`: sequences
+/// `[Lk, E]` (PyTorch's kdim = vdim = embed_dim), keys and values of one length, no causal mask.
+fn cross_attention(node: &Node, kv: &[Edge]) -> SpecResult<()> {
+    let e = node.input[1];
+    let show = || {
+        std::iter::once(format!("query {:?}", node.input))
+            .chain(kv.iter().map(|k| format!("{} {:?}", k.label, k.shape)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let inputs = child(&node.pointer, "inputs");
+    if kv.iter().any(|k| k.shape.len() != 2 || k.shape[1] != e) {
+        return Err(SpecError::invalid(
+            inputs,
+            format!(
+                "cross-attention node {:?} reads {}: keys and values are sequences [L, {e}] with the query's embed_dim",
+                node.path,
+                show()
+            ),
+        ));
+    }
+    if kv.len() == 2 && kv[0].shape[0] != kv[1].shape[0] {
+        return Err(SpecError::invalid(
+            inputs,
+            format!(
+                "cross-attention node {:?} reads {}: keys and values must have as many tokens",
+                node.path,
+                show()
+            ),
+        ));
+    }
+    if matches!(node.layer.kind, LayerKind::MultiheadAttention { causal: true, .. }) {
+        return Err(SpecError::invalid(
+            child(&node.pointer, "is_causal"),
+            "a causal mask is for self-attention (a query token sees the keys up to its own); this node reads separate keys and values",
+        ));
+    }
+    Ok(())
 }
 
 /// The sample axes a mean averages, sorted and without repeats (PyTorch refuses repeats).
@@ -1161,6 +1209,12 @@ impl<'a> Node<'a> {
             groups: Vec::new(),
             signal: false,
         })
+    }
+
+    /// The key and value tokens of an attention layer: its second input's (cross-attention),
+    /// else its own.
+    pub fn key_tokens(&self) -> u64 {
+        self.inputs.get(1).map_or(self.input[0], |e| e.shape[0])
     }
 
     /// The parameters of an embedding, attention or recurrent layer, in the order and with the

@@ -491,7 +491,13 @@ impl Net {
                 }
                 LayerKind::MultiheadAttention { causal, .. } => {
                     let s = features(x);
-                    let seen = if *causal {
+                    let seen = if ins.len() > 1 {
+                        // cross-attention: the query token's features and every key and value
+                        ins[1..].iter().fold(s.shallow_clone(), |acc, kv| {
+                            let f = features(kv);
+                            acc + f.sum_dim_intlist(1, true, f.kind())
+                        })
+                    } else if *causal {
                         s.cumsum(1, s.kind())
                     } else {
                         s.sum_dim_intlist(1, true, s.kind()).expand_as(&s)
@@ -537,8 +543,10 @@ impl Net {
             }
             LayerKind::MultiheadAttention { heads, causal, bias, .. } => {
                 let b = |name: &str| bias.then(|| self.named(node, name));
+                // self-attention reads x three times; cross-attention its keys and values
+                let (k, v) = (ins.get(1).unwrap_or(x), ins.get(2).or(ins.get(1)).unwrap_or(x));
                 attention(
-                    x,
+                    [x, k, v],
                     self.named(node, "in_proj_weight"),
                     b("in_proj_bias"),
                     self.named(node, "out_proj.weight"),
@@ -762,17 +770,34 @@ fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &
     draw(key, n, rows as usize, cols, rows, false, &spec, kind).0
 }
 
-/// Multi-head self-attention on `x` [N, L, E] with libtorch's scaled_dot_product_attention (the
-/// kernel nn.MultiheadAttention calls with need_weights=False).
-fn attention(x: &Tensor, in_w: &Tensor, in_b: Option<&Tensor>, out_w: &Tensor, out_b: Option<&Tensor>, heads: i64, causal: bool) -> Tensor {
-    let size = x.size();
+/// Multi-head attention of queries `q` [N, L, E] over keys `k` and values `v` [N, Lk, E] (all
+/// three the same tensor for self-attention) with libtorch's scaled_dot_product_attention (the
+/// kernel nn.MultiheadAttention calls with need_weights=False); in_proj's rows are the q, k and
+/// v projections, as PyTorch packs them.
+fn attention(
+    [q, k, v]: [&Tensor; 3],
+    in_w: &Tensor,
+    in_b: Option<&Tensor>,
+    out_w: &Tensor,
+    out_b: Option<&Tensor>,
+    heads: i64,
+    causal: bool,
+) -> Tensor {
+    let size = q.size();
     let (n, l, e) = (size[0], size[1], size[2]);
-    let qkv = x.linear(in_w, in_b).chunk(3, -1);
-    let split = |t: &Tensor| t.reshape([n, l, heads, e / heads]).transpose(1, 2);
+    let w = in_w.chunk(3, 0);
+    let b: Vec<Option<Tensor>> = match in_b {
+        Some(b) => b.chunk(3, 0).into_iter().map(Some).collect(),
+        None => vec![None, None, None],
+    };
+    let split = |t: &Tensor| {
+        let len = t.size()[1];
+        t.reshape([n, len, heads, e / heads]).transpose(1, 2)
+    };
     let y = Tensor::scaled_dot_product_attention(
-        &split(&qkv[0]),
-        &split(&qkv[1]),
-        &split(&qkv[2]),
+        &split(&q.linear(&w[0], b[0].as_ref())),
+        &split(&k.linear(&w[1], b[1].as_ref())),
+        &split(&v.linear(&w[2], b[2].as_ref())),
         None::<Tensor>,
         0.0,
         causal,

@@ -260,6 +260,76 @@ class HandAttention(nn.Module):
         return self.proj_mm(c, self.proj) if self.has_proj else c
 
 
+class CrossAttention(nn.MultiheadAttention):
+    """Cross-attention as the service describes it: attn(q, kv, kv)[0] or attn(q, k, v)[0],
+    batch_first; `lk` records the key tokens for the hand count."""
+
+    def __init__(self, e, heads, bias, need_weights):
+        super().__init__(e, heads, bias=bias, batch_first=True)
+        self.need_weights = need_weights
+
+    def forward(self, q, k, v=None):
+        self.lk = k.shape[1]
+        return super().forward(q, k, k if v is None else v, need_weights=self.need_weights)[0]
+
+
+class CrossNet(nn.Module):
+    """Three cross-attention patterns on one input sequence [L, D]: learned latent queries over
+    the projected input (Perceiver), input queries over a learned memory, and input queries over
+    keys and values of their own projections; a linear head now and then."""
+
+    def __init__(self, mode, d_in, e, heads, lq, bias, need_weights, head):
+        super().__init__()
+        self.mode = mode
+        self.q = nn.Linear(d_in, e)
+        if mode == "latents":
+            self.latents = nn.Parameter(torch.randn(lq, e) * 0.5)
+        elif mode == "memory":
+            self.memory = nn.Parameter(torch.randn(lq, e) * 0.5)
+        else:
+            self.k, self.v = nn.Linear(d_in, e), nn.Linear(d_in, e)
+        self.cross = CrossAttention(e, heads, bias, need_weights)
+        self.head = nn.Linear(e, head) if head else None
+
+    def forward(self, x):
+        q = self.q(x)
+        n = x.shape[0]
+        if self.mode == "latents":
+            y = self.cross(self.latents.expand(n, -1, -1), q)
+        elif self.mode == "memory":
+            m = self.memory.expand(n, -1, -1)
+            y = self.cross(q, m, m)
+        else:
+            y = self.cross(q, self.k(x), self.v(x))
+        return self.head(y) if self.head is not None else y
+
+
+def random_cross_graph(rng):
+    """A random CrossNet and its graph spec (node names as the module's)."""
+    mode = rng.choice(["latents", "memory", "qkv"])
+    length, d_in = rng.randint(2, 9), rng.randint(1, 6)
+    heads = rng.choice([1, 2, 3])
+    e, lq = heads * rng.randint(1, 3), rng.randint(1, 6)
+    bias, need_weights, head = rng.random() < 0.7, rng.random() < 0.3, rng.choice([0, 0, rng.randint(1, 4)])
+    nodes = [{"name": "q", "type": "linear", "out_features": e, "inputs": ["input"]}]
+    if mode == "latents":
+        nodes += [{"name": "latents", "type": "parameter", "shape": [lq, e]}]
+        reads = ["latents", "q"]
+    elif mode == "memory":
+        nodes += [{"name": "memory", "type": "parameter", "shape": [lq, e]}]
+        reads = ["q", "memory", "memory"]
+    else:
+        nodes += [{"name": "k", "type": "linear", "out_features": e, "inputs": ["input"]},
+                  {"name": "v", "type": "linear", "out_features": e, "inputs": ["input"]}]
+        reads = ["q", "k", "v"]
+    nodes.append({"name": "cross", "type": "multihead_attention", "embed_dim": e, "num_heads": heads, "bias": bias,
+                  "need_weights": need_weights, "inputs": reads})
+    if head:
+        nodes.append({"name": "head", "type": "linear", "out_features": head})
+    spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes}}
+    return spec, CrossNet(mode, d_in, e, heads, lq, bias, need_weights, head)
+
+
 def random_matmul_graph(rng):
     """Attention by hand in the graph form: q, k, v linear layers on the input, k transposed,
     matmul, softmax over the last axis, matmul by v, and a learned projection by matmul."""
@@ -297,6 +367,7 @@ def check_profiles(url, spec, model, x):
     want = {"fvcore": fa.total()}
     if x.dtype != torch.long:
         hooks = {Attention: lambda m, i, o: multihead_attention_counter_hook(m, (i[0], i[0], i[0]), o),
+                 CrossAttention: lambda m, i, o: multihead_attention_counter_hook(m, (i[0], i[1], i[-1]), o),
                  LSTM: rnn_flops_counter_hook, GRU: rnn_flops_counter_hook, RNN: rnn_flops_counter_hook}
         want["ptflops"], _ = get_model_complexity_info(model, tuple(spec["input_shape"]), print_per_layer_stat=False, as_strings=False,
                                                        verbose=False, custom_modules_hooks=hooks)
@@ -430,8 +501,10 @@ def check_complexity(url, spec, model, x):
         elif isinstance(m, nn.Linear):
             want += row["output_shape"][0] * m.in_features * m.out_features if len(row["output_shape"]) == 2 else m.in_features * m.out_features
         elif isinstance(m, nn.MultiheadAttention):
+            # queries and outputs L tokens, keys and values Lk (L for self-attention)
             length, e = row["output_shape"]
-            want += 4 * length * e * e + 2 * length * length * e
+            lk = getattr(m, "lk", length)
+            want += (2 * length + 2 * lk) * e * e + 2 * length * lk * e
         elif isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
             gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[type(m).__name__]
             dirs = 2 if m.bidirectional else 1
@@ -620,7 +693,9 @@ def main():
     torch.manual_seed(a.seed)
     failures = 0
     for case in range(a.n):
-        if case % 8 == 7:
+        if case % 8 == 5:
+            spec, model = random_cross_graph(rng)
+        elif case % 8 == 7:
             spec, model = random_matmul_graph(rng)
         elif case % 4 == 3:
             spec, model = random_patch_graph(rng)
