@@ -604,3 +604,20 @@ async fn matmul_mistakes_name_the_node() {
     let d = refused(seq, 422, "/model/layers/0/type").await;
     assert!(d.contains("describe the model as a \"graph\""), "{d}");
 }
+
+/// A concatenation whose output has more than 2^64 elements (found by hostile.py: 2,000 copies
+/// of a [2^20, 2^20, 2^20] input) is a 422 naming the node, not an overflow.
+#[tokio::test]
+async fn a_tensor_past_64_bits_is_refused_naming_the_node() {
+    let big = 1u64 << 20;
+    let m = graph(
+        json!([big, big, big]),
+        json!([{"name": "a", "type": "cat", "inputs": vec!["input"; 16]}]),
+        None,
+    );
+    let d = refused(m, 422, "/model/graph/nodes/0").await;
+    assert!(
+        d.contains("concat a would have shape [16777216, 1048576, 1048576]: more elements than 2^64"),
+        "{d}"
+    );
+}

@@ -402,3 +402,91 @@ fn the_command_line_answers_as_the_service_does() {
     let (code, _, err) = run(&["complexity", dir.join("missing.onnx").to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        s: Some(v.as_bytes().to_vec().into()),
+        r#type: Some(AttributeType::String as i32),
+        ..Default::default()
+    }
+}
+
+/// x [1, 4, 3] batch-first -> Transpose(1, 0, 2) -> op (hidden 2, the file's W, R, B) ->
+/// Squeeze(axis 1) -> Transpose(1, 0, 2): the exporter's layout around one recurrent layer.
+fn recurrent_file(op: &str, gates: usize, attrs: Vec<AttributeProto>) -> Vec<u8> {
+    let rows = gates * 2;
+    model(
+        &[1, 4, 3],
+        vec![
+            node("Transpose", "/rnn/Transpose", &["x"], "t", vec![ints("perm", &[1, 0, 2])]),
+            NodeProto {
+                output: vec!["y".into(), String::new()],
+                ..node(
+                    op,
+                    "/rnn/Op",
+                    &["t", "w", "r", "b"],
+                    "y",
+                    [vec![int("hidden_size", 2)], attrs].concat(),
+                )
+            },
+            node("Squeeze", "/rnn/Squeeze", &["y", "axes1"], "s", vec![]),
+            node("Transpose", "/rnn/Transpose_1", &["s"], "out", vec![ints("perm", &[1, 0, 2])]),
+        ],
+        vec![
+            tensor(
+                "w",
+                &[1, rows as i64, 3],
+                &(0..rows * 3).map(|i| i as f32 * 0.01).collect::<Vec<_>>(),
+            ),
+            tensor(
+                "r",
+                &[1, rows as i64, 2],
+                &(0..rows * 2).map(|i| i as f32 * 0.02).collect::<Vec<_>>(),
+            ),
+            tensor("b", &[1, 2 * rows as i64], &vec![0.1; 2 * rows]),
+            TensorProto {
+                name: Some("axes1".into()),
+                dims: vec![1],
+                data_type: Some(DataType::Int64 as i32),
+                int64_data: vec![1],
+                ..Default::default()
+            },
+        ],
+        "out",
+    )
+}
+
+/// An LSTM, GRU and RNN in the exporter's time-major layout become PyTorch's layers, counted by
+/// hand: per token gates x 2 x (3 + 2) MACs; parameters gates x 2 x (3 + 2) + 2 x gates x 2.
+/// What PyTorch's layers cannot be is refused, naming the node.
+#[tokio::test]
+async fn recurrent_ops_become_pytorchs_layers() {
+    for (op, gates, cell) in [("LSTM", 4u64, "lstm"), ("GRU", 3, "gru"), ("RNN", 1, "rnn")] {
+        let attrs = if op == "GRU" { vec![int("linear_before_reset", 1)] } else { vec![] };
+        let file = recurrent_file(op, gates as usize, attrs);
+        let r = post("/v1/complexity", json!({"model": {"onnx": b64(&file)}, "verify": true})).await;
+        assert_eq!(r.status, 200, "{op}: {}", r.text);
+        let v = r.json();
+        let row = &v["rows"][0];
+        assert_eq!(row["type"], cell, "{v}");
+        assert_eq!(row["output_shape"], json!([4, 2]));
+        assert_eq!(row["params"], gates * 2 * 5 + 2 * gates * 2);
+        assert_eq!(row["macs"], 4 * gates * 2 * 5);
+        assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    }
+    let refused = |file: Vec<u8>| async move {
+        let r = post("/v1/complexity", json!({"model": {"onnx": b64(&file)}, "verify": false})).await;
+        assert_problem(&r, 422, "/model/onnx")["detail"].as_str().unwrap().to_string()
+    };
+    let d = refused(recurrent_file("GRU", 3, vec![])).await;
+    assert!(d.contains("\"/rnn/Op\" (GRU): linear_before_reset=0"), "{d}");
+    let d = refused(recurrent_file("LSTM", 4, vec![string("direction", "reverse")])).await;
+    assert!(d.contains("direction \"reverse\""), "{d}");
+    // the sequence batch-first, not the exporter's time-major layout
+    let mut file = ModelProto::decode(recurrent_file("RNN", 1, vec![]).as_slice()).unwrap();
+    let g = file.graph.as_mut().unwrap();
+    g.node[1].input[0] = "x".into();
+    let d = refused(file.encode_to_vec()).await;
+    assert!(d.contains("not the exporter's time-major layout"), "{d}");
+}

@@ -214,6 +214,22 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
         }
     }
     let mut nodes = b.nodes;
+    // every count multiplies shapes out: a tensor whose elements overflow 64 bits (a
+    // concatenation of thousands of huge inputs) is refused here, naming its node
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| n.output.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none())
+    {
+        return Err(SpecError::invalid(
+            &n.pointer,
+            format!(
+                "{} {} would have shape {:?}: more elements than 2^64",
+                n.layer.type_name(),
+                n.path,
+                n.output
+            ),
+        ));
+    }
     let input_signal = signals(spec, &mut nodes);
     Ok(Graph {
         spec,

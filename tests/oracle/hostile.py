@@ -93,7 +93,29 @@ def seed_onnx():
     return buf.getvalue()
 
 
-ONNX = seed_onnx()
+def seed_sequence_onnx():
+    """A second file to mutate: token ids, an embedding, a 2-layer bidirectional LSTM and a
+    linear layer, in the exporter's time-major layout with its shape arithmetic."""
+    import io
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn, self.fc = torch.nn.Embedding(30, 6), torch.nn.LSTM(6, 4, 2, batch_first=True, bidirectional=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(self.emb(x))[0])
+
+    buf = io.BytesIO()
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 5, dtype=torch.long),), buf, dynamo=False)
+    return buf.getvalue()
+
+
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx()]
 
 
 def seed_torchscript():
@@ -124,7 +146,7 @@ def mutated(data):
 
 
 def mutated_onnx():
-    b = bytearray(ONNX)
+    b = bytearray(rng.choice(ONNX_FILES))
     kind = rng.choice(["flip", "truncate", "splice", "random", "zeros", "repeat"])
     if kind == "flip":
         for _ in range(rng.randint(1, 20)):

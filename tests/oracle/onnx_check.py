@@ -20,6 +20,13 @@
    FlopCounterMode's total.
 4. resnet18 and mobilenet_v2 at 3x32x32: diagnostics with the file's weights in float32 equal
    autograd on the original module per named layer to 1e-5 relative.
+5. Random sequence networks (seq_check's, without attention): token ids read by an embedding
+   (the file's Gather) or float sequences, LSTM/GRU/RNN of one or two layers, bidirectional
+   (the file's recurrent ops in their time-major layout, gates reordered), linear layers on
+   tokens (MatMul and Add), layernorm, activations, softmax, means and residual blocks: params
+   and the torch_flop_counter total equal the module's, the exact tokens of one output unit
+   equal autograd's, and float64 gradients with the file's weights equal autograd per named
+   parameter (PyTorch's names: `1.weight_ih_l1_reverse`).
 
 Exits non-zero on any disagreement.
 """
@@ -46,8 +53,8 @@ torch.set_num_threads(1)
 TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet"]
 
 
-def export(model, shape, dynamo=False):
-    x = torch.zeros(1, *shape)
+def export(model, shape, dynamo=False, example=None):
+    x = torch.zeros(1, *shape) if example is None else example
     if dynamo:
         return torch.onnx.export(model, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
     buf = io.BytesIO()
@@ -309,6 +316,92 @@ def run_random(url, n, seed, only=None, signals=0):
     return failures
 
 
+def run_sequences(url, n, seed):
+    import seq_check
+    failures = refused = 0
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    done = 0
+    while done < n:
+        spec = seq_check.random_spec(rng)
+        if "multihead_attention" in json.dumps(spec):
+            continue
+        # an ONNX file does not record padding_idx (the zero gradient of that row): drawn without
+        for layer in spec["layers"]:
+            layer.pop("padding_idx", None)
+        done += 1
+        label = f"onnx sequence case {done} (seed {seed})"
+        model, _ = seq_check.build(spec["layers"], list(spec["input_shape"]))
+        model = model.float().eval()
+        ids = spec.get("input_dtype") == "int64"
+        gen = torch.Generator().manual_seed(done)
+        x = seq_check.token_ids(spec, 1, gen) if ids else torch.randn(1, *spec["input_shape"], generator=gen)
+        try:
+            data = export(model, spec["input_shape"], example=x)
+        except Exception:  # noqa: BLE001 - the exporter's own refusals
+            refused += 1
+            continue
+        onnx_model = {"onnx": base64.b64encode(data).decode()}
+        problems = []
+        status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+        if status != 200:
+            failures += 1
+            print(f"{label}: status {status}: {str(resp)[:600]}\n  spec {json.dumps(spec)[:400]}")
+            continue
+        counter = seq_check.FlopCounterMode(display=False)
+        with counter:
+            model(x)
+        if resp["totals"]["flops"] != counter.get_total_flops():
+            problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+        if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+            problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+        if not resp["verification"].get("agrees", True):
+            problems.append("the libtorch check disagrees")
+        # float64 gradients with the file's weights, per named parameter
+        model = model.double()
+        xs = seq_check.token_ids(spec, 2, gen) if ids else torch.randn(2, *spec["input_shape"], dtype=torch.float64, generator=gen)
+        s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
+        if s == 422 and "no parameter gradient to diagnose" in g.get("detail", ""):
+            pass  # no weighted layer (a layernorm alone): nothing to diagnose, as the service says
+        elif s != 200:
+            problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+        else:
+            model.zero_grad()
+            model(xs).flatten(1).sum().backward()
+            params = dict(model.named_parameters())
+            scale = max([p.grad.norm().item() for p in params.values() if p.grad is not None] + [1.0])
+            for row in g["layers"]:
+                p = params.get(row["path"], params.get(row["path"] + ".weight"))
+                if p is None:
+                    problems.append(f"diagnostics row {row['path']} names no parameter of the module")
+                    continue
+                want, got = p.grad.norm().item(), row["weight_grad"]["frobenius"]
+                if abs(got - want) > 1e-7 * max(abs(want), 1e-12) and abs(got - want) > 1e-12 * scale:
+                    problems.append(f"{row['path']}: weight grad {got} != autograd {want}")
+        # the tokens one output unit reads, against autograd on the module
+        out = [r for r in resp["rows"] if not r["subtotal"]][-1]
+        # (a ReLU RNN's dead units have exactly zero gradients: autograd proves less there)
+        if len(out["output_shape"]) == 2 and not ids and '"relu"' not in json.dumps(spec):
+            # one feature: a normalization's or softmax's features sum to a constant
+            index, channel = [rng.randrange(out["output_shape"][0])], rng.randrange(out["output_shape"][1])
+            s, rf = post(url + "/v1/receptive-field",
+                         {"model": onnx_model, "position": {"layer": out["path"], "index": index, "channel": channel}})
+            if s != 200:
+                problems.append(f"receptive field status {s}: {str(rf)[:300]}")
+            else:
+                xr = torch.randn(1, *spec["input_shape"], dtype=torch.float64, requires_grad=True)
+                (gr,) = torch.autograd.grad(model(xr)[0, index[0], channel], xr)
+                toks = [i for i in range(gr.shape[1]) if bool((gr[0, i] != 0).any())]
+                got = [t for a, b in rf["position"]["input_tokens"] for t in range(a, b + 1)]
+                if toks != got:
+                    problems.append(f"receptive field of token {index}: {got} != autograd {toks}")
+        if problems:
+            failures += 1
+            print(f"{label}: " + "; ".join(problems[:6]) + "\n  spec " + json.dumps(spec)[:500])
+    print(f"onnx sequence oracle: {n - failures - refused} passed, {failures} failed, {refused} that torch.onnx.export itself refuses")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -318,11 +411,13 @@ def main():
     ap.add_argument("--no-dynamo", action="store_true")
     ap.add_argument("--case", type=int, default=None, help="replay one random case")
     ap.add_argument("--signals", type=int, default=30, help="random 1-D signal networks on top of --n")
+    ap.add_argument("--sequences", type=int, default=40, help="random sequence networks (token ids, recurrent layers)")
     a = ap.parse_args()
     if a.case is not None:
         sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
     failed = run_torchvision(a.url, [n for n in a.torchvision.split(",") if n], not a.no_dynamo)
     failed += run_random(a.url, a.n, a.seed, signals=a.signals)
+    failed += run_sequences(a.url, a.sequences, a.seed)
     sys.exit(1 if failed else 0)
 
 

@@ -156,6 +156,10 @@ impl<'a> Attrs<'a> {
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.get(name).map(|a| a.ints.clone())
     }
+    fn strings(&self, name: &str) -> Option<Vec<String>> {
+        self.get(name)
+            .map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+    }
     fn string(&self, name: &str, default: &str) -> String {
         self.get(name)
             .and_then(|a| a.s.as_deref())
@@ -263,6 +267,19 @@ struct Reader {
     /// shapes were learned: a global pool of a three-axis tensor `[N, C, L]` is a 1-D one.
     input_rank: usize,
     ranks: HashMap<String, usize>,
+    /// The input holds token ids (an embedding's Gather reads them).
+    token_ids: bool,
+    /// Sequences the exporter put time-major (`[L, N, D]`, a Transpose(1, 0, 2) of a batch-first
+    /// `[N, L, D]`) for a recurrent op: the same spec tensor, readable by recurrent ops and the
+    /// transposes and reshapes around them only.
+    time_major: std::collections::HashSet<String>,
+    /// A recurrent op's output `Y` `[L, directions, N, H]` (false) or its Transpose(0, 2, 1, 3)
+    /// `[L, N, directions, H]` (true), with the directions: time-major once squeezed or
+    /// reshaped to `[L, N, directions * H]`.
+    recurrent_out: HashMap<String, (i64, bool)>,
+    /// How many nodes read each tensor, and the tensors the model returns.
+    readers: HashMap<String, usize>,
+    outputs: std::collections::HashSet<String>,
 }
 
 /// The spatial attribute of a 1-D (`one_d`: one value, as an int) or 2-D operation.
@@ -404,6 +421,206 @@ impl Reader {
         Ok(())
     }
 
+    /// A Reshape's target shape, which must be a constant.
+    fn reshape_target(&self, node: &NodeProto) -> Result<&Constant, Refusal> {
+        node.input
+            .get(1)
+            .and_then(|t| self.constant(t))
+            .ok_or_else(|| "its shape is computed in the graph; export with constant folding".to_string())
+    }
+
+    /// `out` is the tensor `from` in another layout of the exporter's (the same spec tensor),
+    /// time-major or not.
+    fn relayout(&mut self, from: &str, out: String, time_major: bool) -> Result<(), Refusal> {
+        let n = self.source(from)?;
+        if time_major {
+            self.time_major.insert(out.clone());
+        }
+        self.tensors.insert(out, n);
+        Ok(())
+    }
+
+    /// `Add(bias, MatMul(x, W))` where the MatMul became a linear layer without a bias and no
+    /// other node reads its output: the bias goes into that layer, the Add's output is its.
+    fn linear_bias(&mut self, node: &NodeProto) -> bool {
+        let [a, b] = node.input.as_slice() else { return false };
+        let (c, t) = match (self.constant(a), self.constant(b)) {
+            (Some(c), None) => (c.clone(), b),
+            (None, Some(c)) => (c.clone(), a),
+            _ => return false,
+        };
+        let Some(name) = self.tensors.get(t).cloned() else { return false };
+        let Some(&i) = self.names.get(&name) else { return false };
+        let layer = &self.nodes[i];
+        let fits = layer["type"] == "linear"
+            && layer["bias"] == false
+            && c.dims.len() == 1
+            && layer["out_features"] == json!(c.dims[0])
+            && self.readers.get(t) == Some(&1);
+        if !fits {
+            return false;
+        }
+        self.nodes[i]["bias"] = json!(true);
+        self.weights
+            .entry(name.clone())
+            .or_default()
+            .push(("bias".to_string(), c.values.clone()));
+        if let Some(out) = node.output.first() {
+            self.tensors.insert(out.clone(), name);
+        }
+        true
+    }
+
+    /// An ONNX LSTM, GRU or RNN (one layer, forward or bidirectional) on the exporter's
+    /// time-major sequence: PyTorch's layer, its weights in PyTorch's gate order (LSTM i, f, g, o
+    /// from ONNX's i, o, f, c; GRU r, z, n from z, r, h) and names (`weight_ih_l0`,
+    /// `bias_hh_l0_reverse`, ...).
+    fn recurrent(&mut self, node: &NodeProto, index: usize) -> Result<(), Refusal> {
+        let a = Attrs(node);
+        let op = node.op_type();
+        let x = node.input.first().map(String::as_str).unwrap_or("");
+        if !self.time_major.contains(x) {
+            return Err("reads a sequence that is not the exporter's time-major layout (a Transpose(1, 0, 2) of [batch, L, D]); layout=1 is not supported".into());
+        }
+        if a.int("layout", 0) != 0 {
+            return Err("layout=1 is not supported".into());
+        }
+        if node.input.get(4).is_some_and(|t| !t.is_empty()) {
+            return Err("sequence_lens (packed sequences) is not supported".into());
+        }
+        for (i, what) in [(5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")] {
+            if let Some(t) = node.input.get(i).filter(|t| !t.is_empty()) {
+                let zero = self.constant(t).is_some_and(|c| c.values.iter().all(|&v| v == 0.0));
+                if !zero || i == 7 {
+                    return Err(format!("its {what} is not zeros (PyTorch's default): not supported"));
+                }
+            }
+        }
+        if a.get("clip").is_some() || a.get("input_forget").is_some_and(|x| x.i() != 0) {
+            return Err("clip and input_forget are not supported".into());
+        }
+        let dirs: i64 = match a.string("direction", "forward").as_str() {
+            "forward" => 1,
+            "bidirectional" => 2,
+            d => return Err(format!("direction {d:?}: forward or bidirectional (PyTorch's) only")),
+        };
+        let (cell, gates, order): (&str, i64, &[usize]) = match op {
+            "LSTM" => ("lstm", 4, &[0, 2, 3, 1]),
+            "GRU" => ("gru", 3, &[1, 0, 2]),
+            _ => ("rnn", 1, &[0]),
+        };
+        let activations = a.strings("activations");
+        let nonlinearity = match (op, activations.as_deref()) {
+            (_, None) => "tanh",
+            ("RNN", Some(acts)) if acts.iter().all(|x| x == "Tanh") => "tanh",
+            ("RNN", Some(acts)) if acts.iter().all(|x| x == "Relu") => "relu",
+            (_, Some(acts)) => return Err(format!("activations {acts:?}: PyTorch's own only")),
+        };
+        if op == "GRU" && a.int("linear_before_reset", 0) != 1 {
+            return Err(
+                "linear_before_reset=0: PyTorch's GRU applies the reset gate after the recurrent product (linear_before_reset=1)".into(),
+            );
+        }
+        let hidden = a.int("hidden_size", 0);
+        let w = self.weight(node, 1, "W")?.ok_or("has no W")?;
+        let r = self.weight(node, 2, "R")?.ok_or("has no R")?;
+        let b = self.weight(node, 3, "B")?;
+        let rows = gates * hidden;
+        let input_size = w.dims.get(2).copied().unwrap_or(0);
+        if hidden < 1
+            || w.dims != [dirs, rows, input_size]
+            || r.dims != [dirs, rows, hidden]
+            || b.as_ref().is_some_and(|b| b.dims != [dirs, 2 * rows])
+        {
+            return Err(format!(
+                "W {:?}, R {:?}, B {:?} do not fit hidden_size {hidden} and {dirs} direction(s)",
+                w.dims,
+                r.dims,
+                b.as_ref().map(|b| b.dims.clone())
+            ));
+        }
+        // gate g of PyTorch's layout is ONNX's gate order[g], each `hidden` rows of `cols`
+        let reorder = |values: &[f64], cols: usize| -> std::sync::Arc<LazyValues> {
+            let block = hidden as usize * cols;
+            let v: Vec<f64> = order
+                .iter()
+                .flat_map(|&g| values[g * block..(g + 1) * block].iter().copied())
+                .collect();
+            std::sync::Arc::new(LazyValues::from(v))
+        };
+        // The exporter writes a multi-layer module as one op per layer: a layer of the same
+        // module (ONNX scope) and configuration reading the previous layer's output, which
+        // nothing else reads, becomes that layer's next one (PyTorch's weight_ih_l1, ...).
+        let src = self.source(x)?;
+        let scope = |onnx: &str| onnx.rsplit_once('/').map(|(s, _)| s.to_string());
+        let stacked = self.names.get(&src).copied().filter(|&i| {
+            let prev = &self.nodes[i];
+            let same_module = self
+                .origin
+                .iter()
+                .find(|(n, _, _)| *n == src)
+                .is_some_and(|(_, onnx, _)| scope(onnx).is_some() && scope(onnx) == scope(node.name()));
+            let private = self
+                .tensors
+                .iter()
+                .filter(|(_, n)| **n == src)
+                .all(|(t, _)| self.readers.get(t).copied().unwrap_or(0) <= 1 && !self.outputs.contains(t));
+            same_module
+                && private
+                && prev["type"] == cell
+                && prev["hidden_size"] == json!(hidden)
+                && prev["bidirectional"] == json!(dirs == 2)
+                && prev["bias"] == json!(b.is_some())
+                && prev.get("nonlinearity").is_none_or(|v| v == nonlinearity)
+        });
+        let layer = stacked.map_or(0, |i| self.nodes[i]["num_layers"].as_u64().unwrap_or(1));
+        let mut roles: Vec<(String, std::sync::Arc<LazyValues>)> = Vec::new();
+        for d in 0..dirs as usize {
+            let suffix = if d == 0 { "" } else { "_reverse" };
+            let (wn, rn) = (rows as usize * input_size as usize, rows as usize * hidden as usize);
+            roles.push((
+                format!("weight_ih_l{layer}{suffix}"),
+                reorder(&w.values[d * wn..(d + 1) * wn], input_size as usize),
+            ));
+            roles.push((
+                format!("weight_hh_l{layer}{suffix}"),
+                reorder(&r.values[d * rn..(d + 1) * rn], hidden as usize),
+            ));
+            if let Some(b) = &b {
+                let bn = 2 * rows as usize;
+                let bias = &b.values[d * bn..(d + 1) * bn];
+                roles.push((format!("bias_ih_l{layer}{suffix}"), reorder(&bias[..rows as usize], 1)));
+                roles.push((format!("bias_hh_l{layer}{suffix}"), reorder(&bias[rows as usize..], 1)));
+            }
+        }
+        if let Some(i) = stacked {
+            self.nodes[i]["num_layers"] = json!(layer + 1);
+            self.weights.entry(src.clone()).or_default().extend(roles);
+            if let Some(y) = node.output.first().filter(|y| !y.is_empty()) {
+                self.tensors.insert(y.clone(), src);
+                self.recurrent_out.insert(y.clone(), (dirs, false));
+            }
+            return Ok(());
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(cell));
+        body.insert("input_size".into(), json!(input_size));
+        body.insert("hidden_size".into(), json!(hidden));
+        body.insert("bidirectional".into(), json!(dirs == 2));
+        body.insert("bias".into(), json!(b.is_some()));
+        if cell == "rnn" {
+            body.insert("nonlinearity".into(), json!(nonlinearity));
+        }
+        body.insert("num_layers".into(), json!(1));
+        let name = self.push(node, index, None, vec![src], body);
+        self.weights.insert(name.clone(), roles);
+        if let Some(y) = node.output.first().filter(|y| !y.is_empty()) {
+            self.tensors.insert(y.clone(), name);
+            self.recurrent_out.insert(y.clone(), (dirs, false));
+        }
+        Ok(())
+    }
+
     /// Maps one node; an Identity or Dropout only passes its input on under its output's name.
     fn node(&mut self, node: &NodeProto, index: usize) -> Result<(), Refusal> {
         let a = Attrs(node);
@@ -417,7 +634,122 @@ impl Reader {
         let mut weight_name: Option<String> = None;
         let mut tensors: Vec<(&'static str, Constant)> = Vec::new();
         let mut inputs = vec![];
+        // the exporter's time-major layout around recurrent ops is read by those ops, and by the
+        // transposes, squeezes and reshapes that make it, alone
+        let layout_op = matches!(
+            op,
+            "LSTM" | "GRU" | "RNN" | "Transpose" | "Squeeze" | "Reshape" | "Identity" | "Dropout"
+        );
+        if let Some(t) = node
+            .input
+            .iter()
+            .find(|t| !layout_op && (self.time_major.contains(*t) || self.recurrent_out.contains_key(*t)))
+        {
+            return Err(format!(
+                "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
+            ));
+        }
         match op {
+            "Gather" => {
+                // an embedding: the rows of a learned [V, E] table picked by the token ids
+                let table = self.weight(node, 0, "table")?.ok_or("has no table")?;
+                let ids = node.input.get(1).map(String::as_str).unwrap_or("");
+                if table.dims.len() != 2 || a.int("axis", 0) != 0 || !self.token_ids || self.source(ids)? != GRAPH_INPUT {
+                    return Err(
+                        "only an embedding (the rows of a learned [V, E] table picked by the model's token ids) is supported".into(),
+                    );
+                }
+                set("type", json!("embedding"));
+                set("num_embeddings", json!(table.dims[0]));
+                set("embedding_dim", json!(table.dims[1]));
+                weight_name = node.input.first().cloned();
+                tensors.push(("weight", table));
+                inputs.push(GRAPH_INPUT.to_string());
+            }
+            "Transpose" => {
+                let perm = a.ints("perm").unwrap_or_default();
+                let src = data().to_string();
+                match perm.as_slice() {
+                    // batch and time swapped: the same sequence, time-major (or back)
+                    [1, 0, 2] => {
+                        let to_time_major = !self.time_major.contains(&src);
+                        return self.relayout(&src, out, to_time_major);
+                    }
+                    // a recurrent op's directions moved next to its features
+                    [0, 2, 1, 3] if self.recurrent_out.get(&src).is_some_and(|&(_, moved)| !moved) => {
+                        let (dirs, _) = self.recurrent_out[&src];
+                        let n = self.source(&src)?;
+                        self.recurrent_out.insert(out.clone(), (dirs, true));
+                        self.tensors.insert(out, n);
+                        return Ok(());
+                    }
+                    [0, 2, 1] => {
+                        set("type", json!("transpose"));
+                        set("dim0", json!(1));
+                        set("dim1", json!(2));
+                        inputs.push(self.source(&src)?);
+                    }
+                    other => {
+                        return Err(format!(
+                            "perm {other:?}: only the swap of a sample's two axes, or the batch-time swaps around a recurrent op, are supported"
+                        ))
+                    }
+                }
+            }
+            // a one-direction recurrent output [L, 1, N, H] without its directions: time-major
+            "Squeeze" if self.recurrent_out.get(data()).is_some_and(|&(dirs, moved)| dirs == 1 && !moved) => {
+                let axes: Option<Vec<i64>> = a.ints("axes").or_else(|| {
+                    node.input
+                        .get(1)
+                        .and_then(|t| self.constant(t))
+                        .map(|c| c.values.iter().map(|&x| x as i64).collect())
+                });
+                if axes.as_deref() != Some(&[1]) {
+                    return Err(format!(
+                        "squeezes axes {axes:?} of a recurrent op's output: only its directions (axis 1)"
+                    ));
+                }
+                return self.relayout(data(), out, true);
+            }
+            // [L, N, directions, H] to [L, N, directions * H]: time-major
+            "Reshape" if self.recurrent_out.get(data()).is_some_and(|&(_, moved)| moved) => {
+                let shape = self.reshape_target(node)?;
+                match shape.values.as_slice() {
+                    [_, _, last] if *last == -1.0 || *last >= 1.0 => {}
+                    other => {
+                        return Err(format!(
+                            "reshapes a recurrent op's output to {other:?}: only [L, N, directions * H]"
+                        ))
+                    }
+                }
+                return self.relayout(data(), out, true);
+            }
+            // a recurrent op's zero initial state: zeros of the (folded) shape
+            "Expand" => {
+                let zeros = self.constant(data()).is_some_and(|c| c.values.iter().all(|&v| v == 0.0));
+                let shape = node.input.get(1).and_then(|t| self.constant(t));
+                match shape {
+                    Some(shape) if zeros && shape.values.iter().all(|&d| (0.0..=65536.0).contains(&d)) => {
+                        let dims: Vec<i64> = shape.values.iter().map(|&d| d as i64).collect();
+                        let n = dims.iter().product::<i64>() as usize;
+                        let c = Constant {
+                            dims,
+                            values: std::sync::Arc::new(LazyValues::from(vec![0.0; n])),
+                            initializer: false,
+                            integer: false,
+                        };
+                        self.constants.insert(out, c.into());
+                        return Ok(());
+                    }
+                    _ => {
+                        return Err(
+                            "expands a tensor that is not zeros, or to a computed shape (only a recurrent op's zero initial state is read)"
+                                .into(),
+                        )
+                    }
+                }
+            }
+            "LSTM" | "GRU" | "RNN" => return self.recurrent(node, index),
             "Identity" | "Dropout" => {
                 if let Some(c) = self.constants.get(data()).cloned() {
                     // the exporter shares equal initializers through Identity nodes
@@ -728,6 +1060,9 @@ impl Reader {
                 set("dim", json!(a.int("axis", -1)));
                 inputs.push(self.source(data())?);
             }
+            // a linear layer's bias on a sequence (MatMul by a constant, then Add of a constant
+            // row read by nothing else): the linear layer with its bias
+            "Add" if self.linear_bias(node) => return Ok(()),
             "Add" | "Mul" | "Sum" => {
                 set("type", json!(if op == "Mul" { "mul" } else { "add" }));
                 for t in &node.input {
@@ -749,11 +1084,7 @@ impl Reader {
                 inputs.push(self.source(data())?);
             }
             "Reshape" => {
-                let shape = node
-                    .input
-                    .get(1)
-                    .and_then(|t| self.constant(t))
-                    .ok_or("its shape is computed in the graph; export with constant folding")?;
+                let shape = self.reshape_target(node)?;
                 match shape.values.as_slice() {
                     // [batch, -1], or [1, F] as the dynamo exporter writes a view for batch 1
                     [b, f] if (*b == 1.0 || *b == 0.0 || *b == -1.0) && (*f == -1.0 || *f >= 1.0) => {
@@ -896,6 +1227,7 @@ fn read(
     mut constants: HashMap<String, std::rc::Rc<Constant>>,
     input: &str,
     input_rank: usize,
+    token_ids: bool,
     learned: &HashMap<String, Vec<Option<i64>>>,
 ) -> (Reader, Vec<usize>) {
     let folded = fold::fold(graph, &mut constants, learned);
@@ -918,6 +1250,22 @@ fn read(
             .collect(),
         input_rank,
         ranks: learned.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+        token_ids,
+        time_major: Default::default(),
+        recurrent_out: HashMap::new(),
+        // the readers left once the shape arithmetic is folded (a Shape reads a sequence for
+        // its recurrent op's initial state)
+        readers: graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !folded.contains(i))
+            .flat_map(|(_, n)| n.input.iter())
+            .fold(HashMap::new(), |mut m, t| {
+                *m.entry(t.clone()).or_insert(0) += 1;
+                m
+            }),
+        outputs: graph.output.iter().map(|o| o.name().to_string()).collect(),
     };
     // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
     // is read in passes until nothing more resolves.
@@ -965,7 +1313,16 @@ fn read(
 
 /// The shapes (batch axis 1) of the tensors a partial reading produced, by the model language's
 /// own shape inference over the nodes that were read; empty when that fails.
-fn partial_shapes(r: &Reader, input: &[u64]) -> HashMap<String, Vec<Option<i64>>> {
+/// The model's input as the spec writes it: its shape, and `input_dtype` int64 for token ids.
+fn input_json(shape: &[u64], token_ids: bool) -> Value {
+    if token_ids {
+        json!({"input_shape": shape, "input_dtype": "int64"})
+    } else {
+        json!({"input_shape": shape})
+    }
+}
+
+fn partial_shapes(r: &Reader, input: &Value) -> HashMap<String, Vec<Option<i64>>> {
     let mut kept: std::collections::HashSet<&str> = std::collections::HashSet::from([GRAPH_INPUT]);
     let mut nodes = Vec::new();
     for n in &r.nodes {
@@ -977,26 +1334,45 @@ fn partial_shapes(r: &Reader, input: &[u64]) -> HashMap<String, Vec<Option<i64>>
             nodes.push(n.clone());
         }
     }
-    if nodes.is_empty() {
-        return HashMap::new();
-    }
     let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
-    let spec = json!({"input_shape": input, "graph": {"nodes": nodes, "outputs": names}});
-    let Ok(model) = parse_model(&spec, "", &SpecLimits::default()) else {
-        return HashMap::new();
+    let mut spec = input.clone();
+    spec["graph"] = json!({"nodes": nodes, "outputs": names});
+    // with no node read yet, the input's tensors (a transposed input) still have shapes
+    let model = if nodes.is_empty() {
+        None
+    } else {
+        parse_model(&spec, "", &SpecLimits::default()).ok()
     };
-    let Ok(graph) = super::shape::infer(&model, "") else {
-        return HashMap::new();
-    };
+    let graph = model.as_ref().and_then(|m| super::shape::infer(m, "").ok());
+    let input_shape: Vec<u64> = input["input_shape"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
     r.tensors
         .iter()
-        .filter(|(_, node)| !node.is_empty() && node.as_str() != GRAPH_INPUT)
+        .filter(|(_, node)| !node.is_empty())
         .filter_map(|(tensor, node)| {
-            let out = &graph.nodes[graph.index(node)?].output;
-            Some((
-                tensor.clone(),
-                std::iter::once(Some(1)).chain(out.iter().map(|&d| Some(d as i64))).collect(),
-            ))
+            let out: &[u64] = if node == GRAPH_INPUT {
+                &input_shape
+            } else {
+                let g = graph.as_ref()?;
+                &g.nodes[g.index(node)?].output
+            };
+            let mut shape: Vec<Option<i64>> = std::iter::once(Some(1)).chain(out.iter().map(|&d| Some(d as i64))).collect();
+            // the exporter's layouts around recurrent ops: [L, N, D]; Y [L, dirs, N, H] or
+            // [L, N, dirs, H]
+            if r.time_major.contains(tensor) && shape.len() == 3 {
+                shape.swap(0, 1);
+            }
+            if let (Some(&(dirs, moved)), [_, Some(l), Some(f)]) = (r.recurrent_out.get(tensor), shape.as_slice()) {
+                let (l, h) = (*l, *f / dirs);
+                shape = if moved {
+                    vec![Some(l), Some(1), Some(dirs), Some(h)]
+                } else {
+                    vec![Some(l), Some(dirs), Some(1), Some(h)]
+                };
+            }
+            Some((tensor.clone(), shape))
         })
         .collect()
 }
@@ -1048,22 +1424,22 @@ pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
         return Err(bad(
             pointer,
             format!(
-                "the model has {} data inputs ({}); one image or feature input is supported",
+                "the model has {} data inputs ({}); one input (an image, a sequence, features or token ids) is supported",
                 data.len(),
                 data.iter().map(|i| format!("{:?}", i.name())).collect::<Vec<_>>().join(", ")
             ),
         ));
     };
-    let shape = input_shape(input).map_err(|m| bad(pointer, format!("input {:?}: {m}", input.name())))?;
+    let (shape, token_ids) = input_shape(input).map_err(|m| bad(pointer, format!("input {:?}: {m}", input.name())))?;
     // Shape arithmetic needs the shapes of tensors the file does not state (the legacy exporter
     // writes none): each round infers the shapes of what was read so far and folds again.
     let mut learned: HashMap<String, Vec<Option<i64>>> = HashMap::new();
     let (r, pending) = loop {
-        let (r, pending) = read(graph, constants.clone(), input.name(), shape.len(), &learned);
+        let (r, pending) = read(graph, constants.clone(), input.name(), shape.len(), token_ids, &learned);
         if r.refused.is_empty() {
             break (r, pending);
         }
-        let more = partial_shapes(&r, &shape);
+        let more = partial_shapes(&r, &input_json(&shape, token_ids));
         let before = learned.len();
         learned.extend(more);
         if learned.len() == before {
@@ -1108,29 +1484,35 @@ pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
         }
     }
     Ok(Imported {
-        spec: json!({"input_shape": shape, "graph": {"nodes": r.nodes, "outputs": outputs}}),
+        spec: {
+            let mut spec = input_json(&shape, token_ids);
+            spec["graph"] = json!({"nodes": r.nodes, "outputs": outputs});
+            spec
+        },
         weights: r.weights,
         origin: r.origin,
         features: r.features,
     })
 }
 
-/// `[N, C, H, W]` or `[N, F]` without the batch axis; the elements must be floats.
-fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
+/// `[N, C, H, W]`, `[N, C, L]`, `[N, L, D]` or `[N, F]` without the batch axis (floats), or `[N, L]`
+/// token ids (integers); the second value says which.
+fn input_shape(input: &proto::ValueInfoProto) -> Result<(Vec<u64>, bool), String> {
     use proto::tensor_shape_proto::dimension::Value as Dim;
     use proto::type_proto::Value as Ty;
     let Some(Ty::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err("is not a tensor".into());
     };
-    match DataType::try_from(t.elem_type()) {
-        Ok(DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16) => {}
+    let token_ids = match DataType::try_from(t.elem_type()) {
+        Ok(DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16) => false,
+        Ok(DataType::Int64 | DataType::Int32) => true,
         _ => {
             return Err(format!(
-                "has element type {}: integer (token) inputs are not supported yet",
+                "has element type {}: float inputs, or int64/int32 token ids, are supported",
                 t.elem_type()
             ))
         }
-    }
+    };
     let dims = &t.shape.as_ref().ok_or("has no shape")?.dim;
     let dims: Vec<Option<i64>> = dims
         .iter()
@@ -1139,6 +1521,9 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
             _ => None,
         })
         .collect();
+    if token_ids && dims.len() != 2 {
+        return Err(format!("holds token ids of rank {}: [batch, L] is supported", dims.len()));
+    }
     if !(2..=4).contains(&dims.len()) {
         return Err(format!(
             "has rank {}: [batch, C, H, W], [batch, C, L] (a 1-D signal) or [batch, features] is supported",
@@ -1152,7 +1537,8 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<Vec<u64>, String> {
             Some(v) if *v >= 1 => Ok(*v as u64),
             _ => Err(format!("axis {} has no fixed size; export with a fixed input size", i + 1)),
         })
-        .collect()
+        .collect::<Result<Vec<u64>, String>>()
+        .map(|shape| (shape, token_ids))
 }
 
 /// `{"onnx": "<base64>"}` (or the raw bytes of an upload) to a parsed model. Errors inside the
