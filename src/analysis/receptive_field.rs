@@ -354,6 +354,10 @@ pub struct LayerRf {
     #[serde(rename = "type")]
     pub layer_type: String,
     pub output_shape: Vec<u64>,
+    /// The output is a 1-D signal `[C, L]` (channels, positions): a unit is `[i]` over L, with a
+    /// channel (absent otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub signal: bool,
     pub kind: RfKind,
     /// Null where the range is not integer-affine over rows and columns (every kind but spatial).
     pub receptive_field: Option<SpatialRf>,
@@ -523,6 +527,7 @@ pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
                 name: node.layer.name.clone(),
                 layer_type: node_type(node),
                 output_shape: node.output.clone(),
+                signal: node.signal,
                 kind: kind_name(&n.rf),
                 receptive_field: spatial(&n.rf, base, node.signal),
                 rational: rational(&n.rf, base, node.signal),

@@ -294,6 +294,25 @@ check(facts["channels"] == "1" and pos["input_channels"] == [[1, 1]], f"channel 
 check("holes inside the tight box: 2 rows, 2 columns" in by_id("rf-result").text, "holes counted")
 shot("receptive-field-holes")
 
+# ---- receptive field: a 1-D signal (conv1d, maxpool1d), its one axis and a unit by position ----
+signal = {"input_shape": [2, 64], "layers": [{"type": "conv1d", "out_channels": 4, "kernel_size": 5, "stride": 2, "padding": 2},
+                                            {"type": "maxpool1d", "kernel_size": 3, "stride": 2, "padding": 1},
+                                            {"type": "conv1d", "out_channels": 4, "kernel_size": 3, "dilation": 2, "groups": 2}]}
+set_spec(json.dumps(signal, indent=2))
+check(run_and_wait("rf-run", sid).endswith("ok"), "rf on a 1-D signal ran")
+ref = api("/v1/receptive-field", {"model": signal, "verify": False, "index_base": int(by_id("rf-base").get_attribute("value"))})
+for layer in ref["layers"]:
+    row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
+    length = layer["receptive_field"]["length"]
+    check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == length["text"], f"the signal's formula of {layer['path']}")
+    check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == str(length["size"]), f"the signal's size of {layer['path']}")
+b = ref["index_base"]
+show_unit(sid, "2", [3 + b])
+pos = api("/v1/receptive-field", {"model": signal, "index_base": b, "position": {"layer": "2", "index": [3 + b]}})["position"]
+facts = {e.get_attribute("data-fact"): e.text for e in d.find_elements(By.CSS_SELECTOR, "#rf-facts dd")}
+check(facts.get("positions") and expand(pos["input_positions"]) == set(range(8 + b, 33 + b)), f"the unit's positions {facts.get('positions')}")
+shot("receptive-field-signal")
+
 # ---- complexity: inception_reduced ----
 sid = status_id("cx")
 pick_model("inception_reduced")

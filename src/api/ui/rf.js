@@ -59,21 +59,23 @@ export function create(ctx) {
     const b = data.index_base;
     const rows = data.layers.map((l) => {
       // integer-affine ranges, or ranges with floors (after upsampling) with their size span
+      // (a 1-D signal's one axis, `length`, is shown as its rows)
       const q = l.rational;
-      const r = l.receptive_field || (q && {
-        height: { size: q.height.min_size === q.height.max_size ? q.height.max_size : `${q.height.min_size}–${q.height.max_size}`, jump: q.height.jump, text: q.height.text },
-        width: { size: q.width.min_size === q.width.max_size ? q.width.max_size : `${q.width.min_size}–${q.width.max_size}`, jump: q.width.jump, text: q.width.text },
-      });
+      const axis = (a) => a && { size: a.min_size === a.max_size ? a.max_size : `${a.min_size}–${a.max_size}`, jump: a.jump, text: a.text };
+      const one = (a) => a && { height: a, width: null };
+      const both = (r, k) => (r.width ? `${r.height[k]}×${r.width[k]}` : `${r.height[k]}`);
+      const r = (l.receptive_field && (l.receptive_field.length ? one(l.receptive_field.length) : l.receptive_field)) ||
+        (q && (q.length ? one(axis(q.length)) : { height: axis(q.height), width: axis(q.width) }));
       const tr = h('tr', { dataset: { path: l.path }, class: l.path === state.layer ? 'selected' : '' },
         h('td', {}, h('button', { type: 'button', class: 'link', title: 'pick a unit of this layer', onclick: () => { state.layer = l.path; state.index = null; renderTable(data); renderUnit(data); renderPosition(data); ctx.save(); } }, l.path)),
         h('td', {}, l.name || ''),
         h('td', {}, l.type),
         h('td', { class: 'num' }, l.output_shape.join('×')),
-        h('td', { class: 'num', dataset: { field: 'size' } }, r ? `${r.height.size}×${r.width.size}` : l.kind),
-        h('td', { class: 'num', dataset: { field: 'jump' } }, r ? `${r.height.jump}×${r.width.jump}` : ''),
+        h('td', { class: 'num', dataset: { field: 'size' } }, r ? both(r, 'size') : l.kind),
+        h('td', { class: 'num', dataset: { field: 'jump' } }, r ? both(r, 'jump') : ''),
         h('td', { class: 'formula', dataset: { field: 'rows' } }, r ? r.height.text : (l.tokens ? `tokens ${l.tokens.text}` : '')),
-        h('td', { class: 'formula', dataset: { field: 'cols' } }, r ? r.width.text : ''),
-        h('td', {}, l.branches ? `${l.aligned ? 'aligned' : 'not aligned'}: ` + l.branches.map((br) => `${br.label} ${br.receptive_field ? br.receptive_field.height.size + '×' + br.receptive_field.width.size : '–'}`).join(', ') : ''));
+        h('td', { class: 'formula', dataset: { field: 'cols' } }, r && r.width ? r.width.text : ''),
+        h('td', {}, l.branches ? `${l.aligned ? 'aligned' : 'not aligned'}: ` + l.branches.map((br) => `${br.label} ${br.receptive_field ? (br.receptive_field.length ? br.receptive_field.length.size : br.receptive_field.height.size + '×' + br.receptive_field.width.size) : '–'}`).join(', ') : ''));
       return tr;
     });
     show(table, h('table', { class: 'data' },
@@ -88,17 +90,19 @@ export function create(ctx) {
     const b = data.index_base;
     const shape = layer.output_shape;
     const spatial = shape.length === 3;
-    const dims = spatial ? [shape[1], shape[2]] : [shape[0]];
+    // a 1-D signal [C, L]: a unit is a position i, with a channel
+    const dims = spatial ? [shape[1], shape[2]] : layer.signal ? [shape[1]] : [shape[0]];
     const idx = state.index || dims.map(() => b);
     const inputs = dims.map((d, k) => h('input', { type: 'number', min: b, max: d - 1 + b, value: idx[k], id: `rf-index-${k}`, dataset: { pointer: '/position/index' }, 'aria-label': spatial ? ['row i', 'column j'][k] : 'unit' }));
-    const channel = spatial ? h('input', { type: 'number', min: b, max: shape[0] - 1 + b, value: state.channel ?? '', id: 'rf-channel', placeholder: 'all', dataset: { pointer: '/position/channel' } }) : null;
+    const channel = spatial || layer.signal ? h('input', { type: 'number', min: b, max: shape[0] - 1 + b, value: state.channel ?? '', id: 'rf-channel', placeholder: 'all', dataset: { pointer: '/position/channel' } }) : null;
     const go = () => {
       state.index = inputs.map((i) => Number(i.value));
       state.channel = channel && channel.value !== '' ? Number(channel.value) : null;
       run();
     };
     const form = h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); go(); } },
-      spatial ? [field(`row i (${b}–${dims[0] - 1 + b})`, inputs[0]), field(`column j (${b}–${dims[1] - 1 + b})`, inputs[1]), field('channel', channel)] : field(`unit (${b}–${dims[0] - 1 + b})`, inputs[0]),
+      spatial ? [field(`row i (${b}–${dims[0] - 1 + b})`, inputs[0]), field(`column j (${b}–${dims[1] - 1 + b})`, inputs[1]), field('channel', channel)]
+        : layer.signal ? [field(`position i (${b}–${dims[0] - 1 + b})`, inputs[0]), field('channel', channel)] : field(`unit (${b}–${dims[0] - 1 + b})`, inputs[0]),
       h('button', { type: 'submit', id: 'rf-unit-run' }, 'Show its field'));
     const children = [h('h3', {}, `Unit of layer ${layer.name ? `${layer.name} (${layer.path})` : layer.path}: ${shape.join('×')}`), form];
     if (spatial) {
@@ -134,12 +138,15 @@ export function create(ctx) {
       facts.push(['affine (unclipped)', `rows ${p.affine.rows.join('…')}, columns ${p.affine.cols.join('…')}`, 'affine']);
       facts.push(['tight box', `rows ${p.tight_box.rows.join('…')}, columns ${p.tight_box.cols.join('…')}`, 'tight']);
       facts.push(['in the padding', `${p.padding.rows_outside_image} rows, ${p.padding.cols_outside_image} columns (${fmt(100 * p.padding.fraction_outside_image)}% of the affine window)`, 'padding']);
+    } else if (p.input_positions) {
+      facts.push(['positions m', rangesText(p.input_positions), 'positions'], ['channels', rangesText(p.input_channels), 'channels']);
     } else {
       if (p.input_tokens) facts.push(['input tokens', rangesText(p.input_tokens), 'tokens']);
       if (p.input_features) facts.push(['input features', rangesText(p.input_features), 'features']);
     }
     const layer = data.layers.find((l) => l.path === p.layer);
-    if (layer && layer.receptive_field) facts.push(['formula', `${layer.receptive_field.height.text}, ${layer.receptive_field.width.text}`, 'formula']);
+    const rf = layer && layer.receptive_field;
+    if (rf) facts.push(['formula', rf.length ? rf.length.text : `${rf.height.text}, ${rf.width.text}`, 'formula']);
     if (v) facts.push(['libtorch', v.ran ? `${v.agrees ? 'agrees' : 'DISAGREES'} (probe of ${v.probe_channels} of ${v.network_channels} channels, ${fmt(v.millis)} ms, ${v.device})` : `not run: ${v.reason || ''}`, 'verification']);
     (p.notes || []).forEach((n) => facts.push(['note', n, 'note']));
     const list = h('dl', { class: 'facts', id: 'rf-facts' }, facts.map(([k, val, key]) => [h('dt', {}, k), h('dd', { dataset: { fact: key } }, val)]));
