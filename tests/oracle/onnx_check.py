@@ -2,7 +2,8 @@
 
   python onnx_check.py URL [--n 60] [--seed 5]
 
-1. torchvision's resnet18, mobilenet_v2, efficientnet_b0, mobilenet_v3_small and googlenet
+1. torchvision's resnet18, mobilenet_v2, efficientnet_b0, mobilenet_v3_small, googlenet and
+   convnext_tiny (its blocks' channels-last permutes, layernorm and linear layers; layer scales)
    (weights=None, seed 0), exported at 3x224x224, uploaded raw: every complexity row (type,
    params, MACs, FLOPs, output shape) and every total equal the preset's, under the default
    convention and the fvcore, ptflops and torch_flop_counter profiles. Eval-mode files have no
@@ -50,7 +51,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
-TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet"]
+TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet", "convnext_tiny"]
 
 
 def export(model, shape, dynamo=False, example=None):
@@ -98,8 +99,9 @@ def run_torchvision(url, names, dynamo_too):
             problems = []
             # ptflops counts modules' hooks and F.* calls apart; a file does not say which
             # (torchvision's GoogLeNet and MobileNetV2 call F.relu / F.adaptive_avg_pool2d), so
-            # its ptflops profile counts every op as a module
-            ptflops = () if name in ("googlenet", "mobilenet_v2") else ("ptflops",)
+            # its ptflops profile counts every op as a module (ConvNeXt's LayerNorm2d class calls
+            # F.layer_norm, its blocks' Permute + nn.LayerNorm a module: the same ops in a file)
+            ptflops = () if name in ("googlenet", "mobilenet_v2", "convnext_tiny") else ("ptflops",)
             for profile in (None, "fvcore", *ptflops, "torch_flop_counter"):
                 req = {"verify": False} | ({"profile": profile} if profile else {})
                 s1, got = post_raw(url + "/v1/complexity", data, req)
@@ -316,6 +318,59 @@ def run_random(url, n, seed, only=None, signals=0):
     return failures
 
 
+class LayerScale(torch.nn.Module):
+    """A conv times a learned [C, 1, 1] scale plus a mean over the channels (ConvNeXt's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.layer_scale = torch.nn.Parameter(torch.rand(4, 1, 1))
+
+    def forward(self, x):
+        return self.conv(x) * self.layer_scale + x.mean(1, keepdim=True)
+
+
+class PositionEmbedding(torch.nn.Module):
+    """A learned [1, L, E] position embedding added to a sequence, then a linear layer (ViT's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos_embedding = torch.nn.Parameter(torch.rand(1, 5, 6))
+        self.fc = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.fc(x + self.pos_embedding)
+
+
+def run_learned_tensors(url):
+    """Initializers an Add or Mul reads become parameter nodes under PyTorch's names: params and
+    float64 gradients per named parameter against autograd."""
+    failures = 0
+    torch.manual_seed(3)
+    for model, shape in [(LayerScale().eval(), [3, 6, 6]), (PositionEmbedding().eval(), [5, 6])]:
+        onnx_model = {"onnx": base64.b64encode(export(model, shape)).decode()}
+        problems = []
+        s, r = post(url + "/v1/complexity", {"model": onnx_model, "verify": True})
+        if s != 200 or r["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+            problems.append(f"complexity {s}: {str(r)[:300]}")
+        x = torch.randn(2, *shape, dtype=torch.float64)
+        s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64"})
+        model = model.double()
+        model.zero_grad()
+        model(x).sum().backward()
+        params = dict(model.named_parameters())
+        rows = g.get("layers", []) if s == 200 else []
+        if {row["path"] for row in rows} != {n.removesuffix(".weight") for n in params if not n.endswith(".bias")}:
+            problems.append(f"rows {[row['path'] for row in rows]} != the module's parameters {list(params)} ({str(g)[:200]})")
+        for row in rows:
+            p = params.get(row["path"], params.get(row["path"] + ".weight"))
+            if p is not None and abs(row["weight_grad"]["frobenius"] - p.grad.norm().item()) > 1e-9 * max(1.0, p.grad.norm().item()):
+                problems.append(f"{row['path']}: {row['weight_grad']['frobenius']} != autograd {p.grad.norm().item()}")
+        print(f"onnx {type(model).__name__}: " + ("ok" if not problems else "; ".join(problems)))
+        failures += bool(problems)
+    return failures
+
+
 def run_sequences(url, n, seed):
     import seq_check
     failures = refused = 0
@@ -418,6 +473,7 @@ def main():
     failed = run_torchvision(a.url, [n for n in a.torchvision.split(",") if n], not a.no_dynamo)
     failed += run_random(a.url, a.n, a.seed, signals=a.signals)
     failed += run_sequences(a.url, a.sequences, a.seed)
+    failed += run_learned_tensors(a.url)
     sys.exit(1 if failed else 0)
 
 

@@ -277,6 +277,11 @@ struct Reader {
     /// `[L, N, directions, H]` (true), with the directions: time-major once squeezed or
     /// reshaped to `[L, N, directions * H]`.
     recurrent_out: HashMap<String, (i64, bool)>,
+    /// Images the exporter put channels-last (`[N, H, W, C]`, a Transpose(0, 2, 3, 1), as
+    /// torchvision's ConvNeXt blocks permute for their layernorm and linear layers): the same
+    /// spec tensor, read by a layernorm over the channels (`layernorm2d`), a linear layer over
+    /// them (a 1x1 `conv2d`), element-wise activations and the Transpose back.
+    channels_last: std::collections::HashSet<String>,
     /// How many nodes read each tensor, and the tensors the model returns.
     readers: HashMap<String, usize>,
     outputs: std::collections::HashSet<String>,
@@ -417,8 +422,57 @@ impl Reader {
         if !tensors.is_empty() {
             self.weights.insert(name.clone(), tensors);
         }
+        // an activation written as several ops keeps a channels-last image channels-last
+        if self.channels_last.contains(&f.input) {
+            self.channels_last.insert(f.output.clone());
+        }
         self.tensors.insert(f.output.clone(), name);
         Ok(())
+    }
+
+    /// The spec tensor an element-wise op or a concatenation reads as `t`: a node's output, or a
+    /// learned tensor of the file (an initializer such as ConvNeXt's `layer_scale` [C, 1, 1] or
+    /// ViT's `pos_embedding` [1, L, E]) as a `parameter` node under the initializer's name, its
+    /// shape the sample's (a leading batch axis of 1 dropped where the tensor it meets has
+    /// one more axis than the sample... as the batched broadcast does).
+    fn data_or_parameter(&mut self, node: &NodeProto, t: &str) -> Result<String, Refusal> {
+        let Some(c) = self.constant(t).filter(|c| c.initializer && !c.integer).cloned() else {
+            return self.source(t);
+        };
+        if let Some(name) = self.tensors.get(t) {
+            return Ok(name.clone());
+        }
+        // the sample rank of a tensor the op also reads (learned shapes carry the batch axis)
+        let rank = node
+            .input
+            .iter()
+            .filter(|o| o.as_str() != t && self.constant(o).is_none())
+            .find_map(|o| match self.tensors.get(o).map(String::as_str) {
+                Some(GRAPH_INPUT) => Some(self.input_rank),
+                _ => self.ranks.get(o).map(|r| r.saturating_sub(1)),
+            })
+            .ok_or_else(|| format!("reads the learned tensor {t:?} before the shapes it meets are known"))?;
+        let dims: Vec<u64> = match c.dims.as_slice() {
+            [1, rest @ ..] if rest.len() == rank => rest.iter().map(|&d| d as u64).collect(),
+            d if d.len() == rank => d.iter().map(|&d| d as u64).collect(),
+            d => {
+                return Err(format!(
+                    "reads the learned tensor {t:?} of shape {d:?} against a sample of {rank} axes: only a tensor of the sample's axes (or with a leading 1) is supported"
+                ))
+            }
+        };
+        let name = if self.names.contains_key(t) || t == GRAPH_INPUT || t.is_empty() || t.len() > 160 {
+            format!("{t}_{}", self.nodes.len())
+        } else {
+            t.to_string()
+        };
+        self.names.insert(name.clone(), self.nodes.len());
+        self.nodes
+            .push(json!({"name": name, "type": "parameter", "shape": dims, "inputs": []}));
+        self.origin.push((name.clone(), t.to_string(), "initializer".to_string()));
+        self.weights.insert(name.clone(), vec![("weight".to_string(), c.values.clone())]);
+        self.tensors.insert(t.to_string(), name.clone());
+        Ok(name)
     }
 
     /// A Reshape's target shape, which must be a constant.
@@ -452,11 +506,15 @@ impl Reader {
         let Some(name) = self.tensors.get(t).cloned() else { return false };
         let Some(&i) = self.names.get(&name) else { return false };
         let layer = &self.nodes[i];
-        let fits = layer["type"] == "linear"
-            && layer["bias"] == false
-            && c.dims.len() == 1
-            && layer["out_features"] == json!(c.dims[0])
-            && self.readers.get(t) == Some(&1);
+        // a linear layer, or the 1x1 convolution a linear layer over channels-last channels is
+        let outputs = if layer["type"] == "linear" {
+            &layer["out_features"]
+        } else if layer["type"] == "conv2d" && layer["kernel_size"] == 1 && self.channels_last.contains(t) {
+            &layer["out_channels"]
+        } else {
+            return false;
+        };
+        let fits = layer["bias"] == false && c.dims.len() == 1 && *outputs == json!(c.dims[0]) && self.readers.get(t) == Some(&1);
         if !fits {
             return false;
         }
@@ -466,6 +524,9 @@ impl Reader {
             .or_default()
             .push(("bias".to_string(), c.values.clone()));
         if let Some(out) = node.output.first() {
+            if self.channels_last.contains(t) {
+                self.channels_last.insert(out.clone());
+            }
             self.tensors.insert(out.clone(), name);
         }
         true
@@ -649,6 +710,28 @@ impl Reader {
                 "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
             ));
         }
+        let channels_last = node.input.first().is_some_and(|t| self.channels_last.contains(t));
+        let per_position = matches!(
+            op,
+            "Transpose"
+                | "LayerNormalization"
+                | "MatMul"
+                | "Add"
+                | "Identity"
+                | "Dropout"
+                | "Relu"
+                | "Gelu"
+                | "Sigmoid"
+                | "Tanh"
+                | "HardSwish"
+                | "Mish"
+        );
+        if channels_last && !per_position {
+            return Err(format!(
+                "reads {:?}, a channels-last image (the Transpose(0, 2, 3, 1) of a ConvNeXt-style block), which only a layernorm or linear layer over the channels, element-wise activations and the Transpose back may read",
+                node.input[0]
+            ));
+        }
         match op {
             "Gather" => {
                 // an embedding: the rows of a learned [V, E] table picked by the token ids
@@ -683,6 +766,14 @@ impl Reader {
                         self.tensors.insert(out, n);
                         return Ok(());
                     }
+                    // an image channels-last and back: the same image
+                    [0, 2, 3, 1] => {
+                        let n = self.source(&src)?;
+                        self.channels_last.insert(out.clone());
+                        self.tensors.insert(out, n);
+                        return Ok(());
+                    }
+                    [0, 3, 1, 2] if self.channels_last.contains(&src) => return self.relayout(&src, out, false),
                     [0, 2, 1] => {
                         set("type", json!("transpose"));
                         set("dim0", json!(1));
@@ -757,6 +848,9 @@ impl Reader {
                     return Ok(());
                 }
                 let src = self.source(data())?;
+                if channels_last {
+                    self.channels_last.insert(out.clone());
+                }
                 self.tensors.insert(out, src);
                 return Ok(());
             }
@@ -880,9 +974,18 @@ impl Reader {
                         ));
                     }
                 }
-                set("type", json!("linear"));
-                set("in_features", json!(weight.dims[1]));
-                set("out_features", json!(weight.dims[0]));
+                if channels_last {
+                    // over the channels of a channels-last image: a 1x1 convolution (its weight
+                    // [out, in, 1, 1] holds the same numbers)
+                    set("type", json!("conv2d"));
+                    set("in_channels", json!(weight.dims[1]));
+                    set("out_channels", json!(weight.dims[0]));
+                    set("kernel_size", json!(1));
+                } else {
+                    set("type", json!("linear"));
+                    set("in_features", json!(weight.dims[1]));
+                    set("out_features", json!(weight.dims[0]));
+                }
                 set("bias", json!(b.is_some()));
                 inputs.push(self.source(data())?);
                 weight_name = node.input.get(1).cloned();
@@ -995,7 +1098,8 @@ impl Reader {
                                 s.dims
                             ));
                         }
-                        set("type", json!("layernorm"));
+                        // over the channels of a channels-last image: torchvision's LayerNorm2d
+                        set("type", json!(if channels_last { "layernorm2d" } else { "layernorm" }));
                         set("normalized_shape", json!(s.dims));
                         set("elementwise_affine", json!(affine));
                         set("bias", json!(bias.is_some()));
@@ -1066,14 +1170,14 @@ impl Reader {
             "Add" | "Mul" | "Sum" => {
                 set("type", json!(if op == "Mul" { "mul" } else { "add" }));
                 for t in &node.input {
-                    inputs.push(self.source(t)?);
+                    inputs.push(self.data_or_parameter(node, t)?);
                 }
             }
             "Concat" => {
                 set("type", json!("concat"));
                 set("dim", json!(a.int("axis", 1)));
                 for t in &node.input {
-                    inputs.push(self.source(t)?);
+                    inputs.push(self.data_or_parameter(node, t)?);
                 }
             }
             "Flatten" => {
@@ -1214,6 +1318,10 @@ impl Reader {
             self.weights
                 .insert(name.clone(), tensors.into_iter().map(|(r, c)| (r.to_string(), c.values)).collect());
         }
+        // what reads a channels-last image position by position writes one
+        if channels_last {
+            self.channels_last.insert(out.clone());
+        }
         self.tensors.insert(out, name);
         Ok(())
     }
@@ -1253,6 +1361,7 @@ fn read(
         token_ids,
         time_major: Default::default(),
         recurrent_out: HashMap::new(),
+        channels_last: Default::default(),
         // the readers left once the shape arithmetic is folded (a Shape reads a sequence for
         // its recurrent op's initial state)
         readers: graph
@@ -1363,6 +1472,9 @@ fn partial_shapes(r: &Reader, input: &Value) -> HashMap<String, Vec<Option<i64>>
             // [L, N, dirs, H]
             if r.time_major.contains(tensor) && shape.len() == 3 {
                 shape.swap(0, 1);
+            }
+            if r.channels_last.contains(tensor) && shape.len() == 4 {
+                shape = vec![shape[0], shape[2], shape[3], shape[1]];
             }
             if let (Some(&(dirs, moved)), [_, Some(l), Some(f)]) = (r.recurrent_out.get(tensor), shape.as_slice()) {
                 let (l, h) = (*l, *f / dirs);
