@@ -1,7 +1,7 @@
-"""Analysing resnet50 from its ONNX file over HTTP (upload + parse + table), against the Python
-tools on the same model, in the same run.
+"""Analysing resnet50 (or another torchvision model) from its ONNX file over HTTP (upload +
+parse + table), against the Python tools on the same model, in the same run.
 
-  python bench/onnx_import.py URL [--repeat 5]
+  python bench/onnx_import.py URL [--repeat 5] [--model convnext_tiny]
 
 Prints median seconds and the ratio to layerscope. The file is exported once (legacy exporter,
 BatchNorm kept), 102 MB; each layerscope request uploads it raw.
@@ -33,8 +33,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--model", default="resnet50")
     a = ap.parse_args()
-    model = torchvision.models.resnet50().eval()
+    model = getattr(torchvision.models, a.model)().eval()
+    params = sum(p.numel() for p in model.parameters())
     x = torch.zeros(1, 3, 224, 224)
     buf = io.BytesIO()
     torch.onnx.export(model, (x,), buf, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
@@ -43,7 +45,7 @@ def main():
     def layerscope():
         req = urllib.request.Request(a.url + "/v1/complexity?request=%7B%22verify%22%3Afalse%7D", data=data, headers={"content-type": "application/octet-stream"})
         with urllib.request.urlopen(req, timeout=300) as r:
-            assert json.loads(r.read())["totals"]["params"] == 25557032
+            assert json.loads(r.read())["totals"]["params"] == params
 
     def flop_counter():
         from torch.utils.flop_counter import FlopCounterMode
@@ -71,7 +73,7 @@ def main():
         except ImportError as e:
             print(f"{name}: not installed ({e})")
     base = rows[0][1]
-    print(f"resnet50, file {len(data) / 1e6:.1f} MB, median of {a.repeat}")
+    print(f"{a.model}, file {len(data) / 1e6:.1f} MB, median of {a.repeat}")
     for name, t in rows:
         print(f"| {name} | {t * 1000:.0f} ms | {t / base:.2f}x layerscope |")
 

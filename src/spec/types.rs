@@ -485,6 +485,8 @@ pub type ModelWeights = std::collections::HashMap<String, Vec<(String, std::sync
 /// of resnet50's file never reads its 25.6 M weights, a gradient run reads them once.
 pub struct LazyValues {
     raw: Option<bytes::Bytes>,
+    /// The raw values are a `rows x cols` matrix to be read transposed.
+    transpose: Option<(usize, usize)>,
     cell: std::sync::OnceLock<Vec<f64>>,
 }
 
@@ -493,7 +495,30 @@ impl LazyValues {
     pub fn f32_le(raw: bytes::Bytes) -> Self {
         LazyValues {
             raw: Some(raw),
+            transpose: None,
             cell: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// This `rows x cols` matrix transposed, still unread where it was (an ONNX MatMul's
+    /// `[in, out]` operand as PyTorch's `[out, in]` weight).
+    pub fn transposed(&self, rows: usize, cols: usize) -> Self {
+        match (&self.raw, self.cell.get(), self.transpose) {
+            (Some(raw), None, None) => LazyValues {
+                raw: Some(raw.clone()),
+                transpose: Some((rows, cols)),
+                cell: std::sync::OnceLock::new(),
+            },
+            _ => {
+                let v: &[f64] = self;
+                let mut t = vec![0.0; v.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        t[c * rows + r] = v[r * cols + c];
+                    }
+                }
+                t.into()
+            }
         }
     }
 
@@ -511,6 +536,7 @@ impl From<Vec<f64>> for LazyValues {
     fn from(v: Vec<f64>) -> Self {
         LazyValues {
             raw: None,
+            transpose: None,
             cell: std::sync::OnceLock::from(v),
         }
     }
@@ -521,9 +547,12 @@ impl std::ops::Deref for LazyValues {
     fn deref(&self) -> &Vec<f64> {
         self.cell.get_or_init(|| {
             let raw = self.raw.as_deref().unwrap_or_default();
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-                .collect()
+            let at = |i: usize| f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]) as f64;
+            match self.transpose {
+                // element (c, r) of the transpose is element (r, c) of the raw matrix
+                Some((rows, cols)) => (0..rows * cols).map(|k| at((k % rows) * cols + k / rows)).collect(),
+                None => (0..raw.len() / 4).map(at).collect(),
+            }
         })
     }
 }
@@ -537,5 +566,25 @@ impl std::fmt::Debug for LazyValues {
 impl PartialEq for LazyValues {
     fn eq(&self, other: &Self) -> bool {
         **self == **other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LazyValues;
+
+    /// A 2 x 3 matrix transposed to 3 x 2, lazily (still bytes) and eagerly (already read).
+    #[test]
+    fn transposed_values_read_as_the_transpose() {
+        let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let raw: Vec<u8> = m.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let want = vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
+        let lazy = LazyValues::f32_le(raw.into());
+        let t = lazy.transposed(2, 3);
+        assert_eq!(t.count(), 6);
+        assert_eq!(*t, want);
+        // the original, read first, is transposed from its values
+        assert_eq!(**lazy, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(*lazy.transposed(2, 3), want);
     }
 }

@@ -379,7 +379,8 @@ def run_sequences(url, n, seed):
     done = 0
     while done < n:
         spec = seq_check.random_spec(rng)
-        if "multihead_attention" in json.dumps(spec):
+        # (attention is not mapped from ONNX; a network of dropouts alone exports as its input)
+        if "multihead_attention" in json.dumps(spec) or all(layer["type"] == "dropout" for layer in spec["layers"]):
             continue
         # an ONNX file does not record padding_idx (the zero gradient of that row): drawn without
         for layer in spec["layers"]:

@@ -442,7 +442,9 @@ impl Reader {
         if let Some(name) = self.tensors.get(t) {
             return Ok(name.clone());
         }
-        // the sample rank of a tensor the op also reads (learned shapes carry the batch axis)
+        // the sample rank of a tensor the op also reads (learned shapes carry the batch axis);
+        // before shapes are learned, a leading 1 is taken for the batch axis (a [C, 1, 1] scale
+        // has none): waiting for the shapes would cost one reading of the file per block
         let rank = node
             .input
             .iter()
@@ -450,14 +452,16 @@ impl Reader {
             .find_map(|o| match self.tensors.get(o).map(String::as_str) {
                 Some(GRAPH_INPUT) => Some(self.input_rank),
                 _ => self.ranks.get(o).map(|r| r.saturating_sub(1)),
-            })
-            .ok_or_else(|| format!("reads the learned tensor {t:?} before the shapes it meets are known"))?;
-        let dims: Vec<u64> = match c.dims.as_slice() {
-            [1, rest @ ..] if rest.len() == rank => rest.iter().map(|&d| d as u64).collect(),
-            d if d.len() == rank => d.iter().map(|&d| d as u64).collect(),
-            d => {
+            });
+        let dims: Vec<u64> = match (c.dims.as_slice(), rank) {
+            ([1, rest @ ..], Some(rank)) if rest.len() == rank => rest.iter().map(|&d| d as u64).collect(),
+            ([1, rest @ ..], None) if !rest.is_empty() => rest.iter().map(|&d| d as u64).collect(),
+            (d, Some(rank)) if d.len() == rank => d.iter().map(|&d| d as u64).collect(),
+            (d, None) if !d.is_empty() => d.iter().map(|&d| d as u64).collect(),
+            (d, rank) => {
                 return Err(format!(
-                    "reads the learned tensor {t:?} of shape {d:?} against a sample of {rank} axes: only a tensor of the sample's axes (or with a leading 1) is supported"
+                    "reads the learned tensor {t:?} of shape {d:?} against a sample of {} axes: only a tensor of the sample's axes (or with a leading 1) is supported",
+                    rank.map_or("unknown".to_string(), |r| r.to_string())
                 ))
             }
         };
@@ -952,15 +956,10 @@ impl Reader {
                 let weight = if trans_b {
                     w
                 } else {
-                    let mut t = vec![0.0; w.values.len()];
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            t[c * rows + r] = w.values[r * cols + c];
-                        }
-                    }
                     Constant {
                         dims: vec![cols as i64, rows as i64],
-                        values: std::sync::Arc::new(t.into()),
+                        // transposed when first read: a table never reads the weights
+                        values: std::sync::Arc::new(w.values.transposed(rows, cols)),
                         initializer: w.initializer,
                         integer: false,
                     }
