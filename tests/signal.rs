@@ -223,3 +223,56 @@ async fn grading_a_signal_range() {
     let cols = item(&v["questions"], "id", "cols");
     assert!(cols.to_string().contains("1-D signal"), "{cols}");
 }
+
+/// nn.Upsample on a signal: linear (two weighted inputs per output, align_corners false) or
+/// nearest, by a factor or to a size, an int or a one-element list; bilinear is for images.
+#[tokio::test]
+async fn upsampling_a_signal_by_hand() {
+    let m = |up: Value| json!({"input_shape": [2, 8], "layers": [{"type": "conv1d", "out_channels": 2, "kernel_size": 1}, up]});
+    let t = post(
+        "/v1/complexity",
+        json!({"model": m(json!({"type": "upsample", "mode": "linear", "scale_factor": [2]})), "verify": true}),
+    )
+    .await
+    .json();
+    let up = &t["rows"][1];
+    assert_eq!(up["output_shape"], json!([2, 16]));
+    assert_eq!(up["multiplications"], 2 * 32);
+    assert_eq!(up["additions"], 32);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let f = post(
+        "/v1/complexity",
+        json!({"model": m(json!({"type": "upsample", "size": 24})), "profile": "fvcore", "verify": false}),
+    )
+    .await
+    .json();
+    assert_eq!(f["rows"][1]["output_shape"], json!([2, 24]));
+    assert!(
+        f["rows"][1]["note"].as_str().unwrap().contains("upsample_nearest1d"),
+        "{}",
+        f["rows"][1]
+    );
+    // nearest by 3: output i copies input floor(i/3)
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m(json!({"type": "upsample", "scale_factor": 3})), "position": {"index": [7]}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["layers"][1]["kind"], "rational");
+    assert_eq!(r["position"]["input_positions"], json!([[2, 2]]));
+    assert_eq!(r["verification"]["agrees"], true);
+    let p = assert_problem(
+        &post(
+            "/v1/complexity",
+            json!({"model": m(json!({"type": "upsample", "mode": "bilinear", "scale_factor": 2})), "verify": false}),
+        )
+        .await,
+        422,
+        "/model/layers/1/mode",
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("a 1-D signal [C, L] takes mode \"linear\""),
+        "{p}"
+    );
+}

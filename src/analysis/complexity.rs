@@ -257,9 +257,15 @@ fn param_numel(node: &Node, bias: bool) -> u128 {
 
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
-    // a 1-D layer: its 2-D form's counts on [C, 1, L]
+    // a 1-D layer: its 2-D form's counts on [C, 1, L]; but linear interpolation weighs two
+    // inputs where bilinear weighs four
     if let Some(lifted) = node.lifted() {
-        return intrinsic(&lifted, additions);
+        let mut c = intrinsic(&lifted, additions);
+        if let LayerKind::Upsample { bilinear: true, .. } = node.layer.kind {
+            c.multiplications = 2 * c.output_elements;
+            c.additions = c.output_elements;
+        }
+        return c;
     }
     let out = numel(&node.output) as u128;
     let mut c = Counts {
@@ -619,7 +625,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 input * if *affine { 5 } else { 4 }
             }
             // aten::upsample_nearest2d: one per output element, aten::upsample_bilinear2d four
-            LayerKind::Upsample { bilinear, .. } => c.output_elements * if *bilinear { 4 } else { 1 },
+            // (the 1-D ops, aten::upsample_nearest1d and upsample_linear1d, have no handle)
+            LayerKind::Upsample { bilinear, .. } if node.input.len() == 3 => c.output_elements * if *bilinear { 4 } else { 1 },
             _ => 0,
         },
         // ptflops 0.7.x's default pytorch backend hooks nn modules *and* counts torch.nn.functional
@@ -677,6 +684,9 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         ) => Some(
             "FlopCounterMode counts the in/out projections only: on CPU the attention itself runs in _scaled_dot_product_flash_attention_for_cpu, which has no FLOP formula (need_weights=true computes it with bmm, which is counted); and under torch.no_grad() an eval-mode nn.MultiheadAttention takes its fused fast path, where FlopCounterMode counts nothing".into(),
         ),
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::Upsample { .. }) if node.input.len() == 2 => {
+            Some("fvcore 0.1.5 has no handle for aten::upsample_nearest1d or upsample_linear1d: it counts 0 here".into())
+        }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())
         }

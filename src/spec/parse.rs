@@ -333,7 +333,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
     let composite = o.has("branches") || o.has("body") || o.has("shortcut");
     // the 1-D layers are their 2-D forms on a height of 1
     let canon = canonical_type(ty);
-    let (canon, one_d) = match canon.as_str() {
+    let (canon, mut one_d) = match canon.as_str() {
         "conv1d" => ("conv2d", true),
         "convtranspose1d" => ("convtranspose2d", true),
         "maxpool1d" => ("maxpool2d", true),
@@ -457,16 +457,24 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "upsample" | "upsamplingnearest2d" => {
+            // a 1-D signal's upsampling: mode "linear", or a one-element scale_factor or size
+            // (an int with "nearest" is decided by the input's axes)
+            let one_element = |k: &'static str| matches!(o.raw(k), Some(Value::Array(a)) if a.len() == 1);
             let bilinear = match o.str_or("mode", "nearest")? {
                 "nearest" => false,
                 "bilinear" => true,
+                "linear" => {
+                    one_d = true;
+                    true
+                }
                 mode => {
                     return Err(SpecError::invalid(
                         o.at("mode"),
-                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors) or \"bilinear\" (power-of-two factors)"),
+                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors), \"bilinear\" (images) or \"linear\" (1-D signals; power-of-two factors)"),
                     ))
                 }
             };
+            one_d |= one_element("scale_factor") || one_element("size");
             match (bilinear, o.raw("align_corners")) {
                 (false, Some(_)) => {
                     return Err(SpecError::invalid(
@@ -487,12 +495,15 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
             let scale = match o.raw("scale_factor") {
                 None => None,
-                Some(v) => Some(
-                    super::json::pair(v, &o.at("scale_factor"), 1, 1024)
+                Some(_) => Some(
+                    o.axes("scale_factor", None, 1, 1024, one_d)
                         .map_err(|e| SpecError::invalid(e.pointer, format!("{} (integer scale factors only)", e.message)))?,
                 ),
             };
-            let size = o.raw("size").map(|v| super::json::pair(v, &o.at("size"), 1, max)).transpose()?;
+            let size = match o.raw("size") {
+                None => None,
+                Some(_) => Some(o.axes("size", None, 1, max, one_d)?),
+            };
             match (scale.is_some(), size.is_some()) {
                 (true, true) => {
                     return Err(SpecError::invalid(

@@ -252,7 +252,8 @@ fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
                     LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Linear { .. }
                 ))
     };
-    if spec.input_shape.len() != 2 || spec.token_ids || !nodes.iter().any(|n| n.layer.one_d) {
+    let one_d = |n: &Node| n.layer.one_d_on(n.input.len());
+    if spec.input_shape.len() != 2 || spec.token_ids || !nodes.iter().any(one_d) {
         return false;
     }
     // which nodes' outputs come from the input through layers that keep a signal
@@ -260,12 +261,12 @@ fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
     let mut input_signal = false;
     for i in 0..nodes.len() {
         let reads = nodes[i].inputs.iter().any(|e| e.from.is_none_or(|f| from_input[f]));
-        input_signal |= reads && nodes[i].layer.one_d;
+        input_signal |= reads && one_d(&nodes[i]);
         from_input[i] = reads && keeps(&nodes[i]);
     }
     for i in 0..nodes.len() {
         let reads = nodes[i].inputs.iter().any(|e| e.from.map_or(input_signal, |f| nodes[f].signal));
-        nodes[i].signal = nodes[i].layer.one_d || (reads && keeps(&nodes[i]));
+        nodes[i].signal = one_d(&nodes[i]) || (reads && keeps(&nodes[i]));
     }
     input_signal
 }
@@ -785,7 +786,7 @@ fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window;
 /// The output shape and windows of a layer that reads one tensor; a 1-D layer's are its 2-D
 /// form's on `[C, 1, L]`, the height dropped from the output.
 fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
-    if !layer.one_d {
+    if !layer.one_d_on(input.len()) {
         return infer_2d(layer, input, pointer);
     }
     let [c, l] = match input {
@@ -799,6 +800,29 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
                 ),
             ))
         }
+    };
+    // an upsampling whose factor the input's axes decide (an int, "nearest"): by 1 along the
+    // height of the 2-D form; "bilinear" is for images
+    let height_one;
+    let layer = match &layer.kind {
+        LayerKind::Upsample { bilinear: true, .. } if !layer.one_d => {
+            return Err(SpecError::invalid(
+                child(pointer, "mode"),
+                "mode \"bilinear\" needs an image [C, H, W]; a 1-D signal [C, L] takes mode \"linear\"",
+            ))
+        }
+        LayerKind::Upsample { scale, size, bilinear } if !layer.one_d => {
+            height_one = Layer {
+                kind: LayerKind::Upsample {
+                    scale: scale.map(|s| [1, s[1]]),
+                    size: size.map(|s| [1, s[1]]),
+                    bilinear: *bilinear,
+                },
+                ..layer.clone()
+            };
+            &height_one
+        }
+        _ => layer,
     };
     let (out, win) = infer_2d(layer, &[c, 1, l], pointer).map_err(|mut e| {
         e.message = e.message.replace("width", "length").replace("[C, H, W]", "[C, L]");
@@ -1206,7 +1230,7 @@ impl<'a> Node<'a> {
             [c, l] => vec![*c, 1, *l],
             other => other.to_vec(),
         };
-        (self.layer.one_d && self.input.len() == 2).then(|| Node {
+        (self.layer.one_d_on(self.input.len()) && self.input.len() == 2).then(|| Node {
             path: self.path.clone(),
             pointer: self.pointer.clone(),
             layer: self.layer,

@@ -383,6 +383,12 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Whether the layer works as its 2-D form on `[C, 1, L]` for an input of `rank` axes: a 1-D
+    /// layer, or an upsampling of a signal `[C, L]` (nn.Upsample takes its form from the input).
+    pub fn one_d_on(&self, rank: usize) -> bool {
+        self.one_d || (rank == 2 && matches!(self.kind, LayerKind::Upsample { .. }))
+    }
+
     /// The canonical `type` string, as the spec and every response spell it.
     pub fn type_name(&self) -> &'static str {
         if self.one_d {
@@ -397,6 +403,7 @@ impl Layer {
                 LayerKind::Pad { fill: Fill::Reflect, .. } => "reflectionpad1d",
                 LayerKind::Pad { fill: Fill::Replicate, .. } => "replicationpad1d",
                 LayerKind::Pad { fill: Fill::Circular, .. } => "circularpad1d",
+                LayerKind::Upsample { .. } => "upsample",
                 _ => unreachable!("only sliding-window layers have a 1-D form"),
             };
         }

@@ -549,7 +549,17 @@ def random_signal_spec(rng):
     shape = [first, length]
     for _ in range(rng.randint(1, 7)):
         r = rng.random()
-        if r < 0.4:
+        if rng.random() < 0.08 and shape[1] < 300:
+            # nn.Upsample on a signal: nearest by an int, or linear (align_corners false) by a
+            # power of two, as a factor or a size, an int or a one-element list
+            linear = rng.random() < 0.5
+            f = rng.choice([1, 2, 4] if linear else [1, 2, 3])
+            cand = {"type": "upsample", "mode": "linear" if linear else "nearest"}
+            if rng.random() < 0.5:
+                cand["scale_factor"] = rng.choice([f, [f]])
+            else:
+                cand["size"] = rng.choice([shape[1] * f, [shape[1] * f]])
+        elif r < 0.4:
             out = rng.choice([1, 2, 3, 4, 6])
             groups = rng.choice([g for g in (1, 2, 3) if shape[0] % g == 0 and out % g == 0])
             cand = {"type": "conv1d", "out_channels": out, "kernel_size": rng.choice([rng.randint(1, 9), [rng.randint(1, 9)]]),
