@@ -568,37 +568,24 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
     let mut rfs: Vec<NodeRf> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let n = match node.merge {
-            Some(Merge::MatMul) => {
+            // a matmul, or a cross-attention: output row (token) i reads row i of the first input
+            // and all of the others
+            Some(Merge::MatMul) | None if node.inputs.len() > 1 => {
                 let ins: Vec<Rf> = node
                     .inputs
                     .iter()
                     .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
                     .collect();
+                let matmul = node.merge.is_some();
+                let why = if matmul {
+                    "matmul: output (i, j) reads row i of the first operand and column j of the second"
+                } else {
+                    "cross-attention: output token i reads query token i and every key and value token"
+                };
                 NodeRf {
-                    rf: row_and_all(
-                        &ins[0],
-                        &ins[1..],
-                        "matmul: output (i, j) reads row i of the first operand and column j of the second",
-                    ),
-                    ins,
-                    aligned: None,
-                    note: None,
-                }
-            }
-            // cross-attention: output token i reads query token i and every key and value token
-            None if node.inputs.len() > 1 => {
-                let ins: Vec<Rf> = node
-                    .inputs
-                    .iter()
-                    .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
-                    .collect();
-                NodeRf {
-                    rf: row_and_all(
-                        &ins[0],
-                        &ins[1..],
-                        "cross-attention: output token i reads query token i and every key and value token",
-                    ),
-                    ins: Vec::new(),
+                    rf: row_and_all(&ins[0], &ins[1..], why),
+                    // a matmul lists its operands' maps as a merge does
+                    ins: if matmul { ins } else { Vec::new() },
                     aligned: None,
                     note: None,
                 }
