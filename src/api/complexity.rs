@@ -251,7 +251,7 @@ pub struct ComplexityReport {
 
 /// The libtorch check of a table: every layer built with real parameter tensors and run on an
 /// empty batch. When it did not run, `ran` is false and `reason` says why.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct TableCheck {
     pub ran: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,13 +295,7 @@ impl TableCheck {
         TableCheck {
             ran: false,
             reason: Some(reason),
-            what: None,
-            device: None,
-            libtorch_version: None,
-            total_params: None,
-            agrees: None,
-            layers: None,
-            millis: None,
+            ..Default::default()
         }
     }
 }

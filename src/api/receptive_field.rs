@@ -172,7 +172,7 @@ pub struct PaddingShare {
 }
 
 /// The libtorch probe of one unit. When it did not run, `ran` is false and `reason` says why.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct ProbeCheck {
     pub ran: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,16 +218,7 @@ impl ProbeCheck {
         ProbeCheck {
             ran: false,
             reason: Some(reason),
-            what: None,
-            probe_channels: None,
-            network_channels: None,
-            unit: None,
-            device: None,
-            libtorch_version: None,
-            executed: None,
-            overflow: None,
-            agrees: None,
-            millis: None,
+            ..Default::default()
         }
     }
 }

@@ -1230,7 +1230,7 @@ impl<'a> Node<'a> {
             [c, l] => vec![*c, 1, *l],
             other => other.to_vec(),
         };
-        (self.layer.one_d_on(self.input.len()) && self.input.len() == 2).then(|| Node {
+        (self.input.len() == 2 && self.layer.one_d_on(2)).then(|| Node {
             path: self.path.clone(),
             pointer: self.pointer.clone(),
             layer: self.layer,

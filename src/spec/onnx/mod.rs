@@ -269,22 +269,28 @@ struct Reader {
     ranks: HashMap<String, usize>,
     /// The input holds token ids (an embedding's Gather reads them).
     token_ids: bool,
-    /// Sequences the exporter put time-major (`[L, N, D]`, a Transpose(1, 0, 2) of a batch-first
-    /// `[N, L, D]`) for a recurrent op: the same spec tensor, readable by recurrent ops and the
-    /// transposes and reshapes around them only.
-    time_major: std::collections::HashSet<String>,
-    /// A recurrent op's output `Y` `[L, directions, N, H]` (false) or its Transpose(0, 2, 1, 3)
-    /// `[L, N, directions, H]` (true), with the directions: time-major once squeezed or
-    /// reshaped to `[L, N, directions * H]`.
-    recurrent_out: HashMap<String, (i64, bool)>,
-    /// Images the exporter put channels-last (`[N, H, W, C]`, a Transpose(0, 2, 3, 1), as
-    /// torchvision's ConvNeXt blocks permute for their layernorm and linear layers): the same
-    /// spec tensor, read by a layernorm over the channels (`layernorm2d`), a linear layer over
-    /// them (a 1x1 `conv2d`), element-wise activations and the Transpose back.
-    channels_last: std::collections::HashSet<String>,
+    /// The ONNX tensors that hold their spec tensor in another layout (see [`Layout`]).
+    layouts: HashMap<String, Layout>,
     /// How many nodes read each tensor, and the tensors the model returns.
     readers: HashMap<String, usize>,
     outputs: std::collections::HashSet<String>,
+}
+
+/// A layout the exporter writes a spec tensor in around the ops that need it: the ONNX tensor is
+/// the same spec tensor, readable only by those ops and the transposes and reshapes around them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// A sequence time-major, `[L, N, D]` (a Transpose(1, 0, 2) of a batch-first `[N, L, D]`),
+    /// for a recurrent op.
+    TimeMajor,
+    /// A recurrent op's output `Y`, `[L, dirs, N, H]`, or (`moved`) its Transpose(0, 2, 1, 3)
+    /// `[L, N, dirs, H]`: time-major once squeezed or reshaped to `[L, N, dirs * H]`.
+    Recurrent { dirs: i64, moved: bool },
+    /// An image channels-last, `[N, H, W, C]` (a Transpose(0, 2, 3, 1), as torchvision's ConvNeXt
+    /// blocks permute for their layernorm and linear layers): read by a layernorm over the
+    /// channels (`layernorm2d`), a linear layer over them (a 1x1 `conv2d`), element-wise
+    /// activations and the Transpose back.
+    ChannelsLast,
 }
 
 /// The spatial attribute of a 1-D (`one_d`: one value, as an int) or 2-D operation.
@@ -423,10 +429,8 @@ impl Reader {
             self.weights.insert(name.clone(), tensors);
         }
         // an activation written as several ops keeps a channels-last image channels-last
-        if self.channels_last.contains(&f.input) {
-            self.channels_last.insert(f.output.clone());
-        }
-        self.tensors.insert(f.output.clone(), name);
+        let layout = self.layout(&f.input).filter(|l| *l == Layout::ChannelsLast);
+        self.bind(f.output.clone(), name, layout);
         Ok(())
     }
 
@@ -487,14 +491,23 @@ impl Reader {
             .ok_or_else(|| "its shape is computed in the graph; export with constant folding".to_string())
     }
 
-    /// `out` is the tensor `from` in another layout of the exporter's (the same spec tensor),
-    /// time-major or not.
-    fn relayout(&mut self, from: &str, out: String, time_major: bool) -> Result<(), Refusal> {
-        let n = self.source(from)?;
-        if time_major {
-            self.time_major.insert(out.clone());
+    /// The layout the ONNX tensor `t` holds its spec tensor in (None: the spec's own).
+    fn layout(&self, t: &str) -> Option<Layout> {
+        self.layouts.get(t).copied()
+    }
+
+    /// The ONNX tensor `out` is the spec node `node`'s tensor, in `layout`.
+    fn bind(&mut self, out: String, node: String, layout: Option<Layout>) {
+        if let Some(l) = layout {
+            self.layouts.insert(out.clone(), l);
         }
-        self.tensors.insert(out, n);
+        self.tensors.insert(out, node);
+    }
+
+    /// `out` is the tensor `from` in another layout of the exporter's (the same spec tensor).
+    fn relayout(&mut self, from: &str, out: String, layout: Option<Layout>) -> Result<(), Refusal> {
+        let n = self.source(from)?;
+        self.bind(out, n, layout);
         Ok(())
     }
 
@@ -513,7 +526,7 @@ impl Reader {
         // a linear layer, or the 1x1 convolution a linear layer over channels-last channels is
         let outputs = if layer["type"] == "linear" {
             &layer["out_features"]
-        } else if layer["type"] == "conv2d" && layer["kernel_size"] == 1 && self.channels_last.contains(t) {
+        } else if layer["type"] == "conv2d" && layer["kernel_size"] == 1 && self.layout(t) == Some(Layout::ChannelsLast) {
             &layer["out_channels"]
         } else {
             return false;
@@ -528,10 +541,8 @@ impl Reader {
             .or_default()
             .push(("bias".to_string(), c.values.clone()));
         if let Some(out) = node.output.first() {
-            if self.channels_last.contains(t) {
-                self.channels_last.insert(out.clone());
-            }
-            self.tensors.insert(out.clone(), name);
+            let layout = self.layout(t).filter(|l| *l == Layout::ChannelsLast);
+            self.bind(out.clone(), name, layout);
         }
         true
     }
@@ -544,7 +555,7 @@ impl Reader {
         let a = Attrs(node);
         let op = node.op_type();
         let x = node.input.first().map(String::as_str).unwrap_or("");
-        if !self.time_major.contains(x) {
+        if self.layout(x) != Some(Layout::TimeMajor) {
             return Err("reads a sequence that is not the exporter's time-major layout (a Transpose(1, 0, 2) of [batch, L, D]); layout=1 is not supported".into());
         }
         if a.int("layout", 0) != 0 {
@@ -662,8 +673,7 @@ impl Reader {
             self.nodes[i]["num_layers"] = json!(layer + 1);
             self.weights.entry(src.clone()).or_default().extend(roles);
             if let Some(y) = node.output.first().filter(|y| !y.is_empty()) {
-                self.tensors.insert(y.clone(), src);
-                self.recurrent_out.insert(y.clone(), (dirs, false));
+                self.bind(y.clone(), src, Some(Layout::Recurrent { dirs, moved: false }));
             }
             return Ok(());
         }
@@ -680,8 +690,7 @@ impl Reader {
         let name = self.push(node, index, None, vec![src], body);
         self.weights.insert(name.clone(), roles);
         if let Some(y) = node.output.first().filter(|y| !y.is_empty()) {
-            self.tensors.insert(y.clone(), name);
-            self.recurrent_out.insert(y.clone(), (dirs, false));
+            self.bind(y.clone(), name, Some(Layout::Recurrent { dirs, moved: false }));
         }
         Ok(())
     }
@@ -708,13 +717,13 @@ impl Reader {
         if let Some(t) = node
             .input
             .iter()
-            .find(|t| !layout_op && (self.time_major.contains(*t) || self.recurrent_out.contains_key(*t)))
+            .find(|t| !layout_op && matches!(self.layout(t), Some(Layout::TimeMajor | Layout::Recurrent { .. })))
         {
             return Err(format!(
                 "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
             ));
         }
-        let channels_last = node.input.first().is_some_and(|t| self.channels_last.contains(t));
+        let channels_last = node.input.first().is_some_and(|t| self.layout(t) == Some(Layout::ChannelsLast));
         let per_position = matches!(
             op,
             "Transpose"
@@ -759,25 +768,20 @@ impl Reader {
                 match perm.as_slice() {
                     // batch and time swapped: the same sequence, time-major (or back)
                     [1, 0, 2] => {
-                        let to_time_major = !self.time_major.contains(&src);
-                        return self.relayout(&src, out, to_time_major);
+                        let layout = (self.layout(&src) != Some(Layout::TimeMajor)).then_some(Layout::TimeMajor);
+                        return self.relayout(&src, out, layout);
                     }
                     // a recurrent op's directions moved next to its features
-                    [0, 2, 1, 3] if self.recurrent_out.get(&src).is_some_and(|&(_, moved)| !moved) => {
-                        let (dirs, _) = self.recurrent_out[&src];
-                        let n = self.source(&src)?;
-                        self.recurrent_out.insert(out.clone(), (dirs, true));
-                        self.tensors.insert(out, n);
-                        return Ok(());
+                    [0, 2, 1, 3] if matches!(self.layout(&src), Some(Layout::Recurrent { moved: false, .. })) => {
+                        let moved = self.layout(&src).map(|l| match l {
+                            Layout::Recurrent { dirs, .. } => Layout::Recurrent { dirs, moved: true },
+                            other => other,
+                        });
+                        return self.relayout(&src, out, moved);
                     }
                     // an image channels-last and back: the same image
-                    [0, 2, 3, 1] => {
-                        let n = self.source(&src)?;
-                        self.channels_last.insert(out.clone());
-                        self.tensors.insert(out, n);
-                        return Ok(());
-                    }
-                    [0, 3, 1, 2] if self.channels_last.contains(&src) => return self.relayout(&src, out, false),
+                    [0, 2, 3, 1] => return self.relayout(&src, out, Some(Layout::ChannelsLast)),
+                    [0, 3, 1, 2] if self.layout(&src) == Some(Layout::ChannelsLast) => return self.relayout(&src, out, None),
                     [0, 2, 1] => {
                         set("type", json!("transpose"));
                         set("dim0", json!(1));
@@ -792,7 +796,7 @@ impl Reader {
                 }
             }
             // a one-direction recurrent output [L, 1, N, H] without its directions: time-major
-            "Squeeze" if self.recurrent_out.get(data()).is_some_and(|&(dirs, moved)| dirs == 1 && !moved) => {
+            "Squeeze" if self.layout(data()) == Some(Layout::Recurrent { dirs: 1, moved: false }) => {
                 let axes: Option<Vec<i64>> = a.ints("axes").or_else(|| {
                     node.input
                         .get(1)
@@ -804,10 +808,10 @@ impl Reader {
                         "squeezes axes {axes:?} of a recurrent op's output: only its directions (axis 1)"
                     ));
                 }
-                return self.relayout(data(), out, true);
+                return self.relayout(data(), out, Some(Layout::TimeMajor));
             }
             // [L, N, directions, H] to [L, N, directions * H]: time-major
-            "Reshape" if self.recurrent_out.get(data()).is_some_and(|&(_, moved)| moved) => {
+            "Reshape" if matches!(self.layout(data()), Some(Layout::Recurrent { moved: true, .. })) => {
                 let shape = self.reshape_target(node)?;
                 match shape.values.as_slice() {
                     [_, _, last] if *last == -1.0 || *last >= 1.0 => {}
@@ -817,7 +821,7 @@ impl Reader {
                         ))
                     }
                 }
-                return self.relayout(data(), out, true);
+                return self.relayout(data(), out, Some(Layout::TimeMajor));
             }
             // a recurrent op's zero initial state: zeros of the (folded) shape
             "Expand" => {
@@ -851,12 +855,7 @@ impl Reader {
                     self.constants.insert(out, c);
                     return Ok(());
                 }
-                let src = self.source(data())?;
-                if channels_last {
-                    self.channels_last.insert(out.clone());
-                }
-                self.tensors.insert(out, src);
-                return Ok(());
+                return self.relayout(data(), out, channels_last.then_some(Layout::ChannelsLast));
             }
             "Conv" | "ConvTranspose" => {
                 let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
@@ -1332,10 +1331,7 @@ impl Reader {
                 .insert(name.clone(), tensors.into_iter().map(|(r, c)| (r.to_string(), c.values)).collect());
         }
         // what reads a channels-last image position by position writes one
-        if channels_last {
-            self.channels_last.insert(out.clone());
-        }
-        self.tensors.insert(out, name);
+        self.bind(out, name, channels_last.then_some(Layout::ChannelsLast));
         Ok(())
     }
 }
@@ -1372,9 +1368,7 @@ fn read(
         input_rank,
         ranks: learned.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
         token_ids,
-        time_major: Default::default(),
-        recurrent_out: HashMap::new(),
-        channels_last: Default::default(),
+        layouts: HashMap::new(),
         // the readers left once the shape arithmetic is folded (a Shape reads a sequence for
         // its recurrent op's initial state)
         readers: graph
@@ -1483,19 +1477,18 @@ fn partial_shapes(r: &Reader, input: &Value) -> HashMap<String, Vec<Option<i64>>
             let mut shape: Vec<Option<i64>> = std::iter::once(Some(1)).chain(out.iter().map(|&d| Some(d as i64))).collect();
             // the exporter's layouts around recurrent ops: [L, N, D]; Y [L, dirs, N, H] or
             // [L, N, dirs, H]
-            if r.time_major.contains(tensor) && shape.len() == 3 {
-                shape.swap(0, 1);
-            }
-            if r.channels_last.contains(tensor) && shape.len() == 4 {
-                shape = vec![shape[0], shape[2], shape[3], shape[1]];
-            }
-            if let (Some(&(dirs, moved)), [_, Some(l), Some(f)]) = (r.recurrent_out.get(tensor), shape.as_slice()) {
-                let (l, h) = (*l, *f / dirs);
-                shape = if moved {
-                    vec![Some(l), Some(1), Some(dirs), Some(h)]
-                } else {
-                    vec![Some(l), Some(dirs), Some(1), Some(h)]
-                };
+            match (r.layout(tensor), shape.as_slice()) {
+                (Some(Layout::TimeMajor), [_, _, _]) => shape.swap(0, 1),
+                (Some(Layout::ChannelsLast), [n, c, h, w]) => shape = vec![*n, *h, *w, *c],
+                (Some(Layout::Recurrent { dirs, moved }), [_, Some(l), Some(f)]) => {
+                    let (l, h) = (*l, *f / dirs);
+                    shape = if moved {
+                        vec![Some(l), Some(1), Some(dirs), Some(h)]
+                    } else {
+                        vec![Some(l), Some(dirs), Some(1), Some(h)]
+                    };
+                }
+                _ => {}
             }
             Some((tensor.clone(), shape))
         })
