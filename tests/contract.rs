@@ -264,3 +264,126 @@ async fn responses_match_their_schemas() {
     )
     .await;
 }
+
+/// The contract's layer ops (generated from `spec::ops`) and the hand-written reader agree: for
+/// every op, the keys the reader consults are exactly the op's documented fields; the op's
+/// example is read without error; the reader knows exactly the documented type names; and every
+/// layer of every preset uses only documented fields.
+mod layer_ops {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The documented ops: type name -> (fields, example).
+    fn ops() -> BTreeMap<String, (BTreeSet<String>, Value)> {
+        let s = spec();
+        let mut out = BTreeMap::new();
+        for alt in s["components"]["schemas"]["LayerOp"]["oneOf"]
+            .as_array()
+            .expect("LayerOp is a oneOf")
+        {
+            let parts = alt["allOf"].as_array().expect("each op is allOf [fields, type]");
+            let ty = parts[1]["properties"]["type"]["enum"][0].as_str().unwrap().to_string();
+            let fields_ref = parts[0]["$ref"].as_str().unwrap();
+            let fields = root_lookup(&s, fields_ref);
+            let mut names = BTreeSet::new();
+            collect_properties(&s, &fields, &mut names);
+            let example = fields["example"].clone();
+            assert!(example.is_object(), "{ty}: {fields_ref} has no example");
+            out.insert(ty, (names, example));
+        }
+        out
+    }
+
+    fn collect_properties(s: &Value, schema: &Value, names: &mut BTreeSet<String>) {
+        if let Some(r) = schema["$ref"].as_str() {
+            return collect_properties(s, &root_lookup(s, r), names);
+        }
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            collect_properties(s, part, names);
+        }
+        names.extend(schema["properties"].as_object().into_iter().flatten().map(|(k, _)| k.clone()));
+    }
+
+    #[test]
+    fn every_op_documents_exactly_the_fields_the_reader_reads() {
+        let ops = ops();
+        assert!(ops.len() >= 55, "{} ops", ops.len());
+        for (ty, (fields, example)) in &ops {
+            let mut layer = example.clone();
+            layer["type"] = json!(ty);
+            let mut read = BTreeSet::new();
+            let mut accepted = false;
+            for graph in [false, true] {
+                let (result, keys) = layerscope::spec::parse::consulted_keys(&layer, graph);
+                if result.is_ok() {
+                    accepted = true;
+                    read.extend(keys.into_iter().map(str::to_string));
+                }
+            }
+            assert!(
+                accepted,
+                "{ty}: the example {layer} is refused: {:?}",
+                layerscope::spec::parse::consulted_keys(&layer, true).0
+            );
+            for envelope in ["type", "name", "functional"] {
+                assert!(read.remove(envelope), "{ty}: the reader does not read {envelope:?}");
+            }
+            assert_eq!(&read, fields, "{ty}: the reader reads {read:?}, the contract documents {fields:?}");
+        }
+    }
+
+    #[test]
+    fn the_reader_knows_exactly_the_documented_types() {
+        let documented: BTreeSet<String> = ops().into_keys().collect();
+        let known: BTreeSet<String> = layerscope::spec::parse::LAYER_TYPES
+            .replace("; in a graph also", ",")
+            .split(", ")
+            .map(str::to_string)
+            .collect();
+        assert_eq!(known, documented);
+        // and a name that is not one is refused, listing them
+        let (result, _) = layerscope::spec::parse::consulted_keys(&json!({"type": "conv4d"}), true);
+        let e = result.unwrap_err();
+        assert!(
+            e.message.contains("unknown layer type") && e.message.contains("multihead_attention"),
+            "{}",
+            e.message
+        );
+    }
+
+    fn check_layer(ops: &BTreeMap<String, (BTreeSet<String>, Value)>, layer: &Value, at: &str) {
+        let ty = layer["type"].as_str().unwrap();
+        let (fields, _) = ops.get(ty).unwrap_or_else(|| panic!("{at}: type {ty:?} is not documented"));
+        for (k, v) in layer.as_object().unwrap() {
+            if ["type", "name", "functional", "inputs"].contains(&k.as_str()) {
+                continue;
+            }
+            assert!(fields.contains(k), "{at}: {ty} field {k:?} is not documented");
+            if ["branches", "body", "shortcut"].contains(&k.as_str()) {
+                let lists: Vec<&Value> = if k == "branches" {
+                    v.as_array().unwrap().iter().collect()
+                } else {
+                    vec![v]
+                };
+                for (b, list) in lists.iter().enumerate() {
+                    for (i, l) in list.as_array().unwrap().iter().enumerate() {
+                        check_layer(ops, l, &format!("{at}/{k}/{b}/{i}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_preset_uses_documented_fields_only() {
+        let ops = ops();
+        for name in layerscope::spec::presets::NAMES {
+            let model = layerscope::spec::presets::get(name).unwrap();
+            let layers = model["layers"].as_array().into_iter().flatten();
+            let nodes = model["graph"]["nodes"].as_array().into_iter().flatten();
+            for (i, layer) in layers.chain(nodes).enumerate() {
+                check_layer(&ops, layer, &format!("{name}/{i}"));
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ use super::receptive_field::{RfReport, RfRequest};
 use super::report::ModelSummary;
 use super::variants;
 use super::{health, presets};
+use crate::spec::ops::Model;
 use serde_norway::{Mapping, Value};
 use utoipa::OpenApi;
 
@@ -25,6 +26,7 @@ use utoipa::OpenApi;
     components(
         schemas(
             Problem,
+            Model,
             ModelSummary,
             ComplexityRequest,
             ComplexityReport,

@@ -53,8 +53,8 @@ impl ImageFormat {
 #[schema(value_type = Vec<i64>)]
 pub struct Inclusive(pub [i64; 2]);
 
-/// The schema of a request's `model`: the hand-written `Model` of contract/base.yaml, until the
-/// model language itself is typed.
+/// The schema of a request's `model`: [`crate::spec::ops::Model`], generated from the model
+/// language's typed wire form.
 pub fn model_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     utoipa::openapi::Ref::from_schema_name("Model").into()
 }

@@ -147,6 +147,11 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The keys read so far, in order (tests bind the typed wire form in `ops.rs` to them).
+    pub fn consulted(&self) -> Vec<&'static str> {
+        self.seen.borrow().clone()
+    }
+
     /// Refuses any key that no reader asked for: catches typos and fields of other layer types.
     pub fn finish(&self, allowed_hint: &str) -> SpecResult<()> {
         let seen = self.seen.borrow();

@@ -2,6 +2,7 @@
 pub mod error;
 pub mod json;
 pub mod onnx;
+pub mod ops;
 pub mod parse;
 pub mod presets;
 pub mod shape;

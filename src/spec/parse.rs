@@ -291,7 +291,21 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, concat, residual; in a graph also add, mul, matmul";
+/// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
+/// they are exactly the variants of [`super::ops::LayerOp`]).
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+
+/// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
+/// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
+#[doc(hidden)]
+pub fn consulted_keys(value: &Value, graph: bool) -> (SpecResult<Layer>, Vec<&'static str>) {
+    let o = match Obj::new(value, "") {
+        Ok(o) => o,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let layer = layer_in(&o, &SpecLimits::default(), 0, &mut 0, graph).and_then(|l| o.finish("").map(|()| l));
+    (layer, o.consulted())
+}
 
 fn parse_layer(value: &Value, pointer: &str, limits: &SpecLimits, depth: usize, counter: &mut usize) -> SpecResult<Layer> {
     let o = Obj::new(value, pointer)?;
@@ -611,7 +625,9 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     }
                 }
             }
-            let causal = o.bool("is_causal", false)? || o.bool("causal", false)?;
+            // both read, so that either (or both) may be given
+            let (is_causal, causal) = (o.bool("is_causal", false)?, o.bool("causal", false)?);
+            let causal = is_causal || causal;
             let need_weights = o.bool("need_weights", false)?;
             LayerKind::MultiheadAttention {
                 heads,

@@ -200,6 +200,43 @@ pub fn root_lookup(root: &Value, r: &str) -> Value {
     target.clone()
 }
 
+/// The plain object schemas (properties and required, merged) that an allOf/oneOf/$ref of objects
+/// stands for: one per way of choosing an alternative in each oneOf.
+fn alternatives(root: &Value, schema: &Value) -> Vec<Value> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        return alternatives(root, &root_lookup(root, r));
+    }
+    if let Some(any) = schema.get("oneOf").and_then(Value::as_array) {
+        return any.iter().flat_map(|s| alternatives(root, s)).collect();
+    }
+    let mut out = vec![json!({"type": "object", "required": [], "properties": {}})];
+    let own = json!({"required": schema.get("required").cloned().unwrap_or(json!([])), "properties": schema.get("properties").cloned().unwrap_or(json!({}))});
+    let parts: Vec<Value> = schema.get("allOf").and_then(Value::as_array).cloned().unwrap_or_default();
+    for part in parts.iter().chain([&own]) {
+        let choices = if part.get("allOf").is_some() || part.get("oneOf").is_some() || part.get("$ref").is_some() {
+            alternatives(root, part)
+        } else {
+            vec![part.clone()]
+        };
+        out = out
+            .iter()
+            .flat_map(|m| {
+                choices.iter().map(move |c| {
+                    let mut m = m.clone();
+                    for k in c["required"].as_array().into_iter().flatten() {
+                        m["required"].as_array_mut().unwrap().push(k.clone());
+                    }
+                    for (k, val) in c["properties"].as_object().into_iter().flatten() {
+                        m["properties"][k] = val.clone();
+                    }
+                    m
+                })
+            })
+            .collect();
+    }
+    out
+}
+
 /// A small JSON-schema validator for the OpenAPI subset the document uses.
 pub fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
@@ -212,22 +249,20 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut 
     if v.is_null() && schema.get("nullable") == Some(&json!(true)) {
         return;
     }
-    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
-        // Merge the parts so that each part's properties are allowed by the others.
-        let mut merged = json!({"type": "object", "required": [], "properties": {}});
-        for part in all {
-            let part = match part.get("$ref").and_then(Value::as_str) {
-                Some(r) => root_lookup(root, r),
-                None => part.clone(),
-            };
-            for k in part["required"].as_array().into_iter().flatten() {
-                merged["required"].as_array_mut().unwrap().push(k.clone());
-            }
-            for (k, val) in part["properties"].as_object().into_iter().flatten() {
-                merged["properties"][k] = val.clone();
+    if schema.get("allOf").is_some() {
+        // Each way of satisfying the parts (a oneOf inside a part is one way per alternative),
+        // merged so that each part's properties are allowed by the others; the value must match
+        // one of them.
+        let mut best: Option<Vec<String>> = None;
+        for merged in alternatives(root, schema) {
+            let mut e = Vec::new();
+            validate(root, &merged, v, at, &mut e);
+            if best.as_ref().is_none_or(|b| e.len() < b.len()) {
+                best = Some(e);
             }
         }
-        return validate(root, &merged, v, at, errors);
+        errors.extend(best.unwrap_or_default());
+        return;
     }
     if let Some(any) = schema.get("oneOf").and_then(Value::as_array) {
         if !any.iter().any(|s| {

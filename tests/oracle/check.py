@@ -23,12 +23,20 @@ torch.set_num_threads(1)
 
 
 def post(url, body):
+    """POSTs `body`; a `model` the server accepts must also match the contract's generated `Model`
+    schema (so every random model of every oracle run tests the contract's layer ops too)."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
+            status, answer = r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, dict) and "onnx" not in model and "torchscript" not in model:
+        problems = schema_problems(url.split("/v1/")[0], "Model", model, "the accepted model")
+        if problems:
+            raise AssertionError(f"{url} accepted a model the contract refuses: {problems[:3]}\n{json.dumps(model)[:2000]}")
+    return status, answer
 
 
 _SCHEMAS = {}
