@@ -58,6 +58,68 @@ async fn unknown_layer_types_and_fields() {
     );
 }
 
+/// A reshape that PyTorch could not do is refused at the field that makes it impossible.
+#[tokio::test]
+async fn reshapes_that_cannot_be_done_name_the_field() {
+    // model() gives [3, 32, 32]: 3072 elements
+    for (layer, pointer, words) in [
+        (
+            json!({"type": "reshape", "shape": [5, -1]}),
+            "/model/layers/0/shape",
+            "3072 elements",
+        ),
+        (json!({"type": "reshape", "shape": [-1, -1]}), "/model/layers/0/shape", "only one"),
+        (
+            json!({"type": "reshape", "shape": [0, 3072]}),
+            "/model/layers/0/shape/0",
+            "at least 1",
+        ),
+        (
+            json!({"type": "view", "shape": [1, 1, 1, 3072]}),
+            "/model/layers/0/shape",
+            "1 to 3 sizes",
+        ),
+        (
+            json!({"type": "reshape", "shape": [1099511627776u64, 1099511627776u64, 1]}),
+            "/model/layers/0/shape/0",
+            "at most",
+        ),
+        (
+            json!({"type": "unflatten", "dim": 1, "unflattened_size": [2, 2]}),
+            "/model/layers/0/unflattened_size",
+            "multiply",
+        ),
+        (
+            json!({"type": "unflatten", "dim": 4, "unflattened_size": [3]}),
+            "/model/layers/0/dim",
+            "not a sample axis",
+        ),
+        (
+            json!({"type": "unflatten", "dim": 3, "unflattened_size": [2, 4, 2, 2]}),
+            "/model/layers/0/unflattened_size",
+            "1 to 3",
+        ),
+        (
+            json!({"type": "unflatten", "dim": 3, "unflattened_size": [4, 8]}),
+            "/model/layers/0/unflattened_size",
+            "at most 3",
+        ),
+        (
+            json!({"type": "flatten", "start_dim": 3, "end_dim": 1}),
+            "/model/layers/0/start_dim",
+            "after end_dim",
+        ),
+        (
+            json!({"type": "flatten", "start_dim": 0}),
+            "/model/layers/0/start_dim",
+            "batch axis",
+        ),
+    ] {
+        let v = refused(json!([layer]), pointer).await;
+        assert!(v["detail"].as_str().unwrap().contains(words), "{layer}: {v}");
+    }
+}
+
 #[tokio::test]
 async fn sizes_must_be_positive_whole_numbers() {
     refused(

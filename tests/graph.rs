@@ -621,3 +621,68 @@ async fn a_tensor_past_64_bits_is_refused_naming_the_node() {
         "{d}"
     );
 }
+
+/// Reshapes by hand. [1, 4, 4] read as [2, 2, 4]: channel 1 of the reshape is input rows 2..3,
+/// so a 1x1 conv over both channels at (0, 0) reads flat indices 0 and 8, rows 0 and 2 of
+/// column 0 (a set with a hole). A decoder: 16 features, a linear layer to 32, unflattened to
+/// [2, 4, 4], a transposed conv 2->1 (k 2, s 2) to [1, 8, 8]; every unit reads every feature.
+#[tokio::test]
+async fn reshapes_by_hand() {
+    let m = graph(
+        json!([1, 4, 4]),
+        json!([
+            {"name": "fold", "type": "reshape", "shape": [2, 2, -1]},
+            {"name": "mix", "type": "conv2d", "out_channels": 1, "kernel_size": 1, "bias": false},
+            {"name": "flat", "type": "flatten", "start_dim": 2, "inputs": ["fold"]},
+            {"name": "back", "type": "unflatten", "dim": -1, "unflattened_size": [2, 4]}
+        ]),
+        Some(json!(["mix", "back"])),
+    );
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "mix", "index": [0, 0]}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_rows"], json!([[0, 0], [2, 2]]), "{r}");
+    assert_eq!(r["position"]["input_cols"], json!([[0, 0]]));
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(item(&r["layers"], "path", "fold")["kind"], "not_affine");
+    assert_eq!(item(&r["layers"], "path", "fold")["output_shape"], json!([2, 2, 4]));
+    // flatten(2) then unflatten back: [2, 8] -> [2, 2, 4]; unit (1, 3) of channel 1 is flat 15
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "back", "index": [1, 3], "channel": 1}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_rows"], json!([[3, 3]]), "{r}");
+    assert_eq!(r["position"]["input_cols"], json!([[3, 3]]));
+    let t = complexity(m).await;
+    assert_eq!(row(&t, "fold")["flops"], 0);
+    assert_eq!(row(&t, "mix")["params"], 2);
+    let decoder = graph(
+        json!([16]),
+        json!([
+            {"name": "fc", "type": "linear", "out_features": 32},
+            {"name": "img", "type": "unflatten", "dim": 1, "unflattened_size": [2, 4, 4]},
+            {"name": "up", "type": "conv_transpose2d", "out_channels": 1, "kernel_size": 2, "stride": 2}
+        ]),
+        None,
+    );
+    let t = complexity(decoder.clone()).await;
+    assert_eq!(row(&t, "fc")["params"], 16 * 32 + 32);
+    assert_eq!(row(&t, "img")["output_shape"], json!([2, 4, 4]));
+    assert_eq!(row(&t, "up")["output_shape"], json!([1, 8, 8]));
+    assert_eq!(row(&t, "up")["params"], 2 * 2 * 2 + 1);
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": decoder.clone(), "position": {"layer": "up", "index": [5, 2]}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["position"]["input_features"], json!([[0, 15]]), "{r}");
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    let d = post("/v1/gradient-diagnostics", json!({"model": decoder, "inputs": {"batch_size": 2}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+}

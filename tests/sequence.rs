@@ -371,9 +371,10 @@ async fn patches_become_tokens() {
             image(json!([{"name": "t", "type": "transpose", "dim0": 0, "dim1": 2}])),
             "/model/graph/nodes/0",
         ),
+        // flatten(3) of an image is PyTorch's no-op; 4 is no axis of it
         (
-            image(json!([{"name": "f", "type": "flatten", "start_dim": 3}])),
-            "/model/graph/nodes/0",
+            image(json!([{"name": "f", "type": "flatten", "start_dim": 4}])),
+            "/model/graph/nodes/0/start_dim",
         ),
         (
             image(json!([{"name": "f", "type": "flatten", "start_dim": 2}, {"name": "s", "type": "select", "dim": 1, "index": 2}])),

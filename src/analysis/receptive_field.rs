@@ -786,6 +786,14 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
 
 /// The map after a layer that reads one tensor (a 1-D layer: its 2-D form's).
 fn apply(node: &Node, rf: Rf) -> Rf {
+    // a reshape regroups the elements: a map survives only where nothing moves
+    if let LayerKind::Reshape(_) = node.layer.kind {
+        return match rf {
+            Rf::Global | Rf::Constant => rf,
+            _ if node.output == node.input => rf,
+            _ => Rf::NotAffine("reshaped: the elements regrouped in row-major order; a unit's exact set is exact".into()),
+        };
+    }
     match rf {
         Rf::Sequence { prefix, suffix } => return apply_sequence(node, prefix, suffix),
         Rf::Constant => return rf,
@@ -808,6 +816,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             _ => Rf::NotAffine("one token's features: each reads that token's range".into()),
         },
         LayerKind::Parameter { .. } => Rf::Constant,
+        LayerKind::Reshape(_) => unreachable!("answered above"),
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
@@ -1271,21 +1280,100 @@ fn group_channels(out: &IntervalSet, in_per: u64, out_per: u64) -> IntervalSet {
     )
 }
 
-/// The pieces of the run `a ..= b` of a row-major index over rows of `w`: (row, first, last).
-fn row_pieces(a: u64, b: u64, w: u64) -> impl Iterator<Item = (u64, u64, u64)> {
-    let mut k = a;
-    std::iter::from_fn(move || {
-        (k <= b).then(|| {
-            let (row, x) = (k / w, k % w);
-            let end = b.min(k - x + w - 1);
-            k = end + 1;
-            (row, x, end % w)
-        })
-    })
+/// The row-major flat indices (runs `first ..= last`, in order) that a box of a tensor of
+/// `shape` covers; None past `cap` runs.
+fn flat_runs(p: &[IntervalSet], shape: &[u64], cap: usize, runs: &mut Vec<(u64, u64)>, base: u64) -> Option<()> {
+    let inner: u64 = shape[1..].iter().product();
+    let whole_rest = p[1..].iter().zip(&shape[1..]).all(|(s, &n)| s.ranges() == [(0, n - 1)]);
+    if whole_rest {
+        runs.extend(
+            p[0].ranges()
+                .iter()
+                .map(|&(lo, hi)| (base + lo * inner, base + (hi + 1) * inner - 1)),
+        );
+    } else {
+        for v in p[0].iter() {
+            flat_runs(&p[1..], &shape[1..], cap, runs, base + v * inner)?;
+            if runs.len() > cap {
+                return None;
+            }
+        }
+    }
+    (runs.len() <= cap).then_some(())
+}
+
+/// The boxes of a tensor of `shape` that the flat run `a ..= b` covers: a partial first slice,
+/// whole slices, a partial last slice, axis by axis (at most two boxes per axis).
+fn run_boxes(a: u64, b: u64, shape: &[u64], out: &mut Vec<Product>) {
+    if shape.len() == 1 {
+        out.push(Product(vec![IntervalSet::range(a, b)]));
+        return;
+    }
+    let inner: u64 = shape[1..].iter().product();
+    let (first, last) = (a / inner, b / inner);
+    let nest = |outer: u64, lo: u64, hi: u64, out: &mut Vec<Product>| {
+        let mut sub = Vec::new();
+        run_boxes(lo, hi, &shape[1..], &mut sub);
+        out.extend(sub.into_iter().map(|p| {
+            let mut axes = vec![IntervalSet::range(outer, outer)];
+            axes.extend(p.0);
+            Product(axes)
+        }));
+    };
+    if first == last {
+        return nest(first, a % inner, b % inner, out);
+    }
+    let mut whole = (first, last);
+    if a % inner != 0 {
+        nest(first, a % inner, inner - 1, out);
+        whole.0 += 1;
+    }
+    if b % inner != inner - 1 {
+        nest(last, 0, b % inner, out);
+        whole.1 -= 1;
+    }
+    if whole.0 <= whole.1 {
+        let mut axes = vec![IntervalSet::range(whole.0, whole.1)];
+        axes.extend(shape[1..].iter().map(|&n| IntervalSet::range(0, n - 1)));
+        out.push(Product(axes));
+    }
+}
+
+/// A regrouping of the same elements in row-major order (a flatten, a reshape, an unflatten):
+/// the output boxes as flat runs, each run as boxes of the input. Past the box budget, the
+/// whole input, flagged approximate.
+fn regroup_back(input: &[u64], output: &[u64], set: &[Product], approx: &mut bool) -> Vec<Product> {
+    let whole = || vec![Product(input.iter().map(|&n| IntervalSet::range(0, n - 1)).collect())];
+    let mut runs = Vec::new();
+    for p in set {
+        if p.0.iter().any(IntervalSet::is_empty) {
+            continue;
+        }
+        if flat_runs(&p.0, output, MAX_BOXES * 4, &mut runs, 0).is_none() {
+            *approx = true;
+            return whole();
+        }
+    }
+    let mut out = Vec::new();
+    for &(a, b) in IntervalSet::from_ranges(runs).ranges() {
+        run_boxes(a, b, input, &mut out);
+        if out.len() > MAX_BOXES * 4 {
+            *approx = true;
+            return whole();
+        }
+    }
+    out
 }
 
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
+    // the same elements regrouped: a flatten, a reshape, on any input
+    if matches!(
+        node.layer.kind,
+        LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_)
+    ) {
+        return regroup_back(&node.input, &node.output, &set, approx);
+    }
     // a 1-D layer: its 2-D form on boxes with one row
     if let Some(lifted) = node.lifted() {
         let row = IntervalSet::range(0, 0);
@@ -1303,7 +1391,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
     }
     let full = |shape: &[u64]| Product(shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
     if node.input.len() == 2 || matches!(node.layer.kind, LayerKind::Embedding { .. }) {
-        if let Some(back) = back_sequence(node, &set, approx) {
+        if let Some(back) = back_sequence(node, &set) {
             return back;
         }
     }
@@ -1442,52 +1530,8 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 vec![full(&node.input)]
             }
         }
-        LayerKind::Flatten => {
-            if node.input.len() == 1 {
-                return set;
-            }
-            let (h, w) = (node.input[1], node.input[2]);
-            let mut out = Vec::new();
-            for p in set {
-                for &(a, b) in p.0[0].ranges() {
-                    if a == 0 && b == node.output[0] - 1 {
-                        out.push(full(&node.input));
-                        continue;
-                    }
-                    // Split the feature run at row boundaries: each piece is (channel, row, cols).
-                    for (r, x0, x1) in row_pieces(a, b, w) {
-                        out.push(Product(vec![
-                            IntervalSet::range(r / h, r / h),
-                            IntervalSet::range(r % h, r % h),
-                            IntervalSet::range(x0, x1),
-                        ]));
-                        if out.len() > MAX_BOXES * 4 {
-                            *approx = true;
-                            return vec![full(&node.input)];
-                        }
-                    }
-                }
-            }
-            out
-        }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
-        // [C, H*W] back to [C, H, W]: each run of positions split at row boundaries
-        LayerKind::FlattenSpatial => {
-            let w = node.input[2];
-            let mut out = Vec::new();
-            for p in set {
-                for &(a, b) in p.0[1].ranges() {
-                    for (y, x0, x1) in row_pieces(a, b, w) {
-                        out.push(Product(vec![p.0[0].clone(), IntervalSet::range(y, y), IntervalSet::range(x0, x1)]));
-                        if out.len() > MAX_BOXES * 4 {
-                            *approx = true;
-                            return vec![full(&node.input)];
-                        }
-                    }
-                }
-            }
-            out
-        }
+        LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_) => unreachable!("regrouped above"),
         LayerKind::Transpose => set.into_iter().map(|p| Product(vec![p.0[1].clone(), p.0[0].clone()])).collect(),
         LayerKind::SelectToken { index } => set
             .into_iter()
@@ -1510,7 +1554,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
 
 /// The input of a layer reading a sequence `[L, D]` (or, for an embedding, token ids `[L]`)
 /// seen by the outputs in `set`; None where the layer treats it as any tensor (element-wise).
-fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<Product>> {
+fn back_sequence(node: &Node, set: &[Product]) -> Option<Vec<Product>> {
     let all = |n: u64| IntervalSet::range(0, n - 1);
     let tokens = node.input[0];
     let features = *node.input.last().expect("a sequence has axes");
@@ -1556,26 +1600,6 @@ fn back_sequence(node: &Node, set: &[Product], approx: &mut bool) -> Option<Vec<
         }),
         // over the tokens: [D] (or [1, D] with keepdim) reads every token of its features
         LayerKind::Mean { .. } => each(&|p| vec![Product(vec![all(tokens), p.0[p.0.len() - 1].clone()])]),
-        LayerKind::Flatten => {
-            let mut out = Vec::new();
-            for p in set {
-                for &(a, b) in p.0[0].ranges() {
-                    if a == 0 && b == tokens * features - 1 {
-                        out.push(Product(vec![all(tokens), all(features)]));
-                        continue;
-                    }
-                    // split the run at token boundaries: each piece is (token, features)
-                    for (t, x0, x1) in row_pieces(a, b, features) {
-                        out.push(Product(vec![IntervalSet::range(t, t), IntervalSet::range(x0, x1)]));
-                        if out.len() > MAX_BOXES * 4 {
-                            *approx = true;
-                            return Some(vec![Product(vec![all(tokens), all(features)])]);
-                        }
-                    }
-                }
-            }
-            out
-        }
         _ => return None,
     })
 }
@@ -1702,6 +1726,82 @@ mod tests {
     use super::*;
     use crate::spec::{infer, parse_model, SpecLimits};
     use serde_json::json;
+
+    /// A regrouping's exact sets against brute force: every element of random boxes (unions of
+    /// interval sets per axis) of a random output shape, mapped through its flat index to the
+    /// input shape, 500 seeded cases.
+    #[test]
+    fn regrouped_sets_are_the_elements_moved_by_hand() {
+        use crate::analysis::rng::Rng;
+        use std::collections::BTreeSet;
+        let mut rng = Rng::new(20261128);
+        let mut draw = |n: u64| rng.next_u64() % n;
+        let factor = |total: u64, draw: &mut dyn FnMut(u64) -> u64| -> Vec<u64> {
+            // a random shape of 1 to 3 axes with `total` elements
+            let divisors: Vec<u64> = (1..=total).filter(|d| total % d == 0).collect();
+            match draw(3) {
+                0 => vec![total],
+                1 => {
+                    let a = divisors[draw(divisors.len() as u64) as usize];
+                    vec![a, total / a]
+                }
+                _ => {
+                    let a = divisors[draw(divisors.len() as u64) as usize];
+                    let rest: Vec<u64> = (1..=total / a).filter(|d| (total / a) % d == 0).collect();
+                    let b = rest[draw(rest.len() as u64) as usize];
+                    vec![a, b, total / a / b]
+                }
+            }
+        };
+        for case in 0..500 {
+            let total = 1 + draw(96);
+            let (input, output) = (factor(total, &mut draw), factor(total, &mut draw));
+            let boxes: Vec<Product> = (0..1 + draw(3))
+                .map(|_| {
+                    Product(
+                        output
+                            .iter()
+                            .map(|&n| {
+                                let ranges = (0..1 + draw(2))
+                                    .map(|_| {
+                                        let a = draw(n);
+                                        (a, a + draw(n - a))
+                                    })
+                                    .collect();
+                                IntervalSet::from_ranges(ranges)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            let flat = |shape: &[u64], idx: &[u64]| idx.iter().zip(shape).fold(0, |f, (&i, &n)| f * n + i);
+            let mut want = BTreeSet::new();
+            for p in &boxes {
+                let mut idx = vec![Vec::new()];
+                for axis in &p.0 {
+                    idx = idx
+                        .into_iter()
+                        .flat_map(|pre| axis.iter().map(move |v| [pre.clone(), vec![v]].concat()))
+                        .collect();
+                }
+                want.extend(idx.iter().map(|i| flat(&output, i)));
+            }
+            let mut approx = false;
+            let mut got = BTreeSet::new();
+            for p in regroup_back(&input, &output, &boxes, &mut approx) {
+                let mut idx = vec![Vec::new()];
+                for axis in &p.0 {
+                    idx = idx
+                        .into_iter()
+                        .flat_map(|pre| axis.iter().map(move |v| [pre.clone(), vec![v]].concat()))
+                        .collect();
+                }
+                got.extend(idx.iter().map(|i| flat(&input, i)));
+            }
+            assert!(!approx, "case {case}");
+            assert_eq!(got, want, "case {case}: {output:?} -> {input:?}, boxes {boxes:?}");
+        }
+    }
 
     fn table(spec: serde_json::Value, base: u64) -> Vec<LayerRf> {
         let spec = parse_model(&spec, "", &SpecLimits::default()).unwrap();

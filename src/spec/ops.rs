@@ -489,13 +489,35 @@ pub struct DropoutLayer {
     pub inplace: Option<bool>,
 }
 
-/// `torch.nn.Flatten`: start_dim 1 (a sample into features, the default) or 2 (an image's
-/// positions into one axis, `[C, H*W]`); end_dim -1.
+/// `torch.nn.Flatten(start_dim, end_dim)`, PyTorch's dims (batch axis 0): 1 to -1 (a sample into
+/// features, the default), 2 to -1 (an image's positions into one axis, `[C, H*W]`), or any other
+/// sample axes (a reshape).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"start_dim": 1}))]
 pub struct FlattenLayer {
     pub start_dim: Option<i64>,
     pub end_dim: Option<i64>,
+}
+
+/// `x.reshape(batch, *shape)` / `x.view(batch, *shape)`: the same elements in row-major order.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"shape": [16, 7, 7]}))]
+pub struct ReshapeLayer {
+    /// The sample's new shape without the batch axis, 1 to 3 sizes; one may be -1 (inferred).
+    #[schema(min_items = 1, max_items = 3)]
+    pub shape: Vec<i64>,
+}
+
+/// `torch.nn.Unflatten(dim, unflattened_size)`: one axis split into several.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"dim": 1, "unflattened_size": [16, 7, 7]}))]
+pub struct UnflattenLayer {
+    /// PyTorch's dim (batch axis 0, negative from the end).
+    #[schema(minimum = -8, maximum = 8)]
+    pub dim: i64,
+    /// Its sizes, multiplying to the axis's size; one may be -1.
+    #[schema(min_items = 1, max_items = 3)]
+    pub unflattened_size: Vec<i64>,
 }
 
 /// `x.transpose(1, 2)`: swaps a two-axis sample's axes.
@@ -655,7 +677,7 @@ pub struct ParameterLayer {
     pub shape: Vec<u64>,
 }
 
-/// Every layer op, by `type` (PyTorch's module name; case, `_` and `-` are ignored, so
+/// Every layer op (60), by `type` (PyTorch's module name; case, `_` and `-` are ignored, so
 /// `Conv2d`, `conv2d` and `max_pool2d` are spelt as here). Aliases: `cat` for concat,
 /// `attention` and `MultiheadAttention` for multihead_attention, `mm` and `bmm` for matmul,
 /// `upsampling_nearest2d` for upsample, `batchnorm` for batchnorm2d. `add` is residual in a
@@ -750,6 +772,12 @@ pub enum LayerOp {
     Dropout(DropoutLayer),
     #[serde(rename = "flatten")]
     Flatten(FlattenLayer),
+    #[serde(rename = "reshape")]
+    Reshape(ReshapeLayer),
+    #[serde(rename = "view")]
+    View(ReshapeLayer),
+    #[serde(rename = "unflatten")]
+    Unflatten(UnflattenLayer),
     #[serde(rename = "transpose")]
     Transpose(TransposeLayer),
     #[serde(rename = "permute")]

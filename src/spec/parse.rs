@@ -293,7 +293,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -927,18 +927,63 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "flatten" => {
-            let start = o.raw("start_dim").map(|v| v.as_i64());
-            let end = o.raw("end_dim").map(|v| v.as_i64());
-            if matches!(start, Some(Some(2))) && matches!(end, None | Some(Some(-1)) | Some(Some(3))) {
-                LayerKind::FlattenSpatial
-            } else if !matches!(start, None | Some(Some(1))) || !matches!(end, None | Some(Some(-1))) {
-                return Err(SpecError::invalid(
-                    o.pointer.clone(),
-                    "only flatten(start_dim=1, end_dim=-1) (one sample into features) and flatten(start_dim=2) (an image's positions into one axis) are supported",
-                ));
-            } else {
-                LayerKind::Flatten
+            let dim = |key: &'static str, default: i64| -> SpecResult<i64> { o.raw(key).map_or(Ok(default), |v| torch_dim(v, &o.at(key))) };
+            let (start, end) = (dim("start_dim", 1)?, dim("end_dim", -1)?);
+            match (start, end) {
+                (1, -1) => LayerKind::Flatten,
+                (2, -1 | 3) => LayerKind::FlattenSpatial,
+                (0, _) => {
+                    return Err(SpecError::invalid(
+                        o.at("start_dim"),
+                        "start_dim 0 flattens the batch axis into the sample: not supported (1 is nn.Flatten's default)",
+                    ))
+                }
+                // any other dims: the same elements regrouped (checked against the input's axes)
+                (start, end) => LayerKind::Reshape(ReshapeTo::Flatten { start, end }),
             }
+        }
+        "reshape" | "view" => {
+            let ptr = o.at("shape");
+            let shape = match o.raw("shape") {
+                None => return Err(o.missing("shape")),
+                Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        ptr,
+                        format!(
+                            "expected the sample's new shape without the batch axis (x.reshape(batch, *shape)), 1 to 3 sizes, one of them -1 at most, got {}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            LayerKind::Reshape(ReshapeTo::Shape(shape))
+        }
+        "unflatten" => {
+            let dim = match o.raw("dim") {
+                None => return Err(o.missing("dim")),
+                Some(v) => torch_dim(v, &o.at("dim"))?,
+            };
+            let ptr = o.at("unflattened_size");
+            let sizes = match o.raw("unflattened_size") {
+                None => return Err(o.missing("unflattened_size")),
+                Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        ptr,
+                        format!("expected the sizes that dim is split into, 1 to 3 of them, got {}", describe(other)),
+                    ))
+                }
+            };
+            LayerKind::Reshape(ReshapeTo::Unflatten { dim, sizes })
         }
         "concat" | "cat" => {
             check_depth(o, depth, limits)?;
@@ -1023,6 +1068,16 @@ fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bo
     }
     let bias = o.bool("bias", true)?;
     Ok((groups, bias))
+}
+
+/// One size of a reshape's target: a whole number from 1 to `max`, or -1 (inferred).
+fn reshape_size(v: &Value, pointer: &str, max: u64) -> SpecResult<i64> {
+    if v.as_i64() == Some(-1) {
+        return Ok(-1);
+    }
+    uint(v, pointer, 1, max)
+        .map(|n| n as i64)
+        .map_err(|e| SpecError::invalid(e.pointer, format!("{} (or -1, inferred)", e.message)))
 }
 
 /// A PyTorch `dim` (batch axis 0, negative from the end), range-checked before any use.

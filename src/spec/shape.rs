@@ -589,6 +589,80 @@ pub fn sample_axis(dim: i64, rank: usize, pointer: &str) -> SpecResult<usize> {
     Ok(d as usize - 1)
 }
 
+/// The output of a reshape: its target resolved against the input (one -1 inferred), the same
+/// number of elements, 1 to 3 sample axes.
+fn reshape(input: &[u64], to: &ReshapeTo, pointer: &str) -> SpecResult<Vec<u64>> {
+    let whole = |dims: &[u64]| dims.iter().try_fold(1u128, |a, &d| a.checked_mul(d as u128));
+    let total = whole(input).ok_or_else(|| SpecError::invalid(pointer, "the input's size overflows"))?;
+    let (target, at): (Vec<i64>, String) = match to {
+        ReshapeTo::Shape(shape) => (shape.clone(), child(pointer, "shape")),
+        ReshapeTo::Unflatten { dim, sizes } => {
+            let a = sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
+            let mut t: Vec<i64> = input[..a].iter().map(|&d| d as i64).collect();
+            t.extend(sizes);
+            t.extend(input[a + 1..].iter().map(|&d| d as i64));
+            let at = child(pointer, "unflattened_size");
+            // the sizes split that one axis
+            let fixed = whole(&sizes.iter().map(|&d| d as u64).collect::<Vec<_>>());
+            if !sizes.contains(&-1) && fixed != Some(input[a] as u128) {
+                return Err(SpecError::invalid(
+                    at,
+                    format!(
+                        "{sizes:?} does not multiply to the {} elements of axis {dim} of {input:?}",
+                        input[a]
+                    ),
+                ));
+            }
+            (t, at)
+        }
+        ReshapeTo::Flatten { start, end } => {
+            let a = sample_axis(*start, input.len(), &child(pointer, "start_dim"))?;
+            let b = sample_axis(*end, input.len(), &child(pointer, "end_dim"))?;
+            if a > b {
+                return Err(SpecError::invalid(
+                    child(pointer, "start_dim"),
+                    format!("start_dim {start} comes after end_dim {end} on {input:?}"),
+                ));
+            }
+            let merged = whole(&input[a..=b])
+                .filter(|&n| n <= u64::MAX as u128)
+                .ok_or_else(|| SpecError::invalid(pointer, "the flattened size overflows"))?;
+            let mut t: Vec<i64> = input[..a].iter().map(|&d| d as i64).collect();
+            t.push(i64::try_from(merged).map_err(|_| SpecError::invalid(pointer, "the flattened size overflows"))?);
+            t.extend(input[b + 1..].iter().map(|&d| d as i64));
+            (t, pointer.to_string())
+        }
+    };
+    if target.len() > 3 {
+        return Err(SpecError::invalid(
+            at,
+            format!("{input:?} reshaped to {} sample axes: at most 3 are supported", target.len()),
+        ));
+    }
+    if target.iter().filter(|&&d| d == -1).count() > 1 {
+        return Err(SpecError::invalid(at, "only one size can be -1 (inferred)"));
+    }
+    let fixed = whole(&target.iter().filter(|&&d| d != -1).map(|&d| d as u64).collect::<Vec<_>>())
+        .ok_or_else(|| SpecError::invalid(&at, "the shape's size overflows"))?;
+    let mismatch = || {
+        SpecError::invalid(
+            &at,
+            format!("cannot reshape {input:?} ({total} elements) into {target:?}, as PyTorch cannot"),
+        )
+    };
+    let inferred = if target.contains(&-1) {
+        if fixed == 0 || total % fixed != 0 {
+            return Err(mismatch());
+        }
+        total / fixed
+    } else if fixed != total {
+        return Err(mismatch());
+    } else {
+        1
+    };
+    Ok(target.iter().map(|&d| if d == -1 { inferred as u64 } else { d as u64 }).collect())
+}
+
 /// The output shape of an add, mul or concat node, with PyTorch's rules: broadcasting (each
 /// axis equal or 1) for add and mul, every axis but `dim` equal for concat. Every tensor has a
 /// batch axis, so inputs of different rank would broadcast a sample axis against the batch:
@@ -986,6 +1060,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                 ))
             }
         },
+        LayerKind::Reshape(to) => reshape(input, to, pointer)?,
         LayerKind::FlattenSpatial => {
             let [c, h, w] = image(input, "flatten(start_dim=2)", pointer)?;
             vec![c, h * w]

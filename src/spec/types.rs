@@ -164,6 +164,10 @@ pub enum LayerKind {
     },
     /// `x.flatten(2)` on an image `[C, H, W]`: `[C, H*W]`, the positions in row-major order.
     FlattenSpatial,
+    /// `x.reshape(batch, *shape)` / `x.view(...)`, `nn.Unflatten(dim, sizes)` or a
+    /// `nn.Flatten(start_dim, end_dim)` of other dims than the two kinds above: the same elements
+    /// in row-major order, regrouped into 1 to 3 sample axes.
+    Reshape(ReshapeTo),
     /// `x.transpose(1, 2)` (or `permute(0, 2, 1)`) on a two-axis sample: `[A, B]` to `[B, A]`.
     Transpose,
     /// `x[:, index]` on a sequence (`torch.select(x, 1, index)`): one token's features `[D]`.
@@ -328,6 +332,17 @@ pub enum LayerKind {
     MatMul,
 }
 
+/// How a reshape names its output (shape inference resolves it against the input).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReshapeTo {
+    /// The sample's shape (no batch axis); one entry may be -1 (inferred).
+    Shape(Vec<i64>),
+    /// `nn.Unflatten(dim, sizes)`: PyTorch's dim (batch axis 0) split into `sizes` (one may be -1).
+    Unflatten { dim: i64, sizes: Vec<i64> },
+    /// `nn.Flatten(start_dim, end_dim)`: PyTorch's dims (batch axis 0, negative from the end).
+    Flatten { start: i64, end: i64 },
+}
+
 /// The layers that combine several tensors (the composites and the graph form's merges): every
 /// analysis combines them at the merge node, never through a one-input rule. A pattern:
 /// `crate::spec::merges!() => unreachable!(...)`.
@@ -411,6 +426,9 @@ impl Layer {
             LayerKind::Embedding { .. } => "embedding",
             LayerKind::Parameter { .. } => "parameter",
             LayerKind::FlattenSpatial => "flatten",
+            LayerKind::Reshape(ReshapeTo::Shape(_)) => "reshape",
+            LayerKind::Reshape(ReshapeTo::Unflatten { .. }) => "unflatten",
+            LayerKind::Reshape(ReshapeTo::Flatten { .. }) => "flatten",
             LayerKind::Transpose => "transpose",
             LayerKind::SelectToken { .. } => "select",
             LayerKind::MultiheadAttention { .. } => "multihead_attention",

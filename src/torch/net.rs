@@ -533,6 +533,11 @@ impl Net {
                 };
                 t.unsqueeze(0).expand(size.as_slice(), false)
             }
+            LayerKind::Reshape(_) => {
+                let mut size = vec![x.size()[0]];
+                size.extend(node.output.iter().map(|&d| d as i64));
+                x.reshape(size.as_slice())
+            }
             LayerKind::FlattenSpatial => x.flatten(2, -1),
             LayerKind::Transpose => x.transpose(1, 2),
             LayerKind::SelectToken { index } => x.select(1, *index as i64),

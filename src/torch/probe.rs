@@ -453,8 +453,9 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::Parameter { .. }
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
-        | LayerKind::SelectToken { .. } => {
-            unreachable!("models with sequences run in probe_whole")
+        | LayerKind::SelectToken { .. }
+        | LayerKind::Reshape(_) => {
+            unreachable!("models with sequences or reshapes run in probe_whole")
         }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
@@ -660,7 +661,9 @@ pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
     graph.spec.token_ids
         || graph.input().len() == 2
         || graph.nodes.iter().any(|n| {
-            n.output.len() == 2
+            // a reshape regroups channels and positions: the channel quotient does not hold
+            matches!(n.layer.kind, LayerKind::Reshape(_))
+                || n.output.len() == 2
                 || n.input.len() == 2
                 || (n.inputs.is_empty() && !(n.output.len() == 3 && n.output[1] == 1 && n.output[2] == 1))
                 || (n.inputs.iter().any(|e| scale(e.from)) && !matches!(n.merge, Some(Merge::Add | Merge::Mul)))

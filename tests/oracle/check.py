@@ -102,6 +102,11 @@ def oracle_rf(spec, path, index, channel):
     if len(index) == 2:
         col = y[:, index[0], index[1]]
         unit = col.sum() if channel is None else col[channel]
+    elif y.dim() == 2:
+        # a two-axis tensor inside an image network (a flatten or reshape): row index[0], one
+        # column (`channel`) or all of them
+        row = y[index[0]]
+        unit = row.sum() if channel is None else row[channel]
     else:
         unit = y[index[0]]
     (g,) = torch.autograd.grad(unit, x, allow_unused=True)
@@ -141,6 +146,9 @@ def run_rf(url, n, seed, graphs, signals):
         elif len(shape) == 3:
             index = [rng.randrange(shape[1]), rng.randrange(shape[2])]
             channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
+        elif len(shape) == 2:
+            index = [rng.randrange(shape[0])]
+            channel = rng.randrange(shape[1]) if rng.random() < 0.3 else None
         else:
             index, channel = [rng.randrange(shape[0])], None
         position = {"layer": path, "index": index}

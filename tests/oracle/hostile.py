@@ -24,14 +24,15 @@ def layer(depth=0):
                     "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d",
                     "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM",
                     "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d",
-                    "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d"])
+                    "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d",
+                    "reshape", "view", "unflatten", "Unflatten"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",
                          "elementwise_affine", "track_running_stats", "affine", "keepdim",
                          "num_embeddings", "embedding_dim", "padding_idx", "embed_dim", "num_heads", "is_causal", "need_weights", "kdim",
                          "hidden_size", "num_layers", "bidirectional", "input_size", "nonlinearity", "proj_size",
-                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim"], rng.randint(0, 7)):
+                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim", "unflattened_size"], rng.randint(0, 7)):
         flags = ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim", "is_causal", "need_weights", "bidirectional", "nonlinearity")
         d[k] = v() if k not in flags else rng.choice([True, False, 1, "nearest", "bilinear", "tanh", "relu"])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
@@ -39,6 +40,12 @@ def layer(depth=0):
     if t == "parameter" and rng.random() < 0.5:
         # absurd, empty, mistyped and deep shapes for a learned tensor
         d["shape"] = rng.choice([[2**31, 2**31], [], [0], [1048576] * 3, [v()] * 4, "3", [-1, 2], [[1]], [v(), 1, 1]])
+    if t in ("reshape", "view", "unflatten", "Unflatten", "flatten") and rng.random() < 0.6:
+        # sizes that overflow, two -1, zeros, four axes, mistyped, and dims past the tensor
+        bad = rng.choice([[2**40, 2**40, 2**40], [-1, -1], [0, -1], [1, 1, 1, 1], [-2, 3], ["3"], [], 5, [2**63, 2], [1048576, 1048576, 1048576]])
+        d["unflattened_size" if t.lower() == "unflatten" else "shape"] = bad
+        if t.lower() in ("unflatten", "flatten"):
+            d[rng.choice(["dim", "start_dim", "end_dim"])] = rng.choice([0, 1, 2, 3, 4, -1, -4, 9, 2**40, 1.5])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
     if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
     return d

@@ -152,6 +152,17 @@ class Mean(nn.Module):
         return x.mean(self.dim, keepdim=self.keepdim)
 
 
+class Reshape(nn.Module):
+    """x.reshape(batch, *shape), as a model's forward writes it."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
 class Add(nn.Module):
     def forward(self, *xs):
         out = xs[0]
@@ -374,7 +385,11 @@ def build_layer(spec, shape, probe):
     elif t == "dropout":
         m = nn.Identity() if probe else nn.Dropout(spec.get("p", 0.5)).eval()
     elif t == "flatten":
-        m = nn.Flatten()
+        m = nn.Flatten(spec.get("start_dim", 1), spec.get("end_dim", -1))
+    elif t in ("reshape", "view"):
+        m = Reshape(spec["shape"])
+    elif t == "unflatten":
+        m = nn.Unflatten(spec["dim"], tuple(spec["unflattened_size"]))
     elif t == "concat":
         m = Concat([build(b, shape, probe)[0] for b in spec["branches"]])
     elif t == "residual":
@@ -457,6 +472,25 @@ def rand_norm(rng, shape):
     return {"type": kind, "dim": rng.choice([1, 2, 3, -1, -2, -3][:len(shape)] if len(shape) == 3 else [1, -1])}
 
 
+def rand_reshape(rng, shape, single=False):
+    """The same elements regrouped: rows folded into channels, a [C, W, H] reading of [C, H, W],
+    a flatten undone by an unflatten, or (a decoder) features made an image by a linear layer."""
+    c, h, w = shape
+    r = rng.random() * (0.4 if single else 1)
+    if r < 0.25:
+        k = rng.choice([d for d in (2, 3) if h % d == 0] or [1])
+        return [{"type": rng.choice(["reshape", "view"]), "shape": [c * k, -1, w]}]
+    if r < 0.4:
+        return [{"type": "reshape", "shape": [c, w, h]}]
+    if r < 0.55:
+        return [{"type": "flatten", "start_dim": 1, "end_dim": 2}, {"type": "unflatten", "dim": 1, "unflattened_size": [c, h]}]
+    if r < 0.7:
+        return [{"type": "flatten", "start_dim": rng.choice([2, -2])}, {"type": "unflatten", "dim": -1, "unflattened_size": [h, -1]}]
+    c2, h2, w2 = rng.randint(1, 3), rng.randint(3, 8), rng.randint(3, 8)
+    return [{"type": "reshape", "shape": [-1]}, {"type": "linear", "out_features": c2 * h2 * w2},
+            {"type": "unflatten", "dim": 1, "unflattened_size": [c2, h2, w2]}]
+
+
 def rand_pool(rng):
     k = rng.randint(1, 4)
     spec = {"type": rng.choice(["maxpool2d", "avgpool2d"]), "kernel_size": k, "stride": rng.randint(1, 3),
@@ -500,6 +534,8 @@ def random_spec(rng):
         elif r < 0.75:
             cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
+        elif r < 0.81:
+            cand = rand_reshape(rng, shape)
         elif r < 0.88:
             stride = rng.randint(1, 2)
             cand = {"type": "concat", "branches": [rand_branch_layers(rng, shape, stride) for _ in range(rng.randint(2, 3))]}
@@ -511,16 +547,19 @@ def random_spec(rng):
                     {"type": "conv2d", "out_channels": out, "kernel_size": 3, "padding": 1}]
             shortcut = [] if (s == 1 and out == shape[0]) else [{"type": "conv2d", "out_channels": out, "kernel_size": 1, "stride": s}]
             cand = {"type": "residual", "body": body, "shortcut": shortcut}
-        if cand["type"] in ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
-                            "adaptive_maxpool2d", "upsample") and rng.random() < 0.3:
-            cand["functional"] = True
+        group = cand if isinstance(cand, list) else [cand]
+        if group[0]["type"] in ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
+                                "adaptive_maxpool2d", "upsample") and rng.random() < 0.3:
+            group[0]["functional"] = True
         try:
-            _, new_shape = build_layer(cand, shape, False)
+            new_shape = shape
+            for layer in group:
+                _, new_shape = build_layer(layer, new_shape, False)
         except Exception:
             continue
         if len(new_shape) != 3 or new_shape[1] < 1 or new_shape[2] < 1:
             continue
-        layers.append(cand)
+        layers.extend(group)
         shape = new_shape
     if not layers:
         layers.append({"type": "relu"})
@@ -701,6 +740,8 @@ def random_graph(rng):
                 dim = rng.choice([2, 3])
                 same = [n for n in names if all(shapes[n][a] == s[a] for a in range(3) if a != dim - 1)]
                 add({"type": "concat", "dim": rng.choice([dim, dim - 4])}, [src, rng.choice(same)])
+        elif r < 0.91:
+            add(rand_reshape(rng, s, single=True)[0], [src])
         elif r < 0.95 and s[1] % 2 == 0 and s[2] % 2 == 0:
             # a U-Net level: down by a pool, a conv, back up by a transposed conv or an
             # upsampling, then concatenated with the skip

@@ -258,8 +258,13 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             }
             make(dims, values, c.integer)
         }
-        op @ ("Add" | "Sub" | "Mul" | "Div") => {
+        op @ ("Add" | "Sub" | "Mul" | "Div" | "Mod") => {
             let (l, r) = (x()?, arg(1)?);
+            // Mod by zero has no value; fmod=0 takes the divisor's sign (Python's %), 1 C's fmod
+            if op == "Mod" && r.values.contains(&0.0) {
+                return None;
+            }
+            let c_fmod = a.int("fmod", 0) == 1;
             // same shapes, or one side a single number
             let (dims, n) = if l.values.len() == r.values.len() && l.dims == r.dims {
                 (l.dims.clone(), l.values.len())
@@ -279,6 +284,8 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
                         "Add" => p + q,
                         "Sub" => p - q,
                         "Mul" => p * q,
+                        "Mod" if c_fmod => p % q,
+                        "Mod" => p - q * (p / q).floor(),
                         _ if integer => (p / q).trunc(),
                         _ => p / q,
                     }

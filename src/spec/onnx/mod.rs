@@ -1195,7 +1195,22 @@ impl Reader {
                             self.features.push((self.nodes.len(), *f as u64));
                         }
                     }
-                    other => return Err(format!("to {other:?}: only a flatten to [batch, -1] is supported yet")),
+                    // any other regrouping of a sample: the batch axis kept (0 copies it, -1 or 1
+                    // for batch 1), 1 to 3 sample sizes, positive or one -1
+                    [b, rest @ ..]
+                        if (*b == 1.0 || *b == 0.0 || *b == -1.0)
+                            && (1..=3).contains(&rest.len())
+                            && rest.iter().all(|&d| d >= 1.0 || d == -1.0)
+                            && rest.iter().filter(|&&d| d == -1.0).count() + usize::from(*b == -1.0) <= 1 =>
+                    {
+                        set("type", json!("reshape"));
+                        set("shape", json!(rest.iter().map(|&d| d as i64).collect::<Vec<_>>()));
+                    }
+                    other => {
+                        return Err(format!(
+                            "to {other:?}: a reshape keeps the batch axis (0, or 1 for batch 1) and gives 1 to 3 sample sizes, positive or one -1 (a 0 that copies an input axis is not supported yet)"
+                        ))
+                    }
                 }
                 inputs.push(self.source(data())?);
             }
