@@ -191,7 +191,14 @@ fn dynamo_name(node: &NodeProto) -> Option<String> {
     };
     // the class of the innermost module, one before the op's own entry
     let class = classes.len().checked_sub(2).and_then(|i| classes.get(i)).copied().unwrap_or("");
-    let layer = class.starts_with("torch.nn.modules.") && !class.starts_with("torch.nn.modules.container.");
+    // a recurrent op (aten.lstm, gru, rnn_tanh, rnn_relu) is the module that runs it, even one
+    // of the model's own subclasses of nn.LSTM
+    let recurrent = classes.last().is_some_and(|c| {
+        ["aten.lstm", "aten.gru", "aten.rnn_tanh", "aten.rnn_relu"]
+            .iter()
+            .any(|r| c.starts_with(r))
+    });
+    let layer = recurrent || (class.starts_with("torch.nn.modules.") && !class.starts_with("torch.nn.modules.container."));
     Some(if layer { module.to_string() } else { format!("{module}.{op}") })
 }
 
@@ -629,13 +636,18 @@ impl Reader {
         // nothing else reads, becomes that layer's next one (PyTorch's weight_ih_l1, ...).
         let src = self.source(x)?;
         let scope = |onnx: &str| onnx.rsplit_once('/').map(|(s, _)| s.to_string());
+        // the dynamo exporter names no scope in node names: its metadata names the module
+        let module = dynamo_name(node);
         let stacked = self.names.get(&src).copied().filter(|&i| {
             let prev = &self.nodes[i];
-            let same_module = self
-                .origin
-                .iter()
-                .find(|(n, _, _)| *n == src)
-                .is_some_and(|(_, onnx, _)| scope(onnx).is_some() && scope(onnx) == scope(node.name()));
+            let same_module = match &module {
+                Some(m) => prev["name"].as_str() == Some(m.as_str()),
+                None => self
+                    .origin
+                    .iter()
+                    .find(|(n, _, _)| *n == src)
+                    .is_some_and(|(_, onnx, _)| scope(onnx).is_some() && scope(onnx) == scope(node.name())),
+            };
             let private = self
                 .tensors
                 .iter()
@@ -719,8 +731,15 @@ impl Reader {
             .iter()
             .find(|t| !layout_op && matches!(self.layout(t), Some(Layout::TimeMajor | Layout::Recurrent { .. })))
         {
+            // torch 2.11's dynamo exporter writes nn.RNN (not LSTM or GRU) as a loop unrolled
+            // into per-step MatMul, Slice and Tanh/Relu ops on the time-major input
+            let unrolled = if op == "MatMul" && dynamo_name(node).is_some() {
+                "; this looks like an nn.RNN that the dynamo exporter (torch.onnx.export's default) unrolled into per-step ops, which are not mapped back: export with dynamo=False, which writes an ONNX RNN op"
+            } else {
+                ""
+            };
             return Err(format!(
-                "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
+                "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read{unrolled}"
             ));
         }
         let channels_last = node.input.first().is_some_and(|t| self.layout(t) == Some(Layout::ChannelsLast));
