@@ -122,7 +122,31 @@ def seed_sequence_onnx():
     return buf.getvalue()
 
 
-ONNX_FILES = [seed_onnx(), seed_sequence_onnx()]
+def seed_attention_onnx():
+    """A third: the dynamo exporter's self-attention (some thirty ops of one module, read back
+    as one layer), a causal mask, a layernorm and an LSTM reading the attention time-major."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.norm, self.rnn = torch.nn.MultiheadAttention(8, 2, batch_first=True), torch.nn.LayerNorm(8), torch.nn.LSTM(8, 4, batch_first=True)
+
+        def forward(self, x):
+            mask = torch.nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+            y = self.attn(x, x, x, need_weights=False, attn_mask=mask, is_causal=True)[0]
+            return self.rnn(self.norm(y))[0]
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), dynamo=True, verbose=False).model_proto.SerializeToString()
+
+
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx()]
 
 
 def seed_torchscript():

@@ -5,6 +5,9 @@
 //! - `Reshape(x, [0, G, -1])`, `InstanceNormalization` with ones and zeros, `Reshape` back, then
 //!   `Mul` and `Add` by per-channel constants is `nn.GroupNorm(G, C)` (opsets before 18).
 //!
+//! - every op the dynamo exporter writes inside one `nn.MultiheadAttention` module (its metadata
+//!   names the module; the module owns `<module>.out_proj.weight`) is that self-attention layer.
+//!
 //! Each pattern must be a chain whose inner tensors nobody else reads; otherwise the ops stay
 //! separate (and are refused if they cannot be read one by one).
 use super::{Attrs, Constant};
@@ -13,6 +16,19 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 pub(super) enum Layer {
+    /// `nn.MultiheadAttention(embed_dim, heads)` as self-attention, its weights in PyTorch's
+    /// layout (`in_proj_weight` [3E, E], `out_proj.weight` [E, E]) and names.
+    Attention {
+        module: String,
+        heads: u64,
+        bias: bool,
+        causal: bool,
+        need_weights: bool,
+        weights: Vec<(&'static str, std::sync::Arc<crate::spec::LazyValues>)>,
+        /// The module's output is left time-major `[L, batch, E]`: the exporter cancelled its last
+        /// Transpose against a recurrent layer's first.
+        time_major: bool,
+    },
     Silu,
     Gelu,
     Mish,
@@ -60,6 +76,170 @@ impl<'a> Graph<'a> {
     fn scalar(&self, t: &str) -> Option<f64> {
         let c = self.constants.get(t)?;
         (c.values.len() == 1).then(|| c.values[0])
+    }
+
+    /// The dynamo exporter's ops of each `nn.MultiheadAttention` module (a subclass included),
+    /// grouped by the module its metadata names, as one self-attention layer at the group's
+    /// first op: the group must read one tensor from outside and write one that is read outside.
+    fn attention(&self) -> Vec<(usize, Fusion)> {
+        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(scopes) = n.metadata_props.iter().find(|p| p.key() == "pkg.torch.onnx.name_scopes") else {
+                continue;
+            };
+            let scopes = super::python_list(scopes.value());
+            if let Some(m) = scopes
+                .iter()
+                .rev()
+                .find(|m| !m.is_empty() && self.constants.contains_key(&format!("{m}.out_proj.weight")))
+            {
+                groups.entry(m.to_string()).or_default().push(i);
+            }
+        }
+        groups
+            .into_iter()
+            .filter_map(|(m, members)| self.attention_group(m, members))
+            .collect()
+    }
+
+    fn attention_group(&self, module: String, members: Vec<usize>) -> Option<(usize, Fusion)> {
+        use crate::spec::LazyValues;
+        use std::sync::Arc;
+        let inside: std::collections::HashSet<&str> = members
+            .iter()
+            .flat_map(|&i| self.nodes[i].output.iter().map(String::as_str))
+            .collect();
+        let member = |j: &usize| members.contains(j);
+        let mut reads: Vec<&str> = members
+            .iter()
+            .flat_map(|&i| self.nodes[i].input.iter().map(String::as_str))
+            .filter(|t| !t.is_empty() && !inside.contains(t) && !self.constants.contains_key(*t))
+            .collect();
+        reads.sort_unstable();
+        reads.dedup();
+        let writes: Vec<&str> = inside
+            .iter()
+            .copied()
+            .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
+            .collect();
+        let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
+            return None;
+        };
+        let out_w = self.constants.get(&format!("{module}.out_proj.weight"))?;
+        let e = *out_w.dims.first()?;
+        // (sizes from the file: bounded before any arithmetic or allocation)
+        if out_w.dims != [e, e] || !(1..=1 << 20).contains(&e) {
+            return None;
+        }
+        let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
+        let class = |n: &NodeProto| {
+            n.metadata_props
+                .iter()
+                .find(|p| p.key() == "pkg.torch.onnx.class_hierarchy")
+                .map(|p| p.value().to_string())
+                .unwrap_or_default()
+        };
+        // q, k and v projected together: x @ in_proj_weight^T, a [E, 3E] constant, then the
+        // bias [3E] added (found by its place: the exporter keeps one copy of equal tensors, so
+        // two modules' zero biases may be one initializer under the first one's name)
+        let (proj, in_w) = ops.iter().find_map(|n| {
+            let c = n.input.get(1).and_then(|t| self.constants.get(t.as_str()))?;
+            let out = n.output.first()?;
+            (n.op_type() == "MatMul" && c.dims == [e, 3 * e]).then(|| (out, Arc::new(c.values.transposed(e as usize, 3 * e as usize))))
+        })?;
+        let in_b = ops.iter().find_map(|n| {
+            if n.op_type() != "Add" || !n.input.contains(proj) {
+                return None;
+            }
+            n.input
+                .iter()
+                .filter_map(|t| self.constants.get(t.as_str()))
+                .find(|c| c.dims == [3 * e])
+        });
+        // the output projection: Gemm(x, out_proj.weight, transB=1) with its bias, if any (a
+        // bias of zeros may be dropped by the exporter)
+        let gemm = ops.iter().find(|n| {
+            n.op_type() == "Gemm"
+                && super::Attrs(n).int("transB", 0) == 1
+                && n.input
+                    .get(1)
+                    .and_then(|t| self.constants.get(t.as_str()))
+                    .is_some_and(|c| c.dims == [e, e])
+        })?;
+        let out_w = self.constants.get(gemm.input[1].as_str())?;
+        let out_b = gemm
+            .input
+            .get(2)
+            .filter(|t| !t.is_empty())
+            .and_then(|t| self.constants.get(t.as_str()));
+        let bias = in_b.is_some();
+        if !bias && out_b.is_some() {
+            return None;
+        }
+        // the heads: q, k and v, each taken from the projection (a Gather), are viewed as
+        // [L, batch * heads, head_dim]
+        let heads = ops
+            .iter()
+            .filter(|n| n.op_type() == "Reshape")
+            .filter(|n| {
+                n.input
+                    .first()
+                    .and_then(|t| self.producer.get(t.as_str()))
+                    .is_some_and(|&p| member(&p) && self.nodes[p].op_type() == "Gather")
+            })
+            .filter_map(|n| self.constants.get(n.input.get(1)?.as_str()))
+            .filter_map(|c| c.values.last().map(|&d| d as i64))
+            .find(|&d| d > 0 && e % d == 0)
+            .map_or(1, |d| e / d);
+        // a causal mask is a constant with -inf added to the scores; need_weights=True computes
+        // them by bmm (baddbmm under a mask) instead of scaled_dot_product_attention
+        let causal = ops.iter().any(|n| {
+            n.op_type() == "Add"
+                && n.input.iter().filter_map(|t| self.constants.get(t.as_str())).any(|c| {
+                    let square = c.dims.len() >= 2 && c.dims[c.dims.len() - 1] == c.dims[c.dims.len() - 2];
+                    square
+                        && c.dims[..c.dims.len() - 2].iter().all(|&d| d == 1)
+                        && c.values.iter().any(|&x| x == f64::NEG_INFINITY || x < -1e30)
+                })
+        });
+        let need_weights = ops.iter().any(|n| {
+            let c = class(n);
+            c.contains("aten.bmm") || c.contains("aten.baddbmm")
+        });
+        let mut weights = vec![("in_proj_weight", in_w)];
+        if let Some(b) = in_b {
+            weights.push(("in_proj_bias", b.values.clone()));
+        }
+        weights.push(("out_proj.weight", out_w.values.clone()));
+        if bias {
+            let b = out_b.map_or_else(|| Arc::new(LazyValues::from(vec![0.0; e as usize])), |b| b.values.clone());
+            weights.push(("out_proj.bias", b));
+        }
+        // nn.MultiheadAttention works time-major: its last op transposes back to batch-first,
+        // unless the exporter cancelled that against the Transpose of a recurrent op reading it
+        let time_major = !ops.iter().any(|n| {
+            n.op_type() == "Transpose"
+                && n.output.first().is_some_and(|o| o == output)
+                && super::Attrs(n).ints("perm").as_deref() == Some(&[1, 0, 2])
+        });
+        let first = *members.iter().min()?;
+        Some((
+            first,
+            Fusion {
+                layer: Layer::Attention {
+                    module,
+                    heads: heads as u64,
+                    bias,
+                    causal,
+                    need_weights,
+                    weights,
+                    time_major,
+                },
+                input: input.to_string(),
+                output: output.to_string(),
+                absorbed: members.into_iter().filter(|&i| i != first).collect(),
+            },
+        ))
     }
 
     fn silu(&self, s: usize) -> Option<Fusion> {
@@ -190,7 +370,7 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
         producer,
         constants,
     };
-    let mut found = HashMap::new();
+    let mut found: HashMap<usize, Fusion> = g.attention().into_iter().collect();
     for (i, n) in nodes.iter().enumerate() {
         let f = match n.op_type() {
             "Sigmoid" => g.silu(i),

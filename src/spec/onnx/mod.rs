@@ -168,7 +168,7 @@ impl<'a> Attrs<'a> {
 }
 
 /// The quoted strings of a Python list's repr, `['', 'layer1', 'layer1.0']`.
-fn python_list(text: &str) -> Vec<&str> {
+pub(super) fn python_list(text: &str) -> Vec<&str> {
     text.split('\'').skip(1).step_by(2).collect()
 }
 
@@ -402,7 +402,25 @@ impl Reader {
         let src = self.source(&f.input)?;
         let mut body = Map::new();
         let mut tensors = Vec::new();
+        let mut module = None;
         match &f.layer {
+            fuse::Layer::Attention {
+                module: m,
+                heads,
+                bias,
+                causal,
+                need_weights,
+                weights,
+                ..
+            } => {
+                body.insert("type".into(), json!("multihead_attention"));
+                body.insert("num_heads".into(), json!(heads));
+                body.insert("bias".into(), json!(bias));
+                body.insert("is_causal".into(), json!(causal));
+                body.insert("need_weights".into(), json!(need_weights));
+                tensors.extend(weights.iter().map(|(role, v)| (role.to_string(), v.clone())));
+                module = Some(format!("{m}.weight"));
+            }
             fuse::Layer::Silu => {
                 body.insert("type".into(), json!("silu"));
             }
@@ -425,18 +443,23 @@ impl Reader {
             }
         }
         // named after the module whose forward the pattern is (`/2/Reshape` is module 2)
-        let module = node
-            .name()
-            .strip_prefix('/')
-            .and_then(legacy_scope)
-            .map(|(m, _)| format!("{m}.weight"))
-            .filter(|m| m != ".weight");
+        let module = module.or_else(|| {
+            node.name()
+                .strip_prefix('/')
+                .and_then(legacy_scope)
+                .map(|(m, _)| format!("{m}.weight"))
+                .filter(|m| m != ".weight")
+        });
         let name = self.push(node, index, module.as_deref(), vec![src], body);
         if !tensors.is_empty() {
             self.weights.insert(name.clone(), tensors);
         }
-        // an activation written as several ops keeps a channels-last image channels-last
-        let layout = self.layout(&f.input).filter(|l| *l == Layout::ChannelsLast);
+        // an activation written as several ops keeps a channels-last image channels-last; an
+        // attention's output may be left time-major for the recurrent op that reads it
+        let layout = match f.layer {
+            fuse::Layer::Attention { time_major: true, .. } => Some(Layout::TimeMajor),
+            _ => self.layout(&f.input).filter(|l| *l == Layout::ChannelsLast),
+        };
         self.bind(f.output.clone(), name, layout);
         Ok(())
     }
@@ -874,7 +897,8 @@ impl Reader {
                     self.constants.insert(out, c);
                     return Ok(());
                 }
-                return self.relayout(data(), out, channels_last.then_some(Layout::ChannelsLast));
+                // the same tensor in the same layout (channels-last, time-major, ...)
+                return self.relayout(data(), out, self.layout(data()));
             }
             "Conv" | "ConvTranspose" => {
                 let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
