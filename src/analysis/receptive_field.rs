@@ -1774,30 +1774,24 @@ mod tests {
                     )
                 })
                 .collect();
-            let flat = |shape: &[u64], idx: &[u64]| idx.iter().zip(shape).fold(0, |f, (&i, &n)| f * n + i);
-            let mut want = BTreeSet::new();
-            for p in &boxes {
-                let mut idx = vec![Vec::new()];
-                for axis in &p.0 {
-                    idx = idx
-                        .into_iter()
-                        .flat_map(|pre| axis.iter().map(move |v| [pre.clone(), vec![v]].concat()))
-                        .collect();
+            // the flat indices of every element of some boxes of a tensor of `shape`
+            let elements = |boxes: &[Product], shape: &[u64]| -> BTreeSet<u64> {
+                let mut out = BTreeSet::new();
+                for p in boxes {
+                    let mut idx: Vec<Vec<u64>> = vec![Vec::new()];
+                    for axis in &p.0 {
+                        idx = idx
+                            .into_iter()
+                            .flat_map(|pre| axis.iter().map(move |v| [pre.clone(), vec![v]].concat()))
+                            .collect();
+                    }
+                    out.extend(idx.iter().map(|i| i.iter().zip(shape).fold(0, |f, (&i, &n)| f * n + i)));
                 }
-                want.extend(idx.iter().map(|i| flat(&output, i)));
-            }
+                out
+            };
+            let want = elements(&boxes, &output);
             let mut approx = false;
-            let mut got = BTreeSet::new();
-            for p in regroup_back(&input, &output, &boxes, &mut approx) {
-                let mut idx = vec![Vec::new()];
-                for axis in &p.0 {
-                    idx = idx
-                        .into_iter()
-                        .flat_map(|pre| axis.iter().map(move |v| [pre.clone(), vec![v]].concat()))
-                        .collect();
-                }
-                got.extend(idx.iter().map(|i| flat(&input, i)));
-            }
+            let got = elements(&regroup_back(&input, &output, &boxes, &mut approx), &input);
             assert!(!approx, "case {case}");
             assert_eq!(got, want, "case {case}: {output:?} -> {input:?}, boxes {boxes:?}");
         }

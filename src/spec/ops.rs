@@ -78,98 +78,85 @@ pub enum PaddingMode {
     Circular,
 }
 
-/// `torch.nn.Conv2d`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"out_channels": 64, "kernel_size": 3, "padding": 1}))]
-pub struct Conv2dLayer {
-    /// Checked against the inferred input, never trusted.
-    #[schema(minimum = 1)]
-    pub in_channels: Option<u64>,
-    #[schema(minimum = 1)]
-    pub out_channels: u64,
-    pub kernel_size: Size2,
-    /// Default 1.
-    pub stride: Option<Size2>,
-    /// Default 0.
-    pub padding: Option<ConvPadding2>,
-    /// Default 1.
-    pub dilation: Option<Size2>,
-    /// Dividing out_channels (and the input's channels).
-    #[schema(minimum = 1, default = 1)]
-    pub groups: Option<u64>,
-    #[schema(default = true)]
-    pub bias: Option<bool>,
-    /// Default zeros.
-    pub padding_mode: Option<PaddingMode>,
+/// The 1-D and 2-D forms of a layer share one field list (`$size`: an int or `[l]`, or an int or
+/// `[h, w]`; `$padding` the same, with "same" and "valid" for convolutions).
+macro_rules! conv_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty, $padding:ty) => {
+        #[derive(Serialize, ToSchema)]
+        $(#[$m])*
+        pub struct $name {
+            /// Checked against the inferred input, never trusted.
+            #[schema(minimum = 1)]
+            pub in_channels: Option<u64>,
+            #[schema(minimum = 1)]
+            pub out_channels: u64,
+            pub kernel_size: $size,
+            /// Default 1.
+            pub stride: Option<$size>,
+            /// Default 0.
+            pub padding: Option<$padding>,
+            /// Default 1.
+            pub dilation: Option<$size>,
+            /// Dividing out_channels (and the input's channels).
+            #[schema(minimum = 1, default = 1)]
+            pub groups: Option<u64>,
+            #[schema(default = true)]
+            pub bias: Option<bool>,
+            /// Default zeros.
+            pub padding_mode: Option<PaddingMode>,
+        }
+    };
 }
 
-/// `torch.nn.Conv1d` on a signal `[C, L]`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"out_channels": 16, "kernel_size": 5, "stride": 2}))]
-pub struct Conv1dLayer {
-    #[schema(minimum = 1)]
-    pub in_channels: Option<u64>,
-    #[schema(minimum = 1)]
-    pub out_channels: u64,
-    pub kernel_size: Size1,
-    /// Default 1.
-    pub stride: Option<Size1>,
-    /// Default 0.
-    pub padding: Option<ConvPadding1>,
-    /// Default 1.
-    pub dilation: Option<Size1>,
-    #[schema(minimum = 1, default = 1)]
-    pub groups: Option<u64>,
-    #[schema(default = true)]
-    pub bias: Option<bool>,
-    /// Default zeros.
-    pub padding_mode: Option<PaddingMode>,
+conv_layer!(
+    /// `torch.nn.Conv2d`.
+    #[schema(example = json!({"out_channels": 64, "kernel_size": 3, "padding": 1}))]
+    Conv2dLayer, Size2, ConvPadding2
+);
+conv_layer!(
+    /// `torch.nn.Conv1d` on a signal `[C, L]`.
+    #[schema(example = json!({"out_channels": 16, "kernel_size": 5, "stride": 2}))]
+    Conv1dLayer, Size1, ConvPadding1
+);
+
+macro_rules! conv_transpose_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty) => {
+        #[derive(Serialize, ToSchema)]
+        $(#[$m])*
+        pub struct $name {
+            #[schema(minimum = 1)]
+            pub in_channels: Option<u64>,
+            #[schema(minimum = 1)]
+            pub out_channels: u64,
+            pub kernel_size: $size,
+            /// Default 1.
+            pub stride: Option<$size>,
+            /// Default 0.
+            pub padding: Option<$size>,
+            /// Default 0; smaller than stride or dilation on each axis.
+            pub output_padding: Option<$size>,
+            /// Default 1.
+            pub dilation: Option<$size>,
+            #[schema(minimum = 1, default = 1)]
+            pub groups: Option<u64>,
+            #[schema(default = true)]
+            pub bias: Option<bool>,
+            /// zeros only (as PyTorch).
+            pub padding_mode: Option<ZerosOnly>,
+        }
+    };
 }
 
-/// `torch.nn.ConvTranspose2d`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"out_channels": 32, "kernel_size": 2, "stride": 2}))]
-pub struct ConvTranspose2dLayer {
-    #[schema(minimum = 1)]
-    pub in_channels: Option<u64>,
-    #[schema(minimum = 1)]
-    pub out_channels: u64,
-    pub kernel_size: Size2,
-    /// Default 1.
-    pub stride: Option<Size2>,
-    /// Default 0.
-    pub padding: Option<Size2>,
-    /// Default 0; smaller than stride or dilation on each axis.
-    pub output_padding: Option<Size2>,
-    /// Default 1.
-    pub dilation: Option<Size2>,
-    #[schema(minimum = 1, default = 1)]
-    pub groups: Option<u64>,
-    #[schema(default = true)]
-    pub bias: Option<bool>,
-    /// zeros only (as PyTorch).
-    pub padding_mode: Option<ZerosOnly>,
-}
-
-/// `torch.nn.ConvTranspose1d` on a signal `[C, L]`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}))]
-pub struct ConvTranspose1dLayer {
-    #[schema(minimum = 1)]
-    pub in_channels: Option<u64>,
-    #[schema(minimum = 1)]
-    pub out_channels: u64,
-    pub kernel_size: Size1,
-    pub stride: Option<Size1>,
-    pub padding: Option<Size1>,
-    pub output_padding: Option<Size1>,
-    pub dilation: Option<Size1>,
-    #[schema(minimum = 1, default = 1)]
-    pub groups: Option<u64>,
-    #[schema(default = true)]
-    pub bias: Option<bool>,
-    pub padding_mode: Option<ZerosOnly>,
-}
+conv_transpose_layer!(
+    /// `torch.nn.ConvTranspose2d`.
+    #[schema(example = json!({"out_channels": 32, "kernel_size": 2, "stride": 2}))]
+    ConvTranspose2dLayer, Size2
+);
+conv_transpose_layer!(
+    /// `torch.nn.ConvTranspose1d` on a signal `[C, L]`.
+    #[schema(example = json!({"out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}))]
+    ConvTranspose1dLayer, Size1
+);
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -217,63 +204,65 @@ pub struct LinearLayer {
     pub bias: Option<bool>,
 }
 
-/// `torch.nn.MaxPool2d`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"kernel_size": 2, "stride": 2}))]
-pub struct MaxPool2dLayer {
-    pub kernel_size: Size2,
-    /// Default kernel_size.
-    pub stride: Option<Size2>,
-    /// Default 0; at most half the kernel.
-    pub padding: Option<Size2>,
-    /// Default 1.
-    pub dilation: Option<Size2>,
-    #[schema(default = false)]
-    pub ceil_mode: Option<bool>,
-    /// false only.
-    pub return_indices: Option<bool>,
+macro_rules! max_pool_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty) => {
+        #[derive(Serialize, ToSchema)]
+        $(#[$m])*
+        pub struct $name {
+            pub kernel_size: $size,
+            /// Default kernel_size.
+            pub stride: Option<$size>,
+            /// Default 0; at most half the kernel.
+            pub padding: Option<$size>,
+            /// Default 1.
+            pub dilation: Option<$size>,
+            #[schema(default = false)]
+            pub ceil_mode: Option<bool>,
+            /// false only.
+            pub return_indices: Option<bool>,
+        }
+    };
 }
 
-/// `torch.nn.MaxPool1d` on a signal.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"kernel_size": 3, "stride": 2, "padding": 1}))]
-pub struct MaxPool1dLayer {
-    pub kernel_size: Size1,
-    pub stride: Option<Size1>,
-    pub padding: Option<Size1>,
-    pub dilation: Option<Size1>,
-    #[schema(default = false)]
-    pub ceil_mode: Option<bool>,
-    pub return_indices: Option<bool>,
+max_pool_layer!(
+    /// `torch.nn.MaxPool2d`.
+    #[schema(example = json!({"kernel_size": 2, "stride": 2}))]
+    MaxPool2dLayer, Size2
+);
+max_pool_layer!(
+    /// `torch.nn.MaxPool1d` on a signal.
+    #[schema(example = json!({"kernel_size": 3, "stride": 2, "padding": 1}))]
+    MaxPool1dLayer, Size1
+);
+
+macro_rules! avg_pool_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty) => {
+        #[derive(Serialize, ToSchema)]
+        $(#[$m])*
+        pub struct $name {
+            pub kernel_size: $size,
+            /// Default kernel_size.
+            pub stride: Option<$size>,
+            /// Default 0; at most half the kernel.
+            pub padding: Option<$size>,
+            #[schema(default = false)]
+            pub ceil_mode: Option<bool>,
+            #[schema(default = true)]
+            pub count_include_pad: Option<bool>,
+        }
+    };
 }
 
-/// `torch.nn.AvgPool2d`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"kernel_size": 3, "stride": 1, "padding": 1}))]
-pub struct AvgPool2dLayer {
-    pub kernel_size: Size2,
-    /// Default kernel_size.
-    pub stride: Option<Size2>,
-    /// Default 0; at most half the kernel.
-    pub padding: Option<Size2>,
-    #[schema(default = false)]
-    pub ceil_mode: Option<bool>,
-    #[schema(default = true)]
-    pub count_include_pad: Option<bool>,
-}
-
-/// `torch.nn.AvgPool1d` on a signal.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"kernel_size": 4}))]
-pub struct AvgPool1dLayer {
-    pub kernel_size: Size1,
-    pub stride: Option<Size1>,
-    pub padding: Option<Size1>,
-    #[schema(default = false)]
-    pub ceil_mode: Option<bool>,
-    #[schema(default = true)]
-    pub count_include_pad: Option<bool>,
-}
+avg_pool_layer!(
+    /// `torch.nn.AvgPool2d`.
+    #[schema(example = json!({"kernel_size": 3, "stride": 1, "padding": 1}))]
+    AvgPool2dLayer, Size2
+);
+avg_pool_layer!(
+    /// `torch.nn.AvgPool1d` on a signal.
+    #[schema(example = json!({"kernel_size": 4}))]
+    AvgPool1dLayer, Size1
+);
 
 /// An int, or `[h, w]` where `null` keeps that axis's input size.
 #[derive(Serialize)]

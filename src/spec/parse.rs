@@ -943,46 +943,15 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "reshape" | "view" => {
-            let ptr = o.at("shape");
-            let shape = match o.raw("shape") {
-                None => return Err(o.missing("shape")),
-                Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
-                    .collect::<SpecResult<Vec<_>>>()?,
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        ptr,
-                        format!(
-                            "expected the sample's new shape without the batch axis (x.reshape(batch, *shape)), 1 to 3 sizes, one of them -1 at most, got {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            };
-            LayerKind::Reshape(ReshapeTo::Shape(shape))
+            let what = "the sample's new shape without the batch axis (x.reshape(batch, *shape))";
+            LayerKind::Reshape(ReshapeTo::Shape(reshape_sizes(o, "shape", what, max)?))
         }
         "unflatten" => {
             let dim = match o.raw("dim") {
                 None => return Err(o.missing("dim")),
                 Some(v) => torch_dim(v, &o.at("dim"))?,
             };
-            let ptr = o.at("unflattened_size");
-            let sizes = match o.raw("unflattened_size") {
-                None => return Err(o.missing("unflattened_size")),
-                Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
-                    .collect::<SpecResult<Vec<_>>>()?,
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        ptr,
-                        format!("expected the sizes that dim is split into, 1 to 3 of them, got {}", describe(other)),
-                    ))
-                }
-            };
+            let sizes = reshape_sizes(o, "unflattened_size", "the sizes that dim is split into", max)?;
             LayerKind::Reshape(ReshapeTo::Unflatten { dim, sizes })
         }
         "concat" | "cat" => {
@@ -1068,6 +1037,23 @@ fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bo
     }
     let bias = o.bool("bias", true)?;
     Ok((groups, bias))
+}
+
+/// A reshape's target sizes under `key`: 1 to 3 of them, each a whole number or -1.
+fn reshape_sizes(o: &Obj, key: &'static str, what: &str, max: u64) -> SpecResult<Vec<i64>> {
+    let ptr = o.at(key);
+    match o.raw(key) {
+        None => Err(o.missing(key)),
+        Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
+            .collect(),
+        Some(other) => Err(SpecError::invalid(
+            ptr,
+            format!("expected {what}, 1 to 3 sizes, one of them -1 at most, got {}", describe(other)),
+        )),
+    }
 }
 
 /// One size of a reshape's target: a whole number from 1 to `max`, or -1 (inferred).
