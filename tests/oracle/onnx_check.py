@@ -469,6 +469,64 @@ def run_sequences(url, n, seed):
     return failures
 
 
+def check_vit_dynamo(url):
+    """A small ViT of torchvision's own VisionTransformer class, by the dynamo exporter: the file
+    reads as the whole network (patches, class token, position embedding, attention, MLP, head)
+    with PyTorch's module names; parameters and FlopCounterMode's total equal the module's, and
+    float64 gradients with the file's weights equal autograd's per named parameter."""
+    import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
+    from torchvision.models.vision_transformer import VisionTransformer
+    torch.manual_seed(3)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5).eval()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        data = export(model, [3, 32, 32], dynamo=True)
+    onnx_model = {"onnx": base64.b64encode(data).decode()}
+    problems = []
+    status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+    if status != 200:
+        print(f"onnx small ViT (dynamo): status {status}: {str(resp)[:400]}")
+        return 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(1, 3, 32, 32))
+    if resp["totals"]["flops"] != counter.get_total_flops():
+        problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+    if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+        problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+    if not resp["verification"].get("agrees"):
+        problems.append("the libtorch check disagrees")
+    modules = dict(model.named_modules())
+    # (the exporter folds class_token.expand(...) into an initializer named "expand")
+    unnamed = [r["path"] for r in resp["rows"] if r["params"] and r["path"] not in modules and r["path"] not in ("encoder.pos_embedding", "expand")]
+    if unnamed:
+        problems.append(f"rows not named after the module's: {unnamed}")
+    model = model.double()
+    gen = torch.Generator().manual_seed(4)
+    xs = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=gen)
+    s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
+    if s != 200:
+        problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+    else:
+        model.zero_grad()
+        model(xs).flatten(1).sum().backward()
+        params = dict(model.named_parameters())
+        checked = 0
+        for row in g["layers"]:
+            p = params.get(row["path"], params.get(row["path"] + ".weight"))
+            if p is None or p.grad is None:
+                continue
+            checked += 1
+            want, got = p.grad.norm().item(), row["weight_grad"]["frobenius"]
+            if abs(got - want) > 1e-7 * max(abs(want), 1e-12):
+                problems.append(f"{row['path']}: weight grad {got} != autograd {want}")
+        if checked < 10:
+            problems.append(f"only {checked} diagnostics rows name a parameter of the module")
+    print("onnx small ViT (torchvision's VisionTransformer, dynamo export): " + ("ok" if not problems else "; ".join(problems)))
+    return 1 if problems else 0
+
+
 def check_unrolled_rnn(url):
     """torch 2.11's dynamo exporter writes nn.RNN as per-step ops: a 422 that says so and what to
     do, not a silent or wrong table."""
@@ -505,6 +563,7 @@ def main():
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_unrolled_rnn(a.url)
+    failed += check_vit_dynamo(a.url)
     sys.exit(1 if failed else 0)
 
 

@@ -202,6 +202,23 @@ fn dynamo_name(node: &NodeProto) -> Option<String> {
     Some(if layer { module.to_string() } else { format!("{module}.{op}") })
 }
 
+/// The bias of zeros that the dynamo exporter drops from a Conv or Gemm (torchvision
+/// zeroes ViT's `conv_proj` and head biases, for one): its metadata still shows the op's bias
+/// parameter (`aten.conv2d(%x, %p_conv_proj_weight, %p_conv_proj_bias, ...)`), so the layer keeps
+/// its parameter, as the module has it.
+fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
+    let fx = node.metadata_props.iter().find(|p| p.key() == "pkg.torch.onnx.fx_node")?.value();
+    let (head, args) = fx.split_once("](args = (")?;
+    let op = head.contains("target=torch.ops.aten.conv") || head.contains("target=torch.ops.aten.linear");
+    let bias = args.split(", ").nth(2)?.trim_end_matches(')');
+    (op && bias.starts_with("%p_") && bias.ends_with("bias") && (1..=1 << 24).contains(&len)).then(|| Constant {
+        dims: vec![len],
+        values: std::sync::Arc::new(LazyValues::from(vec![0.0; len as usize])),
+        initializer: true,
+        integer: false,
+    })
+}
+
 /// PyTorch's module name from the legacy exporter's scope names: `/layer1/layer1.0/relu/Relu`
 /// is module `layer1.0.relu`, `/layer1/layer1.0/Add` the add of module `layer1.0`. Other names
 /// are kept as they are.
@@ -351,6 +368,11 @@ impl Reader {
     /// A unique node name: the PyTorch module's name where the node has a weight named
     /// `<module>.weight`, else the ONNX node's name.
     fn name_for(&mut self, node: &NodeProto, index: usize, weight: Option<&str>) -> String {
+        // a weight that several nodes read (the dynamo exporter keeps one copy of equal tensors,
+        // such as every LayerNorm's ones at initialization) names none of them: the metadata does
+        let shared = weight.is_some_and(|w| self.readers.get(w).copied().unwrap_or(0) > 1) && dynamo_name(node).is_some();
+        let has_weight = weight.is_some();
+        let weight = weight.filter(|_| !shared);
         let base = weight
             .and_then(|w| w.strip_suffix(".weight"))
             .map(str::to_string)
@@ -358,7 +380,7 @@ impl Reader {
                 // an op inside a module that owns weights (F.pad in a reflect-padded Conv2d)
                 // leaves the module's name to the module's own op
                 dynamo_name(node).or_else(|| scoped_name(node.name(), node.op_type())).map(|n| {
-                    match weight.is_none() && self.modules.contains(&n) {
+                    match !has_weight && self.modules.contains(&n) {
                         true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
                         false => n,
                     }
@@ -788,6 +810,22 @@ impl Reader {
             ));
         }
         match op {
+            // x[:, index] on a sequence [batch, L, D] (ViT's class token): one token's features
+            "Gather"
+                if self.constant(data()).is_none()
+                    && a.int("axis", 0) == 1
+                    && node
+                        .input
+                        .get(1)
+                        .and_then(|t| self.constant(t))
+                        .is_some_and(|c| c.dims.is_empty() && c.values.len() == 1 && c.values[0] >= 0.0) =>
+            {
+                let index = self.constant(&node.input[1]).map_or(0.0, |c| c.values[0]);
+                set("type", json!("select"));
+                set("dim", json!(1));
+                set("index", json!(index as u64));
+                inputs.push(self.source(data())?);
+            }
             "Gather" => {
                 // an embedding: the rows of a learned [V, E] table picked by the token ids
                 let table = self.weight(node, 0, "table")?.ok_or("has no table")?;
@@ -972,7 +1010,8 @@ impl Reader {
                     let op = a.ints("output_padding").unwrap_or(vec![0; ones.len()]);
                     set("output_padding", spatial(&op, one_d, "output_padding")?);
                 }
-                let b = self.weight(node, 2, "bias")?;
+                let out_channels = if op == "Conv" { w.dims[0] } else { w.dims[1] * a.int("group", 1) };
+                let b = self.weight(node, 2, "bias")?.or_else(|| zero_bias(node, out_channels));
                 set("bias", json!(b.is_some()));
                 weight_name = node.input.get(1).cloned();
                 tensors.push(("weight", w));
@@ -1006,7 +1045,12 @@ impl Reader {
                         integer: false,
                     }
                 };
-                let b = if gemm { self.weight(node, 2, "bias")? } else { None };
+                // (a MatMul's bias, if any, is the Add after it)
+                let b = if gemm {
+                    self.weight(node, 2, "bias")?.or_else(|| zero_bias(node, weight.dims[0]))
+                } else {
+                    None
+                };
                 if let Some(b) = &b {
                     if b.values.len() as i64 != weight.dims[0] {
                         return Err(format!(
