@@ -432,18 +432,7 @@ def run_sequences(url, n, seed):
         elif s != 200:
             problems.append(f"diagnostics status {s}: {str(g)[:300]}")
         else:
-            model.zero_grad()
-            model(xs).flatten(1).sum().backward()
-            params = dict(model.named_parameters())
-            scale = max([p.grad.norm().item() for p in params.values() if p.grad is not None] + [1.0])
-            for row in g["layers"]:
-                p = params.get(row["path"], params.get(row["path"] + ".weight"))
-                if p is None:
-                    problems.append(f"diagnostics row {row['path']} names no parameter of the module")
-                    continue
-                want, got = p.grad.norm().item(), row["weight_grad"]["frobenius"]
-                if abs(got - want) > 1e-7 * max(abs(want), 1e-12) and abs(got - want) > 1e-12 * scale:
-                    problems.append(f"{row['path']}: weight grad {got} != autograd {want}")
+            problems += gradient_problems(model, xs, g["layers"])[0]
         # the tokens one output unit reads, against autograd on the module
         out = [r for r in resp["rows"] if not r["subtotal"]][-1]
         # (a ReLU RNN's dead units have exactly zero gradients: autograd proves less there)
@@ -467,6 +456,29 @@ def run_sequences(url, n, seed):
     print(f"onnx sequence oracle: {n - failures - refused} passed, {failures} failed, {refused} that torch.onnx.export itself refuses "
           f"({dynamos} files by the dynamo exporter, {attentions} of them with attention)")
     return failures
+
+
+def gradient_problems(model, xs, rows, renamed=()):
+    """The service's float64 weight-gradient norms (`rows` of a diagnostics answer) against
+    autograd on `model` for the sum of its outputs on `xs`, per named parameter (rows in
+    `renamed` carry a name the exporter gave); the problems and how many rows were compared."""
+    model.zero_grad()
+    model(xs).flatten(1).sum().backward()
+    params = dict(model.named_parameters())
+    scale = max([p.grad.norm().item() for p in params.values() if p.grad is not None] + [1.0])
+    problems, checked = [], 0
+    for row in rows:
+        p = params.get(row["path"], params.get(row["path"] + ".weight"))
+        if p is None and row["path"] in renamed:
+            continue
+        if p is None:
+            problems.append(f"diagnostics row {row['path']} names no parameter of the module")
+            continue
+        checked += 1
+        want, got = p.grad.norm().item(), row["weight_grad"]["frobenius"]
+        if abs(got - want) > 1e-7 * max(abs(want), 1e-12) and abs(got - want) > 1e-12 * scale:
+            problems.append(f"{row['path']}: weight grad {got} != autograd {want}")
+    return problems, checked
 
 
 def check_vit_dynamo(url):
@@ -509,18 +521,8 @@ def check_vit_dynamo(url):
     if s != 200:
         problems.append(f"diagnostics status {s}: {str(g)[:300]}")
     else:
-        model.zero_grad()
-        model(xs).flatten(1).sum().backward()
-        params = dict(model.named_parameters())
-        checked = 0
-        for row in g["layers"]:
-            p = params.get(row["path"], params.get(row["path"] + ".weight"))
-            if p is None or p.grad is None:
-                continue
-            checked += 1
-            want, got = p.grad.norm().item(), row["weight_grad"]["frobenius"]
-            if abs(got - want) > 1e-7 * max(abs(want), 1e-12):
-                problems.append(f"{row['path']}: weight grad {got} != autograd {want}")
+        found, checked = gradient_problems(model, xs, g["layers"], renamed=("expand",))
+        problems += found
         if checked < 10:
             problems.append(f"only {checked} diagnostics rows name a parameter of the module")
     print("onnx small ViT (torchvision's VisionTransformer, dynamo export): " + ("ok" if not problems else "; ".join(problems)))
