@@ -255,6 +255,12 @@ fn param_numel(node: &Node, bias: bool) -> u128 {
         .sum()
 }
 
+/// An attention layer's query tokens L, key and value tokens Lk (L but for cross-attention) and
+/// embedding size E, for the counts.
+fn attention_sizes(node: &Node) -> (u128, u128, u128) {
+    (node.input[0] as u128, node.key_tokens() as u128, node.input[1] as u128)
+}
+
 /// Intrinsic counts of one non-composite layer for one sample (flops left at zero).
 fn intrinsic(node: &Node, additions: Additions) -> Counts {
     // a 1-D layer: its 2-D form's counts on [C, 1, L]; but linear interpolation weighs two
@@ -325,12 +331,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             // in_proj (3E x E per token), scores Q K^T (L x L x E over the heads), a scale and
             // a softmax per score, the scores times V (L x L x E), out_proj (E x E per token)
             // (cross-attention: the query's L tokens, the keys' and values' Lk)
-            let (l, lk, e, h) = (
-                node.input[0] as u128,
-                node.key_tokens() as u128,
-                node.input[1] as u128,
-                *heads as u128,
-            );
+            let ((l, lk, e), h) = (attention_sizes(node), *heads as u128);
             c.params_weight = param_numel(node, false);
             c.params_bias = param_numel(node, true);
             // projected tokens: the queries and the outputs (L each), the keys and values (Lk each)
@@ -493,7 +494,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         // GRU and RNN run as mm/addmm per step (counted), LSTM as one fused op (not counted)
         FlopRule::Profile(Profile::TorchFlopCounter) if is_sequence_mixer => match k {
             LayerKind::MultiheadAttention { need_weights, .. } => {
-                let (l, lk, e) = (node.input[0] as u128, node.key_tokens() as u128, node.input[1] as u128);
+                let (l, lk, e) = attention_sizes(node);
                 2 * (2 * l + 2 * lk) * e * e + if *need_weights { 2 * 2 * l * lk * e } else { 0 }
             }
             LayerKind::Recurrent(r) if r.cell == crate::spec::Cell::Lstm => 0,
@@ -505,7 +506,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         // rnn_tanh, rnn_relu) have none
         FlopRule::Profile(Profile::Fvcore) if is_sequence_mixer => match k {
             LayerKind::MultiheadAttention { need_weights, causal, .. } => {
-                let (l, lk, e) = (node.input[0] as u128, node.key_tokens() as u128, node.input[1] as u128);
+                let (l, lk, e) = attention_sizes(node);
                 (2 * l + 2 * lk) * e * e
                     + match (need_weights, causal) {
                         (true, false) => 2 * l * lk * e,
@@ -524,12 +525,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 need_weights,
                 causal,
             } => {
-                let (l, lk, e, h) = (
-                    node.input[0] as u128,
-                    node.key_tokens() as u128,
-                    node.input[1] as u128,
-                    *heads as u128,
-                );
+                let ((l, lk, e), h) = (attention_sizes(node), *heads as u128);
                 let hd = e / h;
                 // q scaling, q/k/v projections (and their biases), per head q k^T, softmax and
                 // attention times v, the output projection with its bias

@@ -1367,13 +1367,6 @@ fn regroup_back(input: &[u64], output: &[u64], set: &[Product], approx: &mut boo
 
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
-    // the same elements regrouped: a flatten, a reshape, on any input
-    if matches!(
-        node.layer.kind,
-        LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_)
-    ) {
-        return regroup_back(&node.input, &node.output, &set, approx);
-    }
     // a 1-D layer: its 2-D form on boxes with one row
     if let Some(lifted) = node.lifted() {
         let row = IntervalSet::range(0, 0);
@@ -1531,7 +1524,8 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             }
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
-        LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_) => unreachable!("regrouped above"),
+        // the same elements regrouped, on any input
+        LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_) => regroup_back(&node.input, &node.output, &set, approx),
         LayerKind::Transpose => set.into_iter().map(|p| Product(vec![p.0[1].clone(), p.0[0].clone()])).collect(),
         LayerKind::SelectToken { index } => set
             .into_iter()

@@ -1061,7 +1061,7 @@ fn reshape_size(v: &Value, pointer: &str, max: u64) -> SpecResult<i64> {
     if v.as_i64() == Some(-1) {
         return Ok(-1);
     }
-    uint(v, pointer, 1, max)
+    uint(v, pointer, 1, max.min(i64::MAX as u64))
         .map(|n| n as i64)
         .map_err(|e| SpecError::invalid(e.pointer, format!("{} (or -1, inferred)", e.message)))
 }

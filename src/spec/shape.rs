@@ -625,10 +625,10 @@ fn reshape(input: &[u64], to: &ReshapeTo, pointer: &str) -> SpecResult<Vec<u64>>
                 ));
             }
             let merged = whole(&input[a..=b])
-                .filter(|&n| n <= u64::MAX as u128)
+                .and_then(|n| i64::try_from(n).ok())
                 .ok_or_else(|| SpecError::invalid(pointer, "the flattened size overflows"))?;
             let mut t: Vec<i64> = input[..a].iter().map(|&d| d as i64).collect();
-            t.push(i64::try_from(merged).map_err(|_| SpecError::invalid(pointer, "the flattened size overflows"))?);
+            t.push(merged);
             t.extend(input[b + 1..].iter().map(|&d| d as i64));
             (t, pointer.to_string())
         }

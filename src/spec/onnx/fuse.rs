@@ -84,10 +84,10 @@ impl<'a> Graph<'a> {
     fn attention(&self) -> Vec<(usize, Fusion)> {
         let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
         for (i, n) in self.nodes.iter().enumerate() {
-            let Some(scopes) = n.metadata_props.iter().find(|p| p.key() == "pkg.torch.onnx.name_scopes") else {
+            let Some(scopes) = super::meta(n, "pkg.torch.onnx.name_scopes") else {
                 continue;
             };
-            let scopes = super::python_list(scopes.value());
+            let scopes = super::python_list(scopes);
             if let Some(m) = scopes
                 .iter()
                 .rev()
@@ -125,20 +125,14 @@ impl<'a> Graph<'a> {
         let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
             return None;
         };
-        let out_w = self.constants.get(&format!("{module}.out_proj.weight"))?;
-        let e = *out_w.dims.first()?;
-        // (sizes from the file: bounded before any arithmetic or allocation)
-        if out_w.dims != [e, e] || !(1..=1 << 20).contains(&e) {
+        // E from the module's own out_proj.weight (sizes from the file: bounded before any
+        // arithmetic or allocation)
+        let named = &self.constants.get(&format!("{module}.out_proj.weight"))?.dims;
+        let e = *named.first()?;
+        if *named != [e, e] || !(1..=1 << 20).contains(&e) {
             return None;
         }
         let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
-        let class = |n: &NodeProto| {
-            n.metadata_props
-                .iter()
-                .find(|p| p.key() == "pkg.torch.onnx.class_hierarchy")
-                .map(|p| p.value().to_string())
-                .unwrap_or_default()
-        };
         // q, k and v projected together: x @ in_proj_weight^T, a [E, 3E] constant, then the
         // bias [3E] added (found by its place: the exporter keeps one copy of equal tensors, so
         // two modules' zero biases may be one initializer under the first one's name)
@@ -203,8 +197,7 @@ impl<'a> Graph<'a> {
                 })
         });
         let need_weights = ops.iter().any(|n| {
-            let c = class(n);
-            c.contains("aten.bmm") || c.contains("aten.baddbmm")
+            super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some_and(|c| c.contains("aten.bmm") || c.contains("aten.baddbmm"))
         });
         let mut weights = vec![("in_proj_weight", in_w)];
         if let Some(b) = in_b {

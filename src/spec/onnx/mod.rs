@@ -167,6 +167,11 @@ impl<'a> Attrs<'a> {
     }
 }
 
+/// The dynamo exporter's metadata entry `key` of a node (`pkg.torch.onnx.name_scopes`, ...).
+pub(super) fn meta<'a>(node: &'a NodeProto, key: &str) -> Option<&'a str> {
+    node.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value())
+}
+
 /// The quoted strings of a Python list's repr, `['', 'layer1', 'layer1.0']`.
 pub(super) fn python_list(text: &str) -> Vec<&str> {
     text.split('\'').skip(1).step_by(2).collect()
@@ -178,11 +183,8 @@ pub(super) fn python_list(text: &str) -> Vec<&str> {
 /// a `torch.nn` layer module is that module (`layer1.0.relu`); one a composite module runs in its
 /// forward is named inside it (`layer1.0.add`).
 fn dynamo_name(node: &NodeProto) -> Option<String> {
-    let meta = |key: &str| node.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value().to_string());
-    let scopes_text = meta("pkg.torch.onnx.name_scopes")?;
-    let classes_text = meta("pkg.torch.onnx.class_hierarchy").unwrap_or_default();
-    let scopes = python_list(&scopes_text);
-    let classes = python_list(&classes_text);
+    let scopes = python_list(meta(node, "pkg.torch.onnx.name_scopes")?);
+    let classes = python_list(meta(node, "pkg.torch.onnx.class_hierarchy").unwrap_or_default());
     let (op, modules) = scopes.split_last()?;
     let op = op.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
     // an op of the model's own forward (`x.view(...)`) is named by itself
@@ -207,7 +209,7 @@ fn dynamo_name(node: &NodeProto) -> Option<String> {
 /// parameter (`aten.conv2d(%x, %p_conv_proj_weight, %p_conv_proj_bias, ...)`), so the layer keeps
 /// its parameter, as the module has it.
 fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
-    let fx = node.metadata_props.iter().find(|p| p.key() == "pkg.torch.onnx.fx_node")?.value();
+    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
     let (head, args) = fx.split_once("](args = (")?;
     let op = head.contains("target=torch.ops.aten.conv") || head.contains("target=torch.ops.aten.linear");
     let bias = args.split(", ").nth(2)?.trim_end_matches(')');
@@ -370,7 +372,8 @@ impl Reader {
     fn name_for(&mut self, node: &NodeProto, index: usize, weight: Option<&str>) -> String {
         // a weight that several nodes read (the dynamo exporter keeps one copy of equal tensors,
         // such as every LayerNorm's ones at initialization) names none of them: the metadata does
-        let shared = weight.is_some_and(|w| self.readers.get(w).copied().unwrap_or(0) > 1) && dynamo_name(node).is_some();
+        let dynamo = dynamo_name(node);
+        let shared = weight.is_some_and(|w| self.readers.get(w).copied().unwrap_or(0) > 1) && dynamo.is_some();
         let has_weight = weight.is_some();
         let weight = weight.filter(|_| !shared);
         let base = weight
@@ -379,12 +382,12 @@ impl Reader {
             .or_else(|| {
                 // an op inside a module that owns weights (F.pad in a reflect-padded Conv2d)
                 // leaves the module's name to the module's own op
-                dynamo_name(node).or_else(|| scoped_name(node.name(), node.op_type())).map(|n| {
-                    match !has_weight && self.modules.contains(&n) {
+                dynamo
+                    .or_else(|| scoped_name(node.name(), node.op_type()))
+                    .map(|n| match !has_weight && self.modules.contains(&n) {
                         true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
                         false => n,
-                    }
-                })
+                    })
             })
             .filter(|n| n.len() <= 160 && n != GRAPH_INPUT)
             .unwrap_or_else(|| format!("{}_{index}", node.op_type().to_ascii_lowercase()));
