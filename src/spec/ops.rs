@@ -78,10 +78,11 @@ pub enum PaddingMode {
     Circular,
 }
 
-/// The 1-D and 2-D forms of a layer share one field list (`$size`: an int or `[l]`, or an int or
-/// `[h, w]`; `$padding` the same, with "same" and "valid" for convolutions).
+/// A convolution's fields, in its 1-D and 2-D forms and transposed: `$size` an int or `[l]`, or
+/// an int or `[h, w]`; `$padding` the same (with "same" and "valid" for convolutions);
+/// `$padding_mode` the modes the layer takes; `$extra` fields after `padding`.
 macro_rules! conv_layer {
-    ($(#[$m:meta])* $name:ident, $size:ty, $padding:ty) => {
+    ($(#[$m:meta])* $name:ident, $size:ty, $padding:ty, $padding_mode:ty $(, { $($extra:tt)* })?) => {
         #[derive(Serialize, ToSchema)]
         $(#[$m])*
         pub struct $name {
@@ -95,6 +96,7 @@ macro_rules! conv_layer {
             pub stride: Option<$size>,
             /// Default 0.
             pub padding: Option<$padding>,
+            $($($extra)*)?
             /// Default 1.
             pub dilation: Option<$size>,
             /// Dividing out_channels (and the input's channels).
@@ -103,7 +105,7 @@ macro_rules! conv_layer {
             #[schema(default = true)]
             pub bias: Option<bool>,
             /// Default zeros.
-            pub padding_mode: Option<PaddingMode>,
+            pub padding_mode: Option<$padding_mode>,
         }
     };
 }
@@ -111,51 +113,28 @@ macro_rules! conv_layer {
 conv_layer!(
     /// `torch.nn.Conv2d`.
     #[schema(example = json!({"out_channels": 64, "kernel_size": 3, "padding": 1}))]
-    Conv2dLayer, Size2, ConvPadding2
+    Conv2dLayer, Size2, ConvPadding2, PaddingMode
 );
 conv_layer!(
     /// `torch.nn.Conv1d` on a signal `[C, L]`.
     #[schema(example = json!({"out_channels": 16, "kernel_size": 5, "stride": 2}))]
-    Conv1dLayer, Size1, ConvPadding1
+    Conv1dLayer, Size1, ConvPadding1, PaddingMode
 );
-
-macro_rules! conv_transpose_layer {
-    ($(#[$m:meta])* $name:ident, $size:ty) => {
-        #[derive(Serialize, ToSchema)]
-        $(#[$m])*
-        pub struct $name {
-            #[schema(minimum = 1)]
-            pub in_channels: Option<u64>,
-            #[schema(minimum = 1)]
-            pub out_channels: u64,
-            pub kernel_size: $size,
-            /// Default 1.
-            pub stride: Option<$size>,
-            /// Default 0.
-            pub padding: Option<$size>,
-            /// Default 0; smaller than stride or dilation on each axis.
-            pub output_padding: Option<$size>,
-            /// Default 1.
-            pub dilation: Option<$size>,
-            #[schema(minimum = 1, default = 1)]
-            pub groups: Option<u64>,
-            #[schema(default = true)]
-            pub bias: Option<bool>,
-            /// zeros only (as PyTorch).
-            pub padding_mode: Option<ZerosOnly>,
-        }
-    };
-}
-
-conv_transpose_layer!(
+conv_layer!(
     /// `torch.nn.ConvTranspose2d`.
     #[schema(example = json!({"out_channels": 32, "kernel_size": 2, "stride": 2}))]
-    ConvTranspose2dLayer, Size2
+    ConvTranspose2dLayer, Size2, Size2, ZerosOnly, {
+        /// Default 0; smaller than stride or dilation on each axis.
+        pub output_padding: Option<Size2>,
+    }
 );
-conv_transpose_layer!(
+conv_layer!(
     /// `torch.nn.ConvTranspose1d` on a signal `[C, L]`.
     #[schema(example = json!({"out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}))]
-    ConvTranspose1dLayer, Size1
+    ConvTranspose1dLayer, Size1, Size1, ZerosOnly, {
+        /// Default 0; smaller than stride or dilation on each axis.
+        pub output_padding: Option<Size1>,
+    }
 );
 
 #[derive(Serialize, ToSchema)]
