@@ -337,24 +337,11 @@ pub enum Ints {
     Many(Vec<u64>),
 }
 
-/// `torch.nn.LayerNorm(normalized_shape)` over the trailing axes it names.
+/// `torch.nn.LayerNorm(normalized_shape)` over the trailing axes it names; the same arguments for
+/// `layernorm2d`.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"normalized_shape": [768], "eps": 1e-6}))]
 pub struct LayerNormLayer {
-    pub normalized_shape: Ints,
-    #[schema(minimum = 0, maximum = 1, default = 1e-5)]
-    pub eps: Option<f64>,
-    #[schema(default = true)]
-    pub elementwise_affine: Option<bool>,
-    #[schema(default = true)]
-    pub bias: Option<bool>,
-}
-
-/// torchvision's `LayerNorm2d`: over the channels at each position of an image (normalized_shape
-/// = C, an int or `[C]`).
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"normalized_shape": 96, "eps": 1e-6}))]
-pub struct LayerNorm2dLayer {
     pub normalized_shape: Ints,
     #[schema(minimum = 0, maximum = 1, default = 1e-5)]
     pub eps: Option<f64>,
@@ -692,8 +679,10 @@ pub enum LayerOp {
     InstanceNorm2d(InstanceNorm2dLayer),
     #[serde(rename = "layernorm")]
     LayerNorm(LayerNormLayer),
+    /// torchvision's `LayerNorm2d`: over the channels at each position of an image
+    /// (normalized_shape = C, an int or `[C]`).
     #[serde(rename = "layernorm2d")]
-    LayerNorm2d(LayerNorm2dLayer),
+    LayerNorm2d(LayerNormLayer),
     #[serde(rename = "zeropad1d")]
     ZeroPad1d(Pad1dLayer),
     #[serde(rename = "reflectionpad1d")]
