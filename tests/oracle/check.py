@@ -42,6 +42,30 @@ def post(url, body):
 _SCHEMAS = {}
 
 
+def drawn_inputs(count, seed=0, distribution="normal", bound=1.0):
+    """The inputs the service draws from `inputs.seed` (float64, row-major): splitmix64 from
+    `seed ^ 0x1a2b3c4d`, two numbers per normal sample (Box-Muller), one per uniform one. A
+    second implementation of src/analysis/rng.rs, so that diagnostics on drawn inputs can be
+    checked against autograd without sending the values."""
+    import numpy as np
+    with np.errstate(over="ignore"):
+        inc = np.uint64(0x9E3779B97F4A7C15)
+        state = np.uint64((seed ^ 0x1A2B3C4D) ^ 0x9E3779B97F4A7C15)
+        per = 2 if distribution == "normal" else 1
+        k = np.arange(1, count * per + 1, dtype=np.uint64)
+        z = state + k * inc
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    unit = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    if distribution == "normal":
+        u1, u2 = 1.0 - unit[0::2], unit[1::2]
+        values = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    else:
+        values = (2.0 * unit - 1.0) * bound
+    return torch.from_numpy(values)
+
+
 def schema_problems(url, name, answer, label):
     """The answer checked against openapi.yaml's schema `name` (JSON Schema 2020-12, as OpenAPI
     3.1 is; jsonschema_rs comes with schemathesis)."""

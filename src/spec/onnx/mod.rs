@@ -55,7 +55,7 @@ fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
     if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
         return Err(bad(
             pointer,
-            format!("tensor {name:?} keeps its data in an external file; export with all weights inside the model (save_as_external_data=False)"),
+            format!("tensor {name:?} keeps its data in an external file; export with the weights inside the file (torch.onnx.export(..., external_data=False), or onnx.save(model, path, save_as_external_data=False))"),
         ));
     }
     let mut n: u64 = 1;
