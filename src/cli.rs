@@ -103,7 +103,8 @@ pub struct Failure {
 }
 
 enum Model {
-    File(Vec<u8>),
+    /// A model file, with the side files (an ONNX model's external data) its tensors name.
+    File(Vec<u8>, Vec<(String, Vec<u8>)>),
     Json(Value),
 }
 
@@ -112,9 +113,9 @@ fn read_model(arg: &str) -> Result<Model, Failure> {
     let path = std::path::Path::new(arg);
     // a file: ONNX or TorchScript, told apart by the service from its first bytes
     if arg.ends_with(".onnx") || arg.ends_with(".pt") || (path.is_file() && !arg.ends_with(".json")) {
-        return std::fs::read(path)
-            .map(Model::File)
-            .map_err(|e| local(format!("cannot read {arg}: {e}")));
+        let bytes = std::fs::read(path).map_err(|e| local(format!("cannot read {arg}: {e}")))?;
+        let side = side_files(path, &bytes).map_err(local)?;
+        return Ok(Model::File(bytes, side));
     }
     if arg.ends_with(".json") {
         let text = std::fs::read_to_string(path).map_err(|e| local(format!("cannot read {arg}: {e}")))?;
@@ -123,6 +124,58 @@ fn read_model(arg: &str) -> Result<Model, Failure> {
         return Ok(Model::Json(v.get("model").cloned().unwrap_or(v)));
     }
     Ok(Model::Json(json!({ "preset": arg })))
+}
+
+/// The external data files an ONNX model names (`torch.onnx.export` writes `model.onnx.data`
+/// beside `model.onnx`), read from the model's folder; none for other files. A location that
+/// leaves the folder is refused, as ONNX's own checker refuses it.
+fn side_files(path: &std::path::Path, bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Ok(Vec::new());
+    }
+    // (a file that is not ONNX gets the service's own answer)
+    let locations = crate::spec::onnx::external_locations(bytes::Bytes::copy_from_slice(bytes)).unwrap_or_default();
+    let folder = path.parent().unwrap_or(std::path::Path::new("."));
+    locations
+        .into_iter()
+        .map(|loc| {
+            let rel = std::path::Path::new(&loc);
+            if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(format!(
+                    "{} names external data {loc:?} outside its folder; refused",
+                    path.display()
+                ));
+            }
+            let file = folder.join(rel);
+            std::fs::read(&file)
+                .map(|b| (loc.clone(), b))
+                .map_err(|e| format!("cannot read {} (the external data {} names): {e}", file.display(), path.display()))
+        })
+        .collect()
+}
+
+/// A `multipart/form-data` body: the model as its `model` part, each side file as a `data`
+/// part named by its location, and the request's fields as the `request` part.
+pub fn multipart(model: &[u8], side: &[(String, Vec<u8>)], request: &str) -> (String, Vec<u8>) {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let mut boundary = String::from("layerscope-boundary-7f3a9c");
+    while contains(model, boundary.as_bytes()) || side.iter().any(|(_, b)| contains(b, boundary.as_bytes())) {
+        boundary.push('x');
+    }
+    let mut body = Vec::with_capacity(model.len() + side.iter().map(|(_, b)| b.len()).sum::<usize>() + 1024);
+    let mut part = |disposition: String, data: &[u8]| {
+        body.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; {disposition}\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    };
+    part("name=\"request\"".into(), request.as_bytes());
+    part("name=\"model\"; filename=\"model.onnx\"".into(), model);
+    for (name, data) in side {
+        let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+        part(format!("name=\"data\"; filename=\"{quoted}\""), data);
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// Runs one command and returns what to print, or the failure.
@@ -205,7 +258,11 @@ pub async fn run(command: &Command, config: Config) -> Result<String, Failure> {
         })?);
     }
     let req = match read_model(&common.model)? {
-        Model::File(bytes) => {
+        Model::File(bytes, side) if !side.is_empty() => {
+            let (content_type, body) = multipart(&bytes, &side, &request.to_string());
+            Request::post(path).header("content-type", content_type).body(Body::from(body))
+        }
+        Model::File(bytes, _) => {
             let query = url_encode(&request.to_string());
             Request::post(format!("{path}?request={query}"))
                 .header("content-type", "application/octet-stream")

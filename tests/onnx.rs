@@ -210,6 +210,218 @@ async fn diagnostics_use_the_files_weights_by_default() {
     assert_problem(&r, 422, "/init");
 }
 
+/// A tensor whose bytes live in a side file: `location` at `offset`, `length` when given.
+fn external(mut t: TensorProto, location: &str, offset: usize, length: bool) -> TensorProto {
+    let n = t.raw_data.take().unwrap().len();
+    let entry = |k: &str, v: String| layerscope::spec::onnx::proto::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.data_location = Some(layerscope::spec::onnx::proto::tensor_proto::DataLocation::External as i32);
+    t.external_data = vec![entry("location", location.into()), entry("offset", offset.to_string())];
+    if length {
+        t.external_data.push(entry("length", n.to_string()));
+    }
+    t
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The two-layer net of `diagnostics_use_the_files_weights_by_default`, its weights in two side
+/// files as torch.onnx.export writes them (`l1.weight` after 4 bytes of padding with a length,
+/// `l2.weight` to the end of its file): the file and the side files.
+fn external_net(l1_location: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let file = model(
+        &[1, 2],
+        vec![
+            node("Gemm", "/l1/Gemm", &["x", "l1.weight"], "h", vec![int("transB", 1)]),
+            node("Gemm", "/l2/Gemm", &["h", "l2.weight"], "y", vec![int("transB", 1)]),
+        ],
+        vec![
+            external(tensor("l1.weight", &[2, 2], &[0.5, -1.0, 2.0, 0.25]), l1_location, 4, true),
+            external(tensor("l2.weight", &[1, 2], &[3.0, 4.0]), "b.bin", 0, false),
+        ],
+        "y",
+    );
+    let mut a = vec![9u8; 4];
+    a.extend(f32s(&[0.5, -1.0, 2.0, 0.25]));
+    a.extend([7u8; 8]);
+    (file, vec![("a.bin".into(), a), ("b.bin".into(), f32s(&[3.0, 4.0]))])
+}
+
+async fn multipart_reply(path: &str, body: (String, Vec<u8>), config: Config) -> Reply {
+    let req = Request::post(path).header("content-type", body.0).body(Body::from(body.1)).unwrap();
+    send(config, req).await
+}
+
+/// A model saved with external data (torch.onnx.export's default for a file) comes as
+/// multipart/form-data: the file, its side files as `data` parts, the options as a `request`
+/// part. The gradients are the hand-calculated ones of the inline file, so every weight was read
+/// at its offset; each malformed upload is a 4xx naming the problem; the command line sends the
+/// side files it finds beside the model.
+#[tokio::test]
+async fn external_data_comes_as_multipart_parts() {
+    use layerscope::cli::multipart;
+    let (file, side) = external_net("a.bin");
+    let options = json!({"inputs": {"values": [1.0, 2.0]}, "dtype": "float64"}).to_string();
+    let r = multipart_reply("/v1/gradient-diagnostics", multipart(&file, &side, &options), Config::default()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let grad = |path: &str| {
+        v["layers"].as_array().unwrap().iter().find(|l| l["path"] == path).unwrap()["weight_grad"]["frobenius"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((grad("l1") - 125f64.sqrt()).abs() < 1e-12, "{v}");
+    assert!((grad("l2") - 8.5f64.sqrt()).abs() < 1e-12, "{v}");
+    let r = multipart_reply("/v1/complexity", multipart(&file, &side, "{}"), Config::default()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["totals"]["params"], 6);
+
+    // the same file without its side files, raw or multipart, says which file is missing
+    let r = raw("/v1/complexity", "", file.clone(), Config::default()).await;
+    let e = assert_problem(&r, 422, "/model/onnx");
+    assert!(
+        e["detail"].as_str().unwrap().contains("\"a.bin\", which the request did not send"),
+        "{e}"
+    );
+    let r = multipart_reply("/v1/complexity", multipart(&file, &side[1..], "{}"), Config::default()).await;
+    assert_problem(&r, 422, "/model/onnx");
+    // a side file too short for the offset and length its tensor names
+    let short = vec![side[0].clone(), ("b.bin".into(), vec![0u8; 7])];
+    let r = multipart_reply("/v1/complexity", multipart(&file, &[side[0].clone()], "{}"), Config::default()).await;
+    assert_problem(&r, 422, "/model/onnx");
+    let r = multipart_reply("/v1/complexity", multipart(&file, &short, "{}"), Config::default()).await;
+    let e = assert_problem(&r, 422, "/model/onnx");
+    assert!(e["detail"].as_str().unwrap().contains("l2.weight"), "{e}");
+    let cut = vec![("a.bin".into(), vec![0u8; 10]), side[1].clone()];
+    let r = multipart_reply("/v1/complexity", multipart(&file, &cut, "{}"), Config::default()).await;
+    let e = assert_problem(&r, 422, "/model/onnx");
+    assert!(e["detail"].as_str().unwrap().contains("lies outside \"a.bin\""), "{e}");
+
+    // malformed bodies, part by part
+    let boundary = "multipart/form-data; boundary=XyZ";
+    let part = |disposition: &str, data: &str| format!("--XyZ\r\ncontent-disposition: form-data; {disposition}\r\n\r\n{data}\r\n");
+    let cases: Vec<(&str, String, u16, &str, &str)> = vec![
+        (
+            "no model part",
+            part("name=\"request\"", "{}") + "--XyZ--\r\n",
+            422,
+            "/model",
+            "no `model` part",
+        ),
+        (
+            "two model parts",
+            part("name=\"model\"; filename=\"m\"", "x") + &part("name=\"model\"; filename=\"m\"", "y") + "--XyZ--\r\n",
+            422,
+            "/model",
+            "two `model` parts",
+        ),
+        (
+            "an unknown part",
+            part("name=\"weights\"; filename=\"w\"", "x") + "--XyZ--\r\n",
+            422,
+            "",
+            "\"weights\"",
+        ),
+        (
+            "a data part without a file name",
+            part("name=\"data\"", "x") + "--XyZ--\r\n",
+            422,
+            "/model",
+            "no file name",
+        ),
+        (
+            "two data parts of one name",
+            part("name=\"data\"; filename=\"a\"", "x") + &part("name=\"data\"; filename=\"a\"", "y") + "--XyZ--\r\n",
+            422,
+            "/model",
+            "two `data` parts",
+        ),
+        (
+            "the request part twice",
+            part("name=\"request\"", "{}") + &part("name=\"request\"", "{}") + "--XyZ--\r\n",
+            422,
+            "",
+            "came twice",
+        ),
+        (
+            "a request part that is not JSON",
+            part("name=\"request\"", "{nope") + &part("name=\"model\"; filename=\"m\"", "x") + "--XyZ--\r\n",
+            400,
+            "",
+            "not valid JSON",
+        ),
+        (
+            "a TorchScript zip with data parts",
+            part("name=\"model\"; filename=\"m\"", "PK\u{3}\u{4}rest") + &part("name=\"data\"; filename=\"a\"", "x") + "--XyZ--\r\n",
+            422,
+            "/model",
+            "TorchScript",
+        ),
+        (
+            "a body cut short",
+            part("name=\"model\"; filename=\"m\"", "x").trim_end().to_string(),
+            400,
+            "",
+            "cannot be read",
+        ),
+        ("garbage", "not multipart at all".to_string(), 400, "", "cannot be read"),
+    ];
+    for (what, body, status, pointer, needle) in cases {
+        let r = multipart_reply("/v1/complexity", (boundary.to_string(), body.into_bytes()), Config::default()).await;
+        assert_eq!(r.status.as_u16(), status, "{what}: {}", r.text);
+        let e = assert_problem(&r, status, pointer);
+        assert!(e["detail"].as_str().unwrap().contains(needle), "{what}: {e}");
+    }
+    let r = multipart_reply(
+        "/v1/complexity",
+        ("multipart/form-data".into(), b"--a--".to_vec()),
+        Config::default(),
+    )
+    .await;
+    let e = assert_problem(&r, 400, "");
+    assert!(e["detail"].as_str().unwrap().contains("boundary"), "{e}");
+    // the options in the query and in a part
+    let req = Request::post("/v1/complexity?request=%7B%7D")
+        .header("content-type", multipart(&file, &side, "{}").0)
+        .body(Body::from(multipart(&file, &side, "{}").1))
+        .unwrap();
+    assert_problem(&send(Config::default(), req).await, 422, "");
+    // the whole body is held to max_model_bytes
+    let small = Config {
+        max_model_bytes: 100,
+        ..Config::default()
+    };
+    let r = multipart_reply("/v1/complexity", multipart(&file, &side, "{}"), small).await;
+    let e = assert_problem(&r, 413, "");
+    assert_eq!(e["limit"]["name"], "max_model_bytes", "{e}");
+
+    // the command line reads the side files beside the model, and nothing outside its folder
+    let dir = tempdir("external");
+    std::fs::write(dir.join("net.onnx"), &file).unwrap();
+    for (name, data) in &side {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .args(["complexity", dir.join("net.onnx").to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["totals"]["params"], 6);
+    let (outside, _) = external_net("../a.bin");
+    std::fs::write(dir.join("outside.onnx"), &outside).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .args(["complexity", dir.join("outside.onnx").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside its folder"));
+}
+
 #[tokio::test]
 async fn hostile_files_get_a_4xx_naming_the_problem() {
     let good = conv_net();

@@ -8,17 +8,26 @@ use serde_json::Value;
 
 pub struct JsonBody(pub Value);
 
+/// A model file uploaded as the body (raw or multipart), with the side files a multipart
+/// upload sent beside it (an ONNX model's external data, by file name).
+pub struct Upload {
+    pub model: axum::body::Bytes,
+    pub external: crate::spec::onnx::ExternalFiles,
+}
+
 tokio::task_local! {
-    /// The model file of a raw upload, for the request that sent it.
-    static UPLOAD: std::cell::RefCell<Option<axum::body::Bytes>>;
+    /// The model file of an upload, for the request that sent it.
+    static UPLOAD: std::cell::RefCell<Option<Upload>>;
 }
 
 /// The model key that stands for the request's own uploaded body.
 pub const UPLOADED: &str = "uploaded_body";
 
 fn is_upload_mime(mime: &str) -> bool {
-    mime == "application/octet-stream" || mime == "application/onnx"
+    mime == "application/octet-stream" || mime == "application/onnx" || mime == MULTIPART
 }
+
+const MULTIPART: &str = "multipart/form-data";
 
 /// Whether the request's body is a model file (the raw upload form).
 pub fn is_upload(req: &Request) -> bool {
@@ -31,8 +40,8 @@ pub async fn with_upload_slot<F: std::future::Future>(f: F) -> F::Output {
     UPLOAD.scope(std::cell::RefCell::new(None), f).await
 }
 
-/// The bytes this request uploaded, taken (once).
-pub fn take_upload() -> Option<axum::body::Bytes> {
+/// The file this request uploaded, taken (once).
+pub fn take_upload() -> Option<Upload> {
     UPLOAD.try_with(|slot| slot.borrow_mut().take()).ok().flatten()
 }
 
@@ -113,7 +122,83 @@ async fn read_sized(
 /// file becomes its `model`. Files too large for a JSON body (resnet50's ONNX is 100 MB) come
 /// this way, up to `max_model_bytes`.
 async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
-    let query = req.uri().query().unwrap_or("").to_string();
+    let options = query_options(&req)?;
+    let expected = content_length(&req);
+    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
+    with_model(options, bytes, Default::default())
+}
+
+/// A model file and its side files as `multipart/form-data`: a `model` part (the file), `data`
+/// parts (an ONNX model's external data, each named by its file name, as the model's tensors
+/// name it) and the request's other fields as JSON in a `request` part or the `request` query
+/// parameter. The whole body is held to `max_model_bytes`.
+async fn multipart_model(req: Request, state: &AppState, content_type: &str) -> Result<Value, ApiError> {
+    let malformed = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "Malformed multipart body", why).at("");
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| malformed(format!("the content-type names no multipart boundary ({e})")))?;
+    let mut options = query_options(&req)?;
+    let expected = content_length(&req);
+    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
+    let stream = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(bytes)));
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let (mut model, mut external) = (None, crate::spec::onnx::ExternalFiles::new());
+    let part_error = |e: multer::Error| malformed(format!("the multipart body cannot be read: {e}"));
+    let invalid = |pointer: &str, why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request", why).at(pointer);
+    while let Some(field) = parts.next_field().await.map_err(part_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        match name.as_str() {
+            "model" if model.is_some() => return Err(invalid("/model", "the multipart body has two `model` parts; send one model file".into())),
+            "model" => model = Some(field.bytes().await.map_err(part_error)?),
+            "request" if options.is_some() => {
+                return Err(invalid(
+                    "",
+                    "the request's fields came twice (a `request` part and the `request` query parameter, or two parts); send them once".into(),
+                ))
+            }
+            "request" => {
+                let text = field.text().await.map_err(part_error)?;
+                options = Some(text);
+            }
+            "data" => {
+                let Some(file) = file_name.filter(|f| !f.is_empty()) else {
+                    return Err(invalid(
+                        "/model",
+                        "a `data` part has no file name: it must carry the name the model's tensors give their file (curl -F data=@model.onnx.data)".into(),
+                    ));
+                };
+                if external.contains_key(&file) {
+                    return Err(invalid("/model", format!("two `data` parts are named {file:?}")));
+                }
+                external.insert(file, field.bytes().await.map_err(part_error)?);
+            }
+            other => {
+                return Err(invalid(
+                    "",
+                    format!("the multipart body has a part named {other:?}; its parts are `model` (the file), `data` (an ONNX model's external data files) and `request` (the other fields, as JSON)"),
+                ))
+            }
+        }
+    }
+    let model = model.ok_or_else(|| {
+        invalid(
+            "/model",
+            "the multipart body has no `model` part (curl -F model=@model.onnx)".into(),
+        )
+    })?;
+    with_model(options, model, external)
+}
+
+fn content_length(req: &Request) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// The `request` query parameter's text, if the request has one.
+fn query_options(req: &Request) -> Result<Option<String>, ApiError> {
+    let query = req.uri().query().unwrap_or("");
     let mut options: Option<String> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -128,13 +213,18 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
             })?);
         }
     }
+    Ok(options)
+}
+
+/// The request's fields (`options`, JSON; `{}` when absent) with the uploaded file as its model.
+fn with_model(options: Option<String>, bytes: axum::body::Bytes, external: crate::spec::onnx::ExternalFiles) -> Result<Value, ApiError> {
     let mut value: Value = match options {
         None => Value::Object(Default::default()),
         Some(text) => serde_json::from_str(&text).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "Malformed JSON",
-                format!("the request query parameter is not valid JSON: {e}"),
+                format!("the request's fields (the request query parameter or part) are not valid JSON: {e}"),
             )
             .at("")
         })?,
@@ -143,7 +233,7 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "Malformed JSON",
-            "the request query parameter must be a JSON object",
+            "the request's fields (the request query parameter or part) must be a JSON object",
         )
         .at(""));
     };
@@ -155,15 +245,17 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
         )
         .at("/model"));
     }
-    let expected = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
     use base64::Engine;
     // torch.jit.save writes a zip archive; an ONNX file is a protobuf message
     let model = if bytes.starts_with(b"PK\x03\x04") {
+        if !external.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid request",
+                "a TorchScript file keeps its weights inside it: `data` parts are an ONNX model's external data",
+            )
+            .at("/model"));
+        }
         let file = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let mut m = serde_json::json!({ "torchscript": file });
         if let Some(shape) = obj.remove("input_shape") {
@@ -173,7 +265,7 @@ async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
     } else {
         // the bytes go to the handler as they are (resnet50's 100 MB would otherwise be
         // encoded to base64 and decoded again)
-        let _ = UPLOAD.try_with(|slot| *slot.borrow_mut() = Some(bytes));
+        let _ = UPLOAD.try_with(|slot| *slot.borrow_mut() = Some(Upload { model: bytes, external }));
         serde_json::json!({ UPLOADED: true })
     };
     obj.insert("model".into(), model);
@@ -212,6 +304,11 @@ impl FromRequest<AppState> for JsonBody {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let mime = ct.split(';').next().unwrap_or("").trim();
+            if mime == MULTIPART {
+                // (the boundary as sent: it is case-sensitive)
+                let original = req.headers()[header::CONTENT_TYPE].to_str().unwrap_or("").to_string();
+                return Ok(JsonBody(multipart_model(req, state, &original).await?));
+            }
             if is_upload_mime(mime) {
                 return Ok(JsonBody(raw_model(req, state).await?));
             }
@@ -219,7 +316,7 @@ impl FromRequest<AppState> for JsonBody {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "Unsupported media type",
-                    format!("the body must be JSON (content-type: application/json) or a model file (application/octet-stream), got {mime:?}; with curl add -H 'content-type: application/json'"),
+                    format!("the body must be JSON (content-type: application/json) or a model file (application/octet-stream, or multipart/form-data with the file as its `model` part), got {mime:?}; with curl add -H 'content-type: application/json'"),
                 ));
             }
         }

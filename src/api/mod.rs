@@ -118,13 +118,13 @@ impl AppState {
         })?;
         if v.get(body::UPLOADED).is_some() {
             // the ONNX file was the request body: read from the bytes, not from base64 text
-            let bytes = body::take_upload().ok_or_else(|| {
+            let upload = body::take_upload().ok_or_else(|| {
                 SpecError::invalid(
                     child(ptr, body::UPLOADED),
                     "names the uploaded body, but this request uploaded none (send the file as an application/octet-stream body, or base64 in {\"onnx\": ...})",
                 )
             })?;
-            return crate::spec::onnx::model_from_onnx(bytes, &child(ptr, "onnx"), &self.config.spec);
+            return crate::spec::onnx::model_from_onnx(upload.model, &upload.external, &child(ptr, "onnx"), &self.config.spec);
         }
         parse_model(v, ptr, &self.config.spec)
     }

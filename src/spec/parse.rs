@@ -62,7 +62,7 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
         obj.finish("onnx (alone): the ONNX file, base64")?;
         let at = obj.at("onnx");
         let bytes = super::onnx::decode_base64(file, &at)?;
-        return super::onnx::model_from_onnx(bytes.into(), &at, limits);
+        return super::onnx::model_from_onnx(bytes.into(), &Default::default(), &at, limits);
     }
     if let Some(name) = obj.opt_str("preset")? {
         obj.finish("preset (alone), onnx (alone), or input_shape and layers")?;

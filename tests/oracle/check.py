@@ -91,6 +91,32 @@ def post_raw(url, data, request=None):
         return e.code, json.loads(e.read() or b"{}")
 
 
+def multipart_body(model, side=(), request=None):
+    """The content type and body of a multipart/form-data upload (see post_multipart)."""
+    import uuid
+    boundary = "LayerScope" + uuid.uuid4().hex.upper()  # mixed case: boundaries are case-sensitive
+    parts = [("request", None, json.dumps(request or {}).encode()), ("model", "model.onnx", model)]
+    parts += [("data", name, data) for name, data in side]
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\ncontent-disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def post_multipart(url, model, side=(), request=None):
+    """A model file with its side files (ONNX external data, `(file name, bytes)`) as
+    multipart/form-data: `model`, `data` parts named by file name, the options as `request`."""
+    content_type, body = multipart_body(model, side, request)
+    req = urllib.request.Request(url, data=body, headers={"content-type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def get(url):
     with urllib.request.urlopen(url, timeout=60) as r:
         return json.loads(r.read())

@@ -1,8 +1,10 @@
 """Hostile, half-valid requests to every POST endpoint: extreme sizes (2^20, 2^31, 2^53),
 negative, fractional and mistyped values, unknown types, deep composites, huge inputs and
 batches, and ONNX files mutated (bit flips, truncation, splices, random bytes) sent as base64 or
-raw uploads with hostile request parameters, and TorchScript modules mutated the same way. Nothing
-may answer 5xx or bring the server down.
+raw uploads with hostile request parameters, ONNX files with external data sent as multipart
+bodies with the model, the side file or the body itself mutated (parts dropped, renamed or
+repeated, bytes flipped, the body cut short), and TorchScript modules mutated the same way.
+Nothing may answer 5xx or bring the server down.
 
   python tests/oracle/hostile.py URL SEED COUNT
 """
@@ -86,6 +88,49 @@ def spec():
             out["layers"] = []
         return out
     return {"input_shape": shape, "layers": [layer() for _ in range(rng.randint(0, 6))]}
+def seed_external_onnx():
+    """A real model saved as torch.onnx.export saves a file by default: `net.onnx` and its
+    weights in `net.onnx.data`."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 20)).eval()
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), os.path.join(d, "net.onnx"), dynamo=True)
+        return open(os.path.join(d, "net.onnx"), "rb").read(), [("net.onnx.data", open(os.path.join(d, "net.onnx.data"), "rb").read())]
+
+
+def hostile_multipart():
+    """A multipart upload of the external-data model, mutated one way."""
+    from check import multipart_body
+    model, side = EXTERNAL
+    kind = rng.choice(["model", "data", "drop", "rename", "repeat", "body", "cut", "request"])
+    request = {}
+    if kind == "model":
+        model = mutated(model)
+    elif kind == "data":
+        side = [(side[0][0], mutated(side[0][1]))]
+    elif kind == "drop":
+        side = []
+    elif kind == "rename":
+        side = [(rng.choice(["", "../net.onnx.data", "/etc/passwd", "x" * 300, "net.onnx.data\u0000"]), side[0][1])]
+    elif kind == "repeat":
+        side = side * 2
+    elif kind == "request":
+        request = rng.choice([{"model": 1}, {"inputs": {"batch_size": 5000}}, {"position": {"layer": "x"}}, {"init": "model"}])
+    content_type, body = multipart_body(model, side, request)
+    if kind == "body":
+        body = mutated(body)
+    elif kind == "cut":
+        body = body[:rng.randrange(len(body))]
+    return kind, content_type, body
+
+
 def seed_onnx():
     """A real file to mutate: a small conv net as torch.onnx.export writes it."""
     import io
@@ -160,6 +205,7 @@ def seed_torchscript():
 
 
 TORCHSCRIPT = seed_torchscript()
+EXTERNAL = seed_external_onnx()
 
 
 def mutated(data):
@@ -206,6 +252,10 @@ for i in range(int(sys.argv[3])):
         body = {"model": {"torchscript": base64.b64encode(mutated(TORCHSCRIPT)).decode(), "input_shape": rng.choice([[3, 8, 8], [3, 1, 1], [1048576], [3, 8]])}}
         if path == "/v1/receptive-field":
             body["position"] = rng.choice([{"index": [0, 0]}, {"index": [v(), v()]}, {"index": [0]}, {"layer": "x", "index": [0, 0]}, {}])
+    elif path in ("/v1/gradient-diagnostics", "/v1/receptive-field", "/v1/complexity") and rng.random() < 0.1:
+        kind, content_type, data = hostile_multipart()
+        body = {"multipart": kind, "bytes": len(data)}
+        req = urllib.request.Request(URL + path, data=data, headers={"content-type": content_type})
     elif path != "/v1/momentum/equivalence" and rng.random() < 0.25:
         # an ONNX file, mutated, embedded as base64 or uploaded raw with a hostile request parameter
         data = mutated_onnx()

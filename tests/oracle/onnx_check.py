@@ -49,7 +49,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
-from check import drawn_inputs, empty_pool_window, flop_counts, oracle_rf, post, post_raw  # noqa: E402
+from check import drawn_inputs, empty_pool_window, flop_counts, oracle_rf, post, post_multipart, post_raw  # noqa: E402
 
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
@@ -544,8 +544,43 @@ def check_vit_dynamo(url):
         problems += found
         if checked < 10:
             problems.append(f"only {checked} diagnostics rows name a parameter of the module")
+    problems += external_data_problems(url, model.float(), resp)
     print("onnx small ViT (torchvision's VisionTransformer, dynamo export): " + ("ok" if not problems else "; ".join(problems)))
     return 1 if problems else 0
+
+
+def external_data_problems(url, model, inline):
+    """The model saved to a file as torch.onnx.export saves it by default (`vit.onnx` and its
+    weights in `vit.onnx.data`), sent as multipart/form-data: the same table as the inline file
+    (`inline`, its torch_flop_counter answer), and float32 gradients with the side file's
+    weights equal autograd's."""
+    import contextlib
+    import tempfile
+    problems = []
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), os.path.join(d, "vit.onnx"), dynamo=True)
+        files = sorted(os.listdir(d))
+        model_bytes = open(os.path.join(d, "vit.onnx"), "rb").read()
+        side = [(f, open(os.path.join(d, f), "rb").read()) for f in files if f != "vit.onnx"]
+    if [f for f, _ in side] != ["vit.onnx.data"]:
+        return [f"torch.onnx.export wrote {files}, not a model and its external data"]
+    status, refused = post_raw(url + "/v1/complexity", model_bytes)
+    if status != 422 or "vit.onnx.data" not in refused.get("detail", ""):
+        problems.append(f"the file without its external data: status {status} {str(refused)[:200]}")
+    status, got = post_multipart(url + "/v1/complexity", model_bytes, side, {"profile": "torch_flop_counter", "verify": False})
+    if status != 200:
+        return problems + [f"external data as multipart: status {status}: {str(got)[:300]}"]
+    if got["totals"] != inline["totals"] or [r["path"] for r in got["rows"]] != [r["path"] for r in inline["rows"]]:
+        problems.append(f"external data: totals {got['totals']} != the inline file's {inline['totals']}")
+    x = drawn_inputs(3 * 32 * 32 * 2, seed=3).float().reshape(2, 3, 32, 32)
+    status, g = post_multipart(url + "/v1/gradient-diagnostics", model_bytes, side, {"inputs": {"batch_size": 2, "seed": 3}, "dtype": "float32"})
+    if status != 200:
+        return problems + [f"external data diagnostics: status {status}: {str(g)[:300]}"]
+    found, checked, _ = gradient_problems(model, x, g["layers"], renamed=("expand",), tol=1e-5)
+    problems += [f"external data: {p}" for p in found]
+    if checked < 10:
+        problems.append(f"external data: only {checked} parameters compared")
+    return problems
 
 
 def check_unrolled_rnn(url):

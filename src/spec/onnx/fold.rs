@@ -167,7 +167,7 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             let shape = ints(x()?);
             let (value, integer) = match a.get("value").and_then(|v| v.t.as_ref()) {
                 Some(t) => {
-                    let c = super::tensor_values(t, "").ok()?;
+                    let c = super::tensor_values(t, &Default::default(), "").ok()?;
                     (*c.values.first()?, c.integer)
                 }
                 None => (0.0, false),

@@ -49,15 +49,93 @@ fn bad(pointer: &str, message: impl Into<String>) -> SpecError {
     SpecError::invalid(pointer, message)
 }
 
-/// The elements of an initializer as f64, checked against its declared shape.
-fn tensor_values(t: &TensorProto, pointer: &str) -> SpecResult<Constant> {
-    let name = t.name();
-    if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
-        return Err(bad(
-            pointer,
-            format!("tensor {name:?} keeps its data in an external file; export with the weights inside the file (torch.onnx.export(..., external_data=False), or onnx.save(model, path, save_as_external_data=False))"),
-        ));
+/// The side files of a model saved with external data (`model.onnx.data`), by the `location`
+/// its tensors name.
+pub type ExternalFiles = HashMap<String, bytes::Bytes>;
+
+fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(proto::tensor_proto::DataLocation::External as i32)
+}
+
+/// The side files a model's tensors keep their data in (its initializers' and its `Constant`
+/// nodes' `location`s), in the order first named; an empty list for a self-contained file.
+pub fn external_locations(bytes: bytes::Bytes) -> SpecResult<Vec<String>> {
+    let model = ModelProto::decode(bytes).map_err(|e| bad("", format!("is not an ONNX model (protobuf decoding failed: {e})")))?;
+    let graph = model.graph.unwrap_or_default();
+    let attrs = graph.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
+    let mut out: Vec<String> = Vec::new();
+    for t in graph.initializer.iter().chain(attrs).filter(|t| is_external(t)) {
+        if let Some(e) = t.external_data.iter().find(|e| e.key() == "location") {
+            if !out.iter().any(|l| l == e.value()) {
+                out.push(e.value().to_string());
+            }
+        }
     }
+    Ok(out)
+}
+
+/// An external tensor's bytes: `length` bytes (else the rest of the file) at `offset` of the
+/// side file its `location` names.
+fn external_bytes(t: &TensorProto, files: &ExternalFiles, pointer: &str) -> SpecResult<bytes::Bytes> {
+    let name = t.name();
+    let key = |k: &str| t.external_data.iter().find(|e| e.key() == k).map(|e| e.value());
+    let location = key("location").ok_or_else(|| {
+        bad(
+            pointer,
+            format!("tensor {name:?} keeps its data in an external file but names no location"),
+        )
+    })?;
+    let file = files.get(location).ok_or_else(|| {
+        bad(
+            pointer,
+            format!(
+                "tensor {name:?} keeps its data in the file {location:?}, which the request did not send: upload the model as multipart/form-data with that file as a `data` part (curl -F model=@model.onnx -F data=@{location}), or export with the weights inside the file (torch.onnx.export(..., external_data=False))"
+            ),
+        )
+    })?;
+    let number = |k: &str| -> SpecResult<Option<u64>> {
+        key(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(pointer, format!("tensor {name:?}: external data {k} {v:?} is not a byte count")))
+            })
+            .transpose()
+    };
+    let offset = number("offset")?.unwrap_or(0);
+    let len = file.len() as u64;
+    let end = match number("length")? {
+        Some(n) => offset.checked_add(n),
+        None => Some(len),
+    };
+    match end {
+        Some(end) if offset <= end && end <= len => Ok(file.slice(offset as usize..end as usize)),
+        _ => Err(bad(
+            pointer,
+            format!(
+                "tensor {name:?}: its data (offset {offset}, length {}) lies outside {location:?}, which holds {len} bytes (a truncated or different file?)",
+                key("length").unwrap_or("to the end")
+            ),
+        )),
+    }
+}
+
+/// The elements of an initializer as f64, checked against its declared shape (its bytes read
+/// from a side file when it keeps them there).
+fn tensor_values(t: &TensorProto, files: &ExternalFiles, pointer: &str) -> SpecResult<Constant> {
+    let resolved;
+    let t = if is_external(t) {
+        resolved = TensorProto {
+            raw_data: Some(external_bytes(t, files, pointer)?),
+            data_location: None,
+            external_data: Vec::new(),
+            ..t.clone()
+        };
+        &resolved
+    } else {
+        t
+    };
+    let name = t.name();
     let mut n: u64 = 1;
     for &d in &t.dims {
         if d < 0 {
@@ -1601,7 +1679,7 @@ fn partial_shapes(r: &Reader, input: &Value) -> HashMap<String, Vec<Option<i64>>
 }
 
 /// Decodes a file and maps it to the graph form. Errors point at `pointer` (the `onnx` field).
-pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
+pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> SpecResult<Imported> {
     let model = ModelProto::decode(bytes).map_err(|e| bad(pointer, format!("is not an ONNX model (protobuf decoding failed: {e})")))?;
     let graph = model
         .graph
@@ -1620,14 +1698,14 @@ pub fn import(bytes: bytes::Bytes, pointer: &str) -> SpecResult<Imported> {
     }
     let mut constants: HashMap<String, std::rc::Rc<Constant>> = HashMap::new();
     for t in &graph.initializer {
-        constants.insert(t.name().to_string(), tensor_values(t, pointer)?.into());
+        constants.insert(t.name().to_string(), tensor_values(t, files, pointer)?.into());
     }
     for n in &graph.node {
         if n.op_type() == "Constant" {
             if let (Some(out), Some(t)) = (n.output.first(), Attrs(n).get("value").and_then(|a| a.t.as_ref())) {
                 let c = Constant {
                     initializer: false,
-                    ..tensor_values(t, pointer)?
+                    ..tensor_values(t, files, pointer)?
                 };
                 constants.insert(out.clone(), c.into());
             } else if let (Some(out), Some(v)) = (n.output.first(), Attrs(n).get("value_ints")) {
@@ -1766,8 +1844,8 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<(Vec<u64>, bool), String
 
 /// `{"onnx": "<base64>"}` (or the raw bytes of an upload) to a parsed model. Errors inside the
 /// converted spec are reported at `pointer` naming the ONNX node they come from.
-pub fn model_from_onnx(bytes: bytes::Bytes, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
-    let imported = import(bytes, pointer)?;
+pub fn model_from_onnx(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str, limits: &SpecLimits) -> SpecResult<ModelSpec> {
+    let imported = import(bytes, files, pointer)?;
     let relocate = |e: SpecError| {
         let mut msg = e.message.clone();
         if e.pointer.starts_with("/input_shape") {
