@@ -49,6 +49,9 @@ def main(url):
             problems.append(f"{row['path']}: weight grad {row['weight_grad']['frobenius']} != autograd {want}")
     if [row["path"] for row in g["layers"]] != ["0", "3"]:
         problems.append(f"diagnostics names {[row['path'] for row in g['layers']]} are not the module's")
+    # a module with attention (exported by the dynamo exporter under the hood): the module's
+    # parameters and FlopCounterMode's total, and gradients with its weights equal autograd's
+    problems += attention_block(ls)
     # one exception type, with the pointer
     try:
         ls.complexity("nosuch")
@@ -66,6 +69,50 @@ def main(url):
         print("client: " + p)
     print(f"client check: {'ok' if not problems else 'FAILED'}")
     return 1 if problems else 0
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.norm = torch.nn.LayerNorm(16)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.norm(x + self.attn(x, x, x, need_weights=False)[0]))
+
+
+def attention_block(ls):
+    torch.manual_seed(1)
+    block, x = Block().eval(), torch.zeros(1, 6, 16)
+    problems = []
+    try:
+        r = ls.complexity(block, x, profile="torch_flop_counter", verify=True)
+    except LayerscopeError as e:
+        return [f"attention block refused: {e}"]
+    counter = FlopCounterMode(display=False)
+    with counter:
+        block(x)
+    if r["totals"]["params"] != sum(p.numel() for p in block.parameters()):
+        problems.append(f"attention block params {r['totals']['params']} != {sum(p.numel() for p in block.parameters())}")
+    if r["totals"]["flops"] != counter.get_total_flops():
+        problems.append(f"attention block flops {r['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+    if not r["verification"].get("agrees"):
+        problems.append("attention block: the libtorch check disagrees")
+    xs = torch.randn(2, 6, 16, dtype=torch.float64)
+    g = ls.gradient_diagnostics(block, x, inputs={"values": xs.flatten().tolist()}, dtype="float64")
+    block = block.double()
+    block(xs).sum().backward()
+    params = dict(block.named_parameters())
+    for row in g["layers"]:
+        p = params.get(row["path"], params.get(row["path"] + ".weight"))
+        if p is None:
+            problems.append(f"attention block: diagnostics row {row['path']} names no parameter")
+        elif abs(row["weight_grad"]["frobenius"] - p.grad.norm().item()) > 1e-9 * p.grad.norm().item():
+            problems.append(f"attention block: {row['path']} grad {row['weight_grad']['frobenius']} != autograd {p.grad.norm().item()}")
+    if "attn.in_proj_weight" not in [row["path"] for row in g["layers"]]:
+        problems.append(f"attention block rows {[row['path'] for row in g['layers']]}")
+    return problems
 
 
 if __name__ == "__main__":
