@@ -167,9 +167,10 @@ def seed_sequence_onnx():
     return buf.getvalue()
 
 
-def seed_attention_onnx():
-    """A third: the dynamo exporter's self-attention (some thirty ops of one module, read back
-    as one layer), a causal mask, a layernorm and an LSTM reading the attention time-major."""
+def seed_attention_onnx(dynamo=True):
+    """A third and fourth: either exporter's self-attention (some thirty ops of one module, read
+    back as one layer), a causal mask, a layernorm and an LSTM reading the attention
+    time-major."""
     import contextlib
     import io
     import warnings
@@ -188,10 +189,14 @@ def seed_attention_onnx():
             return self.rnn(self.norm(y))[0]
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), dynamo=True, verbose=False).model_proto.SerializeToString()
+        if dynamo:
+            return torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), dynamo=True, verbose=False).model_proto.SerializeToString()
+        buf = io.BytesIO()
+        torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), buf, dynamo=False)
+        return buf.getvalue()
 
 
-ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx()]
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False)]
 
 
 def seed_torchscript():

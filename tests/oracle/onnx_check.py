@@ -4,7 +4,7 @@
 
 1. torchvision's resnet18, mobilenet_v2, efficientnet_b0, mobilenet_v3_small, googlenet,
    convnext_tiny (its blocks' channels-last permutes, layernorm and linear layers; layer scales)
-   and vit_b_16 (dynamo exporter: attention) (weights=None, seed 0), exported at 3x224x224,
+   and vit_b_16 (both exporters: attention) (weights=None, seed 0), exported at 3x224x224,
    uploaded raw: every complexity row (type,
    params, MACs, FLOPs, output shape) and every total equal the preset's, under the default
    convention and the fvcore, ptflops and torch_flop_counter profiles. Eval-mode files have no
@@ -20,14 +20,16 @@
    the input) are counted apart.
 3. The dynamo exporter (torch.onnx.export's default) on resnet18: the file's own parameters and
    FlopCounterMode's total.
-4. resnet18 and mobilenet_v2 at 3x32x32 and vit_b_16 at 3x224x224 (347 MB, from the dynamo
-   exporter): diagnostics with the file's weights in float32 on inputs the service draws from a
+4. resnet18 and mobilenet_v2 at 3x32x32 and vit_b_16 at 3x224x224 (346 MB, from the
+   TorchScript exporter): diagnostics with the file's weights in float32 on inputs the service draws from a
    seed (check.drawn_inputs draws the same) equal autograd on the original module per named
    parameter, weights and biases, to 1e-5 relative.
-5. Random sequence networks (seq_check's, without attention): token ids read by an embedding
-   (the file's Gather) or float sequences, LSTM/GRU/RNN of one or two layers, bidirectional
-   (the file's recurrent ops in their time-major layout, gates reordered), linear layers on
-   tokens (MatMul and Add), layernorm, activations, softmax, means and residual blocks: params
+5. Random sequence networks (seq_check's self-attention included, every fourth file from the
+   dynamo exporter): token ids read by an embedding (the file's Gather) or float sequences,
+   LSTM/GRU/RNN of one or two layers, bidirectional (the file's recurrent ops in their
+   time-major layout, gates reordered), self-attention (causal or not, with or without bias and
+   need_weights), linear layers on tokens (MatMul and Add), layernorm, activations, softmax,
+   means and residual blocks: params
    and the torch_flop_counter total equal the module's, the exact tokens of one output unit
    equal autograd's, and float64 gradients with the file's weights equal autograd per named
    parameter (PyTorch's names: `1.weight_ih_l1_reverse`).
@@ -56,9 +58,8 @@ logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
 TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet", "convnext_tiny", "vit_b_16"]
-# the TorchScript exporter writes attention as reshapes that mix the batch and the heads, which
-# the reader refuses: these come from the dynamo exporter (torch.onnx.export's default)
-DYNAMO_ONLY = ("vit_b_16",)
+# attention is read from both exporters' files: these are checked from both
+BOTH_EXPORTERS = ("vit_b_16",)
 
 
 def export(model, shape, dynamo=False, example=None):
@@ -99,16 +100,15 @@ def run_torchvision(url, names, dynamo_too):
         torch.manual_seed(0)
         kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
         model = getattr(torchvision.models, name)(weights=None, **kw).eval()
-        if name in DYNAMO_ONLY:
-            files = [("dynamo", export(model, [3, 224, 224], dynamo=True))]
-        else:
-            files = [("legacy", export(model, [3, 224, 224]))]
+        files = [("legacy", export(model, [3, 224, 224]))]
+        if name in BOTH_EXPORTERS:
+            files.append(("dynamo", export(model, [3, 224, 224], dynamo=True)))
         if dynamo_too and name == "resnet18":
             failures += check_dynamo(url, name, model)
         if name in ("resnet18", "mobilenet_v2", "vit_b_16"):
             # ViT's position embedding fixes its image size
             shape = [3, 224, 224] if name == "vit_b_16" else [3, 32, 32]
-            data = files[0][1] if name == "vit_b_16" else export(model, shape)
+            data = files[0][1] if name == "vit_b_16" else export(model, shape)  # (the legacy file)
             problems = check_float32_gradients(url, name, model, data, shape)
             for p in problems[:5]:
                 print(p)
@@ -389,11 +389,9 @@ def run_sequences(url, n, seed):
         # every fourth file by the dynamo exporter (torch.onnx.export's default), the rest by the
         # TorchScript one: both write LSTM/GRU/RNN ops, in their own layouts; torch 2.11's dynamo
         # exporter unrolls nn.RNN into per-step ops (LSTM and GRU stay ops), which the service
-        # refuses with a hint, checked once below; attention is read from dynamo files only (the
-        # TorchScript exporter's reshapes mix the batch and the heads)
+        # refuses with a hint, checked once below; attention is read from both (grouped by the
+        # dynamo exporter's module metadata, or by the TorchScript exporter's scopes)
         dynamo = (done + 1) % 4 == 0 and '"rnn"' not in json.dumps(spec)
-        if "multihead_attention" in json.dumps(spec) and not dynamo:
-            continue
         # an ONNX file does not record padding_idx (the zero gradient of that row): drawn without
         for layer in spec["layers"]:
             layer.pop("padding_idx", None)
@@ -500,11 +498,12 @@ def gradient_problems(model, xs, rows, renamed=(), tol=1e-7):
     return problems, checked, worst
 
 
-def check_vit_dynamo(url):
-    """A small ViT of torchvision's own VisionTransformer class, by the dynamo exporter: the file
+def check_vit(url, dynamo):
+    """A small ViT of torchvision's own VisionTransformer class, by either exporter: the file
     reads as the whole network (patches, class token, position embedding, attention, MLP, head)
     with PyTorch's module names; parameters and FlopCounterMode's total equal the module's, and
-    float64 gradients with the file's weights equal autograd's per named parameter."""
+    float64 gradients with the file's weights equal autograd's per named parameter. The dynamo
+    export is also saved to a file with its external data and sent as multipart."""
     import contextlib
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -512,12 +511,16 @@ def check_vit_dynamo(url):
     torch.manual_seed(3)
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5).eval()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        data = export(model, [3, 32, 32], dynamo=True)
+        data = export(model, [3, 32, 32], dynamo=dynamo)
     onnx_model = {"onnx": base64.b64encode(data).decode()}
+    how = "dynamo" if dynamo else "TorchScript"
+    # the dynamo exporter folds class_token.expand(...) into an initializer named "expand"; the
+    # TorchScript one keeps the parameter (its Expand to the token's own shape is the token)
+    renamed = ("expand",) if dynamo else ()
     problems = []
     status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
     if status != 200:
-        print(f"onnx small ViT (dynamo): status {status}: {str(resp)[:400]}")
+        print(f"onnx small ViT ({how}): status {status}: {str(resp)[:400]}")
         return 1
     counter = FlopCounterMode(display=False)
     with counter:
@@ -529,8 +532,7 @@ def check_vit_dynamo(url):
     if not resp["verification"].get("agrees"):
         problems.append("the libtorch check disagrees")
     modules = dict(model.named_modules())
-    # (the exporter folds class_token.expand(...) into an initializer named "expand")
-    unnamed = [r["path"] for r in resp["rows"] if r["params"] and r["path"] not in modules and r["path"] not in ("encoder.pos_embedding", "expand")]
+    unnamed = [r["path"] for r in resp["rows"] if r["params"] and r["path"] not in modules and r["path"] not in ("encoder.pos_embedding", "class_token") + renamed]
     if unnamed:
         problems.append(f"rows not named after the module's: {unnamed}")
     model = model.double()
@@ -540,12 +542,13 @@ def check_vit_dynamo(url):
     if s != 200:
         problems.append(f"diagnostics status {s}: {str(g)[:300]}")
     else:
-        found, checked, _ = gradient_problems(model, xs, g["layers"], renamed=("expand",))
+        found, checked, _ = gradient_problems(model, xs, g["layers"], renamed=renamed)
         problems += found
         if checked < 10:
             problems.append(f"only {checked} diagnostics rows name a parameter of the module")
-    problems += external_data_problems(url, model.float(), resp)
-    print("onnx small ViT (torchvision's VisionTransformer, dynamo export): " + ("ok" if not problems else "; ".join(problems)))
+    if dynamo:
+        problems += external_data_problems(url, model.float(), resp)
+    print(f"onnx small ViT (torchvision's VisionTransformer, {how} export): " + ("ok" if not problems else "; ".join(problems)))
     return 1 if problems else 0
 
 
@@ -601,6 +604,34 @@ def check_unrolled_rnn(url):
     return 0 if ok else 1
 
 
+def check_other_mask(url):
+    """Attention under a mask that is not the causal one (here every query may not see the last
+    key) is no layer of the model language: a 422 from either exporter's file, never the layer
+    read as causal or unmasked."""
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+            mask = torch.zeros(5, 5)
+            mask[:, -1] = float("-inf")
+            self.register_buffer("mask", mask)
+
+        def forward(self, x):
+            return self.attn(x, x, x, attn_mask=self.mask, need_weights=False)[0]
+
+    import contextlib
+    failures = 0
+    for dynamo in (False, True):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            data = export(Masked().eval(), [5, 8], dynamo=dynamo, example=torch.randn(1, 5, 8))
+        status, resp = post(url + "/v1/complexity", {"model": {"onnx": base64.b64encode(data).decode()}})
+        ok = status == 422
+        failures += not ok
+        print(f"onnx attention under a non-causal mask ({'dynamo' if dynamo else 'TorchScript'} export): "
+              + ("refused" if ok else f"status {status}: {str(resp)[:300]}"))
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -619,7 +650,9 @@ def main():
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_unrolled_rnn(a.url)
-    failed += check_vit_dynamo(a.url)
+    failed += check_vit(a.url, dynamo=True)
+    failed += check_vit(a.url, dynamo=False)
+    failed += check_other_mask(a.url)
     sys.exit(1 if failed else 0)
 
 

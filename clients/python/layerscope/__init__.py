@@ -67,24 +67,13 @@ ModelLike = Union[str, dict, bytes, Any]
 
 
 def export_onnx(module, example_input) -> bytes:
-    """An nn.Module as ONNX bytes, BatchNorm kept as a node (the TorchScript exporter with
-    TrainingMode.PRESERVE: the default EVAL mode, and the dynamo exporter, fold it into the conv
-    before it, and the counts would be the folded network's). A module holding
-    nn.MultiheadAttention goes through the dynamo exporter instead: the TorchScript exporter
-    writes attention as reshapes that mix the batch and the heads, which the service does not
-    read, while the dynamo exporter's module metadata lets it read the layer back whole."""
-    import contextlib
-
+    """An nn.Module as ONNX bytes, BatchNorm kept as a node (TrainingMode.PRESERVE: the default
+    EVAL mode folds it into the conv before it, and the counts would be the folded network's)."""
     import torch
 
     buf = io.BytesIO()
     args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if any(isinstance(m, torch.nn.MultiheadAttention) for m in module.modules()):
-        # (the exporter reports its progress on stdout)
-        with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(module, args, buf, dynamo=True)
-    else:
-        torch.onnx.export(module, args, buf, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+    torch.onnx.export(module, args, buf, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
     return buf.getvalue()
 
 

@@ -1,6 +1,6 @@
 //! Shape arithmetic the exporter left in the graph, evaluated here: `Shape` of a tensor whose
 //! shape the file states, then `Gather`, `Slice`, `Concat`, `Unsqueeze`, `Cast`,
-//! `ConstantOfShape`, `Reshape`, `Transpose` and elementwise arithmetic on constants. What comes
+//! `ConstantOfShape`, `Reshape`, `Transpose`, `Trilu`, `Equal`, `Where` and elementwise arithmetic on constants. What comes
 //! out is an ordinary constant (an upsample's `sizes`, a reflect pad's `pads`), so the node that
 //! reads it maps as if the exporter had folded it. Only small tensors are evaluated (shape
 //! arithmetic, not weights); anything else is left for the mapper, which refuses what it cannot
@@ -293,6 +293,47 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
                 .collect();
             make(dims, v, integer)
         }
+        op @ ("Equal" | "Where") => {
+            // elementwise on equal shapes or single numbers (the TorchScript exporter's
+            // `expand(n, -1, -1)`: Where(Equal(shape, -1), 1, shape))
+            let args: Vec<&Constant> = inputs.iter().copied().collect::<Option<_>>()?;
+            let len = args.iter().map(|c| c.values.len()).max()?;
+            let dims = args.iter().find(|c| c.values.len() == len)?.dims.clone();
+            if args.iter().any(|c| c.values.len() != 1 && c.dims != dims) {
+                return None;
+            }
+            let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
+            let v: Vec<f64> = match (op, &args[..]) {
+                ("Equal", [a, b]) => (0..len).map(|i| f64::from(u8::from(at(a, i) == at(b, i)))).collect(),
+                ("Where", [c, a, b]) => (0..len).map(|i| if at(c, i) != 0.0 { at(a, i) } else { at(b, i) }).collect(),
+                _ => return None,
+            };
+            let integer = op == "Equal" || args[1..].iter().all(|c| c.integer);
+            make(dims, v, integer)
+        }
+        "Trilu" => {
+            // the upper (or lower) triangle of the last two axes from diagonal k, zeros elsewhere
+            // (the TorchScript exporter's causal mask: triu of a matrix of -inf, diagonal 1)
+            let c = x()?;
+            let k = arg(1).map_or(Some(0.0), |k| k.values.first().copied())? as i64;
+            let upper = a.int("upper", 1) == 1;
+            let [.., rows, cols] = c.dims[..] else { return None };
+            let v = c
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (r, col) = ((i as i64 / cols) % rows, i as i64 % cols);
+                    let keep = if upper { col - r >= k } else { col - r <= k };
+                    if keep {
+                        v
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            make(c.dims.clone(), v, c.integer)
+        }
         "Floor" | "Ceil" | "Neg" => {
             let c = x()?;
             let f: fn(f64) -> f64 = match n.op_type() {
@@ -344,4 +385,72 @@ pub(super) fn fold(
         }
     }
     folded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
+
+    fn c(dims: &[i64], values: &[f64]) -> Constant {
+        make(dims.to_vec(), values.to_vec(), false).unwrap()
+    }
+
+    fn node(op: &str, upper: Option<i64>) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            attribute: upper
+                .map(|u| AttributeProto {
+                    name: Some("upper".into()),
+                    i: Some(u),
+                    r#type: Some(AttributeType::Int as i32),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Trilu by hand on a 3x3 of ones: upper from diagonal 1 (torch.triu(x, 1), the causal
+    /// mask's -inf places), lower with the diagonal (torch.tril(x)); Equal and Where as the
+    /// TorchScript exporter writes `expand(n, -1, -1)` and the causal mask.
+    #[test]
+    fn triangles_and_selections_by_hand() {
+        let ones = c(&[1, 3, 3], &[1.0; 9]);
+        let shapes = HashMap::new();
+        let one = c(&[], &[1.0]);
+        let upper = eval(&node("Trilu", None), &[Some(&ones), Some(&one)], &shapes).unwrap();
+        assert_eq!(**upper.values, [0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        let lower = eval(&node("Trilu", Some(0)), &[Some(&ones)], &shapes).unwrap();
+        assert_eq!(**lower.values, [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
+        assert_eq!(lower.dims, [1, 3, 3]);
+        let zero = c(&[1], &[0.0]);
+        let eq = eval(&node("Equal", None), &[Some(&lower), Some(&zero)], &shapes).unwrap();
+        let mask = eval(
+            &node("Where", None),
+            &[Some(&eq), Some(&c(&[1], &[f64::NEG_INFINITY])), Some(&zero)],
+            &shapes,
+        )
+        .unwrap();
+        let inf = f64::NEG_INFINITY;
+        assert_eq!(**mask.values, [0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0]);
+        // expand(n, -1, -1) of a [1, 1, 16] token: Where(Equal(shape, -1), 1, shape)
+        let shape = c(&[3], &[1.0, -1.0, -1.0]);
+        let is_minus = eval(&node("Equal", None), &[Some(&shape), Some(&c(&[], &[-1.0]))], &shapes).unwrap();
+        let to = eval(
+            &node("Where", None),
+            &[Some(&is_minus), Some(&c(&[], &[1.0])), Some(&shape)],
+            &shapes,
+        )
+        .unwrap();
+        assert_eq!(**to.values, [1.0, 1.0, 1.0]);
+        // shapes that do not broadcast this simply are left alone
+        assert!(eval(
+            &node("Equal", None),
+            &[Some(&c(&[2], &[1.0, 2.0])), Some(&c(&[3], &[1.0, 2.0, 3.0]))],
+            &shapes
+        )
+        .is_none());
+    }
 }

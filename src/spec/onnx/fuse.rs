@@ -5,8 +5,9 @@
 //! - `Reshape(x, [0, G, -1])`, `InstanceNormalization` with ones and zeros, `Reshape` back, then
 //!   `Mul` and `Add` by per-channel constants is `nn.GroupNorm(G, C)` (opsets before 18).
 //!
-//! - every op the dynamo exporter writes inside one `nn.MultiheadAttention` module (its metadata
-//!   names the module; the module owns `<module>.out_proj.weight`) is that self-attention layer.
+//! - every op an exporter writes inside one `nn.MultiheadAttention` module (the dynamo
+//!   exporter's metadata or the TorchScript exporter's scopes name the module; the module owns
+//!   `<module>.out_proj.weight`) is that self-attention layer.
 //!
 //! Each pattern must be a chain whose inner tensors nobody else reads; otherwise the ops stay
 //! separate (and are refused if they cannot be read one by one).
@@ -78,22 +79,29 @@ impl<'a> Graph<'a> {
         (c.values.len() == 1).then(|| c.values[0])
     }
 
-    /// The dynamo exporter's ops of each `nn.MultiheadAttention` module (a subclass included),
-    /// grouped by the module its metadata names, as one self-attention layer at the group's
-    /// first op: the group must read one tensor from outside and write one that is read outside.
+    /// The ops of each `nn.MultiheadAttention` module (a subclass included), grouped by the
+    /// module the dynamo exporter's metadata or the TorchScript exporter's scope names, as one
+    /// self-attention layer at the group's first op: the group must read one tensor from outside
+    /// and write one that is read outside.
     fn attention(&self) -> Vec<(usize, Fusion)> {
         let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        let owns = |m: &str| !m.is_empty() && self.constants.contains_key(&format!("{m}.out_proj.weight"));
         for (i, n) in self.nodes.iter().enumerate() {
-            let Some(scopes) = super::meta(n, "pkg.torch.onnx.name_scopes") else {
-                continue;
+            let module = match super::meta(n, "pkg.torch.onnx.name_scopes") {
+                Some(scopes) => super::python_list(scopes).into_iter().rev().find(|m| owns(m)).map(str::to_string),
+                // the TorchScript exporter's scopes (`/encoder/layers.0/self_attn/MatMul`): the
+                // module that ran the op (attention runs functionally inside its module; a
+                // module without bias has no named weights, so each scope is a candidate, and
+                // attention_group keeps those that are attention)
+                None => n
+                    .name()
+                    .strip_prefix('/')
+                    .and_then(super::legacy_scope)
+                    .map(|(path, _)| path)
+                    .filter(|p| !p.is_empty()),
             };
-            let scopes = super::python_list(scopes);
-            if let Some(m) = scopes
-                .iter()
-                .rev()
-                .find(|m| !m.is_empty() && self.constants.contains_key(&format!("{m}.out_proj.weight")))
-            {
-                groups.entry(m.to_string()).or_default().push(i);
+            if let Some(m) = module {
+                groups.entry(m).or_default().push(i);
             }
         }
         groups
@@ -117,22 +125,32 @@ impl<'a> Graph<'a> {
             .collect();
         reads.sort_unstable();
         reads.dedup();
+        // (a constant the group computes, such as a causal mask the exporter shares between
+        // modules, may be read outside)
         let writes: Vec<&str> = inside
             .iter()
             .copied()
+            .filter(|t| !self.constants.contains_key(*t))
             .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
             .collect();
         let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
             return None;
         };
-        // E from the module's own out_proj.weight (sizes from the file: bounded before any
-        // arithmetic or allocation)
-        let named = &self.constants.get(&format!("{module}.out_proj.weight"))?.dims;
-        let e = *named.first()?;
-        if *named != [e, e] || !(1..=1 << 20).contains(&e) {
+        let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
+        // E from the module's own out_proj.weight, or (the TorchScript exporter's files, whose
+        // projections may be anonymous transposed copies) from the in-projection [E, 3E] of a
+        // group with one softmax; sizes from the file are bounded before any arithmetic
+        let e = match self.constants.get(&format!("{module}.out_proj.weight")) {
+            Some(c) => *c.dims.first()?,
+            None if ops.iter().filter(|n| n.op_type() == "Softmax").count() == 1 => ops.iter().find_map(|n| {
+                let c = self.constants.get(n.input.get(1)?.as_str())?;
+                (n.op_type() == "MatMul" && c.dims.len() == 2 && c.dims[1] == c.dims[0].checked_mul(3)?).then(|| c.dims[0])
+            })?,
+            None => return None,
+        };
+        if !(1..=1 << 20).contains(&e) {
             return None;
         }
-        let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
         // q, k and v projected together: x @ in_proj_weight^T, a [E, 3E] constant, then the
         // bias [3E] added (found by its place: the exporter keeps one copy of equal tensors, so
         // two modules' zero biases may be one initializer under the first one's name)
@@ -151,21 +169,30 @@ impl<'a> Graph<'a> {
                 .find(|c| c.dims == [3 * e])
         });
         // the output projection: Gemm(x, out_proj.weight, transB=1) with its bias, if any (a
-        // bias of zeros may be dropped by the exporter)
-        let gemm = ops.iter().find(|n| {
-            n.op_type() == "Gemm"
-                && super::Attrs(n).int("transB", 0) == 1
-                && n.input
-                    .get(1)
-                    .and_then(|t| self.constants.get(t.as_str()))
-                    .is_some_and(|c| c.dims == [e, e])
-        })?;
-        let out_w = self.constants.get(gemm.input[1].as_str())?;
-        let out_b = gemm
-            .input
-            .get(2)
-            .filter(|t| !t.is_empty())
-            .and_then(|t| self.constants.get(t.as_str()));
+        // bias of zeros may be dropped by the exporter), or (no bias, the TorchScript exporter)
+        // a MatMul by its transpose
+        let square = |n: &NodeProto| {
+            n.input
+                .get(1)
+                .and_then(|t| self.constants.get(t.as_str()))
+                .filter(|c| c.dims == [e, e])
+        };
+        let (out_w, out_b) = match ops
+            .iter()
+            .find(|n| n.op_type() == "Gemm" && super::Attrs(n).int("transB", 0) == 1 && square(n).is_some())
+        {
+            Some(gemm) => (
+                square(gemm)?.values.clone(),
+                gemm.input
+                    .get(2)
+                    .filter(|t| !t.is_empty())
+                    .and_then(|t| self.constants.get(t.as_str())),
+            ),
+            None => {
+                let mm = ops.iter().find(|n| n.op_type() == "MatMul" && square(n).is_some())?;
+                (Arc::new(square(mm)?.values.transposed(e as usize, e as usize)), None)
+            }
+        };
         let bias = in_b.is_some();
         if !bias && out_b.is_some() {
             return None;
@@ -185,25 +212,45 @@ impl<'a> Graph<'a> {
             .filter_map(|c| c.values.last().map(|&d| d as i64))
             .find(|&d| d > 0 && e % d == 0)
             .map_or(1, |d| e / d);
-        // a causal mask is a constant with -inf added to the scores; need_weights=True computes
-        // them by bmm (baddbmm under a mask) instead of scaled_dot_product_attention
-        let causal = ops.iter().any(|n| {
-            n.op_type() == "Add"
-                && n.input.iter().filter_map(|t| self.constants.get(t.as_str())).any(|c| {
-                    let square = c.dims.len() >= 2 && c.dims[c.dims.len() - 1] == c.dims[c.dims.len() - 2];
-                    square
-                        && c.dims[..c.dims.len() - 2].iter().all(|&d| d == 1)
-                        && c.values.iter().any(|&x| x == f64::NEG_INFINITY || x < -1e30)
-                })
-        });
-        let need_weights = ops.iter().any(|n| {
-            super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some_and(|c| c.contains("aten.bmm") || c.contains("aten.baddbmm"))
-        });
+        // a causal mask is a constant added to the scores, -inf above the diagonal and 0 on and
+        // below it (any other mask is not a layer the model language has: no fusion), or the
+        // TorchScript exporter's scaled_dot_product_attention(is_causal=True), which builds it
+        // from q's shape: Where(Trilu(ones, upper=0) == 0, -inf, 0)
+        let masks: Vec<bool> = ops
+            .iter()
+            .filter(|n| n.op_type() == "Add")
+            .flat_map(|n| n.input.iter().filter_map(|t| self.constants.get(t.as_str())))
+            .filter_map(|c| causal_mask(c))
+            .collect();
+        if masks.contains(&false) {
+            return None;
+        }
+        let causal = masks.contains(&true)
+            || ops.iter().any(|n| {
+                n.op_type() == "Trilu"
+                    && super::Attrs(n).int("upper", 1) == 0
+                    && n.input.len() == 1
+                    && self
+                        .consumers
+                        .get(n.output.first().map_or("", String::as_str))
+                        .is_some_and(|c| c.iter().all(|&j| member(&j) && self.nodes[j].op_type() == "Equal"))
+            });
+        // (the dynamo exporter's metadata names the op; the TorchScript exporter writes
+        // scaled_dot_product_attention's scale from q's shape, 1/sqrt(Cast(Shape(q)[-1])), where
+        // the bmm path multiplies q by a number)
+        let dynamo = ops.iter().any(|n| super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some());
+        let need_weights = if dynamo {
+            ops.iter().any(|n| {
+                super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some_and(|c| c.contains("aten.bmm") || c.contains("aten.baddbmm"))
+            })
+        } else {
+            !ops.iter().any(|n| n.op_type() == "Sqrt")
+        };
         let mut weights = vec![("in_proj_weight", in_w)];
         if let Some(b) = in_b {
             weights.push(("in_proj_bias", b.values.clone()));
         }
-        weights.push(("out_proj.weight", out_w.values.clone()));
+        weights.push(("out_proj.weight", out_w));
         if bias {
             let b = out_b.map_or_else(|| Arc::new(LazyValues::from(vec![0.0; e as usize])), |b| b.values.clone());
             weights.push(("out_proj.bias", b));
@@ -342,6 +389,26 @@ impl<'a> Graph<'a> {
 }
 
 /// Every pattern in the file, by the index of its first node.
+/// Whether a constant added to attention scores is a mask `[1.., L, L]` holding -inf (or a
+/// huge negative) somewhere: `Some(true)` when it is the causal one (-inf exactly above the
+/// diagonal, 0 on and below it), `Some(false)` for any other mask, `None` for no mask.
+fn causal_mask(c: &Constant) -> Option<bool> {
+    let d = &c.dims;
+    let [.., rows, cols] = d[..] else { return None };
+    let masked = |v: f64| v == f64::NEG_INFINITY || v < -1e30;
+    if rows != cols || rows < 1 || d[..d.len() - 2].iter().any(|&x| x != 1) || !c.values.iter().any(|&v| masked(v)) {
+        return None;
+    }
+    Some(c.values.iter().enumerate().all(|(i, &v)| {
+        let (r, k) = ((i as i64 / cols) % rows, i as i64 % cols);
+        if k > r {
+            masked(v)
+        } else {
+            v == 0.0
+        }
+    }))
+}
+
 pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<String, Rc<Constant>>) -> HashMap<usize, Fusion> {
     let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut producer = HashMap::new();

@@ -319,7 +319,7 @@ fn scoped_name(name: &str, op: &str) -> Option<String> {
 }
 
 /// `layer1/layer1.0/relu/Relu` -> (`layer1.0.relu`, `Relu`).
-fn legacy_scope(scoped: &str) -> Option<(String, &str)> {
+pub(super) fn legacy_scope(scoped: &str) -> Option<(String, &str)> {
     let mut parts: Vec<&str> = scoped.split('/').filter(|p| !p.is_empty()).collect();
     let last = parts.pop()?;
     // each scope is named relative to its parent's own name: features / features.1 / conv /
@@ -358,6 +358,8 @@ struct Reader {
     constants: HashMap<String, std::rc::Rc<Constant>>,
     /// ONNX tensor name -> the spec node (or "input") that produces it.
     tensors: HashMap<String, String>,
+    /// A learned tensor passed on unchanged (an Expand to its own shape) -> the initializer.
+    aliases: HashMap<String, String>,
     nodes: Vec<Value>,
     origin: Vec<(String, String, String)>,
     names: HashMap<String, usize>,
@@ -573,6 +575,8 @@ impl Reader {
     /// shape the sample's (a leading batch axis of 1 dropped where the tensor it meets has
     /// one more axis than the sample... as the batched broadcast does).
     fn data_or_parameter(&mut self, node: &NodeProto, t: &str) -> Result<String, Refusal> {
+        let alias = self.aliases.get(t).cloned();
+        let t = alias.as_deref().unwrap_or(t);
         let Some(c) = self.constant(t).filter(|c| c.initializer && !c.integer).cloned() else {
             return self.source(t);
         };
@@ -989,6 +993,26 @@ impl Reader {
                 let zeros = self.constant(data()).is_some_and(|c| c.values.iter().all(|&v| v == 0.0));
                 let shape = node.input.get(1).and_then(|t| self.constant(t));
                 match shape {
+                    // an expand to the tensor's own shape (ViT's `class_token.expand(n, -1, -1)`
+                    // at batch 1) is the tensor itself, a parameter still (even one of zeros)
+                    Some(shape)
+                        if self.constant(data()).is_some_and(|c| {
+                            let dims = &c.dims;
+                            shape.values.len() <= dims.len()
+                                && shape
+                                    .values
+                                    .iter()
+                                    .rev()
+                                    .zip(dims.iter().rev())
+                                    .all(|(&t, &d)| t == 1.0 || t == d as f64)
+                        }) =>
+                    {
+                        let c = self.constants[data()].clone();
+                        let source = self.aliases.get(data()).cloned().unwrap_or_else(|| data().to_string());
+                        self.aliases.insert(out.clone(), source);
+                        self.constants.insert(out, c);
+                        return Ok(());
+                    }
                     Some(shape) if zeros && shape.values.iter().all(|&d| (0.0..=65536.0).contains(&d)) => {
                         let dims: Vec<i64> = shape.values.iter().map(|&d| d as i64).collect();
                         let n = dims.iter().product::<i64>() as usize;
@@ -1537,6 +1561,7 @@ fn read(
     let mut r = Reader {
         constants,
         tensors: HashMap::from([(input.to_string(), GRAPH_INPUT.to_string())]),
+        aliases: HashMap::new(),
         nodes: Vec::new(),
         origin: Vec::new(),
         names: HashMap::new(),
@@ -1716,6 +1741,13 @@ pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> Spec
                     integer: true,
                 };
                 constants.insert(out.clone(), c.into());
+            }
+        }
+        // the exporter shares equal initializers through Identity nodes (two zero biases are
+        // one tensor): the copy is the same constant, for the fusions too
+        if n.op_type() == "Identity" {
+            if let (Some(out), Some(c)) = (n.output.first(), n.input.first().and_then(|i| constants.get(i)).cloned()) {
+                constants.insert(out.clone(), c);
             }
         }
     }
