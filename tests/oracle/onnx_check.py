@@ -20,7 +20,7 @@
    the input) are counted apart.
 3. The dynamo exporter (torch.onnx.export's default) on resnet18: the file's own parameters and
    FlopCounterMode's total.
-4. resnet18 and mobilenet_v2 at 3x32x32 and vit_b_16 at 3x224x224 (346 MB, from the
+4. resnet18, mobilenet_v2 and efficientnet_b0 at 3x32x32 and vit_b_16 at 3x224x224 (346 MB, from the
    TorchScript exporter): diagnostics with the file's weights in float32 on inputs the service draws from a
    seed (check.drawn_inputs draws the same) equal autograd on the original module per named
    parameter, weights and biases, to 1e-5 relative.
@@ -105,7 +105,7 @@ def run_torchvision(url, names, dynamo_too):
             files.append(("dynamo", export(model, [3, 224, 224], dynamo=True)))
         if dynamo_too and name == "resnet18":
             failures += check_dynamo(url, name, model)
-        if name in ("resnet18", "mobilenet_v2", "vit_b_16"):
+        if name in ("resnet18", "mobilenet_v2", "efficientnet_b0", "vit_b_16"):
             # ViT's position embedding fixes its image size
             shape = [3, 224, 224] if name == "vit_b_16" else [3, 32, 32]
             data = files[0][1] if name == "vit_b_16" else export(model, shape)  # (the legacy file)

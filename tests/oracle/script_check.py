@@ -2,9 +2,10 @@
 
   python script_check.py URL [--n 40] [--seed 9]
 
-- Gradient diagnostics of torch.jit.trace'd random oracle networks (and torchvision's resnet18):
-  the gradient per named parameter equals autograd on the original module, float64, 1e-9
-  relative, with the same inputs.
+- Gradient diagnostics of torch.jit.trace'd random oracle networks and torchvision's resnet18,
+  mobilenet_v2, efficientnet_b0 (3x32x32) and vit_b_16 (3x224x224, float32): the gradient per
+  named parameter equals autograd on the original module with the same inputs, float64 to 1e-9
+  relative (float32 to 1e-5).
 - The measured receptive field of one output unit of a traced network equals the service's
   analytic exact set for the same network given as a spec (conv, average pool and ReLU chains
   with positive weights on an all-ones input, where no dependence cancels or dies).
@@ -15,6 +16,7 @@ import argparse
 import base64
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -24,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
-from check import post, post_raw, schema_problems  # noqa: E402
+from check import drawn_inputs, post, post_raw, schema_problems  # noqa: E402
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
@@ -36,11 +38,19 @@ def saved(module, example):
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def check_grads(url, model, shape, label, batch=2, raw=False):
-    # inputs with three decimals: short enough for a query string, exact on both sides
-    x = (torch.randn(batch, *shape, dtype=torch.float64) * 1000).round() / 1000
+def check_grads(url, model, shape, label, batch=2, raw=False, float32=False):
+    """Gradients per named parameter against autograd on the module: float64 to 1e-9 relative,
+    or (`float32`, for a large network) float32 to 1e-5. A raw upload's inputs are drawn by the
+    service from a seed (check.drawn_inputs draws the same here), the others sent as values."""
     ts = saved(model.float(), torch.zeros(1, *shape))
-    request = {"inputs": {"values": x.flatten().tolist()}, "dtype": "float64"}
+    if raw:
+        x = drawn_inputs(batch * math.prod(shape), seed=11).reshape(batch, *shape)
+        request = {"inputs": {"batch_size": batch, "seed": 11}}
+    else:
+        # inputs with three decimals, exact on both sides
+        x = (torch.randn(batch, *shape, dtype=torch.float64) * 1000).round() / 1000
+        request = {"inputs": {"values": x.flatten().tolist()}}
+    request["dtype"] = "float32" if float32 else "float64"
     if raw:
         # a large module (resnet18: 45 MB) goes as the body; torch.jit.save's zip is recognised
         s, r = post_raw(url + "/v1/gradient-diagnostics", base64.b64decode(ts), request | {"input_shape": shape})
@@ -48,7 +58,8 @@ def check_grads(url, model, shape, label, batch=2, raw=False):
         s, r = post(url + "/v1/gradient-diagnostics", request | {"model": {"torchscript": ts, "input_shape": shape}})
     if s != 200:
         return [f"{label}: status {s}: {str(r)[:300]}"]
-    model = model.double()
+    model = model.float() if float32 else model.double()
+    x = x.float() if float32 else x
     model.zero_grad()
     y = model(x)
     ys = y if isinstance(y, tuple) else (y,)
@@ -57,12 +68,13 @@ def check_grads(url, model, shape, label, batch=2, raw=False):
     named = dict(model.named_parameters())
     if [p["name"] for p in r["parameters"]] != list(named):
         problems.append(f"{label}: names {[p['name'] for p in r['parameters']][:5]} != {list(named)[:5]}")
+    rel, floor = (1e-5, 1e-7) if float32 else (1e-9, 1e-12)
     for p in r["parameters"]:
         COUNTS["params"] += 1
         g = named[p["name"]].grad
-        want = 0.0 if g is None else g.norm().item()
+        want = 0.0 if g is None else g.double().norm().item()
         got = p["grad_frobenius"] or 0.0
-        if abs(got - want) > 1e-9 * max(abs(want), 1e-300) and abs(got - want) > 1e-12:
+        if abs(got - want) > rel * max(abs(want), 1e-300) and abs(got - want) > floor:
             problems.append(f"{label}: {p['name']}: {got} != autograd {want}")
     return problems
 
@@ -157,7 +169,11 @@ def main():
     problems = []
     import torchvision
     torch.manual_seed(0)
-    problems += check_grads(a.url, torchvision.models.resnet18().eval(), [3, 32, 32], "resnet18", batch=1, raw=True)
+    # torchvision's networks of the issue, traced with their own weights and uploaded raw
+    for name in ("resnet18", "mobilenet_v2", "efficientnet_b0"):
+        problems += check_grads(a.url, getattr(torchvision.models, name)().eval(), [3, 32, 32], name, batch=1, raw=True)
+    # (its position embedding fixes the image size: 224, so float32)
+    problems += check_grads(a.url, torchvision.models.vit_b_16().eval(), [3, 224, 224], "vit_b_16", batch=1, raw=True, float32=True)
     for case in range(a.n):
         rng = random.Random(a.seed * 100_003 + case)
         torch.manual_seed(a.seed * 100_003 + case)
@@ -170,7 +186,7 @@ def main():
     problems += check_hostile(a.url)
     for p in problems:
         print(p)
-    print(f"torchscript oracle: {'ok' if not problems else f'{len(problems)} problems'} ({a.n} random networks and resnet18: "
+    print(f"torchscript oracle: {'ok' if not problems else f'{len(problems)} problems'} ({a.n} random networks and four torchvision networks: "
           f"{COUNTS['params']} parameters' gradients, {COUNTS['rf']} measured receptive fields compared; hostile modules)")
     sys.exit(1 if problems else 0)
 
