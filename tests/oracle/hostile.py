@@ -196,7 +196,22 @@ def seed_attention_onnx(dynamo=True):
         return buf.getvalue()
 
 
-ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False)]
+def seed_cross_onnx():
+    """A fifth: cross-attention of latent queries over the projected input (TorchScript
+    exporter): the queries a learned tensor, keys and values from the model's input."""
+    import io
+    import warnings
+
+    import seq_check
+    import torch
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(2)
+    buf = io.BytesIO()
+    torch.onnx.export(seq_check.CrossNet("latents", 3, 4, 2, 3, True, False, 2).eval(), (torch.zeros(1, 5, 3),), buf, dynamo=False)
+    return buf.getvalue()
+
+
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx()]
 
 
 def seed_torchscript():

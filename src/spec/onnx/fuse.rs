@@ -7,7 +7,9 @@
 //!
 //! - every op an exporter writes inside one `nn.MultiheadAttention` module (the dynamo
 //!   exporter's metadata or the TorchScript exporter's scopes name the module; the module owns
-//!   `<module>.out_proj.weight`) is that self-attention layer.
+//!   `<module>.out_proj.weight`, or its ops hold one softmax and in-projections by constant
+//!   `[E, c*E]` blocks) is that attention layer: self-attention from one packed projection,
+//!   cross-attention from a query's and keys-and-values' (or keys' and values') projections.
 //!
 //! Each pattern must be a chain whose inner tensors nobody else reads; otherwise the ops stay
 //! separate (and are refused if they cannot be read one by one).
@@ -46,6 +48,9 @@ pub(super) enum Layer {
 pub(super) struct Fusion {
     pub layer: Layer,
     pub input: String,
+    /// More tensors the layer reads after `input`: a cross-attention's keys and values (or its
+    /// keys-and-values tensor).
+    pub extra: Vec<String>,
     pub output: String,
     pub absorbed: Vec<usize>,
 }
@@ -133,41 +138,111 @@ impl<'a> Graph<'a> {
             .filter(|t| !self.constants.contains_key(*t))
             .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
             .collect();
-        let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
+        let [output] = writes.as_slice() else {
             return None;
         };
         let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
-        // E from the module's own out_proj.weight, or (the TorchScript exporter's files, whose
-        // projections may be anonymous transposed copies) from the in-projection [E, 3E] of a
-        // group with one softmax; sizes from the file are bounded before any arithmetic
-        let e = match self.constants.get(&format!("{module}.out_proj.weight")) {
-            Some(c) => *c.dims.first()?,
-            None if ops.iter().filter(|n| n.op_type() == "Softmax").count() == 1 => ops.iter().find_map(|n| {
-                let c = self.constants.get(n.input.get(1)?.as_str())?;
-                (n.op_type() == "MatMul" && c.dims.len() == 2 && c.dims[1] == c.dims[0].checked_mul(3)?).then(|| c.dims[0])
-            })?,
-            None => return None,
+        // where a tensor the group reads comes from: followed back through the group's own
+        // views (the exporter transposes a batch-first sequence to time-major first) to a tensor
+        // of the model or a learned one (a cross-attention's latent queries or memory)
+        let origin = |mut t: &'a str| -> Option<&'a str> {
+            for _ in 0..16 {
+                if !inside.contains(t) {
+                    return Some(t);
+                }
+                let n = &self.nodes[*self.producer.get(t)?];
+                if !matches!(n.op_type(), "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Identity") {
+                    return None;
+                }
+                t = n.input.first()?.as_str();
+            }
+            None
         };
-        if !(1..=1 << 20).contains(&e) {
+        // the in-projections: x @ W^T by a constant [E, c*E] (c = 3: q, k and v of one tensor,
+        // self-attention; c = 1 and 2, or three times 1: a cross-attention's query and its keys
+        // and values), in the order the module computes them (q first), each maybe followed by
+        // its bias [c*E] added (found by its place: the exporter keeps one copy of equal tensors,
+        // so two modules' zero biases may be one initializer under the first one's name)
+        let projections: Vec<(&'a str, &'a str, Rc<Constant>)> = ops
+            .iter()
+            .filter(|n| n.op_type() == "MatMul")
+            .filter_map(|n| {
+                let w = self.constants.get(n.input.get(1)?.as_str())?;
+                let [a, b] = w.dims[..] else { return None };
+                (a > 0 && b % a == 0 && (1..=3).contains(&(b / a))).then_some(())?;
+                Some((origin(n.input.first()?.as_str())?, n.output.first()?.as_str(), w.clone()))
+            })
+            .collect();
+        let e = *projections.first()?.2.dims.first()?;
+        let widths: Vec<i64> = projections.iter().map(|p| p.2.dims[1] / e).collect();
+        if !(1..=1 << 20).contains(&e)
+            || projections.iter().any(|p| p.2.dims[0] != e)
+            || !matches!(widths[..], [3] | [1, 2] | [1, 1, 1])
+            || ops.iter().filter(|n| n.op_type() == "Softmax").count() != 1
+        {
             return None;
         }
-        // q, k and v projected together: x @ in_proj_weight^T, a [E, 3E] constant, then the
-        // bias [3E] added (found by its place: the exporter keeps one copy of equal tensors, so
-        // two modules' zero biases may be one initializer under the first one's name)
-        let (proj, in_w) = ops.iter().find_map(|n| {
-            let c = n.input.get(1).and_then(|t| self.constants.get(t.as_str()))?;
-            let out = n.output.first()?;
-            (n.op_type() == "MatMul" && c.dims == [e, 3 * e]).then(|| (out, Arc::new(c.values.transposed(e as usize, 3 * e as usize))))
-        })?;
-        let in_b = ops.iter().find_map(|n| {
-            if n.op_type() != "Add" || !n.input.contains(proj) {
-                return None;
+        // (the module's own out_proj.weight, where the file names it, must agree)
+        if self
+            .constants
+            .get(&format!("{module}.out_proj.weight"))
+            .is_some_and(|c| c.dims != [e, e])
+        {
+            return None;
+        }
+        // the group reads the projections' sources and nothing else
+        let sources: Vec<&str> = projections.iter().map(|p| p.0).collect();
+        if reads.iter().any(|t| !sources.contains(t)) {
+            return None;
+        }
+        let (input, extra) = (sources[0], sources[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let in_w: Arc<LazyValues> = match &projections[..] {
+            [(_, _, w)] => Arc::new(w.values.transposed(e as usize, 3 * e as usize)),
+            _ => {
+                let mut rows: Vec<f64> = Vec::with_capacity(3 * (e * e) as usize);
+                for (_, _, w) in &projections {
+                    rows.extend_from_slice(&w.values.transposed(e as usize, w.dims[1] as usize));
+                }
+                Arc::new(rows.into())
             }
-            n.input
-                .iter()
-                .filter_map(|t| self.constants.get(t.as_str()))
-                .find(|c| c.dims == [3 * e])
-        });
+        };
+        let biases: Vec<Option<Rc<Constant>>> = projections
+            .iter()
+            .map(|(_, out, w)| {
+                ops.iter().find_map(|n| {
+                    if n.op_type() != "Add" || !n.input.iter().any(|t| t == out) {
+                        return None;
+                    }
+                    n.input
+                        .iter()
+                        .filter_map(|t| self.constants.get(t.as_str()))
+                        .find(|c| c.dims == [w.dims[1]])
+                        .cloned()
+                })
+            })
+            .collect();
+        let in_b: Option<Arc<LazyValues>> = match &biases[..] {
+            [Some(b)] => Some(b.values.clone()),
+            all if all.iter().all(Option::is_some) => Some(Arc::new(
+                all.iter()
+                    .flatten()
+                    .flat_map(|b| b.values.iter().copied())
+                    .collect::<Vec<f64>>()
+                    .into(),
+            )),
+            all if all.iter().all(Option::is_none) => None,
+            _ => return None,
+        };
+        // what the projections write (and their biases added): viewed per head further on
+        let projected: Vec<&str> = projections
+            .iter()
+            .map(|p| p.1)
+            .chain(
+                ops.iter()
+                    .filter(|n| n.op_type() == "Add" && n.input.iter().any(|t| projections.iter().any(|p| p.1 == t)))
+                    .filter_map(|n| n.output.first().map(String::as_str)),
+            )
+            .collect();
         // the output projection: Gemm(x, out_proj.weight, transB=1) with its bias, if any (a
         // bias of zeros may be dropped by the exporter), or (no bias, the TorchScript exporter)
         // a MatMul by its transpose
@@ -189,7 +264,9 @@ impl<'a> Graph<'a> {
                     .and_then(|t| self.constants.get(t.as_str())),
             ),
             None => {
-                let mm = ops.iter().find(|n| n.op_type() == "MatMul" && square(n).is_some())?;
+                let mm = ops
+                    .iter()
+                    .find(|n| n.op_type() == "MatMul" && square(n).is_some() && n.input.first().and_then(|t| origin(t)).is_none())?;
                 (Arc::new(square(mm)?.values.transposed(e as usize, e as usize)), None)
             }
         };
@@ -197,16 +274,19 @@ impl<'a> Graph<'a> {
         if !bias && out_b.is_some() {
             return None;
         }
-        // the heads: q, k and v, each taken from the projection (a Gather), are viewed as
-        // [L, batch * heads, head_dim]
+        // the heads: q, k and v, each taken from the projection (a Gather of the packed one, or
+        // a cross-attention's own projections), are viewed as [L, batch * heads, head_dim]
         let heads = ops
             .iter()
             .filter(|n| n.op_type() == "Reshape")
             .filter(|n| {
-                n.input
-                    .first()
-                    .and_then(|t| self.producer.get(t.as_str()))
-                    .is_some_and(|&p| member(&p) && self.nodes[p].op_type() == "Gather")
+                n.input.first().is_some_and(|t| {
+                    projected.contains(&t.as_str())
+                        || self
+                            .producer
+                            .get(t.as_str())
+                            .is_some_and(|&p| member(&p) && self.nodes[p].op_type() == "Gather")
+                })
             })
             .filter_map(|n| self.constants.get(n.input.get(1)?.as_str()))
             .filter_map(|c| c.values.last().map(|&d| d as i64))
@@ -239,6 +319,10 @@ impl<'a> Graph<'a> {
         // scaled_dot_product_attention's scale from q's shape, 1/sqrt(Cast(Shape(q)[-1])), where
         // the bmm path multiplies q by a number)
         let dynamo = ops.iter().any(|n| super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some());
+        // (a causal mask is for self-attention: the model language has no masked cross-attention)
+        if causal && !extra.is_empty() {
+            return None;
+        }
         let need_weights = if dynamo {
             ops.iter().any(|n| {
                 super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some_and(|c| c.contains("aten.bmm") || c.contains("aten.baddbmm"))
@@ -248,7 +332,7 @@ impl<'a> Graph<'a> {
         };
         let mut weights = vec![("in_proj_weight", in_w)];
         if let Some(b) = in_b {
-            weights.push(("in_proj_bias", b.values.clone()));
+            weights.push(("in_proj_bias", b));
         }
         weights.push(("out_proj.weight", out_w));
         if bias {
@@ -276,6 +360,7 @@ impl<'a> Graph<'a> {
                     time_major,
                 },
                 input: input.to_string(),
+                extra,
                 output: output.to_string(),
                 absorbed: members.into_iter().filter(|&i| i != first).collect(),
             },
@@ -292,6 +377,7 @@ impl<'a> Graph<'a> {
         ok.then(|| Fusion {
             layer: Layer::Silu,
             input: x.clone(),
+            extra: Vec::new(),
             output: n.output[0].clone(),
             absorbed: vec![m],
         })
@@ -304,6 +390,7 @@ impl<'a> Graph<'a> {
         self.nodes[m].input.contains(x).then(|| Fusion {
             layer: Layer::Mish,
             input: x.clone(),
+            extra: Vec::new(),
             output: self.nodes[m].output[0].clone(),
             absorbed: vec![t, m],
         })
@@ -327,6 +414,7 @@ impl<'a> Graph<'a> {
         (**one.values == [1.0] && **half.values == [0.5]).then(|| Fusion {
             layer: Layer::Gelu,
             input: x.clone(),
+            extra: Vec::new(),
             output: self.nodes[m2].output[0].clone(),
             absorbed: vec![e, a, m1, m2],
         })
@@ -382,6 +470,7 @@ impl<'a> Graph<'a> {
                 bias,
             },
             input: x.clone(),
+            extra: Vec::new(),
             output: self.nodes[tail].output[0].clone(),
             absorbed,
         })

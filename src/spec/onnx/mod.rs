@@ -504,7 +504,15 @@ impl Reader {
 
     /// Emits the one layer of a pattern of ops (fuse.rs) at its first node.
     fn fused(&mut self, node: &NodeProto, index: usize, f: &fuse::Fusion) -> Result<(), Refusal> {
-        let src = self.source(&f.input)?;
+        // (a cross-attention's latent queries or memory are learned tensors: parameter nodes)
+        let mut srcs = vec![if f.extra.is_empty() {
+            self.source(&f.input)?
+        } else {
+            self.data_or_learned(node, &f.input, Some(2))?
+        }];
+        for t in &f.extra {
+            srcs.push(self.data_or_learned(node, t, Some(2))?);
+        }
         let mut body = Map::new();
         let mut tensors = Vec::new();
         let mut module = None;
@@ -555,7 +563,7 @@ impl Reader {
                 .map(|(m, _)| format!("{m}.weight"))
                 .filter(|m| m != ".weight")
         });
-        let name = self.push(node, index, module.as_deref(), vec![src], body);
+        let name = self.push(node, index, module.as_deref(), srcs, body);
         if !tensors.is_empty() {
             self.weights.insert(name.clone(), tensors);
         }
@@ -575,6 +583,12 @@ impl Reader {
     /// shape the sample's (a leading batch axis of 1 dropped where the tensor it meets has
     /// one more axis than the sample... as the batched broadcast does).
     fn data_or_parameter(&mut self, node: &NodeProto, t: &str) -> Result<String, Refusal> {
+        self.data_or_learned(node, t, None)
+    }
+
+    /// [`Self::data_or_parameter`] where the reader knows the sample's rank (a cross-attention
+    /// reads sequences: a learned `[1, E]` is one token, not a batch axis and E features).
+    fn data_or_learned(&mut self, node: &NodeProto, t: &str, rank: Option<usize>) -> Result<String, Refusal> {
         let alias = self.aliases.get(t).cloned();
         let t = alias.as_deref().unwrap_or(t);
         let Some(c) = self.constant(t).filter(|c| c.initializer && !c.integer).cloned() else {
@@ -586,14 +600,15 @@ impl Reader {
         // the sample rank of a tensor the op also reads (learned shapes carry the batch axis);
         // before shapes are learned, a leading 1 is taken for the batch axis (a [C, 1, 1] scale
         // has none): waiting for the shapes would cost one reading of the file per block
-        let rank = node
-            .input
-            .iter()
-            .filter(|o| o.as_str() != t && self.constant(o).is_none())
-            .find_map(|o| match self.tensors.get(o).map(String::as_str) {
-                Some(GRAPH_INPUT) => Some(self.input_rank),
-                _ => self.ranks.get(o).map(|r| r.saturating_sub(1)),
-            });
+        let rank = rank.or_else(|| {
+            node.input
+                .iter()
+                .filter(|o| o.as_str() != t && self.constant(o).is_none())
+                .find_map(|o| match self.tensors.get(o).map(String::as_str) {
+                    Some(GRAPH_INPUT) => Some(self.input_rank),
+                    _ => self.ranks.get(o).map(|r| r.saturating_sub(1)),
+                })
+        });
         let dims: Vec<u64> = match (c.dims.as_slice(), rank) {
             ([1, rest @ ..], Some(rank)) if rest.len() == rank => rest.iter().map(|&d| d as u64).collect(),
             ([1, rest @ ..], None) if !rest.is_empty() => rest.iter().map(|&d| d as u64).collect(),
@@ -997,8 +1012,11 @@ impl Reader {
                     // at batch 1) is the tensor itself, a parameter still (even one of zeros)
                     Some(shape)
                         if self.constant(data()).is_some_and(|c| {
+                            // the broadcast adds no size but (at batch 1) a leading batch axis
                             let dims = &c.dims;
-                            shape.values.len() <= dims.len()
+                            let lead = shape.values.len().saturating_sub(dims.len());
+                            lead <= 1
+                                && shape.values[..lead].iter().all(|&t| t == 1.0)
                                 && shape
                                     .values
                                     .iter()
@@ -1602,7 +1620,9 @@ fn read(
         for &i in &pending {
             let n = &graph.node[i];
             let ready = match fusions.get(&i) {
-                Some(f) => r.tensors.contains_key(&f.input),
+                Some(f) => std::iter::once(&f.input)
+                    .chain(&f.extra)
+                    .all(|t| r.tensors.contains_key(t) || r.constants.contains_key(t.as_str())),
                 None => n.input.iter().enumerate().all(|(k, t)| {
                     t.is_empty()
                         || r.tensors.contains_key(t)
