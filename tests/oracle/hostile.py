@@ -196,9 +196,10 @@ def seed_attention_onnx(dynamo=True):
         return buf.getvalue()
 
 
-def seed_cross_onnx():
-    """A fifth: cross-attention of latent queries over the projected input (TorchScript
+def seed_cross_onnx(dynamo=False):
+    """A fifth and sixth: cross-attention of latent queries over the projected input (either
     exporter): the queries a learned tensor, keys and values from the model's input."""
+    import contextlib
     import io
     import warnings
 
@@ -206,12 +207,16 @@ def seed_cross_onnx():
     import torch
     warnings.filterwarnings("ignore")
     torch.manual_seed(2)
-    buf = io.BytesIO()
-    torch.onnx.export(seq_check.CrossNet("latents", 3, 4, 2, 3, True, False, 2).eval(), (torch.zeros(1, 5, 3),), buf, dynamo=False)
-    return buf.getvalue()
+    net = seq_check.CrossNet("latents", 3, 4, 2, 3, True, False, 2).eval()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if dynamo:
+            return torch.onnx.export(net, (torch.zeros(1, 5, 3),), dynamo=True, verbose=False).model_proto.SerializeToString()
+        buf = io.BytesIO()
+        torch.onnx.export(net, (torch.zeros(1, 5, 3),), buf, dynamo=False)
+        return buf.getvalue()
 
 
-ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx()]
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx(), seed_cross_onnx(dynamo=True)]
 
 
 def seed_torchscript():

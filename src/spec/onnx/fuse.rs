@@ -92,8 +92,16 @@ impl<'a> Graph<'a> {
         let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
         let owns = |m: &str| !m.is_empty() && self.constants.contains_key(&format!("{m}.out_proj.weight"));
         for (i, n) in self.nodes.iter().enumerate() {
+            // the dynamo exporter splits a cross-attention's in_proj_weight and in_proj_bias at run
+            // time, in ops without metadata: they belong to the module that owns the tensor
+            let split_of = || {
+                let t = n.input.first()?;
+                let m = t.strip_suffix(".in_proj_weight").or_else(|| t.strip_suffix(".in_proj_bias"))?;
+                (n.op_type() == "Split" && owns(m)).then(|| m.to_string())
+            };
             let module = match super::meta(n, "pkg.torch.onnx.name_scopes") {
                 Some(scopes) => super::python_list(scopes).into_iter().rev().find(|m| owns(m)).map(str::to_string),
+                None if split_of().is_some() => split_of(),
                 // the TorchScript exporter's scopes (`/encoder/layers.0/self_attn/MatMul`): the
                 // module that ran the op (attention runs functionally inside its module; a
                 // module without bias has no named weights, so each scope is a candidate, and
@@ -163,7 +171,7 @@ impl<'a> Graph<'a> {
         // and values), in the order the module computes them (q first), each maybe followed by
         // its bias [c*E] added (found by its place: the exporter keeps one copy of equal tensors,
         // so two modules' zero biases may be one initializer under the first one's name)
-        let projections: Vec<(&'a str, &'a str, Rc<Constant>)> = ops
+        let mut projections: Vec<(&'a str, &'a str, Rc<Constant>)> = ops
             .iter()
             .filter(|n| n.op_type() == "MatMul")
             .filter_map(|n| {
@@ -173,6 +181,60 @@ impl<'a> Graph<'a> {
                 Some((origin(n.input.first()?.as_str())?, n.output.first()?.as_str(), w.clone()))
             })
             .collect();
+        // (the dynamo exporter's cross-attention: each projection a MatMul by the transpose of
+        // one block of `<module>.in_proj_weight`, split at run time; the blocks in q, k, v order)
+        let named_in = self.constants.get(&format!("{module}.in_proj_weight"));
+        let split_at_run_time = projections.is_empty();
+        if split_at_run_time {
+            let w = named_in?;
+            let [rows, e] = w.dims[..] else { return None };
+            if rows != 3 * e || !(1..=1 << 20).contains(&e) {
+                return None;
+            }
+            let mut found: Vec<(usize, &'a str, &'a str, i64)> = Vec::new();
+            for n in ops.iter().filter(|n| n.op_type() == "MatMul") {
+                let mut t = n.input.get(1)?.as_str();
+                while let Some(p) = self.producer.get(t).map(|&p| &self.nodes[p]).filter(|p| p.op_type() == "Transpose") {
+                    t = p.input.first()?.as_str();
+                }
+                let Some(split) = self
+                    .producer
+                    .get(t)
+                    .map(|&p| &self.nodes[p])
+                    .filter(|p| p.op_type() == "Split" && p.input.first() == Some(&format!("{module}.in_proj_weight")))
+                else {
+                    continue;
+                };
+                let chunk = split.output.iter().position(|o| o == t)?;
+                let sizes: Vec<i64> = match split.input.get(1).and_then(|s| self.constants.get(s.as_str())) {
+                    Some(c) => c.values.iter().map(|&v| v as i64).collect(),
+                    None => super::Attrs(split)
+                        .ints("split")
+                        .unwrap_or_else(|| vec![rows / split.output.len() as i64; split.output.len()]),
+                };
+                found.push((
+                    chunk,
+                    origin(n.input.first()?.as_str())?,
+                    n.output.first()?.as_str(),
+                    *sizes.get(chunk)? / e,
+                ));
+            }
+            found.sort_by_key(|f| f.0);
+            // a block of the right width stands in for the weight (its values are not used)
+            projections = found
+                .iter()
+                .map(|&(_, src, out, c)| {
+                    (
+                        src,
+                        out,
+                        Rc::new(Constant {
+                            dims: vec![e, c * e],
+                            ..(**w).clone()
+                        }),
+                    )
+                })
+                .collect();
+        }
         let e = *projections.first()?.2.dims.first()?;
         let widths: Vec<i64> = projections.iter().map(|p| p.2.dims[1] / e).collect();
         if !(1..=1 << 20).contains(&e)
@@ -197,6 +259,7 @@ impl<'a> Graph<'a> {
         }
         let (input, extra) = (sources[0], sources[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let in_w: Arc<LazyValues> = match &projections[..] {
+            _ if split_at_run_time => named_in?.values.clone(),
             [(_, _, w)] => Arc::new(w.values.transposed(e as usize, 3 * e as usize)),
             _ => {
                 let mut rows: Vec<f64> = Vec::with_capacity(3 * (e * e) as usize);
@@ -222,6 +285,7 @@ impl<'a> Graph<'a> {
             })
             .collect();
         let in_b: Option<Arc<LazyValues>> = match &biases[..] {
+            _ if split_at_run_time => self.constants.get(&format!("{module}.in_proj_bias")).map(|b| b.values.clone()),
             [Some(b)] => Some(b.values.clone()),
             all if all.iter().all(Option::is_some) => Some(Arc::new(
                 all.iter()
@@ -289,6 +353,8 @@ impl<'a> Graph<'a> {
                 })
             })
             .filter_map(|n| self.constants.get(n.input.get(1)?.as_str()))
+            // (not the keys-and-values projection unflattened to [L, batch, 2, E])
+            .filter(|c| c.values.len() == 3)
             .filter_map(|c| c.values.last().map(|&d| d as i64))
             .find(|&d| d > 0 && e % d == 0)
             .map_or(1, |d| e / d);

@@ -600,6 +600,15 @@ impl Reader {
         // the sample rank of a tensor the op also reads (learned shapes carry the batch axis);
         // before shapes are learned, a leading 1 is taken for the batch axis (a [C, 1, 1] scale
         // has none): waiting for the shapes would cost one reading of the file per block
+        // a learned sequence the dynamo exporter folded time-major at batch 1, [L, 1, E], is
+        // [L, E] (the same values in the same order)
+        let c = match (rank, c.dims.as_slice()) {
+            (Some(2), &[l, 1, e]) => Constant {
+                dims: vec![l, e],
+                ..c.clone()
+            },
+            _ => c,
+        };
         let rank = rank.or_else(|| {
             node.input
                 .iter()
