@@ -9,9 +9,10 @@
 //! GroupNormalization, LayerNormalization, Relu, LeakyRelu, Sigmoid, Tanh, HardSwish,
 //! HardSigmoid, Mish, Gelu, Clip(0, 6), Softmax, Add, Mul, Concat, Flatten, Reshape to
 //! `[batch, -1]`, Pad, Resize/Upsample (nearest by integer factors, linear half-pixel),
-//! ReduceMean, Dropout and Identity. Layers the exporter writes as several ops (SiLU, erf GELU,
-//! softplus Mish, opset-17 GroupNorm) are read back as one (fuse.rs); shape arithmetic left in
-//! the graph is evaluated (fold.rs). Anything else is listed, every node of it, in one 422: a
+//! ReduceMean, Dropout and Identity; LSTM, GRU and RNN; an Expand of a learned tensor to its own
+//! shape (at batch 1). Layers the exporter writes as several ops (SiLU, erf GELU, softplus Mish,
+//! opset-17 GroupNorm, self- and cross-attention from either exporter) are read back as one
+//! (fuse.rs); shape and mask arithmetic left in the graph is evaluated (fold.rs). Anything else is listed, every node of it, in one 422: a
 //! node the service cannot read is never counted as zero.
 use super::error::{SpecError, SpecResult};
 use super::parse::{parse_model, SpecLimits};
