@@ -4,6 +4,7 @@ batches, and ONNX files mutated (bit flips, truncation, splices, random bytes) s
 raw uploads with hostile request parameters, ONNX files with external data sent as multipart
 bodies with the model, the side file or the body itself mutated (parts dropped, renamed or
 repeated, bytes flipped, the body cut short), and TorchScript modules mutated the same way.
+The seed files hold attention and cross-attention from both exporters and an unrolled nn.RNN.
 Nothing may answer 5xx or bring the server down.
 
   python tests/oracle/hostile.py URL SEED COUNT
@@ -216,7 +217,29 @@ def seed_cross_onnx(dynamo=False):
         return buf.getvalue()
 
 
-ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx(), seed_cross_onnx(dynamo=True)]
+def seed_unrolled_rnn_onnx():
+    """A seventh: nn.RNN (two layers, both ways) as the dynamo exporter unrolls it."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.RNN(4, 5, num_layers=2, bidirectional=True, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return torch.onnx.export(Net().eval(), (torch.zeros(1, 4, 4),), dynamo=True, verbose=False).model_proto.SerializeToString()
+
+
+ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx(), seed_cross_onnx(dynamo=True),
+              seed_unrolled_rnn_onnx()]
 
 
 def seed_torchscript():

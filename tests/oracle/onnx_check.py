@@ -25,7 +25,8 @@
    seed (check.drawn_inputs draws the same) equal autograd on the original module per named
    parameter, weights and biases, to 1e-5 relative.
 5. Random sequence networks (seq_check's self-attention included, every fourth file from the
-   dynamo exporter): token ids read by an embedding (the file's Gather) or float sequences,
+   dynamo exporter, whose nn.RNN is an unrolled loop read back as the layer): token ids read by
+   an embedding (the file's Gather) or float sequences,
    LSTM/GRU/RNN of one or two layers, bidirectional (the file's recurrent ops in their
    time-major layout, gates reordered), self-attention (causal or not, with or without bias and
    need_weights), linear layers on tokens (MatMul and Add), layernorm, activations, softmax,
@@ -51,6 +52,7 @@ import sys
 import warnings
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torchspec  # noqa: E402
@@ -390,11 +392,11 @@ def run_sequences(url, n, seed):
         if all(layer["type"] == "dropout" for layer in spec["layers"]):
             continue
         # every fourth file by the dynamo exporter (torch.onnx.export's default), the rest by the
-        # TorchScript one: both write LSTM/GRU/RNN ops, in their own layouts; torch 2.11's dynamo
-        # exporter unrolls nn.RNN into per-step ops (LSTM and GRU stay ops), which the service
-        # refuses with a hint, checked once below; attention is read from both (grouped by the
+        # TorchScript one: both write LSTM/GRU ops, in their own layouts; torch 2.11's dynamo
+        # exporter unrolls nn.RNN into per-step ops, read back as the layer (the TorchScript one
+        # writes an RNN op); attention is read from both (grouped by the
         # dynamo exporter's module metadata, or by the TorchScript exporter's scopes)
-        dynamo = (done + 1) % 4 == 0 and '"rnn"' not in json.dumps(spec)
+        dynamo = (done + 1) % 4 == 0
         # an ONNX file does not record padding_idx (the zero gradient of that row): drawn without
         for layer in spec["layers"]:
             layer.pop("padding_idx", None)
@@ -642,21 +644,57 @@ def external_data_problems(url, model, inline):
 
 
 def check_unrolled_rnn(url):
-    """torch 2.11's dynamo exporter writes nn.RNN as per-step ops: a 422 that says so and what to
-    do, not a silent or wrong table."""
+    """torch 2.11's dynamo exporter writes nn.RNN as per-step ops (the loop unrolled): read back
+    as the one layer, its weights under PyTorch's names, for two layers both ways with ReLU and
+    for one layer without bias: params, FlopCounterMode and float64 gradients per named
+    parameter against the module. A one-token sequence leaves no W_hh in the file (the first
+    step's h0 = 0 is folded away): refused, with the hint to export with dynamo=False."""
     class Net(torch.nn.Module):
-        def __init__(self):
+        def __init__(self, **kw):
             super().__init__()
-            self.rnn = torch.nn.RNN(4, 6, batch_first=True)
+            self.rnn = torch.nn.RNN(4, 6, batch_first=True, **kw)
 
         def forward(self, x):
             return self.rnn(x)[0]
 
-    data = export(Net().eval(), [5, 4], dynamo=True, example=torch.randn(1, 5, 4))
-    status, resp = post(url + "/v1/complexity", {"model": {"onnx": base64.b64encode(data).decode()}})
-    ok = status == 422 and "dynamo=False" in resp.get("detail", "")
-    print("onnx nn.RNN by the dynamo exporter: " + ("refused with the hint" if ok else f"status {status}: {str(resp)[:300]}"))
-    return 0 if ok else 1
+    import contextlib
+    failures = 0
+    torch.manual_seed(5)
+    for kw, length in (({"num_layers": 2, "bidirectional": True, "nonlinearity": "relu"}, 5), ({"bias": False}, 3), ({}, 1)):
+        model = Net(**kw).eval()
+        x = torch.randn(1, length, 4)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            data = export(model, [length, 4], dynamo=True, example=x)
+        onnx_model = {"onnx": base64.b64encode(data).decode()}
+        status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+        problems = []
+        if length == 1:
+            if status != 422 or "dynamo=False" not in resp.get("detail", ""):
+                problems.append(f"status {status}: {str(resp)[:300]}")
+        elif status != 200:
+            problems.append(f"status {status}: {str(resp)[:300]}")
+        else:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(x)
+            if resp["totals"]["flops"] != counter.get_total_flops():
+                problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+            if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+                problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+            if [r["type"] for r in resp["rows"] if not r["subtotal"]] != ["rnn"]:
+                problems.append(f"rows {[r['type'] for r in resp['rows']]}")
+            xs = torch.randn(2, length, 4, dtype=torch.float64)
+            s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
+            if s != 200:
+                problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+            else:
+                found, checked, _ = gradient_problems(model.double(), xs, g["layers"])
+                problems += found
+                if checked != sum(1 for n, _ in model.named_parameters()):
+                    problems.append(f"{checked} parameters compared of {sum(1 for _ in model.parameters())}")
+        failures += bool(problems)
+        print(f"onnx nn.RNN({kw}) on {length} tokens by the dynamo exporter: " + ("ok" if not problems else "; ".join(problems)))
+    return failures
 
 
 def check_other_mask(url):

@@ -32,6 +32,17 @@ pub(super) enum Layer {
         /// Transpose against a recurrent layer's first.
         time_major: bool,
     },
+    /// `nn.RNN` as the dynamo exporter unrolls it, batch first, its weights in PyTorch's names.
+    UnrolledRnn {
+        module: String,
+        relu: bool,
+        input_size: u64,
+        hidden: u64,
+        layers: u64,
+        bidirectional: bool,
+        bias: bool,
+        weights: Vec<(String, std::sync::Arc<crate::spec::LazyValues>)>,
+    },
     Silu,
     Gelu,
     Mish,
@@ -433,6 +444,144 @@ impl<'a> Graph<'a> {
         ))
     }
 
+    /// torch 2.11's dynamo exporter writes `nn.RNN` (not LSTM or GRU) as its loop unrolled: per
+    /// chain (layer and direction) an input projection `MatMul` by `W_ih^T` over every step at
+    /// once, then per step a `MatMul` by `W_hh^T` of the previous hidden state (the first step's
+    /// folded away at h0 = 0), the adds, and `Tanh` or `Relu`. The ops of one module that runs
+    /// `torch/nn/modules/rnn.py` (a subclass included) become the one recurrent layer, batch
+    /// first, its weights in PyTorch's names.
+    fn unrolled_rnn(&self) -> Vec<(usize, Fusion)> {
+        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let in_rnn = super::meta(n, "pkg.torch.onnx.stack_trace").is_some_and(|t| t.contains("nn/modules/rnn.py"));
+            let scopes = super::meta(n, "pkg.torch.onnx.name_scopes")
+                .map(super::python_list)
+                .unwrap_or_default();
+            if let (true, [.., module, _]) = (in_rnn, scopes.as_slice()) {
+                if !module.is_empty() {
+                    groups.entry(module.to_string()).or_default().push(i);
+                }
+            }
+        }
+        groups.into_iter().filter_map(|(m, members)| self.rnn_group(m, members)).collect()
+    }
+
+    fn rnn_group(&self, module: String, members: Vec<usize>) -> Option<(usize, Fusion)> {
+        use crate::spec::LazyValues;
+        use std::sync::Arc;
+        let inside: std::collections::HashSet<&str> = members
+            .iter()
+            .flat_map(|&i| self.nodes[i].output.iter().map(String::as_str))
+            .collect();
+        let member = |j: &usize| members.contains(j);
+        let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
+        let mut reads: Vec<&str> = ops
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .filter(|t| !t.is_empty() && !inside.contains(t) && !self.constants.contains_key(*t))
+            .collect();
+        reads.sort_unstable();
+        reads.dedup();
+        let writes: Vec<&str> = inside
+            .iter()
+            .copied()
+            .filter(|t| !self.constants.contains_key(*t))
+            .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
+            .collect();
+        let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
+            return None;
+        };
+        // batch first: the module transposes its input to time-major first and its output back
+        let swap = |n: &NodeProto| n.op_type() == "Transpose" && super::Attrs(n).ints("perm").as_deref() == Some(&[1, 0, 2]);
+        let first = ops
+            .iter()
+            .find(|n| swap(n) && n.input.first().map(String::as_str) == Some(*input))?;
+        if !ops.iter().any(|n| swap(n) && n.output.first().map(String::as_str) == Some(*output)) {
+            return None;
+        }
+        let x = first.output.first()?.as_str();
+        let relu = ops.iter().any(|n| n.op_type() == "Relu");
+        let act = if relu { "Relu" } else { "Tanh" };
+        if !ops.iter().any(|n| n.op_type() == act) || (relu && ops.iter().any(|n| n.op_type() == "Tanh")) {
+            return None;
+        }
+        // the projections: by the hidden state (a MatMul reading the activation) or by the
+        // chain's input (the rest), each weight once per chain, in the order of the chains
+        let mut ih: Vec<(&str, Rc<Constant>)> = Vec::new();
+        let mut hh: Vec<(&str, Rc<Constant>)> = Vec::new();
+        let mut first_layer = 0;
+        for n in ops.iter().filter(|n| n.op_type() == "MatMul") {
+            let wname = n.input.get(1)?.as_str();
+            let w = self.constants.get(wname)?;
+            let data = n.input.first()?.as_str();
+            let recurrent = self.producer.get(data).is_some_and(|&p| self.nodes[p].op_type() == act);
+            let list = if recurrent { &mut hh } else { &mut ih };
+            if !list.iter().any(|(name, _)| *name == wname) {
+                if !recurrent && data == x {
+                    first_layer += 1;
+                }
+                list.push((wname, w.clone()));
+            }
+        }
+        let chains = ih.len();
+        let dirs = first_layer;
+        if chains == 0 || hh.len() != chains || !(1..=2).contains(&dirs) || chains % dirs != 0 {
+            return None;
+        }
+        let layers = chains / dirs;
+        let [hidden, h2] = hh[0].1.dims[..] else { return None };
+        let input_size = *ih[0].1.dims.first()?;
+        if hidden != h2 || !(1..=1 << 20).contains(&hidden) || !(1..=1 << 20).contains(&input_size) {
+            return None;
+        }
+        let bias = self.constants.contains_key(&format!("{module}.bias_ih_l0"));
+        let mut weights: Vec<(String, Arc<LazyValues>)> = Vec::new();
+        for c in 0..chains {
+            let (layer, suffix) = (c / dirs, if c % dirs == 1 { "_reverse" } else { "" });
+            let cols = if layer == 0 { input_size } else { dirs as i64 * hidden };
+            if ih[c].1.dims != [cols, hidden] || hh[c].1.dims != [hidden, hidden] {
+                return None;
+            }
+            weights.push((
+                format!("weight_ih_l{layer}{suffix}"),
+                Arc::new(ih[c].1.values.transposed(cols as usize, hidden as usize)),
+            ));
+            weights.push((
+                format!("weight_hh_l{layer}{suffix}"),
+                Arc::new(hh[c].1.values.transposed(hidden as usize, hidden as usize)),
+            ));
+            if bias {
+                for kind in ["ih", "hh"] {
+                    let b = self
+                        .constants
+                        .get(&format!("{module}.bias_{kind}_l{layer}{suffix}"))
+                        .filter(|b| b.dims == [hidden])?;
+                    weights.push((format!("bias_{kind}_l{layer}{suffix}"), b.values.clone()));
+                }
+            }
+        }
+        let start = *members.iter().min()?;
+        Some((
+            start,
+            Fusion {
+                layer: Layer::UnrolledRnn {
+                    module,
+                    relu,
+                    input_size: input_size as u64,
+                    hidden: hidden as u64,
+                    layers: layers as u64,
+                    bidirectional: dirs == 2,
+                    bias,
+                    weights,
+                },
+                input: input.to_string(),
+                extra: Vec::new(),
+                output: output.to_string(),
+                absorbed: members.into_iter().filter(|&i| i != start).collect(),
+            },
+        ))
+    }
+
     fn silu(&self, s: usize) -> Option<Fusion> {
         let x = self.nodes[s].input.first()?;
         let m = self.only_reader(s, "Mul")?;
@@ -585,7 +734,7 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
         producer,
         constants,
     };
-    let mut found: HashMap<usize, Fusion> = g.attention().into_iter().collect();
+    let mut found: HashMap<usize, Fusion> = g.attention().into_iter().chain(g.unrolled_rnn()).collect();
     for (i, n) in nodes.iter().enumerate() {
         let f = match n.op_type() {
             "Sigmoid" => g.silu(i),

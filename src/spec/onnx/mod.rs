@@ -535,6 +535,26 @@ impl Reader {
                 tensors.extend(weights.iter().map(|(role, v)| (role.to_string(), v.clone())));
                 module = Some(format!("{m}.weight"));
             }
+            fuse::Layer::UnrolledRnn {
+                module: m,
+                relu,
+                input_size,
+                hidden,
+                layers,
+                bidirectional,
+                bias,
+                weights,
+            } => {
+                body.insert("type".into(), json!("rnn"));
+                body.insert("input_size".into(), json!(input_size));
+                body.insert("hidden_size".into(), json!(hidden));
+                body.insert("num_layers".into(), json!(layers));
+                body.insert("bidirectional".into(), json!(bidirectional));
+                body.insert("bias".into(), json!(bias));
+                body.insert("nonlinearity".into(), json!(if *relu { "relu" } else { "tanh" }));
+                tensors.extend(weights.iter().cloned());
+                module = Some(format!("{m}.weight"));
+            }
             fuse::Layer::Silu => {
                 body.insert("type".into(), json!("silu"));
             }
@@ -889,7 +909,7 @@ impl Reader {
             // torch 2.11's dynamo exporter writes nn.RNN (not LSTM or GRU) as a loop unrolled
             // into per-step MatMul, Slice and Tanh/Relu ops on the time-major input
             let unrolled = if op == "MatMul" && dynamo_name(node).is_some() {
-                "; this looks like an nn.RNN that the dynamo exporter (torch.onnx.export's default) unrolled into per-step ops, which are not mapped back: export with dynamo=False, which writes an ONNX RNN op"
+                "; this looks like an nn.RNN that the dynamo exporter (torch.onnx.export's default) unrolled into per-step ops, which are read back only for a batch-first module on two or more tokens: export with dynamo=False, which writes an ONNX RNN op"
             } else {
                 ""
             };
