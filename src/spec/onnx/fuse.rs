@@ -535,6 +535,18 @@ impl<'a> Graph<'a> {
             return None;
         }
         let bias = self.constants.contains_key(&format!("{module}.bias_ih_l0"));
+        // without named biases every constant the steps add must be zeros (the first step's
+        // folded W_hh h0): a bias the file keeps under another name is not guessed at
+        if !bias
+            && ops.iter().filter(|n| n.op_type() == "Add").any(|n| {
+                n.input
+                    .iter()
+                    .filter_map(|t| self.constants.get(t.as_str()))
+                    .any(|c| c.values.iter().any(|&v| v != 0.0))
+            })
+        {
+            return None;
+        }
         let mut weights: Vec<(String, Arc<LazyValues>)> = Vec::new();
         for c in 0..chains {
             let (layer, suffix) = (c / dirs, if c % dirs == 1 { "_reverse" } else { "" });
