@@ -47,6 +47,62 @@ async fn one_unit_sigmoid_chain_matches_the_closed_form() {
     let _ = (y2, b3);
 }
 
+/// ReLU6 is PyTorch's hardtanh(0, 6): no gradient where the pre-activation is exactly 0 or 6
+/// (clamp would pass one there). Three samples with pre-activations 0, 6 and 3 through
+/// linear(1) -> relu6 -> linear(1), all weights 1 and biases 0: the first bias's gradient is 1
+/// (the sample at 3 alone), and a batchnorm's after it, and its weight's, by hand too.
+#[tokio::test]
+async fn relu6_passes_no_gradient_at_its_corners() {
+    let body = json!({
+        "model": {"input_shape": [1], "layers": [
+            {"type": "linear", "out_features": 1}, {"type": "relu6"},
+            {"type": "linear", "out_features": 1}]},
+        "parameters": {"0": {"weight": [[1.0]], "bias": [0.0]}, "2": {"weight": [[1.0]], "bias": [0.0]}},
+        "inputs": {"values": [[0.0], [6.0], [3.0]]},
+        "dtype": "float64"
+    });
+    let r = post("/v1/gradient-diagnostics", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["layers"][0]["bias_grad"]["frobenius"], 1.0, "{v}");
+    // dL/dw1 = sum of x where 0 < x < 6: 3
+    assert_eq!(v["layers"][0]["weight_grad"]["frobenius"], 3.0, "{v}");
+    // the last layer sees relu6(x) = 0, 6, 3: its weight's gradient is 9, its bias's 3
+    assert_eq!(v["layers"][1]["weight_grad"]["frobenius"], 9.0, "{v}");
+    assert_eq!(v["layers"][1]["bias_grad"]["frobenius"], 3.0, "{v}");
+    assert_eq!(v["other_parameters"], json!([]), "{v}");
+}
+
+/// A normalization layer's affine weight and bias are reported beside the weight table, by
+/// PyTorch's name: batchnorm1d over 2 features at its init (weight 1, bias 0, running mean 0,
+/// variance 1, eps 1e-5) between two linear layers with given weights, by hand.
+#[tokio::test]
+async fn normalization_tensors_have_their_gradients_beside_the_table() {
+    let body = json!({
+        "model": {"input_shape": [1], "layers": [
+            {"type": "linear", "out_features": 2}, {"type": "batchnorm1d", "num_features": 2},
+            {"type": "linear", "out_features": 1}]},
+        "parameters": {"0": {"weight": [[1.0], [2.0]], "bias": [0.0, 0.0]}, "2": {"weight": [[3.0, 4.0]], "bias": [0.0]}},
+        "inputs": {"values": [[1.0], [-2.0]]},
+        "dtype": "float64"
+    });
+    let r = post("/v1/gradient-diagnostics", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let others = v["other_parameters"].as_array().unwrap();
+    let names: Vec<&str> = others.iter().map(|o| o["path"].as_str().unwrap()).collect();
+    assert_eq!(names, ["1.weight", "1.bias"], "{v}");
+    // y = W2 bn(W1 x); bn(h) = gamma h / sqrt(1 + eps) + beta at init: dL/dbeta_j = sum over
+    // samples of W2_j = 2 W2_j; dL/dgamma_j = W2_j sum(h_j) / sqrt(1 + eps), sum(h) = W1 (1 - 2)
+    let s = (1.0f64 + 1e-5).sqrt();
+    let beta = (36.0f64 + 64.0).sqrt();
+    let gamma = ((3.0 * -1.0 / s).powi(2) + (4.0 * -2.0 / s).powi(2)).sqrt();
+    assert!((others[1]["grad"]["frobenius"].as_f64().unwrap() - beta).abs() < 1e-12, "{v}");
+    assert!((others[0]["grad"]["frobenius"].as_f64().unwrap() - gamma).abs() < 1e-12, "{v}");
+    assert_eq!(others[0]["type"], "batchnorm");
+    assert_eq!(others[0]["shape"], json!([2]));
+}
+
 fn deep_mlp(activation: &str, depth: usize) -> Value {
     let mut layers = Vec::new();
     for _ in 0..depth {

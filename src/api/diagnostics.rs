@@ -545,6 +545,23 @@ pub struct GradSummary {
     /// Layers with parameters that no output reads (graph form): no gradient reaches them, so
     /// they have no row.
     pub unused_layers: Vec<String>,
+    /// The parameters outside `layers` (which holds weight matrices and learned tensors):
+    /// normalization layers' affine weight and bias, by PyTorch's name, in the model's order.
+    pub other_parameters: Vec<OtherParam>,
+}
+
+/// One parameter's gradient outside the weight table (a normalization layer's weight or bias).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct OtherParam {
+    /// PyTorch's name: the layer's path and the tensor's (`encoder.ln.weight`).
+    #[schema(example = "encoder.ln.weight")]
+    pub path: String,
+    /// The layer's path.
+    pub layer: String,
+    #[serde(rename = "type")]
+    pub layer_type: &'static str,
+    pub shape: Vec<i64>,
+    pub grad: Norms,
 }
 
 /// One weight's gradient, with its bias beside it.
@@ -703,6 +720,17 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> GradSummary {
         output_grad_norm_sum: report.output_grad_norm_sum,
         loss: report.loss,
         unused_layers: report.unused.clone(),
+        other_parameters: report
+            .vectors
+            .iter()
+            .map(|v| OtherParam {
+                path: v.path.clone(),
+                layer: v.node.clone(),
+                layer_type: nodes[v.node.as_str()].layer.type_name(),
+                shape: v.shape.clone(),
+                grad: v.grad.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -62,6 +62,17 @@ pub struct ParamLayer {
     pub weight_shape: Vec<i64>,
 }
 
+/// A parameter outside the weight-matrix table: a normalization layer's affine weight or bias.
+#[derive(Clone, Debug)]
+pub struct VectorParam {
+    /// PyTorch's name: the layer's path and `weight` or `bias` (`encoder.ln.weight`).
+    pub path: String,
+    /// The layer's path.
+    pub node: String,
+    pub grad: Norms,
+    pub shape: Vec<i64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ActivationLayer {
     pub path: String,
@@ -79,6 +90,8 @@ pub struct ActivationLayer {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub params: Vec<ParamLayer>,
+    /// The other parameters' gradients (normalization layers' weight and bias).
+    pub vectors: Vec<VectorParam>,
     /// Layers with parameters that no output reads (graph form): no gradient reaches them.
     pub unused: Vec<String>,
     pub activations: Vec<ActivationLayer>,
@@ -350,6 +363,25 @@ pub fn run(req: &Request) -> Result<Report, String> {
             weight_shape: size,
         });
     }
+    // normalization layers' affine weight and bias, beside the table
+    let mut vectors = Vec::new();
+    for &i in &graph.walk_ids() {
+        let node = &graph.nodes[i];
+        if !live[i] || node.dense_weight().is_some() || node.named_params().is_some() {
+            continue;
+        }
+        let Some(p) = net.params.get(&node.path) else { continue };
+        for (role, t) in [("weight", &p.weight), ("bias", &p.bias)] {
+            if let Some(t) = t.as_ref().filter(|t| t.grad().defined()) {
+                vectors.push(VectorParam {
+                    path: format!("{}.{role}", node.path),
+                    node: node.path.clone(),
+                    grad: norms(&t.grad()),
+                    shape: t.size(),
+                });
+            }
+        }
+    }
     mark("gradient_norms");
     for (p, w) in params.iter_mut().zip(&weights) {
         p.spectral_norm = spectral_norm(w, req.spectral_tolerance);
@@ -358,6 +390,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
     Ok(Report {
         unused,
         params,
+        vectors,
         activations,
         output_grad_norm_sum,
         loss: loss.to_kind(Kind::Double).double_value(&[]),

@@ -849,7 +849,9 @@ pub(crate) fn coupled_sum(x: &Tensor, c: crate::spec::Coupling) -> Tensor {
 pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
     match kind {
         Activation::Relu => x.relu(),
-        Activation::Relu6 => x.clamp(0.0, 6.0),
+        // (relu6 is PyTorch's hardtanh(0, 6): no gradient at exactly 0 or 6, where clamp passes
+        // one; a pre-activation of exactly 0 is common, after a ReLU6 into a zero-padded conv)
+        Activation::Relu6 => x.relu6(),
         Activation::LeakyRelu => x.where_self(&x.gt(0.0), &(x * negative_slope)),
         Activation::Sigmoid => x.sigmoid(),
         Activation::Tanh => x.tanh(),

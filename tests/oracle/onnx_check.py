@@ -157,7 +157,7 @@ def check_float32_gradients(url, name, model, data, shape):
     s, g = post_raw(url + "/v1/gradient-diagnostics", data, {"inputs": {"batch_size": 1, "seed": 7} | uniform, "dtype": "float32"})
     if s != 200:
         return [f"{name} float32 diagnostics: status {s}: {str(g)[:300]}"]
-    problems, checked, worst = gradient_problems(model, x, g["layers"], renamed=("expand",), tol=1e-5)
+    problems, checked, worst = gradient_problems(model, x, g, renamed=("expand",), tol=1e-5, floor=1e-5)
     if checked < len(g["layers"]) // 2:
         problems.append(f"{name}: only {checked} of {len(g['layers'])} rows compared")
     print(f"onnx {name} float32 gradients with the file's weights: {checked} parameters, worst relative difference {worst:.1e}")
@@ -439,7 +439,7 @@ def run_sequences(url, n, seed):
         elif s != 200:
             problems.append(f"diagnostics status {s}: {str(g)[:300]}")
         else:
-            problems += gradient_problems(model, xs, g["layers"])[0]
+            problems += gradient_problems(model, xs, g)[0]
         # the tokens one output unit reads, against autograd on the module
         out = [r for r in resp["rows"] if not r["subtotal"]][-1]
         # (a ReLU RNN's dead units have exactly zero gradients: autograd proves less there)
@@ -507,7 +507,7 @@ def run_cross(url, n, seed):
                     problems.append(f"diagnostics status {s}: {str(g)[:300]}")
                 else:
                     renamed = tuple(r["path"] for r in g["layers"] if dynamo and r["path"].startswith("transpose"))
-                    problems += gradient_problems(model.double(), xs, g["layers"], renamed=renamed)[0]
+                    problems += gradient_problems(model.double(), xs, g, renamed=renamed)[0]
             if problems:
                 failures += 1
                 how = "dynamo" if dynamo else "TorchScript"
@@ -517,24 +517,32 @@ def run_cross(url, n, seed):
     return failures
 
 
-def gradient_problems(model, xs, rows, renamed=(), tol=1e-7):
-    """The service's weight- and bias-gradient norms (`rows` of a diagnostics answer) against
-    autograd on `model` for the sum of its outputs on `xs`, per named parameter (rows in
-    `renamed` carry a name the exporter gave), to `tol` relative: the problems, how many
+def gradient_problems(model, xs, answer, renamed=(), tol=1e-7, floor=1e-12):
+    """The service's gradient norms (a diagnostics `answer`: the weight table `layers`, with
+    biases beside their weights, and `other_parameters`, the normalization layers' affine
+    tensors) against autograd on `model` for the sum of its outputs on `xs`, per named parameter
+    (rows in `renamed` carry a name the exporter gave), to `tol` relative or `floor` times the
+    largest gradient norm (float32: a gradient far below the largest is a sum that nearly
+    cancels, and two float32 sums of it differ by rounding there); every parameter of the
+    module must be in the answer (but as many as were renamed). The worst relative difference is
+    over the gradients above the floor. The problems, how many
     parameters were compared and the worst relative difference."""
     model.zero_grad()
     model(xs).flatten(1).sum().backward()
     params = dict(model.named_parameters())
     scale = max([p.grad.norm().item() for p in params.values() if p.grad is not None] + [1.0])
-    problems, checked, worst = [], 0, 0.0
-    for row in rows:
+    problems, compared, worst, skipped = [], set(), 0.0, 0
+    pairs = []
+    for row in answer["layers"]:
         p = params.get(row["path"], params.get(row["path"] + ".weight"))
         if p is None and row["path"] in renamed:
+            skipped += 1
             continue
         if p is None:
             problems.append(f"diagnostics row {row['path']} names no parameter of the module")
             continue
-        pairs = [(row["weight_grad"]["frobenius"], p, "weight")]
+        name = row["path"] if row["path"] in params else row["path"] + ".weight"
+        pairs.append((row["weight_grad"]["frobenius"], name, "weight"))
         # a module's bias, or the bias beside a named weight (in_proj_bias, out_proj.bias,
         # bias_ih_l0 beside weight_ih_l0)
         head, dot, last = row["path"].rpartition(".")
@@ -543,16 +551,24 @@ def gradient_problems(model, xs, rows, renamed=(), tol=1e-7):
             if bias not in params:
                 problems.append(f"diagnostics row {row['path']} has a bias gradient, the module no {bias}")
                 continue
-            pairs.append((row["bias_grad"]["frobenius"], params[bias], "bias"))
-        for got, t, what in pairs:
-            checked += 1
-            want = t.grad.double().norm().item()
-            rel = abs(got - want) / max(abs(want), 1e-30)
-            if abs(got - want) > tol * 1e-5 * scale:
-                worst = max(worst, rel)
-            if abs(got - want) > tol * max(abs(want), 1e-12) and abs(got - want) > tol * 1e-5 * scale:
-                problems.append(f"{row['path']}: {what} grad {got} != autograd {want} (relative {rel:.1e})")
-    return problems, checked, worst
+            pairs.append((row["bias_grad"]["frobenius"], bias, "bias"))
+    for other in answer.get("other_parameters", []):
+        if other["path"] not in params:
+            problems.append(f"other parameter {other['path']} names no parameter of the module")
+            continue
+        pairs.append((other["grad"]["frobenius"], other["path"], "gradient"))
+    for got, name, what in pairs:
+        compared.add(name)
+        want = params[name].grad.double().norm().item()
+        rel = abs(got - want) / max(abs(want), 1e-30)
+        if abs(want) > floor * scale:
+            worst = max(worst, rel)
+        if abs(got - want) > tol * max(abs(want), 1e-12) and abs(got - want) > floor * scale:
+            problems.append(f"{name}: {what} grad {got} != autograd {want} (relative {rel:.1e})")
+    missing = [n for n in params if n not in compared]
+    if len(missing) > skipped:
+        problems.append(f"parameters the answer has no gradient for: {missing[:6]}")
+    return problems, len(compared), worst
 
 
 def check_vit(url, dynamo):
@@ -599,7 +615,7 @@ def check_vit(url, dynamo):
     if s != 200:
         problems.append(f"diagnostics status {s}: {str(g)[:300]}")
     else:
-        found, checked, _ = gradient_problems(model, xs, g["layers"], renamed=renamed)
+        found, checked, _ = gradient_problems(model, xs, g, renamed=renamed)
         problems += found
         if checked < 10:
             problems.append(f"only {checked} diagnostics rows name a parameter of the module")
@@ -636,7 +652,7 @@ def external_data_problems(url, model, inline):
     status, g = post_multipart(url + "/v1/gradient-diagnostics", model_bytes, side, {"inputs": {"batch_size": 2, "seed": 3}, "dtype": "float32"})
     if status != 200:
         return problems + [f"external data diagnostics: status {status}: {str(g)[:300]}"]
-    found, checked, _ = gradient_problems(model, x, g["layers"], renamed=("expand",), tol=1e-5)
+    found, checked, _ = gradient_problems(model, x, g, renamed=("expand",), tol=1e-5, floor=1e-5)
     problems += [f"external data: {p}" for p in found]
     if checked < 10:
         problems.append(f"external data: only {checked} parameters compared")
@@ -688,7 +704,7 @@ def check_unrolled_rnn(url):
             if s != 200:
                 problems.append(f"diagnostics status {s}: {str(g)[:300]}")
             else:
-                found, checked, _ = gradient_problems(model.double(), xs, g["layers"])
+                found, checked, _ = gradient_problems(model.double(), xs, g)
                 problems += found
                 if checked != sum(1 for n, _ in model.named_parameters()):
                     problems.append(f"{checked} parameters compared of {sum(1 for _ in model.parameters())}")
