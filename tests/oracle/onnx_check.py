@@ -380,6 +380,22 @@ def run_learned_tensors(url):
     return failures
 
 
+def count_problems(resp, model, x):
+    """A torch_flop_counter complexity answer against the module itself: FlopCounterMode's total
+    on `x`, sum(numel) of its parameters, and the service's libtorch check."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    problems = []
+    if resp["totals"]["flops"] != counter.get_total_flops():
+        problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+    if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+        problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+    if not resp.get("verification", {}).get("agrees", True):
+        problems.append("the libtorch check disagrees")
+    return problems
+
+
 def run_sequences(url, n, seed):
     import seq_check
     failures = refused = dynamos = attentions = 0
@@ -421,15 +437,7 @@ def run_sequences(url, n, seed):
             failures += 1
             print(f"{label}: status {status}: {str(resp)[:600]}\n  spec {json.dumps(spec)[:400]}")
             continue
-        counter = seq_check.FlopCounterMode(display=False)
-        with counter:
-            model(x)
-        if resp["totals"]["flops"] != counter.get_total_flops():
-            problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
-        if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
-            problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
-        if not resp["verification"].get("agrees", True):
-            problems.append("the libtorch check disagrees")
+        problems += count_problems(resp, model, x)
         # float64 gradients with the file's weights, per named parameter
         model = model.double()
         xs = seq_check.token_ids(spec, 2, gen) if ids else torch.randn(2, *spec["input_shape"], dtype=torch.float64, generator=gen)
@@ -482,9 +490,6 @@ def run_cross(url, n, seed):
         spec, model = seq_check.random_cross_graph(rng)
         model = model.float().eval()
         x = torch.randn(1, *spec["input_shape"])
-        counter = seq_check.FlopCounterMode(display=False)
-        with counter:
-            model(x)
         xs = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
         for dynamo in (False, True) if case % 4 == 3 else (False,):
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -496,12 +501,7 @@ def run_cross(url, n, seed):
             if status != 200:
                 problems.append(f"status {status}: {str(resp)[:400]}")
             else:
-                if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
-                    problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
-                if resp["totals"]["flops"] != counter.get_total_flops():
-                    problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
-                if not resp["verification"].get("agrees", True):
-                    problems.append("the libtorch check disagrees")
+                problems += count_problems(resp, model.float(), x)
                 s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
                 if s != 200:
                     problems.append(f"diagnostics status {s}: {str(g)[:300]}")
@@ -595,15 +595,7 @@ def check_vit(url, dynamo):
     if status != 200:
         print(f"onnx small ViT ({how}): status {status}: {str(resp)[:400]}")
         return 1
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(torch.zeros(1, 3, 32, 32))
-    if resp["totals"]["flops"] != counter.get_total_flops():
-        problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
-    if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
-        problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
-    if not resp["verification"].get("agrees"):
-        problems.append("the libtorch check disagrees")
+    problems += count_problems(resp, model, torch.zeros(1, 3, 32, 32))
     modules = dict(model.named_modules())
     unnamed = [r["path"] for r in resp["rows"] if r["params"] and r["path"] not in modules and r["path"] not in ("encoder.pos_embedding", "class_token") + renamed]
     if unnamed:
@@ -690,13 +682,7 @@ def check_unrolled_rnn(url):
         elif status != 200:
             problems.append(f"status {status}: {str(resp)[:300]}")
         else:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model(x)
-            if resp["totals"]["flops"] != counter.get_total_flops():
-                problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
-            if resp["totals"]["params"] != sum(p.numel() for p in model.parameters()):
-                problems.append(f"params {resp['totals']['params']} != {sum(p.numel() for p in model.parameters())}")
+            problems += count_problems(resp, model, x)
             if [r["type"] for r in resp["rows"] if not r["subtotal"]] != ["rnn"]:
                 problems.append(f"rows {[r['type'] for r in resp['rows']]}")
             xs = torch.randn(2, length, 4, dtype=torch.float64)

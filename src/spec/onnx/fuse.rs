@@ -90,6 +90,31 @@ impl<'a> Graph<'a> {
         Some((self.constants.get(c.as_str())?.clone(), x.as_str()))
     }
 
+    /// The edges of a group of ops: the tensors its ops write (`inside`), the tensors of the
+    /// model it reads (not its own, not constants), and the ones it writes that an op outside
+    /// it or the model's output reads (a constant the group computes, such as a causal mask
+    /// the exporter shares between modules, may be read outside).
+    fn boundary(&self, members: &[usize]) -> (std::collections::HashSet<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+        let inside: std::collections::HashSet<&'a str> = members
+            .iter()
+            .flat_map(|&i| self.nodes[i].output.iter().map(String::as_str))
+            .collect();
+        let mut reads: Vec<&'a str> = members
+            .iter()
+            .flat_map(|&i| self.nodes[i].input.iter().map(String::as_str))
+            .filter(|t| !t.is_empty() && !inside.contains(t) && !self.constants.contains_key(*t))
+            .collect();
+        reads.sort_unstable();
+        reads.dedup();
+        let writes: Vec<&'a str> = inside
+            .iter()
+            .copied()
+            .filter(|t| !self.constants.contains_key(*t))
+            .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !members.contains(j))))
+            .collect();
+        (inside, reads, writes)
+    }
+
     fn scalar(&self, t: &str) -> Option<f64> {
         let c = self.constants.get(t)?;
         (c.values.len() == 1).then(|| c.values[0])
@@ -137,26 +162,8 @@ impl<'a> Graph<'a> {
     fn attention_group(&self, module: String, members: Vec<usize>) -> Option<(usize, Fusion)> {
         use crate::spec::LazyValues;
         use std::sync::Arc;
-        let inside: std::collections::HashSet<&str> = members
-            .iter()
-            .flat_map(|&i| self.nodes[i].output.iter().map(String::as_str))
-            .collect();
+        let (inside, reads, writes) = self.boundary(&members);
         let member = |j: &usize| members.contains(j);
-        let mut reads: Vec<&str> = members
-            .iter()
-            .flat_map(|&i| self.nodes[i].input.iter().map(String::as_str))
-            .filter(|t| !t.is_empty() && !inside.contains(t) && !self.constants.contains_key(*t))
-            .collect();
-        reads.sort_unstable();
-        reads.dedup();
-        // (a constant the group computes, such as a causal mask the exporter shares between
-        // modules, may be read outside)
-        let writes: Vec<&str> = inside
-            .iter()
-            .copied()
-            .filter(|t| !self.constants.contains_key(*t))
-            .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
-            .collect();
         let [output] = writes.as_slice() else {
             return None;
         };
@@ -469,25 +476,8 @@ impl<'a> Graph<'a> {
     fn rnn_group(&self, module: String, members: Vec<usize>) -> Option<(usize, Fusion)> {
         use crate::spec::LazyValues;
         use std::sync::Arc;
-        let inside: std::collections::HashSet<&str> = members
-            .iter()
-            .flat_map(|&i| self.nodes[i].output.iter().map(String::as_str))
-            .collect();
-        let member = |j: &usize| members.contains(j);
+        let (_, reads, writes) = self.boundary(&members);
         let ops: Vec<&NodeProto> = members.iter().map(|&i| &self.nodes[i]).collect();
-        let mut reads: Vec<&str> = ops
-            .iter()
-            .flat_map(|n| n.input.iter().map(String::as_str))
-            .filter(|t| !t.is_empty() && !inside.contains(t) && !self.constants.contains_key(*t))
-            .collect();
-        reads.sort_unstable();
-        reads.dedup();
-        let writes: Vec<&str> = inside
-            .iter()
-            .copied()
-            .filter(|t| !self.constants.contains_key(*t))
-            .filter(|t| self.consumers.get(t).is_some_and(|c| c.iter().any(|j| !member(j))))
-            .collect();
         let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
             return None;
         };
