@@ -510,7 +510,7 @@ def random_mlp(rng):
 
 def run_gradient(url, n, seed, signals):
     rng = random.Random(seed)
-    oversized = 0
+    oversized = norm_tensors = 0
     # the weights torch.nn draws and the inputs come from the seed too: a failing case reruns
     torch.manual_seed(seed)
     failures = 0
@@ -615,6 +615,24 @@ def run_gradient(url, n, seed, signals):
                     problems.append(f"{layer['path']}: spectral norm {layer['spectral_norm']} != {sn}")
                 if layer["bound_holds"] is False:
                     problems.append(f"{layer['path']}: measured bias gradient exceeds the bound {layer['bias_grad_bound']}")
+            # the normalization layers' weight and bias, beside the table: each one PyTorch
+            # gives a gradient, by its name, with autograd's norm
+            others = {o["path"]: o for o in resp["other_parameters"]}
+            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
+            for path in torchspec.all_paths(spec):
+                m = torchspec.module_at(model, path)
+                for role in ("weight", "bias"):
+                    t = getattr(m, role, None) if isinstance(m, norms) else None
+                    if t is None or t.grad is None:
+                        continue
+                    o = others.pop(f"{path}.{role}", None)
+                    norm_tensors += 1
+                    if o is None:
+                        problems.append(f"{path}.{role}: autograd has a gradient, the answer none (other_parameters {sorted(others)})")
+                    elif not close(o["grad"]["frobenius"], t.grad.double().norm().item()) or o["shape"] != list(t.shape):
+                        problems.append(f"{path}.{role}: gradient {o['grad']} shape {o['shape']} != autograd {t.grad.double().norm().item()} {list(t.shape)}")
+            if others:
+                problems.append(f"other_parameters that name no normalization tensor of the module: {sorted(others)}")
             for act in resp["activations"]:
                 p = pre[act["path"]]
                 if not close(act["max_abs_pre_activation"], p.abs().max().item()) or not close(act["mean_abs_pre_activation"], p.abs().mean().item()):
@@ -641,7 +659,8 @@ def run_gradient(url, n, seed, signals):
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
     failures += run_spectral(url, max(4, n // 10), rng)
-    print(f"gradient oracle: {n + signals - failures - oversized} passed, {failures} failed, {oversized} too large to send ({signals} of the cases 1-D signals)")
+    print(f"gradient oracle: {n + signals - failures - oversized} passed, {failures} failed, {oversized} too large to send ({signals} of the cases 1-D signals; "
+          f"{norm_tensors} normalization weights and biases compared)")
     return failures
 
 
