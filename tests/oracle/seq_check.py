@@ -675,6 +675,19 @@ def check_gradients(url, spec, model, rng):
                 problems.append(f"gradients: {bname} {row['bias_grad']['frobenius']} != autograd {want}")
         elif bname in grads and bname != wname:
             problems.append(f"gradients: row {path} reports no bias but PyTorch has {bname}")
+    # a layernorm's weight and bias are beside the table, by PyTorch's name
+    others = {o["path"]: o for o in resp["other_parameters"]}
+    for name, p in grads.items():
+        owner = name.rsplit(".", 1)[0]
+        if not isinstance(module_at(model, owner), nn.LayerNorm) or p.grad is None:
+            continue
+        o = others.pop(name, None)
+        if o is None:
+            problems.append(f"gradients: PyTorch's {name} is not in other_parameters")
+        elif not close(o["grad"]["frobenius"], p.grad.norm().item()):
+            problems.append(f"gradients: {name} {o['grad']['frobenius']} != autograd {p.grad.norm().item()}")
+    if others:
+        problems.append(f"gradients: other_parameters that name no layernorm tensor: {sorted(others)}")
     reported = {r["path"] if r["path"] + ".weight" not in grads else r["path"] + ".weight" for r in resp["layers"]}
     for name in grads:
         if "weight" in name and name not in reported and not isinstance(module_at(model, name.rsplit(".", 1)[0]), nn.LayerNorm):
