@@ -104,7 +104,7 @@ pub struct Failure {
 
 enum Model {
     /// A model file, with the side files (an ONNX model's external data) its tensors name.
-    File(Vec<u8>, Vec<(String, Vec<u8>)>),
+    File(bytes::Bytes, Vec<(String, Vec<u8>)>),
     Json(Value),
 }
 
@@ -113,7 +113,7 @@ fn read_model(arg: &str) -> Result<Model, Failure> {
     let path = std::path::Path::new(arg);
     // a file: ONNX or TorchScript, told apart by the service from its first bytes
     if arg.ends_with(".onnx") || arg.ends_with(".pt") || (path.is_file() && !arg.ends_with(".json")) {
-        let bytes = std::fs::read(path).map_err(|e| local(format!("cannot read {arg}: {e}")))?;
+        let bytes: bytes::Bytes = std::fs::read(path).map_err(|e| local(format!("cannot read {arg}: {e}")))?.into();
         let side = side_files(path, &bytes).map_err(local)?;
         return Ok(Model::File(bytes, side));
     }
@@ -129,12 +129,12 @@ fn read_model(arg: &str) -> Result<Model, Failure> {
 /// The external data files an ONNX model names (`torch.onnx.export` writes `model.onnx.data`
 /// beside `model.onnx`), read from the model's folder; none for other files. A location that
 /// leaves the folder is refused, as ONNX's own checker refuses it.
-fn side_files(path: &std::path::Path, bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn side_files(path: &std::path::Path, bytes: &bytes::Bytes) -> Result<Vec<(String, Vec<u8>)>, String> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Ok(Vec::new());
     }
     // (a file that is not ONNX gets the service's own answer)
-    let locations = crate::spec::onnx::external_locations(bytes::Bytes::copy_from_slice(bytes)).unwrap_or_default();
+    let locations = crate::spec::onnx::external_locations(bytes.clone()).unwrap_or_default();
     let folder = path.parent().unwrap_or(std::path::Path::new("."));
     locations
         .into_iter()

@@ -122,10 +122,20 @@ async fn read_sized(
 /// file becomes its `model`. Files too large for a JSON body (resnet50's ONNX is 100 MB) come
 /// this way, up to `max_model_bytes`.
 async fn raw_model(req: Request, state: &AppState) -> Result<Value, ApiError> {
-    let options = query_options(&req)?;
-    let expected = content_length(&req);
-    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
+    let (options, bytes) = read_upload(req, state).await?;
     with_model(options, bytes, Default::default())
+}
+
+/// An upload's `request` query parameter and its whole body, read under `max_model_bytes`.
+async fn read_upload(req: Request, state: &AppState) -> Result<(Option<String>, axum::body::Bytes), ApiError> {
+    let options = query_options(&req)?;
+    let expected = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
+    Ok((options, bytes))
 }
 
 /// A model file and its side files as `multipart/form-data`: a `model` part (the file), `data`
@@ -136,9 +146,7 @@ async fn multipart_model(req: Request, state: &AppState, content_type: &str) -> 
     let malformed = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "Malformed multipart body", why).at("");
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| malformed(format!("the content-type names no multipart boundary ({e})")))?;
-    let mut options = query_options(&req)?;
-    let expected = content_length(&req);
-    let bytes = read_sized(req.into_body(), state, state.config.max_model_bytes, "max_model_bytes", expected).await?;
+    let (mut options, bytes) = read_upload(req, state).await?;
     let stream = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(bytes)));
     let mut parts = multer::Multipart::new(stream, boundary);
     let (mut model, mut external) = (None, crate::spec::onnx::ExternalFiles::new());
@@ -187,13 +195,6 @@ async fn multipart_model(req: Request, state: &AppState, content_type: &str) -> 
         )
     })?;
     with_model(options, model, external)
-}
-
-fn content_length(req: &Request) -> Option<usize> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// The `request` query parameter's text, if the request has one.

@@ -183,8 +183,9 @@ pub struct LinearLayer {
     pub bias: Option<bool>,
 }
 
-macro_rules! max_pool_layer {
-    ($(#[$m:meta])* $name:ident, $size:ty) => {
+/// A pooling layer's fields: the window, then the pool's own (`$extra`).
+macro_rules! pool_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty, { $($extra:tt)* }) => {
         #[derive(Serialize, ToSchema)]
         $(#[$m])*
         pub struct $name {
@@ -193,13 +194,30 @@ macro_rules! max_pool_layer {
             pub stride: Option<$size>,
             /// Default 0; at most half the kernel.
             pub padding: Option<$size>,
-            /// Default 1.
-            pub dilation: Option<$size>,
             #[schema(default = false)]
             pub ceil_mode: Option<bool>,
+            $($extra)*
+        }
+    };
+}
+
+macro_rules! max_pool_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty) => {
+        pool_layer!($(#[$m])* $name, $size, {
+            /// Default 1.
+            pub dilation: Option<$size>,
             /// false only.
             pub return_indices: Option<bool>,
-        }
+        });
+    };
+}
+
+macro_rules! avg_pool_layer {
+    ($(#[$m:meta])* $name:ident, $size:ty) => {
+        pool_layer!($(#[$m])* $name, $size, {
+            #[schema(default = true)]
+            pub count_include_pad: Option<bool>,
+        });
     };
 }
 
@@ -213,25 +231,6 @@ max_pool_layer!(
     #[schema(example = json!({"kernel_size": 3, "stride": 2, "padding": 1}))]
     MaxPool1dLayer, Size1
 );
-
-macro_rules! avg_pool_layer {
-    ($(#[$m:meta])* $name:ident, $size:ty) => {
-        #[derive(Serialize, ToSchema)]
-        $(#[$m])*
-        pub struct $name {
-            pub kernel_size: $size,
-            /// Default kernel_size.
-            pub stride: Option<$size>,
-            /// Default 0; at most half the kernel.
-            pub padding: Option<$size>,
-            #[schema(default = false)]
-            pub ceil_mode: Option<bool>,
-            #[schema(default = true)]
-            pub count_include_pad: Option<bool>,
-        }
-    };
-}
-
 avg_pool_layer!(
     /// `torch.nn.AvgPool2d`.
     #[schema(example = json!({"kernel_size": 3, "stride": 1, "padding": 1}))]

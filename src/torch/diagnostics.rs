@@ -314,11 +314,24 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let mut params = Vec::new();
     let mut weights = Vec::new();
     let mut unused = Vec::new();
+    // normalization layers' affine weight and bias, beside the table
+    let mut vectors = Vec::new();
     let live = graph.live();
     for &i in &graph.walk_ids() {
         let node = &graph.nodes[i];
         let named = node.named_params();
         if node.dense_weight().is_none() && named.is_none() {
+            let p = net.params.get(&node.path).filter(|_| live[i]);
+            for (role, t) in p.iter().flat_map(|p| [("weight", &p.weight), ("bias", &p.bias)]) {
+                if let Some(t) = t.as_ref().filter(|t| t.grad().defined()) {
+                    vectors.push(VectorParam {
+                        path: format!("{}.{role}", node.path),
+                        node: node.path.clone(),
+                        grad: norms(&t.grad()),
+                        shape: t.size(),
+                    });
+                }
+            }
             continue;
         }
         if !live[i] {
@@ -362,25 +375,6 @@ pub fn run(req: &Request) -> Result<Report, String> {
             spectral_norm: Spectral::default(),
             weight_shape: size,
         });
-    }
-    // normalization layers' affine weight and bias, beside the table
-    let mut vectors = Vec::new();
-    for &i in &graph.walk_ids() {
-        let node = &graph.nodes[i];
-        if !live[i] || node.dense_weight().is_some() || node.named_params().is_some() {
-            continue;
-        }
-        let Some(p) = net.params.get(&node.path) else { continue };
-        for (role, t) in [("weight", &p.weight), ("bias", &p.bias)] {
-            if let Some(t) = t.as_ref().filter(|t| t.grad().defined()) {
-                vectors.push(VectorParam {
-                    path: format!("{}.{role}", node.path),
-                    node: node.path.clone(),
-                    grad: norms(&t.grad()),
-                    shape: t.size(),
-                });
-            }
-        }
     }
     mark("gradient_norms");
     for (p, w) in params.iter_mut().zip(&weights) {

@@ -115,6 +115,18 @@ impl<'a> Graph<'a> {
         (inside, reads, writes)
     }
 
+    /// The file's ops grouped by the module `module_of` names for each (ops it names none left
+    /// out), in the modules' order.
+    fn by_module(&self, module_of: impl Fn(&NodeProto) -> Option<String>) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(m) = module_of(n) {
+                groups.entry(m).or_default().push(i);
+            }
+        }
+        groups
+    }
+
     fn scalar(&self, t: &str) -> Option<f64> {
         let c = self.constants.get(t)?;
         (c.values.len() == 1).then(|| c.values[0])
@@ -125,35 +137,29 @@ impl<'a> Graph<'a> {
     /// self-attention layer at the group's first op: the group must read one tensor from outside
     /// and write one that is read outside.
     fn attention(&self) -> Vec<(usize, Fusion)> {
-        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
         let owns = |m: &str| !m.is_empty() && self.constants.contains_key(&format!("{m}.out_proj.weight"));
-        for (i, n) in self.nodes.iter().enumerate() {
-            // the dynamo exporter splits a cross-attention's in_proj_weight and in_proj_bias at run
-            // time, in ops without metadata: they belong to the module that owns the tensor
-            let split_of = || {
-                let t = n.input.first()?;
-                let m = t.strip_suffix(".in_proj_weight").or_else(|| t.strip_suffix(".in_proj_bias"))?;
-                (n.op_type() == "Split" && owns(m)).then(|| m.to_string())
-            };
-            let module = match super::meta(n, "pkg.torch.onnx.name_scopes") {
-                Some(scopes) => super::python_list(scopes).into_iter().rev().find(|m| owns(m)).map(str::to_string),
-                None if split_of().is_some() => split_of(),
-                // the TorchScript exporter's scopes (`/encoder/layers.0/self_attn/MatMul`): the
-                // module that ran the op (attention runs functionally inside its module; a
-                // module without bias has no named weights, so each scope is a candidate, and
-                // attention_group keeps those that are attention)
-                None => n
-                    .name()
+        // the dynamo exporter splits a cross-attention's in_proj_weight and in_proj_bias at run
+        // time, in ops without metadata: they belong to the module that owns the tensor
+        let split_of = |n: &NodeProto| {
+            let t = n.input.first()?;
+            let m = t.strip_suffix(".in_proj_weight").or_else(|| t.strip_suffix(".in_proj_bias"))?;
+            (n.op_type() == "Split" && owns(m)).then(|| m.to_string())
+        };
+        let module_of = |n: &NodeProto| match super::meta(n, "pkg.torch.onnx.name_scopes") {
+            Some(scopes) => super::python_list(scopes).into_iter().rev().find(|m| owns(m)).map(str::to_string),
+            // else the TorchScript exporter's scopes (`/encoder/layers.0/self_attn/MatMul`): the
+            // module that ran the op (attention runs functionally inside its module; a module
+            // without bias has no named weights, so each scope is a candidate, and
+            // attention_group keeps those that are attention)
+            None => split_of(n).or_else(|| {
+                n.name()
                     .strip_prefix('/')
                     .and_then(super::legacy_scope)
                     .map(|(path, _)| path)
-                    .filter(|p| !p.is_empty()),
-            };
-            if let Some(m) = module {
-                groups.entry(m).or_default().push(i);
-            }
-        }
-        groups
+                    .filter(|p| !p.is_empty())
+            }),
+        };
+        self.by_module(module_of)
             .into_iter()
             .filter_map(|(m, members)| self.attention_group(m, members))
             .collect()
@@ -189,27 +195,41 @@ impl<'a> Graph<'a> {
         // and values), in the order the module computes them (q first), each maybe followed by
         // its bias [c*E] added (found by its place: the exporter keeps one copy of equal tensors,
         // so two modules' zero biases may be one initializer under the first one's name)
-        let mut projections: Vec<(&'a str, &'a str, Rc<Constant>)> = ops
+        struct Projection<'s> {
+            /// The tensor it reads, and the one it writes.
+            source: &'s str,
+            out: &'s str,
+            /// Its output is `width` times E wide (3: q, k and v; 2: k and v; 1).
+            width: i64,
+            /// Its constant `[E, width*E]` (W^T), where the file has one.
+            weight: Option<Rc<Constant>>,
+        }
+        let mut projections: Vec<Projection> = ops
             .iter()
             .filter(|n| n.op_type() == "MatMul")
             .filter_map(|n| {
                 let w = self.constants.get(n.input.get(1)?.as_str())?;
                 let [a, b] = w.dims[..] else { return None };
                 (a > 0 && b % a == 0 && (1..=3).contains(&(b / a))).then_some(())?;
-                Some((origin(n.input.first()?.as_str())?, n.output.first()?.as_str(), w.clone()))
+                Some(Projection {
+                    source: origin(n.input.first()?.as_str())?,
+                    out: n.output.first()?.as_str(),
+                    width: b / a,
+                    weight: Some(w.clone()),
+                })
             })
             .collect();
         // (the dynamo exporter's cross-attention: each projection a MatMul by the transpose of
         // one block of `<module>.in_proj_weight`, split at run time; the blocks in q, k, v order)
         let named_in = self.constants.get(&format!("{module}.in_proj_weight"));
         let split_at_run_time = projections.is_empty();
-        if split_at_run_time {
+        let e = if split_at_run_time {
             let w = named_in?;
             let [rows, e] = w.dims[..] else { return None };
             if rows != 3 * e || !(1..=1 << 20).contains(&e) {
                 return None;
             }
-            let mut found: Vec<(usize, &'a str, &'a str, i64)> = Vec::new();
+            let mut found: Vec<(usize, Projection)> = Vec::new();
             for n in ops.iter().filter(|n| n.op_type() == "MatMul") {
                 let mut t = n.input.get(1)?.as_str();
                 while let Some(p) = self.producer.get(t).map(|&p| &self.nodes[p]).filter(|p| p.op_type() == "Transpose") {
@@ -230,33 +250,23 @@ impl<'a> Graph<'a> {
                         .ints("split")
                         .unwrap_or_else(|| vec![rows / split.output.len() as i64; split.output.len()]),
                 };
-                found.push((
-                    chunk,
-                    origin(n.input.first()?.as_str())?,
-                    n.output.first()?.as_str(),
-                    *sizes.get(chunk)? / e,
-                ));
+                let projection = Projection {
+                    source: origin(n.input.first()?.as_str())?,
+                    out: n.output.first()?.as_str(),
+                    width: *sizes.get(chunk)? / e,
+                    weight: None,
+                };
+                found.push((chunk, projection));
             }
             found.sort_by_key(|f| f.0);
-            // a block of the right width stands in for the weight (its values are not used)
-            projections = found
-                .iter()
-                .map(|&(_, src, out, c)| {
-                    (
-                        src,
-                        out,
-                        Rc::new(Constant {
-                            dims: vec![e, c * e],
-                            ..(**w).clone()
-                        }),
-                    )
-                })
-                .collect();
-        }
-        let e = *projections.first()?.2.dims.first()?;
-        let widths: Vec<i64> = projections.iter().map(|p| p.2.dims[1] / e).collect();
+            projections = found.into_iter().map(|(_, p)| p).collect();
+            e
+        } else {
+            projections[0].weight.as_ref()?.dims[0]
+        };
+        let widths: Vec<i64> = projections.iter().map(|p| p.width).collect();
         if !(1..=1 << 20).contains(&e)
-            || projections.iter().any(|p| p.2.dims[0] != e)
+            || projections.iter().any(|p| p.weight.as_ref().is_some_and(|w| w.dims[0] != e))
             || !matches!(widths[..], [3] | [1, 2] | [1, 1, 1])
             || ops.iter().filter(|n| n.op_type() == "Softmax").count() != 1
         {
@@ -271,33 +281,34 @@ impl<'a> Graph<'a> {
             return None;
         }
         // the group reads the projections' sources and nothing else
-        let sources: Vec<&str> = projections.iter().map(|p| p.0).collect();
+        let sources: Vec<&str> = projections.iter().map(|p| p.source).collect();
         if reads.iter().any(|t| !sources.contains(t)) {
             return None;
         }
         let (input, extra) = (sources[0], sources[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let in_w: Arc<LazyValues> = match &projections[..] {
-            _ if split_at_run_time => named_in?.values.clone(),
-            [(_, _, w)] => Arc::new(w.values.transposed(e as usize, 3 * e as usize)),
-            _ => {
+        // the weight in PyTorch's layout: the named tensor, or the blocks transposed back
+        let in_w: Arc<LazyValues> = match (split_at_run_time, &projections[..]) {
+            (true, _) => named_in?.values.clone(),
+            (false, [p]) => Arc::new(p.weight.as_ref()?.values.transposed(e as usize, 3 * e as usize)),
+            (false, _) => {
                 let mut rows: Vec<f64> = Vec::with_capacity(3 * (e * e) as usize);
-                for (_, _, w) in &projections {
-                    rows.extend_from_slice(&w.values.transposed(e as usize, w.dims[1] as usize));
+                for p in &projections {
+                    rows.extend_from_slice(&p.weight.as_ref()?.values.transposed(e as usize, (p.width * e) as usize));
                 }
                 Arc::new(rows.into())
             }
         };
         let biases: Vec<Option<Rc<Constant>>> = projections
             .iter()
-            .map(|(_, out, w)| {
+            .map(|p| {
                 ops.iter().find_map(|n| {
-                    if n.op_type() != "Add" || !n.input.iter().any(|t| t == out) {
+                    if n.op_type() != "Add" || !n.input.iter().any(|t| t == p.out) {
                         return None;
                     }
                     n.input
                         .iter()
                         .filter_map(|t| self.constants.get(t.as_str()))
-                        .find(|c| c.dims == [w.dims[1]])
+                        .find(|c| c.dims == [p.width * e])
                         .cloned()
                 })
             })
@@ -318,10 +329,10 @@ impl<'a> Graph<'a> {
         // what the projections write (and their biases added): viewed per head further on
         let projected: Vec<&str> = projections
             .iter()
-            .map(|p| p.1)
+            .map(|p| p.out)
             .chain(
                 ops.iter()
-                    .filter(|n| n.op_type() == "Add" && n.input.iter().any(|t| projections.iter().any(|p| p.1 == t)))
+                    .filter(|n| n.op_type() == "Add" && n.input.iter().any(|t| projections.iter().any(|p| p.out == t)))
                     .filter_map(|n| n.output.first().map(String::as_str)),
             )
             .collect();
@@ -399,14 +410,14 @@ impl<'a> Graph<'a> {
                         .get(n.output.first().map_or("", String::as_str))
                         .is_some_and(|c| c.iter().all(|&j| member(&j) && self.nodes[j].op_type() == "Equal"))
             });
-        // (the dynamo exporter's metadata names the op; the TorchScript exporter writes
-        // scaled_dot_product_attention's scale from q's shape, 1/sqrt(Cast(Shape(q)[-1])), where
-        // the bmm path multiplies q by a number)
-        let dynamo = ops.iter().any(|n| super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some());
         // (a causal mask is for self-attention: the model language has no masked cross-attention)
         if causal && !extra.is_empty() {
             return None;
         }
+        // (the dynamo exporter's metadata names the op; the TorchScript exporter writes
+        // scaled_dot_product_attention's scale from q's shape, 1/sqrt(Cast(Shape(q)[-1])), where
+        // the bmm path multiplies q by a number)
+        let dynamo = ops.iter().any(|n| super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some());
         let need_weights = if dynamo {
             ops.iter().any(|n| {
                 super::meta(n, "pkg.torch.onnx.class_hierarchy").is_some_and(|c| c.contains("aten.bmm") || c.contains("aten.baddbmm"))
@@ -458,19 +469,18 @@ impl<'a> Graph<'a> {
     /// `torch/nn/modules/rnn.py` (a subclass included) become the one recurrent layer, batch
     /// first, its weights in PyTorch's names.
     fn unrolled_rnn(&self) -> Vec<(usize, Fusion)> {
-        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-        for (i, n) in self.nodes.iter().enumerate() {
-            let in_rnn = super::meta(n, "pkg.torch.onnx.stack_trace").is_some_and(|t| t.contains("nn/modules/rnn.py"));
-            let scopes = super::meta(n, "pkg.torch.onnx.name_scopes")
-                .map(super::python_list)
-                .unwrap_or_default();
-            if let (true, [.., module, _]) = (in_rnn, scopes.as_slice()) {
-                if !module.is_empty() {
-                    groups.entry(module.to_string()).or_default().push(i);
-                }
+        let module_of = |n: &NodeProto| {
+            super::meta(n, "pkg.torch.onnx.stack_trace").filter(|t| t.contains("nn/modules/rnn.py"))?;
+            let scopes = super::python_list(super::meta(n, "pkg.torch.onnx.name_scopes")?);
+            match scopes.as_slice() {
+                [.., module, _] if !module.is_empty() => Some(module.to_string()),
+                _ => None,
             }
-        }
-        groups.into_iter().filter_map(|(m, members)| self.rnn_group(m, members)).collect()
+        };
+        self.by_module(module_of)
+            .into_iter()
+            .filter_map(|(m, members)| self.rnn_group(m, members))
+            .collect()
     }
 
     fn rnn_group(&self, module: String, members: Vec<usize>) -> Option<(usize, Fusion)> {
