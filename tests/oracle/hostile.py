@@ -132,24 +132,30 @@ def hostile_multipart():
     return kind, content_type, body
 
 
+def exported(net, example, dynamo=False):
+    """`net` as either exporter writes it (onnx_check's export), its progress output hidden."""
+    import contextlib
+    import io
+
+    from onnx_check import export
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return export(net.eval(), list(example.shape[1:]), dynamo=dynamo, example=example)
+
+
 def seed_onnx():
     """A real file to mutate: a small conv net as torch.onnx.export writes it."""
-    import io
     import warnings
 
     import torch
     warnings.filterwarnings("ignore")
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                               torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3)).eval()
-    buf = io.BytesIO()
-    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), buf, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
-    return buf.getvalue()
+    return exported(net, torch.zeros(1, 3, 8, 8))
 
 
 def seed_sequence_onnx():
     """A second file to mutate: token ids, an embedding, a 2-layer bidirectional LSTM and a
     linear layer, in the exporter's time-major layout with its shape arithmetic."""
-    import io
     import warnings
 
     import torch
@@ -163,17 +169,13 @@ def seed_sequence_onnx():
         def forward(self, x):
             return self.fc(self.rnn(self.emb(x))[0])
 
-    buf = io.BytesIO()
-    torch.onnx.export(Net().eval(), (torch.zeros(1, 5, dtype=torch.long),), buf, dynamo=False)
-    return buf.getvalue()
+    return exported(Net(), torch.zeros(1, 5, dtype=torch.long))
 
 
 def seed_attention_onnx(dynamo=True):
     """A third and fourth: either exporter's self-attention (some thirty ops of one module, read
     back as one layer), a causal mask, a layernorm and an LSTM reading the attention
     time-major."""
-    import contextlib
-    import io
     import warnings
 
     import torch
@@ -189,38 +191,23 @@ def seed_attention_onnx(dynamo=True):
             y = self.attn(x, x, x, need_weights=False, attn_mask=mask, is_causal=True)[0]
             return self.rnn(self.norm(y))[0]
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        if dynamo:
-            return torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), dynamo=True, verbose=False).model_proto.SerializeToString()
-        buf = io.BytesIO()
-        torch.onnx.export(Net().eval(), (torch.zeros(1, 5, 8),), buf, dynamo=False)
-        return buf.getvalue()
+    return exported(Net(), torch.zeros(1, 5, 8), dynamo)
 
 
 def seed_cross_onnx(dynamo=False):
     """A fifth and sixth: cross-attention of latent queries over the projected input (either
     exporter): the queries a learned tensor, keys and values from the model's input."""
-    import contextlib
-    import io
     import warnings
 
     import seq_check
     import torch
     warnings.filterwarnings("ignore")
     torch.manual_seed(2)
-    net = seq_check.CrossNet("latents", 3, 4, 2, 3, True, False, 2).eval()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        if dynamo:
-            return torch.onnx.export(net, (torch.zeros(1, 5, 3),), dynamo=True, verbose=False).model_proto.SerializeToString()
-        buf = io.BytesIO()
-        torch.onnx.export(net, (torch.zeros(1, 5, 3),), buf, dynamo=False)
-        return buf.getvalue()
+    return exported(seq_check.CrossNet("latents", 3, 4, 2, 3, True, False, 2), torch.zeros(1, 5, 3), dynamo)
 
 
 def seed_unrolled_rnn_onnx():
     """A seventh: nn.RNN (two layers, both ways) as the dynamo exporter unrolls it."""
-    import contextlib
-    import io
     import warnings
 
     import torch
@@ -234,8 +221,7 @@ def seed_unrolled_rnn_onnx():
         def forward(self, x):
             return self.rnn(x)[0]
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return torch.onnx.export(Net().eval(), (torch.zeros(1, 4, 4),), dynamo=True, verbose=False).model_proto.SerializeToString()
+    return exported(Net(), torch.zeros(1, 4, 4), dynamo=True)
 
 
 ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx(), seed_cross_onnx(dynamo=True),
