@@ -33,7 +33,9 @@ async fn wrong_content_type_is_415() {
 
 #[tokio::test]
 async fn unknown_layer_types_and_fields() {
-    refused(json!([{"type": "conv3d"}]), "/model/layers/0/type").await;
+    refused(json!([{"type": "conv4d"}]), "/model/layers/0/type").await;
+    // a known type names its first missing argument
+    refused(json!([{"type": "conv3d"}]), "/model/layers/0/out_channels").await;
     let v = refused(
         json!([{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "strid": 2}]),
         "/model/layers/0/strid",
@@ -157,8 +159,9 @@ async fn sizes_must_be_positive_whole_numbers() {
         "",
     );
     assert_problem(
-        // [3, 32] is a sequence now (3 tokens of 32 features); four axes are nothing
-        &post("/v1/complexity", json!({"model": {"input_shape": [3, 32, 32, 2], "layers": []}})).await,
+        // [3, 32] is a sequence now (3 tokens of 32 features), [3, 32, 32, 2] a volume; five
+        // axes are nothing
+        &post("/v1/complexity", json!({"model": {"input_shape": [3, 8, 32, 32, 2], "layers": []}})).await,
         422,
         "/model/input_shape",
     );

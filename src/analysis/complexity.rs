@@ -279,7 +279,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         ..Counts::default()
     };
     match &node.layer.kind {
-        LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
+        LayerKind::Conv2d { .. } | LayerKind::Conv3d { .. } | LayerKind::Linear { .. } => {
             let w = node.dense_weight().expect("conv and linear have weights");
             let fan_in = w.fan_in() as u128;
             c.params_weight = w.numel() as u128;
@@ -426,8 +426,20 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         LayerKind::MaxPool2d { kernel, .. } => {
             c.comparisons = out * (kernel[0] * kernel[1] - 1) as u128;
         }
+        LayerKind::MaxPool3d { kernel, .. } => {
+            c.comparisons = out * (kernel[0] * kernel[1] * kernel[2] - 1) as u128;
+        }
         LayerKind::AvgPool2d { kernel, .. } => {
             c.additions = out * (kernel[0] * kernel[1] - 1) as u128;
+            c.multiplications = out; // the division by the window size
+        }
+        LayerKind::AvgPool3d { kernel, .. } => {
+            c.additions = out * (kernel[0] * kernel[1] * kernel[2] - 1) as u128;
+            c.multiplications = out; // the division by the window size
+        }
+        LayerKind::AdaptiveAvgPool3d { .. } => {
+            let summed: u128 = (1..4).map(|a| adaptive_window_sum(node.input[a], node.output[a])).product();
+            c.additions = node.input[0] as u128 * summed - out;
             c.multiplications = out; // the division by the window size
         }
         LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
@@ -467,7 +479,11 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     // fvcore's aten::matmul, ptflops' torch.matmul hook: MACs)
     let is_dense = matches!(
         k,
-        LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } | LayerKind::MatMul
+        LayerKind::Conv2d { .. }
+            | LayerKind::Conv3d { .. }
+            | LayerKind::ConvTranspose2d { .. }
+            | LayerKind::Linear { .. }
+            | LayerKind::MatMul
     );
     let is_pool = matches!(
         k,
@@ -475,6 +491,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             | LayerKind::AvgPool2d { .. }
             | LayerKind::AdaptiveAvgPool2d { .. }
             | LayerKind::AdaptiveMaxPool2d { .. }
+            | LayerKind::MaxPool3d { .. }
+            | LayerKind::AvgPool3d { .. }
+            | LayerKind::AdaptiveAvgPool3d { .. }
     );
     let input = numel(&node.input) as u128;
     // attention and recurrent layers: their products are counted as a dense layer's, their
@@ -685,6 +704,9 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())
+        }
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool3d { .. }) => {
+            Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool3d (only for the 2-D op): it counts 0 here".into())
         }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::Recurrent(r)) => Some(format!(
             "fvcore 0.1.5 has no handle for aten::{}: it counts 0 here",

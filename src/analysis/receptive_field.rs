@@ -229,6 +229,8 @@ impl AxisMap {
 pub enum Rf {
     /// Height and width maps.
     Spatial([Affine; 2]),
+    /// Depth, height and width maps of a volume `[C, D, H, W]`.
+    Volume([Affine; 3]),
     /// Height and width maps with floors (after upsampling or a strided transposed convolution).
     Rational([AxisMap; 2]),
     /// Each feature of a flat input depends on itself only (an MLP before its first linear).
@@ -298,9 +300,12 @@ pub struct AxisRange {
     pub text: String,
 }
 
-/// Images: `height` and `width`; a 1-D signal `[C, L]`: `length` alone.
+/// Images: `height` and `width`; volumes `depth` too; a 1-D signal `[C, L]`: `length` alone.
 #[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct SpatialRf {
+    /// A volume's slices: output slice k sees input slices p.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<AxisRange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<AxisRange>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,11 +420,19 @@ impl SpatialRf {
 fn spatial(rf: &Rf, base: u64, signal: bool) -> Option<SpatialRf> {
     match rf {
         Rf::Spatial([_, w]) if signal => Some(SpatialRf {
+            depth: None,
             height: None,
             width: None,
             length: Some(axis_range(w, base, "i", "m")),
         }),
         Rf::Spatial([h, w]) => Some(SpatialRf {
+            depth: None,
+            height: Some(axis_range(h, base, "i", "m")),
+            width: Some(axis_range(w, base, "j", "n")),
+            length: None,
+        }),
+        Rf::Volume([d, h, w]) => Some(SpatialRf {
+            depth: Some(axis_range(d, base, "k", "p")),
             height: Some(axis_range(h, base, "i", "m")),
             width: Some(axis_range(w, base, "j", "n")),
             length: None,
@@ -501,7 +514,7 @@ impl RfKind {
 
 fn kind_name(rf: &Rf) -> RfKind {
     match rf {
-        Rf::Spatial(_) => RfKind::Spatial,
+        Rf::Spatial(_) | Rf::Volume(_) => RfKind::Spatial,
         Rf::Rational(_) => RfKind::Rational,
         Rf::Features => RfKind::Features,
         Rf::Global => RfKind::Global,
@@ -608,7 +621,8 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                                     1 => "the features",
                                     2 if node.signal => "the positions",
                                     2 => "the tokens",
-                                    _ => ["the channels", "the height", "the width"][axis],
+                                    3 => ["the channels", "the height", "the width"][axis],
+                                    _ => ["the channels", "the depth", "the height", "the width"][axis],
                                 }
                             ))
                         }
@@ -656,7 +670,7 @@ fn row_and_all(a: &Rf, others: &[Rf], why: &str) -> Rf {
     let reads_all = |r: &Rf| {
         matches!(
             r,
-            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Rational(_)
+            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_)
         )
     };
     if others.iter().all(|r| *r == Rf::Constant) && maps_of(a).is_none() {
@@ -669,7 +683,9 @@ fn row_and_all(a: &Rf, others: &[Rf], why: &str) -> Rf {
 }
 
 fn start(graph: &Graph) -> Rf {
-    if graph.input().len() == 3 || graph.input_signal {
+    if graph.input().len() == 4 {
+        Rf::Volume([Affine::IDENTITY; 3])
+    } else if graph.input().len() == 3 || graph.input_signal {
         Rf::Spatial([Affine::IDENTITY; 2])
     } else if graph.spec.token_ids || graph.input().len() == 2 {
         Rf::sequence(false, false)
@@ -692,6 +708,18 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
             }
             // an image's rows and columns; a signal's positions (the height of its 2-D form is 1)
             let broadcast = match e.shape.len() {
+                4 if (1..4).any(|a| e.broadcast(&node.output, a)) => {
+                    // a volume's gate: the whole input at every position, or one range each
+                    let n = graph.input();
+                    return match rf {
+                        Rf::Volume(m) if (0..3).all(|a| m[a].at(0).0 <= 0 && m[a].at(0).1 >= n[a + 1] as i64 - 1) => Rf::Global,
+                        Rf::Global | Rf::Constant => rf,
+                        _ => Rf::NotAffine(format!(
+                            "{} is broadcast over positions: every output position sees its one range",
+                            e.label
+                        )),
+                    };
+                }
                 3 => (1..3).any(|a| e.broadcast(&node.output, a)),
                 2 => node.signal && e.broadcast(&node.output, 1),
                 _ => false,
@@ -784,6 +812,21 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
     }
 }
 
+/// The map through a volume layer's windows (conv3d, the 3-D pools).
+fn through_volume(node: &Node, rf: Rf) -> Rf {
+    match (rf, node.volume) {
+        (Rf::Volume(m), Some(ws)) => match (m[0].then(&ws[0]), m[1].then(&ws[1]), m[2].then(&ws[2])) {
+            (Some(d), Some(h), Some(w)) => Rf::Volume([d, h, w]),
+            _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
+        },
+        (Rf::Volume(_), None) => Rf::NotAffine(format!(
+            "adaptive pooling from {}x{}x{} to {}x{}x{} uses windows of different sizes",
+            node.input[1], node.input[2], node.input[3], node.output[1], node.output[2], node.output[3]
+        )),
+        (other, _) => other,
+    }
+}
+
 /// The map after a layer that reads one tensor (a 1-D layer: its 2-D form's).
 fn apply(node: &Node, rf: Rf) -> Rf {
     // a reshape regroups the elements: a map survives only where nothing moves
@@ -823,6 +866,9 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         | LayerKind::Pad { .. }
         | LayerKind::AdaptiveAvgPool2d { .. }
         | LayerKind::AdaptiveMaxPool2d { .. } => through_windows(node, rf),
+        LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => {
+            through_volume(node, rf)
+        }
         // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
         LayerKind::ConvTranspose2d {
             kernel,
@@ -887,7 +933,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             _ => Rf::Global,
         },
         LayerKind::Flatten => match rf {
-            Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
+            Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
                 Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into())
             }
             other => other,
@@ -977,6 +1023,26 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         });
         return (Rf::sequence(p, s), None, None);
     }
+    let volumes: Vec<[Affine; 3]> = ends
+        .iter()
+        .filter_map(|r| if let Rf::Volume(a) = r { Some(*a) } else { None })
+        .collect();
+    if !volumes.is_empty() {
+        if volumes.len() != ends.len() {
+            return match ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
+                Some(r) => (r.clone(), None, None),
+                None => (
+                    Rf::NotAffine("branches of different kinds: a unit's exact set is exact".into()),
+                    None,
+                    None,
+                ),
+            };
+        }
+        return match hull(&volumes) {
+            Ok((out, aligned)) => (Rf::Volume(out), Some(aligned), misaligned(aligned)),
+            Err(r) => (r, Some(false), None),
+        };
+    }
     let spatials: Vec<[Affine; 2]> = ends
         .iter()
         .filter_map(|r| if let Rf::Spatial(a) = r { Some(*a) } else { None })
@@ -990,30 +1056,37 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
             None => (Rf::Features, None, None),
         };
     }
-    let mut out = spatials[0];
+    match hull(&spatials) {
+        Ok((out, aligned)) => (Rf::Spatial(out), Some(aligned), misaligned(aligned)),
+        Err(r) => (r, Some(false), None),
+    }
+}
+
+fn misaligned(aligned: bool) -> Option<String> {
+    (!aligned).then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string())
+}
+
+/// The hull of integer-affine maps that move with the same jump on every axis, and whether they
+/// share their centres (the hull then has no holes); a refusal when the jumps differ.
+fn hull<const N: usize>(maps: &[[Affine; N]]) -> Result<([Affine; N], bool), Rf> {
+    let mut out = maps[0];
     let mut aligned = true;
-    for s in &spatials[1..] {
-        for a in 0..2 {
+    for s in &maps[1..] {
+        for a in 0..N {
             if s[a].jump != out[a].jump {
-                return (
-                    Rf::NotAffine(format!(
-                        "branches move with different jumps ({} and {}): their union has no single affine form",
-                        out[a].jump, s[a].jump
-                    )),
-                    Some(false),
-                    None,
-                );
+                return Err(Rf::NotAffine(format!(
+                    "branches move with different jumps ({} and {}): their union has no single affine form",
+                    out[a].jump, s[a].jump
+                )));
             }
-            if s[a].lo + s[a].hi != spatials[0][a].lo + spatials[0][a].hi {
+            if s[a].lo + s[a].hi != maps[0][a].lo + maps[0][a].hi {
                 aligned = false;
             }
             out[a].lo = out[a].lo.min(s[a].lo);
             out[a].hi = out[a].hi.max(s[a].hi);
         }
     }
-    let note = (!aligned)
-        .then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
-    (Rf::Spatial(out), Some(aligned), note)
+    Ok((out, aligned))
 }
 
 /// The union of branches with rational maps: per axis, the branch whose lower end is lowest
@@ -1078,7 +1151,12 @@ fn merge_rational(maps: &[[AxisMap; 2]]) -> (Rf, Option<bool>, Option<String>) {
 
 pub fn node_type(node: &Node) -> String {
     match node.layer.kind {
-        LayerKind::BatchNorm { .. } => if node.input.len() == 3 { "batchnorm2d" } else { "batchnorm1d" }.to_string(),
+        LayerKind::BatchNorm { .. } => match node.input.len() {
+            4 => "batchnorm3d",
+            3 => "batchnorm2d",
+            _ => "batchnorm1d",
+        }
+        .to_string(),
         _ => node.layer.type_name().to_string(),
     }
 }
@@ -1389,6 +1467,28 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
         }
     }
     match &node.layer.kind {
+        LayerKind::Conv3d { out_channels, groups, .. } => {
+            let ws = node.volume.expect("conv3d has windows");
+            let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
+            set.into_iter()
+                .map(|p| {
+                    let mut q = vec![group_channels(&p.0[0], in_per, out_per)];
+                    q.extend((0..3).map(|a| window_back(&ws[a], &p.0[a + 1])));
+                    Product(q)
+                })
+                .collect()
+        }
+        LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => set
+            .into_iter()
+            .map(|p| {
+                let mut q = vec![p.0[0].clone()];
+                q.extend((0..3).map(|a| match node.volume {
+                    Some(ws) => window_back(&ws[a], &p.0[a + 1]),
+                    None => adaptive_back(node.input[a + 1], node.output[a + 1], &p.0[a + 1]),
+                }));
+                Product(q)
+            })
+            .collect(),
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let [wh, ww] = node.windows.expect("conv has windows");
             let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
@@ -1643,16 +1743,13 @@ fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Produ
 /// zero-based) of the chain's target, over output `channel` or all channels.
 pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> DependenceSet {
     let out = &chain.target.output;
-    let unit = if out.len() == 3 {
+    let unit = if out.len() >= 3 {
+        // an image's row and column, a volume's slice too
         let ch = match channel {
             Some(c) => IntervalSet::range(c, c),
             None => IntervalSet::range(0, out[0] - 1),
         };
-        Product(vec![
-            ch,
-            IntervalSet::range(index[0], index[0]),
-            IntervalSet::range(index[1], index[1]),
-        ])
+        Product(std::iter::once(ch).chain(index.iter().map(|&i| IntervalSet::range(i, i))).collect())
     } else if out.len() == 2 && chain.target.signal {
         // a signal: position `index[0]`, channel `channel` or every channel
         let ch = match channel {

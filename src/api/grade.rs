@@ -41,13 +41,31 @@ impl Reveal {
     }
 }
 
+/// The axis of a range question: its index letter (output) and variable (input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAxis {
+    Rows,
+    Cols,
+    Slices,
+}
+
+impl RangeAxis {
+    fn letters(self) -> (char, char) {
+        match self {
+            RangeAxis::Rows => ('i', 'm'),
+            RangeAxis::Cols => ('j', 'n'),
+            RangeAxis::Slices => ('k', 'p'),
+        }
+    }
+}
+
 /// What a question asks for, once its `ask` text is read.
 #[derive(Debug, Clone)]
 enum Ask {
     /// A column of the complexity table: for the total, a layer path, or the n-th branch (1-based).
     Count { column: &'static str, target: Target },
-    /// The affine input range of a layer's output along rows or columns.
-    Range { layer: String, cols: bool },
+    /// The affine input range of a layer's output along rows, columns or (a volume's) slices.
+    Range { layer: String, axis: RangeAxis },
     /// Receptive-field size or jump of a layer along rows.
     RfNumber { layer: String, what: &'static str },
     /// The input tokens output token i of a sequence layer reads.
@@ -155,11 +173,15 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
         "receptive_field" => match what.as_str() {
             "rows" | "row range" | "range" => Ok(Ask::Range {
                 layer: layer_of(&target)?,
-                cols: false,
+                axis: RangeAxis::Rows,
             }),
             "cols" | "columns" | "column range" => Ok(Ask::Range {
                 layer: layer_of(&target)?,
-                cols: true,
+                axis: RangeAxis::Cols,
+            }),
+            "slices" | "depth" | "slice range" => Ok(Ask::Range {
+                layer: layer_of(&target)?,
+                axis: RangeAxis::Slices,
             }),
             "size" | "receptive field size" | "receptive field" => Ok(Ask::RfNumber {
                 layer: layer_of(&target)?,
@@ -171,7 +193,7 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
             }),
             "tokens" | "token range" | "input tokens" => Ok(Ask::Tokens { layer: layer_of(&target)? }),
             _ => Err(format!(
-                "unknown receptive-field quantity {what:?}: expected rows, cols, size, jump or tokens"
+                "unknown receptive-field quantity {what:?}: expected rows, cols, slices (a volume's depth), size, jump or tokens"
             )),
         },
         "gradient" => {
@@ -744,7 +766,7 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
     match (&q.ask, reference) {
         (Ask::Momentum(ask), Reference::Momentum(r)) => momentum_expected(r, ask),
         (Ask::Count { column, target }, Reference::Complexity(r)) => count_expected(q, column, target, r),
-        (Ask::Range { layer, cols }, Reference::ReceptiveField(r)) => range_expected(r, layer, *cols),
+        (Ask::Range { layer, axis }, Reference::ReceptiveField(r)) => range_expected(r, layer, *axis),
         (Ask::Tokens { layer }, Reference::ReceptiveField(r)) => tokens_expected(r, layer),
         (Ask::RfNumber { layer, what }, Reference::ReceptiveField(r)) => {
             let axis = rf_row(r, layer)?
@@ -767,8 +789,8 @@ fn rf_row<'a>(r: &'a RfReport, layer: &str) -> Result<&'a LayerRf, String> {
         .ok_or_else(|| format!("the model has no layer {layer:?}"))
 }
 
-/// The affine input range of a layer's output along rows (or columns).
-fn range_expected(r: &RfReport, layer: &str, cols: bool) -> Result<Expected, String> {
+/// The affine input range of a layer's output along rows (or columns, or a volume's slices).
+fn range_expected(r: &RfReport, layer: &str, which: RangeAxis) -> Result<Expected, String> {
     let row = rf_row(r, layer)?;
     let Some(rf) = &row.receptive_field else {
         // why: the row's note, else its kind (a sequence layer's token range)
@@ -780,21 +802,24 @@ fn range_expected(r: &RfReport, layer: &str, cols: bool) -> Result<Expected, Str
         };
         return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
     };
-    let axis = match (cols, &rf.width, rf.rows()) {
-        (true, Some(w), _) => w,
-        (false, _, Some(h)) => h,
+    let axis = match (which, &rf.width, rf.rows(), &rf.depth) {
+        (RangeAxis::Cols, Some(w), _, _) => w,
+        (RangeAxis::Rows, _, Some(h), _) => h,
+        (RangeAxis::Slices, _, _, Some(d)) => d,
+        (RangeAxis::Slices, ..) => return Err(format!("layer {layer} is not a volume [C, D, H, W]: it has no slices")),
         _ => {
             return Err(format!(
                 "layer {layer} is a 1-D signal: it has positions (ask for its rows), not columns"
             ))
         }
     };
+    let (index, var) = which.letters();
     Ok(Expected::Range {
         scale: axis.scale as i64,
         lo: axis.lo,
         hi: axis.hi,
-        index: if cols { 'j' } else { 'i' },
-        var: if cols { 'n' } else { 'm' },
+        index,
+        var,
         size: axis.size,
     })
 }
@@ -1117,7 +1142,11 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                             letters_right = false;
                             notes.push(format!(
                                 "you used the index {i} where the {} index is {index}{}",
-                                if index == 'j' { "column" } else { "row" },
+                                match index {
+                                    'j' => "column",
+                                    'k' => "slice",
+                                    _ => "row",
+                                },
                                 if index == 'j' && i == 'i' { " (i is the row index)" } else { "" }
                             ));
                         }
@@ -1127,7 +1156,11 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                             letters_right = false;
                             notes.push(format!(
                                 "the input {} are {var}, not {x}",
-                                if var == 'n' { "columns" } else { "rows" }
+                                match var {
+                                    'n' => "columns",
+                                    'p' => "slices",
+                                    _ => "rows",
+                                }
                             ));
                         }
                     }

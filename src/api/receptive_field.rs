@@ -121,6 +121,9 @@ pub struct UnitReport {
     pub exact_is_approximate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_channels: Option<Ranges>,
+    /// A volume input's slices (depth axis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_slices: Option<Ranges>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_rows: Option<Ranges>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,22 +153,32 @@ pub struct UnitReport {
     pub notes: Option<Vec<String>>,
 }
 
-/// Rows and columns, each an inclusive `[first, last]` or null when empty.
+/// Rows and columns (and a volume's slices), each an inclusive `[first, last]` or null when
+/// empty.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Span2 {
+    /// Volumes only: the depth axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<Option<Inclusive>>,
     pub rows: Option<Inclusive>,
     pub cols: Option<Inclusive>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AffineBox {
+    /// Volumes only: the depth axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<Inclusive>,
     pub rows: Inclusive,
     pub cols: Inclusive,
 }
 
-/// How much of the affine range lies in the padding, outside the image.
+/// How much of the affine range lies in the padding, outside the image (or volume).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PaddingShare {
+    /// Volumes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices_outside_volume: Option<u64>,
     pub rows_outside_image: u64,
     pub cols_outside_image: u64,
     pub fraction_outside_image: f64,
@@ -245,11 +258,11 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     let pos = req.position.as_ref().unwrap_or(&none);
     let chain = chain_to(&graph, pos.layer.as_ref(), "/position/layer")?;
     let out = chain.target.output.clone();
-    let spatial_out = out.len() == 3;
+    let spatial_out = out.len() >= 3;
     let signal_out = chain.target.signal;
     let index0: Vec<u64> = match &pos.index {
         Some(ix) => {
-            let want = if spatial_out { 2 } else { 1 };
+            let want = if spatial_out { out.len() - 1 } else { 1 };
             if ix.len() != want {
                 return Err(SpecError::invalid(
                     "/position/index",
@@ -257,6 +270,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
                         "layer {} has output shape {out:?}: give {}",
                         chain.target.path,
                         match out.len() {
+                            4 => "[k, i, j] (slice, row, column)",
                             3 => "[i, j]",
                             2 if signal_out => "[i] (one position of the signal; \"channel\" picks one channel)",
                             2 => "[t] (one token; \"channel\" picks one of its features)",
@@ -289,7 +303,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
         }
         None => {
             if spatial_out {
-                vec![out[1] / 2, out[2] / 2]
+                out[1..].iter().map(|n| n / 2).collect()
             } else if signal_out {
                 vec![out[1] / 2]
             } else {
@@ -299,7 +313,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     };
     if let Some(c) = pos.channel {
         let channels = match out.len() {
-            3 => out[0],
+            3 | 4 => out[0],
             2 if signal_out => out[0],
             2 => out[1],
             _ => 0,
@@ -327,7 +341,7 @@ pub async fn report(state: &AppState, req: &RfRequest) -> ApiResult<RfReport> {
     };
     Ok(RfReport {
         conventions:
-            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a 1-D signal [C, L], output position i sees input positions m (`length`); in a sequence, output token i sees the input tokens t its `tokens.text` gives",
+            "output index i (rows) / j (columns) sees input rows m / columns n in scale*i+lo ..= scale*i+hi, before clipping to the image; in a volume [C, D, H, W], output slice k sees input slices p (`depth`) the same way; in a 1-D signal [C, L], output position i sees input positions m (`length`); in a sequence, output token i sees the input tokens t its `tokens.text` gives",
         device_note,
         index_base: base,
         layers,
@@ -359,6 +373,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
         channel,
         exact_is_approximate: dep.approximate,
         input_channels: None,
+        input_slices: None,
         input_rows: None,
         input_cols: None,
         input_features: None,
@@ -395,45 +410,67 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
         v.input_features = Some(ranges(&dep.axis(0), base));
         return v;
     }
-    let (ch, rows, cols) = (dep.axis(0), dep.axis(1), dep.axis(2));
-    v.input_channels = Some(ranges(&ch, base));
-    v.input_rows = Some(ranges(&rows, base));
-    v.input_cols = Some(ranges(&cols, base));
+    // an image's rows and columns, a volume's slices too: `sp` spatial axes after the channels
+    let sp = input.len() - 1;
+    let axes: Vec<IntervalSet> = (1..=sp).map(|a| dep.axis(a)).collect();
+    let volume = sp == 3;
+    // a volume's depth, then rows and columns
+    let (d, [rows, cols]) = if volume {
+        (Some(&axes[0]), [&axes[1], &axes[2]])
+    } else {
+        (None, [&axes[0], &axes[1]])
+    };
+    v.input_channels = Some(ranges(&dep.axis(0), base));
+    v.input_slices = d.map(|d| ranges(d, base));
+    v.input_rows = Some(ranges(rows, base));
+    v.input_cols = Some(ranges(cols, base));
     v.tight_box = Some(Span2 {
-        rows: span(&rows, base),
-        cols: span(&cols, base),
+        slices: d.map(|d| span(d, base)),
+        rows: span(rows, base),
+        cols: span(cols, base),
     });
     let mut notes: Vec<String> = Vec::new();
-    if !rows.is_contiguous() || !cols.is_contiguous() {
-        notes.push("the unit's input rows/columns have holes (strides or dilation skip positions)".into());
+    if axes.iter().any(|a| !a.is_contiguous()) {
+        notes.push(format!(
+            "the unit's input {} have holes (strides or dilation skip positions)",
+            if volume { "slices/rows/columns" } else { "rows/columns" }
+        ));
     }
-    match (maps_of(rf), index.len(), rf) {
-        (Some([h, w]), 2, _) => {
-            // the unit's range, integer-affine or with floors
-            let (hr, wr) = (h.at(index[0]), w.at(index[1]));
+    // the unit's range on each spatial axis, integer-affine or with floors
+    let unit_range: Option<Vec<(i64, i64)>> = match (rf, maps_of(rf)) {
+        (Rf::Volume(m), _) if index.len() == 3 => Some((0..3).map(|a| m[a].at(index[a])).collect()),
+        (_, Some(m)) if index.len() == 2 && !volume => Some((0..2).map(|a| m[a].at(index[a])).collect()),
+        _ => None,
+    };
+    match (unit_range, rf) {
+        (Some(r), _) => {
             let size = |(lo, hi): (i64, i64)| (hi as i128 - lo as i128 + 1).max(0) as u64;
-            let n = [input[1] as i64, input[2] as i64];
             let overlap =
                 |(lo, hi): (i64, i64), n: i64| -> Option<(i64, i64)> { (lo.max(0) <= hi.min(n - 1)).then(|| (lo.max(0), hi.min(n - 1))) };
-            let (hc, wc) = (overlap(hr, n[0]), overlap(wr, n[1]));
+            let clipped: Vec<Option<(i64, i64)>> = (0..sp).map(|a| overlap(r[a], input[a + 1] as i64)).collect();
             let inside = |c: Option<(i64, i64)>| c.map(|(a, b)| (b - a + 1) as u64).unwrap_or(0);
-            let (ro, co) = (size(hr) - inside(hc), size(wr) - inside(wc));
-            let area = size(hr) as f64 * size(wr) as f64;
-            let inside_area = inside(hc) as f64 * inside(wc) as f64;
+            let outside: Vec<u64> = (0..sp).map(|a| size(r[a]) - inside(clipped[a])).collect();
+            let whole: f64 = r.iter().map(|&x| size(x) as f64).product();
+            let inside_all: f64 = clipped.iter().map(|&c| inside(c) as f64).product();
             let b = base as i64;
             let based = |c: Option<(i64, i64)>| c.map(|(x, y)| Inclusive([x + b, y + b]));
+            let at = |x: (i64, i64)| Inclusive([x.0 + b, x.1 + b]);
+            let k = sp - 2; // the first of rows and columns
             v.affine = Some(Some(AffineBox {
-                rows: Inclusive([hr.0 + b, hr.1 + b]),
-                cols: Inclusive([wr.0 + b, wr.1 + b]),
+                slices: volume.then(|| at(r[0])),
+                rows: at(r[k]),
+                cols: at(r[k + 1]),
             }));
             v.clipped = Some(Span2 {
-                rows: based(hc),
-                cols: based(wc),
+                slices: volume.then(|| based(clipped[0])),
+                rows: based(clipped[k]),
+                cols: based(clipped[k + 1]),
             });
             v.padding = Some(PaddingShare {
-                rows_outside_image: ro,
-                cols_outside_image: co,
-                fraction_outside_image: ((1.0 - inside_area / area) * 1e6).round() / 1e6,
+                slices_outside_volume: volume.then(|| outside[0]),
+                rows_outside_image: outside[k],
+                cols_outside_image: outside[k + 1],
+                fraction_outside_image: ((1.0 - inside_all / whole) * 1e6).round() / 1e6,
             });
             let same = |s: &IntervalSet, c: Option<(i64, i64)>| match c {
                 Some((x, y)) => s.min() == Some(x as u64) && s.max() == Some(y as u64),
@@ -444,13 +481,13 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
                 (None, _, _) => true,
                 _ => false,
             };
-            if !within(&rows, hc) || !within(&cols, wc) {
+            if !(0..sp).all(|a| within(&axes[a], clipped[a])) {
                 notes.push(
                     "the exact set reaches outside the clipped range: reflect, replicate or circular padding reads rows of the image again where the range has padding"
                         .into(),
                 );
             }
-            let tight_equal = same(&rows, hc) && same(&cols, wc);
+            let tight_equal = (0..sp).all(|a| same(&axes[a], clipped[a]));
             v.tight_box_equals_clipped = Some(tight_equal);
             if !tight_equal {
                 notes.push(
@@ -459,7 +496,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
                 );
             }
         }
-        (_, _, Rf::NotAffine(why)) => {
+        (_, Rf::NotAffine(why)) => {
             v.affine = Some(None);
             notes.push(format!("no affine range: {why}"));
         }
@@ -469,7 +506,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
     v
 }
 
-const SEQUENCE_PROBE: &str = "a probe copy of the whole network in float64 (all-ones weights, no biases; an embedding copies its token into every feature; attention and recurrent layers become sums over every feature of the tokens each output reads: all of them, the earlier ones under a causal mask or in a forward direction, the later ones in a backward direction; normalizations and softmax sums over what they couple; identity activations); the chosen output unit was back-propagated and the input tokens (and features) with a non-zero gradient were read off";
+const SEQUENCE_PROBE: &str = "a probe copy of the whole network in float64 (all-ones weights, no biases; an embedding copies its token into every feature; attention and recurrent layers become sums over every feature of the tokens each output reads: all of them, the earlier ones under a causal mask or in a forward direction, the later ones in a backward direction; normalizations and softmax sums over what they couple; identity activations and batchnorm; every pooling a summing window, the real kernels, strides, padding and dilation on every axis of an image or volume); the chosen output unit was back-propagated and the input elements (tokens, features, positions) with a non-zero gradient were read off";
 
 #[allow(clippy::too_many_arguments)]
 async fn verify_unit(
@@ -506,6 +543,7 @@ async fn verify_unit(
     let analytic: Vec<IntervalSet> = (0..graph.input().len()).map(|a| dep.axis(a)).collect();
     let agrees = !r.overflow && analytic == r.axes;
     let names: &[&str] = match graph.input().len() {
+        4 => &["channels", "slices", "rows", "cols"],
         3 => &["channels", "rows", "cols"],
         2 if graph.input_signal => &["channels", "positions"],
         _ if graph.spec.token_ids => &["tokens"],

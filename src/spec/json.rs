@@ -84,9 +84,28 @@ impl<'a> Obj<'a> {
     /// [`Obj::pair`] for a 2-D layer; for a 1-D one (`one_d`) an int or `[l]` on the length
     /// axis, the height axis being 1 (0 for a `min` of 0: padding).
     pub fn axes(&self, key: &'static str, default: Option<[u64; 2]>, min: u64, max: u64, one_d: bool) -> SpecResult<[u64; 2]> {
+        self.sizes(key, default, min, max, one_d)
+    }
+
+    /// An int or `N` ints per axis (`[h, w]`, a volume layer's `[d, h, w]`); for a 1-D layer
+    /// (`one_d`, N = 2) an int or `[l]` on the length axis, the height axis being 1 (0 for a
+    /// `min` of 0: padding).
+    pub fn sizes<const N: usize>(
+        &self,
+        key: &'static str,
+        default: Option<[u64; N]>,
+        min: u64,
+        max: u64,
+        one_d: bool,
+    ) -> SpecResult<[u64; N]> {
         match (self.raw(key), one_d) {
-            (Some(v), true) => Ok([min.min(1), length(v, &self.at(key), min, max)?]),
-            _ => self.pair(key, default, min, max),
+            (Some(v), true) => {
+                let mut out = [min.min(1); N];
+                out[N - 1] = length(v, &self.at(key), min, max)?;
+                Ok(out)
+            }
+            (Some(v), false) => sizes(v, &self.at(key), min, max),
+            (None, _) => default.ok_or_else(|| self.missing(key)),
         }
     }
 
@@ -203,19 +222,28 @@ pub fn float(v: &Value, pointer: &str, min: f64, max: f64) -> SpecResult<f64> {
 }
 
 pub fn pair(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<[u64; 2]> {
+    sizes(v, pointer, min, max)
+}
+
+/// An int (every axis) or a list of `N` ints: `[h, w]`, or a volume layer's `[d, h, w]`.
+pub fn sizes<const N: usize>(v: &Value, pointer: &str, min: u64, max: u64) -> SpecResult<[u64; N]> {
     match v {
-        Value::Array(items) if items.len() == 2 => Ok([
-            uint(&items[0], &child(pointer, 0), min, max)?,
-            uint(&items[1], &child(pointer, 1), min, max)?,
-        ]),
+        Value::Array(items) if items.len() == N => {
+            let mut out = [0; N];
+            for (i, item) in items.iter().enumerate() {
+                out[i] = uint(item, &child(pointer, i), min, max)?;
+            }
+            Ok(out)
+        }
         Value::Array(items) => Err(SpecError::invalid(
             pointer,
-            format!("expected an int or [h, w], got a list of {} items", items.len()),
+            format!(
+                "expected an int or {}, got a list of {} items",
+                if N == 3 { "[d, h, w]" } else { "[h, w]" },
+                items.len()
+            ),
         )),
-        other => {
-            let n = uint(other, pointer, min, max)?;
-            Ok([n, n])
-        }
+        other => Ok([uint(other, pointer, min, max)?; N]),
     }
 }
 

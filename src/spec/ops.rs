@@ -23,6 +23,30 @@ pub enum Size2 {
     Each([u64; 2]),
 }
 
+/// A volume layer's size: an int (every axis) or `[d, h, w]`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Size3 {
+    All(u64),
+    Each([u64; 3]),
+}
+
+/// An int, or `[d, h, w]` where `null` keeps that axis's input size.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum AdaptiveSize3 {
+    All(u64),
+    Each([Option<u64>; 3]),
+}
+
+/// An int, `[d, h, w]`, `"same"` (stride 1 only) or `"valid"` (no padding).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ConvPadding3 {
+    Size(Size3),
+    Named(NamedPadding),
+}
+
 /// A 1-D layer's size: an int or `[l]`.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -119,6 +143,11 @@ conv_layer!(
     /// `torch.nn.Conv1d` on a signal `[C, L]`.
     #[schema(example = json!({"out_channels": 16, "kernel_size": 5, "stride": 2}))]
     Conv1dLayer, Size1, ConvPadding1, PaddingMode
+);
+conv_layer!(
+    /// `torch.nn.Conv3d` on a volume `[C, D, H, W]` (a clip of frames, a scan).
+    #[schema(example = json!({"out_channels": 64, "kernel_size": [3, 7, 7], "stride": [1, 2, 2], "padding": [1, 3, 3]}))]
+    Conv3dLayer, Size3, ConvPadding3, PaddingMode
 );
 conv_layer!(
     /// `torch.nn.ConvTranspose2d`.
@@ -231,6 +260,16 @@ max_pool_layer!(
     #[schema(example = json!({"kernel_size": 3, "stride": 2, "padding": 1}))]
     MaxPool1dLayer, Size1
 );
+max_pool_layer!(
+    /// `torch.nn.MaxPool3d` on a volume.
+    #[schema(example = json!({"kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1]}))]
+    MaxPool3dLayer, Size3
+);
+avg_pool_layer!(
+    /// `torch.nn.AvgPool3d` on a volume.
+    #[schema(example = json!({"kernel_size": 2}))]
+    AvgPool3dLayer, Size3
+);
 avg_pool_layer!(
     /// `torch.nn.AvgPool2d`.
     #[schema(example = json!({"kernel_size": 3, "stride": 1, "padding": 1}))]
@@ -266,6 +305,13 @@ pub struct AdaptiveMaxPool2dLayer {
     pub return_indices: Option<bool>,
 }
 
+/// `torch.nn.AdaptiveAvgPool3d` on a volume.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"output_size": 1}))]
+pub struct AdaptiveAvgPool3dLayer {
+    pub output_size: AdaptiveSize3,
+}
+
 /// `torch.nn.AdaptiveAvgPool1d` on a signal.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"output_size": 1}))]
@@ -281,7 +327,8 @@ pub struct AdaptiveMaxPool1dLayer {
     pub return_indices: Option<bool>,
 }
 
-/// `torch.nn.BatchNorm2d` on `[C, H, W]`, `BatchNorm1d` on `[F]` (or a signal `[C, L]`).
+/// `torch.nn.BatchNorm2d` on `[C, H, W]`, `BatchNorm1d` on `[F]` (or a signal `[C, L]`),
+/// `BatchNorm3d` on a volume `[C, D, H, W]`.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"num_features": 64}))]
 pub struct BatchNormLayer {
@@ -631,7 +678,7 @@ pub struct ParameterLayer {
     pub shape: Vec<u64>,
 }
 
-/// Every layer op (60), by `type` (PyTorch's module name; case, `_` and `-` are ignored, so
+/// Every layer op (65), by `type` (PyTorch's module name; case, `_` and `-` are ignored, so
 /// `Conv2d`, `conv2d` and `max_pool2d` are spelt as here). Aliases: `cat` for concat,
 /// `attention` and `MultiheadAttention` for multihead_attention, `mm` and `bmm` for matmul,
 /// `upsampling_nearest2d` for upsample, `batchnorm` for batchnorm2d. `add` is residual in a
@@ -644,6 +691,8 @@ pub enum LayerOp {
     Conv1d(Conv1dLayer),
     #[serde(rename = "conv2d")]
     Conv2d(Conv2dLayer),
+    #[serde(rename = "conv3d")]
+    Conv3d(Conv3dLayer),
     #[serde(rename = "conv_transpose1d")]
     ConvTranspose1d(ConvTranspose1dLayer),
     #[serde(rename = "conv_transpose2d")]
@@ -656,14 +705,20 @@ pub enum LayerOp {
     MaxPool1d(MaxPool1dLayer),
     #[serde(rename = "maxpool2d")]
     MaxPool2d(MaxPool2dLayer),
+    #[serde(rename = "maxpool3d")]
+    MaxPool3d(MaxPool3dLayer),
     #[serde(rename = "avgpool1d")]
     AvgPool1d(AvgPool1dLayer),
     #[serde(rename = "avgpool2d")]
     AvgPool2d(AvgPool2dLayer),
+    #[serde(rename = "avgpool3d")]
+    AvgPool3d(AvgPool3dLayer),
     #[serde(rename = "adaptive_avgpool1d")]
     AdaptiveAvgPool1d(AdaptiveAvgPool1dLayer),
     #[serde(rename = "adaptive_avgpool2d")]
     AdaptiveAvgPool2d(AdaptiveAvgPool2dLayer),
+    #[serde(rename = "adaptive_avgpool3d")]
+    AdaptiveAvgPool3d(AdaptiveAvgPool3dLayer),
     #[serde(rename = "adaptive_maxpool1d")]
     AdaptiveMaxPool1d(AdaptiveMaxPool1dLayer),
     #[serde(rename = "adaptive_maxpool2d")]
@@ -672,6 +727,8 @@ pub enum LayerOp {
     BatchNorm1d(BatchNormLayer),
     #[serde(rename = "batchnorm2d")]
     BatchNorm2d(BatchNormLayer),
+    #[serde(rename = "batchnorm3d")]
+    BatchNorm3d(BatchNormLayer),
     #[serde(rename = "groupnorm")]
     GroupNorm(GroupNormLayer),
     #[serde(rename = "instancenorm2d")]
@@ -834,6 +891,8 @@ macro_rules! int_or_list {
 int_or_list! {
     Size2 => 2, false, "an int (every axis) or [h, w], as torch.nn takes sizes";
     Size1 => 1, false, "a 1-D layer's size: an int or [l]";
+    Size3 => 3, false, "a volume layer's size: an int (every axis) or [d, h, w]";
+    AdaptiveSize3 => 3, true, "an int, or [d, h, w] where null keeps that axis's input size";
     Pad2 => 4, false, "an int (every side) or [left, right, top, bottom]";
     Pad1 => 2, false, "an int (both ends) or [left, right]";
     AdaptiveSize2 => 2, true, "an int, or [h, w] where null keeps that axis's input size";
@@ -895,9 +954,10 @@ pub struct Model {
     /// ones); elsewhere a 422 that says to export ONNX.
     #[schema(format = Byte)]
     pub torchscript: Option<String>,
-    /// `[C, H, W]` an image, `[L, D]` a sequence (`[C, L]` a 1-D signal when a 1-D layer reads
-    /// it), `[F]` features (or `[L]` token ids with input_dtype int64); no batch axis.
-    #[schema(min_items = 1, max_items = 3)]
+    /// `[C, H, W]` an image, `[C, D, H, W]` a volume (read by conv3d and the 3-D pools),
+    /// `[L, D]` a sequence (`[C, L]` a 1-D signal when a 1-D layer reads it), `[F]` features (or
+    /// `[L]` token ids with input_dtype int64); no batch axis.
+    #[schema(min_items = 1, max_items = 4)]
     pub input_shape: Option<Vec<u64>>,
     /// Default float32.
     pub input_dtype: Option<InputDtype>,

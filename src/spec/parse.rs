@@ -77,11 +77,11 @@ pub fn parse_model(value: &Value, pointer: &str, limits: &SpecLimits) -> SpecRes
     let shape = obj
         .array("input_shape")?
         .ok_or_else(|| SpecError::invalid(&shape_ptr, "is required (or give a preset)"))?;
-    if !(1..=3).contains(&shape.len()) {
+    if !(1..=4).contains(&shape.len()) {
         return Err(SpecError::invalid(
             &shape_ptr,
             format!(
-                "expected [C, H, W] (images), [L, D] (a sequence of L tokens), [C, L] (a 1-D signal read by conv1d) or [F] (features; [L] token ids with input_dtype int64) without the batch axis, got {} numbers",
+                "expected [C, H, W] (images), [C, D, H, W] (volumes read by conv3d), [L, D] (a sequence of L tokens), [C, L] (a 1-D signal read by conv1d) or [F] (features; [L] token ids with input_dtype int64) without the batch axis, got {} numbers",
                 shape.len()
             ),
         ));
@@ -293,7 +293,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, avgpool1d, avgpool2d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm2d, batchnorm1d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -385,52 +385,30 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         }
         "conv2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
-            let out_channels = o.u64_in("out_channels", None, 1, max)?;
-            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
-            let stride = o.axes("stride", Some([1, 1]), 1, max, one_d)?;
-            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
-            let padding = match o.raw("padding") {
-                None => ConvPadding::Explicit([0, 0]),
-                Some(Value::String(s)) if s == "valid" => ConvPadding::Explicit([0, 0]),
-                Some(Value::String(s)) if s == "same" => {
-                    if stride != [1, 1] {
-                        return Err(SpecError::invalid(
-                            o.at("padding"),
-                            "padding=\"same\" is not supported for strided convolutions (PyTorch refuses it too)",
-                        ));
-                    }
-                    ConvPadding::Same
-                }
-                Some(Value::String(s)) => {
-                    return Err(SpecError::invalid(
-                        o.at("padding"),
-                        format!("unknown padding {s:?}; expected an int, [h, w], \"same\" or \"valid\""),
-                    ))
-                }
-                Some(_) => ConvPadding::Explicit(o.axes("padding", None, 0, max, one_d)?),
-            };
-            let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
-            let padding_mode = match o.str_or("padding_mode", "zeros")? {
-                "zeros" => Fill::Zeros,
-                "reflect" => Fill::Reflect,
-                "replicate" => Fill::Replicate,
-                "circular" => Fill::Circular,
-                other => {
-                    return Err(SpecError::invalid(
-                        o.at("padding_mode"),
-                        format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"),
-                    ))
-                }
-            };
+            let c = conv_args::<2>(o, max, one_d)?;
             LayerKind::Conv2d {
-                padding_mode,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
+                padding_mode: c.padding_mode,
+                out_channels: c.out_channels,
+                kernel: c.kernel,
+                stride: c.stride,
+                padding: c.padding,
+                dilation: c.dilation,
+                groups: c.groups,
+                bias: c.bias,
+            }
+        }
+        "conv3d" => {
+            declared_in = o.opt_u64("in_channels", 1, max)?;
+            let c = conv_args::<3>(o, max, false)?;
+            LayerKind::Conv3d {
+                padding_mode: c.padding_mode,
+                out_channels: c.out_channels,
+                kernel: c.kernel,
+                stride: c.stride,
+                padding: c.padding,
+                dilation: c.dilation,
+                groups: c.groups,
+                bias: c.bias,
             }
         }
         "convtranspose2d" => {
@@ -688,6 +666,59 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 ceil_mode,
             }
         }
+        "maxpool3d" => {
+            let kernel = o.sizes("kernel_size", None, 1, max, false)?;
+            let stride = o.sizes("stride", Some(kernel), 1, max, false)?;
+            let padding = o.sizes("padding", Some([0; 3]), 0, max, false)?;
+            let dilation = o.sizes("dilation", Some([1; 3]), 1, max, false)?;
+            let ceil_mode = o.bool("ceil_mode", false)?;
+            if o.bool("return_indices", false)? {
+                return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
+            }
+            check_pool_padding(o, kernel, padding)?;
+            LayerKind::MaxPool3d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            }
+        }
+        "avgpool3d" => {
+            let kernel = o.sizes("kernel_size", None, 1, max, false)?;
+            let stride = o.sizes("stride", Some(kernel), 1, max, false)?;
+            let padding = o.sizes("padding", Some([0; 3]), 0, max, false)?;
+            let ceil_mode = o.bool("ceil_mode", false)?;
+            let count_include_pad = o.bool("count_include_pad", true)?;
+            if o.has("divisor_override") {
+                return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
+            }
+            check_pool_padding(o, kernel, padding)?;
+            LayerKind::AvgPool3d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            }
+        }
+        "adaptiveavgpool3d" => {
+            let ptr = o.at("output_size");
+            let output = match o.raw("output_size") {
+                None => return Err(SpecError::invalid(ptr, "is required")),
+                Some(Value::Array(items)) if items.len() == 3 => {
+                    let mut out = [None; 3];
+                    for (i, item) in items.iter().enumerate() {
+                        if !item.is_null() {
+                            out[i] = Some(uint(item, &child(&ptr, i), 1, max)?);
+                        }
+                    }
+                    out
+                }
+                Some(v) => super::json::sizes::<3>(v, &ptr, 1, max)?.map(Some),
+            };
+            LayerKind::AdaptiveAvgPool3d { output }
+        }
         "avgpool2d" => {
             let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
             let stride = o.axes("stride", Some(kernel), 1, max, one_d)?;
@@ -739,7 +770,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 LayerKind::AdaptiveAvgPool2d { output }
             }
         }
-        "batchnorm2d" | "batchnorm1d" | "batchnorm" => {
+        "batchnorm2d" | "batchnorm1d" | "batchnorm3d" | "batchnorm" => {
             declared_in = o.opt_u64("num_features", 1, max)?;
             let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
             let _m = o.f64_in("momentum", Some(0.1), 0.0, 1.0)?;
@@ -1027,6 +1058,71 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
 }
 
 /// `groups` (dividing out_channels) and `bias` of a conv or a transposed conv.
+/// A convolution's arguments on `N` axes (Conv2d's, Conv1d's as its 2-D form, Conv3d's).
+struct ConvArgs<const N: usize> {
+    out_channels: u64,
+    kernel: [u64; N],
+    stride: [u64; N],
+    padding: ConvPadding<[u64; N]>,
+    dilation: [u64; N],
+    groups: u64,
+    bias: bool,
+    padding_mode: Fill,
+}
+
+fn conv_args<const N: usize>(o: &Obj, max: u64, one_d: bool) -> SpecResult<ConvArgs<N>> {
+    let out_channels = o.u64_in("out_channels", None, 1, max)?;
+    let kernel = o.sizes("kernel_size", None, 1, max, one_d)?;
+    let stride = o.sizes("stride", Some([1; N]), 1, max, one_d)?;
+    let dilation = o.sizes("dilation", Some([1; N]), 1, max, one_d)?;
+    let padding = match o.raw("padding") {
+        None => ConvPadding::Explicit([0; N]),
+        Some(Value::String(s)) if s == "valid" => ConvPadding::Explicit([0; N]),
+        Some(Value::String(s)) if s == "same" => {
+            if stride != [1; N] {
+                return Err(SpecError::invalid(
+                    o.at("padding"),
+                    "padding=\"same\" is not supported for strided convolutions (PyTorch refuses it too)",
+                ));
+            }
+            ConvPadding::Same
+        }
+        Some(Value::String(s)) => {
+            return Err(SpecError::invalid(
+                o.at("padding"),
+                format!(
+                    "unknown padding {s:?}; expected an int, {}, \"same\" or \"valid\"",
+                    if N == 3 { "[d, h, w]" } else { "[h, w]" }
+                ),
+            ))
+        }
+        Some(_) => ConvPadding::Explicit(o.sizes("padding", None, 0, max, one_d)?),
+    };
+    let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
+    let padding_mode = match o.str_or("padding_mode", "zeros")? {
+        "zeros" => Fill::Zeros,
+        "reflect" => Fill::Reflect,
+        "replicate" => Fill::Replicate,
+        "circular" => Fill::Circular,
+        other => {
+            return Err(SpecError::invalid(
+                o.at("padding_mode"),
+                format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"),
+            ))
+        }
+    };
+    Ok(ConvArgs {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        padding_mode,
+    })
+}
+
 fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bool)> {
     let groups = o.u64_in("groups", Some(1), 1, max)?;
     if !out_channels.is_multiple_of(groups) {
@@ -1089,8 +1185,8 @@ fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {
 }
 
 /// PyTorch: "pad should be at most half of effective kernel size".
-fn check_pool_padding(o: &Obj, kernel: Pair, padding: Pair) -> SpecResult<()> {
-    for axis in 0..2 {
+fn check_pool_padding<const N: usize>(o: &Obj, kernel: [u64; N], padding: [u64; N]) -> SpecResult<()> {
+    for axis in 0..N {
         if padding[axis] > kernel[axis] / 2 {
             return Err(SpecError::invalid(
                 o.at("padding"),

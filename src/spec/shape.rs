@@ -64,6 +64,9 @@ pub struct Node<'a> {
     /// Height and width windows of conv and pool layers (and of adaptive pools whose windows
     /// happen to be uniform).
     pub windows: Option<[Window; 2]>,
+    /// Depth, height and width windows of a volume layer (conv3d, the 3-D pools) on
+    /// `[C, D, H, W]`, where they are uniform; `windows` is None for those.
+    pub volume: Option<[Window; 3]>,
     /// How the node combines several inputs (add, mul, concat and the lowered composites).
     pub merge: Option<Merge>,
     /// A sequential composite's branches, or body and shortcut: the nodes inside it, for tables.
@@ -327,6 +330,7 @@ impl<'a> Builder<'a> {
     fn layer(&mut self, layer: &'a Layer, edge: Edge, path: String, pointer: String) -> SpecResult<usize> {
         let mut groups = Vec::new();
         let mut inputs = Vec::new();
+        let mut volume = None;
         let input = edge.shape.clone();
         let (output, windows, merge) = match &layer.kind {
             LayerKind::Concat { branches } => {
@@ -366,6 +370,25 @@ impl<'a> Builder<'a> {
                 }
                 (groups[0].output.clone(), None, Some(Merge::Add))
             }
+            _ if input.len() == 4 && !layer.volume_op() && !matches!(
+                layer.kind,
+                LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+            ) =>
+            {
+                return Err(SpecError::invalid(
+                    &pointer,
+                    format!(
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, batchnorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        layer.type_name()
+                    ),
+                ))
+            }
+            _ if layer.volume_op() => {
+                let (out, ws) = infer_3d(layer, &input, &pointer)?;
+                volume = ws;
+                inputs.push(edge);
+                (out, None, None)
+            }
             _ => {
                 let (out, win) = infer_layer(layer, &input, &pointer)?;
                 inputs.push(edge);
@@ -380,6 +403,7 @@ impl<'a> Builder<'a> {
             inputs,
             output,
             windows,
+            volume,
             merge,
             groups,
             signal: false,
@@ -477,6 +501,7 @@ impl<'a> Builder<'a> {
                         inputs: edges,
                         output,
                         windows: None,
+                        volume: None,
                         merge: Some(merge),
                         groups: Vec::new(),
                         signal: false,
@@ -492,6 +517,7 @@ impl<'a> Builder<'a> {
                         inputs: Vec::new(),
                         output: shape.clone(),
                         windows: None,
+                        volume: None,
                         merge: None,
                         groups: Vec::new(),
                         signal: false,
@@ -801,14 +827,32 @@ fn window_output(input: u64, k: u64, s: u64, d: u64, lo: u64, hi: u64, ceil: boo
     (out >= 1).then_some(out as u64)
 }
 
-fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil: bool, pointer: &str) -> SpecResult<[Window; 2]> {
+/// The name of axis `a` of a layer's `N` sliding axes.
+fn axis_name(n: usize, a: usize) -> &'static str {
+    if n == 3 {
+        ["depth", "height", "width"][a]
+    } else {
+        ["height", "width"][a]
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn windows<const N: usize>(
+    input: [u64; N],
+    k: [u64; N],
+    s: [u64; N],
+    d: [u64; N],
+    pad: [[u64; 2]; N],
+    ceil: bool,
+    pointer: &str,
+) -> SpecResult<[Window; N]> {
     let axis = |a: usize| -> SpecResult<Window> {
         let out = window_output(input[a], k[a], s[a], d[a], pad[a][0], pad[a][1], ceil).ok_or_else(|| {
             SpecError::invalid(
                 child(pointer, "kernel_size"),
                 format!(
                     "the {} window spans {} positions (kernel {}, dilation {}) but the padded input has only {} ({} + padding {} + {})",
-                    ["height", "width"][a],
+                    axis_name(N, a),
                     d[a].saturating_mul(k[a] - 1).saturating_add(1),
                     k[a],
                     d[a],
@@ -830,15 +874,19 @@ fn windows(input: [u64; 2], k: Pair, s: Pair, d: Pair, pad: [[u64; 2]; 2], ceil:
             fill: Fill::Zeros,
         })
     };
-    Ok([axis(0)?, axis(1)?])
+    let mut out = Vec::with_capacity(N);
+    for a in 0..N {
+        out.push(axis(a)?);
+    }
+    Ok(out.try_into().expect("N windows"))
 }
 
 /// Windows whose padding holds `fill`; PyTorch refuses reflection as wide as the input, and
 /// circular padding that would wrap around more than once.
-fn filled(mut ws: [Window; 2], fill: Fill, pointer: &str) -> SpecResult<[Window; 2]> {
+fn filled<const N: usize>(mut ws: [Window; N], fill: Fill, pointer: &str) -> SpecResult<[Window; N]> {
     for (a, w) in ws.iter_mut().enumerate() {
         w.fill = fill;
-        let (widest, axis) = (w.pad_lo.max(w.pad_hi), ["height", "width"][a]);
+        let (widest, axis) = (w.pad_lo.max(w.pad_hi), axis_name(N, a));
         let refused = match fill {
             Fill::Reflect if widest >= w.input => Some(format!(
                 "reflect padding of {widest} must be smaller than the input's {axis} ({})",
@@ -903,6 +951,92 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         e
     })?;
     Ok((vec![out[0], out[2]], win))
+}
+
+/// A volume `[C, D, H, W]`, as conv3d and the 3-D pools read it.
+fn volume(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 4]> {
+    match shape {
+        [c, d, h, w] => Ok([*c, *d, *h, *w]),
+        _ => Err(SpecError::invalid(
+            pointer,
+            format!("{what} needs a volume input [C, D, H, W], but its input has shape {shape:?}"),
+        )),
+    }
+}
+
+/// The output shape and windows of a volume layer (conv3d, the 3-D pools): the 2-D rules on
+/// three axes, depth first.
+fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 3]>)> {
+    let sym = |p: [u64; 3]| p.map(|p| [p, p]);
+    let ws = match &layer.kind {
+        LayerKind::Conv3d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+            ..
+        } => {
+            let [c, d, h, w] = volume(input, "conv3d", pointer)?;
+            check_declared(layer, c, "in_channels", pointer)?;
+            if c % groups != 0 {
+                return Err(SpecError::invalid(
+                    child(pointer, "groups"),
+                    format!("in_channels ({c}) must be divisible by groups ({groups})"),
+                ));
+            }
+            let pad = match padding {
+                ConvPadding::Explicit(p) => sym(*p),
+                ConvPadding::Same => std::array::from_fn(|a| {
+                    let total = dilation[a].saturating_mul(kernel[a] - 1);
+                    [total / 2, total - total / 2]
+                }),
+            };
+            let ws = filled(
+                windows([d, h, w], *kernel, *stride, *dilation, pad, false, pointer)?,
+                *padding_mode,
+                pointer,
+            )?;
+            return Ok((vec![*out_channels, ws[0].output, ws[1].output, ws[2].output], Some(ws)));
+        }
+        LayerKind::MaxPool3d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        } => {
+            let [_, d, h, w] = volume(input, "maxpool3d", pointer)?;
+            windows([d, h, w], *kernel, *stride, *dilation, sym(*padding), *ceil_mode, pointer)?
+        }
+        LayerKind::AvgPool3d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            ..
+        } => {
+            let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
+            windows([d, h, w], *kernel, *stride, [1; 3], sym(*padding), *ceil_mode, pointer)?
+        }
+        LayerKind::AdaptiveAvgPool3d { output } => {
+            let [c, d, h, w] = volume(input, "adaptive_avgpool3d", pointer)?;
+            let n = [d, h, w];
+            let out: [u64; 3] = std::array::from_fn(|a| output[a].unwrap_or(n[a]));
+            // When the input divides evenly, the windows are those of a plain average pool.
+            let ws = if (0..3).all(|a| n[a] % out[a] == 0) {
+                let k = std::array::from_fn(|a| n[a] / out[a]);
+                Some(windows(n, k, k, [1; 3], [[0, 0]; 3], false, pointer)?)
+            } else {
+                None
+            };
+            return Ok((vec![c, out[0], out[1], out[2]], ws));
+        }
+        _ => unreachable!("only volume layers"),
+    };
+    Ok((vec![input[0], ws[0].output, ws[1].output, ws[2].output], Some(ws)))
 }
 
 fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 2]>)> {
@@ -1080,6 +1214,9 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             vec![d]
         }
         LayerKind::Parameter { .. } => unreachable!("parameters are shaped by the builder"),
+        LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => {
+            unreachable!("volume layers are shaped by infer_3d")
+        }
         LayerKind::Embedding { dim, .. } => match input {
             [l] => vec![*l, *dim],
             _ => {
@@ -1231,16 +1368,18 @@ pub struct DenseWeight {
     pub transposed: Option<u64>,
     /// A 1-D conv: PyTorch's weight has no height axis (`[out, in/groups, k]`).
     pub one_d: bool,
+    /// A 3-D conv's kernel depth: PyTorch's weight is `[out, in/groups, kd, kh, kw]`.
+    pub depth: Option<u64>,
 }
 
 impl DenseWeight {
     /// PyTorch's fan_in (`weight.size(1)` times the kernel): the products per output of a
     /// conv; for a transposed conv, output channels per group times the kernel.
     pub fn fan_in(&self) -> u64 {
-        self.in_per_group * self.kernel[0] * self.kernel[1]
+        self.in_per_group * self.kernel[0] * self.kernel[1] * self.depth.unwrap_or(1)
     }
     pub fn fan_out(&self) -> u64 {
-        self.out * self.kernel[0] * self.kernel[1]
+        self.out * self.kernel[0] * self.kernel[1] * self.depth.unwrap_or(1)
     }
     pub fn numel(&self) -> u64 {
         self.out * self.fan_in()
@@ -1254,6 +1393,9 @@ impl DenseWeight {
         let mut s = self.shape_2d();
         if self.one_d {
             s.remove(2);
+        }
+        if let Some(d) = self.depth {
+            s.insert(2, d as i64);
         }
         s
     }
@@ -1320,6 +1462,7 @@ impl<'a> Node<'a> {
                 .collect(),
             output: lift(&self.output),
             windows: self.windows,
+            volume: None,
             merge: None,
             groups: Vec::new(),
             signal: false,
@@ -1425,6 +1568,23 @@ impl<'a> Node<'a> {
                 is_conv: true,
                 transposed: None,
                 one_d: self.layer.one_d,
+                depth: None,
+            }),
+            LayerKind::Conv3d {
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => Some(DenseWeight {
+                out: *out_channels,
+                in_per_group: self.input[0] / groups,
+                kernel: [kernel[1], kernel[2]],
+                bias: *bias,
+                is_conv: true,
+                transposed: None,
+                one_d: false,
+                depth: Some(kernel[0]),
             }),
             // PyTorch's weight is [in, out/groups, kh, kw]: the first axis is the input's
             LayerKind::ConvTranspose2d {
@@ -1441,6 +1601,7 @@ impl<'a> Node<'a> {
                 is_conv: true,
                 transposed: Some(*out_channels),
                 one_d: self.layer.one_d,
+                depth: None,
             }),
             LayerKind::Linear { out_features, bias } => Some(DenseWeight {
                 out: *out_features,
@@ -1451,6 +1612,7 @@ impl<'a> Node<'a> {
                 is_conv: false,
                 transposed: None,
                 one_d: false,
+                depth: None,
             }),
             _ => None,
         }

@@ -3,10 +3,13 @@
 /// A per-axis pair `[h, w]`; PyTorch accepts an int wherever both axes take the same value.
 pub type Pair = [u64; 2];
 
+/// A volume layer's per-axis triple `[d, h, w]` (depth, height, width).
+pub type Triple = [u64; 3];
+
 #[derive(Clone, Debug, PartialEq)]
-pub enum ConvPadding {
+pub enum ConvPadding<P = Pair> {
     /// Explicit symmetric zero padding per axis.
-    Explicit(Pair),
+    Explicit(P),
     /// `padding="same"`: total `dilation*(k-1)` per axis, the odd one out on the bottom/right,
     /// exactly as `torch.nn.Conv2d` pads it.
     Same,
@@ -233,6 +236,38 @@ pub enum LayerKind {
         out_features: u64,
         bias: bool,
     },
+    /// `torch.nn.Conv3d` on a volume `[C, D, H, W]` (a video clip, a scan): Conv2d's rules on
+    /// three axes, depth first.
+    Conv3d {
+        out_channels: u64,
+        kernel: Triple,
+        stride: Triple,
+        padding: ConvPadding<Triple>,
+        dilation: Triple,
+        groups: u64,
+        bias: bool,
+        padding_mode: Fill,
+    },
+    /// `torch.nn.MaxPool3d` on a volume.
+    MaxPool3d {
+        kernel: Triple,
+        stride: Triple,
+        padding: Triple,
+        dilation: Triple,
+        ceil_mode: bool,
+    },
+    /// `torch.nn.AvgPool3d` on a volume.
+    AvgPool3d {
+        kernel: Triple,
+        stride: Triple,
+        padding: Triple,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
+    /// `torch.nn.AdaptiveAvgPool3d` on a volume (`None` keeps that axis's input size).
+    AdaptiveAvgPool3d {
+        output: [Option<u64>; 3],
+    },
     MaxPool2d {
         kernel: Pair,
         stride: Pair,
@@ -404,6 +439,14 @@ impl Layer {
         self.one_d || (rank == 2 && matches!(self.kind, LayerKind::Upsample { .. }))
     }
 
+    /// conv3d and the 3-D pools: they read a volume `[C, D, H, W]`.
+    pub fn volume_op(&self) -> bool {
+        matches!(
+            self.kind,
+            LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. }
+        )
+    }
+
     /// The canonical `type` string, as the spec and every response spell it.
     pub fn type_name(&self) -> &'static str {
         if self.one_d {
@@ -437,6 +480,10 @@ impl Layer {
             LayerKind::ConvTranspose2d { .. } => "conv_transpose2d",
             LayerKind::Upsample { .. } => "upsample",
             LayerKind::Linear { .. } => "linear",
+            LayerKind::Conv3d { .. } => "conv3d",
+            LayerKind::MaxPool3d { .. } => "maxpool3d",
+            LayerKind::AvgPool3d { .. } => "avgpool3d",
+            LayerKind::AdaptiveAvgPool3d { .. } => "adaptive_avgpool3d",
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",

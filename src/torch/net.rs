@@ -176,22 +176,30 @@ pub fn empty_pool_window(graph: &Graph) -> Option<(String, String)> {
     for node in &graph.nodes {
         let lifted = node.lifted();
         let node = lifted.as_ref().unwrap_or(node);
-        let LayerKind::MaxPool2d {
-            kernel,
-            stride,
-            padding,
-            dilation,
-            ..
-        } = &node.layer.kind
-        else {
-            continue;
+        let (kernel, stride, padding, dilation): (&[u64], &[u64], &[u64], &[u64]) = match &node.layer.kind {
+            LayerKind::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => (kernel, stride, padding, dilation),
+            LayerKind::MaxPool3d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => (kernel, stride, padding, dilation),
+            _ => continue,
         };
-        for a in 0..2 {
+        let axes = kernel.len();
+        for a in 0..axes {
             let (n, outs) = (node.input[a + 1] as i64, node.output[a + 1] as i64);
             let (k, s, p, d) = (kernel[a] as i64, stride[a] as i64, padding[a] as i64, dilation[a] as i64);
             for o in 0..outs {
                 if !(0..k).any(|t| (0..n).contains(&(o * s - p + t * d))) {
-                    let axis = if a == 0 { "row" } else { "column" };
+                    let axis = ["slice", "row", "column"][a + 3 - axes];
                     return Some((
                         node.path.clone(),
                         format!(
@@ -271,7 +279,7 @@ impl Net {
                 continue;
             }
             let (wshape, fan_in, fan_out, has_bias, out): (Vec<i64>, f64, f64, bool, usize) = match &node.layer.kind {
-                LayerKind::Conv2d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
+                LayerKind::Conv2d { .. } | LayerKind::Conv3d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
                     let w = node.dense_weight().expect("conv and linear have weights");
                     (w.shape(), w.fan_in() as f64, w.fan_out() as f64, w.bias, w.bias_len() as usize)
                 }
@@ -599,16 +607,72 @@ impl Net {
                     )
                 } else {
                     // padding="same" with an even span: PyTorch pads the extra row/column at the end.
-                    x.constant_pad_nd([ww.pad_lo as i64, ww.pad_hi as i64, wh.pad_lo as i64, wh.pad_hi as i64])
-                        .conv2d(
-                            w,
-                            p.bias.as_ref(),
-                            [stride[0] as i64, stride[1] as i64],
-                            [0, 0],
-                            [dilation[0] as i64, dilation[1] as i64],
-                            *groups as i64,
-                        )
+                    zero_pad(x, [wh, ww]).conv2d(
+                        w,
+                        p.bias.as_ref(),
+                        [stride[0] as i64, stride[1] as i64],
+                        [0, 0],
+                        [dilation[0] as i64, dilation[1] as i64],
+                        *groups as i64,
+                    )
                 }
+            }
+            LayerKind::Conv3d {
+                stride, dilation, groups, ..
+            } => {
+                let ws = node.volume.expect("conv3d windows");
+                let p = p.expect("conv3d params");
+                let ints = |v: &[u64; 3]| v.map(|v| v as i64);
+                // padding_mode other than zeros, or "same" with an even span: pad first, as
+                // PyTorch does, then an unpadded conv
+                let symmetric = ws.iter().all(|w| w.pad_lo == w.pad_hi);
+                let (x, padding) = if ws[0].fill != crate::spec::Fill::Zeros {
+                    (fill_pad(x, ws), [0; 3])
+                } else if symmetric {
+                    (x.shallow_clone(), ws.map(|w| w.pad_lo as i64))
+                } else {
+                    (zero_pad(x, ws), [0; 3])
+                };
+                x.conv3d(
+                    p.weight.as_ref().unwrap(),
+                    p.bias.as_ref(),
+                    ints(stride),
+                    padding,
+                    ints(dilation),
+                    *groups as i64,
+                )
+            }
+            LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } if probe => summing_window(x, node.volume.expect("pool windows")),
+            LayerKind::MaxPool3d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            } => x.max_pool3d(
+                kernel.map(|v| v as i64),
+                stride.map(|v| v as i64),
+                padding.map(|v| v as i64),
+                dilation.map(|v| v as i64),
+                *ceil_mode,
+            ),
+            LayerKind::AvgPool3d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            } => x.avg_pool3d(
+                kernel.map(|v| v as i64),
+                stride.map(|v| v as i64),
+                padding.map(|v| v as i64),
+                *ceil_mode,
+                *count_include_pad,
+                None,
+            ),
+            // the probe takes the pooling as a sum (an average) over its windows
+            LayerKind::AdaptiveAvgPool3d { .. } => {
+                x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64])
             }
             LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(x, node.windows.expect("pool windows")),
             LayerKind::MaxPool2d {
@@ -821,10 +885,20 @@ pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
     }
 }
 
-/// The input padded as a conv with `padding_mode` reflect or replicate pads it.
-pub(crate) fn fill_pad(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
-    let mode = wh.fill.name();
-    x.pad([ww.pad_lo as i64, ww.pad_hi as i64, wh.pad_lo as i64, wh.pad_hi as i64], mode, None)
+/// `F.pad`'s list for windows over the last `N` axes: (before, after) per axis, last axis first.
+fn pad_list<const N: usize>(ws: &[Window; N], after: impl Fn(&Window) -> i64) -> Vec<i64> {
+    ws.iter().rev().flat_map(|w| [w.pad_lo as i64, after(w)]).collect()
+}
+
+/// The input padded as a conv with `padding_mode` reflect, replicate or circular pads it.
+pub(crate) fn fill_pad<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
+    x.pad(pad_list(&ws, |w| w.pad_hi as i64), ws[0].fill.name(), None)
+}
+
+/// The input padded with zeros as the windows pad it (PyTorch's "same" with an even span puts
+/// the extra position at the end).
+fn zero_pad<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
+    x.constant_pad_nd(pad_list(&ws, |w| w.pad_hi as i64))
 }
 
 /// The probes' stand-in for a normalization or softmax: each element plus the sum of everything
@@ -868,12 +942,12 @@ pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
 /// as far past the end as a ceil-mode window reaches; then the kernel's rows and columns summed
 /// as strided slices, one axis after the other (the numbers of an all-ones depthwise conv, at a
 /// fraction of libtorch's float64 conv cost). Both receptive-field probes use it.
-pub(crate) fn summing_window(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
+pub(crate) fn summing_window<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
     let extra = |w: &Window| -> i64 {
         let needed = (w.output - 1) * w.stride + w.span();
         (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
     };
-    let padded = x.constant_pad_nd([ww.pad_lo as i64, extra(&ww), wh.pad_lo as i64, extra(&wh)]);
+    let padded = x.constant_pad_nd(pad_list(&ws, extra));
     let axis_sum = |t: Tensor, dim: i64, w: &Window| -> Tensor {
         if w.kernel == 1 && w.stride == 1 && t.size()[dim as usize] == w.output as i64 {
             return t;
@@ -884,7 +958,7 @@ pub(crate) fn summing_window(x: &Tensor, [wh, ww]: [Window; 2]) -> Tensor {
             .reduce(|acc, v| acc + v)
             .expect("kernel >= 1")
     };
-    axis_sum(axis_sum(padded, 2, &wh), 3, &ww)
+    ws.iter().enumerate().fold(padded, |t, (a, w)| axis_sum(t, 2 + a as i64, w))
 }
 
 #[cfg(test)]

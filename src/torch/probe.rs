@@ -454,8 +454,12 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
         | LayerKind::SelectToken { .. }
-        | LayerKind::Reshape(_) => {
-            unreachable!("models with sequences or reshapes run in probe_whole")
+        | LayerKind::Reshape(_)
+        | LayerKind::Conv3d { .. }
+        | LayerKind::MaxPool3d { .. }
+        | LayerKind::AvgPool3d { .. }
+        | LayerKind::AdaptiveAvgPool3d { .. } => {
+            unreachable!("models with sequences, reshapes or volumes run in probe_whole")
         }
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
@@ -609,8 +613,8 @@ fn select_unit(y: &Tensor, index: &[u64], channel: Option<u64>, classes: &Classe
             None => row.sum(row.kind()),
         };
     }
-    if index.len() == 2 {
-        let column = y.select(1, index[0] as i64).select(1, index[1] as i64);
+    if index.len() >= 2 {
+        let column = index.iter().fold(y.shallow_clone(), |t, &i| t.select(1, i as i64));
         match channel {
             Some(c) => column.select(0, c as i64),
             None => column.sum(column.kind()),
@@ -653,13 +657,14 @@ fn probe_whole(chain: &Chain, index: &[u64], channel: Option<u64>, device: Devic
     read_gradient(spec, &x, None, unit, started, width, width)
 }
 
-/// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes
-/// other than `[C, 1, 1]` scales read by sums and products (ConvNeXt's layer_scale): the
-/// channel-quotient probe knows images and vectors only.
+/// Whether a model has sequences (token ids, a two-axis tensor anywhere), volumes
+/// `[C, D, H, W]`, or parameter nodes other than `[C, 1, 1]` scales read by sums and products
+/// (ConvNeXt's layer_scale): the channel-quotient probe knows images and vectors only.
 pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
     let scale = |f: Option<usize>| f.is_some_and(|f| graph.nodes[f].inputs.is_empty());
     graph.spec.token_ids
         || graph.input().len() == 2
+        || graph.input().len() == 4
         || graph.nodes.iter().any(|n| {
             // a reshape regroups channels and positions: the channel quotient does not hold
             matches!(n.layer.kind, LayerKind::Reshape(_))
@@ -701,7 +706,7 @@ fn read_gradient(
         x.zeros_like()
     };
     let g = narrow_to(grad, whole(&spec.input_shape), window).select(0, 0);
-    let offsets = [0, window.map_or(0, |w| w[0].0 as u64), window.map_or(0, |w| w[1].0 as u64)];
+    let offsets = [0, window.map_or(0, |w| w[0].0 as u64), window.map_or(0, |w| w[1].0 as u64), 0];
     let overflow = !bool::try_from(g.isfinite().all()).unwrap_or(false);
     let nz = g.ne(0.0);
     let dims = spec.input_shape.len() as i64;

@@ -149,6 +149,17 @@ def oracle_rf(spec, path, index, channel):
         (g,) = torch.autograd.grad(unit, x, allow_unused=True)
         nz = (g[0] != 0) if g is not None else torch.zeros(spec["input_shape"], dtype=torch.bool)
         return {"input_channels": nonzero_ranges(nz.any(1).tolist()), "input_positions": nonzero_ranges(nz.any(0).tolist())}
+    if len(spec["input_shape"]) == 4:
+        # a volume [C, D, H, W]: channel `channel` (or all) at slice, row, column; or a flat unit
+        if len(index) == 3:
+            col = y[:, index[0], index[1], index[2]]
+            unit = col.sum() if channel is None else col[channel]
+        else:
+            unit = y[index[0]]
+        (g,) = torch.autograd.grad(unit, x, allow_unused=True)
+        nz = (g[0] != 0) if g is not None else torch.zeros(spec["input_shape"], dtype=torch.bool)
+        along = lambda a: nonzero_ranges(nz.any(dim=[d for d in range(4) if d != a]).tolist())  # noqa: E731
+        return {"input_channels": along(0), "input_slices": along(1), "input_rows": along(2), "input_cols": along(3)}
     if len(index) == 2:
         col = y[:, index[0], index[1]]
         unit = col.sum() if channel is None else col[channel]
@@ -168,20 +179,23 @@ def oracle_rf(spec, path, index, channel):
     }
 
 
-def random_case(rng, case, n, graphs):
-    """Case `case` of a run: n sequential specs over images, then graphs, then 1-D signals."""
+def random_case(rng, case, n, graphs, signals=None):
+    """Case `case` of a run: n sequential specs over images, then graphs, then 1-D signals,
+    then (after `signals` of them) volumes."""
     if case < n:
         return torchspec.random_spec(rng)
     if case < n + graphs:
         return torchspec.random_graph(rng)
-    return torchspec.random_signal_spec(rng)
+    if signals is None or case < n + graphs + signals:
+        return torchspec.random_signal_spec(rng)
+    return torchspec.random_volume_spec(rng)
 
 
-def run_rf(url, n, seed, graphs, signals):
+def run_rf(url, n, seed, graphs, signals, volumes=0):
     rng = random.Random(seed)
     failures = 0
-    for case in range(n + graphs + signals):
-        spec = random_case(rng, case, n, graphs)
+    for case in range(n + graphs + signals + volumes):
+        spec = random_case(rng, case, n, graphs, signals)
         all_paths = torchspec.all_paths(spec)
         path = rng.choice(all_paths)
         model = torchspec.build_model(spec)
@@ -193,8 +207,8 @@ def run_rf(url, n, seed, graphs, signals):
         if len(spec["input_shape"]) == 2 and len(shape) == 2:
             index = [rng.randrange(shape[1])]
             channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
-        elif len(shape) == 3:
-            index = [rng.randrange(shape[1]), rng.randrange(shape[2])]
+        elif len(shape) in (3, 4):
+            index = [rng.randrange(d) for d in shape[1:]]
             channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
         elif len(shape) == 2:
             index = [rng.randrange(shape[0])]
@@ -221,7 +235,8 @@ def run_rf(url, n, seed, graphs, signals):
             # the range (integer-affine or with floors), clipped, must contain the exact set;
             # reflect/replicate padding reads rows across the border, outside the range
             mirrored = any(f'"{m}' in json.dumps(spec) for m in ("reflect", "replicat", "circular"))
-            for axis, key in (("rows", "input_rows"), ("cols", "input_cols")) if not mirrored else ():
+            axes = (("rows", "input_rows"), ("cols", "input_cols")) + ((("slices", "input_slices"),) if len(index) == 3 else ())
+            for axis, key in axes if not mirrored else ():
                 if got.get("clipped") and expected[key] and got["clipped"][axis]:
                     lo, hi = got["clipped"][axis]
                     if expected[key][0][0] < lo or expected[key][-1][1] > hi:
@@ -233,7 +248,7 @@ def run_rf(url, n, seed, graphs, signals):
             print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")
             for p in problems:
                 print("  " + p)
-    print(f"rf oracle: {n + graphs + signals - failures} passed, {failures} failed ({graphs} of the cases graphs, {signals} 1-D signals)")
+    print(f"rf oracle: {n + graphs + signals + volumes - failures} passed, {failures} failed ({graphs} of the cases graphs, {signals} 1-D signals, {volumes} volumes)")
     return failures
 
 
@@ -317,7 +332,7 @@ def compare_profiles(url, spec, want, label):
     return problems
 
 
-def run_complexity(url, n, seed, presets, graphs, signals):
+def run_complexity(url, n, seed, presets, graphs, signals, volumes=0):
     rng = random.Random(seed)
     failures = 0
     cases = [({"preset": p}, 1, p) for p in presets]
@@ -326,9 +341,11 @@ def run_complexity(url, n, seed, presets, graphs, signals):
     cases += [(torchspec.random_graph(rng), rng.randint(1, 3), f"random graph {i} (seed {seed})") for i in range(graphs)]
     first_signal = len(cases)
     cases += [(torchspec.random_signal_spec(rng), rng.randint(1, 3), f"random 1-D signal {i} (seed {seed})") for i in range(signals)]
+    first_volume = len(cases)
+    cases += [(torchspec.random_volume_spec(rng), rng.randint(1, 3), f"random volume {i} (seed {seed})") for i in range(volumes)]
     for i, (spec, batch, label) in enumerate(cases):
         problems = check_complexity(url, spec, batch, label)
-        if i < len(presets) + 60 or first_graph <= i < first_graph + 60 or first_signal <= i < first_signal + 60:
+        if i < len(presets) + 60 or first_graph <= i < first_graph + 60 or first_signal <= i < first_signal + 60 or i >= first_volume:
             problems += check_profiles(url, spec, label)
         if problems:
             failures += 1
@@ -508,14 +525,20 @@ def random_mlp(rng):
     return {"input_shape": [width], "layers": layers}
 
 
-def run_gradient(url, n, seed, signals):
+def run_gradient(url, n, seed, signals, volumes=0):
     rng = random.Random(seed)
     oversized = norm_tensors = 0
     # the weights torch.nn draws and the inputs come from the seed too: a failing case reruns
     torch.manual_seed(seed)
     failures = 0
-    for case in range(n + signals):
-        if case >= n:
+    for case in range(n + signals + volumes):
+        if case >= n + signals:
+            spec = torchspec.random_volume_spec(rng)
+            if spec["layers"] and spec["layers"][-1]["type"] != "linear":
+                spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
+            elif not spec["layers"]:
+                spec["layers"] = [{"type": "conv3d", "out_channels": 2, "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 2}]
+        elif case >= n:
             spec = torchspec.random_signal_spec(rng)
             if spec["layers"][-1]["type"] != "linear":
                 spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
@@ -540,7 +563,7 @@ def run_gradient(url, n, seed, signals):
         params = {}
         for path in torchspec.all_paths(spec):
             m = torchspec.module_at(model, path)
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
                 if m.bias is not None:
                     params[path]["bias"] = m.bias.detach().double().flatten().tolist()
@@ -596,7 +619,7 @@ def run_gradient(url, n, seed, signals):
             reported = {layer["path"] for layer in resp["layers"]}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
                     # a layer no output reads gets no gradient (PyTorch: .grad is None): no row,
                     # listed as unused; every other layer has its row
                     if (m.weight.grad is None) != (path in resp["unused_layers"]) or (m.weight.grad is None) == (path in reported):
@@ -618,7 +641,7 @@ def run_gradient(url, n, seed, signals):
             # the normalization layers' weight and bias, beside the table: each one PyTorch
             # gives a gradient, by its name, with autograd's norm
             others = {o["path"]: o for o in resp["other_parameters"]}
-            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
+            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
                 for role in ("weight", "bias"):
@@ -659,7 +682,7 @@ def run_gradient(url, n, seed, signals):
             failures += 1
             print(f"gradient case {case} (seed {seed}): " + "; ".join(problems[:5]) + "\n  spec " + json.dumps(spec)[:600])
     failures += run_spectral(url, max(4, n // 10), rng)
-    print(f"gradient oracle: {n + signals - failures - oversized} passed, {failures} failed, {oversized} too large to send ({signals} of the cases 1-D signals; "
+    print(f"gradient oracle: {n + signals + volumes - failures - oversized} passed, {failures} failed, {oversized} too large to send ({signals} of the cases 1-D signals, {volumes} volumes; "
           f"{norm_tensors} normalization weights and biases compared)")
     return failures
 
@@ -727,18 +750,19 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--graphs", type=int, default=150, help="random graph-form cases on top of --n (rf, complexity)")
     ap.add_argument("--signals", type=int, default=120, help="random 1-D signal networks on top (rf, complexity, gradient)")
+    ap.add_argument("--volumes", type=int, default=100, help="random 3-D networks on volumes [C, D, H, W] on top (rf, complexity, gradient)")
     ap.add_argument("--presets", default="vgg_stem,inception_naive,inception_reduced,alexnet,resnet18,resnet50,mobilenet_v2,googlenet,vgg16,mobilenet_v3_small,efficientnet_b0,unet_small")
     a = ap.parse_args()
     if a.what == "rf":
-        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs, a.signals)
+        failed = run_rf(a.url, a.n, 1 if a.seed is None else a.seed, a.graphs, a.signals, a.volumes)
     elif a.what == "torchvision":
         failed = run_torchvision(a.url, list(TORCHVISION))
     elif a.what == "gradient":
-        failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed, a.signals)
+        failed = run_gradient(a.url, a.n, 4 if a.seed is None else a.seed, a.signals, a.volumes)
     elif a.what == "momentum":
         failed = run_momentum(a.url, a.n, 3 if a.seed is None else a.seed)
     else:
-        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p], a.graphs, a.signals)
+        failed = run_complexity(a.url, a.n, 2 if a.seed is None else a.seed, [p for p in a.presets.split(",") if p], a.graphs, a.signals, a.volumes)
     sys.exit(1 if failed else 0)
 
 

@@ -1,6 +1,6 @@
 """Hostile, half-valid requests to every POST endpoint: extreme sizes (2^20, 2^31, 2^53),
 negative, fractional and mistyped values, unknown types, deep composites, huge inputs and
-batches, and ONNX files mutated (bit flips, truncation, splices, random bytes) sent as base64 or
+batches, volumes [C, D, H, W] read by 3-D layers with sizes of the wrong length, and ONNX files mutated (bit flips, truncation, splices, random bytes) sent as base64 or
 raw uploads with hostile request parameters, ONNX files with external data sent as multipart
 bodies with the model, the side file or the body itself mutated (parts dropped, renamed or
 repeated, bytes flipped, the body cut short), and TorchScript modules mutated the same way.
@@ -28,7 +28,8 @@ def layer(depth=0):
                     "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM",
                     "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d",
                     "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d",
-                    "reshape", "view", "unflatten", "Unflatten"])
+                    "reshape", "view", "unflatten", "Unflatten",
+                    "conv3d", "Conv3d", "maxpool3d", "avgpool3d", "AvgPool3d", "adaptive_avgpool3d", "batchnorm3d"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",
@@ -78,6 +79,16 @@ def spec():
         first = layer()
         first["type"] = rng.choice(["conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_maxpool1d"])
         return {"input_shape": rng.choice([[v(), v()], [1, 1048576], [3, 16000], [v(), v(), v()]]), "layers": [first] + [layer() for _ in range(rng.randint(0, 4))]}
+    if rng.random() < 0.15:
+        # a volume [C, D, H, W] read by a 3-D layer with hostile arguments (sizes of 2 or 4
+        # items, huge depths), then anything
+        first = layer()
+        first["type"] = rng.choice(["conv3d", "maxpool3d", "avgpool3d", "adaptive_avgpool3d"])
+        if rng.random() < 0.4:
+            first[rng.choice(["kernel_size", "stride", "padding", "dilation", "output_size"])] = rng.choice(
+                [[v(), v()], [v(), v(), v(), v()], [v(), v(), v()], [None, 1, 1], [2**31, 1, 1]])
+        return {"input_shape": rng.choice([[v(), v(), v(), v()], [1, 1048576, 1048576, 1048576], [3, 16, 112, 112], [v(), v(), v()], [1, 2**31, 1, 1]]),
+                "layers": [first] + [layer() for _ in range(rng.randint(0, 4))]}
     if rng.random() < 0.35:
         g = {"nodes": [node() for _ in range(rng.randint(0, 8))]}
         if rng.random() < 0.5:

@@ -58,6 +58,33 @@ class SummingPool(nn.Module):
         return out[:, :, :oh, :ow]
 
 
+class SummingPool3d(nn.Module):
+    """The probe's stand-in for a 3-D max or average pool: the sum over each window (a depthwise
+    all-ones conv3d with the pool's stride and dilation on the zero-padded input, padded on past
+    the end as far as a ceil-mode window reaches), cut to the real pool's output size."""
+
+    def __init__(self, real, kernel, stride, padding, dilation):
+        super().__init__()
+        self.real, self.k, self.s, self.p, self.d = real, kernel, stride, padding, dilation
+
+    def forward(self, x):
+        with torch.no_grad():
+            out = self.real(x.detach()).shape[-3:]
+        pads = []
+        for size, k, s, p, d, o in reversed(list(zip(x.shape[-3:], self.k, self.s, self.p, self.d, out))):
+            need = (o - 1) * s + d * (k - 1) + 1
+            pads += [p, p + max(0, need - (size + 2 * p))]
+        xp = F.pad(x, tuple(pads))
+        c = x.shape[1]
+        w = torch.ones(c, 1, *self.k, dtype=x.dtype)
+        y = F.conv3d(xp, w, stride=self.s, dilation=self.d, groups=c)
+        return y[:, :, :out[0], :out[1], :out[2]]
+
+
+def triple(v):
+    return tuple(v) if isinstance(v, list) else (v, v, v)
+
+
 class Lift(nn.Module):
     """The probe's stand-in for a 1-D pooling: a module of the 2-D form on [N, C, 1, L]."""
 
@@ -299,6 +326,28 @@ def build_layer(spec, shape, probe):
             padding_mode=spec.get("padding_mode", "zeros")).double()
         if probe:
             positive_(m.weight)
+    elif t == "conv3d":
+        pad = spec.get("padding", 0)
+        m = nn.Conv3d(
+            shape[0], spec["out_channels"], triple(spec["kernel_size"]), stride=triple(spec.get("stride", 1)),
+            padding=pad if isinstance(pad, str) else triple(pad), dilation=triple(spec.get("dilation", 1)),
+            groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
+            padding_mode=spec.get("padding_mode", "zeros")).double()
+        if probe:
+            positive_(m.weight)
+    elif t in ("maxpool3d", "avgpool3d"):
+        k, p = triple(spec["kernel_size"]), triple(spec.get("padding", 0))
+        s_ = triple(spec.get("stride") or spec["kernel_size"])
+        d = triple(spec.get("dilation", 1))
+        ceil = spec.get("ceil_mode", False)
+        if t == "maxpool3d":
+            real = nn.MaxPool3d(k, s_, p, d, ceil_mode=ceil)
+        else:
+            real = nn.AvgPool3d(k, s_, p, ceil_mode=ceil, count_include_pad=spec.get("count_include_pad", True))
+        m = SummingPool3d(real, k, s_, p, d) if probe else real
+    elif t == "adaptiveavgpool3d":
+        o = spec["output_size"]
+        m = nn.AdaptiveAvgPool3d(tuple(o) if isinstance(o, list) else o)
     elif t in ("convtranspose1d", "convtranspose2d"):
         size = single if t == "convtranspose1d" else pair
         m = (nn.ConvTranspose1d if t == "convtranspose1d" else nn.ConvTranspose2d)(
@@ -371,11 +420,11 @@ def build_layer(spec, shape, probe):
         o = tuple(o) if isinstance(o, list) else o
         # the probe sums every pooling window: an adaptive max pool's windows are the average's
         m = nn.AdaptiveAvgPool2d(o) if t == "adaptiveavgpool2d" or probe else nn.AdaptiveMaxPool2d(o)
-    elif t in ("batchnorm2d", "batchnorm1d"):
+    elif t in ("batchnorm2d", "batchnorm1d", "batchnorm3d"):
         if probe:
             m = nn.Identity()
         else:
-            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            cls = {4: nn.BatchNorm3d, 3: nn.BatchNorm2d}.get(len(shape), nn.BatchNorm1d)
             m = cls(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True)).double().eval()
     elif t in ("relu", "relu6", "leakyrelu", "sigmoid", "tanh", "gelu", "silu", "hardswish", "hardsigmoid", "mish", "identity"):
         m = nn.Identity() if probe else {
@@ -659,6 +708,68 @@ def random_signal_spec(rng):
     if rng.random() < 0.3:
         layers += [{"type": "adaptive_avgpool1d", "output_size": 1}, {"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
     return {"input_shape": [c, length], "layers": layers}
+
+
+def random_volume_spec(rng):
+    """A random 3-D network on a volume [C, D, H, W] (a clip of frames, a scan): conv3d with
+    per-axis kernels, strides, dilation, padding (numbers, "same", reflect/replicate/circular),
+    groups; 3-D max and average pools with ceil mode; batchnorm3d and activations; residual
+    blocks and channel concatenations of conv3d branches; an adaptive pool and classifier head
+    now and then."""
+    c = rng.randint(1, 3)
+    shape = [c, rng.randint(3, 10), rng.randint(6, 20), rng.randint(6, 20)]
+    first = shape
+    layers = []
+    per_axis = lambda lo, hi: [rng.randint(lo, hi) for _ in range(3)] if rng.random() < 0.5 else rng.randint(lo, hi)
+    for _ in range(rng.randint(1, 6)):
+        r = rng.random()
+        if r < 0.45:
+            out = rng.choice([1, 2, 3, 4])
+            groups = rng.choice([g for g in (1, 2) if shape[0] % g == 0 and out % g == 0])
+            cand = {"type": "conv3d", "out_channels": out, "kernel_size": per_axis(1, 4), "groups": groups, "bias": rng.random() < 0.7}
+            if rng.random() < 0.15:
+                cand.update(padding="same", dilation=per_axis(1, 2))
+            else:
+                cand.update(stride=per_axis(1, 2), dilation=rng.choice([1, 1, [1, 2, 1], 2]), padding=per_axis(0, 2))
+            if rng.random() < 0.15 and min(shape[1:]) > 3:
+                cand["padding_mode"] = rng.choice(["reflect", "replicate", "circular"])
+        elif r < 0.65:
+            k = per_axis(1, 3)
+            ks = k if isinstance(k, list) else [k] * 3
+            cand = {"type": rng.choice(["maxpool3d", "avgpool3d"]), "kernel_size": k, "stride": per_axis(1, 2),
+                    "padding": [rng.randint(0, kk // 2) for kk in ks], "ceil_mode": rng.random() < 0.4}
+            if cand["type"] == "maxpool3d":
+                cand["dilation"] = rng.choice([1, 1, [1, 2, 1]])
+            else:
+                cand["count_include_pad"] = rng.random() < 0.7
+        elif r < 0.8:
+            cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish"])}
+        elif r < 0.9:
+            cand = {"type": "concat", "branches": [
+                [{"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": 1}]
+                + ([{"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": rng.choice([1, 3]), "padding": "same"}]
+                   if rng.random() < 0.6 else [])
+                for _ in range(2)]}
+        else:
+            s_, out = rng.randint(1, 2), rng.randint(1, 3)
+            body = [{"type": "conv3d", "out_channels": out, "kernel_size": 3, "stride": s_, "padding": 1}, {"type": "relu"},
+                    {"type": "conv3d", "out_channels": out, "kernel_size": [1, 3, 3], "padding": [0, 1, 1]}]
+            shortcut = [] if (s_ == 1 and out == shape[0]) else [{"type": "conv3d", "out_channels": out, "kernel_size": 1, "stride": s_}]
+            cand = {"type": "residual", "body": body, "shortcut": shortcut}
+        try:
+            _, new_shape = build_layer(cand, shape, False)
+        except Exception:
+            continue
+        if len(new_shape) != 4 or min(new_shape) < 1:
+            continue
+        layers.append(cand)
+        shape = new_shape
+    if rng.random() < 0.3:
+        out = rng.choice([1, [1, 2, 2], [None, 1, 1]])
+        layers.append({"type": "adaptive_avgpool3d", "output_size": out})
+        if rng.random() < 0.6:
+            layers += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
+    return {"input_shape": first, "layers": layers}
 
 
 def random_graph(rng):

@@ -1,0 +1,264 @@
+//! Volumes `[C, D, H, W]` (video clips, scans): conv3d, the 3-D pools and batchnorm3d. Hand-
+//! calculated ranges, exact sets, counts and shapes, grading of a slice range, and every mistake
+//! a 4xx naming the field. (Random 3-D networks against PyTorch: tests/oracle/check.py,
+//! `--volumes`.)
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn clip() -> Value {
+    json!({"input_shape": [3, 8, 20, 20], "layers": [
+        {"type": "conv3d", "out_channels": 4, "kernel_size": [3, 7, 7], "stride": [1, 2, 2], "padding": [1, 3, 3], "bias": false, "name": "c1"},
+        {"type": "batchnorm3d", "num_features": 4}, {"type": "relu"},
+        {"type": "maxpool3d", "kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1], "name": "pool"},
+        {"type": "conv3d", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": [2, 1, 1], "name": "c2"},
+        {"type": "adaptive_avgpool3d", "output_size": 1, "name": "gap"},
+        {"type": "flatten"}, {"type": "linear", "out_features": 5, "name": "fc"}]})
+}
+
+/// c1 (k 3x7x7, s 1x2x2, p 1x3x3): slice k reads k-1..k+1, row i reads 2i-3..2i+3. The pool
+/// (k 1x3x3, s 1x2x2, p 0x1x1) reads c1 rows 2i-1..2i+1: input rows 4i-5..4i+5. c2 (k3 s2 p1,
+/// dilation 2 in depth) reads pool slices 2k-1, 2k+1, 2k+3 (input 2k-2..2k+4) and pool rows
+/// 2i-1..2i+1 (input 8i-9..8i+9).
+#[tokio::test]
+async fn ranges_and_exact_sets_by_hand() {
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": clip(), "position": {"layer": "c2", "index": [1, 1, 2], "channel": 2}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let layer = |name: &str| item(&v["layers"], "name", name).clone();
+    assert_eq!(layer("c1")["output_shape"], json!([4, 8, 10, 10]));
+    assert_eq!(
+        layer("c1")["receptive_field"]["depth"],
+        json!({"size": 3, "jump": 1, "scale": 1, "lo": -1, "hi": 1, "text": "k-1 <= p <= k+1"})
+    );
+    assert_eq!(layer("c1")["receptive_field"]["height"]["text"], "2i-3 <= m <= 2i+3");
+    assert_eq!(layer("pool")["output_shape"], json!([4, 8, 5, 5]));
+    assert_eq!(layer("pool")["receptive_field"]["width"]["text"], "4j-5 <= n <= 4j+5");
+    assert_eq!(layer("c2")["output_shape"], json!([6, 3, 3, 3]));
+    assert_eq!(layer("c2")["receptive_field"]["depth"]["text"], "2k-2 <= p <= 2k+4");
+    assert_eq!(layer("c2")["receptive_field"]["height"]["text"], "8i-9 <= m <= 8i+9");
+    assert_eq!(layer("c2")["kind"], "spatial");
+    assert_eq!(v["layers"][1]["type"], "batchnorm3d");
+    // the unit: slices 0..6, rows -1..17 clipped to 0..17, columns 7..25 clipped to 7..19
+    let p = &v["position"];
+    assert_eq!(p["input_slices"], json!([[0, 6]]));
+    assert_eq!(p["input_rows"], json!([[0, 17]]));
+    assert_eq!(p["input_cols"], json!([[7, 19]]));
+    assert_eq!(p["input_channels"], json!([[0, 2]]));
+    assert_eq!(p["affine"], json!({"slices": [0, 6], "rows": [-1, 17], "cols": [7, 25]}));
+    assert_eq!(p["padding"]["rows_outside_image"], 1);
+    assert_eq!(p["padding"]["cols_outside_image"], 6);
+    assert_eq!(p["padding"]["slices_outside_volume"], 0);
+    assert_eq!(p["tight_box_equals_clipped"], true);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["executed"]["slices"], json!([[0, 6]]));
+
+    // one-based, as the course writes it: lo - jump + 1
+    let one = post("/v1/receptive-field", json!({"model": clip(), "index_base": 1, "verify": false}))
+        .await
+        .json();
+    assert_eq!(
+        item(&one["layers"], "name", "c2")["receptive_field"]["depth"]["text"],
+        "2k-3 <= p <= 2k+3"
+    );
+    // the default unit is the centre of the last layer (a flat feature: every position)
+    let d = post("/v1/receptive-field", json!({"model": clip()})).await.json();
+    assert_eq!(d["verification"]["agrees"], true, "{}", d["verification"]);
+}
+
+/// Dilation 3 along the depth skips slices: a k3 conv reads slices k, k+3, k+6 only.
+#[tokio::test]
+async fn holes_along_the_depth_are_exact() {
+    let m = json!({"input_shape": [1, 10, 4, 4], "layers": [
+        {"type": "conv3d", "out_channels": 1, "kernel_size": [3, 1, 1], "dilation": [3, 1, 1]}]});
+    let v = post("/v1/receptive-field", json!({"model": m, "position": {"index": [0, 1, 2]}}))
+        .await
+        .json();
+    assert_eq!(v["position"]["input_slices"], json!([[0, 0], [3, 3], [6, 6]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[2, 2]]));
+    assert!(v["position"]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("slices/rows/columns have holes"));
+    assert_eq!(v["verification"]["agrees"], true);
+}
+
+/// c1: 3200 outputs x (3 x 7 x 7 = 147 taps x 3 channels = 441) products, weight [4, 3, 3, 7, 7];
+/// the pool: 800 outputs x 8 comparisons; c2: 162 outputs x 108; the global pool adds 27 values
+/// per channel (26 additions each, 156) and divides 6 times.
+#[tokio::test]
+async fn counts_and_parameter_shapes_by_hand() {
+    let t = post("/v1/complexity", json!({"model": clip(), "verify": true})).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let t = t.json();
+    let row = |name: &str| item(&t["rows"], "name", name).clone();
+    assert_eq!(row("c1")["type"], "conv3d");
+    assert_eq!(row("c1")["params"], 4 * 3 * 3 * 7 * 7);
+    assert_eq!(row("c1")["macs"], 3200 * 441);
+    assert_eq!(row("pool")["comparisons"], 800 * 8);
+    assert_eq!(row("c2")["params"], 6 * 4 * 27 + 6);
+    assert_eq!(row("c2")["macs"], 162 * 108);
+    assert_eq!(row("gap")["additions"], 156);
+    assert_eq!(row("gap")["multiplications"], 6);
+    assert_eq!(t["totals"]["params"], 1764 + 8 + 654 + 35);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    // FlopCounterMode counts the convolutions and the linear layer: 2 per MAC
+    let f = post(
+        "/v1/complexity",
+        json!({"model": clip(), "profile": "torch_flop_counter", "verify": false}),
+    )
+    .await
+    .json();
+    assert_eq!(f["totals"]["flops"], 2 * (3200 * 441 + 162 * 108 + 30));
+    // fvcore has no handle for aten::adaptive_avg_pool3d, and the row says so
+    let f = post("/v1/complexity", json!({"model": clip(), "profile": "fvcore", "verify": false}))
+        .await
+        .json();
+    let gap = item(&f["rows"], "name", "gap");
+    assert_eq!(gap["flops"], 0);
+    assert!(gap["note"].as_str().unwrap().contains("adaptive_avg_pool3d"), "{gap}");
+
+    let d = post("/v1/gradient-diagnostics", json!({"model": clip(), "inputs": {"batch_size": 2}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    let d = d.json();
+    let layer = |name: &str| item(&d["layers"], "name", name).clone();
+    assert_eq!(layer("c1")["weight_shape"], json!([4, 3, 3, 7, 7]));
+    assert_eq!(layer("c2")["weight_shape"], json!([6, 4, 3, 3, 3]));
+    assert!(layer("c1")["weight_grad"]["frobenius"].as_f64().unwrap() > 0.0);
+}
+
+/// padding="same" with an even kernel pads the extra slice at the end, as PyTorch does; a
+/// replicate-padded conv3d reads the edge slices again.
+#[tokio::test]
+async fn same_and_replicate_padding_by_hand() {
+    let m = json!({"input_shape": [1, 6, 5, 5], "layers": [
+        {"type": "conv3d", "out_channels": 1, "kernel_size": [2, 1, 1], "padding": "same"},
+        {"type": "conv3d", "out_channels": 1, "kernel_size": [3, 1, 1], "padding": [1, 0, 0], "padding_mode": "replicate"}]});
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": 0, "index": [5, 0, 0]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["layers"][0]["output_shape"], json!([1, 6, 5, 5]));
+    // "same" with span 2: no slice before, one after; the last output reads slice 5 alone
+    assert_eq!(v["position"]["input_slices"], json!([[5, 5]]));
+    assert_eq!(v["verification"]["agrees"], true);
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": 1, "index": [0, 0, 0]}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["position"]["input_slices"], json!([[0, 2]]));
+    assert_eq!(v["verification"]["agrees"], true);
+    let d = post("/v1/gradient-diagnostics", json!({"model": m, "inputs": {"batch_size": 1}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+}
+
+#[tokio::test]
+async fn mistakes_are_4xx_naming_the_field() {
+    let refused = |layers: Value, input: Value| async move {
+        let r = post(
+            "/v1/complexity",
+            json!({"model": {"input_shape": input, "layers": layers}, "verify": false}),
+        )
+        .await;
+        let v = r.json();
+        assert_eq!(r.status, 422, "{}", r.text);
+        (
+            v["pointer"].as_str().unwrap_or_default().to_string(),
+            v["detail"].as_str().unwrap().to_string(),
+        )
+    };
+    let vol = json!([2, 4, 8, 8]);
+    let (p, d) = refused(json!([{"type": "conv2d", "out_channels": 2, "kernel_size": 3}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0");
+    assert!(d.contains("conv2d on a volume [2, 4, 8, 8] is not supported"), "{d}");
+    let (p, d) = refused(json!([{"type": "conv3d", "out_channels": 2, "kernel_size": 3}]), json!([2, 8, 8])).await;
+    assert_eq!(p, "/model/layers/0");
+    assert!(d.contains("conv3d needs a volume input [C, D, H, W]"), "{d}");
+    let (p, d) = refused(json!([{"type": "conv3d", "out_channels": 2, "kernel_size": [3, 3]}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0/kernel_size");
+    assert!(d.contains("expected an int or [d, h, w], got a list of 2 items"), "{d}");
+    let (p, d) = refused(json!([{"type": "conv3d", "out_channels": 2, "kernel_size": 5}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0/kernel_size");
+    assert!(d.contains("the depth window spans 5 positions"), "{d}");
+    let (p, d) = refused(
+        json!([{"type": "conv3d", "out_channels": 2, "kernel_size": 3, "groups": 2, "in_channels": 2}, {"type": "conv3d", "out_channels": 3, "kernel_size": 1, "groups": 2}]),
+        vol.clone(),
+    )
+    .await;
+    assert_eq!(p, "/model/layers/1/groups");
+    assert!(d.contains("out_channels (3) must be divisible by groups (2)"), "{d}");
+    let (p, d) = refused(json!([{"type": "maxpool3d", "kernel_size": 2, "padding": [0, 2, 0]}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0/padding");
+    assert!(d.contains("at most half the kernel size"), "{d}");
+    let (p, _) = refused(json!([{"type": "avgpool3d", "kernel_size": 2, "stride": [1, 0, 1]}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0/stride/1");
+    let (p, _) = refused(json!([{"type": "adaptive_avgpool3d", "output_size": [1, 1]}]), vol.clone()).await;
+    assert_eq!(p, "/model/layers/0/output_size");
+    let (p, d) = refused(
+        json!([{"type": "conv3d", "out_channels": 2, "kernel_size": 3, "padding": 4, "padding_mode": "reflect"}]),
+        vol.clone(),
+    )
+    .await;
+    assert_eq!(p, "/model/layers/0/padding");
+    assert!(d.contains("reflect padding of 4 must be smaller than the input's depth (4)"), "{d}");
+    let (p, d) = refused(
+        json!([{"type": "conv3d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": "same"}]),
+        vol.clone(),
+    )
+    .await;
+    assert_eq!(p, "/model/layers/0/padding");
+    assert!(d.contains("strided"), "{d}");
+    // a volume's unit has three indices
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": clip(), "position": {"layer": "c2", "index": [1, 1]}}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["pointer"], "/position/index");
+    assert!(r.text.contains("[k, i, j]"), "{}", r.text);
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": clip(), "position": {"layer": "c2", "index": [3, 0, 0]}}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["pointer"], "/position/index/0");
+}
+
+/// Grading reads a volume's slice range (index k, input slices p) next to its rows.
+#[tokio::test]
+async fn grading_a_slice_range() {
+    let question =
+        |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": clip(), "ask": ask, "answer": answer});
+    let r = post(
+        "/v1/grade",
+        json!({"questions": [
+            // one-based, as grading counts by default
+            question("right", "slices of layer c2", "2k-3 <= p <= 2k+3"),
+            question("wrong", "slices of layer c2", "2k-2 <= p <= 2k+4"),
+            question("rows", "rows of layer c2", "8i-16 <= m <= 8i+2"),
+            question("image", "slices of layer c2", "k <= p <= k")]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(item(&v["questions"], "id", "right")["correct"], true, "{v}");
+    assert_eq!(item(&v["questions"], "id", "wrong")["correct"], false);
+    assert_eq!(item(&v["questions"], "id", "rows")["correct"], true, "{v}");
+    let img = post(
+        "/v1/grade",
+        json!({"questions": [{"id": "img", "kind": "receptive_field", "model": {"preset": "vgg_stem"}, "ask": "slices of layer conv1", "answer": "k <= p <= k"}]}),
+    )
+    .await;
+    assert!(img.text.contains("not a volume"), "{}", img.text);
+}
