@@ -650,7 +650,10 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         FlopRule::Profile(Profile::Ptflops) => {
             let module = u128::from(!node.layer.functional);
             match k {
-                // MACs plus one add per output for the bias.
+                // MACs plus one add per output for the bias; a convolution ptflops does not hook
+                // (F.conv* in forward, or a subclass such as torchvision's Conv3DSimple: it looks
+                // modules up by exact type) counts nothing, having no functional hook either
+                _ if is_dense && module == 0 => 0,
                 _ if is_dense => c.macs + if c.params_bias > 0 { c.output_elements } else { 0 },
                 LayerKind::BatchNorm { affine, .. } => {
                     if *affine {
@@ -705,6 +708,10 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())
         }
+        (FlopRule::Profile(Profile::Ptflops), LayerKind::Conv2d { .. } | LayerKind::Conv3d { .. }) if node.layer.functional => Some(
+            "ptflops hooks modules by their exact type and has no hook for F.conv*: a convolution called as a function, or a subclass of the module (torchvision's Conv3DSimple), counts 0 here"
+                .into(),
+        ),
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool3d { .. }) => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool3d (only for the 2-D op): it counts 0 here".into())
         }

@@ -1039,13 +1039,18 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 | LayerKind::AvgPool2d { .. }
                 | LayerKind::AdaptiveAvgPool2d { .. }
                 | LayerKind::AdaptiveMaxPool2d { .. }
+                | LayerKind::MaxPool3d { .. }
+                | LayerKind::AvgPool3d { .. }
+                | LayerKind::AdaptiveAvgPool3d { .. }
                 | LayerKind::Upsample { .. }
                 | LayerKind::LayerNorm { channels: true, .. }
+                | LayerKind::Conv2d { .. }
+                | LayerKind::Conv3d { .. }
         )
     {
         return Err(SpecError::invalid(
             o.at("functional"),
-            "only activations, pooling, upsampling and layernorm2d layers may be marked functional (called as torch.nn.functional in forward)",
+            "only activations, pooling, upsampling, convolutions and layernorm2d layers may be marked functional (called as torch.nn.functional in forward, or a subclass of the module such as torchvision's Conv3DSimple)",
         ));
     }
     Ok(Layer {

@@ -20,6 +20,7 @@ pub const NAMES: &[&str] = &[
     "lstm_lm",
     "vit_b_16",
     "convnext_tiny",
+    "r3d_18",
 ];
 
 pub fn describe(name: &str) -> &'static str {
@@ -38,6 +39,7 @@ pub fn describe(name: &str) -> &'static str {
         "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
         "vit_b_16" => "torchvision.models.vit_b_16, 3x224x224, in the graph form: a 16x16 stride-16 patch convolution to 768 channels, the 196 positions flattened and transposed into tokens, the class token concatenated and the position embedding added, 12 pre-norm encoder blocks (layernorm, 12-head self-attention, residual; layernorm, 3072-unit GELU MLP, residual), a final layernorm, token 0 to the 1000-class head; node names as torchvision's modules and parameters.",
         "convnext_tiny" => "torchvision.models.convnext_tiny, 3x224x224, in the graph form: a 4x4 stride-4 stem with LayerNorm2d, four stages of CNBlocks (3, 3, 9, 3; 96 to 768 channels: 7x7 depthwise conv, layernorm over the channels, the pointwise MLP 4x wide with GELU, layer scale, residual) with LayerNorm2d + 2x2 stride-2 conv downsampling between them, global average pool, LayerNorm2d and the 1000-class linear; node names as torchvision's modules and parameters. The blocks' Linear layers act on channels-last tensors, written here as the equal 1x1 convolutions (same parameters, products and FLOPs).",
+        "r3d_18" => "torchvision.models.video.r3d_18 (an 18-layer ResNet of 3x3x3 convolutions) on a clip of 16 frames, 3x16x112x112: a 3x7x7 stride 1x2x2 stem, four stages of two BasicBlocks (64 to 512 channels, stride 2 in every axis from the second stage on, 1x1x1 stride-2 downsampling shortcuts), batchnorm3d, global average pool, and the 400-class (Kinetics-400) linear.",
         "lstm_lm" => "A 2-layer LSTM language model (Zaremba et al.'s medium configuration) on 35 token ids: a 10000 x 650 embedding, a 2-layer LSTM of 650 units (dropout 0.5 between layers and around them, off in evaluation), and a linear decoder back to the 10000 words.",
         _ => "",
     }
@@ -59,6 +61,7 @@ pub fn get(name: &str) -> Option<Value> {
         "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
         "vit_b_16" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": vit_b_16()}})),
         "convnext_tiny" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": convnext_tiny()}})),
+        "r3d_18" => return Some(json!({"input_shape": [3, 16, 112, 112], "layers": r3d_18()})),
         "lstm_lm" => {
             return Some(json!({"input_shape": [35], "input_dtype": "int64", "layers": [
                 {"type": "embedding", "name": "encoder", "num_embeddings": 10000, "embedding_dim": 650},
@@ -222,6 +225,43 @@ fn resnet(bottleneck: bool, blocks: [u64; 4]) -> Vec<Value> {
     v.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
     v.push(json!({"type": "flatten"}));
     v.push(json!({"type": "linear", "name": "fc", "out_features": 1000}));
+    v
+}
+
+/// torchvision's VideoResNet with BasicBlocks of Conv3DSimple (3x3x3) convolutions.
+fn r3d_18() -> Vec<Value> {
+    let conv3 = |out: u64, k: Value, stride: Value, pad: Value| json!({"type": "conv3d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": pad, "bias": false});
+    let bn3 = || json!({"type": "batchnorm3d"});
+    let mut v = vec![
+        named(conv3(64, json!([3, 7, 7]), json!([1, 2, 2]), json!([1, 3, 3])), "stem.0"),
+        bn3(),
+        relu(),
+    ];
+    let mut inplanes = 64;
+    for (stage, planes) in [64u64, 128, 256, 512].into_iter().enumerate() {
+        for b in 0..2 {
+            let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+            // torchvision's Conv3DSimple subclasses nn.Conv3d, which ptflops (hooking modules by
+            // exact type) does not count: marked functional, as ptflops sees it
+            let simple = |stride: u64| {
+                let mut c = conv3(planes, json!(3), json!(stride), json!(1));
+                c["functional"] = json!(true);
+                c
+            };
+            let body = vec![simple(stride), bn3(), relu(), simple(1), bn3()];
+            let shortcut = if stride != 1 || inplanes != planes {
+                vec![conv3(planes, json!(1), json!(stride), json!(0)), bn3()]
+            } else {
+                vec![]
+            };
+            v.push(json!({"type": "residual", "name": format!("layer{}.{}", stage + 1, b), "body": body, "shortcut": shortcut}));
+            v.push(relu());
+            inplanes = planes;
+        }
+    }
+    v.push(json!({"type": "adaptive_avgpool3d", "output_size": 1, "name": "avgpool"}));
+    v.push(json!({"type": "flatten"}));
+    v.push(json!({"type": "linear", "name": "fc", "out_features": 400}));
     v
 }
 

@@ -394,27 +394,32 @@ fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device
             if x.dim() == 2 {
                 x.linear(&w, None::<Tensor>)
             } else {
-                x.conv2d(
-                    &w.reshape([k_out as i64, k_in as i64, 1, 1]),
-                    None::<Tensor>,
-                    [1, 1],
-                    [0, 0],
-                    [1, 1],
-                    1,
-                )
+                pointwise(&x, &w, 1)
             }
         } else {
-            x.conv2d(
-                &Tensor::ones([k_out as i64, block as i64, 1, 1], (kind, device)),
-                None::<Tensor>,
-                [1, 1],
-                [0, 0],
-                [1, 1],
-                k_out as i64,
-            )
+            pointwise(&x, &Tensor::ones([k_out as i64, block as i64], (kind, device)), k_out as i64)
         }
     };
     (classes, mix)
+}
+
+/// A 1x1 (image) or 1x1x1 (volume) convolution of `x` by the `[out, in/groups]` matrix `w`.
+fn pointwise(x: &Tensor, w: &Tensor, groups: i64) -> Tensor {
+    let spatial = x.dim() - 2;
+    let mut shape = w.size();
+    shape.extend(std::iter::repeat_n(1, spatial));
+    let ones = vec![1i64; spatial];
+    let zeros = vec![0i64; spatial];
+    x.convolution(
+        &w.reshape(shape.as_slice()),
+        None::<Tensor>,
+        &ones,
+        &zeros,
+        &ones,
+        false,
+        &zeros,
+        groups,
+    )
 }
 
 /// One node on the part `win` of its input, computing the part `want` of its output.
@@ -454,13 +459,27 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
         | LayerKind::SelectToken { .. }
-        | LayerKind::Reshape(_)
-        | LayerKind::Conv3d { .. }
-        | LayerKind::MaxPool3d { .. }
-        | LayerKind::AvgPool3d { .. }
-        | LayerKind::AdaptiveAvgPool3d { .. } => {
-            unreachable!("models with sequences, reshapes or volumes run in probe_whole")
+        | LayerKind::Reshape(_) => {
+            unreachable!("models with sequences or reshapes run in probe_whole")
         }
+        // a volume runs whole (no window of it is cut): the classes mixed and the windows
+        // summed on all three axes, padding as the layer pads
+        LayerKind::Conv3d { out_channels, groups, .. } => {
+            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
+            let windows = unpadded(&x, node.volume.expect("conv3d windows"));
+            let (x, windows) = (windows.0, windows.1);
+            let y = if classes.k <= m.k {
+                summing_window(&mix(x), windows)
+            } else {
+                mix(summing_window(&x, windows))
+            };
+            (y, classes)
+        }
+        LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } => (summing_window(&x, node.volume.expect("pool windows")), m),
+        LayerKind::AdaptiveAvgPool3d { .. } => (
+            x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64]),
+            m,
+        ),
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
@@ -540,8 +559,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             let out = node.output[0] as usize;
             (x.linear(&w, None::<Tensor>), Classes { map: vec![0; out], k: 1 })
         }
-        LayerKind::Flatten if node.input.len() == 3 => {
-            let hw = (node.input[1] * node.input[2]) as u32;
+        LayerKind::Flatten if node.input.len() >= 3 => {
+            let hw = node.input[1..].iter().product::<u64>() as u32;
             let map = m.map.iter().flat_map(|&c| (0..hw).map(move |p| c * hw + p)).collect();
             (x.flatten(1, -1), Classes { map, k: m.k * hw as usize })
         }
@@ -552,6 +571,22 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             unreachable!("merge nodes run in quotient_merge")
         }
     }
+}
+
+/// A volume padded as a conv with `padding_mode` reflect, replicate or circular pads it, and
+/// its windows over the padded volume; zero padding stays with the windows.
+fn unpadded(x: &Tensor, ws: [Window; 3]) -> (Tensor, [Window; 3]) {
+    if ws[0].fill == Fill::Zeros {
+        return (x.shallow_clone(), ws);
+    }
+    let bare = ws.map(|w| Window {
+        pad_lo: 0,
+        pad_hi: 0,
+        input: w.input + w.pad_lo + w.pad_hi,
+        fill: Fill::Zeros,
+        ..w
+    });
+    (fill_pad(x, ws), bare)
 }
 
 /// `target` is a resolved layer path; `index` zero-based; `channel` None means all channels.
@@ -657,14 +692,13 @@ fn probe_whole(chain: &Chain, index: &[u64], channel: Option<u64>, device: Devic
     read_gradient(spec, &x, None, unit, started, width, width)
 }
 
-/// Whether a model has sequences (token ids, a two-axis tensor anywhere), volumes
-/// `[C, D, H, W]`, or parameter nodes other than `[C, 1, 1]` scales read by sums and products
-/// (ConvNeXt's layer_scale): the channel-quotient probe knows images and vectors only.
+/// Whether a model has sequences (token ids, a two-axis tensor anywhere) or parameter nodes
+/// other than `[C, 1, 1]` scales read by sums and products (ConvNeXt's layer_scale): the
+/// channel-quotient probe knows images, volumes (run whole, not cut to a window) and vectors only.
 pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
     let scale = |f: Option<usize>| f.is_some_and(|f| graph.nodes[f].inputs.is_empty());
     graph.spec.token_ids
         || graph.input().len() == 2
-        || graph.input().len() == 4
         || graph.nodes.iter().any(|n| {
             // a reshape regroups channels and positions: the channel quotient does not hold
             matches!(n.layer.kind, LayerKind::Reshape(_))
@@ -784,6 +818,17 @@ mod tests {
                 {"name": "scale", "type": "mul", "inputs": ["layer_scale", "down"]},
                 {"name": "add", "type": "add", "inputs": ["scale", "input"]},
                 {"name": "pool", "type": "maxpool2d", "kernel_size": 2}]}}),
+            // a volume: grouped conv3d (with replicate padding), pools, a residual, a channel
+            // concatenation, flat units after flatten
+            json!({"input_shape": [4, 6, 9, 8], "layers": [
+                {"type": "conv3d", "out_channels": 4, "kernel_size": [3, 1, 3], "groups": 2, "padding": 1, "padding_mode": "replicate"},
+                {"type": "residual", "body": [{"type": "conv3d", "out_channels": 6, "kernel_size": 3, "stride": 2, "groups": 2, "padding": [0, 1, 1]}],
+                 "shortcut": [{"type": "maxpool3d", "kernel_size": [3, 3, 3], "stride": 2, "padding": [0, 1, 1], "dilation": [1, 1, 1]},
+                              {"type": "conv3d", "out_channels": 6, "kernel_size": 1, "groups": 2}]},
+                {"type": "concat", "branches": [
+                    [{"type": "conv3d", "out_channels": 2, "kernel_size": 1, "groups": 2}],
+                    [{"type": "avgpool3d", "kernel_size": 3, "stride": 1, "padding": 1, "ceil_mode": true}]]},
+                {"type": "flatten"}]}),
         ];
         let limits = SpecLimits::default();
         for case in &cases {
@@ -791,7 +836,12 @@ mod tests {
             let graph = infer(&spec, "").unwrap();
             for node in graph.walk() {
                 let out = &node.output;
-                let units: Vec<(Vec<u64>, Option<u64>)> = if out.len() == 3 {
+                let units: Vec<(Vec<u64>, Option<u64>)> = if out.len() == 4 {
+                    let (k, i, j) = (out[1] / 2, out[2] - 1, out[3] / 3);
+                    let mut u: Vec<_> = (0..out[0]).map(|c| (vec![k, i, j], Some(c))).collect();
+                    u.extend([(vec![0, 0, 0], None), (vec![out[1] - 1, 0, out[3] - 1], Some(0))]);
+                    u
+                } else if out.len() == 3 {
                     let (i, j) = (out[1] / 2, out[2] - 1);
                     let mut u: Vec<_> = (0..out[0]).map(|c| (vec![i, j], Some(c))).collect();
                     u.extend([(vec![0, 0], None), (vec![out[1] - 1, 0], Some(0)), (vec![0, out[2] / 2], None)]);

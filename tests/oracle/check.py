@@ -446,6 +446,7 @@ TORCHVISION = {
     "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
     "vit_b_16": lambda tv: tv.models.vit_b_16(),
     "convnext_tiny": lambda tv: tv.models.convnext_tiny(),
+    "r3d_18": lambda tv: tv.models.video.r3d_18(),
 }
 
 # graph-form presets whose node names are torchvision's module (or parameter) names: each row's
@@ -465,7 +466,9 @@ def run_torchvision(url, names):
     failures = 0
     for name in names:
         model = TORCHVISION[name](torchvision).eval()
-        x = torch.zeros(1, 3, 224, 224)
+        # the preset's own input: 3x224x224 images, r3d_18's 3x16x112x112 clip
+        shape = tuple(get(url + "/v1/presets/" + name)["spec"]["input_shape"])
+        x = torch.zeros(1, *shape)
         # autograd on, as FlopCounterMode is used: under torch.no_grad() an eval-mode
         # nn.MultiheadAttention (ViT's) takes a fused fast path that FlopCounterMode counts as 0
         counter = FlopCounterMode(display=False)
@@ -478,7 +481,7 @@ def run_torchvision(url, names):
             "params": sum(p.numel() for p in model.parameters()),
             "torch_flop_counter": counter.get_total_flops(),
             "fvcore": fa.total(),
-            "ptflops": get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False, verbose=False)[0],
+            "ptflops": get_model_complexity_info(model, shape, print_per_layer_stat=False, as_strings=False, verbose=False)[0],
         }
         problems = []
         attention = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
@@ -534,10 +537,8 @@ def run_gradient(url, n, seed, signals, volumes=0):
     for case in range(n + signals + volumes):
         if case >= n + signals:
             spec = torchspec.random_volume_spec(rng)
-            if spec["layers"] and spec["layers"][-1]["type"] != "linear":
+            if spec["layers"][-1]["type"] != "linear":
                 spec["layers"] += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 3)}]
-            elif not spec["layers"]:
-                spec["layers"] = [{"type": "conv3d", "out_channels": 2, "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 2}]
         elif case >= n:
             spec = torchspec.random_signal_spec(rng)
             if spec["layers"][-1]["type"] != "linear":

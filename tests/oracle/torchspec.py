@@ -112,6 +112,18 @@ class Functional(nn.Module):
         return self.fn(x)
 
 
+class SubclassConv1d(nn.Conv1d):
+    pass
+
+
+class SubclassConv2d(nn.Conv2d):
+    pass
+
+
+class SubclassConv3d(nn.Conv3d):
+    """As torchvision's Conv3DSimple: nn.Conv3d under another type."""
+
+
 def functional_form(m):
     """The functional call of an activation or pooling module."""
     if isinstance(m, nn.ReLU):
@@ -131,10 +143,11 @@ def functional_form(m):
     # (ptflops replaces torch.nn.functional's functions with counting ones while it runs)
     name = {nn.MaxPool1d: "max_pool1d", nn.MaxPool2d: "max_pool2d", nn.AvgPool1d: "avg_pool1d", nn.AvgPool2d: "avg_pool2d",
             nn.AdaptiveAvgPool1d: "adaptive_avg_pool1d", nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d",
-            nn.AdaptiveMaxPool1d: "adaptive_max_pool1d", nn.AdaptiveMaxPool2d: "adaptive_max_pool2d"}.get(type(m))
-    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            nn.AdaptiveMaxPool1d: "adaptive_max_pool1d", nn.AdaptiveMaxPool2d: "adaptive_max_pool2d",
+            nn.MaxPool3d: "max_pool3d", nn.AvgPool3d: "avg_pool3d", nn.AdaptiveAvgPool3d: "adaptive_avg_pool3d"}.get(type(m))
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         return lambda x: getattr(F, name)(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         return lambda x: getattr(F, name)(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
     if name is not None:
         return lambda x: getattr(F, name)(x, m.output_size)
@@ -445,7 +458,11 @@ def build_layer(spec, shape, probe):
         m = Residual(build(spec.get("body", []), shape, probe)[0], build(spec.get("shortcut", []), shape, probe)[0])
     else:
         raise ValueError(f"unknown layer type {spec['type']}")
-    if spec.get("functional") and not probe:
+    if spec.get("functional") and not probe and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        # a subclass of the module (torchvision's Conv3DSimple): the same layer, a type
+        # module-hooking tools (ptflops) do not know
+        m.__class__ = {nn.Conv1d: SubclassConv1d, nn.Conv2d: SubclassConv2d, nn.Conv3d: SubclassConv3d}[type(m)]
+    elif spec.get("functional") and not probe:
         m = Functional(functional_form(m))
     return m, out_shape(m, shape)
 
@@ -756,6 +773,8 @@ def random_volume_spec(rng):
                     {"type": "conv3d", "out_channels": out, "kernel_size": [1, 3, 3], "padding": [0, 1, 1]}]
             shortcut = [] if (s_ == 1 and out == shape[0]) else [{"type": "conv3d", "out_channels": out, "kernel_size": 1, "stride": s_}]
             cand = {"type": "residual", "body": body, "shortcut": shortcut}
+        if cand["type"] in ("conv3d", "maxpool3d", "avgpool3d", "relu", "gelu") and rng.random() < 0.2:
+            cand["functional"] = True
         try:
             _, new_shape = build_layer(cand, shape, False)
         except Exception:
@@ -764,6 +783,8 @@ def random_volume_spec(rng):
             continue
         layers.append(cand)
         shape = new_shape
+    if not layers:
+        layers.append({"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": 1})
     if rng.random() < 0.3:
         out = rng.choice([1, [1, 2, 2], [None, 1, 1]])
         layers.append({"type": "adaptive_avgpool3d", "output_size": out})
