@@ -62,7 +62,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
-TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet", "convnext_tiny", "vit_b_16"]
+TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet", "convnext_tiny", "vit_b_16", "r3d_18"]
 # attention is read from both exporters' files: these are checked from both
 BOTH_EXPORTERS = ("vit_b_16",)
 
@@ -104,15 +104,18 @@ def run_torchvision(url, names, dynamo_too):
     for name in names:
         torch.manual_seed(0)
         kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-        model = getattr(torchvision.models, name)(weights=None, **kw).eval()
-        files = [("legacy", export(model, [3, 224, 224]))]
+        # the video ResNet reads a clip [3, 16, 112, 112]
+        video = name == "r3d_18"
+        model = getattr(torchvision.models.video if video else torchvision.models, name)(weights=None, **kw).eval()
+        size = [3, 16, 112, 112] if video else [3, 224, 224]
+        files = [("legacy", export(model, size))]
         if name in BOTH_EXPORTERS:
-            files.append(("dynamo", export(model, [3, 224, 224], dynamo=True)))
+            files.append(("dynamo", export(model, size, dynamo=True)))
         if dynamo_too and name == "resnet18":
             failures += check_dynamo(url, name, model)
-        if name in ("resnet18", "mobilenet_v2", "efficientnet_b0", "vit_b_16"):
+        if name in ("resnet18", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "r3d_18"):
             # ViT's position embedding fixes its image size
-            shape = [3, 224, 224] if name == "vit_b_16" else [3, 32, 32]
+            shape = [3, 224, 224] if name == "vit_b_16" else [3, 4, 24, 24] if video else [3, 32, 32]
             data = files[0][1] if name == "vit_b_16" else export(model, shape)  # (the legacy file)
             problems = check_float32_gradients(url, name, model, data, shape)
             for p in problems[:5]:
@@ -124,7 +127,9 @@ def run_torchvision(url, names, dynamo_too):
             # (torchvision's GoogLeNet and MobileNetV2 call F.relu / F.adaptive_avg_pool2d), so
             # its ptflops profile counts every op as a module (ConvNeXt's LayerNorm2d class calls
             # F.layer_norm, its blocks' Permute + nn.LayerNorm a module: the same ops in a file)
-            ptflops = () if name in ("googlenet", "mobilenet_v2", "convnext_tiny") else ("ptflops",)
+            # (and torchvision's Conv3DSimple, a subclass of nn.Conv3d ptflops does not hook, is an
+            # ONNX Conv like any other)
+            ptflops = () if name in ("googlenet", "mobilenet_v2", "convnext_tiny", "r3d_18") else ("ptflops",)
             for profile in (None, "fvcore", *ptflops, "torch_flop_counter"):
                 req = {"verify": False} | ({"profile": profile} if profile else {})
                 s1, got = post_raw(url + "/v1/complexity", data, req)
@@ -222,20 +227,46 @@ def weights_of(model):
     return {n: m for n, m in model.named_modules()}
 
 
-def run_random(url, n, seed, only=None, signals=0):
+def volume_export_differs(spec):
+    """A volume network whose ONNX export is not the module (see run_random)."""
+    def sizes(v):
+        return v if isinstance(v, list) else [v] * 3
+
+    def walk(layers):
+        for l in layers:
+            yield l
+            for b in l.get("branches", []):
+                yield from walk(b)
+            yield from walk(l.get("body", []))
+            yield from walk(l.get("shortcut", []))
+    for l in walk(spec["layers"]):
+        if l.get("padding_mode", "zeros") != "zeros":
+            return True
+        if l.get("ceil_mode") and any(s > k for s, k in zip(sizes(l.get("stride") or l["kernel_size"]), sizes(l["kernel_size"]))):
+            return True
+    return False
+
+
+def run_random(url, n, seed, only=None, signals=0, volumes=0):
     failures = unmapped = refused = 0
     listed = []
-    for case in range(n + signals) if only is None else [only]:
+    for case in range(n + signals + volumes) if only is None else [only]:
         # every case from its own seed, so that `--case K` replays one alone; cases from n on
-        # are 1-D signal networks
+        # are 1-D signal networks, from n + signals on 3-D networks on volumes
         rng = random.Random(seed * 100_003 + case)
         torch.manual_seed(seed * 100_003 + case)
-        draw = (lambda: torchspec.random_signal_spec(rng)) if case >= n else \
+        draw = (lambda: torchspec.random_volume_spec(rng)) if case >= n + signals else \
+            (lambda: torchspec.random_signal_spec(rng)) if case >= n else \
             (lambda: torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng)))
         spec = draw()
         # circular padding leaves torch.onnx.export as Slice and Concat nodes around a plain
-        # conv, which the importer does not fold back into one layer: drawn again
-        while "circular" in json.dumps(spec):
+        # conv, which the importer does not fold back into one layer: drawn again. So are, on
+        # volumes, a conv3d's reflect/replicate padding (a Pad node on a volume, which the
+        # importer does not fold into the conv: refused, naming it) and a ceil-mode 3-D pool
+        # whose stride exceeds its kernel (ONNX's ceil rule keeps a last window that starts in
+        # the padding, PyTorch's drops it: the exporter then sizes a later adaptive pool's
+        # kernel from ONNX's shapes, a file PyTorch's module does not compute)
+        while "circular" in json.dumps(spec) or (case >= n + signals and volume_export_differs(spec)):
             spec = draw()
         label = f"onnx random case {case} (seed {seed})"
         model = torchspec.build_model(spec).float().eval()
@@ -272,8 +303,9 @@ def run_random(url, n, seed, only=None, signals=0):
         out_node = [r for r in resp["rows"] if not r["subtotal"]][-1]
         out_shape = out_node["output_shape"]
         signal = len(spec["input_shape"]) == 2
-        if (case % 2 == 0 and len(out_shape) == 3) or (signal and len(out_shape) == 2):
-            index = [rng.randrange(out_shape[1]), rng.randrange(out_shape[2])] if not signal else [rng.randrange(out_shape[1])]
+        volume = len(spec["input_shape"]) == 4
+        if (case % 2 == 0 and len(out_shape) == 3) or (signal and len(out_shape) == 2) or (volume and len(out_shape) == 4):
+            index = [rng.randrange(d) for d in out_shape[1:]]
             path = torchspec.all_paths(spec)[-1] if "layers" in spec else None
             if path is not None and "." not in path:
                 s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out_node["path"], "index": index}})
@@ -285,7 +317,7 @@ def run_random(url, n, seed, only=None, signals=0):
                         if rf["position"].get(key) != w:
                             problems.append(f"receptive field {key}: {rf['position'].get(key)} != autograd {w}")
         # gradients with the file's weights against autograd on the module itself
-        if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)) for m in model.modules()):
+        if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)) for m in model.modules()):
             # float64 on both sides (the file's float32 weights widened), where the claim is exact
             x = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
             model = model.double()
@@ -321,7 +353,7 @@ def run_random(url, n, seed, only=None, signals=0):
             print(f"{label}: " + "; ".join(problems[:6]) + "\n  spec " + json.dumps(spec)[:600])
     for line in listed:
         print("  not mapped: " + line)
-    count = n + signals if only is None else 1
+    count = n + signals + volumes if only is None else 1
     print(f"onnx random oracle: {count - failures - refused} passed, {failures} failed, {unmapped} with ops the importer does not map, "
           f"{refused} that torch.onnx.export itself refuses")
     return failures
@@ -738,11 +770,12 @@ def main():
     ap.add_argument("--signals", type=int, default=30, help="random 1-D signal networks on top of --n")
     ap.add_argument("--sequences", type=int, default=40, help="random sequence networks (token ids, recurrent layers)")
     ap.add_argument("--cross", type=int, default=24, help="random cross-attention networks")
+    ap.add_argument("--volumes", type=int, default=20, help="random 3-D networks on volumes on top of --n and --signals")
     a = ap.parse_args()
     if a.case is not None:
         sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
     failed = run_torchvision(a.url, [n for n in a.torchvision.split(",") if n], not a.no_dynamo)
-    failed += run_random(a.url, a.n, a.seed, signals=a.signals)
+    failed += run_random(a.url, a.n, a.seed, signals=a.signals, volumes=a.volumes)
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_cross(a.url, a.cross, a.seed)
     failed += run_learned_tensors(a.url)

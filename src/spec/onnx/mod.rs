@@ -417,19 +417,21 @@ fn symmetric1(p: &[i64]) -> Option<u64> {
     }
 }
 
-fn ints2(v: &[i64], what: &str) -> Result<[u64; 2], Refusal> {
+fn ints2(v: &[i64], what: &str) -> Result<Vec<u64>, Refusal> {
     match v {
-        [a, b] if *a >= 0 && *b >= 0 => Ok([*a as u64, *b as u64]),
-        _ => Err(format!("{what} {v:?}: only 2-D operations (two spatial axes) are supported yet")),
+        [_, _] | [_, _, _] if v.iter().all(|&x| x >= 0) => Ok(v.iter().map(|&x| x as u64).collect()),
+        _ => Err(format!(
+            "{what} {v:?}: only 1-D, 2-D and 3-D operations (one to three spatial axes) are supported"
+        )),
     }
 }
 
-/// ONNX pads `[top, left, bottom, right]` as PyTorch's symmetric `[h, w]`, or None.
-fn symmetric(p: &[i64]) -> Option<[u64; 2]> {
-    match p {
-        [t, l, b, r] if t == b && l == r && *t >= 0 && *l >= 0 => Some([*t as u64, *l as u64]),
-        _ => None,
-    }
+/// ONNX pads `[begins..., ends...]` (`[top, left, bottom, right]`, or a volume's
+/// `[front, top, left, back, bottom, right]`) as PyTorch's symmetric `[h, w]` or `[d, h, w]`,
+/// or None.
+fn symmetric(p: &[i64]) -> Option<Vec<u64>> {
+    let (begins, ends) = p.split_at(p.len() / 2);
+    (matches!(p.len(), 4 | 6) && begins == ends && begins.iter().all(|&x| x >= 0)).then(|| begins.iter().map(|&x| x as u64).collect())
 }
 
 impl Reader {
@@ -1093,14 +1095,16 @@ impl Reader {
             }
             "Conv" | "ConvTranspose" => {
                 let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
-                if w.dims.len() != 4 && w.dims.len() != 3 {
+                if !(3..=5).contains(&w.dims.len()) || (w.dims.len() == 5 && op == "ConvTranspose") {
                     return Err(format!(
-                        "a {}-D convolution (weight of rank {}): only 1-D and 2-D convolutions are supported yet",
+                        "a {}-D {} (weight of rank {}): only 1-D, 2-D and 3-D convolutions and 1-D and 2-D transposed convolutions are supported",
                         w.dims.len().saturating_sub(2),
+                        if op == "Conv" { "convolution" } else { "transposed convolution" },
                         w.dims.len()
                     ));
                 }
                 let one_d = w.dims.len() == 3;
+                let three_d = w.dims.len() == 5;
                 let ones = vec![1; w.dims.len() - 2];
                 let group = a.int("group", 1).max(1);
                 let kernel = spatial(&a.ints("kernel_shape").unwrap_or(w.dims[2..].to_vec()), one_d, "kernel_shape")?;
@@ -1113,11 +1117,12 @@ impl Reader {
                 let out_channels = if transposed { w.dims[1] * group } else { w.dims[0] };
                 set(
                     "type",
-                    json!(match (transposed, one_d) {
-                        (true, true) => "conv_transpose1d",
-                        (true, false) => "conv_transpose2d",
-                        (false, true) => "conv1d",
-                        (false, false) => "conv2d",
+                    json!(match (transposed, one_d, three_d) {
+                        (true, true, _) => "conv_transpose1d",
+                        (true, false, _) => "conv_transpose2d",
+                        (false, true, _) => "conv1d",
+                        (false, false, true) => "conv3d",
+                        (false, false, false) => "conv2d",
                     }),
                 );
                 set("in_channels", json!(if transposed { w.dims[0] } else { w.dims[1] * group }));
@@ -1137,7 +1142,7 @@ impl Reader {
                     ("NOTSET", Some(p)) => set("padding", p),
                     ("VALID", _) => set("padding", json!(0)),
                     ("SAME_UPPER", _) if !transposed && strides.iter().all(|&s| s == 1) => set("padding", json!("same")),
-                    ("NOTSET", None) if !transposed && !one_d && pads.len() == 4 && pads.iter().all(|&p| p >= 0) => {
+                    ("NOTSET", None) if !transposed && !one_d && !three_d && pads.len() == 4 && pads.iter().all(|&p| p >= 0) => {
                         // asymmetric zero padding: a ZeroPad2d node first, as PyTorch would write it
                         let pad_name = self.push(
                             node,
@@ -1235,6 +1240,7 @@ impl Reader {
             "MaxPool" | "AveragePool" => {
                 let kernel_shape = a.ints("kernel_shape").ok_or("has no kernel_shape")?;
                 let one_d = kernel_shape.len() == 1;
+                let three_d = kernel_shape.len() == 3;
                 let ones = vec![1; kernel_shape.len()];
                 let kernel = spatial(&kernel_shape, one_d, "kernel_shape")?;
                 let stride = spatial(&a.ints("strides").unwrap_or(ones.clone()), one_d, "strides")?;
@@ -1258,10 +1264,16 @@ impl Reader {
                     if node.output.len() > 1 && !node.output[1].is_empty() {
                         return Err("returns indices (not supported)".into());
                     }
-                    set("type", json!(if one_d { "maxpool1d" } else { "maxpool2d" }));
+                    set(
+                        "type",
+                        json!(["maxpool2d", "maxpool1d", "maxpool3d"][usize::from(one_d) + 2 * usize::from(three_d)]),
+                    );
                     set("dilation", spatial(&a.ints("dilations").unwrap_or(ones), one_d, "dilations")?);
                 } else {
-                    set("type", json!(if one_d { "avgpool1d" } else { "avgpool2d" }));
+                    set(
+                        "type",
+                        json!(["avgpool2d", "avgpool1d", "avgpool3d"][usize::from(one_d) + 2 * usize::from(three_d)]),
+                    );
                     set("count_include_pad", json!(a.int("count_include_pad", 0) == 1));
                     if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
                         return Err("dilated average pooling is not supported".into());
@@ -1270,15 +1282,18 @@ impl Reader {
                 inputs.push(self.source(data())?);
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
-                // of [N, C, L] (its learned shape, else the model's input's axes): a 1-D pool
-                let one_d = self.ranks.get(data()).map_or(self.input_rank == 2, |&r| r == 3);
+                // of [N, C, L] (its learned shape, else the model's input's axes): a 1-D pool;
+                // of [N, C, D, H, W] a 3-D one
+                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
                 set(
                     "type",
-                    json!(match (op == "GlobalMaxPool", one_d) {
-                        (true, true) => "adaptive_maxpool1d",
-                        (true, false) => "adaptive_maxpool2d",
-                        (false, true) => "adaptive_avgpool1d",
-                        (false, false) => "adaptive_avgpool2d",
+                    json!(match (op == "GlobalMaxPool", rank) {
+                        (true, 5) => return Err("GlobalMaxPool of a volume (adaptive max pooling in 3-D) is not supported".into()),
+                        (true, 3) => "adaptive_maxpool1d",
+                        (true, _) => "adaptive_maxpool2d",
+                        (false, 5) => "adaptive_avgpool3d",
+                        (false, 3) => "adaptive_avgpool1d",
+                        (false, _) => "adaptive_avgpool2d",
                     }),
                 );
                 set("output_size", json!(1));
@@ -1491,7 +1506,7 @@ impl Reader {
                     }
                     other => {
                         return Err(format!(
-                            "pads {other:?}: only non-negative padding of the spatial axes of an image or a 1-D signal"
+                            "pads {other:?}: only non-negative padding of the spatial axes of an image or a 1-D signal (padding a volume, as conv3d's reflect or replicate padding_mode exports, is not read from files yet)"
                         ))
                     }
                 }
@@ -1907,9 +1922,9 @@ fn input_shape(input: &proto::ValueInfoProto) -> Result<(Vec<u64>, bool), String
     if token_ids && dims.len() != 2 {
         return Err(format!("holds token ids of rank {}: [batch, L] is supported", dims.len()));
     }
-    if !(2..=4).contains(&dims.len()) {
+    if !(2..=5).contains(&dims.len()) {
         return Err(format!(
-            "has rank {}: [batch, C, H, W], [batch, C, L] (a 1-D signal) or [batch, features] is supported",
+            "has rank {}: [batch, C, H, W], [batch, C, D, H, W] (a volume), [batch, C, L] (a 1-D signal) or [batch, features] is supported",
             dims.len()
         ));
     }
