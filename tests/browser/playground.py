@@ -120,8 +120,13 @@ def run_and_wait(button_id, status):
     """Clicks a run button and waits until the tab's status line says ok or error."""
     d.execute_script(f"document.querySelector('#{status}').className = 'status'")
     by_id(button_id).click()
-    wait.until(lambda _: d.execute_script(
-        f"const s = document.querySelector('#{status}'); return s.classList.contains('ok') || s.classList.contains('error')"))
+    try:
+        wait.until(lambda _: d.execute_script(
+            f"const s = document.querySelector('#{status}'); return s.classList.contains('ok') || s.classList.contains('error')"))
+    except Exception:
+        # the screenshot and the console, as a failed check leaves them
+        text = d.execute_script("return document.querySelector('#' + arguments[0]).textContent", status)
+        check(False, f"{button_id}: the status never said ok or error: {text!r}")
     return d.execute_script(f"return document.querySelector('#{status}').className")
 
 
@@ -312,6 +317,27 @@ pos = api("/v1/receptive-field", {"model": signal, "index_base": b, "position": 
 facts = {e.get_attribute("data-fact"): e.text for e in d.find_elements(By.CSS_SELECTOR, "#rf-facts dd")}
 check(facts.get("positions") and expand(pos["input_positions"]) == set(range(8 + b, 33 + b)), f"the unit's positions {facts.get('positions')}")
 shot("receptive-field-signal")
+
+# ---- receptive field: a volume (conv3d, maxpool3d), its depth column and a unit [k, i, j] ----
+volume = {"input_shape": [2, 6, 12, 12], "layers": [{"type": "conv3d", "out_channels": 3, "kernel_size": [3, 5, 5], "stride": [1, 2, 2], "padding": [1, 2, 2]},
+                                                  {"type": "maxpool3d", "kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1]},
+                                                  {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "dilation": [2, 1, 1], "padding": [2, 1, 1]}]}
+set_spec(json.dumps(volume, indent=2))
+check(run_and_wait("rf-run", sid).endswith("ok"), "rf on a volume ran")
+ref = api("/v1/receptive-field", {"model": volume, "verify": False, "index_base": int(by_id("rf-base").get_attribute("value"))})
+for layer in ref["layers"]:
+    row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
+    rf = layer["receptive_field"]
+    check(row.find_element(By.CSS_SELECTOR, "[data-field=slices]").text == rf["depth"]["text"], f"the volume's depth formula of {layer['path']}")
+    check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == rf["height"]["text"], f"the volume's rows formula of {layer['path']}")
+    check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == f"{rf['depth']['size']}×{rf['height']['size']}×{rf['width']['size']}", f"the volume's size of {layer['path']}")
+b = ref["index_base"]
+show_unit(sid, "2", [2 + b, 1 + b, 0 + b])
+pos = api("/v1/receptive-field", {"model": volume, "index_base": b, "position": {"layer": "2", "index": [2 + b, 1 + b, 0 + b]}})["position"]
+facts = {e.get_attribute("data-fact"): e.text for e in d.find_elements(By.CSS_SELECTOR, "#rf-facts dd")}
+check(facts.get("slices") and expand(pos["input_slices"]) == set(range(b, 6 + b)), f"the unit's slices {facts.get('slices')} {pos['input_slices']}")
+check(drawn_cells() == api_cells(pos), "the volume unit's rows and columns are drawn exactly")
+shot("receptive-field-volume")
 
 # ---- complexity: inception_reduced ----
 sid = status_id("cx")

@@ -63,7 +63,8 @@ export function create(ctx) {
       const q = l.rational;
       const axis = (a) => a && { size: a.min_size === a.max_size ? a.max_size : `${a.min_size}–${a.max_size}`, jump: a.jump, text: a.text };
       const one = (a) => a && { height: a, width: null };
-      const both = (r, k) => (r.width ? `${r.height[k]}×${r.width[k]}` : `${r.height[k]}`);
+      // a volume's depth first: d×h×w
+      const both = (r, k) => (r.depth ? `${r.depth[k]}×` : '') + (r.width ? `${r.height[k]}×${r.width[k]}` : `${r.height[k]}`);
       const r = (l.receptive_field && (l.receptive_field.length ? one(l.receptive_field.length) : l.receptive_field)) ||
         (q && (q.length ? one(axis(q.length)) : { height: axis(q.height), width: axis(q.width) }));
       const tr = h('tr', { dataset: { path: l.path }, class: l.path === state.layer ? 'selected' : '' },
@@ -73,6 +74,7 @@ export function create(ctx) {
         h('td', { class: 'num' }, l.output_shape.join('×')),
         h('td', { class: 'num', dataset: { field: 'size' } }, r ? both(r, 'size') : l.kind),
         h('td', { class: 'num', dataset: { field: 'jump' } }, r ? both(r, 'jump') : ''),
+        h('td', { class: 'formula', dataset: { field: 'slices' } }, r && r.depth ? r.depth.text : ''),
         h('td', { class: 'formula', dataset: { field: 'rows' } }, r ? r.height.text : (l.tokens ? `tokens ${l.tokens.text}` : '')),
         h('td', { class: 'formula', dataset: { field: 'cols' } }, r && r.width ? r.width.text : ''),
         h('td', {}, l.branches ? `${l.aligned ? 'aligned' : 'not aligned'}: ` + l.branches.map((br) => `${br.label} ${br.receptive_field ? (br.receptive_field.length ? br.receptive_field.length.size : br.receptive_field.height.size + '×' + br.receptive_field.width.size) : '–'}`).join(', ') : ''));
@@ -80,7 +82,7 @@ export function create(ctx) {
     });
     show(table, h('table', { class: 'data' },
       h('caption', {}, `Per-layer receptive fields (${b === 1 ? 'one' : 'zero'}-based; formulas before clipping to the image)`),
-      h('thead', {}, h('tr', {}, ['path', 'name', 'type', 'output', 'size', 'jump', 'rows', 'columns', 'branches'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['path', 'name', 'type', 'output', 'size', 'jump', 'slices', 'rows', 'columns', 'branches'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows)));
   }
 
@@ -90,18 +92,23 @@ export function create(ctx) {
     const b = data.index_base;
     const shape = layer.output_shape;
     const spatial = shape.length === 3;
+    // a volume [C, D, H, W]: a unit is a slice k, row i and column j, with a channel
+    const volume = shape.length === 4;
     // a 1-D signal [C, L]: a unit is a position i, with a channel
-    const dims = spatial ? [shape[1], shape[2]] : layer.signal ? [shape[1]] : [shape[0]];
+    const dims = spatial || volume ? shape.slice(1) : layer.signal ? [shape[1]] : [shape[0]];
     const idx = state.index || dims.map(() => b);
-    const inputs = dims.map((d, k) => h('input', { type: 'number', min: b, max: d - 1 + b, value: idx[k], id: `rf-index-${k}`, dataset: { pointer: '/position/index' }, 'aria-label': spatial ? ['row i', 'column j'][k] : 'unit' }));
-    const channel = spatial || layer.signal ? h('input', { type: 'number', min: b, max: shape[0] - 1 + b, value: state.channel ?? '', id: 'rf-channel', placeholder: 'all', dataset: { pointer: '/position/channel' } }) : null;
+    // a channel picked on another layer (or model) that this layer does not have is dropped
+    if (state.channel !== null && !(state.channel - b < shape[0])) state.channel = null;
+    const names = volume ? ['slice k', 'row i', 'column j'] : ['row i', 'column j'];
+    const inputs = dims.map((d, k) => h('input', { type: 'number', min: b, max: d - 1 + b, value: idx[k], id: `rf-index-${k}`, dataset: { pointer: '/position/index' }, 'aria-label': spatial || volume ? names[k] : 'unit' }));
+    const channel = spatial || volume || layer.signal ? h('input', { type: 'number', min: b, max: shape[0] - 1 + b, value: state.channel ?? '', id: 'rf-channel', placeholder: 'all', dataset: { pointer: '/position/channel' } }) : null;
     const go = () => {
       state.index = inputs.map((i) => Number(i.value));
       state.channel = channel && channel.value !== '' ? Number(channel.value) : null;
       run();
     };
     const form = h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); go(); } },
-      spatial ? [field(`row i (${b}–${dims[0] - 1 + b})`, inputs[0]), field(`column j (${b}–${dims[1] - 1 + b})`, inputs[1]), field('channel', channel)]
+      spatial || volume ? [...dims.map((d, k) => field(`${names[k]} (${b}–${d - 1 + b})`, inputs[k])), field('channel', channel)]
         : layer.signal ? [field(`position i (${b}–${dims[0] - 1 + b})`, inputs[0]), field('channel', channel)] : field(`unit (${b}–${dims[0] - 1 + b})`, inputs[0]),
       h('button', { type: 'submit', id: 'rf-unit-run' }, 'Show its field'));
     const children = [h('h3', {}, `Unit of layer ${layer.name ? `${layer.name} (${layer.path})` : layer.path}: ${shape.join('×')}`), form];
@@ -133,11 +140,12 @@ export function create(ctx) {
     const v = data.verification;
     const b = data.index_base;
     const facts = [];
+    if (p.input_slices) facts.push(['slices p', rangesText(p.input_slices), 'slices']);
     if (p.input_rows) {
       facts.push(['rows m', rangesText(p.input_rows), 'rows'], ['columns n', rangesText(p.input_cols), 'cols'], ['channels', rangesText(p.input_channels), 'channels']);
-      facts.push(['affine (unclipped)', `rows ${p.affine.rows.join('…')}, columns ${p.affine.cols.join('…')}`, 'affine']);
-      facts.push(['tight box', `rows ${p.tight_box.rows.join('…')}, columns ${p.tight_box.cols.join('…')}`, 'tight']);
-      facts.push(['in the padding', `${p.padding.rows_outside_image} rows, ${p.padding.cols_outside_image} columns (${fmt(100 * p.padding.fraction_outside_image)}% of the affine window)`, 'padding']);
+      if (p.affine) facts.push(['affine (unclipped)', (p.affine.slices ? `slices ${p.affine.slices.join('…')}, ` : '') + `rows ${p.affine.rows.join('…')}, columns ${p.affine.cols.join('…')}`, 'affine']);
+      facts.push(['tight box', (p.tight_box.slices ? `slices ${p.tight_box.slices.join('…')}, ` : '') + `rows ${p.tight_box.rows.join('…')}, columns ${p.tight_box.cols.join('…')}`, 'tight']);
+      if (p.padding) facts.push(['in the padding', (p.padding.slices_outside_volume != null ? `${p.padding.slices_outside_volume} slices, ` : '') + `${p.padding.rows_outside_image} rows, ${p.padding.cols_outside_image} columns (${fmt(100 * p.padding.fraction_outside_image)}% of the affine window)`, 'padding']);
     } else if (p.input_positions) {
       facts.push(['positions m', rangesText(p.input_positions), 'positions'], ['channels', rangesText(p.input_channels), 'channels']);
     } else {
@@ -146,13 +154,14 @@ export function create(ctx) {
     }
     const layer = data.layers.find((l) => l.path === p.layer);
     const rf = layer && layer.receptive_field;
-    if (rf) facts.push(['formula', rf.length ? rf.length.text : `${rf.height.text}, ${rf.width.text}`, 'formula']);
+    if (rf) facts.push(['formula', rf.length ? rf.length.text : (rf.depth ? `${rf.depth.text}, ` : '') + `${rf.height.text}, ${rf.width.text}`, 'formula']);
     if (v) facts.push(['libtorch', v.ran ? `${v.agrees ? 'agrees' : 'DISAGREES'} (probe of ${v.probe_channels} of ${v.network_channels} channels, ${fmt(v.millis)} ms, ${v.device})` : `not run: ${v.reason || ''}`, 'verification']);
     (p.notes || []).forEach((n) => facts.push(['note', n, 'note']));
     const list = h('dl', { class: 'facts', id: 'rf-facts' }, facts.map(([k, val, key]) => [h('dt', {}, k), h('dd', { dataset: { fact: key } }, val)]));
     const out = [h('div', { class: 'rf-facts' }, h('h3', {}, `Unit ${p.index.join(', ')}${p.channel !== null ? `, channel ${p.channel}` : ''} of layer ${p.name || p.layer} sees`), list)];
-    if (p.input_rows) {
-      const [, H, W] = data.model.input_shape;
+    // the input's rows and columns (a volume's over every slice the unit reads)
+    if (p.input_rows && p.affine) {
+      const [H, W] = data.model.input_shape.slice(-2);
       const a = p.affine;
       const full = { r0: Math.min(b, a.rows[0]), r1: Math.max(H - 1 + b, a.rows[1]), c0: Math.min(b, a.cols[0]), c1: Math.max(W - 1 + b, a.cols[1]) };
       out.push(drawInput(data.model.input_shape, p, b, full, 'rf-input-grid', 'the whole input'));
@@ -190,7 +199,7 @@ function gridLines(H, W, cs, x0, y0) {
 
 /** The input grid with the padding around it, the exact cells, the affine window and the tight box. */
 function drawInput(inputShape, p, b, { r0, r1, c0, c1 }, id, what) {
-  const [, H, W] = inputShape;
+  const [H, W] = inputShape.slice(-2);
   const nR = r1 - r0 + 1;
   const nC = c1 - c0 + 1;
   const cs = Math.max(1, Math.min(20, Math.floor(360 / Math.max(nR, nC))));
