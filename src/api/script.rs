@@ -39,10 +39,10 @@ pub fn model(req: &Obj, state: &AppState) -> Result<Option<Script>, SpecError> {
             "is required with a TorchScript module: one sample's shape, without the batch axis",
         )
     })?;
-    if shape.len() != 1 && shape.len() != 3 {
+    if ![1, 3, 4].contains(&shape.len()) {
         return Err(SpecError::invalid(
             &shape_ptr,
-            format!("expected [C, H, W] or [F], got {} numbers", shape.len()),
+            format!("expected [C, H, W], [C, D, H, W] (a volume) or [F], got {} numbers", shape.len()),
         ));
     }
     let input_shape = shape
@@ -192,7 +192,7 @@ pub fn field_job(req: &Obj, state: &AppState) -> Result<Option<FieldJob>, SpecEr
     let p = req.raw("position").ok_or_else(|| {
         SpecError::invalid(
             "/position",
-            "is required with a TorchScript module: {\"index\": [i, j]} of the output (the module's layers cannot be addressed)",
+            "is required with a TorchScript module: {\"index\": [i, j]} (a volume's [k, i, j]) of the output (the module's layers cannot be addressed)",
         )
     })?;
     let po = Obj::new(p, "/position")?;
@@ -258,7 +258,7 @@ pub async fn receptive_field(state: &AppState, job: FieldJob) -> ApiResult<Value
             )
         })?;
     let shift = |r: &Vec<[i64; 2]>| -> Vec<[i64; 2]> { r.iter().map(|[a, b]| [a + base as i64, b + base as i64]).collect() };
-    Ok(json!({
+    let mut answer = json!({
         "model": {"source": "torchscript", "input_shape": input_shape, "output_shape": m.output_shape},
         "index_base": base,
         "position": {
@@ -271,5 +271,9 @@ pub async fn receptive_field(state: &AppState, job: FieldJob) -> ApiResult<Value
             "measured": true,
         },
         "note": "measured: the input positions whose gradient is non-zero for this unit, back-propagated through the module's own weights at this input (all ones unless inputs are given); a weight or an activation that is exactly zero hides a dependence the architecture has",
-    }))
+    });
+    if input_shape.len() == 4 {
+        answer["position"]["input_slices"] = json!(shift(&m.slices));
+    }
+    Ok(answer)
 }

@@ -133,6 +133,8 @@ pub struct Measured {
     /// Non-zero input-gradient positions: channels, rows, columns (each a list of ranges), or
     /// features for a flat input.
     pub channels: Vec<[i64; 2]>,
+    /// A volume input's slices (empty otherwise).
+    pub slices: Vec<[i64; 2]>,
     pub rows: Vec<[i64; 2]>,
     pub cols: Vec<[i64; 2]>,
 }
@@ -174,12 +176,12 @@ pub fn receptive_field(
     let y = outputs(&m, &x)?.swap_remove(0);
     let out_shape = y.size()[1..].to_vec();
     let unit = match (out_shape.len(), index) {
-        (3, [i, j]) => {
-            let (i, j) = (*i as i64, *j as i64);
-            if i >= out_shape[1] || j >= out_shape[2] {
-                return Err(format!("index [{i}, {j}] is outside the output map {out_shape:?}"));
+        // an image's row and column, a volume's slice too
+        (3, [_, _]) | (4, [_, _, _]) => {
+            if index.iter().zip(&out_shape[1..]).any(|(&i, &n)| i as i64 >= n) {
+                return Err(format!("index {index:?} is outside the output map {out_shape:?}"));
             }
-            let col = y.get(0).select(1, i).select(1, j);
+            let col = index.iter().fold(y.get(0), |t, &i| t.select(1, i as i64));
             match channel {
                 Some(c) if (c as i64) < out_shape[0] => col.get(c as i64),
                 Some(c) => return Err(format!("channel {c} is outside the output's {} channels", out_shape[0])),
@@ -200,14 +202,20 @@ pub fn receptive_field(
         };
         Vec::<bool>::try_from(t.to_kind(Kind::Bool)).unwrap_or_default()
     };
-    let (channels, rows, cols) = if input_shape.len() == 3 {
-        (ranges(&axis_mask(0)), ranges(&axis_mask(1)), ranges(&axis_mask(2)))
-    } else {
-        (ranges(&axis_mask(0)), Vec::new(), Vec::new())
+    let (channels, slices, rows, cols) = match input_shape.len() {
+        4 => (
+            ranges(&axis_mask(0)),
+            ranges(&axis_mask(1)),
+            ranges(&axis_mask(2)),
+            ranges(&axis_mask(3)),
+        ),
+        3 => (ranges(&axis_mask(0)), Vec::new(), ranges(&axis_mask(1)), ranges(&axis_mask(2))),
+        _ => (ranges(&axis_mask(0)), Vec::new(), Vec::new(), Vec::new()),
     };
     Ok(Measured {
         output_shape: out_shape,
         channels,
+        slices,
         rows,
         cols,
     })

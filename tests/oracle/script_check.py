@@ -97,6 +97,24 @@ def random_chain(rng):
     return {"input_shape": [c, h, w], "layers": layers}
 
 
+def random_volume_chain(rng):
+    """random_chain on a volume [C, D, H, W]: conv3d, avgpool3d and relu."""
+    c, dd, h, w = rng.randint(1, 3), rng.randint(6, 12), rng.randint(10, 20), rng.randint(10, 20)
+    layers = []
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(["conv", "conv", "pool", "relu"])
+        if kind == "conv":
+            k, d = rng.randint(1, 3), rng.randint(1, 2)
+            layers.append({"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": k, "stride": rng.randint(1, 2),
+                           "dilation": d, "padding": rng.randint(0, (k - 1) * d // 2)})
+        elif kind == "pool":
+            k = 2
+            layers.append({"type": "avgpool3d", "kernel_size": k, "stride": rng.randint(1, k), "padding": rng.randint(0, k // 2)})
+        else:
+            layers.append({"type": "relu"})
+    return {"input_shape": [c, dd, h, w], "layers": layers}
+
+
 COUNTS = {"rf": 0, "params": 0}
 
 
@@ -109,9 +127,9 @@ def check_rf(url, spec, rng, label):
         for p in model.parameters():
             p.copy_(p.abs() + 0.05)
         out = model(torch.ones(1, *spec["input_shape"]))
-    if out.dim() != 4 or out.shape[2] < 1 or out.shape[3] < 1:
+    if out.dim() not in (4, 5) or min(out.shape[2:]) < 1:
         return []
-    index = [rng.randrange(out.shape[2]), rng.randrange(out.shape[3])]
+    index = [rng.randrange(n) for n in out.shape[2:]]
     ts = saved(model, torch.ones(1, *spec["input_shape"]))
     s, measured = post(url + "/v1/receptive-field", {"model": {"torchscript": ts, "input_shape": spec["input_shape"]}, "position": {"index": index}})
     s2, analytic = post(url + "/v1/receptive-field", {"model": spec, "position": {"layer": len(spec["layers"]) - 1, "index": index}, "verify": False})
@@ -119,8 +137,8 @@ def check_rf(url, spec, rng, label):
         return [f"{label}: status {s}/{s2}: {str(measured)[:300]} {str(analytic)[:300]}"]
     problems = schema_problems(url, "MeasuredRf", measured, label) + schema_problems(url, "RfReport", analytic, label)
     COUNTS["rf"] += 1
-    for key in ("input_rows", "input_cols", "input_channels"):
-        if measured["position"][key] != analytic["position"][key]:
+    for key in ("input_rows", "input_cols", "input_channels") + (("input_slices",) if out.dim() == 5 else ()):
+        if measured["position"].get(key) != analytic["position"][key]:
             problems.append(f"{label}: {key} measured {measured['position'][key]} != analytic {analytic['position'][key]}")
     return problems
 
@@ -174,6 +192,8 @@ def main():
         problems += check_grads(a.url, getattr(torchvision.models, name)().eval(), [3, 32, 32], name, batch=1, raw=True)
     # (its position embedding fixes the image size: 224, so float32)
     problems += check_grads(a.url, torchvision.models.vit_b_16().eval(), [3, 224, 224], "vit_b_16", batch=1, raw=True, float32=True)
+    # the video ResNet on a small clip
+    problems += check_grads(a.url, torchvision.models.video.r3d_18().eval(), [3, 4, 24, 24], "r3d_18", batch=1, raw=True)
     for case in range(a.n):
         rng = random.Random(a.seed * 100_003 + case)
         torch.manual_seed(a.seed * 100_003 + case)
@@ -183,10 +203,11 @@ def main():
         model = torchspec.build_model(spec).eval()
         problems += check_grads(a.url, model, spec["input_shape"], f"random case {case} (seed {a.seed})")
         problems += check_rf(a.url, random_chain(rng), rng, f"rf case {case} (seed {a.seed})")
+        problems += check_rf(a.url, random_volume_chain(rng), rng, f"rf volume case {case} (seed {a.seed})")
     problems += check_hostile(a.url)
     for p in problems:
         print(p)
-    print(f"torchscript oracle: {'ok' if not problems else f'{len(problems)} problems'} ({a.n} random networks and four torchvision networks: "
+    print(f"torchscript oracle: {'ok' if not problems else f'{len(problems)} problems'} ({a.n} random networks and five torchvision networks: "
           f"{COUNTS['params']} parameters' gradients, {COUNTS['rf']} measured receptive fields compared; hostile modules)")
     sys.exit(1 if problems else 0)
 
