@@ -424,6 +424,7 @@ fn table(command: &Command, v: &Value) -> Table {
                 // the axes of the model's input: rows, columns and channels of an image, the
                 // tokens (and features) of a sequence, the features of a vector
                 let axes: Vec<String> = [
+                    ("input_slices", "slices"),
                     ("input_rows", "rows"),
                     ("input_cols", "columns"),
                     ("input_channels", "channels"),
@@ -436,8 +437,12 @@ fn table(command: &Command, v: &Value) -> Table {
                 .collect();
                 notes.push(format!("  input {}", axes.join(", ")));
                 if p["clipped"].is_object() {
+                    let slices = match &p["clipped"]["slices"] {
+                        Value::Null => String::new(),
+                        d => format!("slices {d} "),
+                    };
                     notes.push(format!(
-                        "  range rows {} cols {} (clipped to the image)",
+                        "  range {slices}rows {} cols {} (clipped to the image)",
                         p["clipped"]["rows"], p["clipped"]["cols"]
                     ));
                 }
@@ -451,20 +456,27 @@ fn table(command: &Command, v: &Value) -> Table {
             if let Some(note) = v["note"].as_str() {
                 notes.push(note.to_string());
             }
+            // a volume's layers have a depth column too
+            let volume = v["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| !l["receptive_field"]["depth"].is_null());
+            let mut columns: Vec<(&str, fn(&Value) -> String)> =
+                vec![("/path", cell), ("/type", cell), ("/output_shape", cell), ("/kind", cell)];
+            let mut headers = vec!["layer", "type", "output shape", "kind"];
+            if volume {
+                columns.push(("/receptive_field/depth", axis));
+                headers.push("depth");
+            }
+            columns.extend([
+                ("/receptive_field/height", axis as fn(&Value) -> String),
+                ("/receptive_field/width", axis),
+            ]);
+            headers.extend(["height", "width"]);
             Table {
-                headers: vec!["layer", "type", "output shape", "kind", "height", "width"],
-                rows: pick(
-                    v,
-                    "layers",
-                    &[
-                        ("/path", cell),
-                        ("/type", cell),
-                        ("/output_shape", cell),
-                        ("/kind", cell),
-                        ("/receptive_field/height", axis),
-                        ("/receptive_field/width", axis),
-                    ],
-                ),
+                headers,
+                rows: pick(v, "layers", &columns),
                 notes,
             }
         }

@@ -262,3 +262,36 @@ async fn grading_a_slice_range() {
     .await;
     assert!(img.text.contains("not a volume"), "{}", img.text);
 }
+
+/// The command line: a depth column for a volume's layers, a unit of three indices, its slices.
+#[test]
+fn the_command_line_reads_a_volume() {
+    let dir = std::env::temp_dir().join(format!("layerscope-volume-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("clip.json");
+    std::fs::write(&spec, clip().to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let path = spec.to_str().unwrap();
+    let (code, text, err) = run(&["receptive-field", path, "--layer", "c2", "--unit", "2,2,3", "--one-based"]);
+    assert_eq!(code, Some(0), "{err}");
+    let header = text.lines().nth(1).unwrap();
+    assert!(header.contains("depth") && header.find("depth") < header.find("height"), "{header}");
+    // one-based: c2's depth 2k-3 <= p <= 2k+3; the unit (zero-based 1, 1, 2) as above
+    assert!(text.contains("2k-3 <= p <= 2k+3 (size 7, jump 2)"), "{text}");
+    assert!(text.contains("input slices [[1,7]], rows [[1,18]], columns [[8,20]]"), "{text}");
+    assert!(text.contains("verified by autograd in libtorch: agrees"), "{text}");
+    let (code, _, err) = run(&["receptive-field", path, "--layer", "c2", "--unit", "1,1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("give [k, i, j] (slice, row, column)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
