@@ -1,6 +1,7 @@
 """Benchmarks layerscope over HTTP against the Python tools people use today, in one run.
 
   python bench/compare.py http://127.0.0.1:8080
+  python bench/compare.py http://127.0.0.1:8080 --presets r3d_18,vit_b_16
 
 Prints a Markdown table: median wall time per answer and the ratio to the Python baseline
 measured in the same run. The service's times are whole HTTP requests with the response body
@@ -90,7 +91,7 @@ def main():
     graph_presets()
 
 
-def graph_presets():
+def graph_presets(names=("efficientnet_b0", "mobilenet_v3_small", "vit_b_16", "r3d_18")):
     """The graph-form presets against the Python tools run on torchvision's own modules (when
     torchvision is installed): each tool's total, timed, and the service's full table with the
     same tool's profile, over HTTP, with the ratio to the fastest tool."""
@@ -104,9 +105,12 @@ def graph_presets():
     print()
     print("| model | what | median ms | vs the fastest Python tool |")
     print("|---|---|---|---|")
-    for name in ["efficientnet_b0", "mobilenet_v3_small", "vit_b_16"]:
-        model = getattr(torchvision.models, name)().eval()
-        x = torch.zeros(1, 3, 224, 224)
+    for name in names:
+        # the video ResNet reads a 16-frame clip
+        video = name == "r3d_18"
+        model = getattr(torchvision.models.video if video else torchvision.models, name)().eval()
+        shape = (3, 16, 112, 112) if video else (3, 224, 224)
+        x = torch.zeros(1, *shape)
 
         tools = [("torch.utils.flop_counter", median_ms(lambda: flop_total(model, x), 5))]
         try:
@@ -122,12 +126,12 @@ def graph_presets():
             pass
         try:
             from ptflops import get_model_complexity_info
-            tools.append(("ptflops", median_ms(lambda: get_model_complexity_info(model, (3, 224, 224), print_per_layer_stat=False, as_strings=False, verbose=False), 3)))
+            tools.append(("ptflops", median_ms(lambda: get_model_complexity_info(model, shape, print_per_layer_stat=False, as_strings=False, verbose=False), 3)))
         except ImportError:
             pass
         try:
             import torchinfo
-            tools.append(("torchinfo summary", median_ms(lambda: torchinfo.summary(model, (1, 3, 224, 224), verbose=0), 3)))
+            tools.append(("torchinfo summary", median_ms(lambda: torchinfo.summary(model, (1, *shape), verbose=0), 3)))
         except ImportError:
             pass
         fastest = min(ms for _, ms in tools)
@@ -138,4 +142,8 @@ def graph_presets():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[2:3] == ["--presets"]:
+        # only the graph-form (and video) presets: python bench/compare.py URL --presets r3d_18
+        graph_presets(tuple(sys.argv[3].split(",")))
+    else:
+        main()
