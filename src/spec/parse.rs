@@ -649,57 +649,33 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
         }
         "maxpool2d" => {
-            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
-            let stride = o.axes("stride", Some(kernel), 1, max, one_d)?;
-            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
-            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
-            let ceil_mode = o.bool("ceil_mode", false)?;
-            if o.bool("return_indices", false)? {
-                return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
-            }
-            check_pool_padding(o, kernel, padding)?;
+            let p = pool_args::<2>(o, max, one_d, true)?;
             LayerKind::MaxPool2d {
-                kernel,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                dilation: p.dilation,
+                ceil_mode: p.ceil_mode,
             }
         }
         "maxpool3d" => {
-            let kernel = o.sizes("kernel_size", None, 1, max, false)?;
-            let stride = o.sizes("stride", Some(kernel), 1, max, false)?;
-            let padding = o.sizes("padding", Some([0; 3]), 0, max, false)?;
-            let dilation = o.sizes("dilation", Some([1; 3]), 1, max, false)?;
-            let ceil_mode = o.bool("ceil_mode", false)?;
-            if o.bool("return_indices", false)? {
-                return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
-            }
-            check_pool_padding(o, kernel, padding)?;
+            let p = pool_args::<3>(o, max, false, true)?;
             LayerKind::MaxPool3d {
-                kernel,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                dilation: p.dilation,
+                ceil_mode: p.ceil_mode,
             }
         }
         "avgpool3d" => {
-            let kernel = o.sizes("kernel_size", None, 1, max, false)?;
-            let stride = o.sizes("stride", Some(kernel), 1, max, false)?;
-            let padding = o.sizes("padding", Some([0; 3]), 0, max, false)?;
-            let ceil_mode = o.bool("ceil_mode", false)?;
-            let count_include_pad = o.bool("count_include_pad", true)?;
-            if o.has("divisor_override") {
-                return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
-            }
-            check_pool_padding(o, kernel, padding)?;
+            let p = pool_args::<3>(o, max, false, false)?;
             LayerKind::AvgPool3d {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                ceil_mode: p.ceil_mode,
+                count_include_pad: p.count_include_pad,
             }
         }
         "adaptiveavgpool3d" => {
@@ -720,21 +696,13 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             LayerKind::AdaptiveAvgPool3d { output }
         }
         "avgpool2d" => {
-            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
-            let stride = o.axes("stride", Some(kernel), 1, max, one_d)?;
-            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
-            let ceil_mode = o.bool("ceil_mode", false)?;
-            let count_include_pad = o.bool("count_include_pad", true)?;
-            if o.has("divisor_override") {
-                return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
-            }
-            check_pool_padding(o, kernel, padding)?;
+            let p = pool_args::<2>(o, max, one_d, false)?;
             LayerKind::AvgPool2d {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
+                kernel: p.kernel,
+                stride: p.stride,
+                padding: p.padding,
+                ceil_mode: p.ceil_mode,
+                count_include_pad: p.count_include_pad,
             }
         }
         "adaptiveavgpool2d" | "adaptivemaxpool2d" => {
@@ -1190,6 +1158,46 @@ fn check_depth(o: &Obj, depth: usize, limits: &SpecLimits) -> SpecResult<()> {
 }
 
 /// PyTorch: "pad should be at most half of effective kernel size".
+/// A max (`max_pool`) or average pool's arguments on `N` axes (a 1-D pool as its 2-D form).
+struct PoolArgs<const N: usize> {
+    kernel: [u64; N],
+    stride: [u64; N],
+    padding: [u64; N],
+    dilation: [u64; N],
+    ceil_mode: bool,
+    count_include_pad: bool,
+}
+
+fn pool_args<const N: usize>(o: &Obj, max: u64, one_d: bool, max_pool: bool) -> SpecResult<PoolArgs<N>> {
+    let kernel = o.sizes("kernel_size", None, 1, max, one_d)?;
+    let stride = o.sizes("stride", Some(kernel), 1, max, one_d)?;
+    let padding = o.sizes("padding", Some([0; N]), 0, max, one_d)?;
+    let (mut dilation, mut count_include_pad) = ([1; N], true);
+    if max_pool {
+        dilation = o.sizes("dilation", Some([1; N]), 1, max, one_d)?;
+    }
+    let ceil_mode = o.bool("ceil_mode", false)?;
+    if max_pool {
+        if o.bool("return_indices", false)? {
+            return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
+        }
+    } else {
+        count_include_pad = o.bool("count_include_pad", true)?;
+        if o.has("divisor_override") {
+            return Err(SpecError::invalid(o.at("divisor_override"), "divisor_override is not supported"));
+        }
+    }
+    check_pool_padding(o, kernel, padding)?;
+    Ok(PoolArgs {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+    })
+}
+
 fn check_pool_padding<const N: usize>(o: &Obj, kernel: [u64; N], padding: [u64; N]) -> SpecResult<()> {
     for axis in 0..N {
         if padding[axis] > kernel[axis] / 2 {

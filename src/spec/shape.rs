@@ -1554,37 +1554,32 @@ impl<'a> Node<'a> {
     /// The weight of a conv2d or linear layer; None for layers without one.
     pub fn dense_weight(&self) -> Option<DenseWeight> {
         match &self.layer.kind {
+            // a conv3d's kernel depth rides beside the [kh, kw] of the 2-D form
             LayerKind::Conv2d {
                 out_channels,
-                kernel,
+                kernel: [kh, kw],
+                groups,
+                bias,
+                ..
+            }
+            | LayerKind::Conv3d {
+                out_channels,
+                kernel: [_, kh, kw],
                 groups,
                 bias,
                 ..
             } => Some(DenseWeight {
                 out: *out_channels,
                 in_per_group: self.input[0] / groups,
-                kernel: *kernel,
+                kernel: [*kh, *kw],
                 bias: *bias,
                 is_conv: true,
                 transposed: None,
                 one_d: self.layer.one_d,
-                depth: None,
-            }),
-            LayerKind::Conv3d {
-                out_channels,
-                kernel,
-                groups,
-                bias,
-                ..
-            } => Some(DenseWeight {
-                out: *out_channels,
-                in_per_group: self.input[0] / groups,
-                kernel: [kernel[1], kernel[2]],
-                bias: *bias,
-                is_conv: true,
-                transposed: None,
-                one_d: false,
-                depth: Some(kernel[0]),
+                depth: match &self.layer.kind {
+                    LayerKind::Conv3d { kernel, .. } => Some(kernel[0]),
+                    _ => None,
+                },
             }),
             // PyTorch's weight is [in, out/groups, kh, kw]: the first axis is the input's
             LayerKind::ConvTranspose2d {

@@ -79,40 +79,25 @@ def check_grads(url, model, shape, label, batch=2, raw=False, float32=False):
     return problems
 
 
-def random_chain(rng):
-    """A conv/avgpool/relu chain whose every dependence survives: positive weights, ones input."""
-    c, h, w = rng.randint(1, 3), rng.randint(12, 30), rng.randint(12, 30)
+def random_chain(rng, volume=False):
+    """A conv/avgpool/relu chain whose every dependence survives: positive weights, ones input;
+    on an image, or (`volume`) conv3d/avgpool3d on a volume [C, D, H, W]."""
+    c = rng.randint(1, 3)
+    shape = [c, rng.randint(6, 12), rng.randint(10, 20), rng.randint(10, 20)] if volume else [c, rng.randint(12, 30), rng.randint(12, 30)]
+    suffix, kmax = ("3d", 3) if volume else ("2d", 4)
     layers = []
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(1, 3 if volume else 4)):
         kind = rng.choice(["conv", "conv", "pool", "relu"])
         if kind == "conv":
-            k, d = rng.randint(1, 4), rng.randint(1, 2)
-            layers.append({"type": "conv2d", "out_channels": rng.randint(1, 3), "kernel_size": k, "stride": rng.randint(1, 2),
+            k, d = rng.randint(1, kmax), rng.randint(1, 2)
+            layers.append({"type": "conv" + suffix, "out_channels": rng.randint(1, 3), "kernel_size": k, "stride": rng.randint(1, 2),
                            "dilation": d, "padding": rng.randint(0, (k - 1) * d // 2)})
         elif kind == "pool":
-            k = rng.randint(2, 3)
-            layers.append({"type": "avgpool2d", "kernel_size": k, "stride": rng.randint(1, k), "padding": rng.randint(0, k // 2)})
+            k = 2 if volume else rng.randint(2, 3)
+            layers.append({"type": "avgpool" + suffix, "kernel_size": k, "stride": rng.randint(1, k), "padding": rng.randint(0, k // 2)})
         else:
             layers.append({"type": "relu"})
-    return {"input_shape": [c, h, w], "layers": layers}
-
-
-def random_volume_chain(rng):
-    """random_chain on a volume [C, D, H, W]: conv3d, avgpool3d and relu."""
-    c, dd, h, w = rng.randint(1, 3), rng.randint(6, 12), rng.randint(10, 20), rng.randint(10, 20)
-    layers = []
-    for _ in range(rng.randint(1, 3)):
-        kind = rng.choice(["conv", "conv", "pool", "relu"])
-        if kind == "conv":
-            k, d = rng.randint(1, 3), rng.randint(1, 2)
-            layers.append({"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": k, "stride": rng.randint(1, 2),
-                           "dilation": d, "padding": rng.randint(0, (k - 1) * d // 2)})
-        elif kind == "pool":
-            k = 2
-            layers.append({"type": "avgpool3d", "kernel_size": k, "stride": rng.randint(1, k), "padding": rng.randint(0, k // 2)})
-        else:
-            layers.append({"type": "relu"})
-    return {"input_shape": [c, dd, h, w], "layers": layers}
+    return {"input_shape": shape, "layers": layers}
 
 
 COUNTS = {"rf": 0, "params": 0}
@@ -203,7 +188,7 @@ def main():
         model = torchspec.build_model(spec).eval()
         problems += check_grads(a.url, model, spec["input_shape"], f"random case {case} (seed {a.seed})")
         problems += check_rf(a.url, random_chain(rng), rng, f"rf case {case} (seed {a.seed})")
-        problems += check_rf(a.url, random_volume_chain(rng), rng, f"rf volume case {case} (seed {a.seed})")
+        problems += check_rf(a.url, random_chain(rng, volume=True), rng, f"rf volume case {case} (seed {a.seed})")
     problems += check_hostile(a.url)
     for p in problems:
         print(p)

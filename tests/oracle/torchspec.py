@@ -328,22 +328,13 @@ def positive_(t):
 
 def build_layer(spec, shape, probe):
     t = spec["type"].replace("_", "").lower()
-    if t in ("conv1d", "conv2d"):
-        # PyTorch's 1-D and 2-D convolutions, sizes as ints or one/two-element lists
-        size = single if t == "conv1d" else pair
+    if t in ("conv1d", "conv2d", "conv3d"):
+        # PyTorch's 1-D, 2-D and 3-D convolutions, sizes as ints or lists of one to three
+        size = {"conv1d": single, "conv2d": pair, "conv3d": triple}[t]
         pad = spec.get("padding", 0)
-        m = (nn.Conv1d if t == "conv1d" else nn.Conv2d)(
+        m = {"conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d}[t](
             shape[0], spec["out_channels"], size(spec["kernel_size"]), stride=size(spec.get("stride", 1)),
             padding=pad if isinstance(pad, str) else size(pad), dilation=size(spec.get("dilation", 1)),
-            groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
-            padding_mode=spec.get("padding_mode", "zeros")).double()
-        if probe:
-            positive_(m.weight)
-    elif t == "conv3d":
-        pad = spec.get("padding", 0)
-        m = nn.Conv3d(
-            shape[0], spec["out_channels"], triple(spec["kernel_size"]), stride=triple(spec.get("stride", 1)),
-            padding=pad if isinstance(pad, str) else triple(pad), dilation=triple(spec.get("dilation", 1)),
             groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
             padding_mode=spec.get("padding_mode", "zeros")).double()
         if probe:
