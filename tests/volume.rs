@@ -295,3 +295,50 @@ fn the_command_line_reads_a_volume() {
     assert!(err.contains("give [k, i, j] (slice, row, column)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The graph form on a volume: a squeeze-and-excitation gate [C, 1, 1, 1] times the features
+/// reads the whole volume (global), a skip added back keeps the conv's range; the probe agrees.
+#[tokio::test]
+async fn a_gated_volume_in_the_graph_form() {
+    let m = json!({"input_shape": [2, 4, 6, 6], "graph": {"nodes": [
+        {"name": "conv", "type": "conv3d", "out_channels": 4, "kernel_size": 3, "padding": 1, "inputs": ["input"]},
+        {"name": "squeeze", "type": "adaptive_avgpool3d", "output_size": 1, "inputs": ["conv"]},
+        {"name": "excite", "type": "conv3d", "out_channels": 4, "kernel_size": 1, "inputs": ["squeeze"]},
+        {"name": "gate", "type": "sigmoid", "inputs": ["excite"]},
+        {"name": "scaled", "type": "mul", "inputs": ["gate", "conv"]},
+        {"name": "skip", "type": "conv3d", "out_channels": 4, "kernel_size": 1, "inputs": ["input"]},
+        {"name": "sum", "type": "add", "inputs": ["skip", "conv"]}],
+        "outputs": ["scaled", "sum"]}});
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "sum", "index": [0, 0, 5]}}),
+    )
+    .await;
+    assert_eq!(v.status, 200, "{}", v.text);
+    let v = v.json();
+    let layer = |name: &str| item(&v["layers"], "path", name).clone();
+    assert_eq!(layer("squeeze")["output_shape"], json!([4, 1, 1, 1]));
+    assert_eq!(layer("scaled")["kind"], "global");
+    // the skip (k1) and the conv (k3, padding 1) share their centre: one range, i-1 <= m <= i+1
+    assert_eq!(layer("sum")["kind"], "spatial");
+    assert_eq!(layer("sum")["receptive_field"]["depth"]["text"], "k-1 <= p <= k+1");
+    assert_eq!(layer("sum")["aligned"], true);
+    assert_eq!(v["position"]["input_slices"], json!([[0, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[4, 5]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let g = post(
+        "/v1/receptive-field",
+        json!({"model": m, "position": {"layer": "scaled", "index": [3, 5, 0]}}),
+    )
+    .await
+    .json();
+    assert_eq!(g["position"]["input_slices"], json!([[0, 3]]));
+    assert_eq!(g["position"]["input_rows"], json!([[0, 5]]));
+    assert_eq!(g["verification"]["agrees"], true, "{}", g["verification"]);
+    let t = post("/v1/complexity", json!({"model": m, "verify": true})).await.json();
+    // the gate: one product per element of the features [4, 4, 6, 6]
+    assert_eq!(item(&t["rows"], "path", "scaled")["multiplications"], 4 * 4 * 6 * 6);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let d = post("/v1/gradient-diagnostics", json!({"model": m, "inputs": {"batch_size": 2}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+}
