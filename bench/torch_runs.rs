@@ -67,7 +67,9 @@ fn bench(c: &mut Criterion) {
     let weights: Vec<Tensor> = (0..10)
         .map(|i| Tensor::randn([512, 512], (Kind::Float, Device::Cpu)) * (0.1 + i as f64 * 0.01))
         .collect();
-    group.bench_function("spectral_norms_10x512x512", |b| {
+    // one matrix at a time (each its own two runs), and all ten stepping together as the
+    // diagnostics compute them
+    group.bench_function("spectral_norms_10x512x512_one_by_one", |b| {
         b.iter(|| {
             black_box(
                 weights
@@ -76,6 +78,9 @@ fn bench(c: &mut Criterion) {
                     .collect::<Vec<_>>(),
             )
         })
+    });
+    group.bench_function("spectral_norms_10x512x512_batched", |b| {
+        b.iter(|| black_box(diagnostics::spectral_norms(&weights, diagnostics::SPECTRAL_TOLERANCE)))
     });
     group.finish();
 }

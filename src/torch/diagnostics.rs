@@ -377,8 +377,8 @@ pub fn run(req: &Request) -> Result<Report, String> {
         });
     }
     mark("gradient_norms");
-    for (p, w) in params.iter_mut().zip(&weights) {
-        p.spectral_norm = spectral_norm(w, req.spectral_tolerance);
+    for (p, sp) in params.iter_mut().zip(spectral_norms(&weights, req.spectral_tolerance)) {
+        p.spectral_norm = sp;
     }
     mark("spectral_norms");
     Ok(Report {
@@ -410,45 +410,80 @@ const SPECTRAL_EXACT_MAX: i64 = 64;
 /// backward pass (a tighter one costs more steps; 0 asks for eigvalsh).
 pub const SPECTRAL_TOLERANCE: f64 = 1e-3;
 
-/// Largest singular value of `m` in float64.
+/// The two Lanczos start seeds every matrix gets (see [`spectral_norms`]).
+const LANCZOS_SEEDS: [u64; 2] = [0x5eed_1a2c, 0x0dd5_eed5];
+
+/// Largest singular value of `m` in float64 (see [`spectral_norms`]).
+pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
+    spectral_norms(std::slice::from_ref(m), tolerance)[0]
+}
+
+/// Largest singular value of each matrix in float64.
 ///
 /// Small matrices: sqrt of the top eigenvalue of the smaller Gram matrix (the same number as
 /// torch.linalg.matrix_norm(W, 2) up to rounding). Larger ones: Lanczos on the smaller Gram
 /// matrix, applied as two matrix-vector products (never formed), with full
-/// reorthogonalisation, from a fixed pseudo-random start. The top Ritz value theta is a Rayleigh
+/// reorthogonalisation, from fixed pseudo-random starts. The top Ritz value theta is a Rayleigh
 /// quotient, so theta <= lambda_max; the residual r = beta_k |s_k| bounds the distance from
 /// theta to an eigenvalue, so once theta has converged to the top one, lambda_max <= theta + r.
 /// It stops when sqrt(theta + r) - sqrt(theta) <= tolerance * sqrt(theta), and
 /// reports value = sqrt(theta), error = sqrt(theta + r) - sqrt(theta). The cost is a few dozen
 /// passes over the weights instead of an O(n^3) eigen-decomposition.
-pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
-    let m = m.to_kind(Kind::Double);
-    let (rows, cols) = (m.size()[0], m.size()[1]);
-    let n = rows.min(cols);
-    if n <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
-        let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
-        let value = gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]);
-        return Spectral {
-            value,
-            error: 0.0,
-            method: "eigvalsh",
-        };
+///
+/// Two runs from independent start vectors per matrix: a run whose start is nearly orthogonal to
+/// the top singular vector settles on a lower singular value with a small residual (seen: a
+/// Gaussian 212x113 matrix, 24.0946 reported for 24.3135). Both values are Rayleigh quotients,
+/// so the larger is still a lower bound; it fails only when both starts miss. Every run of every
+/// matrix of one shape steps together: one batched product serves them all (an MLP's ten
+/// 512x512 weights and their twenty runs take the libtorch calls of one run).
+pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
+    let mut out = vec![Spectral::default(); ms.len()];
+    let mut groups: std::collections::BTreeMap<(i64, i64), Vec<usize>> = Default::default();
+    for (i, m) in ms.iter().enumerate() {
+        let (rows, cols) = (m.size()[0], m.size()[1]);
+        if rows.min(cols) <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
+            let m = m.to_kind(Kind::Double);
+            let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
+            out[i] = Spectral {
+                value: gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]),
+                error: 0.0,
+                method: "eigvalsh",
+            };
+        } else {
+            groups.entry((rows, cols)).or_default().push(i);
+        }
     }
-    // G V = M^T (M V) on the column side when cols <= rows, else M (M^T V), for a block of
-    // vectors at once (one pass over the weights serves both runs)
-    let mt = m.tr();
-    let apply = |v: &Tensor| if cols <= rows { mt.mv(&m.mv(v)) } else { m.mv(&mt.mv(v)) };
-    // Two runs from independent start vectors: a run whose start is nearly orthogonal to the top
-    // singular vector settles on a lower singular value with a small residual (seen: a Gaussian
-    // 212x113 matrix, 24.0946 reported for 24.3135). Both values are Rayleigh quotients, so the
-    // larger is still a lower bound; it fails only when both starts miss.
-    let runs = lanczos(&apply, n, &[0x5eed_1a2c, 0x0dd5_eed5], tolerance, m.device());
-    runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs")
+    let runs = LANCZOS_SEEDS.len();
+    for ((rows, cols), idx) in groups {
+        let stack = Tensor::stack(&idx.iter().map(|&i| ms[i].to_kind(Kind::Double)).collect::<Vec<_>>(), 0);
+        let stack_t = stack.transpose(1, 2);
+        let (b, r, n) = (idx.len() as i64, runs as i64, rows.min(cols));
+        // G V = M^T (M V) on the column side when cols <= rows, else M (M^T V): the lanes
+        // (matrix, run) as the columns of each matrix's block
+        let apply = |v: &Tensor| -> Tensor {
+            let v = v.reshape([b, r, n]).transpose(1, 2);
+            let y = if cols <= rows {
+                stack_t.bmm(&stack.bmm(&v))
+            } else {
+                stack.bmm(&stack_t.bmm(&v))
+            };
+            y.transpose(1, 2).reshape([b * r, n])
+        };
+        let seeds: Vec<u64> = idx.iter().flat_map(|_| LANCZOS_SEEDS).collect();
+        let lanes = lanczos(&apply, n, &seeds, tolerance, stack.device());
+        for (k, &i) in idx.iter().enumerate() {
+            out[i] = lanes[k * runs..(k + 1) * runs]
+                .iter()
+                .copied()
+                .max_by(|a, c| a.value.total_cmp(&c.value))
+                .expect("two runs");
+        }
+    }
+    out
 }
 
-/// One Lanczos run on the n x n Gram operator, with its basis and tridiagonal coefficients.
+/// One Lanczos run's tridiagonal coefficients and its stopping state.
 struct Run {
-    basis: Tensor,
     alphas: Vec<f64>,
     betas: Vec<f64>,
     scale: f64,
@@ -458,82 +493,111 @@ struct Run {
     done: bool,
 }
 
-/// Lanczos runs on the n x n Gram operator `apply` (which takes a block of column vectors),
-/// one from a start vector drawn from each seed, in step with each other (see
-/// [`spectral_norm`]).
+/// The rows' norms of a `[lanes, n]` tensor.
+fn row_norms(w: &Tensor) -> Tensor {
+    w.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt()
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).contiguous()).unwrap_or_default()
+}
+
+/// Lanczos runs ("lanes") on n x n Gram operators, one from a start vector drawn from each seed,
+/// all in step: `apply` takes the lanes' vectors as the rows of a `[lanes, n]` tensor and
+/// returns each lane's operator applied to its row (see [`spectral_norms`]). A lane's numbers
+/// depend on its own row only, so it stops exactly where it would alone.
 fn lanczos(apply: &dyn Fn(&Tensor) -> Tensor, n: i64, seeds: &[u64], tolerance: f64, device: Device) -> Vec<Spectral> {
     let max_steps = n.min(300) as usize;
-    let mut runs: Vec<Run> = seeds
+    let lanes = seeds.len() as i64;
+    // one basis vector a row for each lane: contiguous for the projections
+    let basis = Tensor::zeros([lanes, max_steps as i64 + 1, n], (Kind::Double, device));
+    let start: Vec<f64> = seeds
         .iter()
-        .map(|&seed| {
-            // one basis vector a row: contiguous for the projections
-            let basis = Tensor::zeros([max_steps as i64 + 1, n], (Kind::Double, device));
+        .flat_map(|&seed| {
             let mut rng = Rng::new(seed);
-            let start: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-            let q0 = Tensor::from_slice(&start).to_device(device);
-            basis.select(0, 0).copy_(&(&q0 / q0.norm()));
-            Run {
-                basis,
-                alphas: Vec::new(),
-                betas: Vec::new(),
-                scale: 0.0,
-                best: Spectral {
-                    value: 0.0,
-                    error: f64::INFINITY,
-                    method: "lanczos",
-                },
-                settled: None,
-                done: false,
-            }
+            (0..n).map(|_| rng.normal()).collect::<Vec<_>>()
         })
         .collect();
+    let q0 = Tensor::from_slice(&start).reshape([lanes, n]).to_device(device);
+    basis.select(1, 0).copy_(&(&q0 / row_norms(&q0).unsqueeze(1)));
+    let mut runs: Vec<Run> = seeds
+        .iter()
+        .map(|_| Run {
+            alphas: Vec::new(),
+            betas: Vec::new(),
+            scale: 0.0,
+            best: Spectral {
+                value: 0.0,
+                error: f64::INFINITY,
+                method: "lanczos",
+            },
+            settled: None,
+            done: false,
+        })
+        .collect();
+    let mut beta_prev: Option<Tensor> = None;
     for j in 0..max_steps {
-        let live: Vec<usize> = (0..runs.len()).filter(|&r| !runs[r].done).collect();
-        if live.is_empty() {
+        if runs.iter().all(|r| r.done) {
             break;
         }
-        for &r in live.iter() {
-            let run = &mut runs[r];
-            let q = run.basis.select(0, j as i64);
-            let mut w = apply(&q);
-            let alpha = w.dot(&q).double_value(&[]);
-            run.alphas.push(alpha);
-            // full reorthogonalisation against every earlier vector (this removes alpha q_j and
-            // beta q_{j-1} too, and keeps the Ritz values free of ghost copies); a second pass
-            // when the first removed most of w (Daniel-Gragg-Kaufman-Stewart): late in a run on
-            // a small matrix one pass left the basis far from orthogonal, and the Ritz values
-            // ran away (85 for 10)
-            let done = run.basis.narrow(0, 0, j as i64 + 1);
-            // the three-term recurrence first, then the projection on the whole basis
-            w = &w - &q * alpha;
-            if j > 0 {
-                w = &w - run.basis.select(0, j as i64 - 1) * run.betas[j - 1];
-            }
-            let before = w.norm().double_value(&[]);
-            w = &w - done.tr().mv(&done.mv(&w));
-            let mut beta = w.norm().double_value(&[]);
-            if beta < std::f64::consts::FRAC_1_SQRT_2 * before {
-                w = &w - done.tr().mv(&done.mv(&w));
-                beta = w.norm().double_value(&[]);
-            }
-            run.betas.push(beta);
-            run.scale = run.scale.max(alpha.abs()).max(beta);
-            let k = run.alphas.len();
+        let q = basis.select(1, j as i64);
+        let mut w = apply(&q);
+        let alpha = (&w * &q).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        // full reorthogonalisation against every earlier vector (this removes alpha q_j and
+        // beta q_{j-1} too, and keeps the Ritz values free of ghost copies); a second pass
+        // when the first removed most of w (Daniel-Gragg-Kaufman-Stewart): late in a run on a
+        // small matrix one pass left the basis far from orthogonal, and the Ritz values ran
+        // away (85 for 10). The three-term recurrence first, then the projection on the basis.
+        w = &w - &q * alpha.unsqueeze(1);
+        if let Some(bp) = &beta_prev {
+            w = &w - basis.select(1, j as i64 - 1) * bp.unsqueeze(1);
+        }
+        let before = row_norms(&w);
+        let earlier = basis.narrow(1, 0, j as i64 + 1);
+        let project = |w: &Tensor| w - earlier.transpose(1, 2).bmm(&earlier.bmm(&w.unsqueeze(2))).squeeze_dim(2);
+        w = project(&w);
+        let mut beta = row_norms(&w);
+        let again = beta.lt_tensor(&(&before * std::f64::consts::FRAC_1_SQRT_2));
+        if again.any().int64_value(&[]) != 0 {
+            w = project(&w).where_self(&again.unsqueeze(1), &w);
+            beta = row_norms(&w);
+        }
+        let (alphas, betas) = (values(&alpha), values(&beta));
+        let k = j + 1;
+        // every live lane is at step k: the Ritz values of those due a check, in one call
+        let mut due = Vec::new();
+        for (l, run) in runs.iter_mut().enumerate().filter(|(_, r)| !r.done) {
+            run.alphas.push(alphas[l]);
+            run.betas.push(betas[l]);
+            run.scale = run.scale.max(alphas[l].abs()).max(betas[l]);
             // an invariant subspace (beta at rounding level against the operator's scale):
             // dividing by beta would fill the basis with amplified rounding noise
-            let last = k == max_steps || beta <= 1e-10 * run.scale;
+            let last = k == max_steps || betas[l] <= 1e-10 * run.scale;
             if last || k % 4 == 0 || k < 4 {
-                let mut t = vec![0.0; k * k];
+                due.push((l, last));
+            }
+        }
+        if !due.is_empty() {
+            let mut t = vec![0.0; due.len() * k * k];
+            for (d, &(l, _)) in due.iter().enumerate() {
+                let (run, block) = (&runs[l], &mut t[d * k * k..(d + 1) * k * k]);
                 for i in 0..k {
-                    t[i * k + i] = run.alphas[i];
+                    block[i * k + i] = run.alphas[i];
                     if i + 1 < k {
-                        t[i * k + i + 1] = run.betas[i];
-                        t[(i + 1) * k + i] = run.betas[i];
+                        block[i * k + i + 1] = run.betas[i];
+                        block[(i + 1) * k + i] = run.betas[i];
                     }
                 }
-                let (vals, vecs) = Tensor::from_slice(&t).reshape([k as i64, k as i64]).linalg_eigh("L");
-                let theta = vals.double_value(&[k as i64 - 1]).max(0.0);
-                let residual = beta * vecs.double_value(&[k as i64 - 1, k as i64 - 1]).abs();
+            }
+            let (vals, vecs) = Tensor::from_slice(&t)
+                .reshape([due.len() as i64, k as i64, k as i64])
+                .linalg_eigh("L");
+            let top = values(&vals.select(1, k as i64 - 1));
+            let corner = values(&vecs.select(1, k as i64 - 1).select(1, k as i64 - 1));
+            for (d, &(l, last)) in due.iter().enumerate() {
+                let run = &mut runs[l];
+                let theta = top[d].max(0.0);
+                let residual = betas[l] * corner[d].abs();
                 let value = theta.sqrt();
                 run.best = Spectral {
                     value,
@@ -555,8 +619,13 @@ fn lanczos(apply: &dyn Fn(&Tensor) -> Tensor, n: i64, seeds: &[u64], tolerance: 
                     _ => None,
                 };
             }
-            run.basis.select(0, j as i64 + 1).copy_(&(&w / beta));
         }
+        if j + 1 < max_steps {
+            // (a finished lane's row is never read again; a zero beta divides by one instead)
+            let safe = beta.where_self(&beta.gt(0.0), &beta.ones_like());
+            basis.select(1, j as i64 + 1).copy_(&(&w / safe.unsqueeze(1)));
+        }
+        beta_prev = Some(beta);
     }
     runs.into_iter().map(|r| r.best).collect()
 }
@@ -586,6 +655,52 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Matrices of one shape share their Lanczos steps (one batched product for every run of
+    /// every matrix): each answer is the one it gets alone, to rounding, and holds the truth
+    /// (eigvalsh of the Gram matrix) in its interval; other shapes and small matrices answer in
+    /// their own place in the list.
+    #[test]
+    fn batched_spectral_norms_equal_each_alone() {
+        let mut rng = Rng::new(7);
+        let mut matrix = |rows: i64, cols: i64, spread: f64| {
+            let v: Vec<f64> = (0..rows * cols).map(|_| rng.normal()).collect();
+            // a few dominant directions at different strengths, so the matrices converge at
+            // different steps
+            let m = Tensor::from_slice(&v).reshape([rows, cols]);
+            let u = m.narrow(1, 0, 1).matmul(&m.narrow(0, 0, 1)) * spread;
+            m + u
+        };
+        let ms = vec![
+            matrix(200, 120, 0.0),
+            matrix(90, 300, 0.05),
+            matrix(200, 120, 0.2),
+            matrix(30, 40, 1.0),
+            matrix(200, 120, 0.01),
+            matrix(90, 300, 0.0),
+        ];
+        for tol in [1e-2, 1e-3, 1e-6] {
+            let together = spectral_norms(&ms, tol);
+            for (m, sp) in ms.iter().zip(&together) {
+                let alone = spectral_norm(m, tol);
+                assert_eq!(sp.method, alone.method);
+                assert!(
+                    (sp.value - alone.value).abs() <= 1e-9 * alone.value,
+                    "{} != {}",
+                    sp.value,
+                    alone.value
+                );
+                let truth = m.tr().matmul(m).linalg_eigvalsh("L").max().sqrt().double_value(&[]);
+                assert!(
+                    sp.value <= truth * (1.0 + 1e-12) && truth <= (sp.value + sp.error) * (1.0 + 1e-12),
+                    "tolerance {tol}: {truth} outside [{}, {}]",
+                    sp.value,
+                    sp.value + sp.error
+                );
+                assert!(sp.error <= tol * sp.value || sp.method == "eigvalsh");
+            }
+        }
+    }
 
     /// Matrices whose top right singular vector is nearly orthogonal to the first run's start
     /// vector (components 1e-1 down to 1e-7), a second singular value 1% below the first and a

@@ -740,7 +740,38 @@ def run_spectral(url, n, rng):
         if problem:
             failures += 1
             print(f"spectral case {case} ({rows}x{cols}, kind {kind}, {dtype}, tolerance {want_tol}): {problem}")
+    # weights of one shape step together in the service (one batched product for all their
+    # runs): chains of three to five square layers with different spectra, each layer's interval
+    # against its own matrix_norm
+    for case in range(max(2, n // 3)):
+        size, depth = rng.randint(65, 160), rng.randint(3, 5)
+        g = torch.Generator().manual_seed(rng.randrange(2**31))
+        ws = []
+        for k in range(depth):
+            w = torch.randn(size, size, generator=g, dtype=torch.float64) * (0.5 + k)
+            if k % 2:
+                r = rng.randint(1, 3)
+                w = w * 1e-2 + torch.randn(size, r, generator=g, dtype=torch.float64) @ torch.randn(r, size, generator=g, dtype=torch.float64)
+            ws.append(w)
+        spec = {"input_shape": [size], "layers": [{"type": "linear", "out_features": size, "bias": False} for _ in ws]}
+        body = {"model": spec, "parameters": {str(k): {"weight": w.flatten().tolist()} for k, w in enumerate(ws)},
+                "inputs": {"batch_size": 1}, "dtype": "float64"}
+        status, resp = post(url + "/v1/gradient-diagnostics", body)
+        problems = [f"status {status}: {resp}"] if status != 200 else []
+        for k, w in enumerate(ws if status == 200 else []):
+            layer = item_at(resp["layers"], str(k))
+            true = torch.linalg.matrix_norm(w, 2).item()
+            est, err = layer["spectral_norm"], layer["spectral_norm_error"]
+            if not (est - 1e-12 * true <= true <= est + err + 1e-12 * true) or err > 1e-3 * true:
+                problems.append(f"layer {k}: true {true!r}, reported [{est!r}, {est + err!r}]")
+        if problems:
+            failures += 1
+            print(f"spectral chain case {case} ({depth} layers {size}x{size}): " + "; ".join(problems))
     return failures
+
+
+def item_at(rows, path):
+    return next(r for r in rows if r["path"] == path)
 
 
 def main():
