@@ -67,8 +67,8 @@ fn bench(c: &mut Criterion) {
     let weights: Vec<Tensor> = (0..10)
         .map(|i| Tensor::randn([512, 512], (Kind::Float, Device::Cpu)) * (0.1 + i as f64 * 0.01))
         .collect();
-    // one matrix at a time (each its own two runs), and all ten stepping together as the
-    // diagnostics compute them
+    // one matrix at a time (each call on one core), and all ten in one call as the diagnostics
+    // compute them (spread over the cores)
     group.bench_function("spectral_norms_10x512x512_one_by_one", |b| {
         b.iter(|| {
             black_box(
@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    group.bench_function("spectral_norms_10x512x512_batched", |b| {
+    group.bench_function("spectral_norms_10x512x512_together", |b| {
         b.iter(|| black_box(diagnostics::spectral_norms(&weights, diagnostics::SPECTRAL_TOLERANCE)))
     });
     group.finish();

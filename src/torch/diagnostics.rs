@@ -433,16 +433,21 @@ pub fn spectral_norm(m: &Tensor, tolerance: f64) -> Spectral {
 /// Two runs from independent start vectors per matrix: a run whose start is nearly orthogonal to
 /// the top singular vector settles on a lower singular value with a small residual (seen: a
 /// Gaussian 212x113 matrix, 24.0946 reported for 24.3135). Both values are Rayleigh quotients,
-/// so the larger is still a lower bound; it fails only when both starts miss. Every run of every
-/// matrix of one shape steps together: one batched product serves them all (an MLP's ten
-/// 512x512 weights and their twenty runs take the libtorch calls of one run).
+/// so the larger is still a lower bound; it fails only when both starts miss.
+///
+/// The runs are plain Rust loops over the float64 weights, not libtorch calls: a step is two
+/// passes over a 512x512 matrix and a few short vector operations, where a dozen libtorch calls
+/// a step cost more than the arithmetic (each with its thread-pool hand-off). A matrix's two runs
+/// share each pass over its weights (and, on M^T M, each row is used twice while in cache), the
+/// products use AVX2 and FMA where the CPU has them (chosen at run time), and the matrices are
+/// spread over the cores, each on one.
 pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
     let mut out = vec![Spectral::default(); ms.len()];
-    let mut groups: std::collections::BTreeMap<(i64, i64), Vec<usize>> = Default::default();
+    let mut dense = Vec::new();
     for (i, m) in ms.iter().enumerate() {
         let (rows, cols) = (m.size()[0], m.size()[1]);
+        let m = m.to_kind(Kind::Double);
         if rows.min(cols) <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
-            let m = m.to_kind(Kind::Double);
             let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
             out[i] = Spectral {
                 value: gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]),
@@ -450,40 +455,179 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
                 method: "eigvalsh",
             };
         } else {
-            groups.entry((rows, cols)).or_default().push(i);
+            let a = Vec::<f64>::try_from(m.to_device(Device::Cpu).contiguous().view([-1])).expect("a float64 matrix");
+            dense.push((
+                i,
+                Dense {
+                    a,
+                    rows: rows as usize,
+                    cols: cols as usize,
+                },
+            ));
         }
     }
-    let runs = LANCZOS_SEEDS.len();
-    for ((rows, cols), idx) in groups {
-        let stack = Tensor::stack(&idx.iter().map(|&i| ms[i].to_kind(Kind::Double)).collect::<Vec<_>>(), 0);
-        let stack_t = stack.transpose(1, 2);
-        let (b, r, n) = (idx.len() as i64, runs as i64, rows.min(cols));
-        // G V = M^T (M V) on the column side when cols <= rows, else M (M^T V): the lanes
-        // (matrix, run) as the columns of each matrix's block
-        let apply = |v: &Tensor| -> Tensor {
-            let v = v.reshape([b, r, n]).transpose(1, 2);
-            let y = if cols <= rows {
-                stack_t.bmm(&stack.bmm(&v))
-            } else {
-                stack.bmm(&stack_t.bmm(&v))
-            };
-            y.transpose(1, 2).reshape([b * r, n])
-        };
-        let seeds: Vec<u64> = idx.iter().flat_map(|_| LANCZOS_SEEDS).collect();
-        let lanes = lanczos(&apply, n, &seeds, tolerance, stack.device());
-        for (k, &i) in idx.iter().enumerate() {
-            out[i] = lanes[k * runs..(k + 1) * runs]
-                .iter()
-                .copied()
-                .max_by(|a, c| a.value.total_cmp(&c.value))
-                .expect("two runs");
+    // the matrices on the cores (each thread owns its tensors), each matrix's runs on one
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dense.len()).max(1);
+    let per = dense.len().div_ceil(cores).max(1);
+    let mut chunks: Vec<Vec<(usize, Dense)>> = Vec::new();
+    for (k, item) in dense.into_iter().enumerate() {
+        if k % per == 0 {
+            chunks.push(Vec::new());
         }
+        chunks.last_mut().expect("a chunk").push(item);
+    }
+    let answers: Vec<(usize, Spectral)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(i, m)| {
+                            let runs = lanczos(&m, &LANCZOS_SEEDS, tolerance);
+                            (i, runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a Lanczos thread")).collect()
+    });
+    for (i, sp) in answers {
+        out[i] = sp;
     }
     out
 }
 
-/// One Lanczos run's tridiagonal coefficients and its stopping state.
+/// A matrix in float64, row-major.
+struct Dense {
+    a: Vec<f64>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Dense {
+    /// The side of the smaller Gram matrix: `cols` for M^T M, `rows` for M M^T.
+    fn n(&self) -> usize {
+        self.rows.min(self.cols)
+    }
+
+    /// The smaller Gram matrix times each of `vs` (`lanes` vectors of n, one after the other):
+    /// M^T (M v) when cols <= rows, else M (M^T v); every lane in each pass over the weights.
+    fn gram(&self, vs: &[f64], lanes: usize) -> Vec<f64> {
+        let (r, c) = (self.rows, self.cols);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the functions are compiled for
+            return unsafe { gram_avx2(&self.a, r, c, vs, lanes) };
+        }
+        gram::<false>(&self.a, r, c, vs, lanes)
+    }
+}
+
+/// [`Dense::gram`] compiled for AVX2 and FMA (four products a vector instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gram_avx2(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
+    gram::<true>(a, r, c, vs, lanes)
+}
+
+/// `FMA`: fused multiply-adds (only where the CPU has them: elsewhere `mul_add` is a slow libm
+/// call).
+#[inline(always)]
+fn gram<const FMA: bool>(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
+    let rows = || a.chunks_exact(c);
+    if c <= r {
+        // M^T M v = sum over rows of (row . v) row: one pass, each row used twice while in cache
+        // (two lanes, the two runs, share each load of the row)
+        let mut y = vec![0.0; lanes * c];
+        if lanes == 2 {
+            let (v0, v1) = vs.split_at(c);
+            let (y0, y1) = y.split_at_mut(c);
+            for row in rows() {
+                let (t0, t1) = dot2::<FMA>(row, v0, v1);
+                for (k, &x) in row.iter().enumerate() {
+                    y0[k] = madd::<FMA>(t0, x, y0[k]);
+                    y1[k] = madd::<FMA>(t1, x, y1[k]);
+                }
+            }
+            return y;
+        }
+        for row in rows() {
+            for l in 0..lanes {
+                let t = dot::<FMA>(row, &vs[l * c..(l + 1) * c]);
+                axpy::<FMA>(&mut y[l * c..(l + 1) * c], t, row);
+            }
+        }
+        return y;
+    }
+    // M M^T v: u = M^T v (rows scaled and added), then one dot per row
+    let mut u = vec![0.0; lanes * c];
+    for (i, row) in rows().enumerate() {
+        for l in 0..lanes {
+            axpy::<FMA>(&mut u[l * c..(l + 1) * c], vs[l * r + i], row);
+        }
+    }
+    let mut y = vec![0.0; lanes * r];
+    for (i, row) in rows().enumerate() {
+        for l in 0..lanes {
+            y[l * r + i] = dot::<FMA>(row, &u[l * c..(l + 1) * c]);
+        }
+    }
+    y
+}
+
+/// a b + c, fused or not.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// A dot product with eight accumulators (vector registers, latency hidden).
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] = madd::<FMA>(x[k], y[k], acc[k]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Two dot products of `a` (loaded once) with `b0` and `b1`.
+#[inline(always)]
+fn dot2<const FMA: bool>(a: &[f64], b0: &[f64], b1: &[f64]) -> (f64, f64) {
+    let (mut p, mut q) = ([0.0f64; 8], [0.0f64; 8]);
+    let (ca, c0, c1) = (a.chunks_exact(8), b0.chunks_exact(8), b1.chunks_exact(8));
+    let tail = |b: &[f64]| -> f64 { ca.remainder().iter().zip(b).map(|(x, y)| x * y).sum() };
+    let (t0, t1) = (tail(c0.remainder()), tail(c1.remainder()));
+    for ((x, y0), y1) in ca.zip(c0).zip(c1) {
+        for k in 0..8 {
+            p[k] = madd::<FMA>(x[k], y0[k], p[k]);
+            q[k] = madd::<FMA>(x[k], y1[k], q[k]);
+        }
+    }
+    (p.iter().sum::<f64>() + t0, q.iter().sum::<f64>() + t1)
+}
+
+/// y += s x
+#[inline(always)]
+fn axpy<const FMA: bool>(y: &mut [f64], s: f64, x: &[f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = madd::<FMA>(s, *x, *y);
+    }
+}
+
+/// One Lanczos run's basis, tridiagonal coefficients and stopping state.
 struct Run {
+    basis: Vec<Vec<f64>>,
     alphas: Vec<f64>,
     betas: Vec<f64>,
     scale: f64,
@@ -493,111 +637,79 @@ struct Run {
     done: bool,
 }
 
-/// The rows' norms of a `[lanes, n]` tensor.
-fn row_norms(w: &Tensor) -> Tensor {
-    w.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt()
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).contiguous()).unwrap_or_default()
-}
-
-/// Lanczos runs ("lanes") on n x n Gram operators, one from a start vector drawn from each seed,
-/// all in step: `apply` takes the lanes' vectors as the rows of a `[lanes, n]` tensor and
-/// returns each lane's operator applied to its row (see [`spectral_norms`]). A lane's numbers
-/// depend on its own row only, so it stops exactly where it would alone.
-fn lanczos(apply: &dyn Fn(&Tensor) -> Tensor, n: i64, seeds: &[u64], tolerance: f64, device: Device) -> Vec<Spectral> {
-    let max_steps = n.min(300) as usize;
-    let lanes = seeds.len() as i64;
-    // one basis vector a row for each lane: contiguous for the projections
-    let basis = Tensor::zeros([lanes, max_steps as i64 + 1, n], (Kind::Double, device));
-    let start: Vec<f64> = seeds
-        .iter()
-        .flat_map(|&seed| {
-            let mut rng = Rng::new(seed);
-            (0..n).map(|_| rng.normal()).collect::<Vec<_>>()
-        })
-        .collect();
-    let q0 = Tensor::from_slice(&start).reshape([lanes, n]).to_device(device);
-    basis.select(1, 0).copy_(&(&q0 / row_norms(&q0).unsqueeze(1)));
+/// Lanczos runs on the Gram operator of `m`, one from a start vector drawn from each seed, in
+/// step (one pass over the weights serves them all; a run's numbers depend on its own vectors
+/// only, so it stops where it would alone); see [`spectral_norms`].
+fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
+    let n = m.n();
+    let max_steps = n.min(300);
     let mut runs: Vec<Run> = seeds
         .iter()
-        .map(|_| Run {
-            alphas: Vec::new(),
-            betas: Vec::new(),
-            scale: 0.0,
-            best: Spectral {
-                value: 0.0,
-                error: f64::INFINITY,
-                method: "lanczos",
-            },
-            settled: None,
-            done: false,
+        .map(|&seed| {
+            let mut rng = Rng::new(seed);
+            let start: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            let norm = dot::<false>(&start, &start).sqrt();
+            Run {
+                basis: vec![start.iter().map(|x| x / norm).collect()],
+                alphas: Vec::new(),
+                betas: Vec::new(),
+                scale: 0.0,
+                best: Spectral {
+                    value: 0.0,
+                    error: f64::INFINITY,
+                    method: "lanczos",
+                },
+                settled: None,
+                done: false,
+            }
         })
         .collect();
-    let mut beta_prev: Option<Tensor> = None;
     for j in 0..max_steps {
-        if runs.iter().all(|r| r.done) {
+        let live: Vec<usize> = (0..runs.len()).filter(|&r| !runs[r].done).collect();
+        if live.is_empty() {
             break;
         }
-        let q = basis.select(1, j as i64);
-        let mut w = apply(&q);
-        let alpha = (&w * &q).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        // full reorthogonalisation against every earlier vector (this removes alpha q_j and
-        // beta q_{j-1} too, and keeps the Ritz values free of ghost copies); a second pass
-        // when the first removed most of w (Daniel-Gragg-Kaufman-Stewart): late in a run on a
-        // small matrix one pass left the basis far from orthogonal, and the Ritz values ran
-        // away (85 for 10). The three-term recurrence first, then the projection on the basis.
-        w = &w - &q * alpha.unsqueeze(1);
-        if let Some(bp) = &beta_prev {
-            w = &w - basis.select(1, j as i64 - 1) * bp.unsqueeze(1);
-        }
-        let before = row_norms(&w);
-        let earlier = basis.narrow(1, 0, j as i64 + 1);
-        let project = |w: &Tensor| w - earlier.transpose(1, 2).bmm(&earlier.bmm(&w.unsqueeze(2))).squeeze_dim(2);
-        w = project(&w);
-        let mut beta = row_norms(&w);
-        let again = beta.lt_tensor(&(&before * std::f64::consts::FRAC_1_SQRT_2));
-        if again.any().int64_value(&[]) != 0 {
-            w = project(&w).where_self(&again.unsqueeze(1), &w);
-            beta = row_norms(&w);
-        }
-        let (alphas, betas) = (values(&alpha), values(&beta));
-        let k = j + 1;
-        // every live lane is at step k: the Ritz values of those due a check, in one call
-        let mut due = Vec::new();
-        for (l, run) in runs.iter_mut().enumerate().filter(|(_, r)| !r.done) {
-            run.alphas.push(alphas[l]);
-            run.betas.push(betas[l]);
-            run.scale = run.scale.max(alphas[l].abs()).max(betas[l]);
+        let vs: Vec<f64> = live.iter().flat_map(|&r| runs[r].basis[j].iter().copied()).collect();
+        let ws = m.gram(&vs, live.len());
+        for (lane, &r) in live.iter().enumerate() {
+            let run = &mut runs[r];
+            let mut w = ws[lane * n..(lane + 1) * n].to_vec();
+            let q = &run.basis[j];
+            let alpha = dot::<false>(&w, q);
+            run.alphas.push(alpha);
+            // full reorthogonalisation against every earlier vector (this removes alpha q_j and
+            // beta q_{j-1} too, and keeps the Ritz values free of ghost copies); a second pass
+            // when the first removed most of w (Daniel-Gragg-Kaufman-Stewart): late in a run on
+            // a small matrix one pass left the basis far from orthogonal, and the Ritz values
+            // ran away (85 for 10). The three-term recurrence first, then the projection on the
+            // whole basis (classical Gram-Schmidt: every coefficient, then every subtraction).
+            axpy::<false>(&mut w, -alpha, q);
+            if j > 0 {
+                axpy::<false>(&mut w, -run.betas[j - 1], &run.basis[j - 1]);
+            }
+            let before = dot::<false>(&w, &w).sqrt();
+            let project = |w: &mut Vec<f64>| {
+                let coefficients: Vec<f64> = run.basis.iter().map(|b| dot::<false>(b, w)).collect();
+                for (b, c) in run.basis.iter().zip(coefficients) {
+                    axpy::<false>(w, -c, b);
+                }
+            };
+            project(&mut w);
+            let mut beta = dot::<false>(&w, &w).sqrt();
+            if beta < std::f64::consts::FRAC_1_SQRT_2 * before {
+                project(&mut w);
+                beta = dot::<false>(&w, &w).sqrt();
+            }
+            run.betas.push(beta);
+            run.scale = run.scale.max(alpha.abs()).max(beta);
+            let k = run.alphas.len();
             // an invariant subspace (beta at rounding level against the operator's scale):
             // dividing by beta would fill the basis with amplified rounding noise
-            let last = k == max_steps || betas[l] <= 1e-10 * run.scale;
+            let last = k == max_steps || beta <= 1e-10 * run.scale;
             if last || k % 4 == 0 || k < 4 {
-                due.push((l, last));
-            }
-        }
-        if !due.is_empty() {
-            let mut t = vec![0.0; due.len() * k * k];
-            for (d, &(l, _)) in due.iter().enumerate() {
-                let (run, block) = (&runs[l], &mut t[d * k * k..(d + 1) * k * k]);
-                for i in 0..k {
-                    block[i * k + i] = run.alphas[i];
-                    if i + 1 < k {
-                        block[i * k + i + 1] = run.betas[i];
-                        block[(i + 1) * k + i] = run.betas[i];
-                    }
-                }
-            }
-            let (vals, vecs) = Tensor::from_slice(&t)
-                .reshape([due.len() as i64, k as i64, k as i64])
-                .linalg_eigh("L");
-            let top = values(&vals.select(1, k as i64 - 1));
-            let corner = values(&vecs.select(1, k as i64 - 1).select(1, k as i64 - 1));
-            for (d, &(l, last)) in due.iter().enumerate() {
-                let run = &mut runs[l];
-                let theta = top[d].max(0.0);
-                let residual = betas[l] * corner[d].abs();
+                let (theta, corner) = top_ritz(&run.alphas, &run.betas);
+                let theta = theta.max(0.0);
+                let residual = beta * corner.abs();
                 let value = theta.sqrt();
                 run.best = Spectral {
                     value,
@@ -619,15 +731,27 @@ fn lanczos(apply: &dyn Fn(&Tensor) -> Tensor, n: i64, seeds: &[u64], tolerance: 
                     _ => None,
                 };
             }
+            run.basis.push(w.iter().map(|x| x / beta).collect());
         }
-        if j + 1 < max_steps {
-            // (a finished lane's row is never read again; a zero beta divides by one instead)
-            let safe = beta.where_self(&beta.gt(0.0), &beta.ones_like());
-            basis.select(1, j as i64 + 1).copy_(&(&w / safe.unsqueeze(1)));
-        }
-        beta_prev = Some(beta);
     }
     runs.into_iter().map(|r| r.best).collect()
+}
+
+/// The largest eigenvalue of the symmetric tridiagonal matrix with diagonal `alphas` and
+/// off-diagonal `betas` (the first k-1 of them), and the last component of its unit
+/// eigenvector (libtorch's eigh on the k x k matrix).
+fn top_ritz(alphas: &[f64], betas: &[f64]) -> (f64, f64) {
+    let k = alphas.len();
+    let mut t = vec![0.0; k * k];
+    for i in 0..k {
+        t[i * k + i] = alphas[i];
+        if i + 1 < k {
+            t[i * k + i + 1] = betas[i];
+            t[(i + 1) * k + i] = betas[i];
+        }
+    }
+    let (vals, vecs) = Tensor::from_slice(&t).reshape([k as i64, k as i64]).linalg_eigh("L");
+    (vals.double_value(&[k as i64 - 1]), vecs.double_value(&[k as i64 - 1, k as i64 - 1]))
 }
 
 /// The course's bound applies to chains of linear layers and element-wise activations: each
@@ -656,10 +780,40 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
 mod tests {
     use super::*;
 
-    /// Matrices of one shape share their Lanczos steps (one batched product for every run of
-    /// every matrix): each answer is the one it gets alone, to rounding, and holds the truth
-    /// (eigvalsh of the Gram matrix) in its interval; other shapes and small matrices answer in
-    /// their own place in the list.
+    /// The Gram operator, with and without the AVX2/FMA build, on both sides (M^T M for a tall
+    /// matrix, M M^T for a wide one) and one or two lanes, equals libtorch's products.
+    #[test]
+    fn gram_products_equal_libtorch() {
+        let mut rng = Rng::new(11);
+        for (rows, cols) in [(70i64, 45i64), (45, 70), (64, 64)] {
+            let a: Vec<f64> = (0..rows * cols).map(|_| rng.normal()).collect();
+            let m = Dense {
+                a: a.clone(),
+                rows: rows as usize,
+                cols: cols as usize,
+            };
+            let n = rows.min(cols);
+            let t = Tensor::from_slice(&a).reshape([rows, cols]);
+            for lanes in [1i64, 2] {
+                let vs: Vec<f64> = (0..lanes * n).map(|_| rng.normal()).collect();
+                let v = Tensor::from_slice(&vs).reshape([lanes, n]).tr();
+                let want = if cols <= rows { t.tr().mm(&t.mm(&v)) } else { t.mm(&t.tr().mm(&v)) };
+                let want = Vec::<f64>::try_from(want.tr().contiguous().view([-1])).unwrap();
+                for got in [
+                    m.gram(&vs, lanes as usize),
+                    gram::<false>(&a, rows as usize, cols as usize, &vs, lanes as usize),
+                ] {
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-9 * (1.0 + w.abs()), "{rows}x{cols}, {lanes} lanes: {g} != {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Matrices computed together (on several threads, each with its two runs in step) answer
+    /// what each answers alone, to rounding, with the truth (eigvalsh of the Gram matrix) in
+    /// their intervals; other shapes and small matrices answer in their own place in the list.
     #[test]
     fn batched_spectral_norms_equal_each_alone() {
         let mut rng = Rng::new(7);
