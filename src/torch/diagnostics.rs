@@ -455,13 +455,16 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
                 method: "eigvalsh",
             };
         } else {
-            let a = Vec::<f64>::try_from(m.to_device(Device::Cpu).contiguous().view([-1])).expect("a float64 matrix");
+            // a wide matrix transposed (the same singular values): always the tall side, M^T M,
+            // one pass over the weights a step
+            let tall = if cols > rows { m.tr() } else { m };
+            let a = Vec::<f64>::try_from(tall.to_device(Device::Cpu).contiguous().view([-1])).expect("a float64 matrix");
             dense.push((
                 i,
                 Dense {
                     a,
-                    rows: rows as usize,
-                    cols: cols as usize,
+                    rows: rows.max(cols) as usize,
+                    cols: rows.min(cols) as usize,
                 },
             ));
         }
@@ -499,7 +502,7 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
     out
 }
 
-/// A matrix in float64, row-major.
+/// A tall matrix (rows >= cols) in float64, row-major.
 struct Dense {
     a: Vec<f64>,
     rows: usize,
@@ -507,13 +510,13 @@ struct Dense {
 }
 
 impl Dense {
-    /// The side of the smaller Gram matrix: `cols` for M^T M, `rows` for M M^T.
+    /// The side of the smaller Gram matrix M^T M.
     fn n(&self) -> usize {
-        self.rows.min(self.cols)
+        self.cols
     }
 
-    /// The smaller Gram matrix times each of `vs` (`lanes` vectors of n, one after the other):
-    /// M^T (M v) when cols <= rows, else M (M^T v); every lane in each pass over the weights.
+    /// M^T M times each of `vs` (`lanes` vectors of n, one after the other), every lane in each
+    /// pass over the weights.
     fn gram(&self, vs: &[f64], lanes: usize) -> Vec<f64> {
         let (r, c) = (self.rows, self.cols);
         #[cfg(target_arch = "x86_64")]
@@ -536,42 +539,27 @@ unsafe fn gram_avx2(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> 
 /// call).
 #[inline(always)]
 fn gram<const FMA: bool>(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
-    let rows = || a.chunks_exact(c);
-    if c <= r {
-        // M^T M v = sum over rows of (row . v) row: one pass, each row used twice while in cache
-        // (two lanes, the two runs, share each load of the row)
-        let mut y = vec![0.0; lanes * c];
-        if lanes == 2 {
-            let (v0, v1) = vs.split_at(c);
-            let (y0, y1) = y.split_at_mut(c);
-            for row in rows() {
-                let (t0, t1) = dot2::<FMA>(row, v0, v1);
-                for (k, &x) in row.iter().enumerate() {
-                    y0[k] = madd::<FMA>(t0, x, y0[k]);
-                    y1[k] = madd::<FMA>(t1, x, y1[k]);
-                }
-            }
-            return y;
-        }
-        for row in rows() {
-            for l in 0..lanes {
-                let t = dot::<FMA>(row, &vs[l * c..(l + 1) * c]);
-                axpy::<FMA>(&mut y[l * c..(l + 1) * c], t, row);
+    // M^T M v = sum over rows of (row . v) row: one pass, each row used twice while in cache (two
+    // lanes, the two runs, share each load of the row)
+    debug_assert!(c <= r);
+    let rows = a.chunks_exact(c);
+    let mut y = vec![0.0; lanes * c];
+    if lanes == 2 {
+        let (v0, v1) = vs.split_at(c);
+        let (y0, y1) = y.split_at_mut(c);
+        for row in rows {
+            let (t0, t1) = dot2::<FMA>(row, v0, v1);
+            for (k, &x) in row.iter().enumerate() {
+                y0[k] = madd::<FMA>(t0, x, y0[k]);
+                y1[k] = madd::<FMA>(t1, x, y1[k]);
             }
         }
         return y;
     }
-    // M M^T v: u = M^T v (rows scaled and added), then one dot per row
-    let mut u = vec![0.0; lanes * c];
-    for (i, row) in rows().enumerate() {
+    for row in rows {
         for l in 0..lanes {
-            axpy::<FMA>(&mut u[l * c..(l + 1) * c], vs[l * r + i], row);
-        }
-    }
-    let mut y = vec![0.0; lanes * r];
-    for (i, row) in rows().enumerate() {
-        for l in 0..lanes {
-            y[l * r + i] = dot::<FMA>(row, &u[l * c..(l + 1) * c]);
+            let t = dot::<FMA>(row, &vs[l * c..(l + 1) * c]);
+            axpy::<FMA>(&mut y[l * c..(l + 1) * c], t, row);
         }
     }
     y
@@ -780,24 +768,24 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
 mod tests {
     use super::*;
 
-    /// The Gram operator, with and without the AVX2/FMA build, on both sides (M^T M for a tall
-    /// matrix, M M^T for a wide one) and one or two lanes, equals libtorch's products.
+    /// The Gram operator M^T M of a tall matrix (a wide one is transposed first), with and
+    /// without the AVX2/FMA build, with one or two lanes, equals libtorch's products.
     #[test]
     fn gram_products_equal_libtorch() {
         let mut rng = Rng::new(11);
-        for (rows, cols) in [(70i64, 45i64), (45, 70), (64, 64)] {
+        for (rows, cols) in [(70i64, 45i64), (64, 64), (300, 8)] {
             let a: Vec<f64> = (0..rows * cols).map(|_| rng.normal()).collect();
             let m = Dense {
                 a: a.clone(),
                 rows: rows as usize,
                 cols: cols as usize,
             };
-            let n = rows.min(cols);
+            let n = cols;
             let t = Tensor::from_slice(&a).reshape([rows, cols]);
             for lanes in [1i64, 2] {
                 let vs: Vec<f64> = (0..lanes * n).map(|_| rng.normal()).collect();
                 let v = Tensor::from_slice(&vs).reshape([lanes, n]).tr();
-                let want = if cols <= rows { t.tr().mm(&t.mm(&v)) } else { t.mm(&t.tr().mm(&v)) };
+                let want = t.tr().mm(&t.mm(&v));
                 let want = Vec::<f64>::try_from(want.tr().contiguous().view([-1])).unwrap();
                 for got in [
                     m.gram(&vs, lanes as usize),
