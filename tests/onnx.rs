@@ -556,17 +556,7 @@ fn the_command_line_answers_as_the_service_does() {
     std::fs::write(&onnx, conv_net()).unwrap();
     let spec = dir.join("spec.json");
     std::fs::write(&spec, json!({"preset": "vgg_stem"}).to_string()).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = run_cli;
     let (code, text, err) = run(&[
         "complexity",
         onnx.to_str().unwrap(),

@@ -205,8 +205,8 @@ async fn pads_by_hand() {
 /// Grading reads a signal's range as its rows (positions i, m); columns it has none.
 #[tokio::test]
 async fn grading_a_signal_range() {
-    let question =
-        |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": audio(), "ask": ask, "answer": answer});
+    let model = audio();
+    let question = |id: &str, ask: &str, answer: &str| rf_question(&model, id, ask, answer);
     let r = post(
         "/v1/grade",
         json!({"questions": [

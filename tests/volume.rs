@@ -238,8 +238,8 @@ async fn mistakes_are_4xx_naming_the_field() {
 /// Grading reads a volume's slice range (index k, input slices p) next to its rows.
 #[tokio::test]
 async fn grading_a_slice_range() {
-    let question =
-        |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": clip(), "ask": ask, "answer": answer});
+    let model = clip();
+    let question = |id: &str, ask: &str, answer: &str| rf_question(&model, id, ask, answer);
     let r = post(
         "/v1/grade",
         json!({"questions": [
@@ -270,17 +270,7 @@ fn the_command_line_reads_a_volume() {
     std::fs::create_dir_all(&dir).unwrap();
     let spec = dir.join("clip.json");
     std::fs::write(&spec, clip().to_string()).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = run_cli;
     let path = spec.to_str().unwrap();
     let (code, text, err) = run(&["receptive-field", path, "--layer", "c2", "--unit", "2,2,3", "--one-based"]);
     assert_eq!(code, Some(0), "{err}");

@@ -385,31 +385,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         }
         "conv2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
-            let c = conv_args::<2>(o, max, one_d)?;
-            LayerKind::Conv2d {
-                padding_mode: c.padding_mode,
-                out_channels: c.out_channels,
-                kernel: c.kernel,
-                stride: c.stride,
-                padding: c.padding,
-                dilation: c.dilation,
-                groups: c.groups,
-                bias: c.bias,
-            }
+            conv_kind!(Conv2d, conv_args::<2>(o, max, one_d)?)
         }
         "conv3d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
-            let c = conv_args::<3>(o, max, false)?;
-            LayerKind::Conv3d {
-                padding_mode: c.padding_mode,
-                out_channels: c.out_channels,
-                kernel: c.kernel,
-                stride: c.stride,
-                padding: c.padding,
-                dilation: c.dilation,
-                groups: c.groups,
-                bias: c.bias,
-            }
+            conv_kind!(Conv3d, conv_args::<3>(o, max, false)?)
         }
         "convtranspose2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
@@ -1031,6 +1011,24 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
 }
 
 /// `groups` (dividing out_channels) and `bias` of a conv or a transposed conv.
+/// The convolution `$variant` (Conv2d, Conv3d) of the arguments `$args` ([`ConvArgs`]).
+macro_rules! conv_kind {
+    ($variant:ident, $args:expr) => {{
+        let c = $args;
+        LayerKind::$variant {
+            padding_mode: c.padding_mode,
+            out_channels: c.out_channels,
+            kernel: c.kernel,
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+            bias: c.bias,
+        }
+    }};
+}
+use conv_kind;
+
 /// A convolution's arguments on `N` axes (Conv2d's, Conv1d's as its 2-D form, Conv3d's).
 struct ConvArgs<const N: usize> {
     out_channels: u64,

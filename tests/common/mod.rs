@@ -362,3 +362,21 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Runs the binary's command line: its exit code, standard output and standard error.
+pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A receptive-field grading question on `model`.
+pub fn rf_question(model: &Value, id: &str, ask: &str, answer: &str) -> Value {
+    json!({"id": id, "kind": "receptive_field", "model": model, "ask": ask, "answer": answer})
+}
