@@ -14,7 +14,7 @@ import statistics
 import time
 import urllib.request
 
-PRESETS = ["vgg_stem", "inception_naive", "inception_reduced", "vgg16", "alexnet", "resnet18", "resnet50", "mobilenet_v2", "googlenet", "mobilenet_v3_small", "efficientnet_b0", "unet_small"]
+PRESETS = ["vgg_stem", "inception_naive", "inception_reduced", "vgg16", "alexnet", "resnet18", "resnet50", "mobilenet_v2", "googlenet", "mobilenet_v3_small", "efficientnet_b0", "unet_small", "r3d_18"]
 
 
 def median_ms(url, body, n=11):
