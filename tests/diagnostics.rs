@@ -281,3 +281,21 @@ async fn a_max_pool_window_of_padding_only_is_refused_before_libtorch() {
     let r = post("/v1/gradient-diagnostics", json!({"model": ok})).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// Weights whose products overflow (1e300 entries) have no spectral norm to report: null, not a
+/// 500, on both methods (eigvalsh for a side up to 64, Lanczos above).
+#[tokio::test]
+async fn overflowing_weights_have_a_null_spectral_norm() {
+    for n in [30usize, 70] {
+        let w: Vec<f64> = (0..n * n).map(|i| if i % 7 == 0 { 1e300 } else { 1.0 }).collect();
+        let r = post(
+            "/v1/gradient-diagnostics",
+            json!({"model": {"input_shape": [n], "layers": [{"type": "linear", "out_features": n, "bias": false}]},
+                   "parameters": {"0": {"weight": w}}, "inputs": {"batch_size": 1}, "dtype": "float64"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{n}: {}", r.text);
+        let v = r.json();
+        assert!(v["layers"][0]["spectral_norm"].is_null(), "{n}: {}", v["layers"][0]);
+    }
+}

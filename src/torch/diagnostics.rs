@@ -449,8 +449,12 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
         let m = m.to_kind(Kind::Double);
         if rows.min(cols) <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
             let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
+            // a weight that overflowed (inf, NaN) has no norm to report: NaN (null in the answer)
+            let value = gram
+                .f_linalg_eigvalsh("L")
+                .map_or(f64::NAN, |v| v.max().clamp_min(0.0).sqrt().double_value(&[]));
             out[i] = Spectral {
-                value: gram.linalg_eigvalsh("L").max().clamp_min(0.0).sqrt().double_value(&[]),
+                value,
                 error: 0.0,
                 method: "eigvalsh",
             };
@@ -664,6 +668,16 @@ fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
             let mut w = ws[lane * n..(lane + 1) * n].to_vec();
             let q = &run.basis[j];
             let alpha = dot::<false>(&w, q);
+            if !alpha.is_finite() {
+                // the weights overflow the products (inf, NaN): no norm to report (null)
+                run.best = Spectral {
+                    value: f64::NAN,
+                    error: f64::NAN,
+                    method: "lanczos",
+                };
+                run.done = true;
+                continue;
+            }
             run.alphas.push(alpha);
             // full reorthogonalisation against every earlier vector (this removes alpha q_j and
             // beta q_{j-1} too, and keeps the Ritz values free of ghost copies); a second pass
@@ -738,8 +752,10 @@ fn top_ritz(alphas: &[f64], betas: &[f64]) -> (f64, f64) {
             t[(i + 1) * k + i] = betas[i];
         }
     }
-    let (vals, vecs) = Tensor::from_slice(&t).reshape([k as i64, k as i64]).linalg_eigh("L");
-    (vals.double_value(&[k as i64 - 1]), vecs.double_value(&[k as i64 - 1, k as i64 - 1]))
+    match Tensor::from_slice(&t).reshape([k as i64, k as i64]).f_linalg_eigh("L") {
+        Ok((vals, vecs)) => (vals.double_value(&[k as i64 - 1]), vecs.double_value(&[k as i64 - 1, k as i64 - 1])),
+        Err(_) => (f64::NAN, f64::NAN),
+    }
 }
 
 /// The course's bound applies to chains of linear layers and element-wise activations: each
