@@ -789,10 +789,7 @@ const NESTED: &str =
 /// The map through a sliding-window layer's windows (conv, pool, padding, spatial mean).
 fn through_windows(node: &Node, rf: Rf) -> Rf {
     match (rf, node.windows) {
-        (Rf::Spatial([h, w]), Some([wh, ww])) => match (h.then(&wh), w.then(&ww)) {
-            (Some(h), Some(w)) => Rf::Spatial([h, w]),
-            _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-        },
+        (Rf::Spatial(m), Some(ws)) => then_all(m, &ws).map_or_else(too_far, Rf::Spatial),
         (r @ Rf::Rational(_), Some(ws)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
             let (s, lo) = (ws[a].stride as i64, -(ws[a].pad_lo as i64));
             Some(AxisMap {
@@ -812,13 +809,23 @@ fn through_windows(node: &Node, rf: Rf) -> Rf {
     }
 }
 
+/// Each axis's map through its window; None when a number leaves 64 bits.
+fn then_all<const N: usize>(maps: [Affine; N], ws: &[Window; N]) -> Option<[Affine; N]> {
+    let mut out = maps;
+    for a in 0..N {
+        out[a] = maps[a].then(&ws[a])?;
+    }
+    Some(out)
+}
+
+fn too_far() -> Rf {
+    Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into())
+}
+
 /// The map through a volume layer's windows (conv3d, the 3-D pools).
 fn through_volume(node: &Node, rf: Rf) -> Rf {
     match (rf, node.volume) {
-        (Rf::Volume(m), Some(ws)) => match (m[0].then(&ws[0]), m[1].then(&ws[1]), m[2].then(&ws[2])) {
-            (Some(d), Some(h), Some(w)) => Rf::Volume([d, h, w]),
-            _ => Rf::NotAffine("the effective stride or offsets do not fit in 64 bits".into()),
-        },
+        (Rf::Volume(m), Some(ws)) => then_all(m, &ws).map_or_else(too_far, Rf::Volume),
         (Rf::Volume(_), None) => Rf::NotAffine(format!(
             "adaptive pooling from {}x{}x{} to {}x{}x{} uses windows of different sizes",
             node.input[1], node.input[2], node.input[3], node.output[1], node.output[2], node.output[3]

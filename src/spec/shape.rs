@@ -370,11 +370,7 @@ impl<'a> Builder<'a> {
                 }
                 (groups[0].output.clone(), None, Some(Merge::Add))
             }
-            _ if input.len() == 4 && !layer.volume_op() && !matches!(
-                layer.kind,
-                LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
-            ) =>
-            {
+            _ if input.len() == 4 && !layer.reads_volumes() => {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
@@ -792,6 +788,12 @@ fn image(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 3]> {
 /// by `groups`.
 fn grouped_image(layer: &Layer, input: &[u64], groups: u64, pointer: &str) -> SpecResult<[u64; 3]> {
     let [c, h, w] = image(input, layer.type_name(), pointer)?;
+    check_groups(layer, c, groups, pointer)?;
+    Ok([c, h, w])
+}
+
+/// A (transposed) convolution's `c` input channels: as declared and divisible by `groups`.
+fn check_groups(layer: &Layer, c: u64, groups: u64, pointer: &str) -> SpecResult<()> {
     check_declared(layer, c, "in_channels", pointer)?;
     if c % groups != 0 {
         return Err(SpecError::invalid(
@@ -799,7 +801,24 @@ fn grouped_image(layer: &Layer, input: &[u64], groups: u64, pointer: &str) -> Sp
             format!("in_channels ({c}) must be divisible by groups ({groups})"),
         ));
     }
-    Ok([c, h, w])
+    Ok(())
+}
+
+/// PyTorch's symmetric padding per axis, as (before, after) pairs.
+fn symmetric<const N: usize>(p: [u64; N]) -> [[u64; 2]; N] {
+    p.map(|p| [p, p])
+}
+
+/// A convolution's (before, after) padding per axis: explicit, or `padding="same"`: a total of
+/// `dilation*(k-1)`, the odd one out at the end, exactly as PyTorch pads it.
+fn conv_pads<const N: usize>(padding: &ConvPadding<[u64; N]>, kernel: [u64; N], dilation: [u64; N]) -> [[u64; 2]; N] {
+    match padding {
+        ConvPadding::Explicit(p) => symmetric(*p),
+        ConvPadding::Same => std::array::from_fn(|a| {
+            let total = dilation[a].saturating_mul(kernel[a] - 1);
+            [total / 2, total - total / 2]
+        }),
+    }
 }
 
 fn check_declared(layer: &Layer, actual: u64, field: &str, pointer: &str) -> SpecResult<()> {
@@ -967,7 +986,6 @@ fn volume(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 4]> {
 /// The output shape and windows of a volume layer (conv3d, the 3-D pools): the 2-D rules on
 /// three axes, depth first.
 fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>, Option<[Window; 3]>)> {
-    let sym = |p: [u64; 3]| p.map(|p| [p, p]);
     let ws = match &layer.kind {
         LayerKind::Conv3d {
             out_channels,
@@ -980,20 +998,8 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ..
         } => {
             let [c, d, h, w] = volume(input, "conv3d", pointer)?;
-            check_declared(layer, c, "in_channels", pointer)?;
-            if c % groups != 0 {
-                return Err(SpecError::invalid(
-                    child(pointer, "groups"),
-                    format!("in_channels ({c}) must be divisible by groups ({groups})"),
-                ));
-            }
-            let pad = match padding {
-                ConvPadding::Explicit(p) => sym(*p),
-                ConvPadding::Same => std::array::from_fn(|a| {
-                    let total = dilation[a].saturating_mul(kernel[a] - 1);
-                    [total / 2, total - total / 2]
-                }),
-            };
+            check_groups(layer, c, *groups, pointer)?;
+            let pad = conv_pads(padding, *kernel, *dilation);
             let ws = filled(
                 windows([d, h, w], *kernel, *stride, *dilation, pad, false, pointer)?,
                 *padding_mode,
@@ -1009,7 +1015,7 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ceil_mode,
         } => {
             let [_, d, h, w] = volume(input, "maxpool3d", pointer)?;
-            windows([d, h, w], *kernel, *stride, *dilation, sym(*padding), *ceil_mode, pointer)?
+            windows([d, h, w], *kernel, *stride, *dilation, symmetric(*padding), *ceil_mode, pointer)?
         }
         LayerKind::AvgPool3d {
             kernel,
@@ -1019,7 +1025,7 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ..
         } => {
             let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
-            windows([d, h, w], *kernel, *stride, [1; 3], sym(*padding), *ceil_mode, pointer)?
+            windows([d, h, w], *kernel, *stride, [1; 3], symmetric(*padding), *ceil_mode, pointer)?
         }
         LayerKind::AdaptiveAvgPool3d { output } => {
             let [c, d, h, w] = volume(input, "adaptive_avgpool3d", pointer)?;
@@ -1053,13 +1059,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ..
         } => {
             let [_, h, w] = grouped_image(layer, input, *g, pointer)?;
-            let pad = match padding {
-                ConvPadding::Explicit(p) => [[p[0], p[0]], [p[1], p[1]]],
-                ConvPadding::Same => {
-                    let total = |a: usize| dilation[a].saturating_mul(kernel[a] - 1);
-                    [[total(0) / 2, total(0) - total(0) / 2], [total(1) / 2, total(1) - total(1) / 2]]
-                }
-            };
+            let pad = conv_pads(padding, *kernel, *dilation);
             let ws = filled(
                 windows([h, w], *kernel, *stride, *dilation, pad, false, pointer)?,
                 *padding_mode,
@@ -1076,7 +1076,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ceil_mode,
         } => {
             let [c, h, w] = image(input, "maxpool2d", pointer)?;
-            let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
+            let pad = symmetric(*padding);
             let ws = windows([h, w], *kernel, *stride, *dilation, pad, *ceil_mode, pointer)?;
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]
@@ -1089,7 +1089,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ..
         } => {
             let [c, h, w] = image(input, "avgpool2d", pointer)?;
-            let pad = [[padding[0], padding[0]], [padding[1], padding[1]]];
+            let pad = symmetric(*padding);
             let ws = windows([h, w], *kernel, *stride, [1, 1], pad, *ceil_mode, pointer)?;
             win = Some(ws);
             vec![c, ws[0].output, ws[1].output]

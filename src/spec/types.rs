@@ -447,6 +447,17 @@ impl Layer {
         )
     }
 
+    /// Whether the layer reads a volume `[C, D, H, W]`: a volume layer, or one that works on any
+    /// tensor element by element (batchnorm per channel) or flattens it. (The merges take volumes
+    /// too; every other layer refuses one.)
+    pub fn reads_volumes(&self) -> bool {
+        self.volume_op()
+            || matches!(
+                self.kind,
+                LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+            )
+    }
+
     /// The canonical `type` string, as the spec and every response spell it.
     pub fn type_name(&self) -> &'static str {
         if self.one_d {

@@ -473,26 +473,19 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
             ));
         }
     }
-    // the matrices on the cores (each thread owns its tensors), each matrix's runs on one
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dense.len()).max(1);
+    // the matrices on the cores, each matrix's runs on one
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = dense.len().div_ceil(cores).max(1);
-    let mut chunks: Vec<Vec<(usize, Dense)>> = Vec::new();
-    for (k, item) in dense.into_iter().enumerate() {
-        if k % per == 0 {
-            chunks.push(Vec::new());
-        }
-        chunks.last_mut().expect("a chunk").push(item);
-    }
     let answers: Vec<(usize, Spectral)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
+        let handles: Vec<_> = dense
+            .chunks(per)
             .map(|chunk| {
                 scope.spawn(move || {
                     chunk
-                        .into_iter()
+                        .iter()
                         .map(|(i, m)| {
-                            let runs = lanczos(&m, &LANCZOS_SEEDS, tolerance);
-                            (i, runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs"))
+                            let runs = lanczos(m, &LANCZOS_SEEDS, tolerance);
+                            (*i, runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs"))
                         })
                         .collect::<Vec<_>>()
                 })

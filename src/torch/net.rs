@@ -585,60 +585,27 @@ impl Net {
             } => {
                 let [wh, ww] = node.windows.expect("conv windows");
                 let p = p.expect("conv params");
-                let w = &four_d(p.weight.as_ref().unwrap());
-                if wh.fill != crate::spec::Fill::Zeros {
-                    // padding_mode reflect/replicate: F.pad with the mode, then an unpadded conv
-                    fill_pad(x, [wh, ww]).conv2d(
-                        w,
-                        p.bias.as_ref(),
-                        [stride[0] as i64, stride[1] as i64],
-                        [0, 0],
-                        [dilation[0] as i64, dilation[1] as i64],
-                        *groups as i64,
-                    )
-                } else if wh.pad_lo == wh.pad_hi && ww.pad_lo == ww.pad_hi {
-                    x.conv2d(
-                        w,
-                        p.bias.as_ref(),
-                        [stride[0] as i64, stride[1] as i64],
-                        [wh.pad_lo as i64, ww.pad_lo as i64],
-                        [dilation[0] as i64, dilation[1] as i64],
-                        *groups as i64,
-                    )
-                } else {
-                    // padding="same" with an even span: PyTorch pads the extra row/column at the end.
-                    zero_pad(x, [wh, ww]).conv2d(
-                        w,
-                        p.bias.as_ref(),
-                        [stride[0] as i64, stride[1] as i64],
-                        [0, 0],
-                        [dilation[0] as i64, dilation[1] as i64],
-                        *groups as i64,
-                    )
-                }
+                let (x, padding) = conv_input(x, [wh, ww]);
+                x.conv2d(
+                    &four_d(p.weight.as_ref().unwrap()),
+                    p.bias.as_ref(),
+                    [stride[0] as i64, stride[1] as i64],
+                    padding,
+                    [dilation[0] as i64, dilation[1] as i64],
+                    *groups as i64,
+                )
             }
             LayerKind::Conv3d {
                 stride, dilation, groups, ..
             } => {
-                let ws = node.volume.expect("conv3d windows");
                 let p = p.expect("conv3d params");
-                let ints = |v: &[u64; 3]| v.map(|v| v as i64);
-                // padding_mode other than zeros, or "same" with an even span: pad first, as
-                // PyTorch does, then an unpadded conv
-                let symmetric = ws.iter().all(|w| w.pad_lo == w.pad_hi);
-                let (x, padding) = if ws[0].fill != crate::spec::Fill::Zeros {
-                    (fill_pad(x, ws), [0; 3])
-                } else if symmetric {
-                    (x.shallow_clone(), ws.map(|w| w.pad_lo as i64))
-                } else {
-                    (zero_pad(x, ws), [0; 3])
-                };
+                let (x, padding) = conv_input(x, node.volume.expect("conv3d windows"));
                 x.conv3d(
                     p.weight.as_ref().unwrap(),
                     p.bias.as_ref(),
-                    ints(stride),
+                    stride.map(|v| v as i64),
                     padding,
-                    ints(dilation),
+                    dilation.map(|v| v as i64),
                     *groups as i64,
                 )
             }
@@ -895,10 +862,17 @@ pub(crate) fn fill_pad<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
     x.pad(pad_list(&ws, |w| w.pad_hi as i64), ws[0].fill.name(), None)
 }
 
-/// The input padded with zeros as the windows pad it (PyTorch's "same" with an even span puts
-/// the extra position at the end).
-fn zero_pad<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
-    x.constant_pad_nd(pad_list(&ws, |w| w.pad_hi as i64))
+/// A convolution's input and the padding to give libtorch's conv: the windows' own symmetric
+/// zero padding, or (a `padding_mode` other than zeros, or "same" with an even span, whose extra
+/// position PyTorch puts at the end) the input padded first and no padding left.
+fn conv_input<const N: usize>(x: &Tensor, ws: [Window; N]) -> (Tensor, [i64; N]) {
+    if ws[0].fill != crate::spec::Fill::Zeros {
+        (fill_pad(x, ws), [0; N])
+    } else if ws.iter().all(|w| w.pad_lo == w.pad_hi) {
+        (x.shallow_clone(), ws.map(|w| w.pad_lo as i64))
+    } else {
+        (x.constant_pad_nd(pad_list(&ws, |w| w.pad_hi as i64)), [0; N])
+    }
 }
 
 /// The probes' stand-in for a normalization or softmax: each element plus the sum of everything

@@ -433,15 +433,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         let [wh, ww] = node.windows.expect("windows");
         let want = want.expect("spatial output");
         if wh.fill != Fill::Zeros {
-            let padded = fill_pad(&x, [wh, ww]);
-            let bare = |w: &Window| Window {
-                pad_lo: 0,
-                pad_hi: 0,
-                input: w.input + w.pad_lo + w.pad_hi,
-                fill: Fill::Zeros,
-                ..*w
-            };
-            let (bh, bw) = (bare(&wh), bare(&ww));
+            let (padded, [bh, bw]) = unpadded(&x, [wh, ww]);
             let (x, bh) = crop_window(padded, 2, (0, bh.input as i64 - 1), want[0], &bh);
             let (x, bw) = crop_window(x, 3, (0, bw.input as i64 - 1), want[1], &bw);
             return (x, [bh, bw]);
@@ -466,8 +458,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         // summed on all three axes, padding as the layer pads
         LayerKind::Conv3d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
-            let windows = unpadded(&x, node.volume.expect("conv3d windows"));
-            let (x, windows) = (windows.0, windows.1);
+            let (x, windows) = unpadded(&x, node.volume.expect("conv3d windows"));
             let y = if classes.k <= m.k {
                 summing_window(&mix(x), windows)
             } else {
@@ -573,9 +564,9 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
     }
 }
 
-/// A volume padded as a conv with `padding_mode` reflect, replicate or circular pads it, and
-/// its windows over the padded volume; zero padding stays with the windows.
-fn unpadded(x: &Tensor, ws: [Window; 3]) -> (Tensor, [Window; 3]) {
+/// A tensor padded as a conv with `padding_mode` reflect, replicate or circular pads it, and its
+/// windows over the padded tensor; zero padding stays with the windows.
+fn unpadded<const N: usize>(x: &Tensor, ws: [Window; N]) -> (Tensor, [Window; N]) {
     if ws[0].fill == Fill::Zeros {
         return (x.shallow_clone(), ws);
     }

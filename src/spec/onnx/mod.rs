@@ -404,7 +404,7 @@ enum Layout {
 fn spatial(v: &[i64], one_d: bool, what: &str) -> Result<Value, Refusal> {
     match (v, one_d) {
         ([a], true) if *a >= 0 => Ok(json!(a)),
-        (_, false) => Ok(json!(ints2(v, what)?)),
+        (_, false) => Ok(json!(spatial_ints(v, what)?)),
         _ => Err(format!("{what} {v:?}: a 1-D operation takes one value")),
     }
 }
@@ -417,7 +417,7 @@ fn symmetric1(p: &[i64]) -> Option<u64> {
     }
 }
 
-fn ints2(v: &[i64], what: &str) -> Result<Vec<u64>, Refusal> {
+fn spatial_ints(v: &[i64], what: &str) -> Result<Vec<u64>, Refusal> {
     match v {
         [_, _] | [_, _, _] if v.iter().all(|&x| x >= 0) => Ok(v.iter().map(|&x| x as u64).collect()),
         _ => Err(format!(
@@ -1117,13 +1117,13 @@ impl Reader {
                 let out_channels = if transposed { w.dims[1] * group } else { w.dims[0] };
                 set(
                     "type",
-                    json!(match (transposed, one_d, three_d) {
-                        (true, true, _) => "conv_transpose1d",
-                        (true, false, _) => "conv_transpose2d",
-                        (false, true, _) => "conv1d",
-                        (false, false, true) => "conv3d",
-                        (false, false, false) => "conv2d",
-                    }),
+                    // conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d: the weight's
+                    // spatial axes
+                    json!(format!(
+                        "{}{}d",
+                        if transposed { "conv_transpose" } else { "conv" },
+                        w.dims.len() - 2
+                    )),
                 );
                 set("in_channels", json!(if transposed { w.dims[0] } else { w.dims[1] * group }));
                 set("out_channels", json!(out_channels));
@@ -1240,7 +1240,6 @@ impl Reader {
             "MaxPool" | "AveragePool" => {
                 let kernel_shape = a.ints("kernel_shape").ok_or("has no kernel_shape")?;
                 let one_d = kernel_shape.len() == 1;
-                let three_d = kernel_shape.len() == 3;
                 let ones = vec![1; kernel_shape.len()];
                 let kernel = spatial(&kernel_shape, one_d, "kernel_shape")?;
                 let stride = spatial(&a.ints("strides").unwrap_or(ones.clone()), one_d, "strides")?;
@@ -1264,16 +1263,10 @@ impl Reader {
                     if node.output.len() > 1 && !node.output[1].is_empty() {
                         return Err("returns indices (not supported)".into());
                     }
-                    set(
-                        "type",
-                        json!(["maxpool2d", "maxpool1d", "maxpool3d"][usize::from(one_d) + 2 * usize::from(three_d)]),
-                    );
+                    set("type", json!(format!("maxpool{}d", kernel_shape.len())));
                     set("dilation", spatial(&a.ints("dilations").unwrap_or(ones), one_d, "dilations")?);
                 } else {
-                    set(
-                        "type",
-                        json!(["avgpool2d", "avgpool1d", "avgpool3d"][usize::from(one_d) + 2 * usize::from(three_d)]),
-                    );
+                    set("type", json!(format!("avgpool{}d", kernel_shape.len())));
                     set("count_include_pad", json!(a.int("count_include_pad", 0) == 1));
                     if a.ints("dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
                         return Err("dilated average pooling is not supported".into());
