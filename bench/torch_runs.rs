@@ -14,13 +14,13 @@ fn bench(c: &mut Criterion) {
     tch::set_num_threads(std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
     let limits = SpecLimits::default();
     // the endpoint's default unit: the centre of the last layer
-    for preset in ["vgg16", "resnet50", "inception_naive"] {
+    for preset in ["vgg16", "resnet50", "inception_naive", "efficientnet_b0", "r3d_18"] {
         let spec = parse_model(&json!({"preset": preset}), "", &limits).unwrap();
         let graph = layerscope::spec::infer(&spec, "").unwrap();
         let last = graph.nodes.last().unwrap();
         let (target, out) = (last.path.clone(), last.output.clone());
-        let index: Vec<u64> = if out.len() == 3 {
-            vec![out[1] / 2, out[2] / 2]
+        let index: Vec<u64> = if out.len() >= 3 {
+            out[1..].iter().map(|n| n / 2).collect()
         } else {
             vec![out[0] / 2]
         };

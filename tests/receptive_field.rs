@@ -41,6 +41,22 @@ async fn a_position_is_clipped_to_the_image_and_verified_in_libtorch() {
     assert_eq!(p["padding"]["rows_outside_image"], 6);
     assert_eq!(v["verification"]["ran"], true);
     assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    // whole-number path counts: the probe ran in float32
+    assert_eq!(v["verification"]["dtype"], "float32");
+}
+
+/// Bilinear weights are fractions: that probe runs in float64, and agrees.
+#[tokio::test]
+async fn a_probe_with_fractional_weights_runs_in_float64() {
+    let model = json!({"input_shape": [2, 9, 7], "layers": [
+        {"type": "conv2d", "out_channels": 3, "kernel_size": 3},
+        {"type": "upsample", "scale_factor": 2, "mode": "bilinear"},
+        {"type": "conv2d", "out_channels": 1, "kernel_size": 2}]});
+    let r = post("/v1/receptive-field", json!({"model": model, "position": {"index": [5, 4]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["verification"]["dtype"], "float64", "{}", v["verification"]);
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
 }
 
 #[tokio::test]

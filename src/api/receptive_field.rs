@@ -209,6 +209,11 @@ pub struct ProbeCheck {
     /// features).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executed: Option<BTreeMap<String, Ranges>>,
+    /// The element type the probe ran in: float32 where every coefficient of its stand-ins is a
+    /// whole number (its backward seeded with 2^-120, so that no path count underflows), float64
+    /// otherwise or when float32's gradients were not finite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<&'static str>,
     /// The probe's values grew past float64's range (then it cannot agree).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow: Option<bool>,
@@ -558,7 +563,7 @@ async fn verify_unit(
         what: Some(if sequence {
             SEQUENCE_PROBE
         } else {
-            "a probe copy of the network in float64 (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off"
+            "a probe copy of the network (all-ones weights, no biases, every pooling as a summing window, identity activations and batchnorm, products of tensors as sums; the real kernels, strides, padding and dilation, and every input channel; each layer's channels merged into the classes of channels that depend on the same inputs, which changes no path), in float32 where every coefficient is a whole number (the backward seeded with 2^-120, so that every path count stays between float32's smallest normal number and its largest; float64 where one is not, or where float32's gradients came out non-finite: see `dtype`); the chosen output unit was back-propagated and the input positions with a non-zero gradient were read off"
         }),
         probe_channels: Some(r.probe_width as u64),
         network_channels: Some(r.network_width as u64),
@@ -570,6 +575,7 @@ async fn verify_unit(
         device: Some(device::name(dev)),
         libtorch_version: Some(device::libtorch_version()),
         executed: Some(executed),
+        dtype: Some(r.dtype),
         overflow: Some(r.overflow),
         agrees: Some(agrees),
         millis: Some((r.millis * 1000.0).round() / 1000.0),

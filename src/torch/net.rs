@@ -914,14 +914,22 @@ pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
 
 /// The sum of every window of a conv or pool (per channel): zero padding as the layer pads, and
 /// as far past the end as a ceil-mode window reaches; then the kernel's rows and columns summed
-/// as strided slices, one axis after the other (the numbers of an all-ones depthwise conv, at a
-/// fraction of libtorch's float64 conv cost). Both receptive-field probes use it.
+/// as strided slices, one axis after the other, the axis that shrinks most first (the numbers of
+/// an all-ones depthwise conv, at a fraction of libtorch's conv cost). Windows that tile every
+/// axis (stride = kernel: 2x2 pools, global pools) are one reshape and one sum instead. Both
+/// receptive-field probes use it.
 pub(crate) fn summing_window<const N: usize>(x: &Tensor, ws: [Window; N]) -> Tensor {
     let extra = |w: &Window| -> i64 {
         let needed = (w.output - 1) * w.stride + w.span();
         (needed as i64 - (w.input + w.pad_lo) as i64).max(0)
     };
-    let padded = x.constant_pad_nd(pad_list(&ws, extra));
+    let pads = pad_list(&ws, extra);
+    // (libtorch copies a tensor padded by nothing)
+    let padded = if pads.iter().all(|&p| p == 0) {
+        x.shallow_clone()
+    } else {
+        x.constant_pad_nd(pads)
+    };
     let axis_sum = |t: Tensor, dim: i64, w: &Window| -> Tensor {
         if w.kernel == 1 && w.stride == 1 && t.size()[dim as usize] == w.output as i64 {
             return t;
@@ -932,7 +940,31 @@ pub(crate) fn summing_window<const N: usize>(x: &Tensor, ws: [Window; N]) -> Ten
             .reduce(|acc, v| acc + v)
             .expect("kernel >= 1")
     };
-    ws.iter().enumerate().fold(padded, |t, (a, w)| axis_sum(t, 2 + a as i64, w))
+    let tiles = |w: &Window| w.stride == w.kernel && w.dilation == 1;
+    if ws.iter().all(tiles) {
+        // windows that tile every axis (a 2x2 pool, a global one): each axis split into
+        // (window, position in it), the positions summed in one reduction
+        let t = ws.iter().enumerate().fold(padded, |t, (a, w)| {
+            let dim = 2 + a as i64;
+            let used = (w.output * w.kernel) as i64;
+            if t.size()[dim as usize] > used {
+                t.narrow(dim, 0, used)
+            } else {
+                t
+            }
+        });
+        let size = t.size();
+        let mut split = size[..2].to_vec();
+        for w in &ws {
+            split.extend([w.output as i64, w.kernel as i64]);
+        }
+        let inner: Vec<i64> = (0..N as i64).map(|a| 3 + 2 * a).collect();
+        return t.reshape(split.as_slice()).sum_dim_intlist(inner.as_slice(), false, None::<Kind>);
+    }
+    // the axes that shrink most first: the later axes' sums then run on fewer positions
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by(|&a, &b| (ws[a].output * ws[b].input).cmp(&(ws[b].output * ws[a].input)));
+    order.into_iter().fold(padded, |t, a| axis_sum(t, 2 + a as i64, &ws[a]))
 }
 
 #[cfg(test)]

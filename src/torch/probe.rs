@@ -22,6 +22,9 @@ pub struct ProbeResult {
     pub axes: Vec<IntervalSet>,
     /// Gradients overflowed float64 (astronomically many paths): nothing can be concluded.
     pub overflow: bool,
+    /// The element type the probe ran in: "float32" where that is exact (see `FLOAT32_SEED`),
+    /// else "float64".
+    pub dtype: &'static str,
     pub millis: f64,
     /// Channels (features) the probe's widest tensor had, against the real network's widest.
     pub probe_width: u64,
@@ -394,32 +397,30 @@ fn channel_mix(m: &Classes, c_in: u64, out: u64, groups: u64, kind: Kind, device
             if x.dim() == 2 {
                 x.linear(&w, None::<Tensor>)
             } else {
-                pointwise(&x, &w, 1)
+                pointwise(&x, &w)
             }
         } else {
-            pointwise(&x, &Tensor::ones([k_out as i64, block as i64], (kind, device)), k_out as i64)
+            block_sums(&x, k_out as i64)
         }
     };
     (classes, mix)
 }
 
-/// A 1x1 (image) or 1x1x1 (volume) convolution of `x` by the `[out, in/groups]` matrix `w`.
-fn pointwise(x: &Tensor, w: &Tensor, groups: i64) -> Tensor {
-    let spatial = x.dim() - 2;
-    let mut shape = w.size();
-    shape.extend(std::iter::repeat_n(1, spatial));
-    let ones = vec![1i64; spatial];
-    let zeros = vec![0i64; spatial];
-    x.convolution(
-        &w.reshape(shape.as_slice()),
-        None::<Tensor>,
-        &ones,
-        &zeros,
-        &ones,
-        false,
-        &zeros,
-        groups,
-    )
+/// A 1x1 (image) or 1x1x1 (volume) convolution of `x` by the `[out, in]` matrix `w`: one matrix
+/// product over the flattened positions (its backward one more), at half the cost of libtorch's
+/// float64 pointwise convolution.
+fn pointwise(x: &Tensor, w: &Tensor) -> Tensor {
+    let mut shape = x.size();
+    shape[1] = w.size()[0];
+    w.matmul(&x.flatten(2, -1)).reshape(shape.as_slice())
+}
+
+/// The sums of `x`'s channels in `groups` consecutive blocks (a grouped all-ones 1x1 conv).
+fn block_sums(x: &Tensor, groups: i64) -> Tensor {
+    let size = x.size();
+    let mut blocks = vec![size[0], groups, size[1] / groups];
+    blocks.extend_from_slice(&size[2..]);
+    x.reshape(blocks.as_slice()).sum_dim_intlist(2, false, None::<Kind>)
 }
 
 /// One node on the part `win` of its input, computing the part `want` of its output.
@@ -467,10 +468,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             (y, classes)
         }
         LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } => (summing_window(&x, node.volume.expect("pool windows")), m),
-        LayerKind::AdaptiveAvgPool3d { .. } => (
-            x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64]),
-            m,
-        ),
+        LayerKind::AdaptiveAvgPool3d { .. } => (adaptive_sum::<3>(&x, node), m),
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
@@ -542,8 +540,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         }
         // every pooling as a summing window: an adaptive max pool's windows are the average's
         LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
-            let y = x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]);
-            (narrow_to(y, whole(&node.output), want), m)
+            (narrow_to(adaptive_sum::<2>(&x, node), whole(&node.output), want), m)
         }
         LayerKind::Linear { .. } => {
             let w = Tensor::ones([1, m.k as i64], (kind, device));
@@ -562,6 +559,53 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             unreachable!("merge nodes run in quotient_merge")
         }
     }
+}
+
+/// An adaptive pool's windows summed: a summing window where each output size divides its input
+/// size (windows of one size, whole-number path counts), libtorch's adaptive average otherwise.
+fn adaptive_sum<const N: usize>(x: &Tensor, node: &Node) -> Tensor {
+    match uniform_windows::<N>(node) {
+        Some(ws) => summing_window(x, ws),
+        None if N == 3 => x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64]),
+        None => x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]),
+    }
+}
+
+/// An adaptive pool's windows when every output size divides its input size: kernel and stride
+/// the quotient.
+fn uniform_windows<const N: usize>(node: &Node) -> Option<[Window; N]> {
+    let (input, output) = (&node.input[1..], &node.output[1..]);
+    (0..N).all(|a| input[a] % output[a] == 0).then(|| {
+        std::array::from_fn(|a| {
+            let k = input[a] / output[a];
+            Window {
+                kernel: k,
+                stride: k,
+                dilation: 1,
+                pad_lo: 0,
+                pad_hi: 0,
+                input: input[a],
+                output: output[a],
+                fill: Fill::Zeros,
+            }
+        })
+    })
+}
+
+/// Whether every coefficient of the probe's stand-ins along `steps` is a whole number (no
+/// bilinear weights, no adaptive pool with windows of unequal sizes). Then every gradient is a
+/// sum of positive whole-number path counts times the backward seed: float32 rounds none of them
+/// to zero (see [`FLOAT32_SEED`]).
+fn integral(graph: &Graph, steps: &[usize]) -> bool {
+    steps.iter().all(|&i| {
+        let node = &graph.nodes[i];
+        match node.layer.kind {
+            LayerKind::Upsample { bilinear, .. } => !bilinear,
+            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => uniform_windows::<2>(node).is_some(),
+            LayerKind::AdaptiveAvgPool3d { .. } => uniform_windows::<3>(node).is_some(),
+            _ => true,
+        }
+    })
 }
 
 /// A tensor padded as a conv with `padding_mode` reflect, replicate or circular pads it, and its
@@ -590,35 +634,55 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
         return Ok(probe_whole(&chain, index, channel, device, started));
     }
     let network_width = widest(&graph);
-    // the part of every tensor the unit can reach: the unit itself at the target, back to the input
-    let mut run = Run {
-        needs: vec![None; graph.nodes.len()],
-        width: spec.input_shape[0],
-    };
     let target_win = (index.len() == 2).then(|| [(index[0] as i64, index[0] as i64), (index[1] as i64, index[1] as i64)]);
-    let input_win = needs_back(&graph, &chain.steps, chain.id, target_win, &mut run);
-    let x = input_ones(spec, Kind::Double, device);
-    let (y, _, classes) = quotient(
-        &graph,
-        &chain.steps,
-        chain.id,
-        narrow_to(x.shallow_clone(), whole(&spec.input_shape), input_win),
-        input_win,
-        Classes::identity(spec.input_shape[0] as usize),
-        &mut run,
-    );
-    // a spatial target holds just the unit now
-    let local: Vec<u64> = if index.len() == 2 { vec![0, 0] } else { index.to_vec() };
-    let unit = select_unit(
-        &y.select(0, 0),
-        &local,
-        channel.map(|c| classes.map[c as usize] as u64),
-        &classes,
-        false,
-    );
-    let probe_width = run.width;
-    Ok(read_gradient(spec, &x, input_win, unit, started, probe_width, network_width))
+    // float32 halves the memory the sums move where it is exact (see `integral`); float64 again
+    // if its counts overflow
+    let run_in = |kind: Kind| {
+        // the part of every tensor the unit can reach: the unit itself at the target, back to the input
+        let mut run = Run {
+            needs: vec![None; graph.nodes.len()],
+            width: spec.input_shape[0],
+        };
+        let input_win = needs_back(&graph, &chain.steps, chain.id, target_win, &mut run);
+        let x = input_ones(spec, kind, device);
+        let (y, _, classes) = quotient(
+            &graph,
+            &chain.steps,
+            chain.id,
+            narrow_to(x.shallow_clone(), whole(&spec.input_shape), input_win),
+            input_win,
+            Classes::identity(spec.input_shape[0] as usize),
+            &mut run,
+        );
+        // a spatial target holds just the unit now
+        let local: Vec<u64> = if index.len() == 2 { vec![0, 0] } else { index.to_vec() };
+        let unit = select_unit(
+            &y.select(0, 0),
+            &local,
+            channel.map(|c| classes.map[c as usize] as u64),
+            &classes,
+            false,
+        );
+        let seed = if kind == Kind::Float { FLOAT32_SEED } else { 1.0 };
+        read_gradient(spec, &x, input_win, unit * seed, started, run.width, network_width)
+    };
+    if integral(&graph, &chain.steps) {
+        let r = run_in(Kind::Float);
+        if !r.overflow {
+            return Ok(r);
+        }
+    }
+    Ok(run_in(Kind::Double))
 }
+
+/// The float32 probe's backward seed, 2^-120 (exact in binary floating point). A sum's backward
+/// never reads the forward values, so every gradient is the seed times a whole-number path count
+/// (see `integral`), rounded: at least 2^-120, above float32's smallest normal 2^-126 (no
+/// underflow, so no lost position), and finite up to counts of 2^247 (about 2.3e74; efficientnet_b0's
+/// default unit sums 3e63 paths, past float32's 3.4e38 in the forward pass, which no gradient
+/// reads). A count past that turns the input's gradient non-finite, and the probe runs again in
+/// float64 (seed 1).
+const FLOAT32_SEED: f64 = 1.0 / (1u128 << 120) as f64;
 
 /// The unit of `y` (one sample, no batch axis): `channel` (None: every channel summed) at
 /// spatial `index`, or flat feature `index[0]` through the probe's class map; of a 1-D signal
@@ -732,28 +796,37 @@ fn read_gradient(
     };
     let g = narrow_to(grad, whole(&spec.input_shape), window).select(0, 0);
     let offsets = [0, window.map_or(0, |w| w[0].0 as u64), window.map_or(0, |w| w[1].0 as u64), 0];
-    let overflow = !bool::try_from(g.isfinite().all()).unwrap_or(false);
-    let nz = g.ne(0.0);
-    let dims = spec.input_shape.len() as i64;
-    let axes = (0..dims)
-        .map(|a| {
-            let others: Vec<i64> = (0..dims).filter(|&d| d != a).collect();
-            let m = if others.is_empty() {
-                nz.shallow_clone()
-            } else {
-                nz.any_dims(others.as_slice(), false)
-            };
-            let bools: Vec<bool> = super::to_f64_vec(&m).iter().map(|v| *v != 0.0).collect();
-            mask_to_set_from(&bools, offsets[a as usize])
+    // each axis's largest magnitudes over the other axes (the leading axis peeled off one after
+    // the other); the first axis's maxima cover every element, a non-finite one among them too
+    let maxima: Vec<Vec<f64>> = axis_maxima(&g.abs()).iter().map(super::to_f64_vec).collect();
+    let overflow = !maxima[0].iter().all(|v| v.is_finite());
+    let axes = maxima
+        .iter()
+        .zip(offsets)
+        .map(|(m, offset)| {
+            let bools: Vec<bool> = m.iter().map(|v| *v != 0.0).collect();
+            mask_to_set_from(&bools, offset)
         })
         .collect();
     ProbeResult {
         axes,
         overflow,
+        dtype: if x.kind() == Kind::Float { "float32" } else { "float64" },
         millis: started.elapsed().as_secs_f64() * 1e3,
         probe_width,
         network_width,
     }
+}
+
+/// Per axis of `t`, the maximum over every other axis (NaN where one is NaN): the leading axis
+/// from the tensor flattened behind it, the others from the maxima over the leading axis.
+fn axis_maxima(t: &Tensor) -> Vec<Tensor> {
+    if t.dim() <= 1 {
+        return vec![t.shallow_clone()];
+    }
+    let mut maxima = vec![t.flatten(1, -1).amax(1, false)];
+    maxima.extend(axis_maxima(&t.amax(0, false)));
+    maxima
 }
 
 #[cfg(test)]
@@ -851,6 +924,49 @@ mod tests {
                     assert!(q.probe_width <= f.network_width);
                 }
             }
+        }
+    }
+
+    /// The probe runs in float32 where every coefficient is a whole number, even past float32's
+    /// range in the forward pass; in float64 where a coefficient is a fraction (bilinear
+    /// weights, unequal adaptive windows) or where float32's seeded counts still overflow. Every
+    /// case reads the sets of the float64 probe over every real channel.
+    #[test]
+    fn float32_where_exact_float64_beyond() {
+        let convs = |n: usize| -> Vec<serde_json::Value> {
+            (0..n)
+                .map(|_| json!({"type": "conv2d", "out_channels": 1, "kernel_size": 7, "padding": 3}))
+                .collect()
+        };
+        let mut upsampled = convs(2);
+        upsampled.push(json!({"type": "upsample", "scale_factor": 2, "mode": "bilinear"}));
+        let mut uneven = convs(1);
+        uneven.push(json!({"type": "adaptive_avgpool2d", "output_size": [3, 7]}));
+        let mut global = convs(2);
+        global.push(json!({"type": "adaptive_avgpool2d", "output_size": 1}));
+        let cases = [
+            // about 3e40 paths reach the centre unit: past float32's 3.4e38 in the forward pass;
+            // at most about 6e37 from one input position, 44 times the seed back
+            (json!({"input_shape": [1, 40, 40], "layers": convs(24)}), "float32"),
+            // about 2e81 paths from the centre input position: past what the seed keeps finite
+            // (2^247, about 2.3e74)
+            (json!({"input_shape": [1, 40, 40], "layers": convs(50)}), "float64"),
+            (json!({"input_shape": [1, 11, 9], "layers": upsampled}), "float64"),
+            (json!({"input_shape": [1, 10, 14], "layers": uneven}), "float64"),
+            (json!({"input_shape": [2, 12, 12], "layers": global}), "float32"),
+        ];
+        let limits = SpecLimits::default();
+        for (case, dtype) in &cases {
+            let spec = parse_model(case, "", &limits).unwrap();
+            let graph = infer(&spec, "").unwrap();
+            let last = graph.nodes.last().unwrap();
+            let index: Vec<u64> = last.output[1..].iter().map(|n| n / 2).collect();
+            let q = probe(&spec, &last.path, &index, None, Device::Cpu).unwrap();
+            let f = probe_full(&spec, &last.path, &index, None, Device::Cpu).unwrap();
+            assert_eq!(q.dtype, *dtype, "{case}");
+            assert_eq!(f.dtype, "float64");
+            assert!(!q.overflow && !f.overflow, "{case}");
+            assert_eq!(q.axes, f.axes, "{case}");
         }
     }
 }
