@@ -582,7 +582,10 @@ pub struct GradLayer {
     pub weight_grad_ratio_to_last: f64,
     pub bias_grad_ratio_to_last: Option<f64>,
     /// The largest singular value of the weight (conv: reshaped to out x in*kh*kw); the true
-    /// value lies in [spectral_norm, spectral_norm + spectral_norm_error].
+    /// value lies in [spectral_norm, spectral_norm + spectral_norm_error] (for lanczos: unless
+    /// both start vectors miss the top singular vector, or the top singular values form a
+    /// cluster within the tolerance, where the interval can miss by up to the cluster's width;
+    /// the value itself is never above the true one).
     #[schema(value_type = Option<f64>)]
     pub spectral_norm: f64,
     /// 0 for eigvalsh (exact up to rounding: the smaller side at most 64, or spectral_tolerance

@@ -731,10 +731,11 @@ def run_spectral(url, n, rng):
         else:
             layer = resp["layers"][0]
             est, err = layer["spectral_norm"], layer["spectral_norm_error"]
+            width = cluster_width(w, true, want_tol)
             if layer["spectral_norm_method"] != ("eigvalsh" if want_tol == 0 else "lanczos"):
                 problem = f"tolerance {want_tol}: method {layer['spectral_norm_method']}"
-            elif not (est - 1e-12 * true <= true <= est + err + 1e-12 * true):
-                problem = f"true {true!r} outside [{est!r}, {est + err!r}]"
+            elif not (est - 1e-12 * true <= true <= est + err + width + 1e-12 * true):
+                problem = f"true {true!r} outside [{est!r}, {est + err!r}] (+ cluster width {width!r})"
             elif err > want_tol * true:
                 problem = f"error bound {err} over {want_tol} of {true}"
         if problem:
@@ -762,12 +763,25 @@ def run_spectral(url, n, rng):
             layer = item_at(resp["layers"], str(k))
             true = torch.linalg.matrix_norm(w, 2).item()
             est, err = layer["spectral_norm"], layer["spectral_norm_error"]
-            if not (est - 1e-12 * true <= true <= est + err + 1e-12 * true) or err > 1e-3 * true:
+            width = cluster_width(w, true, 1e-3)
+            if not (est - 1e-12 * true <= true <= est + err + width + 1e-12 * true) or err > 1e-3 * true:
                 problems.append(f"layer {k}: true {true!r}, reported [{est!r}, {est + err!r}]")
         if problems:
             failures += 1
             print(f"spectral chain case {case} ({depth} layers {size}x{size}): " + "; ".join(problems))
     return failures
+
+
+def cluster_width(w, true, tol):
+    """How far below the top singular value the others within `tol` of it reach: what the
+    service's interval may miss by (see the README) when Lanczos's start vectors mix a cluster of
+    nearly equal top singular values (three equal ones split by float32 rounding: 3e-11 of the
+    value, seed 4) without resolving it. A start that misses a top singular value set apart by
+    more than the tolerance still fails."""
+    if tol <= 0:
+        return 0.0
+    sv = torch.linalg.svdvals(w)
+    return true - sv[sv >= true * (1 - tol)].min().item()
 
 
 def item_at(rows, path):
