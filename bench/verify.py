@@ -42,7 +42,7 @@ def measure(base):
             off, _ = median_ms(f"{base}/v1/{endpoint}", {"model": {"preset": p}, "verify": False, "index_base": 0} if endpoint == "receptive-field" else {"model": {"preset": p}, "verify": False, "batch_size": 1})
             on, resp = median_ms(f"{base}/v1/{endpoint}", {"model": {"preset": p}})
             v = resp.get("verification", {})
-            rows.append((endpoint, p, off, on, v.get("agrees"), v.get("probe_channels")))
+            rows.append((endpoint, p, off, on, v.get("agrees"), v.get("probe_channels"), v.get("dtype")))
     return rows
 
 
@@ -52,11 +52,11 @@ def main():
     ap.add_argument("--baseline")
     a = ap.parse_args()
     servers = [("layerscope", a.url)] + ([("baseline", a.baseline)] if a.baseline else [])
-    print("| server | endpoint | preset | verify off ms | verify on ms | on / off | agrees | probe channels |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | endpoint | preset | verify off ms | verify on ms | on / off | agrees | probe channels | probe dtype |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, url in servers:
-        for endpoint, p, off, on, agrees, width in measure(url):
-            print(f"| {label} | {endpoint} | {p} | {off:.2f} | {on:.2f} | {on / off:.1f}x | {agrees} | {width if width is not None else ''} |")
+        for endpoint, p, off, on, agrees, width, dtype in measure(url):
+            print(f"| {label} | {endpoint} | {p} | {off:.2f} | {on:.2f} | {on / off:.1f}x | {agrees} | {width if width is not None else ''} | {dtype or ''} |")
 
 
 if __name__ == "__main__":
