@@ -332,3 +332,47 @@ async fn a_gated_volume_in_the_graph_form() {
     let d = post("/v1/gradient-diagnostics", json!({"model": m, "inputs": {"batch_size": 2}})).await;
     assert_eq!(d.status, 200, "{}", d.text);
 }
+
+/// adaptive_maxpool3d from [2, 5, 4, 6] to [2, 3, 4]: PyTorch's adaptive windows
+/// [floor(i n / o), ceil((i + 1) n / o)) are slices {0..2, 2..4}, rows {0..1, 1..2, 2..3} and
+/// columns {0..1, 1..2, 3..4, 4..5}: 6 x 6 x 8 = 288 positions summed over the windows per
+/// channel, one comparison fewer than each window's size: 2 * 288 - 48 = 528. ptflops counts the
+/// input's 240 elements twice (nn.AdaptiveMaxPool3d's hook and F.adaptive_max_pool3d's). The
+/// unequal windows make the probe run in float64; a global pool's in float32.
+#[tokio::test]
+async fn adaptive_max_pooling_of_a_volume_by_hand() {
+    let model = json!({"input_shape": [2, 5, 4, 6], "layers": [
+        {"type": "adaptive_maxpool3d", "output_size": [2, 3, 4], "name": "amp"}]});
+    let t = post("/v1/complexity", json!({"model": model, "verify": true})).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let t = t.json();
+    let row = item(&t["rows"], "name", "amp").clone();
+    assert_eq!(row["output_shape"], json!([2, 2, 3, 4]), "{row}");
+    assert_eq!(row["comparisons"], 528);
+    assert_eq!(row["additions"], 0);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let p = post("/v1/complexity", json!({"model": model, "profile": "ptflops", "verify": false}))
+        .await
+        .json();
+    assert_eq!(item(&p["rows"], "name", "amp")["flops"], 480);
+
+    let r = post("/v1/receptive-field", json!({"model": model, "position": {"index": [1, 2, 3]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["position"]["input_slices"], json!([[2, 4]]));
+    assert_eq!(v["position"]["input_rows"], json!([[2, 3]]));
+    assert_eq!(v["position"]["input_cols"], json!([[4, 5]]));
+    assert_eq!(v["position"]["input_channels"], json!([[0, 1]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["dtype"], "float64");
+
+    let global = json!({"input_shape": [2, 5, 4, 6], "layers": [{"type": "adaptive_maxpool3d", "output_size": 1}]});
+    let v = post("/v1/receptive-field", json!({"model": global})).await.json();
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["dtype"], "float32");
+    // return_indices is refused, naming the field
+    let bad = json!({"input_shape": [2, 5, 4, 6], "layers": [{"type": "adaptive_maxpool3d", "output_size": 1, "return_indices": true}]});
+    let r = post("/v1/complexity", json!({"model": bad})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["pointer"], "/model/layers/0/return_indices");
+}

@@ -437,16 +437,20 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.additions = out * (kernel[0] * kernel[1] * kernel[2] - 1) as u128;
             c.multiplications = out; // the division by the window size
         }
-        LayerKind::AdaptiveAvgPool3d { .. } => {
-            let summed: u128 = (1..4).map(|a| adaptive_window_sum(node.input[a], node.output[a])).product();
-            c.additions = node.input[0] as u128 * summed - out;
-            c.multiplications = out; // the division by the window size
-        }
-        LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
-            // window size - 1 operations per output, over the same windows for both kinds
-            let summed = adaptive_window_sum(node.input[1], node.output[1]) * adaptive_window_sum(node.input[2], node.output[2]);
+        LayerKind::AdaptiveAvgPool2d { .. }
+        | LayerKind::AdaptiveMaxPool2d { .. }
+        | LayerKind::AdaptiveAvgPool3d { .. }
+        | LayerKind::AdaptiveMaxPool3d { .. } => {
+            // window size - 1 operations per output, over the same windows for both kinds (the
+            // windows' sizes summed per spatial axis, multiplied over the axes)
+            let summed: u128 = (1..node.input.len())
+                .map(|a| adaptive_window_sum(node.input[a], node.output[a]))
+                .product();
             let per_window = node.input[0] as u128 * summed - out;
-            if matches!(node.layer.kind, LayerKind::AdaptiveMaxPool2d { .. }) {
+            if matches!(
+                node.layer.kind,
+                LayerKind::AdaptiveMaxPool2d { .. } | LayerKind::AdaptiveMaxPool3d { .. }
+            ) {
                 c.comparisons = per_window;
             } else {
                 c.additions = per_window;
@@ -494,6 +498,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
             | LayerKind::MaxPool3d { .. }
             | LayerKind::AvgPool3d { .. }
             | LayerKind::AdaptiveAvgPool3d { .. }
+            | LayerKind::AdaptiveMaxPool3d { .. }
     );
     let input = numel(&node.input) as u128;
     // attention and recurrent layers: their products are counted as a dense layer's, their

@@ -873,9 +873,11 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         | LayerKind::Pad { .. }
         | LayerKind::AdaptiveAvgPool2d { .. }
         | LayerKind::AdaptiveMaxPool2d { .. } => through_windows(node, rf),
-        LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => {
-            through_volume(node, rf)
-        }
+        LayerKind::Conv3d { .. }
+        | LayerKind::MaxPool3d { .. }
+        | LayerKind::AvgPool3d { .. }
+        | LayerKind::AdaptiveAvgPool3d { .. }
+        | LayerKind::AdaptiveMaxPool3d { .. } => through_volume(node, rf),
         // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
         LayerKind::ConvTranspose2d {
             kernel,
@@ -1485,7 +1487,10 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 })
                 .collect()
         }
-        LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => set
+        LayerKind::MaxPool3d { .. }
+        | LayerKind::AvgPool3d { .. }
+        | LayerKind::AdaptiveAvgPool3d { .. }
+        | LayerKind::AdaptiveMaxPool3d { .. } => set
             .into_iter()
             .map(|p| {
                 let mut q = vec![p.0[0].clone()];

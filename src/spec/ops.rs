@@ -312,6 +312,15 @@ pub struct AdaptiveAvgPool3dLayer {
     pub output_size: AdaptiveSize3,
 }
 
+/// `torch.nn.AdaptiveMaxPool3d` on a volume.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"output_size": [1, 7, 7]}))]
+pub struct AdaptiveMaxPool3dLayer {
+    pub output_size: AdaptiveSize3,
+    /// false only.
+    pub return_indices: Option<bool>,
+}
+
 /// `torch.nn.AdaptiveAvgPool1d` on a signal.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"output_size": 1}))]
@@ -719,6 +728,8 @@ pub enum LayerOp {
     AdaptiveAvgPool2d(AdaptiveAvgPool2dLayer),
     #[serde(rename = "adaptive_avgpool3d")]
     AdaptiveAvgPool3d(AdaptiveAvgPool3dLayer),
+    #[serde(rename = "adaptive_maxpool3d")]
+    AdaptiveMaxPool3d(AdaptiveMaxPool3dLayer),
     #[serde(rename = "adaptive_maxpool1d")]
     AdaptiveMaxPool1d(AdaptiveMaxPool1dLayer),
     #[serde(rename = "adaptive_maxpool2d")]

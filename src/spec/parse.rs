@@ -284,6 +284,17 @@ fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usiz
 }
 
 /// `Conv2d`, `conv2d`, `max_pool2d`, `MaxPool2d` all name the same layer.
+/// A max pool's `return_indices`: false only.
+fn no_indices(o: &Obj) -> SpecResult<()> {
+    if o.bool("return_indices", false)? {
+        return Err(SpecError::invalid(
+            o.at("return_indices"),
+            "must be false: the layer's output is its values",
+        ));
+    }
+    Ok(())
+}
+
 fn canonical_type(t: &str) -> String {
     t.chars()
         .filter(|c| *c != '_' && *c != '-')
@@ -293,7 +304,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -658,7 +669,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 count_include_pad: p.count_include_pad,
             }
         }
-        "adaptiveavgpool3d" => {
+        "adaptiveavgpool3d" | "adaptivemaxpool3d" => {
             let ptr = o.at("output_size");
             let output = match o.raw("output_size") {
                 None => return Err(SpecError::invalid(ptr, "is required")),
@@ -673,7 +684,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 }
                 Some(v) => super::json::sizes::<3>(v, &ptr, 1, max)?.map(Some),
             };
-            LayerKind::AdaptiveAvgPool3d { output }
+            if canon == "adaptivemaxpool3d" {
+                no_indices(o)?;
+                LayerKind::AdaptiveMaxPool3d { output }
+            } else {
+                LayerKind::AdaptiveAvgPool3d { output }
+            }
         }
         "avgpool2d" => {
             let p = pool_args::<2>(o, max, one_d, false)?;
@@ -707,12 +723,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 }
             };
             if canon == "adaptivemaxpool2d" {
-                if o.bool("return_indices", false)? {
-                    return Err(SpecError::invalid(
-                        o.at("return_indices"),
-                        "must be false: the layer's output is its values",
-                    ));
-                }
+                no_indices(o)?;
                 LayerKind::AdaptiveMaxPool2d { output }
             } else {
                 LayerKind::AdaptiveAvgPool2d { output }
@@ -990,6 +1001,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 | LayerKind::MaxPool3d { .. }
                 | LayerKind::AvgPool3d { .. }
                 | LayerKind::AdaptiveAvgPool3d { .. }
+                | LayerKind::AdaptiveMaxPool3d { .. }
                 | LayerKind::Upsample { .. }
                 | LayerKind::LayerNorm { channels: true, .. }
                 | LayerKind::Conv2d { .. }
@@ -1176,9 +1188,7 @@ fn pool_args<const N: usize>(o: &Obj, max: u64, one_d: bool, max_pool: bool) -> 
     }
     let ceil_mode = o.bool("ceil_mode", false)?;
     if max_pool {
-        if o.bool("return_indices", false)? {
-            return Err(SpecError::invalid(o.at("return_indices"), "return_indices=true is not supported"));
-        }
+        no_indices(o)?;
     } else {
         count_include_pad = o.bool("count_include_pad", true)?;
         if o.has("divisor_override") {

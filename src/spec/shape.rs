@@ -374,7 +374,7 @@ impl<'a> Builder<'a> {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
-                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, batchnorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, batchnorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
                         layer.type_name()
                     ),
                 ))
@@ -1027,8 +1027,8 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
             windows([d, h, w], *kernel, *stride, [1; 3], symmetric(*padding), *ceil_mode, pointer)?
         }
-        LayerKind::AdaptiveAvgPool3d { output } => {
-            let [c, d, h, w] = volume(input, "adaptive_avgpool3d", pointer)?;
+        LayerKind::AdaptiveAvgPool3d { output } | LayerKind::AdaptiveMaxPool3d { output } => {
+            let [c, d, h, w] = volume(input, layer.type_name(), pointer)?;
             let n = [d, h, w];
             let out: [u64; 3] = std::array::from_fn(|a| output[a].unwrap_or(n[a]));
             // When the input divides evenly, the windows are those of a plain average pool.
@@ -1214,7 +1214,11 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             vec![d]
         }
         LayerKind::Parameter { .. } => unreachable!("parameters are shaped by the builder"),
-        LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. } => {
+        LayerKind::Conv3d { .. }
+        | LayerKind::MaxPool3d { .. }
+        | LayerKind::AvgPool3d { .. }
+        | LayerKind::AdaptiveAvgPool3d { .. }
+        | LayerKind::AdaptiveMaxPool3d { .. } => {
             unreachable!("volume layers are shaped by infer_3d")
         }
         LayerKind::Embedding { dim, .. } => match input {

@@ -268,6 +268,10 @@ pub enum LayerKind {
     AdaptiveAvgPool3d {
         output: [Option<u64>; 3],
     },
+    /// `torch.nn.AdaptiveMaxPool3d` on a volume (`None` keeps that axis's input size).
+    AdaptiveMaxPool3d {
+        output: [Option<u64>; 3],
+    },
     MaxPool2d {
         kernel: Pair,
         stride: Pair,
@@ -443,7 +447,11 @@ impl Layer {
     pub fn volume_op(&self) -> bool {
         matches!(
             self.kind,
-            LayerKind::Conv3d { .. } | LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } | LayerKind::AdaptiveAvgPool3d { .. }
+            LayerKind::Conv3d { .. }
+                | LayerKind::MaxPool3d { .. }
+                | LayerKind::AvgPool3d { .. }
+                | LayerKind::AdaptiveAvgPool3d { .. }
+                | LayerKind::AdaptiveMaxPool3d { .. }
         )
     }
 
@@ -495,6 +503,7 @@ impl Layer {
             LayerKind::MaxPool3d { .. } => "maxpool3d",
             LayerKind::AvgPool3d { .. } => "avgpool3d",
             LayerKind::AdaptiveAvgPool3d { .. } => "adaptive_avgpool3d",
+            LayerKind::AdaptiveMaxPool3d { .. } => "adaptive_maxpool3d",
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",

@@ -637,8 +637,12 @@ impl Net {
                 *count_include_pad,
                 None,
             ),
-            // the probe takes the pooling as a sum (an average) over its windows
-            LayerKind::AdaptiveAvgPool3d { .. } => {
+            LayerKind::AdaptiveMaxPool3d { .. } if !probe => {
+                x.adaptive_max_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64])
+                    .0
+            }
+            // the probe takes every pooling as a sum (an average) over its windows
+            LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => {
                 x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64])
             }
             LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } if probe => summing_window(x, node.windows.expect("pool windows")),

@@ -468,7 +468,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             (y, classes)
         }
         LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } => (summing_window(&x, node.volume.expect("pool windows")), m),
-        LayerKind::AdaptiveAvgPool3d { .. } => (adaptive_sum::<3>(&x, node), m),
+        // every pooling as a summing window: an adaptive max pool's windows are the average's
+        LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => (adaptive_sum::<3>(&x, node), m),
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
@@ -602,7 +603,7 @@ fn integral(graph: &Graph, steps: &[usize]) -> bool {
         match node.layer.kind {
             LayerKind::Upsample { bilinear, .. } => !bilinear,
             LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => uniform_windows::<2>(node).is_some(),
-            LayerKind::AdaptiveAvgPool3d { .. } => uniform_windows::<3>(node).is_some(),
+            LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => uniform_windows::<3>(node).is_some(),
             _ => true,
         }
     })

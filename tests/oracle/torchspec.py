@@ -144,7 +144,8 @@ def functional_form(m):
     name = {nn.MaxPool1d: "max_pool1d", nn.MaxPool2d: "max_pool2d", nn.AvgPool1d: "avg_pool1d", nn.AvgPool2d: "avg_pool2d",
             nn.AdaptiveAvgPool1d: "adaptive_avg_pool1d", nn.AdaptiveAvgPool2d: "adaptive_avg_pool2d",
             nn.AdaptiveMaxPool1d: "adaptive_max_pool1d", nn.AdaptiveMaxPool2d: "adaptive_max_pool2d",
-            nn.MaxPool3d: "max_pool3d", nn.AvgPool3d: "avg_pool3d", nn.AdaptiveAvgPool3d: "adaptive_avg_pool3d"}.get(type(m))
+            nn.MaxPool3d: "max_pool3d", nn.AvgPool3d: "avg_pool3d", nn.AdaptiveAvgPool3d: "adaptive_avg_pool3d",
+            nn.AdaptiveMaxPool3d: "adaptive_max_pool3d"}.get(type(m))
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         return lambda x: getattr(F, name)(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
@@ -349,9 +350,11 @@ def build_layer(spec, shape, probe):
         else:
             real = nn.AvgPool3d(k, s_, p, ceil_mode=ceil, count_include_pad=spec.get("count_include_pad", True))
         m = SummingPool3d(real, k, s_, p, d) if probe else real
-    elif t == "adaptiveavgpool3d":
+    elif t in ("adaptiveavgpool3d", "adaptivemaxpool3d"):
         o = spec["output_size"]
-        m = nn.AdaptiveAvgPool3d(tuple(o) if isinstance(o, list) else o)
+        o = tuple(o) if isinstance(o, list) else o
+        # the probe sums every pooling window: an adaptive max pool's windows are the average's
+        m = nn.AdaptiveAvgPool3d(o) if t == "adaptiveavgpool3d" or probe else nn.AdaptiveMaxPool3d(o)
     elif t in ("convtranspose1d", "convtranspose2d"):
         size = single if t == "convtranspose1d" else pair
         m = (nn.ConvTranspose1d if t == "convtranspose1d" else nn.ConvTranspose2d)(
@@ -777,8 +780,8 @@ def random_volume_spec(rng):
     if not layers:
         layers.append({"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": 1})
     if rng.random() < 0.3:
-        out = rng.choice([1, [1, 2, 2], [None, 1, 1]])
-        layers.append({"type": "adaptive_avgpool3d", "output_size": out})
+        out = rng.choice([1, [1, 2, 2], [None, 1, 1], [2, 3, None]])
+        layers.append({"type": rng.choice(["adaptive_avgpool3d", "adaptive_maxpool3d"]), "output_size": out})
         if rng.random() < 0.6:
             layers += [{"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
     return {"input_shape": first, "layers": layers}

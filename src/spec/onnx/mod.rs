@@ -1281,7 +1281,7 @@ impl Reader {
                 set(
                     "type",
                     json!(match (op == "GlobalMaxPool", rank) {
-                        (true, 5) => return Err("GlobalMaxPool of a volume (adaptive max pooling in 3-D) is not supported".into()),
+                        (true, 5) => "adaptive_maxpool3d",
                         (true, 3) => "adaptive_maxpool1d",
                         (true, _) => "adaptive_maxpool2d",
                         (false, 5) => "adaptive_avgpool3d",
