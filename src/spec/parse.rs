@@ -283,7 +283,6 @@ fn parse_layers(items: &[Value], pointer: &str, limits: &SpecLimits, depth: usiz
         .collect()
 }
 
-/// `Conv2d`, `conv2d`, `max_pool2d`, `MaxPool2d` all name the same layer.
 /// A max pool's `return_indices`: false only.
 fn no_indices(o: &Obj) -> SpecResult<()> {
     if o.bool("return_indices", false)? {
@@ -295,6 +294,7 @@ fn no_indices(o: &Obj) -> SpecResult<()> {
     Ok(())
 }
 
+/// `Conv2d`, `conv2d`, `max_pool2d`, `MaxPool2d` all name the same layer.
 fn canonical_type(t: &str) -> String {
     t.chars()
         .filter(|c| *c != '_' && *c != '-')
@@ -1022,7 +1022,6 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
     })
 }
 
-/// `groups` (dividing out_channels) and `bias` of a conv or a transposed conv.
 /// The convolution `$variant` (Conv2d, Conv3d) of the arguments `$args` ([`ConvArgs`]).
 macro_rules! conv_kind {
     ($variant:ident, $args:expr) => {{
@@ -1106,6 +1105,7 @@ fn conv_args<const N: usize>(o: &Obj, max: u64, one_d: bool) -> SpecResult<ConvA
     })
 }
 
+/// `groups` (dividing out_channels) and `bias` of a conv or a transposed conv.
 fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bool)> {
     let groups = o.u64_in("groups", Some(1), 1, max)?;
     if !out_channels.is_multiple_of(groups) {

@@ -856,6 +856,18 @@ fn axis_name(n: usize, a: usize) -> &'static str {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// An adaptive pool's output sizes (`None` keeps the input's), and its windows when every output
+/// size divides its input size: those of a plain average pool, kernel and stride the quotient
+/// (the analyses and the probe sum them; unequal windows have none).
+fn adaptive<const N: usize>(input: [u64; N], output: [Option<u64>; N], pointer: &str) -> SpecResult<([u64; N], Option<[Window; N]>)> {
+    let out: [u64; N] = std::array::from_fn(|a| output[a].unwrap_or(input[a]));
+    if (0..N).any(|a| input[a] % out[a] != 0) {
+        return Ok((out, None));
+    }
+    let k = std::array::from_fn(|a| input[a] / out[a]);
+    Ok((out, Some(windows(input, k, k, [1; N], [[0, 0]; N], false, pointer)?)))
+}
+
 fn windows<const N: usize>(
     input: [u64; N],
     k: [u64; N],
@@ -1029,15 +1041,7 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         }
         LayerKind::AdaptiveAvgPool3d { output } | LayerKind::AdaptiveMaxPool3d { output } => {
             let [c, d, h, w] = volume(input, layer.type_name(), pointer)?;
-            let n = [d, h, w];
-            let out: [u64; 3] = std::array::from_fn(|a| output[a].unwrap_or(n[a]));
-            // When the input divides evenly, the windows are those of a plain average pool.
-            let ws = if (0..3).all(|a| n[a] % out[a] == 0) {
-                let k = std::array::from_fn(|a| n[a] / out[a]);
-                Some(windows(n, k, k, [1; 3], [[0, 0]; 3], false, pointer)?)
-            } else {
-                None
-            };
+            let (out, ws) = adaptive([d, h, w], *output, pointer)?;
             return Ok((vec![c, out[0], out[1], out[2]], ws));
         }
         _ => unreachable!("only volume layers"),
@@ -1096,13 +1100,8 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         }
         LayerKind::AdaptiveAvgPool2d { output } | LayerKind::AdaptiveMaxPool2d { output } => {
             let [c, h, w] = image(input, layer.type_name(), pointer)?;
-            let oh = output[0].unwrap_or(h);
-            let ow = output[1].unwrap_or(w);
-            // When the input divides evenly, the windows are those of a plain average pool.
-            if h % oh == 0 && w % ow == 0 {
-                let (kh, kw) = (h / oh, w / ow);
-                win = Some(windows([h, w], [kh, kw], [kh, kw], [1, 1], [[0, 0], [0, 0]], false, pointer)?);
-            }
+            let ([oh, ow], ws) = adaptive([h, w], *output, pointer)?;
+            win = ws;
             vec![c, oh, ow]
         }
         LayerKind::ConvTranspose2d {

@@ -102,6 +102,7 @@ type Win = Option<[(i64, i64); 2]>;
 /// The probe's pass: which part of every tensor the unit can reach (`needs`, by node index:
 /// the node's output window; None for nodes the unit does not read), and the widest tensor so
 /// far.
+#[derive(Clone)]
 struct Run {
     needs: Vec<Option<Win>>,
     width: u64,
@@ -469,7 +470,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         }
         LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } => (summing_window(&x, node.volume.expect("pool windows")), m),
         // every pooling as a summing window: an adaptive max pool's windows are the average's
-        LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => (adaptive_sum::<3>(&x, node), m),
+        LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => (adaptive_sum(&x, node), m),
         LayerKind::Conv2d { out_channels, groups, .. } => {
             let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
             let (k_in, k_out) = (m.k, classes.k);
@@ -541,7 +542,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         }
         // every pooling as a summing window: an adaptive max pool's windows are the average's
         LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => {
-            (narrow_to(adaptive_sum::<2>(&x, node), whole(&node.output), want), m)
+            (narrow_to(adaptive_sum(&x, node), whole(&node.output), want), m)
         }
         LayerKind::Linear { .. } => {
             let w = Tensor::ones([1, m.k as i64], (kind, device));
@@ -562,35 +563,16 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
     }
 }
 
-/// An adaptive pool's windows summed: a summing window where each output size divides its input
-/// size (windows of one size, whole-number path counts), libtorch's adaptive average otherwise.
-fn adaptive_sum<const N: usize>(x: &Tensor, node: &Node) -> Tensor {
-    match uniform_windows::<N>(node) {
-        Some(ws) => summing_window(x, ws),
-        None if N == 3 => x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64]),
-        None => x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]),
+/// An adaptive pool's windows summed: a summing window where shape inference found windows of
+/// one size (each output size divides its input size: whole-number path counts), libtorch's
+/// adaptive average otherwise.
+fn adaptive_sum(x: &Tensor, node: &Node) -> Tensor {
+    match (node.windows, node.volume) {
+        (Some(ws), _) => summing_window(x, ws),
+        (_, Some(ws)) => summing_window(x, ws),
+        _ if node.output.len() == 4 => x.adaptive_avg_pool3d([node.output[1] as i64, node.output[2] as i64, node.output[3] as i64]),
+        _ => x.adaptive_avg_pool2d([node.output[1] as i64, node.output[2] as i64]),
     }
-}
-
-/// An adaptive pool's windows when every output size divides its input size: kernel and stride
-/// the quotient.
-fn uniform_windows<const N: usize>(node: &Node) -> Option<[Window; N]> {
-    let (input, output) = (&node.input[1..], &node.output[1..]);
-    (0..N).all(|a| input[a] % output[a] == 0).then(|| {
-        std::array::from_fn(|a| {
-            let k = input[a] / output[a];
-            Window {
-                kernel: k,
-                stride: k,
-                dilation: 1,
-                pad_lo: 0,
-                pad_hi: 0,
-                input: input[a],
-                output: output[a],
-                fill: Fill::Zeros,
-            }
-        })
-    })
 }
 
 /// Whether every coefficient of the probe's stand-ins along `steps` is a whole number (no
@@ -602,8 +584,11 @@ fn integral(graph: &Graph, steps: &[usize]) -> bool {
         let node = &graph.nodes[i];
         match node.layer.kind {
             LayerKind::Upsample { bilinear, .. } => !bilinear,
-            LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::AdaptiveMaxPool2d { .. } => uniform_windows::<2>(node).is_some(),
-            LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => uniform_windows::<3>(node).is_some(),
+            // windows of one size (see `adaptive_sum`)
+            LayerKind::AdaptiveAvgPool2d { .. }
+            | LayerKind::AdaptiveMaxPool2d { .. }
+            | LayerKind::AdaptiveAvgPool3d { .. }
+            | LayerKind::AdaptiveMaxPool3d { .. } => node.windows.is_some() || node.volume.is_some(),
             _ => true,
         }
     })
@@ -636,15 +621,16 @@ pub fn probe(spec: &ModelSpec, target: &str, index: &[u64], channel: Option<u64>
     }
     let network_width = widest(&graph);
     let target_win = (index.len() == 2).then(|| [(index[0] as i64, index[0] as i64), (index[1] as i64, index[1] as i64)]);
+    // the part of every tensor the unit can reach: the unit itself at the target, back to the input
+    let mut planned = Run {
+        needs: vec![None; graph.nodes.len()],
+        width: spec.input_shape[0],
+    };
+    let input_win = needs_back(&graph, &chain.steps, chain.id, target_win, &mut planned);
     // float32 halves the memory the sums move where it is exact (see `integral`); float64 again
     // if its counts overflow
     let run_in = |kind: Kind| {
-        // the part of every tensor the unit can reach: the unit itself at the target, back to the input
-        let mut run = Run {
-            needs: vec![None; graph.nodes.len()],
-            width: spec.input_shape[0],
-        };
-        let input_win = needs_back(&graph, &chain.steps, chain.id, target_win, &mut run);
+        let mut run = planned.clone();
         let x = input_ones(spec, kind, device);
         let (y, _, classes) = quotient(
             &graph,
