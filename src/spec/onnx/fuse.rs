@@ -35,6 +35,11 @@ pub(super) enum Layer {
     /// `nn.RNN` as the dynamo exporter unrolls it, batch first, its weights in PyTorch's names.
     UnrolledRnn {
         module: String,
+        /// The module reads (`time_major_in`) or leaves (`time_major_out`) its sequence
+        /// time-major `[L, batch, D]`: the exporter cancelled its first or last Transpose against
+        /// the one of the attention or recurrent layer next to it.
+        time_major_in: bool,
+        time_major_out: bool,
         relu: bool,
         input_size: u64,
         hidden: u64,
@@ -491,15 +496,18 @@ impl<'a> Graph<'a> {
         let ([input], [output]) = (reads.as_slice(), writes.as_slice()) else {
             return None;
         };
-        // batch first: the module transposes its input to time-major first and its output back
+        // batch first: the module transposes its input to time-major first and its output back,
+        // unless the exporter cancelled either Transpose against a neighbour's (an attention
+        // module left time-major before it, a recurrent op after it): the sequence is then read
+        // or left time-major, as the importer checks against the layout it tracks
         let swap = |n: &NodeProto| n.op_type() == "Transpose" && super::Attrs(n).ints("perm").as_deref() == Some(&[1, 0, 2]);
-        let first = ops
-            .iter()
-            .find(|n| swap(n) && n.input.first().map(String::as_str) == Some(*input))?;
-        if !ops.iter().any(|n| swap(n) && n.output.first().map(String::as_str) == Some(*output)) {
-            return None;
-        }
-        let x = first.output.first()?.as_str();
+        let first = ops.iter().find(|n| swap(n) && n.input.first().map(String::as_str) == Some(*input));
+        let time_major_in = first.is_none();
+        let time_major_out = !ops.iter().any(|n| swap(n) && n.output.first().map(String::as_str) == Some(*output));
+        let x = match first {
+            Some(first) => first.output.first()?.as_str(),
+            None => input,
+        };
         let relu = ops.iter().any(|n| n.op_type() == "Relu");
         let act = if relu { "Relu" } else { "Tanh" };
         if !ops.iter().any(|n| n.op_type() == act) || (relu && ops.iter().any(|n| n.op_type() == "Tanh")) {
@@ -578,6 +586,8 @@ impl<'a> Graph<'a> {
             Fusion {
                 layer: Layer::UnrolledRnn {
                     module,
+                    time_major_in,
+                    time_major_out,
                     relu,
                     input_size: input_size as u64,
                     hidden: hidden as u64,

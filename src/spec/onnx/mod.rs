@@ -366,6 +366,8 @@ struct Reader {
     names: HashMap<String, usize>,
     weights: ModelWeights,
     refused: Vec<String>,
+    /// A refused node is one of the per-step ops of an `nn.RNN` the dynamo exporter unrolled.
+    unrolled_rnn: bool,
     /// Reshapes to `[1, F]`: (spec node index, F), checked against the inferred shape.
     features: Vec<(usize, u64)>,
     /// Module names that own a `<module>.weight` initializer: their nodes take those names.
@@ -539,6 +541,8 @@ impl Reader {
             }
             fuse::Layer::UnrolledRnn {
                 module: m,
+                time_major_in,
+                time_major_out: _,
                 relu,
                 input_size,
                 hidden,
@@ -547,6 +551,16 @@ impl Reader {
                 bias,
                 weights,
             } => {
+                // (a module that starts without the Transpose to time-major reads a sequence the
+                // exporter left time-major for it; anything else is a module that is not batch
+                // first, which the model language does not have)
+                if *time_major_in != (self.layout(&f.input) == Some(Layout::TimeMajor)) {
+                    return Err(if *time_major_in {
+                        format!("{m:?} reads {:?} as a time-major sequence: an nn.RNN with batch_first=False is not supported (the model language's rnn is batch first)", f.input)
+                    } else {
+                        format!("{m:?} reads {:?}, a sequence in the exporter's layout around a recurrent op, in a way the importer does not follow", f.input)
+                    });
+                }
                 body.insert("type".into(), json!("rnn"));
                 body.insert("input_size".into(), json!(input_size));
                 body.insert("hidden_size".into(), json!(hidden));
@@ -593,7 +607,9 @@ impl Reader {
         // an activation written as several ops keeps a channels-last image channels-last; an
         // attention's output may be left time-major for the recurrent op that reads it
         let layout = match f.layer {
-            fuse::Layer::Attention { time_major: true, .. } => Some(Layout::TimeMajor),
+            fuse::Layer::Attention { time_major: true, .. } | fuse::Layer::UnrolledRnn { time_major_out: true, .. } => {
+                Some(Layout::TimeMajor)
+            }
             _ => self.layout(&f.input).filter(|l| *l == Layout::ChannelsLast),
         };
         self.bind(f.output.clone(), name, layout);
@@ -908,15 +924,8 @@ impl Reader {
             .iter()
             .find(|t| !layout_op && matches!(self.layout(t), Some(Layout::TimeMajor | Layout::Recurrent { .. })))
         {
-            // torch 2.11's dynamo exporter writes nn.RNN (not LSTM or GRU) as a loop unrolled
-            // into per-step MatMul, Slice and Tanh/Relu ops on the time-major input
-            let unrolled = if op == "MatMul" && dynamo_name(node).is_some() {
-                "; this looks like an nn.RNN that the dynamo exporter (torch.onnx.export's default) unrolled into per-step ops, which are read back only for a batch-first module on two or more tokens: export with dynamo=False, which writes an ONNX RNN op"
-            } else {
-                ""
-            };
             return Err(format!(
-                "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read{unrolled}"
+                "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
             ));
         }
         let channels_last = node.input.first().is_some_and(|t| self.layout(t) == Some(Layout::ChannelsLast));
@@ -1623,6 +1632,7 @@ fn read(
         names: HashMap::new(),
         weights: HashMap::new(),
         refused: Vec::new(),
+        unrolled_rnn: false,
         features: Vec::new(),
         modules: graph
             .initializer
@@ -1678,6 +1688,8 @@ fn read(
             };
             if let Err(why) = done {
                 r.refused.push(format!("{:?} ({}): {why}", n.name(), n.op_type()));
+                r.unrolled_rnn |= !matches!(n.op_type(), "RNN" | "LSTM" | "GRU")
+                    && meta(n, "pkg.torch.onnx.stack_trace").is_some_and(|t| t.contains("nn/modules/rnn.py"));
                 // later nodes still get read, so every unmappable node is listed at once
                 let outs = fusions.get(&i).map(|f| vec![f.output.clone()]).unwrap_or_else(|| n.output.clone());
                 for o in outs {
@@ -1859,10 +1871,17 @@ pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> Spec
         return Err(bad(
             pointer,
             format!(
-                "{n} ONNX node{} cannot be mapped to layers: {}{}",
+                "{n} ONNX node{} cannot be mapped to layers: {}{}{}",
                 if n == 1 { "" } else { "s" },
                 shown.join("; "),
-                if n > 40 { format!("; and {} more", n - 40) } else { String::new() }
+                if n > 40 { format!("; and {} more", n - 40) } else { String::new() },
+                // torch 2.11's dynamo exporter writes nn.RNN (not LSTM or GRU) as its loop unrolled
+                // into per-step MatMul, Slice and Tanh/Relu ops
+                if r.unrolled_rnn {
+                    ". Some of these are an nn.RNN that the dynamo exporter (torch.onnx.export's default) unrolled into per-step ops, which are read back as the layer only for a batch-first module on two or more tokens: export with dynamo=False, which writes an ONNX RNN op"
+                } else {
+                    ""
+                }
             ),
         ));
     }
