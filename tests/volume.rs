@@ -376,3 +376,112 @@ async fn adaptive_max_pooling_of_a_volume_by_hand() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.json()["pointer"], "/model/layers/0/return_indices");
 }
+
+/// groupnorm and instancenorm3d on a volume [4, 3, 5, 6] (N = 360 elements): each output reads
+/// every position of its group of channels (2 groups of 2 for the groupnorm, each channel alone
+/// for the instance norm, which reads the groupnorm's: channel 1 sees input channels 0 and 1),
+/// so the per-layer range is global. Counts (see `normalization` in
+/// complexity.rs): 3N + S additions and 2N + 3S multiplications for S statistics, plus N of each
+/// for an affine weight and bias: the groupnorm (S = 2, affine) 1442 and 1086, the instance norm
+/// (S = 4, not affine, PyTorch's default) 1084 and 732. fvcore's norm handle counts 5 per
+/// element with an affine weight, 4 without; ptflops's batchnorm hook 2 and 1.
+#[tokio::test]
+async fn normalizations_of_a_volume_by_hand() {
+    let model = json!({"input_shape": [4, 3, 5, 6], "layers": [
+        {"type": "groupnorm", "num_groups": 2, "name": "gn"},
+        {"type": "instancenorm3d", "name": "in"}]});
+    let t = post("/v1/complexity", json!({"model": model, "verify": true})).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let t = t.json();
+    let row = |name: &str| item(&t["rows"], "name", name).clone();
+    assert_eq!(
+        (row("gn")["additions"].clone(), row("gn")["multiplications"].clone()),
+        (json!(1442), json!(1086))
+    );
+    assert_eq!(
+        (row("in")["additions"].clone(), row("in")["multiplications"].clone()),
+        (json!(1084), json!(732))
+    );
+    assert_eq!(row("gn")["params"], 8);
+    assert_eq!(row("in")["params"], 0);
+    assert_eq!(row("in")["type"], "instancenorm3d");
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    for (profile, gn, inorm) in [("fvcore", 5 * 360, 4 * 360), ("ptflops", 2 * 360, 360)] {
+        let p = post("/v1/complexity", json!({"model": model, "profile": profile, "verify": false}))
+            .await
+            .json();
+        assert_eq!(item(&p["rows"], "name", "gn")["flops"], gn, "{profile}");
+        assert_eq!(item(&p["rows"], "name", "in")["flops"], inorm, "{profile}");
+    }
+
+    for (layer, channel, channels) in [("gn", 3, json!([[2, 3]])), ("in", 1, json!([[0, 1]]))] {
+        let r = post(
+            "/v1/receptive-field",
+            json!({"model": model, "position": {"layer": layer, "index": [1, 2, 3], "channel": channel}}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let v = r.json();
+        assert_eq!(item(&v["layers"], "name", layer)["kind"], "global");
+        assert_eq!(v["position"]["input_channels"], channels, "{layer}");
+        assert_eq!(v["position"]["input_slices"], json!([[0, 2]]));
+        assert_eq!(v["position"]["input_rows"], json!([[0, 4]]));
+        assert_eq!(v["position"]["input_cols"], json!([[0, 5]]));
+        assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    }
+    // instancenorm3d reads volumes only, instancenorm2d images only
+    let image = json!({"input_shape": [4, 5, 6], "layers": [{"type": "instancenorm3d"}]});
+    let r = post("/v1/complexity", json!({"model": image})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["pointer"], "/model/layers/0");
+    let volume = json!({"input_shape": [4, 3, 5, 6], "layers": [{"type": "instancenorm2d"}]});
+    let r = post("/v1/complexity", json!({"model": volume})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("instancenorm3d"), "{}", r.text);
+}
+
+/// The 3-D pads: PyTorch's 6-tuple is (left, right, top, bottom, front, back). A replication pad
+/// [1, 0, 0, 2, 1, 1] of a [1, 3, 4, 5] volume gives [1, 5, 6, 6]; output slice k is input slice
+/// k - 1 and column j input column j - 1 (clamped to the edge), row i input row i. Its corner
+/// unit [0, 5, 0] (front slice, the second bottom row, the left column) copies input slice 0,
+/// row 3, column 0. Pads count nothing.
+#[tokio::test]
+async fn pads_of_a_volume_by_hand() {
+    let model = json!({"input_shape": [1, 3, 4, 5], "layers": [
+        {"type": "replicationpad3d", "padding": [1, 0, 0, 2, 1, 1], "name": "pad"},
+        {"type": "conv3d", "out_channels": 1, "kernel_size": [3, 1, 1], "name": "c"}]});
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": model, "position": {"layer": "pad", "index": [0, 5, 0]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let pad = item(&v["layers"], "name", "pad");
+    assert_eq!(pad["output_shape"], json!([1, 5, 6, 6]));
+    assert_eq!(pad["receptive_field"]["depth"]["text"], "k-1 <= p <= k-1");
+    assert_eq!(pad["receptive_field"]["height"]["text"], "i <= m <= i");
+    assert_eq!(pad["receptive_field"]["width"]["text"], "j-1 <= n <= j-1");
+    assert_eq!(v["position"]["input_slices"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_rows"], json!([[3, 3]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 0]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+
+    let t = post("/v1/complexity", json!({"model": model, "verify": true})).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let t = t.json();
+    assert_eq!(item(&t["rows"], "name", "pad")["flops"], 0);
+    assert_eq!(item(&t["rows"], "name", "c")["macs"], 3 * 3 * 6 * 6);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+
+    // five numbers, and a reflection as wide as the volume, are refused naming the field
+    for (layer, pointer) in [
+        (json!({"type": "zeropad3d", "padding": [1, 1, 1, 1, 1]}), "/model/layers/0/padding"),
+        (json!({"type": "reflectionpad3d", "padding": 3}), "/model/layers/0/padding"),
+    ] {
+        let bad = json!({"input_shape": [1, 3, 4, 5], "layers": [layer]});
+        let r = post("/v1/complexity", json!({"model": bad})).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert_eq!(r.json()["pointer"], pointer, "{}", r.text);
+    }
+}

@@ -233,9 +233,13 @@ fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> 
 fn normalization(c: &mut Counts, node: &Node, affine: bool) {
     let n_all = c.output_elements;
     let coupling = node.coupling().expect("a normalization couples elements");
-    let stats = (if node.input.len() == 3 {
-        let per_axis = |a: usize| if coupling.spatial[a] { 1 } else { node.input[a + 1] };
-        coupling.groups * per_axis(0) * per_axis(1)
+    let stats = (if node.input.len() >= 3 {
+        // an image's or a volume's positions along the axes not coupled each have their own
+        (1..node.input.len())
+            .filter(|&a| !coupling.spatial[a - 1])
+            .map(|a| node.input[a])
+            .product::<u64>()
+            * coupling.groups
     } else {
         coupling.groups
     }) as u128;
@@ -382,7 +386,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.multiplications = 4 * out;
             c.additions = 3 * out;
         }
-        LayerKind::Upsample { .. } | LayerKind::Pad { .. } => {}
+        LayerKind::Upsample { .. } | LayerKind::Pad { .. } | LayerKind::Pad3d { .. } => {}
         LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => {
             if *affine {
                 c.params_weight = node.input[0] as u128;

@@ -876,6 +876,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         LayerKind::Conv3d { .. }
         | LayerKind::MaxPool3d { .. }
         | LayerKind::AvgPool3d { .. }
+        | LayerKind::Pad3d { .. }
         | LayerKind::AdaptiveAvgPool3d { .. }
         | LayerKind::AdaptiveMaxPool3d { .. } => through_volume(node, rf),
         // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
@@ -914,7 +915,9 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             match rf {
                 Rf::Features if c.groups == 1 => Rf::Global,
                 Rf::Features => Rf::NotAffine(format!("each feature depends on its group of {}", node.input[0] / c.groups)),
-                Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial == [true, true] => Rf::Global,
+                // (a volume's normalizations read every position of it)
+                Rf::Volume(_) => Rf::Global,
+                Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[..2] == [true, true] => Rf::Global,
                 Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
                     "{} reads every position along the {}",
                     node.layer.type_name(),
@@ -1489,6 +1492,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
         }
         LayerKind::MaxPool3d { .. }
         | LayerKind::AvgPool3d { .. }
+        | LayerKind::Pad3d { .. }
         | LayerKind::AdaptiveAvgPool3d { .. }
         | LayerKind::AdaptiveMaxPool3d { .. } => set
             .into_iter()

@@ -367,10 +367,11 @@ pub struct GroupNormLayer {
     pub affine: Option<bool>,
 }
 
-/// `torch.nn.InstanceNorm2d` (instance statistics).
+/// `torch.nn.InstanceNorm2d` on an image `[C, H, W]`, `InstanceNorm3d` on a volume
+/// `[C, D, H, W]` (instance statistics).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"num_features": 64, "affine": true}))]
-pub struct InstanceNorm2dLayer {
+pub struct InstanceNormLayer {
     #[schema(minimum = 1)]
     pub num_features: Option<u64>,
     #[schema(minimum = 0, maximum = 1, default = 1e-5)]
@@ -480,6 +481,22 @@ pub enum Pad1 {
 #[schema(example = json!({"padding": [1, 1, 2, 2]}))]
 pub struct Pad2dLayer {
     pub padding: Pad2,
+}
+
+/// An int (every side) or `[left, right, top, bottom, front, back]`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Pad3 {
+    All(u64),
+    Each([u64; 6]),
+}
+
+/// `torch.nn.ZeroPad3d`, `ReflectionPad3d`, `ReplicationPad3d`, `CircularPad3d` on a volume
+/// `[C, D, H, W]`: PyTorch's 6-tuple pads the width, then the height, then the depth.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"padding": [1, 1, 1, 1, 0, 0]}))]
+pub struct Pad3dLayer {
+    pub padding: Pad3,
 }
 
 /// The 1-D pads on a signal.
@@ -743,7 +760,9 @@ pub enum LayerOp {
     #[serde(rename = "groupnorm")]
     GroupNorm(GroupNormLayer),
     #[serde(rename = "instancenorm2d")]
-    InstanceNorm2d(InstanceNorm2dLayer),
+    InstanceNorm2d(InstanceNormLayer),
+    #[serde(rename = "instancenorm3d")]
+    InstanceNorm3d(InstanceNormLayer),
     #[serde(rename = "layernorm")]
     LayerNorm(LayerNormLayer),
     /// torchvision's `LayerNorm2d`: over the channels at each position of an image
@@ -766,6 +785,14 @@ pub enum LayerOp {
     ReplicationPad2d(Pad2dLayer),
     #[serde(rename = "circularpad2d")]
     CircularPad2d(Pad2dLayer),
+    #[serde(rename = "zeropad3d")]
+    ZeroPad3d(Pad3dLayer),
+    #[serde(rename = "reflectionpad3d")]
+    ReflectionPad3d(Pad3dLayer),
+    #[serde(rename = "replicationpad3d")]
+    ReplicationPad3d(Pad3dLayer),
+    #[serde(rename = "circularpad3d")]
+    CircularPad3d(Pad3dLayer),
     #[serde(rename = "relu")]
     Relu(ActivationLayer),
     #[serde(rename = "relu6")]
@@ -906,6 +933,7 @@ int_or_list! {
     AdaptiveSize3 => 3, true, "an int, or [d, h, w] where null keeps that axis's input size";
     Pad2 => 4, false, "an int (every side) or [left, right, top, bottom]";
     Pad1 => 2, false, "an int (both ends) or [left, right]";
+    Pad3 => 6, false, "an int (every side) or [left, right, top, bottom, front, back]";
     AdaptiveSize2 => 2, true, "an int, or [h, w] where null keeps that axis's input size";
 }
 

@@ -304,7 +304,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -744,7 +744,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             let affine = o.bool("affine", true)?;
             LayerKind::GroupNorm { groups, affine, eps }
         }
-        "instancenorm2d" => {
+        "instancenorm2d" | "instancenorm3d" => {
             declared_in = o.opt_u64("num_features", 1, max)?;
             let eps = o.f64_in("eps", Some(1e-5), 0.0, 1.0)?;
             let _m = o.f64_in("momentum", Some(0.1), 0.0, 1.0)?;
@@ -755,7 +755,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     "only instance statistics (track_running_stats=false, PyTorch's default) are supported",
                 ));
             }
-            LayerKind::InstanceNorm { affine, eps }
+            LayerKind::InstanceNorm {
+                affine,
+                eps,
+                volume: canon == "instancenorm3d",
+            }
         }
         "layernorm" => {
             let shape = match o.raw("normalized_shape") {
@@ -909,6 +913,36 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 }
             };
             LayerKind::Pad { pad, fill }
+        }
+        "zeropad3d" | "reflectionpad3d" | "replicationpad3d" | "circularpad3d" => {
+            let fill = match canon {
+                "zeropad3d" => Fill::Zeros,
+                "reflectionpad3d" => Fill::Reflect,
+                "circularpad3d" => Fill::Circular,
+                _ => Fill::Replicate,
+            };
+            // an int pads every side; PyTorch's 6-tuple is (left, right, top, bottom, front, back)
+            let pad = match o.raw("padding") {
+                None => return Err(o.missing("padding")),
+                Some(Value::Array(items)) if items.len() == 6 => {
+                    let mut pad = [0u64; 6];
+                    for (i, v) in items.iter().enumerate() {
+                        pad[i] = uint(v, &child(&o.at("padding"), i), 0, max)?;
+                    }
+                    pad
+                }
+                Some(v @ Value::Number(_)) => [uint(v, &o.at("padding"), 0, max)?; 6],
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("padding"),
+                        format!(
+                            "expected an int or [left, right, top, bottom, front, back], got {}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            LayerKind::Pad3d { pad, fill }
         }
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;

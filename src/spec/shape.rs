@@ -374,7 +374,7 @@ impl<'a> Builder<'a> {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
-                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, batchnorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
                         layer.type_name()
                     ),
                 ))
@@ -1039,6 +1039,23 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
             windows([d, h, w], *kernel, *stride, [1; 3], symmetric(*padding), *ceil_mode, pointer)?
         }
+        // a window of one with the padding, as the 2-D pads
+        LayerKind::Pad3d { pad, fill } => {
+            let [_, d, h, w] = volume(input, layer.type_name(), pointer)?;
+            filled(
+                windows(
+                    [d, h, w],
+                    [1; 3],
+                    [1; 3],
+                    [1; 3],
+                    [[pad[4], pad[5]], [pad[2], pad[3]], [pad[0], pad[1]]],
+                    false,
+                    pointer,
+                )?,
+                *fill,
+                pointer,
+            )?
+        }
         LayerKind::AdaptiveAvgPool3d { output } | LayerKind::AdaptiveMaxPool3d { output } => {
             let [c, d, h, w] = volume(input, layer.type_name(), pointer)?;
             let (out, ws) = adaptive([d, h, w], *output, pointer)?;
@@ -1216,6 +1233,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         LayerKind::Conv3d { .. }
         | LayerKind::MaxPool3d { .. }
         | LayerKind::AvgPool3d { .. }
+        | LayerKind::Pad3d { .. }
         | LayerKind::AdaptiveAvgPool3d { .. }
         | LayerKind::AdaptiveMaxPool3d { .. } => {
             unreachable!("volume layers are shaped by infer_3d")
@@ -1263,6 +1281,11 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                     format!("the input's {} channels are not divisible into {groups} groups", input[0]),
                 ));
             }
+            input.to_vec()
+        }
+        LayerKind::InstanceNorm { volume: true, .. } => {
+            volume(input, "instancenorm3d", pointer)?;
+            check_declared(layer, input[0], "num_features", pointer)?;
             input.to_vec()
         }
         LayerKind::InstanceNorm { .. } => {
@@ -1521,20 +1544,22 @@ impl<'a> Node<'a> {
     pub fn coupling(&self) -> Option<Coupling> {
         let c = self.input[0];
         let rank = self.input.len();
-        let spatial = |h: bool, w: bool| [h && rank == 3, w && rank == 3];
+        let spatial = |h: bool, w: bool| [h && rank == 3, w && rank == 3, false];
+        // every position of an image or a volume
+        let everywhere = [rank >= 3, rank >= 3, rank == 4];
         Some(match &self.layer.kind {
             LayerKind::GroupNorm { groups, .. } => Coupling {
                 groups: *groups,
-                spatial: spatial(true, true),
+                spatial: everywhere,
             },
             LayerKind::InstanceNorm { .. } => Coupling {
                 groups: c,
-                spatial: spatial(true, true),
+                spatial: everywhere,
             },
             // the channels at each position
             LayerKind::LayerNorm { channels: true, .. } => Coupling {
                 groups: 1,
-                spatial: [false, false],
+                spatial: [false; 3],
             },
             LayerKind::LayerNorm { shape, .. } => {
                 let first = rank - shape.len(); // the first normalized axis

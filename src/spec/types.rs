@@ -306,11 +306,12 @@ pub enum LayerKind {
         affine: bool,
         eps: f64,
     },
-    /// `torch.nn.InstanceNorm2d` (instance statistics: `track_running_stats=False`): over every
-    /// position of each channel.
+    /// `torch.nn.InstanceNorm2d` on an image, `InstanceNorm3d` on a volume (`volume`), with
+    /// instance statistics (`track_running_stats=False`): over every position of each channel.
     InstanceNorm {
         affine: bool,
         eps: f64,
+        volume: bool,
     },
     /// `torch.nn.LayerNorm(normalized_shape)`: statistics over the trailing axes it names; with
     /// `channels` (`layernorm2d`), over the channels at each position of an image `[C, H, W]`
@@ -326,6 +327,12 @@ pub enum LayerKind {
     /// bottom]` rows and columns added around the map, holding zeros or the image's own values.
     Pad {
         pad: [u64; 4],
+        fill: Fill,
+    },
+    /// `torch.nn.ZeroPad3d`, `ReflectionPad3d`, `ReplicationPad3d`, `CircularPad3d` on a volume:
+    /// `[left, right, top, bottom, front, back]` columns, rows and slices added around it.
+    Pad3d {
+        pad: [u64; 6],
         fill: Fill,
     },
     /// `torch.nn.Softmax(dim)`, PyTorch's dim (batch axis 0).
@@ -399,12 +406,13 @@ macro_rules! merges {
 
 /// Which elements of its input one output element of a normalization or softmax reads: the
 /// whole group of channels (axis 0; `groups` groups, so 1 is every channel and C each channel
-/// alone) and, on spatial inputs, every position along the coupled axes. On a flat `[F]` input
-/// the features are axis 0.
+/// alone) and, on spatial inputs, every position along the coupled axes (`spatial[a]` is
+/// sample axis `a + 1`: height and width of an image, depth, height and width of a volume). On
+/// a flat `[F]` input the features are axis 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coupling {
     pub groups: u64,
-    pub spatial: [bool; 2],
+    pub spatial: [bool; 3],
 }
 
 /// How a node with several inputs combines them.
@@ -443,11 +451,12 @@ impl Layer {
         self.one_d || (rank == 2 && matches!(self.kind, LayerKind::Upsample { .. }))
     }
 
-    /// conv3d and the 3-D pools: they read a volume `[C, D, H, W]`.
+    /// conv3d, the 3-D pools and pads: they read a volume `[C, D, H, W]`.
     pub fn volume_op(&self) -> bool {
         matches!(
             self.kind,
             LayerKind::Conv3d { .. }
+                | LayerKind::Pad3d { .. }
                 | LayerKind::MaxPool3d { .. }
                 | LayerKind::AvgPool3d { .. }
                 | LayerKind::AdaptiveAvgPool3d { .. }
@@ -455,14 +464,20 @@ impl Layer {
         )
     }
 
-    /// Whether the layer reads a volume `[C, D, H, W]`: a volume layer, or one that works on any
-    /// tensor element by element (batchnorm per channel) or flattens it. (The merges take volumes
-    /// too; every other layer refuses one.)
+    /// Whether the layer reads a volume `[C, D, H, W]`: a volume layer, one that works on any
+    /// tensor element by element (batchnorm per channel) or flattens it, or a normalization over
+    /// every position (groupnorm, instancenorm3d). (The merges take volumes too; every other
+    /// layer refuses one.)
     pub fn reads_volumes(&self) -> bool {
         self.volume_op()
             || matches!(
                 self.kind,
-                LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+                LayerKind::BatchNorm { .. }
+                    | LayerKind::Activation { .. }
+                    | LayerKind::Dropout { .. }
+                    | LayerKind::Flatten
+                    | LayerKind::GroupNorm { .. }
+                    | LayerKind::InstanceNorm { volume: true, .. }
             )
     }
 
@@ -510,11 +525,16 @@ impl Layer {
             LayerKind::AdaptiveMaxPool2d { .. } => "adaptive_maxpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::GroupNorm { .. } => "groupnorm",
-            LayerKind::InstanceNorm { .. } => "instancenorm2d",
+            LayerKind::InstanceNorm { volume: false, .. } => "instancenorm2d",
+            LayerKind::InstanceNorm { volume: true, .. } => "instancenorm3d",
             LayerKind::LayerNorm { channels: true, .. } => "layernorm2d",
             LayerKind::LayerNorm { .. } => "layernorm",
             LayerKind::Softmax { .. } => "softmax",
             LayerKind::Mean { .. } => "mean",
+            LayerKind::Pad3d { fill: Fill::Zeros, .. } => "zeropad3d",
+            LayerKind::Pad3d { fill: Fill::Reflect, .. } => "reflectionpad3d",
+            LayerKind::Pad3d { fill: Fill::Replicate, .. } => "replicationpad3d",
+            LayerKind::Pad3d { fill: Fill::Circular, .. } => "circularpad3d",
             LayerKind::Pad { fill: Fill::Zeros, .. } => "zeropad2d",
             LayerKind::Pad { fill: Fill::Reflect, .. } => "reflectionpad2d",
             LayerKind::Pad { fill: Fill::Replicate, .. } => "replicationpad2d",

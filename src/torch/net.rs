@@ -772,6 +772,14 @@ impl Net {
                     fill_pad(x, node.windows.expect("pad windows"))
                 }
             }
+            LayerKind::Pad3d { fill, .. } => {
+                let ws = node.volume.expect("pad windows");
+                if *fill == crate::spec::Fill::Zeros {
+                    x.constant_pad_nd(pad_list(&ws, |w| w.pad_hi as i64))
+                } else {
+                    fill_pad(x, ws)
+                }
+            }
             LayerKind::Flatten => x.flatten(1, -1),
             crate::spec::merges!() => {
                 unreachable!("merge nodes combine their inputs above")
@@ -889,7 +897,7 @@ pub(crate) fn coupled_sum(x: &Tensor, c: crate::spec::Coupling) -> Tensor {
     grouped.extend_from_slice(&size[2..]);
     let mut dims: Vec<i64> = vec![2];
     for (a, &coupled) in c.spatial.iter().enumerate() {
-        if coupled && size.len() == 4 {
+        if coupled && 2 + a < size.len() {
             dims.push(3 + a as i64);
         }
     }

@@ -469,6 +469,11 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             (y, classes)
         }
         LayerKind::MaxPool3d { .. } | LayerKind::AvgPool3d { .. } => (summing_window(&x, node.volume.expect("pool windows")), m),
+        // a window of one: the padding as the layer pads
+        LayerKind::Pad3d { .. } => {
+            let (x, windows) = unpadded(&x, node.volume.expect("pad windows"));
+            (summing_window(&x, windows), m)
+        }
         // every pooling as a summing window: an adaptive max pool's windows are the average's
         LayerKind::AdaptiveAvgPool3d { .. } | LayerKind::AdaptiveMaxPool3d { .. } => (adaptive_sum(&x, node), m),
         LayerKind::Conv2d { out_channels, groups, .. } => {

@@ -642,7 +642,7 @@ def run_gradient(url, n, seed, signals, volumes=0):
             # the normalization layers' weight and bias, beside the table: each one PyTorch
             # gives a gradient, by its name, with autograd's norm
             others = {o["path"]: o for o in resp["other_parameters"]}
-            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
+            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
                 for role in ("weight", "bias"):

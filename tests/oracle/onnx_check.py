@@ -240,8 +240,6 @@ def volume_export_differs(spec):
             yield from walk(l.get("body", []))
             yield from walk(l.get("shortcut", []))
     for l in walk(spec["layers"]):
-        if l.get("padding_mode", "zeros") != "zeros":
-            return True
         if l.get("ceil_mode") and any(s > k for s, k in zip(sizes(l.get("stride") or l["kernel_size"]), sizes(l["kernel_size"]))):
             return True
     return False
@@ -260,14 +258,20 @@ def run_random(url, n, seed, only=None, signals=0, volumes=0):
             (lambda: torchspec.random_spec(rng) if case % 2 == 0 else prune(torchspec.random_graph(rng)))
         spec = draw()
         # circular padding leaves torch.onnx.export as Slice and Concat nodes around a plain
-        # conv, which the importer does not fold back into one layer: drawn again. So are, on
-        # volumes, a conv3d's reflect/replicate padding (a Pad node on a volume, which the
-        # importer does not fold into the conv: refused, naming it) and a ceil-mode 3-D pool
+        # conv, which the importer does not fold back into one layer: drawn again. So is, on
+        # volumes (where a conv3d's reflect/replicate padding exports as a Pad read back as a
+        # 3-D pad layer before the conv), a ceil-mode 3-D pool
         # whose stride exceeds its kernel (ONNX's ceil rule keeps a last window that starts in
         # the padding, PyTorch's drops it: the exporter then sizes a later adaptive pool's
         # kernel from ONNX's shapes, a file PyTorch's module does not compute)
         while "circular" in json.dumps(spec) or (case >= n + signals and volume_export_differs(spec)):
             spec = draw()
+        # a volume network that ends in a normalization sums to a constant over each group: the
+        # objective below (the outputs' sum) would have exactly zero gradients, rounding noise
+        # on both sides (so would any linear layer after it that sums every position); a sigmoid
+        # after it does not sum to a constant
+        if "layers" in spec and spec["layers"][-1]["type"] in ("groupnorm", "instancenorm3d"):
+            spec["layers"].append({"type": "sigmoid"})
         label = f"onnx random case {case} (seed {seed})"
         model = torchspec.build_model(spec).float().eval()
         try:

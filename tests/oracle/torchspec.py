@@ -174,8 +174,8 @@ class CoupledSum(nn.Module):
         if isinstance(r, nn.GroupNorm):
             g = x.reshape(n, r.num_groups, -1)
             return (g + g.sum(2, keepdim=True)).reshape(x.shape)
-        if isinstance(r, nn.InstanceNorm2d):
-            return x + x.sum((2, 3), keepdim=True)
+        if isinstance(r, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
+            return x + x.sum(tuple(range(2, x.dim())), keepdim=True)
         if isinstance(r, nn.LayerNorm):
             dims = tuple(range(x.dim() - len(r.normalized_shape), x.dim()))
             return x + x.sum(dims, keepdim=True)
@@ -386,11 +386,12 @@ def build_layer(spec, shape, probe):
         sf = spec.get("scale_factor")
         m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
                         scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode=spec.get("mode", "nearest"))
-    elif t in ("groupnorm", "instancenorm2d", "layernorm", "softmax"):
+    elif t in ("groupnorm", "instancenorm2d", "instancenorm3d", "layernorm", "softmax"):
         if t == "groupnorm":
             real = nn.GroupNorm(spec["num_groups"], shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True))
-        elif t == "instancenorm2d":
-            real = nn.InstanceNorm2d(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", False))
+        elif t in ("instancenorm2d", "instancenorm3d"):
+            cls = nn.InstanceNorm3d if t == "instancenorm3d" else nn.InstanceNorm2d
+            real = cls(shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", False))
         elif t == "layernorm":
             ns = spec["normalized_shape"]
             real = nn.LayerNorm(ns, eps=spec.get("eps", 1e-5), elementwise_affine=spec.get("elementwise_affine", True), bias=spec.get("bias", True))
@@ -404,6 +405,10 @@ def build_layer(spec, shape, probe):
         m = {"zeropad2d": nn.ZeroPad2d, "reflectionpad2d": nn.ReflectionPad2d, "replicationpad2d": nn.ReplicationPad2d,
              "circularpad2d": nn.CircularPad2d}[t](
             tuple(pad) if isinstance(pad, list) else pad)
+    elif t in ("zeropad3d", "reflectionpad3d", "replicationpad3d", "circularpad3d"):
+        pad = spec["padding"]
+        m = {"zeropad3d": nn.ZeroPad3d, "reflectionpad3d": nn.ReflectionPad3d, "replicationpad3d": nn.ReplicationPad3d,
+             "circularpad3d": nn.CircularPad3d}[t](tuple(pad) if isinstance(pad, list) else pad)
     elif t in ("zeropad1d", "reflectionpad1d", "replicationpad1d", "circularpad1d"):
         pad = spec["padding"]
         m = {"zeropad1d": nn.ZeroPad1d, "reflectionpad1d": nn.ReflectionPad1d, "replicationpad1d": nn.ReplicationPad1d,
@@ -724,7 +729,8 @@ def random_signal_spec(rng):
 def random_volume_spec(rng):
     """A random 3-D network on a volume [C, D, H, W] (a clip of frames, a scan): conv3d with
     per-axis kernels, strides, dilation, padding (numbers, "same", reflect/replicate/circular),
-    groups; 3-D max and average pools with ceil mode; batchnorm3d and activations; residual
+    groups; 3-D max and average pools with ceil mode; the 3-D pads; batchnorm3d, groupnorm,
+    instancenorm3d and activations; residual
     blocks and channel concatenations of conv3d branches; an adaptive pool and classifier head
     now and then."""
     c = rng.randint(1, 3)
@@ -754,7 +760,16 @@ def random_volume_spec(rng):
             else:
                 cand["count_include_pad"] = rng.random() < 0.7
         elif r < 0.8:
-            cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish"])}
+            cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish", "norm", "norm", "pad", "pad"])}
+            if cand["type"] == "pad":
+                cand = {"type": rng.choice(["zeropad3d", "reflectionpad3d", "replicationpad3d", "circularpad3d"]),
+                        "padding": rng.choice([rng.randint(0, 2), [rng.randint(0, 2) for _ in range(6)]])}
+            # a normalization over every position: per channel group, or per channel
+            if cand["type"] == "norm" and rng.random() < 0.5:
+                cand = {"type": "groupnorm", "num_groups": rng.choice([g for g in (1, 2, 3, shape[0]) if shape[0] % g == 0]),
+                        "affine": rng.random() < 0.7}
+            elif cand["type"] == "norm":
+                cand = {"type": "instancenorm3d", "affine": rng.random() < 0.4}
         elif r < 0.9:
             cand = {"type": "concat", "branches": [
                 [{"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": 1}]

@@ -1330,7 +1330,9 @@ impl Reader {
                 let bias = self.weight(node, 2, "bias")?.filter(|b| b.initializer && affine);
                 match op {
                     "InstanceNormalization" => {
-                        set("type", json!("instancenorm2d"));
+                        // of [N, C, D, H, W] (its learned shape, else the model's input's axes)
+                        let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
+                        set("type", json!(if rank == 5 { "instancenorm3d" } else { "instancenorm2d" }));
                         set("affine", json!(affine));
                     }
                     "GroupNormalization" => {
@@ -1506,9 +1508,15 @@ impl Reader {
                         set("type", json!(format!("{fill}1d")));
                         set("padding", json!([l, r]));
                     }
+                    // [b, c, d, h, w begins, then ends]: a volume's (conv3d's reflect and
+                    // replicate padding_mode export as this Pad and the Conv after it)
+                    [0, 0, f, t, l, 0, 0, bk, b, r] if [f, t, l, bk, b, r].iter().all(|&&x| x >= 0) => {
+                        set("type", json!(format!("{fill}3d")));
+                        set("padding", json!([l, r, t, b, f, bk]));
+                    }
                     other => {
                         return Err(format!(
-                            "pads {other:?}: only non-negative padding of the spatial axes of an image or a 1-D signal (padding a volume, as conv3d's reflect or replicate padding_mode exports, is not read from files yet)"
+                            "pads {other:?}: only non-negative padding of the spatial axes of an image, a volume or a 1-D signal"
                         ))
                     }
                 }
