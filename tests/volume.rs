@@ -485,3 +485,80 @@ async fn pads_of_a_volume_by_hand() {
         assert_eq!(r.json()["pointer"], pointer, "{}", r.text);
     }
 }
+
+/// conv_transpose3d (kernel 2, stride 2) doubles every axis of [1, 3, 4, 4]: output slice k
+/// copies input slice floor(k/2), a range with floors (`rational`, jump 1/2). Each of the 48
+/// inputs times each of its 2 x 8 weights: 768 products, no additions without a bias (every
+/// output one product), params 1*2*8 + 2. In a 3-D U-Net step (conv3d k3 p1 as the skip, a 2x
+/// pool of it and the transposed conv up, concatenated), the up path reads the skip's
+/// 2*floor(k/2)..=2*floor(k/2)+1, so input slices 2*floor(k/2)-1..=2*floor(k/2)+2: that bounds
+/// the skip's own k-1..=k+1 on both ends, and the union is the up path's range with floors,
+/// centred differently from the skip's (not aligned).
+#[tokio::test]
+async fn transposed_convolution_of_a_volume_by_hand() {
+    let model = json!({"input_shape": [1, 3, 4, 4], "layers": [
+        {"type": "conv_transpose3d", "out_channels": 2, "kernel_size": 2, "stride": 2, "name": "up"}]});
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": model, "position": {"layer": "up", "index": [5, 2, 7]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let up = item(&v["layers"], "name", "up");
+    assert_eq!(up["output_shape"], json!([2, 6, 8, 8]));
+    assert_eq!(up["kind"], "rational");
+    assert_eq!(up["rational"]["depth"]["text"], "floor(k/2) <= p <= floor(k/2)");
+    assert_eq!(up["rational"]["depth"]["jump"], "1/2");
+    assert_eq!(v["position"]["input_slices"], json!([[2, 2]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[3, 3]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+
+    let t = post("/v1/complexity", json!({"model": model, "verify": true})).await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let t = t.json();
+    let row = item(&t["rows"], "name", "up");
+    assert_eq!(row["macs"], 768);
+    assert_eq!(row["params"], 18);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let f = post(
+        "/v1/complexity",
+        json!({"model": model, "profile": "torch_flop_counter", "verify": false}),
+    )
+    .await
+    .json();
+    assert_eq!(f["totals"]["flops"], 2 * 768);
+    let d = post("/v1/gradient-diagnostics", json!({"model": model, "inputs": {"batch_size": 2}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert_eq!(item(&d.json()["layers"], "name", "up")["weight_shape"], json!([1, 2, 2, 2, 2]));
+
+    let unet = json!({"input_shape": [1, 4, 6, 6], "graph": {"nodes": [
+        {"name": "skip", "type": "conv3d", "out_channels": 2, "kernel_size": 3, "padding": 1, "inputs": ["input"]},
+        {"name": "down", "type": "maxpool3d", "kernel_size": 2, "inputs": ["skip"]},
+        {"name": "up", "type": "conv_transpose3d", "out_channels": 2, "kernel_size": 2, "stride": 2, "inputs": ["down"]},
+        {"name": "cat", "type": "concat", "dim": 1, "inputs": ["skip", "up"]}],
+        "outputs": ["cat"]}});
+    let v = post(
+        "/v1/receptive-field",
+        json!({"model": unet, "position": {"layer": "cat", "index": [1, 2, 3], "channel": 3}}),
+    )
+    .await;
+    assert_eq!(v.status, 200, "{}", v.text);
+    let v = v.json();
+    let cat = item(&v["layers"], "path", "cat");
+    assert_eq!(cat["kind"], "rational", "{cat}");
+    assert_eq!(cat["rational"]["depth"]["text"], "2*floor(k/2)-1 <= p <= 2*floor(k/2)+2");
+    assert_eq!(cat["aligned"], false);
+    // channel 3 is the up path's: output slice 1 is pooled slice 0, the skip's slices 0..=1,
+    // input slices -1..=2 clipped; rows from output row 2: pooled row 1, skip rows 2..=3
+    assert_eq!(v["position"]["input_slices"], json!([[0, 2]]));
+    assert_eq!(v["position"]["input_rows"], json!([[1, 4]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    // a transposed conv's output_padding at least its stride and dilation is refused
+    let bad = json!({"input_shape": [1, 3, 4, 4], "layers": [
+        {"type": "conv_transpose3d", "out_channels": 2, "kernel_size": 2, "stride": 2, "output_padding": [0, 2, 0]}]});
+    let r = post("/v1/complexity", json!({"model": bad})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["pointer"], "/model/layers/0/output_padding");
+}

@@ -225,6 +225,36 @@ fn transposed_axis(input: u64, output: u64, k: u64, s: u64, p: u64, dl: u64) -> 
     (landed, covered)
 }
 
+/// A transposed convolution on `N` spatial axes (`[kernel, stride, padding, dilation]` per
+/// axis): every input element times every weight of its group's kernels, as libtorch computes
+/// (and FlopCounterMode counts); products landing in the cropped padding are discarded.
+fn transposed<const N: usize>(
+    c: &mut Counts,
+    node: &Node,
+    [kernel, stride, padding, dilation]: [&[u64; N]; 4],
+    groups: u64,
+    additions: Additions,
+) {
+    let w = node.dense_weight().expect("a transposed conv has a weight");
+    c.params_weight = w.numel() as u128;
+    c.params_bias = if w.bias { w.bias_len() as u128 } else { 0 };
+    let products = numel(&node.input) as u128 * w.fan_in() as u128;
+    c.multiplications = products;
+    c.macs = products;
+    let (c_in, c_out) = (node.input[0] as u128, node.output[0] as u128);
+    let (mut landed, mut covered) = (c_in * (c_out / groups as u128), c_out);
+    for a in 0..N {
+        let (l, k) = transposed_axis(node.input[a + 1], node.output[a + 1], kernel[a], stride[a], padding[a], dilation[a]);
+        landed *= l;
+        covered *= k;
+    }
+    let bias_adds = if w.bias { c.output_elements } else { 0 };
+    c.additions = match additions {
+        Additions::Accumulate => landed + bias_adds,
+        Additions::Exact => landed - covered + bias_adds,
+    };
+}
+
 /// A normalization over groups of `n` elements (S = N / n statistics for N elements): mean (N
 /// additions, S multiplications), variance (N additions to centre, N multiplications to square,
 /// N additions to sum, S multiplications), 1/sqrt(var + eps) (S additions, S multiplications),
@@ -303,26 +333,15 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             dilation,
             groups,
             ..
-        } => {
-            // every input element times every weight of its group's kernels, as libtorch computes
-            // (and FlopCounterMode counts); products landing in the cropped padding are discarded
-            let w = node.dense_weight().expect("a transposed conv has a weight");
-            c.params_weight = w.numel() as u128;
-            c.params_bias = if w.bias { w.bias_len() as u128 } else { 0 };
-            let products = numel(&node.input) as u128 * w.fan_in() as u128;
-            c.multiplications = products;
-            c.macs = products;
-            let axis = |a: usize| transposed_axis(node.input[a + 1], node.output[a + 1], kernel[a], stride[a], padding[a], dilation[a]);
-            let ((lh, ch), (lw, cw)) = (axis(0), axis(1));
-            let (c_in, c_out) = (node.input[0] as u128, node.output[0] as u128);
-            let landed = c_in * (c_out / *groups as u128) * lh * lw;
-            let covered = c_out * ch * cw;
-            let bias_adds = if w.bias { out } else { 0 };
-            c.additions = match additions {
-                Additions::Accumulate => landed + bias_adds,
-                Additions::Exact => landed - covered + bias_adds,
-            };
-        }
+        } => transposed(&mut c, node, [kernel, stride, padding, dilation], *groups, additions),
+        LayerKind::ConvTranspose3d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => transposed(&mut c, node, [kernel, stride, padding, dilation], *groups, additions),
         // a learned tensor: its elements, no arithmetic
         LayerKind::Parameter { .. } => c.params_weight = param_numel(node, false),
         // views: no arithmetic
@@ -490,6 +509,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
         LayerKind::Conv2d { .. }
             | LayerKind::Conv3d { .. }
             | LayerKind::ConvTranspose2d { .. }
+            | LayerKind::ConvTranspose3d { .. }
             | LayerKind::Linear { .. }
             | LayerKind::MatMul
     );

@@ -233,6 +233,9 @@ pub enum Rf {
     Volume([Affine; 3]),
     /// Height and width maps with floors (after upsampling or a strided transposed convolution).
     Rational([AxisMap; 2]),
+    /// Depth, height and width maps of a volume with floors (after a strided transposed
+    /// convolution).
+    RationalVolume([AxisMap; 3]),
     /// Each feature of a flat input depends on itself only (an MLP before its first linear).
     Features,
     /// Every output depends on the whole input (after a linear layer).
@@ -330,9 +333,12 @@ pub struct RationalAxis {
     pub hi: End,
 }
 
-/// Images: `height` and `width`; a 1-D signal: `length` alone.
+/// Images: `height` and `width`; volumes `depth` too (output slice `k`, input slices `p`); a 1-D
+/// signal: `length` alone.
 #[derive(Serialize, Debug, Clone, ToSchema)]
 pub struct RationalRf {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<RationalAxis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<RationalAxis>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -458,11 +464,19 @@ fn rational_axis(m: &AxisMap, base: u64, index: &str, var: &str) -> RationalAxis
 fn rational(rf: &Rf, base: u64, signal: bool) -> Option<RationalRf> {
     match rf {
         Rf::Rational([_, w]) if signal => Some(RationalRf {
+            depth: None,
             height: None,
             width: None,
             length: Some(rational_axis(w, base, "i", "m")),
         }),
         Rf::Rational([h, w]) => Some(RationalRf {
+            depth: None,
+            height: Some(rational_axis(h, base, "i", "m")),
+            width: Some(rational_axis(w, base, "j", "n")),
+            length: None,
+        }),
+        Rf::RationalVolume([d, h, w]) => Some(RationalRf {
+            depth: Some(rational_axis(d, base, "k", "p")),
             height: Some(rational_axis(h, base, "i", "m")),
             width: Some(rational_axis(w, base, "j", "n")),
             length: None,
@@ -515,7 +529,7 @@ impl RfKind {
 fn kind_name(rf: &Rf) -> RfKind {
     match rf {
         Rf::Spatial(_) | Rf::Volume(_) => RfKind::Spatial,
-        Rf::Rational(_) => RfKind::Rational,
+        Rf::Rational(_) | Rf::RationalVolume(_) => RfKind::Rational,
         Rf::Features => RfKind::Features,
         Rf::Global => RfKind::Global,
         Rf::NotAffine(_) => RfKind::NotAffine,
@@ -670,7 +684,7 @@ fn row_and_all(a: &Rf, others: &[Rf], why: &str) -> Rf {
     let reads_all = |r: &Rf| {
         matches!(
             r,
-            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_)
+            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_) | Rf::RationalVolume(_)
         )
     };
     if others.iter().all(|r| *r == Rf::Constant) && maps_of(a).is_none() {
@@ -711,9 +725,9 @@ fn merge_inputs(graph: &Graph, node: &Node, rfs: &[NodeRf]) -> Vec<Rf> {
                 4 if (1..4).any(|a| e.broadcast(&node.output, a)) => {
                     // a volume's gate: the whole input at every position, or one range each
                     let n = graph.input();
-                    return match rf {
-                        Rf::Volume(m) if (0..3).all(|a| m[a].at(0).0 <= 0 && m[a].at(0).1 >= n[a + 1] as i64 - 1) => Rf::Global,
-                        Rf::Global | Rf::Constant => rf,
+                    return match volume_maps(&rf) {
+                        Some(m) if (0..3).all(|a| m[a].at(0).0 <= 0 && m[a].at(0).1 >= n[a + 1] as i64 - 1) => Rf::Global,
+                        _ if matches!(rf, Rf::Global | Rf::Constant) => rf,
                         _ => Rf::NotAffine(format!(
                             "{} is broadcast over positions: every output position sees its one range",
                             e.label
@@ -772,6 +786,55 @@ fn from_maps(maps: [AxisMap; 2]) -> Rf {
     }
 }
 
+/// The maps of a volume's integer-affine or rational range, as rational maps.
+pub fn volume_maps(rf: &Rf) -> Option<[AxisMap; 3]> {
+    match rf {
+        Rf::Volume([d, h, w]) => Some([AxisMap::from_affine(d)?, AxisMap::from_affine(h)?, AxisMap::from_affine(w)?]),
+        Rf::RationalVolume(m) => Some(*m),
+        _ => None,
+    }
+}
+
+/// A volume's rational maps back to a range: integer-affine when every axis is.
+fn from_volume_maps(maps: [AxisMap; 3]) -> Rf {
+    match (maps[0].to_affine(), maps[1].to_affine(), maps[2].to_affine()) {
+        (Some(d), Some(h), Some(w)) => Rf::Volume([d, h, w]),
+        _ => Rf::RationalVolume(maps),
+    }
+}
+
+/// Each axis's map of a volume through `f` (None: no single-floor form).
+fn map_volume(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) -> Rf {
+    match volume_maps(&rf) {
+        Some(m) => match (f(0, m[0]), f(1, m[1]), f(2, m[2])) {
+            (Some(d), Some(h), Some(w)) => from_volume_maps([d, h, w]),
+            _ => Rf::NotAffine(why.to_string()),
+        },
+        None => rf,
+    }
+}
+
+/// A rational map through a sliding window: output `o` reads window positions
+/// `stride*o - pad_lo ..= stride*o - pad_lo + span - 1`.
+fn window_map(m: AxisMap, w: &Window) -> Option<AxisMap> {
+    let (s, lo) = (w.stride as i64, -(w.pad_lo as i64));
+    Some(AxisMap {
+        lo: m.lo.linear(s, lo)?,
+        hi: m.hi.linear(s, lo.checked_add(w.span() as i64 - 1)?)?,
+    })
+}
+
+/// A rational map through a transposed convolution along one axis: output `o` reads inputs
+/// `ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)`.
+fn transposed_map(m: AxisMap, kernel: u64, stride: u64, padding: u64, dilation: u64) -> Option<AxisMap> {
+    let (s, p) = (stride as i64, padding as i64);
+    let reach = i64::try_from(dilation.checked_mul(kernel - 1)?).ok()?;
+    Some(AxisMap {
+        lo: m.lo.floor(1, p.checked_sub(reach)?.checked_add(s - 1)?, s)?,
+        hi: m.hi.floor(1, p, s)?,
+    })
+}
+
 /// Each axis's map through `f` (None: no single-floor form).
 fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) -> Rf {
     match maps_of(&rf) {
@@ -783,6 +846,8 @@ fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) ->
     }
 }
 
+const TOO_WIDE: &str = "the range's numbers do not fit in 64 bits";
+
 const NESTED: &str =
     "an upsampling after a stride that does not divide it nests two floors: no single-floor range; exact sets of a unit are exact";
 
@@ -790,13 +855,7 @@ const NESTED: &str =
 fn through_windows(node: &Node, rf: Rf) -> Rf {
     match (rf, node.windows) {
         (Rf::Spatial(m), Some(ws)) => then_all(m, &ws).map_or_else(too_far, Rf::Spatial),
-        (r @ Rf::Rational(_), Some(ws)) => map_axes(r, "the range's numbers do not fit in 64 bits", |a, m| {
-            let (s, lo) = (ws[a].stride as i64, -(ws[a].pad_lo as i64));
-            Some(AxisMap {
-                lo: m.lo.linear(s, lo)?,
-                hi: m.hi.linear(s, lo.checked_add(ws[a].span() as i64 - 1)?)?,
-            })
-        }),
+        (r @ Rf::Rational(_), Some(ws)) => map_axes(r, TOO_WIDE, |a, m| window_map(m, &ws[a])),
         (Rf::Spatial(_) | Rf::Rational(_), None) if node.layer.one_d => Rf::NotAffine(format!(
             "adaptive pooling from {} to {} positions uses windows of different sizes",
             node.input[2], node.output[2]
@@ -826,7 +885,8 @@ fn too_far() -> Rf {
 fn through_volume(node: &Node, rf: Rf) -> Rf {
     match (rf, node.volume) {
         (Rf::Volume(m), Some(ws)) => then_all(m, &ws).map_or_else(too_far, Rf::Volume),
-        (Rf::Volume(_), None) => Rf::NotAffine(format!(
+        (r @ Rf::RationalVolume(_), Some(ws)) => map_volume(r, TOO_WIDE, |a, m| window_map(m, &ws[a])),
+        (Rf::Volume(_) | Rf::RationalVolume(_), None) => Rf::NotAffine(format!(
             "adaptive pooling from {}x{}x{} to {}x{}x{} uses windows of different sizes",
             node.input[1], node.input[2], node.input[3], node.output[1], node.output[2], node.output[3]
         )),
@@ -879,21 +939,20 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         | LayerKind::Pad3d { .. }
         | LayerKind::AdaptiveAvgPool3d { .. }
         | LayerKind::AdaptiveMaxPool3d { .. } => through_volume(node, rf),
-        // output o reads inputs ceil((o + p - d*(k-1))/s) ..= floor((o + p)/s)
         LayerKind::ConvTranspose2d {
             kernel,
             stride,
             padding,
             dilation,
             ..
-        } => map_axes(rf, NESTED, |a, m| {
-            let (s, p) = (stride[a] as i64, padding[a] as i64);
-            let reach = i64::try_from(dilation[a].checked_mul(kernel[a] - 1)?).ok()?;
-            Some(AxisMap {
-                lo: m.lo.floor(1, p.checked_sub(reach)?.checked_add(s - 1)?, s)?,
-                hi: m.hi.floor(1, p, s)?,
-            })
-        }),
+        } => map_axes(rf, NESTED, |a, m| transposed_map(m, kernel[a], stride[a], padding[a], dilation[a])),
+        LayerKind::ConvTranspose3d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } => map_volume(rf, NESTED, |a, m| transposed_map(m, kernel[a], stride[a], padding[a], dilation[a])),
         // nearest: output row i copies input row floor(i/s); bilinear: rows
         // floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the source position's two neighbours
         LayerKind::Upsample { bilinear, .. } => map_axes(rf, NESTED, |a, m| {
@@ -916,7 +975,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
                 Rf::Features if c.groups == 1 => Rf::Global,
                 Rf::Features => Rf::NotAffine(format!("each feature depends on its group of {}", node.input[0] / c.groups)),
                 // (a volume's normalizations read every position of it)
-                Rf::Volume(_) => Rf::Global,
+                Rf::Volume(_) | Rf::RationalVolume(_) => Rf::Global,
                 Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[..2] == [true, true] => Rf::Global,
                 Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
                     "{} reads every position along the {}",
@@ -945,7 +1004,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             _ => Rf::Global,
         },
         LayerKind::Flatten => match rf {
-            Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_) | Rf::NotAffine(_) => {
+            Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_) | Rf::RationalVolume(_) | Rf::NotAffine(_) => {
                 Rf::NotAffine("flattened: features have no spatial index; each depends on one input position".into())
             }
             other => other,
@@ -1039,8 +1098,11 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         .iter()
         .filter_map(|r| if let Rf::Volume(a) = r { Some(*a) } else { None })
         .collect();
-    if !volumes.is_empty() {
+    if ends.iter().any(|r| matches!(r, Rf::Volume(_) | Rf::RationalVolume(_))) {
         if volumes.len() != ends.len() {
+            if let Some(maps) = ends.iter().map(volume_maps).collect::<Option<Vec<_>>>() {
+                return merge_rational(&maps, from_volume_maps);
+            }
             return match ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
                 Some(r) => (r.clone(), None, None),
                 None => (
@@ -1061,7 +1123,7 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         .collect();
     if spatials.len() != ends.len() {
         if let Some(maps) = ends.iter().map(maps_of).collect::<Option<Vec<_>>>() {
-            return merge_rational(&maps);
+            return merge_rational(&maps, from_maps);
         }
         return match ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
             Some(r) => (r.clone(), None, None),
@@ -1104,10 +1166,10 @@ fn hull<const N: usize>(maps: &[[Affine; N]]) -> Result<([Affine; N], bool), Rf>
 /// The union of branches with rational maps: per axis, the branch whose lower end is lowest
 /// (and the one whose upper end is highest) at every output. Ends with one slope differ
 /// periodically, so one period of their floors decides for every output.
-fn merge_rational(maps: &[[AxisMap; 2]]) -> (Rf, Option<bool>, Option<String>) {
+fn merge_rational<const N: usize>(maps: &[[AxisMap; N]], range: fn([AxisMap; N]) -> Rf) -> (Rf, Option<bool>, Option<String>) {
     let mut out = maps[0];
     let mut aligned = true;
-    for a in 0..2 {
+    for a in 0..N {
         let slope = maps[0][a].lo.slope();
         if let Some(m) = maps.iter().find(|m| m[a].lo.slope() != slope || m[a].hi.slope() != slope) {
             let show = |(n, d): (i64, i64)| if d == 1 { n.to_string() } else { format!("{n}/{d}") };
@@ -1158,7 +1220,25 @@ fn merge_rational(maps: &[[AxisMap; 2]]) -> (Rf, Option<bool>, Option<String>) {
     }
     let note = (!aligned)
         .then(|| "branches are centred differently: the union is their hull and may have holes (see an exact position)".to_string());
-    (from_maps(out), Some(aligned), note)
+    (range(out), Some(aligned), note)
+}
+
+/// The inputs a transposed convolution's outputs `set` read along one axis (`[kernel, stride,
+/// padding, dilation]` there, `n` inputs): input x feeds output s*x - p + d*t, so for outputs
+/// a..=b and tap t, the inputs ceil((a + p - d*t)/s) ..= floor((b + p - d*t)/s).
+fn transposed_back(set: &IntervalSet, [k, s, p, d]: [u64; 4], n: u64) -> IntervalSet {
+    let (s, p, d, n) = (s as i128, p as i128, d as i128, n as i128);
+    let mut ranges = Vec::new();
+    for &(lo, hi) in set.ranges() {
+        for t in 0..k as i128 {
+            let first = (lo as i128 + p - d * t + s - 1).div_euclid(s).max(0);
+            let last = (hi as i128 + p - d * t).div_euclid(s).min(n - 1);
+            if first <= last {
+                ranges.push((first as u64, last as u64));
+            }
+        }
+    }
+    IntervalSet::from_ranges(ranges)
 }
 
 pub fn node_type(node: &Node) -> String {
@@ -1540,31 +1620,32 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             ..
         } => {
             let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
-            // input x feeds output s*x - p + d*t: for outputs a..=b and tap t, the inputs
-            // ceil((a + p - d*t)/s) ..= floor((b + p - d*t)/s)
-            let axis = |a: usize, set: &IntervalSet| -> IntervalSet {
-                let (s, p, d, n) = (
-                    stride[a] as i128,
-                    padding[a] as i128,
-                    dilation[a] as i128,
-                    node.input[a + 1] as i128,
-                );
-                let mut ranges = Vec::new();
-                for &(lo, hi) in set.ranges() {
-                    for t in 0..kernel[a] as i128 {
-                        let first = (lo as i128 + p - d * t + s - 1).div_euclid(s).max(0);
-                        let last = (hi as i128 + p - d * t).div_euclid(s).min(n - 1);
-                        if first <= last {
-                            ranges.push((first as u64, last as u64));
-                        }
-                    }
-                }
-                IntervalSet::from_ranges(ranges)
-            };
+            let axis =
+                |a: usize, set: &IntervalSet| transposed_back(set, [kernel[a], stride[a], padding[a], dilation[a]], node.input[a + 1]);
             set.into_iter()
                 .map(|p| {
                     let ch = group_channels(&p.0[0], in_per, out_per);
                     Product(vec![ch, axis(0, &p.0[1]), axis(1, &p.0[2])])
+                })
+                .collect()
+        }
+        LayerKind::ConvTranspose3d {
+            out_channels,
+            groups,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } => {
+            let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
+            set.into_iter()
+                .map(|p| {
+                    let mut q = vec![group_channels(&p.0[0], in_per, out_per)];
+                    q.extend(
+                        (0..3).map(|a| transposed_back(&p.0[a + 1], [kernel[a], stride[a], padding[a], dilation[a]], node.input[a + 1])),
+                    );
+                    Product(q)
                 })
                 .collect()
         }

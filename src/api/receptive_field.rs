@@ -6,7 +6,7 @@ use super::typed::{self, deserialize_by_kind, ByKind};
 use super::{json_response, AppState};
 use crate::analysis::intervals::IntervalSet;
 use crate::analysis::receptive_field::DependenceSet;
-use crate::analysis::receptive_field::{chain_to, dependence, layer_table, maps_of, node_rfs, Chain, LayerRef, LayerRf, Rf};
+use crate::analysis::receptive_field::{chain_to, dependence, layer_table, maps_of, node_rfs, volume_maps, Chain, LayerRef, LayerRf, Rf};
 use crate::spec::json::Obj;
 use crate::spec::{infer, Graph, SpecError};
 use crate::torch::{device, probe};
@@ -442,8 +442,8 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
         ));
     }
     // the unit's range on each spatial axis, integer-affine or with floors
-    let unit_range: Option<Vec<(i64, i64)>> = match (rf, maps_of(rf)) {
-        (Rf::Volume(m), _) if index.len() == 3 => Some((0..3).map(|a| m[a].at(index[a])).collect()),
+    let unit_range: Option<Vec<(i64, i64)>> = match (volume_maps(rf), maps_of(rf)) {
+        (Some(m), _) if index.len() == 3 => Some((0..3).map(|a| m[a].at(index[a])).collect()),
         (_, Some(m)) if index.len() == 2 && !volume => Some((0..2).map(|a| m[a].at(index[a])).collect()),
         _ => None,
     };

@@ -158,6 +158,14 @@ conv_layer!(
     }
 );
 conv_layer!(
+    /// `torch.nn.ConvTranspose3d` on a volume `[C, D, H, W]`.
+    #[schema(example = json!({"out_channels": 32, "kernel_size": 2, "stride": 2}))]
+    ConvTranspose3dLayer, Size3, Size3, ZerosOnly, {
+        /// Default 0; smaller than stride or dilation on each axis.
+        pub output_padding: Option<Size3>,
+    }
+);
+conv_layer!(
     /// `torch.nn.ConvTranspose1d` on a signal `[C, L]`.
     #[schema(example = json!({"out_channels": 8, "kernel_size": 4, "stride": 2, "padding": 1}))]
     ConvTranspose1dLayer, Size1, Size1, ZerosOnly, {
@@ -723,6 +731,8 @@ pub enum LayerOp {
     ConvTranspose1d(ConvTranspose1dLayer),
     #[serde(rename = "conv_transpose2d")]
     ConvTranspose2d(ConvTranspose2dLayer),
+    #[serde(rename = "conv_transpose3d")]
+    ConvTranspose3d(ConvTranspose3dLayer),
     #[serde(rename = "upsample")]
     Upsample(UpsampleLayer),
     #[serde(rename = "linear")]

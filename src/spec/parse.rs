@@ -304,7 +304,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -404,39 +404,30 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         }
         "convtranspose2d" => {
             declared_in = o.opt_u64("in_channels", 1, max)?;
-            let out_channels = o.u64_in("out_channels", None, 1, max)?;
-            let kernel = o.axes("kernel_size", None, 1, max, one_d)?;
-            let stride = o.axes("stride", Some([1, 1]), 1, max, one_d)?;
-            let dilation = o.axes("dilation", Some([1, 1]), 1, max, one_d)?;
-            let padding = o.axes("padding", Some([0, 0]), 0, max, one_d)?;
-            let output_padding = o.axes("output_padding", Some([0, 0]), 0, max, one_d)?;
-            for a in 0..2 {
-                if output_padding[a] >= stride[a].max(dilation[a]) {
-                    return Err(SpecError::invalid(
-                        o.at("output_padding"),
-                        format!(
-                            "output_padding ({}) must be smaller than either stride ({}) or dilation ({}), as PyTorch requires",
-                            output_padding[a], stride[a], dilation[a]
-                        ),
-                    ));
-                }
-            }
-            let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
-            if o.str_or("padding_mode", "zeros")? != "zeros" {
-                return Err(SpecError::invalid(
-                    o.at("padding_mode"),
-                    "transposed convolutions support only \"zeros\" padding (as PyTorch)",
-                ));
-            }
+            let t = transposed_args::<2>(o, max, one_d)?;
             LayerKind::ConvTranspose2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                output_padding,
-                dilation,
-                groups,
-                bias,
+                out_channels: t.out_channels,
+                kernel: t.kernel,
+                stride: t.stride,
+                padding: t.padding,
+                output_padding: t.output_padding,
+                dilation: t.dilation,
+                groups: t.groups,
+                bias: t.bias,
+            }
+        }
+        "convtranspose3d" => {
+            declared_in = o.opt_u64("in_channels", 1, max)?;
+            let t = transposed_args::<3>(o, max, false)?;
+            LayerKind::ConvTranspose3d {
+                out_channels: t.out_channels,
+                kernel: t.kernel,
+                stride: t.stride,
+                padding: t.padding,
+                output_padding: t.output_padding,
+                dilation: t.dilation,
+                groups: t.groups,
+                bias: t.bias,
             }
         }
         "upsample" | "upsamplingnearest2d" => {
@@ -1136,6 +1127,56 @@ fn conv_args<const N: usize>(o: &Obj, max: u64, one_d: bool) -> SpecResult<ConvA
         groups,
         bias,
         padding_mode,
+    })
+}
+
+/// A transposed convolution's arguments on `N` axes (ConvTranspose2d's, ConvTranspose1d's as
+/// its 2-D form, ConvTranspose3d's).
+struct TransposedArgs<const N: usize> {
+    out_channels: u64,
+    kernel: [u64; N],
+    stride: [u64; N],
+    padding: [u64; N],
+    output_padding: [u64; N],
+    dilation: [u64; N],
+    groups: u64,
+    bias: bool,
+}
+
+fn transposed_args<const N: usize>(o: &Obj, max: u64, one_d: bool) -> SpecResult<TransposedArgs<N>> {
+    let out_channels = o.u64_in("out_channels", None, 1, max)?;
+    let kernel = o.sizes("kernel_size", None, 1, max, one_d)?;
+    let stride = o.sizes("stride", Some([1; N]), 1, max, one_d)?;
+    let dilation = o.sizes("dilation", Some([1; N]), 1, max, one_d)?;
+    let padding = o.sizes("padding", Some([0; N]), 0, max, one_d)?;
+    let output_padding = o.sizes("output_padding", Some([0; N]), 0, max, one_d)?;
+    for a in 0..N {
+        if output_padding[a] >= stride[a].max(dilation[a]) {
+            return Err(SpecError::invalid(
+                o.at("output_padding"),
+                format!(
+                    "output_padding ({}) must be smaller than either stride ({}) or dilation ({}), as PyTorch requires",
+                    output_padding[a], stride[a], dilation[a]
+                ),
+            ));
+        }
+    }
+    let (groups, bias) = conv_groups_bias(o, out_channels, max)?;
+    if o.str_or("padding_mode", "zeros")? != "zeros" {
+        return Err(SpecError::invalid(
+            o.at("padding_mode"),
+            "transposed convolutions support only \"zeros\" padding (as PyTorch)",
+        ));
+    }
+    Ok(TransposedArgs {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups,
+        bias,
     })
 }
 

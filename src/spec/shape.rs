@@ -374,7 +374,7 @@ impl<'a> Builder<'a> {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
-                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, conv_transpose3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
                         layer.type_name()
                     ),
                 ))
@@ -984,6 +984,23 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
     Ok((vec![out[0], out[2]], win))
 }
 
+/// A transposed convolution's output size along one axis from `n` inputs and its kernel, stride,
+/// padding, output_padding and dilation there, as PyTorch computes it:
+/// `(n - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1`.
+fn transposed_size(n: u64, [k, s, p, op, d]: [u64; 5], axis: &str, pointer: &str) -> SpecResult<u64> {
+    let out = (n as i128 - 1) * s as i128 - 2 * p as i128 + d as i128 * (k as i128 - 1) + op as i128 + 1;
+    if out < 1 {
+        return Err(SpecError::invalid(
+            child(pointer, "padding"),
+            format!("the {axis} output would have {out} positions: padding {p} crops more than the transposed convolution produces"),
+        ));
+    }
+    u64::try_from(out)
+        .ok()
+        .filter(|&o| o <= 1 << 40)
+        .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))
+}
+
 /// A volume `[C, D, H, W]`, as conv3d and the 3-D pools read it.
 fn volume(shape: &[u64], what: &str, pointer: &str) -> SpecResult<[u64; 4]> {
     match shape {
@@ -1038,6 +1055,26 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         } => {
             let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
             windows([d, h, w], *kernel, *stride, [1; 3], symmetric(*padding), *ceil_mode, pointer)?
+        }
+        // no windows: an input position adds its kernel into several outputs
+        LayerKind::ConvTranspose3d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            groups,
+            ..
+        } => {
+            let [c, d, h, w] = volume(input, "conv_transpose3d", pointer)?;
+            check_groups(layer, c, *groups, pointer)?;
+            let mut out = vec![*out_channels];
+            for (a, n) in [d, h, w].into_iter().enumerate() {
+                let (k, s, p, op, dl) = (kernel[a], stride[a], padding[a], output_padding[a], dilation[a]);
+                out.push(transposed_size(n, [k, s, p, op, dl], ["depth", "height", "width"][a], pointer)?);
+            }
+            return Ok((out, None));
         }
         // a window of one with the padding, as the 2-D pads
         LayerKind::Pad3d { pad, fill } => {
@@ -1132,26 +1169,9 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             ..
         } => {
             let [_, h, w] = grouped_image(layer, input, *g, pointer)?;
-            let axis = |a: usize, n: u64| -> SpecResult<u64> {
-                // PyTorch: (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
-                let out = (n as i128 - 1) * stride[a] as i128 - 2 * padding[a] as i128
-                    + dilation[a] as i128 * (kernel[a] as i128 - 1)
-                    + output_padding[a] as i128
-                    + 1;
-                if out < 1 {
-                    return Err(SpecError::invalid(
-                        child(pointer, "padding"),
-                        format!(
-                            "the {} output would have {out} positions: padding {} crops more than the transposed convolution produces",
-                            ["height", "width"][a],
-                            padding[a]
-                        ),
-                    ));
-                }
-                u64::try_from(out)
-                    .ok()
-                    .filter(|&o| o <= 1 << 40)
-                    .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))
+            let axis = |a: usize, n: u64| {
+                let (k, s, p, op, d) = (kernel[a], stride[a], padding[a], output_padding[a], dilation[a]);
+                transposed_size(n, [k, s, p, op, d], ["height", "width"][a], pointer)
             };
             vec![*out_channels, axis(0, h)?, axis(1, w)?]
         }
@@ -1231,6 +1251,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         }
         LayerKind::Parameter { .. } => unreachable!("parameters are shaped by the builder"),
         LayerKind::Conv3d { .. }
+        | LayerKind::ConvTranspose3d { .. }
         | LayerKind::MaxPool3d { .. }
         | LayerKind::AvgPool3d { .. }
         | LayerKind::Pad3d { .. }
@@ -1625,6 +1646,22 @@ impl<'a> Node<'a> {
                 transposed: Some(*out_channels),
                 one_d: self.layer.one_d,
                 depth: None,
+            }),
+            LayerKind::ConvTranspose3d {
+                out_channels,
+                kernel: [kd, kh, kw],
+                groups,
+                bias,
+                ..
+            } => Some(DenseWeight {
+                out: self.input[0],
+                in_per_group: out_channels / groups,
+                kernel: [*kh, *kw],
+                bias: *bias,
+                is_conv: true,
+                transposed: Some(*out_channels),
+                one_d: false,
+                depth: Some(*kd),
             }),
             LayerKind::Linear { out_features, bias } => Some(DenseWeight {
                 out: *out_features,

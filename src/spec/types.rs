@@ -248,6 +248,18 @@ pub enum LayerKind {
         bias: bool,
         padding_mode: Fill,
     },
+    /// `torch.nn.ConvTranspose3d` on a volume: ConvTranspose2d's rules on three axes, depth
+    /// first.
+    ConvTranspose3d {
+        out_channels: u64,
+        kernel: Triple,
+        stride: Triple,
+        padding: Triple,
+        output_padding: Triple,
+        dilation: Triple,
+        groups: u64,
+        bias: bool,
+    },
     /// `torch.nn.MaxPool3d` on a volume.
     MaxPool3d {
         kernel: Triple,
@@ -451,11 +463,12 @@ impl Layer {
         self.one_d || (rank == 2 && matches!(self.kind, LayerKind::Upsample { .. }))
     }
 
-    /// conv3d, the 3-D pools and pads: they read a volume `[C, D, H, W]`.
+    /// conv3d, conv_transpose3d, the 3-D pools and pads: they read a volume `[C, D, H, W]`.
     pub fn volume_op(&self) -> bool {
         matches!(
             self.kind,
             LayerKind::Conv3d { .. }
+                | LayerKind::ConvTranspose3d { .. }
                 | LayerKind::Pad3d { .. }
                 | LayerKind::MaxPool3d { .. }
                 | LayerKind::AvgPool3d { .. }
@@ -515,6 +528,7 @@ impl Layer {
             LayerKind::Upsample { .. } => "upsample",
             LayerKind::Linear { .. } => "linear",
             LayerKind::Conv3d { .. } => "conv3d",
+            LayerKind::ConvTranspose3d { .. } => "conv_transpose3d",
             LayerKind::MaxPool3d { .. } => "maxpool3d",
             LayerKind::AvgPool3d { .. } => "avgpool3d",
             LayerKind::AdaptiveAvgPool3d { .. } => "adaptive_avgpool3d",

@@ -279,7 +279,11 @@ impl Net {
                 continue;
             }
             let (wshape, fan_in, fan_out, has_bias, out): (Vec<i64>, f64, f64, bool, usize) = match &node.layer.kind {
-                LayerKind::Conv2d { .. } | LayerKind::Conv3d { .. } | LayerKind::ConvTranspose2d { .. } | LayerKind::Linear { .. } => {
+                LayerKind::Conv2d { .. }
+                | LayerKind::Conv3d { .. }
+                | LayerKind::ConvTranspose2d { .. }
+                | LayerKind::ConvTranspose3d { .. }
+                | LayerKind::Linear { .. } => {
                     let w = node.dense_weight().expect("conv and linear have weights");
                     (w.shape(), w.fan_in() as f64, w.fan_out() as f64, w.bias, w.bias_len() as usize)
                 }
@@ -690,6 +694,26 @@ impl Net {
                 let ints = |v: &[u64; 2]| [v[0] as i64, v[1] as i64];
                 x.conv_transpose2d(
                     &four_d(p.weight.as_ref().unwrap()),
+                    p.bias.as_ref(),
+                    ints(stride),
+                    ints(padding),
+                    ints(output_padding),
+                    *groups as i64,
+                    ints(dilation),
+                )
+            }
+            LayerKind::ConvTranspose3d {
+                stride,
+                padding,
+                output_padding,
+                dilation,
+                groups,
+                ..
+            } => {
+                let p = p.expect("conv_transpose3d params");
+                let ints = |v: &[u64; 3]| v.map(|x| x as i64);
+                x.conv_transpose3d(
+                    p.weight.as_ref().unwrap(),
                     p.bias.as_ref(),
                     ints(stride),
                     ints(padding),

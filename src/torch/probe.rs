@@ -488,6 +488,32 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             };
             (y, classes)
         }
+        // a volume runs whole: the classes mixed, then an all-ones depthwise transposed
+        // convolution with the layer's geometry
+        LayerKind::ConvTranspose3d {
+            out_channels,
+            groups,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            ..
+        } => {
+            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
+            let k = classes.k as i64;
+            let ints = |v: &[u64; 3]| v.map(|x| x as i64);
+            let y = mix(x).conv_transpose3d(
+                &Tensor::ones([k, 1, kernel[0] as i64, kernel[1] as i64, kernel[2] as i64], (kind, device)),
+                None::<Tensor>,
+                ints(stride),
+                ints(padding),
+                ints(output_padding),
+                k,
+                ints(dilation),
+            );
+            (y, classes)
+        }
         LayerKind::ConvTranspose2d {
             out_channels,
             groups,

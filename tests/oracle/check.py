@@ -564,7 +564,7 @@ def run_gradient(url, n, seed, signals, volumes=0):
         params = {}
         for path in torchspec.all_paths(spec):
             m = torchspec.module_at(model, path)
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
                 if m.bias is not None:
                     params[path]["bias"] = m.bias.detach().double().flatten().tolist()
@@ -620,7 +620,7 @@ def run_gradient(url, n, seed, signals, volumes=0):
             reported = {layer["path"] for layer in resp["layers"]}
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)):
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
                     # a layer no output reads gets no gradient (PyTorch: .grad is None): no row,
                     # listed as unused; every other layer has its row
                     if (m.weight.grad is None) != (path in resp["unused_layers"]) or (m.weight.grad is None) == (path in reported):

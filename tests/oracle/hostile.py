@@ -29,7 +29,7 @@ def layer(depth=0):
                     "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d",
                     "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d",
                     "reshape", "view", "unflatten", "Unflatten",
-                    "conv3d", "Conv3d", "maxpool3d", "avgpool3d", "AvgPool3d", "adaptive_avgpool3d", "adaptive_maxpool3d", "AdaptiveMaxPool3d", "batchnorm3d", "instancenorm3d", "InstanceNorm3d", "zeropad3d", "reflectionpad3d", "ReplicationPad3d", "circularpad3d"])
+                    "conv3d", "Conv3d", "maxpool3d", "avgpool3d", "AvgPool3d", "adaptive_avgpool3d", "adaptive_maxpool3d", "AdaptiveMaxPool3d", "batchnorm3d", "instancenorm3d", "InstanceNorm3d", "zeropad3d", "reflectionpad3d", "ReplicationPad3d", "circularpad3d", "conv_transpose3d", "ConvTranspose3d"])
     d = {"type": t}
     for k in rng.sample(["out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "out_features", "output_size", "ceil_mode", "p", "bias", "in_channels",
                          "output_padding", "scale_factor", "size", "mode", "functional", "num_groups", "normalized_shape", "dim", "eps",

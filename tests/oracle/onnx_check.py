@@ -321,7 +321,7 @@ def run_random(url, n, seed, only=None, signals=0, volumes=0):
                         if rf["position"].get(key) != w:
                             problems.append(f"receptive field {key}: {rf['position'].get(key)} != autograd {w}")
         # gradients with the file's weights against autograd on the module itself
-        if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)) for m in model.modules()):
+        if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)) for m in model.modules()):
             # float64 on both sides (the file's float32 weights widened), where the claim is exact
             x = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
             model = model.double()

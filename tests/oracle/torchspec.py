@@ -355,9 +355,9 @@ def build_layer(spec, shape, probe):
         o = tuple(o) if isinstance(o, list) else o
         # the probe sums every pooling window: an adaptive max pool's windows are the average's
         m = nn.AdaptiveAvgPool3d(o) if t == "adaptiveavgpool3d" or probe else nn.AdaptiveMaxPool3d(o)
-    elif t in ("convtranspose1d", "convtranspose2d"):
-        size = single if t == "convtranspose1d" else pair
-        m = (nn.ConvTranspose1d if t == "convtranspose1d" else nn.ConvTranspose2d)(
+    elif t in ("convtranspose1d", "convtranspose2d", "convtranspose3d"):
+        size = {"convtranspose1d": single, "convtranspose2d": pair, "convtranspose3d": triple}[t]
+        m = {"convtranspose1d": nn.ConvTranspose1d, "convtranspose2d": nn.ConvTranspose2d, "convtranspose3d": nn.ConvTranspose3d}[t](
             shape[0], spec["out_channels"], size(spec["kernel_size"]), stride=size(spec.get("stride", 1)),
             padding=size(spec.get("padding", 0)), output_padding=size(spec.get("output_padding", 0)),
             groups=spec.get("groups", 1), bias=spec.get("bias", True) and not probe,
@@ -729,7 +729,8 @@ def random_signal_spec(rng):
 def random_volume_spec(rng):
     """A random 3-D network on a volume [C, D, H, W] (a clip of frames, a scan): conv3d with
     per-axis kernels, strides, dilation, padding (numbers, "same", reflect/replicate/circular),
-    groups; 3-D max and average pools with ceil mode; the 3-D pads; batchnorm3d, groupnorm,
+    groups; transposed 3-D convolutions; 3-D max and average pools with ceil mode; the 3-D
+    pads; batchnorm3d, groupnorm,
     instancenorm3d and activations; residual
     blocks and channel concatenations of conv3d branches; an adaptive pool and classifier head
     now and then."""
@@ -750,6 +751,15 @@ def random_volume_spec(rng):
                 cand.update(stride=per_axis(1, 2), dilation=rng.choice([1, 1, [1, 2, 1], 2]), padding=per_axis(0, 2))
             if rng.random() < 0.15 and min(shape[1:]) > 3:
                 cand["padding_mode"] = rng.choice(["reflect", "replicate", "circular"])
+        elif r < 0.55 and max(shape[1:]) * shape[0] < 400:
+            # (a decoder's upsampling: output_padding below the stride or the dilation)
+            s_, d = per_axis(1, 2), rng.choice([1, 1, 2])
+            out = rng.choice([1, 2, 3, 4])
+            groups = rng.choice([g for g in (1, 2) if shape[0] % g == 0 and out % g == 0])
+            smin = min(s_) if isinstance(s_, list) else s_
+            cand = {"type": "conv_transpose3d", "out_channels": out, "kernel_size": per_axis(1, 3), "stride": s_, "dilation": d,
+                    "groups": groups, "padding": rng.randint(0, 1), "bias": rng.random() < 0.7,
+                    "output_padding": rng.randint(0, max(0, min(smin, d) - 1)) if rng.random() < 0.5 else 0}
         elif r < 0.65:
             k = per_axis(1, 3)
             ks = k if isinstance(k, list) else [k] * 3

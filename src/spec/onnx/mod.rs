@@ -1104,9 +1104,9 @@ impl Reader {
             }
             "Conv" | "ConvTranspose" => {
                 let w = self.weight(node, 1, "weight")?.ok_or("has no weight")?;
-                if !(3..=5).contains(&w.dims.len()) || (w.dims.len() == 5 && op == "ConvTranspose") {
+                if !(3..=5).contains(&w.dims.len()) {
                     return Err(format!(
-                        "a {}-D {} (weight of rank {}): only 1-D, 2-D and 3-D convolutions and 1-D and 2-D transposed convolutions are supported",
+                        "a {}-D {} (weight of rank {}): only 1-D, 2-D and 3-D (transposed) convolutions are supported",
                         w.dims.len().saturating_sub(2),
                         if op == "Conv" { "convolution" } else { "transposed convolution" },
                         w.dims.len()
@@ -1126,8 +1126,8 @@ impl Reader {
                 let out_channels = if transposed { w.dims[1] * group } else { w.dims[0] };
                 set(
                     "type",
-                    // conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d: the weight's
-                    // spatial axes
+                    // conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d,
+                    // conv_transpose3d: the weight's spatial axes
                     json!(format!(
                         "{}{}d",
                         if transposed { "conv_transpose" } else { "conv" },
