@@ -562,3 +562,85 @@ async fn transposed_convolution_of_a_volume_by_hand() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.json()["pointer"], "/model/layers/0/output_padding");
 }
+
+/// Upsampling a volume. Nearest by an int factor 2 (every axis) on [1, 2, 3, 3]: output slice k
+/// copies input slice floor(k/2). Trilinear by 2 on [1, 4, 4, 4] (align_corners false): output
+/// k reads the neighbours of (k + 0.5)/2 - 0.5 clamped at 0, floor((2k - 1)/4) ..= floor((2k +
+/// 2)/4), the last clamped to the input: unit [3, 0, 7] reads slices 1..=2, row 0, column 3.
+/// Each of its 512 outputs weighs eight inputs: 4096 multiplications, 3584 additions; ptflops
+/// counts each output twice (nn.Upsample's hook and F.interpolate's), fvcore has no handle for
+/// aten::upsample_trilinear3d (the row says so), FlopCounterMode none. The interpolation
+/// weights make the probe run in float64.
+#[tokio::test]
+async fn upsampling_a_volume_by_hand() {
+    let nearest = json!({"input_shape": [1, 2, 3, 3], "layers": [{"type": "upsample", "scale_factor": 2, "name": "up"}]});
+    let r = post("/v1/receptive-field", json!({"model": nearest, "position": {"index": [3, 0, 5]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let up = item(&v["layers"], "name", "up");
+    assert_eq!(up["output_shape"], json!([1, 4, 6, 6]));
+    assert_eq!(up["rational"]["depth"]["text"], "floor(k/2) <= p <= floor(k/2)");
+    assert_eq!(v["position"]["input_slices"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[2, 2]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["dtype"], "float32");
+
+    let tri = json!({"input_shape": [1, 4, 4, 4], "layers": [
+        {"type": "upsample", "scale_factor": [2, 2, 2], "mode": "trilinear", "name": "up"}]});
+    let r = post("/v1/receptive-field", json!({"model": tri, "position": {"index": [3, 0, 7]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["position"]["input_slices"], json!([[1, 2]]));
+    assert_eq!(v["position"]["input_rows"], json!([[0, 0]]));
+    assert_eq!(v["position"]["input_cols"], json!([[3, 3]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    assert_eq!(v["verification"]["dtype"], "float64");
+    let t = post("/v1/complexity", json!({"model": tri, "verify": true})).await.json();
+    let row = item(&t["rows"], "name", "up");
+    assert_eq!(
+        (row["multiplications"].clone(), row["additions"].clone()),
+        (json!(4096), json!(3584))
+    );
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    for (profile, flops) in [("ptflops", 1024), ("fvcore", 0), ("torch_flop_counter", 0)] {
+        let p = post("/v1/complexity", json!({"model": tri, "profile": profile, "verify": false}))
+            .await
+            .json();
+        assert_eq!(item(&p["rows"], "name", "up")["flops"], flops, "{profile}");
+    }
+    let p = post("/v1/complexity", json!({"model": tri, "profile": "fvcore", "verify": false}))
+        .await
+        .json();
+    assert!(item(&p["rows"], "name", "up")["note"]
+        .as_str()
+        .unwrap()
+        .contains("upsample_trilinear3d"));
+
+    // the mode and the number of sizes must fit the input's axes
+    for (model, pointer) in [
+        (
+            json!({"input_shape": [1, 4, 4, 4], "layers": [{"type": "upsample", "scale_factor": 2, "mode": "bilinear"}]}),
+            "/model/layers/0/mode",
+        ),
+        (
+            json!({"input_shape": [1, 4, 4], "layers": [{"type": "upsample", "scale_factor": 2, "mode": "trilinear"}]}),
+            "/model/layers/0/mode",
+        ),
+        (
+            json!({"input_shape": [1, 4, 4, 4], "layers": [{"type": "upsample", "scale_factor": [2, 2]}]}),
+            "/model/layers/0/scale_factor",
+        ),
+        (
+            json!({"input_shape": [1, 4, 4], "layers": [{"type": "upsample", "size": [8, 8, 8]}]}),
+            "/model/layers/0/size",
+        ),
+        (
+            json!({"input_shape": [1, 4, 4, 4], "layers": [{"type": "upsample", "scale_factor": 3, "mode": "trilinear"}]}),
+            "/model/layers/0/scale_factor",
+        ),
+    ] {
+        let r = post("/v1/complexity", json!({"model": model})).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert_eq!(r.json()["pointer"], pointer, "{}", r.text);
+    }
+}

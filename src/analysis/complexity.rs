@@ -400,10 +400,12 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 c.activations += steps * hd * acts;
             }
         }
-        // bilinear: each output a weighted sum of four inputs; nearest: a copy
+        // bilinear: each output a weighted sum of four inputs (trilinear, on a volume: eight);
+        // nearest: a copy
         LayerKind::Upsample { bilinear: true, .. } => {
-            c.multiplications = 4 * out;
-            c.additions = 3 * out;
+            let inputs = if node.input.len() == 4 { 8 } else { 4 };
+            c.multiplications = inputs * out;
+            c.additions = (inputs - 1) * out;
         }
         LayerKind::Upsample { .. } | LayerKind::Pad { .. } | LayerKind::Pad3d { .. } => {}
         LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } => {
@@ -733,6 +735,9 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
         ),
         (FlopRule::Profile(Profile::Fvcore), LayerKind::Upsample { .. }) if node.input.len() == 2 => {
             Some("fvcore 0.1.5 has no handle for aten::upsample_nearest1d or upsample_linear1d: it counts 0 here".into())
+        }
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::Upsample { .. }) if node.input.len() == 4 => {
+            Some("fvcore 0.1.5 has no handle for aten::upsample_nearest3d or upsample_trilinear3d: it counts 0 here".into())
         }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool2d { .. }) if node.layer.one_d => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool1d (only for the 2-D op): it counts 0 here".into())

@@ -835,6 +835,24 @@ fn transposed_map(m: AxisMap, kernel: u64, stride: u64, padding: u64, dilation: 
     })
 }
 
+/// A rational map through an upsampling by `s` along one axis. Nearest: output row i copies
+/// input row floor(i/s); linear: rows floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the
+/// source position's two neighbours.
+fn upsample_map(m: AxisMap, s: u64, linear: bool) -> Option<AxisMap> {
+    let s = s as i64;
+    if linear {
+        Some(AxisMap {
+            lo: m.lo.floor(2, 1 - s, 2 * s)?,
+            hi: m.hi.floor(2, s, 2 * s)?,
+        })
+    } else {
+        Some(AxisMap {
+            lo: m.lo.floor(1, 0, s)?,
+            hi: m.hi.floor(1, 0, s)?,
+        })
+    }
+}
+
 /// Each axis's map through `f` (None: no single-floor form).
 fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) -> Rf {
     match maps_of(&rf) {
@@ -953,22 +971,14 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             dilation,
             ..
         } => map_volume(rf, NESTED, |a, m| transposed_map(m, kernel[a], stride[a], padding[a], dilation[a])),
-        // nearest: output row i copies input row floor(i/s); bilinear: rows
-        // floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the source position's two neighbours
-        LayerKind::Upsample { bilinear, .. } => map_axes(rf, NESTED, |a, m| {
-            let s = (node.output[a + 1] / node.input[a + 1]) as i64;
-            if *bilinear {
-                Some(AxisMap {
-                    lo: m.lo.floor(2, 1 - s, 2 * s)?,
-                    hi: m.hi.floor(2, s, 2 * s)?,
-                })
+        LayerKind::Upsample { bilinear, .. } => {
+            let axis = |a: usize, m: AxisMap| upsample_map(m, node.output[a + 1] / node.input[a + 1], *bilinear);
+            if node.input.len() == 4 {
+                map_volume(rf, NESTED, axis)
             } else {
-                Some(AxisMap {
-                    lo: m.lo.floor(1, 0, s)?,
-                    hi: m.hi.floor(1, 0, s)?,
-                })
+                map_axes(rf, NESTED, axis)
             }
-        }),
+        }
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
             let c = node.coupling().expect("normalizations couple");
             match rf {
@@ -1690,10 +1700,10 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 })
                 .collect(),
         },
+        // (every spatial axis: an image's two, a volume's three)
         LayerKind::Upsample { bilinear, .. } => {
-            let s = [node.output[1] / node.input[1], node.output[2] / node.input[2]];
             let axis = |a: usize, set: &IntervalSet| {
-                let (s, last) = (s[a], node.input[a + 1] - 1);
+                let (s, last) = (node.output[a + 1] / node.input[a + 1], node.input[a + 1] - 1);
                 IntervalSet::from_ranges(
                     set.ranges()
                         .iter()
@@ -1710,7 +1720,11 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 )
             };
             set.into_iter()
-                .map(|p| Product(vec![p.0[0].clone(), axis(0, &p.0[1]), axis(1, &p.0[2])]))
+                .map(|p| {
+                    let mut q = vec![p.0[0].clone()];
+                    q.extend((1..p.0.len()).map(|a| axis(a - 1, &p.0[a])));
+                    Product(q)
+                })
                 .collect()
         }
         LayerKind::Linear { .. } => {

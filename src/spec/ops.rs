@@ -182,9 +182,11 @@ pub enum UpsampleMode {
     Bilinear,
     /// 1-D signals; power-of-two factors
     Linear,
+    /// volumes; power-of-two factors
+    Trilinear,
 }
 
-/// An int, `[h, w]` (an image) or `[l]` (a signal).
+/// An int, `[h, w]` (an image), `[d, h, w]` (a volume) or `[l]` (a signal).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum UpsampleSize {
@@ -194,7 +196,8 @@ pub enum UpsampleSize {
 }
 
 /// `torch.nn.Upsample` by an integer factor per axis: `scale_factor` or `size` (a multiple of
-/// the input), not both. On a signal `[C, L]`: nearest or linear.
+/// the input), not both. On a signal `[C, L]`: nearest or linear; on a volume `[C, D, H, W]`:
+/// nearest or trilinear.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"scale_factor": 2, "mode": "nearest"}))]
 pub struct UpsampleLayer {

@@ -434,9 +434,10 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             // a 1-D signal's upsampling: mode "linear", or a one-element scale_factor or size
             // (an int with "nearest" is decided by the input's axes)
             let one_element = |k: &'static str| matches!(o.raw(k), Some(Value::Array(a)) if a.len() == 1);
-            let bilinear = match o.str_or("mode", "nearest")? {
+            let mode = o.str_or("mode", "nearest")?;
+            let bilinear = match mode {
                 "nearest" => false,
-                "bilinear" => true,
+                "bilinear" | "trilinear" => true,
                 "linear" => {
                     one_d = true;
                     true
@@ -444,10 +445,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 mode => {
                     return Err(SpecError::invalid(
                         o.at("mode"),
-                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors), \"bilinear\" (images) or \"linear\" (1-D signals; power-of-two factors)"),
+                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors), \"bilinear\" (images), \"trilinear\" (volumes) or \"linear\" (1-D signals; power-of-two factors)"),
                     ))
                 }
             };
+            let trilinear = mode == "trilinear";
             one_d |= one_element("scale_factor") || one_element("size");
             match (bilinear, o.raw("align_corners")) {
                 (false, Some(_)) => {
@@ -467,17 +469,32 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             if o.raw("recompute_scale_factor").is_some_and(|v| v != &Value::Bool(false)) {
                 return Err(SpecError::invalid(o.at("recompute_scale_factor"), "only the default is supported"));
             }
-            let scale = match o.raw("scale_factor") {
-                None => None,
-                Some(_) => Some(
-                    o.axes("scale_factor", None, 1, 1024, one_d)
-                        .map_err(|e| SpecError::invalid(e.pointer, format!("{} (integer scale factors only)", e.message)))?,
-                ),
+            // an int, or one number per axis (the input's axes decide which form it is)
+            let per_axis = |key: &'static str, hi: u64, why: &str| -> SpecResult<Option<Vec<u64>>> {
+                match o.raw(key) {
+                    None => Ok(None),
+                    Some(v @ Value::Number(_)) => Ok(Some(vec![
+                        uint(v, &o.at(key), 1, hi).map_err(|e| SpecError::invalid(e.pointer, format!("{}{why}", e.message)))?
+                    ])),
+                    Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            uint(v, &child(&o.at(key), i), 1, hi).map_err(|e| SpecError::invalid(e.pointer, format!("{}{why}", e.message)))
+                        })
+                        .collect::<SpecResult<Vec<_>>>()
+                        .map(Some),
+                    Some(other) => Err(SpecError::invalid(
+                        o.at(key),
+                        format!(
+                            "expected an int, [h, w] (an image), [d, h, w] (a volume) or [l] (a signal), got {}",
+                            describe(other)
+                        ),
+                    )),
+                }
             };
-            let size = match o.raw("size") {
-                None => None,
-                Some(_) => Some(o.axes("size", None, 1, max, one_d)?),
-            };
+            let scale = per_axis("scale_factor", 1024, " (integer scale factors only)")?;
+            let size = per_axis("size", max, "")?;
             match (scale.is_some(), size.is_some()) {
                 (true, true) => {
                     return Err(SpecError::invalid(
@@ -488,7 +505,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 (false, false) => return Err(SpecError::invalid(o.at("scale_factor"), "is required (or size)")),
                 _ => {}
             }
-            LayerKind::Upsample { scale, size, bilinear }
+            LayerKind::Upsample {
+                scale,
+                size,
+                bilinear,
+                trilinear,
+            }
         }
         "parameter" if graph => {
             let shape = match o.raw("shape") {

@@ -374,12 +374,12 @@ impl<'a> Builder<'a> {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
-                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, conv_transpose3d, maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, conv_transpose3d, upsample (nearest, trilinear), maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
                         layer.type_name()
                     ),
                 ))
             }
-            _ if layer.volume_op() => {
+            _ if layer.volume_op() || (input.len() == 4 && matches!(layer.kind, LayerKind::Upsample { .. })) => {
                 let (out, ws) = infer_3d(layer, &input, &pointer)?;
                 volume = ws;
                 inputs.push(edge);
@@ -961,15 +961,24 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         LayerKind::Upsample { bilinear: true, .. } if !layer.one_d => {
             return Err(SpecError::invalid(
                 child(pointer, "mode"),
-                "mode \"bilinear\" needs an image [C, H, W]; a 1-D signal [C, L] takes mode \"linear\"",
+                "modes \"bilinear\" and \"trilinear\" need an image [C, H, W] or a volume [C, D, H, W]; a 1-D signal [C, L] takes mode \"linear\"",
             ))
         }
-        LayerKind::Upsample { scale, size, bilinear } if !layer.one_d => {
+        LayerKind::Upsample {
+            scale,
+            size,
+            bilinear,
+            trilinear,
+        } => {
+            let length = |v: &Option<Vec<u64>>, key: &str| -> SpecResult<Option<Vec<u64>>> {
+                v.as_ref().map(|v| Ok(vec![1, per_axis(v, 1, key, pointer)?[0]])).transpose()
+            };
             height_one = Layer {
                 kind: LayerKind::Upsample {
-                    scale: scale.map(|s| [1, s[1]]),
-                    size: size.map(|s| [1, s[1]]),
+                    scale: length(scale, "scale_factor")?,
+                    size: length(size, "size")?,
                     bilinear: *bilinear,
+                    trilinear: *trilinear,
                 },
                 ..layer.clone()
             };
@@ -982,6 +991,62 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         e
     })?;
     Ok((vec![out[0], out[2]], win))
+}
+
+/// An upsampling's `scale_factor` or `size` (`key`) for an input with `axes` spatial axes: one
+/// number (every axis), or one per axis.
+fn per_axis(v: &[u64], axes: usize, key: &str, pointer: &str) -> SpecResult<Vec<u64>> {
+    match v.len() {
+        1 => Ok(vec![v[0]; axes]),
+        n if n == axes => Ok(v.to_vec()),
+        n => Err(SpecError::invalid(
+            child(pointer, key),
+            format!(
+                "{n} numbers for an input with {axes} spatial axes: give an int or {}",
+                ["[l] (a signal)", "[h, w] (an image)", "[d, h, w] (a volume)"][axes - 1]
+            ),
+        )),
+    }
+}
+
+/// An upsampling's integer factor per spatial axis of `input` (its spatial sizes), from its
+/// `scale_factor` or from a `size` that is a multiple of the input; a linear mode only by powers
+/// of two (where PyTorch's float source positions are exact).
+fn upsample_factors(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<Vec<u64>> {
+    let LayerKind::Upsample { scale, size, bilinear, .. } = &layer.kind else {
+        unreachable!("an upsampling")
+    };
+    let s = match (scale, size) {
+        (Some(s), _) => per_axis(s, input.len(), "scale_factor", pointer)?,
+        (None, Some(size)) => {
+            let size = per_axis(size, input.len(), "size", pointer)?;
+            let mut s = vec![1; input.len()];
+            for (a, &n) in input.iter().enumerate() {
+                if size[a] % n != 0 {
+                    return Err(SpecError::invalid(
+                        child(pointer, "size"),
+                        format!(
+                            "upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
+                            size[a]
+                        ),
+                    ));
+                }
+                s[a] = size[a] / n;
+            }
+            s
+        }
+        (None, None) => unreachable!("the parser requires one"),
+    };
+    if *bilinear && !s.iter().all(|f| f.is_power_of_two()) {
+        return Err(SpecError::invalid(
+            child(pointer, if scale.is_some() { "scale_factor" } else { "size" }),
+            format!(
+                "linear upsampling by {} is not supported yet: only powers of two, where PyTorch's float source positions are exact",
+                s.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("x")
+            ),
+        ));
+    }
+    Ok(s)
 }
 
 /// A transposed convolution's output size along one axis from `n` inputs and its kernel, stride,
@@ -1055,6 +1120,26 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         } => {
             let [_, d, h, w] = volume(input, "avgpool3d", pointer)?;
             windows([d, h, w], *kernel, *stride, [1; 3], symmetric(*padding), *ceil_mode, pointer)?
+        }
+        // no windows: output slice k copies (nearest) or interpolates (trilinear) its sources
+        LayerKind::Upsample { bilinear, trilinear, .. } => {
+            let [c, d, h, w] = volume(input, "upsample", pointer)?;
+            if *bilinear && !*trilinear {
+                return Err(SpecError::invalid(
+                    child(pointer, "mode"),
+                    "mode \"bilinear\" needs an image [C, H, W]; a volume [C, D, H, W] takes \"trilinear\"",
+                ));
+            }
+            let s = upsample_factors(layer, &[d, h, w], pointer)?;
+            let mut out = vec![c];
+            for (a, n) in [d, h, w].into_iter().enumerate() {
+                out.push(
+                    n.checked_mul(s[a])
+                        .filter(|&o| o <= 1 << 40)
+                        .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))?,
+                );
+            }
+            return Ok((out, None));
         }
         // no windows: an input position adds its kernel into several outputs
         LayerKind::ConvTranspose3d {
@@ -1175,37 +1260,15 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             };
             vec![*out_channels, axis(0, h)?, axis(1, w)?]
         }
-        LayerKind::Upsample { scale, size, bilinear } => {
+        LayerKind::Upsample { trilinear: true, .. } => {
+            return Err(SpecError::invalid(
+                child(pointer, "mode"),
+                format!("mode \"trilinear\" needs a volume [C, D, H, W], but the input has shape {input:?}; an image takes \"bilinear\""),
+            ))
+        }
+        LayerKind::Upsample { .. } => {
             let [c, h, w] = image(input, "upsample", pointer)?;
-            let s = match (scale, size) {
-                (Some(s), _) => *s,
-                (None, Some(size)) => {
-                    let mut s = [1, 1];
-                    for (a, n) in [h, w].into_iter().enumerate() {
-                        if size[a] % n != 0 {
-                            return Err(SpecError::invalid(
-                                child(pointer, "size"),
-                                format!(
-                                    "upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
-                                    size[a]
-                                ),
-                            ));
-                        }
-                        s[a] = size[a] / n;
-                    }
-                    s
-                }
-                (None, None) => unreachable!("the parser requires one"),
-            };
-            if *bilinear && !(s[0].is_power_of_two() && s[1].is_power_of_two()) {
-                return Err(SpecError::invalid(
-                    child(pointer, if scale.is_some() { "scale_factor" } else { "size" }),
-                    format!(
-                        "bilinear upsampling by {}x{} is not supported yet: only powers of two, where PyTorch's float source positions are exact",
-                        s[0], s[1]
-                    ),
-                ));
-            }
+            let s = upsample_factors(layer, &[h, w], pointer)?;
             let out = |a: usize, n: u64| {
                 n.checked_mul(s[a])
                     .filter(|&o| o <= 1 << 40)

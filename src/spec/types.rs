@@ -227,10 +227,14 @@ pub enum LayerKind {
     /// Bilinear (align_corners false, factors powers of two, where PyTorch's float arithmetic
     /// is exact): a weighted sum of rows `floor(src)` and `floor(src) + 1`, src = (i + 0.5)/s - 0.5
     /// clamped at 0, the second row dropped where its weight is zero.
+    /// `scale` and `size` as given: one number (an int factor: every axis of the input), or one
+    /// per axis (`[h, w]`, a volume's `[d, h, w]`). On a volume (mode trilinear, `trilinear`)
+    /// the same on three axes, depth first; `bilinear` is any linear mode.
     Upsample {
-        scale: Option<Pair>,
-        size: Option<Pair>,
+        scale: Option<Vec<u64>>,
+        size: Option<Vec<u64>>,
         bilinear: bool,
+        trilinear: bool,
     },
     Linear {
         out_features: u64,
@@ -491,6 +495,7 @@ impl Layer {
                     | LayerKind::Flatten
                     | LayerKind::GroupNorm { .. }
                     | LayerKind::InstanceNorm { volume: true, .. }
+                    | LayerKind::Upsample { .. }
             )
     }
 

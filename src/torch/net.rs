@@ -881,10 +881,18 @@ fn attention(
 
 /// An upsampling layer on `x`: nearest or bilinear (align_corners false) to the node's output.
 pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
+    let linear = matches!(node.layer.kind, LayerKind::Upsample { bilinear: true, .. });
+    if let [_, d, h, w] = node.output[..] {
+        let size = [d as i64, h as i64, w as i64];
+        return match linear {
+            true => x.upsample_trilinear3d(size, false, None, None, None),
+            false => x.upsample_nearest3d(size, None, None, None),
+        };
+    }
     let size = [node.output[1] as i64, node.output[2] as i64];
-    match node.layer.kind {
-        LayerKind::Upsample { bilinear: true, .. } => x.upsample_bilinear2d(size, false, None, None),
-        _ => x.upsample_nearest2d(size, None, None),
+    match linear {
+        true => x.upsample_bilinear2d(size, false, None, None),
+        false => x.upsample_nearest2d(size, None, None),
     }
 }
 

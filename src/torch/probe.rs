@@ -488,6 +488,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             };
             (y, classes)
         }
+        // a volume runs whole
+        LayerKind::Upsample { .. } if node.input.len() == 4 => (upsample(&x, node), m),
         // a volume runs whole: the classes mixed, then an all-ones depthwise transposed
         // convolution with the layer's geometry
         LayerKind::ConvTranspose3d {

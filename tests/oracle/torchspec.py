@@ -729,7 +729,8 @@ def random_signal_spec(rng):
 def random_volume_spec(rng):
     """A random 3-D network on a volume [C, D, H, W] (a clip of frames, a scan): conv3d with
     per-axis kernels, strides, dilation, padding (numbers, "same", reflect/replicate/circular),
-    groups; transposed 3-D convolutions; 3-D max and average pools with ceil mode; the 3-D
+    groups; transposed 3-D convolutions and upsampling (nearest, trilinear); 3-D max and
+    average pools with ceil mode; the 3-D
     pads; batchnorm3d, groupnorm,
     instancenorm3d and activations; residual
     blocks and channel concatenations of conv3d branches; an adaptive pool and classifier head
@@ -760,6 +761,15 @@ def random_volume_spec(rng):
             cand = {"type": "conv_transpose3d", "out_channels": out, "kernel_size": per_axis(1, 3), "stride": s_, "dilation": d,
                     "groups": groups, "padding": rng.randint(0, 1), "bias": rng.random() < 0.7,
                     "output_padding": rng.randint(0, max(0, min(smin, d) - 1)) if rng.random() < 0.5 else 0}
+            if rng.random() < 0.5:
+                # nearest by integer factors (an int takes every axis), trilinear by powers of two
+                mode = rng.choice(["nearest", "trilinear"])
+                f = [rng.choice([1, 2]) for _ in range(3)] if rng.random() < 0.5 else rng.choice([1, 2])
+                if mode == "nearest" and rng.random() < 0.3:
+                    f = [rng.choice([1, 2, 3]) for _ in range(3)]
+                cand = {"type": "upsample", "mode": mode, "scale_factor": f}
+                if rng.random() < 0.3:
+                    cand = {"type": "upsample", "mode": mode, "size": [n * rng.choice([1, 2]) for n in shape[1:]]}
         elif r < 0.65:
             k = per_axis(1, 3)
             ks = k if isinstance(k, list) else [k] * 3

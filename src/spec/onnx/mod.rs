@@ -1543,20 +1543,24 @@ impl Reader {
                     .filter(|t| !t.is_empty())
                     .and_then(|t| self.constant(t))
                     .map(|c| c.values.to_vec());
-                // scales or sizes of a three-axis tensor: a 1-D signal's upsampling
-                let one_d = scales
-                    .as_ref()
-                    .filter(|s| !s.is_empty())
-                    .or(sizes.as_ref())
-                    .is_some_and(|v| v.len() == 3);
+                // scales or sizes of a three-axis tensor: a 1-D signal's upsampling; of a
+                // five-axis one: a volume's
+                let rank = scales.as_ref().filter(|s| !s.is_empty()).or(sizes.as_ref()).map_or(4, |v| v.len());
                 match (mode.as_str(), ctm.as_str()) {
                     ("nearest", "asymmetric") if a.string("nearest_mode", "round_prefer_floor") == "floor" || op == "Upsample" => {
                         set("mode", json!("nearest"))
                     }
-                    ("linear", "half_pixel" | "pytorch_half_pixel") => set("mode", json!(if one_d { "linear" } else { "bilinear" })),
+                    ("linear", "half_pixel" | "pytorch_half_pixel") => set(
+                        "mode",
+                        json!(match rank {
+                            3 => "linear",
+                            5 => "trilinear",
+                            _ => "bilinear",
+                        }),
+                    ),
                     (m, c) => {
                         return Err(format!(
-                        "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or bilinear (align_corners=false)"
+                        "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or (bi/tri)linear (align_corners=false)"
                     ))
                     }
                 }
@@ -1578,9 +1582,16 @@ impl Reader {
                         set("scale_factor", json!([s[2] as u64]))
                     }
                     (None, Some(z)) if z.len() == 3 && z[2] >= 1.0 => set("size", json!([z[2] as u64])),
+                    // a volume's [d, h, w]
+                    (Some(s), _) if s.len() == 5 && s[0] == 1.0 && s[1] == 1.0 && s[2..].iter().all(|f| f.fract() == 0.0 && *f >= 1.0) => {
+                        set("scale_factor", json!([s[2] as u64, s[3] as u64, s[4] as u64]))
+                    }
+                    (None, Some(z)) if z.len() == 5 && z[2..].iter().all(|&n| n >= 1.0) => {
+                        set("size", json!([z[2] as u64, z[3] as u64, z[4] as u64]))
+                    }
                     (s, z) => {
                         return Err(format!(
-                            "scales {s:?} / sizes {z:?}: only integer factors of the spatial axes of an image or a 1-D signal"
+                            "scales {s:?} / sizes {z:?}: only integer factors of the spatial axes of an image, a volume or a 1-D signal"
                         ))
                     }
                 }
