@@ -696,9 +696,11 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 LayerKind::Activation { kind, .. } => match kind {
                     // module hook and functional hook (F.relu, F.gelu)
                     crate::spec::Activation::Relu | crate::spec::Activation::Gelu => (module + 1) * c.output_elements,
-                    // the module hook only: ptflops has no hook for F.leaky_relu, and nn.ReLU6 calls
-                    // F.hardtanh, which it does not count either
-                    crate::spec::Activation::LeakyRelu | crate::spec::Activation::Relu6 => module * c.output_elements,
+                    // the module hook only: ptflops has no hook for F.leaky_relu
+                    crate::spec::Activation::LeakyRelu => module * c.output_elements,
+                    // nn.ReLU6 calls F.hardtanh, which ptflops does not count: its module hook
+                    // alone; F.relu6 called in forward has a functional hook: once either way
+                    crate::spec::Activation::Relu6 => c.output_elements,
                     // nn.SiLU has no module hook but calls F.silu, which has one
                     crate::spec::Activation::Silu => c.output_elements,
                     // sigmoid, tanh, hardswish, hardsigmoid, mish: no hook at all
