@@ -1233,6 +1233,25 @@ fn merge_rational<const N: usize>(maps: &[[AxisMap; N]], range: fn([AxisMap; N])
     (range(out), Some(aligned), note)
 }
 
+/// The inputs a transposed convolution (`[kernel, stride, padding, dilation]` per spatial axis)
+/// reads for the outputs `set`: its group's channels, each spatial axis by [`transposed_back`].
+fn transposed_set<const N: usize>(
+    node: &Node,
+    set: Vec<Product>,
+    out_channels: u64,
+    groups: u64,
+    [kernel, stride, padding, dilation]: [&[u64; N]; 4],
+) -> Vec<Product> {
+    let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
+    set.into_iter()
+        .map(|p| {
+            let mut q = vec![group_channels(&p.0[0], in_per, out_per)];
+            q.extend((0..N).map(|a| transposed_back(&p.0[a + 1], [kernel[a], stride[a], padding[a], dilation[a]], node.input[a + 1])));
+            Product(q)
+        })
+        .collect()
+}
+
 /// The inputs a transposed convolution's outputs `set` read along one axis (`[kernel, stride,
 /// padding, dilation]` there, `n` inputs): input x feeds output s*x - p + d*t, so for outputs
 /// a..=b and tap t, the inputs ceil((a + p - d*t)/s) ..= floor((b + p - d*t)/s).
@@ -1628,17 +1647,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             padding,
             dilation,
             ..
-        } => {
-            let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
-            let axis =
-                |a: usize, set: &IntervalSet| transposed_back(set, [kernel[a], stride[a], padding[a], dilation[a]], node.input[a + 1]);
-            set.into_iter()
-                .map(|p| {
-                    let ch = group_channels(&p.0[0], in_per, out_per);
-                    Product(vec![ch, axis(0, &p.0[1]), axis(1, &p.0[2])])
-                })
-                .collect()
-        }
+        } => transposed_set(node, set, *out_channels, *groups, [kernel, stride, padding, dilation]),
         LayerKind::ConvTranspose3d {
             out_channels,
             groups,
@@ -1647,18 +1656,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             padding,
             dilation,
             ..
-        } => {
-            let (in_per, out_per) = (node.input[0] / groups, out_channels / groups);
-            set.into_iter()
-                .map(|p| {
-                    let mut q = vec![group_channels(&p.0[0], in_per, out_per)];
-                    q.extend(
-                        (0..3).map(|a| transposed_back(&p.0[a + 1], [kernel[a], stride[a], padding[a], dilation[a]], node.input[a + 1])),
-                    );
-                    Product(q)
-                })
-                .collect()
-        }
+        } => transposed_set(node, set, *out_channels, *groups, [kernel, stride, padding, dilation]),
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
             // the group's channels (features), every position along the coupled axes
             let c = node.coupling().expect("normalizations couple");

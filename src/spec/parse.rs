@@ -884,12 +884,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             LayerKind::Activation { kind, negative_slope }
         }
         "zeropad2d" | "reflectionpad2d" | "replicationpad2d" | "circularpad2d" => {
-            let fill = match canon {
-                "zeropad2d" => Fill::Zeros,
-                "reflectionpad2d" => Fill::Reflect,
-                "circularpad2d" => Fill::Circular,
-                _ => Fill::Replicate,
-            };
+            let fill = pad_fill(canon);
             // an int pads every side; PyTorch's 4-tuple is (left, right, top, bottom)
             let pad = match o.raw("padding") {
                 None => return Err(o.missing("padding")),
@@ -910,52 +905,17 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                         format!("expected an int or [left, right] (a 1-D pad), got {}", describe(other)),
                     ))
                 }
-                Some(Value::Array(items)) if items.len() == 4 => {
-                    let mut pad = [0u64; 4];
-                    for (i, v) in items.iter().enumerate() {
-                        pad[i] = uint(v, &child(&o.at("padding"), i), 0, max)?;
-                    }
-                    pad
-                }
-                Some(v @ Value::Number(_)) => [uint(v, &o.at("padding"), 0, max)?; 4],
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        o.at("padding"),
-                        format!("expected an int or [left, right, top, bottom], got {}", describe(other)),
-                    ))
-                }
+                Some(_) => pads(o, max, "[left, right, top, bottom]")?,
             };
             LayerKind::Pad { pad, fill }
         }
         "zeropad3d" | "reflectionpad3d" | "replicationpad3d" | "circularpad3d" => {
-            let fill = match canon {
-                "zeropad3d" => Fill::Zeros,
-                "reflectionpad3d" => Fill::Reflect,
-                "circularpad3d" => Fill::Circular,
-                _ => Fill::Replicate,
-            };
-            // an int pads every side; PyTorch's 6-tuple is (left, right, top, bottom, front, back)
-            let pad = match o.raw("padding") {
-                None => return Err(o.missing("padding")),
-                Some(Value::Array(items)) if items.len() == 6 => {
-                    let mut pad = [0u64; 6];
-                    for (i, v) in items.iter().enumerate() {
-                        pad[i] = uint(v, &child(&o.at("padding"), i), 0, max)?;
-                    }
-                    pad
-                }
-                Some(v @ Value::Number(_)) => [uint(v, &o.at("padding"), 0, max)?; 6],
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        o.at("padding"),
-                        format!(
-                            "expected an int or [left, right, top, bottom, front, back], got {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            };
-            LayerKind::Pad3d { pad, fill }
+            // PyTorch's 6-tuple is (left, right, top, bottom, front, back)
+            let pad = pads(o, max, "[left, right, top, bottom, front, back]")?;
+            LayerKind::Pad3d {
+                pad,
+                fill: pad_fill(canon),
+            }
         }
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;
@@ -1150,6 +1110,35 @@ fn conv_args<const N: usize>(o: &Obj, max: u64, one_d: bool) -> SpecResult<ConvA
         bias,
         padding_mode,
     })
+}
+
+/// What a pad layer (`zeropad2d`, `reflectionpad3d`, ...) fills with.
+fn pad_fill(canon: &str) -> Fill {
+    match canon {
+        c if c.starts_with("zero") => Fill::Zeros,
+        c if c.starts_with("reflection") => Fill::Reflect,
+        c if c.starts_with("circular") => Fill::Circular,
+        _ => Fill::Replicate,
+    }
+}
+
+/// A pad layer's `padding`: an int (every side) or PyTorch's tuple of `N` (`form`).
+fn pads<const N: usize>(o: &Obj, max: u64, form: &str) -> SpecResult<[u64; N]> {
+    match o.raw("padding") {
+        None => Err(o.missing("padding")),
+        Some(Value::Array(items)) if items.len() == N => {
+            let mut pad = [0u64; N];
+            for (i, v) in items.iter().enumerate() {
+                pad[i] = uint(v, &child(&o.at("padding"), i), 0, max)?;
+            }
+            Ok(pad)
+        }
+        Some(v @ Value::Number(_)) => Ok([uint(v, &o.at("padding"), 0, max)?; N]),
+        Some(other) => Err(SpecError::invalid(
+            o.at("padding"),
+            format!("expected an int or {form}, got {}", describe(other)),
+        )),
+    }
 }
 
 /// A transposed convolution's arguments on `N` axes (ConvTranspose2d's, ConvTranspose1d's as

@@ -490,8 +490,7 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         }
         // a volume runs whole
         LayerKind::Upsample { .. } if node.input.len() == 4 => (upsample(&x, node), m),
-        // a volume runs whole: the classes mixed, then an all-ones depthwise transposed
-        // convolution with the layer's geometry
+        // a volume runs whole
         LayerKind::ConvTranspose3d {
             out_channels,
             groups,
@@ -502,20 +501,10 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             dilation,
             ..
         } => {
-            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
-            let k = classes.k as i64;
-            let ints = |v: &[u64; 3]| v.map(|x| x as i64);
-            let y = mix(x).conv_transpose3d(
-                &Tensor::ones([k, 1, kernel[0] as i64, kernel[1] as i64, kernel[2] as i64], (kind, device)),
-                None::<Tensor>,
-                ints(stride),
-                ints(padding),
-                ints(output_padding),
-                k,
-                ints(dilation),
-            );
-            (y, classes)
+            let geometry = [kernel, stride, padding, output_padding, dilation];
+            ones_transposed(x, &m, node, *out_channels, *groups, geometry, kind, device)
         }
+        // on the whole input (see needs_back)
         LayerKind::ConvTranspose2d {
             out_channels,
             groups,
@@ -526,20 +515,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             dilation,
             ..
         } => {
-            // on the whole input (see needs_back): the classes mixed, then an all-ones depthwise
-            // transposed convolution with the layer's geometry
-            let (classes, mix) = channel_mix(&m, node.input[0], *out_channels, *groups, kind, device);
-            let k = classes.k as i64;
-            let ints = |v: &[u64; 2]| [v[0] as i64, v[1] as i64];
-            let y = mix(x).conv_transpose2d(
-                &Tensor::ones([k, 1, kernel[0] as i64, kernel[1] as i64], (kind, device)),
-                None::<Tensor>,
-                ints(stride),
-                ints(padding),
-                ints(output_padding),
-                k,
-                ints(dilation),
-            );
+            let geometry = [kernel, stride, padding, output_padding, dilation];
+            let (y, classes) = ones_transposed(x, &m, node, *out_channels, *groups, geometry, kind, device);
             (narrow_to(y, whole(&node.output), want), classes)
         }
         LayerKind::Upsample { .. } => (narrow_to(upsample(&x, node), whole(&node.output), want), m),
@@ -594,6 +571,38 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             unreachable!("merge nodes run in quotient_merge")
         }
     }
+}
+
+/// The probe's stand-in for a transposed convolution on `N` spatial axes: the classes mixed,
+/// then an all-ones depthwise transposed convolution with the layer's geometry (`[kernel,
+/// stride, padding, output_padding, dilation]` per axis), by libtorch's generic convolution.
+#[allow(clippy::too_many_arguments)]
+fn ones_transposed<const N: usize>(
+    x: Tensor,
+    m: &Classes,
+    node: &Node,
+    out_channels: u64,
+    groups: u64,
+    [kernel, stride, padding, output_padding, dilation]: [&[u64; N]; 5],
+    kind: Kind,
+    device: Device,
+) -> (Tensor, Classes) {
+    let (classes, mix) = channel_mix(m, node.input[0], out_channels, groups, kind, device);
+    let k = classes.k as i64;
+    let ints = |v: &[u64; N]| v.map(|x| x as i64);
+    let shape: Vec<i64> = [k, 1].into_iter().chain(kernel.iter().map(|&x| x as i64)).collect();
+    let ones = Tensor::ones(shape.as_slice(), (kind, device));
+    let y = mix(x).convolution(
+        &ones,
+        None::<Tensor>,
+        ints(stride),
+        ints(padding),
+        ints(dilation),
+        true,
+        ints(output_padding),
+        k,
+    );
+    (y, classes)
 }
 
 /// An adaptive pool's windows summed: a summing window where shape inference found windows of
