@@ -644,3 +644,46 @@ async fn upsampling_a_volume_by_hand() {
         assert_eq!(r.json()["pointer"], pointer, "{}", r.text);
     }
 }
+
+/// layernorm on a volume [2, 3, 4, 5] (N = 120 elements) over its last axes: over [W] each
+/// output reads its own slice, row and channel and every column (no affine range: `not_affine`),
+/// S = 2*3*4 = 24 statistics, so 3N + S + N = 504 additions and 2N + 3S + N = 432
+/// multiplications with its affine weight and bias; over [C, D, H, W] every element (`global`).
+#[tokio::test]
+async fn layernorm_of_a_volume_by_hand() {
+    let last = json!({"input_shape": [2, 3, 4, 5], "layers": [{"type": "layernorm", "normalized_shape": [5], "name": "ln"}]});
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": last, "position": {"index": [1, 2, 3], "channel": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let ln = item(&v["layers"], "name", "ln");
+    assert_eq!(ln["kind"], "not_affine", "{ln}");
+    assert!(ln["note"].as_str().unwrap().contains("width"), "{ln}");
+    assert_eq!(v["position"]["input_channels"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_slices"], json!([[1, 1]]));
+    assert_eq!(v["position"]["input_rows"], json!([[2, 2]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 4]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let t = post("/v1/complexity", json!({"model": last, "verify": true})).await.json();
+    let row = item(&t["rows"], "name", "ln");
+    assert_eq!((row["additions"].clone(), row["multiplications"].clone()), (json!(504), json!(432)));
+    assert_eq!(row["params"], 10);
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+
+    let all = json!({"input_shape": [2, 3, 4, 5], "layers": [{"type": "layernorm", "normalized_shape": [2, 3, 4, 5], "name": "ln"}]});
+    let v = post("/v1/receptive-field", json!({"model": all, "position": {"index": [0, 0, 0]}}))
+        .await
+        .json();
+    assert_eq!(item(&v["layers"], "name", "ln")["kind"], "global");
+    assert_eq!(v["position"]["input_channels"], json!([[0, 1]]));
+    assert_eq!(v["position"]["input_cols"], json!([[0, 4]]));
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    // (diagnostics need a weighted layer: a 1x1x1 conv3d first)
+    let weighted = json!({"input_shape": [2, 3, 4, 5], "layers": [
+        {"type": "conv3d", "out_channels": 2, "kernel_size": 1}, {"type": "layernorm", "normalized_shape": [2, 3, 4, 5]}]});
+    let d = post("/v1/gradient-diagnostics", json!({"model": weighted, "inputs": {"batch_size": 2}})).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+}

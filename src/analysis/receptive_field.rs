@@ -984,8 +984,14 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             match rf {
                 Rf::Features if c.groups == 1 => Rf::Global,
                 Rf::Features => Rf::NotAffine(format!("each feature depends on its group of {}", node.input[0] / c.groups)),
-                // (a volume's normalizations read every position of it)
-                Rf::Volume(_) | Rf::RationalVolume(_) => Rf::Global,
+                // a volume's: every position of it, or (a layernorm over its last axes) every
+                // position along those
+                Rf::Volume(_) | Rf::RationalVolume(_) | Rf::NotAffine(_) if c.spatial == [true; 3] => Rf::Global,
+                Rf::Volume(_) | Rf::RationalVolume(_) => Rf::NotAffine(format!(
+                    "{} reads every position along the {}",
+                    node.layer.type_name(),
+                    if c.spatial[1] { "height and width" } else { "width" }
+                )),
                 Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[..2] == [true, true] => Rf::Global,
                 Rf::Spatial(_) | Rf::Rational(_) | Rf::NotAffine(_) if c.spatial[0] || c.spatial[1] => Rf::NotAffine(format!(
                     "{} reads every position along the {}",

@@ -395,7 +395,7 @@ pub struct InstanceNormLayer {
     pub track_running_stats: Option<bool>,
 }
 
-/// An int or a list of 1 to 3 ints.
+/// An int or a list of 1 to 4 ints (the trailing axes: up to a volume's four).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Ints {

@@ -777,7 +777,8 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "layernorm" => {
             let shape = match o.raw("normalized_shape") {
                 None => return Err(o.missing("normalized_shape")),
-                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
+                // (up to a volume's four axes)
+                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 4 => items
                     .iter()
                     .enumerate()
                     .map(|(i, v)| uint(v, &child(&o.at("normalized_shape"), i), 1, max))
@@ -787,7 +788,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     return Err(SpecError::invalid(
                         o.at("normalized_shape"),
                         format!(
-                            "expected an int or a list of 1 to 3 ints (the trailing axes), got {}",
+                            "expected an int or a list of 1 to 4 ints (the trailing axes), got {}",
                             describe(other)
                         ),
                     ))

@@ -374,7 +374,7 @@ impl<'a> Builder<'a> {
                 return Err(SpecError::invalid(
                     &pointer,
                     format!(
-                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, conv_transpose3d, upsample (nearest, trilinear), maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
+                        "{} on a volume {input:?} is not supported: a volume [C, D, H, W] is read by conv3d, conv_transpose3d, upsample (nearest, trilinear), maxpool3d, avgpool3d, adaptive_avgpool3d, adaptive_maxpool3d, the 3-D pads (zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d), batchnorm3d, groupnorm, instancenorm3d, layernorm, the activations, dropout, flatten, and the merges (add, mul, concat, residual)",
                         layer.type_name()
                     ),
                 ))
@@ -1647,9 +1647,12 @@ impl<'a> Node<'a> {
             },
             LayerKind::LayerNorm { shape, .. } => {
                 let first = rank - shape.len(); // the first normalized axis
+                                                // (sample axis a + 1 is coupled from the first normalized one on; a sequence's
+                                                // tokens and features are no spatial axes)
+                let from = |a: usize| rank >= 3 && a + 1 < rank && a + 1 >= first;
                 Coupling {
                     groups: if first == 0 { 1 } else { c },
-                    spatial: spatial(first <= 1, true),
+                    spatial: [from(0), from(1), from(2)],
                 }
             }
             LayerKind::Softmax { dim } => {

@@ -495,6 +495,7 @@ impl Layer {
                     | LayerKind::Flatten
                     | LayerKind::GroupNorm { .. }
                     | LayerKind::InstanceNorm { volume: true, .. }
+                    | LayerKind::LayerNorm { channels: false, .. }
                     | LayerKind::Upsample { .. }
             )
     }

@@ -270,7 +270,7 @@ def run_random(url, n, seed, only=None, signals=0, volumes=0):
         # objective below (the outputs' sum) would have exactly zero gradients, rounding noise
         # on both sides (so would any linear layer after it that sums every position); a sigmoid
         # after it does not sum to a constant
-        if "layers" in spec and spec["layers"][-1]["type"] in ("groupnorm", "instancenorm3d"):
+        if "layers" in spec and spec["layers"][-1]["type"] in ("groupnorm", "instancenorm3d", "layernorm"):
             spec["layers"].append({"type": "sigmoid"})
         label = f"onnx random case {case} (seed {seed})"
         model = torchspec.build_model(spec).float().eval()

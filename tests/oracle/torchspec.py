@@ -732,7 +732,7 @@ def random_volume_spec(rng):
     groups; transposed 3-D convolutions and upsampling (nearest, trilinear); 3-D max and
     average pools with ceil mode; the 3-D
     pads; batchnorm3d, groupnorm,
-    instancenorm3d and activations; residual
+    instancenorm3d, layernorm over the last axes and activations; residual
     blocks and channel concatenations of conv3d branches; an adaptive pool and classifier head
     now and then."""
     c = rng.randint(1, 3)
@@ -784,12 +784,17 @@ def random_volume_spec(rng):
             if cand["type"] == "pad":
                 cand = {"type": rng.choice(["zeropad3d", "reflectionpad3d", "replicationpad3d", "circularpad3d"]),
                         "padding": rng.choice([rng.randint(0, 2), [rng.randint(0, 2) for _ in range(6)]])}
-            # a normalization over every position: per channel group, or per channel
-            if cand["type"] == "norm" and rng.random() < 0.5:
+            # a normalization over every position (per channel group, or per channel), or a
+            # layernorm over the last 1 to 4 axes
+            r2 = rng.random()
+            if cand["type"] == "norm" and r2 < 0.4:
                 cand = {"type": "groupnorm", "num_groups": rng.choice([g for g in (1, 2, 3, shape[0]) if shape[0] % g == 0]),
                         "affine": rng.random() < 0.7}
-            elif cand["type"] == "norm":
+            elif cand["type"] == "norm" and r2 < 0.7:
                 cand = {"type": "instancenorm3d", "affine": rng.random() < 0.4}
+            elif cand["type"] == "norm":
+                k = rng.randint(1, 4)
+                cand = {"type": "layernorm", "normalized_shape": shape[4 - k:], "elementwise_affine": rng.random() < 0.7}
         elif r < 0.9:
             cand = {"type": "concat", "branches": [
                 [{"type": "conv3d", "out_channels": rng.randint(1, 3), "kernel_size": 1}]
