@@ -377,6 +377,19 @@ fn axis(a: &Value) -> String {
     format!("{} (size {}, jump {})", cell(&a["text"]), cell(&a["size"]), cell(&a["jump"]))
 }
 
+/// A range with floors along one axis: `floor(i/2) <= m <= floor(i/2) (size 1, jump 1/2)`, the
+/// size a range where it varies with the output index.
+fn rational_axis(a: &Value) -> String {
+    if a.is_null() {
+        return String::new();
+    }
+    let size = match (cell(&a["min_size"]), cell(&a["max_size"])) {
+        (lo, hi) if lo == hi => lo,
+        (lo, hi) => format!("{lo}-{hi}"),
+    };
+    format!("{} (size {size}, jump {})", cell(&a["text"]), cell(&a["jump"]))
+}
+
 fn table(command: &Command, v: &Value) -> Table {
     match command {
         Command::Complexity { .. } => {
@@ -456,29 +469,30 @@ fn table(command: &Command, v: &Value) -> Table {
             if let Some(note) = v["note"].as_str() {
                 notes.push(note.to_string());
             }
-            // a volume's layers have a depth column too
-            let volume = v["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|l| !l["receptive_field"]["depth"].is_null());
-            let mut columns: Vec<(&str, fn(&Value) -> String)> =
-                vec![("/path", cell), ("/type", cell), ("/output_shape", cell), ("/kind", cell)];
+            // a volume's layers have a depth column too; a range with floors (after a
+            // transposed conv or an upsampling) is shown from `rational`
+            let layers = v["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let volume = layers
+                .iter()
+                .any(|l| !l["receptive_field"]["depth"].is_null() || !l["rational"]["depth"].is_null());
             let mut headers = vec!["layer", "type", "output shape", "kind"];
+            let mut axes = vec!["height", "width"];
             if volume {
-                columns.push(("/receptive_field/depth", axis));
-                headers.push("depth");
+                axes.insert(0, "depth");
             }
-            columns.extend([
-                ("/receptive_field/height", axis as fn(&Value) -> String),
-                ("/receptive_field/width", axis),
-            ]);
-            headers.extend(["height", "width"]);
-            Table {
-                headers,
-                rows: pick(v, "layers", &columns),
-                notes,
-            }
+            headers.extend(&axes);
+            let rows = layers
+                .iter()
+                .map(|l| {
+                    let mut row: Vec<String> = ["path", "type", "output_shape", "kind"].iter().map(|k| cell(&l[*k])).collect();
+                    row.extend(axes.iter().map(|a| match (&l["receptive_field"][*a], &l["rational"][*a]) {
+                        (Value::Null, r) => rational_axis(r),
+                        (f, _) => axis(f),
+                    }));
+                    row
+                })
+                .collect();
+            Table { headers, rows, notes }
         }
         // a TorchScript module: per named parameter
         Command::Diagnostics { .. } if v["parameters"].is_array() => Table {

@@ -283,6 +283,19 @@ fn the_command_line_reads_a_volume() {
     let (code, _, err) = run(&["receptive-field", path, "--layer", "c2", "--unit", "1,1"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("give [k, i, j] (slice, row, column)"), "{err}");
+    // a range with floors (a transposed conv's) is shown with its sizes and fractional jump
+    let up = dir.join("up.json");
+    let model = json!({"input_shape": [1, 3, 4, 4], "layers": [
+        {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        {"type": "conv_transpose3d", "out_channels": 2, "kernel_size": 3, "stride": 2}]});
+    std::fs::write(&up, model.to_string()).unwrap();
+    let (code, text, err) = run(&["receptive-field", up.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.lines().nth(1).unwrap().contains("depth"), "{text}");
+    assert!(
+        text.contains("floor((k-1)/2)-1 <= p <= floor(k/2)+1 (size 3-4, jump 1/2)"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
