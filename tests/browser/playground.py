@@ -321,16 +321,19 @@ shot("receptive-field-signal")
 # ---- receptive field: a volume (conv3d, maxpool3d), its depth column and a unit [k, i, j] ----
 volume = {"input_shape": [2, 6, 12, 12], "layers": [{"type": "conv3d", "out_channels": 3, "kernel_size": [3, 5, 5], "stride": [1, 2, 2], "padding": [1, 2, 2]},
                                                   {"type": "maxpool3d", "kernel_size": [1, 3, 3], "stride": [1, 2, 2], "padding": [0, 1, 1]},
-                                                  {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "dilation": [2, 1, 1], "padding": [2, 1, 1]}]}
+                                                  {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "dilation": [2, 1, 1], "padding": [2, 1, 1]},
+                                                  {"type": "conv_transpose3d", "out_channels": 2, "kernel_size": 3, "stride": 2}]}
 set_spec(json.dumps(volume, indent=2))
 check(run_and_wait("rf-run", sid).endswith("ok"), "rf on a volume ran")
 ref = api("/v1/receptive-field", {"model": volume, "verify": False, "index_base": int(by_id("rf-base").get_attribute("value"))})
 for layer in ref["layers"]:
     row = d.find_element(By.CSS_SELECTOR, f"#rf-table tr[data-path='{layer['path']}']")
-    rf = layer["receptive_field"]
+    # (the transposed conv's ranges have floors: `rational`, with its depth too)
+    rf = layer["receptive_field"] or layer["rational"]
     check(row.find_element(By.CSS_SELECTOR, "[data-field=slices]").text == rf["depth"]["text"], f"the volume's depth formula of {layer['path']}")
     check(row.find_element(By.CSS_SELECTOR, "[data-field=rows]").text == rf["height"]["text"], f"the volume's rows formula of {layer['path']}")
-    check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == f"{rf['depth']['size']}×{rf['height']['size']}×{rf['width']['size']}", f"the volume's size of {layer['path']}")
+    if layer["receptive_field"]:
+        check(row.find_element(By.CSS_SELECTOR, "[data-field=size]").text == f"{rf['depth']['size']}×{rf['height']['size']}×{rf['width']['size']}", f"the volume's size of {layer['path']}")
 b = ref["index_base"]
 show_unit(sid, "2", [2 + b, 1 + b, 0 + b])
 pos = api("/v1/receptive-field", {"model": volume, "index_base": b, "position": {"layer": "2", "index": [2 + b, 1 + b, 0 + b]}})["position"]

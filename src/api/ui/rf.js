@@ -66,7 +66,7 @@ export function create(ctx) {
       // a volume's depth first: d×h×w
       const both = (r, k) => (r.depth ? `${r.depth[k]}×` : '') + (r.width ? `${r.height[k]}×${r.width[k]}` : `${r.height[k]}`);
       const r = (l.receptive_field && (l.receptive_field.length ? one(l.receptive_field.length) : l.receptive_field)) ||
-        (q && (q.length ? one(axis(q.length)) : { height: axis(q.height), width: axis(q.width) }));
+        (q && (q.length ? one(axis(q.length)) : { depth: q.depth && axis(q.depth), height: axis(q.height), width: axis(q.width) }));
       const tr = h('tr', { dataset: { path: l.path }, class: l.path === state.layer ? 'selected' : '' },
         h('td', {}, h('button', { type: 'button', class: 'link', title: 'pick a unit of this layer', onclick: () => { state.layer = l.path; state.index = null; renderTable(data); renderUnit(data); renderPosition(data); ctx.save(); } }, l.path)),
         h('td', {}, l.name || ''),
