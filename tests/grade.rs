@@ -173,6 +173,17 @@ async fn hostile_answers_score_zero_with_feedback_never_an_error() {
         "i*i <= m <= i".into(),
         "4i/0 <= m <= 4i".into(),
         "4i-9 <= m <= 4j+6".into(),
+        // floors: too deep, periods past the limit, overflowing, empty, dividing by zero
+        format!("{}i{} <= m <= 4i", "floor(".repeat(40), ")".repeat(40)),
+        "4i-9+floor(i/9973)-floor(i/9973)+floor(i/9967)-floor(i/9967) <= m <= 4i+6".into(),
+        "floor(i/1e30) <= m <= floor(i/1e30)".into(),
+        format!("{}i{} <= m <= i", "ceil(".repeat(19), "/2)".repeat(19)),
+        "floor(i*99999999999999999999/7)*99999999999999999999 <= m <= floor(i*99999999999999999999/7)*99999999999999999999".into(),
+        "⌊⌋ <= m <= 1".into(),
+        "floor <= m <= 1".into(),
+        "i//0 <= m <= i".into(),
+        "4i-9 <= m >= 4i+6".into(),
+        "4i-9 < m < 4i+6 < 5".into(),
     ]
     .iter()
     .enumerate()
@@ -518,4 +529,109 @@ async fn a_subset_of_a_problem_set() {
     let p = assert_problem(&r, 422, "/questions/0");
     assert!(p["detail"].as_str().unwrap().contains("p4.pool2.rows"));
     assert_problem(&sel(json!([7])).await, 422, "/questions/0");
+}
+
+/// Ranges with floors (after a strided transposed convolution or an upsampling) are graded by
+/// the set of input positions they name at every output index, in any form students write:
+/// by hand, output o of a k=3, s=2, padding 1, output_padding 1 transposed convolution reads
+/// the inputs x with 2x - 1 + t = o for a tap t in 0..3, so ceil((o-1)/2) <= x <= floor((o+1)/2),
+/// which is floor(o/2) <= x <= ceil(o/2). Upsampling by 2 then reads row floor(o/2) of that:
+/// floor(floor(o/2)/2) = floor(o/4) <= x <= floor((floor(o/2)+1)/2) = floor((o+2)/4).
+#[tokio::test]
+async fn ranges_with_floors_are_graded_by_value() {
+    let model = json!({"input_shape": [1, 4, 4], "layers": [
+        {"name": "up", "type": "conv_transpose2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+        {"name": "near", "type": "upsample", "scale_factor": 2}
+    ]});
+    let zero = |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": model, "ask": ask, "answer": answer, "index_base": 0});
+    let right = [
+        ("r0", "rows of layer up", "floor(i/2) <= m <= floor((i+1)/2)"),
+        ("r1", "rows of layer up", "ceil((i-1)/2) <= m <= floor((i+1)/2)"),
+        ("r2", "rows of layer up", "⌊i/2⌋ ≤ m ≤ ⌈i/2⌉"),
+        ("r3", "rows of layer up", "i//2 <= m <= (i+1)//2"),
+        ("r4", "rows of layer up", "[floor(i/2), ceil(i/2)]"),
+        // real-valued ends name the whole positions between them
+        ("r5", "rows of layer up", "(i-1)/2 <= m <= (i+1)/2"),
+        ("r6", "cols of layer up", "floor(j/2) <= n <= Floor((j+1)/2)"),
+        ("r7", "rows of layer near", "floor(i/4) <= m <= floor((i+2)/4)"),
+        ("r8", "rows of layer near", "floor(floor(i/2)/2) <= m <= floor((floor(i/2)+1)/2)"),
+        ("r9", "jump of layer up", "1/2"),
+        ("r10", "jump of layer near", "0.25"),
+        ("r11", "min size of layer up", "1"),
+        ("r12", "max size of layer up", "2"),
+    ];
+    let wrong = [
+        // at i = 0 the upper end is 1, one too high (the layer's output 0 reads input 0 alone)
+        ("w0", "rows of layer up", "floor(i/2) <= m <= floor(i/2)+1"),
+        // ceil(i/2) at i = 1 is 1: input 0 is missed
+        ("w1", "rows of layer up", "i/2 <= m <= i/2"),
+        ("w2", "rows of layer up", "floor(i/3) <= m <= floor((i+1)/3)"),
+        ("w3", "rows of layer near", "floor(i/4) <= m <= floor((i+1)/4)"),
+        // the one-based range, in a zero-based question: index_base, half the points
+        ("w4", "rows of layer up", "floor((i-1)/2)+1 <= m <= floor(i/2)+1"),
+    ];
+    let mut questions: Vec<Value> = right.iter().chain(&wrong).map(|(id, ask, a)| zero(id, ask, a)).collect();
+    // one-based (grading's default): i0 = i1 - 1 and m1 = m0 + 1
+    questions.push(json!({"id": "one", "kind": "receptive_field", "model": model, "ask": "rows of layer up", "answer": "ceil(i/2) <= m <= floor(i/2)+1"}));
+    questions.push(json!({"id": "size", "kind": "receptive_field", "model": model, "ask": "size of layer up", "answer": "2"}));
+    let r = post("/v1/grade", json!({"questions": questions, "reveal": "hints"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    for (id, ..) in right.iter().chain([&("one", "", "")]) {
+        assert_eq!(by_id(&v, id)["correct"], true, "{id}: {}", by_id(&v, id)["feedback"]);
+    }
+    assert!(by_id(&v, "r5")["feedback"].as_str().unwrap().contains("whole positions"), "{v}");
+    for (id, ..) in &wrong {
+        assert_eq!(by_id(&v, id)["correct"], false, "{id}: {}", by_id(&v, id)["feedback"]);
+    }
+    let feedback = |id: &str| by_id(&v, id)["feedback"].as_str().unwrap().to_string();
+    assert!(
+        feedback("w0").contains("upper end is wrong at i = 0: yours gives 1, which is too high"),
+        "{}",
+        feedback("w0")
+    );
+    assert!(
+        feedback("w1").contains("lower end is wrong at i = 1: yours gives 1, which is too high"),
+        "{}",
+        feedback("w1")
+    );
+    assert!(
+        feedback("w2").contains("moves 1/3 input positions per output step"),
+        "{}",
+        feedback("w2")
+    );
+    assert!(feedback("w3").contains("upper end is wrong at i = 2"), "{}", feedback("w3"));
+    assert!(feedback("w0").contains("sees 1 to 2 input rows") && feedback("w0").contains("moves 1/2 input rows"));
+    assert_eq!(
+        (by_id(&v, "w4")["score"].as_f64(), by_id(&v, "w4")["mistake"].as_str()),
+        (Some(0.5), Some("index_base")),
+        "{v}"
+    );
+    // its size depends on i: the question says so and asks for min or max size
+    assert!(feedback("size").contains("1 to 2 input rows"), "{}", feedback("size"));
+}
+
+/// Strict comparisons name the whole positions strictly between their ends: vgg_stem's conv4
+/// reads 2i-7 <= m <= 2i+6 (one-based), which is also 2i-8 < m < 2i+7; "2i-7 < m < 2i+6" leaves
+/// out both ends and is wrong (it used to be read as <=).
+#[tokio::test]
+async fn strict_comparisons_exclude_their_ends() {
+    let stem = json!({"preset": "vgg_stem"});
+    let questions: Vec<Value> = [
+        ("strict", "2i-8 < m < 2i+7"),
+        ("mixed", "2i-8 < m <= 2i+6"),
+        ("reversed", "2i+6 >= m >= 2i-7"),
+        ("wrong", "2i-7 < m < 2i+6"),
+    ]
+    .iter()
+    .map(|(id, a)| q(id, "receptive_field", stem.clone(), "rows of layer conv4", json!(a)))
+    .collect();
+    let v = post("/v1/grade", json!({"questions": questions})).await.json();
+    for id in ["strict", "mixed", "reversed"] {
+        assert_eq!(by_id(&v, id)["correct"], true, "{id}: {}", by_id(&v, id)["feedback"]);
+    }
+    let w = by_id(&v, "wrong");
+    assert_eq!(w["correct"], false, "{w}");
+    let f = w["feedback"].as_str().unwrap();
+    assert!(f.contains("2i-6 <= m <= 2i+5") && f.contains("lower end is 1 too high"), "{f}");
 }

@@ -1,8 +1,9 @@
 //! Reading students' answers as they write them, and judging them: pure text and arithmetic.
 //!
 //! Numbers: `1089952`, `1,089,952`, `1 089 952`, `1_089_952`, `1.089952e6`, `1.09M`, `3.2 x 10^7`,
-//! `-0.119`. Affine ranges: `4i-9 <= m <= 4i+6` (also with `≤`, `<`, spaces, `*`), `[4i-9, 4i+6]`,
-//! `4i-9 .. 4i+6`, or `{scale, lo, hi}`.
+//! `-0.119`. Ranges: `4i-9 <= m <= 4i+6` (also with `≤`, `<`, `>=`, spaces, `*`), `[4i-9, 4i+6]`,
+//! `4i-9 .. 4i+6`, `{scale, lo, hi}`, and ends with floors (`floor(i/2) <= m <= floor((i+1)/2)`,
+//! `ceil`, `⌊⌋`, `//`), read as the set of whole positions they name.
 
 /// A parsed number, with how it was written (so feedback can say "rounded").
 #[derive(Clone, Debug, PartialEq)]
@@ -25,8 +26,7 @@ pub enum Locale {
 }
 
 pub const NUMBER_FORMS: &str = "a number such as 1089952, 1,089,952, 1.089952e6, 1.09M or 224/1";
-pub const RANGE_FORMS: &str =
-    "a range such as \"4i-9 <= m <= 4i+6\", \"4(i-2)-1 <= m <= 4i+6\", \"[4i-9, 4i+6]\" or {\"scale\": 4, \"lo\": -9, \"hi\": 6}";
+pub const RANGE_FORMS: &str = "a range such as \"4i-9 <= m <= 4i+6\", \"4(i-2)-1 <= m <= 4i+6\", \"[4i-9, 4i+6]\", \"floor(i/2) <= m <= floor((i+1)/2)\" or {\"scale\": 4, \"lo\": -9, \"hi\": 6}";
 
 pub fn parse_number(v: &serde_json::Value) -> Result<Number, String> {
     parse_number_in(v, Locale::default())
@@ -278,20 +278,172 @@ impl Affine {
             var: self.var,
         })
     }
-    fn mul(self, o: Affine) -> Result<Affine, String> {
+}
+
+/// The largest period of floors an answer may write (`floor(i/d)` repeats every d steps).
+const MAX_PERIOD: i128 = 10_000;
+
+/// An expression in one letter with floors, exactly: `coef*x + constant + Σ w * floor(f)`.
+/// `ceil(f)` is `-floor(-f)`; a floor of a number or of a whole-number expression is folded away.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    pub lin: Affine,
+    pub floors: Vec<(Ratio, Func)>,
+}
+
+fn lcm(a: i128, b: i128) -> Result<i128, String> {
+    fn gcd(a: i128, b: i128) -> i128 {
+        if b == 0 {
+            a.abs()
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let l = (a / gcd(a, b).max(1)).checked_mul(b).ok_or(TOO_BIG)?;
+    if l > MAX_PERIOD {
+        return Err(format!("its floors repeat only every {l} steps (at most {MAX_PERIOD} are read)"));
+    }
+    Ok(l)
+}
+
+impl Func {
+    fn num(r: Ratio) -> Func {
+        Func {
+            lin: Affine::num(r),
+            floors: vec![],
+        }
+    }
+    pub fn int(n: i128) -> Func {
+        Func::num(Ratio::int(n))
+    }
+    /// `coef*x + constant` in whole numbers.
+    pub fn line(coef: i64, constant: i64, var: Option<char>) -> Func {
+        Func {
+            lin: Affine {
+                coef: Ratio::int(coef as i128),
+                constant: Ratio::int(constant as i128),
+                var,
+            },
+            floors: vec![],
+        }
+    }
+    /// The letter it is written in, if any.
+    pub fn var(&self) -> Option<char> {
+        self.lin
+            .var
+            .filter(|_| !self.lin.is_const())
+            .or_else(|| self.floors.iter().find_map(|(_, f)| f.var()))
+    }
+    fn is_const(&self) -> bool {
+        self.lin.is_const() && self.floors.is_empty()
+    }
+    fn add(self, o: Func) -> Result<Func, String> {
+        if let (Some(a), Some(b)) = (self.var(), o.var()) {
+            if a != b {
+                return Err(format!("it mixes the letters {a} and {b}"));
+            }
+        }
+        let mut floors = self.floors;
+        floors.extend(o.floors);
+        Ok(Func {
+            lin: self.lin.add(o.lin)?,
+            floors,
+        })
+    }
+    fn scale(self, k: Ratio) -> Result<Func, String> {
+        if k.num == 0 {
+            return Ok(Func::int(0));
+        }
+        Ok(Func {
+            lin: self.lin.scale(k)?,
+            floors: self
+                .floors
+                .into_iter()
+                .map(|(w, f)| Ok((w.mul(k)?, f)))
+                .collect::<Result<_, String>>()?,
+        })
+    }
+    fn mul(self, o: Func) -> Result<Func, String> {
         match (self.is_const(), o.is_const()) {
-            (true, _) => o.scale(self.constant),
-            (_, true) => self.scale(o.constant),
+            (true, _) => o.scale(self.lin.constant),
+            (_, true) => self.scale(o.lin.constant),
             _ => Err("it multiplies a letter by a letter (not an affine expression)".into()),
         }
     }
+    /// Whole numbers at every whole x: whole coefficients, constant and floor weights.
+    pub fn integral(&self) -> bool {
+        self.lin.coef.den == 1 && self.lin.constant.den == 1 && self.floors.iter().all(|(w, _)| w.den == 1)
+    }
+    pub fn floor(self) -> Result<Func, String> {
+        if self.is_const() {
+            return Ok(Func::int(self.lin.constant.num.div_euclid(self.lin.constant.den)));
+        }
+        // whole-valued but for a constant: floor(g + k) = g + floor(k)
+        if self.lin.coef.den == 1 && self.floors.iter().all(|(w, _)| w.den == 1) {
+            let k = self.lin.constant;
+            return Ok(Func {
+                lin: Affine {
+                    constant: Ratio::int(k.num.div_euclid(k.den)),
+                    ..self.lin
+                },
+                ..self
+            });
+        }
+        Ok(Func {
+            lin: Affine::num(Ratio::int(0)),
+            floors: vec![(Ratio::int(1), self)],
+        })
+    }
+    pub fn ceil(self) -> Result<Func, String> {
+        self.scale(Ratio::int(-1))?.floor()?.scale(Ratio::int(-1))
+    }
+    pub fn plus(self, k: i128) -> Result<Func, String> {
+        self.add(Func::int(k))
+    }
+    /// The value at a whole `x`, exactly.
+    pub fn at(&self, x: i128) -> Result<Ratio, String> {
+        let mut v = self.lin.coef.mul(Ratio::int(x))?.add(self.lin.constant)?;
+        for (w, f) in &self.floors {
+            let y = f.at(x)?;
+            v = v.add(w.mul(Ratio::int(y.num.div_euclid(y.den)))?)?;
+        }
+        Ok(v)
+    }
+    /// How much it grows per step of x, on average (exactly, over a period).
+    pub fn slope(&self) -> Result<Ratio, String> {
+        let mut s = self.lin.coef;
+        for (w, f) in &self.floors {
+            s = s.add(w.mul(f.slope()?)?)?;
+        }
+        Ok(s)
+    }
+    /// A step P with `f(x + P) = f(x) + slope*P` for every whole x: a floor of g repeats once
+    /// g's own floors do and g has grown by a whole number.
+    pub fn period(&self) -> Result<i128, String> {
+        let mut p = 1;
+        for (_, f) in &self.floors {
+            p = lcm(p, lcm(f.period()?, f.slope()?.den)?)?;
+        }
+        Ok(p)
+    }
+    /// `(coef, constant)` when it is `coef*x + constant` in whole numbers.
+    pub fn whole_affine(&self) -> Option<(i64, i64)> {
+        let whole = |r: Ratio| r.as_int().and_then(|n| i64::try_from(n).ok());
+        if !self.floors.is_empty() {
+            return None;
+        }
+        Some((whole(self.lin.coef)?, whole(self.lin.constant)?))
+    }
 }
 
-/// Reads an affine expression in one letter: `4i-9`, `-9+4i`, `4*i - 9`, `4(i-2)-1`,
-/// `2(2i-4) - 1`, `(8i - 18)/2`, `224/1`, `3*3*256*64 + 64`, `10^3`. Implicit multiplication,
-/// unary signs, `^` with a whole exponent on numbers; the arithmetic is exact.
-pub fn eval_affine(text: &str) -> Result<Affine, String> {
-    let chars: Vec<char> = ascii_marks(text).chars().filter(|c| !is_space(*c)).collect();
+/// Reads an expression in one letter with floors: everything `eval_affine` reads, and
+/// `floor(...)`, `ceil(...)`, `⌊...⌋`, `⌈...⌉` and `a // b`.
+pub fn eval_func(text: &str) -> Result<Func, String> {
+    let text = ascii_marks(text)
+        .replace('⌊', "floor(")
+        .replace('⌈', "ceil(")
+        .replace(['⌋', '⌉'], ")");
+    let chars: Vec<char> = text.chars().filter(|c| !is_space(*c)).collect();
     if chars.is_empty() {
         return Err("it is empty".into());
     }
@@ -306,6 +458,17 @@ pub fn eval_affine(text: &str) -> Result<Affine, String> {
     Ok(v)
 }
 
+/// Reads an affine expression in one letter: `4i-9`, `-9+4i`, `4*i - 9`, `4(i-2)-1`,
+/// `2(2i-4) - 1`, `(8i - 18)/2`, `224/1`, `3*3*256*64 + 64`, `10^3`. Implicit multiplication,
+/// unary signs, `^` with a whole exponent on numbers; the arithmetic is exact.
+pub fn eval_affine(text: &str) -> Result<Affine, String> {
+    let f = eval_func(text)?;
+    if !f.floors.is_empty() {
+        return Err("it takes the floor of a letter (floors are read in ranges only)".into());
+    }
+    Ok(f.lin)
+}
+
 struct Parser {
     c: Vec<char>,
     at: usize,
@@ -316,7 +479,7 @@ impl Parser {
     fn peek(&self) -> Option<char> {
         self.c.get(self.at).copied()
     }
-    fn expr(&mut self) -> Result<Affine, String> {
+    fn expr(&mut self) -> Result<Func, String> {
         let mut v = self.term()?;
         while let Some(op @ ('+' | '-')) = self.peek() {
             self.at += 1;
@@ -325,7 +488,7 @@ impl Parser {
         }
         Ok(v)
     }
-    fn term(&mut self) -> Result<Affine, String> {
+    fn term(&mut self) -> Result<Func, String> {
         let mut v = self.unary()?;
         loop {
             match self.peek() {
@@ -335,11 +498,19 @@ impl Parser {
                 }
                 Some('/') => {
                     self.at += 1;
+                    // Python's floor division: a // b = floor(a / b)
+                    let floored = self.peek() == Some('/');
+                    if floored {
+                        self.at += 1;
+                    }
                     let d = self.unary()?;
                     if !d.is_const() {
                         return Err("it divides by a letter".into());
                     }
-                    v = v.scale(Ratio::int(1).div(d.constant)?)?;
+                    v = v.scale(Ratio::int(1).div(d.lin.constant)?)?;
+                    if floored {
+                        v = v.floor()?;
+                    }
                 }
                 // implicit multiplication: 4i, 4(i-2), (i+1)2, i(3)
                 Some(c) if c == '(' || c.is_ascii_alphanumeric() || c == '.' => v = v.mul(self.power()?)?,
@@ -347,7 +518,7 @@ impl Parser {
             }
         }
     }
-    fn unary(&mut self) -> Result<Affine, String> {
+    fn unary(&mut self) -> Result<Func, String> {
         match self.peek() {
             Some('-') => {
                 self.at += 1;
@@ -360,7 +531,7 @@ impl Parser {
             _ => self.power(),
         }
     }
-    fn power(&mut self) -> Result<Affine, String> {
+    fn power(&mut self) -> Result<Func, String> {
         let base = self.primary()?;
         if self.peek() != Some('^') {
             return Ok(base);
@@ -368,6 +539,7 @@ impl Parser {
         self.at += 1;
         let e = self.unary()?;
         let n = e
+            .lin
             .constant
             .as_int()
             .filter(|n| e.is_const() && (0..=40).contains(n))
@@ -380,11 +552,24 @@ impl Parser {
         }
         let mut r = Ratio::int(1);
         for _ in 0..n {
-            r = r.mul(base.constant)?;
+            r = r.mul(base.lin.constant)?;
         }
-        Ok(Affine::num(r))
+        Ok(Func::num(r))
     }
-    fn primary(&mut self) -> Result<Affine, String> {
+    /// `floor`, `ceil` or `ceiling` followed by a bracket, if it starts here.
+    fn rounding(&self) -> Option<(&'static str, bool)> {
+        ["floor", "ceiling", "ceil"].into_iter().find_map(|w| {
+            let n = w.len();
+            let word: String = self.c.get(self.at..self.at + n)?.iter().collect();
+            (word.eq_ignore_ascii_case(w) && matches!(self.c.get(self.at + n), Some('(' | '['))).then_some((w, w == "floor"))
+        })
+    }
+    fn primary(&mut self) -> Result<Func, String> {
+        if let Some((word, down)) = self.rounding() {
+            self.at += word.len();
+            let v = self.primary()?;
+            return if down { v.floor() } else { v.ceil() };
+        }
         match self.peek() {
             Some('(' | '[') => {
                 let close = if self.peek() == Some('(') { ')' } else { ']' };
@@ -404,18 +589,14 @@ impl Parser {
             Some(c) if c.is_ascii_digit() || c == '.' => self.number(),
             Some(c) if c.is_ascii_alphabetic() => {
                 self.at += 1;
-                Ok(Affine {
-                    coef: Ratio::int(1),
-                    constant: Ratio::int(0),
-                    var: Some(c),
-                })
+                Ok(Func::line(1, 0, Some(c)))
             }
             Some(c) => Err(format!("unexpected '{c}'")),
             None => Err("it ends too early".into()),
         }
     }
     /// Digits with an optional decimal part and exponent, as an exact ratio.
-    fn number(&mut self) -> Result<Affine, String> {
+    fn number(&mut self) -> Result<Func, String> {
         let start = self.at;
         while self.peek().is_some_and(|c| c.is_ascii_digit() || c == '.') {
             self.at += 1;
@@ -454,30 +635,47 @@ impl Parser {
             let p = Ratio::int(10i128.pow(e));
             r = if neg { r.div(p)? } else { r.mul(p)? };
         }
-        Ok(Affine::num(r))
+        Ok(Func::num(r))
     }
 }
 
-/// `scale*index + lo <= var <= scale*index + hi`, with the letters the student used.
+/// A range as a set of whole input positions for output index `x`: `lo(x) <= var <= hi(x)`,
+/// with the letters the student used. The ends are whole-valued: an end written with
+/// fractions, or a strict `<`, is read as the whole positions it includes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Range {
-    pub scale: i64,
-    pub lo: i64,
-    pub hi: i64,
+    pub lo: Func,
+    pub hi: Func,
     /// The output index letter (`i`, `j`), if written.
     pub index: Option<char>,
     /// The input variable letter (`m`, `n`), if written.
     pub var: Option<char>,
+    /// An end was not whole-valued as written, or a comparison was strict: `lo`/`hi` are the
+    /// whole positions it includes (`i/2 - 1/2 <= m` is `ceil((i-1)/2) <= m`; `a < m` is `a+1 <= m`).
+    pub rewritten: bool,
 }
 
-/// One end of a range as (coefficient, constant, letter), whole numbers only.
-fn linear(expr: &str) -> Result<(i64, i64, Option<char>), String> {
-    let a = eval_affine(expr)?;
-    let whole = |r: Ratio| r.as_int().and_then(|n| i64::try_from(n).ok());
-    match (whole(a.coef), whole(a.constant)) {
-        (Some(c), Some(k)) => Ok((c, k, a.var.filter(|_| c != 0))),
-        _ => Err(format!("{expr:?} does not have whole-number coefficients")),
+impl Range {
+    /// `(scale, lo, hi)` for `scale*i + lo <= m <= scale*i + hi` in whole numbers.
+    pub fn affine(&self) -> Option<(i64, i64, i64)> {
+        let (a1, lo) = self.lo.whole_affine()?;
+        let (a2, hi) = self.hi.whole_affine()?;
+        (a1 == a2).then_some((a1, lo, hi))
     }
+}
+
+/// One end of a range, read as the least (`lower`) or greatest whole position it includes.
+fn range_end(expr: &str, lower: bool, strict: bool) -> Result<(Func, bool), String> {
+    let f = eval_func(expr)?;
+    Ok(match (f.integral(), strict, lower) {
+        (true, false, _) => (f, false),
+        (true, true, true) => (f.plus(1)?, true),
+        (true, true, false) => (f.plus(-1)?, true),
+        (false, false, true) => (f.ceil()?, true),
+        (false, false, false) => (f.floor()?, true),
+        (false, true, true) => (f.floor()?.plus(1)?, true),
+        (false, true, false) => (f.ceil()?.plus(-1)?, true),
+    })
 }
 
 pub fn parse_range(v: &serde_json::Value) -> Result<Range, String> {
@@ -488,12 +686,13 @@ pub fn parse_range(v: &serde_json::Value) -> Result<Range, String> {
                     .and_then(|x| x.as_i64())
                     .ok_or_else(|| format!("expected integer \"scale\", \"lo\" and \"hi\"; {RANGE_FORMS}"))
             };
+            let scale = get("scale")?;
             Ok(Range {
-                scale: get("scale")?,
-                lo: get("lo")?,
-                hi: get("hi")?,
+                lo: Func::line(scale, get("lo")?, None),
+                hi: Func::line(scale, get("hi")?, None),
                 index: None,
                 var: None,
+                rewritten: false,
             })
         }
         serde_json::Value::String(s) => parse_range_text(s),
@@ -501,17 +700,57 @@ pub fn parse_range(v: &serde_json::Value) -> Result<Range, String> {
     }
 }
 
+/// The comparisons of a chain `a <= m < b` (or `b >= m > a`), in order: (start, length, strict,
+/// points up).
+fn comparisons(s: &str) -> Vec<(usize, usize, bool, bool)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < b.len() {
+        if matches!(b[k], b'<' | b'>') {
+            let eq = b.get(k + 1) == Some(&b'=');
+            out.push((k, 1 + eq as usize, !eq, b[k] == b'<'));
+            k += 1 + eq as usize;
+        } else {
+            k += 1;
+        }
+    }
+    out
+}
+
 pub fn parse_range_text(raw: &str) -> Result<Range, String> {
     if raw.len() > 200 {
         return Err(format!("the answer is {} characters long; expected {RANGE_FORMS}", raw.len()));
     }
     let bad = |why: String| format!("could not read {raw:?} ({why}); expected {RANGE_FORMS}");
-    let s = ascii_marks(raw).replace(['≤', '⩽'], "<=").replace('∈', " in ");
+    let s = ascii_marks(raw)
+        .replace(['≤', '⩽'], "<=")
+        .replace(['≥', '⩾'], ">=")
+        .replace('∈', " in ");
     let s = s.trim();
-    let parts: Vec<String> = if s.contains("<=") {
-        s.split("<=").map(str::to_string).collect()
-    } else if s.contains('<') {
-        s.split('<').map(str::to_string).collect()
+    let cmp = comparisons(s);
+    // (lower end, its comparison is strict), the letter, (upper end, strict)
+    let (lo_e, var, hi_e): ((String, bool), Option<&str>, (String, bool)) = if !cmp.is_empty() {
+        if cmp.iter().any(|c| c.3 != cmp[0].3) {
+            return Err(bad("its comparisons point both ways".into()));
+        }
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &(at, len, ..) in &cmp {
+            parts.push(&s[from..at]);
+            from = at + len;
+        }
+        parts.push(&s[from..]);
+        let up = cmp[0].3;
+        let strict = |k: usize| cmp[k].2;
+        match parts.as_slice() {
+            // a <= m <= b, or b >= m >= a
+            [a, v, b] if up => ((a.to_string(), strict(0)), Some(*v), (b.to_string(), strict(1))),
+            [b, v, a] => ((a.to_string(), strict(1)), Some(*v), (b.to_string(), strict(0))),
+            [a, b] if up => ((a.to_string(), strict(0)), None, (b.to_string(), strict(0))),
+            [b, a] => ((a.to_string(), strict(0)), None, (b.to_string(), strict(0))),
+            _ => return Err(bad("not two ends".into())),
+        }
     } else {
         // "m in [a, b]", "[a, b]", "a .. b"; only one enclosing pair of brackets is dropped
         let s = s.split_once(" in ").map(|(_, r)| r.trim()).unwrap_or(s);
@@ -519,35 +758,69 @@ pub fn parse_range_text(raw: &str) -> Result<Range, String> {
             (Some('[' | '('), Some(']' | ')')) if s.len() >= 2 => &s[1..s.len() - 1],
             _ => s,
         };
-        if inner.contains("..") {
-            inner.split("..").map(str::to_string).collect()
+        let parts: Vec<&str> = if inner.contains("..") {
+            inner.split("..").collect()
         } else {
-            inner.split(',').map(str::to_string).collect()
+            inner.split(',').collect()
+        };
+        match parts.as_slice() {
+            [a, b] => ((a.to_string(), false), None, (b.to_string(), false)),
+            _ => return Err(bad("not two ends".into())),
         }
     };
-    let (lo_e, var, hi_e) = match parts.as_slice() {
-        [lo, var, hi] => {
-            let v = var.trim();
-            if v.chars().count() != 1 || !v.chars().all(|c| c.is_ascii_alphabetic()) {
-                return Err(bad(format!("{v:?} is not a single letter")));
-            }
-            (lo.as_str(), v.chars().next(), hi.as_str())
+    let var = match var.map(str::trim) {
+        Some(v) if v.chars().count() != 1 || !v.chars().all(|c| c.is_ascii_alphabetic()) => {
+            return Err(bad(format!("{v:?} is not a single letter")))
         }
-        [lo, hi] => (lo.as_str(), None, hi.as_str()),
-        _ => return Err(bad("not two ends".into())),
+        v => v.and_then(|v| v.chars().next()),
     };
-    let (a1, lo, x1) = linear(lo_e).map_err(bad)?;
-    let (a2, hi, x2) = linear(hi_e).map_err(bad)?;
-    if a1 != a2 || (x1.is_some() && x2.is_some() && x1 != x2) {
-        return Err(format!("{raw:?}: both ends must use the same multiple of the same index"));
+    let (lo, r1) = range_end(&lo_e.0, true, lo_e.1).map_err(bad)?;
+    let (hi, r2) = range_end(&hi_e.0, false, hi_e.1).map_err(bad)?;
+    let (x1, x2) = (lo.var(), hi.var());
+    if x1.is_some() && x2.is_some() && x1 != x2 {
+        return Err(format!("{raw:?}: both ends must use the same index"));
+    }
+    if lo.slope().map_err(bad)? != hi.slope().map_err(bad)? {
+        return Err(format!(
+            "{raw:?}: both ends must use the same multiple of the same index (they move together as it grows)"
+        ));
     }
     Ok(Range {
-        scale: a1,
-        lo,
-        hi,
         index: x1.or(x2),
         var,
+        rewritten: r1 || r2,
+        lo,
+        hi,
     })
+}
+
+/// How a range's end compares with the reference's `a*floor((n*i + c)/d) + e`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndCheck {
+    Same,
+    /// It moves at another rate per output step (the rate it moves at).
+    Slope(Ratio),
+    /// It differs first at output index `i`: (i, the answer's value, the reference's).
+    At(i64, Ratio, i128),
+}
+
+/// Compares an end with the reference end everywhere: both grow by the same amount every
+/// period, so equal slopes and one period of equal values decide for every whole index. The
+/// first difference is looked for from `first` (the index base).
+pub fn check_end(f: &Func, want: &crate::analysis::receptive_field::End, first: i64) -> Result<EndCheck, String> {
+    let slope = f.slope()?;
+    if slope != Ratio::new(want.a as i128 * want.n as i128, want.d as i128)? {
+        return Ok(EndCheck::Slope(slope));
+    }
+    let period = lcm(f.period()?, want.d as i128)?;
+    for i in first..first + period as i64 {
+        let got = f.at(i as i128)?;
+        let w = want.at(i);
+        if got != Ratio::int(w) {
+            return Ok(EndCheck::At(i, got, w));
+        }
+    }
+    Ok(EndCheck::Same)
 }
 
 /// `1089952` -> `1,089,952`.
@@ -640,18 +913,18 @@ mod tests {
             ("7", (0, 7)),
             ("(i+1)4", (4, 4)),
         ] {
-            let (c, k, _) = linear(s).unwrap();
-            assert_eq!((c, k), (a, b), "{s}");
+            assert_eq!(eval_func(s).unwrap().whole_affine(), Some((a, b)), "{s}");
         }
-        for s in ["i*i", "i/i", "(i+1", "4i/3", "i+j", "2^i"] {
-            assert!(linear(s).is_err(), "{s}");
+        for s in ["i*i", "i/i", "(i+1", "i+j", "2^i", "floor(i", "floor i", "ceil()"] {
+            assert!(eval_func(s).is_err(), "{s}");
         }
+        assert_eq!(eval_func("4i/3").unwrap().whole_affine(), None);
         let r = parse_range_text("4(i-2)-1 ≤ m ≤ 4i+6").unwrap();
-        assert_eq!((r.scale, r.lo, r.hi, r.index, r.var), (4, -9, 6, Some('i'), Some('m')));
+        assert_eq!((r.affine(), r.index, r.var), (Some((4, -9, 6)), Some('i'), Some('m')));
         let r = parse_range_text("m ∈ [-9+4i, 4(i+1)+2]").unwrap();
-        assert_eq!((r.scale, r.lo, r.hi), (4, -9, 6));
+        assert_eq!(r.affine(), Some((4, -9, 6)));
         let r = parse_range_text("[4(i-2)-1, 4(i+1)+2]").unwrap();
-        assert_eq!((r.lo, r.hi), (-9, 6));
+        assert_eq!(r.affine(), Some((4, -9, 6)));
     }
 
     /// Hundreds of random affine ranges, each written in several equivalent ways (the ways
@@ -681,7 +954,8 @@ mod tests {
             for (l, h) in forms(lo).iter().zip(forms(hi)) {
                 for text in [format!("{l} <= m <= {h}"), format!("[{l}, {h}]"), format!("{l} ≤ m ≤ {h}")] {
                     let r = parse_range_text(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-                    assert_eq!((r.scale, r.lo, r.hi), (a, lo, hi), "{text}");
+                    assert_eq!(r.affine(), Some((a, lo, hi)), "{text}");
+                    assert!(!r.rewritten, "{text}");
                 }
             }
         }
@@ -713,13 +987,174 @@ mod tests {
     #[test]
     fn ranges_in_the_forms_students_write() {
         let r = parse_range_text("4i-9 <= m <= 4i+6").unwrap();
-        assert_eq!((r.scale, r.lo, r.hi, r.index, r.var), (4, -9, 6, Some('i'), Some('m')));
+        assert_eq!((r.affine(), r.index, r.var), (Some((4, -9, 6)), Some('i'), Some('m')));
         let r = parse_range_text("4i - 9 ≤ n ≤ 4i + 6").unwrap();
-        assert_eq!((r.scale, r.lo, r.hi, r.index, r.var), (4, -9, 6, Some('i'), Some('n')));
-        assert_eq!(parse_range_text("[2i-7, 2i+6]").unwrap().lo, -7);
-        assert_eq!(parse_range_text("i-2 .. i+2").unwrap().scale, 1);
-        assert_eq!(parse_range(&json!({"scale": 4, "lo": -9, "hi": 6})).unwrap().hi, 6);
+        assert_eq!((r.affine(), r.index, r.var), (Some((4, -9, 6)), Some('i'), Some('n')));
+        assert_eq!(parse_range_text("[2i-7, 2i+6]").unwrap().affine(), Some((2, -7, 6)));
+        assert_eq!(parse_range_text("i-2 .. i+2").unwrap().affine(), Some((1, -2, 2)));
+        let r = parse_range(&json!({"scale": 4, "lo": -9, "hi": 6})).unwrap();
+        assert_eq!(r.affine(), Some((4, -9, 6)));
         assert!(parse_range_text("4i-9 <= m <= 2i+6").is_err());
         assert!(parse_range_text("whatever").is_err());
+        assert!(parse_range_text("4i-9 <= m >= 4i+6").is_err());
+        // the other direction, and strict comparisons as the whole positions they include
+        let r = parse_range_text("4i+6 >= m >= 4i-9").unwrap();
+        assert_eq!((r.affine(), r.rewritten), (Some((4, -9, 6)), false));
+        let r = parse_range_text("4i-10 < m < 4i+7").unwrap();
+        assert_eq!((r.affine(), r.rewritten), (Some((4, -9, 6)), true));
+        let r = parse_range_text("4i-10 < m <= 4i+6").unwrap();
+        assert_eq!(r.affine(), Some((4, -9, 6)));
+        // fractional ends: the whole positions between them
+        let r = parse_range_text("4i - 9.5 <= m <= 4i + 6.5").unwrap();
+        assert_eq!((r.affine(), r.rewritten), (Some((4, -9, 6)), true));
+    }
+
+    /// Random expressions with floors and ceilings, written as students write them (`floor`,
+    /// `⌊⌋`, `ceil`, `//`, implicit products), evaluated here on their own tree: the reader gives
+    /// the same value at every index in a window, and its period claim `f(x+P) = f(x) + slope*P`
+    /// holds there, which is what lets one period decide equality for every index.
+    #[test]
+    fn random_floor_expressions_read_exactly() {
+        #[derive(Debug)]
+        enum T {
+            // (a/b) i + (c/e)
+            Lin(i128, i128, i128, i128),
+            Floor(Box<T>, u8),
+            Ceil(Box<T>, u8),
+            Sum(Box<T>, Box<T>),
+            Scale(i128, Box<T>),
+            FloorDiv(Box<T>, i128),
+        }
+        fn gcd(a: i128, b: i128) -> i128 {
+            if b == 0 {
+                a.abs()
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        fn norm((n, d): (i128, i128)) -> (i128, i128) {
+            let g = gcd(n, d).max(1) * d.signum();
+            (n / g, d / g)
+        }
+        fn add(x: (i128, i128), y: (i128, i128)) -> (i128, i128) {
+            norm((x.0 * y.1 + y.0 * x.1, x.1 * y.1))
+        }
+        fn eval(t: &T, i: i128) -> (i128, i128) {
+            match t {
+                T::Lin(a, b, c, e) => add(norm((a * i, *b)), norm((*c, *e))),
+                T::Floor(x, _) | T::FloorDiv(x, 1) => {
+                    let (n, d) = eval(x, i);
+                    (n.div_euclid(d), 1)
+                }
+                T::FloorDiv(x, k) => {
+                    let (n, d) = eval(x, i);
+                    ((n).div_euclid(d * k), 1)
+                }
+                T::Ceil(x, _) => {
+                    let (n, d) = eval(x, i);
+                    (-(-n).div_euclid(d), 1)
+                }
+                T::Sum(x, y) => add(eval(x, i), eval(y, i)),
+                T::Scale(k, x) => {
+                    let (n, d) = eval(x, i);
+                    norm((k * n, d))
+                }
+            }
+        }
+        fn text(t: &T) -> String {
+            match t {
+                T::Lin(a, b, c, e) => format!("({a}i/{b} + {c}/{e})"),
+                T::Floor(x, 0) => format!("floor({})", text(x)),
+                T::Floor(x, _) => format!("⌊{}⌋", text(x)),
+                T::Ceil(x, 0) => format!("ceil({})", text(x)),
+                T::Ceil(x, _) => format!("⌈{}⌉", text(x)),
+                T::FloorDiv(x, k) => format!("({})//{k}", text(x)),
+                T::Sum(x, y) => format!("{} + {}", text(x), text(y)),
+                T::Scale(k, x) => format!("{k}({})", text(x)),
+            }
+        }
+        let mut seed: u64 = 0xf100_2026;
+        let mut next = |n: i64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) % (2 * n as u64 + 1)) as i64 - n
+        };
+        fn tree(next: &mut dyn FnMut(i64) -> i64, depth: u32) -> T {
+            let pick = if depth == 0 { 0 } else { next(3) + 3 };
+            let pos = |v: i64| v.abs().max(1) as i128;
+            match pick {
+                0 | 1 => T::Lin(next(5) as i128, pos(next(4)), next(7) as i128, pos(next(3))),
+                2 => T::Floor(Box::new(tree(next, depth - 1)), next(1).unsigned_abs() as u8),
+                3 => T::Ceil(Box::new(tree(next, depth - 1)), next(1).unsigned_abs() as u8),
+                4 => T::Sum(Box::new(tree(next, depth - 1)), Box::new(tree(next, depth - 1))),
+                5 => T::Scale(next(3) as i128, Box::new(tree(next, depth - 1))),
+                _ => T::FloorDiv(Box::new(tree(next, depth - 1)), pos(next(4))),
+            }
+        }
+        let mut read = 0;
+        for _ in 0..400 {
+            let t = tree(&mut next, 3);
+            let written = text(&t);
+            let f = eval_func(&written).unwrap_or_else(|e| panic!("{written}: {e}"));
+            let Ok(p) = f.period() else { continue };
+            let slope = f.slope().unwrap();
+            read += 1;
+            for i in -150..150 {
+                let (n, d) = eval(&t, i);
+                assert_eq!(f.at(i).unwrap(), Ratio::new(n, d).unwrap(), "{written} at {i}");
+                let shifted = f.at(i).unwrap().add(slope.mul(Ratio::int(p)).unwrap()).unwrap();
+                assert_eq!(f.at(i + p).unwrap(), shifted, "{written}: period {p} at {i}");
+            }
+        }
+        assert!(read > 350, "{read}");
+    }
+
+    /// Hundreds of random reference ends `a*floor((n*i + c)/d) + e`, written in equivalent ways
+    /// (a ceiling, `//`, `⌊⌋`, the whole part of n/d taken out), all judged the same; each
+    /// written one off judged different, at an index where it is (checked by evaluating both).
+    #[test]
+    fn random_floor_ranges_are_judged_by_value() {
+        use crate::analysis::receptive_field::End;
+        let mut seed: u64 = 0xe9d_2026;
+        let mut next = |n: i64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) % (2 * n as u64 + 1)) as i64 - n
+        };
+        for _ in 0..400 {
+            let (a, n, c, d, e) = (next(2).abs() + 1, next(5).abs() + 1, next(6), next(4).abs() + 2, next(9));
+            let want = End { a, n, c, d, e };
+            let (q, r) = (n / d, n % d);
+            let forms = [
+                format!("{a}*floor(({n}i + {c})/{d}) + {e}"),
+                format!("{a}⌊({n}i{c:+})/{d}⌋{e:+}"),
+                format!("{a}*ceil(({n}*i + {})/{d}) + {e}", c - d + 1),
+                format!("{a}(({n}i + {c})//{d}) + {e}"),
+                format!("-{a}*ceil((-{n}i - {c})/{d}) + {e}"),
+                format!("{a}({q}i + floor(({r}i + {c})/{d})) + {e}"),
+            ];
+            for (k, form) in forms.iter().enumerate() {
+                let f = eval_func(form).unwrap_or_else(|err| panic!("{form}: {err}"));
+                for first in [0, 1] {
+                    assert_eq!(check_end(&f, &want, first).unwrap(), EndCheck::Same, "{form} vs {want:?}");
+                }
+                // one off at one index per period (or everywhere): never the same
+                let off = if k % 2 == 0 {
+                    format!("{form} + 1")
+                } else {
+                    format!("{form} + floor(i/{d}) - floor((i-1)/{d})")
+                };
+                let g = eval_func(&off).unwrap();
+                match check_end(&g, &want, 0).unwrap() {
+                    EndCheck::At(i, got, w) => {
+                        assert_eq!(got, g.at(i as i128).unwrap(), "{off}");
+                        assert_eq!(w, want.at(i), "{off}");
+                        assert_ne!(got, Ratio::int(w), "{off}");
+                    }
+                    other => panic!("{off}: {other:?}"),
+                }
+            }
+            // another slope is another rate
+            let f = eval_func(&format!("{a}*floor(({}i + {c})/{d}) + {e}", n + 1)).unwrap();
+            assert!(matches!(check_end(&f, &want, 0).unwrap(), EndCheck::Slope(_)));
+        }
     }
 }

@@ -162,6 +162,16 @@ impl End {
         }
     }
 
+    /// The same end for another index base (`from` and `to` are 0 or 1).
+    pub fn rebase(&self, from: u64, to: u64) -> End {
+        let (f, t) = (from as i64, to as i64);
+        End {
+            c: self.c + (f - t) * self.n,
+            e: self.e - f + t,
+            ..*self
+        }
+    }
+
     /// `2*floor((i+1)/2)-3`.
     fn text(&self, var: &str) -> String {
         let (c, e) = (self.c, self.e);

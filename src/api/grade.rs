@@ -9,9 +9,11 @@ use super::momentum::{MomentumReport, Verdict};
 use super::receptive_field::RfReport;
 use super::typed::{deserialize_by_kind, map_of, ByKind};
 use super::{complexity, diagnostics, json_response, momentum, receptive_field, typed, AppState};
-use crate::analysis::answers::{parse_number_in, parse_range, thousands, Locale, Number, Range, NUMBER_FORMS, RANGE_FORMS};
+use crate::analysis::answers::{
+    check_end, parse_number_in, parse_range, thousands, EndCheck, Locale, Number, Ratio, NUMBER_FORMS, RANGE_FORMS,
+};
 use crate::analysis::complexity::{Counts, Row};
-use crate::analysis::receptive_field::{LayerRf, RfKind};
+use crate::analysis::receptive_field::{End, LayerRf, RfKind};
 use crate::spec::error::child;
 use crate::spec::SpecError;
 use axum::extract::State;
@@ -187,13 +189,21 @@ fn parse_ask(kind: &str, ask: &str) -> Result<Ask, String> {
                 layer: layer_of(&target)?,
                 what: "size",
             }),
+            "min size" | "minimum size" => Ok(Ask::RfNumber {
+                layer: layer_of(&target)?,
+                what: "min_size",
+            }),
+            "max size" | "maximum size" => Ok(Ask::RfNumber {
+                layer: layer_of(&target)?,
+                what: "max_size",
+            }),
             "jump" | "stride" | "effective stride" => Ok(Ask::RfNumber {
                 layer: layer_of(&target)?,
                 what: "jump",
             }),
             "tokens" | "token range" | "input tokens" => Ok(Ask::Tokens { layer: layer_of(&target)? }),
             _ => Err(format!(
-                "unknown receptive-field quantity {what:?}: expected rows, cols, slices (a volume's depth), size, jump or tokens"
+                "unknown receptive-field quantity {what:?}: expected rows, cols, slices (a volume's depth), size, min size, max size, jump or tokens"
             )),
         },
         "gradient" => {
@@ -667,14 +677,7 @@ async fn reference(state: &AppState, q: &Question, cache: &mut HashMap<String, R
 enum Expected {
     /// A count, the target's leaf layers with their counts (for hints), and the mistakes it recognises.
     Count(f64, Vec<(String, f64)>, Vec<Slip>),
-    Range {
-        scale: i64,
-        lo: i64,
-        hi: i64,
-        index: char,
-        var: char,
-        size: u64,
-    },
+    Range(Box<WantRange>),
     Number(f64),
     Vector(Vec<f64>),
     Word(String),
@@ -683,6 +686,22 @@ enum Expected {
         text: String,
         accepted: Vec<String>,
     },
+}
+
+/// A layer's input range along one axis, in the question's index base: each end
+/// `a*floor((n*i + c)/d) + e` (integer-affine ranges have d = 1).
+struct WantRange {
+    lo: End,
+    hi: End,
+    /// `(scale, lo, hi)` of an integer-affine range, for feedback on each number.
+    affine: Option<(i64, i64, i64)>,
+    index: char,
+    var: char,
+    text: String,
+    /// The fewest and most inputs one output sees (equal for an affine range).
+    sizes: (u64, u64),
+    /// Input positions per output step (`4`, `1/2`).
+    jump: String,
 }
 
 /// A token range as written, without spaces, in lower case, with `<=` for `≤`.
@@ -769,13 +788,30 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
         (Ask::Range { layer, axis }, Reference::ReceptiveField(r)) => range_expected(r, layer, *axis),
         (Ask::Tokens { layer }, Reference::ReceptiveField(r)) => tokens_expected(r, layer),
         (Ask::RfNumber { layer, what }, Reference::ReceptiveField(r)) => {
-            let axis = rf_row(r, layer)?
-                .receptive_field
+            let row = rf_row(r, layer)?;
+            if let Some(axis) = row.receptive_field.as_ref().and_then(|rf| rf.rows()) {
+                let v = if *what == "jump" { axis.jump } else { axis.size };
+                return Ok(Expected::Count(v as f64, vec![], vec![]));
+            }
+            let axis = row
+                .rational
                 .as_ref()
-                .and_then(|rf| rf.rows())
+                .and_then(|rf| rf.height.as_ref().or(rf.length.as_ref()))
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))?;
-            let v = if *what == "jump" { axis.jump } else { axis.size };
-            Ok(Expected::Count(v as f64, vec![], vec![]))
+            match *what {
+                "jump" => {
+                    let (num, den) = axis.jump.split_once('/').unwrap_or((&axis.jump, "1"));
+                    let f = |t: &str| t.parse::<f64>().map_err(|_| format!("jump {:?} is not a fraction", axis.jump));
+                    Ok(Expected::Count(f(num)? / f(den)?, vec![], vec![]))
+                }
+                "min_size" => Ok(Expected::Count(axis.min_size as f64, vec![], vec![])),
+                "max_size" => Ok(Expected::Count(axis.max_size as f64, vec![], vec![])),
+                _ if axis.min_size == axis.max_size => Ok(Expected::Count(axis.min_size as f64, vec![], vec![])),
+                _ => Err(format!(
+                    "one output of layer {layer} sees {} to {} input rows, depending on i ({}): ask for its min size, max size or rows",
+                    axis.min_size, axis.max_size, axis.text
+                )),
+            }
         }
         (Ask::Gradient(ask), Reference::Gradient(r)) => gradient_expected(r, ask),
         _ => Err("the question's kind does not have this quantity".into()),
@@ -789,39 +825,66 @@ fn rf_row<'a>(r: &'a RfReport, layer: &str) -> Result<&'a LayerRf, String> {
         .ok_or_else(|| format!("the model has no layer {layer:?}"))
 }
 
-/// The affine input range of a layer's output along rows (or columns, or a volume's slices).
+/// The input range of a layer's output along rows (or columns, or a volume's slices):
+/// integer-affine, or with floors after an upsampling or a strided transposed convolution.
 fn range_expected(r: &RfReport, layer: &str, which: RangeAxis) -> Result<Expected, String> {
     let row = rf_row(r, layer)?;
-    let Some(rf) = &row.receptive_field else {
-        // why: the row's note, else its kind (a sequence layer's token range)
-        let kind = row.kind.name();
-        let why = match (&row.note, &row.tokens) {
-            (Some(note), _) => note.clone(),
-            (None, Some(tokens)) => format!("{kind}: output token i reads tokens {}", tokens.text),
-            (None, None) => format!("kind {kind}"),
-        };
-        return Err(format!("layer {layer} has no affine receptive field over rows and columns ({why})"));
-    };
-    let axis = match (which, &rf.width, rf.rows(), &rf.depth) {
-        (RangeAxis::Cols, Some(w), _, _) => w,
-        (RangeAxis::Rows, _, Some(h), _) => h,
-        (RangeAxis::Slices, _, _, Some(d)) => d,
-        (RangeAxis::Slices, ..) => return Err(format!("layer {layer} is not a volume [C, D, H, W]: it has no slices")),
-        _ => {
-            return Err(format!(
-                "layer {layer} is a 1-D signal: it has positions (ask for its rows), not columns"
-            ))
-        }
-    };
     let (index, var) = which.letters();
-    Ok(Expected::Range {
-        scale: axis.scale as i64,
-        lo: axis.lo,
-        hi: axis.hi,
-        index,
-        var,
-        size: axis.size,
-    })
+    let missing = |what: &str| match which {
+        RangeAxis::Slices => format!("layer {layer} is not a volume [C, D, H, W]: it has no slices"),
+        _ => format!("layer {layer} is a 1-D signal: it has positions (ask for its {what}), not columns"),
+    };
+    if let Some(rf) = &row.receptive_field {
+        let axis = match which {
+            RangeAxis::Cols => rf.width.as_ref(),
+            RangeAxis::Rows => rf.rows(),
+            RangeAxis::Slices => rf.depth.as_ref(),
+        }
+        .ok_or_else(|| missing("rows"))?;
+        let end = |e: i64| End {
+            a: 1,
+            n: axis.scale as i64,
+            c: 0,
+            d: 1,
+            e,
+        };
+        return Ok(Expected::Range(Box::new(WantRange {
+            lo: end(axis.lo),
+            hi: end(axis.hi),
+            affine: Some((axis.scale as i64, axis.lo, axis.hi)),
+            index,
+            var,
+            text: range_text(axis.scale as i64, axis.lo, axis.hi, index, var),
+            sizes: (axis.size, axis.size),
+            jump: axis.scale.to_string(),
+        })));
+    }
+    if let Some(rf) = &row.rational {
+        let axis = match which {
+            RangeAxis::Cols => rf.width.as_ref(),
+            RangeAxis::Rows => rf.height.as_ref().or(rf.length.as_ref()),
+            RangeAxis::Slices => rf.depth.as_ref(),
+        }
+        .ok_or_else(|| missing("rows"))?;
+        return Ok(Expected::Range(Box::new(WantRange {
+            lo: axis.lo,
+            hi: axis.hi,
+            affine: None,
+            index,
+            var,
+            text: axis.text.clone(),
+            sizes: (axis.min_size, axis.max_size),
+            jump: axis.jump.clone(),
+        })));
+    }
+    // why: the row's note, else its kind (a sequence layer's token range)
+    let kind = row.kind.name();
+    let why = match (&row.note, &row.tokens) {
+        (Some(note), _) => note.clone(),
+        (None, Some(tokens)) => format!("{kind}: output token i reads tokens {}", tokens.text),
+        (None, None) => format!("kind {kind}"),
+    };
+    Err(format!("layer {layer} has no range over rows and columns ({why})"))
 }
 
 /// A count of the complexity table, with its parts and the mistakes it recognises.
@@ -989,9 +1052,7 @@ fn expected_text(e: &Expected) -> String {
         Expected::Count(v, _, _) | Expected::Number(v) => show_number(*v),
         Expected::Vector(v) => format!("{v:?}"),
         Expected::Word(w) | Expected::Tokens { text: w, .. } => w.clone(),
-        Expected::Range {
-            scale, lo, hi, index, var, ..
-        } => range_text(*scale, *lo, *hi, *index, *var),
+        Expected::Range(want) => want.text.clone(),
     }
 }
 
@@ -1116,113 +1177,7 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                 );
             }
         }
-        Expected::Range {
-            scale,
-            lo,
-            hi,
-            index,
-            var,
-            size,
-        } => {
-            let want_text = g.expected.clone();
-            match parse_range(answer) {
-                Err(e) => g.feedback = format!("**{label}**: {e}. Expected {RANGE_FORMS}."),
-                Ok(Range {
-                    scale: s,
-                    lo: l,
-                    hi: h,
-                    index: idx,
-                    var: v,
-                }) => {
-                    let numbers_right = s == scale && l == lo && h == hi;
-                    let mut notes = Vec::new();
-                    let mut letters_right = true;
-                    if let Some(i) = idx {
-                        if i != index {
-                            letters_right = false;
-                            notes.push(format!(
-                                "you used the index {i} where the {} index is {index}{}",
-                                match index {
-                                    'j' => "column",
-                                    'k' => "slice",
-                                    _ => "row",
-                                },
-                                if index == 'j' && i == 'i' { " (i is the row index)" } else { "" }
-                            ));
-                        }
-                    }
-                    if let Some(x) = v {
-                        if x != var {
-                            letters_right = false;
-                            notes.push(format!(
-                                "the input {} are {var}, not {x}",
-                                match var {
-                                    'n' => "columns",
-                                    'p' => "slices",
-                                    _ => "rows",
-                                }
-                            ));
-                        }
-                    }
-                    if numbers_right && (letters_right || !strict_variables) {
-                        g.correct = true;
-                        g.feedback = format!("**{label}**: {} is right.", g.got);
-                        if !notes.is_empty() {
-                            g.feedback += &format!(" Note: {}.", notes.join("; "));
-                        }
-                    } else if numbers_right {
-                        g.feedback = format!(
-                            "**{label}**: the numbers are right, but {} (strict_variables is on).",
-                            notes.join("; ")
-                        );
-                        let credit = q.partial.credit("swapped_letters");
-                        if credit > 0.0 {
-                            g.score = q.points * credit;
-                            g.mistake = Some("swapped_letters");
-                            g.feedback += &format!(
-                                " A recognised mistake (swapped_letters), worth {} of the points.",
-                                fraction_text(credit)
-                            );
-                        }
-                    } else {
-                        let mut f = format!("**{label}**: you wrote {}; that is not right.", g.got);
-                        if s != scale {
-                            f += &format!(" The coefficient of {index} is wrong: it is the product of the strides so far.");
-                        } else {
-                            if l != lo {
-                                f += &format!(" The lower end is {} too {}.", (l - lo).abs(), if l > lo { "high" } else { "low" });
-                            }
-                            if h != hi {
-                                f += &format!(" The upper end is {} too {}.", (h - hi).abs(), if h > hi { "high" } else { "low" });
-                            }
-                        }
-                        if !notes.is_empty() {
-                            f += &format!(" Also: {}.", notes.join("; "));
-                        }
-                        // the same range written for the other index base: lo1 = lo0 + 1 - scale
-                        let shift = if q.index_base == 1 { scale - 1 } else { 1 - scale };
-                        let credit = q.partial.credit("index_base");
-                        if s == scale && l == lo + shift && h == hi + shift && shift != 0 && credit > 0.0 {
-                            g.score = q.points * credit;
-                            g.mistake = Some("index_base");
-                            f += &format!(
-                                " It is the range for {} indices, but the question counts from {}: a recognised mistake (index_base), worth {} of the points.",
-                                if q.index_base == 1 { "zero-based" } else { "one-based" },
-                                q.index_base,
-                                fraction_text(credit)
-                            );
-                        }
-                        if reveal != Reveal::None {
-                            f += &format!(
-                                " Hint: one output unit there sees {size} input rows, and moving one output step moves {scale} input rows."
-                            );
-                        }
-                        f += &reveal_text(&want_text);
-                        g.feedback = f;
-                    }
-                }
-            }
-        }
+        Expected::Range(want) => grade_range(&mut g, q, answer, &want, reveal, strict_variables, &label),
     }
     if g.correct {
         g.score = q.points;
@@ -1231,6 +1186,173 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
         g.expected = "hidden".into();
     }
     g
+}
+
+/// A whole number of an answer's end, as feedback writes it.
+fn ratio_text(r: Ratio) -> String {
+    if r.den == 1 {
+        r.num.to_string()
+    } else {
+        format!("{}/{}", r.num, r.den)
+    }
+}
+
+/// Judges a range by the set of input positions it names, for every output index: equal ends
+/// over one period of their floors decide it (an integer-affine range has period 1). Affine
+/// answers to affine ranges get feedback on each number; the other forms on the first index
+/// where an end differs.
+#[allow(clippy::too_many_arguments)]
+fn grade_range(g: &mut Graded, q: &Question, answer: &Value, want: &WantRange, reveal: Reveal, strict_variables: bool, label: &str) {
+    let (index, var) = (want.index, want.var);
+    let reveal_text = if reveal == Reveal::Answers {
+        format!(" The answer is {}.", want.text)
+    } else {
+        String::new()
+    };
+    let r = match parse_range(answer) {
+        Ok(r) => r,
+        Err(e) => {
+            g.feedback = format!("**{label}**: {e}. Expected {RANGE_FORMS}.");
+            return;
+        }
+    };
+    let base = q.index_base as i64;
+    let judged = check_end(&r.lo, &want.lo, base).and_then(|lo| Ok((lo, check_end(&r.hi, &want.hi, base)?)));
+    let (lo_check, hi_check) = match judged {
+        Ok(c) => c,
+        Err(e) => {
+            g.feedback = format!("**{label}**: could not read {:?} ({e}). Expected {RANGE_FORMS}.", g.got);
+            return;
+        }
+    };
+    let mut notes = Vec::new();
+    let mut letters_right = true;
+    if let Some(i) = r.index.filter(|i| *i != index) {
+        letters_right = false;
+        notes.push(format!(
+            "you used the index {i} where the {} index is {index}{}",
+            match index {
+                'j' => "column",
+                'k' => "slice",
+                _ => "row",
+            },
+            if index == 'j' && i == 'i' { " (i is the row index)" } else { "" }
+        ));
+    }
+    if let Some(x) = r.var.filter(|x| *x != var) {
+        letters_right = false;
+        notes.push(format!(
+            "the input {} are {var}, not {x}",
+            match var {
+                'n' => "columns",
+                'p' => "slices",
+                _ => "rows",
+            }
+        ));
+    }
+    // what a strict `<` or a fractional end was read as
+    let read_as = match (r.rewritten, r.affine()) {
+        (false, _) => String::new(),
+        (true, Some((s, l, h))) => format!(
+            " (read as the whole positions it includes: {})",
+            range_text(s, l, h, r.index.unwrap_or(index), r.var.unwrap_or(var))
+        ),
+        (true, None) => " (read as the whole positions it includes: a strict < excludes its end, a fractional end rounds inwards)".into(),
+    };
+    let numbers_right = lo_check == EndCheck::Same && hi_check == EndCheck::Same;
+    if numbers_right && (letters_right || !strict_variables) {
+        g.correct = true;
+        g.feedback = format!("**{label}**: {} is right{read_as}.", g.got);
+        if !notes.is_empty() {
+            g.feedback += &format!(" Note: {}.", notes.join("; "));
+        }
+        return;
+    }
+    if numbers_right {
+        g.feedback = format!(
+            "**{label}**: the numbers are right, but {} (strict_variables is on).",
+            notes.join("; ")
+        );
+        let credit = q.partial.credit("swapped_letters");
+        if credit > 0.0 {
+            g.score = q.points * credit;
+            g.mistake = Some("swapped_letters");
+            g.feedback += &format!(
+                " A recognised mistake (swapped_letters), worth {} of the points.",
+                fraction_text(credit)
+            );
+        }
+        return;
+    }
+    let mut f = format!("**{label}**: you wrote {}{read_as}; that is not right.", g.got);
+    match (r.affine(), want.affine) {
+        (Some((s, l, h)), Some((scale, lo, hi))) if s != scale => {
+            let _ = (l, h, lo, hi);
+            f += &format!(" The coefficient of {index} is wrong: it is the product of the strides so far.");
+        }
+        (Some((_, l, h)), Some((_, lo, hi))) => {
+            if l != lo {
+                f += &format!(" The lower end is {} too {}.", (l - lo).abs(), if l > lo { "high" } else { "low" });
+            }
+            if h != hi {
+                f += &format!(" The upper end is {} too {}.", (h - hi).abs(), if h > hi { "high" } else { "low" });
+            }
+        }
+        _ => {
+            for (which, check) in [("lower", &lo_check), ("upper", &hi_check)] {
+                match check {
+                    EndCheck::Same => {}
+                    EndCheck::Slope(s) => {
+                        f += &format!(
+                            " Your {which} end moves {} input positions per output step, which is not the range's rate: the product of the strides so far, divided by each upsampling factor and transposed convolution's stride.",
+                            ratio_text(*s)
+                        );
+                        break;
+                    }
+                    EndCheck::At(i, got, w) => {
+                        f += &format!(
+                            " The {which} end is wrong at {index} = {i}: yours gives {}, which is too {}.",
+                            ratio_text(*got),
+                            if got.to_f64() > *w as f64 { "high" } else { "low" }
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        f += &format!(" Also: {}.", notes.join("; "));
+    }
+    // the same range written for the other index base
+    let other = 1 - q.index_base;
+    let credit = q.partial.credit("index_base");
+    let in_other = |end: &crate::analysis::answers::Func, want: &End| {
+        check_end(end, &want.rebase(q.index_base, other), other as i64).is_ok_and(|c| c == EndCheck::Same)
+    };
+    if credit > 0.0 && want.lo.n != 0 && in_other(&r.lo, &want.lo) && in_other(&r.hi, &want.hi) {
+        g.score = q.points * credit;
+        g.mistake = Some("index_base");
+        f += &format!(
+            " It is the range for {} indices, but the question counts from {}: a recognised mistake (index_base), worth {} of the points.",
+            if q.index_base == 1 { "zero-based" } else { "one-based" },
+            q.index_base,
+            fraction_text(credit)
+        );
+    }
+    if reveal != Reveal::None {
+        let (lo_size, hi_size) = want.sizes;
+        let size = if lo_size == hi_size {
+            lo_size.to_string()
+        } else {
+            format!("{lo_size} to {hi_size}")
+        };
+        f += &format!(
+            " Hint: one output unit there sees {size} input rows, and moving one output step moves {} input rows.",
+            want.jump
+        );
+    }
+    f += &reveal_text;
+    g.feedback = f;
 }
 
 /// Judges a number: exact for counts unless the question sets a tolerance, 1e-3 relative for

@@ -191,6 +191,30 @@ def random_case(rng, case, n, graphs, signals=None):
     return torchspec.random_volume_spec(rng)
 
 
+GRADED_FLOORS = [0]
+
+
+def grade_own_ranges(url, spec, resp, path):
+    """A range with floors, as the report writes it, graded right by /v1/grade; the same range
+    with its upper end one higher graded wrong (the reader takes every form the analysis writes)."""
+    row = next((r for r in resp.get("layers", []) if r.get("path") == path), None)
+    if not row or not row.get("rational"):
+        return []
+    asks = {"height": "rows", "width": "cols", "depth": "slices", "length": "rows"}
+    questions = []
+    for axis, ask in asks.items():
+        text = row["rational"].get(axis, {}).get("text")
+        if text:
+            lo, var, hi = [t.strip() for t in text.split("<=")]
+            for kind, answer in (("right", text), ("wrong", f"{lo} <= {var} <= {hi}+1")):
+                questions.append({"id": f"{axis}.{kind}", "kind": "receptive_field", "model": spec, "ask": f"{ask} of layer {path}", "answer": answer, "index_base": 0})
+    status, graded = post(url + "/v1/grade", {"questions": questions})
+    GRADED_FLOORS[0] += len(questions) // 2
+    if status != 200:
+        return [f"grading its own ranges: status {status}: {graded}"]
+    return [f"grading {q['id']} ({q['got']}): {q['feedback']}" for q in graded["questions"] if q["correct"] != q["id"].endswith(".right")]
+
+
 def run_rf(url, n, seed, graphs, signals, volumes=0):
     rng = random.Random(seed)
     failures = 0
@@ -243,12 +267,13 @@ def run_rf(url, n, seed, graphs, signals, volumes=0):
                         problems.append(f"exact {axis} {expected[key]} escape the clipped range {[lo, hi]}")
                 elif got.get("clipped") and expected[key]:
                     problems.append(f"exact {axis} {expected[key]} but the clipped range is empty")
+            problems += grade_own_ranges(url, spec, resp, path)
         if problems:
             failures += 1
             print(f"case {case} (seed {seed}): layer {path} index {index} channel {channel}\n  spec {json.dumps(spec)}")
             for p in problems:
                 print("  " + p)
-    print(f"rf oracle: {n + graphs + signals + volumes - failures} passed, {failures} failed ({graphs} of the cases graphs, {signals} 1-D signals, {volumes} volumes)")
+    print(f"rf oracle: {n + graphs + signals + volumes - failures} passed, {failures} failed ({graphs} of the cases graphs, {signals} 1-D signals, {volumes} volumes; {GRADED_FLOORS[0]} ranges with floors graded)")
     return failures
 
 

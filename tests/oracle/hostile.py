@@ -288,6 +288,21 @@ def mutated_onnx():
     return bytes(b)
 
 
+def floor_expr(depth=0):
+    """A random end with floors, ceilings, // and huge or zero divisors."""
+    pick = rng.random()
+    if depth > 3 or pick < 0.3:
+        return rng.choice(["i", "4i-9", "(i+1)/2", str(v()), "j", "1e30", "99999999999999999999i", "i/0", "", "⌊", "⌉"])
+    inner = floor_expr(depth + 1)
+    return rng.choice([f"floor({inner})", f"ceil({inner}/{v()})", f"⌊{inner}⌋", f"({inner})//{rng.choice([v(), 0, 9973])}",
+                       f"{inner} + floor(i/{rng.choice([9967, 9973, 2, 3])})", f"{v()}({inner})", "floor(" * rng.randint(1, 40) + "i"])
+
+
+def range_answer():
+    lo, hi = floor_expr(), floor_expr()
+    return rng.choice([f"{lo} <= m <= {hi}", f"{lo} < m < {hi}", f"[{lo}, {hi}]", f"{hi} >= m > {lo}", f"{lo} <= m >= {hi}", f"{lo} .. {hi}"])
+
+
 bad = 0
 for i in range(int(sys.argv[3])):
     path = rng.choice(["/v1/receptive-field", "/v1/complexity", "/v1/gradient-diagnostics", "/v1/momentum/equivalence", "/v1/grade"])
@@ -316,7 +331,8 @@ for i in range(int(sys.argv[3])):
         n = rng.choice([1, 2, 1048576])
         body = {"theta0": [v() for _ in range(min(n, 3))], "gradients": [[v()] for _ in range(rng.randint(0, 3))], "alpha": rng.choice([v(), [v(), v()]]), "beta": rng.choice([0.5, 0.999999, 1, -0.0, 2**53]), "return": rng.choice(["full", "last", {"every_n": v()}, "x"])}
     elif path == "/v1/grade":
-        body = {"questions": [{"id": "q", "kind": rng.choice(["complexity", "receptive_field", "gradient", "momentum"]), "model": spec(), "ask": rng.choice(["total params", "rows of layer 0", "params of branch 2", "verdict", "theta of form_i at step 99999999999"]), "answer": v()}]}
+        answer = v() if rng.random() < 0.5 else range_answer()
+        body = {"questions": [{"id": "q", "kind": rng.choice(["complexity", "receptive_field", "gradient", "momentum"]), "model": spec(), "ask": rng.choice(["total params", "rows of layer 0", "cols of layer 1", "slices of layer 0", "min size of layer 0", "jump of layer 1", "params of branch 2", "verdict", "theta of form_i at step 99999999999"]), "answer": answer}]}
     else:
         body = {"model": spec(), "verify": rng.random() < 0.3}
         if path == "/v1/receptive-field" and rng.random() < 0.5:
