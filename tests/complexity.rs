@@ -280,3 +280,16 @@ async fn normalizations_and_softmax_by_hand() {
     assert_eq!(flops("ptflops").await, 2 * n + n + n + n);
     assert_eq!(flops("torch_flop_counter").await, 0);
 }
+
+/// An affine instance norm no longer stops libtorch's check: libtorch repeats the affine weight
+/// once per sample, and the check's empty batch made it index an empty weight (the check did
+/// not run, with a libtorch error as the reason). 2 x 2 affine parameters.
+#[tokio::test]
+async fn an_affine_instance_norm_is_checked_by_libtorch() {
+    for (ty, shape) in [("instancenorm2d", json!([2, 6, 6])), ("instancenorm3d", json!([2, 3, 6, 6]))] {
+        let model = json!({"input_shape": shape, "layers": [{"type": ty, "affine": true}]});
+        let v = post("/v1/complexity", json!({"model": model})).await.json();
+        assert_eq!(v["verification"]["agrees"], true, "{ty}: {}", v["verification"]);
+        assert_eq!(row(&v, "0")["params"], 4);
+    }
+}

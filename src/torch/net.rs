@@ -753,9 +753,12 @@ impl Net {
             }
             LayerKind::InstanceNorm { eps, .. } => {
                 let p = p.expect("instancenorm params");
+                // libtorch repeats the affine weight once per sample: an empty batch (the
+                // shape check's) would index an empty weight; its shapes need no weight
+                let empty = x.size().first() == Some(&0);
                 x.instance_norm(
-                    p.weight.as_ref(),
-                    p.bias.as_ref(),
+                    p.weight.as_ref().filter(|_| !empty),
+                    p.bias.as_ref().filter(|_| !empty),
                     None::<&Tensor>,
                     None::<&Tensor>,
                     true,
