@@ -299,3 +299,85 @@ async fn overflowing_weights_have_a_null_spectral_norm() {
         assert!(v["layers"][0]["spectral_norm"].is_null(), "{n}: {}", v["layers"][0]);
     }
 }
+
+/// nn.PReLU by hand, in every analysis. Diagnostics: input [3] -> prelu(3 slopes a = [0.5, -2,
+/// 1]) -> linear [[1, 1, 1]], sum of outputs, batch x1 = [1, -2, -3], x2 = [-1, 4, -0.5]:
+/// prelu(x1) = [1, 4, -3], prelu(x2) = [-0.5, 4, -0.5], so dL/dW = [0.5, 8, -3.5]; dL/da_j = sum
+/// of min(0, x_j) = [-1, -2, -3.5]; g' = [1, -2, 1] and [0.5, 1, 1] (mean 2.5/6); sup g' =
+/// max(1, max |a|) = 2. Counts on [3, 4, 4]: 3 slopes, 48 activations; ptflops's module and F.prelu
+/// hooks count 48 each (one when called as F.prelu); fvcore and FlopCounterMode count none.
+#[tokio::test]
+async fn prelu_by_hand() {
+    let body = json!({
+        "model": {"input_shape": [3], "layers": [
+            {"type": "prelu", "num_parameters": 3}, {"type": "linear", "out_features": 1}]},
+        "parameters": {"0": {"weight": [0.5, -2.0, 1.0]}, "1": {"weight": [[1.0, 1.0, 1.0]], "bias": [0.0]}},
+        "inputs": {"values": [[1.0, -2.0, -3.0], [-1.0, 4.0, -0.5]]},
+        "dtype": "float64"
+    });
+    let r = post("/v1/gradient-diagnostics", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let close = |a: &Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-12;
+    assert!(close(&v["layers"][0]["weight_grad"]["frobenius"], 76.5f64.sqrt()), "{v}");
+    let others = &v["other_parameters"];
+    assert_eq!(
+        (others[0]["path"].as_str(), &others[0]["shape"]),
+        (Some("0.weight"), &json!([3])),
+        "{v}"
+    );
+    assert!(close(&others[0]["grad"]["frobenius"], 17.25f64.sqrt()), "{v}");
+    let act = &v["activations"][0];
+    assert_eq!(act["activation"], "prelu");
+    assert!(
+        close(&act["mean_derivative"], 2.5 / 6.0) && close(&act["max_derivative"], 2.0),
+        "{act}"
+    );
+    // PyTorch's init: every slope 0.25 (sup g' 1), whatever the request's init
+    let mut default = body.clone();
+    default["parameters"].as_object_mut().unwrap().remove("0");
+    let v = post("/v1/gradient-diagnostics", default).await.json();
+    assert!(close(&v["activations"][0]["max_derivative"], 1.0), "{v}");
+    // wrong sizes: the slopes' count against num_parameters, and num_parameters against the channels
+    let mut bad = body.clone();
+    bad["parameters"]["0"]["weight"] = json!([1.0]);
+    assert_problem(&post("/v1/gradient-diagnostics", bad).await, 422, "/parameters/0/weight");
+    let mut bad = body;
+    bad["model"]["layers"][0]["num_parameters"] = json!(5);
+    assert_problem(&post("/v1/gradient-diagnostics", bad).await, 422, "/model/layers/0/num_parameters");
+
+    let image = |functional: bool| {
+        json!({"input_shape": [2, 4, 4], "layers": [
+            {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+            {"type": "prelu", "num_parameters": 3, "functional": functional}]})
+    };
+    let row = |v: &Value| item(&v["rows"], "path", "1").clone();
+    let v = post("/v1/complexity", json!({"model": image(false)})).await.json();
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+    let r = row(&v);
+    assert_eq!((r["params"].as_u64(), r["activations"].as_u64()), (Some(3), Some(48)), "{r}");
+    for (profile, functional, want) in [
+        ("ptflops", false, 96),
+        ("ptflops", true, 48),
+        ("fvcore", false, 0),
+        ("torch_flop_counter", false, 0),
+    ] {
+        let v = post("/v1/complexity", json!({"model": image(functional), "profile": profile}))
+            .await
+            .json();
+        assert_eq!(
+            row(&v)["flops"].as_u64(),
+            Some(want),
+            "{profile} functional {functional}: {}",
+            row(&v)
+        );
+    }
+    let v = post("/v1/complexity", json!({"model": image(false), "profile": "fvcore"}))
+        .await
+        .json();
+    assert!(row(&v)["note"].as_str().unwrap_or("").contains("aten::prelu"), "{}", row(&v));
+    // element-wise: the conv's window, verified by the probe
+    let v = post("/v1/receptive-field", json!({"model": image(false)})).await.json();
+    assert_eq!(v["layers"][1]["receptive_field"]["height"]["text"], "i-1 <= m <= i+1", "{v}");
+    assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+}

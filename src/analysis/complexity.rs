@@ -443,10 +443,12 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
             c.additions = out;
             c.macs = out;
         }
-        LayerKind::Activation { kind, .. } => {
+        LayerKind::Activation { kind, parameters, .. } => {
             if *kind != crate::spec::Activation::Identity {
                 c.activations = out;
             }
+            // prelu's slopes
+            c.params_weight = *parameters as u128;
         }
         LayerKind::MaxPool2d { kernel, .. } => {
             c.comparisons = out * (kernel[0] * kernel[1] - 1) as u128;
@@ -695,7 +697,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 }
                 LayerKind::Activation { kind, .. } => match kind {
                     // module hook and functional hook (F.relu, F.gelu)
-                    crate::spec::Activation::Relu | crate::spec::Activation::Gelu => (module + 1) * c.output_elements,
+                    crate::spec::Activation::Relu | crate::spec::Activation::Gelu | crate::spec::Activation::Prelu => {
+                        (module + 1) * c.output_elements
+                    }
                     // the module hook only: ptflops has no hook for F.leaky_relu
                     crate::spec::Activation::LeakyRelu => module * c.output_elements,
                     // nn.ReLU6 calls F.hardtanh, which ptflops does not count: its module hook
@@ -748,6 +752,13 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
             "ptflops hooks modules by their exact type and has no hook for F.conv*: a convolution called as a function, or a subclass of the module (torchvision's Conv3DSimple), counts 0 here"
                 .into(),
         ),
+        (
+            FlopRule::Profile(Profile::Fvcore),
+            LayerKind::Activation {
+                kind: crate::spec::Activation::Prelu,
+                ..
+            },
+        ) => Some("fvcore 0.1.5 has no handle for aten::prelu (it warns of an unsupported operator): it counts 0 here".into()),
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool3d { .. }) => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool3d (only for the 2-D op): it counts 0 here".into())
         }

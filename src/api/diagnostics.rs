@@ -380,6 +380,33 @@ fn parse_parameters(v: Option<&BTreeMap<String, BTreeMap<String, Option<Numbers>
             }
             continue;
         }
+        // prelu's slopes: {"weight": [num_parameters numbers]}
+        if let LayerKind::Activation {
+            kind: crate::spec::Activation::Prelu,
+            parameters,
+            ..
+        } = node.layer.kind
+        {
+            if let Some(k) = entry.keys().find(|k| k.as_str() != "weight") {
+                return Err(SpecError::invalid(
+                    child(&p, k),
+                    format!("unknown field {k:?}; allowed here: weight"),
+                ));
+            }
+            let at = child(&p, "weight");
+            let w = match entry.get("weight") {
+                Some(Some(v)) => numbers(v, &at, max)?,
+                _ => return Err(SpecError::invalid(at, "is required")),
+            };
+            if w.len() as u64 != parameters {
+                return Err(SpecError::invalid(
+                    at,
+                    format!("has {} numbers; prelu {} has num_parameters {parameters}", w.len(), node.path),
+                ));
+            }
+            out.insert(node.path.clone(), (w, None));
+            continue;
+        }
         let Some(w) = node.dense_weight() else {
             return Err(SpecError::invalid(
                 &p,
@@ -651,8 +678,13 @@ fn summarize(graph: &Graph, report: &Report, th: &Thresholds) -> GradSummary {
                     // the upper end of the estimate's interval, so that the bound stays a bound
                     spectral_norm: p.spectral_norm.value + p.spectral_norm.error,
                 }),
-                LayerKind::Activation { kind, negative_slope } => Some(ChainItem::Activation {
-                    max_derivative: max_derivative(kind, negative_slope),
+                // sup g' as the forward pass saw it (prelu's from its weight)
+                LayerKind::Activation { kind, negative_slope, .. } => Some(ChainItem::Activation {
+                    max_derivative: report
+                        .activations
+                        .iter()
+                        .find(|a| a.path == n.path)
+                        .map_or_else(|| max_derivative(kind, negative_slope), |a| a.max_derivative),
                 }),
                 _ => None,
             })

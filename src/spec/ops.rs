@@ -462,6 +462,21 @@ pub struct LeakyReluLayer {
     pub negative_slope: Option<f64>,
 }
 
+/// `torch.nn.PReLU`: leaky_relu whose negative slopes are learned, one shared
+/// (`num_parameters` 1) or one per channel (the sample's axis 0, PyTorch's dim 1). Its `weight`
+/// starts at `init` whatever the diagnostics' `init` (as nn.PReLU's reset_parameters); an ONNX
+/// file's PRelu slope is read as it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"num_parameters": 64}))]
+pub struct PreluLayer {
+    #[schema(default = 1, minimum = 1)]
+    pub num_parameters: Option<u64>,
+    #[schema(default = 0.25)]
+    pub init: Option<f64>,
+    #[schema(default = false)]
+    pub inplace: Option<bool>,
+}
+
 /// `torch.nn.GELU` (exact form).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"approximate": "none"}))]
@@ -812,6 +827,8 @@ pub enum LayerOp {
     Relu6(ActivationLayer),
     #[serde(rename = "leaky_relu")]
     LeakyRelu(LeakyReluLayer),
+    #[serde(rename = "prelu")]
+    Prelu(PreluLayer),
     #[serde(rename = "sigmoid")]
     Sigmoid(ActivationLayer),
     #[serde(rename = "tanh")]

@@ -304,7 +304,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -859,6 +859,16 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             };
             LayerKind::Softmax { dim }
         }
+        "prelu" => {
+            let _inplace = o.bool("inplace", false)?;
+            let parameters = o.u64_in("num_parameters", Some(1), 1, max)?;
+            let negative_slope = o.f64_in("init", Some(0.25), -1e6, 1e6)?;
+            LayerKind::Activation {
+                kind: Activation::Prelu,
+                negative_slope,
+                parameters,
+            }
+        }
         "relu" | "relu6" | "leakyrelu" | "sigmoid" | "tanh" | "gelu" | "silu" | "hardswish" | "hardsigmoid" | "mish" | "identity" => {
             let kind = match canonical_type(ty).as_str() {
                 "relu" => Activation::Relu,
@@ -882,7 +892,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             if kind == Activation::Gelu {
                 o.choice("approximate", "none", &["none"])?;
             }
-            LayerKind::Activation { kind, negative_slope }
+            LayerKind::Activation {
+                kind,
+                negative_slope,
+                parameters: 0,
+            }
         }
         "zeropad2d" | "reflectionpad2d" | "replicationpad2d" | "circularpad2d" => {
             let fill = pad_fill(canon);

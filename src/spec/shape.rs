@@ -1450,6 +1450,17 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                 }
             }
         }
+        // nn.PReLU(num_parameters): one slope, or one per channel (PyTorch's dim 1)
+        LayerKind::Activation { parameters, .. } if *parameters > 1 && input.first() != Some(parameters) => {
+            return Err(SpecError::invalid(
+                child(pointer, "num_parameters"),
+                format!(
+                    "prelu has {parameters} slopes, but its input {input:?} has {} channels (axis 0): use 1 or {}",
+                    input.first().copied().unwrap_or(0),
+                    input.first().copied().unwrap_or(0)
+                ),
+            ))
+        }
         LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
         LayerKind::Flatten => vec![input
             .iter()

@@ -65,6 +65,8 @@ pub enum Activation {
     Hardsigmoid,
     Mish,
     Identity,
+    /// `torch.nn.PReLU`: leaky_relu with learned slopes (one, or one per channel).
+    Prelu,
 }
 
 impl Activation {
@@ -81,6 +83,7 @@ impl Activation {
             Activation::Hardsigmoid => "hardsigmoid",
             Activation::Mish => "mish",
             Activation::Identity => "identity",
+            Activation::Prelu => "prelu",
         }
     }
 }
@@ -363,8 +366,10 @@ pub enum LayerKind {
     },
     Activation {
         kind: Activation,
-        /// leaky_relu's negative_slope; unused otherwise.
+        /// leaky_relu's negative_slope, prelu's `init`; unused otherwise.
         negative_slope: f64,
+        /// prelu's `num_parameters` (1, or the channels: axis 0 of the sample); 0 otherwise.
+        parameters: u64,
     },
     Dropout {
         p: f64,

@@ -112,9 +112,26 @@ fn norms(t: &Tensor) -> Norms {
     }
 }
 
-/// The analytic derivative of an activation, evaluated element-wise.
-pub fn derivative(x: &Tensor, a: Activation, slope: f64) -> Tensor {
+/// prelu's slopes shaped to multiply `x` [N, C, ...]: one shared, or one per channel (dim 1).
+pub fn prelu_slopes(w: &Tensor, x: &Tensor) -> Tensor {
+    let mut shape = vec![1i64; x.dim()];
+    if x.dim() > 1 {
+        shape[1] = w.numel() as i64;
+    }
+    if w.numel() == 1 {
+        w.reshape([1])
+    } else {
+        w.reshape(shape.as_slice())
+    }
+}
+
+/// The analytic derivative of an activation, evaluated element-wise (`weight`: prelu's slopes).
+pub fn derivative(x: &Tensor, a: Activation, slope: f64, weight: Option<&Tensor>) -> Tensor {
     match a {
+        Activation::Prelu if weight.is_some() => {
+            let w = prelu_slopes(weight.unwrap(), x).to_kind(x.kind());
+            x.gt(0.0).to_kind(x.kind()) * (w.ones_like() - &w) + w
+        }
         Activation::Sigmoid => {
             let s = x.sigmoid();
             &s * (s.ones_like() - &s)
@@ -122,7 +139,7 @@ pub fn derivative(x: &Tensor, a: Activation, slope: f64) -> Tensor {
         Activation::Tanh => x.tanh().square() * -1.0 + 1.0,
         Activation::Relu => x.gt(0.0).to_kind(x.kind()),
         Activation::Relu6 => x.gt(0.0).logical_and(&x.lt(6.0)).to_kind(x.kind()),
-        Activation::LeakyRelu => x.gt(0.0).to_kind(x.kind()) * (1.0 - slope) + slope,
+        Activation::LeakyRelu | Activation::Prelu => x.gt(0.0).to_kind(x.kind()) * (1.0 - slope) + slope,
         Activation::Gelu => {
             // d/dx [x Phi(x)] = Phi(x) + x phi(x)
             let phi = (x.square() * -0.5).exp() * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
@@ -161,7 +178,8 @@ pub fn max_derivative(a: Activation, slope: f64) -> f64 {
     match a {
         Activation::Sigmoid => 0.25,
         Activation::Tanh | Activation::Relu | Activation::Relu6 | Activation::Identity => 1.0,
-        Activation::LeakyRelu => slope.abs().max(1.0),
+        // prelu: `slope` is its largest |weight|
+        Activation::LeakyRelu | Activation::Prelu => slope.abs().max(1.0),
         // max of Phi(x) + x phi(x), attained at x = sqrt(2)
         Activation::Gelu => 1.128_904_145_185_155,
         // the maxima found by Newton's method on g'' in float64 (at x = 2.39936 and 1.49057)
@@ -251,11 +269,18 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let mut activations = Vec::new();
     let saturation = req.saturation;
     let ys = net.forward(&graph, x, &mut |node, input, _| {
-        if let LayerKind::Activation { kind, negative_slope } = node.layer.kind {
+        if let LayerKind::Activation { kind, negative_slope, .. } = node.layer.kind {
             // statistics in the run's own dtype, as a PyTorch user would compute them
             let pre = input.detach();
             let abs = pre.abs();
-            let d = derivative(&pre, kind, negative_slope);
+            // prelu's slopes are its weight: sup g' = max(1, max |slope|)
+            let weight = net
+                .params
+                .get(&node.path)
+                .and_then(|p| p.weight.as_ref())
+                .filter(|_| kind == Activation::Prelu);
+            let negative_slope = weight.map_or(negative_slope, |w| w.abs().max().double_value(&[]));
+            let d = derivative(&pre, kind, negative_slope, weight);
             let saturated = match kind {
                 // fractions of counts: exact in float64 whatever the run's dtype
                 Activation::Sigmoid | Activation::Tanh => abs.gt(saturation).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]),

@@ -306,6 +306,33 @@ impl Net {
                     );
                     continue;
                 }
+                LayerKind::Activation {
+                    kind: Activation::Prelu,
+                    negative_slope,
+                    parameters,
+                } => {
+                    // nn.PReLU's init: every slope `init`, whatever the request's init; or the
+                    // request's explicit slopes, or the model file's
+                    let chosen = explicit
+                        .get(&node.path)
+                        .map(|(v, _)| v.as_slice())
+                        .or_else(|| given(graph, init, &node.path, "weight"));
+                    let w = match chosen {
+                        Some(v) if mode == Mode::Eval => Tensor::from_slice(v).to_kind(kind).to_device(device),
+                        _ => Tensor::full([*parameters as i64], *negative_slope, (kind, device)),
+                    };
+                    params.insert(
+                        node.path.clone(),
+                        LayerParams {
+                            weight: Some(w),
+                            bias: None,
+                            running_mean: None,
+                            running_var: None,
+                            named: Vec::new(),
+                        },
+                    );
+                    continue;
+                }
                 LayerKind::GroupNorm { affine, .. } | LayerKind::InstanceNorm { affine, .. } | LayerKind::LayerNorm { affine, .. } => {
                     // PyTorch's init: weight ones, bias zeros, over the channels or normalized_shape
                     let (shape, bias): (Vec<i64>, bool) = match &node.layer.kind {
@@ -789,7 +816,13 @@ impl Net {
                 x.softmax(axis as i64 + 1, x.kind())
             }
             LayerKind::Activation { .. } if probe => x.shallow_clone(),
-            LayerKind::Activation { kind, negative_slope } => activate(&x, *kind, *negative_slope),
+            LayerKind::Activation {
+                kind: Activation::Prelu, ..
+            } => {
+                let p = p.expect("prelu params");
+                x.prelu(p.weight.as_ref().unwrap())
+            }
+            LayerKind::Activation { kind, negative_slope, .. } => activate(&x, *kind, *negative_slope),
             LayerKind::Dropout { .. } => x.shallow_clone(),
             LayerKind::Pad { pad, fill } => {
                 let [l, r, t, b] = pad.map(|p| p as i64);
@@ -947,7 +980,8 @@ pub fn activate(x: &Tensor, kind: Activation, negative_slope: f64) -> Tensor {
         // (relu6 is PyTorch's hardtanh(0, 6): no gradient at exactly 0 or 6, where clamp passes
         // one; a pre-activation of exactly 0 is common, after a ReLU6 into a zero-padded conv)
         Activation::Relu6 => x.relu6(),
-        Activation::LeakyRelu => x.where_self(&x.gt(0.0), &(x * negative_slope)),
+        // (prelu runs libtorch's prelu with its weight; a shared scalar slope is leaky_relu)
+        Activation::LeakyRelu | Activation::Prelu => x.where_self(&x.gt(0.0), &(x * negative_slope)),
         Activation::Sigmoid => x.sigmoid(),
         Activation::Tanh => x.tanh(),
         Activation::Gelu => x.gelu("none"),

@@ -546,7 +546,8 @@ def random_mlp(rng):
     layers = []
     for _ in range(rng.randint(1, 5)):
         layers.append({"type": "linear", "out_features": rng.randint(1, 12), "bias": rng.random() < 0.8})
-        layers.append({"type": rng.choice(["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu", "hardswish", "hardsigmoid", "mish", "identity"])})
+        act = rng.choice(["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu", "hardswish", "hardsigmoid", "mish", "identity", "prelu"])
+        layers.append(torchspec.prelu(rng, [layers[-1]["out_features"]]) if act == "prelu" else {"type": act})
         if rng.random() < 0.1:
             layers.append({"type": "layernorm", "normalized_shape": layers[-2]["out_features"]} if rng.random() < 0.5 else {"type": "softmax", "dim": 1})
     layers.append({"type": "linear", "out_features": rng.randint(1, 4)})
@@ -593,6 +594,11 @@ def run_gradient(url, n, seed, signals, volumes=0):
                 params[path] = {"weight": m.weight.detach().double().flatten().tolist()}
                 if m.bias is not None:
                     params[path]["bias"] = m.bias.detach().double().flatten().tolist()
+            if isinstance(m, (torch.nn.PReLU, torchspec.FunctionalPrelu)) and rng.random() < 0.7:
+                # slopes that differ per channel (and some above 1), sent as the layer's weight
+                with torch.no_grad():
+                    m.weight.copy_(torch.randn(m.weight.numel(), dtype=torch.float64) * 0.8)
+                params[path] = {"weight": m.weight.detach().double().tolist()}
         out_n = 1
         for d in out_shape:
             out_n *= d
@@ -621,7 +627,7 @@ def run_gradient(url, n, seed, signals, volumes=0):
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
                 if type(m).__name__ in ("Sigmoid", "Tanh", "ReLU", "LeakyReLU", "GELU", "Identity", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish",
-                                        "Functional"):
+                                        "Functional", "PReLU", "FunctionalPrelu"):
                     m.register_forward_hook(lambda mod, i, o, p=path: pre.__setitem__(p, i[0].detach().double()))
             y = run(x.to(tdtype))
             if kind == "sum":
@@ -667,7 +673,9 @@ def run_gradient(url, n, seed, signals, volumes=0):
             # the normalization layers' weight and bias, beside the table: each one PyTorch
             # gives a gradient, by its name, with autograd's norm
             others = {o["path"]: o for o in resp["other_parameters"]}
-            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
+            # (and prelu's slopes)
+            norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d,
+                     torch.nn.PReLU, torchspec.FunctionalPrelu)
             for path in torchspec.all_paths(spec):
                 m = torchspec.module_at(model, path)
                 for role in ("weight", "bias"):
@@ -702,6 +710,10 @@ def run_gradient(url, n, seed, signals, volumes=0):
                     want = (p.to(tdtype) <= 0).flatten(1).all(dim=0).double().mean().item()
                     if abs((act["dead_fraction"] or 0.0) - want) > 1e-12:
                         problems.append(f"{act['path']}: dead fraction {act['dead_fraction']} != {want}")
+                if act["activation"] == "prelu":
+                    want = max(1.0, m.weight.detach().double().abs().max().item())
+                    if not close(act["max_derivative"], want):
+                        problems.append(f"{act['path']}: prelu's sup g' {act['max_derivative']} != max(1, max |slope|) = {want}")
                 if d.abs().max().item() > act["max_derivative"] * (1 + tol) + 1e-12:
                     problems.append(f"{act['path']}: autograd derivative {d.abs().max().item()} exceeds the reported sup {act['max_derivative']}")
         if problems:

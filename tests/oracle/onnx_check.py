@@ -416,6 +416,42 @@ def run_learned_tensors(url):
     return failures
 
 
+def check_prelu(url):
+    """nn.PReLU with one slope or one per channel (after a linear, a conv2d, a conv3d), its slopes
+    drawn apart, by both exporters (their PRelu slopes are [1], [C], [C, 1, 1], [1, C, 1, 1], ...):
+    parameters, the slopes' float64 gradient and sup g' = max(1, max |slope|) against autograd."""
+    failures = 0
+    torch.manual_seed(5)
+    for dynamo in (False, True):
+        for n, shape in ((1, [3, 6, 6]), (3, [3, 6, 6]), (4, [4]), (1, [4]), (3, [3, 5, 5, 5])):
+            first = {3: torch.nn.Conv2d(3, 3, 3), 1: torch.nn.Linear(4, 4), 4: torch.nn.Conv3d(3, 3, 2)}[len(shape)]
+            model = torch.nn.Sequential(first, torch.nn.PReLU(n), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+            model(torch.zeros(1, *shape))
+            with torch.no_grad():
+                model[1].weight.copy_(torch.randn(n) * 2)
+            onnx_model = {"onnx": base64.b64encode(export(model.eval(), shape, dynamo=dynamo)).decode()}
+            x = torch.randn(2, *shape, dtype=torch.float64)
+            model = model.double()
+            model(x).sum().backward()
+            problems = []
+            s, c = post(url + "/v1/complexity", {"model": onnx_model, "verify": True})
+            rows = [r for r in c.get("rows", []) if r.get("type") == "prelu"] if s == 200 else []
+            if not rows or rows[0]["params"] != n or c["totals"]["params"] != sum(p.numel() for p in model.parameters()):
+                problems.append(f"complexity {s}: {str(c)[:300]}")
+            s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64"})
+            slopes = [o for o in g.get("other_parameters", []) if o["path"].endswith(".weight")] if s == 200 else []
+            want = model[1].weight.grad.norm().item()
+            if not slopes or abs(slopes[0]["grad"]["frobenius"] - want) > 1e-9 * max(1.0, want):
+                problems.append(f"slopes' gradient {slopes} != autograd {want} ({str(g)[:200]})")
+            sup = max(1.0, model[1].weight.abs().max().item())
+            if s == 200 and abs(g["activations"][0]["max_derivative"] - sup) > 1e-12 * sup:
+                problems.append(f"sup g' {g['activations'][0]['max_derivative']} != {sup}")
+            label = f"onnx nn.PReLU({n}) on {shape} by the {'dynamo' if dynamo else 'TorchScript'} exporter"
+            print(f"{label}: " + ("ok" if not problems else "; ".join(problems)))
+            failures += bool(problems)
+    return failures
+
+
 def count_problems(resp, model, x):
     """A torch_flop_counter complexity answer against the module itself: FlopCounterMode's total
     on `x`, sum(numel) of its parameters, and the service's libtorch check."""
@@ -802,6 +838,7 @@ def main():
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_cross(a.url, a.cross, a.seed)
     failed += run_learned_tensors(a.url)
+    failed += check_prelu(a.url)
     failed += check_unrolled_rnn(a.url)
     failed += check_vit(a.url, dynamo=True)
     failed += check_vit(a.url, dynamo=False)

@@ -112,6 +112,29 @@ class Functional(nn.Module):
         return self.fn(x)
 
 
+class FunctionalPrelu(nn.Module):
+    """F.prelu(x, weight) in a model's forward: the slopes are the model's parameter, the call
+    is functional (ptflops's F.prelu hook alone sees it)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.weight = m.weight
+
+    def forward(self, x):
+        return F.prelu(x, self.weight)
+
+
+def prelu(rng, shape):
+    """nn.PReLU with one slope or one per channel (axis 0 of the sample), at PyTorch's init or
+    another; the arguments left out now and then (PyTorch's defaults)."""
+    spec = {"type": "prelu"}
+    if rng.random() < 0.7:
+        spec["num_parameters"] = rng.choice([1, shape[0]])
+    if rng.random() < 0.5:
+        spec["init"] = rng.choice([0.25, -0.5, 0.0, 1.5, round(rng.uniform(-1, 2), 3)])
+    return spec
+
+
 class SubclassConv1d(nn.Conv1d):
     pass
 
@@ -443,6 +466,8 @@ def build_layer(spec, shape, probe):
             "relu": nn.ReLU, "relu6": nn.ReLU6, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
             "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
             "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity}[t]()
+    elif t == "prelu":
+        m = nn.Identity() if probe else nn.PReLU(spec.get("num_parameters", 1), init=spec.get("init", 0.25)).double()
     elif t == "dropout":
         m = nn.Identity() if probe else nn.Dropout(spec.get("p", 0.5)).eval()
     elif t == "flatten":
@@ -461,6 +486,8 @@ def build_layer(spec, shape, probe):
         # a subclass of the module (torchvision's Conv3DSimple): the same layer, a type
         # module-hooking tools (ptflops) do not know
         m.__class__ = {nn.Conv1d: SubclassConv1d, nn.Conv2d: SubclassConv2d, nn.Conv3d: SubclassConv3d}[type(m)]
+    elif spec.get("functional") and not probe and isinstance(m, nn.PReLU):
+        m = FunctionalPrelu(m)
     elif spec.get("functional") and not probe:
         m = Functional(functional_form(m))
     return m, out_shape(m, shape)
@@ -597,7 +624,7 @@ def random_spec(rng):
                 "type": rng.choice(["zeropad2d", "reflectionpad2d", "replicationpad2d", "circularpad2d"]),
                 "padding": rng.choice([rng.randint(0, 3), [rng.randint(0, 3) for _ in range(4)]])}
         elif r < 0.75:
-            cand = {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
+            cand = prelu(rng, shape) if rng.random() < 0.15 else {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
         elif r < 0.81:
             cand = rand_reshape(rng, shape)
@@ -613,7 +640,7 @@ def random_spec(rng):
             shortcut = [] if (s == 1 and out == shape[0]) else [{"type": "conv2d", "out_channels": out, "kernel_size": 1, "stride": s}]
             cand = {"type": "residual", "body": body, "shortcut": shortcut}
         group = cand if isinstance(cand, list) else [cand]
-        if group[0]["type"] in ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
+        if group[0]["type"] in ("relu", "relu6", "leaky_relu", "prelu", "gelu", "silu", "sigmoid", "maxpool2d", "avgpool2d", "adaptive_avgpool2d",
                                 "adaptive_maxpool2d", "upsample") and rng.random() < 0.3:
             group[0]["functional"] = True
         try:
@@ -696,7 +723,7 @@ def random_signal_spec(rng):
             cand = {"type": rng.choice(["zeropad1d", "reflectionpad1d", "replicationpad1d", "circularpad1d"]),
                     "padding": rng.choice([rng.randint(0, 4), [rng.randint(0, 4), rng.randint(0, 4)]])}
         elif r < 0.82:
-            cand = {"type": rng.choice(["relu", "batchnorm1d", "sigmoid", "tanh", "gelu", "silu", "dropout", "hardswish"])}
+            cand = prelu(rng, shape) if rng.random() < 0.15 else {"type": rng.choice(["relu", "batchnorm1d", "sigmoid", "tanh", "gelu", "silu", "dropout", "hardswish"])}
         elif r < 0.9:
             stride = rng.randint(1, 2)
             cand = {"type": "concat", "branches": [
@@ -780,7 +807,9 @@ def random_volume_spec(rng):
             else:
                 cand["count_include_pad"] = rng.random() < 0.7
         elif r < 0.8:
-            cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish", "norm", "norm", "pad", "pad"])}
+            cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish", "norm", "norm", "pad", "pad", "prelu"])}
+            if cand["type"] == "prelu":
+                cand = prelu(rng, shape)
             if cand["type"] == "pad":
                 cand = {"type": rng.choice(["zeropad3d", "reflectionpad3d", "replicationpad3d", "circularpad3d"]),
                         "padding": rng.choice([rng.randint(0, 2), [rng.randint(0, 2) for _ in range(6)]])}
@@ -869,7 +898,7 @@ def random_graph(rng):
             elif rng.random() < 0.1:
                 add({"type": "mean", "dim": rng.choice([[2, 3], 2, 3, 1]), "keepdim": True}, [src])
             else:
-                add({"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
+                add(prelu(rng, s) if rng.random() < 0.15 else {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "silu", "hardswish", "gelu", "identity"])}, [src])
         elif r < 0.63:
             # a skip: a same-shape branch added back, or any two tensors of one shape
             same = [n for n in names if n != src and shapes[n] == s]

@@ -6,7 +6,7 @@
 //! What maps (opset 11 to 23, as `torch.onnx.export` writes it, legacy or dynamo):
 //! Conv, ConvTranspose (2-D), Gemm, MatMul by a constant matrix, MaxPool, AveragePool,
 //! GlobalAveragePool, GlobalMaxPool, BatchNormalization, InstanceNormalization,
-//! GroupNormalization, LayerNormalization, Relu, LeakyRelu, Sigmoid, Tanh, HardSwish,
+//! GroupNormalization, LayerNormalization, Relu, LeakyRelu, PRelu, Sigmoid, Tanh, HardSwish,
 //! HardSigmoid, Mish, Gelu, Clip(0, 6), Softmax, Add, Mul, Concat, Flatten, Reshape to
 //! `[batch, -1]`, Pad, Resize/Upsample (nearest by integer factors, linear half-pixel),
 //! ReduceMean, Dropout and Identity; LSTM, GRU and RNN; an Expand of a learned tensor to its own
@@ -1380,6 +1380,26 @@ impl Reader {
                     _ => "mish",
                 };
                 set("type", json!(t));
+                inputs.push(self.source(data())?);
+            }
+            // nn.PReLU: a slope of one element, or one per channel (the exporters write [C, 1, 1],
+            // [1, C, 1, 1], [C] or [1, C]: broadcast from the right onto [N, C, ...])
+            "PRelu" => {
+                let slope = self.weight(node, 1, "slope")?.ok_or("has no slope")?;
+                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
+                let n = slope.values.len();
+                let channel_axis = slope.dims.len() as i64 - (rank as i64 - 1);
+                let per_channel = slope.dims.iter().enumerate().all(|(k, &d)| d == 1 || k as i64 == channel_axis);
+                if n != 1 && !per_channel {
+                    return Err(format!(
+                        "a slope of shape {:?} on a rank-{rank} input varies along another axis than the channels (axis 1): not nn.PReLU",
+                        slope.dims
+                    ));
+                }
+                set("type", json!("prelu"));
+                set("num_parameters", json!(n));
+                weight_name = node.input.get(1).cloned();
+                tensors.push(("weight", slope));
                 inputs.push(self.source(data())?);
             }
             "LeakyRelu" => {
