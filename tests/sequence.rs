@@ -495,14 +495,36 @@ async fn token_ranges_are_graded() {
             q("lin", "tokens of layer 2 at one-based i", "1<=t<=i"),
             q("bi", "tokens of layer 3", "1 <= t <= 6"),
             q("bi_all", "tokens of layer 3", "all tokens"),
-            q("bi_wrong", "tokens of layer 3", "1 <= t <= i")]}),
+            q("bi_wrong", "tokens of layer 3", "1 <= t <= i"),
+            // any other way to name the same tokens for every i, judged by value
+            q("attn_set", "tokens of layer 1", "t ∈ [1, i]"),
+            q("attn_rev", "tokens of layer 1", "i >= t >= 1"),
+            q("attn_strict", "tokens of layer 1", "0 < t < i+1"),
+            q("emb_range", "tokens of layer 0", "[i, i]"),
+            q("bi_range", "tokens of layer 3", "[1, 6]"),
+            q("attn_off", "tokens of layer 1", "[1, i-1]"),
+            q("emb_letter", "tokens of layer 0", "[j, j]")]}),
     )
     .await;
     let get = |id: &str| item(&g["questions"], "id", id).clone();
-    for id in ["emb", "emb_short", "attn", "attn_zero", "attn_short", "lin", "bi", "bi_all"] {
+    for id in [
+        "emb",
+        "emb_short",
+        "attn",
+        "attn_zero",
+        "attn_short",
+        "lin",
+        "bi",
+        "bi_all",
+        "attn_set",
+        "attn_rev",
+        "attn_strict",
+        "emb_range",
+        "bi_range",
+    ] {
         assert_eq!(get(id)["correct"], true, "{}", get(id));
     }
-    for id in ["attn_wrong", "bi_wrong"] {
+    for id in ["attn_wrong", "bi_wrong", "attn_off", "emb_letter"] {
         assert_eq!(get(id)["correct"], false, "{}", get(id));
     }
     assert!(

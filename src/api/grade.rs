@@ -681,10 +681,12 @@ enum Expected {
     Number(f64),
     Vector(Vec<f64>),
     Word(String),
-    /// A token range (`1 <= t <= i`) and the equivalent ways to write it, normalized.
+    /// A token range (`1 <= t <= i`), the equivalent ways to write it, normalized, and its
+    /// ends (any other form is judged by their values).
     Tokens {
         text: String,
         accepted: Vec<String>,
+        ends: (End, End),
     },
 }
 
@@ -721,13 +723,27 @@ fn tokens_expected(r: &RfReport, layer: &str) -> Result<Expected, String> {
     let base = r.index_base as i64;
     let last = r.model.input_shape.first().copied().unwrap_or(1) as i64 - 1 + base;
     let sequence_input = r.model.input_shape.len() <= 2;
-    let (text, more): (String, Vec<String>) = match row.kind {
-        RfKind::Token => ("t = i".into(), vec!["i".into(), "i<=t<=i".into()]),
-        RfKind::Causal => (format!("{base} <= t <= i"), vec!["t<=i".into()]),
-        RfKind::Anticausal => (format!("i <= t <= {last}"), vec!["t>=i".into(), "i<=t".into()]),
+    // output token i: its own index, or a fixed token
+    let index = End {
+        a: 1,
+        n: 1,
+        c: 0,
+        d: 1,
+        e: 0,
+    };
+    let fixed = |e: i64| End { n: 0, e, ..index };
+    let (text, more, ends): (String, Vec<String>, (End, End)) = match row.kind {
+        RfKind::Token => ("t = i".into(), vec!["i".into(), "i<=t<=i".into()], (index, index)),
+        RfKind::Causal => (format!("{base} <= t <= i"), vec!["t<=i".into()], (fixed(base), index)),
+        RfKind::Anticausal => (
+            format!("i <= t <= {last}"),
+            vec!["t>=i".into(), "i<=t".into()],
+            (index, fixed(last)),
+        ),
         RfKind::Global if sequence_input => (
             format!("{base} <= t <= {last}"),
             vec!["all".into(), "alltokens".into(), "everytoken".into()],
+            (fixed(base), fixed(last)),
         ),
         kind => {
             return Err(format!(
@@ -738,7 +754,7 @@ fn tokens_expected(r: &RfReport, layer: &str) -> Result<Expected, String> {
     };
     let mut accepted = vec![token_form(&text)];
     accepted.extend(more);
-    Ok(Expected::Tokens { text, accepted })
+    Ok(Expected::Tokens { text, accepted, ends })
 }
 
 /// What the momentum report says for `ask`.
@@ -1163,9 +1179,18 @@ fn grade_one(q: &Question, reference: Result<Expected, String>, reveal: Reveal, 
                 g.feedback = format!("**{label}**: you wrote {}; that is not right.{}", g.got, reveal_text(&want));
             }
         }
-        Expected::Tokens { text, accepted } => {
+        Expected::Tokens { text, accepted, ends } => {
             let got = answer.as_str().map(token_form).unwrap_or_default();
-            if accepted.contains(&got) {
+            // any other range naming the same tokens for every i: `1 ≤ t ≤ i`, `t ∈ [1, i]`
+            let same = || {
+                parse_range(answer).is_ok_and(|r| {
+                    let base = q.index_base as i64;
+                    r.index.is_none_or(|x| x == 'i')
+                        && matches!(check_end(&r.lo, &ends.0, base), Ok(EndCheck::Same))
+                        && matches!(check_end(&r.hi, &ends.1, base), Ok(EndCheck::Same))
+                })
+            };
+            if accepted.contains(&got) || same() {
                 g.correct = true;
                 g.feedback = format!("**{label}**: {} is right.", g.got);
             } else {
