@@ -162,7 +162,7 @@ def check_float32_gradients(url, name, model, data, shape):
     s, g = post_raw(url + "/v1/gradient-diagnostics", data, {"inputs": {"batch_size": 1, "seed": 7} | uniform, "dtype": "float32"})
     if s != 200:
         return [f"{name} float32 diagnostics: status {s}: {str(g)[:300]}"]
-    problems, checked, worst = gradient_problems(model, x, g, renamed=("expand",), tol=1e-5, floor=1e-5)
+    problems, checked, worst = gradient_problems(model, x, g, tol=1e-5, floor=1e-5)
     if checked < len(g["layers"]) // 2:
         problems.append(f"{name}: only {checked} of {len(g['layers'])} rows compared")
     print(f"onnx {name} float32 gradients with the file's weights: {checked} parameters, worst relative difference {worst:.1e}")
@@ -659,9 +659,10 @@ def check_vit(url, dynamo):
         data = export(model, [3, 32, 32], dynamo=dynamo)
     onnx_model = {"onnx": base64.b64encode(data).decode()}
     how = "dynamo" if dynamo else "TorchScript"
-    # the dynamo exporter folds class_token.expand(...) into an initializer named "expand"; the
+    # the dynamo exporter folds class_token.expand(...) into an initializer named "expand"
+    # (the importer names it class_token again, from the value's folded_from metadata); the
     # TorchScript one keeps the parameter (its Expand to the token's own shape is the token)
-    renamed = ("expand",) if dynamo else ()
+    renamed = ()
     problems = []
     status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
     if status != 200:
@@ -716,7 +717,7 @@ def external_data_problems(url, model, inline):
     status, g = post_multipart(url + "/v1/gradient-diagnostics", model_bytes, side, {"inputs": {"batch_size": 2, "seed": 3}, "dtype": "float32"})
     if status != 200:
         return problems + [f"external data diagnostics: status {status}: {str(g)[:300]}"]
-    found, checked, _ = gradient_problems(model, x, g, renamed=("expand",), tol=1e-5, floor=1e-5)
+    found, checked, _ = gradient_problems(model, x, g, tol=1e-5, floor=1e-5)
     problems += [f"external data: {p}" for p in found]
     if checked < 10:
         problems.append(f"external data: only {checked} parameters compared")

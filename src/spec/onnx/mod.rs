@@ -383,6 +383,53 @@ struct Reader {
     /// How many nodes read each tensor, and the tensors the model returns.
     readers: HashMap<String, usize>,
     outputs: std::collections::HashSet<String>,
+    /// An initializer the dynamo exporter's optimizer folded from one model parameter (ViT's
+    /// `class_token.expand(n, -1, -1)` at batch 1 becomes an initializer named `expand`): the
+    /// parameter's own name, from the value's `pkg.onnxscript.optimizer.folded_from`.
+    folded_from: HashMap<String, String>,
+}
+
+/// The one model parameter a folded value came from: the names in its
+/// `pkg.onnxscript.optimizer.folded_from` list but the exporter's temporaries (`val_3`), if
+/// exactly one is left and it reads as a PyTorch name, and the value keeps the parameter's
+/// elements in their order (the exporter names it after the op: `expand`, `view_2`; a folded
+/// `transpose` or `mul` is another tensor and keeps its own name).
+fn folded_parameters(graph: &proto::GraphProto) -> HashMap<String, String> {
+    let same_elements = |n: &str| {
+        let op = n
+            .rsplit_once('_')
+            .filter(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(n, |(op, _)| op);
+        matches!(
+            op,
+            "expand" | "view" | "reshape" | "_unsafe_view" | "clone" | "contiguous" | "unsqueeze" | "squeeze" | "alias" | "detach"
+        )
+    };
+    let temporary = |n: &str| {
+        n.strip_prefix("val_")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let pytorch_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 160
+            && n.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    };
+    graph
+        .value_info
+        .iter()
+        .filter_map(|v| {
+            let list = v
+                .metadata_props
+                .iter()
+                .find(|p| p.key() == "pkg.onnxscript.optimizer.folded_from")?
+                .value();
+            match python_list(list).into_iter().filter(|n| !temporary(n)).collect::<Vec<_>>()[..] {
+                [one] if pytorch_name(one) && one != v.name() && same_elements(v.name()) => Some((v.name().to_string(), one.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A layout the exporter writes a spec tensor in around the ops that need it: the ONNX tensor is
@@ -669,10 +716,12 @@ impl Reader {
                 ))
             }
         };
-        let name = if self.names.contains_key(t) || t == GRAPH_INPUT || t.is_empty() || t.len() > 160 {
-            format!("{t}_{}", self.nodes.len())
+        // (the parameter's own name where the exporter folded it into another tensor)
+        let own = self.folded_from.get(t).map_or(t, String::as_str);
+        let name = if self.names.contains_key(own) || own == GRAPH_INPUT || own.is_empty() || own.len() > 160 {
+            format!("{own}_{}", self.nodes.len())
         } else {
-            t.to_string()
+            own.to_string()
         };
         self.names.insert(name.clone(), self.nodes.len());
         self.nodes
@@ -1695,6 +1744,7 @@ fn read(
                 m
             }),
         outputs: graph.output.iter().map(|o| o.name().to_string()).collect(),
+        folded_from: folded_parameters(graph),
     };
     // The file's nodes are sorted topologically (ONNX requires it); an unsorted or cyclic file
     // is read in passes until nothing more resolves.
