@@ -686,3 +686,78 @@ async fn reshapes_by_hand() {
     let d = post("/v1/gradient-diagnostics", json!({"model": decoder, "inputs": {"batch_size": 2}})).await;
     assert_eq!(d.status, 200, "{}", d.text);
 }
+
+/// A ShuffleNet unit by hand, on an input of 4 channels (6x6): x.chunk(2, 1) as two narrows
+/// (channels 0..1 and 2..3), a depthwise 3x3 conv (padding 1) on the second half, concatenated
+/// and shuffled in 2 groups. The shuffle sends output channel o to input channel
+/// (o % 2) * 2 + o / 2: 0 <- 0, 1 <- 2, 2 <- 1, 3 <- 3. So at (2, 2): output channel 1 is the
+/// conv's channel 0, which reads input channel 2 over rows and columns 1..3; output channel 2 is
+/// the untouched input channel 1 at (2, 2) alone. Narrows and the shuffle count nothing.
+#[tokio::test]
+async fn a_shufflenet_unit_by_hand() {
+    let m = graph(
+        json!([4, 6, 6]),
+        json!([
+            {"name": "left", "type": "narrow", "dim": 1, "start": 0, "length": 2, "inputs": ["input"]},
+            {"name": "right", "type": "narrow", "dim": 1, "start": 2, "length": 2, "inputs": ["input"]},
+            {"name": "dw", "type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1, "groups": 2, "inputs": ["right"]},
+            {"name": "cat", "type": "concat", "inputs": ["left", "dw"]},
+            {"name": "shuffle", "type": "channel_shuffle", "groups": 2}
+        ]),
+        None,
+    );
+    let unit = |channel: u64| {
+        let m = m.clone();
+        async move {
+            let r = post(
+                "/v1/receptive-field",
+                json!({"model": m, "position": {"layer": "shuffle", "index": [2, 2], "channel": channel}}),
+            )
+            .await
+            .json();
+            assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+            let p = &r["position"];
+            (p["input_channels"].clone(), p["input_rows"].clone(), p["input_cols"].clone())
+        }
+    };
+    assert_eq!(unit(0).await, (json!([[0, 0]]), json!([[2, 2]]), json!([[2, 2]])));
+    assert_eq!(unit(1).await, (json!([[2, 2]]), json!([[1, 3]]), json!([[1, 3]])));
+    assert_eq!(unit(2).await, (json!([[1, 1]]), json!([[2, 2]]), json!([[2, 2]])));
+    assert_eq!(unit(3).await, (json!([[3, 3]]), json!([[1, 3]]), json!([[1, 3]])));
+    let t = post("/v1/complexity", json!({"model": m})).await.json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    for path in ["left", "right", "shuffle"] {
+        assert_eq!(
+            (row(&t, path)["flops"].as_u64(), row(&t, path)["params"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+    assert_eq!(row(&t, "left")["output_shape"], json!([2, 6, 6]));
+    // the depthwise conv's 2 x 9 weights and 2 biases are the parameters
+    assert_eq!(t["totals"]["params"], 20);
+    // mistakes name the field
+    let bad = |mut node: Value| {
+        node["name"] = json!("x");
+        graph(json!([4, 6, 6]), json!([node]), None)
+    };
+    refused(
+        bad(json!({"type": "narrow", "dim": 1, "start": 3, "length": 2})),
+        422,
+        "/model/graph/nodes/0/length",
+    )
+    .await;
+    refused(
+        bad(json!({"type": "narrow", "dim": 2, "start": 0, "length": 2})),
+        422,
+        "/model/graph/nodes/0/dim",
+    )
+    .await;
+    refused(
+        bad(json!({"type": "channel_shuffle", "groups": 3})),
+        422,
+        "/model/graph/nodes/0/groups",
+    )
+    .await;
+    let sequence = json!({"input_shape": [5, 4], "layers": [{"type": "narrow", "dim": 1, "start": 0, "length": 2}]});
+    refused(sequence, 422, "/model/layers/0").await;
+}

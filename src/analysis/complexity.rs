@@ -345,7 +345,12 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         // a learned tensor: its elements, no arithmetic
         LayerKind::Parameter { .. } => c.params_weight = param_numel(node, false),
         // views: no arithmetic
-        LayerKind::FlattenSpatial | LayerKind::Transpose | LayerKind::SelectToken { .. } | LayerKind::Reshape(_) => {}
+        LayerKind::FlattenSpatial
+        | LayerKind::Transpose
+        | LayerKind::SelectToken { .. }
+        | LayerKind::Reshape(_)
+        | LayerKind::Narrow { .. }
+        | LayerKind::ChannelShuffle { .. } => {}
         // a lookup: no arithmetic
         LayerKind::Embedding { .. } => {
             c.params_weight = param_numel(node, false);

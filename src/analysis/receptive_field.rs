@@ -1035,7 +1035,12 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             }
             other => other,
         },
-        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
+        // channels picked or reordered: every position keeps its range
+        LayerKind::BatchNorm { .. }
+        | LayerKind::Activation { .. }
+        | LayerKind::Dropout { .. }
+        | LayerKind::Narrow { .. }
+        | LayerKind::ChannelShuffle { .. } => rf,
         crate::spec::merges!() => {
             unreachable!("merge nodes are combined by node_rfs")
         }
@@ -1749,6 +1754,24 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             }
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
+        // output channel c is input channel start + c
+        LayerKind::Narrow { start, .. } => set
+            .into_iter()
+            .map(|mut p| {
+                p.0[0] = IntervalSet::from_ranges(p.0[0].ranges().iter().map(|&(a, b)| (a + start, b + start)).collect());
+                p
+            })
+            .collect(),
+        // output channel o is input channel (o % g) * (C / g) + o / g
+        LayerKind::ChannelShuffle { groups } => {
+            let per = node.input[0] / groups;
+            set.into_iter()
+                .map(|mut p| {
+                    p.0[0] = IntervalSet::from_ranges(p.0[0].iter().map(|o| (o % groups) * per + o / groups).map(|c| (c, c)).collect());
+                    p
+                })
+                .collect()
+        }
         // the same elements regrouped, on any input
         LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_) => regroup_back(&node.input, &node.output, &set, approx),
         LayerKind::Transpose => set.into_iter().map(|p| Product(vec![p.0[1].clone(), p.0[0].clone()])).collect(),

@@ -596,6 +596,27 @@ pub struct SelectLayer {
     pub index: u64,
 }
 
+/// `torch.narrow(x, 1, start, length)`: channels `start..start + length` (dim 1 only; of an
+/// image, a volume or a feature vector). `x.chunk(2, 1)` is two of them.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"dim": 1, "start": 0, "length": 24}))]
+pub struct NarrowLayer {
+    pub dim: i64,
+    #[schema(minimum = 0)]
+    pub start: u64,
+    #[schema(minimum = 1)]
+    pub length: u64,
+}
+
+/// `torch.nn.ChannelShuffle(groups)` (ShuffleNet): the channels of an image or a volume viewed
+/// as `[groups, C / groups]`, transposed, flattened.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"groups": 2}))]
+pub struct ChannelShuffleLayer {
+    #[schema(minimum = 1)]
+    pub groups: u64,
+}
+
 /// `torch.nn.Embedding` reading int64 token ids `[L]`.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"num_embeddings": 1000, "embedding_dim": 64}))]
@@ -863,6 +884,10 @@ pub enum LayerOp {
     Transpose(TransposeLayer),
     #[serde(rename = "permute")]
     Permute(PermuteLayer),
+    #[serde(rename = "narrow")]
+    Narrow(NarrowLayer),
+    #[serde(rename = "channel_shuffle")]
+    ChannelShuffle(ChannelShuffleLayer),
     #[serde(rename = "select")]
     Select(SelectLayer),
     #[serde(rename = "embedding")]

@@ -1302,6 +1302,35 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             let [a, b] = sequence(input, "transpose(1, 2)", pointer)?;
             vec![b, a]
         }
+        LayerKind::Narrow { .. } | LayerKind::ChannelShuffle { .. } if input.len() == 2 => {
+            return Err(SpecError::invalid(
+                pointer,
+                format!(
+                    "{} reads the channels of an image [C, H, W], a volume [C, D, H, W] or the features of a vector [F]; its input has shape {input:?} (a two-axis tensor is not supported)",
+                    layer.type_name()
+                ),
+            ))
+        }
+        LayerKind::Narrow { start, length } => {
+            if start.checked_add(*length).is_none_or(|end| end > input[0]) {
+                return Err(SpecError::invalid(
+                    child(pointer, "length"),
+                    format!("channels {start}..{} are outside the input's {} channels", start.saturating_add(*length), input[0]),
+                ));
+            }
+            let mut out = input.to_vec();
+            out[0] = *length;
+            out
+        }
+        LayerKind::ChannelShuffle { groups } => {
+            if input.len() < 3 || input[0] % groups != 0 {
+                return Err(SpecError::invalid(
+                    child(pointer, "groups"),
+                    format!("channel_shuffle of {groups} groups needs an image or a volume whose channels it divides; its input has shape {input:?}"),
+                ));
+            }
+            input.to_vec()
+        }
         LayerKind::SelectToken { index } => {
             let [l, d] = sequence(input, "select(1, index)", pointer)?;
             if *index >= l {

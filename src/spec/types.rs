@@ -180,6 +180,19 @@ pub enum LayerKind {
     SelectToken {
         index: u64,
     },
+    /// `torch.narrow(x, 1, start, length)` (`x[:, start:start + length]`, one part of
+    /// `x.chunk(k, 1)`): channels `start..start + length` of an image, a volume or a feature
+    /// vector (ShuffleNet's split).
+    Narrow {
+        start: u64,
+        length: u64,
+    },
+    /// `torch.nn.ChannelShuffle(groups)`: the channels viewed as `[groups, C / groups]`,
+    /// transposed and flattened (ShuffleNet): output channel `o` is input channel
+    /// `(o % groups) * (C / groups) + o / groups`.
+    ChannelShuffle {
+        groups: u64,
+    },
     /// `torch.nn.Embedding(num_embeddings, embedding_dim)`: reads the model's int64 token ids
     /// `[L]` and gives `[L, embedding_dim]`.
     Embedding {
@@ -502,6 +515,8 @@ impl Layer {
                     | LayerKind::InstanceNorm { volume: true, .. }
                     | LayerKind::LayerNorm { channels: false, .. }
                     | LayerKind::Upsample { .. }
+                    | LayerKind::Narrow { .. }
+                    | LayerKind::ChannelShuffle { .. }
             )
     }
 
@@ -532,6 +547,8 @@ impl Layer {
             LayerKind::Reshape(ReshapeTo::Flatten { .. }) => "flatten",
             LayerKind::Transpose => "transpose",
             LayerKind::SelectToken { .. } => "select",
+            LayerKind::Narrow { .. } => "narrow",
+            LayerKind::ChannelShuffle { .. } => "channel_shuffle",
             LayerKind::MultiheadAttention { .. } => "multihead_attention",
             LayerKind::Recurrent(r) => r.cell.name(),
             LayerKind::Conv2d { .. } => "conv2d",

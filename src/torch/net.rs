@@ -580,6 +580,15 @@ impl Net {
             LayerKind::FlattenSpatial => x.flatten(2, -1),
             LayerKind::Transpose => x.transpose(1, 2),
             LayerKind::SelectToken { index } => x.select(1, *index as i64),
+            LayerKind::Narrow { start, length } => x.narrow(1, *start as i64, *length as i64),
+            // view [N, g, C/g, ...], swap the two channel axes, flatten them again
+            LayerKind::ChannelShuffle { groups } => {
+                let size = x.size();
+                let g = *groups as i64;
+                let mut split = vec![size[0], g, size[1] / g];
+                split.extend_from_slice(&size[2..]);
+                x.reshape(split.as_slice()).transpose(1, 2).reshape(size.as_slice())
+            }
             // the probe's token ids are ones of a float input: each token's row reads its id
             LayerKind::Embedding { dim, .. } if probe => x.unsqueeze(-1).repeat([1, 1, *dim as i64]),
             LayerKind::Embedding { padding_idx, .. } => {

@@ -453,8 +453,10 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::FlattenSpatial
         | LayerKind::Transpose
         | LayerKind::SelectToken { .. }
+        | LayerKind::Narrow { .. }
+        | LayerKind::ChannelShuffle { .. }
         | LayerKind::Reshape(_) => {
-            unreachable!("models with sequences or reshapes run in probe_whole")
+            unreachable!("models with sequences, reshapes or channel picks run in probe_whole")
         }
         // a volume runs whole (no window of it is cut): the classes mixed and the windows
         // summed on all three axes, padding as the layer pads
@@ -784,9 +786,12 @@ pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
     graph.spec.token_ids
         || graph.input().len() == 2
         || graph.nodes.iter().any(|n| {
-            // a reshape regroups channels and positions: the channel quotient does not hold
-            matches!(n.layer.kind, LayerKind::Reshape(_))
-                || n.output.len() == 2
+            // a reshape regroups channels and positions, a narrow or a shuffle picks channels by
+            // their index: the channel quotient does not hold
+            matches!(
+                n.layer.kind,
+                LayerKind::Reshape(_) | LayerKind::Narrow { .. } | LayerKind::ChannelShuffle { .. }
+            ) || n.output.len() == 2
                 || n.input.len() == 2
                 || (n.inputs.is_empty() && !(n.output.len() == 3 && n.output[1] == 1 && n.output[2] == 1))
                 || (n.inputs.iter().any(|e| scale(e.from)) && !matches!(n.merge, Some(Merge::Add | Merge::Mul)))

@@ -222,6 +222,12 @@ def run_rf(url, n, seed, graphs, signals, volumes=0):
         spec = random_case(rng, case, n, graphs, signals)
         all_paths = torchspec.all_paths(spec)
         path = rng.choice(all_paths)
+        # channels picked or reordered by index (narrow, channel_shuffle): their units, one
+        # channel each, now and then (a permutation of every channel is every channel)
+        picks = [n["name"] for n in spec.get("graph", {}).get("nodes", []) if n["type"] in ("narrow", "channel_shuffle")]
+        pick = bool(picks) and rng.random() < 0.5
+        if pick:
+            path = rng.choice(picks)
         model = torchspec.build_model(spec)
         shapes = {}
         for p in all_paths:
@@ -233,7 +239,7 @@ def run_rf(url, n, seed, graphs, signals, volumes=0):
             channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
         elif len(shape) in (3, 4):
             index = [rng.randrange(d) for d in shape[1:]]
-            channel = rng.randrange(shape[0]) if rng.random() < 0.3 else None
+            channel = rng.randrange(shape[0]) if pick or rng.random() < 0.3 else None
         elif len(shape) == 2:
             index = [rng.randrange(shape[0])]
             channel = rng.randrange(shape[1]) if rng.random() < 0.3 else None

@@ -124,6 +124,30 @@ class FunctionalPrelu(nn.Module):
         return F.prelu(x, self.weight)
 
 
+class Narrow(nn.Module):
+    """x.narrow(1, start, length): channels start..start+length (a part of x.chunk(k, 1))."""
+
+    def __init__(self, start, length):
+        super().__init__()
+        self.start, self.length = start, length
+
+    def forward(self, x):
+        return x.narrow(1, self.start, self.length)
+
+
+def channel_pick(rng, shape):
+    """nn.ChannelShuffle over a divisor of the channels (an image or a volume), or a narrow
+    to some of them; None when the channels allow neither."""
+    c = shape[0]
+    groups = [g for g in (2, 3, 4, c) if 1 < g <= c and c % g == 0 and (g < c or rng.random() < 0.2)]
+    if groups and len(shape) >= 3 and rng.random() < 0.6:
+        return {"type": "channel_shuffle", "groups": rng.choice(groups)}
+    if c >= 2:
+        start = rng.randrange(c - 1)
+        return {"type": "narrow", "dim": 1, "start": start, "length": rng.randint(1, c - start)}
+    return None
+
+
 def prelu(rng, shape):
     """nn.PReLU with one slope or one per channel (axis 0 of the sample), at PyTorch's init or
     another; the arguments left out now and then (PyTorch's defaults)."""
@@ -466,6 +490,10 @@ def build_layer(spec, shape, probe):
             "relu": nn.ReLU, "relu6": nn.ReLU6, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
             "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
             "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity}[t]()
+    elif t == "narrow":
+        m = Narrow(spec["start"], spec["length"])
+    elif t == "channelshuffle":
+        m = nn.ChannelShuffle(spec["groups"])
     elif t == "prelu":
         m = nn.Identity() if probe else nn.PReLU(spec.get("num_parameters", 1), init=spec.get("init", 0.25)).double()
     elif t == "dropout":
@@ -624,7 +652,7 @@ def random_spec(rng):
                 "type": rng.choice(["zeropad2d", "reflectionpad2d", "replicationpad2d", "circularpad2d"]),
                 "padding": rng.choice([rng.randint(0, 3), [rng.randint(0, 3) for _ in range(4)]])}
         elif r < 0.75:
-            cand = prelu(rng, shape) if rng.random() < 0.15 else {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
+            cand = (prelu(rng, shape) if rng.random() < 0.5 else channel_pick(rng, shape) or prelu(rng, shape)) if rng.random() < 0.25 else {"type": rng.choice(["relu", "sigmoid", "batchnorm2d", "identity", "dropout", "tanh", "leaky_relu", "relu6", "gelu",
                                         "silu", "hardswish", "hardsigmoid", "mish"])}
         elif r < 0.81:
             cand = rand_reshape(rng, shape)
@@ -809,7 +837,7 @@ def random_volume_spec(rng):
         elif r < 0.8:
             cand = {"type": rng.choice(["relu", "batchnorm3d", "sigmoid", "gelu", "silu", "dropout", "hardswish", "norm", "norm", "pad", "pad", "prelu"])}
             if cand["type"] == "prelu":
-                cand = prelu(rng, shape)
+                cand = prelu(rng, shape) if rng.random() < 0.6 else channel_pick(rng, shape) or prelu(rng, shape)
             if cand["type"] == "pad":
                 cand = {"type": rng.choice(["zeropad3d", "reflectionpad3d", "replicationpad3d", "circularpad3d"]),
                         "padding": rng.choice([rng.randint(0, 2), [rng.randint(0, 2) for _ in range(6)]])}
@@ -861,6 +889,12 @@ def random_graph(rng):
     joined by add, broadcast squeeze-and-excitation gates joined by mul, concatenation along
     channels or a spatial axis, a sequential residual inside a node, and one or two outputs."""
     c, h, w = rng.randint(1, 4), rng.randint(10, 36), rng.randint(10, 36)
+    # channels picked or shuffled straight from the input (before any conv mixes them), now
+    # and then, so that a unit's input channels show the permutation (of 6 or 8 channels: a
+    # shuffle of C channels in C groups, or of 2 in 2, is the identity)
+    pick_first = rng.random() < 0.15
+    if pick_first:
+        c = rng.choice([6, 8])
     shapes = {"input": [c, h, w]}
     nodes = []
 
@@ -883,6 +917,8 @@ def random_graph(rng):
         shapes[name] = shape
         return name
 
+    if pick_first:
+        add(channel_pick(rng, shapes["input"]) or {"type": "relu"}, ["input"])
     for _ in range(rng.randint(2, 9)):
         names = list(shapes)
         src = rng.choice(names[-3:] if rng.random() < 0.7 else names)
@@ -935,6 +971,19 @@ def random_graph(rng):
                 dim = rng.choice([2, 3])
                 same = [n for n in names if all(shapes[n][a] == s[a] for a in range(3) if a != dim - 1)]
                 add({"type": "concat", "dim": rng.choice([dim, dim - 4])}, [src, rng.choice(same)])
+        elif r < 0.91 and s[0] >= 2 and rng.random() < 0.8:
+            # a ShuffleNet unit: the channels split in two, one half through a conv, joined, shuffled
+            half = rng.randint(1, s[0] - 1)
+            a = add({"type": "narrow", "dim": 1, "start": 0, "length": half}, [src])
+            b = add({"type": "narrow", "dim": 1, "start": half, "length": s[0] - half}, [src])
+            out = rng.randint(1, 4)
+            b = b and add({"type": "conv2d", "out_channels": out, "kernel_size": 3, "padding": 1,
+                           "groups": rng.choice([1, s[0] - half] if out % (s[0] - half) == 0 else [1])}, [b])
+            j = a and b and add({"type": "concat", "dim": 1}, [a, b])
+            if j:
+                g = rng.choice([d for d in (2, 3, half + out) if (half + out) % d == 0 and d > 1] or [1])
+                if g > 1:
+                    add({"type": "channel_shuffle", "groups": g}, [j])
         elif r < 0.91:
             add(rand_reshape(rng, s, single=True)[0], [src])
         elif r < 0.95 and s[1] % 2 == 0 and s[2] % 2 == 0:
