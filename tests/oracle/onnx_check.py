@@ -42,6 +42,7 @@ Exits non-zero on any disagreement.
 """
 import argparse
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -452,6 +453,56 @@ def check_prelu(url):
     return failures
 
 
+def check_shufflenet(url):
+    """torchvision's shufflenet_v2_x0_5 (weights=None, seed 3): its channel split (the
+    TorchScript exporter's Shape arithmetic and Slice, the dynamo exporter's Split) read as
+    narrows, its channel shuffle (Reshape, Transpose, Reshape) as channel_shuffle. The
+    TorchScript file (BatchNorm kept): FlopCounterMode's total, sum(numel) and float64 gradients
+    per named parameter with the file's weights; both files: the probe agrees with the exact set
+    of the default unit and of one channel of the first unit's shuffle."""
+    import torchvision
+    failures = 0
+    torch.manual_seed(3)
+    model = torchvision.models.shufflenet_v2_x0_5().eval()
+    x = torch.zeros(1, 3, 64, 64)
+    for dynamo in (False, True):
+        how = "dynamo" if dynamo else "TorchScript"
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            data = export(model, [3, 64, 64], dynamo=dynamo)
+        # (uploaded raw: 5.5 MB of weights pass the JSON body limit as base64)
+        problems = []
+        status, resp = post_raw(url + "/v1/complexity", data, {"profile": "torch_flop_counter", "verify": True})
+        if status != 200:
+            print(f"onnx shufflenet_v2_x0_5 ({how}): status {status}: {str(resp)[:400]}")
+            failures += 1
+            continue
+        types = [r["type"] for r in resp["rows"]]
+        if types.count("channel_shuffle") != 16 or types.count("narrow") != 26:
+            problems.append(f"{types.count('channel_shuffle')} shuffles and {types.count('narrow')} narrows, not 16 and 26")
+        found = count_problems(resp, model, x)
+        # the dynamo exporter folds BatchNorm into the convs: its parameters are the file's
+        problems += [p for p in found if not (dynamo and p.startswith("params"))]
+        shuffle = next(r["path"] for r in resp["rows"] if r["type"] == "channel_shuffle")
+        for position in ({}, {"layer": shuffle, "index": [3, 5], "channel": 7}):
+            s, rf = post_raw(url + "/v1/receptive-field", data, {"position": position, "verify": True})
+            if s != 200 or not rf["verification"].get("agrees"):
+                problems.append(f"receptive field at {position}: status {s}: {str(rf.get('verification', rf))[:300]}")
+        if not dynamo:
+            xs = drawn_inputs(3 * 64 * 64 * 2, seed=3).double().reshape(2, 3, 64, 64)
+            s, g = post_raw(url + "/v1/gradient-diagnostics", data, {"inputs": {"batch_size": 2, "seed": 3}, "dtype": "float64"})
+            if s != 200:
+                problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+            else:
+                found, checked, _ = gradient_problems(model.double(), xs, g)
+                model.float()
+                problems += found
+                if checked < 40:
+                    problems.append(f"only {checked} parameters compared")
+        print(f"onnx shufflenet_v2_x0_5 ({how}): " + ("ok" if not problems else "; ".join(problems)))
+        failures += bool(problems)
+    return failures
+
+
 def count_problems(resp, model, x):
     """A torch_flop_counter complexity answer against the module itself: FlopCounterMode's total
     on `x`, sum(numel) of its parameters, and the service's libtorch check."""
@@ -840,6 +891,7 @@ def main():
     failed += run_cross(a.url, a.cross, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
+    failed += check_shufflenet(a.url)
     failed += check_unrolled_rnn(a.url)
     failed += check_vit(a.url, dynamo=True)
     failed += check_vit(a.url, dynamo=False)

@@ -51,6 +51,10 @@ pub(super) enum Layer {
     Silu,
     Gelu,
     Mish,
+    /// ShuffleNet's `channel_shuffle`: x.view(b, g, C/g, ...).transpose(1, 2).view(b, C, ...).
+    ChannelShuffle {
+        groups: u64,
+    },
     GroupNorm {
         groups: u64,
         eps: f64,
@@ -657,6 +661,40 @@ impl<'a> Graph<'a> {
         })
     }
 
+    /// A Reshape splitting the channels into `[g, C/g]`, a Transpose swapping those two axes and
+    /// a Reshape joining them again: `channel_shuffle(groups=g)`.
+    fn channel_shuffle(&self, h: usize) -> Option<Fusion> {
+        let head = &self.nodes[h];
+        let x = head.input.first()?;
+        let split = &self.constants.get(head.input.get(1)?.as_str())?.values;
+        // [b, g, n, rest...] with b 1 (or 0, copied), g and n whole and positive
+        if split.len() < 4 || !(split[0] == 0.0 || split[0] == 1.0) || split[1] < 1.0 || split[2] < 1.0 {
+            return None;
+        }
+        let t = self.only_reader(h, "Transpose")?;
+        let perm = self.nodes[t].attribute.iter().find(|a| a.name() == "perm")?;
+        let swap: Vec<i64> = (0..split.len() as i64)
+            .map(|k| [0, 2, 1].get(k as usize).copied().unwrap_or(k))
+            .collect();
+        if perm.ints != swap {
+            return None;
+        }
+        let r2 = self.only_reader(t, "Reshape")?;
+        let back = &self.constants.get(self.nodes[r2].input.get(1)?.as_str())?.values;
+        // [b, g*n (or -1), rest...]: the two channel axes joined, the others as they were
+        let joined = back.len() == split.len() - 1
+            && (back[0] == 0.0 || back[0] == 1.0 || back[0] == -1.0)
+            && (back[1] == split[1] * split[2] || back[1] == -1.0)
+            && back[2..] == split[3..];
+        joined.then(|| Fusion {
+            layer: Layer::ChannelShuffle { groups: split[1] as u64 },
+            input: x.clone(),
+            extra: Vec::new(),
+            output: self.nodes[r2].output[0].clone(),
+            absorbed: vec![t, r2],
+        })
+    }
+
     fn group_norm(&self, h: usize) -> Option<Fusion> {
         let head = &self.nodes[h];
         let x = head.input.first()?;
@@ -762,7 +800,7 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
             "Sigmoid" => g.silu(i),
             "Div" => g.gelu(i),
             "Softplus" => g.mish(i),
-            "Reshape" => g.group_norm(i),
+            "Reshape" => g.group_norm(i).or_else(|| g.channel_shuffle(i)),
             _ => None,
         };
         if let Some(f) = f {

@@ -376,6 +376,8 @@ struct Reader {
     /// shapes were learned: a global pool of a three-axis tensor `[N, C, L]` is a 1-D one.
     input_rank: usize,
     ranks: HashMap<String, usize>,
+    /// The shapes learned so far (batch axis included; None where unknown).
+    dims: HashMap<String, Vec<Option<i64>>>,
     /// The input holds token ids (an embedding's Gather reads them).
     token_ids: bool,
     /// The ONNX tensors that hold their spec tensor in another layout (see [`Layout`]).
@@ -626,6 +628,10 @@ impl Reader {
             }
             fuse::Layer::Mish => {
                 body.insert("type".into(), json!("mish"));
+            }
+            fuse::Layer::ChannelShuffle { groups } => {
+                body.insert("type".into(), json!("channel_shuffle"));
+                body.insert("groups".into(), json!(groups));
             }
             fuse::Layer::GroupNorm { groups, eps, weight, bias } => {
                 let affine = weight.as_ref().is_some_and(|w| w.initializer);
@@ -1451,6 +1457,96 @@ impl Reader {
                 tensors.push(("weight", slope));
                 inputs.push(self.source(data())?);
             }
+            // x.chunk(k, 1) / x.split(sizes, 1) of channels: one narrow per output
+            "Split" => {
+                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1) as i64;
+                let axis = a.int("axis", 0);
+                if (if axis < 0 { axis + rank } else { axis }) != 1 {
+                    return Err(format!("splits axis {axis}: only the channels (axis 1) are read, as narrows"));
+                }
+                let channels = self.dims.get(data()).and_then(|d| d.get(1).copied().flatten());
+                let sizes: Vec<u64> = match node.input.get(1).filter(|t| !t.is_empty()) {
+                    Some(t) => self
+                        .constant(t)
+                        .ok_or("splits by computed sizes")?
+                        .values
+                        .iter()
+                        .map(|&v| v as u64)
+                        .collect(),
+                    // num_outputs (opset 18): equal parts, the last one smaller (torch.chunk's rule)
+                    None => {
+                        let k = a.int("num_outputs", node.output.len() as i64).max(1) as u64;
+                        let c = channels.ok_or("splits channels whose count is not known yet")? as u64;
+                        let part = c.div_ceil(k);
+                        (0..k).map(|i| part.min(c.saturating_sub(i * part))).collect()
+                    }
+                };
+                if sizes.len() != node.output.len() || sizes.contains(&0) || channels.is_some_and(|c| sizes.iter().sum::<u64>() != c as u64)
+                {
+                    return Err(format!(
+                        "splits into {sizes:?} for {} outputs of {channels:?} channels",
+                        node.output.len()
+                    ));
+                }
+                let src = self.source(data())?;
+                let mut start = 0;
+                for (k, &length) in sizes.iter().enumerate() {
+                    let body = Map::from_iter([
+                        ("type".to_string(), json!("narrow")),
+                        ("dim".to_string(), json!(1)),
+                        ("start".to_string(), json!(start)),
+                        ("length".to_string(), json!(length)),
+                    ]);
+                    let name = self.push(node, index, None, vec![src.clone()], body);
+                    self.bind(node.output[k].clone(), name, None);
+                    start += length;
+                }
+                return Ok(());
+            }
+            // x[:, a:b] of channels (x.chunk(k, 1), x.narrow(1, a, b - a)): a narrow
+            "Slice" => {
+                let value = |i: usize| {
+                    node.input
+                        .get(i)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| self.constant(t).map(|c| c.values.clone()))
+                };
+                let (Some(Some(starts)), Some(Some(ends))) = (value(1), value(2)) else {
+                    return Err("slices a tensor with computed bounds (only constant bounds, after shape folding)".into());
+                };
+                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1) as f64;
+                let axes = match value(3) {
+                    None => (0..starts.len()).map(|a| a as f64).collect(),
+                    Some(Some(a)) => a.iter().map(|&a| if a < 0.0 { a + rank } else { a }).collect::<Vec<_>>(),
+                    Some(None) => return Err("slices along computed axes".into()),
+                };
+                let steps_one = match value(4) {
+                    None => true,
+                    Some(Some(s)) => s.iter().all(|&s| s == 1.0),
+                    Some(None) => false,
+                };
+                let channels = self.dims.get(data()).and_then(|d| d.get(1).copied().flatten());
+                let (&[start], &[end], &[1.0]) = (starts.as_slice(), ends.as_slice(), axes.as_slice()) else {
+                    return Err(format!("slices axes {axes:?}: only the channels (axis 1) are read, as a narrow"));
+                };
+                if !steps_one || start < 0.0 {
+                    return Err("slices the channels with a step or from the end: only x[:, a:b] is read".into());
+                }
+                // an open end (x[:, a:]) is the channel count, where the shape is known
+                let end = match channels {
+                    Some(c) => end.min(c as f64),
+                    None if end < 1e9 => end,
+                    None => return Err("slices to an open end of channels whose count is not known yet".into()),
+                };
+                if end <= start {
+                    return Err(format!("slices channels {start}..{end}: empty"));
+                }
+                set("type", json!("narrow"));
+                set("dim", json!(1));
+                set("start", json!(start as u64));
+                set("length", json!((end - start) as u64));
+                inputs.push(self.source(data())?);
+            }
             "LeakyRelu" => {
                 set("type", json!("leaky_relu"));
                 set("negative_slope", json!(a.float("alpha", 0.01) as f64));
@@ -1729,6 +1825,7 @@ fn read(
             .collect(),
         input_rank,
         ranks: learned.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+        dims: learned.clone(),
         token_ids,
         layouts: HashMap::new(),
         // the readers left once the shape arithmetic is folded (a Shape reads a sequence for
