@@ -15,6 +15,7 @@ pub const NAMES: &[&str] = &[
     "mobilenet_v2",
     "googlenet",
     "mobilenet_v3_small",
+    "shufflenet_v2_x0_5",
     "efficientnet_b0",
     "unet_small",
     "lstm_lm",
@@ -35,6 +36,7 @@ pub fn describe(name: &str) -> &'static str {
         "mobilenet_v2" => "torchvision.models.mobilenet_v2 (width 1.0), 3x224x224.",
         "googlenet" => "torchvision.models.googlenet without the auxiliary heads, 3x224x224.",
         "mobilenet_v3_small" => "torchvision.models.mobilenet_v3_small, 3x224x224, in the graph form: squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
+        "shufflenet_v2_x0_5" => "torchvision.models.shufflenet_v2_x0_5, 3x224x224, in the graph form: a 3x3 stride-2 stem and max pool, three stages of inverted residuals (4, 8, 4; 48, 96, 192 channels) whose first unit runs two branches on the whole input (a depthwise 3x3 stride-2 conv and a 1x1, and 1x1 / depthwise / 1x1) and the others split the channels in two (narrow) and run the second half, each unit concatenated and its channels shuffled in 2 groups, a 1x1 conv to 1024, the spatial mean and the 1000-class linear; node names as torchvision's modules.",
         "efficientnet_b0" => "torchvision.models.efficientnet_b0, 3x224x224, in the graph form: MBConv blocks with SiLU, squeeze-and-excitation gates (mul) and residual adds, node names as torchvision's module names.",
         "unet_small" => "A small U-Net on 1x64x64 (graph form): two encoder levels of two 3x3 conv + batchnorm + ReLU (16, 32 channels) with 2x2 max pools, a 64-channel bottleneck, decoders that upsample by a 2x2 stride-2 transposed convolution and concatenate the encoder's skip, and a 1x1 conv to 2 classes.",
         "vit_b_16" => "torchvision.models.vit_b_16, 3x224x224, in the graph form: a 16x16 stride-16 patch convolution to 768 channels, the 196 positions flattened and transposed into tokens, the class token concatenated and the position embedding added, 12 pre-norm encoder blocks (layernorm, 12-head self-attention, residual; layernorm, 3072-unit GELU MLP, residual), a final layernorm, token 0 to the 1000-class head; node names as torchvision's modules and parameters.",
@@ -58,6 +60,7 @@ pub fn get(name: &str) -> Option<Value> {
         "googlenet" => googlenet(),
         "mobilenet_v3_small" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": mobilenet_v3_small()}})),
         "efficientnet_b0" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": efficientnet_b0()}})),
+        "shufflenet_v2_x0_5" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": shufflenet_v2_x0_5()}})),
         "unet_small" => return Some(json!({"input_shape": [1, 64, 64], "graph": {"nodes": unet_small()}})),
         "vit_b_16" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": vit_b_16()}})),
         "convnext_tiny" => return Some(json!({"input_shape": [3, 224, 224], "graph": {"nodes": convnext_tiny()}})),
@@ -490,6 +493,58 @@ fn mobilenet_v3_small() -> Vec<Value> {
     let hs = g.add("classifier.1", json!({"type": "hardswish"}), &[&fc]);
     let drop = g.add("classifier.2", json!({"type": "dropout", "p": 0.2}), &[&hs]);
     g.add("classifier.3", json!({"type": "linear", "out_features": 1000}), &[&drop]);
+    g.0
+}
+
+/// torchvision.models.shufflenet_v2_x0_5: InvertedResidual units. Stride 2: `cat(branch1(x),
+/// branch2(x))`; stride 1: `x1, x2 = x.chunk(2, 1)`, `cat(x1, branch2(x2))`; then
+/// `channel_shuffle(out, 2)`. branch1 = depthwise 3x3 (stride), BN, 1x1, BN, ReLU; branch2 =
+/// 1x1, BN, ReLU, depthwise 3x3 (stride), BN, 1x1, BN, ReLU; every conv without bias.
+fn shufflenet_v2_x0_5() -> Vec<Value> {
+    let mut g = Nodes(Vec::new());
+    let conv = |out: u64, k: u64, stride: u64, groups: u64| json!({"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": (k - 1) / 2, "groups": groups, "bias": false});
+    let c = g.add("conv1.0", conv(24, 3, 2, 1), &["input"]);
+    let c = g.add("conv1.1", bn(), &[&c]);
+    let c = g.add("conv1.2", relu(), &[&c]);
+    let mut x = g.add("maxpool", maxpool(3, 2, 1, false), &[&c]);
+    let mut inp = 24;
+    for (stage, repeats, out) in [(2, 4, 48), (3, 8, 96), (4, 4, 192)] {
+        let half = out / 2;
+        for i in 0..repeats {
+            let p = format!("stage{stage}.{i}");
+            let stride = if i == 0 { 2 } else { 1 };
+            // the first unit's branch1 reads the whole input; the others pass the first half on
+            let (left, right) = if stride == 2 {
+                let b = g.add(&format!("{p}.branch1.0"), conv(inp, 3, 2, inp), &[&x]);
+                let b = g.add(&format!("{p}.branch1.1"), bn(), &[&b]);
+                let b = g.add(&format!("{p}.branch1.2"), conv(half, 1, 1, 1), &[&b]);
+                let b = g.add(&format!("{p}.branch1.3"), bn(), &[&b]);
+                let b = g.add(&format!("{p}.branch1.4"), relu(), &[&b]);
+                (b, x.clone())
+            } else {
+                let narrow = |start: u64| json!({"type": "narrow", "dim": 1, "start": start, "length": half});
+                let l = g.add(&format!("{p}.chunk.0"), narrow(0), &[&x]);
+                let r = g.add(&format!("{p}.chunk.1"), narrow(half), &[&x]);
+                (l, r)
+            };
+            let b = g.add(&format!("{p}.branch2.0"), conv(half, 1, 1, 1), &[&right]);
+            let b = g.add(&format!("{p}.branch2.1"), bn(), &[&b]);
+            let b = g.add(&format!("{p}.branch2.2"), relu(), &[&b]);
+            let b = g.add(&format!("{p}.branch2.3"), conv(half, 3, stride, half), &[&b]);
+            let b = g.add(&format!("{p}.branch2.4"), bn(), &[&b]);
+            let b = g.add(&format!("{p}.branch2.5"), conv(half, 1, 1, 1), &[&b]);
+            let b = g.add(&format!("{p}.branch2.6"), bn(), &[&b]);
+            let b = g.add(&format!("{p}.branch2.7"), relu(), &[&b]);
+            let cat = g.add(&format!("{p}.cat"), json!({"type": "concat", "dim": 1}), &[&left, &b]);
+            x = g.add(&p, json!({"type": "channel_shuffle", "groups": 2}), &[&cat]);
+            inp = out;
+        }
+    }
+    let c = g.add("conv5.0", conv(1024, 1, 1, 1), &[&x]);
+    let c = g.add("conv5.1", bn(), &[&c]);
+    let c = g.add("conv5.2", relu(), &[&c]);
+    let m = g.add("mean", json!({"type": "mean", "dim": [2, 3]}), &[&c]);
+    g.add("fc", json!({"type": "linear", "out_features": 1000}), &[&m]);
     g.0
 }
 

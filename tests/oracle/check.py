@@ -475,6 +475,7 @@ TORCHVISION = {
     "googlenet": lambda tv: tv.models.googlenet(aux_logits=False, init_weights=False),
     "mobilenet_v3_small": lambda tv: tv.models.mobilenet_v3_small(),
     "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
+    "shufflenet_v2_x0_5": lambda tv: tv.models.shufflenet_v2_x0_5(),
     "vit_b_16": lambda tv: tv.models.vit_b_16(),
     "convnext_tiny": lambda tv: tv.models.convnext_tiny(),
     "r3d_18": lambda tv: tv.models.video.r3d_18(),
@@ -482,7 +483,7 @@ TORCHVISION = {
 
 # graph-form presets whose node names are torchvision's module (or parameter) names: each row's
 # parameters are checked against that module's own
-NAMED_LIKE_TORCHVISION = ("mobilenet_v3_small", "efficientnet_b0", "vit_b_16", "convnext_tiny")
+NAMED_LIKE_TORCHVISION = ("mobilenet_v3_small", "efficientnet_b0", "vit_b_16", "convnext_tiny", "shufflenet_v2_x0_5")
 
 
 def run_torchvision(url, names):

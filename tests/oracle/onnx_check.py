@@ -63,7 +63,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
-TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "googlenet", "convnext_tiny", "vit_b_16", "r3d_18"]
+TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet", "convnext_tiny", "vit_b_16", "r3d_18"]
 # attention is read from both exporters' files: these are checked from both
 BOTH_EXPORTERS = ("vit_b_16",)
 
