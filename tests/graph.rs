@@ -747,7 +747,7 @@ async fn a_shufflenet_unit_by_hand() {
     )
     .await;
     refused(
-        bad(json!({"type": "narrow", "dim": 2, "start": 0, "length": 2})),
+        bad(json!({"type": "narrow", "dim": 5, "start": 0, "length": 2})),
         422,
         "/model/graph/nodes/0/dim",
     )
@@ -760,4 +760,62 @@ async fn a_shufflenet_unit_by_hand() {
     .await;
     let sequence = json!({"input_shape": [5, 4], "layers": [{"type": "narrow", "dim": 1, "start": 0, "length": 2}]});
     refused(sequence, 422, "/model/layers/0").await;
+}
+
+/// The original U-Net's skip, by hand: 3x3 valid conv on 12x12 (10x10, rows r..r+2), a 2x2 max
+/// pool (5x5), a 3x3 valid conv (3x3), a 2x2 stride-2 transposed conv (6x6); the skip cropped to
+/// its centre (rows and columns 2..7 of the 10x10) and concatenated. Crop row i is conv row i + 2,
+/// which reads input rows i+2..i+4: its range is i+2 <= m <= i+4 (zero-based), and the unit (0, 0)
+/// reads rows and columns 2..4.
+#[tokio::test]
+async fn the_original_unets_cropped_skip_by_hand() {
+    let m = graph(
+        json!([1, 12, 12]),
+        json!([
+            {"name": "enc", "type": "conv2d", "out_channels": 2, "kernel_size": 3},
+            {"name": "down", "type": "maxpool2d", "kernel_size": 2},
+            {"name": "deep", "type": "conv2d", "out_channels": 2, "kernel_size": 3},
+            {"name": "up", "type": "conv_transpose2d", "out_channels": 2, "kernel_size": 2, "stride": 2},
+            {"name": "rows", "type": "narrow", "dim": 2, "start": 2, "length": 6, "inputs": ["enc"]},
+            {"name": "crop", "type": "narrow", "dim": -1, "start": 2, "length": 6},
+            {"name": "cat", "type": "concat", "inputs": ["crop", "up"]}
+        ]),
+        None,
+    );
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": m, "index_base": 0, "position": {"layer": "cat", "index": [0, 0], "channel": 1}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(
+        (&r["position"]["input_rows"], &r["position"]["input_cols"]),
+        (&json!([[2, 4]]), &json!([[2, 4]]))
+    );
+    let layer = |path: &str| item(&r["layers"], "path", path).clone();
+    assert_eq!(layer("rows")["receptive_field"]["height"]["text"], "i+2 <= m <= i+4");
+    assert_eq!(layer("rows")["receptive_field"]["width"]["text"], "j <= n <= j+2");
+    assert_eq!(layer("crop")["receptive_field"]["width"]["text"], "j+2 <= n <= j+4");
+    assert_eq!(layer("crop")["output_shape"], json!([2, 6, 6]));
+    let t = post("/v1/complexity", json!({"model": m})).await.json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    assert_eq!(
+        (row(&t, "crop")["flops"].as_u64(), row(&t, "crop")["params"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // past the edge, or a dim the tensor does not have: named
+    let bad = |node: Value| graph(json!([1, 12, 12]), json!([node]), None);
+    refused(
+        bad(json!({"name": "x", "type": "narrow", "dim": 2, "start": 8, "length": 6})),
+        422,
+        "/model/graph/nodes/0/length",
+    )
+    .await;
+    refused(
+        bad(json!({"name": "x", "type": "narrow", "dim": 4, "start": 0, "length": 6})),
+        422,
+        "/model/graph/nodes/0/dim",
+    )
+    .await;
 }

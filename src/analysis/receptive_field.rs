@@ -1035,12 +1035,24 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             }
             other => other,
         },
+        // a crop: output position i is input position i + start along that axis
+        LayerKind::Narrow { dim, start, .. } => {
+            let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
+            let shift = |a: usize, m: AxisMap| match a + 1 == axis {
+                true => Some(AxisMap {
+                    lo: m.lo.linear(1, i64::try_from(*start).ok()?)?,
+                    hi: m.hi.linear(1, i64::try_from(*start).ok()?)?,
+                }),
+                false => Some(m),
+            };
+            match (axis, node.input.len()) {
+                (0, _) => rf,
+                (_, 4) => map_volume(rf, TOO_WIDE, shift),
+                _ => map_axes(rf, TOO_WIDE, shift),
+            }
+        }
         // channels picked or reordered: every position keeps its range
-        LayerKind::BatchNorm { .. }
-        | LayerKind::Activation { .. }
-        | LayerKind::Dropout { .. }
-        | LayerKind::Narrow { .. }
-        | LayerKind::ChannelShuffle { .. } => rf,
+        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::ChannelShuffle { .. } => rf,
         crate::spec::merges!() => {
             unreachable!("merge nodes are combined by node_rfs")
         }
@@ -1754,14 +1766,16 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             }
         }
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
-        // output channel c is input channel start + c
-        LayerKind::Narrow { start, .. } => set
-            .into_iter()
-            .map(|mut p| {
-                p.0[0] = IntervalSet::from_ranges(p.0[0].ranges().iter().map(|&(a, b)| (a + start, b + start)).collect());
-                p
-            })
-            .collect(),
+        // output position c along the axis is input position start + c
+        LayerKind::Narrow { dim, start, .. } => {
+            let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
+            set.into_iter()
+                .map(|mut p| {
+                    p.0[axis] = IntervalSet::from_ranges(p.0[axis].ranges().iter().map(|&(a, b)| (a + start, b + start)).collect());
+                    p
+                })
+                .collect()
+        }
         // output channel o is input channel (o % g) * (C / g) + o / g
         LayerKind::ChannelShuffle { groups } => {
             let per = node.input[0] / groups;

@@ -596,11 +596,13 @@ pub struct SelectLayer {
     pub index: u64,
 }
 
-/// `torch.narrow(x, 1, start, length)`: channels `start..start + length` (dim 1 only; of an
-/// image, a volume or a feature vector). `x.chunk(2, 1)` is two of them.
+/// `torch.narrow(x, dim, start, length)`: positions `start..start + length` along PyTorch's dim
+/// (batch axis 0): channels (dim 1) of an image, a volume or a feature vector (`x.chunk(2, 1)` is
+/// two of them), or a crop of rows, columns or slices. Not on a two-axis sample.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"dim": 1, "start": 0, "length": 24}))]
 pub struct NarrowLayer {
+    #[schema(minimum = -4, maximum = 4)]
     pub dim: i64,
     #[schema(minimum = 0)]
     pub start: u64,

@@ -566,8 +566,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             LayerKind::Transpose
         }
         "narrow" => {
-            dim_one(&o, "the channels of an image or a volume, the features of a vector")?;
+            let dim = match o.raw("dim") {
+                Some(v) => torch_dim(v, &o.at("dim"))?,
+                None => return Err(o.missing("dim")),
+            };
             LayerKind::Narrow {
+                dim,
                 start: o.u64_in("start", None, 0, max)?,
                 length: o.u64_in("length", None, 1, max)?,
             }

@@ -1311,15 +1311,20 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                 ),
             ))
         }
-        LayerKind::Narrow { start, length } => {
-            if start.checked_add(*length).is_none_or(|end| end > input[0]) {
+        LayerKind::Narrow { dim, start, length } => {
+            let axis = sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
+            if start.checked_add(*length).is_none_or(|end| end > input[axis]) {
                 return Err(SpecError::invalid(
                     child(pointer, "length"),
-                    format!("channels {start}..{} are outside the input's {} channels", start.saturating_add(*length), input[0]),
+                    format!(
+                        "positions {start}..{} of dim {dim} are outside the input's {} (shape {input:?})",
+                        start.saturating_add(*length),
+                        input[axis]
+                    ),
                 ));
             }
             let mut out = input.to_vec();
-            out[0] = *length;
+            out[axis] = *length;
             out
         }
         LayerKind::ChannelShuffle { groups } => {

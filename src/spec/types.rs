@@ -180,10 +180,12 @@ pub enum LayerKind {
     SelectToken {
         index: u64,
     },
-    /// `torch.narrow(x, 1, start, length)` (`x[:, start:start + length]`, one part of
-    /// `x.chunk(k, 1)`): channels `start..start + length` of an image, a volume or a feature
-    /// vector (ShuffleNet's split).
+    /// `torch.narrow(x, dim, start, length)` (`x[:, start:start + length]` along `dim`, PyTorch's
+    /// dim, batch axis 0): channels `start..start + length` of an image, a volume or a feature
+    /// vector (ShuffleNet's split, one part of `x.chunk(k, 1)`), or rows, columns or slices (a
+    /// crop: the original U-Net's skip connections).
     Narrow {
+        dim: i64,
         start: u64,
         length: u64,
     },

@@ -580,7 +580,10 @@ impl Net {
             LayerKind::FlattenSpatial => x.flatten(2, -1),
             LayerKind::Transpose => x.transpose(1, 2),
             LayerKind::SelectToken { index } => x.select(1, *index as i64),
-            LayerKind::Narrow { start, length } => x.narrow(1, *start as i64, *length as i64),
+            LayerKind::Narrow { dim, start, length } => {
+                let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
+                x.narrow(axis as i64 + 1, *start as i64, *length as i64)
+            }
             // view [N, g, C/g, ...], swap the two channel axes, flatten them again
             LayerKind::ChannelShuffle { groups } => {
                 let size = x.size();

@@ -503,6 +503,59 @@ def check_shufflenet(url):
     return failures
 
 
+class CroppedSkip(torch.nn.Module):
+    """The original U-Net's level: valid convs, a 2x transposed conv, the skip cropped to its
+    centre (x[:, :, 2:8, 2:8]) and concatenated; then a crop of one axis alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Conv2d(2, 3, 3)
+        self.deep = torch.nn.Conv2d(3, 3, 3)
+        self.up = torch.nn.ConvTranspose2d(3, 2, 2, stride=2)
+        self.head = torch.nn.Conv2d(5, 2, 1)
+
+    def forward(self, x):
+        e = self.enc(x)
+        u = self.up(self.deep(torch.nn.functional.max_pool2d(e, 2)))
+        y = self.head(torch.cat([e[:, :, 2:8, 2:8], u], 1))
+        return y[:, :, 1:]
+
+
+def check_crop(url):
+    """Crops (Slice of rows and columns, one axis or two) as narrows, from both exporters:
+    FlopCounterMode, sum(numel), float64 gradients per named parameter with the file's weights,
+    and the probe agreeing on a unit of the output."""
+    failures = 0
+    torch.manual_seed(7)
+    model = CroppedSkip().eval()
+    for dynamo in (False, True):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            data = export(model, [2, 12, 12], dynamo=dynamo)
+        onnx_model = {"onnx": base64.b64encode(data).decode()}
+        problems = []
+        s, c = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+        if s != 200:
+            problems.append(f"complexity {s}: {str(c)[:300]}")
+        else:
+            problems += count_problems(c, model, torch.zeros(1, 2, 12, 12))
+            if sum(r["type"] == "narrow" for r in c["rows"]) != 3:
+                problems.append(f"narrows: {[r['type'] for r in c['rows']]}")
+        s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"index": [2, 3], "channel": 1}, "verify": True})
+        if s != 200 or not rf["verification"].get("agrees"):
+            problems.append(f"receptive field: status {s}: {str(rf.get('verification', rf))[:300]}")
+        x = torch.randn(2, 2, 12, 12, dtype=torch.float64)
+        s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64"})
+        if s != 200:
+            problems.append(f"diagnostics {s}: {str(g)[:300]}")
+        else:
+            found, checked, _ = gradient_problems(model.double(), x, g)
+            model.float()
+            problems += found + ([f"only {checked} parameters compared"] if checked < 4 else [])
+        print(f"onnx cropped skip ({'dynamo' if dynamo else 'TorchScript'}): " + ("ok" if not problems else "; ".join(problems)))
+        failures += bool(problems)
+    return failures
+
+
 def count_problems(resp, model, x):
     """A torch_flop_counter complexity answer against the module itself: FlopCounterMode's total
     on `x`, sum(numel) of its parameters, and the service's libtorch check."""
@@ -892,6 +945,7 @@ def main():
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
     failed += check_shufflenet(a.url)
+    failed += check_crop(a.url)
     failed += check_unrolled_rnn(a.url)
     failed += check_vit(a.url, dynamo=True)
     failed += check_vit(a.url, dynamo=False)

@@ -125,14 +125,15 @@ class FunctionalPrelu(nn.Module):
 
 
 class Narrow(nn.Module):
-    """x.narrow(1, start, length): channels start..start+length (a part of x.chunk(k, 1))."""
+    """x.narrow(dim, start, length): channels start..start+length (a part of x.chunk(k, 1)),
+    or rows, columns or slices (a crop)."""
 
-    def __init__(self, start, length):
+    def __init__(self, dim, start, length):
         super().__init__()
-        self.start, self.length = start, length
+        self.dim, self.start, self.length = dim, start, length
 
     def forward(self, x):
-        return x.narrow(1, self.start, self.length)
+        return x.narrow(self.dim, self.start, self.length)
 
 
 def channel_pick(rng, shape):
@@ -140,6 +141,14 @@ def channel_pick(rng, shape):
     to some of them; None when the channels allow neither."""
     c = shape[0]
     groups = [g for g in (2, 3, 4, c) if 1 < g <= c and c % g == 0 and (g < c or rng.random() < 0.2)]
+    if len(shape) >= 3 and rng.random() < 0.35:
+        # a crop along a spatial axis (PyTorch's dim, negative now and then)
+        axis = rng.randrange(1, len(shape))
+        n = shape[axis]
+        if n >= 2:
+            start = rng.randrange(n - 1)
+            dim = rng.choice([axis + 1, axis - len(shape)])
+            return {"type": "narrow", "dim": dim, "start": start, "length": rng.randint(1, n - start)}
     if groups and len(shape) >= 3 and rng.random() < 0.6:
         return {"type": "channel_shuffle", "groups": rng.choice(groups)}
     if c >= 2:
@@ -491,7 +500,7 @@ def build_layer(spec, shape, probe):
             "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
             "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity}[t]()
     elif t == "narrow":
-        m = Narrow(spec["start"], spec["length"])
+        m = Narrow(spec["dim"], spec["start"], spec["length"])
     elif t == "channelshuffle":
         m = nn.ChannelShuffle(spec["groups"])
     elif t == "prelu":
@@ -971,6 +980,18 @@ def random_graph(rng):
                 dim = rng.choice([2, 3])
                 same = [n for n in names if all(shapes[n][a] == s[a] for a in range(3) if a != dim - 1)]
                 add({"type": "concat", "dim": rng.choice([dim, dim - 4])}, [src, rng.choice(same)])
+        elif r < 0.91 and rng.random() < 0.3 and min(s[1:]) >= 8:
+            # the original U-Net's level: valid convs, a 2x upsampling, the skip cropped to fit
+            d = add({"type": "maxpool2d", "kernel_size": 2}, [src])
+            d = d and add({"type": "conv2d", "out_channels": rng.randint(1, 3), "kernel_size": 3}, [d])
+            u = d and add({"type": "conv_transpose2d", "out_channels": rng.randint(1, 3), "kernel_size": 2, "stride": 2}, [d])
+            if u:
+                uh, uw = shapes[u][1], shapes[u][2]
+                top, left = (s[1] - uh) // 2, (s[2] - uw) // 2
+                ch = add({"type": "narrow", "dim": 2, "start": top, "length": uh}, [src])
+                ch = ch and add({"type": "narrow", "dim": -1, "start": left, "length": uw}, [ch])
+                if ch:
+                    add({"type": "concat", "dim": 1}, [ch, u])
         elif r < 0.91 and s[0] >= 2 and rng.random() < 0.8:
             # a ShuffleNet unit: the channels split in two, one half through a conv, joined, shuffled
             half = rng.randint(1, s[0] - 1)

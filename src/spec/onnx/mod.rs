@@ -1503,7 +1503,8 @@ impl Reader {
                 }
                 return Ok(());
             }
-            // x[:, a:b] of channels (x.chunk(k, 1), x.narrow(1, a, b - a)): a narrow
+            // x[:, a:b] (x.chunk(k, 1), x.narrow(d, a, b - a)) along one axis or several (a crop
+            // x[:, :, a:b, c:d]): one narrow per axis
             "Slice" => {
                 let value = |i: usize| {
                     node.input
@@ -1525,27 +1526,36 @@ impl Reader {
                     Some(Some(s)) => s.iter().all(|&s| s == 1.0),
                     Some(None) => false,
                 };
-                let channels = self.dims.get(data()).and_then(|d| d.get(1).copied().flatten());
-                let (&[start], &[end], &[1.0]) = (starts.as_slice(), ends.as_slice(), axes.as_slice()) else {
-                    return Err(format!("slices axes {axes:?}: only the channels (axis 1) are read, as a narrow"));
-                };
-                if !steps_one || start < 0.0 {
-                    return Err("slices the channels with a step or from the end: only x[:, a:b] is read".into());
+                if !steps_one || axes.len() != starts.len() || ends.len() != starts.len() || axes.is_empty() {
+                    return Err("slices with a step, or with bounds that do not match its axes: only x[..., a:b] is read".into());
                 }
-                // an open end (x[:, a:]) is the channel count, where the shape is known
-                let end = match channels {
-                    Some(c) => end.min(c as f64),
-                    None if end < 1e9 => end,
-                    None => return Err("slices to an open end of channels whose count is not known yet".into()),
-                };
-                if end <= start {
-                    return Err(format!("slices channels {start}..{end}: empty"));
+                let mut src = self.source(data())?;
+                for ((&axis, &start), &end) in axes.iter().zip(starts.iter()).zip(ends.iter()) {
+                    if axis < 1.0 || axis >= rank || start < 0.0 {
+                        return Err(format!(
+                            "slices axis {axis} from {start}: only a sample axis, from its start, is read (x[..., a:b], a >= 0)"
+                        ));
+                    }
+                    // an open end (x[:, a:]) is the axis's size, where the shape is known
+                    let size = self.dims.get(data()).and_then(|d| d.get(axis as usize).copied().flatten());
+                    let end = match size {
+                        Some(n) => end.min(n as f64),
+                        None if end < 1e9 => end,
+                        None => return Err("slices to an open end of an axis whose size is not known yet".into()),
+                    };
+                    if end <= start {
+                        return Err(format!("slices {start}..{end} of axis {axis}: empty"));
+                    }
+                    let body = Map::from_iter([
+                        ("type".to_string(), json!("narrow")),
+                        ("dim".to_string(), json!(axis as i64)),
+                        ("start".to_string(), json!(start as u64)),
+                        ("length".to_string(), json!((end - start) as u64)),
+                    ]);
+                    src = self.push(node, index, None, vec![src], body);
                 }
-                set("type", json!("narrow"));
-                set("dim", json!(1));
-                set("start", json!(start as u64));
-                set("length", json!((end - start) as u64));
-                inputs.push(self.source(data())?);
+                self.bind(out, src, None);
+                return Ok(());
             }
             "LeakyRelu" => {
                 set("type", json!("leaky_relu"));
