@@ -700,3 +700,47 @@ async fn layernorm_of_a_volume_by_hand() {
     let d = post("/v1/gradient-diagnostics", json!({"model": weighted, "inputs": {"batch_size": 2}})).await;
     assert_eq!(d.status, 200, "{}", d.text);
 }
+
+/// Grading a volume's ranges with floors: a 3x3x3 conv (padding 1) then a stride-2 3x3x3
+/// transposed conv. By hand, output o of the transposed conv reads inputs x with 2x + t = o
+/// (t in 0..3): ceil((o-2)/2) = floor((o-1)/2) <= x <= floor(o/2); the conv widens that by one:
+/// floor((k-1)/2)-1 <= p <= floor(k/2)+1 on every axis (zero-based), 3 or 4 positions, jump 1/2.
+#[tokio::test]
+async fn grading_a_volumes_ranges_with_floors() {
+    let model = json!({"input_shape": [1, 3, 4, 4], "layers": [
+        {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        {"name": "up", "type": "conv_transpose3d", "out_channels": 2, "kernel_size": 3, "stride": 2}]});
+    let q = |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": model, "ask": ask, "answer": answer, "index_base": 0});
+    let v = post(
+        "/v1/grade",
+        json!({"questions": [
+            q("slices", "slices of layer up", "ceil(k/2)-2 <= p <= floor(k/2)+1"),
+            q("rows", "rows of layer up", "floor((i-1)/2)-1 <= m <= i//2+1"),
+            q("cols", "cols of layer up", "[floor((j+1)/2)-2, floor(j/2)+1]"),
+            q("jump", "jump of layer up", "1/2"),
+            q("min", "min size of layer up", "3"),
+            q("max", "max size of layer up", "4"),
+            // at k = 0 the lower end is floor(-1/2) - 1 = -2 (the padding before slice 0): -1 is
+            // one too high
+            q("wrong", "slices of layer up", "floor(k/2)-1 <= p <= floor(k/2)+1")]}),
+    )
+    .await
+    .json();
+    for id in ["slices", "rows", "cols", "jump", "min", "max"] {
+        assert_eq!(
+            item(&v["questions"], "id", id)["correct"],
+            true,
+            "{id}: {}",
+            item(&v["questions"], "id", id)
+        );
+    }
+    let wrong = item(&v["questions"], "id", "wrong");
+    assert_eq!(wrong["correct"], false, "{wrong}");
+    assert!(
+        wrong["feedback"]
+            .as_str()
+            .unwrap()
+            .contains("lower end is wrong at k = 0: yours gives -1, which is too high"),
+        "{wrong}"
+    );
+}
