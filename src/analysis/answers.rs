@@ -199,13 +199,6 @@ impl Ratio {
         if den == 0 {
             return Err("it divides by zero".into());
         }
-        fn gcd(a: i128, b: i128) -> i128 {
-            if b == 0 {
-                a.abs()
-            } else {
-                gcd(b, a % b)
-            }
-        }
         let g = gcd(num, den).max(1);
         let s = if den < 0 { -1 } else { 1 };
         Ok(Ratio {
@@ -291,14 +284,15 @@ pub struct Func {
     pub floors: Vec<(Ratio, Func)>,
 }
 
-fn lcm(a: i128, b: i128) -> Result<i128, String> {
-    fn gcd(a: i128, b: i128) -> i128 {
-        if b == 0 {
-            a.abs()
-        } else {
-            gcd(b, a % b)
-        }
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
     }
+}
+
+fn lcm(a: i128, b: i128) -> Result<i128, String> {
     let l = (a / gcd(a, b).max(1)).checked_mul(b).ok_or(TOO_BIG)?;
     if l > MAX_PERIOD {
         return Err(format!("its floors repeat only every {l} steps (at most {MAX_PERIOD} are read)"));
@@ -375,10 +369,7 @@ impl Func {
         self.lin.coef.den == 1 && self.lin.constant.den == 1 && self.floors.iter().all(|(w, _)| w.den == 1)
     }
     pub fn floor(self) -> Result<Func, String> {
-        if self.is_const() {
-            return Ok(Func::int(self.lin.constant.num.div_euclid(self.lin.constant.den)));
-        }
-        // whole-valued but for a constant: floor(g + k) = g + floor(k)
+        // whole-valued but for a constant (a number too): floor(g + k) = g + floor(k)
         if self.lin.coef.den == 1 && self.floors.iter().all(|(w, _)| w.den == 1) {
             let k = self.lin.constant;
             return Ok(Func {
@@ -667,15 +658,15 @@ impl Range {
 /// One end of a range, read as the least (`lower`) or greatest whole position it includes.
 fn range_end(expr: &str, lower: bool, strict: bool) -> Result<(Func, bool), String> {
     let f = eval_func(expr)?;
-    Ok(match (f.integral(), strict, lower) {
-        (true, false, _) => (f, false),
-        (true, true, true) => (f.plus(1)?, true),
-        (true, true, false) => (f.plus(-1)?, true),
-        (false, false, true) => (f.ceil()?, true),
-        (false, false, false) => (f.floor()?, true),
-        (false, true, true) => (f.floor()?.plus(1)?, true),
-        (false, true, false) => (f.ceil()?.plus(-1)?, true),
-    })
+    let rewritten = strict || !f.integral();
+    // (floor and ceil keep a whole-valued end as it is)
+    let end = match (lower, strict) {
+        (true, false) => f.ceil()?,
+        (true, true) => f.floor()?.plus(1)?,
+        (false, false) => f.floor()?,
+        (false, true) => f.ceil()?.plus(-1)?,
+    };
+    Ok((end, rewritten))
 }
 
 pub fn parse_range(v: &serde_json::Value) -> Result<Range, String> {
@@ -806,7 +797,8 @@ pub enum EndCheck {
 /// first difference is looked for from `first` (the index base).
 pub fn check_end(f: &Func, want: &crate::analysis::receptive_field::End, first: i64) -> Result<EndCheck, String> {
     let slope = f.slope()?;
-    if slope != Ratio::new(want.a as i128 * want.n as i128, want.d as i128)? {
+    let (num, den) = want.slope();
+    if slope != Ratio::new(num as i128, den as i128)? {
         return Ok(EndCheck::Slope(slope));
     }
     let period = lcm(f.period()?, want.d as i128)?;

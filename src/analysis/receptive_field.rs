@@ -146,7 +146,7 @@ impl End {
     }
 
     /// Input positions per output step, as a reduced fraction.
-    fn slope(&self) -> (i64, i64) {
+    pub fn slope(&self) -> (i64, i64) {
         let (num, den) = (self.a * self.n, self.d);
         let g = gcd(num, den).max(1);
         (num / g, den / g)
@@ -427,6 +427,13 @@ fn axis_range(a: &Affine, base: u64, index: &str, var: &str) -> AxisRange {
 impl SpatialRf {
     /// The first axis: an image's rows, a signal's positions.
     pub fn rows(&self) -> Option<&AxisRange> {
+        self.height.as_ref().or(self.length.as_ref())
+    }
+}
+
+impl RationalRf {
+    /// The first axis: an image's rows, a signal's positions.
+    pub fn rows(&self) -> Option<&RationalAxis> {
         self.height.as_ref().or(self.length.as_ref())
     }
 }

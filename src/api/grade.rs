@@ -52,6 +52,15 @@ enum RangeAxis {
 }
 
 impl RangeAxis {
+    /// This axis of a range given per axis (a volume's slices, the rows, the columns).
+    fn pick<T>(self, slices: Option<T>, rows: Option<T>, cols: Option<T>) -> Option<T> {
+        match self {
+            RangeAxis::Slices => slices,
+            RangeAxis::Rows => rows,
+            RangeAxis::Cols => cols,
+        }
+    }
+
     fn letters(self) -> (char, char) {
         match self {
             RangeAxis::Rows => ('i', 'm'),
@@ -812,13 +821,12 @@ fn expected(q: &Question, reference: &Reference) -> Result<Expected, String> {
             let axis = row
                 .rational
                 .as_ref()
-                .and_then(|rf| rf.height.as_ref().or(rf.length.as_ref()))
+                .and_then(|rf| rf.rows())
                 .ok_or_else(|| format!("layer {layer} has no affine receptive field"))?;
             match *what {
                 "jump" => {
-                    let (num, den) = axis.jump.split_once('/').unwrap_or((&axis.jump, "1"));
-                    let f = |t: &str| t.parse::<f64>().map_err(|_| format!("jump {:?} is not a fraction", axis.jump));
-                    Ok(Expected::Count(f(num)? / f(den)?, vec![], vec![]))
+                    let (num, den) = axis.lo.slope();
+                    Ok(Expected::Count(num as f64 / den as f64, vec![], vec![]))
                 }
                 "min_size" => Ok(Expected::Count(axis.min_size as f64, vec![], vec![])),
                 "max_size" => Ok(Expected::Count(axis.max_size as f64, vec![], vec![])),
@@ -846,17 +854,12 @@ fn rf_row<'a>(r: &'a RfReport, layer: &str) -> Result<&'a LayerRf, String> {
 fn range_expected(r: &RfReport, layer: &str, which: RangeAxis) -> Result<Expected, String> {
     let row = rf_row(r, layer)?;
     let (index, var) = which.letters();
-    let missing = |what: &str| match which {
+    let missing = || match which {
         RangeAxis::Slices => format!("layer {layer} is not a volume [C, D, H, W]: it has no slices"),
-        _ => format!("layer {layer} is a 1-D signal: it has positions (ask for its {what}), not columns"),
+        _ => format!("layer {layer} is a 1-D signal: it has positions (ask for its rows), not columns"),
     };
     if let Some(rf) = &row.receptive_field {
-        let axis = match which {
-            RangeAxis::Cols => rf.width.as_ref(),
-            RangeAxis::Rows => rf.rows(),
-            RangeAxis::Slices => rf.depth.as_ref(),
-        }
-        .ok_or_else(|| missing("rows"))?;
+        let axis = which.pick(rf.depth.as_ref(), rf.rows(), rf.width.as_ref()).ok_or_else(missing)?;
         let end = |e: i64| End {
             a: 1,
             n: axis.scale as i64,
@@ -876,12 +879,7 @@ fn range_expected(r: &RfReport, layer: &str, which: RangeAxis) -> Result<Expecte
         })));
     }
     if let Some(rf) = &row.rational {
-        let axis = match which {
-            RangeAxis::Cols => rf.width.as_ref(),
-            RangeAxis::Rows => rf.height.as_ref().or(rf.length.as_ref()),
-            RangeAxis::Slices => rf.depth.as_ref(),
-        }
-        .ok_or_else(|| missing("rows"))?;
+        let axis = which.pick(rf.depth.as_ref(), rf.rows(), rf.width.as_ref()).ok_or_else(missing)?;
         return Ok(Expected::Range(Box::new(WantRange {
             lo: axis.lo,
             hi: axis.hi,
@@ -1311,8 +1309,7 @@ fn grade_range(g: &mut Graded, q: &Question, answer: &Value, want: &WantRange, r
     }
     let mut f = format!("**{label}**: you wrote {}{read_as}; that is not right.", g.got);
     match (r.affine(), want.affine) {
-        (Some((s, l, h)), Some((scale, lo, hi))) if s != scale => {
-            let _ = (l, h, lo, hi);
+        (Some((s, ..)), Some((scale, ..))) if s != scale => {
             f += &format!(" The coefficient of {index} is wrong: it is the product of the strides so far.");
         }
         (Some((_, l, h)), Some((_, lo, hi))) => {

@@ -302,14 +302,6 @@ fn canonical_type(t: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// A layer that reads PyTorch's dim 1 only (`what` it is there): `dim` must be 1.
-fn dim_one(o: &Obj, what: &str) -> SpecResult<()> {
-    if o.raw("dim").and_then(Value::as_i64) != Some(1) {
-        return Err(SpecError::invalid(o.at("dim"), format!("only dim 1 ({what}) is supported")));
-    }
-    Ok(())
-}
-
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
 pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, narrow, channel_shuffle, concat, residual; in a graph also add, mul, matmul, parameter";
@@ -580,7 +572,12 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             groups: o.u64_in("groups", None, 1, max)?,
         },
         "select" => {
-            dim_one(&o, "the tokens of a sequence")?;
+            if o.raw("dim").and_then(Value::as_i64) != Some(1) {
+                return Err(SpecError::invalid(
+                    o.at("dim"),
+                    "only dim 1 (the tokens of a sequence) is supported",
+                ));
+            }
             LayerKind::SelectToken {
                 index: o.u64_in("index", None, 0, max)?,
             }

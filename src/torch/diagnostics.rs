@@ -114,24 +114,19 @@ fn norms(t: &Tensor) -> Norms {
 
 /// prelu's slopes shaped to multiply `x` [N, C, ...]: one shared, or one per channel (dim 1).
 pub fn prelu_slopes(w: &Tensor, x: &Tensor) -> Tensor {
+    // (x always has its batch axis and one more)
     let mut shape = vec![1i64; x.dim()];
-    if x.dim() > 1 {
-        shape[1] = w.numel() as i64;
-    }
-    if w.numel() == 1 {
-        w.reshape([1])
-    } else {
-        w.reshape(shape.as_slice())
-    }
+    shape[1] = w.numel() as i64;
+    w.reshape(shape.as_slice())
 }
 
 /// The analytic derivative of an activation, evaluated element-wise (`weight`: prelu's slopes).
 pub fn derivative(x: &Tensor, a: Activation, slope: f64, weight: Option<&Tensor>) -> Tensor {
+    if let (Activation::Prelu, Some(w)) = (a, weight) {
+        let w = prelu_slopes(w, x).to_kind(x.kind());
+        return x.gt(0.0).to_kind(x.kind()) * (w.ones_like() - &w) + w;
+    }
     match a {
-        Activation::Prelu if weight.is_some() => {
-            let w = prelu_slopes(weight.unwrap(), x).to_kind(x.kind());
-            x.gt(0.0).to_kind(x.kind()) * (w.ones_like() - &w) + w
-        }
         Activation::Sigmoid => {
             let s = x.sigmoid();
             &s * (s.ones_like() - &s)

@@ -391,6 +391,24 @@ struct Reader {
     folded_from: HashMap<String, String>,
 }
 
+/// A `narrow` layer's body: positions `start..start + length` along PyTorch's `dim`.
+fn narrow(dim: i64, start: u64, length: u64) -> Map<String, Value> {
+    Map::from_iter([
+        ("type".to_string(), json!("narrow")),
+        ("dim".to_string(), json!(dim)),
+        ("start".to_string(), json!(start)),
+        ("length".to_string(), json!(length)),
+    ])
+}
+
+/// A name and its exporter's counter: `view_2` is (`view`, true), `expand` (`expand`, false).
+fn counted(n: &str) -> (&str, bool) {
+    match n.rsplit_once('_') {
+        Some((op, d)) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => (op, true),
+        _ => (n, false),
+    }
+}
+
 /// The one model parameter a folded value came from: the names in its
 /// `pkg.onnxscript.optimizer.folded_from` list but the exporter's temporaries (`val_3`), if
 /// exactly one is left and it reads as a PyTorch name, and the value keeps the parameter's
@@ -398,19 +416,12 @@ struct Reader {
 /// `transpose` or `mul` is another tensor and keeps its own name).
 fn folded_parameters(graph: &proto::GraphProto) -> HashMap<String, String> {
     let same_elements = |n: &str| {
-        let op = n
-            .rsplit_once('_')
-            .filter(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(n, |(op, _)| op);
         matches!(
-            op,
+            counted(n).0,
             "expand" | "view" | "reshape" | "_unsafe_view" | "clone" | "contiguous" | "unsqueeze" | "squeeze" | "alias" | "detach"
         )
     };
-    let temporary = |n: &str| {
-        n.strip_prefix("val_")
-            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-    };
+    let temporary = |n: &str| counted(n) == ("val", true);
     let pytorch_name = |n: &str| {
         !n.is_empty()
             && n.len() <= 160
@@ -486,6 +497,11 @@ fn symmetric(p: &[i64]) -> Option<Vec<u64>> {
 }
 
 impl Reader {
+    /// Axes of a tensor, batch included: its learned rank, else the model input's.
+    fn rank_of(&self, t: &str) -> usize {
+        self.ranks.get(t).copied().unwrap_or(self.input_rank + 1)
+    }
+
     fn constant(&self, name: &str) -> Option<&Constant> {
         self.constants.get(name).map(|c| &**c)
     }
@@ -1341,7 +1357,7 @@ impl Reader {
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 // of [N, C, L] (its learned shape, else the model's input's axes): a 1-D pool;
                 // of [N, C, D, H, W] a 3-D one
-                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
+                let rank = self.rank_of(data());
                 set(
                     "type",
                     json!(match (op == "GlobalMaxPool", rank) {
@@ -1386,7 +1402,7 @@ impl Reader {
                 match op {
                     "InstanceNormalization" => {
                         // of [N, C, D, H, W] (its learned shape, else the model's input's axes)
-                        let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
+                        let rank = self.rank_of(data());
                         set("type", json!(if rank == 5 { "instancenorm3d" } else { "instancenorm2d" }));
                         set("affine", json!(affine));
                     }
@@ -1441,7 +1457,7 @@ impl Reader {
             // [1, C, 1, 1], [C] or [1, C]: broadcast from the right onto [N, C, ...])
             "PRelu" => {
                 let slope = self.weight(node, 1, "slope")?.ok_or("has no slope")?;
-                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1);
+                let rank = self.rank_of(data());
                 let n = slope.values.len();
                 let channel_axis = slope.dims.len() as i64 - (rank as i64 - 1);
                 let per_channel = slope.dims.iter().enumerate().all(|(k, &d)| d == 1 || k as i64 == channel_axis);
@@ -1459,7 +1475,7 @@ impl Reader {
             }
             // x.chunk(k, 1) / x.split(sizes, 1) of channels: one narrow per output
             "Split" => {
-                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1) as i64;
+                let rank = self.rank_of(data()) as i64;
                 let axis = a.int("axis", 0);
                 if (if axis < 0 { axis + rank } else { axis }) != 1 {
                     return Err(format!("splits axis {axis}: only the channels (axis 1) are read, as narrows"));
@@ -1491,13 +1507,7 @@ impl Reader {
                 let src = self.source(data())?;
                 let mut start = 0;
                 for (k, &length) in sizes.iter().enumerate() {
-                    let body = Map::from_iter([
-                        ("type".to_string(), json!("narrow")),
-                        ("dim".to_string(), json!(1)),
-                        ("start".to_string(), json!(start)),
-                        ("length".to_string(), json!(length)),
-                    ]);
-                    let name = self.push(node, index, None, vec![src.clone()], body);
+                    let name = self.push(node, index, None, vec![src.clone()], narrow(1, start, length));
                     self.bind(node.output[k].clone(), name, None);
                     start += length;
                 }
@@ -1515,7 +1525,7 @@ impl Reader {
                 let (Some(Some(starts)), Some(Some(ends))) = (value(1), value(2)) else {
                     return Err("slices a tensor with computed bounds (only constant bounds, after shape folding)".into());
                 };
-                let rank = self.ranks.get(data()).copied().unwrap_or(self.input_rank + 1) as f64;
+                let rank = self.rank_of(data()) as f64;
                 let axes = match value(3) {
                     None => (0..starts.len()).map(|a| a as f64).collect(),
                     Some(Some(a)) => a.iter().map(|&a| if a < 0.0 { a + rank } else { a }).collect::<Vec<_>>(),
@@ -1546,13 +1556,13 @@ impl Reader {
                     if end <= start {
                         return Err(format!("slices {start}..{end} of axis {axis}: empty"));
                     }
-                    let body = Map::from_iter([
-                        ("type".to_string(), json!("narrow")),
-                        ("dim".to_string(), json!(axis as i64)),
-                        ("start".to_string(), json!(start as u64)),
-                        ("length".to_string(), json!((end - start) as u64)),
-                    ]);
-                    src = self.push(node, index, None, vec![src], body);
+                    src = self.push(
+                        node,
+                        index,
+                        None,
+                        vec![src],
+                        narrow(axis as i64, start as u64, (end - start) as u64),
+                    );
                 }
                 self.bind(out, src, None);
                 return Ok(());
