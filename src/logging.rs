@@ -2,9 +2,13 @@
 //! shared buffer, and a background thread writes whatever has gathered to stdout every 50 ms (in
 //! one write). A buffer past 1 MiB is written at once by the thread that filled it, so memory
 //! stays bounded under any load; nothing is dropped. Dropping the [`FlushGuard`] writes the rest.
+use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 
 const INTERVAL: Duration = Duration::from_millis(50);
 const MAX_PENDING: usize = 1 << 20;
@@ -99,6 +103,166 @@ impl Drop for FlushGuard {
     }
 }
 
+/// The text log line of tracing-subscriber's default format (without colours), written for
+/// less: the same bytes as `tracing_subscriber::fmt()` writes (a test compares them), but the
+/// date is formatted once a second per thread, and fields are written without the colour-style
+/// calls the default visitor makes for every field even when colours are off. Every request
+/// writes one such line, so its cost is a light request's cost (README, benchmarks).
+pub struct Line;
+
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &tracing::Event<'_>) -> fmt::Result {
+        write_now(&mut w)?;
+        let meta = event.metadata();
+        w.write_str(match *meta.level() {
+            tracing::Level::TRACE => "TRACE ",
+            tracing::Level::DEBUG => "DEBUG ",
+            tracing::Level::INFO => " INFO ",
+            tracing::Level::WARN => " WARN ",
+            tracing::Level::ERROR => "ERROR ",
+        })?;
+        // spans, outermost first, as the default format writes them: name{fields}:
+        let mut spans = false;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                w.write_str(span.metadata().name())?;
+                spans = true;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        write!(w, "{{{fields}}}")?;
+                    }
+                }
+                w.write_char(':')?;
+            }
+        }
+        if spans {
+            w.write_char(' ')?;
+        }
+        w.write_str(meta.target())?;
+        w.write_str(": ")?;
+        let mut fields = Fields {
+            w: &mut w,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        w.write_char('\n')
+    }
+}
+
+/// The default visitor's output: the message first, then ` name=value` with the value's Debug.
+struct Fields<'w, 'a> {
+    w: &'w mut Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn field(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let pad = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.w, "{pad}{value:?}")
+        } else {
+            let name = field.name();
+            write!(self.w, "{pad}{}={value:?}", name.strip_prefix("r#").unwrap_or(name))
+        };
+    }
+}
+
+impl tracing::field::Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.field(field, &format_args!("{value}"))
+        } else {
+            self.field(field, &value)
+        }
+    }
+
+    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+        match value.source() {
+            Some(source) => {
+                let name = field.name();
+                self.field(field, &format_args!("{value} {name}.sources={}", Sources(source)))
+            }
+            None => self.field(field, &format_args!("{value}")),
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.field(field, value)
+    }
+}
+
+/// An error's chain of sources, as `[first, second]`.
+struct Sources<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Sources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        let mut next = Some(self.0);
+        while let Some(e) = next {
+            list.entry(&format_args!("{e}"));
+            next = e.source();
+        }
+        list.finish()
+    }
+}
+
+/// Writes the time now as `2026-12-07T13:47:55.123456Z ` (UTC, microseconds, then a space).
+fn write_now(w: &mut Writer<'_>) -> fmt::Result {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    thread_local! {
+        /// The last second formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS.`
+        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    SECOND.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let (second, text) = &mut *cell;
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            text.clear();
+            let _ = write_second(text, now.as_secs());
+        }
+        w.write_str(text)?;
+        write!(w, "{:06}Z ", now.subsec_micros())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, in UTC (the proleptic Gregorian calendar:
+/// Howard Hinnant's `civil_from_days`).
+fn write_second(out: &mut impl fmt::Write, secs: u64) -> fmt::Result {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +303,131 @@ mod tests {
             let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("thread {t} "))).collect();
             assert_eq!(lines.len(), 20_000);
             assert!(lines.windows(2).all(|p| p[0] < p[1]), "thread {t}'s lines out of order");
+        }
+    }
+
+    /// Events of every shape, logged by tracing-subscriber's default format and by `Line`.
+    fn events() {
+        #[derive(Debug)]
+        struct Inner;
+        impl fmt::Display for Inner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("inner cause")
+            }
+        }
+        impl std::error::Error for Inner {}
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let id = "ls-1f-7".to_string();
+        tracing::info!(request_id = %id, method = %"GET", path = "/healthz", status = 200u16, micros = 45u64, "request");
+        tracing::warn!(error = %"accept failed: \"x\"", "accept failed");
+        tracing::error!(panic = "boom\nline two", "handler panicked");
+        tracing::info!("no fields at all");
+        tracing::info!(r#type = 3i64, ok = true, ratio = 0.5f64, "raw name, bool, float");
+        tracing::info!(addr = ?std::net::SocketAddr::from(([127, 0, 0, 1], 8080)), "debug value");
+        tracing::warn!(target: "other::target", n = -4i64, "another target");
+        tracing::error!(
+            error = &Outer(Inner) as &(dyn std::error::Error + 'static),
+            "an error with a source"
+        );
+        tracing::error!(error = &Inner as &(dyn std::error::Error + 'static));
+        tracing::info!(message = "message as a field", after = 1u64);
+        tracing::info!(x = 1u64);
+        let span = tracing::info_span!("outer_span", job = 7u64);
+        let _g = span.enter();
+        let inner = tracing::info_span!("inner_span");
+        let _h = inner.enter();
+        tracing::info!(k = "v", "inside spans");
+    }
+
+    #[test]
+    fn line_writes_what_the_default_format_writes() {
+        let default = Sink::default();
+        let line = Sink::default();
+        let sink = default.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::with_default(sub, events);
+        let sink = line.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(Line)
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let before = std::time::SystemTime::now();
+        tracing::subscriber::with_default(sub, events);
+        let after = std::time::SystemTime::now();
+        let text = |s: &Sink| String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
+        let (default, line) = (text(&default), text(&line));
+        assert_eq!(default.lines().count(), 12, "{default}");
+        assert_eq!(line.lines().count(), default.lines().count(), "{line}");
+        for (d, l) in default.lines().zip(line.lines()) {
+            // the times differ; everything after them is the same
+            assert_eq!(d.split_once(' ').unwrap().1, l.split_once(' ').unwrap().1, "\n{d}\n{l}");
+            let stamp = l.split_once(' ').unwrap().0;
+            assert_eq!(stamp.len(), "2026-12-07T13:47:55.123456Z".len(), "{stamp}");
+            let whole = |t: std::time::SystemTime| {
+                let mut s = String::new();
+                write_second(&mut s, t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+                s
+            };
+            // the line's second is one of those the test ran in
+            let second = &stamp[..20];
+            assert!(second >= whole(before).as_str() && second <= whole(after).as_str(), "{stamp}");
+        }
+    }
+
+    #[test]
+    fn dates_by_hand() {
+        let at = |secs: u64| {
+            let mut s = String::new();
+            write_second(&mut s, secs).unwrap();
+            s
+        };
+        assert_eq!(at(0), "1970-01-01T00:00:00.");
+        assert_eq!(at(59), "1970-01-01T00:00:59.");
+        assert_eq!(at(86_399), "1970-01-01T23:59:59.");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00."); // a leap day of a 400-year leap year
+        assert_eq!(at(951_868_800), "2000-03-01T00:00:00.");
+        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00."); // 2100 has no 29 February
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59.");
+        assert_eq!(at(1_796_651_275), "2026-12-07T13:47:55.");
+        assert_eq!(at(253_402_300_799), "9999-12-31T23:59:59.");
+        // every day for 1,000 years: one day after the other, the calendar's own rules
+        let mut prev = (1970i64, 1i64, 1i64);
+        let month_days = |y: i64, m: i64| match m {
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        for day in 1..365_250u64 {
+            let s = at(day * 86_400 + 43_200);
+            let (y, m, d) = (s[0..4].parse().unwrap(), s[5..7].parse().unwrap(), s[8..10].parse().unwrap());
+            let expected = if prev.2 < month_days(prev.0, prev.1) {
+                (prev.0, prev.1, prev.2 + 1)
+            } else if prev.1 < 12 {
+                (prev.0, prev.1 + 1, 1)
+            } else {
+                (prev.0 + 1, 1, 1)
+            };
+            assert_eq!((y, m, d), expected, "day {day}: {s}");
+            assert_eq!(&s[10..], "T12:00:00.");
+            prev = expected;
         }
     }
 }

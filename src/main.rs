@@ -57,9 +57,13 @@ async fn main() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if config.log_json {
         tracing_subscriber::fmt().json().with_writer(writer).with_env_filter(filter).init();
+    } else if ansi {
+        tracing_subscriber::fmt().with_writer(writer).with_env_filter(filter).init();
     } else {
+        // the same text without colours, for less per line (logging::Line)
         tracing_subscriber::fmt()
-            .with_ansi(ansi)
+            .with_ansi(false)
+            .event_format(layerscope::logging::Line)
             .with_writer(writer)
             .with_env_filter(filter)
             .init();

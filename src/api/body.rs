@@ -23,16 +23,21 @@ tokio::task_local! {
 /// The model key that stands for the request's own uploaded body.
 pub const UPLOADED: &str = "uploaded_body";
 
+/// Whether a media type (any case, no parameters) is a model file's.
 fn is_upload_mime(mime: &str) -> bool {
-    mime == "application/octet-stream" || mime == "application/onnx" || mime == MULTIPART
+    ["application/octet-stream", "application/onnx", MULTIPART]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(mime))
 }
 
 const MULTIPART: &str = "multipart/form-data";
 
 /// Whether the request's body is a model file (the raw upload form).
 pub fn is_upload(req: &Request) -> bool {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    is_upload_mime(ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str())
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    is_upload_mime(ct.split(';').next().unwrap_or("").trim())
 }
 
 /// Runs a request with an empty upload slot of its own.

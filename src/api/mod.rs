@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::spec::{error::child, json::Obj, parse_model, ModelSpec, SpecError};
 use crate::torch::pool::TorchPool;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -175,8 +175,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/variants", post(variants::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem))
-        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .layer(FrontLayer(state.clone()))
         .with_state(state);
     match cors {
         Some(c) => router.layer(c),
@@ -238,71 +237,140 @@ fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Gives every request an id (the caller's `x-request-id` if it sent a sane one), checks API keys
-/// and the rate limit, returns the id in the `x-request-id` header, adds it to problem+json
-/// bodies, and logs and counts the request.
-async fn request_id(axum::extract::State(state): axum::extract::State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            // the process id once (getpid is a system call on every request otherwise)
-            static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let prefix = PREFIX.get_or_init(|| format!("ls-{:x}-", std::process::id()));
-            let mut id = String::with_capacity(prefix.len() + 12);
-            id.push_str(prefix);
-            id.push_str(&NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string());
-            id
-        });
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
-    let id_header = HeaderValue::from_str(&id).expect("ids are checked to be header-safe");
-    req.headers_mut().insert("x-request-id", id_header.clone());
-    let started = std::time::Instant::now();
-    // API keys and the rate limit (in this one middleware: each layer costs every request)
-    let mut resp = match guard::check(&state, &req) {
-        Some(refusal) => refusal,
-        // a raw model upload reaches the handler through this request's own slot (body.rs);
-        // other requests need none
-        None if body::is_upload(&req) => body::with_upload_slot(next.run(req)).await,
-        None => next.run(req).await,
-    };
-    let is_problem = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
-        let (mut parts, body) = resp.into_parts();
-        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
-        v["request_id"] = serde_json::json!(id);
-        let out = v.to_string();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        resp = Response::from_parts(parts, axum::body::Body::from(out));
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the caller's `x-request-id` if it sent a sane one, else `ls-<pid>-<n>`.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+            return v.clone();
+        }
     }
-    resp.headers_mut().insert("x-request-id", id_header);
-    let status = resp.status().as_u16();
-    let route = route.as_ref().map(|m| m.as_str()).unwrap_or("unmatched");
-    state
-        .metrics
-        .observe(method.as_str(), route, status, started.elapsed().as_secs_f64());
-    if let Some(reason) = match status {
-        401 => Some("unauthorized"),
-        408 => Some("body_timeout"),
-        413 => Some("too_large"),
-        415 => Some("unsupported_media_type"),
-        429 => Some("rate_limited"),
-        503 => Some("busy"),
-        _ => None,
-    } {
-        state.metrics.reject(reason);
+    // the process id once (getpid is a system call on every request otherwise)
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("ls-{:x}-", std::process::id()));
+    let mut id = String::with_capacity(prefix.len() + 20);
+    id.push_str(prefix);
+    let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    // the String's buffer becomes the header's bytes: no copy
+    HeaderValue::try_from(id).expect("ids are header-safe")
+}
+
+/// The front of every route, as one tower layer (a middleware written with `from_fn` boxed the
+/// route again and took the request apart and back for its extractor on every request: light
+/// requests pay for every allocation, README "Benchmarks"). It gives every request an id,
+/// checks API keys and the rate limit, returns the id in the `x-request-id` header, adds it to
+/// problem+json bodies, and logs and counts the request.
+#[derive(Clone)]
+struct FrontLayer(AppState);
+
+impl<S> tower::Layer<S> for FrontLayer {
+    type Service = Front<S>;
+    fn layer(&self, inner: S) -> Front<S> {
+        Front {
+            inner,
+            state: self.0.clone(),
+        }
     }
-    tracing::info!(request_id = %id, %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
-    resp
+}
+
+#[derive(Clone)]
+struct Front<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for Front<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = std::time::Instant::now();
+        let id = request_id(&req);
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+        let state = self.state.clone();
+        // API keys and the rate limit (here: each layer costs every request)
+        let run = match guard::check(&state, &req) {
+            Some(refusal) => Err(refusal),
+            None => {
+                let upload = body::is_upload(&req);
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(req))) {
+                    Ok(fut) => Ok((upload, fut)),
+                    Err(panic) => Err(panic_to_problem(panic)),
+                }
+            }
+        };
+        Box::pin(async move {
+            let mut resp = match run {
+                Err(refusal) => refusal,
+                Ok((upload, fut)) => {
+                    // a bug must still answer in problem+json (and keep the connection): a panic
+                    // while the handler runs is caught at each poll
+                    let mut fut = std::pin::pin!(fut);
+                    let caught = std::future::poll_fn(|cx| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| std::future::Future::poll(fut.as_mut(), cx)))
+                            .map_or_else(|panic| std::task::Poll::Ready(Err(panic)), |p| p.map(Ok))
+                    });
+                    // a raw model upload reaches the handler through this request's own slot
+                    // (body.rs); other requests need none
+                    let answer = if upload {
+                        body::with_upload_slot(caught).await
+                    } else {
+                        caught.await
+                    };
+                    match answer {
+                        Ok(Ok(resp)) => resp,
+                        Ok(Err(never)) => match never {},
+                        Err(panic) => panic_to_problem(panic),
+                    }
+                }
+            };
+            let id_text = id.to_str().unwrap_or_default();
+            let is_problem = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+            if is_problem {
+                let (mut parts, body) = resp.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+                v["request_id"] = serde_json::json!(id_text);
+                let out = v.to_string();
+                parts.headers.remove(header::CONTENT_LENGTH);
+                resp = Response::from_parts(parts, axum::body::Body::from(out));
+            }
+            let status = resp.status().as_u16();
+            let elapsed = started.elapsed();
+            let route = route.as_ref().map(|m| m.as_str()).unwrap_or("unmatched");
+            state.metrics.observe(method.as_str(), route, status, elapsed.as_secs_f64());
+            if let Some(reason) = match status {
+                401 => Some("unauthorized"),
+                408 => Some("body_timeout"),
+                413 => Some("too_large"),
+                415 => Some("unsupported_media_type"),
+                429 => Some("rate_limited"),
+                503 => Some("busy"),
+                _ => None,
+            } {
+                state.metrics.reject(reason);
+            }
+            tracing::info!(request_id = %id_text, %method, path = uri.path(), status, micros = elapsed.as_micros() as u64, "request");
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            Ok(resp)
+        })
+    }
 }
 
 /// What a libtorch run of `graph` at `batch` holds and does: parameters, output elements of every
@@ -353,5 +421,102 @@ pub fn json_response(v: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(v) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Serialization failed", e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A route whose service panics while it is called, before any future exists.
+    #[derive(Clone)]
+    struct PanicsInCall;
+
+    impl tower::Service<Request> for PanicsInCall {
+        type Response = Response;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request) -> Self::Future {
+            panic!("a bug in call")
+        }
+    }
+
+    fn app() -> Router {
+        let state = AppState::new(Config::default());
+        Router::new()
+            .route("/fine", get(|| async { "fine" }))
+            .route(
+                "/poll",
+                get(|| async {
+                    tokio::task::yield_now().await;
+                    if std::hint::black_box(true) {
+                        panic!("a bug after the first poll");
+                    }
+                    "never"
+                }),
+            )
+            .route_service("/call", PanicsInCall)
+            .layer(FrontLayer(state.clone()))
+            .with_state(state)
+    }
+
+    async fn get_with(app: &Router, path: &str, id: Option<&str>) -> (StatusCode, HeaderValue, serde_json::Value) {
+        let mut req = Request::get(path);
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        let resp = app.clone().oneshot(req.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let id = resp.headers()["x-request-id"].clone();
+        let problem = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = if problem {
+            serde_json::from_slice(&bytes).unwrap()
+        } else {
+            serde_json::Value::String(String::from_utf8(bytes.to_vec()).unwrap())
+        };
+        (status, id, body)
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_call_or_in_a_poll_is_a_problem_with_the_request_id() {
+        let app = app();
+        for path in ["/call", "/poll"] {
+            let (status, id, body) = get_with(&app, path, Some("trace-42")).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            assert_eq!(id, "trace-42");
+            assert_eq!(body["request_id"], "trace-42", "{path}: {body}");
+            assert_eq!(body["status"], 500, "{path}: {body}");
+        }
+        // and the router still answers
+        assert_eq!(get_with(&app, "/fine", None).await.2, "fine");
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_the_callers_when_sane_and_fresh_otherwise() {
+        let app = app();
+        assert_eq!(get_with(&app, "/fine", Some("abc-1_2.3:4")).await.1, "abc-1_2.3:4");
+        let long = "a".repeat(128);
+        assert_eq!(get_with(&app, "/fine", Some(&long)).await.1, long.as_str());
+        let mut seen = std::collections::HashSet::new();
+        for bad in ["", "has space", "semi;colon", "ü", &"a".repeat(129), "quote\"", "slash/"] {
+            let (_, id, _) = get_with(&app, "/fine", Some(bad)).await;
+            let id = id.to_str().unwrap().to_string();
+            assert_ne!(id, bad);
+            assert!(id.starts_with(&format!("ls-{:x}-", std::process::id())), "{id}");
+            assert!(id.rsplit('-').next().unwrap().parse::<u64>().is_ok(), "{id}");
+            assert!(seen.insert(id), "ids repeat");
+        }
+        // a problem's body carries the fresh id too (the service's own router and fallback)
+        let (status, id, body) = get_with(&router(AppState::new(Config::default())), "/nowhere", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["request_id"], id.to_str().unwrap());
     }
 }
