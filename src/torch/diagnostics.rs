@@ -466,8 +466,8 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
     let mut dense = Vec::new();
     for (i, m) in ms.iter().enumerate() {
         let (rows, cols) = (m.size()[0], m.size()[1]);
-        let m = m.to_kind(Kind::Double);
         if rows.min(cols) <= SPECTRAL_EXACT_MAX || tolerance <= 0.0 {
+            let m = m.to_kind(Kind::Double);
             let gram = if rows <= cols { m.matmul(&m.tr()) } else { m.tr().matmul(&m) };
             // a weight that overflowed (inf, NaN) has no norm to report: NaN (null in the answer)
             let value = gram
@@ -481,33 +481,26 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
         } else {
             // a wide matrix transposed (the same singular values): always the tall side, M^T M,
             // one pass over the weights a step
-            let tall = if cols > rows { m.tr() } else { m };
-            let a = Vec::<f64>::try_from(tall.to_device(Device::Cpu).contiguous().view([-1])).expect("a float64 matrix");
-            dense.push((
-                i,
-                Dense {
-                    a,
-                    rows: rows.max(cols) as usize,
-                    cols: rows.min(cols) as usize,
-                },
-            ));
+            dense.push((i, Dense::new(if cols > rows { m.tr() } else { m.shallow_clone() })));
         }
     }
-    // the matrices on the cores, each matrix's runs on one
+    // the matrices on the cores, each matrix's runs on one, the largest first, each core taking
+    // the next as it finishes (the matrices converge in different numbers of steps)
+    dense.sort_by_key(|(_, m)| m.rows * m.cols); // pop() takes the largest
+    let queue = std::sync::Mutex::new(dense);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = dense.len().div_ceil(cores).max(1);
     let answers: Vec<(usize, Spectral)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = dense
-            .chunks(per)
-            .map(|chunk| {
+        let queue = &queue;
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
                 scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(i, m)| {
-                            let runs = lanczos(m, &LANCZOS_SEEDS, tolerance);
-                            (*i, runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs"))
-                        })
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                        let Some((i, m)) = next else { return done };
+                        let runs = lanczos(&m, &LANCZOS_SEEDS, tolerance);
+                        done.push((i, runs.into_iter().max_by(|a, b| a.value.total_cmp(&b.value)).expect("two runs")));
+                    }
                 })
             })
             .collect();
@@ -519,14 +512,33 @@ pub fn spectral_norms(ms: &[Tensor], tolerance: f64) -> Vec<Spectral> {
     out
 }
 
-/// A tall matrix (rows >= cols) in float64, row-major.
+/// A tall matrix (rows >= cols), row-major: a contiguous CPU tensor of float32 or float64.
+/// Float32 weights are read where they are, with no copy, and become float64 as each number is
+/// loaded, which is exact: the same arithmetic on the same numbers as a float64 copy, to the
+/// last bit (a test checks it), with half the bytes a pass reads.
 struct Dense {
-    a: Vec<f64>,
+    a: Tensor,
     rows: usize,
     cols: usize,
 }
 
 impl Dense {
+    /// `tall`: a [rows, cols] matrix with rows >= cols, of any float kind, on any device.
+    fn new(tall: Tensor) -> Dense {
+        let (rows, cols) = (tall.size()[0] as usize, tall.size()[1] as usize);
+        debug_assert!(rows >= cols);
+        let tall = tall.to_device(Device::Cpu);
+        let a = match tall.kind() {
+            Kind::Float | Kind::Double => tall,
+            _ => tall.to_kind(Kind::Double),
+        };
+        Dense {
+            a: a.contiguous(),
+            rows,
+            cols,
+        }
+    }
+
     /// The side of the smaller Gram matrix M^T M.
     fn n(&self) -> usize {
         self.cols
@@ -536,26 +548,179 @@ impl Dense {
     /// pass over the weights.
     fn gram(&self, vs: &[f64], lanes: usize) -> Vec<f64> {
         let (r, c) = (self.rows, self.cols);
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the functions are compiled for
-            return unsafe { gram_avx2(&self.a, r, c, vs, lanes) };
+        let ptr = self.a.data_ptr();
+        assert!(!ptr.is_null() && self.a.numel() == r * c);
+        // SAFETY: `a` is a contiguous CPU tensor of r*c numbers of its kind (new), owned by this
+        // matrix and written by no one while it lives
+        match self.a.kind() {
+            Kind::Float => gram_any(unsafe { std::slice::from_raw_parts(ptr as *const f32, r * c) }, r, c, vs, lanes),
+            _ => gram_any(unsafe { std::slice::from_raw_parts(ptr as *const f64, r * c) }, r, c, vs, lanes),
         }
-        gram::<false>(&self.a, r, c, vs, lanes)
     }
 }
+
+/// A stored number, read as float64 (exactly).
+trait Element: Copy + Into<f64> {
+    /// M^T M v by the AVX2 kernel ([`gram4`]) for one or two lanes; None where it does not apply.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn gram4(a: &[Self], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>>;
+}
+
+impl Element for f32 {
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn gram4(a: &[f32], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>> {
+        match lanes {
+            1 => Some(gram4_f32::<1>(a, r, c, vs)),
+            2 => Some(gram4_f32::<2>(a, r, c, vs)),
+            _ => None,
+        }
+    }
+}
+
+impl Element for f64 {
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn gram4(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>> {
+        match lanes {
+            1 => Some(gram4_f64::<1>(a, r, c, vs)),
+            2 => Some(gram4_f64::<2>(a, r, c, vs)),
+            _ => None,
+        }
+    }
+}
+
+/// [`gram`] with AVX2 and FMA where the CPU has them (chosen at run time).
+fn gram_any<T: Element>(a: &[T], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the functions are compiled for
+        return unsafe { T::gram4(a, r, c, vs, lanes).unwrap_or_else(|| gram_avx2(a, r, c, vs, lanes)) };
+    }
+    gram::<false, T>(a, r, c, vs, lanes)
+}
+
+/// M^T M v for `L` lanes, four rows at a time, with AVX2 intrinsics: each row block is loaded
+/// once for its dot products (eight independent accumulators: the FMA units, not their latency,
+/// set the pace) and once for the update, where each load and store of y serves four rows. The
+/// loops the compiler vectorized from [`gram`] were bound by y's stores (one row at a time) and,
+/// blocked by hand in plain Rust, were vectorized across the rows with shuffles and spills.
+#[cfg(target_arch = "x86_64")]
+macro_rules! gram4 {
+    ($name:ident, $t:ty, $load:ident) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name<const L: usize>(a: &[$t], r: usize, c: usize, vs: &[f64]) -> Vec<f64> {
+            use std::arch::x86_64::*;
+            assert!(a.len() == r * c && vs.len() == L * c);
+            let mut y = vec![0.0f64; L * c];
+            let (ap, vp, yp) = (a.as_ptr(), vs.as_ptr(), y.as_mut_ptr());
+            let whole = c / 4 * 4;
+            let mut row = 0;
+            while row + 4 <= r {
+                let r0 = ap.add(row * c);
+                let (r1, r2, r3) = (r0.add(c), r0.add(2 * c), r0.add(3 * c));
+                let mut acc = [[_mm256_setzero_pd(); 4]; L];
+                let mut k = 0;
+                while k < whole {
+                    let (x0, x1, x2, x3) = ($load!(r0.add(k)), $load!(r1.add(k)), $load!(r2.add(k)), $load!(r3.add(k)));
+                    for (l, acc) in acc.iter_mut().enumerate() {
+                        let v = _mm256_loadu_pd(vp.add(l * c + k));
+                        acc[0] = _mm256_fmadd_pd(x0, v, acc[0]);
+                        acc[1] = _mm256_fmadd_pd(x1, v, acc[1]);
+                        acc[2] = _mm256_fmadd_pd(x2, v, acc[2]);
+                        acc[3] = _mm256_fmadd_pd(x3, v, acc[3]);
+                    }
+                    k += 4;
+                }
+                let mut t = [[0.0f64; 4]; L];
+                for l in 0..L {
+                    for i in 0..4 {
+                        let s = _mm_add_pd(_mm256_castpd256_pd128(acc[l][i]), _mm256_extractf128_pd::<1>(acc[l][i]));
+                        t[l][i] = _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+                    }
+                    for k in whole..c {
+                        let v = *vp.add(l * c + k);
+                        t[l][0] += *r0.add(k) as f64 * v;
+                        t[l][1] += *r1.add(k) as f64 * v;
+                        t[l][2] += *r2.add(k) as f64 * v;
+                        t[l][3] += *r3.add(k) as f64 * v;
+                    }
+                }
+                let mut k = 0;
+                while k < whole {
+                    let (x0, x1, x2, x3) = ($load!(r0.add(k)), $load!(r1.add(k)), $load!(r2.add(k)), $load!(r3.add(k)));
+                    for (l, t) in t.iter().enumerate() {
+                        let out = yp.add(l * c + k);
+                        let mut acc = _mm256_loadu_pd(out);
+                        acc = _mm256_fmadd_pd(_mm256_set1_pd(t[0]), x0, acc);
+                        acc = _mm256_fmadd_pd(_mm256_set1_pd(t[1]), x1, acc);
+                        acc = _mm256_fmadd_pd(_mm256_set1_pd(t[2]), x2, acc);
+                        acc = _mm256_fmadd_pd(_mm256_set1_pd(t[3]), x3, acc);
+                        _mm256_storeu_pd(out, acc);
+                    }
+                    k += 4;
+                }
+                for k in whole..c {
+                    for (l, t) in t.iter().enumerate() {
+                        let out = yp.add(l * c + k);
+                        *out += t[0] * *r0.add(k) as f64 + t[1] * *r1.add(k) as f64 + t[2] * *r2.add(k) as f64 + t[3] * *r3.add(k) as f64;
+                    }
+                }
+                row += 4;
+            }
+            // the last rows (fewer than four), one at a time
+            while row < r {
+                let x = ap.add(row * c);
+                for l in 0..L {
+                    let mut t = 0.0;
+                    for k in 0..c {
+                        t += *x.add(k) as f64 * *vp.add(l * c + k);
+                    }
+                    for k in 0..c {
+                        *yp.add(l * c + k) += t * *x.add(k) as f64;
+                    }
+                }
+                row += 1;
+            }
+            y
+        }
+    };
+}
+
+/// Four float32 numbers as float64 (exactly). (A macro, not a closure: a closure does not
+/// inherit the kernel's target features, and its intrinsics would be calls.)
+#[cfg(target_arch = "x86_64")]
+macro_rules! load_f32 {
+    ($p:expr) => {
+        _mm256_cvtps_pd(_mm_loadu_ps($p))
+    };
+}
+
+/// Four float64 numbers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! load_f64 {
+    ($p:expr) => {
+        _mm256_loadu_pd($p)
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+gram4!(gram4_f32, f32, load_f32);
+#[cfg(target_arch = "x86_64")]
+gram4!(gram4_f64, f64, load_f64);
 
 /// [`Dense::gram`] compiled for AVX2 and FMA (four products a vector instruction).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gram_avx2(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
-    gram::<true>(a, r, c, vs, lanes)
+unsafe fn gram_avx2<T: Element>(a: &[T], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
+    gram::<true, T>(a, r, c, vs, lanes)
 }
 
 /// `FMA`: fused multiply-adds (only where the CPU has them: elsewhere `mul_add` is a slow libm
 /// call).
 #[inline(always)]
-fn gram<const FMA: bool>(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
+fn gram<const FMA: bool, T: Element>(a: &[T], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
     // M^T M v = sum over rows of (row . v) row: one pass, each row used twice while in cache (two
     // lanes, the two runs, share each load of the row)
     debug_assert!(c <= r);
@@ -565,8 +730,9 @@ fn gram<const FMA: bool>(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize
         let (v0, v1) = vs.split_at(c);
         let (y0, y1) = y.split_at_mut(c);
         for row in rows {
-            let (t0, t1) = dot2::<FMA>(row, v0, v1);
+            let (t0, t1) = dot2::<FMA, T>(row, v0, v1);
             for (k, &x) in row.iter().enumerate() {
+                let x: f64 = x.into();
                 y0[k] = madd::<FMA>(t0, x, y0[k]);
                 y1[k] = madd::<FMA>(t1, x, y1[k]);
             }
@@ -575,8 +741,8 @@ fn gram<const FMA: bool>(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize
     }
     for row in rows {
         for l in 0..lanes {
-            let t = dot::<FMA>(row, &vs[l * c..(l + 1) * c]);
-            axpy::<FMA>(&mut y[l * c..(l + 1) * c], t, row);
+            let t = dot::<FMA, T>(row, &vs[l * c..(l + 1) * c]);
+            axpy::<FMA, T>(&mut y[l * c..(l + 1) * c], t, row);
         }
     }
     y
@@ -594,13 +760,13 @@ fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
 
 /// A dot product with eight accumulators (vector registers, latency hidden).
 #[inline(always)]
-fn dot<const FMA: bool>(a: &[f64], b: &[f64]) -> f64 {
+fn dot<const FMA: bool, T: Element>(a: &[T], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, y)| x.into() * y).sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] = madd::<FMA>(x[k], y[k], acc[k]);
+            acc[k] = madd::<FMA>(x[k].into(), y[k], acc[k]);
         }
     }
     acc.iter().sum::<f64>() + tail
@@ -608,15 +774,16 @@ fn dot<const FMA: bool>(a: &[f64], b: &[f64]) -> f64 {
 
 /// Two dot products of `a` (loaded once) with `b0` and `b1`.
 #[inline(always)]
-fn dot2<const FMA: bool>(a: &[f64], b0: &[f64], b1: &[f64]) -> (f64, f64) {
+fn dot2<const FMA: bool, T: Element>(a: &[T], b0: &[f64], b1: &[f64]) -> (f64, f64) {
     let (mut p, mut q) = ([0.0f64; 8], [0.0f64; 8]);
     let (ca, c0, c1) = (a.chunks_exact(8), b0.chunks_exact(8), b1.chunks_exact(8));
-    let tail = |b: &[f64]| -> f64 { ca.remainder().iter().zip(b).map(|(x, y)| x * y).sum() };
+    let tail = |b: &[f64]| -> f64 { ca.remainder().iter().zip(b).map(|(&x, y)| x.into() * y).sum() };
     let (t0, t1) = (tail(c0.remainder()), tail(c1.remainder()));
     for ((x, y0), y1) in ca.zip(c0).zip(c1) {
         for k in 0..8 {
-            p[k] = madd::<FMA>(x[k], y0[k], p[k]);
-            q[k] = madd::<FMA>(x[k], y1[k], q[k]);
+            let x: f64 = x[k].into();
+            p[k] = madd::<FMA>(x, y0[k], p[k]);
+            q[k] = madd::<FMA>(x, y1[k], q[k]);
         }
     }
     (p.iter().sum::<f64>() + t0, q.iter().sum::<f64>() + t1)
@@ -624,9 +791,9 @@ fn dot2<const FMA: bool>(a: &[f64], b0: &[f64], b1: &[f64]) -> (f64, f64) {
 
 /// y += s x
 #[inline(always)]
-fn axpy<const FMA: bool>(y: &mut [f64], s: f64, x: &[f64]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = madd::<FMA>(s, *x, *y);
+fn axpy<const FMA: bool, T: Element>(y: &mut [f64], s: f64, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = madd::<FMA>(s, x.into(), *y);
     }
 }
 
@@ -653,7 +820,7 @@ fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
         .map(|&seed| {
             let mut rng = Rng::new(seed);
             let start: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-            let norm = dot::<false>(&start, &start).sqrt();
+            let norm = dot::<false, f64>(&start, &start).sqrt();
             Run {
                 basis: vec![start.iter().map(|x| x / norm).collect()],
                 alphas: Vec::new(),
@@ -680,7 +847,7 @@ fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
             let run = &mut runs[r];
             let mut w = ws[lane * n..(lane + 1) * n].to_vec();
             let q = &run.basis[j];
-            let alpha = dot::<false>(&w, q);
+            let alpha = dot::<false, f64>(&w, q);
             if !alpha.is_finite() {
                 // the weights overflow the products (inf, NaN): no norm to report (null)
                 run.best = Spectral {
@@ -698,22 +865,22 @@ fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
             // a small matrix one pass left the basis far from orthogonal, and the Ritz values
             // ran away (85 for 10). The three-term recurrence first, then the projection on the
             // whole basis (classical Gram-Schmidt: every coefficient, then every subtraction).
-            axpy::<false>(&mut w, -alpha, q);
+            axpy::<false, f64>(&mut w, -alpha, q);
             if j > 0 {
-                axpy::<false>(&mut w, -run.betas[j - 1], &run.basis[j - 1]);
+                axpy::<false, f64>(&mut w, -run.betas[j - 1], &run.basis[j - 1]);
             }
-            let before = dot::<false>(&w, &w).sqrt();
+            let before = dot::<false, f64>(&w, &w).sqrt();
             let project = |w: &mut Vec<f64>| {
-                let coefficients: Vec<f64> = run.basis.iter().map(|b| dot::<false>(b, w)).collect();
+                let coefficients: Vec<f64> = run.basis.iter().map(|b| dot::<false, f64>(b, w)).collect();
                 for (b, c) in run.basis.iter().zip(coefficients) {
-                    axpy::<false>(w, -c, b);
+                    axpy::<false, f64>(w, -c, b);
                 }
             };
             project(&mut w);
-            let mut beta = dot::<false>(&w, &w).sqrt();
+            let mut beta = dot::<false, f64>(&w, &w).sqrt();
             if beta < std::f64::consts::FRAC_1_SQRT_2 * before {
                 project(&mut w);
-                beta = dot::<false>(&w, &w).sqrt();
+                beta = dot::<false, f64>(&w, &w).sqrt();
             }
             run.betas.push(beta);
             run.scale = run.scale.max(alpha.abs()).max(beta);
@@ -802,30 +969,64 @@ mod tests {
     #[test]
     fn gram_products_equal_libtorch() {
         let mut rng = Rng::new(11);
-        for (rows, cols) in [(70i64, 45i64), (64, 64), (300, 8)] {
-            let a: Vec<f64> = (0..rows * cols).map(|_| rng.normal()).collect();
-            let m = Dense {
-                a: a.clone(),
-                rows: rows as usize,
-                cols: cols as usize,
+        for ((rows, cols), float32) in [(70i64, 45i64), (64, 64), (300, 8), (33, 17)]
+            .into_iter()
+            .flat_map(|s| [(s, false), (s, true)])
+        {
+            let mut a: Vec<f64> = (0..rows * cols).map(|_| rng.normal()).collect();
+            let (r, c) = (rows as usize, cols as usize);
+            let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+            let m = if float32 {
+                // float32 numbers, whose float64 values the reference uses
+                a = a32.iter().map(|&x| x as f64).collect();
+                Dense::new(Tensor::from_slice(&a32).reshape([rows, cols]))
+            } else {
+                Dense::new(Tensor::from_slice(&a).reshape([rows, cols]))
             };
             let n = cols;
             let t = Tensor::from_slice(&a).reshape([rows, cols]);
-            for lanes in [1i64, 2] {
+            for lanes in [1i64, 2, 3] {
                 let vs: Vec<f64> = (0..lanes * n).map(|_| rng.normal()).collect();
                 let v = Tensor::from_slice(&vs).reshape([lanes, n]).tr();
                 let want = t.tr().mm(&t.mm(&v));
                 let want = Vec::<f64>::try_from(want.tr().contiguous().view([-1])).unwrap();
-                for got in [
-                    m.gram(&vs, lanes as usize),
-                    gram::<false>(&a, rows as usize, cols as usize, &vs, lanes as usize),
-                ] {
+                let plain = if float32 {
+                    gram::<false, f32>(&a32, r, c, &vs, lanes as usize)
+                } else {
+                    gram::<false, f64>(&a, r, c, &vs, lanes as usize)
+                };
+                // float32 storage is the float64 arithmetic on the same numbers, to the bit
+                let same_in_f64 = gram::<false, f64>(&a, r, c, &vs, lanes as usize);
+                assert_eq!(plain, same_in_f64, "{rows}x{cols} float32 {float32}, {lanes} lanes");
+                let vector = m.gram(&vs, lanes as usize);
+                assert_eq!(vector, gram_any(&a, r, c, &vs, lanes as usize));
+                for got in [vector, plain] {
                     for (g, w) in got.iter().zip(&want) {
-                        assert!((g - w).abs() <= 1e-9 * (1.0 + w.abs()), "{rows}x{cols}, {lanes} lanes: {g} != {w}");
+                        assert!(
+                            (g - w).abs() <= 1e-9 * (1.0 + w.abs()),
+                            "{rows}x{cols} float32 {float32}, {lanes} lanes: {g} != {w}"
+                        );
                     }
                 }
             }
         }
+    }
+
+    /// Float32 weights, read as they are, give the very numbers their float64 copies give.
+    #[test]
+    fn float32_weights_answer_what_their_float64_copies_answer() {
+        tch::manual_seed(5);
+        let ws: Vec<Tensor> = [(512i64, 300i64), (200, 700), (129, 65)]
+            .iter()
+            .map(|&(r, c)| Tensor::randn([r, c], (Kind::Float, Device::Cpu)))
+            .collect();
+        let doubles: Vec<Tensor> = ws.iter().map(|w| w.to_kind(Kind::Double)).collect();
+        let (a, b) = (
+            spectral_norms(&ws, SPECTRAL_TOLERANCE),
+            spectral_norms(&doubles, SPECTRAL_TOLERANCE),
+        );
+        assert_eq!(a, b);
+        assert!(a.iter().all(|s| s.method == "lanczos" && s.value > 0.0), "{a:?}");
     }
 
     /// Matrices computed together (on several threads, each with its two runs in step) answer
