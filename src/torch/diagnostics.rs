@@ -106,9 +106,72 @@ pub struct Report {
 /// Frobenius norm (accumulated in float64, without a float64 copy) and max |x| (exact in any
 /// float type).
 fn norms(t: &Tensor) -> Norms {
+    // a contiguous CPU float32 or float64 gradient: one pass in Rust over its numbers, where
+    // libtorch made a float64 copy for the norm and an absolute-value copy for the maximum
+    if t.device() == Device::Cpu && t.is_contiguous() && t.numel() > 0 {
+        let n = t.numel();
+        // SAFETY: a contiguous CPU tensor of n numbers of its kind, alive and unwritten here
+        match t.kind() {
+            Kind::Float => return slice_norms(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) }),
+            Kind::Double => return slice_norms(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f64, n) }),
+            _ => {}
+        }
+    }
     Norms {
         frobenius: t.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]),
         max_abs: t.abs().max().double_value(&[]),
+    }
+}
+
+/// The Frobenius norm (squares summed in float64, eight partial sums) and the largest absolute
+/// value of some numbers; NaN where one is NaN, as libtorch answers. AVX2 where the CPU has it
+/// (chosen at run time).
+fn slice_norms<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has the feature the function is compiled for
+        return unsafe { slice_norms_avx2(xs) };
+    }
+    slice_norms_plain(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn slice_norms_avx2<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+    slice_norms_plain(xs)
+}
+
+#[inline(always)]
+fn slice_norms_plain<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+    let mut sums = [0.0f64; 8];
+    let mut maxs = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            let x: f64 = c[k].into();
+            sums[k] += x * x;
+            // a compare and select (vectorized), not f64::max (its NaN rule is not); a NaN
+            // is caught by its square in the sums
+            let a = x.abs();
+            maxs[k] = if a > maxs[k] { a } else { maxs[k] };
+        }
+    }
+    for &x in tail {
+        let x: f64 = x.into();
+        sums[0] += x * x;
+        maxs[0] = if x.abs() > maxs[0] { x.abs() } else { maxs[0] };
+    }
+    let total: f64 = sums.iter().sum();
+    if total.is_nan() {
+        return Norms {
+            frobenius: f64::NAN,
+            max_abs: f64::NAN,
+        };
+    }
+    Norms {
+        frobenius: total.sqrt(),
+        max_abs: maxs.iter().fold(0.0, |m: f64, &x| m.max(x)),
     }
 }
 
@@ -569,27 +632,24 @@ trait Element: Copy + Into<f64> {
     unsafe fn gram4(a: &[Self], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>>;
 }
 
-impl Element for f32 {
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn gram4(a: &[f32], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>> {
-        match lanes {
-            1 => Some(gram4_f32::<1>(a, r, c, vs)),
-            2 => Some(gram4_f32::<2>(a, r, c, vs)),
-            _ => None,
+/// `Element` for a stored type, with its AVX2 kernel.
+macro_rules! element {
+    ($t:ty, $kernel:ident) => {
+        impl Element for $t {
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn gram4(a: &[$t], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>> {
+                match lanes {
+                    1 => Some($kernel::<1>(a, r, c, vs)),
+                    2 => Some($kernel::<2>(a, r, c, vs)),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
 
-impl Element for f64 {
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn gram4(a: &[f64], r: usize, c: usize, vs: &[f64], lanes: usize) -> Option<Vec<f64>> {
-        match lanes {
-            1 => Some(gram4_f64::<1>(a, r, c, vs)),
-            2 => Some(gram4_f64::<2>(a, r, c, vs)),
-            _ => None,
-        }
-    }
-}
+element!(f32, gram4_f32);
+element!(f64, gram4_f64);
 
 /// [`gram`] with AVX2 and FMA where the CPU has them (chosen at run time).
 fn gram_any<T: Element>(a: &[T], r: usize, c: usize, vs: &[f64], lanes: usize) -> Vec<f64> {
@@ -1220,6 +1280,50 @@ mod tests {
         assert_eq!(top_ritz(&[0.0, 0.0], &[0.0, 1.0]).0, 0.0);
         assert!(top_ritz(&[1.0, f64::NAN], &[1.0, 1.0]).0.is_nan());
         assert!(top_ritz(&[1.0, 2.0], &[f64::INFINITY, 1.0]).0.is_nan());
+    }
+
+    /// The gradient norms read in Rust equal libtorch's (norm in float64, abs().max()), for
+    /// float32 and float64, odd lengths, infinities and NaN; other tensors go to libtorch.
+    #[test]
+    fn norms_equal_libtorch() {
+        let mut rng = Rng::new(23);
+        let reference = |t: &Tensor| {
+            (
+                t.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]),
+                t.abs().max().double_value(&[]),
+            )
+        };
+        for case in 0..200usize {
+            let n = 1 + (case * 37) % 3000;
+            let scale = 10f64.powf(rng.normal() * 4.0);
+            let v: Vec<f64> = (0..n).map(|_| rng.normal() * scale).collect();
+            for kind in [Kind::Float, Kind::Double] {
+                let t = Tensor::from_slice(&v).to_kind(kind);
+                let got = norms(&t);
+                let (f, m) = reference(&t);
+                assert!(
+                    (got.frobenius - f).abs() <= 1e-12 * f,
+                    "case {case} {kind:?}: {} != {f}",
+                    got.frobenius
+                );
+                assert_eq!(got.max_abs, m, "case {case} {kind:?}");
+                // a strided view (not contiguous) goes to libtorch and answers the same
+                if n > 2 {
+                    let view = t.slice(0, 0, n as i64, 2);
+                    let got = norms(&view);
+                    let (f, m) = reference(&view);
+                    assert!((got.frobenius - f).abs() <= 1e-12 * f && got.max_abs == m);
+                }
+            }
+        }
+        let special = Tensor::from_slice(&[1.0f32, f32::INFINITY, -3.0]);
+        assert_eq!(norms(&special).frobenius, f64::INFINITY);
+        assert_eq!(norms(&special).max_abs, f64::INFINITY);
+        let nan = Tensor::from_slice(&[1.0f32, f32::NAN, -3.0]);
+        assert!(norms(&nan).frobenius.is_nan() && norms(&nan).max_abs.is_nan());
+        let (f, m) = reference(&nan);
+        assert!(f.is_nan() && m.is_nan(), "libtorch answers NaN too");
+        assert_eq!(norms(&Tensor::from_slice(&[-0.0f64, 0.0])).max_abs, 0.0);
     }
 
     /// Float32 weights, read as they are, give the very numbers their float64 copies give.
