@@ -2,6 +2,12 @@
 layerscope over HTTP against the same forward/backward in PyTorch eager Python, in one run.
 
   python bench/gradient.py http://127.0.0.1:8090
+  python bench/gradient.py --interleave http://127.0.0.1:8090 http://127.0.0.1:8091 [--rounds 30]
+
+The second form measures the MLP only, in rounds: eager PyTorch without spectral norms, then
+each server's whole request once, each round's ratio taken against that round's eager time,
+and prints the median ratio and quartiles per server. Eager's time moves between runs on a
+small shared machine; interleaving puts every server under the same conditions.
 
 (the resnet18 part needs the server started with LAYERSCOPE_MAX_RUN_ACTIVATIONS=400000000 and
 LAYERSCOPE_MAX_RUN_MACS=100000000000: at batch 32 it holds 263 million activation elements and
@@ -18,7 +24,7 @@ import torch
 sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "tests", "oracle"))
 import torchspec  # noqa: E402
 
-URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8090"
+URL = next((a for a in sys.argv[1:] if a.startswith("http")), "http://127.0.0.1:8090")
 DEPTH, WIDTH, BATCH = 10, 512, 256
 
 
@@ -139,5 +145,39 @@ def resnet18():
     print(f"| layerscope over HTTP | {http:.4f} | {http / py:.3f} | {http / base:.2f} |")
 
 
+def interleave(urls, rounds):
+    """Rounds of eager (no spectral norms) and each server's request; per-round ratios."""
+    body = json.dumps({"model": spec(), "inputs": {"batch_size": BATCH}, "dtype": "float32"}).encode()
+
+    def service(url):
+        req = urllib.request.Request(url + "/v1/gradient-diagnostics", data=body, headers={"content-type": "application/json"})
+        return json.loads(urllib.request.urlopen(req).read())
+
+    for url in urls:
+        service(url)
+    python_once(False)
+    ratios = {url: [] for url in urls}
+    eager = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        python_once(False)
+        e = time.perf_counter() - t
+        eager.append(e)
+        for url in urls:
+            t = time.perf_counter()
+            service(url)
+            ratios[url].append((time.perf_counter() - t) / e)
+    print(f"eager without spectral norms, median {statistics.median(eager):.4f} s over {rounds} rounds")
+    print("| server | median ratio to eager (per round) | quartiles |")
+    print("|---|---|---|")
+    for url in urls:
+        q = statistics.quantiles(ratios[url], n=4)
+        print(f"| {url} | {statistics.median(ratios[url]):.3f} | {q[0]:.3f}-{q[2]:.3f} |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--interleave" in sys.argv:
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 30
+        interleave([a for a in sys.argv[1:] if a.startswith("http")], rounds)
+    else:
+        main()
