@@ -710,7 +710,11 @@ async fn grading_a_volumes_ranges_with_floors() {
     let model = json!({"input_shape": [1, 3, 4, 4], "layers": [
         {"type": "conv3d", "out_channels": 2, "kernel_size": 3, "padding": 1},
         {"name": "up", "type": "conv_transpose3d", "out_channels": 2, "kernel_size": 3, "stride": 2}]});
-    let q = |id: &str, ask: &str, answer: &str| json!({"id": id, "kind": "receptive_field", "model": model, "ask": ask, "answer": answer, "index_base": 0});
+    let q = |id: &str, ask: &str, answer: &str| {
+        let mut q = rf_question(&model, id, ask, answer);
+        q["index_base"] = json!(0);
+        q
+    };
     let v = post(
         "/v1/grade",
         json!({"questions": [

@@ -313,44 +313,15 @@ where
             }
         };
         Box::pin(async move {
-            let mut resp = match run {
+            let resp = match run {
                 Err(refusal) => refusal,
-                Ok((upload, fut)) => {
-                    // a bug must still answer in problem+json (and keep the connection): a panic
-                    // while the handler runs is caught at each poll
-                    let mut fut = std::pin::pin!(fut);
-                    let caught = std::future::poll_fn(|cx| {
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| std::future::Future::poll(fut.as_mut(), cx)))
-                            .map_or_else(|panic| std::task::Poll::Ready(Err(panic)), |p| p.map(Ok))
-                    });
-                    // a raw model upload reaches the handler through this request's own slot
-                    // (body.rs); other requests need none
-                    let answer = if upload {
-                        body::with_upload_slot(caught).await
-                    } else {
-                        caught.await
-                    };
-                    match answer {
-                        Ok(Ok(resp)) => resp,
-                        Ok(Err(never)) => match never {},
-                        Err(panic) => panic_to_problem(panic),
-                    }
-                }
+                // a raw model upload reaches the handler through this request's own slot
+                // (body.rs); other requests need none
+                Ok((true, fut)) => body::with_upload_slot(catching_panics(fut)).await,
+                Ok((false, fut)) => catching_panics(fut).await,
             };
             let id_text = id.to_str().unwrap_or_default();
-            let is_problem = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-            if is_problem {
-                let (mut parts, body) = resp.into_parts();
-                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
-                v["request_id"] = serde_json::json!(id_text);
-                let out = v.to_string();
-                parts.headers.remove(header::CONTENT_LENGTH);
-                resp = Response::from_parts(parts, axum::body::Body::from(out));
-            }
+            let mut resp = with_request_id(resp, id_text).await;
             let status = resp.status().as_u16();
             let elapsed = started.elapsed();
             let route = route.as_ref().map(|m| m.as_str()).unwrap_or("unmatched");
@@ -371,6 +342,36 @@ where
             Ok(resp)
         })
     }
+}
+
+/// A handler's answer; a panic in any poll of it (a bug) becomes a 500 problem+json, and the
+/// connection is kept.
+async fn catching_panics(fut: impl std::future::Future<Output = Result<Response, std::convert::Infallible>>) -> Response {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| std::future::Future::poll(fut.as_mut(), cx))) {
+            Ok(poll) => poll.map(|answer| answer.unwrap_or_else(|never| match never {})),
+            Err(panic) => std::task::Poll::Ready(panic_to_problem(panic)),
+        }
+    })
+    .await
+}
+
+/// A problem+json answer with the request's id added to its body; other answers as they are.
+async fn with_request_id(resp: Response, id: &str) -> Response {
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+    v["request_id"] = serde_json::json!(id);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(v.to_string()))
 }
 
 /// What a libtorch run of `graph` at `batch` holds and does: parameters, output elements of every

@@ -108,14 +108,10 @@ pub struct Report {
 fn norms(t: &Tensor) -> Norms {
     // a contiguous CPU float32 or float64 gradient: one pass in Rust over its numbers, where
     // libtorch made a float64 copy for the norm and an absolute-value copy for the maximum
-    if t.device() == Device::Cpu && t.is_contiguous() && t.numel() > 0 {
-        let n = t.numel();
-        // SAFETY: a contiguous CPU tensor of n numbers of its kind, alive and unwritten here
-        match t.kind() {
-            Kind::Float => return slice_norms(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) }),
-            Kind::Double => return slice_norms(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f64, n) }),
-            _ => {}
-        }
+    match numbers(t) {
+        Some(Numbers::F32(xs)) => return slice_norms(xs),
+        Some(Numbers::F64(xs)) => return slice_norms(xs),
+        None => {}
     }
     Norms {
         frobenius: t.norm_scalaropt_dtype(2.0, Kind::Double).double_value(&[]),
@@ -123,10 +119,33 @@ fn norms(t: &Tensor) -> Norms {
     }
 }
 
+/// A tensor's numbers, read where they are.
+enum Numbers<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// The numbers of a non-empty contiguous CPU float32 or float64 tensor, without a copy; None
+/// for any other tensor. The slice borrows the tensor; nothing may write it meanwhile (the
+/// callers read weights and gradients after the backward pass).
+fn numbers(t: &Tensor) -> Option<Numbers<'_>> {
+    if t.device() != Device::Cpu || !t.is_contiguous() || t.numel() == 0 {
+        return None;
+    }
+    let (ptr, n) = (t.data_ptr(), t.numel());
+    assert!(!ptr.is_null());
+    // SAFETY: a contiguous CPU tensor of n numbers of its kind, alive as long as the borrow
+    match t.kind() {
+        Kind::Float => Some(Numbers::F32(unsafe { std::slice::from_raw_parts(ptr as *const f32, n) })),
+        Kind::Double => Some(Numbers::F64(unsafe { std::slice::from_raw_parts(ptr as *const f64, n) })),
+        _ => None,
+    }
+}
+
 /// The Frobenius norm (squares summed in float64, eight partial sums) and the largest absolute
 /// value of some numbers; NaN where one is NaN, as libtorch answers. AVX2 where the CPU has it
 /// (chosen at run time).
-fn slice_norms<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+fn slice_norms<T: Element>(xs: &[T]) -> Norms {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has the feature the function is compiled for
@@ -137,12 +156,12 @@ fn slice_norms<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn slice_norms_avx2<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+unsafe fn slice_norms_avx2<T: Element>(xs: &[T]) -> Norms {
     slice_norms_plain(xs)
 }
 
 #[inline(always)]
-fn slice_norms_plain<T: Copy + Into<f64>>(xs: &[T]) -> Norms {
+fn slice_norms_plain<T: Element>(xs: &[T]) -> Norms {
     let mut sums = [0.0f64; 8];
     let mut maxs = [0.0f64; 8];
     let chunks = xs.chunks_exact(8);
@@ -611,13 +630,10 @@ impl Dense {
     /// pass over the weights.
     fn gram(&self, vs: &[f64], lanes: usize) -> Vec<f64> {
         let (r, c) = (self.rows, self.cols);
-        let ptr = self.a.data_ptr();
-        assert!(!ptr.is_null() && self.a.numel() == r * c);
-        // SAFETY: `a` is a contiguous CPU tensor of r*c numbers of its kind (new), owned by this
-        // matrix and written by no one while it lives
-        match self.a.kind() {
-            Kind::Float => gram_any(unsafe { std::slice::from_raw_parts(ptr as *const f32, r * c) }, r, c, vs, lanes),
-            _ => gram_any(unsafe { std::slice::from_raw_parts(ptr as *const f64, r * c) }, r, c, vs, lanes),
+        // `a` is a contiguous CPU float32 or float64 tensor of r*c numbers (new)
+        match numbers(&self.a).expect("a dense matrix's numbers") {
+            Numbers::F32(a) => gram_any(a, r, c, vs, lanes),
+            Numbers::F64(a) => gram_any(a, r, c, vs, lanes),
         }
     }
 }
@@ -948,31 +964,29 @@ fn lanczos(m: &Dense, seeds: &[u64], tolerance: f64) -> Vec<Spectral> {
             // an invariant subspace (beta at rounding level against the operator's scale):
             // dividing by beta would fill the basis with amplified rounding noise
             let last = k == max_steps || beta <= 1e-10 * run.scale;
-            {
-                let (theta, corner, slack) = top_ritz(&run.alphas, &run.betas);
-                let theta = theta.max(0.0);
-                let residual = beta * corner.abs() + slack;
-                let value = theta.sqrt();
-                run.best = Spectral {
-                    value,
-                    error: (theta + residual).sqrt() - value,
-                    method: "lanczos",
-                };
-                // the bound must hold at every step for four steps with the value unmoved within
-                // the tolerance: a value settled on a lower singular value often moves up within
-                // them (checked every step: the check is cheap since it is in Rust)
-                let converged = run.best.error <= tolerance * value;
-                let still = |v: f64| value - v <= tolerance * value;
-                if last || (converged && run.settled.is_some_and(|(v, k0)| k >= k0 + 4 && still(v))) {
-                    run.done = true;
-                    continue;
-                }
-                run.settled = match run.settled {
-                    Some((v, k0)) if converged && still(v) => Some((v, k0)),
-                    _ if converged => Some((value, k)),
-                    _ => None,
-                };
+            let (theta, corner, slack) = top_ritz(&run.alphas, &run.betas);
+            let theta = theta.max(0.0);
+            let residual = beta * corner.abs() + slack;
+            let value = theta.sqrt();
+            run.best = Spectral {
+                value,
+                error: (theta + residual).sqrt() - value,
+                method: "lanczos",
+            };
+            // the bound must hold at every step for four steps with the value unmoved within
+            // the tolerance: a value settled on a lower singular value often moves up within
+            // them (checked every step: the check is cheap since it is in Rust)
+            let converged = run.best.error <= tolerance * value;
+            let still = |v: f64| value - v <= tolerance * value;
+            if last || (converged && run.settled.is_some_and(|(v, k0)| k >= k0 + 4 && still(v))) {
+                run.done = true;
+                continue;
             }
+            run.settled = match run.settled {
+                Some((v, k0)) if converged && still(v) => Some((v, k0)),
+                _ if converged => Some((value, k)),
+                _ => None,
+            };
             run.basis.push(w.iter().map(|x| x / beta).collect());
         }
     }
