@@ -502,6 +502,22 @@ impl Reader {
         self.ranks.get(t).copied().unwrap_or(self.input_rank + 1)
     }
 
+    /// Axis `axis` of tensor `t` counted from its start: a negative axis needs `t`'s rank, which
+    /// is known for the model's input and once shapes are learned (a refusal until then makes
+    /// the reader learn the shapes of what it read and read again; guessing the input's rank
+    /// would read `x[..., :3]` after an embedding as a crop of the tokens).
+    fn axis_of(&self, t: &str, axis: i64) -> Result<i64, Refusal> {
+        if axis >= 0 {
+            return Ok(axis);
+        }
+        let rank = match self.tensors.get(t).map(String::as_str) {
+            Some(GRAPH_INPUT) => Some(self.input_rank + 1),
+            _ => self.ranks.get(t).copied(),
+        };
+        rank.map(|r| axis + r as i64)
+            .ok_or_else(|| format!("reads axis {axis} of {t:?}, whose rank is not known"))
+    }
+
     fn constant(&self, name: &str) -> Option<&Constant> {
         self.constants.get(name).map(|c| &**c)
     }
@@ -1475,9 +1491,8 @@ impl Reader {
             }
             // x.chunk(k, 1) / x.split(sizes, 1) of channels: one narrow per output
             "Split" => {
-                let rank = self.rank_of(data()) as i64;
                 let axis = a.int("axis", 0);
-                if (if axis < 0 { axis + rank } else { axis }) != 1 {
+                if self.axis_of(data(), axis)? != 1 {
                     return Err(format!("splits axis {axis}: only the channels (axis 1) are read, as narrows"));
                 }
                 let channels = self.dims.get(data()).and_then(|d| d.get(1).copied().flatten());
@@ -1528,7 +1543,10 @@ impl Reader {
                 let rank = self.rank_of(data()) as f64;
                 let axes = match value(3) {
                     None => (0..starts.len()).map(|a| a as f64).collect(),
-                    Some(Some(a)) => a.iter().map(|&a| if a < 0.0 { a + rank } else { a }).collect::<Vec<_>>(),
+                    Some(Some(a)) => a
+                        .iter()
+                        .map(|&a| self.axis_of(data(), a as i64).map(|a| a as f64))
+                        .collect::<Result<Vec<_>, _>>()?,
                     Some(None) => return Err("slices along computed axes".into()),
                 };
                 let steps_one = match value(4) {
