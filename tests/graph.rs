@@ -758,8 +758,111 @@ async fn a_shufflenet_unit_by_hand() {
         "/model/graph/nodes/0/groups",
     )
     .await;
-    let sequence = json!({"input_shape": [5, 4], "layers": [{"type": "narrow", "dim": 1, "start": 0, "length": 2}]});
-    refused(sequence, 422, "/model/layers/0").await;
+    let sequence = json!({"input_shape": [5, 4], "layers": [{"type": "channel_shuffle", "groups": 2}]});
+    refused(sequence, 422, "/model/layers/0/groups").await;
+}
+
+/// Crops of a signal and of a sequence, by hand.
+///
+/// Signal `[2, 20]`: conv1d k3 (18 positions, i..i+2), positions 4..9 (`x[:, :, 4:10]`: output
+/// position i is conv position i+4, range i+4 <= m <= i+6), channels 1..2, a 2-wide max pool
+/// (2i+4 <= m <= 2i+7): pool position 1 reads input positions 6..9 of both input channels.
+///
+/// Sequence `[6, 4]`: a linear layer (token by token), tokens 0..3 (`t = i` still), causal
+/// attention (`0 <= t <= i`), features 1..2 (still causal), tokens 2..3: output token i is
+/// attention token i+2, no longer a prefix of itself (`not_affine`); its token 1 reads input
+/// tokens 0..3, every feature. Attention without a mask after the first crop reads tokens 0..3
+/// only: not `global`, and a linear layer after a 7x7 image's 2x2 pool reads rows and columns
+/// 0..5 only (the pool leaves the last ones unread).
+#[tokio::test]
+async fn crops_of_a_signal_and_a_sequence_by_hand() {
+    let signal = json!({"input_shape": [2, 20], "layers": [
+        {"type": "conv1d", "out_channels": 3, "kernel_size": 3},
+        {"type": "narrow", "dim": 2, "start": 4, "length": 6},
+        {"type": "narrow", "dim": -2, "start": 1, "length": 2},
+        {"type": "maxpool1d", "kernel_size": 2}
+    ]});
+    let r = post("/v1/receptive-field", json!({"model": signal, "position": {"index": [1]}}))
+        .await
+        .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(
+        (&r["position"]["input_positions"], &r["position"]["input_channels"]),
+        (&json!([[6, 9]]), &json!([[0, 1]]))
+    );
+    let text = |r: &Value, path: &str| item(&r["layers"], "path", path)["receptive_field"]["length"]["text"].clone();
+    assert_eq!(text(&r, "1"), "i+4 <= m <= i+6");
+    assert_eq!(text(&r, "2"), "i+4 <= m <= i+6");
+    assert_eq!(text(&r, "3"), "2i+4 <= m <= 2i+7");
+    assert_eq!(item(&r["layers"], "path", "2")["output_shape"], json!([2, 6]));
+    let t = post("/v1/complexity", json!({"model": signal})).await.json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    assert_eq!(
+        (row(&t, "1")["flops"].as_u64(), row(&t, "1")["params"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    let sequence = json!({"input_shape": [6, 4], "layers": [
+        {"type": "linear", "out_features": 4},
+        {"type": "narrow", "dim": 1, "start": 0, "length": 4},
+        {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2, "is_causal": true},
+        {"type": "narrow", "dim": -1, "start": 1, "length": 2},
+        {"type": "narrow", "dim": 1, "start": 2, "length": 2}
+    ]});
+    let r = post("/v1/receptive-field", json!({"model": sequence, "position": {"index": [1]}}))
+        .await
+        .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(
+        (&r["position"]["input_tokens"], &r["position"]["input_features"]),
+        (&json!([[0, 3]]), &json!([[0, 3]]))
+    );
+    let kind = |r: &Value, path: &str| item(&r["layers"], "path", path)["kind"].clone();
+    let kinds: Vec<Value> = (0..5).map(|i| kind(&r, &i.to_string())).collect();
+    assert_eq!(kinds, ["token", "token", "causal", "causal", "not_affine"].map(Value::from));
+    assert_eq!(item(&r["layers"], "path", "1")["tokens"]["text"], "t = i");
+    assert_eq!(item(&r["layers"], "path", "3")["tokens"]["text"], "0 <= t <= i");
+    assert_eq!(item(&r["layers"], "path", "4")["output_shape"], json!([2, 2]));
+    let t = post("/v1/complexity", json!({"model": sequence})).await.json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    // the linear layer's 4 x 4 + 4 and attention's in_proj (12 x 4 + 12) and out_proj (4 x 4 + 4)
+    assert_eq!(t["totals"]["params"], 20 + 60 + 20);
+
+    // every output reads all of its input, which is not the whole model input
+    let cropped = json!({"input_shape": [6, 4], "layers": [
+        {"type": "narrow", "dim": 1, "start": 0, "length": 4},
+        {"type": "multihead_attention", "embed_dim": 4, "num_heads": 2}
+    ]});
+    let r = post("/v1/receptive-field", json!({"model": cropped, "position": {"index": [0]}}))
+        .await
+        .json();
+    assert_eq!(kind(&r, "1"), "not_affine");
+    assert_eq!(r["position"]["input_tokens"], json!([[0, 3]]));
+    let pooled = json!({"input_shape": [1, 7, 7], "layers": [
+        {"type": "maxpool2d", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 2}
+    ]});
+    let r = post("/v1/receptive-field", json!({"model": pooled, "position": {"index": [0]}}))
+        .await
+        .json();
+    assert_eq!(kind(&r, "2"), "not_affine");
+    assert_eq!(
+        (&r["position"]["input_rows"], &r["position"]["input_cols"]),
+        (&json!([[0, 5]]), &json!([[0, 5]]))
+    );
+    // an 8x8 image's pool reads every position: global
+    let mut whole = pooled.clone();
+    whole["input_shape"] = json!([1, 8, 8]);
+    let r = post("/v1/receptive-field", json!({"model": whole, "position": {"index": [0]}}))
+        .await
+        .json();
+    assert_eq!(kind(&r, "2"), "global");
+    // a channel shuffle on a two-axis tensor is still refused; a crop past the end is named
+    refused(
+        json!({"input_shape": [6, 4], "layers": [{"type": "narrow", "dim": 1, "start": 4, "length": 3}]}),
+        422,
+        "/model/layers/0/length",
+    )
+    .await;
 }
 
 /// The original U-Net's skip, by hand: 3x3 valid conv on 12x12 (10x10, rows r..r+2), a 2x2 max

@@ -688,9 +688,71 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                 }
             }
         };
+        let mut n = n;
+        if n.rf == Rf::Global {
+            if let Some(why) = partial_reach(graph, rfs.len(), &rfs) {
+                n.rf = Rf::NotAffine(why);
+            }
+        }
         rfs.push(n);
     }
     rfs
+}
+
+/// Why a node whose every output reads all of its input does not read the whole model input,
+/// or None when it does. A node that reads only global (and learned) tensors reads everything
+/// they read: the whole input. Otherwise (a linear layer, attention or a mean reading a map) the
+/// union of what its outputs read is computed exactly: a crop, or a stride that leaves the last
+/// rows unread, leaves part of the input unread.
+fn partial_reach(graph: &Graph, id: usize, rfs: &[NodeRf]) -> Option<String> {
+    let node = &graph.nodes[id];
+    let read = |e: &crate::spec::shape::Edge| e.from.map(|f| &rfs[f].rf);
+    if node.inputs.iter().all(|e| matches!(read(e), Some(Rf::Global | Rf::Constant))) {
+        return None;
+    }
+    let whole = Product(node.output.iter().map(|&n| IntervalSet::range(0, n - 1)).collect());
+    let reach = back_to_input(graph, &graph.ancestors(id), id, whole);
+    let input = graph.input();
+    if !reach.approximate && covers(&reach.boxes.iter().collect::<Vec<_>>(), input, 0) {
+        return None;
+    }
+    let axes: Vec<String> = (0..input.len())
+        .map(|a| {
+            let s = reach.axis(a);
+            let runs: Vec<String> = s.ranges().iter().map(|&(lo, hi)| format!("{lo}..{hi}")).collect();
+            format!(
+                "{} of 0..{}",
+                if runs.is_empty() { "none".into() } else { runs.join(", ") },
+                input[a] - 1
+            )
+        })
+        .collect();
+    Some(format!(
+        "every output reads all of its input, which does not reach the whole model input (zero-based, per axis of {input:?}: {}{}); a unit's exact set is exact",
+        axes.join("; "),
+        if reach.approximate { ", a hull" } else { "" }
+    ))
+}
+
+/// Whether the union of `boxes` holds every element of `shape` on axes `a..` (the boxes
+/// already hold the element on the axes before `a`): along axis `a`, every run between two of
+/// the boxes' ends is held by the boxes that hold its first position, on the remaining axes.
+fn covers(boxes: &[&Product], shape: &[u64], a: usize) -> bool {
+    if a == shape.len() {
+        return !boxes.is_empty();
+    }
+    let mut cuts = vec![0, shape[a]];
+    for b in boxes {
+        for &(lo, hi) in b.0[a].ranges() {
+            cuts.extend([lo, hi + 1]);
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).filter(|w| w[1] <= shape[a]).all(|w| {
+        let held: Vec<&Product> = boxes.iter().copied().filter(|b| !b.0[a].window(w[0], 1).is_empty()).collect();
+        covers(&held, shape, a + 1)
+    })
 }
 
 /// The map of an output whose row i reads row i of `a` and all of `others` (`a @ b`; a
@@ -1075,6 +1137,18 @@ fn apply_signal(node: &Node, rf: Rf) -> Rf {
         LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
         LayerKind::Softmax { dim } if axis(*dim) == Some(0) => rf,
         LayerKind::Mean { .. } => rf,
+        // some channels, or positions start.. of the signal: output position i is input
+        // position i + start
+        LayerKind::Narrow { dim, start, .. } => match axis(*dim) {
+            Some(0) => rf,
+            _ => map_axes(rf, TOO_WIDE, |a, m| match a {
+                1 => Some(AxisMap {
+                    lo: m.lo.linear(1, i64::try_from(*start).ok()?)?,
+                    hi: m.hi.linear(1, i64::try_from(*start).ok()?)?,
+                }),
+                _ => Some(m),
+            }),
+        },
         LayerKind::Linear { .. }
         | LayerKind::LayerNorm { .. }
         | LayerKind::GroupNorm { .. }
@@ -1104,6 +1178,14 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
         // over the features of each token, or (normalized_shape [L, D]) over every token
         LayerKind::LayerNorm { shape, .. } if shape.len() < 2 => same,
         LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(1) => same,
+        // some features of every token, or tokens start..: output token i is input token
+        // i + start, which keeps the map only from the first token
+        LayerKind::Narrow { dim, start, .. } => match (crate::spec::shape::sample_axis(*dim, node.input.len(), ""), start) {
+            (Ok(1), _) | (_, 0) => same,
+            _ => Rf::NotAffine(format!(
+                "tokens cropped from {start}: output token i is input token i+{start}, so its range is its token's, shifted; exact sets of a unit are exact"
+            )),
+        },
         LayerKind::MultiheadAttention { causal: true, .. } => Rf::sequence(true, suffix),
         LayerKind::Recurrent(r) if !r.bidirectional => Rf::sequence(true, suffix),
         LayerKind::Transpose => Rf::NotAffine("transposed: the tokens became features".into()),
@@ -1936,12 +2018,17 @@ pub fn dependence(chain: &Chain, index: &[u64], channel: Option<u64>) -> Depende
     } else {
         Product(vec![IntervalSet::range(index[0], index[0])])
     };
-    let graph = chain.graph;
+    back_to_input(chain.graph, &chain.steps, chain.id, unit)
+}
+
+/// The input elements the elements `unit` of node `id`'s output depend on, back through `steps`
+/// (`id` and the nodes it reads, in topological order).
+fn back_to_input(graph: &Graph, steps: &[usize], id: usize, unit: Product) -> DependenceSet {
     let mut approx = false;
     let mut sets: Vec<Vec<Product>> = vec![Vec::new(); graph.nodes.len()];
-    sets[chain.id] = vec![unit];
+    sets[id] = vec![unit];
     let mut input = Vec::new();
-    for &i in chain.steps.iter().rev() {
+    for &i in steps.iter().rev() {
         let set = std::mem::take(&mut sets[i]);
         if set.is_empty() {
             continue;

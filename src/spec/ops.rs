@@ -598,7 +598,8 @@ pub struct SelectLayer {
 
 /// `torch.narrow(x, dim, start, length)`: positions `start..start + length` along PyTorch's dim
 /// (batch axis 0): channels (dim 1) of an image, a volume or a feature vector (`x.chunk(2, 1)` is
-/// two of them), or a crop of rows, columns or slices. Not on a two-axis sample.
+/// two of them), or a crop of rows, columns or slices; on a two-axis sample a signal's channels
+/// or positions, a sequence's tokens or features.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"dim": 1, "start": 0, "length": 24}))]
 pub struct NarrowLayer {

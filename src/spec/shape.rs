@@ -245,14 +245,18 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
 
 /// Marks the nodes whose output is a 1-D signal `[C, L]` and says whether the model's input is
 /// one: a two-axis float input that a 1-D layer reads, directly or through layers that keep a
-/// signal a signal (element-wise layers, linear layers, merges).
+/// signal a signal (element-wise layers, linear layers, narrows, merges).
 fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
     let keeps = |n: &Node| {
         n.output.len() == 2
             && (n.merge.is_some_and(|m| m != Merge::MatMul)
                 || matches!(
                     n.layer.kind,
-                    LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Linear { .. }
+                    LayerKind::BatchNorm { .. }
+                        | LayerKind::Activation { .. }
+                        | LayerKind::Dropout { .. }
+                        | LayerKind::Linear { .. }
+                        | LayerKind::Narrow { .. }
                 ))
     };
     let one_d = |n: &Node| n.layer.one_d_on(n.input.len());
@@ -1301,15 +1305,6 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         LayerKind::Transpose => {
             let [a, b] = sequence(input, "transpose(1, 2)", pointer)?;
             vec![b, a]
-        }
-        LayerKind::Narrow { .. } | LayerKind::ChannelShuffle { .. } if input.len() == 2 => {
-            return Err(SpecError::invalid(
-                pointer,
-                format!(
-                    "{} reads the channels of an image [C, H, W], a volume [C, D, H, W] or the features of a vector [F]; its input has shape {input:?} (a two-axis tensor is not supported)",
-                    layer.type_name()
-                ),
-            ))
         }
         LayerKind::Narrow { dim, start, length } => {
             let axis = sample_axis(*dim, input.len(), &child(pointer, "dim"))?;

@@ -228,6 +228,10 @@ def run_rf(url, n, seed, graphs, signals, volumes=0):
         pick = bool(picks) and rng.random() < 0.5
         if pick:
             path = rng.choice(picks)
+        # a layer at or after a top-level narrow of a sequential spec (a signal's crop), half the time
+        crops = [i for i, layer in enumerate(spec.get("layers", [])) if layer["type"] == "narrow"]
+        if crops and rng.random() < 0.5:
+            path = str(rng.randrange(crops[0], len(spec["layers"])))
         model = torchspec.build_model(spec)
         shapes = {}
         for p in all_paths:
@@ -273,6 +277,15 @@ def run_rf(url, n, seed, graphs, signals, volumes=0):
                         problems.append(f"exact {axis} {expected[key]} escape the clipped range {[lo, hi]}")
                 elif got.get("clipped") and expected[key]:
                     problems.append(f"exact {axis} {expected[key]} but the clipped range is empty")
+            # a signal's integer-affine range, clipped to the signal, must contain its exact positions
+            row = next((r for r in resp["layers"] if r["path"] == path), {})
+            rng_len = (row.get("receptive_field") or {}).get("length")
+            if rng_len and not mirrored and expected.get("input_positions"):
+                i = index[0]
+                lo = max(0, rng_len["scale"] * i + rng_len["lo"])
+                hi = min(spec["input_shape"][1] - 1, rng_len["scale"] * i + rng_len["hi"])
+                if expected["input_positions"][0][0] < lo or expected["input_positions"][-1][1] > hi:
+                    problems.append(f"exact positions {expected['input_positions']} escape the range {rng_len['text']} at i={i} ([{lo}, {hi}])")
             problems += grade_own_ranges(url, spec, resp, path)
         if problems:
             failures += 1

@@ -592,6 +592,13 @@ def run_sequences(url, n, seed):
         # writes an RNN op); attention is read from both (grouped by the
         # dynamo exporter's module metadata, or by the TorchScript exporter's scopes)
         dynamo = (done + 1) % 4 == 0
+        # torch 2.11's dynamo exporter unrolls nn.RNN over a single token (a crop of the tokens
+        # to one) into Squeeze/Slice ops the importer does not read as the layer: a 422 listing
+        # them, drawn again
+        layers = spec["layers"]
+        one_token = next((i for i, layer in enumerate(layers) if layer["type"] == "narrow" and layer["dim"] in (1, -2) and layer["length"] == 1), None)
+        if dynamo and one_token is not None and any(layer["type"] == "rnn" for layer in layers[one_token:]):
+            continue
         # an ONNX file does not record padding_idx (the zero gradient of that row): drawn without
         for layer in spec["layers"]:
             layer.pop("padding_idx", None)

@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from check import compare_profiles, post  # noqa: E402
+from torchspec import Narrow  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -108,6 +109,10 @@ def build(layers, shape):
         elif t == "flatten":
             m = nn.Flatten()
             shape = [shape[0] * shape[1]]
+        elif t == "narrow":
+            m = Narrow(spec["dim"], spec["start"], spec["length"])
+            shape = list(shape)
+            shape[spec["dim"] % 3 - 1] = spec["length"]
         elif t == "residual":
             body, _ = build(spec["body"], shape)
             m = Residual(body)
@@ -121,7 +126,18 @@ def rand_block(rng, shape):
     """One random layer (or residual block) for a sequence of shape [L, D]; returns (spec, shape)."""
     length, d = shape
     heads = [h for h in range(1, 5) if d % h == 0]
-    kind = rng.choice(["linear", "layernorm", "act", "attention", "attention", "recurrent", "recurrent", "residual", "softmax", "dropout"])
+    kind = rng.choice(["linear", "layernorm", "act", "attention", "attention", "recurrent", "recurrent", "residual", "softmax", "dropout", "narrow", "narrow"])
+    if kind == "narrow":
+        # x.narrow on the tokens (a crop of the sequence, from its start now and then) or the
+        # features (a part of x.chunk(k, -1)), PyTorch's dim negative now and then
+        axis = rng.randrange(2)
+        if shape[axis] >= 2:
+            start = 0 if rng.random() < 0.3 else rng.randrange(shape[axis] - 1)
+            n = rng.randint(1, shape[axis] - start)
+            out = list(shape)
+            out[axis] = n
+            return {"type": "narrow", "dim": rng.choice([axis + 1, axis - 2]), "start": start, "length": n}, out
+        kind = "act"
     if kind == "linear":
         o = rng.randint(2, 12)
         return {"type": "linear", "out_features": o, "bias": rng.random() < 0.8}, [length, o]
@@ -574,6 +590,10 @@ def oracle_rf(spec, model, path, index, channel):
 def check_rf(url, spec, model, rng):
     all_paths = [p for p in spec_paths(spec) if isinstance(module_or_none(model, p), nn.Module)]
     path = rng.choice(all_paths)
+    # a layer at or after a top-level narrow (a crop of the tokens or features), half the time
+    crops = [i for i, layer in enumerate(spec.get("layers", [])) if layer["type"] == "narrow"]
+    if crops and rng.random() < 0.5 and str(crops[0]) in all_paths:
+        path = rng.choice([p for p in all_paths if "." not in p and int(p) >= crops[0]])
     shapes = {}
     for p in all_paths:
         module_at(model, p).register_forward_hook(lambda m, i, o, p=p: shapes.__setitem__(p, list(o.shape[1:])))
@@ -602,7 +622,17 @@ def check_rf(url, spec, model, rng):
     got = resp["position"]
     # a ReLU RNN's dead units have exactly zero gradients for some weights: autograd through
     # the real module proves less than the network's structure there (the probe still checks)
-    want = {} if '"relu"' in json.dumps(spec) else oracle_rf(spec, model, path, index, channel)
+    # so does a layernorm or softmax over one feature (a crop to one feature before it): its
+    # output is its bias (1) whatever the input, and cross-attention on a learned memory of one
+    # token: its softmax over one key is 1 whatever the query; the service answers for the
+    # structure
+    nodes = {n["name"]: n for n in spec.get("graph", {}).get("nodes", [])}
+    one_key = any(n["type"] == "multihead_attention" and len(n.get("inputs", [])) > 1
+                  and nodes.get(n["inputs"][1], {}).get("type") == "parameter" and nodes[n["inputs"][1]]["shape"][0] == 1
+                  for n in nodes.values())
+    one_feature = any(layer["type"] == "narrow" and layer["dim"] in (2, -1) and layer["length"] == 1 for layer in spec.get("layers", []))
+    degenerate = '"relu"' in json.dumps(spec) or one_feature or one_key
+    want = {} if degenerate else oracle_rf(spec, model, path, index, channel)
     for key, w in want.items():
         if got.get(key) != w:
             problems.append(f"rf {path} index {index} channel {channel}: {key} service {got.get(key)} != autograd {w}")
@@ -615,6 +645,8 @@ def check_rf(url, spec, model, rng):
         problems.append(f"rf {path}: kind token but the unit reads {toks}")
     if row["kind"] == "causal" and toks and toks[-1][1] > index[0]:
         problems.append(f"rf {path}: kind causal but the unit reads {toks}")
+    if row["kind"] == "anticausal" and toks and toks[0][0] < index[0]:
+        problems.append(f"rf {path}: kind anticausal but the unit reads {toks}")
     return problems
 
 

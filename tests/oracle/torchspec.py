@@ -141,8 +141,9 @@ def channel_pick(rng, shape):
     to some of them; None when the channels allow neither."""
     c = shape[0]
     groups = [g for g in (2, 3, 4, c) if 1 < g <= c and c % g == 0 and (g < c or rng.random() < 0.2)]
-    if len(shape) >= 3 and rng.random() < 0.35:
-        # a crop along a spatial axis (PyTorch's dim, negative now and then)
+    if len(shape) >= 2 and rng.random() < 0.35:
+        # a crop along a spatial axis, a signal's positions or a sequence's features (PyTorch's
+        # dim, negative now and then)
         axis = rng.randrange(1, len(shape))
         n = shape[axis]
         if n >= 2:
@@ -727,6 +728,11 @@ def random_signal_spec(rng):
                 cand["scale_factor"] = rng.choice([f, [f]])
             else:
                 cand["size"] = rng.choice([shape[1] * f, [shape[1] * f]])
+        elif rng.random() < 0.1 and shape[1] >= 2:
+            # x.narrow: a crop of the positions (x[:, :, a:b]), or some channels
+            start = rng.randrange(shape[1] - 1)
+            cand = {"type": "narrow", "dim": rng.choice([2, -1]), "start": start, "length": rng.randint(1, shape[1] - start)} \
+                if rng.random() < 0.7 else channel_pick(rng, shape) or {"type": "relu"}
         elif r < 0.4:
             out = rng.choice([1, 2, 3, 4, 6])
             groups = rng.choice([g for g in (1, 2, 3) if shape[0] % g == 0 and out % g == 0])
