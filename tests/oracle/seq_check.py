@@ -460,8 +460,13 @@ def paths(layers, prefix=""):
 
 
 def token_ids(spec, batch, gen):
+    """Random token ids; with a padding_idx, the padding token is the first token of the first
+    sample (so that its row's zero gradient is seen)."""
     vocab = spec["layers"][0]["num_embeddings"]
-    return torch.randint(0, vocab, (batch, *spec["input_shape"]), generator=gen)
+    ids = torch.randint(0, vocab, (batch, *spec["input_shape"]), generator=gen)
+    if spec["layers"][0].get("padding_idx") is not None:
+        ids[0, 0] = spec["layers"][0]["padding_idx"]
+    return ids
 
 
 def check_complexity(url, spec, model, x):

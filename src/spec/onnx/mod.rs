@@ -300,6 +300,20 @@ fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
     })
 }
 
+/// An embedding's `padding_idx` from the dynamo exporter's metadata: ONNX's Gather has none, but
+/// the node's `pkg.torch.onnx.fx_node` keeps the call, `aten.embedding.default(%w, %ids, 3)`
+/// (nn.Embedding passes a non-negative index; PyTorch's default -1, no padding row, is left out).
+/// The TorchScript exporter keeps no such record.
+fn embedding_padding(node: &NodeProto, rows: i64) -> Option<u64> {
+    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
+    let (head, args) = fx.split_once("](args = (")?;
+    if !head.contains("target=torch.ops.aten.embedding.default") {
+        return None;
+    }
+    let index: i64 = args.split(", ").nth(2)?.trim_end_matches(')').trim().parse().ok()?;
+    u64::try_from(index).ok().filter(|&i| (i as i64) < rows)
+}
+
 /// PyTorch's module name from the legacy exporter's scope names: `/layer1/layer1.0/relu/Relu`
 /// is module `layer1.0.relu`, `/layer1/layer1.0/Add` the add of module `layer1.0`. Other names
 /// are kept as they are.
@@ -1066,6 +1080,9 @@ impl Reader {
                 set("type", json!("embedding"));
                 set("num_embeddings", json!(table.dims[0]));
                 set("embedding_dim", json!(table.dims[1]));
+                if let Some(index) = embedding_padding(node, table.dims[0]) {
+                    set("padding_idx", json!(index));
+                }
                 weight_name = node.input.first().cloned();
                 tensors.push(("weight", table));
                 inputs.push(GRAPH_INPUT.to_string());
