@@ -692,3 +692,65 @@ async fn recurrent_ops_become_pytorchs_layers() {
     let d = refused(file.encode_to_vec()).await;
     assert!(d.contains("not the exporter's time-major layout"), "{d}");
 }
+
+/// An embedding from the dynamo exporter, by hand: token ids `[1, 4]` (int64) pick rows of a
+/// `[5, 2]` table; the Gather's `pkg.torch.onnx.fx_node` metadata records the call with
+/// padding_idx 2. The loss is the sum of the outputs, so row r's gradient is (count of r) in both
+/// columns: ids [2, 0, 2, 1] give rows 0 and 1 one each and the padding row none, a Frobenius
+/// norm of sqrt(1*2 + 1*2) = 2. Without a (readable) padding index row 2 counts twice:
+/// sqrt(2 + 2 + 4*2) = sqrt(12). A bad index in the metadata (past the table, negative, not a
+/// number, a call of another op) is no padding row, never an error.
+#[tokio::test]
+async fn the_dynamo_exporters_padding_idx_is_read_back() {
+    let file = |fx: Option<&str>| {
+        let mut gather = node("Gather", "node_embedding", &["emb.weight", "x"], "y", vec![]);
+        if let Some(fx) = fx {
+            gather.metadata_props = vec![layerscope::spec::onnx::proto::StringStringEntryProto {
+                key: Some("pkg.torch.onnx.fx_node".into()),
+                value: Some(fx.into()),
+            }];
+        }
+        let mut m = ModelProto::decode(
+            model(
+                &[1, 4],
+                vec![gather],
+                vec![tensor("emb.weight", &[5, 2], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])],
+                "y",
+            )
+            .as_slice(),
+        )
+        .unwrap();
+        let graph = m.graph.as_mut().unwrap();
+        if let Some(type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            t.elem_type = Some(DataType::Int64 as i32);
+        }
+        b64(&m.encode_to_vec())
+    };
+    let call = |args: &str| {
+        format!("%embedding : [num_users=1] = call_function[target=torch.ops.aten.embedding.default](args = ({args}), kwargs = {{}})")
+    };
+    let grad = |onnx: String| async move {
+        let r = post(
+            "/v1/gradient-diagnostics",
+            json!({"model": {"onnx": onnx}, "inputs": {"values": [2, 0, 2, 1]}, "dtype": "float64"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        r.json()["layers"][0]["weight_grad"]["frobenius"].as_f64().unwrap()
+    };
+    let padded = grad(file(Some(&call("%p_emb_weight, %input, 2")))).await;
+    assert!((padded - 2.0).abs() < 1e-12, "{padded}");
+    for fx in [
+        None,
+        Some(call("%p_emb_weight, %input")),
+        Some(call("%p_emb_weight, %input, 5")),
+        Some(call("%p_emb_weight, %input, -1")),
+        Some(call("%p_emb_weight, %input, 99999999999999999999999")),
+        Some(call("%p_emb_weight, %input, two")),
+        Some("%embedding = call_function[target=torch.ops.aten.index_select.default](args = (%w, 0, %ids), kwargs = {})".into()),
+        Some("args = (".into()),
+    ] {
+        let plain = grad(file(fx.as_deref())).await;
+        assert!((plain - 12f64.sqrt()).abs() < 1e-12, "{fx:?}: {plain}");
+    }
+}
