@@ -754,3 +754,92 @@ async fn the_dynamo_exporters_padding_idx_is_read_back() {
         assert!((plain - 12f64.sqrt()).abs() < 1e-12, "{fx:?}: {plain}");
     }
 }
+
+/// A BatchNorm the dynamo exporter folded into the conv before it, by hand: a 1x1 Conv of 2
+/// filters on [1, 1, 3, 3] whose metadata is the norm's call (module `bn` by its name scopes,
+/// eps 1e-3) and whose bias `c.weight_bias` is the folded shift (the conv had none of its own).
+/// The norm comes back as the module has it: conv2d `c` with 2 weights and no bias, batchnorm2d
+/// `bn` with 2 + 2 affine parameters and eps 1e-3; with `None, None` for its weight and bias it
+/// is affine=False (no parameters). Without the metadata the file is one conv with a bias.
+#[tokio::test]
+async fn a_batchnorm_folded_by_the_dynamo_exporter_is_put_back() {
+    let file = |fx: Option<&str>| {
+        let mut conv = node(
+            "Conv",
+            "node_Conv_8",
+            &["x", "c.weight", "c.weight_bias"],
+            "y",
+            vec![ints("kernel_shape", &[1, 1])],
+        );
+        if let Some(fx) = fx {
+            let entry = |k: &str, v: &str| layerscope::spec::onnx::proto::StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v.into()),
+            };
+            conv.metadata_props = vec![
+                entry("pkg.torch.onnx.fx_node", fx),
+                entry("pkg.torch.onnx.name_scopes", "['', 'bn', '_native_batch_norm_legit_no_training']"),
+                entry(
+                    "pkg.torch.onnx.class_hierarchy",
+                    "['torch.nn.modules.container.Sequential', 'torch.nn.modules.batchnorm.BatchNorm2d', 'aten._native_batch_norm_legit_no_training.default']",
+                ),
+            ];
+        }
+        b64(&model(
+            &[1, 1, 3, 3],
+            vec![conv],
+            vec![
+                tensor("c.weight", &[2, 1, 1, 1], &[2.0, 3.0]),
+                tensor("c.weight_bias", &[2], &[1.0, -1.0]),
+            ],
+            "y",
+        ))
+    };
+    let call = |args: &str| {
+        format!("%_native_batch_norm_legit_no_training : [num_users=1] = call_function[target=torch.ops.aten._native_batch_norm_legit_no_training.default](args = ({args}), kwargs = {{}})")
+    };
+    let rows = |onnx: String| async move {
+        let r = post("/v1/complexity", json!({"model": {"onnx": onnx}})).await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        let t = r.json();
+        assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+        t["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["path"].as_str().unwrap().to_string(),
+                    r["type"].as_str().unwrap().to_string(),
+                    r["params"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let row = |p: &str, t: &str, n: u64| (p.to_string(), t.to_string(), n);
+    let affine = file(Some(&call(
+        "%conv2d, %p_bn_weight, %p_bn_bias, %b_bn_running_mean, %b_bn_running_var, 0.1, 0.001",
+    )));
+    assert_eq!(rows(affine.clone()).await, vec![row("c", "conv2d", 2), row("bn", "batchnorm2d", 4)]);
+    let plain = file(Some(&call(
+        "%conv2d, None, None, %b_bn_running_mean, %b_bn_running_var, 0.1, 1e-05",
+    )));
+    assert_eq!(rows(plain).await, vec![row("c", "conv2d", 2), row("bn", "batchnorm2d", 0)]);
+    assert_eq!(rows(file(None)).await, vec![row("c", "conv2d", 4)]);
+    // a record cut short or with a bad eps still reads (eps 1e-5, affine only where said)
+    for fx in [
+        call("%conv2d"),
+        call("%conv2d, %p_bn_weight, %p_bn_bias, %m, %v, 0.1, nan"),
+        call("%conv2d, %w, %b, %m, %v, 0.1, 7"),
+    ] {
+        let r = post("/v1/receptive-field", json!({"model": {"onnx": file(Some(&fx))}, "verify": false})).await;
+        assert_eq!(r.status, 200, "{fx}: {}", r.json());
+    }
+    // the spec the file reads as: eps 1e-3, weight 1, bias 0, the shift in the running mean
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": {"onnx": affine}, "inputs": {"values": vec![0.5; 9]}, "dtype": "float64"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+}

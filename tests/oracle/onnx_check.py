@@ -65,8 +65,9 @@ logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
 TORCHVISION = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet", "convnext_tiny", "vit_b_16", "r3d_18"]
-# attention is read from both exporters' files: these are checked from both
-BOTH_EXPORTERS = ("vit_b_16",)
+# attention is read from both exporters' files, and the BatchNorms the dynamo exporter folds
+# into convs are put back: these are checked from both
+BOTH_EXPORTERS = ("vit_b_16", "resnet18")
 
 
 def export(model, shape, dynamo=False, example=None):
@@ -114,7 +115,7 @@ def run_torchvision(url, names, dynamo_too):
         if name in BOTH_EXPORTERS:
             files.append(("dynamo", export(model, size, dynamo=True)))
         if dynamo_too and name == "resnet18":
-            failures += check_dynamo(url, name, model)
+            failures += check_dynamo(url, name, model, dict(files)["dynamo"])
         if name in ("resnet18", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "r3d_18"):
             # ViT's position embedding fixes its image size
             shape = [3, 224, 224] if name == "vit_b_16" else [3, 4, 24, 24] if video else [3, 32, 32]
@@ -193,23 +194,24 @@ def prune(spec):
     return {"input_shape": spec["input_shape"], "graph": {"nodes": kept, "outputs": outs}}
 
 
-def check_dynamo(url, name, model):
-    """torch.onnx.export's default (dynamo) folds BatchNorm into the convs: the file has other
-    parameters than the module. Its params must equal the file's own float initializers (read
-    by the onnx package) and its torch_flop_counter total FlopCounterMode on the module (folding
-    changes no conv or linear FLOP)."""
+def check_dynamo(url, name, model, data):
+    """torch.onnx.export's default (dynamo) folds BatchNorm into the convs; the importer puts
+    each norm back (its metadata names it). The file's params must equal the module's
+    sum(numel) (the file alone has fewer float initializers: the norms' are gone) and its
+    torch_flop_counter total FlopCounterMode on the module; every row is named after the module's
+    own names (the rows against the preset's: run_torchvision)."""
     import onnx
-    data = export(model, [3, 224, 224], dynamo=True)
     proto = onnx.load_from_string(data)
     file_params = sum(int(torch.tensor(list(t.dims)).prod().item()) if t.dims else 1 for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    params = sum(p.numel() for p in model.parameters())
     total, _ = flop_counts(model, torch.zeros(1, 3, 224, 224))
     s, got = post_raw(url + "/v1/complexity", data, {"verify": True, "profile": "torch_flop_counter"})
-    problems = []
+    problems = [] if file_params < params else [f"the file holds {file_params} float numbers, not fewer than the module's {params}: nothing folded?"]
     if s != 200:
         problems.append(f"status {s}: {str(got)[:400]}")
     else:
-        if got["totals"]["params"] != file_params:
-            problems.append(f"params {got['totals']['params']} != the file's float initializers {file_params}")
+        if got["totals"]["params"] != params:
+            problems.append(f"params {got['totals']['params']} != the module's sum(numel) {params}")
         if got["totals"]["flops"] != total:
             problems.append(f"torch_flop_counter {got['totals']['flops']} != FlopCounterMode {total}")
         if not got["verification"]["agrees"]:
@@ -221,7 +223,7 @@ def check_dynamo(url, name, model):
         strays = [r["path"] for r in got["rows"] if not named(r["path"]) and not named(r["path"].rsplit("_", 1)[0])]
         if strays:
             problems.append(f"rows not named after the module's own names: {strays[:5]}")
-    print(f"onnx {name} (dynamo export, BatchNorm folded, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
+    print(f"onnx {name} (dynamo export, BatchNorm folded and put back, {len(data) / 1e6:.1f} MB): " + ("ok" if not problems else "; ".join(problems)))
     return bool(problems)
 
 
@@ -481,6 +483,81 @@ def check_padding_idx(url):
             label = f"onnx nn.Embedding(10, 5, padding_idx={pad}) by the {'dynamo' if dynamo else 'TorchScript'} exporter"
             print(f"{label}: " + ("ok" if not problems else "; ".join(problems)))
             failures += bool(problems)
+    return failures
+
+
+def check_folded_norms(url):
+    """The dynamo exporter's optimizer folds a BatchNorm into the Conv, ConvTranspose or Gemm
+    before it (its weights scaled, its shift in a bias); the importer puts the norm back in its
+    place, from the node's metadata. Five networks, the norms' statistics and affine numbers
+    drawn (a conv without a bias, one with, a transposed conv before an affine=False norm, a
+    linear layer, a conv1d), each exported by both exporters: the dynamo file's rows equal the
+    TorchScript file's (which keeps the norm) row for row, its parameters equal the module's
+    sum(numel), the norm row carries the module's name and eps; float64 gradients of the first
+    and last layers' weights with the file's weights equal autograd on the folded network (the
+    file's weights, the norm an identity)."""
+    import onnx
+    from onnx import numpy_helper
+    nn = torch.nn
+    failures = 0
+    torch.manual_seed(8)
+    cases = [
+        ("conv2d without a bias", nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Sigmoid(), nn.Flatten(), nn.Linear(144, 2)), [3, 8, 8]),
+        ("conv2d with a bias, eps 1e-3", nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3), nn.Sigmoid(), nn.Flatten(), nn.Linear(144, 2)), [3, 8, 8]),
+        ("conv_transpose2d, affine=False", nn.Sequential(nn.ConvTranspose2d(3, 4, 2, stride=2), nn.BatchNorm2d(4, affine=False), nn.Sigmoid(), nn.Flatten(), nn.Linear(256, 2)), [3, 4, 4]),
+        ("linear", nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Sigmoid(), nn.Linear(4, 2)), [5]),
+        ("conv1d without a bias", nn.Sequential(nn.Conv1d(3, 4, 3, bias=False), nn.BatchNorm1d(4, eps=1e-4), nn.Sigmoid(), nn.Flatten(), nn.Linear(24, 2)), [3, 8]),
+    ]
+    for label, model, shape in cases:
+        with torch.no_grad():
+            norm = model[1]
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+            if norm.affine:
+                norm.weight.normal_()
+                norm.bias.normal_()
+        model.eval()
+        problems = []
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            data = export(model, shape, dynamo=True)
+        legacy = export(model, shape)
+        s, got = post_raw(url + "/v1/complexity", data, {"verify": True, "profile": "fvcore"})
+        s2, want = post_raw(url + "/v1/complexity", legacy, {"verify": True, "profile": "fvcore"})
+        if s != 200 or s2 != 200:
+            problems.append(f"status {s}/{s2}: {str(got)[:300]} {str(want)[:300]}")
+        else:
+            if not same_rows(got["rows"], want["rows"]):
+                problems.append(f"rows {[row_key(r) for r in got['rows']]} != {[row_key(r) for r in want['rows']]}")
+            params = sum(p.numel() for p in model.parameters())
+            if got["totals"]["params"] != params:
+                problems.append(f"params {got['totals']['params']} != sum(numel) {params}")
+            if not got["verification"]["agrees"]:
+                problems.append("the libtorch check disagrees")
+            if not any(r["path"] == "1" and r["type"].startswith("batchnorm") for r in got["rows"]):
+                problems.append(f"no norm row named 1: {[(r['path'], r['type']) for r in got['rows']]}")
+        # the folded network: the file's weights, the norm an identity
+        inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()).double() for t in onnx.load_from_string(data).graph.initializer}
+        ref = copy.deepcopy(model).double()
+        ref[1] = nn.Identity()
+        ref[0].weight = nn.Parameter(inits["0.weight"])
+        bias = inits.get("0.bias", inits.get("0.weight_bias"))
+        ref[0].bias = None if bias is None else nn.Parameter(bias)
+        last = str(len(ref) - 1)
+        ref[-1].weight = nn.Parameter(inits[f"{last}.weight"])
+        ref[-1].bias = nn.Parameter(inits[f"{last}.bias"])
+        x = torch.randn(2, *shape, dtype=torch.float64)
+        ref(x).sum().backward()
+        s, g = post(url + "/v1/gradient-diagnostics", {"model": {"onnx": base64.b64encode(data).decode()}, "inputs": {"values": x.flatten().tolist()}, "dtype": "float64"})
+        if s != 200:
+            problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+        else:
+            rows = {r["path"]: r["weight_grad"]["frobenius"] for r in g["layers"]}
+            for path, p in (("0", ref[0].weight), (last, ref[-1].weight)):
+                w = p.grad.norm().item()
+                if path not in rows or abs(rows[path] - w) > 1e-9 * max(1.0, w):
+                    problems.append(f"gradient of {path}.weight {rows.get(path)} != autograd on the folded network {w}")
+        print(f"onnx BatchNorm folded into a {label} (dynamo export): " + ("ok" if not problems else "; ".join(problems)))
+        failures += bool(problems)
     return failures
 
 
@@ -986,6 +1063,7 @@ def main():
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
     failed += check_padding_idx(a.url)
+    failed += check_folded_norms(a.url)
     failed += check_shufflenet(a.url)
     failed += check_crop(a.url)
     failed += check_unrolled_rnn(a.url)

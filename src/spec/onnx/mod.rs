@@ -300,6 +300,35 @@ fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
     })
 }
 
+/// A BatchNorm that the dynamo exporter's optimizer folded into the Conv, ConvTranspose or Gemm
+/// before it: the node's metadata is then the norm's call,
+/// `aten._native_batch_norm_legit_no_training(%conv2d, %p_1_weight, %p_1_bias, %b_1_running_mean,
+/// %b_1_running_var, 0.1, 1e-05)` (`None, None` for affine=False), and its name scopes the norm's
+/// module. The norm's own numbers are gone (folded into the weights); its place, affine and eps
+/// are not.
+struct FoldedNorm {
+    affine: bool,
+    eps: f64,
+}
+
+fn folded_norm(node: &NodeProto) -> Option<FoldedNorm> {
+    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
+    let (head, args) = fx.split_once("](args = (")?;
+    if !head.contains("target=torch.ops.aten._native_batch_norm_legit_no_training.default") {
+        return None;
+    }
+    let args: Vec<&str> = args.split(", ").collect();
+    let eps = args
+        .get(6)
+        .and_then(|e| e.trim_end_matches(')').trim().parse::<f64>().ok())
+        .filter(|e| e.is_finite() && *e > 0.0 && *e < 1.0)
+        .unwrap_or(1e-5);
+    Some(FoldedNorm {
+        affine: args.get(1).is_some_and(|a| a.starts_with('%')),
+        eps,
+    })
+}
+
 /// An embedding's `padding_idx` from the dynamo exporter's metadata: ONNX's Gather has none, but
 /// the node's `pkg.torch.onnx.fx_node` keeps the call, `aten.embedding.default(%w, %ids, 3)`
 /// (nn.Embedding passes a non-negative index; PyTorch's default -1, no padding row, is left out).
@@ -588,6 +617,63 @@ impl Reader {
         self.nodes.push(Value::Object(body));
         self.origin
             .push((name.clone(), node.name().to_string(), node.op_type().to_string()));
+        name
+    }
+
+    /// A BatchNorm folded into `node` (a Conv, ConvTranspose or Gemm) by the dynamo exporter, and
+    /// the folded shift: the node's bias `b` when the layer had none of its own (the optimizer
+    /// names it `{weight}_bias`; the layer's own is `{module}.bias`), taken out of `b`.
+    fn unfolded(&self, node: &NodeProto, b: &mut Option<Constant>, channels: i64) -> Option<(FoldedNorm, i64, Option<Constant>)> {
+        let norm = folded_norm(node)?;
+        let own = node
+            .input
+            .get(1)
+            .and_then(|w| w.strip_suffix(".weight"))
+            .map(|m| format!("{m}.bias"));
+        let shift = match node.input.get(2) {
+            Some(t) if !t.is_empty() && Some(t) != own.as_ref() => b.take(),
+            _ => None,
+        };
+        Some((norm, channels, shift))
+    }
+
+    /// The BatchNorm the exporter folded into layer `layer`, back in its place as the module has
+    /// it (its module's name, affine, eps, `channels` features: every count and parameter is
+    /// the module's): the folded weights already hold its scale, so it is an identity here, up
+    /// to rounding (weight 1, bias 0, running_var 1 - eps), its running mean minus the folded
+    /// `shift` where the layer had no bias of its own. Returns the norm's node name.
+    fn restore_norm(
+        &mut self,
+        node: &NodeProto,
+        index: usize,
+        layer: String,
+        norm: FoldedNorm,
+        channels: i64,
+        shift: Option<Constant>,
+    ) -> String {
+        let n = channels.max(0) as usize;
+        let filled = |v: Vec<f64>| std::sync::Arc::new(LazyValues::from(v));
+        let mean = match shift {
+            Some(s) => filled(s.values.iter().map(|v| -v).collect()),
+            None => filled(vec![0.0; n]),
+        };
+        let mut tensors = Vec::new();
+        if norm.affine {
+            tensors.push(("weight".to_string(), filled(vec![1.0; n])));
+            tensors.push(("bias".to_string(), filled(vec![0.0; n])));
+        }
+        tensors.push(("running_mean".to_string(), mean));
+        tensors.push(("running_var".to_string(), filled(vec![1.0 - norm.eps; n])));
+        let body: Map<String, Value> = [
+            ("type".to_string(), json!("batchnorm")),
+            ("num_features".to_string(), json!(channels)),
+            ("eps".to_string(), json!(norm.eps)),
+            ("affine".to_string(), json!(norm.affine)),
+        ]
+        .into_iter()
+        .collect();
+        let name = self.push(node, index, None, vec![layer], body);
+        self.weights.insert(name.clone(), tensors);
         name
     }
 
@@ -1014,6 +1100,9 @@ impl Reader {
         let mut weight_name: Option<String> = None;
         let mut tensors: Vec<(&'static str, Constant)> = Vec::new();
         let mut inputs = vec![];
+        // a BatchNorm folded into this node: (the norm, its channels, the shift folded into a
+        // bias the layer itself did not have)
+        let mut folded: Option<(FoldedNorm, i64, Option<Constant>)> = None;
         // the exporter's time-major layout around recurrent ops is read by those ops, and by the
         // transposes, squeezes and reshapes that make it, alone
         let layout_op = matches!(
@@ -1282,7 +1371,8 @@ impl Reader {
                     set("output_padding", spatial(&op, one_d, "output_padding")?);
                 }
                 let out_channels = if op == "Conv" { w.dims[0] } else { w.dims[1] * a.int("group", 1) };
-                let b = self.weight(node, 2, "bias")?.or_else(|| zero_bias(node, out_channels));
+                let mut b = self.weight(node, 2, "bias")?.or_else(|| zero_bias(node, out_channels));
+                folded = self.unfolded(node, &mut b, out_channels);
                 set("bias", json!(b.is_some()));
                 weight_name = node.input.get(1).cloned();
                 tensors.push(("weight", w));
@@ -1317,11 +1407,14 @@ impl Reader {
                     }
                 };
                 // (a MatMul's bias, if any, is the Add after it)
-                let b = if gemm {
+                let mut b = if gemm {
                     self.weight(node, 2, "bias")?.or_else(|| zero_bias(node, weight.dims[0]))
                 } else {
                     None
                 };
+                if gemm {
+                    folded = self.unfolded(node, &mut b, weight.dims[0]);
+                }
                 if let Some(b) = &b {
                     if b.values.len() as i64 != weight.dims[0] {
                         return Err(format!(
@@ -1828,18 +1921,47 @@ impl Reader {
                         .map(|c| c.values.iter().map(|&x| x as i64).collect())
                         .ok_or("reduces over every axis or over computed axes (not supported)")?,
                 };
-                set("type", json!("mean"));
-                set("dim", json!(axes));
-                set("keepdim", json!(a.int("keepdims", 1) == 1));
+                // nn.AdaptiveAvgPool2d(1) (3d), as the dynamo exporter writes it: a mean over the
+                // spatial axes, kept, inside that module (its metadata's class hierarchy): the
+                // module, as the TorchScript exporter's GlobalAveragePool is
+                let module = meta(node, "pkg.torch.onnx.class_hierarchy")
+                    .map(python_list)
+                    .and_then(|c| c.iter().rev().nth(1).map(|s| s.to_string()));
+                // (the input's rank where not learned yet: the module's class says which pool)
+                let rank = Some(self.rank_of(data())).filter(|&r| r == 4 || r == 5);
+                let spatial: Option<Vec<i64>> = rank.map(|r| {
+                    let mut d: Vec<i64> = axes.iter().map(|&x| if x < 0 { x + r as i64 } else { x }).collect();
+                    d.sort_unstable();
+                    d
+                });
+                let pool = match (module.as_deref(), rank, spatial.as_deref()) {
+                    (Some("torch.nn.modules.pooling.AdaptiveAvgPool2d"), Some(4), Some([2, 3])) => Some("adaptive_avgpool2d"),
+                    (Some("torch.nn.modules.pooling.AdaptiveAvgPool3d"), Some(5), Some([2, 3, 4])) => Some("adaptive_avgpool3d"),
+                    _ => None,
+                };
+                match pool {
+                    Some(pool) if a.int("keepdims", 1) == 1 => {
+                        set("type", json!(pool));
+                        set("output_size", json!(1));
+                    }
+                    _ => {
+                        set("type", json!("mean"));
+                        set("dim", json!(axes));
+                        set("keepdim", json!(a.int("keepdims", 1) == 1));
+                    }
+                }
                 inputs.push(self.source(data())?);
             }
             "Constant" => return Ok(()),
             other => return Err(format!("op type {other:?} is not supported")),
         }
-        let name = self.push(node, index, weight_name.as_deref(), inputs, body);
+        let mut name = self.push(node, index, weight_name.as_deref(), inputs, body);
         if !tensors.is_empty() {
             self.weights
                 .insert(name.clone(), tensors.into_iter().map(|(r, c)| (r.to_string(), c.values)).collect());
+        }
+        if let Some((norm, channels, shift)) = folded {
+            name = self.restore_norm(node, index, name, norm, channels, shift);
         }
         // what reads a channels-last image position by position writes one
         self.bind(out, name, channels_last.then_some(Layout::ChannelsLast));
