@@ -2074,6 +2074,79 @@ mod tests {
     use crate::spec::{infer, parse_model, SpecLimits};
     use serde_json::json;
 
+    /// `covers` against brute force: 600 seeded unions of 1-6 random boxes (each axis a union of
+    /// up to 3 runs) in shapes of 1-3 axes of 1-6 positions, every element checked; boxes that
+    /// tile the shape in pieces (not one box) are drawn too.
+    #[test]
+    fn covers_equals_brute_force() {
+        use crate::analysis::rng::Rng;
+        let mut rng = Rng::new(20261207);
+        let mut below = |n: u64, rng: &mut Rng| rng.next_u64() % n;
+        let (mut full, mut partial) = (0, 0);
+        for case in 0..600 {
+            let dims = 1 + below(3, &mut rng) as usize;
+            let shape: Vec<u64> = (0..dims).map(|_| 1 + below(6, &mut rng)).collect();
+            let mut boxes = Vec::new();
+            if case % 4 == 0 {
+                // a tiling in pieces: axis 0 cut after `cut`, the far side split again along the
+                // last axis (along axis 0 itself for one axis)
+                let whole: Vec<IntervalSet> = shape.iter().map(|&n| IntervalSet::range(0, n - 1)).collect();
+                let cut = below(shape[0], &mut rng);
+                let mut near = whole.clone();
+                near[0] = IntervalSet::range(0, cut);
+                boxes.push(Product(near));
+                if cut + 1 < shape[0] {
+                    let (last, from) = if dims == 1 { (0, cut + 1) } else { (dims - 1, 0) };
+                    let split = from + below(shape[last] - from, &mut rng);
+                    for (lo, hi) in [(from, split), (split + 1, shape[last] - 1)]
+                        .into_iter()
+                        .filter(|(lo, hi)| lo <= hi)
+                    {
+                        let mut far = whole.clone();
+                        far[0] = IntervalSet::range(cut + 1, shape[0] - 1);
+                        far[last] = IntervalSet::range(lo, hi);
+                        boxes.push(Product(far));
+                    }
+                }
+            } else {
+                for _ in 0..1 + below(6, &mut rng) {
+                    let axes = shape
+                        .iter()
+                        .map(|&n| {
+                            let runs: Vec<(u64, u64)> = (0..1 + below(3, &mut rng))
+                                .map(|_| {
+                                    let a = below(n, &mut rng);
+                                    (a, a + below(n - a, &mut rng))
+                                })
+                                .collect();
+                            IntervalSet::from_ranges(runs)
+                        })
+                        .collect();
+                    boxes.push(Product(axes));
+                }
+            }
+            let total: u64 = shape.iter().product();
+            let held = (0..total).all(|mut flat| {
+                let mut at = vec![0; dims];
+                for a in (0..dims).rev() {
+                    at[a] = flat % shape[a];
+                    flat /= shape[a];
+                }
+                boxes
+                    .iter()
+                    .any(|b: &Product| (0..dims).all(|a| !b.0[a].window(at[a], 1).is_empty()))
+            });
+            let refs: Vec<&Product> = boxes.iter().collect();
+            assert_eq!(covers(&refs, &shape, 0), held, "case {case}: {shape:?} {boxes:?}");
+            if held {
+                full += 1
+            } else {
+                partial += 1
+            }
+        }
+        assert!(full > 100 && partial > 100, "{full} covering, {partial} not");
+    }
+
     /// A regrouping's exact sets against brute force: every element of random boxes (unions of
     /// interval sets per axis) of a random output shape, mapped through its flat index to the
     /// input shape, 500 seeded cases.

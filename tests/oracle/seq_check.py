@@ -592,6 +592,20 @@ def oracle_rf(spec, model, path, index, channel):
     return {"input_tokens": ranges(nz.any(1).tolist()), "input_features": ranges(nz.any(0).tolist())}
 
 
+def autograd_sees_less(spec):
+    """Whether autograd through the real module proves less than the network's structure (which
+    the service answers for; its probe still checks the structure): a ReLU RNN's dead units have
+    exactly zero gradients for some weights; a layernorm or softmax over one feature (a crop to
+    one feature before it) outputs its bias (1) whatever the input; cross-attention on a learned
+    memory of one token has a softmax over one key, 1 whatever the query."""
+    nodes = {n["name"]: n for n in spec.get("graph", {}).get("nodes", [])}
+    one_key = any(n["type"] == "multihead_attention" and len(n.get("inputs", [])) > 1
+                  and nodes.get(n["inputs"][1], {}).get("type") == "parameter" and nodes[n["inputs"][1]]["shape"][0] == 1
+                  for n in nodes.values())
+    one_feature = any(layer["type"] == "narrow" and layer["dim"] in (2, -1) and layer["length"] == 1 for layer in spec.get("layers", []))
+    return '"relu"' in json.dumps(spec) or one_feature or one_key
+
+
 def check_rf(url, spec, model, rng):
     all_paths = [p for p in spec_paths(spec) if isinstance(module_or_none(model, p), nn.Module)]
     path = rng.choice(all_paths)
@@ -625,19 +639,7 @@ def check_rf(url, spec, model, rng):
         return [f"rf: status {status}: {resp}"]
     problems = []
     got = resp["position"]
-    # a ReLU RNN's dead units have exactly zero gradients for some weights: autograd through
-    # the real module proves less than the network's structure there (the probe still checks)
-    # so does a layernorm or softmax over one feature (a crop to one feature before it): its
-    # output is its bias (1) whatever the input, and cross-attention on a learned memory of one
-    # token: its softmax over one key is 1 whatever the query; the service answers for the
-    # structure
-    nodes = {n["name"]: n for n in spec.get("graph", {}).get("nodes", [])}
-    one_key = any(n["type"] == "multihead_attention" and len(n.get("inputs", [])) > 1
-                  and nodes.get(n["inputs"][1], {}).get("type") == "parameter" and nodes[n["inputs"][1]]["shape"][0] == 1
-                  for n in nodes.values())
-    one_feature = any(layer["type"] == "narrow" and layer["dim"] in (2, -1) and layer["length"] == 1 for layer in spec.get("layers", []))
-    degenerate = '"relu"' in json.dumps(spec) or one_feature or one_key
-    want = {} if degenerate else oracle_rf(spec, model, path, index, channel)
+    want = {} if autograd_sees_less(spec) else oracle_rf(spec, model, path, index, channel)
     for key, w in want.items():
         if got.get(key) != w:
             problems.append(f"rf {path} index {index} channel {channel}: {key} service {got.get(key)} != autograd {w}")
