@@ -561,6 +561,87 @@ def check_folded_norms(url):
     return failures
 
 
+def check_sequence_splits(url):
+    """x.chunk(2, -1) of a sequence's features, as both exporters write it (Split, or Slice after
+    the TorchScript exporter's shape arithmetic), read as narrows: a SwiGLU feed-forward block
+    (a, b = linear(x).chunk(2, -1); linear(a * silu(b))) and nn.GLU(-1) between two linear
+    layers (exported as Split, Sigmoid, Mul). Against the
+    module: FlopCounterMode, sum(numel), float64 gradients per named parameter with the file's
+    weights, and the tokens and features one unit reads by autograd. (Attention written by hand
+    from a fused projection, q @ k^T of two computed tensors and a division by a constant, is
+    not read from ONNX yet.)"""
+    nn = torch.nn
+
+    class SwiGLU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(8, 24), nn.Linear(12, 8)
+
+        def forward(self, x):
+            a, b = self.up(x).chunk(2, -1)
+            return self.down(a * torch.nn.functional.silu(b))
+
+    class GLU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.glu, self.down = nn.Linear(8, 16), nn.GLU(-1), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.down(self.glu(self.up(x)))
+
+    failures = 0
+    torch.manual_seed(9)
+    for cls in (SwiGLU, GLU):
+        for dynamo in (False, True):
+            model = cls().eval()
+            x = torch.randn(1, 6, 8)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                data = export(model, [6, 8], dynamo=dynamo, example=x)
+            onnx_model = {"onnx": base64.b64encode(data).decode()}
+            problems = []
+            s, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+            if s != 200:
+                problems.append(f"status {s}: {str(resp)[:400]}")
+            else:
+                problems += count_problems(resp, model, x)
+                if sum(r["type"] == "narrow" for r in resp["rows"]) != 2:
+                    problems.append(f"rows {[r['type'] for r in resp['rows']]}")
+                xs = torch.randn(2, 6, 8, dtype=torch.float64)
+                s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
+                problems += [f"diagnostics status {s}: {str(g)[:300]}"] if s != 200 else gradient_problems(model.double(), xs, g)[0]
+                # token 2's feature 1 of the output, by autograd on the module
+                out = [r for r in resp["rows"] if not r["subtotal"]][-1]
+                s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out["path"], "index": [2], "channel": 1}})
+                xg = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
+                (grad,) = torch.autograd.grad(model(xg)[0, 2, 1], xg)
+                nz = grad[0] != 0
+                runs = lambda m: [[i, j] for i, j in _runs([k for k, v in enumerate(m) if v])]  # noqa: E731
+                want = {"input_tokens": runs(nz.any(1).tolist()), "input_features": runs(nz.any(0).tolist())}
+                if s != 200:
+                    problems.append(f"receptive field status {s}: {str(rf)[:300]}")
+                else:
+                    for key, w in want.items():
+                        if rf["position"].get(key) != w:
+                            problems.append(f"{key} {rf['position'].get(key)} != autograd {w}")
+                    if not rf["verification"].get("agrees"):
+                        problems.append("the probe disagrees")
+            label = f"onnx {cls.__name__} (x.chunk on the features, {'dynamo' if dynamo else 'TorchScript'} export)"
+            print(f"{label}: " + ("ok" if not problems else "; ".join(problems)))
+            failures += bool(problems)
+    return failures
+
+
+def _runs(indices):
+    """Consecutive runs of sorted indices as (first, last) pairs."""
+    out = []
+    for i in indices:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
 def check_shufflenet(url):
     """torchvision's shufflenet_v2_x0_5 (weights=None, seed 3): its channel split (the
     TorchScript exporter's Shape arithmetic and Slice, the dynamo exporter's Split) read as
@@ -1064,6 +1145,7 @@ def main():
     failed += check_prelu(a.url)
     failed += check_padding_idx(a.url)
     failed += check_folded_norms(a.url)
+    failed += check_sequence_splits(a.url)
     failed += check_shufflenet(a.url)
     failed += check_crop(a.url)
     failed += check_unrolled_rnn(a.url)

@@ -1599,13 +1599,15 @@ impl Reader {
                 tensors.push(("weight", slope));
                 inputs.push(self.source(data())?);
             }
-            // x.chunk(k, 1) / x.split(sizes, 1) of channels: one narrow per output
+            // x.chunk(k, d) / x.split(sizes, d) along a sample axis (channels, a sequence's
+            // features: q, k, v = qkv.chunk(3, -1)): one narrow per output
             "Split" => {
-                let axis = a.int("axis", 0);
-                if self.axis_of(data(), axis)? != 1 {
-                    return Err(format!("splits axis {axis}: only the channels (axis 1) are read, as narrows"));
+                let given = a.int("axis", 0);
+                let axis = self.axis_of(data(), given)?;
+                if axis < 1 {
+                    return Err(format!("splits axis {given}, the batch: only a sample axis is read, as narrows"));
                 }
-                let channels = self.dims.get(data()).and_then(|d| d.get(1).copied().flatten());
+                let size = self.dims.get(data()).and_then(|d| d.get(axis as usize).copied().flatten());
                 let sizes: Vec<u64> = match node.input.get(1).filter(|t| !t.is_empty()) {
                     Some(t) => self
                         .constant(t)
@@ -1617,22 +1619,21 @@ impl Reader {
                     // num_outputs (opset 18): equal parts, the last one smaller (torch.chunk's rule)
                     None => {
                         let k = a.int("num_outputs", node.output.len() as i64).max(1) as u64;
-                        let c = channels.ok_or("splits channels whose count is not known yet")? as u64;
-                        let part = c.div_ceil(k);
-                        (0..k).map(|i| part.min(c.saturating_sub(i * part))).collect()
+                        let n = size.ok_or("splits an axis whose size is not known yet")? as u64;
+                        let part = n.div_ceil(k);
+                        (0..k).map(|i| part.min(n.saturating_sub(i * part))).collect()
                     }
                 };
-                if sizes.len() != node.output.len() || sizes.contains(&0) || channels.is_some_and(|c| sizes.iter().sum::<u64>() != c as u64)
-                {
+                if sizes.len() != node.output.len() || sizes.contains(&0) || size.is_some_and(|n| sizes.iter().sum::<u64>() != n as u64) {
                     return Err(format!(
-                        "splits into {sizes:?} for {} outputs of {channels:?} channels",
+                        "splits axis {given} into {sizes:?} for {} outputs, of {size:?} positions",
                         node.output.len()
                     ));
                 }
                 let src = self.source(data())?;
                 let mut start = 0;
                 for (k, &length) in sizes.iter().enumerate() {
-                    let name = self.push(node, index, None, vec![src.clone()], narrow(1, start, length));
+                    let name = self.push(node, index, None, vec![src.clone()], narrow(axis, start, length));
                     self.bind(node.output[k].clone(), name, None);
                     start += length;
                 }
