@@ -922,3 +922,75 @@ async fn the_original_unets_cropped_skip_by_hand() {
     )
     .await;
 }
+
+/// `scale` by hand: `x * 0.25` after a 3x3 conv on [1, 6, 6] (2 filters: 2 x 4 x 4 = 32
+/// outputs). One multiplication per element (32), FLOPs 0 by default and 32 under
+/// `count_residual_adds` (as a `mul`), 0 in every tool's profile with fvcore's note; the range
+/// is the conv's; attention by hand in a graph (q @ k^T scaled) runs the probe; a factor of 0,
+/// a missing one or a string is a 422 naming the field.
+#[tokio::test]
+async fn scale_by_hand() {
+    let m = json!({"input_shape": [1, 6, 6], "layers": [
+        {"type": "conv2d", "out_channels": 2, "kernel_size": 3},
+        {"type": "scale", "factor": 0.25}
+    ]});
+    let t = post("/v1/complexity", json!({"model": m})).await.json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    let s = row(&t, "1");
+    assert_eq!(
+        (s["multiplications"].as_u64(), s["flops"].as_u64(), s["params"].as_u64()),
+        (Some(32), Some(0), Some(0))
+    );
+    let t = post("/v1/complexity", json!({"model": m, "conventions": {"count_residual_adds": true}}))
+        .await
+        .json();
+    assert_eq!(row(&t, "1")["flops"], 32);
+    let t = post("/v1/complexity", json!({"model": m, "profile": "fvcore"})).await.json();
+    assert_eq!(row(&t, "1")["flops"], 0);
+    assert!(row(&t, "1")["note"].as_str().unwrap().contains("aten::mul"), "{}", row(&t, "1"));
+    let r = post("/v1/receptive-field", json!({"model": m, "position": {"index": [1, 2]}}))
+        .await
+        .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(
+        item(&r["layers"], "path", "1")["receptive_field"]["height"]["text"],
+        "i <= m <= i+2"
+    );
+    assert_eq!(
+        (&r["position"]["input_rows"], &r["position"]["input_cols"]),
+        (&json!([[1, 3]]), &json!([[2, 4]]))
+    );
+    // softmax(q @ k^T / sqrt(4)) @ v on a sequence [5, 4]: token 2 reads every token
+    let attention = graph(
+        json!([5, 4]),
+        json!([
+            {"name": "q", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "k", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "v", "type": "linear", "out_features": 4, "inputs": ["input"]},
+            {"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]},
+            {"name": "scores", "type": "matmul", "inputs": ["q", "kt"]},
+            {"name": "scaled", "type": "scale", "factor": 0.5},
+            {"name": "weights", "type": "softmax", "dim": -1},
+            {"name": "out", "type": "matmul", "inputs": ["weights", "v"]}
+        ]),
+        None,
+    );
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": attention, "position": {"layer": "out", "index": [2], "channel": 1}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(r["position"]["input_tokens"], json!([[0, 4]]));
+    for (factor, why) in [(json!(0), "factor"), (json!("2"), "factor")] {
+        let bad = json!({"input_shape": [1, 6, 6], "layers": [{"type": "scale", "factor": factor}]});
+        refused(bad, 422, &format!("/model/layers/0/{why}")).await;
+    }
+    refused(
+        json!({"input_shape": [1, 6, 6], "layers": [{"type": "scale"}]}),
+        422,
+        "/model/layers/0/factor",
+    )
+    .await;
+}

@@ -492,6 +492,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         // one operation per output element for each input after the first
         LayerKind::Residual { .. } | LayerKind::Add => c.additions = out * (node.inputs.len() as u128 - 1),
         LayerKind::Mul => c.multiplications = out * (node.inputs.len() as u128 - 1),
+        LayerKind::Scale { .. } => c.multiplications = out,
         // [n, k] @ [k, m]: k products per output, summed as a dense layer's
         LayerKind::MatMul => {
             let k = node.inputs[0].shape[1] as u128;
@@ -644,7 +645,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 LayerKind::Activation { .. } if conv.count_activations => c.activations,
                 _ if is_pool && conv.count_pooling => c.comparisons + c.additions + c.multiplications,
                 // every element-wise merge: a residual's sum, a graph's add and mul
-                LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul if conv.count_residual_adds => c.additions + c.multiplications,
+                LayerKind::Residual { .. } | LayerKind::Add | LayerKind::Mul | LayerKind::Scale { .. } if conv.count_residual_adds => {
+                    c.additions + c.multiplications
+                }
                 _ => 0,
             }
         }
@@ -764,6 +767,9 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
                 ..
             },
         ) => Some("fvcore 0.1.5 has no handle for aten::prelu (it warns of an unsupported operator): it counts 0 here".into()),
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::Scale { .. }) => {
+            Some("fvcore 0.1.5 has no handle for aten::mul or aten::div (it warns of an unsupported operator): it counts 0 here".into())
+        }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::AdaptiveAvgPool3d { .. }) => {
             Some("fvcore 0.1.5 has no handle for aten::adaptive_avg_pool3d (only for the 2-D op): it counts 0 here".into())
         }

@@ -1121,7 +1121,11 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             }
         }
         // channels picked or reordered: every position keeps its range
-        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::ChannelShuffle { .. } => rf,
+        LayerKind::BatchNorm { .. }
+        | LayerKind::Activation { .. }
+        | LayerKind::Dropout { .. }
+        | LayerKind::Scale { .. }
+        | LayerKind::ChannelShuffle { .. } => rf,
         crate::spec::merges!() => {
             unreachable!("merge nodes are combined by node_rfs")
         }
@@ -1134,7 +1138,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
 fn apply_signal(node: &Node, rf: Rf) -> Rf {
     let axis = |dim: i64| crate::spec::shape::sample_axis(dim, 2, "").ok();
     match &node.layer.kind {
-        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => rf,
+        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Scale { .. } => rf,
         LayerKind::Softmax { dim } if axis(*dim) == Some(0) => rf,
         LayerKind::Mean { .. } => rf,
         // some channels, or positions start.. of the signal: output position i is input
@@ -1174,7 +1178,8 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
         | LayerKind::Linear { .. }
         | LayerKind::BatchNorm { .. }
         | LayerKind::Activation { .. }
-        | LayerKind::Dropout { .. } => same,
+        | LayerKind::Dropout { .. }
+        | LayerKind::Scale { .. } => same,
         // over the features of each token, or (normalized_shape [L, D]) over every token
         LayerKind::LayerNorm { shape, .. } if shape.len() < 2 => same,
         LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(1) => same,
@@ -1854,7 +1859,7 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 vec![full(&node.input)]
             }
         }
-        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => set,
+        LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Scale { .. } => set,
         // output position c along the axis is input position start + c
         LayerKind::Narrow { dim, start, .. } => {
             let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");

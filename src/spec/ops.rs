@@ -532,6 +532,16 @@ pub struct Pad1dLayer {
     pub padding: Pad1,
 }
 
+/// `x * factor` (`x / c` is factor 1/c): attention's `q @ k^T / sqrt(d)` written by hand. Every
+/// position keeps its range; one multiplication per element, FLOPs only under
+/// `count_residual_adds` (as a `mul`), and no tool counts it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"factor": 0.125}))]
+pub struct ScaleLayer {
+    /// Finite and not zero.
+    pub factor: f64,
+}
+
 /// `torch.nn.Dropout` (the identity in every analysis; counted as PyTorch counts it).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"p": 0.5}))]
@@ -875,6 +885,8 @@ pub enum LayerOp {
     Mean(MeanLayer),
     #[serde(rename = "dropout")]
     Dropout(DropoutLayer),
+    #[serde(rename = "scale")]
+    Scale(ScaleLayer),
     #[serde(rename = "flatten")]
     Flatten(FlattenLayer),
     #[serde(rename = "reshape")]

@@ -304,7 +304,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, flatten, reshape, view, unflatten, transpose, permute, select, narrow, channel_shuffle, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, scale, flatten, reshape, view, unflatten, transpose, permute, select, narrow, channel_shuffle, concat, residual; in a graph also add, mul, matmul, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -945,6 +945,16 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 pad,
                 fill: pad_fill(canon),
             }
+        }
+        "scale" => {
+            let factor = o.f64_in("factor", None, -1e30, 1e30)?;
+            if factor == 0.0 {
+                return Err(SpecError::invalid(
+                    o.at("factor"),
+                    "a factor of 0 makes the output a constant: give a non-zero factor",
+                ));
+            }
+            LayerKind::Scale { factor }
         }
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;

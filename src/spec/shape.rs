@@ -255,6 +255,7 @@ fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
                     LayerKind::BatchNorm { .. }
                         | LayerKind::Activation { .. }
                         | LayerKind::Dropout { .. }
+                        | LayerKind::Scale { .. }
                         | LayerKind::Linear { .. }
                         | LayerKind::Narrow { .. }
                 ))
@@ -1490,7 +1491,7 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                 ),
             ))
         }
-        LayerKind::Activation { .. } | LayerKind::Dropout { .. } => input.to_vec(),
+        LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Scale { .. } => input.to_vec(),
         LayerKind::Flatten => vec![input
             .iter()
             .try_fold(1u64, |a, b| a.checked_mul(*b))

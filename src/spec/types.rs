@@ -389,6 +389,10 @@ pub enum LayerKind {
     Dropout {
         p: f64,
     },
+    /// `x * factor` (or `x / c` as factor 1/c): attention's 1/sqrt(d), by hand.
+    Scale {
+        factor: f64,
+    },
     Flatten,
     /// Channel concatenation of parallel branches (Inception).
     Concat {
@@ -512,6 +516,7 @@ impl Layer {
                 LayerKind::BatchNorm { .. }
                     | LayerKind::Activation { .. }
                     | LayerKind::Dropout { .. }
+                    | LayerKind::Scale { .. }
                     | LayerKind::Flatten
                     | LayerKind::GroupNorm { .. }
                     | LayerKind::InstanceNorm { volume: true, .. }
@@ -585,6 +590,7 @@ impl Layer {
             LayerKind::Pad { fill: Fill::Circular, .. } => "circularpad2d",
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
+            LayerKind::Scale { .. } => "scale",
             LayerKind::Flatten => "flatten",
             LayerKind::Concat { .. } => "concat",
             LayerKind::Residual { .. } => "residual",

@@ -1140,7 +1140,11 @@ pub fn is_mlp_chain(graph: &Graph) -> bool {
         && graph.nodes.iter().all(|n| {
             matches!(
                 n.layer.kind,
-                LayerKind::Linear { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Flatten
+                LayerKind::Linear { .. }
+                    | LayerKind::Activation { .. }
+                    | LayerKind::Dropout { .. }
+                    | LayerKind::Scale { .. }
+                    | LayerKind::Flatten
             )
         })
 }

@@ -836,6 +836,7 @@ impl Net {
             }
             LayerKind::Activation { kind, negative_slope, .. } => activate(&x, *kind, *negative_slope),
             LayerKind::Dropout { .. } => x.shallow_clone(),
+            LayerKind::Scale { factor } => x * *factor,
             LayerKind::Pad { pad, fill } => {
                 let [l, r, t, b] = pad.map(|p| p as i64);
                 if *fill == crate::spec::Fill::Zeros {

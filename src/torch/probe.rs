@@ -566,9 +566,11 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
             let map = m.map.iter().flat_map(|&c| (0..hw).map(move |p| c * hw + p)).collect();
             (x.flatten(1, -1), Classes { map, k: m.k * hw as usize })
         }
-        LayerKind::Flatten | LayerKind::BatchNorm { .. } | LayerKind::Activation { .. } | LayerKind::Dropout { .. } => {
-            (narrow_to(x, win, want), m)
-        }
+        LayerKind::Flatten
+        | LayerKind::BatchNorm { .. }
+        | LayerKind::Activation { .. }
+        | LayerKind::Dropout { .. }
+        | LayerKind::Scale { .. } => (narrow_to(x, win, want), m),
         crate::spec::merges!() => {
             unreachable!("merge nodes run in quotient_merge")
         }

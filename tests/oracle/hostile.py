@@ -26,7 +26,7 @@ def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
                     "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d",
                     "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM",
-                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d", "prelu", "PReLU", "narrow", "channel_shuffle", "ChannelShuffle",
+                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d", "prelu", "PReLU", "narrow", "channel_shuffle", "scale", "ChannelShuffle",
                     "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d",
                     "reshape", "view", "unflatten", "Unflatten",
                     "conv3d", "Conv3d", "maxpool3d", "avgpool3d", "AvgPool3d", "adaptive_avgpool3d", "adaptive_maxpool3d", "AdaptiveMaxPool3d", "batchnorm3d", "instancenorm3d", "InstanceNorm3d", "zeropad3d", "reflectionpad3d", "ReplicationPad3d", "circularpad3d", "conv_transpose3d", "ConvTranspose3d"])
@@ -36,7 +36,7 @@ def layer(depth=0):
                          "elementwise_affine", "track_running_stats", "affine", "keepdim",
                          "num_embeddings", "embedding_dim", "padding_idx", "embed_dim", "num_heads", "is_causal", "need_weights", "kdim",
                          "hidden_size", "num_layers", "bidirectional", "input_size", "nonlinearity", "proj_size",
-                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim", "unflattened_size", "num_parameters", "init", "start", "length"], rng.randint(0, 7)):
+                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim", "unflattened_size", "num_parameters", "init", "start", "length", "factor"], rng.randint(0, 7)):
         flags = ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim", "is_causal", "need_weights", "bidirectional", "nonlinearity")
         d[k] = v() if k not in flags else rng.choice([True, False, 1, "nearest", "bilinear", "tanh", "relu"])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])

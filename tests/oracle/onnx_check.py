@@ -567,9 +567,10 @@ def check_sequence_splits(url):
     (a, b = linear(x).chunk(2, -1); linear(a * silu(b))) and nn.GLU(-1) between two linear
     layers (exported as Split, Sigmoid, Mul). Against the
     module: FlopCounterMode, sum(numel), float64 gradients per named parameter with the file's
-    weights, and the tokens and features one unit reads by autograd. (Attention written by hand
-    from a fused projection, q @ k^T of two computed tensors and a division by a constant, is
-    not read from ONNX yet.)"""
+    weights, and the tokens and features one unit reads by autograd. And single-head attention
+    written by hand from one fused projection (q, k, v = qkv(x).chunk(3, -1);
+    softmax(q @ k^T / sqrt(d)) @ v): MatMul of two computed tensors as `matmul`, the Div by a
+    constant as `scale`."""
     nn = torch.nn
 
     class SwiGLU(nn.Module):
@@ -589,9 +590,18 @@ def check_sequence_splits(url):
         def forward(self, x):
             return self.down(self.glu(self.up(x)))
 
+    class FusedAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 8)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, -1)
+            return self.out(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), -1) @ v)
+
     failures = 0
     torch.manual_seed(9)
-    for cls in (SwiGLU, GLU):
+    for cls in (SwiGLU, GLU, FusedAttention):
         for dynamo in (False, True):
             model = cls().eval()
             x = torch.randn(1, 6, 8)
@@ -604,7 +614,7 @@ def check_sequence_splits(url):
                 problems.append(f"status {s}: {str(resp)[:400]}")
             else:
                 problems += count_problems(resp, model, x)
-                if sum(r["type"] == "narrow" for r in resp["rows"]) != 2:
+                if sum(r["type"] == "narrow" for r in resp["rows"]) != (3 if cls is FusedAttention else 2):
                     problems.append(f"rows {[r['type'] for r in resp['rows']]}")
                 xs = torch.randn(2, 6, 8, dtype=torch.float64)
                 s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})

@@ -136,6 +136,17 @@ class Narrow(nn.Module):
         return x.narrow(self.dim, self.start, self.length)
 
 
+class Scale(nn.Module):
+    """x * factor (attention's 1/sqrt(d) by hand)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
 def channel_pick(rng, shape):
     """nn.ChannelShuffle over a divisor of the channels (an image or a volume), or a narrow
     to some of them; None when the channels allow neither."""
@@ -502,6 +513,8 @@ def build_layer(spec, shape, probe):
             "hardsigmoid": nn.Hardsigmoid, "mish": nn.Mish, "identity": nn.Identity}[t]()
     elif t == "narrow":
         m = Narrow(spec["dim"], spec["start"], spec["length"])
+    elif t == "scale":
+        m = Scale(spec["factor"])
     elif t == "channelshuffle":
         m = nn.ChannelShuffle(spec["groups"])
     elif t == "prelu":
@@ -641,6 +654,14 @@ def rand_branch_layers(rng, shape, stride):
     return layers
 
 
+def with_scale(rng, layers):
+    """A `scale` (x * factor: attention's 1/sqrt(d) by hand) inserted at a random place after
+    the first layer, a third of the time: it keeps every shape."""
+    if layers and rng.random() < 0.35:
+        layers.insert(rng.randint(1, len(layers)), {"type": "scale", "factor": rng.choice([0.125, -2.0, 1 / 3, 7.5])})
+    return layers
+
+
 def random_spec(rng):
     c, h, w = rng.randint(1, 4), rng.randint(10, 40), rng.randint(10, 40)
     shape = [c, h, w]
@@ -702,7 +723,7 @@ def random_spec(rng):
     elif r < 0.35:
         layers.append(rng.choice([{"type": "mean", "dim": [2, 3], "keepdim": True}, {"type": "mean", "dim": rng.choice([2, 3, -1]), "keepdim": True},
                                   {"type": "mean", "dim": 1, "keepdim": True}]))
-    return {"input_shape": [c, h, w], "layers": layers}
+    return {"input_shape": [c, h, w], "layers": with_scale(rng, layers)}
 
 
 def random_signal_spec(rng):
@@ -793,7 +814,7 @@ def random_signal_spec(rng):
         shape = new_shape
     if rng.random() < 0.3:
         layers += [{"type": "adaptive_avgpool1d", "output_size": 1}, {"type": "flatten"}, {"type": "linear", "out_features": rng.randint(1, 5)}]
-    return {"input_shape": [c, length], "layers": layers}
+    return {"input_shape": [c, length], "layers": with_scale(rng, layers)}
 
 
 def random_volume_spec(rng):

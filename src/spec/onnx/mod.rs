@@ -806,6 +806,17 @@ impl Reader {
     /// ViT's `pos_embedding` [1, L, E]) as a `parameter` node under the initializer's name, its
     /// shape the sample's (a leading batch axis of 1 dropped where the tensor it meets has
     /// one more axis than the sample... as the batched broadcast does).
+    /// The value of a one-element float constant that is no parameter: a `Constant` node's, or an
+    /// initializer the dynamo exporter named `val_N` (its constants; parameters keep their
+    /// module's names).
+    fn scalar_constant(&self, t: &str) -> Option<f64> {
+        let c = self.constant(t)?;
+        let exporters = !c.initializer
+            || t.strip_prefix("val_")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (exporters && !c.integer && c.values.count() == 1).then(|| c.values[0])
+    }
+
     fn data_or_parameter(&mut self, node: &NodeProto, t: &str) -> Result<String, Refusal> {
         self.data_or_learned(node, t, None)
     }
@@ -1380,6 +1391,13 @@ impl Reader {
                     tensors.push(("bias", b));
                 }
             }
+            // a @ b of two computed tensors (q @ k^T, softmax(...) @ v): `matmul`
+            "MatMul" if node.input.len() == 2 && self.constant(&node.input[0]).is_none() && self.constant(&node.input[1]).is_none() => {
+                set("type", json!("matmul"));
+                for t in &node.input {
+                    inputs.push(self.source(t)?);
+                }
+            }
             "Gemm" | "MatMul" => {
                 let gemm = op == "Gemm";
                 if gemm && (a.float("alpha", 1.0) != 1.0 || a.float("beta", 1.0) != 1.0 || a.int("transA", 0) != 0) {
@@ -1738,6 +1756,27 @@ impl Reader {
             // a linear layer's bias on a sequence (MatMul by a constant, then Add of a constant
             // row read by nothing else): the linear layer with its bias
             "Add" if self.linear_bias(node) => return Ok(()),
+            // x * c or x / c by a constant of one element that is not a parameter (a Constant
+            // node; the dynamo exporter's `val_N` initializers): `scale`
+            "Mul" | "Div" if node.input.len() == 2 && self.scalar_constant(&node.input[1]).is_some() => {
+                let c = self.scalar_constant(&node.input[1]).expect("checked");
+                let factor = if op == "Div" { 1.0 / c } else { c };
+                if !factor.is_finite() || factor == 0.0 {
+                    return Err(format!("scales by {factor}: only a finite, non-zero factor"));
+                }
+                set("type", json!("scale"));
+                set("factor", json!(factor));
+                inputs.push(self.source(data())?);
+            }
+            "Mul" if node.input.len() == 2 && self.scalar_constant(&node.input[0]).is_some() => {
+                let factor = self.scalar_constant(&node.input[0]).expect("checked");
+                if !factor.is_finite() || factor == 0.0 {
+                    return Err(format!("scales by {factor}: only a finite, non-zero factor"));
+                }
+                set("type", json!("scale"));
+                set("factor", json!(factor));
+                inputs.push(self.source(&node.input[1])?);
+            }
             "Add" | "Mul" | "Sum" => {
                 set("type", json!(if op == "Mul" { "mul" } else { "add" }));
                 for t in &node.input {
