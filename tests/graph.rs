@@ -13,6 +13,20 @@ fn graph(input: Value, nodes: Value, outputs: Option<Value>) -> Value {
     json!({"input_shape": input, "graph": g})
 }
 
+/// Attention written by hand, its start: q, k and v (linear layers to 4 features of each token)
+/// and the scores q @ k^T, followed by `rest`.
+fn attention_nodes(rest: Value) -> Value {
+    let mut nodes = vec![
+        json!({"name": "q", "type": "linear", "out_features": 4, "inputs": ["input"]}),
+        json!({"name": "k", "type": "linear", "out_features": 4, "inputs": ["input"]}),
+        json!({"name": "v", "type": "linear", "out_features": 4, "inputs": ["input"]}),
+        json!({"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]}),
+        json!({"name": "scores", "type": "matmul", "inputs": ["q", "kt"]}),
+    ];
+    nodes.extend(rest.as_array().expect("a list of nodes").iter().cloned());
+    Value::Array(nodes)
+}
+
 async fn complexity(model: Value) -> Value {
     let r = post("/v1/complexity", json!({"model": model, "verify": false})).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -525,17 +539,12 @@ async fn the_probe_survives_many_gates_and_verifies_mobilenet_v3_small() {
 async fn attention_by_matmul_by_hand() {
     let m = graph(
         json!([5, 3]),
-        json!([
-            {"name": "q", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "k", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "v", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]},
-            {"name": "scores", "type": "matmul", "inputs": ["q", "kt"]},
+        attention_nodes(json!([
             {"name": "attn", "type": "softmax", "dim": -1},
             {"name": "context", "type": "matmul", "inputs": ["attn", "v"]},
             {"name": "w", "type": "parameter", "shape": [4, 2]},
             {"name": "out", "type": "matmul", "inputs": ["context", "w"]}
-        ]),
+        ])),
         None,
     );
     let t = complexity(m.clone()).await;
@@ -963,16 +972,11 @@ async fn scale_by_hand() {
     // softmax(q @ k^T / sqrt(4)) @ v on a sequence [5, 4]: token 2 reads every token
     let attention = graph(
         json!([5, 4]),
-        json!([
-            {"name": "q", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "k", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "v", "type": "linear", "out_features": 4, "inputs": ["input"]},
-            {"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["k"]},
-            {"name": "scores", "type": "matmul", "inputs": ["q", "kt"]},
+        attention_nodes(json!([
             {"name": "scaled", "type": "scale", "factor": 0.5},
             {"name": "weights", "type": "softmax", "dim": -1},
             {"name": "out", "type": "matmul", "inputs": ["weights", "v"]}
-        ]),
+        ])),
         None,
     );
     let r = post(

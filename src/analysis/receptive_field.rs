@@ -611,7 +611,7 @@ pub struct NodeRf {
 pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
     let mut rfs: Vec<NodeRf> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
-        let n = match node.merge {
+        let mut n = match node.merge {
             // a matmul, or a cross-attention: output row (token) i reads row i of the first input
             // and all of the others
             Some(Merge::MatMul) | None if node.inputs.len() > 1 => {
@@ -688,7 +688,6 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                 }
             }
         };
-        let mut n = n;
         if n.rf == Rf::Global {
             if let Some(why) = partial_reach(graph, rfs.len(), &rfs) {
                 n.rf = Rf::NotAffine(why);
@@ -932,6 +931,16 @@ fn upsample_map(m: AxisMap, s: u64, linear: bool) -> Option<AxisMap> {
     }
 }
 
+/// A map after a crop from `start` along its axis: output position i is input position
+/// i + start (None when a number leaves 64 bits).
+fn shifted(m: AxisMap, start: u64) -> Option<AxisMap> {
+    let start = i64::try_from(start).ok()?;
+    Some(AxisMap {
+        lo: m.lo.linear(1, start)?,
+        hi: m.hi.linear(1, start)?,
+    })
+}
+
 /// Each axis's map through `f` (None: no single-floor form).
 fn map_axes(rf: Rf, why: &str, f: impl Fn(usize, AxisMap) -> Option<AxisMap>) -> Rf {
     match maps_of(&rf) {
@@ -1107,13 +1116,7 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         // a crop: output position i is input position i + start along that axis
         LayerKind::Narrow { dim, start, .. } => {
             let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");
-            let shift = |a: usize, m: AxisMap| match a + 1 == axis {
-                true => Some(AxisMap {
-                    lo: m.lo.linear(1, i64::try_from(*start).ok()?)?,
-                    hi: m.hi.linear(1, i64::try_from(*start).ok()?)?,
-                }),
-                false => Some(m),
-            };
+            let shift = |a: usize, m: AxisMap| if a + 1 == axis { shifted(m, *start) } else { Some(m) };
             match (axis, node.input.len()) {
                 (0, _) => rf,
                 (_, 4) => map_volume(rf, TOO_WIDE, shift),
@@ -1145,13 +1148,7 @@ fn apply_signal(node: &Node, rf: Rf) -> Rf {
         // position i + start
         LayerKind::Narrow { dim, start, .. } => match axis(*dim) {
             Some(0) => rf,
-            _ => map_axes(rf, TOO_WIDE, |a, m| match a {
-                1 => Some(AxisMap {
-                    lo: m.lo.linear(1, i64::try_from(*start).ok()?)?,
-                    hi: m.hi.linear(1, i64::try_from(*start).ok()?)?,
-                }),
-                _ => Some(m),
-            }),
+            _ => map_axes(rf, TOO_WIDE, |a, m| if a == 1 { shifted(m, *start) } else { Some(m) }),
         },
         LayerKind::Linear { .. }
         | LayerKind::LayerNorm { .. }

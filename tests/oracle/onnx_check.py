@@ -71,13 +71,16 @@ BOTH_EXPORTERS = ("vit_b_16", "resnet18")
 
 
 def export(model, shape, dynamo=False, example=None):
+    """The model's ONNX file, by the dynamo or the TorchScript exporter, the exporters' progress
+    lines and warnings silenced (their exceptions still raise)."""
     x = torch.zeros(1, *shape) if example is None else example
-    if dynamo:
-        return torch.onnx.export(model, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
-    buf = io.BytesIO()
-    # PRESERVE keeps BatchNorm as a node (the default, EVAL, folds it into the conv before it)
-    torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, training=torch.onnx.TrainingMode.PRESERVE)
-    return buf.getvalue()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if dynamo:
+            return torch.onnx.export(model, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+        buf = io.BytesIO()
+        # PRESERVE keeps BatchNorm as a node (the default, EVAL, folds it into the conv before it)
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, training=torch.onnx.TrainingMode.PRESERVE)
+        return buf.getvalue()
 
 
 STRUCTURAL = ("dropout", "add", "concat")
@@ -518,8 +521,7 @@ def check_folded_norms(url):
                 norm.bias.normal_()
         model.eval()
         problems = []
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            data = export(model, shape, dynamo=True)
+        data = export(model, shape, dynamo=True)
         legacy = export(model, shape)
         s, got = post_raw(url + "/v1/complexity", data, {"verify": True, "profile": "fvcore"})
         s2, want = post_raw(url + "/v1/complexity", legacy, {"verify": True, "profile": "fvcore"})
@@ -605,8 +607,7 @@ def check_sequence_splits(url):
         for dynamo in (False, True):
             model = cls().eval()
             x = torch.randn(1, 6, 8)
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                data = export(model, [6, 8], dynamo=dynamo, example=x)
+            data = export(model, [6, 8], dynamo=dynamo, example=x)
             onnx_model = {"onnx": base64.b64encode(data).decode()}
             problems = []
             s, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
@@ -666,8 +667,7 @@ def check_shufflenet(url):
     x = torch.zeros(1, 3, 64, 64)
     for dynamo in (False, True):
         how = "dynamo" if dynamo else "TorchScript"
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            data = export(model, [3, 64, 64], dynamo=dynamo)
+        data = export(model, [3, 64, 64], dynamo=dynamo)
         # (uploaded raw: 5.5 MB of weights pass the JSON body limit as base64)
         problems = []
         status, resp = post_raw(url + "/v1/complexity", data, {"profile": "torch_flop_counter", "verify": True})
@@ -728,8 +728,7 @@ def check_crop(url):
     torch.manual_seed(7)
     model = CroppedSkip().eval()
     for dynamo in (False, True):
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            data = export(model, [2, 12, 12], dynamo=dynamo)
+        data = export(model, [2, 12, 12], dynamo=dynamo)
         onnx_model = {"onnx": base64.b64encode(data).decode()}
         problems = []
         s, c = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
@@ -865,7 +864,6 @@ def run_cross(url, n, seed):
     params and FlopCounterMode's total equal the module's, the libtorch check agrees, and float64
     gradients with the file's weights equal autograd per named parameter (the dynamo exporter
     folds the expanded latent queries or memory into an initializer it names `transpose`)."""
-    import contextlib
 
     import seq_check
     rng = random.Random(seed)
@@ -877,8 +875,7 @@ def run_cross(url, n, seed):
         x = torch.randn(1, *spec["input_shape"])
         xs = torch.randn(2, *spec["input_shape"], dtype=torch.float64)
         for dynamo in (False, True) if case % 4 == 3 else (False,):
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                data = export(model.float(), spec["input_shape"], dynamo=dynamo, example=x)
+            data = export(model.float(), spec["input_shape"], dynamo=dynamo, example=x)
             onnx_model = {"onnx": base64.b64encode(data).decode()}
             status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
             dynamos += dynamo
@@ -962,14 +959,12 @@ def check_vit(url, dynamo):
     with PyTorch's module names; parameters and FlopCounterMode's total equal the module's, and
     float64 gradients with the file's weights equal autograd's per named parameter. The dynamo
     export is also saved to a file with its external data and sent as multipart."""
-    import contextlib
 
     from torch.utils.flop_counter import FlopCounterMode
     from torchvision.models.vision_transformer import VisionTransformer
     torch.manual_seed(3)
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5).eval()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        data = export(model, [3, 32, 32], dynamo=dynamo)
+    data = export(model, [3, 32, 32], dynamo=dynamo)
     onnx_model = {"onnx": base64.b64encode(data).decode()}
     how = "dynamo" if dynamo else "TorchScript"
     # the dynamo exporter folds class_token.expand(...) into an initializer named "expand"
@@ -1008,7 +1003,6 @@ def external_data_problems(url, model, inline):
     weights in `vit.onnx.data`), sent as multipart/form-data: the same table as the inline file
     (`inline`, its torch_flop_counter answer), and float32 gradients with the side file's
     weights equal autograd's."""
-    import contextlib
     import tempfile
     problems = []
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -1056,7 +1050,6 @@ def check_unrolled_rnn(url):
     def chain(*parts):
         return lambda: torch.nn.Sequential(*parts)
 
-    import contextlib
     failures = 0
     torch.manual_seed(5)
     cases = [(lambda kw=kw: Net(**kw), kw, length, ["rnn"]) for kw, length in
@@ -1073,8 +1066,7 @@ def check_unrolled_rnn(url):
     for make, kw, length, types in cases:
         model = make().eval()
         x = torch.randn(1, length, 4)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            data = export(model, [length, 4], dynamo=True, example=x)
+        data = export(model, [length, 4], dynamo=True, example=x)
         onnx_model = {"onnx": base64.b64encode(data).decode()}
         status, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
         problems = []
@@ -1119,11 +1111,9 @@ def check_other_mask(url):
         def forward(self, x):
             return self.attn(x, x, x, attn_mask=self.mask, need_weights=False)[0]
 
-    import contextlib
     failures = 0
     for dynamo in (False, True):
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            data = export(Masked().eval(), [5, 8], dynamo=dynamo, example=torch.randn(1, 5, 8))
+        data = export(Masked().eval(), [5, 8], dynamo=dynamo, example=torch.randn(1, 5, 8))
         status, resp = post(url + "/v1/complexity", {"model": {"onnx": base64.b64encode(data).decode()}})
         ok = status == 422
         failures += not ok

@@ -283,16 +283,27 @@ fn dynamo_name(node: &NodeProto) -> Option<String> {
     Some(if layer { module.to_string() } else { format!("{module}.{op}") })
 }
 
+/// The arguments of the call the dynamo exporter recorded for a node (`pkg.torch.onnx.fx_node`:
+/// `%y : [...] = call_function[target=torch.ops.aten.conv2d.default](args = (%x, %p_w, 3), kwargs
+/// = {})`) when its target starts with one of `targets` (after `torch.ops.aten.`), each argument
+/// as written, closing parentheses trimmed; None without such a record.
+fn fx_args<'a>(node: &'a NodeProto, targets: &[&str]) -> Option<Vec<&'a str>> {
+    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
+    let (head, args) = fx.split_once("](args = (")?;
+    let target = head.split_once("target=torch.ops.aten.")?.1;
+    targets
+        .iter()
+        .any(|t| target.starts_with(t))
+        .then(|| args.split(", ").map(|a| a.trim_end_matches(')').trim()).collect())
+}
+
 /// The bias of zeros that the dynamo exporter drops from a Conv or Gemm (torchvision
 /// zeroes ViT's `conv_proj` and head biases, for one): its metadata still shows the op's bias
 /// parameter (`aten.conv2d(%x, %p_conv_proj_weight, %p_conv_proj_bias, ...)`), so the layer keeps
 /// its parameter, as the module has it.
 fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
-    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
-    let (head, args) = fx.split_once("](args = (")?;
-    let op = head.contains("target=torch.ops.aten.conv") || head.contains("target=torch.ops.aten.linear");
-    let bias = args.split(", ").nth(2)?.trim_end_matches(')');
-    (op && bias.starts_with("%p_") && bias.ends_with("bias") && (1..=1 << 24).contains(&len)).then(|| Constant {
+    let bias = *fx_args(node, &["conv", "linear"])?.get(2)?;
+    (bias.starts_with("%p_") && bias.ends_with("bias") && (1..=1 << 24).contains(&len)).then(|| Constant {
         dims: vec![len],
         values: std::sync::Arc::new(LazyValues::from(vec![0.0; len as usize])),
         initializer: true,
@@ -304,29 +315,13 @@ fn zero_bias(node: &NodeProto, len: i64) -> Option<Constant> {
 /// before it: the node's metadata is then the norm's call,
 /// `aten._native_batch_norm_legit_no_training(%conv2d, %p_1_weight, %p_1_bias, %b_1_running_mean,
 /// %b_1_running_var, 0.1, 1e-05)` (`None, None` for affine=False), and its name scopes the norm's
-/// module. The norm's own numbers are gone (folded into the weights); its place, affine and eps
-/// are not.
+/// module. The norm's own numbers are gone (folded into the weights); its place, affine, eps
+/// and channels are not, and a bias the layer did not have of its own is the norm's `shift`.
 struct FoldedNorm {
     affine: bool,
     eps: f64,
-}
-
-fn folded_norm(node: &NodeProto) -> Option<FoldedNorm> {
-    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
-    let (head, args) = fx.split_once("](args = (")?;
-    if !head.contains("target=torch.ops.aten._native_batch_norm_legit_no_training.default") {
-        return None;
-    }
-    let args: Vec<&str> = args.split(", ").collect();
-    let eps = args
-        .get(6)
-        .and_then(|e| e.trim_end_matches(')').trim().parse::<f64>().ok())
-        .filter(|e| e.is_finite() && *e > 0.0 && *e < 1.0)
-        .unwrap_or(1e-5);
-    Some(FoldedNorm {
-        affine: args.get(1).is_some_and(|a| a.starts_with('%')),
-        eps,
-    })
+    channels: i64,
+    shift: Option<Constant>,
 }
 
 /// An embedding's `padding_idx` from the dynamo exporter's metadata: ONNX's Gather has none, but
@@ -334,12 +329,7 @@ fn folded_norm(node: &NodeProto) -> Option<FoldedNorm> {
 /// (nn.Embedding passes a non-negative index; PyTorch's default -1, no padding row, is left out).
 /// The TorchScript exporter keeps no such record.
 fn embedding_padding(node: &NodeProto, rows: i64) -> Option<u64> {
-    let fx = meta(node, "pkg.torch.onnx.fx_node")?;
-    let (head, args) = fx.split_once("](args = (")?;
-    if !head.contains("target=torch.ops.aten.embedding.default") {
-        return None;
-    }
-    let index: i64 = args.split(", ").nth(2)?.trim_end_matches(')').trim().parse().ok()?;
+    let index: i64 = fx_args(node, &["embedding.default"])?.get(2)?.parse().ok()?;
     u64::try_from(index).ok().filter(|&i| (i as i64) < rows)
 }
 
@@ -623,8 +613,13 @@ impl Reader {
     /// A BatchNorm folded into `node` (a Conv, ConvTranspose or Gemm) by the dynamo exporter, and
     /// the folded shift: the node's bias `b` when the layer had none of its own (the optimizer
     /// names it `{weight}_bias`; the layer's own is `{module}.bias`), taken out of `b`.
-    fn unfolded(&self, node: &NodeProto, b: &mut Option<Constant>, channels: i64) -> Option<(FoldedNorm, i64, Option<Constant>)> {
-        let norm = folded_norm(node)?;
+    fn unfolded(&self, node: &NodeProto, b: &mut Option<Constant>, channels: i64) -> Option<FoldedNorm> {
+        let args = fx_args(node, &["_native_batch_norm_legit_no_training.default"])?;
+        let eps = args
+            .get(6)
+            .and_then(|e| e.parse::<f64>().ok())
+            .filter(|e| e.is_finite() && *e > 0.0 && *e < 1.0)
+            .unwrap_or(1e-5);
         let own = node
             .input
             .get(1)
@@ -634,26 +629,23 @@ impl Reader {
             Some(t) if !t.is_empty() && Some(t) != own.as_ref() => b.take(),
             _ => None,
         };
-        Some((norm, channels, shift))
+        Some(FoldedNorm {
+            affine: args.get(1).is_some_and(|a| a.starts_with('%')),
+            eps,
+            channels,
+            shift,
+        })
     }
 
     /// The BatchNorm the exporter folded into layer `layer`, back in its place as the module has
-    /// it (its module's name, affine, eps, `channels` features: every count and parameter is
-    /// the module's): the folded weights already hold its scale, so it is an identity here, up
-    /// to rounding (weight 1, bias 0, running_var 1 - eps), its running mean minus the folded
-    /// `shift` where the layer had no bias of its own. Returns the norm's node name.
-    fn restore_norm(
-        &mut self,
-        node: &NodeProto,
-        index: usize,
-        layer: String,
-        norm: FoldedNorm,
-        channels: i64,
-        shift: Option<Constant>,
-    ) -> String {
-        let n = channels.max(0) as usize;
+    /// it (its module's name, affine, eps, channels: every count and parameter is the module's):
+    /// the folded weights already hold its scale, so it is an identity here, up to rounding
+    /// (weight 1, bias 0, running_var 1 - eps), its running mean minus the folded shift where
+    /// the layer had no bias of its own. Returns the norm's node name.
+    fn restore_norm(&mut self, node: &NodeProto, index: usize, layer: String, norm: FoldedNorm) -> String {
+        let n = norm.channels.max(0) as usize;
         let filled = |v: Vec<f64>| std::sync::Arc::new(LazyValues::from(v));
-        let mean = match shift {
+        let mean = match norm.shift {
             Some(s) => filled(s.values.iter().map(|v| -v).collect()),
             None => filled(vec![0.0; n]),
         };
@@ -666,7 +658,7 @@ impl Reader {
         tensors.push(("running_var".to_string(), filled(vec![1.0 - norm.eps; n])));
         let body: Map<String, Value> = [
             ("type".to_string(), json!("batchnorm")),
-            ("num_features".to_string(), json!(channels)),
+            ("num_features".to_string(), json!(norm.channels)),
             ("eps".to_string(), json!(norm.eps)),
             ("affine".to_string(), json!(norm.affine)),
         ]
@@ -675,6 +667,29 @@ impl Reader {
         let name = self.push(node, index, None, vec![layer], body);
         self.weights.insert(name.clone(), tensors);
         name
+    }
+
+    /// The value of a one-element float constant that is no parameter: a `Constant` node's, or an
+    /// initializer the dynamo exporter named `val_N` (its constants; parameters keep their
+    /// module's names).
+    fn scalar_constant(&self, t: &str) -> Option<f64> {
+        let c = self.constant(t)?;
+        let exporters = !c.initializer
+            || t.strip_prefix("val_")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (exporters && !c.integer && c.values.count() == 1).then(|| c.values[0])
+    }
+
+    /// A `Mul` or `Div` of a tensor by such a constant (`x * c`, `c * x`, `x / c`): the tensor's
+    /// input index and the factor it is multiplied by.
+    fn scaling(&self, node: &NodeProto) -> Option<(usize, f64)> {
+        let [a, b] = node.input.as_slice() else { return None };
+        match (node.op_type(), self.scalar_constant(a), self.scalar_constant(b)) {
+            ("Mul", _, Some(c)) => Some((0, c)),
+            ("Mul", Some(c), None) => Some((1, c)),
+            ("Div", _, Some(c)) => Some((0, 1.0 / c)),
+            _ => None,
+        }
     }
 
     fn weight(&self, node: &NodeProto, i: usize, role: &str) -> Result<Option<Constant>, Refusal> {
@@ -806,17 +821,6 @@ impl Reader {
     /// ViT's `pos_embedding` [1, L, E]) as a `parameter` node under the initializer's name, its
     /// shape the sample's (a leading batch axis of 1 dropped where the tensor it meets has
     /// one more axis than the sample... as the batched broadcast does).
-    /// The value of a one-element float constant that is no parameter: a `Constant` node's, or an
-    /// initializer the dynamo exporter named `val_N` (its constants; parameters keep their
-    /// module's names).
-    fn scalar_constant(&self, t: &str) -> Option<f64> {
-        let c = self.constant(t)?;
-        let exporters = !c.initializer
-            || t.strip_prefix("val_")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        (exporters && !c.integer && c.values.count() == 1).then(|| c.values[0])
-    }
-
     fn data_or_parameter(&mut self, node: &NodeProto, t: &str) -> Result<String, Refusal> {
         self.data_or_learned(node, t, None)
     }
@@ -1111,9 +1115,8 @@ impl Reader {
         let mut weight_name: Option<String> = None;
         let mut tensors: Vec<(&'static str, Constant)> = Vec::new();
         let mut inputs = vec![];
-        // a BatchNorm folded into this node: (the norm, its channels, the shift folded into a
-        // bias the layer itself did not have)
-        let mut folded: Option<(FoldedNorm, i64, Option<Constant>)> = None;
+        // a BatchNorm folded into this node
+        let mut folded: Option<FoldedNorm> = None;
         // the exporter's time-major layout around recurrent ops is read by those ops, and by the
         // transposes, squeezes and reshapes that make it, alone
         let layout_op = matches!(
@@ -1758,24 +1761,14 @@ impl Reader {
             "Add" if self.linear_bias(node) => return Ok(()),
             // x * c or x / c by a constant of one element that is not a parameter (a Constant
             // node; the dynamo exporter's `val_N` initializers): `scale`
-            "Mul" | "Div" if node.input.len() == 2 && self.scalar_constant(&node.input[1]).is_some() => {
-                let c = self.scalar_constant(&node.input[1]).expect("checked");
-                let factor = if op == "Div" { 1.0 / c } else { c };
+            "Mul" | "Div" if self.scaling(node).is_some() => {
+                let (x, factor) = self.scaling(node).expect("checked");
                 if !factor.is_finite() || factor == 0.0 {
                     return Err(format!("scales by {factor}: only a finite, non-zero factor"));
                 }
                 set("type", json!("scale"));
                 set("factor", json!(factor));
-                inputs.push(self.source(data())?);
-            }
-            "Mul" if node.input.len() == 2 && self.scalar_constant(&node.input[0]).is_some() => {
-                let factor = self.scalar_constant(&node.input[0]).expect("checked");
-                if !factor.is_finite() || factor == 0.0 {
-                    return Err(format!("scales by {factor}: only a finite, non-zero factor"));
-                }
-                set("type", json!("scale"));
-                set("factor", json!(factor));
-                inputs.push(self.source(&node.input[1])?);
+                inputs.push(self.source(&node.input[x])?);
             }
             "Add" | "Mul" | "Sum" => {
                 set("type", json!(if op == "Mul" { "mul" } else { "add" }));
@@ -1964,9 +1957,7 @@ impl Reader {
                 // nn.AdaptiveAvgPool2d(1) (3d), as the dynamo exporter writes it: a mean over the
                 // spatial axes, kept, inside that module (its metadata's class hierarchy): the
                 // module, as the TorchScript exporter's GlobalAveragePool is
-                let module = meta(node, "pkg.torch.onnx.class_hierarchy")
-                    .map(python_list)
-                    .and_then(|c| c.iter().rev().nth(1).map(|s| s.to_string()));
+                let module = meta(node, "pkg.torch.onnx.class_hierarchy").and_then(|c| python_list(c).into_iter().rev().nth(1));
                 // (the input's rank where not learned yet: the module's class says which pool)
                 let rank = Some(self.rank_of(data())).filter(|&r| r == 4 || r == 5);
                 let spatial: Option<Vec<i64>> = rank.map(|r| {
@@ -1974,7 +1965,7 @@ impl Reader {
                     d.sort_unstable();
                     d
                 });
-                let pool = match (module.as_deref(), rank, spatial.as_deref()) {
+                let pool = match (module, rank, spatial.as_deref()) {
                     (Some("torch.nn.modules.pooling.AdaptiveAvgPool2d"), Some(4), Some([2, 3])) => Some("adaptive_avgpool2d"),
                     (Some("torch.nn.modules.pooling.AdaptiveAvgPool3d"), Some(5), Some([2, 3, 4])) => Some("adaptive_avgpool3d"),
                     _ => None,
@@ -2000,8 +1991,8 @@ impl Reader {
             self.weights
                 .insert(name.clone(), tensors.into_iter().map(|(r, c)| (r.to_string(), c.values)).collect());
         }
-        if let Some((norm, channels, shift)) = folded {
-            name = self.restore_norm(node, index, name, norm, channels, shift);
+        if let Some(norm) = folded {
+            name = self.restore_norm(node, index, name, norm);
         }
         // what reads a channels-last image position by position writes one
         self.bind(out, name, channels_last.then_some(Layout::ChannelsLast));
