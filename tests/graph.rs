@@ -604,8 +604,21 @@ async fn matmul_mistakes_name_the_node() {
         d.contains("node \"mm\" multiplies a [2, 3], b [4, 5]: the first's columns must equal the second's rows"),
         "{d}"
     );
-    let d = refused(two(json!([2, 3, 4]), json!([2, 4, 5])), 422, "/model/graph/nodes/2/inputs").await;
-    assert!(d.contains("matmul takes two-axis samples [n, k] @ [k, m]"), "{d}");
+    // a batch of matrices (attention's heads): each pair multiplied, 2 x 3 x 5 outputs of 4 MACs
+    let t = complexity(two(json!([2, 3, 4]), json!([2, 4, 5]))).await;
+    assert_eq!(
+        (row(&t, "mm")["output_shape"].clone(), row(&t, "mm")["macs"].as_u64()),
+        (json!([2, 3, 5]), Some(120))
+    );
+    let d = refused(two(json!([2, 3, 4]), json!([3, 4, 5])), 422, "/model/graph/nodes/2/inputs").await;
+    assert!(d.contains("the batches agree"), "{d}");
+    let d = refused(two(json!([2, 3, 4]), json!([4, 5])), 422, "/model/graph/nodes/2/inputs").await;
+    assert!(d.contains("reads tensors with different numbers of axes"), "{d}");
+    let d = refused(two(json!([24]), json!([24])), 422, "/model/graph/nodes/2/inputs").await;
+    assert!(
+        d.contains("matmul takes two-axis samples [n, k] @ [k, m] or batches of them"),
+        "{d}"
+    );
     let m = graph(json!([4, 3]), json!([{"name": "mm", "type": "matmul", "inputs": ["input"]}]), None);
     let d = refused(m, 422, "/model/graph/nodes/0/inputs").await;
     assert!(d.contains("a matmul node reads two tensors, got 1 names"), "{d}");
@@ -995,6 +1008,196 @@ async fn scale_by_hand() {
         json!({"input_shape": [1, 6, 6], "layers": [{"type": "scale"}]}),
         422,
         "/model/layers/0/factor",
+    )
+    .await;
+}
+
+/// Multi-head causal self-attention written by hand, as nanoGPT writes it, on a sequence [6, 8]:
+/// a fused qkv projection split by three narrows, each viewed as [6, 2, 4] and moved to
+/// [2, 6, 4] (k straight to [2, 4, 6] by one permute), the scores scaled and masked, softmax,
+/// @ v, the heads moved back and merged, an output projection.
+fn heads_by_hand(mask: bool) -> Value {
+    let mut nodes = vec![
+        json!({"name": "c_attn", "type": "linear", "out_features": 24, "inputs": ["input"]}),
+        json!({"name": "q", "type": "narrow", "dim": 2, "start": 0, "length": 8, "inputs": ["c_attn"]}),
+        json!({"name": "k", "type": "narrow", "dim": -1, "start": 8, "length": 8, "inputs": ["c_attn"]}),
+        json!({"name": "v", "type": "narrow", "dim": 2, "start": 16, "length": 8, "inputs": ["c_attn"]}),
+        json!({"name": "qh", "type": "reshape", "shape": [6, 2, 4], "inputs": ["q"]}),
+        json!({"name": "kh", "type": "reshape", "shape": [-1, 2, 4], "inputs": ["k"]}),
+        json!({"name": "vh", "type": "reshape", "shape": [6, 2, 4], "inputs": ["v"]}),
+        json!({"name": "qt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["qh"]}),
+        json!({"name": "kt", "type": "permute", "dims": [0, 2, 3, 1], "inputs": ["kh"]}),
+        json!({"name": "vt", "type": "permute", "dims": [0, 2, 1, 3], "inputs": ["vh"]}),
+        json!({"name": "scores", "type": "matmul", "inputs": ["qt", "kt"]}),
+        json!({"name": "scaled", "type": "scale", "factor": 0.5}),
+    ];
+    if mask {
+        nodes.push(json!({"name": "masked", "type": "causal_mask"}));
+    }
+    nodes.extend([
+        json!({"name": "attn", "type": "softmax", "dim": -1}),
+        json!({"name": "context", "type": "matmul", "inputs": ["attn", "vt"]}),
+        json!({"name": "back", "type": "transpose", "dim0": -3, "dim1": -2}),
+        json!({"name": "merged", "type": "reshape", "shape": [6, 8]}),
+        json!({"name": "c_proj", "type": "linear", "out_features": 8}),
+    ]);
+    graph(json!([6, 8]), Value::Array(nodes), None)
+}
+
+#[tokio::test]
+async fn multi_head_attention_by_hand() {
+    let causal = heads_by_hand(true);
+    let t = post("/v1/complexity", json!({"model": causal, "profile": "torch_flop_counter"}))
+        .await
+        .json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    // by hand: c_attn 2*6*8*24, each batched matmul 2*(2 heads)*6*6*4, c_proj 2*6*8*8
+    let flops = |p: &str| row(&t, p)["flops"].as_u64().unwrap();
+    assert_eq!(
+        (flops("c_attn"), flops("scores"), flops("context"), flops("c_proj")),
+        (2304, 576, 576, 768)
+    );
+    assert_eq!(
+        (t["totals"]["flops"].as_u64(), t["totals"]["params"].as_u64()),
+        (Some(4224), Some(288))
+    );
+    assert_eq!(row(&t, "kt")["output_shape"], json!([2, 4, 6]));
+    assert_eq!(row(&t, "back")["output_shape"], json!([6, 2, 4]));
+    assert_eq!(
+        (row(&t, "masked")["flops"].as_u64(), row(&t, "masked")["type"].as_str()),
+        (Some(0), Some("causal_mask"))
+    );
+    // token i of the output reads tokens 0..i under the mask, every token without it
+    for (model, last) in [(&causal, None), (&heads_by_hand(false), Some(5))] {
+        for i in 0..6u64 {
+            let r = post(
+                "/v1/receptive-field",
+                json!({"model": model, "position": {"layer": "c_proj", "index": [i], "channel": 3}}),
+            )
+            .await
+            .json();
+            assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+            assert_eq!(r["position"]["input_tokens"], json!([[0, last.unwrap_or(i)]]), "token {i}");
+        }
+    }
+    // above the diagonal the mask's and the softmax's outputs are constants (-inf, 0): they read
+    // nothing; on it, the query's token and the keys up to it
+    for (layer, index, tokens) in [
+        ("masked", [1, 3], json!([])),
+        ("attn", [1, 3], json!([])),
+        ("attn", [3, 1], json!([[0, 3]])),
+    ] {
+        let r = post(
+            "/v1/receptive-field",
+            json!({"model": causal, "position": {"layer": layer, "index": index, "channel": 1}}),
+        )
+        .await
+        .json();
+        assert_eq!(r["verification"]["agrees"], true, "{layer} {index:?}: {}", r["verification"]);
+        assert_eq!(r["position"]["input_tokens"], tokens, "{layer} {index:?}");
+    }
+    // every mistake names its field
+    let with = |name: &str, patch: Value| {
+        let mut m = causal.clone();
+        let nodes = m["graph"]["nodes"].as_array_mut().unwrap();
+        let n = nodes.iter_mut().find(|n| n["name"] == name).unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            n[k] = v.clone();
+        }
+        m
+    };
+    for (name, patch, pointer) in [
+        ("kt", json!({"dims": [1, 0, 2, 3]}), "/model/graph/nodes/8/dims/0"),
+        ("kt", json!({"dims": [0, 2, 2, 1]}), "/model/graph/nodes/8/dims"),
+        ("kt", json!({"dims": [0, 2, 1]}), "/model/graph/nodes/8/dims"),
+        ("kt", json!({"dims": [0, 2, 1, "3"]}), "/model/graph/nodes/8/dims/3"),
+        ("qt", json!({"dim0": 0}), "/model/graph/nodes/7/dim0"),
+        ("qt", json!({"dim1": 4}), "/model/graph/nodes/7/dim1"),
+        ("vt", json!({"dims": [0, 1, 2, 3]}), "/model/graph/nodes/14/inputs"),
+    ] {
+        refused(with(name, patch), 422, pointer).await;
+    }
+    refused(
+        json!({"input_shape": [6], "layers": [{"type": "causal_mask"}]}),
+        422,
+        "/model/layers/0",
+    )
+    .await;
+}
+
+/// F.scaled_dot_product_attention on the heads (nanoGPT's flash path), by hand: the same
+/// attention as `heads_by_hand`, one node reading q, k and v [2, 6, 4].
+#[tokio::test]
+async fn scaled_dot_product_attention_by_hand() {
+    let flash = |causal: bool, scale: Option<f64>| {
+        let mut nodes: Vec<Value> = heads_by_hand(false)["graph"]["nodes"].as_array().unwrap()[..10].to_vec();
+        nodes[8] = json!({"name": "kt", "type": "transpose", "dim0": 1, "dim1": 2, "inputs": ["kh"]});
+        let mut sdpa = json!({"name": "sdpa", "type": "scaled_dot_product_attention", "is_causal": causal, "inputs": ["qt", "kt", "vt"]});
+        if let Some(s) = scale {
+            sdpa["scale"] = json!(s);
+        }
+        nodes.extend([
+            sdpa,
+            json!({"name": "back", "type": "transpose", "dim0": 1, "dim1": 2}),
+            json!({"name": "merged", "type": "reshape", "shape": [6, 8]}),
+            json!({"name": "c_proj", "type": "linear", "out_features": 8}),
+        ]);
+        graph(json!([6, 8]), Value::Array(nodes), None)
+    };
+    // counts: q k^T and the weights times v, 2 heads x 6 x 6 x (4 + 4) MACs; FlopCounterMode,
+    // fvcore and ptflops count none of it on CPU, and say so
+    let t = post(
+        "/v1/complexity",
+        json!({"model": flash(true, None), "conventions": {"flops": "mac"}}),
+    )
+    .await
+    .json();
+    assert_eq!(t["verification"]["agrees"], true, "{}", t["verification"]);
+    assert_eq!(row(&t, "sdpa")["output_shape"], json!([2, 6, 4]));
+    assert_eq!(row(&t, "sdpa")["macs"], 576);
+    for profile in ["torch_flop_counter", "fvcore", "ptflops"] {
+        let t = post("/v1/complexity", json!({"model": flash(true, None), "profile": profile}))
+            .await
+            .json();
+        assert_eq!(row(&t, "sdpa")["flops"], 0, "{profile}");
+        assert!(
+            row(&t, "sdpa")["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("scaled_dot_product_attention")),
+            "{profile}"
+        );
+    }
+    let t = post("/v1/complexity", json!({"model": flash(true, None), "profile": "torchvision"})).await;
+    assert_problem(&t, 422, "/model/graph/nodes/10");
+    // token i reads tokens 0..i under is_causal, every token without it
+    for (causal, scale) in [(true, None), (false, Some(0.3))] {
+        for i in [0u64, 2, 5] {
+            let r = post(
+                "/v1/receptive-field",
+                json!({"model": flash(causal, scale), "position": {"layer": "c_proj", "index": [i], "channel": 1}}),
+            )
+            .await
+            .json();
+            assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+            assert_eq!(r["position"]["input_tokens"], json!([[0, if causal { i } else { 5 }]]), "token {i}");
+        }
+    }
+    // mistakes: a shape that does not fit, a scale of 0, two inputs, the sequential form
+    let mut bad = flash(false, None);
+    bad["graph"]["nodes"][10]["inputs"] = json!(["qt", "kh", "vt"]);
+    let d = refused(bad, 422, "/model/graph/nodes/10/inputs").await;
+    assert!(
+        d.contains("scaled_dot_product_attention reads q [L, E], k [S, E], v [S, Ev]"),
+        "{d}"
+    );
+    refused(flash(false, Some(0.0)), 422, "/model/graph/nodes/10/scale").await;
+    let mut two = flash(false, None);
+    two["graph"]["nodes"][10]["inputs"] = json!(["qt", "kt"]);
+    refused(two, 422, "/model/graph/nodes/10/inputs").await;
+    refused(
+        json!({"input_shape": [6, 8], "layers": [{"type": "scaled_dot_product_attention"}]}),
+        422,
+        "/model/layers/0/type",
     )
     .await;
 }

@@ -363,13 +363,14 @@ async fn patches_become_tokens() {
             "/model/graph/nodes/0/inputs",
         ),
         (image(json!([{"name": "p", "type": "parameter"}])), "/model/graph/nodes/0/shape"),
+        // the batch axis stays; an image has no dim 4
         (
-            image(json!([{"name": "t", "type": "transpose", "dim0": 1, "dim1": 2}])),
-            "/model/graph/nodes/0",
+            image(json!([{"name": "t", "type": "transpose", "dim0": 1, "dim1": 4}])),
+            "/model/graph/nodes/0/dim1",
         ),
         (
             image(json!([{"name": "t", "type": "transpose", "dim0": 0, "dim1": 2}])),
-            "/model/graph/nodes/0",
+            "/model/graph/nodes/0/dim0",
         ),
         // flatten(3) of an image is PyTorch's no-op; 4 is no axis of it
         (

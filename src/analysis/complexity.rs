@@ -346,7 +346,7 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         LayerKind::Parameter { .. } => c.params_weight = param_numel(node, false),
         // views: no arithmetic
         LayerKind::FlattenSpatial
-        | LayerKind::Transpose
+        | LayerKind::Transpose(_)
         | LayerKind::SelectToken { .. }
         | LayerKind::Reshape(_)
         | LayerKind::Narrow { .. }
@@ -374,6 +374,23 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
                 Additions::Exact => projected * e * (e - 1) + scores * (e / h - 1) + l * e * (lk - 1),
             } + bias_adds
                 + 2 * scores;
+            c.comparisons = scores;
+            c.activations = scores;
+        }
+        // q k^T (L x S x E per head), a scale and a softmax per score, the weights times v
+        // (L x S x Ev per head): the full L x S even under a causal mask, as the kernels compute
+        LayerKind::ScaledDotProductAttention { .. } => {
+            let [q, k, v] = [0, 1, 2].map(|i| &node.inputs[i].shape);
+            let n = q.len();
+            let h = if n == 3 { q[0] as u128 } else { 1 };
+            let (l, s, e, ev) = (q[n - 2] as u128, k[n - 2] as u128, q[n - 1] as u128, v[n - 1] as u128);
+            let scores = h * l * s;
+            c.macs = scores * (e + ev);
+            c.multiplications = c.macs + 2 * scores;
+            c.additions = match additions {
+                Additions::Accumulate => c.macs,
+                Additions::Exact => scores * (e - 1) + h * l * ev * (s - 1),
+            } + 2 * scores;
             c.comparisons = scores;
             c.activations = scores;
         }
@@ -493,9 +510,11 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         LayerKind::Residual { .. } | LayerKind::Add => c.additions = out * (node.inputs.len() as u128 - 1),
         LayerKind::Mul => c.multiplications = out * (node.inputs.len() as u128 - 1),
         LayerKind::Scale { .. } => c.multiplications = out,
-        // [n, k] @ [k, m]: k products per output, summed as a dense layer's
+        // a selection of -inf or the input: no arithmetic (no tool counts masked_fill)
+        LayerKind::CausalMask => {}
+        // [n, k] @ [k, m] (or a batch of them): k products per output, summed as a dense layer's
         LayerKind::MatMul => {
-            let k = node.inputs[0].shape[1] as u128;
+            let k = *node.inputs[0].shape.last().expect("a matrix") as u128;
             c.multiplications = out * k;
             c.macs = out * k;
             c.additions = match additions {
@@ -537,7 +556,10 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     let input = numel(&node.input) as u128;
     // attention and recurrent layers: their products are counted as a dense layer's, their
     // softmax, sigmoids and tanhs under count_activations
-    let is_sequence_mixer = matches!(k, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_));
+    let is_sequence_mixer = matches!(
+        k,
+        LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_) | LayerKind::ScaledDotProductAttention { .. }
+    );
     match rule {
         FlopRule::Conventions(conv) if is_sequence_mixer => {
             let by_unit = match conv.flops {
@@ -555,7 +577,9 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 let (l, lk, e) = attention_sizes(node);
                 2 * (2 * l + 2 * lk) * e * e + if *need_weights { 2 * 2 * l * lk * e } else { 0 }
             }
+            // F.scaled_dot_product_attention on CPU: the fused kernel, no FLOP formula
             LayerKind::Recurrent(r) if r.cell == crate::spec::Cell::Lstm => 0,
+            LayerKind::ScaledDotProductAttention { .. } => 0,
             _ => 2 * c.macs,
         },
         // fvcore traces the module: attention's in/out projections are aten::linear (MACs) and,
@@ -600,6 +624,8 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 };
                 hook + functional
             }
+            // no hook for F.scaled_dot_product_attention
+            LayerKind::ScaledDotProductAttention { .. } => 0,
             LayerKind::Recurrent(r) => {
                 // per layer and step: both matrix products, the cell's element-wise work (rnn 1,
                 // gru 7, lstm 10 per hidden unit) and both biases; times the tokens and directions
@@ -767,6 +793,15 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
                 ..
             },
         ) => Some("fvcore 0.1.5 has no handle for aten::prelu (it warns of an unsupported operator): it counts 0 here".into()),
+        (FlopRule::Profile(Profile::TorchFlopCounter), LayerKind::ScaledDotProductAttention { .. }) => Some(
+            "FlopCounterMode counts nothing for F.scaled_dot_product_attention on CPU (PyTorch 2.11 runs it in _scaled_dot_product_flash_attention_for_cpu, which has no FLOP formula; on CUDA its flash and efficient kernels are counted, 2 per MAC)".into(),
+        ),
+        (FlopRule::Profile(Profile::Fvcore), LayerKind::ScaledDotProductAttention { .. }) => Some(
+            "fvcore 0.1.5 has no handle for aten::scaled_dot_product_attention (it warns of an unsupported operator): it counts 0 here".into(),
+        ),
+        (FlopRule::Profile(Profile::Ptflops), LayerKind::ScaledDotProductAttention { .. }) => {
+            Some("ptflops 0.7.x has no hook for F.scaled_dot_product_attention: it counts 0 here".into())
+        }
         (FlopRule::Profile(Profile::Fvcore), LayerKind::Scale { .. }) => {
             Some("fvcore 0.1.5 has no handle for aten::mul or aten::div (it warns of an unsupported operator): it counts 0 here".into())
         }
@@ -802,11 +837,12 @@ pub fn check_profile(graph: &Graph, rule: FlopRule) -> SpecResult<()> {
     if p != Profile::Torchvision {
         return Ok(());
     }
-    match graph
-        .nodes
-        .iter()
-        .find(|n| matches!(n.layer.kind, LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_)))
-    {
+    match graph.nodes.iter().find(|n| {
+        matches!(
+            n.layer.kind,
+            LayerKind::MultiheadAttention { .. } | LayerKind::Recurrent(_) | LayerKind::ScaledDotProductAttention { .. }
+        )
+    }) {
         Some(n) => Err(SpecError::invalid(
             &n.pointer,
             format!(

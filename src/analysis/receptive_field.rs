@@ -5,7 +5,8 @@
 //! `jump*i + lo ..= jump*i + hi` (before clipping to the image). One-based answers, as the course
 //! writes them, shift both `i` and `m` by one: `lo1 = lo - jump + 1`, `hi1 = hi - jump + 1`.
 use super::intervals::IntervalSet;
-use crate::spec::{Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
+use crate::spec::shape::Edge;
+use crate::spec::{Above, Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -614,20 +615,28 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
         let mut n = match node.merge {
             // a matmul, or a cross-attention: output row (token) i reads row i of the first input
             // and all of the others
-            Some(Merge::MatMul) | None if node.inputs.len() > 1 => {
+            Some(Merge::MatMul | Merge::Attention) | None if node.inputs.len() > 1 => {
                 let ins: Vec<Rf> = node
                     .inputs
                     .iter()
                     .map(|e| e.from.map_or_else(|| start(graph), |f| rfs[f].rf.clone()))
                     .collect();
                 let matmul = node.merge.is_some();
-                let why = if matmul {
-                    "matmul: output (i, j) reads row i of the first operand and column j of the second"
-                } else {
-                    "cross-attention: output token i reads query token i and every key and value token"
+                let causal = matches!(node.layer.kind, LayerKind::ScaledDotProductAttention { causal: true, .. });
+                let why = match node.merge {
+                    Some(Merge::MatMul) => "matmul: output (i, j) reads row i of the first operand and column j of the second",
+                    Some(_) if causal => "causal attention: output token i reads query token i and key and value tokens 0..i",
+                    Some(_) => "attention: output token i reads query token i and every key and value token",
+                    None => "cross-attention: output token i reads query token i and every key and value token",
                 };
+                // causal attention over sequences each token of which reads earlier tokens only
+                let prefix = causal && node.output.len() == 2 && ins.iter().all(|r| matches!(r, Rf::Sequence { suffix: false, .. }));
                 NodeRf {
-                    rf: row_and_all(&ins[0], &ins[1..], why),
+                    rf: if prefix {
+                        Rf::sequence(true, false)
+                    } else {
+                        row_and_all(&ins[0], &ins[1..], why)
+                    },
                     // a matmul lists its operands' maps as a merge does
                     ins: if matmul { ins } else { Vec::new() },
                     aligned: None,
@@ -1010,6 +1019,28 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             _ => Rf::NotAffine("reshaped: the elements regrouped in row-major order; a unit's exact set is exact".into()),
         };
     }
+    // the axes of three-axis samples reordered (attention's heads): a map moves with its axes
+    // (a transpose of a dim with itself changes nothing)
+    if matches!(node.layer.kind, LayerKind::Transpose(_)) {
+        if node.perm().iter().enumerate().all(|(a, &p)| a == p) {
+            return rf;
+        }
+        if node.input.len() > 2 {
+            return match rf {
+                Rf::Global | Rf::Constant => rf,
+                _ => Rf::NotAffine("axes reordered: no range over rows and columns; a unit's exact set is exact".into()),
+            };
+        }
+    }
+    // outputs above the diagonal read nothing, the others their own element
+    if let LayerKind::CausalMask = node.layer.kind {
+        return match rf {
+            Rf::Constant => rf,
+            _ => Rf::NotAffine(
+                "masked: above the diagonal of the last two axes the output is -inf and reads nothing; a unit's exact set is exact".into(),
+            ),
+        };
+    }
     match rf {
         Rf::Sequence { prefix, suffix } => return apply_sequence(node, prefix, suffix),
         Rf::Constant => return rf,
@@ -1026,13 +1057,13 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             Rf::Global => rf,
             _ => Rf::NotAffine("the positions flattened into one axis: each reads its own range, in row-major order".into()),
         },
-        LayerKind::Transpose => rf,
+        LayerKind::Transpose(_) => rf,
         LayerKind::SelectToken { .. } => match rf {
             Rf::Global => rf,
             _ => Rf::NotAffine("one token's features: each reads that token's range".into()),
         },
         LayerKind::Parameter { .. } => Rf::Constant,
-        LayerKind::Reshape(_) => unreachable!("answered above"),
+        LayerKind::Reshape(_) | LayerKind::CausalMask => unreachable!("answered above"),
         LayerKind::Conv2d { .. }
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
@@ -1156,7 +1187,7 @@ fn apply_signal(node: &Node, rf: Rf) -> Rf {
         | LayerKind::Softmax { .. }
         | LayerKind::MultiheadAttention { .. }
         | LayerKind::Recurrent(_) => Rf::Global,
-        LayerKind::Transpose => Rf::NotAffine("transposed: the signal's positions became features".into()),
+        LayerKind::Transpose(_) => Rf::NotAffine("transposed: the signal's positions became features".into()),
         LayerKind::Flatten => Rf::NotAffine("flattened: features have no position index; each depends on one position's range".into()),
         _ => Rf::NotAffine(format!(
             "{} on a 1-D signal: no affine range; exact sets of a unit are exact",
@@ -1190,7 +1221,7 @@ fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
         },
         LayerKind::MultiheadAttention { causal: true, .. } => Rf::sequence(true, suffix),
         LayerKind::Recurrent(r) if !r.bidirectional => Rf::sequence(true, suffix),
-        LayerKind::Transpose => Rf::NotAffine("transposed: the tokens became features".into()),
+        LayerKind::Transpose(_) => Rf::NotAffine("transposed: the tokens became features".into()),
         LayerKind::SelectToken { .. } => Rf::NotAffine("one token's features: each reads that token's range".into()),
         LayerKind::Flatten if node.input.len() == 2 => {
             Rf::NotAffine("flattened: features have no token index; each depends on one token's range".into())
@@ -1690,6 +1721,12 @@ fn regroup_back(input: &[u64], output: &[u64], set: &[Product], approx: &mut boo
 
 /// The input positions of a layer that reads one tensor, seen by the outputs in `set`.
 fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> {
+    // above the diagonal a causal mask's output (and the softmax and scales after it) is a
+    // constant, -inf or 0, that reads nothing
+    let set = match node.above {
+        Above::Computed => set,
+        Above::NegInf | Above::Zero => set.iter().flat_map(below_diagonal).collect(),
+    };
     // a 1-D layer: its 2-D form on boxes with one row
     if let Some(lifted) = node.lifted() {
         let row = IntervalSet::range(0, 0);
@@ -1879,7 +1916,21 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
         }
         // the same elements regrouped, on any input
         LayerKind::Flatten | LayerKind::FlattenSpatial | LayerKind::Reshape(_) => regroup_back(&node.input, &node.output, &set, approx),
-        LayerKind::Transpose => set.into_iter().map(|p| Product(vec![p.0[1].clone(), p.0[0].clone()])).collect(),
+        // output axis a is input axis perm[a]
+        LayerKind::Transpose(_) => {
+            let perm = node.perm();
+            set.into_iter()
+                .map(|p| {
+                    let mut q = p.0.clone();
+                    for (a, &from) in perm.iter().enumerate() {
+                        q[from] = p.0[a].clone();
+                    }
+                    Product(q)
+                })
+                .collect()
+        }
+        // (its outputs above the diagonal are gone from the set: see above)
+        LayerKind::CausalMask => set,
         LayerKind::SelectToken { index } => set
             .into_iter()
             .map(|p| Product(vec![IntervalSet::range(*index, *index), p.0[0].clone()]))
@@ -1897,6 +1948,35 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
             unreachable!("merge nodes are split by back_merge")
         }
     }
+}
+
+/// The elements `(.., i, j)` of a product with `j <= i` on its last two axes (what a causal
+/// mask's outputs read): whole blocks where every column is at or below the row, one row at a
+/// time along the diagonal.
+fn below_diagonal(p: &Product) -> Vec<Product> {
+    let n = p.0.len();
+    let with = |rows: IntervalSet, cols: IntervalSet| {
+        let mut q = p.0.clone();
+        q[n - 2] = rows;
+        q[n - 1] = cols;
+        Product(q)
+    };
+    let mut out = Vec::new();
+    for &(r0, r1) in p.0[n - 2].ranges() {
+        for &(c0, c1) in p.0[n - 1].ranges() {
+            // rows from c1 on read all of c0..=c1
+            if r1 >= c1 {
+                out.push(with(IntervalSet::range(r0.max(c1), r1), IntervalSet::range(c0, c1)));
+            }
+            // rows c0..c1 (inside r0..=r1) read c0..=row
+            for r in r0.max(c0)..=r1.min(c1.saturating_sub(1)) {
+                if r < c1 {
+                    out.push(with(IntervalSet::range(r, r), IntervalSet::range(c0, r)));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The input of a layer reading a sequence `[L, D]` (or, for an embedding, token ids `[L]`)
@@ -1953,14 +2033,53 @@ fn back_sequence(node: &Node, set: &[Product]) -> Option<Vec<Product>> {
 
 /// The positions of input `k` of a merge node seen by the outputs in `set`: a broadcast axis
 /// (size 1 in the input) maps every output position to 0; a concatenation passes on its part.
-fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product]) -> Vec<Product> {
+fn back_merge(node: &Node, merge: Merge, k: usize, set: &[Product], zero_above: &[bool]) -> Vec<Product> {
     let edge = &node.inputs[k];
     let shape = &edge.shape;
     let all = |n: u64| IntervalSet::range(0, n - 1);
     match merge {
         // output (i, j): row i of the first operand, column j of the second
-        Merge::MatMul if k == 0 => set.iter().map(|p| Product(vec![p.0[0].clone(), all(shape[1])])).collect(),
-        Merge::MatMul => set.iter().map(|p| Product(vec![all(shape[0]), p.0[1].clone()])).collect(),
+        // query i reads its own row of q (every feature), and the keys 0..i under a causal mask
+        // (every key without one): every feature of those of k, column j of those of v
+        Merge::Attention => set
+            .iter()
+            .map(|p| {
+                let n = shape.len();
+                let mut q = p.clone();
+                let keys = match node.layer.kind {
+                    LayerKind::ScaledDotProductAttention { causal: true, .. } => p.0[n - 2]
+                        .max()
+                        .map_or_else(IntervalSet::empty, |i| IntervalSet::range(0, i.min(shape[n - 2] - 1))),
+                    _ => all(shape[n - 2]),
+                };
+                match k {
+                    0 => q.0[n - 1] = all(shape[n - 1]),
+                    1 => {
+                        q.0[n - 2] = keys;
+                        q.0[n - 1] = all(shape[n - 1]);
+                    }
+                    _ => q.0[n - 2] = keys,
+                }
+                q
+            })
+            .collect(),
+        // (a batch of matrices: the same matrix of each operand). Where the other operand is 0
+        // above its diagonal (a causal attention's weights), output (i, j) reads only the k
+        // that meet a non-zero: rows k <= i of the second operand, columns k >= j of the first.
+        Merge::MatMul => set
+            .iter()
+            .filter_map(|p| {
+                let mut q = p.clone();
+                let n = shape.len();
+                let (axis, inner) = if k == 0 { (n - 1, shape[n - 1]) } else { (n - 2, shape[n - 2]) };
+                q.0[axis] = match (k, zero_above[1 - k]) {
+                    (0, true) => IntervalSet::range(Some(p.0[n - 1].min()?).filter(|&j| j < inner)?, inner - 1),
+                    (_, true) => IntervalSet::range(0, p.0[n - 2].max()?.min(inner - 1)),
+                    _ => all(inner),
+                };
+                Some(q)
+            })
+            .collect(),
         Merge::Add | Merge::Mul => set
             .iter()
             .map(|p| {
@@ -2046,8 +2165,10 @@ fn back_to_input(graph: &Graph, steps: &[usize], id: usize, unit: Product) -> De
         };
         match node.merge {
             Some(m) => {
+                let zero = |e: &Edge| e.from.is_some_and(|f| graph.nodes[f].above == Above::Zero);
+                let zeros: Vec<bool> = node.inputs.iter().map(zero).collect();
                 for (k, e) in node.inputs.iter().enumerate() {
-                    pass(e.from, back_merge(node, m, k, &set));
+                    pass(e.from, back_merge(node, m, k, &set, &zeros));
                 }
             }
             // a parameter reads nothing
@@ -2079,11 +2200,50 @@ mod tests {
     /// `covers` against brute force: 600 seeded unions of 1-6 random boxes (each axis a union of
     /// up to 3 runs) in shapes of 1-3 axes of 1-6 positions, every element checked; boxes that
     /// tile the shape in pieces (not one box) are drawn too.
+    /// The part of a product on and below the diagonal of its last two axes, against every
+    /// element: 600 seeded products of one to three axes whose last two hold up to three runs.
+    #[test]
+    fn below_diagonal_equals_brute_force() {
+        use crate::analysis::rng::Rng;
+        let mut rng = Rng::new(20261208);
+        let below = |n: u64, rng: &mut Rng| rng.next_u64() % n;
+        for case in 0..600 {
+            let lead = below(2, &mut rng) as usize;
+            let mut axes = Vec::new();
+            for a in 0..lead + 2 {
+                let runs = 1 + below(if a < lead { 1 } else { 3 }, &mut rng);
+                let ranges = (0..runs)
+                    .map(|_| {
+                        let lo = below(9, &mut rng);
+                        (lo, lo + below(4, &mut rng))
+                    })
+                    .collect();
+                axes.push(IntervalSet::from_ranges(ranges));
+            }
+            let p = Product(axes);
+            let n = p.0.len();
+            let got = below_diagonal(&p);
+            let inside = |q: &Product, e: &[u64]| q.0.iter().zip(e).all(|(s, &x)| s.iter().any(|y| y == x));
+            let mut want = 0;
+            for i in p.0[n - 2].iter() {
+                for j in p.0[n - 1].iter() {
+                    let mut e: Vec<u64> = p.0[..n - 2].iter().map(|s| s.min().unwrap()).collect();
+                    e.extend([i, j]);
+                    let hits = got.iter().filter(|q| inside(q, &e)).count();
+                    assert_eq!(hits, usize::from(j <= i), "case {case}: {p:?} at {e:?}: {got:?}");
+                    want += usize::from(j <= i);
+                }
+            }
+            let count: u64 = got.iter().map(|q| q.0[n - 2].count() * q.0[n - 1].count()).sum();
+            assert_eq!(count as usize, want, "case {case}: {p:?}: {got:?}");
+        }
+    }
+
     #[test]
     fn covers_equals_brute_force() {
         use crate::analysis::rng::Rng;
         let mut rng = Rng::new(20261207);
-        let mut below = |n: u64, rng: &mut Rng| rng.next_u64() % n;
+        let below = |n: u64, rng: &mut Rng| rng.next_u64() % n;
         let (mut full, mut partial) = (0, 0);
         for case in 0..600 {
             let dims = 1 + below(3, &mut rng) as usize;

@@ -511,7 +511,7 @@ fn describe_unit(graph: &Graph, chain: &Chain, rf: &Rf, index: &[u64], channel: 
     v
 }
 
-const SEQUENCE_PROBE: &str = "a probe copy of the whole network in float64 (all-ones weights, no biases; an embedding copies its token into every feature; attention and recurrent layers become sums over every feature of the tokens each output reads: all of them, the earlier ones under a causal mask or in a forward direction, the later ones in a backward direction; normalizations and softmax sums over what they couple; identity activations and batchnorm; every pooling a summing window, the real kernels, strides, padding and dilation on every axis of an image or volume); the chosen output unit was back-propagated and the input elements (tokens, features, positions) with a non-zero gradient were read off";
+const SEQUENCE_PROBE: &str = "a probe copy of the whole network in float64 (all-ones weights, no biases; an embedding copies its token into every feature; attention and recurrent layers become sums over every feature of the tokens each output reads: all of them, the earlier ones under a causal mask or in a forward direction, the later ones in a backward direction; normalizations and softmax sums over what they couple; a matmul the sum of each operand times ones; a causal mask written by hand fills 0, and where it put -inf the softmax after it is 0, as in the network; identity activations and batchnorm; every pooling a summing window, the real kernels, strides, padding and dilation on every axis of an image or volume); the chosen output unit was back-propagated and the input elements (tokens, features, positions) with a non-zero gradient were read off";
 
 #[allow(clippy::too_many_arguments)]
 async fn verify_unit(

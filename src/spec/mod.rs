@@ -11,5 +11,5 @@ pub mod types;
 pub use crate::merges;
 pub use error::{ErrorKind, SpecError, SpecResult};
 pub use parse::{parse_model, SpecLimits};
-pub use shape::{infer, Graph, Node, Window};
+pub use shape::{infer, Above, Graph, Node, Window};
 pub use types::*;

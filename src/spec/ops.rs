@@ -583,18 +583,23 @@ pub struct UnflattenLayer {
     pub unflattened_size: Vec<i64>,
 }
 
-/// `x.transpose(1, 2)`: swaps a two-axis sample's axes.
+/// `x.transpose(dim0, dim1)`: swaps two sample axes (PyTorch's dims: the batch axis, 0, stays;
+/// negative from the end), as `k.transpose(-2, -1)` in attention written by hand.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"dim0": 1, "dim1": 2}))]
 pub struct TransposeLayer {
+    #[schema(minimum = -8, maximum = 8)]
     pub dim0: i64,
+    #[schema(minimum = -8, maximum = 8)]
     pub dim1: i64,
 }
 
-/// `x.permute(0, 2, 1)`: swaps a two-axis sample's axes.
+/// `x.permute(*dims)`: every axis of the input in its new order, the batch axis first
+/// (`[0, 2, 1, 3]` moves a sequence split into heads, `[L, H, d]`, to `[H, L, d]`).
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"dims": [0, 2, 1]}))]
+#[schema(example = json!({"dims": [0, 2, 1, 3]}))]
 pub struct PermuteLayer {
+    #[schema(min_items = 3, max_items = 5)]
     pub dims: Vec<i64>,
 }
 
@@ -751,7 +756,20 @@ pub struct ResidualLayer {
     pub shortcut: Option<Vec<ModelLayer>>,
 }
 
-/// An op of the graph form without arguments (`mul`, `matmul`).
+/// `F.scaled_dot_product_attention(q, k, v, is_causal=..., scale=...)`, a graph node reading
+/// `[q, k, v]`: `[L, E]`, `[S, E]`, `[S, Ev]`, or batches of them over heads `[H, L, E]`
+/// (nanoGPT's flash path); `softmax(q @ k^T * scale) @ v`, `[L, Ev]` (`[H, L, Ev]`).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"is_causal": true}))]
+pub struct ScaledDotProductAttentionLayer {
+    /// Query i attends to keys 0..=i (PyTorch's top-left `tril` mask).
+    #[schema(default = false)]
+    pub is_causal: Option<bool>,
+    /// Multiplies the scores; null or absent: `1/sqrt(E)`. Finite, not 0.
+    pub scale: Option<f64>,
+}
+
+/// An op without arguments (`mul`, `matmul`, `causal_mask`).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({}))]
 pub struct NoArguments {}
@@ -887,6 +905,10 @@ pub enum LayerOp {
     Dropout(DropoutLayer),
     #[serde(rename = "scale")]
     Scale(ScaleLayer),
+    /// `x.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(1), float('-inf'))` on the last two
+    /// axes `[n, m]`: attention scores masked above the diagonal, written by hand.
+    #[serde(rename = "causal_mask")]
+    CausalMask(NoArguments),
     #[serde(rename = "flatten")]
     Flatten(FlattenLayer),
     #[serde(rename = "reshape")]
@@ -925,6 +947,8 @@ pub enum LayerOp {
     Mul(NoArguments),
     #[serde(rename = "matmul")]
     MatMul(NoArguments),
+    #[serde(rename = "scaled_dot_product_attention")]
+    ScaledDotProductAttention(ScaledDotProductAttentionLayer),
     #[serde(rename = "parameter")]
     Parameter(ParameterLayer),
 }

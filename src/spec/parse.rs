@@ -193,6 +193,7 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
         let arity = match layer.kind {
             LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } => None,
             LayerKind::MatMul => Some(2),
+            LayerKind::ScaledDotProductAttention { .. } => Some(3),
             // self-attention reads one tensor; cross-attention its query, then the keys and
             // values (one tensor for both, or one each)
             LayerKind::MultiheadAttention { .. } if inputs.len() > 3 => {
@@ -217,6 +218,7 @@ fn parse_graph(value: &Value, pointer: &str, limits: &SpecLimits, counter: &mut 
                     match arity {
                         Some(0) => "no tensor",
                         Some(2) => "two tensors",
+                        Some(3) => "three tensors (q, k, v)",
                         _ => "one tensor",
                     },
                     inputs.len()
@@ -304,7 +306,7 @@ fn canonical_type(t: &str) -> String {
 
 /// Every layer type the reader knows, as the unknown-type refusal lists them (a test checks that
 /// they are exactly the variants of [`super::ops::LayerOp`]).
-pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, scale, flatten, reshape, view, unflatten, transpose, permute, select, narrow, channel_shuffle, concat, residual; in a graph also add, mul, matmul, parameter";
+pub const LAYER_TYPES: &str = "layernorm2d, embedding, multihead_attention, lstm, gru, rnn, conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, upsample, linear, groupnorm, instancenorm2d, instancenorm3d, layernorm, softmax, mean, zeropad2d, reflectionpad2d, replicationpad2d, circularpad2d, zeropad3d, reflectionpad3d, replicationpad3d, circularpad3d, zeropad1d, reflectionpad1d, replicationpad1d, circularpad1d, maxpool1d, maxpool2d, maxpool3d, avgpool1d, avgpool2d, avgpool3d, adaptive_avgpool1d, adaptive_avgpool2d, adaptive_avgpool3d, adaptive_maxpool1d, adaptive_maxpool2d, adaptive_maxpool3d, batchnorm1d, batchnorm2d, batchnorm3d, relu, relu6, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid, mish, identity, dropout, scale, causal_mask, flatten, reshape, view, unflatten, transpose, permute, select, narrow, channel_shuffle, concat, residual; in a graph also add, mul, matmul, scaled_dot_product_attention, parameter";
 
 /// Reads one layer object as a `layers` entry or (`graph`) a graph node's op, and returns the
 /// keys the reader consulted: tests bind the typed wire form in `ops.rs` to them.
@@ -379,6 +381,31 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             return Err(SpecError::invalid(
                 type_ptr,
                 "matmul multiplies two tensors: describe the model as a \"graph\" with named nodes",
+            ))
+        }
+        "scaleddotproductattention" if graph => {
+            let scale = match o.raw("scale") {
+                None | Some(Value::Null) => None,
+                Some(_) => {
+                    let s = o.f64_in("scale", None, -1e30, 1e30)?;
+                    if s == 0.0 {
+                        return Err(SpecError::invalid(
+                            o.at("scale"),
+                            "a scale of 0 makes every score 0: give a non-zero scale, or none for 1/sqrt(E)",
+                        ));
+                    }
+                    Some(s)
+                }
+            };
+            LayerKind::ScaledDotProductAttention {
+                causal: o.bool("is_causal", false)?,
+                scale,
+            }
+        }
+        "scaleddotproductattention" => {
+            return Err(SpecError::invalid(
+                type_ptr,
+                "scaled_dot_product_attention reads q, k and v: describe the model as a \"graph\" with named nodes",
             ))
         }
         "concat" | "cat" if graph && !composite => {
@@ -538,25 +565,40 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 "a parameter is a tensor that add or concat nodes read: describe the model as a \"graph\"",
             ))
         }
-        "transpose" | "permute" => {
-            let ok = match canonical_type(ty).as_str() {
-                "permute" => o.raw("dims").is_some_and(|v| v == &serde_json::json!([0, 2, 1])),
-                _ => {
-                    let pair = (o.raw("dim0").and_then(Value::as_i64), o.raw("dim1").and_then(Value::as_i64));
-                    matches!(
-                        pair,
-                        (Some(1), Some(2)) | (Some(2), Some(1)) | (Some(1), Some(-1)) | (Some(-1), Some(1))
-                    )
+        "transpose" => {
+            let dim = |key: &'static str| match o.raw(key) {
+                Some(v) => torch_dim(v, &o.at(key)),
+                None => Err(o.missing(key)),
+            };
+            LayerKind::Transpose(Axes::Swap(dim("dim0")?, dim("dim1")?))
+        }
+        "permute" => {
+            let dims = match o.raw("dims") {
+                None => return Err(o.missing("dims")),
+                Some(Value::Array(items)) if (3..=5).contains(&items.len()) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| torch_dim(v, &child(&o.at("dims"), i)))
+                    .collect::<SpecResult<Vec<_>>>()?,
+                Some(other) => {
+                    return Err(SpecError::invalid(
+                        o.at("dims"),
+                        format!(
+                            "expected every axis of the input in its new order, batch first (3 to 5 dims, e.g. [0, 2, 1, 3]), got {}",
+                            describe(other)
+                        ),
+                    ))
                 }
             };
-            if !ok {
+            if dims[0] != 0 {
                 return Err(SpecError::invalid(
-                    o.pointer.clone(),
-                    "only the swap of a two-axis sample's axes is supported: transpose(1, 2) or permute(0, 2, 1)",
+                    child(&o.at("dims"), 0),
+                    "the batch axis stays first: dims[0] must be 0",
                 ));
             }
-            LayerKind::Transpose
+            LayerKind::Transpose(Axes::Order(dims))
         }
+        "causalmask" => LayerKind::CausalMask,
         "narrow" => {
             let dim = match o.raw("dim") {
                 Some(v) => torch_dim(v, &o.at("dim"))?,

@@ -75,6 +75,21 @@ pub struct Node<'a> {
     /// of tokens: the output of a 1-D layer, and what element-wise layers, linear layers and
     /// merges make of one (see [`Graph::input_signal`]).
     pub signal: bool,
+    /// What the output holds above the diagonal of its last two axes (see [`Above`]).
+    pub above: Above,
+}
+
+/// What a tensor holds above the diagonal of its last two axes `[n, m]` (the elements
+/// `(.., i, j)` with `j > i`), where a causal mask written by hand put something there: exact
+/// zeros there are why a causal attention's output token `i` reads no value token after `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Above {
+    /// Computed from the input, as everywhere else.
+    Computed,
+    /// `-inf`: a causal mask's output, and a positive scale of it.
+    NegInf,
+    /// Exactly 0: a softmax over the last axis of `-inf` there, and any scale of it.
+    Zero,
 }
 
 #[derive(Debug)]
@@ -234,6 +249,7 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
         ));
     }
     let input_signal = signals(spec, &mut nodes);
+    mark_above(&mut nodes);
     Ok(Graph {
         spec,
         nodes,
@@ -249,7 +265,7 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
 fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
     let keeps = |n: &Node| {
         n.output.len() == 2
-            && (n.merge.is_some_and(|m| m != Merge::MatMul)
+            && (n.merge.is_some_and(|m| matches!(m, Merge::Add | Merge::Mul | Merge::Cat(_)))
                 || matches!(
                     n.layer.kind,
                     LayerKind::BatchNorm { .. }
@@ -277,6 +293,23 @@ fn signals(spec: &ModelSpec, nodes: &mut [Node]) -> bool {
         nodes[i].signal = one_d(&nodes[i]) || (reads && keeps(&nodes[i]));
     }
     input_signal
+}
+
+/// Marks what every node holds above the diagonal (a causal mask, the softmax after it, the
+/// scales between: nanoGPT's `softmax(masked_fill(q @ k^T * c, tril == 0, -inf))`).
+fn mark_above(nodes: &mut [Node]) {
+    for i in 0..nodes.len() {
+        let n = &nodes[i];
+        let from = n.inputs.first().and_then(|e| e.from).map_or(Above::Computed, |f| nodes[f].above);
+        let last = |dim: i64| n.input.len() >= 2 && sample_axis(dim, n.input.len(), "").ok() == Some(n.input.len() - 1);
+        nodes[i].above = match (&n.layer.kind, from) {
+            (LayerKind::CausalMask, _) => Above::NegInf,
+            (LayerKind::Softmax { dim }, Above::NegInf) if last(*dim) => Above::Zero,
+            (LayerKind::Scale { factor }, Above::NegInf) if *factor > 0.0 => Above::NegInf,
+            (LayerKind::Scale { .. }, Above::Zero) => Above::Zero,
+            _ => Above::Computed,
+        };
+    }
 }
 
 struct Builder<'a> {
@@ -408,6 +441,7 @@ impl<'a> Builder<'a> {
             merge,
             groups,
             signal: false,
+            above: Above::Computed,
         });
         Ok(self.nodes.len() - 1)
     }
@@ -492,7 +526,11 @@ impl<'a> Builder<'a> {
                 })
                 .collect();
             let id = match &n.layer.kind {
-                LayerKind::Add | LayerKind::Mul | LayerKind::Cat { .. } | LayerKind::MatMul => {
+                LayerKind::Add
+                | LayerKind::Mul
+                | LayerKind::Cat { .. }
+                | LayerKind::MatMul
+                | LayerKind::ScaledDotProductAttention { .. } => {
                     let (output, merge) = merge_shape(&n.layer.kind, &edges, &name, &ptr)?;
                     self.nodes.push(Node {
                         path: name,
@@ -506,6 +544,7 @@ impl<'a> Builder<'a> {
                         merge: Some(merge),
                         groups: Vec::new(),
                         signal: false,
+                        above: Above::Computed,
                     });
                     self.nodes.len() - 1
                 }
@@ -522,6 +561,7 @@ impl<'a> Builder<'a> {
                         merge: None,
                         groups: Vec::new(),
                         signal: false,
+                        above: Above::Computed,
                     });
                     self.nodes.len() - 1
                 }
@@ -713,18 +753,44 @@ fn merge_shape(kind: &LayerKind, edges: &[Edge], name: &str, pointer: &str) -> S
         ));
     }
     match kind {
+        // q [.., L, E], k [.., S, E], v [.., S, Ev]: [.., L, Ev], the heads (if any) alike
+        LayerKind::ScaledDotProductAttention { .. } => {
+            let [q, k, v] = [&edges[0].shape, &edges[1].shape, &edges[2].shape];
+            let fits = (2..=3).contains(&rank)
+                && q[..rank - 2] == k[..rank - 2]
+                && k[..rank - 2] == v[..rank - 2]
+                && q[rank - 1] == k[rank - 1]
+                && k[rank - 2] == v[rank - 2];
+            if !fits {
+                return Err(SpecError::invalid(
+                    child(pointer, "inputs"),
+                    format!(
+                        "node {name:?} attends with {}: scaled_dot_product_attention reads q [L, E], k [S, E], v [S, Ev] (or batches of them over heads, [H, L, E]...), q's and k's features equal, k's and v's tokens equal",
+                        show()
+                    ),
+                ));
+            }
+            let mut out = q.clone();
+            out[rank - 1] = v[rank - 1];
+            Ok((out, Merge::Attention))
+        }
         LayerKind::MatMul => match (edges[0].shape.as_slice(), edges[1].shape.as_slice()) {
             ([n, k], [k2, m]) if k == k2 => Ok((vec![*n, *m], Merge::MatMul)),
-            ([_, _], [_, _]) => Err(SpecError::invalid(
+            // a batch of matrices (attention's heads): [h, n, k] @ [h, k, m]
+            ([h, n, k], [h2, k2, m]) if k == k2 && h == h2 => Ok((vec![*h, *n, *m], Merge::MatMul)),
+            ([_, _], [_, _]) | ([_, _, _], [_, _, _]) => Err(SpecError::invalid(
                 child(pointer, "inputs"),
                 format!(
-                    "node {name:?} multiplies {}: the first's columns must equal the second's rows",
+                    "node {name:?} multiplies {}: the first's columns must equal the second's rows (and, for batches of matrices, the batches agree)",
                     show()
                 ),
             )),
             _ => Err(SpecError::invalid(
                 child(pointer, "inputs"),
-                format!("node {name:?} multiplies {}: matmul takes two-axis samples [n, k] @ [k, m]", show()),
+                format!(
+                    "node {name:?} multiplies {}: matmul takes two-axis samples [n, k] @ [k, m] or batches of them [h, n, k] @ [h, k, m]",
+                    show()
+                ),
             )),
         },
         LayerKind::Cat { dim } => {
@@ -1303,9 +1369,25 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
             let [c, h, w] = image(input, "flatten(start_dim=2)", pointer)?;
             vec![c, h * w]
         }
-        LayerKind::Transpose => {
-            let [a, b] = sequence(input, "transpose(1, 2)", pointer)?;
-            vec![b, a]
+        LayerKind::Transpose(axes) => {
+            if input.len() < 2 {
+                return Err(SpecError::invalid(
+                    pointer,
+                    format!("{} reorders sample axes, but its input {input:?} has one", layer.type_name()),
+                ));
+            }
+            let perm = axes.sample_perm(input.len()).map_err(|(key, why)| SpecError::invalid(child(pointer, key), why))?;
+            perm.iter().map(|&a| input[a]).collect()
+        }
+        // the scores' last two axes [n, m]: -inf above the diagonal
+        LayerKind::CausalMask => {
+            if input.len() < 2 {
+                return Err(SpecError::invalid(
+                    pointer,
+                    format!("causal_mask masks the last two axes [n, m] (attention scores), but its input has shape {input:?}"),
+                ));
+            }
+            input.to_vec()
         }
         LayerKind::Narrow { dim, start, length } => {
             let axis = sample_axis(*dim, input.len(), &child(pointer, "dim"))?;
@@ -1617,6 +1699,7 @@ impl<'a> Node<'a> {
             merge: None,
             groups: Vec::new(),
             signal: false,
+            above: Above::Computed,
         })
     }
 
@@ -1663,6 +1746,15 @@ impl<'a> Node<'a> {
             }
             _ => return None,
         })
+    }
+
+    /// A transpose's or permute's order of the sample axes: output axis `a` is input axis
+    /// `perm[a]` (the identity for any other layer).
+    pub fn perm(&self) -> Vec<usize> {
+        match &self.layer.kind {
+            LayerKind::Transpose(axes) => axes.sample_perm(self.input.len()).expect("checked by shape inference"),
+            _ => (0..self.input.len()).collect(),
+        }
     }
 
     /// What one output element of a normalization or softmax reads (see [`Coupling`]).

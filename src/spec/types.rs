@@ -174,8 +174,10 @@ pub enum LayerKind {
     /// `nn.Flatten(start_dim, end_dim)` of other dims than the two kinds above: the same elements
     /// in row-major order, regrouped into 1 to 3 sample axes.
     Reshape(ReshapeTo),
-    /// `x.transpose(1, 2)` (or `permute(0, 2, 1)`) on a two-axis sample: `[A, B]` to `[B, A]`.
-    Transpose,
+    /// `x.transpose(dim0, dim1)` or `x.permute(*dims)` (PyTorch's dims, batch axis 0, which stays
+    /// in place): the sample's axes reordered, `[A, B]` to `[B, A]` on a sequence, `[L, H, d]` to
+    /// `[H, L, d]` where attention written by hand splits the features into heads.
+    Transpose(Axes),
     /// `x[:, index]` on a sequence (`torch.select(x, 1, index)`): one token's features `[D]`.
     SelectToken {
         index: u64,
@@ -393,6 +395,11 @@ pub enum LayerKind {
     Scale {
         factor: f64,
     },
+    /// `x.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(1), float('-inf'))` on the last two
+    /// axes `[n, m]` (attention scores): element `(i, j)` is `-inf` where `j > i`, the input
+    /// elsewhere. A causal mask written by hand (nanoGPT's `masked_fill` of its `tril` buffer, or
+    /// a constant mask added to the scores).
+    CausalMask,
     Flatten,
     /// Channel concatenation of parallel branches (Inception).
     Concat {
@@ -414,8 +421,64 @@ pub enum LayerKind {
         dim: i64,
     },
     /// Graph form: `torch.matmul(a, b)` of two-axis samples `[n, k] @ [k, m]` (attention's
-    /// `q @ k.transpose(-2, -1)`, `x @ W` with a parameter `W`): `[n, m]`.
+    /// `q @ k.transpose(-2, -1)`, `x @ W` with a parameter `W`): `[n, m]`; or of two batches of
+    /// them (attention's heads) `[h, n, k] @ [h, k, m]`: `[h, n, m]`.
     MatMul,
+    /// Graph form: `F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)` on
+    /// its three inputs `[L, E]`, `[S, E]`, `[S, Ev]`, or batches of them over heads
+    /// (`[H, L, E]`...): `softmax(q @ k^T * scale) @ v`, `[L, Ev]`; `scale` None is
+    /// `1/sqrt(E)`; `causal` masks key `j > i` for query `i` (PyTorch's top-left `tril`).
+    ScaledDotProductAttention {
+        causal: bool,
+        scale: Option<f64>,
+    },
+}
+
+/// Which axes a transpose or permute reorders, in PyTorch's dims (batch axis 0, negative from
+/// the end); resolved against the input's rank by [`Axes::sample_perm`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Axes {
+    /// `x.transpose(dim0, dim1)`.
+    Swap(i64, i64),
+    /// `x.permute(*dims)`: `dims[0]` is the batch axis, 0.
+    Order(Vec<i64>),
+}
+
+impl Axes {
+    /// The permutation of a sample of `rank` axes: output axis `a` is input axis `perm[a]`; an
+    /// error names the argument (`dim0`, `dim1` or `dims`) and the reason.
+    pub fn sample_perm(&self, rank: usize) -> Result<Vec<usize>, (&'static str, String)> {
+        let full = rank as i64 + 1;
+        let resolve = |d: i64| if d < 0 { d + full } else { d };
+        let mut perm: Vec<usize> = (0..rank).collect();
+        match self {
+            Axes::Swap(a, b) => {
+                for (key, d) in [("dim0", *a), ("dim1", *b)] {
+                    let r = resolve(d);
+                    if r < 1 || r >= full {
+                        return Err((
+                            key,
+                            format!("dim {d} is not a sample axis of a tensor with {full} axes (the batch axis, dim 0, stays): expected 1..{} or -{}..-1", full - 1, full - 1),
+                        ));
+                    }
+                }
+                perm.swap(resolve(*a) as usize - 1, resolve(*b) as usize - 1);
+            }
+            Axes::Order(dims) => {
+                let resolved: Vec<i64> = dims.iter().map(|&d| resolve(d)).collect();
+                let mut seen = resolved.clone();
+                seen.sort_unstable();
+                if dims.len() as i64 != full || seen != (0..full).collect::<Vec<_>>() || resolved[0] != 0 {
+                    return Err((
+                        "dims",
+                        format!("{dims:?} must order all {full} axes of the input (batch first: dims[0] is 0), each once"),
+                    ));
+                }
+                perm = resolved[1..].iter().map(|&d| d as usize - 1).collect();
+            }
+        }
+        Ok(perm)
+    }
 }
 
 /// How a reshape names its output (shape inference resolves it against the input).
@@ -441,6 +504,7 @@ macro_rules! merges {
             | $crate::spec::LayerKind::Mul
             | $crate::spec::LayerKind::Cat { .. }
             | $crate::spec::LayerKind::MatMul
+            | $crate::spec::LayerKind::ScaledDotProductAttention { .. }
     };
 }
 
@@ -464,6 +528,8 @@ pub enum Merge {
     Cat(usize),
     /// The matrix product of the two inputs.
     MatMul,
+    /// Attention of the first input (queries) over the second (keys) and third (values).
+    Attention,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -552,7 +618,8 @@ impl Layer {
             LayerKind::Reshape(ReshapeTo::Shape(_)) => "reshape",
             LayerKind::Reshape(ReshapeTo::Unflatten { .. }) => "unflatten",
             LayerKind::Reshape(ReshapeTo::Flatten { .. }) => "flatten",
-            LayerKind::Transpose => "transpose",
+            LayerKind::Transpose(Axes::Swap(..)) => "transpose",
+            LayerKind::Transpose(Axes::Order(_)) => "permute",
             LayerKind::SelectToken { .. } => "select",
             LayerKind::Narrow { .. } => "narrow",
             LayerKind::ChannelShuffle { .. } => "channel_shuffle",
@@ -591,6 +658,7 @@ impl Layer {
             LayerKind::Activation { kind, .. } => kind.name(),
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Scale { .. } => "scale",
+            LayerKind::CausalMask => "causal_mask",
             LayerKind::Flatten => "flatten",
             LayerKind::Concat { .. } => "concat",
             LayerKind::Residual { .. } => "residual",
@@ -598,6 +666,7 @@ impl Layer {
             LayerKind::Mul => "mul",
             LayerKind::Cat { .. } => "concat",
             LayerKind::MatMul => "matmul",
+            LayerKind::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
         }
     }
 }

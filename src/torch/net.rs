@@ -2,7 +2,7 @@
 //!
 //! Parameters are generated in Rust from a seed (not by libtorch's global generator), so a given
 //! seed gives the same weights on every worker thread, on CPU and on CUDA.
-use crate::spec::{Activation, Graph, LayerKind, Merge, Node, Window};
+use crate::spec::{Above, Activation, Graph, LayerKind, Merge, Node, Window};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -67,6 +67,33 @@ pub struct Net {
 }
 
 pub use crate::analysis::rng::Rng;
+
+/// True above the diagonal of `x`'s last two axes (`j > i`): what a causal mask fills.
+fn above_diagonal(x: &Tensor) -> Tensor {
+    let d = x.dim();
+    Tensor::ones([x.size()[d - 2], x.size()[d - 1]], (Kind::Bool, x.device())).triu(1)
+}
+
+/// The probe's matmul: a product of each side with ones in place of the other, so that output
+/// (i, j) reads row i of the first and column j of the second (a parameter's zeros included),
+/// the ones 0 where the other side is exactly 0 above its diagonal (a causal attention's
+/// weights: output token i reads no value token after i).
+/// The probe's attention: output (i, j) is the sum of query i's features, of every feature of
+/// the keys it attends to (0..i under a causal mask, all otherwise) and of feature j of those
+/// values: exactly what it reads.
+fn probe_attention(ins: &[Tensor], causal: bool) -> Tensor {
+    let (q, k, v) = (&ins[0], &ins[1], &ins[2]);
+    let d = q.dim();
+    let seen = Tensor::ones([q.size()[d - 2], k.size()[d - 2]], (q.kind(), q.device()));
+    let seen = if causal { seen.tril(0) } else { seen };
+    let features = |t: &Tensor| t.sum_dim_intlist(-1, true, t.kind());
+    features(q) + seen.matmul(&features(k)) + seen.matmul(v)
+}
+
+fn probe_matmul(ins: &[Tensor], zero_a: bool, zero_b: bool) -> Tensor {
+    let ones = |t: &Tensor, zero: bool| if zero { t.ones_like().tril(0) } else { t.ones_like() };
+    ins[0].matmul(&ones(&ins[1], zero_b)) + ones(&ins[0], zero_a).matmul(&ins[1])
+}
 
 /// Per-layer stream: a layer's weights do not change when another layer is added or removed.
 fn layer_rng(seed: u64, path: &str) -> Rng {
@@ -483,7 +510,19 @@ impl Net {
                     })
                     .collect()
             };
-            let y = self.node(node, &ins);
+            let y = match node.merge {
+                Some(Merge::MatMul) if self.mode == Mode::Probe => {
+                    let zero = |e: &crate::spec::shape::Edge| e.from.is_some_and(|f| graph.nodes[f].above == Above::Zero);
+                    probe_matmul(&ins, zero(&node.inputs[0]), zero(&node.inputs[1]))
+                }
+                _ => self.node(node, &ins),
+            };
+            // the probe's stand-ins (a softmax's sums) fill what the network holds at exactly 0
+            let y = if self.mode == Mode::Probe && node.above == Above::Zero {
+                y.masked_fill(&above_diagonal(&y), 0.0)
+            } else {
+                y
+            };
             hook(node, &ins[0], &y);
             vals[i] = Some(y);
         }
@@ -500,11 +539,18 @@ impl Net {
             let multiply = m == Merge::Mul && self.mode != Mode::Probe;
             return match m {
                 Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
-                // the probe: a product of each side with ones in place of the other, so that
-                // output (i, j) reads row i of the first and column j of the second (a
-                // parameter's zeros included)
-                Merge::MatMul if self.mode == Mode::Probe => ins[0].matmul(&ins[1].ones_like()) + ins[0].ones_like().matmul(&ins[1]),
+                Merge::MatMul if self.mode == Mode::Probe => probe_matmul(ins, false, false),
                 Merge::MatMul => ins[0].matmul(&ins[1]),
+                Merge::Attention => {
+                    let LayerKind::ScaledDotProductAttention { causal, scale } = node.layer.kind else {
+                        unreachable!("attention merges are scaled_dot_product_attention nodes")
+                    };
+                    if self.mode == Mode::Probe {
+                        probe_attention(ins, causal)
+                    } else {
+                        Tensor::scaled_dot_product_attention(&ins[0], &ins[1], &ins[2], None::<Tensor>, 0.0, causal, scale, false)
+                    }
+                }
                 _ => ins[1..]
                     .iter()
                     .fold(ins[0].shallow_clone(), |acc, t| if multiply { acc * t } else { acc + t }),
@@ -578,7 +624,12 @@ impl Net {
                 x.reshape(size.as_slice())
             }
             LayerKind::FlattenSpatial => x.flatten(2, -1),
-            LayerKind::Transpose => x.transpose(1, 2),
+            LayerKind::Transpose(_) => {
+                let dims: Vec<i64> = std::iter::once(0).chain(node.perm().iter().map(|&a| a as i64 + 1)).collect();
+                x.permute(dims.as_slice())
+            }
+            // the probe fills with zeros: the same zero gradients, and no -inf in its sums
+            LayerKind::CausalMask => x.masked_fill(&above_diagonal(x), if self.mode == Mode::Probe { 0.0 } else { f64::NEG_INFINITY }),
             LayerKind::SelectToken { index } => x.select(1, *index as i64),
             LayerKind::Narrow { dim, start, length } => {
                 let axis = crate::spec::shape::sample_axis(*dim, node.input.len(), "").expect("checked by shape inference");

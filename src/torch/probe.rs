@@ -153,7 +153,7 @@ fn needs_back(graph: &Graph, steps: &[usize], target: usize, out: Win, run: &mut
                     [axis(0), axis(1)]
                 }),
                 Some(Merge::Cat(0)) => out,
-                Some(Merge::Cat(_) | Merge::MatMul) => whole(&e.shape),
+                Some(Merge::Cat(_) | Merge::MatMul | Merge::Attention) => whole(&e.shape),
                 None => {
                     debug_assert_eq!(k, 0);
                     match &node.layer.kind {
@@ -342,7 +342,7 @@ fn quotient_merge(node: &Node, merge: Merge, ins: Vec<(Tensor, Win, Classes)>, w
         // multiplying into float64 overflow (see Net::node)
         Merge::Add | Merge::Mul => parts[1..].iter().fold(parts[0].shallow_clone(), |acc, t| acc + t),
         Merge::Cat(axis) => narrow_to(Tensor::cat(&parts, axis as i64 + 1), whole(&node.output), want),
-        Merge::MatMul => unreachable!("a matmul reads two-axis tensors: the whole-network probe runs it"),
+        Merge::MatMul | Merge::Attention => unreachable!("a matmul or attention reads sequences: the whole-network probe runs it"),
     };
     (y, classes)
 }
@@ -451,7 +451,8 @@ fn quotient_node(node: &Node, x: Tensor, win: Win, want: Win, m: Classes) -> (Te
         | LayerKind::Recurrent(_)
         | LayerKind::Parameter { .. }
         | LayerKind::FlattenSpatial
-        | LayerKind::Transpose
+        | LayerKind::Transpose(_)
+        | LayerKind::CausalMask
         | LayerKind::SelectToken { .. }
         | LayerKind::Narrow { .. }
         | LayerKind::ChannelShuffle { .. }
@@ -789,10 +790,16 @@ pub fn whole_network_probe(graph: &crate::spec::Graph) -> bool {
         || graph.input().len() == 2
         || graph.nodes.iter().any(|n| {
             // a reshape regroups channels and positions, a narrow or a shuffle picks channels by
-            // their index: the channel quotient does not hold
+            // their index, a transpose moves them, a causal mask reads by row and column: the
+            // channel quotient does not hold
             matches!(
                 n.layer.kind,
-                LayerKind::Reshape(_) | LayerKind::Narrow { .. } | LayerKind::ChannelShuffle { .. }
+                LayerKind::Reshape(_)
+                    | LayerKind::Narrow { .. }
+                    | LayerKind::ChannelShuffle { .. }
+                    | LayerKind::Transpose(_)
+                    | LayerKind::CausalMask
+                    | LayerKind::ScaledDotProductAttention { .. }
             ) || n.output.len() == 2
                 || n.input.len() == 2
                 || (n.inputs.is_empty() && !(n.output.len() == 3 && n.output[1] == 1 && n.output[2] == 1))

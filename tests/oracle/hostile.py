@@ -26,7 +26,7 @@ def layer(depth=0):
     t = rng.choice(["conv2d", "linear", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d", "relu", "flatten", "dropout", "concat", "residual", "sigmoid", "Conv2d", "nope",
                     "conv_transpose2d", "ConvTranspose2d", "upsample", "groupnorm", "instancenorm2d", "layernorm", "softmax", "GroupNorm", "mean", "zeropad2d", "reflectionpad2d", "ReplicationPad2d",
                     "embedding", "multihead_attention", "MultiheadAttention", "lstm", "gru", "rnn", "LSTM",
-                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d", "prelu", "PReLU", "narrow", "channel_shuffle", "scale", "ChannelShuffle",
+                    "parameter", "transpose", "permute", "select", "layernorm2d", "circularpad2d", "prelu", "PReLU", "narrow", "channel_shuffle", "scale", "ChannelShuffle", "causal_mask", "CausalMask",
                     "conv1d", "Conv1d", "conv_transpose1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d", "AdaptiveMaxPool1d",
                     "reshape", "view", "unflatten", "Unflatten",
                     "conv3d", "Conv3d", "maxpool3d", "avgpool3d", "AvgPool3d", "adaptive_avgpool3d", "adaptive_maxpool3d", "AdaptiveMaxPool3d", "batchnorm3d", "instancenorm3d", "InstanceNorm3d", "zeropad3d", "reflectionpad3d", "ReplicationPad3d", "circularpad3d", "conv_transpose3d", "ConvTranspose3d"])
@@ -50,6 +50,10 @@ def layer(depth=0):
         d["unflattened_size" if t.lower() == "unflatten" else "shape"] = bad
         if t.lower() in ("unflatten", "flatten"):
             d[rng.choice(["dim", "start_dim", "end_dim"])] = rng.choice([0, 1, 2, 3, 4, -1, -4, 9, 2**40, 1.5])
+    if t in ("transpose", "permute") and rng.random() < 0.6:
+        # axes past the tensor, the batch axis moved, repeats, too many, mistyped
+        d["dims"] = rng.choice([[0, 2, 1, 3], [0, 3, 1, 2], [1, 0, 2, 3], [0, 1, 1, 2], [0, 2, 3, 1, 4, 5, 6], [0, 9, 1, 2], [0, -1, -2, -3], ["0", 1, 2], [], 3])
+        d["dim0"], d["dim1"] = rng.choice([(1, 2), (-2, -1), (0, 1), (2, 9), (-9, 1), (3, 3), ("1", 2), (1.5, 2)])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
     if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
     return d
@@ -57,7 +61,9 @@ NAMES = ["a", "b", "c", "input", "", "a.b", "0", "x" * 300, 7, None]
 def node():
     """A graph node: a layer or a merge, named from a small pool (duplicates, the reserved
     "input", odd names), reading names that may not exist, itself, or form cycles."""
-    d = layer() if rng.random() < 0.6 else {"type": rng.choice(["add", "mul", "concat", "cat", "Add", "matmul", "MatMul", "bmm"])}
+    d = layer() if rng.random() < 0.6 else {"type": rng.choice(["add", "mul", "concat", "cat", "Add", "matmul", "MatMul", "bmm", "scaled_dot_product_attention"])}
+    if d["type"] == "scaled_dot_product_attention":
+        d.update({k: rng.choice([True, False, 0, 1e308, -1.0, "yes", None, [1]]) for k in rng.sample(["is_causal", "scale", "dropout_p", "attn_mask"], rng.randint(0, 3))})
     if d["type"] in ("concat", "cat") and rng.random() < 0.6:
         d["dim"] = rng.choice([0, 1, 2, 3, -1, -4, 9, 2**40, 1.5, "1", None])
     if rng.random() < 0.95:

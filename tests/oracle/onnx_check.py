@@ -563,6 +563,37 @@ def check_folded_norms(url):
     return failures
 
 
+def sequence_file_problems(url, data, model, x, token, feature, autograd=True):
+    """A sequence model's ONNX file against the module: FlopCounterMode's total and sum(numel)
+    (count_problems), float64 gradients per named parameter with the file's weights, and the
+    tokens and features unit (token, feature) of the last row reads, by autograd on the module
+    (`autograd` false: the probe's agreement only). The complexity answer (None on a refusal),
+    the unit's receptive-field position (None on a refusal) and the problems."""
+    onnx_model = {"onnx": base64.b64encode(data).decode()}
+    s, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+    if s != 200:
+        return None, None, [f"status {s}: {str(resp)[:600]}"]
+    problems = count_problems(resp, model, x)
+    xs = torch.randn(2, *x.shape[1:], dtype=torch.float64)
+    s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
+    problems += [f"diagnostics status {s}: {str(g)[:300]}"] if s != 200 else gradient_problems(model.double(), xs, g)[0]
+    out = [r for r in resp["rows"] if not r["subtotal"]][-1]
+    s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out["path"], "index": [token], "channel": feature}})
+    if s != 200:
+        return resp, None, problems + [f"receptive field status {s}: {str(rf)[:300]}"]
+    if autograd:
+        xg = torch.randn(1, *x.shape[1:], dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(model(xg)[0, token, feature], xg)
+        nz = grad[0] != 0
+        runs = lambda m: [[i, j] for i, j in _runs([k for k, v in enumerate(m) if v])]  # noqa: E731
+        for key, w in {"input_tokens": runs(nz.any(1).tolist()), "input_features": runs(nz.any(0).tolist())}.items():
+            if rf["position"].get(key) != w:
+                problems.append(f"{out['path']} token {token} feature {feature}: {key} {rf['position'].get(key)} != autograd {w}")
+    if not rf["verification"].get("agrees"):
+        problems.append("the probe disagrees")
+    return resp, rf["position"], problems
+
+
 def check_sequence_splits(url):
     """x.chunk(2, -1) of a sequence's features, as both exporters write it (Split, or Slice after
     the TorchScript exporter's shape arithmetic), read as narrows: a SwiGLU feed-forward block
@@ -608,37 +639,112 @@ def check_sequence_splits(url):
             model = cls().eval()
             x = torch.randn(1, 6, 8)
             data = export(model, [6, 8], dynamo=dynamo, example=x)
-            onnx_model = {"onnx": base64.b64encode(data).decode()}
-            problems = []
-            s, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
-            if s != 200:
-                problems.append(f"status {s}: {str(resp)[:400]}")
-            else:
-                problems += count_problems(resp, model, x)
-                if sum(r["type"] == "narrow" for r in resp["rows"]) != (3 if cls is FusedAttention else 2):
-                    problems.append(f"rows {[r['type'] for r in resp['rows']]}")
-                xs = torch.randn(2, 6, 8, dtype=torch.float64)
-                s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": xs.flatten().tolist()}, "dtype": "float64"})
-                problems += [f"diagnostics status {s}: {str(g)[:300]}"] if s != 200 else gradient_problems(model.double(), xs, g)[0]
-                # token 2's feature 1 of the output, by autograd on the module
-                out = [r for r in resp["rows"] if not r["subtotal"]][-1]
-                s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": out["path"], "index": [2], "channel": 1}})
-                xg = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
-                (grad,) = torch.autograd.grad(model(xg)[0, 2, 1], xg)
-                nz = grad[0] != 0
-                runs = lambda m: [[i, j] for i, j in _runs([k for k, v in enumerate(m) if v])]  # noqa: E731
-                want = {"input_tokens": runs(nz.any(1).tolist()), "input_features": runs(nz.any(0).tolist())}
-                if s != 200:
-                    problems.append(f"receptive field status {s}: {str(rf)[:300]}")
-                else:
-                    for key, w in want.items():
-                        if rf["position"].get(key) != w:
-                            problems.append(f"{key} {rf['position'].get(key)} != autograd {w}")
-                    if not rf["verification"].get("agrees"):
-                        problems.append("the probe disagrees")
+            resp, _, problems = sequence_file_problems(url, data, model, x, 2, 1)
+            if resp is not None and sum(r["type"] == "narrow" for r in resp["rows"]) != (3 if cls is FusedAttention else 2):
+                problems.append(f"rows {[r['type'] for r in resp['rows']]}")
             label = f"onnx {cls.__name__} (x.chunk on the features, {'dynamo' if dynamo else 'TorchScript'} export)"
             print(f"{label}: " + ("ok" if not problems else "; ".join(problems)))
             failures += bool(problems)
+    return failures
+
+
+class GPTBlock(torch.nn.Module):
+    """A transformer block as nanoGPT and course notebooks write it, multi-head attention by
+    hand: x + attn(ln_1(x)), then (now and then) x + mlp(ln_2(x)). Attention: one fused qkv
+    projection split by x.split(c, 2) (or three), each viewed as [B, L, H, d] and transposed to
+    [B, H, L, d] (k straight to [B, H, d, L] by one permute, or by a second transpose), the
+    scores scaled by a Mul or a Div, a causal mask in one of three forms (nanoGPT's masked_fill
+    of a tril buffer, masked_fill of a triu mask, or an additive -inf mask), softmax, @ v, the
+    heads moved back and merged by a view, an output projection. Or (`flash`, nanoGPT's path
+    where PyTorch has it) F.scaled_dot_product_attention(q, k, v, is_causal) on the heads."""
+
+    def __init__(self, length, c, heads, fused, causal, mask_form, k_steps, divide, ln, mlp, flash=False):
+        super().__init__()
+        nn = torch.nn
+        self.flash = flash
+        self.c, self.heads, self.fused, self.causal, self.mask_form = c, heads, fused, causal, mask_form
+        self.k_steps, self.divide, self.mlp_on = k_steps, divide, mlp
+        self.ln_1 = nn.LayerNorm(c) if ln else nn.Identity()
+        if fused:
+            self.c_attn = nn.Linear(c, 3 * c)
+        else:
+            self.q, self.k, self.v = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
+        self.c_proj = nn.Linear(c, c)
+        self.register_buffer("bias", torch.tril(torch.ones(length, length)).view(1, 1, length, length))
+        if mlp:
+            self.ln_2 = nn.LayerNorm(c) if ln else nn.Identity()
+            self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+
+    def attn(self, x):
+        b, t, c = x.shape
+        h, d = self.heads, c // self.heads
+        if self.fused:
+            q, k, v = self.c_attn(x).split(c, dim=2)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.view(b, t, h, d).transpose(1, 2)
+        v = v.view(b, t, h, d).transpose(1, 2)
+        if self.flash:
+            y = torch.nn.functional.scaled_dot_product_attention(q, k.view(b, t, h, d).transpose(1, 2), v, is_causal=self.causal)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+        kt = k.view(b, t, h, d).permute(0, 2, 3, 1) if self.k_steps == 1 else k.view(b, t, h, d).transpose(1, 2).transpose(-2, -1)
+        att = (q @ kt) / math.sqrt(d) if self.divide else (q @ kt) * (1.0 / math.sqrt(d))
+        if self.causal:
+            if self.mask_form == "tril":
+                att = att.masked_fill(self.bias[:, :, :t, :t] == 0, float("-inf"))
+            elif self.mask_form == "triu":
+                att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+            else:
+                att = att + torch.full((t, t), float("-inf")).triu(1)
+        y = torch.softmax(att, dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x)) if self.mlp_on else x
+
+
+def run_heads(url, n, seed):
+    """Random GPTBlocks from both exporters: the file reads (Reshape to heads, Transpose with
+    the batch axis first, MatMul of computed 4-D tensors, the causal mask's Where or Add; or
+    F.scaled_dot_product_attention's decomposition read back as the one call) and
+    equals the module: FlopCounterMode's total, sum(numel), float64 gradients per named parameter
+    with the file's weights, the tokens and features one output unit reads by autograd (a causal
+    block's token i reads tokens 0..i only), and the service's probe."""
+    rng = random.Random(seed)
+    failures = 0
+    for case in range(n):
+        length, heads, d = rng.randint(1, 7), rng.randint(1, 3), rng.randint(1, 4)
+        c = heads * d
+        args = dict(length=length, c=c, heads=heads, fused=rng.random() < 0.6, causal=rng.random() < 0.7,
+                    mask_form=rng.choice(["tril", "triu", "add"]), k_steps=rng.choice([1, 2]), divide=rng.random() < 0.5,
+                    ln=rng.random() < 0.6, mlp=rng.random() < 0.4, flash=rng.random() < 0.4)
+        dynamo = case % 2 == 1
+        torch.manual_seed(seed * 1000 + case)
+        model = GPTBlock(**args).eval()
+        x = torch.randn(1, length, c)
+        label = f"onnx GPTBlock case {case} {args} ({'dynamo' if dynamo else 'TorchScript'})"
+        try:
+            data = export(model, [length, c], dynamo=dynamo, example=x)
+        except Exception as e:  # an exporter's own failure is not the service's
+            print(f"{label}: export failed, skipped ({type(e).__name__})")
+            continue
+        # (a layernorm over one feature outputs its bias whatever its input: autograd sees less
+        # than the structure, which the probe still checks)
+        token, feature = rng.randrange(length), rng.randrange(c)
+        resp, position, problems = sequence_file_problems(url, data, model, x, token, feature, autograd=not (args["ln"] and c == 1))
+        if resp is not None:
+            types = [r["type"] for r in resp["rows"]]
+            if args["causal"] and not args["flash"] and "causal_mask" not in types:
+                problems.append(f"no causal_mask row: {types}")
+            if args["flash"] and types.count("scaled_dot_product_attention") != 1:
+                problems.append(f"not one scaled_dot_product_attention row: {types}")
+        if position is not None and args["causal"] and position.get("input_tokens") != [[0, token]]:
+            problems.append(f"causal: token {token} reads {position.get('input_tokens')}, not 0..{token}")
+        if problems:
+            print(f"{label}: " + "; ".join(problems))
+        failures += bool(problems)
+    print(f"onnx multi-head attention by hand: {n - failures} of {n} files agree")
     return failures
 
 
@@ -1134,6 +1240,7 @@ def main():
     ap.add_argument("--sequences", type=int, default=40, help="random sequence networks (token ids, recurrent layers)")
     ap.add_argument("--cross", type=int, default=24, help="random cross-attention networks")
     ap.add_argument("--volumes", type=int, default=20, help="random 3-D networks on volumes on top of --n and --signals")
+    ap.add_argument("--heads", type=int, default=20, help="random transformer blocks with multi-head attention by hand")
     a = ap.parse_args()
     if a.case is not None:
         sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
@@ -1141,6 +1248,7 @@ def main():
     failed += run_random(a.url, a.n, a.seed, signals=a.signals, volumes=a.volumes)
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_cross(a.url, a.cross, a.seed)
+    failed += run_heads(a.url, a.heads, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
     failed += check_padding_idx(a.url)

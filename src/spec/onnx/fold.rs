@@ -1,6 +1,6 @@
 //! Shape arithmetic the exporter left in the graph, evaluated here: `Shape` of a tensor whose
 //! shape the file states, then `Gather`, `Slice`, `Concat`, `Unsqueeze`, `Cast`,
-//! `ConstantOfShape`, `Reshape`, `Transpose`, `Trilu`, `Equal`, `Where` and elementwise arithmetic on constants. What comes
+//! `ConstantOfShape`, `Expand` (of one number), `Reshape`, `Transpose`, `Trilu`, `Equal`, `Where`, `Sqrt` and elementwise arithmetic on constants. What comes
 //! out is an ordinary constant (an upsample's `sizes`, a reflect pad's `pads`), so the node that
 //! reads it maps as if the exporter had folded it. Only small tensors are evaluated (shape
 //! arithmetic, not weights); anything else is left for the mapper, which refuses what it cannot
@@ -102,6 +102,12 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             let v = c.values.iter().map(|&v| if int { v.trunc() } else { v }).collect();
             make(c.dims.clone(), v, int)
         }
+        // (scaled_dot_product_attention's scale, 1/sqrt(E) from q's shape, by the TorchScript
+        // exporter)
+        "Sqrt" => {
+            let c = x()?;
+            make(c.dims.clone(), c.values.iter().map(|v| v.sqrt()).collect(), false)
+        }
         "Gather" => {
             let (d, idx) = (x()?, arg(1)?);
             if d.dims.len() != 1 {
@@ -162,6 +168,19 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             let mut dims = first.dims.clone();
             dims[ax] = parts.iter().map(|p| p.dims[ax]).sum();
             make(dims, values, parts.iter().all(|p| p.integer))
+        }
+        // one number that is no parameter broadcast to a shape (scaled_dot_product_attention's
+        // ones before its causal Trilu, by the TorchScript exporter); a learned tensor expanded
+        // (ViT's class token) stays the mapper's
+        "Expand" => {
+            let (c, shape) = (x()?, ints(arg(1)?));
+            if c.initializer || c.values.len() != 1 || shape.len() < c.dims.len() || shape.iter().any(|&d| d < 1) {
+                return None;
+            }
+            let count = numel(&shape)?;
+            (count <= MAX_FOLDED)
+                .then(|| make(shape, vec![c.values[0]; count], c.integer))
+                .flatten()
         }
         "ConstantOfShape" => {
             let shape = ints(x()?);

@@ -48,6 +48,17 @@ pub(super) enum Layer {
         bias: bool,
         weights: Vec<(String, std::sync::Arc<crate::spec::LazyValues>)>,
     },
+    /// `F.scaled_dot_product_attention(q, k, v, is_causal, scale)` as both exporters decompose
+    /// it (q and k^T each multiplied by sqrt(scale), MatMul, the causal mask added, Softmax,
+    /// MatMul by v); `scale` None: 1/sqrt(E).
+    Sdpa {
+        causal: bool,
+        scale: f64,
+        /// k is read as the `[batch, L, H, d]` before its transpose to the heads (the
+        /// TorchScript exporter dropped the `Transpose(0, 2, 1, 3)` the call was given, when
+        /// nothing else read it): a permute of it, named after this Transpose of the file.
+        k_heads_last: Option<(NodeProto, usize)>,
+    },
     Silu,
     Gelu,
     Mish,
@@ -624,6 +635,138 @@ impl<'a> Graph<'a> {
         })
     }
 
+    /// The ops of one `F.scaled_dot_product_attention` call, anchored at its Softmax: known by
+    /// the dynamo exporter's metadata (the op's fx node) or by the TorchScript exporter's scale,
+    /// a Mul of q (and of k^T) by a Sqrt of 1/sqrt(E) computed from q's shape; attention
+    /// written by hand (a scale after the product, or none) stays the ops it is. k is the
+    /// tensor before the exporter's transpose to k^T: `Transpose(k, [0, 1, 3, 2])`, the dynamo
+    /// exporter's Reshape, Transpose(0, 2, 1), Reshape of it, or (TorchScript, which fuses
+    /// k's two transposes into one `Transpose(x, [0, 2, 3, 1])`) the `Transpose(x, [0, 2, 1,
+    /// 3])` the call was given.
+    fn sdpa(&self, s: usize) -> Option<(usize, Fusion)> {
+        let soft = &self.nodes[s];
+        let dynamo = super::meta(soft, "pkg.torch.onnx.fx_node").is_some_and(|m| m.contains("aten.scaled_dot_product_attention"));
+        let made = |t: &str| self.producer.get(t).map(|&i| (i, &self.nodes[i]));
+        let mut members = vec![s];
+        // the scores, with the causal mask added
+        let (mut scores, mut causal) = (made(soft.input.first()?)?, false);
+        if scores.1.op_type() == "Add" {
+            let add = scores;
+            let (mask, t) = add
+                .1
+                .input
+                .iter()
+                .find_map(|t| self.constants.get(t.as_str()).map(|c| (c.clone(), t)))?;
+            // (one query and one key: is_causal's mask is a single 0, no mask at all)
+            causal = match causal_mask(&mask) {
+                Some(c) => c,
+                None if mask.values.iter().all(|&v| v == 0.0) => false,
+                None => return None,
+            };
+            let other = add.1.input.iter().find(|x| *x != t)?;
+            members.push(add.0);
+            scores = made(other)?;
+        }
+        if scores.1.op_type() != "MatMul" {
+            return None;
+        }
+        members.push(scores.0);
+        // q * sqrt(scale) and k^T * sqrt(scale)
+        let mut scale = 1.0;
+        let mut sqrt_scale = false;
+        let mut operand = |t: &str, members: &mut Vec<usize>| -> Option<String> {
+            let Some((i, n)) = made(t).filter(|(_, n)| n.op_type() == "Mul") else {
+                return Some(t.to_string());
+            };
+            let [a, b] = n.input.as_slice() else { return None };
+            let (c_name, x) = if self.constants.contains_key(b.as_str()) { (b, a) } else { (a, b) };
+            let c = self.constants.get(c_name.as_str())?;
+            if c.values.count() != 1 || self.constants.contains_key(x.as_str()) {
+                return None;
+            }
+            sqrt_scale |= made(c_name).is_some_and(|(_, p)| p.op_type() == "Sqrt");
+            scale *= c.values[0];
+            members.push(i);
+            Some(x.to_string())
+        };
+        let q = operand(scores.1.input.first()?, &mut members)?;
+        let kt = operand(scores.1.input.get(1)?, &mut members)?;
+        if !(dynamo || sqrt_scale) {
+            return None;
+        }
+        // k from k^T
+        let (ti, tn) = made(&kt)?;
+        let mut k_heads_last = None;
+        let perm = |n: &NodeProto| super::Attrs(n).ints("perm");
+        let k = match tn.op_type() {
+            "Transpose" if perm(tn).as_deref() == Some(&[0, 1, 3, 2]) => {
+                members.push(ti);
+                tn.input.first()?.clone()
+            }
+            "Transpose" if perm(tn).as_deref() == Some(&[0, 2, 3, 1]) => {
+                members.push(ti);
+                let x = tn.input.first()?;
+                let given = self.consumers.get(x.as_str()).and_then(|c| {
+                    c.iter().copied().find(|&j| {
+                        self.nodes
+                            .get(j)
+                            .is_some_and(|n| n.op_type() == "Transpose" && perm(n).as_deref() == Some(&[0, 2, 1, 3]))
+                    })
+                });
+                match given {
+                    Some(j) => self.nodes[j].output.first()?.clone(),
+                    None => {
+                        k_heads_last = Some((tn.clone(), ti));
+                        x.clone()
+                    }
+                }
+            }
+            "Reshape" => {
+                let (t2, n2) = made(tn.input.first()?)?;
+                let (r1, n1) = made(n2.input.first()?)?;
+                if n2.op_type() != "Transpose" || perm(n2).as_deref() != Some(&[0, 2, 1]) || n1.op_type() != "Reshape" {
+                    return None;
+                }
+                members.extend([ti, t2, r1]);
+                n1.input.first()?.clone()
+            }
+            _ => return None,
+        };
+        // the weights times v
+        let out = self.only_reader(s, "MatMul")?;
+        let v = self.nodes[out].input.get(1)?.clone();
+        if self.nodes[out].input.first() != soft.output.first() {
+            return None;
+        }
+        members.push(out);
+        // the inner tensors are the call's own
+        for &m in &members {
+            if m != out
+                && self
+                    .consumers
+                    .get(self.nodes[m].output.first()?.as_str())
+                    .is_some_and(|c| c.iter().any(|j| !members.contains(j)))
+            {
+                return None;
+            }
+        }
+        let first = *members.iter().min()?;
+        Some((
+            first,
+            Fusion {
+                layer: Layer::Sdpa {
+                    causal,
+                    scale,
+                    k_heads_last,
+                },
+                input: q,
+                extra: vec![k, v],
+                output: self.nodes[out].output.first()?.clone(),
+                absorbed: members.into_iter().filter(|&i| i != first).collect(),
+            },
+        ))
+    }
+
     fn mish(&self, sp: usize) -> Option<Fusion> {
         let x = self.nodes[sp].input.first()?;
         let t = self.only_reader(sp, "Tanh")?;
@@ -795,7 +938,29 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
         constants,
     };
     let mut found: HashMap<usize, Fusion> = g.attention().into_iter().chain(g.unrolled_rnn()).collect();
+    // scaled_dot_product_attention calls (not inside an nn.MultiheadAttention found above),
+    // emitted at their first node, before the one-node patterns (the dynamo exporter's
+    // Reshape, Transpose, Reshape of k is no channel shuffle)
     for (i, n) in nodes.iter().enumerate() {
+        let taken = |j: usize| found.contains_key(&j) || found.values().any(|f| f.absorbed.contains(&j));
+        if n.op_type() == "Softmax" && !taken(i) {
+            if let Some((first, f)) = g
+                .sdpa(i)
+                .filter(|(first, f)| !taken(*first) && !f.absorbed.iter().any(|&j| taken(j)))
+            {
+                found.insert(first, f);
+            }
+        }
+    }
+    let taken: std::collections::HashSet<usize> = found
+        .keys()
+        .copied()
+        .chain(found.values().flat_map(|f| f.absorbed.iter().copied()))
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if taken.contains(&i) {
+            continue;
+        }
         let f = match n.op_type() {
             "Sigmoid" => g.silu(i),
             "Div" => g.gelu(i),
@@ -803,7 +968,7 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
             "Reshape" => g.group_norm(i).or_else(|| g.channel_shuffle(i)),
             _ => None,
         };
-        if let Some(f) = f {
+        if let Some(f) = f.filter(|f| !f.absorbed.iter().any(|j| taken.contains(j))) {
             found.insert(i, f);
         }
     }

@@ -191,11 +191,14 @@ fn tensor_values(t: &TensorProto, files: &ExternalFiles, pointer: &str) -> SpecR
             .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
             .collect(),
         (Ok(DataType::Int32), None) => t.int32_data.iter().map(|&x| x as f64).collect(),
+        // (a causal mask's pattern: one byte each, or int32_data)
+        (Ok(DataType::Bool), Some(b)) => b.iter().map(|&x| f64::from(u8::from(x != 0))).collect(),
+        (Ok(DataType::Bool), None) => t.int32_data.iter().map(|&x| f64::from(u8::from(x != 0))).collect(),
         (other, _) => {
             return Err(bad(
                 pointer,
                 format!(
-                    "tensor {name:?} has data type {}; float, double, int32 and int64 are read",
+                    "tensor {name:?} has data type {}; float, double, int32, int64 and bool are read",
                     other.map(|d| d.as_str_name().to_string()).unwrap_or_else(|_| ty.to_string())
                 ),
             ))
@@ -215,7 +218,7 @@ fn tensor_values(t: &TensorProto, files: &ExternalFiles, pointer: &str) -> SpecR
         dims: t.dims.clone(),
         values: std::sync::Arc::new(values.into()),
         initializer: true,
-        integer: matches!(DataType::try_from(ty), Ok(DataType::Int64 | DataType::Int32)),
+        integer: matches!(DataType::try_from(ty), Ok(DataType::Int64 | DataType::Int32 | DataType::Bool)),
     })
 }
 
@@ -415,6 +418,9 @@ struct Reader {
     token_ids: bool,
     /// The ONNX tensors that hold their spec tensor in another layout (see [`Layout`]).
     layouts: HashMap<String, Layout>,
+    /// The Transpose(0, 2, 3, 1) that made a tensor channels-last, for naming its permute
+    /// where something reads it other than position by position (see `materialize`).
+    transposed_by: HashMap<String, (NodeProto, usize)>,
     /// How many nodes read each tensor, and the tensors the model returns.
     readers: HashMap<String, usize>,
     outputs: std::collections::HashSet<String>,
@@ -692,6 +698,40 @@ impl Reader {
         }
     }
 
+    /// A causal mask written by hand on a computed tensor: `Where(mask, -inf, x)` with a constant
+    /// mask true exactly above the diagonal (nanoGPT's `masked_fill(tril[:, :, :T, :T] == 0,
+    /// -inf)`), `Where(mask, x, -inf)` with one true on and below it, or `x + mask` with a
+    /// constant -inf above the diagonal and 0 elsewhere. The data input's index and the mask's
+    /// last two axes `[n, m]` (its others 1).
+    fn causal_masking(&self, node: &NodeProto) -> Option<(usize, [i64; 2])> {
+        let computed = |t: &String| self.constant(t).is_none();
+        let neg_inf = |t: &String| self.scalar_constant(t) == Some(f64::NEG_INFINITY);
+        let (x, mask, above): (usize, &String, fn(f64) -> bool) = match (node.op_type(), node.input.as_slice()) {
+            ("Where", [c, a, b]) if neg_inf(a) && computed(b) => (2, c, |v| v != 0.0),
+            ("Where", [c, a, b]) if neg_inf(b) && computed(a) => (1, c, |v| v == 0.0),
+            ("Add", [a, b]) if computed(a) && !computed(b) => (0, b, |v| v == f64::NEG_INFINITY),
+            ("Add", [a, b]) if computed(b) && !computed(a) => (1, a, |v| v == f64::NEG_INFINITY),
+            _ => return None,
+        };
+        let c = self.constant(mask)?;
+        let [lead @ .., n, m] = c.dims.as_slice() else { return None };
+        // (an Add's mask is 0 on and below the diagonal; a Where's is the opposite of above)
+        let below = |v: f64| if node.op_type() == "Add" { v == 0.0 } else { !above(v) };
+        let fits = lead.iter().all(|&d| d == 1)
+            && *n >= 1
+            && *m >= 1
+            && c.values.count() as i64 == n * m
+            && c.values.iter().enumerate().all(|(i, &v)| {
+                let (r, k) = (i as i64 / m, i as i64 % m);
+                if k > r {
+                    above(v)
+                } else {
+                    below(v)
+                }
+            });
+        fits.then_some((x, [*n, *m]))
+    }
+
     fn weight(&self, node: &NodeProto, i: usize, role: &str) -> Result<Option<Constant>, Refusal> {
         match node.input.get(i).map(String::as_str) {
             None | Some("") => Ok(None),
@@ -767,6 +807,25 @@ impl Reader {
                 tensors.extend(weights.iter().cloned());
                 module = Some(format!("{m}.weight"));
             }
+            fuse::Layer::Sdpa {
+                causal,
+                scale,
+                k_heads_last,
+            } => {
+                if let Some((proto, i)) = k_heads_last {
+                    let mut permute = Map::new();
+                    permute.insert("type".into(), json!("permute"));
+                    permute.insert("dims".into(), json!([0, 2, 1, 3]));
+                    srcs[1] = self.push(proto, *i, None, vec![srcs[1].clone()], permute);
+                }
+                body.insert("type".into(), json!("scaled_dot_product_attention"));
+                body.insert("is_causal".into(), json!(causal));
+                // PyTorch's default, 1/sqrt(E), unless the exporter's factors say otherwise
+                let e = self.dims.get(&f.input).and_then(|d| d.last().copied().flatten());
+                if !e.is_some_and(|e| e > 0 && (scale * (e as f64).sqrt() - 1.0).abs() < 1e-5) {
+                    body.insert("scale".into(), json!(scale));
+                }
+            }
             fuse::Layer::Silu => {
                 body.insert("type".into(), json!("silu"));
             }
@@ -792,13 +851,18 @@ impl Reader {
                 }
             }
         }
-        // named after the module whose forward the pattern is (`/2/Reshape` is module 2)
-        let module = module.or_else(|| {
-            node.name()
-                .strip_prefix('/')
-                .and_then(legacy_scope)
-                .map(|(m, _)| format!("{m}.weight"))
-                .filter(|m| m != ".weight")
+        // named after the module whose forward the pattern is (`/2/Reshape` is module 2); a
+        // scaled_dot_product_attention call after the function, in its module's scope
+        let scope = node
+            .name()
+            .strip_prefix('/')
+            .and_then(legacy_scope)
+            .map(|(m, _)| m)
+            .filter(|m| !m.is_empty());
+        let module = module.or_else(|| match (&f.layer, scope) {
+            (fuse::Layer::Sdpa { .. }, Some(m)) => Some(format!("{m}.scaled_dot_product_attention.weight")),
+            (fuse::Layer::Sdpa { .. }, None) => Some("scaled_dot_product_attention.weight".into()),
+            (_, m) => m.map(|m| format!("{m}.weight")),
         });
         let name = self.push(node, index, module.as_deref(), srcs, body);
         if !tensors.is_empty() {
@@ -904,6 +968,24 @@ impl Reader {
             self.layouts.insert(out.clone(), l);
         }
         self.tensors.insert(out, node);
+    }
+
+    /// A channels-last tensor `t` (the spec's image, held `[N, H, W, C]`) made what it holds:
+    /// a permute of the image, named after the Transpose that made it, which `t` now names.
+    fn materialize(&mut self, t: &str) -> Result<(), Refusal> {
+        let src = self.source(t)?;
+        let (proto, index) = self
+            .transposed_by
+            .get(t)
+            .cloned()
+            .ok_or_else(|| format!("reads {t:?}, a channels-last image, other than position by position"))?;
+        let mut body = Map::new();
+        body.insert("type".into(), json!("permute"));
+        body.insert("dims".into(), json!([0, 2, 3, 1]));
+        let name = self.push(&proto, index, None, vec![src], body);
+        self.layouts.remove(t);
+        self.tensors.insert(t.to_string(), name);
+        Ok(())
     }
 
     /// `out` is the tensor `from` in another layout of the exporter's (the same spec tensor).
@@ -1132,28 +1214,19 @@ impl Reader {
                 "reads {t:?}, a time-major sequence (the exporter's layout around a recurrent op), which only recurrent ops and the Transpose, Squeeze and Reshape around them may read"
             ));
         }
-        let channels_last = node.input.first().is_some_and(|t| self.layout(t) == Some(Layout::ChannelsLast));
-        let per_position = matches!(
-            op,
-            "Transpose"
-                | "LayerNormalization"
-                | "MatMul"
-                | "Add"
-                | "Identity"
-                | "Dropout"
-                | "Relu"
-                | "Gelu"
-                | "Sigmoid"
-                | "Tanh"
-                | "HardSwish"
-                | "Mish"
-        );
-        if channels_last && !per_position {
-            return Err(format!(
-                "reads {:?}, a channels-last image (the Transpose(0, 2, 3, 1) of a ConvNeXt-style block), which only a layernorm or linear layer over the channels, element-wise activations and the Transpose back may read",
-                node.input[0]
-            ));
+        // a channels-last tensor read other than position by position, or by a product of two
+        // computed tensors, is the permute that made it (attention written by hand: k's
+        // `.view(B, L, H, d).transpose(1, 2).transpose(-2, -1)` is one Transpose(0, 2, 3, 1))
+        let computed_matmul = op == "MatMul" && node.input.len() == 2 && node.input.iter().all(|t| self.constant(t).is_none());
+        let back = op == "Transpose" && a.ints("perm").as_deref() == Some(&[0, 3, 1, 2]);
+        if (computed_matmul || (op == "Transpose" && !back)) || !per_position_op(op) {
+            for t in &node.input {
+                if self.layout(t) == Some(Layout::ChannelsLast) {
+                    self.materialize(t)?;
+                }
+            }
         }
+        let channels_last = node.input.first().is_some_and(|t| self.layout(t) == Some(Layout::ChannelsLast));
         match op {
             // x[:, index] on a sequence [batch, L, D] (ViT's class token): one token's features
             "Gather"
@@ -1208,17 +1281,21 @@ impl Reader {
                         return self.relayout(&src, out, moved);
                     }
                     // an image channels-last and back: the same image
-                    [0, 2, 3, 1] => return self.relayout(&src, out, Some(Layout::ChannelsLast)),
+                    [0, 2, 3, 1] => {
+                        self.transposed_by.insert(out.clone(), (node.clone(), index));
+                        return self.relayout(&src, out, Some(Layout::ChannelsLast));
+                    }
                     [0, 3, 1, 2] if self.layout(&src) == Some(Layout::ChannelsLast) => return self.relayout(&src, out, None),
-                    [0, 2, 1] => {
-                        set("type", json!("transpose"));
-                        set("dim0", json!(1));
-                        set("dim1", json!(2));
+                    // any order of the sample's axes (the batch axis first): attention's heads
+                    // moved in front, [batch, L, H, d] to [batch, H, L, d], and back
+                    [0, rest @ ..] if rest.len() >= 2 => {
+                        set("type", json!("permute"));
+                        set("dims", json!(perm));
                         inputs.push(self.source(&src)?);
                     }
                     other => {
                         return Err(format!(
-                            "perm {other:?}: only the swap of a sample's two axes, or the batch-time swaps around a recurrent op, are supported"
+                            "perm {other:?}: only orders that keep the batch axis first, or the batch-time swaps around a recurrent op, are supported"
                         ))
                     }
                 }
@@ -1770,6 +1847,22 @@ impl Reader {
                 set("factor", json!(factor));
                 inputs.push(self.source(&node.input[x])?);
             }
+            // a causal mask written by hand, of the tensor's own last two axes
+            "Where" | "Add" if self.causal_masking(node).is_some() => {
+                let (x, [n, m]) = self.causal_masking(node).expect("checked");
+                let t = &node.input[x];
+                match self.dims.get(t) {
+                    Some(d) if d.len() >= 3 && d[d.len() - 2..] == [Some(n), Some(m)] => {}
+                    Some(d) => {
+                        return Err(format!(
+                            "masks {t:?} of shape {d:?} with a [{n}, {m}] causal mask: only a mask of the tensor's own last two axes is supported"
+                        ))
+                    }
+                    None => return Err(format!("masks {t:?}, whose shape is not known")),
+                }
+                set("type", json!("causal_mask"));
+                inputs.push(self.source(t)?);
+            }
             "Add" | "Mul" | "Sum" => {
                 set("type", json!(if op == "Mul" { "mul" } else { "add" }));
                 for t in &node.input {
@@ -2003,6 +2096,26 @@ impl Reader {
 /// One reading of the file: constants folded (with the shapes learned so far), patterns fused,
 /// every other node mapped. Returns the reader and the nodes that never became ready (a cycle,
 /// or tensors nobody produces).
+/// The ops that read a channels-last image position by position (a layernorm or linear layer
+/// over its channels, element-wise activations, the Transpose back) and so keep it one.
+fn per_position_op(op: &str) -> bool {
+    matches!(
+        op,
+        "Transpose"
+            | "LayerNormalization"
+            | "MatMul"
+            | "Add"
+            | "Identity"
+            | "Dropout"
+            | "Relu"
+            | "Gelu"
+            | "Sigmoid"
+            | "Tanh"
+            | "HardSwish"
+            | "Mish"
+    )
+}
+
 fn read(
     graph: &proto::GraphProto,
     mut constants: HashMap<String, std::rc::Rc<Constant>>,
@@ -2036,6 +2149,7 @@ fn read(
         dims: learned.clone(),
         token_ids,
         layouts: HashMap::new(),
+        transposed_by: HashMap::new(),
         // the readers left once the shape arithmetic is folded (a Shape reads a sequence for
         // its recurrent op's initial state)
         readers: graph
