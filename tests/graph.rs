@@ -1080,6 +1080,19 @@ async fn multi_head_attention_by_hand() {
             assert_eq!(r["position"]["input_tokens"], json!([[0, last.unwrap_or(i)]]), "token {i}");
         }
     }
+    // nanoGPT's attn_dropout between the softmax and @ v keeps the softmax's zeros zeros
+    let mut dropped = causal.clone();
+    let nodes = dropped["graph"]["nodes"].as_array_mut().unwrap();
+    nodes.insert(14, json!({"name": "drop", "type": "dropout", "p": 0.1}));
+    nodes[15]["inputs"] = json!(["drop", "vt"]);
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": dropped, "position": {"layer": "c_proj", "index": [2], "channel": 3}}),
+    )
+    .await
+    .json();
+    assert_eq!(r["verification"]["agrees"], true, "{}", r["verification"]);
+    assert_eq!(r["position"]["input_tokens"], json!([[0, 2]]));
     // above the diagonal the mask's and the softmax's outputs are constants (-inf, 0): they read
     // nothing; on it, the query's token and the keys up to it
     for (layer, index, tokens) in [

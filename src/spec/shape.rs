@@ -88,7 +88,7 @@ pub enum Above {
     Computed,
     /// `-inf`: a causal mask's output, and a positive scale of it.
     NegInf,
-    /// Exactly 0: a softmax over the last axis of `-inf` there, and any scale of it.
+    /// Exactly 0: a softmax over the last axis of `-inf` there, and any scale or dropout of it.
     Zero,
 }
 
@@ -307,6 +307,15 @@ fn mark_above(nodes: &mut [Node]) {
             (LayerKind::Softmax { dim }, Above::NegInf) if last(*dim) => Above::Zero,
             (LayerKind::Scale { factor }, Above::NegInf) if *factor > 0.0 => Above::NegInf,
             (LayerKind::Scale { .. }, Above::Zero) => Above::Zero,
+            // nanoGPT's attn_dropout after the softmax: zeros stay zeros (scaled or dropped)
+            (LayerKind::Dropout { .. }, Above::Zero) => Above::Zero,
+            (
+                LayerKind::Activation {
+                    kind: Activation::Identity,
+                    ..
+                },
+                above,
+            ) => above,
             _ => Above::Computed,
         };
     }

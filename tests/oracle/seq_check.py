@@ -325,7 +325,7 @@ class HeadsAttention(nn.Module):
     softmax(q @ k^T * scale) with a causal mask now and then, @ v, the heads moved back and
     merged, an output projection."""
 
-    def __init__(self, length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=False):
+    def __init__(self, length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=False, dropout=False):
         super().__init__()
         self.sdpa = SDPA(causal, scale or None) if flash else None
         self.ktf = Permute((0, 2, 1, 3)) if flash else None
@@ -342,6 +342,7 @@ class HeadsAttention(nn.Module):
         self.scaled = Scale(scale) if scale else None
         self.masked = CausalMask() if causal else None
         self.attn = nn.Softmax(-1)
+        self.drop = nn.Dropout(0.1) if dropout else None
         self.back, self.merged = Permute((0, 2, 1, 3)), View([length, c])
         self.c_proj = nn.Linear(c, proj) if proj else None
 
@@ -359,7 +360,10 @@ class HeadsAttention(nn.Module):
             s = self.scaled(s)
         if self.masked is not None:
             s = self.masked(s)
-        y = self.merged(self.back(self.context(self.attn(s), self.vt(self.vh(v)))))
+        a = self.attn(s)
+        if self.drop is not None:
+            a = self.drop(a)
+        y = self.merged(self.back(self.context(a, self.vt(self.vh(v)))))
         return self.c_proj(y) if self.c_proj is not None else y
 
 
@@ -406,14 +410,18 @@ def random_heads_graph(rng):
         nodes.append({"name": "scaled", "type": "scale", "factor": scale})
     if causal:
         nodes.append({"name": "masked", "type": "causal_mask"})
-    nodes += [{"name": "attn", "type": "softmax", "dim": rng.choice([-1, 3])},
-              {"name": "context", "type": "matmul", "inputs": ["attn", "vt"]},
+    nodes.append({"name": "attn", "type": "softmax", "dim": rng.choice([-1, 3])})
+    # nanoGPT's attn_dropout (eval: the identity; its zeros stay zeros)
+    dropout = rng.random() < 0.3
+    if dropout:
+        nodes.append({"name": "drop", "type": "dropout", "p": 0.1})
+    nodes += [{"name": "context", "type": "matmul", "inputs": ["drop" if dropout else "attn", "vt"]},
               swap("back", "context"),
               {"name": "merged", "type": "reshape", "shape": [length, c]}]
     if proj:
         nodes.append({"name": "c_proj", "type": "linear", "out_features": proj})
     spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes, "outputs": [nodes[-1]["name"]]}}
-    return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps)
+    return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, dropout=dropout)
 
 
 class CrossAttention(nn.MultiheadAttention):
