@@ -653,8 +653,8 @@ class GPTBlock(torch.nn.Module):
     hand: x + attn(ln_1(x)), then (now and then) x + mlp(ln_2(x)). Attention: one fused qkv
     projection split by x.split(c, 2) (or three), each viewed as [B, L, H, d] and transposed to
     [B, H, L, d] (k straight to [B, H, d, L] by one permute, or by a second transpose), the
-    scores scaled by a Mul or a Div, a causal mask in one of three forms (nanoGPT's masked_fill
-    of a tril buffer, masked_fill of a triu mask, or an additive -inf mask), softmax, @ v, the
+    scores scaled by a Mul or a Div, a causal mask in one of four forms (nanoGPT's masked_fill
+    of a tril buffer, masked_fill of a triu mask by -inf or by finfo.min, or an additive -inf mask), softmax, @ v, the
     heads moved back and merged by a view, an output projection. Or (`flash`, nanoGPT's path
     where PyTorch has it) F.scaled_dot_product_attention(q, k, v, is_causal) on the heads."""
 
@@ -694,6 +694,9 @@ class GPTBlock(torch.nn.Module):
                 att = att.masked_fill(self.bias[:, :, :t, :t] == 0, float("-inf"))
             elif self.mask_form == "triu":
                 att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+            elif self.mask_form == "min":
+                # Hugging Face's way: the most negative float, not -inf
+                att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), torch.finfo(att.dtype).min)
             else:
                 att = att + torch.full((t, t), float("-inf")).triu(1)
         y = torch.softmax(att, dim=-1) @ v
@@ -717,7 +720,7 @@ def run_heads(url, n, seed):
         length, heads, d = rng.randint(1, 7), rng.randint(1, 3), rng.randint(1, 4)
         c = heads * d
         args = dict(length=length, c=c, heads=heads, fused=rng.random() < 0.6, causal=rng.random() < 0.7,
-                    mask_form=rng.choice(["tril", "triu", "add"]), k_steps=rng.choice([1, 2]), divide=rng.random() < 0.5,
+                    mask_form=rng.choice(["tril", "triu", "add", "min"]), k_steps=rng.choice([1, 2]), divide=rng.random() < 0.5,
                     ln=rng.random() < 0.6, mlp=rng.random() < 0.4, flash=rng.random() < 0.4)
         dynamo = case % 2 == 1
         torch.manual_seed(seed * 1000 + case)

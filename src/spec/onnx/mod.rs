@@ -705,12 +705,15 @@ impl Reader {
     /// last two axes `[n, m]` (its others 1).
     fn causal_masking(&self, node: &NodeProto) -> Option<(usize, [i64; 2])> {
         let computed = |t: &String| self.constant(t).is_none();
-        let neg_inf = |t: &String| self.scalar_constant(t) == Some(f64::NEG_INFINITY);
+        // -inf, or the most negative float (Hugging Face's torch.finfo(dtype).min): either way
+        // the softmax after it is exactly 0 there
+        let masked = |v: f64| v == f64::NEG_INFINITY || v < -1e30;
+        let neg_inf = |t: &String| self.scalar_constant(t).is_some_and(masked);
         let (x, mask, above): (usize, &String, fn(f64) -> bool) = match (node.op_type(), node.input.as_slice()) {
             ("Where", [c, a, b]) if neg_inf(a) && computed(b) => (2, c, |v| v != 0.0),
             ("Where", [c, a, b]) if neg_inf(b) && computed(a) => (1, c, |v| v == 0.0),
-            ("Add", [a, b]) if computed(a) && !computed(b) => (0, b, |v| v == f64::NEG_INFINITY),
-            ("Add", [a, b]) if computed(b) && !computed(a) => (1, a, |v| v == f64::NEG_INFINITY),
+            ("Add", [a, b]) if computed(a) && !computed(b) => (0, b, |v| v == f64::NEG_INFINITY || v < -1e30),
+            ("Add", [a, b]) if computed(b) && !computed(a) => (1, a, |v| v == f64::NEG_INFINITY || v < -1e30),
             _ => return None,
         };
         let c = self.constant(mask)?;
