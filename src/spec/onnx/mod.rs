@@ -1289,13 +1289,7 @@ impl Reader {
                         return self.relayout(&src, out, Some(Layout::ChannelsLast));
                     }
                     [0, 3, 1, 2] if self.layout(&src) == Some(Layout::ChannelsLast) => return self.relayout(&src, out, None),
-                    [0, 2, 1] => {
-                        set("type", json!("transpose"));
-                        set("dim0", json!(1));
-                        set("dim1", json!(2));
-                        inputs.push(self.source(&src)?);
-                    }
-                    // any other order of the sample's axes (the batch axis first): attention's heads
+                    // any order of the sample's axes (the batch axis first): attention's heads
                     // moved in front, [batch, L, H, d] to [batch, H, L, d], and back
                     [0, rest @ ..] if rest.len() >= 2 => {
                         set("type", json!("permute"));
