@@ -387,41 +387,35 @@ def random_heads_graph(rng):
                                          {"name": name, "type": "permute", "dims": [0, 2, 1, 3], "inputs": [src]}])
     nodes += [swap("qt", "qh"), swap("vt", "vh")]
     # now and then F.scaled_dot_product_attention on the heads (nanoGPT's flash path)
-    flash = rng.random() < 0.35
+    flash, dropout = rng.random() < 0.35, False
     if flash:
         nodes += [swap("ktf", "kh"),
                   dict({"name": "sdpa", "type": "scaled_dot_product_attention", "is_causal": causal, "inputs": ["qt", "ktf", "vt"]},
-                       **({"scale": scale} if scale else {})),
-                  swap("back", "sdpa"),
-                  {"name": "merged", "type": "reshape", "shape": [length, c]}]
-        if proj:
-            nodes.append({"name": "c_proj", "type": "linear", "out_features": proj})
-        spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes, "outputs": [nodes[-1]["name"]]}}
-        return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=True)
-    if steps == 1:
-        nodes.append({"name": "kt", "type": "permute", "dims": [0, 2, 3, 1], "inputs": ["kh"]})
-        k = "kt"
+                       **({"scale": scale} if scale else {}))]
     else:
-        nodes += [swap("kt.0", "kh"), {"name": "kt.1", "type": "transpose", "dim0": rng.choice([-2, 2]), "dim1": rng.choice([-1, 3]),
-                                        "inputs": ["kt.0"]}]
-        k = "kt.1"
-    nodes.append({"name": "scores", "type": "matmul", "inputs": ["qt", k]})
-    if scale:
-        nodes.append({"name": "scaled", "type": "scale", "factor": scale})
-    if causal:
-        nodes.append({"name": "masked", "type": "causal_mask"})
-    nodes.append({"name": "attn", "type": "softmax", "dim": rng.choice([-1, 3])})
-    # nanoGPT's attn_dropout (eval: the identity; its zeros stay zeros)
-    dropout = rng.random() < 0.3
-    if dropout:
-        nodes.append({"name": "drop", "type": "dropout", "p": 0.1})
-    nodes += [{"name": "context", "type": "matmul", "inputs": ["drop" if dropout else "attn", "vt"]},
-              swap("back", "context"),
-              {"name": "merged", "type": "reshape", "shape": [length, c]}]
+        if steps == 1:
+            nodes.append({"name": "kt", "type": "permute", "dims": [0, 2, 3, 1], "inputs": ["kh"]})
+            k = "kt"
+        else:
+            nodes += [swap("kt.0", "kh"), {"name": "kt.1", "type": "transpose", "dim0": rng.choice([-2, 2]), "dim1": rng.choice([-1, 3]),
+                                            "inputs": ["kt.0"]}]
+            k = "kt.1"
+        nodes.append({"name": "scores", "type": "matmul", "inputs": ["qt", k]})
+        if scale:
+            nodes.append({"name": "scaled", "type": "scale", "factor": scale})
+        if causal:
+            nodes.append({"name": "masked", "type": "causal_mask"})
+        nodes.append({"name": "attn", "type": "softmax", "dim": rng.choice([-1, 3])})
+        # nanoGPT's attn_dropout (eval: the identity; its zeros stay zeros)
+        dropout = rng.random() < 0.3
+        if dropout:
+            nodes.append({"name": "drop", "type": "dropout", "p": 0.1})
+        nodes.append({"name": "context", "type": "matmul", "inputs": ["drop" if dropout else "attn", "vt"]})
+    nodes += [swap("back", nodes[-1]["name"]), {"name": "merged", "type": "reshape", "shape": [length, c]}]
     if proj:
         nodes.append({"name": "c_proj", "type": "linear", "out_features": proj})
     spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes, "outputs": [nodes[-1]["name"]]}}
-    return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, dropout=dropout)
+    return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=flash, dropout=dropout)
 
 
 class CrossAttention(nn.MultiheadAttention):
