@@ -5,7 +5,6 @@
 //! `jump*i + lo ..= jump*i + hi` (before clipping to the image). One-based answers, as the course
 //! writes them, shift both `i` and `m` by one: `lo1 = lo - jump + 1`, `hi1 = hi - jump + 1`.
 use super::intervals::IntervalSet;
-use crate::spec::shape::Edge;
 use crate::spec::{Above, Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -2165,8 +2164,7 @@ fn back_to_input(graph: &Graph, steps: &[usize], id: usize, unit: Product) -> De
         };
         match node.merge {
             Some(m) => {
-                let zero = |e: &Edge| e.from.is_some_and(|f| graph.nodes[f].above == Above::Zero);
-                let zeros: Vec<bool> = node.inputs.iter().map(zero).collect();
+                let zeros: Vec<bool> = node.inputs.iter().map(|e| graph.zero_above(e)).collect();
                 for (k, e) in node.inputs.iter().enumerate() {
                     pass(e.from, back_merge(node, m, k, &set, &zeros));
                 }
@@ -2197,9 +2195,6 @@ mod tests {
     use crate::spec::{infer, parse_model, SpecLimits};
     use serde_json::json;
 
-    /// `covers` against brute force: 600 seeded unions of 1-6 random boxes (each axis a union of
-    /// up to 3 runs) in shapes of 1-3 axes of 1-6 positions, every element checked; boxes that
-    /// tile the shape in pieces (not one box) are drawn too.
     /// The part of a product on and below the diagonal of its last two axes, against every
     /// element: 600 seeded products of one to three axes whose last two hold up to three runs.
     #[test]
@@ -2239,6 +2234,9 @@ mod tests {
         }
     }
 
+    /// `covers` against brute force: 600 seeded unions of 1-6 random boxes (each axis a union of
+    /// up to 3 runs) in shapes of 1-3 axes of 1-6 positions, every element checked; boxes that
+    /// tile the shape in pieces (not one box) are drawn too.
     #[test]
     fn covers_equals_brute_force() {
         use crate::analysis::rng::Rng;

@@ -386,16 +386,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         "scaleddotproductattention" if graph => {
             let scale = match o.raw("scale") {
                 None | Some(Value::Null) => None,
-                Some(_) => {
-                    let s = o.f64_in("scale", None, -1e30, 1e30)?;
-                    if s == 0.0 {
-                        return Err(SpecError::invalid(
-                            o.at("scale"),
-                            "a scale of 0 makes every score 0: give a non-zero scale, or none for 1/sqrt(E)",
-                        ));
-                    }
-                    Some(s)
-                }
+                Some(_) => Some(nonzero(
+                    o,
+                    "scale",
+                    "a scale of 0 makes every score 0: give a non-zero scale, or none for 1/sqrt(E)",
+                )?),
             };
             LayerKind::ScaledDotProductAttention {
                 causal: o.bool("is_causal", false)?,
@@ -539,26 +534,15 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 trilinear,
             }
         }
-        "parameter" if graph => {
-            let shape = match o.raw("shape") {
-                Some(Value::Array(items)) if !items.is_empty() && items.len() <= 3 => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| uint(v, &child(&o.at("shape"), i), 1, max))
-                    .collect::<SpecResult<Vec<_>>>()?,
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        o.at("shape"),
-                        format!(
-                            "expected the tensor's shape without the batch axis, 1 to 3 sizes, got {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-                None => return Err(o.missing("shape")),
-            };
-            LayerKind::Parameter { shape }
-        }
+        "parameter" if graph => LayerKind::Parameter {
+            shape: items(
+                o,
+                "shape",
+                1..=3,
+                "the tensor's shape without the batch axis, 1 to 3 sizes",
+                |v, p| uint(v, p, 1, max),
+            )?,
+        },
         "parameter" => {
             return Err(SpecError::invalid(
                 type_ptr,
@@ -573,23 +557,13 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             LayerKind::Transpose(Axes::Swap(dim("dim0")?, dim("dim1")?))
         }
         "permute" => {
-            let dims = match o.raw("dims") {
-                None => return Err(o.missing("dims")),
-                Some(Value::Array(items)) if (3..=5).contains(&items.len()) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| torch_dim(v, &child(&o.at("dims"), i)))
-                    .collect::<SpecResult<Vec<_>>>()?,
-                Some(other) => {
-                    return Err(SpecError::invalid(
-                        o.at("dims"),
-                        format!(
-                            "expected every axis of the input in its new order, batch first (3 to 5 dims, e.g. [0, 2, 1, 3]), got {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            };
+            let dims = items(
+                o,
+                "dims",
+                3..=5,
+                "every axis of the input in its new order, batch first (3 to 5 dims, e.g. [0, 2, 1, 3])",
+                torch_dim,
+            )?;
             if dims[0] != 0 {
                 return Err(SpecError::invalid(
                     child(&o.at("dims"), 0),
@@ -988,16 +962,9 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 fill: pad_fill(canon),
             }
         }
-        "scale" => {
-            let factor = o.f64_in("factor", None, -1e30, 1e30)?;
-            if factor == 0.0 {
-                return Err(SpecError::invalid(
-                    o.at("factor"),
-                    "a factor of 0 makes the output a constant: give a non-zero factor",
-                ));
-            }
-            LayerKind::Scale { factor }
-        }
+        "scale" => LayerKind::Scale {
+            factor: nonzero(o, "factor", "a factor of 0 makes the output a constant: give a non-zero factor")?,
+        },
         "dropout" => {
             let _inplace = o.bool("inplace", false)?;
             LayerKind::Dropout {
@@ -1287,19 +1254,39 @@ fn conv_groups_bias(o: &Obj, out_channels: u64, max: u64) -> SpecResult<(u64, bo
 
 /// A reshape's target sizes under `key`: 1 to 3 of them, each a whole number or -1.
 fn reshape_sizes(o: &Obj, key: &'static str, what: &str, max: u64) -> SpecResult<Vec<i64>> {
-    let ptr = o.at(key);
+    items(o, key, 1..=3, &format!("{what}, 1 to 3 sizes, one of them -1 at most"), |v, p| {
+        reshape_size(v, p, max)
+    })
+}
+
+/// The array under `key`: `lens` items, each read by `item` at its own pointer; anything else
+/// is a refusal saying what was `expected`.
+fn items<T>(
+    o: &Obj,
+    key: &'static str,
+    lens: std::ops::RangeInclusive<usize>,
+    expected: &str,
+    item: impl Fn(&Value, &str) -> SpecResult<T>,
+) -> SpecResult<Vec<T>> {
     match o.raw(key) {
         None => Err(o.missing(key)),
-        Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| reshape_size(v, &child(&ptr, i), max))
-            .collect(),
+        Some(Value::Array(values)) if lens.contains(&values.len()) => {
+            values.iter().enumerate().map(|(i, v)| item(v, &child(&o.at(key), i))).collect()
+        }
         Some(other) => Err(SpecError::invalid(
-            ptr,
-            format!("expected {what}, 1 to 3 sizes, one of them -1 at most, got {}", describe(other)),
+            o.at(key),
+            format!("expected {expected}, got {}", describe(other)),
         )),
     }
+}
+
+/// A finite number under `key` that is not 0 (`why` says what 0 would mean).
+fn nonzero(o: &Obj, key: &'static str, why: &str) -> SpecResult<f64> {
+    let x = o.f64_in(key, None, -1e30, 1e30)?;
+    if x == 0.0 {
+        return Err(SpecError::invalid(o.at(key), why));
+    }
+    Ok(x)
 }
 
 /// One size of a reshape's target: a whole number from 1 to `max`, or -1 (inferred).

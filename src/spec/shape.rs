@@ -1888,6 +1888,12 @@ impl<'a> Node<'a> {
 }
 
 impl Graph<'_> {
+    /// Whether the tensor an edge reads is exactly 0 above its diagonal (a causal attention's
+    /// weights: see [`Above`]).
+    pub fn zero_above(&self, e: &Edge) -> bool {
+        e.from.is_some_and(|f| self.nodes[f].above == Above::Zero)
+    }
+
     /// Time steps the recurrent layers take one after the other: tokens x layers x directions.
     pub fn recurrent_steps(&self) -> u128 {
         self.nodes

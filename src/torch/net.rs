@@ -74,10 +74,6 @@ fn above_diagonal(x: &Tensor) -> Tensor {
     Tensor::ones([x.size()[d - 2], x.size()[d - 1]], (Kind::Bool, x.device())).triu(1)
 }
 
-/// The probe's matmul: a product of each side with ones in place of the other, so that output
-/// (i, j) reads row i of the first and column j of the second (a parameter's zeros included),
-/// the ones 0 where the other side is exactly 0 above its diagonal (a causal attention's
-/// weights: output token i reads no value token after i).
 /// The probe's attention: output (i, j) is the sum of query i's features, of every feature of
 /// the keys it attends to (0..i under a causal mask, all otherwise) and of feature j of those
 /// values: exactly what it reads.
@@ -90,6 +86,10 @@ fn probe_attention(ins: &[Tensor], causal: bool) -> Tensor {
     features(q) + seen.matmul(&features(k)) + seen.matmul(v)
 }
 
+/// The probe's matmul: a product of each side with ones in place of the other, so that output
+/// (i, j) reads row i of the first and column j of the second (a parameter's zeros included),
+/// the ones 0 where the other side is exactly 0 above its diagonal (a causal attention's
+/// weights: output token i reads no value token after i).
 fn probe_matmul(ins: &[Tensor], zero_a: bool, zero_b: bool) -> Tensor {
     let ones = |t: &Tensor, zero: bool| if zero { t.ones_like().tril(0) } else { t.ones_like() };
     ins[0].matmul(&ones(&ins[1], zero_b)) + ones(&ins[0], zero_a).matmul(&ins[1])
@@ -511,9 +511,9 @@ impl Net {
                     .collect()
             };
             let y = match node.merge {
+                // (knowing which operand holds a causal attention's zeros)
                 Some(Merge::MatMul) if self.mode == Mode::Probe => {
-                    let zero = |e: &crate::spec::shape::Edge| e.from.is_some_and(|f| graph.nodes[f].above == Above::Zero);
-                    probe_matmul(&ins, zero(&node.inputs[0]), zero(&node.inputs[1]))
+                    probe_matmul(&ins, graph.zero_above(&node.inputs[0]), graph.zero_above(&node.inputs[1]))
                 }
                 _ => self.node(node, &ins),
             };
@@ -539,7 +539,7 @@ impl Net {
             let multiply = m == Merge::Mul && self.mode != Mode::Probe;
             return match m {
                 Merge::Cat(axis) => Tensor::cat(ins, axis as i64 + 1),
-                Merge::MatMul if self.mode == Mode::Probe => probe_matmul(ins, false, false),
+                Merge::MatMul if self.mode == Mode::Probe => unreachable!("run multiplies in the probe, knowing the operands' zeros"),
                 Merge::MatMul => ins[0].matmul(&ins[1]),
                 Merge::Attention => {
                     let LayerKind::ScaledDotProductAttention { causal, scale } = node.layer.kind else {

@@ -895,27 +895,40 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// Every pattern in the file, by the index of its first node.
-/// Whether a constant added to attention scores is a mask `[1.., L, L]` holding -inf (or a
-/// huge negative) somewhere: `Some(true)` when it is the causal one (-inf exactly above the
-/// diagonal, 0 on and below it), `Some(false)` for any other mask, `None` for no mask.
+/// A masked score: -inf, or a number so negative (Hugging Face's `torch.finfo(dtype).min`)
+/// that the softmax after it is exactly 0.
+pub(super) fn masked(v: f64) -> bool {
+    v == f64::NEG_INFINITY || v < -1e30
+}
+
+/// The last two axes `[n, m]` of a constant `[1.., n, m]` whose elements above the diagonal
+/// (`(i, j)` with `j > i`) are what `above` accepts and the others what `below` accepts.
+pub(super) fn triangle(c: &Constant, above: impl Fn(f64) -> bool, below: impl Fn(f64) -> bool) -> Option<[i64; 2]> {
+    let [lead @ .., n, m] = c.dims.as_slice() else { return None };
+    let fits = lead.iter().all(|&d| d == 1)
+        && *n >= 1
+        && *m >= 1
+        && c.values.count() as i64 == n * m
+        && c.values
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| if i as i64 % m > i as i64 / m { above(v) } else { below(v) });
+    fits.then_some([*n, *m])
+}
+
+/// Whether a constant added to attention scores is a mask `[1.., L, L]` holding a masked score
+/// somewhere: `Some(true)` when it is the causal one (masked exactly above the diagonal, 0 on
+/// and below it), `Some(false)` for any other mask, `None` for no mask.
 fn causal_mask(c: &Constant) -> Option<bool> {
     let d = &c.dims;
     let [.., rows, cols] = d[..] else { return None };
-    let masked = |v: f64| v == f64::NEG_INFINITY || v < -1e30;
     if rows != cols || rows < 1 || d[..d.len() - 2].iter().any(|&x| x != 1) || !c.values.iter().any(|&v| masked(v)) {
         return None;
     }
-    Some(c.values.iter().enumerate().all(|(i, &v)| {
-        let (r, k) = ((i as i64 / cols) % rows, i as i64 % cols);
-        if k > r {
-            masked(v)
-        } else {
-            v == 0.0
-        }
-    }))
+    Some(triangle(c, masked, |v| v == 0.0).is_some())
 }
 
+/// Every pattern in the file, by the index of its first node.
 pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<String, Rc<Constant>>) -> HashMap<usize, Fusion> {
     let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut producer = HashMap::new();
@@ -938,25 +951,27 @@ pub(super) fn find(nodes: &[NodeProto], outputs: &[&str], constants: &HashMap<St
         constants,
     };
     let mut found: HashMap<usize, Fusion> = g.attention().into_iter().chain(g.unrolled_rnn()).collect();
+    // the nodes a pattern found so far emits or absorbs
+    let mut taken: std::collections::HashSet<usize> = found
+        .iter()
+        .flat_map(|(&first, f)| std::iter::once(first).chain(f.absorbed.iter().copied()))
+        .collect();
     // scaled_dot_product_attention calls (not inside an nn.MultiheadAttention found above),
     // emitted at their first node, before the one-node patterns (the dynamo exporter's
     // Reshape, Transpose, Reshape of k is no channel shuffle)
     for (i, n) in nodes.iter().enumerate() {
-        let taken = |j: usize| found.contains_key(&j) || found.values().any(|f| f.absorbed.contains(&j));
-        if n.op_type() == "Softmax" && !taken(i) {
-            if let Some((first, f)) = g
-                .sdpa(i)
-                .filter(|(first, f)| !taken(*first) && !f.absorbed.iter().any(|&j| taken(j)))
-            {
-                found.insert(first, f);
-            }
+        if n.op_type() != "Softmax" || taken.contains(&i) {
+            continue;
+        }
+        if let Some((first, f)) = g
+            .sdpa(i)
+            .filter(|(first, f)| !taken.contains(first) && !f.absorbed.iter().any(|j| taken.contains(j)))
+        {
+            taken.insert(first);
+            taken.extend(f.absorbed.iter().copied());
+            found.insert(first, f);
         }
     }
-    let taken: std::collections::HashSet<usize> = found
-        .keys()
-        .copied()
-        .chain(found.values().flat_map(|f| f.absorbed.iter().copied()))
-        .collect();
     for (i, n) in nodes.iter().enumerate() {
         if taken.contains(&i) {
             continue;

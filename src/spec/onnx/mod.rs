@@ -705,34 +705,16 @@ impl Reader {
     /// last two axes `[n, m]` (its others 1).
     fn causal_masking(&self, node: &NodeProto) -> Option<(usize, [i64; 2])> {
         let computed = |t: &String| self.constant(t).is_none();
-        // -inf, or the most negative float (Hugging Face's torch.finfo(dtype).min): either way
-        // the softmax after it is exactly 0 there
-        let masked = |v: f64| v == f64::NEG_INFINITY || v < -1e30;
-        let neg_inf = |t: &String| self.scalar_constant(t).is_some_and(masked);
-        let (x, mask, above): (usize, &String, fn(f64) -> bool) = match (node.op_type(), node.input.as_slice()) {
-            ("Where", [c, a, b]) if neg_inf(a) && computed(b) => (2, c, |v| v != 0.0),
-            ("Where", [c, a, b]) if neg_inf(b) && computed(a) => (1, c, |v| v == 0.0),
-            ("Add", [a, b]) if computed(a) && !computed(b) => (0, b, |v| v == f64::NEG_INFINITY || v < -1e30),
-            ("Add", [a, b]) if computed(b) && !computed(a) => (1, a, |v| v == f64::NEG_INFINITY || v < -1e30),
+        // -inf, or the most negative float (Hugging Face's torch.finfo(dtype).min)
+        let neg_inf = |t: &String| self.scalar_constant(t).is_some_and(fuse::masked);
+        let (x, mask, above, below): (usize, &String, fn(f64) -> bool, fn(f64) -> bool) = match (node.op_type(), node.input.as_slice()) {
+            ("Where", [c, a, b]) if neg_inf(a) && computed(b) => (2, c, |v| v != 0.0, |v| v == 0.0),
+            ("Where", [c, a, b]) if neg_inf(b) && computed(a) => (1, c, |v| v == 0.0, |v| v != 0.0),
+            ("Add", [a, b]) if computed(a) && !computed(b) => (0, b, fuse::masked, |v| v == 0.0),
+            ("Add", [a, b]) if computed(b) && !computed(a) => (1, a, fuse::masked, |v| v == 0.0),
             _ => return None,
         };
-        let c = self.constant(mask)?;
-        let [lead @ .., n, m] = c.dims.as_slice() else { return None };
-        // (an Add's mask is 0 on and below the diagonal; a Where's is the opposite of above)
-        let below = |v: f64| if node.op_type() == "Add" { v == 0.0 } else { !above(v) };
-        let fits = lead.iter().all(|&d| d == 1)
-            && *n >= 1
-            && *m >= 1
-            && c.values.count() as i64 == n * m
-            && c.values.iter().enumerate().all(|(i, &v)| {
-                let (r, k) = (i as i64 / m, i as i64 % m);
-                if k > r {
-                    above(v)
-                } else {
-                    below(v)
-                }
-            });
-        fits.then_some((x, [*n, *m]))
+        fuse::triangle(self.constant(mask)?, above, below).map(|nm| (x, nm))
     }
 
     fn weight(&self, node: &NodeProto, i: usize, role: &str) -> Result<Option<Constant>, Refusal> {
@@ -816,10 +798,7 @@ impl Reader {
                 k_heads_last,
             } => {
                 if let Some((proto, i)) = k_heads_last {
-                    let mut permute = Map::new();
-                    permute.insert("type".into(), json!("permute"));
-                    permute.insert("dims".into(), json!([0, 2, 1, 3]));
-                    srcs[1] = self.push(proto, *i, None, vec![srcs[1].clone()], permute);
+                    srcs[1] = self.push_permute(proto, *i, srcs[1].clone(), [0, 2, 1, 3]);
                 }
                 body.insert("type".into(), json!("scaled_dot_product_attention"));
                 body.insert("is_causal".into(), json!(causal));
@@ -982,13 +961,19 @@ impl Reader {
             .get(t)
             .cloned()
             .ok_or_else(|| format!("reads {t:?}, a channels-last image, other than position by position"))?;
-        let mut body = Map::new();
-        body.insert("type".into(), json!("permute"));
-        body.insert("dims".into(), json!([0, 2, 3, 1]));
-        let name = self.push(&proto, index, None, vec![src], body);
+        let name = self.push_permute(&proto, index, src, [0, 2, 3, 1]);
         self.layouts.remove(t);
         self.tensors.insert(t.to_string(), name);
         Ok(())
+    }
+
+    /// A `permute` of the spec tensor `src` that no ONNX node writes by itself (the exporter
+    /// folded it into another order, or dropped it), named after the file's Transpose `proto`.
+    fn push_permute(&mut self, proto: &NodeProto, index: usize, src: String, dims: [i64; 4]) -> String {
+        let mut body = Map::new();
+        body.insert("type".into(), json!("permute"));
+        body.insert("dims".into(), json!(dims));
+        self.push(proto, index, None, vec![src], body)
     }
 
     /// `out` is the tensor `from` in another layout of the exporter's (the same spec tensor).
@@ -1221,8 +1206,9 @@ impl Reader {
         // computed tensors, is the permute that made it (attention written by hand: k's
         // `.view(B, L, H, d).transpose(1, 2).transpose(-2, -1)` is one Transpose(0, 2, 3, 1))
         let computed_matmul = op == "MatMul" && node.input.len() == 2 && node.input.iter().all(|t| self.constant(t).is_none());
-        let back = op == "Transpose" && a.ints("perm").as_deref() == Some(&[0, 3, 1, 2]);
-        if (computed_matmul || (op == "Transpose" && !back)) || !per_position_op(op) {
+        let back = a.ints("perm").as_deref() == Some(&[0, 3, 1, 2]);
+        let keeps_channels_last = per_position_op(op) && !computed_matmul && (op != "Transpose" || back);
+        if !keeps_channels_last {
             for t in &node.input {
                 if self.layout(t) == Some(Layout::ChannelsLast) {
                     self.materialize(t)?;
@@ -1475,7 +1461,7 @@ impl Reader {
                 }
             }
             // a @ b of two computed tensors (q @ k^T, softmax(...) @ v): `matmul`
-            "MatMul" if node.input.len() == 2 && self.constant(&node.input[0]).is_none() && self.constant(&node.input[1]).is_none() => {
+            "MatMul" if computed_matmul => {
                 set("type", json!("matmul"));
                 for t in &node.input {
                     inputs.push(self.source(t)?);
