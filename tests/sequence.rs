@@ -14,6 +14,16 @@ async fn field(model: &Value, position: Value) -> Value {
     ok("/v1/receptive-field", json!({"model": model, "position": position})).await
 }
 
+/// The paths of a diagnostics answer's weight rows, in order.
+fn layer_paths(d: &Value) -> Vec<&str> {
+    d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect()
+}
+
 async fn ok(path: &str, body: Value) -> Value {
     let r = post(path, body).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -159,12 +169,7 @@ async fn diagnostics_name_every_weight() {
         json!({"model": lm("lstm", true, 1), "inputs": {"batch_size": 4, "seed": 3}}),
     )
     .await;
-    let paths: Vec<&str> = d["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["path"].as_str().unwrap())
-        .collect();
+    let paths = layer_paths(&d);
     assert_eq!(
         paths,
         [
@@ -334,12 +339,7 @@ async fn patches_become_tokens() {
     assert_eq!(rf["position"]["input_rows"], json!([[0, 7]]));
     assert_eq!(rf["position"]["input_cols"], json!([[0, 11]]));
     let d = ok("/v1/gradient-diagnostics", json!({"model": vit, "inputs": {"batch_size": 2}})).await;
-    let paths: Vec<&str> = d["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["path"].as_str().unwrap())
-        .collect();
+    let paths = layer_paths(&d);
     assert_eq!(
         paths,
         [
@@ -614,4 +614,134 @@ async fn cross_attention_mistakes_name_the_node() {
     assert!(d.contains("a causal mask is for self-attention"), "{d}");
     let d = refused(node(json!({}), json!(["input", "a", "a", "a"])), "/model/graph/nodes/3/inputs").await;
     assert!(d.contains("1 to 3 names, got 4"), "{d}");
+}
+
+/// GPT-2's tied head and nanoGPT's position embedding, by hand: token ids `[3]`, `wte` a 5x2
+/// table, `wpe` an 8-row table read at positions 0..3 (`wpe(torch.arange(3))`), their sum read
+/// by `lm_head` (5 outputs, a bias) whose weight is wte's tensor. Parameters: wte 10, wpe all 16
+/// rows, lm_head its bias 5 (its weight counted in wte's row) = 31, as PyTorch's
+/// `sum(p.numel() for p in model.parameters())`. With the loss the sum of the outputs
+/// (out[t, v] = x_t . E[v] + b[v], x_t = E[id_t] + P[t]), E's gradient holds both uses:
+/// dL/dE[r] = sum_t x_t (the head) + count(r in ids) * sum_v E[v] (the lookup); P's rows 0..3
+/// get sum_v E[v], the rest 0; the bias 3 per output. A unit of lm_head reads its own token only.
+#[tokio::test]
+async fn tied_head_and_position_embedding_by_hand() {
+    let model = |head: Value, wpe: Value| {
+        json!({"input_shape": [3], "input_dtype": "int64", "graph": {"nodes": [
+            {"name": "wte", "type": "embedding", "num_embeddings": 5, "embedding_dim": 2, "inputs": ["input"]},
+            wpe,
+            {"name": "x", "type": "add", "inputs": ["wte", "wpe"]},
+            head], "outputs": ["lm_head"]}})
+    };
+    let wpe = json!({"name": "wpe", "type": "embedding", "num_embeddings": 8, "embedding_dim": 2, "positions": 3});
+    let head = json!({"name": "lm_head", "type": "linear", "out_features": 5, "weight_of": "wte"});
+    let gpt = model(head.clone(), wpe.clone());
+    let t = ok("/v1/complexity", json!({"model": gpt, "verify": true})).await;
+    assert_eq!(t["totals"]["params"], 31);
+    assert_eq!(row(&t, "wte")["params"], 10);
+    assert_eq!(row(&t, "wpe")["params"], 16);
+    assert_eq!(row(&t, "wpe")["type"], "embedding");
+    assert_eq!(row(&t, "wpe")["output_shape"], json!([3, 2]));
+    assert_eq!(row(&t, "lm_head")["params"], 5);
+    assert_eq!(row(&t, "lm_head")["macs"], 3 * 2 * 5);
+    assert!(row(&t, "lm_head")["note"].as_str().unwrap().contains("wte's tensor"), "{t}");
+    assert_eq!(t["verification"]["agrees"], true, "{t}");
+    assert_eq!(t["verification"]["total_params"]["executed"], 31);
+    // untied, the head's weight is its own
+    let mut own = head.clone();
+    own.as_object_mut().unwrap().remove("weight_of");
+    let t = ok("/v1/complexity", json!({"model": model(own, wpe.clone())})).await;
+    assert_eq!(t["totals"]["params"], 41);
+
+    let e: Vec<f64> = (0..10).map(|i| 0.1 * i as f64 - 0.3).collect();
+    let p: Vec<f64> = (0..16).map(|i| 0.05 * i as f64).collect();
+    let ids = [0usize, 2, 2];
+    let d = ok(
+        "/v1/gradient-diagnostics",
+        json!({"model": gpt, "dtype": "float64", "inputs": {"values": ids},
+               "parameters": {"wte": {"weight": e}, "wpe": {"weight": p}, "lm_head": {"bias": vec![0.5; 5]}}}),
+    )
+    .await;
+    let paths = layer_paths(&d);
+    assert_eq!(paths, ["wte.weight", "wpe.weight"]);
+    let (x, s): (Vec<f64>, Vec<f64>) = (0..2)
+        .map(|k| {
+            let x: f64 = ids.iter().enumerate().map(|(t, &id)| e[2 * id + k] + p[2 * t + k]).sum();
+            (x, (0..5).map(|v| e[2 * v + k]).sum::<f64>())
+        })
+        .unzip();
+    let mut wte = 0.0;
+    for r in 0..5 {
+        let count = ids.iter().filter(|&&i| i == r).count() as f64;
+        for k in 0..2 {
+            wte += (x[k] + count * s[k]).powi(2);
+        }
+    }
+    let wte = f64::sqrt(wte);
+    let wpe_grad = (3.0 * (s[0] * s[0] + s[1] * s[1])).sqrt();
+    let close = |a: &Value, b: f64| assert!((a.as_f64().unwrap() - b).abs() < 1e-12 * b.max(1.0), "{a} != {b}");
+    close(&d["layers"][0]["weight_grad"]["frobenius"], wte);
+    close(&d["layers"][1]["weight_grad"]["frobenius"], wpe_grad);
+    assert_eq!(d["other_parameters"][0]["path"], "lm_head.bias");
+    close(&d["other_parameters"][0]["grad"]["frobenius"], (5.0 * 9.0f64).sqrt());
+
+    let f = field(&gpt, json!({"layer": "lm_head", "index": [1], "channel": 4})).await;
+    assert_eq!(f["position"]["input_tokens"], json!([[1, 1]]), "{f}");
+    assert_eq!(f["verification"]["agrees"], true, "{f}");
+    let f = field(&gpt, json!({"layer": "wpe", "index": [2], "channel": 0})).await;
+    assert_eq!(f["position"]["input_tokens"], json!([]), "{f}");
+
+    // every mistake names its field
+    let with = |mut v: Value, key: &str, x: Value| {
+        v[key] = x;
+        v
+    };
+    let head_with = |key: &str, x: Value| model(with(head.clone(), key, x), wpe.clone());
+    let wpe_with = |key: &str, x: Value| model(head.clone(), with(wpe.clone(), key, x));
+    let tie = "/model/graph/nodes/3/weight_of";
+    let cases = [
+        (head_with("weight_of", json!("wtee")), tie, "did you mean \"wte\""),
+        (head_with("weight_of", json!("lm_head")), tie, "itself"),
+        (head_with("weight_of", json!("x")), tie, "only a linear or an embedding"),
+        (head_with("weight_of", json!("wpe")), tie, "only a linear or an embedding"),
+        (head_with("out_features", json!(4)), tie, "one shape"),
+        (head_with("weight_of", json!("")), tie, "1 to 200"),
+        (wpe_with("positions", json!(9)), "/model/graph/nodes/1/positions", ""),
+        (wpe_with("positions", json!(4)), "/model/graph/nodes/2/inputs", "broadcast"),
+        (wpe_with("padding_idx", json!(0)), "/model/graph/nodes/1/padding_idx", "positions"),
+        (wpe_with("weight_of", json!("wte")), "/model/graph/nodes/1/weight_of", ""),
+        (
+            json!({"input_shape": [3], "input_dtype": "int64", "layers": [{"type": "embedding", "num_embeddings": 8, "embedding_dim": 2, "positions": 3}]}),
+            "/model/layers/0/positions",
+            "graph",
+        ),
+        (
+            json!({"input_shape": [3, 4], "layers": [{"type": "conv1d", "out_channels": 2, "kernel_size": 1, "weight_of": "0"}]}),
+            "/model/layers/0/weight_of",
+            "",
+        ),
+    ];
+    for (m, pointer, says) in cases {
+        let r = post("/v1/complexity", json!({"model": m})).await;
+        let p = assert_problem(&r, 422, pointer);
+        assert!(p["detail"].as_str().unwrap().contains(says), "{p}");
+    }
+    // a chain: wte names lm_head, which names wte
+    let chained = model(head.clone(), wpe.clone());
+    let mut chained = chained;
+    chained["graph"]["nodes"][0]["weight_of"] = json!("lm_head");
+    let p = assert_problem(
+        &post("/v1/complexity", json!({"model": chained})).await,
+        422,
+        "/model/graph/nodes/0/weight_of",
+    );
+    assert!(p["detail"].as_str().unwrap().contains("names the same one"), "{p}");
+    // the tied weight's values are given under its owner
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": gpt, "parameters": {"lm_head": {"weight": vec![0.0; 10]}}}),
+    )
+    .await;
+    let p = assert_problem(&r, 422, "/parameters/lm_head");
+    assert!(p["detail"].as_str().unwrap().contains("under \"wte\""), "{p}");
 }

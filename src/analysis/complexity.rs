@@ -524,6 +524,10 @@ fn intrinsic(node: &Node, additions: Additions) -> Counts {
         }
         LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Concat { .. } | LayerKind::Cat { .. } => {}
     }
+    // a tied weight is its owner's tensor: PyTorch's parameters() yields it once, there
+    if node.tie.is_some() {
+        c.params_weight = 0;
+    }
     c.params = c.params_weight + c.params_bias;
     c
 }
@@ -759,6 +763,20 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
     }
 }
 
+/// A row's note: a tied weight's owner, and what the profile's tool leaves out.
+fn row_note(node: &Node, rule: FlopRule) -> Option<String> {
+    let tie = node.tie.as_ref().map(|t| {
+        format!(
+            "its weight is {}'s tensor (weight_of): one parameter, counted in that row, as PyTorch's parameters() yields a shared tensor once",
+            t.label
+        )
+    });
+    match (tie, flop_note(node, rule)) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Where a profile's tool does not count (part of) an op, the row says so instead of guessing.
 fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
     match (rule, &node.layer.kind) {
@@ -935,7 +953,7 @@ fn visit(graph: &Graph, live: &[bool], id: usize, opts: &Options, depth: usize, 
         counts: own,
         params_percent: 0.0,
         flops_percent: 0.0,
-        note: flop_note(node, opts.rule),
+        note: row_note(node, opts.rule),
     });
     let mut total = own;
     for g in &node.groups {

@@ -343,6 +343,19 @@ fn parse_parameters(v: Option<&BTreeMap<String, BTreeMap<String, Option<Numbers>
             .find(|n| &n.path == key)
             .or_else(|| nodes.iter().find(|n| n.layer.name.as_deref() == Some(key.as_str())))
             .ok_or_else(|| SpecError::invalid(&p, format!("no layer has the path or name {key:?}")))?;
+        // a tied layer's weight is its owner's tensor; a tied linear's own bias may be given
+        let tied_weight = node.tie.as_ref().map(|t| t.label.clone());
+        if let Some(owner) = &tied_weight {
+            if entry.contains_key("weight") || node.named_params().is_some() {
+                return Err(SpecError::invalid(
+                    &p,
+                    format!(
+                        "layer {}'s weight is {owner}'s tensor (weight_of): give its values under {owner:?}",
+                        node.path
+                    ),
+                ));
+            }
+        }
         if let Some(named) = node.named_params() {
             // {"weight_ih_l0": [...], ...}: PyTorch's names within the module, any subset
             let names: Vec<&str> = named.iter().map(|np| np.name.as_str()).collect();
@@ -423,6 +436,8 @@ fn parse_parameters(v: Option<&BTreeMap<String, BTreeMap<String, Option<Numbers>
         let at = |k: &str| child(&p, k);
         let w = match entry.get("weight") {
             Some(Some(v)) => numbers(v, &at("weight"), max)?,
+            // a stand-in: the net takes the owner's tensor in its place
+            _ if tied_weight.is_some() => vec![0.0; wn],
             _ => return Err(SpecError::invalid(at("weight"), "is required")),
         };
         if w.len() != wn {

@@ -221,6 +221,11 @@ pub struct LinearLayer {
     pub out_features: u64,
     #[schema(default = true)]
     pub bias: Option<bool>,
+    /// The name (or path) of a linear or embedding layer whose weight this layer uses, of the
+    /// same shape (`[out_features, in_features]`, `[num_embeddings, embedding_dim]`): GPT-2's
+    /// `lm_head.weight = wte.weight`. The tensor is one parameter: counted once, under that
+    /// layer, and its gradient sums both uses.
+    pub weight_of: Option<String>,
 }
 
 /// A pooling layer's fields: the window, then the pool's own (`$extra`).
@@ -649,6 +654,14 @@ pub struct EmbeddingLayer {
     pub max_norm: Option<f64>,
     pub scale_grad_by_freq: Option<bool>,
     pub sparse: Option<bool>,
+    /// The name (or path) of a linear or embedding layer whose weight this one uses (see
+    /// `linear`'s `weight_of`).
+    pub weight_of: Option<String>,
+    /// A position embedding (graph node, no inputs): nanoGPT's `wpe(torch.arange(L))` for
+    /// `positions: L` (at most num_embeddings), rows `0..L` of the table, `[L, embedding_dim]`,
+    /// read by add or concat; the whole table is its parameter.
+    #[schema(minimum = 1)]
+    pub positions: Option<u64>,
 }
 
 /// `torch.nn.MultiheadAttention`: self-attention `attn(x, x, x)[0]` on `[L, E]`; in a graph

@@ -542,6 +542,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 "the tensor's shape without the batch axis, 1 to 3 sizes",
                 |v, p| uint(v, p, 1, max),
             )?,
+            table: None,
         },
         "parameter" => {
             return Err(SpecError::invalid(
@@ -598,7 +599,30 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 index: o.u64_in("index", None, 0, max)?,
             }
         }
+        "embedding" if graph && o.has("positions") => {
+            // nanoGPT's wpe(torch.arange(L)): the first L rows of the table, a learned [L, D]
+            let num_embeddings = o.u64_in("num_embeddings", None, 1, max)?;
+            let dim = o.u64_in("embedding_dim", None, 1, max)?;
+            let rows = o.u64_in("positions", None, 1, num_embeddings)?;
+            for key in ["padding_idx", "max_norm"] {
+                if o.raw(key).is_some_and(|v| !v.is_null()) {
+                    return Err(SpecError::invalid(o.at(key), format!("{key} is not supported with positions")));
+                }
+            }
+            let _ = o.bool("scale_grad_by_freq", false)?;
+            let _ = o.bool("sparse", false)?;
+            LayerKind::Parameter {
+                shape: vec![rows, dim],
+                table: Some(num_embeddings),
+            }
+        }
         "embedding" => {
+            if o.raw("positions").is_some() {
+                return Err(SpecError::invalid(
+                    o.at("positions"),
+                    "a position embedding is a tensor that add or concat nodes read: describe the model as a \"graph\"",
+                ));
+            }
             let num_embeddings = o.u64_in("num_embeddings", None, 1, max)?;
             let dim = o.u64_in("embedding_dim", None, 1, max)?;
             let padding_idx = o.opt_u64("padding_idx", 0, num_embeddings - 1)?;
@@ -1044,6 +1068,19 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             ))
         }
     };
+    // a tied weight: read on the two layers that can share one (elsewhere the key is unknown)
+    let weight_of = match kind {
+        LayerKind::Linear { .. } | LayerKind::Embedding { .. } => match o.opt_str("weight_of")? {
+            Some(n) if n.is_empty() || n.len() > 200 => {
+                return Err(SpecError::invalid(
+                    o.at("weight_of"),
+                    "names the layer whose weight this one uses: 1 to 200 characters",
+                ))
+            }
+            n => n.map(str::to_string),
+        },
+        _ => None,
+    };
     let functional = o.bool("functional", false)?;
     if functional
         && !matches!(
@@ -1074,6 +1111,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
         declared_in,
         functional,
         one_d,
+        weight_of,
     })
 }
 

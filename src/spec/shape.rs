@@ -77,6 +77,17 @@ pub struct Node<'a> {
     pub signal: bool,
     /// What the output holds above the diagonal of its last two axes (see [`Above`]).
     pub above: Above,
+    /// A linear or embedding whose weight is another layer's tensor (`weight_of`): that layer.
+    pub tie: Option<Tie>,
+}
+
+/// The layer that owns a tied layer's weight: its node and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tie {
+    pub owner: usize,
+    pub path: String,
+    /// The owner's name, else its path: how messages and notes name it.
+    pub label: String,
 }
 
 /// What a tensor holds above the diagonal of its last two axes `[n, m]` (the elements
@@ -248,6 +259,7 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
             ),
         ));
     }
+    tie_weights(&mut nodes)?;
     let input_signal = signals(spec, &mut nodes);
     mark_above(&mut nodes);
     Ok(Graph {
@@ -257,6 +269,100 @@ pub fn infer<'a>(spec: &'a ModelSpec, pointer: &str) -> SpecResult<Graph<'a>> {
         outputs,
         input_signal,
     })
+}
+
+/// The weight shape of a layer that can share its weight: a linear's `[out, in]`, an
+/// embedding's `[num_embeddings, embedding_dim]`.
+fn tieable_weight(node: &Node) -> Option<Vec<u64>> {
+    match node.layer.kind {
+        LayerKind::Linear { .. } => node.dense_weight().map(|w| w.shape().iter().map(|&d| d as u64).collect()),
+        LayerKind::Embedding { num_embeddings, dim, .. } => Some(vec![num_embeddings, dim]),
+        _ => None,
+    }
+}
+
+/// A node as messages name it: its name, else its path.
+fn label(node: &Node) -> String {
+    node.layer.name.clone().unwrap_or_else(|| node.path.clone())
+}
+
+/// Resolves every `weight_of` to the node it names (by path, else by a unique name): a linear or
+/// an embedding of the same weight shape that names no other itself. The layers sharing one
+/// tensor are a group: the first of them in the model's order owns it (PyTorch's
+/// `named_parameters()` names a shared tensor by the first module that registers it, whichever
+/// line of `__init__` assigned it), and the others are tied to it.
+fn tie_weights(nodes: &mut [Node]) -> SpecResult<()> {
+    let mut target = vec![None; nodes.len()];
+    for i in 0..nodes.len() {
+        let Some(name) = nodes[i].layer.weight_of.as_deref() else {
+            continue;
+        };
+        let at = child(&nodes[i].pointer, "weight_of");
+        let by_name: Vec<usize> = (0..nodes.len()).filter(|&j| nodes[j].layer.name.as_deref() == Some(name)).collect();
+        let j = match nodes.iter().position(|n| n.path == name) {
+            Some(j) => j,
+            None if by_name.len() == 1 => by_name[0],
+            None if by_name.len() > 1 => {
+                return Err(SpecError::invalid(
+                    at,
+                    format!("{} layers are named {name:?}: give the layer's path", by_name.len()),
+                ))
+            }
+            None => {
+                let near = nodes
+                    .iter()
+                    .filter_map(|n| n.layer.name.as_deref())
+                    .filter(|n| super::json::edit_distance(n, name) <= 2)
+                    .min_by_key(|n| super::json::edit_distance(n, name))
+                    .map(|n| format!("; did you mean {n:?}?"))
+                    .unwrap_or_default();
+                return Err(SpecError::invalid(at, format!("no layer is named {name:?}{near}")));
+            }
+        };
+        let (me, them) = (&nodes[i], &nodes[j]);
+        let (me_label, them_label) = (label(me), label(them));
+        let reason = if j == i {
+            Some("names the layer itself".to_string())
+        } else if them.layer.weight_of.is_some() {
+            Some(format!(
+                "names {them_label}, which names another layer's weight itself: every layer sharing a tensor names the same one"
+            ))
+        } else {
+            match (tieable_weight(me), tieable_weight(them)) {
+                (_, None) => Some(format!(
+                    "names {} {them_label}: only a linear or an embedding shares its weight",
+                    them.layer.type_name()
+                )),
+                (Some(a), Some(b)) if a != b => Some(format!(
+                    "{me_label}'s weight is {a:?} and {them_label}'s {b:?}: a shared tensor has one shape"
+                )),
+                _ => None,
+            }
+        };
+        if let Some(reason) = reason {
+            return Err(SpecError::invalid(at, reason));
+        }
+        target[i] = Some(j);
+    }
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (k, j) in target.iter().enumerate() {
+        if let Some(j) = *j {
+            groups.entry(j).or_insert_with(|| vec![j]).push(k);
+        }
+    }
+    for mut group in groups.into_values() {
+        group.sort_unstable();
+        let owner = group[0];
+        let tie = Tie {
+            owner,
+            path: nodes[owner].path.clone(),
+            label: label(&nodes[owner]),
+        };
+        for &k in &group[1..] {
+            nodes[k].tie = Some(tie.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Marks the nodes whose output is a 1-D signal `[C, L]` and says whether the model's input is
@@ -451,6 +557,7 @@ impl<'a> Builder<'a> {
             groups,
             signal: false,
             above: Above::Computed,
+            tie: None,
         });
         Ok(self.nodes.len() - 1)
     }
@@ -554,10 +661,11 @@ impl<'a> Builder<'a> {
                         groups: Vec::new(),
                         signal: false,
                         above: Above::Computed,
+                        tie: None,
                     });
                     self.nodes.len() - 1
                 }
-                LayerKind::Parameter { shape } => {
+                LayerKind::Parameter { shape, .. } => {
                     self.nodes.push(Node {
                         path: name,
                         pointer: ptr,
@@ -571,6 +679,7 @@ impl<'a> Builder<'a> {
                         groups: Vec::new(),
                         signal: false,
                         above: Above::Computed,
+                        tie: None,
                     });
                     self.nodes.len() - 1
                 }
@@ -1709,6 +1818,7 @@ impl<'a> Node<'a> {
             groups: Vec::new(),
             signal: false,
             above: Above::Computed,
+            tie: self.tie.clone(),
         })
     }
 
@@ -1723,7 +1833,10 @@ impl<'a> Node<'a> {
     pub fn named_params(&self) -> Option<Vec<NamedParam>> {
         let p = |name: String, shape: Vec<u64>, bias: bool| NamedParam { name, shape, bias };
         Some(match &self.layer.kind {
-            LayerKind::Parameter { shape } => vec![p("weight".into(), shape.clone(), false)],
+            LayerKind::Parameter { shape, table } => {
+                let rows = table.unwrap_or(shape[0]);
+                vec![p("weight".into(), [&[rows], &shape[1..]].concat(), false)]
+            }
             LayerKind::Embedding { num_embeddings, dim, .. } => vec![p("weight".into(), vec![*num_embeddings, *dim], false)],
             LayerKind::MultiheadAttention { bias, .. } => {
                 let e = self.input[1];

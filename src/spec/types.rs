@@ -165,8 +165,11 @@ pub enum LayerKind {
     /// Graph form: a learned tensor of `shape` (no batch axis; an `nn.Parameter` such as ViT's
     /// class token `[1, D]` or position embedding `[L, D]`), read by add or concat; it reads no
     /// input.
+    /// With `table`: a position embedding, `nn.Embedding(table, D)` read at `torch.arange(L)`
+    /// (nanoGPT's `wpe(pos)`): rows `0..L` of a `[table, D]` weight, `shape` `[L, D]`.
     Parameter {
         shape: Vec<u64>,
+        table: Option<u64>,
     },
     /// `x.flatten(2)` on an image `[C, H, W]`: `[C, H*W]`, the positions in row-major order.
     FlattenSpatial,
@@ -548,6 +551,10 @@ pub struct Layer {
     /// analysis, its 2-D form on `[C, 1, L]` (height 1, every height argument 1 or 0), as PyTorch
     /// itself computes it. Its pairs hold `[1 or 0, the length argument]`.
     pub one_d: bool,
+    /// `weight_of: NAME` on a linear or an embedding: its weight is the tensor of layer NAME (a
+    /// linear or an embedding of the same weight shape), as GPT-2 ties `lm_head.weight` to
+    /// `wte.weight`: one parameter, counted and reported once under NAME.
+    pub weight_of: Option<String>,
 }
 
 impl Layer {
@@ -613,6 +620,7 @@ impl Layer {
         }
         match &self.kind {
             LayerKind::Embedding { .. } => "embedding",
+            LayerKind::Parameter { table: Some(_), .. } => "embedding",
             LayerKind::Parameter { .. } => "parameter",
             LayerKind::FlattenSpatial => "flatten",
             LayerKind::Reshape(ReshapeTo::Shape(_)) => "reshape",
@@ -773,18 +781,35 @@ impl From<Vec<f64>> for LazyValues {
     }
 }
 
+impl LazyValues {
+    /// Value `k`, row-major, without widening the whole tensor where it is still unread.
+    pub fn at(&self, k: usize) -> f64 {
+        match self.cell.get() {
+            Some(v) => v[k],
+            None => self.raw_at(k),
+        }
+    }
+
+    fn raw_at(&self, k: usize) -> f64 {
+        let raw = self.raw.as_deref().unwrap_or_default();
+        // element (c, r) of the transpose is element (r, c) of the raw matrix
+        let i = self.transpose.map_or(k, |(rows, cols)| (k % rows) * cols + k / rows);
+        f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]) as f64
+    }
+
+    /// The same values, and more than one value among them: what two tensors that are one
+    /// tensor written twice hold (two tensors filled with one number at initialization are not
+    /// taken for one).
+    pub fn same_tensor(&self, other: &LazyValues) -> bool {
+        let n = self.count();
+        n == other.count() && n > 1 && (1..n).any(|k| self.at(k) != self.at(0)) && (0..n).all(|k| self.at(k) == other.at(k))
+    }
+}
+
 impl std::ops::Deref for LazyValues {
     type Target = Vec<f64>;
     fn deref(&self) -> &Vec<f64> {
-        self.cell.get_or_init(|| {
-            let raw = self.raw.as_deref().unwrap_or_default();
-            let at = |i: usize| f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]) as f64;
-            match self.transpose {
-                // element (c, r) of the transpose is element (r, c) of the raw matrix
-                Some((rows, cols)) => (0..rows * cols).map(|k| at((k % rows) * cols + k / rows)).collect(),
-                None => (0..raw.len() / 4).map(at).collect(),
-            }
-        })
+        self.cell.get_or_init(|| (0..self.count()).map(|k| self.raw_at(k)).collect())
     }
 }
 

@@ -418,10 +418,32 @@ pub fn run(req: &Request) -> Result<Report, String> {
     let mut unused = Vec::new();
     // normalization layers' affine weight and bias, beside the table
     let mut vectors = Vec::new();
-    let live = graph.live();
+    let mut live = graph.live();
+    // a tied weight's owner has a gradient wherever one of its users is read
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if let Some(tie) = node.tie.as_ref().filter(|_| live[i]) {
+            live[tie.owner] = true;
+        }
+    }
     for &i in &graph.walk_ids() {
         let node = &graph.nodes[i];
         let named = node.named_params();
+        if node.tie.is_some() {
+            // its weight is reported once, under its owner (whose gradient holds both uses);
+            // a tied linear's own bias beside the normalizations' tensors
+            let bias = net.params[&node.path].bias.as_ref().filter(|b| live[i] && b.grad().defined());
+            match bias {
+                Some(b) => vectors.push(VectorParam {
+                    path: format!("{}.bias", node.path),
+                    node: node.path.clone(),
+                    grad: norms(&b.grad()),
+                    shape: b.size(),
+                }),
+                None if !live[i] => unused.push(node.path.clone()),
+                None => {}
+            }
+            continue;
+        }
         if node.dense_weight().is_none() && named.is_none() {
             let p = net.params.get(&node.path).filter(|_| live[i]);
             for (role, t) in p.iter().flat_map(|p| [("weight", &p.weight), ("bias", &p.bias)]) {
@@ -452,7 +474,7 @@ pub fn run(req: &Request) -> Result<Report, String> {
                 weights.push(w.detach().reshape([size[0], -1]));
                 params.push(ParamLayer {
                     // a parameter node is the tensor itself (PyTorch's `class_token`)
-                    path: if matches!(node.layer.kind, LayerKind::Parameter { .. }) {
+                    path: if matches!(node.layer.kind, LayerKind::Parameter { table: None, .. }) {
                         node.path.clone()
                     } else {
                         format!("{}.{name}", node.path)

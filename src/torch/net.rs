@@ -61,6 +61,9 @@ pub struct LayerParams {
 
 pub struct Net {
     pub params: HashMap<String, LayerParams>,
+    /// The layers whose weight is another layer's tensor (`weight_of`): their `weight` (a
+    /// linear's) or `named` weight (an embedding's) is the owner's, the same leaf.
+    pub tied: std::collections::HashSet<String>,
     pub mode: Mode,
     pub kind: Kind,
     pub device: Device,
@@ -429,26 +432,50 @@ impl Net {
                 },
             );
         }
+        // a tied weight is its owner's tensor itself (a shallow clone shares the leaf, so
+        // autograd sums both uses into one gradient, as for PyTorch's shared nn.Parameter)
+        let mut tied = std::collections::HashSet::new();
+        for node in &graph.nodes {
+            let Some(tie) = &node.tie else { continue };
+            let owner = &params[&graph.nodes[tie.owner].path];
+            let w = owner
+                .weight
+                .as_ref()
+                .or(owner.named.first().map(|(_, t)| t))
+                .expect("a linear or an embedding owns a weight")
+                .shallow_clone();
+            let p = params.get_mut(&node.path).expect("every linear and embedding is built");
+            match p.named.first_mut() {
+                Some((_, t)) => *t = w,
+                None => p.weight = Some(w),
+            }
+            tied.insert(node.path.clone());
+        }
         Net {
             params,
+            tied,
             mode,
             kind,
             device,
         }
     }
 
-    /// Every parameter tensor, for counting and for autograd.
+    /// Every parameter tensor, for counting and for autograd: a tied weight once, under its
+    /// owner (as PyTorch's `parameters()`).
     pub fn parameter_tensors(&self) -> Vec<(&str, &str, &Tensor)> {
         let mut out = Vec::new();
         for (path, p) in &self.params {
-            if let Some(w) = &p.weight {
+            let tied = self.tied.contains(path);
+            if let Some(w) = p.weight.as_ref().filter(|_| !tied) {
                 out.push((path.as_str(), "weight", w));
             }
             if let Some(b) = &p.bias {
                 out.push((path.as_str(), "bias", b));
             }
             for (name, t) in &p.named {
-                out.push((path.as_str(), name.as_str(), t));
+                if !(tied && name == "weight") {
+                    out.push((path.as_str(), name.as_str(), t));
+                }
             }
         }
         out
@@ -608,13 +635,14 @@ impl Net {
         }
         match &node.layer.kind {
             // a learned tensor, one copy per sample (the probe's holds zeros: it reads no input)
-            LayerKind::Parameter { shape } => {
+            LayerKind::Parameter { shape, .. } => {
                 let mut size = vec![x.size()[0]];
                 size.extend(shape.iter().map(|&d| d as i64));
                 let t = if probe {
                     Tensor::zeros(&size[1..], (self.kind, self.device))
                 } else {
-                    self.named(node, "weight").shallow_clone()
+                    // a position embedding's rows 0..L
+                    self.named(node, "weight").narrow(0, 0, size[1])
                 };
                 t.unsqueeze(0).expand(size.as_slice(), false)
             }
@@ -935,6 +963,8 @@ fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &
         (_, _) if np.bias => return Tensor::zeros([n as i64], (kind, Device::Cpu)),
         (LayerKind::Embedding { .. }, true) => per_layer(Init::Normal { std: 1.0 }, init.scale),
         // ViT's position embedding (and timm's class tokens): N(0, 0.02^2)
+        // a position embedding: nn.Embedding's N(0, 1)
+        (LayerKind::Parameter { table: Some(_), .. }, true) => per_layer(Init::Normal { std: 1.0 }, init.scale),
         (LayerKind::Parameter { .. }, true) => per_layer(Init::Normal { std: 0.02 }, init.scale),
         (LayerKind::MultiheadAttention { .. }, true) if np.name == "in_proj_weight" => per_layer(Init::XavierUniform, init.scale),
         _ => init.clone(),

@@ -367,13 +367,18 @@ class HeadsAttention(nn.Module):
         return self.c_proj(y) if self.c_proj is not None else y
 
 
-def random_heads_graph(rng):
+def random_heads_graph(rng, block=None):
     """Multi-head attention by hand (HeadsAttention) and its graph spec, node names as the
-    module's paths."""
+    module's paths. `block` (length, heads, head size): a transformer block's attention inside
+    a larger graph, reading node "ln_1", its output projected back to the width, its nodes'
+    names the module's paths under "attn"."""
     length, d_in, heads, hd = rng.randint(1, 9), rng.randint(1, 8), rng.randint(1, 4), rng.randint(1, 4)
     fused, bias, causal = rng.random() < 0.5, rng.random() < 0.7, rng.random() < 0.6
     scale = rng.choice([0, hd ** -0.5, rng.uniform(0.1, 2.0)])
     proj, steps = rng.choice([0, rng.randint(1, 6)]), rng.choice([1, 2])
+    if block:
+        length, heads, hd = block
+        d_in = proj = heads * hd
     c = heads * hd
     if fused:
         nodes = [{"name": "c_attn", "type": "linear", "out_features": 3 * c, "bias": bias, "inputs": ["input"]}]
@@ -414,8 +419,87 @@ def random_heads_graph(rng):
     nodes += [swap("back", nodes[-1]["name"]), {"name": "merged", "type": "reshape", "shape": [length, c]}]
     if proj:
         nodes.append({"name": "c_proj", "type": "linear", "out_features": proj})
+    model = HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=flash, dropout=dropout)
+    if block:
+        # every node named by its path in the block ("attn.qt"); the graph's input is ln_1
+        for i, n in enumerate(nodes):
+            n["inputs"] = ["ln_1" if x == "input" else "attn." + x for x in n.get("inputs", [nodes[i - 1]["name"]] if i else ["input"])]
+        for n in nodes:
+            n["name"] = "attn." + n["name"]
+        return nodes, model
     spec = {"input_shape": [length, d_in], "graph": {"nodes": nodes, "outputs": [nodes[-1]["name"]]}}
-    return spec, HeadsAttention(length, d_in, heads, hd, fused, bias, causal, scale, proj, steps, flash=flash, dropout=dropout)
+    return spec, model
+
+
+class PositionEmbedding(nn.Embedding):
+    """nanoGPT's wpe(torch.arange(L)) as a module (so that its row and its weight have one path):
+    rows 0..L of a table of `table` >= L rows, [1, L, D]."""
+
+    def __init__(self, table, d, length):
+        super().__init__(table, d)
+        self.length = length
+
+    def forward(self):
+        return super().forward(torch.arange(self.length)).unsqueeze(0)
+
+
+class GPT(nn.Module):
+    """A whole nanoGPT: token and position embeddings, one block (x + attn(ln_1(x)), now and then
+    x + mlp(ln_2(x))), ln_f, an lm_head whose weight is the token embedding's (GPT-2's weight
+    tying: one tensor, `wte.weight` in named_parameters()) or its own."""
+
+    def __init__(self, vocab, table, length, attn, mlp, tie, bias):
+        super().__init__()
+        c = attn.c
+        self.wte = nn.Embedding(vocab, c)
+        self.wpe = PositionEmbedding(table, c, length)
+        self.ln_1 = nn.LayerNorm(c)
+        self.attn = attn
+        self.mlp_on = mlp
+        if mlp:
+            self.ln_2 = nn.LayerNorm(c)
+            self.mlp = nn.Sequential(nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c))
+        self.ln_f = nn.LayerNorm(c)
+        self.lm_head = nn.Linear(c, vocab, bias=bias)
+        if tie:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe()
+        x = x + self.attn(self.ln_1(x))
+        if self.mlp_on:
+            x = x + self.mlp(self.ln_2(x))
+        return self.lm_head(self.ln_f(x))
+
+
+def random_gpt_graph(rng):
+    """A whole nanoGPT (GPT) and its graph spec: `embedding` with `positions` for wpe (its table
+    longer than the sequence now and then), `weight_of` for the tied head (on the head, or on
+    the token embedding naming the head: PyTorch names the tensor by its first module either
+    way)."""
+    length, heads, hd = rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 4)
+    c = heads * hd
+    vocab, table = rng.randint(2, 30), length + rng.choice([0, rng.randint(1, 5)])
+    tie, mlp, bias = rng.random() < 0.7, rng.random() < 0.5, rng.random() < 0.3
+    attn_nodes, attn = random_heads_graph(rng, (length, heads, hd))
+    wte = {"name": "wte", "type": "embedding", "num_embeddings": vocab, "embedding_dim": c, "inputs": ["input"]}
+    head = {"name": "lm_head", "type": "linear", "out_features": vocab, "bias": bias}
+    if tie and rng.random() < 0.8:
+        head["weight_of"] = "wte"
+    elif tie:
+        wte["weight_of"] = "lm_head"
+    nodes = [wte, {"name": "wpe", "type": "embedding", "num_embeddings": table, "embedding_dim": c, "positions": length},
+             {"name": "x0", "type": "add", "inputs": ["wte", "wpe"]}, {"name": "ln_1", "type": "layernorm", "normalized_shape": [c], "inputs": ["x0"]}]
+    nodes += attn_nodes + [{"name": "x1", "type": "add", "inputs": ["x0", attn_nodes[-1]["name"]]}]
+    last = "x1"
+    if mlp:
+        nodes += [{"name": "ln_2", "type": "layernorm", "normalized_shape": [c]}, {"name": "mlp.0", "type": "linear", "out_features": 4 * c},
+                  {"name": "mlp.1", "type": "gelu"}, {"name": "mlp.2", "type": "linear", "out_features": c},
+                  {"name": "x2", "type": "add", "inputs": ["x1", "mlp.2"]}]
+        last = "x2"
+    nodes += [{"name": "ln_f", "type": "layernorm", "normalized_shape": [c], "inputs": [last]}, head]
+    spec = {"input_shape": [length], "input_dtype": "int64", "graph": {"nodes": nodes, "outputs": ["lm_head"]}}
+    return spec, GPT(vocab, table, length, attn, mlp, tie, bias)
 
 
 class CrossAttention(nn.MultiheadAttention):
@@ -572,12 +656,10 @@ def module_or_none(model, path):
 
 
 def owned(model, path):
-    """Parameters of the module or nn.Parameter at a service path (a view or merge owns none)."""
-    try:
-        m = module_at(model, path)
-    except (AttributeError, IndexError):
-        return 0
-    return m.numel() if isinstance(m, nn.Parameter) else sum(p.numel() for p in m.parameters())
+    """Parameters of the module or nn.Parameter at a service path (a view or merge owns none), as
+    the model's named_parameters() names them: a tensor two modules share (GPT-2's tied
+    lm_head) is the first one's."""
+    return sum(p.numel() for name, p in model.named_parameters() if name == path or name.startswith(path + "."))
 
 
 def spec_paths(spec):
@@ -604,10 +686,10 @@ def paths(layers, prefix=""):
 def token_ids(spec, batch, gen):
     """Random token ids; with a padding_idx, the padding token is the first token of the first
     sample (so that its row's zero gradient is seen)."""
-    vocab = spec["layers"][0]["num_embeddings"]
-    ids = torch.randint(0, vocab, (batch, *spec["input_shape"]), generator=gen)
-    if spec["layers"][0].get("padding_idx") is not None:
-        ids[0, 0] = spec["layers"][0]["padding_idx"]
+    first = spec["graph"]["nodes"][0] if "graph" in spec else spec["layers"][0]
+    ids = torch.randint(0, first["num_embeddings"], (batch, *spec["input_shape"]), generator=gen)
+    if first.get("padding_idx") is not None:
+        ids[0, 0] = first["padding_idx"]
     return ids
 
 
@@ -697,7 +779,7 @@ def oracle_rf(spec, model, path, index, channel):
             return leaf["x"]
 
         # registered first: the unit's hook (on the embedding itself too) sees the leaf
-        h2 = model[0].register_forward_hook(as_leaf)
+        h2 = (model.wte if isinstance(model, GPT) else model[0]).register_forward_hook(as_leaf)
         hook = target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
         model(token_ids(spec, 1, gen))
         h2.remove()
@@ -747,6 +829,7 @@ def autograd_sees_less(spec):
                   and nodes.get(n["inputs"][1], {}).get("type") == "parameter" and nodes[n["inputs"][1]]["shape"][0] == 1
                   for n in nodes.values())
     one_feature = any(layer["type"] == "narrow" and layer["dim"] in (2, -1) and layer["length"] == 1 for layer in spec.get("layers", []))
+    one_feature = one_feature or '"normalized_shape": [1]' in json.dumps(spec)  # a GPT one feature wide
     return '"relu"' in json.dumps(spec) or one_feature or one_key
 
 
@@ -785,7 +868,9 @@ def check_rf(url, spec, model, rng):
     got = resp["position"]
     # a softmax over one key (one token; row 0 under a causal mask) outputs 1 whatever its input
     nodes = {n["name"]: n for n in spec.get("graph", {}).get("nodes", [])}
-    one_key = path == "attn" and "qt" in nodes and (spec["input_shape"][0] == 1 or ("masked" in nodes and index[0] == 0))
+    # (a GPT's attention nodes are named "attn.qt", ...)
+    pre = "attn." if isinstance(model, GPT) else ""
+    one_key = path in (pre + "attn", pre + "drop") and pre + "qt" in nodes and (spec["input_shape"][0] == 1 or (pre + "masked" in nodes and index[0] == 0))
     want = {} if autograd_sees_less(spec) or one_key else oracle_rf(spec, model, path, index, channel)
     for key, w in want.items():
         if got.get(key) != w:
@@ -872,6 +957,11 @@ def check_gradients(url, spec, model, rng):
             problems.append(f"gradients: PyTorch's {name} is not in other_parameters")
         elif not close(o["grad"]["frobenius"], p.grad.norm().item()):
             problems.append(f"gradients: {name} {o['grad']['frobenius']} != autograd {p.grad.norm().item()}")
+    # a tied lm_head's own bias (its weight is wte's)
+    for name in [n for n in others if n in grads and n.endswith(".bias") and n[:-5] + ".weight" not in grads]:
+        o = others.pop(name)
+        if not close(o["grad"]["frobenius"], grads[name].grad.norm().item()):
+            problems.append(f"gradients: {name} {o['grad']['frobenius']} != autograd {grads[name].grad.norm().item()}")
     if others:
         problems.append(f"gradients: other_parameters that name no layernorm tensor: {sorted(others)}")
     reported = {r["path"] if r["path"] + ".weight" not in grads else r["path"] + ".weight" for r in resp["layers"]}
@@ -888,6 +978,7 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--heads", action="store_true", help="only multi-head attention written by hand")
+    ap.add_argument("--gpt", action="store_true", help="only whole nanoGPTs (position embeddings, tied heads)")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     torch.manual_seed(a.seed)
@@ -895,6 +986,8 @@ def main():
     for case in range(a.n):
         if a.heads:
             spec, model = random_heads_graph(rng)
+        elif a.gpt or case % 16 == 9:
+            spec, model = random_gpt_graph(rng)
         elif case % 8 == 5:
             spec, model = random_cross_graph(rng)
         elif case % 8 == 7:
