@@ -96,6 +96,16 @@ fn model(input: &[i64], nodes: Vec<NodeProto>, inits: Vec<TensorProto>, output: 
     .encode_to_vec()
 }
 
+/// `model`'s file with int64 token ids `[1, L]` for its input.
+fn token_model(input: &[i64], nodes: Vec<NodeProto>, inits: Vec<TensorProto>, output: &str) -> Vec<u8> {
+    let mut m = ModelProto::decode(model(input, nodes, inits, output).as_slice()).unwrap();
+    let graph = m.graph.as_mut().unwrap();
+    if let Some(type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        t.elem_type = Some(DataType::Int64 as i32);
+    }
+    m.encode_to_vec()
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -710,21 +720,13 @@ async fn the_dynamo_exporters_padding_idx_is_read_back() {
                 value: Some(fx.into()),
             }];
         }
-        let mut m = ModelProto::decode(
-            model(
-                &[1, 4],
-                vec![gather],
-                vec![tensor("emb.weight", &[5, 2], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])],
-                "y",
-            )
-            .as_slice(),
-        )
-        .unwrap();
-        let graph = m.graph.as_mut().unwrap();
-        if let Some(type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut()) {
-            t.elem_type = Some(DataType::Int64 as i32);
-        }
-        b64(&m.encode_to_vec())
+        let file = token_model(
+            &[1, 4],
+            vec![gather],
+            vec![tensor("emb.weight", &[5, 2], &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])],
+            "y",
+        );
+        b64(&file)
     };
     let call = |args: &str| {
         format!("%embedding : [num_users=1] = call_function[target=torch.ops.aten.embedding.default](args = ({args}), kwargs = {{}})")
@@ -842,4 +844,109 @@ async fn a_batchnorm_folded_by_the_dynamo_exporter_is_put_back() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.json());
+}
+
+/// GPT-2's tied head as both exporters write it, by hand: the token embedding's Gather reads
+/// the table `wte.weight` [5, 2]; the head's MatMul reads the same values transposed, a second
+/// initializer [2, 5] (the exporters fold `lm_head.weight`'s transpose into one). Read as one
+/// tensor: wte 10 parameters, the head 0 (its note names wte), as PyTorch's `sum(numel)`. With
+/// the loss the sum of the outputs (out[t, v] = E[id_t] . E[v]) the one gradient holds both
+/// uses: dL/dE[r] = sum_t E[id_t] + count(r in ids) * sum_v E[v]. A head whose weight differs
+/// from the table in one value, or a table of one repeated number (two tensors filled with one
+/// constant at initialization), is a separate weight: 20 parameters.
+#[tokio::test]
+async fn a_tied_head_is_read_as_one_tensor() {
+    let table: Vec<f32> = (0..10).map(|i| 0.25 * i as f32 - 1.0).collect();
+    let transposed = |t: &[f32]| -> Vec<f32> { (0..10).map(|k| t[(k % 5) * 2 + k / 5]).collect() };
+    let file = |table: &[f32], head: &[f32]| {
+        let file = token_model(
+            &[1, 3],
+            vec![
+                node("Gather", "/wte/Gather", &["wte.weight", "x"], "e", vec![]),
+                node("MatMul", "/lm_head/MatMul", &["e", "onnx::MatMul_7"], "y", vec![]),
+            ],
+            vec![tensor("wte.weight", &[5, 2], table), tensor("onnx::MatMul_7", &[2, 5], head)],
+            "y",
+        );
+        b64(&file)
+    };
+    let tied = file(&table, &transposed(&table));
+    let r = post("/v1/complexity", json!({"model": {"onnx": tied}, "verify": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = r.json();
+    assert_eq!(t["totals"]["params"], 10, "{t}");
+    assert_eq!(item(&t["rows"], "path", "wte")["params"], 10);
+    let head = item(&t["rows"], "path", "lm_head");
+    assert_eq!(head["params"], 0);
+    assert_eq!(head["macs"], 3 * 2 * 5);
+    assert!(head["note"].as_str().unwrap().contains("wte's tensor"), "{head}");
+    assert_eq!(t["verification"]["agrees"], true);
+
+    let ids = [4usize, 1, 4];
+    let r = post(
+        "/v1/gradient-diagnostics",
+        json!({"model": {"onnx": tied}, "inputs": {"values": ids}, "dtype": "float64"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = r.json();
+    assert_eq!(d["layers"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["layers"][0]["path"], "wte.weight");
+    let e: Vec<f64> = table.iter().map(|&v| v as f64).collect();
+    let mut want = 0.0;
+    for r in 0..5 {
+        let count = ids.iter().filter(|&&i| i == r).count() as f64;
+        for k in 0..2 {
+            let head_use: f64 = ids.iter().map(|&id| e[2 * id + k]).sum();
+            let lookup: f64 = (0..5).map(|v| e[2 * v + k]).sum();
+            want += (head_use + count * lookup).powi(2);
+        }
+    }
+    let got = d["layers"][0]["weight_grad"]["frobenius"].as_f64().unwrap();
+    assert!((got - want.sqrt()).abs() < 1e-12 * want.sqrt(), "{got} != {}", want.sqrt());
+
+    let mut other = transposed(&table);
+    other[3] += 0.5;
+    let constant = [0.5f32; 10];
+    for onnx in [file(&table, &other), file(&constant, &constant)] {
+        let r = post("/v1/complexity", json!({"model": {"onnx": onnx}})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let t = r.json();
+        assert_eq!(t["totals"]["params"], 20, "{t}");
+        assert!(item(&t["rows"], "path", "lm_head").get("note").is_none());
+    }
+}
+
+/// A whole GPT on one token, as the exporters fold it: the position embedding `wpe(arange(1))`
+/// is a constant [1, 4] added to the token embedding's [1, 1, 4], then the features split in
+/// two (`x.split(2, -1)`, which needs the width). The constant is the learned [1, 4] of the
+/// sample (not a [4] with a batch axis): read on a guess before the width was known, the shapes
+/// refuted the guess, and the importer read it again once they were (the guess used to stop
+/// every shape being learned, and the split was refused).
+#[tokio::test]
+async fn a_one_token_position_table_is_read_as_one_row() {
+    let table: Vec<f32> = (0..20).map(|i| 0.1 * i as f32).collect();
+    let mut split = node("Split", "/Split", &["a"], "s0", vec![int("axis", 2)]);
+    split.output.push("s1".into());
+    let file = token_model(
+        &[1, 1],
+        vec![
+            node("Gather", "/wte/Gather", &["wte.weight", "x"], "e", vec![]),
+            node("Add", "/Add", &["e", "onnx::Add_3"], "a", vec![]),
+            split,
+            node("Mul", "/Mul", &["s0", "s1"], "y", vec![]),
+        ],
+        vec![
+            tensor("wte.weight", &[5, 4], &table),
+            tensor("onnx::Add_3", &[1, 4], &[0.5, 0.25, 0.125, 1.0]),
+        ],
+        "y",
+    );
+    let r = post("/v1/complexity", json!({"model": {"onnx": b64(&file)}, "verify": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = r.json();
+    assert_eq!(t["totals"]["params"], 24, "{t}");
+    let position = item(&t["rows"], "type", "parameter");
+    assert_eq!(position["output_shape"], json!([1, 4]), "{t}");
+    assert_eq!(t["model"]["output_shape"], json!([1, 2]), "{t}");
 }

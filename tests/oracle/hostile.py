@@ -36,9 +36,13 @@ def layer(depth=0):
                          "elementwise_affine", "track_running_stats", "affine", "keepdim",
                          "num_embeddings", "embedding_dim", "padding_idx", "embed_dim", "num_heads", "is_causal", "need_weights", "kdim",
                          "hidden_size", "num_layers", "bidirectional", "input_size", "nonlinearity", "proj_size",
-                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim", "unflattened_size", "num_parameters", "init", "start", "length", "factor"], rng.randint(0, 7)):
+                         "shape", "dim0", "dim1", "dims", "index", "start_dim", "end_dim", "unflattened_size", "num_parameters", "init", "start", "length", "factor",
+                         "weight_of", "positions"], rng.randint(0, 7)):
         flags = ("ceil_mode", "bias", "functional", "mode", "elementwise_affine", "track_running_stats", "affine", "keepdim", "is_causal", "need_weights", "bidirectional", "nonlinearity")
         d[k] = v() if k not in flags else rng.choice([True, False, 1, "nearest", "bilinear", "tanh", "relu"])
+        if k == "weight_of":
+            # a tied weight naming nothing, itself, a node of another kind, a mistyped name
+            d[k] = rng.choice(["a", "b", "c", "0", "1", "", "x" * 300, 7, None, [], {"name": "a"}])
     if rng.random() < 0.1: d["padding"] = rng.choice(["same", "valid", "full"])
     if rng.random() < 0.1: d["padding_mode"] = rng.choice(["zeros", "reflect", "replicate", "circular", "mirror", 3])
     if t == "parameter" and rng.random() < 0.5:
@@ -102,6 +106,14 @@ def spec():
         if rng.random() < 0.05:
             g = rng.choice([[], "graph", {"nodes": {}}, {"nodes": [{"name": f"n{i}", "type": "relu"} for i in range(5000)]}])
         out = {"input_shape": shape, "graph": g}
+        if rng.random() < 0.2 and isinstance(g, dict) and isinstance(g.get("nodes"), list):
+            # a GPT's ends with hostile sizes: token ids, a head tied to an embedding (or to
+            # itself, a position table, nothing), a position embedding past its table
+            out["input_dtype"] = rng.choice(["int64", "float32"])
+            g["nodes"] += [{"name": "a", "type": "embedding", "num_embeddings": v(), "embedding_dim": v(), "inputs": ["input"]},
+                           {"name": "c", "type": "embedding", "num_embeddings": v(), "embedding_dim": v(), "positions": v(), "inputs": rng.choice([[], ["a"]])},
+                           {"name": "s", "type": "add", "inputs": ["a", "c"]},
+                           {"name": "b", "type": "linear", "out_features": v(), "bias": rng.random() < 0.5, "weight_of": rng.choice(["a", "b", "c", "s", "input"])}]
         if rng.random() < 0.1:
             out["layers"] = []
         return out
@@ -241,8 +253,20 @@ def seed_unrolled_rnn_onnx():
     return exported(Net(), torch.zeros(1, 4, 4), dynamo=True)
 
 
+def seed_gpt_onnx(dynamo):
+    """A whole nanoGPT with its head tied to the token embedding (the table written twice, one
+    copy transposed) and its position rows folded, to mutate."""
+    import warnings
+
+    import torch
+    warnings.filterwarnings("ignore")
+    from onnx_check import NanoGPT
+    torch.manual_seed(2)
+    return exported(NanoGPT(20, 6, 4, 4, 2, 1, True, False, random.Random(2)), torch.zeros(1, 4, dtype=torch.long), dynamo=dynamo)
+
+
 ONNX_FILES = [seed_onnx(), seed_sequence_onnx(), seed_attention_onnx(), seed_attention_onnx(dynamo=False), seed_cross_onnx(), seed_cross_onnx(dynamo=True),
-              seed_unrolled_rnn_onnx()]
+              seed_unrolled_rnn_onnx(), seed_gpt_onnx(False), seed_gpt_onnx(True)]
 
 
 def seed_torchscript():

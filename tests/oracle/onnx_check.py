@@ -751,6 +751,109 @@ def run_heads(url, n, seed):
     return failures
 
 
+class NanoGPT(torch.nn.Module):
+    """A whole nanoGPT as its model.py writes it: token and position embeddings
+    (`wpe(torch.arange(t))`, the table `block` >= t rows), GPTBlocks, ln_f, and an lm_head
+    whose weight is the token embedding's (`transformer.wte.weight = lm_head.weight`: one
+    tensor, named wte.weight by named_parameters()) or its own."""
+
+    def __init__(self, vocab, block, length, c, heads, layers, tie, flash, rng):
+        super().__init__()
+        nn = torch.nn
+        blocks = [GPTBlock(block, c, heads, fused=True, causal=True, mask_form=rng.choice(["tril", "triu", "add", "min"]),
+                           k_steps=rng.choice([1, 2]), divide=rng.random() < 0.5, ln=True, mlp=True, flash=flash) for _ in range(layers)]
+        # (nanoGPT keeps these in a ModuleDict `transformer`, whose name the TorchScript
+        # exporter leaves out of its scopes: see the README)
+        self.wte, self.wpe, self.h, self.ln_f = nn.Embedding(vocab, c), nn.Embedding(block, c), nn.ModuleList(blocks), nn.LayerNorm(c)
+        self.lm_head = nn.Linear(c, vocab, bias=False)
+        if tie:
+            self.wte.weight = self.lm_head.weight
+
+    def forward(self, idx):
+        pos = torch.arange(0, idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def run_gpt(url, n, seed):
+    """Random whole nanoGPTs from both exporters (1 or 2 blocks, tied or untied head, the block
+    size the sequence's length or longer, attention by hand or the flash path). The file equals
+    the module: FlopCounterMode's total; sum(numel), the tied weight once (the head's row 0, its
+    note naming the embedding) but for the position table's rows past the sequence, which the
+    exporters fold away (the file holds rows 0..L only: exactly (block - L) * C fewer, the one
+    documented difference); float64 gradients per named parameter with the file's weights (the
+    embedding's holds both uses; the folded position rows' gradient is wpe.weight's, whose
+    other rows are zero); a unit's tokens (0..i) by autograd; the probe."""
+    rng = random.Random(seed)
+    failures = 0
+    for case in range(n):
+        length, heads, d = rng.randint(1, 6), rng.randint(1, 3), rng.randint(1, 4)
+        c = heads * d
+        block, vocab = length + rng.choice([0, 0, rng.randint(1, 4)]), rng.randint(2, 40)
+        tie, layers, flash = rng.random() < 0.75, rng.choice([1, 1, 2]), rng.random() < 0.3
+        dynamo = case % 2 == 1
+        torch.manual_seed(seed * 1000 + case)
+        model = NanoGPT(vocab, block, length, c, heads, layers, tie, flash, rng).eval()
+        ids = torch.randint(0, vocab, (2, length))
+        label = f"onnx nanoGPT case {case} (vocab {vocab}, block {block}, L {length}, C {c}, heads {heads}, {layers} blocks, tie {tie}, flash {flash}, {'dynamo' if dynamo else 'TorchScript'})"
+        try:
+            data = export(model, [length], dynamo=dynamo, example=ids[:1])
+        except Exception as e:  # an exporter's own failure is not the service's
+            print(f"{label}: export failed, skipped ({type(e).__name__})")
+            continue
+        onnx_model = {"onnx": base64.b64encode(data).decode()}
+        problems = []
+        s, resp = post(url + "/v1/complexity", {"model": onnx_model, "profile": "torch_flop_counter", "verify": True})
+        if s != 200:
+            print(f"{label}: status {s}: {str(resp)[:400]}")
+            failures += 1
+            continue
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(ids[:1])
+        if resp["totals"]["flops"] != counter.get_total_flops():
+            problems.append(f"torch_flop_counter {resp['totals']['flops']} != FlopCounterMode {counter.get_total_flops()}")
+        want = sum(p.numel() for p in model.parameters()) - (block - length) * c
+        if resp["totals"]["params"] != want:
+            problems.append(f"params {resp['totals']['params']} != sum(numel) less the folded position rows {want}")
+        if not resp.get("verification", {}).get("agrees"):
+            problems.append("the libtorch check disagrees")
+        rows = [r for r in resp["rows"] if not r["subtotal"]]
+        head, emb = rows[-1], [r for r in rows if r["type"] == "embedding"]
+        if len(emb) != 1 or emb[0]["params"] != vocab * c:
+            problems.append(f"embedding rows {[(r['path'], r['params']) for r in emb]}, not one of {vocab * c}")
+        if head["params"] != (0 if tie else vocab * c) or tie != ("weight_of" in (head.get("note") or "")):
+            problems.append(f"head row {head['path']}: params {head['params']}, note {head.get('note')}")
+        # float64 gradients with the file's weights; the folded position rows under the
+        # exporter's name, compared with wpe.weight's gradient (zero past row L)
+        s, g = post(url + "/v1/gradient-diagnostics", {"model": onnx_model, "inputs": {"values": ids.flatten().tolist()}, "dtype": "float64"})
+        if s != 200:
+            problems.append(f"diagnostics status {s}: {str(g)[:300]}")
+        else:
+            position = [r for r in g["layers"] if r["path"] not in dict(model.named_parameters()) and r["path"] + ".weight" not in dict(model.named_parameters())]
+            found, _, _ = gradient_problems(model.double(), ids, g, renamed=[r["path"] for r in position])
+            problems += found
+            wpe = model.wpe.weight.grad.norm().item()
+            if len(position) != 1 or abs(position[0]["weight_grad"]["frobenius"] - wpe) > 1e-7 * wpe:
+                problems.append(f"position rows {[(r['path'], r['weight_grad']['frobenius']) for r in position]} != wpe.weight's gradient {wpe}")
+        token = rng.randrange(length)
+        s, rf = post(url + "/v1/receptive-field", {"model": onnx_model, "position": {"layer": head["path"], "index": [token], "channel": rng.randrange(vocab)}})
+        if s != 200:
+            problems.append(f"receptive field status {s}: {str(rf)[:300]}")
+        else:
+            if rf["position"].get("input_tokens") != [[0, token]]:
+                problems.append(f"token {token} reads {rf['position'].get('input_tokens')}, not 0..{token}")
+            if not rf["verification"].get("agrees"):
+                problems.append("the probe disagrees")
+        model.float()
+        print(f"{label}: " + ("ok" if not problems else "; ".join(problems)))
+        failures += bool(problems)
+    print(f"onnx whole nanoGPT: {n - failures} of {n} files agree")
+    return failures
+
+
 def _runs(indices):
     """Consecutive runs of sorted indices as (first, last) pairs."""
     out = []
@@ -1244,6 +1347,7 @@ def main():
     ap.add_argument("--cross", type=int, default=24, help="random cross-attention networks")
     ap.add_argument("--volumes", type=int, default=20, help="random 3-D networks on volumes on top of --n and --signals")
     ap.add_argument("--heads", type=int, default=20, help="random transformer blocks with multi-head attention by hand")
+    ap.add_argument("--gpt", type=int, default=6, help="random whole nanoGPTs (tied heads, position embeddings)")
     a = ap.parse_args()
     if a.case is not None:
         sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
@@ -1252,6 +1356,7 @@ def main():
     failed += run_sequences(a.url, a.sequences, a.seed)
     failed += run_cross(a.url, a.cross, a.seed)
     failed += run_heads(a.url, a.heads, a.seed)
+    failed += run_gpt(a.url, a.gpt, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
     failed += check_padding_idx(a.url)

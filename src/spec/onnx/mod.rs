@@ -577,8 +577,11 @@ impl Reader {
     fn name_for(&mut self, node: &NodeProto, index: usize, weight: Option<&str>) -> String {
         // a weight that several nodes read (the dynamo exporter keeps one copy of equal tensors,
         // such as every LayerNorm's ones at initialization) names none of them: the metadata does
+        // and an embedding's table may be a tied tensor that the dynamo exporter names after the
+        // other module (GPT-2's `lm_head.weight` for `transformer.wte`'s Gather)
         let dynamo = dynamo_name(node);
-        let shared = weight.is_some_and(|w| self.readers.get(w).copied().unwrap_or(0) > 1) && dynamo.is_some();
+        let shared =
+            (weight.is_some_and(|w| self.readers.get(w).copied().unwrap_or(0) > 1) || node.op_type() == "Gather") && dynamo.is_some();
         let has_weight = weight.is_some();
         let weight = weight.filter(|_| !shared);
         let base = weight
@@ -2225,14 +2228,31 @@ fn partial_shapes(r: &Reader, input: &Value) -> HashMap<String, Vec<Option<i64>>
             nodes.push(n.clone());
         }
     }
-    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
-    let mut spec = input.clone();
-    spec["graph"] = json!({"nodes": nodes, "outputs": names});
-    // with no node read yet, the input's tensors (a transposed input) still have shapes
-    let model = if nodes.is_empty() {
-        None
-    } else {
-        parse_model(&spec, "", &SpecLimits::default()).ok()
+    // the longest prefix of them whose shapes infer: a node read on a guess that the shapes
+    // refute (a learned [1, D] read as [D] before the rank of what it is added to was known)
+    // leaves the shapes before it learned, and the next round reads it right
+    let model = loop {
+        // with no node read yet, the input's tensors (a transposed input) still have shapes
+        if nodes.is_empty() {
+            break None;
+        }
+        let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+        let mut spec = input.clone();
+        spec["graph"] = json!({"nodes": nodes, "outputs": names});
+        let failed_at = match parse_model(&spec, "", &SpecLimits::default()) {
+            Ok(m) => match super::shape::infer(&m, "") {
+                Ok(_) => break Some(m),
+                Err(e) => e.pointer,
+            },
+            Err(e) => e.pointer,
+        };
+        match failed_at
+            .strip_prefix("/graph/nodes/")
+            .and_then(|r| r.split('/').next()?.parse::<usize>().ok())
+        {
+            Some(k) if k < nodes.len() => nodes.truncate(k),
+            _ => break None,
+        }
     };
     let graph = model.as_ref().and_then(|m| super::shape::infer(m, "").ok());
     let input_shape: Vec<u64> = input["input_shape"]
@@ -2334,7 +2354,7 @@ pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> Spec
     // Shape arithmetic needs the shapes of tensors the file does not state (the legacy exporter
     // writes none): each round infers the shapes of what was read so far and folds again.
     let mut learned: HashMap<String, Vec<Option<i64>>> = HashMap::new();
-    let (r, pending) = loop {
+    let (mut r, pending) = loop {
         let (r, pending) = read(graph, constants.clone(), input.name(), shape.len(), token_ids, &learned);
         if r.refused.is_empty() {
             break (r, pending);
@@ -2390,6 +2410,7 @@ pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> Spec
             _ => return Err(bad(pointer, format!("output {:?} is produced by no node", o.name()))),
         }
     }
+    tie_weights(&mut r.nodes, &mut r.weights);
     Ok(Imported {
         spec: {
             let mut spec = input_json(&shape, token_ids);
@@ -2400,6 +2421,48 @@ pub fn import(bytes: bytes::Bytes, files: &ExternalFiles, pointer: &str) -> Spec
         origin: r.origin,
         features: r.features,
     })
+}
+
+/// GPT-2's tied weights (`lm_head.weight = wte.weight`): both exporters write the one tensor
+/// twice, as the embedding's Gather table `[V, D]` and, folded from its transpose, as the
+/// head's MatMul operand `[D, V]`. A linear whose weight equals an embedding's table element for
+/// element (and holds more than one number: two tensors filled with one constant are not taken
+/// for one) is read as `weight_of` that embedding, and its copy dropped.
+fn tie_weights(nodes: &mut [Value], weights: &mut ModelWeights) {
+    let weight = |weights: &ModelWeights, name: &str| {
+        weights
+            .get(name)
+            .and_then(|ts| ts.iter().find(|(role, _)| role == "weight"))
+            .map(|(_, v)| v.clone())
+    };
+    let tables: Vec<(String, Value, Arc<LazyValues>)> = nodes
+        .iter()
+        .filter(|n| n["type"] == "embedding")
+        .filter_map(|n| {
+            let name = n["name"].as_str()?.to_string();
+            let table = weight(weights, &name)?;
+            Some((name, n["num_embeddings"].clone(), table))
+        })
+        .collect();
+    if tables.is_empty() {
+        return;
+    }
+    for node in nodes.iter_mut().filter(|n| n["type"] == "linear") {
+        let Some(name) = node["name"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let Some(w) = weight(weights, &name) else { continue };
+        let Some((owner, ..)) = tables
+            .iter()
+            .find(|(_, rows, table)| node["out_features"] == *rows && table.same_tensor(&w))
+        else {
+            continue;
+        };
+        node["weight_of"] = json!(owner);
+        if let Some(ts) = weights.get_mut(&name) {
+            ts.retain(|(role, _)| role != "weight");
+        }
+    }
 }
 
 /// `[N, C, H, W]`, `[N, C, L]`, `[N, L, D]` or `[N, F]` without the batch axis (floats), or `[N, L]`
