@@ -757,24 +757,30 @@ class NanoGPT(torch.nn.Module):
     whose weight is the token embedding's (`transformer.wte.weight = lm_head.weight`: one
     tensor, named wte.weight by named_parameters()) or its own."""
 
-    def __init__(self, vocab, block, length, c, heads, layers, tie, flash, rng):
+    def __init__(self, vocab, block, length, c, heads, layers, tie, flash, rng, module_dict=False):
         super().__init__()
         nn = torch.nn
         blocks = [GPTBlock(block, c, heads, fused=True, causal=True, mask_form=rng.choice(["tril", "triu", "add", "min"]),
                            k_steps=rng.choice([1, 2]), divide=rng.random() < 0.5, ln=True, mlp=True, flash=flash) for _ in range(layers)]
-        # (nanoGPT keeps these in a ModuleDict `transformer`, whose name the TorchScript
-        # exporter leaves out of its scopes: see the README)
-        self.wte, self.wpe, self.h, self.ln_f = nn.Embedding(vocab, c), nn.Embedding(block, c), nn.ModuleList(blocks), nn.LayerNorm(c)
+        # (`module_dict`: in a ModuleDict `transformer`, as nanoGPT keeps them, whose name the
+        # TorchScript exporter leaves out of its scopes)
+        parts = dict(wte=nn.Embedding(vocab, c), wpe=nn.Embedding(block, c), h=nn.ModuleList(blocks), ln_f=nn.LayerNorm(c))
+        self.transformer = nn.ModuleDict(parts) if module_dict else None
+        if not module_dict:
+            self.wte, self.wpe, self.h, self.ln_f = parts["wte"], parts["wpe"], parts["h"], parts["ln_f"]
         self.lm_head = nn.Linear(c, vocab, bias=False)
         if tie:
-            self.wte.weight = self.lm_head.weight
+            parts["wte"].weight = self.lm_head.weight
+
+    def part(self, name):
+        return self.transformer[name] if self.transformer is not None else getattr(self, name)
 
     def forward(self, idx):
         pos = torch.arange(0, idx.size(1), dtype=torch.long, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
-        for block in self.h:
+        x = self.part("wte")(idx) + self.part("wpe")(pos)
+        for block in self.part("h"):
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        return self.lm_head(self.part("ln_f")(x))
 
 
 def run_gpt(url, n, seed):
@@ -795,9 +801,10 @@ def run_gpt(url, n, seed):
         tie, layers, flash = rng.random() < 0.75, rng.choice([1, 1, 2]), rng.random() < 0.3
         dynamo = case % 2 == 1
         torch.manual_seed(seed * 1000 + case)
-        model = NanoGPT(vocab, block, length, c, heads, layers, tie, flash, rng).eval()
+        module_dict = rng.random() < 0.5
+        model = NanoGPT(vocab, block, length, c, heads, layers, tie, flash, rng, module_dict=module_dict).eval()
         ids = torch.randint(0, vocab, (2, length))
-        label = f"onnx nanoGPT case {case} (vocab {vocab}, block {block}, L {length}, C {c}, heads {heads}, {layers} blocks, tie {tie}, flash {flash}, {'dynamo' if dynamo else 'TorchScript'})"
+        label = f"onnx nanoGPT case {case} (vocab {vocab}, block {block}, L {length}, C {c}, heads {heads}, {layers} blocks, tie {tie}, flash {flash}, ModuleDict {module_dict}, {'dynamo' if dynamo else 'TorchScript'})"
         try:
             data = export(model, [length], dynamo=dynamo, example=ids[:1])
         except Exception as e:  # an exporter's own failure is not the service's
@@ -835,7 +842,7 @@ def run_gpt(url, n, seed):
             position = [r for r in g["layers"] if r["path"] not in dict(model.named_parameters()) and r["path"] + ".weight" not in dict(model.named_parameters())]
             found, _, _ = gradient_problems(model.double(), ids, g, renamed=[r["path"] for r in position])
             problems += found
-            wpe = model.wpe.weight.grad.norm().item()
+            wpe = model.part("wpe").weight.grad.norm().item()
             if len(position) != 1 or abs(position[0]["weight_grad"]["frobenius"] - wpe) > 1e-7 * wpe:
                 problems.append(f"position rows {[(r['path'], r['weight_grad']['frobenius']) for r in position]} != wpe.weight's gradient {wpe}")
         token = rng.randrange(length)

@@ -408,6 +408,10 @@ struct Reader {
     features: Vec<(usize, u64)>,
     /// Module names that own a `<module>.weight` initializer: their nodes take those names.
     modules: std::collections::HashSet<String>,
+    /// Every module path the initializers' names hold, with its parents (`transformer`,
+    /// `transformer.h`, `transformer.h.0`, `transformer.h.0.c_attn` for
+    /// `transformer.h.0.c_attn.bias`).
+    module_paths: std::collections::HashSet<String>,
     /// Axes of the model's sample (its input without the batch axis), and of the tensors whose
     /// shapes were learned: a global pool of a three-axis tensor `[N, C, L]` is a 1-D one.
     input_rank: usize,
@@ -572,6 +576,23 @@ impl Reader {
         })
     }
 
+    /// A module's name from the TorchScript exporter's scopes, rooted: its scopes leave out a
+    /// container whose own forward never runs (nanoGPT's `ModuleDict` `transformer`), so that
+    /// `h.0.c_attn` is `transformer.h.0.c_attn` where the initializers' names put `h` under one
+    /// parent only, and nowhere at the top.
+    fn rooted(&self, scoped: String) -> String {
+        let first = scoped.split('.').next().unwrap_or_default();
+        if self.module_paths.contains(first) {
+            return scoped;
+        }
+        let under = format!(".{first}");
+        let parents: std::collections::BTreeSet<&str> = self.module_paths.iter().filter_map(|m| m.strip_suffix(&under)).collect();
+        match parents.iter().next() {
+            Some(parent) if parents.len() == 1 => format!("{parent}.{scoped}"),
+            _ => scoped,
+        }
+    }
+
     /// A unique node name: the PyTorch module's name where the node has a weight named
     /// `<module>.weight`, else the ONNX node's name.
     fn name_for(&mut self, node: &NodeProto, index: usize, weight: Option<&str>) -> String {
@@ -591,7 +612,7 @@ impl Reader {
                 // an op inside a module that owns weights (F.pad in a reflect-padded Conv2d)
                 // leaves the module's name to the module's own op
                 dynamo
-                    .or_else(|| scoped_name(node.name(), node.op_type()))
+                    .or_else(|| scoped_name(node.name(), node.op_type()).map(|n| self.rooted(n)))
                     .map(|n| match !has_weight && self.modules.contains(&n) {
                         true => format!("{n}.{}", node.op_type().to_ascii_lowercase()),
                         false => n,
@@ -2135,6 +2156,14 @@ fn read(
             .initializer
             .iter()
             .filter_map(|t| t.name().strip_suffix(".weight").map(str::to_string))
+            .collect(),
+        module_paths: graph
+            .initializer
+            .iter()
+            .flat_map(|t| {
+                let name = t.name();
+                name.match_indices('.').map(|(i, _)| name[..i].to_string()).collect::<Vec<_>>()
+            })
             .collect(),
         input_rank,
         ranks: learned.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
