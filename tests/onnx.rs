@@ -954,11 +954,13 @@ async fn a_one_token_position_table_is_read_as_one_row() {
 /// The TorchScript exporter's scopes leave out a container whose own forward never runs
 /// (nanoGPT's `ModuleDict` `transformer`): a MatMul scoped `/h.0/c_attn/MatMul`, whose weight it
 /// folded into `onnx::MatMul_5`, is module `transformer.h.0.c_attn` where the initializers put
-/// `h` under `transformer` (its bias `transformer.h.0.c_attn.bias`) and nowhere at the top; where
-/// they put it under two parents, or at the top, the scope's name stays as it is.
+/// `h.0` under `transformer` (its bias `transformer.h.0.c_attn.bias`) and `h` nowhere at the top;
+/// where they put it under two parents, or at the top, the scope's name stays as it is, and so
+/// does a one-part scope (a top-level layer whose weights were all renamed, `/1/MatMul`, is not
+/// `0.body.1` because that path exists).
 #[tokio::test]
 async fn a_scope_missing_its_container_is_rooted_by_the_initializers() {
-    let path = |bias: &str, extra: Option<&str>| {
+    let path = |scope: &str, bias: &str, extra: Option<&str>| {
         let mut inits = vec![tensor("onnx::MatMul_5", &[2, 4], &[0.5; 8]), tensor(bias, &[4], &[0.25; 4])];
         if let Some(e) = extra {
             inits.push(tensor(e, &[4], &[1.0; 4]));
@@ -966,8 +968,8 @@ async fn a_scope_missing_its_container_is_rooted_by_the_initializers() {
         let file = model(
             &[1, 3, 2],
             vec![
-                node("MatMul", "/h.0/c_attn/MatMul", &["x", "onnx::MatMul_5"], "m", vec![]),
-                node("Add", "/h.0/c_attn/Add", &["m", bias], "y", vec![]),
+                node("MatMul", &format!("/{scope}/MatMul"), &["x", "onnx::MatMul_5"], "m", vec![]),
+                node("Add", &format!("/{scope}/Add"), &["m", bias], "y", vec![]),
             ],
             inits,
             "y",
@@ -980,7 +982,12 @@ async fn a_scope_missing_its_container_is_rooted_by_the_initializers() {
             t["rows"][0]["path"].as_str().unwrap().to_string()
         }
     };
-    assert_eq!(path("transformer.h.0.c_attn.bias", None).await, "transformer.h.0.c_attn");
-    assert_eq!(path("transformer.h.0.c_attn.bias", Some("decoder.h.1.x.bias")).await, "h.0.c_attn");
-    assert_eq!(path("transformer.h.0.c_attn.bias", Some("h.1.x.bias")).await, "h.0.c_attn");
+    let scope = "h.0/c_attn";
+    assert_eq!(path(scope, "transformer.h.0.c_attn.bias", None).await, "transformer.h.0.c_attn");
+    assert_eq!(
+        path(scope, "transformer.h.0.c_attn.bias", Some("decoder.h.0.x.bias")).await,
+        "h.0.c_attn"
+    );
+    assert_eq!(path(scope, "transformer.h.0.c_attn.bias", Some("h.1.x.bias")).await, "h.0.c_attn");
+    assert_eq!(path("1", "onnx::Add_9", Some("0.body.1.bias")).await, "1");
 }

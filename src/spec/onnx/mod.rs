@@ -578,14 +578,17 @@ impl Reader {
 
     /// A module's name from the TorchScript exporter's scopes, rooted: its scopes leave out a
     /// container whose own forward never runs (nanoGPT's `ModuleDict` `transformer`), so that
-    /// `h.0.c_attn` is `transformer.h.0.c_attn` where the initializers' names put `h` under one
-    /// parent only, and nowhere at the top.
+    /// `h.0.c_attn` is `transformer.h.0.c_attn` where the initializers' names put `h.0` under one
+    /// parent only, and `h` nowhere at the top.
+    /// Only a scope of two parts or more is rooted, by its first two (`h.0`): a top-level layer
+    /// whose weights were all renamed (a GRU's packed `onnx::GRU_N`, a MatMul's folded weight) is
+    /// known by no initializer, and its one-part name (`1`, `head`) may end another path.
     fn rooted(&self, scoped: String) -> String {
-        let first = scoped.split('.').next().unwrap_or_default();
-        if self.module_paths.contains(first) {
+        let parts: Vec<&str> = scoped.splitn(3, '.').collect();
+        if parts.len() < 2 || self.module_paths.contains(parts[0]) {
             return scoped;
         }
-        let under = format!(".{first}");
+        let under = format!(".{}.{}", parts[0], parts[1]);
         let parents: std::collections::BTreeSet<&str> = self.module_paths.iter().filter_map(|m| m.strip_suffix(&under)).collect();
         match parents.iter().next() {
             Some(parent) if parents.len() == 1 => format!("{parent}.{scoped}"),
