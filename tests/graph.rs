@@ -1080,6 +1080,34 @@ async fn multi_head_attention_by_hand() {
             assert_eq!(r["position"]["input_tokens"], json!([[0, last.unwrap_or(i)]]), "token {i}");
         }
     }
+    // the per-layer kinds: the tokens move with their axis through the heads ([6, 2, 4] on 0,
+    // [2, 6, 4] on 1, k transposed [2, 4, 6] on 2); the scores read a query and a key token, no
+    // range of one index; the causal softmax's output (h, i, j) reads tokens 0..i (0 above the
+    // diagonal: nothing), and so does every layer after it; without the mask every token
+    for (model, after) in [(&causal, ("causal", "0 <= t <= i")), (&heads_by_hand(false), ("global", ""))] {
+        let r = post("/v1/receptive-field", json!({"model": model, "verify": false})).await.json();
+        let layer = |p: &str| item(&r["layers"], "path", p).clone();
+        for (path, axis) in [("q", 0), ("qh", 0), ("qt", 1), ("kt", 2), ("vt", 1)] {
+            let l = layer(path);
+            assert_eq!(
+                (l["kind"].as_str(), l["tokens"]["text"].as_str()),
+                (Some("token"), Some("t = i")),
+                "{path}: {l}"
+            );
+            assert_eq!(l["tokens"].get("axis").map_or(0, |a| a.as_u64().unwrap()), axis, "{path}: {l}");
+        }
+        assert_eq!(layer("scores")["kind"], "not_affine");
+        assert!(layer("scores")["note"].as_str().unwrap().contains("query token i and key token j"));
+        for path in ["attn", "context", "back", "merged", "c_proj"] {
+            let l = layer(path);
+            assert_eq!(l["kind"], after.0, "{path}: {l}");
+            if after.0 == "causal" {
+                assert_eq!(l["tokens"]["text"], after.1, "{path}: {l}");
+                let axis = if matches!(path, "attn" | "context") { 1 } else { 0 };
+                assert_eq!(l["tokens"].get("axis").map_or(0, |a| a.as_u64().unwrap()), axis, "{path}: {l}");
+            }
+        }
+    }
     // nanoGPT's attn_dropout between the softmax and @ v keeps the softmax's zeros zeros
     let mut dropped = causal.clone();
     let nodes = dropped["graph"]["nodes"].as_array_mut().unwrap();

@@ -252,8 +252,15 @@ pub enum Rf {
     Global,
     /// A sequence `[L, D]` (or token ids `[L]`): output token `i` reads input tokens
     /// `0 ..= i` when `prefix` (a causal mask, a forward LSTM), `i ..= L-1` when `suffix`, else
-    /// token `i` alone; both ends open is [`Rf::Global`] (see [`Rf::sequence`]).
-    Sequence { prefix: bool, suffix: bool },
+    /// token `i` alone; both ends open is [`Rf::Global`] (see [`Rf::sequence`]). `axis` is the
+    /// sample axis that holds the tokens: 0, but for attention's heads written by hand
+    /// (`[L, H, d]` has them on 0, `[H, L, d]` on 1).
+    Sequence { prefix: bool, suffix: bool, axis: usize },
+    /// Attention's scores written by hand, `q @ k^T` (`[.., L, S]`): element `(.., i, j)` reads
+    /// query token `i` and key token `j` (each with the earlier (`prefix`) or later (`suffix`)
+    /// tokens it reads); `axis` holds the queries, the last axis the keys. No range of one
+    /// index; a softmax over the keys makes one: tokens `0..=i` under a causal mask, else all.
+    Pairs { axis: usize, prefix: bool, suffix: bool },
     /// No affine form exists; the string says why. Exact per-unit answers still exist.
     NotAffine(String),
     /// A learned tensor (a parameter node) and what is computed from it alone: it reads no input.
@@ -263,10 +270,15 @@ pub enum Rf {
 impl Rf {
     /// A sequence map; one open at both ends reads every token: global.
     pub fn sequence(prefix: bool, suffix: bool) -> Rf {
+        Rf::tokens(0, prefix, suffix)
+    }
+
+    /// A sequence map with its tokens on sample axis `axis`.
+    pub fn tokens(axis: usize, prefix: bool, suffix: bool) -> Rf {
         if prefix && suffix {
             Rf::Global
         } else {
-            Rf::Sequence { prefix, suffix }
+            Rf::Sequence { prefix, suffix, axis }
         }
     }
 }
@@ -281,11 +293,21 @@ pub struct TokenRange {
     pub prefix: bool,
     /// Reads every later token.
     pub suffix: bool,
+    /// The sample axis whose index is `i`, where it is not the first: attention's heads written
+    /// by hand (`[H, L, d]`: 1; k transposed, `[H, d, L]`: 2; the weights `[H, L, L]`: 1, whose
+    /// elements above the diagonal read nothing).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub axis: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn token_range(rf: &Rf, input_tokens: u64, base: u64) -> Option<TokenRange> {
     match *rf {
-        Rf::Sequence { prefix, suffix } => Some(TokenRange {
+        Rf::Sequence { prefix, suffix, axis } => Some(TokenRange {
+            axis,
             text: match (prefix, suffix) {
                 (true, _) => format!("{base} <= t <= i"),
                 (false, true) => format!("i <= t <= {}", input_tokens - 1 + base),
@@ -549,7 +571,7 @@ fn kind_name(rf: &Rf) -> RfKind {
         Rf::Rational(_) | Rf::RationalVolume(_) => RfKind::Rational,
         Rf::Features => RfKind::Features,
         Rf::Global => RfKind::Global,
-        Rf::NotAffine(_) => RfKind::NotAffine,
+        Rf::NotAffine(_) | Rf::Pairs { .. } => RfKind::NotAffine,
         Rf::Constant => RfKind::Constant,
         Rf::Sequence { prefix: true, .. } => RfKind::Causal,
         Rf::Sequence { suffix: true, .. } => RfKind::Anticausal,
@@ -592,10 +614,16 @@ pub fn layer_table(graph: &Graph, rfs: &[NodeRf], base: u64) -> Vec<LayerRf> {
             if let Rf::NotAffine(why) = &n.rf {
                 row.note.get_or_insert_with(|| why.clone());
             }
+            if let Rf::Pairs { .. } = &n.rf {
+                row.note.get_or_insert_with(|| PAIRS.to_string());
+            }
             row
         })
         .collect()
 }
+
+/// Why attention's scores written by hand have no range of one index.
+const PAIRS: &str = "attention's scores: output (i, j) reads query token i and key token j; the softmax over the keys reads tokens 0..i under a causal mask, else every token; a unit's exact set is exact";
 
 /// A node's map, and for a merge node the maps it combined and whether they are aligned.
 #[derive(Clone, Debug)]
@@ -628,11 +656,25 @@ pub fn node_rfs(graph: &Graph) -> Vec<NodeRf> {
                     Some(_) => "attention: output token i reads query token i and every key and value token",
                     None => "cross-attention: output token i reads query token i and every key and value token",
                 };
-                // causal attention over sequences each token of which reads earlier tokens only
-                let prefix = causal && node.output.len() == 2 && ins.iter().all(|r| matches!(r, Rf::Sequence { suffix: false, .. }));
+                // causal attention over sequences each token of which reads earlier tokens only,
+                // their tokens on the rows (the heads' `[H, L, E]` too)
+                let rows = |e: &crate::spec::shape::Edge| e.shape.len().saturating_sub(2);
+                let prefix = causal
+                    && node
+                        .inputs
+                        .iter()
+                        .zip(&ins)
+                        .all(|(e, r)| matches!(*r, Rf::Sequence { suffix: false, axis, .. } if axis == rows(e)));
+                let by_tokens = if matmul && node.merge == Some(Merge::MatMul) {
+                    matmul_tokens(graph, node, &ins)
+                } else {
+                    None
+                };
                 NodeRf {
                     rf: if prefix {
-                        Rf::sequence(true, false)
+                        Rf::tokens(node.output.len() - 2, true, false)
+                    } else if let Some(rf) = by_tokens {
+                        rf
                     } else {
                         row_and_all(&ins[0], &ins[1..], why)
                     },
@@ -762,6 +804,50 @@ fn covers(boxes: &[&Product], shape: &[u64], a: usize) -> bool {
     })
 }
 
+/// The map of `a @ b` (`[.., n, k] @ [.., k, m]`, a batch of matrices each) where an operand holds
+/// tokens on one axis: output `(.., i, j)` reads row `i` of `a` and column `j` of `b`. Tokens on
+/// a's rows by learned columns keep their axis (`x @ W`), tokens on b's columns by learned rows
+/// move to the last axis; tokens on a's rows by tokens on b's columns are attention's scores
+/// (`q @ k^T`); by tokens on b's rows, a's weights exactly 0 above the diagonal (a causal
+/// softmax's), output row `i` reads b's rows `0..=i` (`weights @ v`); tokens on the contracted
+/// axis make every output read them all. None: [`row_and_all`] answers.
+fn matmul_tokens(graph: &Graph, node: &Node, ins: &[Rf]) -> Option<Rf> {
+    let (ea, eb) = (&node.inputs[0], &node.inputs[1]);
+    let (ra, rb, r) = (ea.shape.len(), eb.shape.len(), node.output.len());
+    if ra < 2 || rb < 2 {
+        return None;
+    }
+    Some(match (&ins[0], &ins[1]) {
+        (&Rf::Sequence { axis, .. }, _) if axis == ra - 1 => Rf::Global,
+        (_, &Rf::Sequence { axis, .. }) if axis == rb - 2 && !matches!(ins[0], Rf::Sequence { .. }) => Rf::Global,
+        (&Rf::Sequence { axis, prefix, suffix }, Rf::Constant) if axis == ra - 2 => Rf::tokens(r - 2, prefix, suffix),
+        (Rf::Constant, &Rf::Sequence { axis, prefix, suffix }) if axis == rb - 1 => Rf::tokens(r - 1, prefix, suffix),
+        (
+            &Rf::Sequence { axis, prefix, suffix },
+            &Rf::Sequence {
+                axis: kb,
+                prefix: pb,
+                suffix: sb,
+            },
+        ) if axis == ra - 2 => {
+            if kb == rb - 1 {
+                Rf::Pairs {
+                    axis: r - 2,
+                    prefix: prefix || pb,
+                    suffix: suffix || sb,
+                }
+            } else if kb == rb - 2 && graph.zero_above(ea) {
+                Rf::tokens(r - 2, true, suffix || sb)
+            } else if kb == rb - 2 {
+                Rf::Global
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    })
+}
+
 /// The map of an output whose row i reads row i of `a` and all of `others` (`a @ b`; a
 /// cross-attention's query and keys/values). By learned tensors alone, row by row as a linear
 /// layer on each token; others that read the input (every token of a sequence, every position of
@@ -770,7 +856,14 @@ fn row_and_all(a: &Rf, others: &[Rf], why: &str) -> Rf {
     let reads_all = |r: &Rf| {
         matches!(
             r,
-            Rf::Global | Rf::Sequence { .. } | Rf::Constant | Rf::Spatial(_) | Rf::Volume(_) | Rf::Rational(_) | Rf::RationalVolume(_)
+            Rf::Global
+                | Rf::Sequence { .. }
+                | Rf::Pairs { .. }
+                | Rf::Constant
+                | Rf::Spatial(_)
+                | Rf::Volume(_)
+                | Rf::Rational(_)
+                | Rf::RationalVolume(_)
         )
     };
     if others.iter().all(|r| *r == Rf::Constant) && maps_of(a).is_none() {
@@ -1015,6 +1108,9 @@ fn apply(node: &Node, rf: Rf) -> Rf {
         return match rf {
             Rf::Global | Rf::Constant => rf,
             _ if node.output == node.input => rf,
+            // a token's features split into heads, or the heads merged back (`[L, C]` and
+            // `[L, H, d]`): every token keeps its elements
+            Rf::Sequence { axis: 0, .. } if node.input.len() >= 2 && node.output.len() >= 2 && node.output[0] == node.input[0] => rf,
             _ => Rf::NotAffine("reshaped: the elements regrouped in row-major order; a unit's exact set is exact".into()),
         };
     }
@@ -1025,8 +1121,18 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             return rf;
         }
         if node.input.len() > 2 {
+            let perm = node.perm();
+            let moved = |a: usize| perm.iter().position(|&p| p == a).expect("a permutation");
+            let last = node.input.len() - 1;
             return match rf {
                 Rf::Global | Rf::Constant => rf,
+                // the tokens move with their axis (attention's heads to the front and back)
+                Rf::Sequence { axis, prefix, suffix } => Rf::tokens(moved(axis), prefix, suffix),
+                Rf::Pairs { axis, prefix, suffix } if perm[last] == last => Rf::Pairs {
+                    axis: moved(axis),
+                    prefix,
+                    suffix,
+                },
                 _ => Rf::NotAffine("axes reordered: no range over rows and columns; a unit's exact set is exact".into()),
             };
         }
@@ -1034,14 +1140,16 @@ fn apply(node: &Node, rf: Rf) -> Rf {
     // outputs above the diagonal read nothing, the others their own element
     if let LayerKind::CausalMask = node.layer.kind {
         return match rf {
-            Rf::Constant => rf,
+            // the scores' elements below the diagonal read what they read, the others nothing
+            Rf::Constant | Rf::Pairs { .. } => rf,
             _ => Rf::NotAffine(
                 "masked: above the diagonal of the last two axes the output is -inf and reads nothing; a unit's exact set is exact".into(),
             ),
         };
     }
     match rf {
-        Rf::Sequence { prefix, suffix } => return apply_sequence(node, prefix, suffix),
+        Rf::Sequence { prefix, suffix, axis } => return apply_sequence(node, prefix, suffix, axis),
+        Rf::Pairs { axis, prefix, suffix } => return apply_pairs(node, axis, prefix, suffix),
         Rf::Constant => return rf,
         _ => {}
     }
@@ -1195,10 +1303,50 @@ fn apply_signal(node: &Node, rf: Rf) -> Rf {
     }
 }
 
+/// The map after a layer that reads attention's scores written by hand ([`Rf::Pairs`]): a
+/// softmax over the keys reads every key of its query's row, those up to the query's own
+/// under a causal mask (the softmax's output is then exactly 0 above the diagonal).
+fn apply_pairs(node: &Node, axis: usize, prefix: bool, suffix: bool) -> Rf {
+    let last = node.input.len() - 1;
+    let same = Rf::Pairs { axis, prefix, suffix };
+    match &node.layer.kind {
+        LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Scale { .. } => same,
+        LayerKind::Softmax { dim } if crate::spec::shape::sample_axis(*dim, node.input.len(), "") == Ok(last) => {
+            if node.above == crate::spec::Above::Zero {
+                Rf::tokens(axis, true, suffix)
+            } else {
+                Rf::Global
+            }
+        }
+        _ => Rf::NotAffine(PAIRS.into()),
+    }
+}
+
 /// The map after a layer that reads a sequence (or token ids) whose token `i` reads input
-/// tokens `0 ..= i` (`prefix`), `i ..= L-1` (`suffix`) or `i` alone.
-fn apply_sequence(node: &Node, prefix: bool, suffix: bool) -> Rf {
-    let same = Rf::sequence(prefix, suffix);
+/// tokens `0 ..= i` (`prefix`), `i ..= L-1` (`suffix`) or `i` alone, the tokens on sample axis
+/// `axis`.
+fn apply_sequence(node: &Node, prefix: bool, suffix: bool, axis: usize) -> Rf {
+    let same = Rf::tokens(axis, prefix, suffix);
+    let rank = node.input.len();
+    if rank > 2 || axis > 0 {
+        // attention's heads written by hand ([L, H, d], [H, L, d], the weights [H, L, L]): what
+        // works within each token keeps the map, what reads along the token axis reads them all
+        let on_tokens = |dim: i64| crate::spec::shape::sample_axis(dim, rank, "") == Ok(axis);
+        return match &node.layer.kind {
+            LayerKind::Activation { .. } | LayerKind::Dropout { .. } | LayerKind::Scale { .. } => same,
+            LayerKind::Linear { .. } if axis + 1 < rank => same,
+            LayerKind::LayerNorm {
+                shape, channels: false, ..
+            } if axis + shape.len() < rank => same,
+            LayerKind::Softmax { dim } if !on_tokens(*dim) => same,
+            LayerKind::Narrow { dim, start, .. } if !on_tokens(*dim) || *start == 0 => same,
+            LayerKind::Linear { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => Rf::Global,
+            _ => Rf::NotAffine(format!(
+                "{} of tokens on sample axis {axis} of {rank}: a unit's exact set is exact",
+                node.layer.type_name()
+            )),
+        };
+    }
     match &node.layer.kind {
         // token by token: a lookup, a projection of each token's features, element-wise
         LayerKind::Embedding { .. }
@@ -1247,16 +1395,45 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
         return (Rf::Global, None, None);
     }
     if let Some(r) = ends.iter().find(|r| matches!(r, Rf::NotAffine(_))) {
-        if ends.iter().all(|r| matches!(r, Rf::Sequence { .. } | Rf::NotAffine(_))) {
+        if ends
+            .iter()
+            .all(|r| matches!(r, Rf::Sequence { .. } | Rf::Pairs { .. } | Rf::NotAffine(_)))
+        {
             return (r.clone(), None, None);
         }
     }
-    if ends.iter().all(|r| matches!(r, Rf::Sequence { .. })) {
-        let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
-            Rf::Sequence { prefix, suffix } => (p || prefix, s || suffix),
-            _ => (p, s),
-        });
-        return (Rf::sequence(p, s), None, None);
+    if let Some(&Rf::Sequence { axis, .. }) = ends.first() {
+        if ends.iter().all(|r| matches!(*r, Rf::Sequence { axis: a, .. } if a == axis)) {
+            let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
+                Rf::Sequence { prefix, suffix, .. } => (p || prefix, s || suffix),
+                _ => (p, s),
+            });
+            return (Rf::tokens(axis, p, s), None, None);
+        }
+    }
+    if let Some(&Rf::Pairs { axis, .. }) = ends.first() {
+        if ends.iter().all(|r| matches!(*r, Rf::Pairs { axis: a, .. } if a == axis)) {
+            let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
+                Rf::Pairs { prefix, suffix, .. } => (p || prefix, s || suffix),
+                _ => (p, s),
+            });
+            return (
+                Rf::Pairs {
+                    axis,
+                    prefix: p,
+                    suffix: s,
+                },
+                None,
+                None,
+            );
+        }
+    }
+    if ends.iter().any(|r| matches!(r, Rf::Sequence { .. } | Rf::Pairs { .. })) {
+        return (
+            Rf::NotAffine("tokens on different axes, or with scores: a unit's exact set is exact".into()),
+            None,
+            None,
+        );
     }
     let volumes: Vec<[Affine; 3]> = ends
         .iter()

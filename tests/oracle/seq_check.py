@@ -877,15 +877,50 @@ def check_rf(url, spec, model, rng):
             problems.append(f"rf {path} index {index} channel {channel}: {key} service {got.get(key)} != autograd {w}")
     if not resp["verification"].get("agrees"):
         problems.append(f"rf {path}: the service's probe disagrees: {resp['verification']}")
-    # the per-layer kind must cover the exact set of a unit
+    # the per-layer kind must cover the exact set of a unit: its index along the axis that holds
+    # the tokens (attention's heads written by hand hold them on another axis than the first;
+    # a unit of a three-axis tensor is (channel, index[0], index[1]), without a channel the sum
+    # over axis 0)
     row = next(r for r in resp["layers"] if r["path"] == path)
     toks = got.get("input_tokens") or []
-    if row["kind"] == "token" and toks and toks != [[index[0], index[0]]]:
-        problems.append(f"rf {path}: kind token but the unit reads {toks}")
-    if row["kind"] == "causal" and toks and toks[-1][1] > index[0]:
-        problems.append(f"rf {path}: kind causal but the unit reads {toks}")
-    if row["kind"] == "anticausal" and toks and toks[0][0] < index[0]:
-        problems.append(f"rf {path}: kind anticausal but the unit reads {toks}")
+    coords = [channel, *index] if len(shape) == 3 else [index[0], channel]
+    t = coords[(row.get("tokens") or {}).get("axis", 0)] if row.get("tokens") else None
+    if t is not None and row["kind"] == "token" and toks and toks != [[t, t]]:
+        problems.append(f"rf {path}: kind token (axis {row['tokens'].get('axis', 0)}, i = {t}) but the unit reads {toks}")
+    if t is not None and row["kind"] == "causal" and toks and toks[-1][1] > t:
+        problems.append(f"rf {path}: kind causal (axis {row['tokens'].get('axis', 0)}, i = {t}) but the unit reads {toks}")
+    if t is not None and row["kind"] == "anticausal" and toks and toks[0][0] < t:
+        problems.append(f"rf {path}: kind anticausal (axis {row['tokens'].get('axis', 0)}, i = {t}) but the unit reads {toks}")
+    return problems
+
+
+def check_kinds(url, spec, rng):
+    """Every layer whose kind is token, causal or anticausal against the exact set of one random
+    unit of it (the exact sets are checked against autograd in check_rf): its index along the
+    axis that holds the tokens (tokens.axis; attention's heads written by hand) bounds the
+    tokens it reads."""
+    status, resp = post(url + "/v1/receptive-field", {"model": spec, "verify": False})
+    if status != 200:
+        return [f"kinds: status {status}: {resp}"]
+    problems = []
+    for row in resp["layers"]:
+        if row["kind"] not in ("token", "causal", "anticausal"):
+            continue
+        shape = row["output_shape"]
+        coords = [rng.randrange(n) for n in shape]
+        position = {"layer": row["path"], "index": coords[1:] if len(shape) == 3 else coords[:1]}
+        if len(shape) >= 2:
+            position["channel"] = coords[0] if len(shape) == 3 else coords[1]
+        status, got = post(url + "/v1/receptive-field", {"model": spec, "position": position, "verify": False})
+        if status != 200:
+            problems.append(f"kinds: {position}: status {status}: {got}")
+            continue
+        t = coords[row["tokens"].get("axis", 0)]
+        toks = got["position"].get("input_tokens") or []
+        wrong = {"token": toks and toks != [[t, t]], "causal": toks and toks[-1][1] > t,
+                 "anticausal": toks and toks[0][0] < t}[row["kind"]]
+        if wrong:
+            problems.append(f"kinds: {row['path']} is {row['kind']} (axis {row['tokens'].get('axis', 0)}) but unit {coords} reads {toks}")
     return problems
 
 
@@ -1003,6 +1038,8 @@ def main():
         x = token_ids(spec, 2, torch.Generator().manual_seed(case)) if ids else torch.randn(2, *shape, dtype=torch.float64)
         problems = check_complexity(url=a.url, spec=spec, model=model, x=x)
         problems += check_rf(a.url, spec, model, rng)
+        if "graph" in spec:
+            problems += check_kinds(a.url, spec, rng)
         problems += check_gradients(a.url, spec, model, rng)
         problems += check_profiles(a.url, spec, model, x)
         if problems:
