@@ -436,11 +436,11 @@ fn parse_parameters(v: Option<&BTreeMap<String, BTreeMap<String, Option<Numbers>
         let at = |k: &str| child(&p, k);
         let w = match entry.get("weight") {
             Some(Some(v)) => numbers(v, &at("weight"), max)?,
-            // a stand-in: the net takes the owner's tensor in its place
-            _ if tied_weight.is_some() => vec![0.0; wn],
+            // none: the net takes the owner's tensor in its place
+            _ if tied_weight.is_some() => Vec::new(),
             _ => return Err(SpecError::invalid(at("weight"), "is required")),
         };
-        if w.len() != wn {
+        if w.len() != wn && tied_weight.is_none() {
             return Err(SpecError::invalid(
                 at("weight"),
                 format!(

@@ -149,6 +149,8 @@ pub(crate) fn drawn_tensor<T: Send + tch::kind::Element, F: Fn(&mut Rng) -> T + 
 
 /// One layer's generated parameters from its own stream: weights by `init` times `scale`, biases
 /// by torch.nn's default for `pytorch_default` and zero otherwise (drawn after the weights).
+/// Without `weights` (a tied layer's, which its owner's tensor replaces) the weight tensor is
+/// left unfilled and only the bias is drawn, the same bias as with them.
 #[allow(clippy::too_many_arguments)]
 fn draw(
     path: &str,
@@ -159,6 +161,7 @@ fn draw(
     has_bias: bool,
     init: &InitSpec,
     kind: Kind,
+    weights: bool,
 ) -> (Tensor, Option<Tensor>) {
     let rng = layer_rng(init.seed, path);
     let scale = init.scale;
@@ -178,7 +181,9 @@ fn draw(
         v * scale
     };
     // rounded to f32 as it is drawn: the same rounding as to_kind
-    let w = if kind == Kind::Float {
+    let w = if !weights {
+        Tensor::empty([n as i64], (kind, Device::Cpu))
+    } else if kind == Kind::Float {
         drawn_tensor::<f32, _>(n, &rng, per, &|r: &mut Rng| weight(r) as f32)
     } else {
         drawn_tensor::<f64, _>(n, &rng, per, &weight)
@@ -290,6 +295,8 @@ impl Net {
                                 (Some((w, _)), _) => Tensor::from_slice(w),
                                 (None, Some(w)) if np.bias => Tensor::from_slice(w),
                                 (None, Some(w)) => Tensor::from_slice(w) * init.scale,
+                                // a tied embedding's table is its owner's tensor, set below
+                                (None, None) if node.tie.is_some() => Tensor::empty(shape.as_slice(), (kind, Device::Cpu)),
                                 (None, None) => draw_named(node, np, n, &key, init, kind),
                             },
                         };
@@ -404,12 +411,18 @@ impl Net {
             // Drawing a large model's weights took longer than running it: each layer is drawn
             // on every core (its stream split by jumping ahead), straight into a tensor of the
             // run's type.
+            // (a tied layer's weight is its owner's tensor, set below: never drawn nor read)
+            let tied = node.tie.is_some();
             let (weight, bias) = if mode == Mode::Probe {
                 (Tensor::ones([n as i64], (kind, Device::Cpu)), None)
             } else if let Some((w, b)) = explicit.get(&node.path) {
                 let b = b.as_deref().map(Tensor::from_slice);
                 (
-                    Tensor::from_slice(w),
+                    if tied {
+                        Tensor::empty([n as i64], (kind, Device::Cpu))
+                    } else {
+                        Tensor::from_slice(w)
+                    },
                     b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
                 )
             } else if let Some(w) = given(graph, init, &node.path, "weight") {
@@ -419,7 +432,7 @@ impl Net {
                     b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
                 )
             } else {
-                draw(&node.path, n, out, fan_in, fan_out, has_bias, init, kind)
+                draw(&node.path, n, out, fan_in, fan_out, has_bias, init, kind, !tied)
             };
             params.insert(
                 node.path.clone(),
@@ -969,7 +982,7 @@ fn draw_named(node: &Node, np: &crate::spec::shape::NamedParam, n: usize, key: &
         (LayerKind::MultiheadAttention { .. }, true) if np.name == "in_proj_weight" => per_layer(Init::XavierUniform, init.scale),
         _ => init.clone(),
     };
-    draw(key, n, rows as usize, cols, rows, false, &spec, kind).0
+    draw(key, n, rows as usize, cols, rows, false, &spec, kind, true).0
 }
 
 /// Multi-head attention of queries `q` [N, L, E] over keys `k` and values `v` [N, Lk, E] (all
@@ -1180,10 +1193,10 @@ mod tests {
                     Init::PytorchDefault => (0..out).map(|_| rng.uniform(1.0 / f64::sqrt(fan_in))).collect(),
                     _ => vec![0.0; out],
                 };
-                let (w, b) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Double);
+                let (w, b) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Double, true);
                 assert_eq!(Vec::<f64>::try_from(&w).unwrap(), want, "{init:?} n={n}");
                 assert_eq!(Vec::<f64>::try_from(&b.unwrap()).unwrap(), want_bias, "{init:?} n={n}");
-                let (w32, _) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Float);
+                let (w32, _) = draw("3.body.1", n, out, fan_in, fan_out, true, &spec, Kind::Float, true);
                 let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
                 assert_eq!(Vec::<f32>::try_from(&w32).unwrap(), want32, "{init:?} n={n} f32");
             }
