@@ -340,10 +340,91 @@ async fn bilinear_upsampling_reads_the_two_neighbours() {
         "/model/layers/0/scale_factor",
     );
     assert_problem(
-        &post("/v1/receptive-field", bad(json!({"scale_factor": 2, "align_corners": true}))).await,
+        &post("/v1/receptive-field", bad(json!({"scale_factor": 2, "align_corners": "yes"}))).await,
         422,
         "/model/layers/0/align_corners",
     );
+}
+
+/// Upsampling by any factor or to any size, by hand from ATen's float32 arithmetic
+/// (`ATen/native/UpSample.h`; tests/oracle/check.py `interp` checks every form against autograd
+/// in float32 and float64).
+#[tokio::test]
+async fn upsampling_by_any_factor_by_hand() {
+    let rows = |layer: Value, input: Value, i: u64| async move {
+        let v = post(
+            "/v1/receptive-field",
+            json!({"model": {"input_shape": input, "layers": [layer]}, "position": {"index": [i, 0]}}),
+        )
+        .await
+        .json();
+        assert_eq!(v["verification"]["agrees"], true, "{}", v["verification"]);
+        (v["position"]["input_rows"].clone(), v["layers"][0].clone())
+    };
+    // nearest by 1.5: 5 rows to floor(7.5) = 7, row o reads floorf(o * 0.6666667):
+    // 0, 0, 1, 2, 2, 3, 4
+    let nearest = json!({"type": "upsample", "scale_factor": 1.5});
+    for (o, m) in [0, 0, 1, 2, 2, 3, 4].into_iter().enumerate() {
+        let (got, layer) = rows(nearest.clone(), json!([1, 5, 2]), o as u64).await;
+        assert_eq!(got, json!([[m, m]]), "output row {o}");
+        assert_eq!(layer["output_shape"], json!([1, 7, 3]));
+        assert_eq!(layer["rational"]["height"]["text"], "floor(2i/3) <= m <= floor(2i/3)");
+    }
+    // bilinear from 2 rows to 3 (a size): (o + 0.5) * 2/3 - 0.5 = 0, 0.5, 1.1667 (clamped to
+    // the last row): row 0 alone, rows 0 and 1, row 1 alone
+    let to3 = json!({"type": "upsample", "mode": "bilinear", "size": [3, 1]});
+    for (o, want) in [json!([[0, 0]]), json!([[0, 1]]), json!([[1, 1]])].into_iter().enumerate() {
+        assert_eq!(rows(to3.clone(), json!([1, 2, 1]), o as u64).await.0, want, "output row {o}");
+    }
+    // align_corners from 5 rows to 9: o * 4/8, on a row at even o, between two at odd o
+    let corners = json!({"type": "upsample", "mode": "bilinear", "size": [9, 1], "align_corners": true});
+    for o in 0..9u64 {
+        let (got, layer) = rows(corners.clone(), json!([1, 5, 1]), o).await;
+        assert_eq!(got, json!([[o / 2, o.div_ceil(2)]]), "output row {o}");
+        assert_eq!(layer["rational"]["height"]["text"], "floor(i/2) <= m <= floor((i+1)/2)");
+    }
+    // by 3, output row 1 sits exactly on input row 0: float32 rounds 1/3 * 1.5 back to 0.5 (row
+    // 0 alone), fused with the subtraction it leaves 1.5e-8 (rows 0 and 1): refused
+    let r = post(
+        "/v1/receptive-field",
+        json!({"model": {"input_shape": [1, 4, 4], "layers": [{"type": "upsample", "mode": "bilinear", "scale_factor": 3}]}}),
+    )
+    .await;
+    assert_problem(&r, 422, "/model/layers/0/scale_factor");
+    assert!(
+        r.text
+            .contains("output position 1 reads input row 0 in float32 and rows 0 and 1 in float32 with a fused multiply-add"),
+        "{}",
+        r.text
+    );
+    // an empty output is PyTorch's error too
+    assert_problem(
+        &post(
+            "/v1/receptive-field",
+            json!({"model": {"input_shape": [1, 1, 4], "layers": [{"type": "upsample", "scale_factor": 0.5}]}}),
+        )
+        .await,
+        422,
+        "/model/layers/0/scale_factor",
+    );
+    // ptflops: nn.Upsample's hook counts the output (13 x 15 = 195); F.interpolate's counts the
+    // input (9 x 10 = 90) times 1.5 ** 2 = 202.5 for one number (a float in nn.Upsample), times
+    // int(1.5) * int(1.5) = 1 for a list (a tuple, its product cast to int64)
+    for (factor, flops, note) in [(json!(1.5), 195 + 202, true), (json!([1.5, 1.5]), 195 + 90, false)] {
+        let t = post(
+            "/v1/complexity",
+            json!({"model": {"input_shape": [1, 9, 10], "layers": [{"type": "upsample", "scale_factor": factor}]}, "profile": "ptflops", "verify": false}),
+        )
+        .await
+        .json();
+        assert_eq!(t["rows"][0]["flops"], flops, "{factor}");
+        assert_eq!(
+            t["rows"][0]["note"].as_str().is_some_and(|n| n.contains("counts 202.5 here")),
+            note,
+            "{}",
+            t["rows"][0]
+        );
+    }
 }
 
 /// x.mean(...) as a forward writes it, by hand: over [2, 3] each feature reads its channel's

@@ -32,6 +32,14 @@ async fn params_and_flops_agree_with_torch_flop_counter_on_presets_220_random_sp
     oracle("complexity", "220").await;
 }
 
+/// Upsampling by any factor or to any size against autograd in float32 and float64: every
+/// sampled unit's exact set, the per-layer range there, and refusals only where PyTorch's float
+/// arithmetic places a position differently (tests/oracle/check.py `interp`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsampling_by_any_factor_agrees_with_autograd_in_float32_and_float64() {
+    oracle("interp", "150").await;
+}
+
 /// The presets against torchvision's own modules: sum(numel), FlopCounterMode, and the real
 /// fvcore and ptflops on those modules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

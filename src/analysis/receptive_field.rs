@@ -5,6 +5,8 @@
 //! `jump*i + lo ..= jump*i + hi` (before clipping to the image). One-based answers, as the course
 //! writes them, shift both `i` and `m` by one: `lo1 = lo - jump + 1`, `hi1 = hi - jump + 1`.
 use super::intervals::IntervalSet;
+use crate::spec::interp::Floor;
+use crate::spec::shape::upsample_axes;
 use crate::spec::{Above, Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -185,8 +187,8 @@ impl End {
         };
         let core = if self.d == 1 {
             lin(self.n, c)
-        } else if c == 0 && self.n == 1 {
-            format!("floor({var}/{})", self.d)
+        } else if c == 0 {
+            format!("floor({}/{})", lin(self.n, 0), self.d)
         } else {
             format!("floor(({})/{})", lin(self.n, c), self.d)
         };
@@ -1017,20 +1019,14 @@ fn transposed_map(m: AxisMap, kernel: u64, stride: u64, padding: u64, dilation: 
 /// A rational map through an upsampling by `s` along one axis. Nearest: output row i copies
 /// input row floor(i/s); linear: rows floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the
 /// source position's two neighbours.
-fn upsample_map(m: AxisMap, s: u64, linear: bool) -> Option<AxisMap> {
-    let s = s as i64;
-    if linear {
-        Some(AxisMap {
-            lo: m.lo.floor(2, 1 - s, 2 * s)?,
-            hi: m.hi.floor(2, s, 2 * s)?,
-        })
-    } else {
-        Some(AxisMap {
-            lo: m.lo.floor(1, 0, s)?,
-            hi: m.hi.floor(1, 0, s)?,
-        })
-    }
+fn upsample_map(m: AxisMap, [lo, hi]: [Floor; 2]) -> Option<AxisMap> {
+    Some(AxisMap {
+        lo: m.lo.floor(lo.0, lo.1, lo.2)?,
+        hi: m.hi.floor(hi.0, hi.1, hi.2)?,
+    })
 }
+
+const UNEVEN: &str = "an upsampling whose source positions PyTorch's float arithmetic does not place by one floor: no single-floor range; exact sets of a unit are exact";
 
 /// A map after a crop from `start` along its axis: output position i is input position
 /// i + start (None when a number leaves 64 bits).
@@ -1197,12 +1193,15 @@ fn apply(node: &Node, rf: Rf) -> Rf {
             dilation,
             ..
         } => map_volume(rf, NESTED, |a, m| transposed_map(m, kernel[a], stride[a], padding[a], dilation[a])),
-        LayerKind::Upsample { bilinear, .. } => {
-            let axis = |a: usize, m: AxisMap| upsample_map(m, node.output[a + 1] / node.input[a + 1], *bilinear);
+        LayerKind::Upsample { .. } => {
+            let axes = upsample_axes(node.layer, &node.input[1..], &node.output[1..]);
+            let floors: Vec<_> = axes.iter().map(|a| a.floors()).collect();
+            let why = if floors.iter().all(Option::is_some) { NESTED } else { UNEVEN };
+            let axis = |a: usize, m: AxisMap| upsample_map(m, floors[a]?);
             if node.input.len() == 4 {
-                map_volume(rf, NESTED, axis)
+                map_volume(rf, why, axis)
             } else {
-                map_axes(rf, NESTED, axis)
+                map_axes(rf, why, axis)
             }
         }
         LayerKind::GroupNorm { .. } | LayerKind::InstanceNorm { .. } | LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => {
@@ -2036,23 +2035,17 @@ fn back_node(node: &Node, set: Vec<Product>, approx: &mut bool) -> Vec<Product> 
                 .collect(),
         },
         // (every spatial axis: an image's two, a volume's three)
-        LayerKind::Upsample { bilinear, .. } => {
+        LayerKind::Upsample { .. } => {
+            let axes = upsample_axes(node.layer, &node.input[1..], &node.output[1..]);
             let axis = |a: usize, set: &IntervalSet| {
-                let (s, last) = (node.output[a + 1] / node.input[a + 1], node.input[a + 1] - 1);
-                IntervalSet::from_ranges(
-                    set.ranges()
-                        .iter()
-                        .map(|&(lo, hi)| {
-                            if *bilinear {
-                                // the neighbours of (i + 0.5)/s - 0.5 clamped at 0; a zero-weight
-                                // neighbour (at the clamped start, past the end) is not read
-                                (((2 * lo + 1).saturating_sub(s)) / (2 * s), ((2 * hi + s) / (2 * s)).min(last))
-                            } else {
-                                (lo / s, hi / s)
-                            }
-                        })
-                        .collect(),
-                )
+                let ax = &axes[a];
+                if ax.output >= ax.input {
+                    // consecutive outputs read overlapping or adjacent rows: an interval's ends
+                    IntervalSet::from_ranges(set.ranges().iter().map(|&(lo, hi)| (ax.rows(lo).0, ax.rows(hi).1)).collect())
+                } else {
+                    // fewer outputs than inputs: rows may be skipped, output by output
+                    IntervalSet::from_ranges(set.ranges().iter().flat_map(|&(lo, hi)| (lo..=hi).map(|o| ax.rows(o))).collect())
+                }
             };
             set.into_iter()
                 .map(|p| {

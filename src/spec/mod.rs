@@ -1,5 +1,6 @@
 //! The layer spec shared by every endpoint: types, parsing, presets and shape inference.
 pub mod error;
+pub mod interp;
 pub mod json;
 pub mod onnx;
 pub mod ops;

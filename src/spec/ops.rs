@@ -178,11 +178,11 @@ conv_layer!(
 #[serde(rename_all = "snake_case")]
 pub enum UpsampleMode {
     Nearest,
-    /// images; power-of-two factors
+    /// images
     Bilinear,
-    /// 1-D signals; power-of-two factors
+    /// 1-D signals
     Linear,
-    /// volumes; power-of-two factors
+    /// volumes
     Trilinear,
 }
 
@@ -195,17 +195,33 @@ pub enum UpsampleSize {
     Each(Vec<u64>),
 }
 
-/// `torch.nn.Upsample` by an integer factor per axis: `scale_factor` or `size` (a multiple of
-/// the input), not both. On a signal `[C, L]`: nearest or linear; on a volume `[C, D, H, W]`:
-/// nearest or trilinear.
+/// A number above 0 and at most 1024 (every axis), or one per axis: `[h, w]` (an image),
+/// `[d, h, w]` (a volume), `[l]` (a signal).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UpsampleFactor {
+    All(f64),
+    #[schema(value_type = Vec<f64>)]
+    Each(Vec<f64>),
+}
+
+/// `torch.nn.Upsample`: `scale_factor` (the output `floor(input * scale_factor)`, the kernel
+/// stepping by `1/scale_factor`, as nn.Upsample passes it on) or `size` (any size, the kernel
+/// stepping by input/output), not both. Output position `o` reads the input positions PyTorch's
+/// float arithmetic gives it: nearest `floor(o * scale)` in float32; the linear modes the two
+/// neighbours of `(o + 0.5) * scale - 0.5` (clamped at 0) or, with `align_corners`, of
+/// `o * (in - 1)/(out - 1)`, without a neighbour whose weight is zero. A linear upsampling whose
+/// positions depend on that arithmetic (float32 or float64, a fused multiply-add or not: a
+/// linear upsampling by 3) is a 422 naming the position. On a signal `[C, L]`: nearest or
+/// linear; on a volume `[C, D, H, W]`: nearest or trilinear.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"scale_factor": 2, "mode": "nearest"}))]
 pub struct UpsampleLayer {
-    pub scale_factor: Option<UpsampleSize>,
+    pub scale_factor: Option<UpsampleFactor>,
     pub size: Option<UpsampleSize>,
     /// Default nearest.
     pub mode: Option<UpsampleMode>,
-    /// false only (PyTorch's default; linear modes only).
+    /// Linear modes only; default false (PyTorch's).
     pub align_corners: Option<bool>,
     /// false only.
     pub recompute_scale_factor: Option<bool>,

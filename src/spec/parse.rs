@@ -467,56 +467,57 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                 mode => {
                     return Err(SpecError::invalid(
                         o.at("mode"),
-                        format!("mode {mode:?} is not supported yet: \"nearest\" (integer factors), \"bilinear\" (images), \"trilinear\" (volumes) or \"linear\" (1-D signals; power-of-two factors)"),
+                        format!("mode {mode:?} is not supported yet: \"nearest\", \"bilinear\" (images), \"trilinear\" (volumes) or \"linear\" (1-D signals)"),
                     ))
                 }
             };
             let trilinear = mode == "trilinear";
             one_d |= one_element("scale_factor") || one_element("size");
-            match (bilinear, o.raw("align_corners")) {
+            let align_corners = match (bilinear, o.raw("align_corners")) {
                 (false, Some(_)) => {
                     return Err(SpecError::invalid(
                         o.at("align_corners"),
                         "align_corners applies to linear modes only (PyTorch refuses it for nearest)",
                     ))
                 }
-                (true, Some(v)) if v != &Value::Bool(false) => {
-                    return Err(SpecError::invalid(
-                        o.at("align_corners"),
-                        "only align_corners=false (PyTorch's default) is supported",
-                    ))
-                }
-                _ => {}
-            }
+                (true, Some(v)) => v
+                    .as_bool()
+                    .ok_or_else(|| SpecError::invalid(o.at("align_corners"), format!("expected true or false, got {}", describe(v))))?,
+                _ => false,
+            };
             if o.raw("recompute_scale_factor").is_some_and(|v| v != &Value::Bool(false)) {
                 return Err(SpecError::invalid(o.at("recompute_scale_factor"), "only the default is supported"));
             }
             // an int, or one number per axis (the input's axes decide which form it is)
-            let per_axis = |key: &'static str, hi: u64, why: &str| -> SpecResult<Option<Vec<u64>>> {
+            let per_axis = |key: &'static str, read: &dyn Fn(&Value, &str) -> SpecResult<f64>| -> SpecResult<Option<Vec<f64>>> {
                 match o.raw(key) {
                     None => Ok(None),
-                    Some(v @ Value::Number(_)) => Ok(Some(vec![
-                        uint(v, &o.at(key), 1, hi).map_err(|e| SpecError::invalid(e.pointer, format!("{}{why}", e.message)))?
-                    ])),
+                    Some(v @ Value::Number(_)) => Ok(Some(vec![read(v, &o.at(key))?])),
                     Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| {
-                            uint(v, &child(&o.at(key), i), 1, hi).map_err(|e| SpecError::invalid(e.pointer, format!("{}{why}", e.message)))
-                        })
+                        .map(|(i, v)| read(v, &child(&o.at(key), i)))
                         .collect::<SpecResult<Vec<_>>>()
                         .map(Some),
                     Some(other) => Err(SpecError::invalid(
                         o.at(key),
                         format!(
-                            "expected an int, [h, w] (an image), [d, h, w] (a volume) or [l] (a signal), got {}",
+                            "expected a number, [h, w] (an image), [d, h, w] (a volume) or [l] (a signal), got {}",
                             describe(other)
                         ),
                     )),
                 }
             };
-            let scale = per_axis("scale_factor", 1024, " (integer scale factors only)")?;
-            let size = per_axis("size", max, "")?;
+            // any positive factor (PyTorch's output is floor(input * factor), at least 1)
+            let factor = |v: &Value, at: &str| -> SpecResult<f64> {
+                match v.as_f64() {
+                    Some(f) if f.is_finite() && f > 0.0 && f <= 1024.0 => Ok(f),
+                    Some(f) if f.is_finite() => Err(SpecError::invalid(at, format!("must be above 0 and at most 1024, got {f}"))),
+                    _ => Err(SpecError::invalid(at, format!("expected a number, got {}", describe(v)))),
+                }
+            };
+            let scale = per_axis("scale_factor", &factor)?;
+            let size = per_axis("size", &|v, at| uint(v, at, 1, max).map(|n| n as f64))?.map(|v| v.into_iter().map(|n| n as u64).collect());
             match (scale.is_some(), size.is_some()) {
                 (true, true) => {
                     return Err(SpecError::invalid(
@@ -529,9 +530,11 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             }
             LayerKind::Upsample {
                 scale,
+                scale_each: matches!(o.raw("scale_factor"), Some(Value::Array(_))),
                 size,
                 bilinear,
                 trilinear,
+                align_corners,
             }
         }
         "parameter" if graph => LayerKind::Parameter {

@@ -2,6 +2,7 @@
 //! layer's input and output shape and its resolved sliding windows. Every analysis works on the
 //! resulting [`Graph`], so all of them agree on paths, shapes and padding.
 use super::error::{child, SpecError, SpecResult};
+use super::interp::{self, Interp};
 use super::types::*;
 
 /// One axis of a sliding window (conv or pool), padding already resolved.
@@ -1155,19 +1156,20 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
         }
         LayerKind::Upsample {
             scale,
+            scale_each,
             size,
             bilinear,
             trilinear,
+            align_corners,
         } => {
-            let length = |v: &Option<Vec<u64>>, key: &str| -> SpecResult<Option<Vec<u64>>> {
-                v.as_ref().map(|v| Ok(vec![1, per_axis(v, 1, key, pointer)?[0]])).transpose()
-            };
             height_one = Layer {
                 kind: LayerKind::Upsample {
-                    scale: length(scale, "scale_factor")?,
-                    size: length(size, "size")?,
+                    scale: scale.as_ref().map(|v| Ok::<_, SpecError>(vec![1.0, per_axis(v, 1, "scale_factor", pointer)?[0]])).transpose()?,
+                    scale_each: *scale_each,
+                    size: size.as_ref().map(|v| Ok::<_, SpecError>(vec![1, per_axis(v, 1, "size", pointer)?[0]])).transpose()?,
                     bilinear: *bilinear,
                     trilinear: *trilinear,
+                    align_corners: *align_corners,
                 },
                 ..layer.clone()
             };
@@ -1184,7 +1186,7 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
 
 /// An upsampling's `scale_factor` or `size` (`key`) for an input with `axes` spatial axes: one
 /// number (every axis), or one per axis.
-fn per_axis(v: &[u64], axes: usize, key: &str, pointer: &str) -> SpecResult<Vec<u64>> {
+fn per_axis<T: Copy>(v: &[T], axes: usize, key: &str, pointer: &str) -> SpecResult<Vec<T>> {
     match v.len() {
         1 => Ok(vec![v[0]; axes]),
         n if n == axes => Ok(v.to_vec()),
@@ -1198,44 +1200,105 @@ fn per_axis(v: &[u64], axes: usize, key: &str, pointer: &str) -> SpecResult<Vec<
     }
 }
 
-/// An upsampling's integer factor per spatial axis of `input` (its spatial sizes), from its
-/// `scale_factor` or from a `size` that is a multiple of the input; a linear mode only by powers
-/// of two (where PyTorch's float source positions are exact).
-fn upsample_factors(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<Vec<u64>> {
+/// An upsampling's axes over an input's spatial sizes `input` and its output's `output`.
+pub fn upsample_axes(layer: &Layer, input: &[u64], output: &[u64]) -> Vec<Interp> {
+    let LayerKind::Upsample {
+        scale,
+        bilinear,
+        align_corners,
+        ..
+    } = &layer.kind
+    else {
+        unreachable!("an upsampling")
+    };
+    (0..input.len())
+        .map(|a| Interp {
+            input: input[a],
+            output: output[a],
+            // one number for every axis (a signal's one: its height of 1 is copied), or one per axis
+            scale: scale.as_ref().map(|s| if s.len() == 1 { s[0] } else { s[a] }),
+            linear: *bilinear,
+            align_corners: *align_corners,
+        })
+        .collect()
+}
+
+/// An upsampling's output size per spatial axis of `input` (its spatial sizes): `floor(input *
+/// scale_factor)`, or the `size`. A linear mode whose rows PyTorch's float arithmetic decides
+/// differently in float32 and float64 (or fused and not) is refused, naming the row.
+fn upsample_sizes(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<Vec<u64>> {
     let LayerKind::Upsample { scale, size, bilinear, .. } = &layer.kind else {
         unreachable!("an upsampling")
     };
-    let s = match (scale, size) {
-        (Some(s), _) => per_axis(s, input.len(), "scale_factor", pointer)?,
-        (None, Some(size)) => {
-            let size = per_axis(size, input.len(), "size", pointer)?;
-            let mut s = vec![1; input.len()];
+    let key = if scale.is_some() { "scale_factor" } else { "size" };
+    let out: Vec<u64> = match (scale, size) {
+        (Some(s), _) => {
+            let s = per_axis(s, input.len(), key, pointer)?;
+            let mut out = Vec::with_capacity(input.len());
             for (a, &n) in input.iter().enumerate() {
-                if size[a] % n != 0 {
+                let o = interp::scaled_size(n, s[a]);
+                if o == 0 {
                     return Err(SpecError::invalid(
-                        child(pointer, "size"),
+                        child(pointer, key),
                         format!(
-                            "upsampling from {n} to {} is not by an integer factor; only integer factors are supported yet",
-                            size[a]
+                            "scales {n} positions to floor({n} * {}) = 0 (PyTorch refuses an empty output)",
+                            s[a]
                         ),
                     ));
                 }
-                s[a] = size[a] / n;
+                out.push(o);
             }
-            s
+            out
         }
+        (None, Some(size)) => per_axis(size, input.len(), key, pointer)?,
         (None, None) => unreachable!("the parser requires one"),
     };
-    if *bilinear && !s.iter().all(|f| f.is_power_of_two()) {
-        return Err(SpecError::invalid(
-            child(pointer, if scale.is_some() { "scale_factor" } else { "size" }),
-            format!(
-                "linear upsampling by {} is not supported yet: only powers of two, where PyTorch's float source positions are exact",
-                s.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("x")
-            ),
-        ));
+    if out.iter().any(|&o| o > 1 << 40) {
+        return Err(SpecError::invalid(pointer, "the output size overflows"));
     }
-    Ok(s)
+    if *bilinear {
+        let names: &[&str] = match input.len() {
+            3 => &["depth", "height", "width"],
+            2 if input[0] == 1 && out[0] == 1 => &["", "length"],
+            _ => &["height", "width"],
+        };
+        for (a, ax) in upsample_axes(layer, input, &out).iter().enumerate() {
+            match ax.ambiguity() {
+                Ok(None) => {}
+                Ok(Some(amb)) => {
+                    let rows = |(a, b): (u64, u64)| if a == b { format!("row {a}") } else { format!("rows {a} and {b}") };
+                    return Err(SpecError::invalid(
+                        child(pointer, key),
+                        format!(
+                            "linear upsampling from {} to {} positions along the {}: with PyTorch's float arithmetic output position {} reads input {} in float32 and {} in {} (a weight of about 1e-7 or none), so the positions a unit reads would depend on the dtype and the device; upsamplings whose source positions never fall on an input position (even factors, 2 to 3 positions) or fall on them exactly (powers of two, align_corners from n+1 to 2n+1 or 4n+1 positions) are answered exactly",
+                            ax.input,
+                            ax.output,
+                            names[a],
+                            amb.row,
+                            rows(amb.float32),
+                            rows((amb.other.1, amb.other.2)),
+                            match amb.other.0 {
+                                interp::Arith::Float32 => "float32",
+                                interp::Arith::Float32Fused => "float32 with a fused multiply-add",
+                                interp::Arith::Float64 => "float64",
+                                interp::Arith::Float64Fused => "float64 with a fused multiply-add",
+                            },
+                        ),
+                    ));
+                }
+                Err(limit) => {
+                    return Err(SpecError::invalid(
+                        child(pointer, key),
+                        format!(
+                            "linear upsampling to {} positions along the {}: the service checks PyTorch's float positions on up to {limit} output positions an axis (past 2^23 float32 no longer holds them exactly)",
+                            ax.output, names[a]
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A transposed convolution's output size along one axis from `n` inputs and its kernel, stride,
@@ -1319,15 +1382,8 @@ fn infer_3d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
                     "mode \"bilinear\" needs an image [C, H, W]; a volume [C, D, H, W] takes \"trilinear\"",
                 ));
             }
-            let s = upsample_factors(layer, &[d, h, w], pointer)?;
             let mut out = vec![c];
-            for (a, n) in [d, h, w].into_iter().enumerate() {
-                out.push(
-                    n.checked_mul(s[a])
-                        .filter(|&o| o <= 1 << 40)
-                        .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))?,
-                );
-            }
+            out.extend(upsample_sizes(layer, &[d, h, w], pointer)?);
             return Ok((out, None));
         }
         // no windows: an input position adds its kernel into several outputs
@@ -1457,13 +1513,10 @@ fn infer_2d(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u64>
         }
         LayerKind::Upsample { .. } => {
             let [c, h, w] = image(input, "upsample", pointer)?;
-            let s = upsample_factors(layer, &[h, w], pointer)?;
-            let out = |a: usize, n: u64| {
-                n.checked_mul(s[a])
-                    .filter(|&o| o <= 1 << 40)
-                    .ok_or_else(|| SpecError::invalid(pointer, "the output size overflows"))
+            let [oh, ow] = upsample_sizes(layer, &[h, w], pointer)?[..] else {
+                unreachable!("two axes")
             };
-            vec![c, out(0, h)?, out(1, w)?]
+            vec![c, oh, ow]
         }
         LayerKind::Linear { out_features, .. } => match input {
             [f] => {

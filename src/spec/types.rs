@@ -245,19 +245,23 @@ pub enum LayerKind {
         groups: u64,
         bias: bool,
     },
-    /// `torch.nn.Upsample` by an integer factor per axis (from `scale_factor`, or from a `size`
-    /// that is a multiple of the input). Nearest: output row `i` copies input row `floor(i/s)`.
-    /// Bilinear (align_corners false, factors powers of two, where PyTorch's float arithmetic
-    /// is exact): a weighted sum of rows `floor(src)` and `floor(src) + 1`, src = (i + 0.5)/s - 0.5
-    /// clamped at 0, the second row dropped where its weight is zero.
-    /// `scale` and `size` as given: one number (an int factor: every axis of the input), or one
-    /// per axis (`[h, w]`, a volume's `[d, h, w]`). On a volume (mode trilinear, `trilinear`)
-    /// the same on three axes, depth first; `bilinear` is any linear mode.
+    /// `torch.nn.Upsample` per axis, from `scale_factor` (output `floor(input * scale)`, the
+    /// kernel stepping by `1/scale`) or from a `size` (stepping by `input/output`). Output row `o`
+    /// reads the rows [`crate::spec::interp::Interp::rows`] gives: nearest one row, the linear
+    /// modes one or two neighbours (a neighbour whose weight is zero is not read), as PyTorch's
+    /// float arithmetic finds them; a linear upsampling whose rows depend on that arithmetic
+    /// (float32 or float64, fused or not) is refused. `scale` and `size` as given: one number
+    /// (every axis of the input), or one per axis (`[h, w]`, a volume's `[d, h, w]`). On a volume
+    /// (mode trilinear, `trilinear`) the same on three axes, depth first; `bilinear` is any
+    /// linear mode.
     Upsample {
-        scale: Option<Vec<u64>>,
+        scale: Option<Vec<f64>>,
+        /// `scale_factor` was a list (nn.Upsample keeps a tuple), not one number (a float).
+        scale_each: bool,
         size: Option<Vec<u64>>,
         bilinear: bool,
         trilinear: bool,
+        align_corners: bool,
     },
     Linear {
         out_features: u64,

@@ -853,7 +853,7 @@ impl Net {
                     ints(dilation),
                 )
             }
-            // integer factors: output row i is input row floor(i / s), exactly as PyTorch's nearest
+            // nn.Upsample's kernels, given what nn.Upsample gives them
             LayerKind::Upsample { .. } => upsample(x, node),
             LayerKind::Linear { .. } => {
                 let p = p.expect("linear params");
@@ -1024,18 +1024,28 @@ fn attention(
 
 /// An upsampling layer on `x`: nearest or bilinear (align_corners false) to the node's output.
 pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
-    let linear = matches!(node.layer.kind, LayerKind::Upsample { bilinear: true, .. });
+    let LayerKind::Upsample {
+        bilinear: linear,
+        align_corners,
+        ..
+    } = node.layer.kind
+    else {
+        unreachable!("an upsampling")
+    };
+    // nn.Upsample passes a scale_factor on to the kernel (which steps by 1/scale), a size not
+    let axes = crate::spec::shape::upsample_axes(node.layer, &node.input[1..], &node.output[1..]);
+    let scales: Vec<Option<f64>> = axes.iter().map(|a| a.scale).collect();
     if let [_, d, h, w] = node.output[..] {
         let size = [d as i64, h as i64, w as i64];
         return match linear {
-            true => x.upsample_trilinear3d(size, false, None, None, None),
-            false => x.upsample_nearest3d(size, None, None, None),
+            true => x.upsample_trilinear3d(size, align_corners, scales[0], scales[1], scales[2]),
+            false => x.upsample_nearest3d(size, scales[0], scales[1], scales[2]),
         };
     }
     let size = [node.output[1] as i64, node.output[2] as i64];
     match linear {
-        true => x.upsample_bilinear2d(size, false, None, None),
-        false => x.upsample_nearest2d(size, None, None),
+        true => x.upsample_bilinear2d(size, align_corners, scales[0], scales[1]),
+        false => x.upsample_nearest2d(size, scales[0], scales[1]),
     }
 }
 

@@ -58,6 +58,14 @@ def layer(depth=0):
         # axes past the tensor, the batch axis moved, repeats, too many, mistyped
         d["dims"] = rng.choice([[0, 2, 1, 3], [0, 3, 1, 2], [1, 0, 2, 3], [0, 1, 1, 2], [0, 2, 3, 1, 4, 5, 6], [0, 9, 1, 2], [0, -1, -2, -3], ["0", 1, 2], [], 3])
         d["dim0"], d["dim1"] = rng.choice([(1, 2), (-2, -1), (0, 1), (2, 9), (-9, 1), (3, 3), ("1", 2), (1.5, 2)])
+    if t == "upsample" and rng.random() < 0.6:
+        # factors that are tiny, huge, negative, not numbers, ambiguous in float (3 bilinear),
+        # sizes far past the input, align_corners mistyped or on nearest, outputs of 2^30
+        d[rng.choice(["scale_factor", "size"])] = rng.choice([1e-300, 1e-9, 0.0, -1.5, 1024.0, 1024.5, 3, 1.5, 2 / 3, [1.5, 3], [1e-9, 2], "1.5",
+                                                               [1.5, "x"], [2, 2, 2, 2], 2**40, [1048576, 1048576], [1, 1], True])
+        d["mode"] = rng.choice(["nearest", "bilinear", "linear", "trilinear", "bicubic", "area", 7])
+        if rng.random() < 0.5:
+            d["align_corners"] = rng.choice([True, False, "yes", 1, None])
     if t == "concat" and depth < 3: d["branches"] = [[layer(depth+1) for _ in range(rng.randint(0, 2))] for _ in range(rng.randint(0, 3))]
     if t == "residual" and depth < 3: d["body"] = [layer(depth+1) for _ in range(rng.randint(0, 2))]
     return d

@@ -289,6 +289,8 @@ def run_random(url, n, seed, only=None, signals=0, volumes=0):
         except Exception as e:  # noqa: BLE001 - PyTorch's exporter refuses some modules itself
             # (adaptive pools whose output does not divide the input, which the exporter refuses)
             refused += 1
+            if os.environ.get("ONNX_CHECK_REFUSALS"):
+                print(f"{label}: the exporter refuses: {str(e).splitlines()[0][:200]}\n  {json.dumps(spec)[:600]}")
             continue
         onnx_model = {"onnx": base64.b64encode(data).decode()}
         if len(json.dumps(onnx_model)) > 3_500_000:
@@ -1032,6 +1034,8 @@ def run_sequences(url, n, seed):
             data = export(model, spec["input_shape"], dynamo=dynamo, example=x)
         except Exception:  # noqa: BLE001 - the exporter's own refusals
             refused += 1
+            if os.environ.get("ONNX_CHECK_REFUSALS"):
+                print(f"{label}: the exporter refuses: {str(e).splitlines()[0][:200]}\n  {json.dumps(spec)[:600]}")
             continue
         onnx_model = {"onnx": base64.b64encode(data).decode()}
         problems = []
@@ -1341,6 +1345,65 @@ def check_other_mask(url):
     return failures
 
 
+def run_interp(url, n, seed):
+    """Upsamplings by any factor or to any size (check.py's `interp` draws) exported by both
+    exporters: the file reads back as the same layer (its output shape, kind and per-layer
+    range), the same exact sets at sampled units, and is refused where the spec is refused
+    (positions that PyTorch's float arithmetic places differently by dtype)."""
+    import check
+    rng = random.Random(seed)
+    failures = files = refused = decomposed = 0
+    for case in range(n):
+        spec = check.rand_interp(rng)
+        model = check.interp_module(spec["layers"][0], torch.float32).eval()
+        status, want = post(url + "/v1/receptive-field", {"model": spec, "verify": False})
+        shape = want.get("model", {}).get("output_shape")
+        units = []
+        if status == 200:
+            units = [[rng.randrange(d) for d in shape[1:]] for _ in range(4)]
+        for dynamo in (False, True):
+            label = f"onnx interp case {case} (seed {seed}, {'dynamo' if dynamo else 'TorchScript'}): {json.dumps(spec)}"
+            try:
+                data = export(model, spec["input_shape"], dynamo=dynamo)
+            except Exception:  # noqa: BLE001 - the exporter's own refusals
+                continue
+            files += 1
+            onnx_model = {"onnx": base64.b64encode(data).decode()}
+            problems = []
+            st, got = post(url + "/v1/receptive-field", {"model": onnx_model, "verify": False})
+            if status != 200:
+                refused += 1
+                if st != 422:
+                    problems.append(f"the spec is refused ({want.get('detail')}) but the file gets {st}")
+            elif st == 422 and dynamo and spec["layers"][0]["mode"] == "linear" and "GatherND" in got.get("detail", ""):
+                # the dynamo exporter writes upsample_linear1d as gathers and arithmetic, no
+                # Resize: refused by node name (as for a power-of-two factor)
+                decomposed += 1
+            elif st != 200:
+                problems.append(f"status {st}: {got}")
+            else:
+                a, b = want["layers"][-1], got["layers"][-1]
+                for key in ("output_shape", "kind", "rational", "receptive_field"):
+                    if a.get(key) != b.get(key):
+                        problems.append(f"{key}: file {b.get(key)} != spec {a.get(key)}")
+                for index in units:
+                    q = lambda m: post(url + "/v1/receptive-field", {"model": m, "position": {"layer": b["path"] if m is onnx_model else a["path"], "index": index}, "verify": True})[1]  # noqa: E731
+                    pa, pb = q(spec), q(onnx_model)
+                    keys = ("input_positions", "input_slices", "input_rows", "input_cols")
+                    if [pa.get("position", {}).get(k) for k in keys] != [pb.get("position", {}).get(k) for k in keys]:
+                        problems.append(f"unit {index}: file {pb.get('position')} != spec {pa.get('position')}")
+                    if not pb.get("verification", {}).get("agrees"):
+                        problems.append(f"unit {index}: the probe disagrees on the file: {pb.get('verification')}")
+            if problems:
+                failures += 1
+                print(label)
+                for p in problems[:5]:
+                    print("  " + p)
+    print(f"onnx interp oracle: {files - failures} files passed, {failures} failed ({refused} refused as their specs are, "
+          f"{decomposed} 1-D linear files from the dynamo exporter without a Resize, refused by node)")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -1355,6 +1418,7 @@ def main():
     ap.add_argument("--volumes", type=int, default=20, help="random 3-D networks on volumes on top of --n and --signals")
     ap.add_argument("--heads", type=int, default=20, help="random transformer blocks with multi-head attention by hand")
     ap.add_argument("--gpt", type=int, default=6, help="random whole nanoGPTs (tied heads, position embeddings)")
+    ap.add_argument("--interp", type=int, default=30, help="random upsamplings by any factor or size")
     a = ap.parse_args()
     if a.case is not None:
         sys.exit(1 if run_random(a.url, a.n, a.seed, a.case) else 0)
@@ -1364,6 +1428,7 @@ def main():
     failed += run_cross(a.url, a.cross, a.seed)
     failed += run_heads(a.url, a.heads, a.seed)
     failed += run_gpt(a.url, a.gpt, a.seed)
+    failed += run_interp(a.url, a.interp, a.seed)
     failed += run_learned_tensors(a.url)
     failed += check_prelu(a.url)
     failed += check_padding_idx(a.url)

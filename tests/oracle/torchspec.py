@@ -4,6 +4,7 @@ Module names mirror the service's layer paths: top-level layers are `Sequential.
 branches `<i>.branches.<b>.<k>`, residual parts `<i>.body.<k>` and `<i>.shortcut.<k>`, so that
 torch.utils.flop_counter's per-module counts can be matched row by row.
 """
+import math
 import random
 
 import torch
@@ -221,8 +222,7 @@ def functional_form(m):
     if name is not None:
         return lambda x: getattr(F, name)(x, m.output_size)
     if isinstance(m, nn.Upsample):
-        return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode=m.mode,
-                                       align_corners=False if m.mode == "bilinear" else None)
+        return lambda x: F.interpolate(x, size=m.size, scale_factor=m.scale_factor, mode=m.mode, align_corners=m.align_corners)
     raise ValueError(f"no functional form for {m}")
 
 
@@ -453,7 +453,8 @@ def build_layer(spec, shape, probe):
     elif t == "upsample":
         sf = spec.get("scale_factor")
         m = nn.Upsample(size=tuple(spec["size"]) if isinstance(spec.get("size"), list) else spec.get("size"),
-                        scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode=spec.get("mode", "nearest"))
+                        scale_factor=tuple(float(v) for v in sf) if isinstance(sf, list) else sf, mode=spec.get("mode", "nearest"),
+                        align_corners=spec.get("align_corners"))
     elif t in ("groupnorm", "instancenorm2d", "instancenorm3d", "layernorm", "softmax"):
         if t == "groupnorm":
             real = nn.GroupNorm(spec["num_groups"], shape[0], eps=spec.get("eps", 1e-5), affine=spec.get("affine", True))
@@ -584,15 +585,40 @@ def rand_transposed(rng, shape):
     return spec
 
 
+def linear_size(rng, n):
+    """An output size for a linear upsampling of n positions whose source positions PyTorch's
+    float arithmetic places the same in float32 and float64: a power-of-two multiple, or a size
+    whose ratio to n, in lowest terms, has an even term (no position falls on an input row)."""
+    for _ in range(20):
+        m = rng.randint(max(1, n // 2), 3 * n + 2)
+        g = math.gcd(n, m)
+        if (n // g) % 2 == 0 or (m // g) % 2 == 0:
+            return m
+    return 2 * n
+
+
 def rand_upsample(rng, shape):
     if rng.random() < 0.4:
-        # bilinear (align_corners false) by powers of two
-        if rng.random() < 0.5:
-            return {"type": "upsample", "mode": "bilinear", "scale_factor": rng.choice([1, 2, 4, [2, 1], [1, 4], [4, 2]])}
-        return {"type": "upsample", "mode": "bilinear", "size": [shape[1] * rng.choice([1, 2, 4]), shape[2] * rng.choice([1, 2])]}
+        # bilinear: powers of two and other factors whose positions never fall on an input row
+        # (1.5 and 2.5 step by 2/3 and 2/5, 6 by 1/6), any size of that kind, align_corners from
+        # n+1 to 2n+1 or 4n+1 rows
+        r = rng.random()
+        if r < 0.4:
+            return {"type": "upsample", "mode": "bilinear",
+                    "scale_factor": rng.choice([1, 2, 4, [2, 1], [1, 4], [4, 2], 1.5, [2.5, 2], [6, 1.5]] + ([0.5] if min(shape[1:]) > 1 else []))}
+        if r < 0.75 or min(shape[1:]) < 2:
+            return {"type": "upsample", "mode": "bilinear", "size": [linear_size(rng, shape[1]), linear_size(rng, shape[2])],
+                    "align_corners": False}
+        return {"type": "upsample", "mode": "bilinear", "align_corners": True,
+                "size": [(shape[1] - 1) * rng.choice([1, 2, 4]) + 1, (shape[2] - 1) * rng.choice([1, 2]) + 1]}
     if rng.random() < 0.5:
-        f = rng.choice([1, 2, 3, [2, 1], [1, 3]])
+        f = rng.choice([1, 2, 3, [2, 1], [1, 3], 1.5, [0.75, 2.5], 1.7, [3, 0.5]])
+        if min(shape[1:]) < 2:
+            f = rng.choice([1, 2, 3, 1.5])
         return {"type": "upsample", "scale_factor": f, "mode": "nearest"}
+    if rng.random() < 0.5:
+        # any size, a non-multiple too
+        return {"type": "upsample", "size": [rng.randint(max(1, shape[1] // 2), 3 * shape[1]), rng.randint(max(1, shape[2] // 2), 3 * shape[2])]}
     return {"type": "upsample", "size": [shape[1] * rng.randint(1, 3), shape[2] * rng.randint(1, 3)]}
 
 
@@ -743,12 +769,21 @@ def random_signal_spec(rng):
             # nn.Upsample on a signal: nearest by an int, or linear (align_corners false) by a
             # power of two, as a factor or a size, an int or a one-element list
             linear = rng.random() < 0.5
-            f = rng.choice([1, 2, 4] if linear else [1, 2, 3])
+            f = rng.choice([1, 2, 4, 1.5, 6] if linear else [1, 2, 3, 1.5, 2.2])
             cand = {"type": "upsample", "mode": "linear" if linear else "nearest"}
             if rng.random() < 0.5:
                 cand["scale_factor"] = rng.choice([f, [f]])
+            elif linear and rng.random() < 0.5:
+                # any size whose positions are placed the same in float32 and float64, or
+                # align_corners from n+1 to 2n+1 positions
+                if rng.random() < 0.5 and shape[1] > 1:
+                    cand.update(size=2 * shape[1] - 1, align_corners=True)
+                else:
+                    cand.update(size=[linear_size(rng, shape[1])], align_corners=False)
+            elif not linear and rng.random() < 0.5:
+                cand["size"] = [rng.randint(max(1, shape[1] // 2), 3 * shape[1])]
             else:
-                cand["size"] = rng.choice([shape[1] * f, [shape[1] * f]])
+                cand["size"] = rng.choice([int(shape[1] * f), [int(shape[1] * f)]])
         elif rng.random() < 0.1 and shape[1] >= 2:
             # x.narrow: a crop of the positions (x[:, :, a:b]), or some channels
             start = rng.randrange(shape[1] - 1)
@@ -859,8 +894,14 @@ def random_volume_spec(rng):
                 if mode == "nearest" and rng.random() < 0.3:
                     f = [rng.choice([1, 2, 3]) for _ in range(3)]
                 cand = {"type": "upsample", "mode": mode, "scale_factor": f}
+                if rng.random() < 0.2:
+                    cand["scale_factor"] = rng.choice([1.5, [1, 1.5, 2]])
                 if rng.random() < 0.3:
                     cand = {"type": "upsample", "mode": mode, "size": [n * rng.choice([1, 2]) for n in shape[1:]]}
+                elif rng.random() < 0.2:
+                    # any size (trilinear: one whose positions float32 and float64 place alike)
+                    cand = {"type": "upsample", "mode": mode,
+                            "size": [linear_size(rng, n) if mode == "trilinear" else rng.randint(max(1, n // 2), 2 * n) for n in shape[1:]]}
         elif r < 0.65:
             k = per_axis(1, 3)
             ks = k if isinstance(k, list) else [k] * 3

@@ -8,7 +8,7 @@
 //! GlobalAveragePool, GlobalMaxPool, BatchNormalization, InstanceNormalization,
 //! GroupNormalization, LayerNormalization, Relu, LeakyRelu, PRelu, Sigmoid, Tanh, HardSwish,
 //! HardSigmoid, Mish, Gelu, Clip(0, 6), Softmax, Add, Mul, Concat, Flatten, Reshape to
-//! `[batch, -1]`, Pad, Resize/Upsample (nearest by integer factors, linear half-pixel),
+//! `[batch, -1]`, Pad, Resize/Upsample (nearest floor-asymmetric, linear half-pixel or align_corners, any factors or sizes),
 //! ReduceMean, Dropout and Identity; LSTM, GRU and RNN; an Expand of a learned tensor to its own
 //! shape (at batch 1). Layers the exporter writes as several ops (SiLU, erf GELU, softplus Mish,
 //! opset-17 GroupNorm, self- and cross-attention from either exporter) are read back as one
@@ -2005,48 +2005,45 @@ impl Reader {
                     ("nearest", "asymmetric") if a.string("nearest_mode", "round_prefer_floor") == "floor" || op == "Upsample" => {
                         set("mode", json!("nearest"))
                     }
-                    ("linear", "half_pixel" | "pytorch_half_pixel") => set(
-                        "mode",
-                        json!(match rank {
-                            3 => "linear",
-                            5 => "trilinear",
-                            _ => "bilinear",
-                        }),
-                    ),
+                    ("linear", "half_pixel" | "pytorch_half_pixel" | "align_corners") => {
+                        set(
+                            "mode",
+                            json!(match rank {
+                                3 => "linear",
+                                5 => "trilinear",
+                                _ => "bilinear",
+                            }),
+                        );
+                        if ctm == "align_corners" {
+                            set("align_corners", json!(true));
+                        }
+                    }
                     (m, c) => {
                         return Err(format!(
-                        "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or (bi/tri)linear (align_corners=false)"
-                    ))
+                            "mode {m:?} with coordinate_transformation_mode {c:?} is not PyTorch's nearest or (bi/tri)linear"
+                        ))
                     }
                 }
                 set("type", json!("upsample"));
+                // the spatial axes' scales (the batch's and the channels' 1) or sizes: one
+                // number where every axis has the same factor (as nn.Upsample(scale_factor=s)
+                // keeps it), else one per axis
+                let spatial = |v: &[f64]| (3..=5).contains(&v.len()).then(|| v[2..].to_vec());
                 match (scales.filter(|s| !s.is_empty()), sizes) {
-                    (Some(s), _)
-                        if s.len() == 4
-                            && s[0] == 1.0
-                            && s[1] == 1.0
-                            && s[2].fract() == 0.0
-                            && s[3].fract() == 0.0
-                            && s[2] >= 1.0
-                            && s[3] >= 1.0 =>
-                    {
-                        set("scale_factor", json!([s[2] as u64, s[3] as u64]))
+                    (Some(s), _) if spatial(&s).is_some() && s[0] == 1.0 && s[1] == 1.0 && s[2..].iter().all(|f| f.is_finite() && *f > 0.0) => {
+                        let f: Vec<f64> = s[2..].iter().map(|&x| model_scale(x)).collect();
+                        if f.len() > 1 && f.iter().all(|&x| x == f[0]) {
+                            set("scale_factor", json!(f[0]))
+                        } else {
+                            set("scale_factor", json!(f))
+                        }
                     }
-                    (None, Some(z)) if z.len() == 4 && z[2] >= 1.0 && z[3] >= 1.0 => set("size", json!([z[2] as u64, z[3] as u64])),
-                    (Some(s), _) if s.len() == 3 && s[0] == 1.0 && s[1] == 1.0 && s[2].fract() == 0.0 && s[2] >= 1.0 => {
-                        set("scale_factor", json!([s[2] as u64]))
-                    }
-                    (None, Some(z)) if z.len() == 3 && z[2] >= 1.0 => set("size", json!([z[2] as u64])),
-                    // a volume's [d, h, w]
-                    (Some(s), _) if s.len() == 5 && s[0] == 1.0 && s[1] == 1.0 && s[2..].iter().all(|f| f.fract() == 0.0 && *f >= 1.0) => {
-                        set("scale_factor", json!([s[2] as u64, s[3] as u64, s[4] as u64]))
-                    }
-                    (None, Some(z)) if z.len() == 5 && z[2..].iter().all(|&n| n >= 1.0) => {
-                        set("size", json!([z[2] as u64, z[3] as u64, z[4] as u64]))
+                    (None, Some(z)) if spatial(&z).is_some() && z[2..].iter().all(|&n| n >= 1.0 && n.fract() == 0.0) => {
+                        set("size", json!(z[2..].iter().map(|&n| n as u64).collect::<Vec<_>>()))
                     }
                     (s, z) => {
                         return Err(format!(
-                            "scales {s:?} / sizes {z:?}: only integer factors of the spatial axes of an image, a volume or a 1-D signal"
+                            "scales {s:?} / sizes {z:?}: only positive factors or sizes of the spatial axes of an image, a volume or a 1-D signal"
                         ))
                     }
                 }
@@ -2591,4 +2588,17 @@ pub fn decode_base64(text: &str, pointer: &str) -> SpecResult<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| bad(pointer, format!("is not base64 ({e})")))
+}
+
+/// The model's scale_factor behind a file's float32 scale: the float64 of the simplest fraction
+/// p/q (q up to 1000) that rounds to the same float32, as a model writes 1.7, 1.5 or 2/3 (the
+/// kernel steps by 1/scale: 1/0.6666667 is not 1.5 in float32, 1/(2/3) is), else the value.
+fn model_scale(x: f64) -> f64 {
+    let stored = x as f32;
+    (1..=1000u32)
+        .find_map(|q| {
+            let p = (x * q as f64).round();
+            (p >= 1.0 && (p / q as f64) as f32 == stored).then(|| p / q as f64)
+        })
+        .unwrap_or(x)
 }
