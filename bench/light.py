@@ -1,15 +1,16 @@
 """Light-request throughput: layerscope against a bare axum 0.8 server, in one run, with wrk.
 
   python bench/light.py [--layerscope target/release/layerscope] [--baseline OTHER_BINARY]
-                       [--seconds 5] [--connections 32] [--threads 2]
+                       [--seconds 3] [--rounds 5] [--connections 32] [--threads 2]
 
-Builds nothing: run `cargo build --release --example bare_axum` and `cargo build --release`
-first (scripts/bench-http does both). Starts each server on a free loopback port, runs wrk for
-each case (layerscope with its default logging and metrics on, logs to /dev/null), and prints a
-Markdown table: requests/s, p99 latency, and the ratio to the bare server's requests/s for the
-same body (GET /healthz against bare GET /healthz; a POST against bare axum parsing and echoing the
-same JSON body). `--baseline` adds the same cases for another layerscope binary (e.g. an older
-build), measured in the same run. Needs wrk (Debian: apt-get install wrk).
+Builds nothing: scripts/bench-http installs wrk, builds the release binary and the bare_axum
+example, and runs this. Starts each server on a free loopback port, runs wrk for each case
+(layerscope with its default logging and metrics on, logs to /dev/null) on every server in each
+of `--rounds` rounds, and prints a Markdown table of medians: requests/s, p99 latency, and the
+median of each round's ratio to the bare server's requests/s for the same body (GET /healthz
+against bare GET /healthz; a POST against bare axum parsing and echoing the same JSON body).
+`--baseline` adds the same cases for another layerscope binary (e.g. an older build), measured
+in the same rounds. Needs wrk (Debian: apt-get install wrk).
 """
 import argparse
 import json
@@ -67,45 +68,55 @@ def wrk(url, method, body, a):
     return rps, p99
 
 
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layerscope", default="target/release/layerscope")
     ap.add_argument("--bare", default="target/release/examples/bare_axum")
     ap.add_argument("--baseline", default=None)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds of every case on every server, the servers' order rotating; the table gives medians")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    servers = [("layerscope", a.layerscope)] + ([("baseline", a.baseline)] if a.baseline else [])
-    bare_port = free_port()
-    bare = start([a.bare, f"127.0.0.1:{bare_port}"], os.environ, bare_port)
-    rows = []
+    # every server runs for the whole measurement (idle while another is loaded); each round
+    # measures every case on each of them back to back, so a ratio compares runs seconds apart
+    # on a machine whose speed drifts (a shared VM's does, by 2x within minutes)
+    procs, ports = [], {}
     try:
-        bare_rps = {}
-        for name, method, path, body in CASES:
-            target = "/healthz" if method == "GET" else "/echo"
-            bare_rps[name] = wrk(f"http://127.0.0.1:{bare_port}{target}", method, body, a)
-        for label, binary in servers:
+        port = free_port()
+        procs.append(start([a.bare, f"127.0.0.1:{port}"], os.environ, port))
+        ports["bare axum 0.8"] = port
+        for label, binary in [("layerscope", a.layerscope)] + ([("baseline", a.baseline)] if a.baseline else []):
             port = free_port()
-            env = dict(os.environ, LAYERSCOPE_ADDR=f"127.0.0.1:{port}")
-            p = start([binary], env, port)
-            try:
-                for name, method, path, body in CASES:
-                    rps, p99 = wrk(f"http://127.0.0.1:{port}{path}", method, body, a)
-                    rows.append((label, name, rps, p99, rps / bare_rps[name][0]))
-            finally:
-                p.terminate()
-                p.wait()
+            procs.append(start([binary], dict(os.environ, LAYERSCOPE_ADDR=f"127.0.0.1:{port}"), port))
+            ports[label] = port
+        runs = {}  # (server, case) -> [(req/s, p99)]
+        for r in range(a.rounds):
+            for name, method, path, body in CASES:
+                order = list(ports)[r % len(ports):] + list(ports)[:r % len(ports)]
+                for server in order:
+                    target = ("/healthz" if method == "GET" else "/echo") if server == "bare axum 0.8" else path
+                    runs.setdefault((server, name), []).append(wrk(f"http://127.0.0.1:{ports[server]}{target}", method, body, a))
     finally:
-        bare.terminate()
-        bare.wait()
-    print(f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s, {os.cpu_count()} CPUs, same run")
-    print("| server | request | req/s | p99 ms | bare axum req/s (same body) | ratio to bare |")
+        for p in procs:
+            p.terminate()
+            p.wait()
+    print(f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s, {os.cpu_count()} CPUs, {a.rounds} rounds in one run, medians; "
+          "ratio: the median of each round's ratio to bare axum (same body)")
+    print("| server | request | req/s | p99 ms | bare axum req/s | ratio to bare (min-max over rounds) |")
     print("|---|---|---|---|---|---|")
-    for name, method, path, body in CASES:
-        print(f"| bare axum 0.8 | {name} | {bare_rps[name][0]:.0f} | {bare_rps[name][1]:.2f} | | 1.00 |")
-    for label, name, rps, p99, ratio in rows:
-        print(f"| {label} | {name} | {rps:.0f} | {p99:.2f} | {bare_rps[name][0]:.0f} | {ratio:.2f} |")
+    for server in ports:
+        for name, method, path, body in CASES:
+            got, bare = runs[(server, name)], runs[("bare axum 0.8", name)]
+            ratios = [g[0] / b[0] for g, b in zip(got, bare)]
+            print(f"| {server} | {name} | {median([g[0] for g in got]):.0f} | {median([g[1] for g in got]):.2f} | "
+                  f"{median([b[0] for b in bare]):.0f} | {median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 if __name__ == "__main__":
