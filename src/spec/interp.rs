@@ -79,71 +79,49 @@ impl Interp {
             return (i, i);
         }
         let (i0, weight) = match arith {
-            Arith::Float32 | Arith::Float32Fused => {
-                let scale: f32 = if self.align_corners {
-                    if m > 1 {
-                        (n - 1) as f32 / (m - 1) as f32
-                    } else {
-                        0.0
-                    }
-                } else {
-                    match self.scale {
-                        Some(s) if s > 0.0 => (1.0 / s) as f32,
-                        _ => n as f32 / m as f32,
-                    }
-                };
-                let src = if self.align_corners {
-                    scale * o as f32
-                } else {
-                    let t = o as f32 + 0.5;
-                    let v = if arith == Arith::Float32Fused {
-                        scale.mul_add(t, -0.5)
-                    } else {
-                        scale * t - 0.5
-                    };
-                    if v < 0.0 {
-                        0.0
-                    } else {
-                        v
-                    }
-                };
-                let i0 = (src.floor() as u64).min(n - 1);
-                (i0, (src - i0 as f32).clamp(0.0, 1.0) != 0.0)
-            }
-            Arith::Float64 | Arith::Float64Fused => {
-                let scale: f64 = if self.align_corners {
-                    if m > 1 {
-                        (n - 1) as f64 / (m - 1) as f64
-                    } else {
-                        0.0
-                    }
-                } else {
-                    match self.scale {
-                        Some(s) if s > 0.0 => 1.0 / s,
-                        _ => n as f64 / m as f64,
-                    }
-                };
-                let src = if self.align_corners {
-                    scale * o as f64
-                } else {
-                    let t = o as f64 + 0.5;
-                    let v = if arith == Arith::Float64Fused {
-                        scale.mul_add(t, -0.5)
-                    } else {
-                        scale * t - 0.5
-                    };
-                    if v < 0.0 {
-                        0.0
-                    } else {
-                        v
-                    }
-                };
-                // ATen floors with floorf: the float64 position rounded to float32 first
-                let i0 = ((src as f32).floor() as u64).min(n - 1);
-                (i0, (src - i0 as f64).clamp(0.0, 1.0) != 0.0)
-            }
+            Arith::Float32 => self.linear_source::<f32>(o, false),
+            Arith::Float32Fused => self.linear_source::<f32>(o, true),
+            Arith::Float64 => self.linear_source::<f64>(o, false),
+            Arith::Float64Fused => self.linear_source::<f64>(o, true),
         };
         (i0, if weight && i0 < n - 1 { i0 + 1 } else { i0 })
+    }
+
+    /// A linear mode's row `i0` and whether row `i0 + 1` gets a weight, computed in `F` as ATen's
+    /// `area_pixel_compute_scale`, `area_pixel_compute_source_index` and
+    /// `guard_index_and_lambda` do (`fused`: the multiply and the subtraction in one rounding).
+    fn linear_source<F: Float>(&self, o: u64, fused: bool) -> (u64, bool) {
+        let (n, m) = (self.input, self.output);
+        let scale = if self.align_corners {
+            if m > 1 {
+                F::of(n - 1) / F::of(m - 1)
+            } else {
+                F::ZERO
+            }
+        } else {
+            match self.scale {
+                Some(s) if s > 0.0 => F::narrow(1.0 / s),
+                _ => F::of(n) / F::of(m),
+            }
+        };
+        let src = if self.align_corners {
+            scale * F::of(o)
+        } else {
+            let t = F::of(o) + F::HALF;
+            let v = if fused {
+                scale.fma(t, F::ZERO - F::HALF)
+            } else {
+                scale * t - F::HALF
+            };
+            if v < F::ZERO {
+                F::ZERO
+            } else {
+                v
+            }
+        };
+        let i0 = src.floorf().min(n - 1);
+        let w = src - F::of(i0);
+        (i0, w > F::ZERO)
     }
 
     /// nearest's float32 scale (see the module's note).
@@ -246,6 +224,61 @@ impl Interp {
         (0..self.output as i64)
             .all(|o| (at(ends[0], o), at(ends[1], o)) == self.rows(o as u64))
             .then_some(ends)
+    }
+}
+
+/// float32 and float64 as ATen's kernels use them.
+trait Float:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    const ZERO: Self;
+    const HALF: Self;
+    /// An integer converted as C++ converts an int64_t (rounded to nearest).
+    fn of(n: u64) -> Self;
+    /// A float64 cast to this type (`static_cast<scalar_t>`).
+    fn narrow(x: f64) -> Self;
+    fn fma(self, a: Self, b: Self) -> Self;
+    /// `floorf(x)` as an index: ATen calls the float32 floor, so a float64 position is rounded
+    /// to float32 first.
+    fn floorf(self) -> u64;
+}
+
+impl Float for f32 {
+    const ZERO: f32 = 0.0;
+    const HALF: f32 = 0.5;
+    fn of(n: u64) -> f32 {
+        n as f32
+    }
+    fn narrow(x: f64) -> f32 {
+        x as f32
+    }
+    fn fma(self, a: f32, b: f32) -> f32 {
+        self.mul_add(a, b)
+    }
+    fn floorf(self) -> u64 {
+        self.floor() as u64
+    }
+}
+
+impl Float for f64 {
+    const ZERO: f64 = 0.0;
+    const HALF: f64 = 0.5;
+    fn of(n: u64) -> f64 {
+        n as f64
+    }
+    fn narrow(x: f64) -> f64 {
+        x
+    }
+    fn fma(self, a: f64, b: f64) -> f64 {
+        self.mul_add(a, b)
+    }
+    fn floorf(self) -> u64 {
+        (self as f32).floor() as u64
     }
 }
 
