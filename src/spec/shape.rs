@@ -1257,9 +1257,9 @@ fn upsample_sizes(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<Vec
         return Err(SpecError::invalid(pointer, "the output size overflows"));
     }
     if *bilinear {
+        // (a signal's errors come back through infer_layer, which calls its width the length)
         let names: &[&str] = match input.len() {
             3 => &["depth", "height", "width"],
-            2 if input[0] == 1 && out[0] == 1 => &["", "length"],
             _ => &["height", "width"],
         };
         for (a, ax) in upsample_axes(layer, input, &out).iter().enumerate() {
