@@ -757,7 +757,7 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
                 LayerKind::LayerNorm { .. } | LayerKind::Softmax { .. } => module * input,
                 // nn.Upsample's hook (one per output element) and F.interpolate's (see
                 // `interpolate_hook`)
-                LayerKind::Upsample { .. } => module * c.output_elements + interpolate_hook(node, c).floor() as u128,
+                LayerKind::Upsample { .. } => module * c.output_elements + interpolate_hook(node).floor() as u128,
                 _ => 0,
             }
         }
@@ -768,14 +768,14 @@ fn flops(node: &Node, c: &Counts, rule: FlopRule) -> u128 {
 /// input's elements times the product of the factors cast to int64 (a tuple, as nn.Upsample keeps
 /// a list) or times `scale_factor ** dims` in float (one number, kept as a float): 1.5 on a
 /// 9x10 map counts 1.5^2 * 90 = 202.5, and ptflops truncates only its float total.
-fn interpolate_hook(node: &Node, c: &Counts) -> f64 {
+fn interpolate_hook(node: &Node) -> f64 {
     let LayerKind::Upsample { scale, scale_each, .. } = &node.layer.kind else {
         unreachable!("an upsampling")
     };
     let input: u64 = node.input.iter().product();
     let dims = node.input.len() - 1;
     match scale {
-        None => c.output_elements as f64,
+        None => node.output.iter().product::<u64>() as f64,
         Some(s) if *scale_each => (input as u128 * s.iter().map(|f| f.trunc() as u128).product::<u128>()) as f64,
         Some(s) => input as f64 * s[0].powf(dims as f64),
     }
@@ -810,11 +810,7 @@ fn flop_note(node: &Node, rule: FlopRule) -> Option<String> {
             "FlopCounterMode counts the in/out projections only: on CPU the attention itself runs in _scaled_dot_product_flash_attention_for_cpu, which has no FLOP formula (need_weights=true computes it with bmm, which is counted); and under torch.no_grad() an eval-mode nn.MultiheadAttention takes its fused fast path, where FlopCounterMode counts nothing".into(),
         ),
         (FlopRule::Profile(Profile::Ptflops), LayerKind::Upsample { .. }) => {
-            let c = Counts {
-                output_elements: node.output.iter().map(|&d| d as u128).product(),
-                ..Counts::default()
-            };
-            let v = interpolate_hook(node, &c);
+            let v = interpolate_hook(node);
             (v.fract() != 0.0).then(|| {
                 format!(
                     "ptflops's F.interpolate hook counts {v} here (the input's elements times scale_factor ** {} in float), and ptflops truncates only its float total: this row counts {}, so a model with two or more such rows can total up to one less per row than ptflops",

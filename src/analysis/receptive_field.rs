@@ -5,7 +5,7 @@
 //! `jump*i + lo ..= jump*i + hi` (before clipping to the image). One-based answers, as the course
 //! writes them, shift both `i` and `m` by one: `lo1 = lo - jump + 1`, `hi1 = hi - jump + 1`.
 use super::intervals::IntervalSet;
-use crate::spec::interp::Floor;
+use crate::spec::interp::{gcd, Floor};
 use crate::spec::shape::upsample_axes;
 use crate::spec::{Above, Graph, LayerKind, Merge, Node, SpecError, SpecResult, Window};
 use serde::Serialize;
@@ -64,14 +64,6 @@ pub struct End {
     pub c: i64,
     pub d: i64,
     pub e: i64,
-}
-
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        a.abs()
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 impl End {
@@ -1016,9 +1008,8 @@ fn transposed_map(m: AxisMap, kernel: u64, stride: u64, padding: u64, dilation: 
     })
 }
 
-/// A rational map through an upsampling by `s` along one axis. Nearest: output row i copies
-/// input row floor(i/s); linear: rows floor((2i + 1 - s)/(2s)) ..= floor((2i + s)/(2s)), the
-/// source position's two neighbours.
+/// A rational map through an upsampling along one axis whose first and last rows read are the
+/// floors `lo` and `hi` ([`crate::spec::interp::Interp::floors`]).
 fn upsample_map(m: AxisMap, [lo, hi]: [Floor; 2]) -> Option<AxisMap> {
     Some(AxisMap {
         lo: m.lo.floor(lo.0, lo.1, lo.2)?,
@@ -1401,30 +1392,24 @@ fn merge(ends: &[Rf]) -> (Rf, Option<bool>, Option<String>) {
             return (r.clone(), None, None);
         }
     }
-    if let Some(&Rf::Sequence { axis, .. }) = ends.first() {
-        if ends.iter().all(|r| matches!(*r, Rf::Sequence { axis: a, .. } if a == axis)) {
-            let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
-                Rf::Sequence { prefix, suffix, .. } => (p || prefix, s || suffix),
-                _ => (p, s),
-            });
-            return (Rf::tokens(axis, p, s), None, None);
-        }
-    }
-    if let Some(&Rf::Pairs { axis, .. }) = ends.first() {
-        if ends.iter().all(|r| matches!(*r, Rf::Pairs { axis: a, .. } if a == axis)) {
-            let (p, s) = ends.iter().fold((false, false), |(p, s), r| match *r {
-                Rf::Pairs { prefix, suffix, .. } => (p || prefix, s || suffix),
-                _ => (p, s),
-            });
-            return (
-                Rf::Pairs {
-                    axis,
-                    prefix: p,
-                    suffix: s,
-                },
-                None,
-                None,
-            );
+    // tokens (or scores) on one axis in every end: a token reads what any of them reads
+    let tokens = |r: &Rf| match *r {
+        Rf::Sequence { axis, prefix, suffix } => Some((false, axis, prefix, suffix)),
+        Rf::Pairs { axis, prefix, suffix } => Some((true, axis, prefix, suffix)),
+        _ => None,
+    };
+    if let Some((pairs, axis, ..)) = ends.first().and_then(tokens) {
+        let joined = ends.iter().try_fold((false, false), |(p, s), r| match tokens(r) {
+            Some((k, a, prefix, suffix)) if k == pairs && a == axis => Some((p || prefix, s || suffix)),
+            _ => None,
+        });
+        if let Some((prefix, suffix)) = joined {
+            let rf = if pairs {
+                Rf::Pairs { axis, prefix, suffix }
+            } else {
+                Rf::tokens(axis, prefix, suffix)
+            };
+            return (rf, None, None);
         }
     }
     if ends.iter().any(|r| matches!(r, Rf::Sequence { .. } | Rf::Pairs { .. })) {

@@ -73,7 +73,7 @@ impl Interp {
             if m == 2 * n {
                 return (o >> 1, o >> 1);
             }
-            let scale = self.nearest_scale();
+            let scale: f32 = self.compute_scales_value();
             let i = ((o as f32) * scale).floor() as u64;
             let i = i.min(n - 1);
             return (i, i);
@@ -99,10 +99,7 @@ impl Interp {
                 F::ZERO
             }
         } else {
-            match self.scale {
-                Some(s) if s > 0.0 => F::narrow(1.0 / s),
-                _ => F::of(n) / F::of(m),
-            }
+            self.compute_scales_value()
         };
         let src = if self.align_corners {
             scale * F::of(o)
@@ -124,11 +121,11 @@ impl Interp {
         (i0, w > F::ZERO)
     }
 
-    /// nearest's float32 scale (see the module's note).
-    fn nearest_scale(&self) -> f32 {
+    /// ATen's `compute_scales_value` in `F`: `1/scale_factor` given one, else `in/out`.
+    fn compute_scales_value<F: Float>(&self) -> F {
         match self.scale {
-            Some(s) if s > 0.0 => (1.0 / s) as f32,
-            _ => self.input as f32 / self.output as f32,
+            Some(s) if s > 0.0 => F::narrow(1.0 / s),
+            _ => F::of(self.input) / F::of(self.output),
         }
     }
 
@@ -184,13 +181,10 @@ impl Interp {
         } else {
             match self.scale {
                 // scale_factor = num/den exactly: the kernel's step is den/num
-                Some(s) => {
-                    let den = (1..=1 << 12).find(|&d| {
-                        let num = (s * d as f64).round();
-                        num >= 1.0 && num / d as f64 == s
-                    })?;
-                    ((den) as i64, (s * den as f64).round() as i64)
-                }
+                Some(s) => (1..=1 << 12).find_map(|den: i64| {
+                    let num = (s * den as f64).round();
+                    (num >= 1.0 && num / den as f64 == s).then_some((den, num as i64))
+                })?,
                 None => (n, m),
             }
         };
@@ -248,41 +242,32 @@ trait Float:
     fn floorf(self) -> u64;
 }
 
-impl Float for f32 {
-    const ZERO: f32 = 0.0;
-    const HALF: f32 = 0.5;
-    fn of(n: u64) -> f32 {
-        n as f32
-    }
-    fn narrow(x: f64) -> f32 {
-        x as f32
-    }
-    fn fma(self, a: f32, b: f32) -> f32 {
-        self.mul_add(a, b)
-    }
-    fn floorf(self) -> u64 {
-        self.floor() as u64
-    }
+/// The two impls differ only in `floorf`.
+macro_rules! float {
+    ($t:ty, $floorf:expr) => {
+        impl Float for $t {
+            const ZERO: $t = 0.0;
+            const HALF: $t = 0.5;
+            fn of(n: u64) -> $t {
+                n as $t
+            }
+            fn narrow(x: f64) -> $t {
+                x as $t
+            }
+            fn fma(self, a: $t, b: $t) -> $t {
+                self.mul_add(a, b)
+            }
+            fn floorf(self) -> u64 {
+                $floorf(self)
+            }
+        }
+    };
 }
+float!(f32, |x: f32| x.floor() as u64);
+float!(f64, |x: f64| (x as f32).floor() as u64);
 
-impl Float for f64 {
-    const ZERO: f64 = 0.0;
-    const HALF: f64 = 0.5;
-    fn of(n: u64) -> f64 {
-        n as f64
-    }
-    fn narrow(x: f64) -> f64 {
-        x
-    }
-    fn fma(self, a: f64, b: f64) -> f64 {
-        self.mul_add(a, b)
-    }
-    fn floorf(self) -> u64 {
-        (self as f32).floor() as u64
-    }
-}
-
-fn gcd(a: i64, b: i64) -> i64 {
+/// The greatest common divisor (0 with 0: the other's magnitude).
+pub(crate) fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 {
         a.abs()
     } else {

@@ -488,8 +488,8 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
             if o.raw("recompute_scale_factor").is_some_and(|v| v != &Value::Bool(false)) {
                 return Err(SpecError::invalid(o.at("recompute_scale_factor"), "only the default is supported"));
             }
-            // an int, or one number per axis (the input's axes decide which form it is)
-            let per_axis = |key: &'static str, read: &dyn Fn(&Value, &str) -> SpecResult<f64>| -> SpecResult<Option<Vec<f64>>> {
+            // a number, or one number per axis (the input's axes decide which form it is)
+            fn per_axis<T>(o: &Obj, key: &'static str, read: impl Fn(&Value, &str) -> SpecResult<T>) -> SpecResult<Option<Vec<T>>> {
                 match o.raw(key) {
                     None => Ok(None),
                     Some(v @ Value::Number(_)) => Ok(Some(vec![read(v, &o.at(key))?])),
@@ -507,7 +507,7 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                         ),
                     )),
                 }
-            };
+            }
             // any positive factor (PyTorch's output is floor(input * factor), at least 1)
             let factor = |v: &Value, at: &str| -> SpecResult<f64> {
                 match v.as_f64() {
@@ -516,8 +516,8 @@ fn layer_in(o: &Obj, limits: &SpecLimits, depth: usize, counter: &mut usize, gra
                     _ => Err(SpecError::invalid(at, format!("expected a number, got {}", describe(v)))),
                 }
             };
-            let scale = per_axis("scale_factor", &factor)?;
-            let size = per_axis("size", &|v, at| uint(v, at, 1, max).map(|n| n as f64))?.map(|v| v.into_iter().map(|n| n as u64).collect());
+            let scale = per_axis(o, "scale_factor", factor)?;
+            let size = per_axis(o, "size", |v, at| uint(v, at, 1, max))?;
             match (scale.is_some(), size.is_some()) {
                 (true, true) => {
                     return Err(SpecError::invalid(

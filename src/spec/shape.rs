@@ -1162,11 +1162,15 @@ fn infer_layer(layer: &Layer, input: &[u64], pointer: &str) -> SpecResult<(Vec<u
             trilinear,
             align_corners,
         } => {
+            // the length's number, after a height of one
+            fn length<T: Copy>(v: &Option<Vec<T>>, one: T, key: &str, pointer: &str) -> SpecResult<Option<Vec<T>>> {
+                v.as_ref().map(|v| Ok(vec![one, per_axis(v, 1, key, pointer)?[0]])).transpose()
+            }
             height_one = Layer {
                 kind: LayerKind::Upsample {
-                    scale: scale.as_ref().map(|v| Ok::<_, SpecError>(vec![1.0, per_axis(v, 1, "scale_factor", pointer)?[0]])).transpose()?,
+                    scale: length(scale, 1.0, "scale_factor", pointer)?,
                     scale_each: *scale_each,
-                    size: size.as_ref().map(|v| Ok::<_, SpecError>(vec![1, per_axis(v, 1, "size", pointer)?[0]])).transpose()?,
+                    size: length(size, 1, "size", pointer)?,
                     bilinear: *bilinear,
                     trilinear: *trilinear,
                     align_corners: *align_corners,

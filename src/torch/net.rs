@@ -278,12 +278,31 @@ impl Net {
         kind: Kind,
         device: Device,
     ) -> Net {
-        let mut params = HashMap::new();
+        let mut params: HashMap<String, LayerParams> = HashMap::new();
+        // a tied weight is its owner's tensor itself (a shallow clone shares the leaf, so
+        // autograd sums both uses into one gradient, as for PyTorch's shared nn.Parameter); the
+        // owner is the first of its group in the model's order, so it is built already
+        let owner_weight = |params: &HashMap<String, LayerParams>, node: &Node| {
+            node.tie.as_ref().map(|tie| {
+                let owner = &params[&graph.nodes[tie.owner].path];
+                owner
+                    .weight
+                    .as_ref()
+                    .or(owner.named.first().map(|(_, t)| t))
+                    .expect("a linear or an embedding owns a weight")
+                    .shallow_clone()
+            })
+        };
         for node in &graph.nodes {
+            let mut tied_weight = owner_weight(&params, node);
             if let Some(named) = node.named_params() {
                 let tensors = named
                     .iter()
                     .map(|np| {
+                        // (an embedding's table, its first tensor)
+                        if let Some(w) = tied_weight.take() {
+                            return (np.name.clone(), w);
+                        }
                         let shape: Vec<i64> = np.shape.iter().map(|&d| d as i64).collect();
                         let n = np.numel() as usize;
                         let key = format!("{}.{}", node.path, np.name);
@@ -295,8 +314,6 @@ impl Net {
                                 (Some((w, _)), _) => Tensor::from_slice(w),
                                 (None, Some(w)) if np.bias => Tensor::from_slice(w),
                                 (None, Some(w)) => Tensor::from_slice(w) * init.scale,
-                                // a tied embedding's table is its owner's tensor, set below
-                                (None, None) if node.tie.is_some() => Tensor::empty(shape.as_slice(), (kind, Device::Cpu)),
                                 (None, None) => draw_named(node, np, n, &key, init, kind),
                             },
                         };
@@ -399,7 +416,7 @@ impl Net {
                 params.insert(
                     node.path.clone(),
                     LayerParams {
-                        weight: Some(Tensor::empty(wshape.as_slice(), (kind, device))),
+                        weight: Some(tied_weight.unwrap_or_else(|| Tensor::empty(wshape.as_slice(), (kind, device)))),
                         bias: has_bias.then(|| Tensor::zeros([out as i64], (kind, device))),
                         running_mean: None,
                         running_var: None,
@@ -411,18 +428,14 @@ impl Net {
             // Drawing a large model's weights took longer than running it: each layer is drawn
             // on every core (its stream split by jumping ahead), straight into a tensor of the
             // run's type.
-            // (a tied layer's weight is its owner's tensor, set below: never drawn nor read)
-            let tied = node.tie.is_some();
+            // (a tied layer's weight is its owner's: never drawn nor read)
+            let tied = tied_weight.is_some();
             let (weight, bias) = if mode == Mode::Probe {
-                (Tensor::ones([n as i64], (kind, Device::Cpu)), None)
+                (Tensor::ones([if tied { 0 } else { n as i64 }], (kind, Device::Cpu)), None)
             } else if let Some((w, b)) = explicit.get(&node.path) {
                 let b = b.as_deref().map(Tensor::from_slice);
                 (
-                    if tied {
-                        Tensor::empty([n as i64], (kind, Device::Cpu))
-                    } else {
-                        Tensor::from_slice(w)
-                    },
+                    Tensor::from_slice(w),
                     b.or_else(|| has_bias.then(|| Tensor::zeros([out as i64], (kind, Device::Cpu)))),
                 )
             } else if let Some(w) = given(graph, init, &node.path, "weight") {
@@ -437,7 +450,7 @@ impl Net {
             params.insert(
                 node.path.clone(),
                 LayerParams {
-                    weight: Some(weight.reshape(wshape.as_slice()).to_kind(kind).to_device(device)),
+                    weight: Some(tied_weight.unwrap_or_else(|| weight.reshape(wshape.as_slice()).to_kind(kind).to_device(device))),
                     bias: bias.map(|b| b.to_kind(kind).to_device(device)),
                     running_mean: None,
                     running_var: None,
@@ -445,25 +458,7 @@ impl Net {
                 },
             );
         }
-        // a tied weight is its owner's tensor itself (a shallow clone shares the leaf, so
-        // autograd sums both uses into one gradient, as for PyTorch's shared nn.Parameter)
-        let mut tied = std::collections::HashSet::new();
-        for node in &graph.nodes {
-            let Some(tie) = &node.tie else { continue };
-            let owner = &params[&graph.nodes[tie.owner].path];
-            let w = owner
-                .weight
-                .as_ref()
-                .or(owner.named.first().map(|(_, t)| t))
-                .expect("a linear or an embedding owns a weight")
-                .shallow_clone();
-            let p = params.get_mut(&node.path).expect("every linear and embedding is built");
-            match p.named.first_mut() {
-                Some((_, t)) => *t = w,
-                None => p.weight = Some(w),
-            }
-            tied.insert(node.path.clone());
-        }
+        let tied = graph.nodes.iter().filter(|n| n.tie.is_some()).map(|n| n.path.clone()).collect();
         Net {
             params,
             tied,
@@ -1022,7 +1017,8 @@ fn attention(
     y.transpose(1, 2).reshape([n, l, e]).linear(out_w, out_b)
 }
 
-/// An upsampling layer on `x`: nearest or bilinear (align_corners false) to the node's output.
+/// An upsampling layer on `x`: nearest or (bi/tri)linear to the node's output, with the scales
+/// and align_corners nn.Upsample gives the kernel.
 pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
     let LayerKind::Upsample {
         bilinear: linear,
@@ -1032,7 +1028,7 @@ pub(crate) fn upsample(x: &Tensor, node: &Node) -> Tensor {
     else {
         unreachable!("an upsampling")
     };
-    // nn.Upsample passes a scale_factor on to the kernel (which steps by 1/scale), a size not
+    // (a scale_factor is passed on to the kernel, which steps by 1/scale; a size is not)
     let axes = crate::spec::shape::upsample_axes(node.layer, &node.input[1..], &node.output[1..]);
     let scales: Vec<Option<f64>> = axes.iter().map(|a| a.scale).collect();
     if let [_, d, h, w] = node.output[..] {

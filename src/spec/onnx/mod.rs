@@ -2028,9 +2028,9 @@ impl Reader {
                 // the spatial axes' scales (the batch's and the channels' 1) or sizes: one
                 // number where every axis has the same factor (as nn.Upsample(scale_factor=s)
                 // keeps it), else one per axis
-                let spatial = |v: &[f64]| (3..=5).contains(&v.len()).then(|| v[2..].to_vec());
+                let spatial = |v: &[f64]| (3..=5).contains(&v.len());
                 match (scales.filter(|s| !s.is_empty()), sizes) {
-                    (Some(s), _) if spatial(&s).is_some() && s[0] == 1.0 && s[1] == 1.0 && s[2..].iter().all(|f| f.is_finite() && *f > 0.0) => {
+                    (Some(s), _) if spatial(&s) && s[0] == 1.0 && s[1] == 1.0 && s[2..].iter().all(|f| f.is_finite() && *f > 0.0) => {
                         let f: Vec<f64> = s[2..].iter().map(|&x| model_scale(x)).collect();
                         if f.len() > 1 && f.iter().all(|&x| x == f[0]) {
                             set("scale_factor", json!(f[0]))
@@ -2038,7 +2038,7 @@ impl Reader {
                             set("scale_factor", json!(f))
                         }
                     }
-                    (None, Some(z)) if spatial(&z).is_some() && z[2..].iter().all(|&n| n >= 1.0 && n.fract() == 0.0) => {
+                    (None, Some(z)) if spatial(&z) && z[2..].iter().all(|&n| n >= 1.0 && n.fract() == 0.0) => {
                         set("size", json!(z[2..].iter().map(|&n| n as u64).collect::<Vec<_>>()))
                     }
                     (s, z) => {
