@@ -14,21 +14,30 @@ const INTERVAL: Duration = Duration::from_millis(50);
 const MAX_PENDING: usize = 1 << 20;
 
 struct Shared {
+    /// the lines gathered so far, and whether to stop
     buf: Mutex<(Vec<u8>, bool)>,
     stop: Condvar,
-    sink: Mutex<Box<dyn Write + Send>>,
+    /// the sink, and the buffer written last (empty, its capacity kept for the next swap)
+    sink: Mutex<(Box<dyn Write + Send>, Vec<u8>)>,
 }
 
 impl Shared {
     /// Takes what has gathered and writes it. The sink is locked before the buffer is let go,
-    /// so batches reach the sink in the order they were taken.
+    /// so batches reach the sink in the order they were taken. The two buffers trade places,
+    /// so appending lines reallocates nothing once they have grown to a batch's size.
     fn drain(&self, mut buf: std::sync::MutexGuard<'_, (Vec<u8>, bool)>) {
         let mut out = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes = std::mem::take(&mut buf.0);
+        let (sink, bytes) = &mut *out;
+        std::mem::swap(&mut buf.0, bytes);
         drop(buf);
         if !bytes.is_empty() {
-            let _ = out.write_all(&bytes);
-            let _ = out.flush();
+            let _ = sink.write_all(bytes);
+            let _ = sink.flush();
+        }
+        bytes.clear();
+        // one very long line does not keep its memory
+        if bytes.capacity() > 2 * MAX_PENDING {
+            bytes.shrink_to(MAX_PENDING);
         }
     }
 }
@@ -50,7 +59,7 @@ pub fn batch(sink: Box<dyn Write + Send>) -> (BatchWriter, FlushGuard) {
     let shared = Arc::new(Shared {
         buf: Mutex::new((Vec::new(), false)),
         stop: Condvar::new(),
-        sink: Mutex::new(sink),
+        sink: Mutex::new((sink, Vec::new())),
     });
     let bg = shared.clone();
     let handle = std::thread::Builder::new()
@@ -71,13 +80,20 @@ pub fn batch(sink: Box<dyn Write + Send>) -> (BatchWriter, FlushGuard) {
     (BatchWriter(shared.clone()), FlushGuard(shared, Some(handle)))
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Appends one whole line (or several) to the batch.
+    fn append(&self, data: &[u8]) {
         let mut guard = self.0.buf.lock().unwrap_or_else(|e| e.into_inner());
         guard.0.extend_from_slice(data);
         if guard.0.len() > MAX_PENDING {
             self.0.drain(guard);
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.append(data);
         Ok(data.len())
     }
 
@@ -101,6 +117,61 @@ impl Drop for FlushGuard {
             let _ = h.join();
         }
     }
+}
+
+/// Where [`request`] writes its lines itself, when the text format without colours is on.
+static REQUEST_LINES: std::sync::OnceLock<BatchWriter> = std::sync::OnceLock::new();
+
+/// From now on [`request`] formats its line itself and appends it to `writer`, the same bytes
+/// as `Line` writes for the `tracing::info!` event it stands for (a test compares them), without
+/// tracing's dispatch, field visitor and `Debug` calls. Only for the subscriber that formats
+/// with `Line` into `writer`: JSON and coloured logs keep the event.
+pub fn write_request_lines(writer: BatchWriter) {
+    let _ = REQUEST_LINES.set(writer);
+}
+
+/// Logs one answered request at INFO with target `layerscope::api`, as
+/// `tracing::info!(request_id = %id, method = %method, path, status, micros, "request")` does;
+/// the log filter (`LAYERSCOPE_LOG`) decides as it does for that event. Outside any span (the
+/// direct line has no span prefix: this is called from the front layer, which enters none).
+pub fn request(id: &str, method: &str, path: &str, status: u16, micros: u64) {
+    if !tracing::enabled!(target: "layerscope::api", tracing::Level::INFO) {
+        return;
+    }
+    let Some(writer) = REQUEST_LINES.get() else {
+        tracing::info!(target: "layerscope::api", request_id = %id, method = %method, path, status, micros, "request");
+        return;
+    };
+    thread_local! {
+        static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    TEXT.with(|text| {
+        let mut text = text.borrow_mut();
+        text.clear();
+        if request_line(&mut text, id, method, path, status, micros).is_ok() {
+            writer.append(text.as_bytes());
+        }
+    });
+}
+
+/// `Line`'s text for the request event of [`request`]: `path` as its `Debug` (quoted, escaped;
+/// written as it is where `Debug` would escape nothing), the numbers in decimal.
+fn request_line(out: &mut String, id: &str, method: &str, path: &str, status: u16, micros: u64) -> fmt::Result {
+    use fmt::Write as _;
+    write_now(out)?;
+    out.push_str(" INFO layerscope::api: request request_id=");
+    out.push_str(id);
+    out.push_str(" method=");
+    out.push_str(method);
+    out.push_str(" path=");
+    if path.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(path);
+        out.push('"');
+    } else {
+        write!(out, "{path:?}")?;
+    }
+    writeln!(out, " status={status} micros={micros}")
 }
 
 /// The text log line of tracing-subscriber's default format (without colours), written for
@@ -219,7 +290,7 @@ impl fmt::Display for Sources<'_> {
 }
 
 /// Writes the time now as `2026-12-07T13:47:55.123456Z ` (UTC, microseconds, then a space).
-fn write_now(w: &mut Writer<'_>) -> fmt::Result {
+fn write_now(w: &mut impl fmt::Write) -> fmt::Result {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -384,6 +455,59 @@ mod tests {
             let second = &stamp[..20];
             assert!(second >= whole(before).as_str() && second <= whole(after).as_str(), "{stamp}");
         }
+    }
+
+    /// `request`'s own line is `Line`'s line for the event it stands for, byte for byte after
+    /// the time, for 500 random requests (seeded): paths with quotes, backslashes, control
+    /// characters and non-ASCII text (escaped by `Debug`), callers' ids, any method and status.
+    #[test]
+    fn request_lines_are_what_line_writes_for_the_event() {
+        let mut rng = crate::analysis::rng::Rng::new(1408);
+        let pieces = [
+            "/v1/", "healthz", "\"", "\\", "\n", "\t", "\u{7f}", "é", "\u{202e}", "%20", "'", " ", "~", "\u{0}",
+        ];
+        let methods = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD", "PROPFIND"];
+        let cases: Vec<(String, &str, String, u16, u64)> = (0..500)
+            .map(|i| {
+                let mut pick = |n: usize| (rng.next_u64() % n as u64) as usize;
+                let path: String = (0..pick(6)).map(|_| pieces[pick(pieces.len())]).collect();
+                let id = if i % 2 == 0 {
+                    format!("ls-{:x}-{}", pick(1 << 20), pick(1 << 30))
+                } else {
+                    "Ab-_.:9".repeat(1 + pick(18))
+                };
+                let micros = match i % 3 {
+                    0 => pick(1000) as u64,
+                    1 => u64::MAX - pick(3) as u64,
+                    _ => (pick(usize::MAX) as u64) << 1,
+                };
+                (id, methods[pick(methods.len())], path, 100 + pick(500) as u16, micros)
+            })
+            .collect();
+        let line = Sink::default();
+        let sink = line.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(Line)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            for (id, method, path, status, micros) in &cases {
+                tracing::info!(target: "layerscope::api", request_id = %id, method = %method, path = path.as_str(), status, micros, "request");
+            }
+        });
+        let events = String::from_utf8(line.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(events.lines().count(), cases.len());
+        let mut escaped = 0;
+        for ((id, method, path, status, micros), event) in cases.iter().zip(events.split_inclusive('\n')) {
+            let mut direct = String::new();
+            request_line(&mut direct, id, method, path, *status, *micros).unwrap();
+            assert_eq!(direct.split_once(' ').unwrap().1, event.split_once(' ').unwrap().1);
+            assert_eq!(direct.split_once(' ').unwrap().0.len(), "2026-12-07T13:47:55.123456Z".len());
+            escaped += usize::from(format!("{path:?}").len() != path.len() + 2);
+        }
+        // both branches of the path's writing were taken
+        assert!(escaped > 100 && escaped < 400, "{escaped}");
     }
 
     #[test]

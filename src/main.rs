@@ -60,7 +60,9 @@ async fn main() {
     } else if ansi {
         tracing_subscriber::fmt().with_writer(writer).with_env_filter(filter).init();
     } else {
-        // the same text without colours, for less per line (logging::Line)
+        // the same text without colours, for less per line (logging::Line); request lines
+        // formatted directly (logging::request)
+        layerscope::logging::write_request_lines(writer.clone());
         tracing_subscriber::fmt()
             .with_ansi(false)
             .event_format(layerscope::logging::Line)

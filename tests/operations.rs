@@ -271,16 +271,15 @@ fn a_client_trickling_its_headers_is_cut_off() {
     );
 }
 
-/// Text logs written to a file or a pipe (not a terminal) carry no ANSI colour codes, which log
-/// collectors would store as garbage.
-#[test]
-fn logs_to_a_pipe_have_no_colour_codes() {
+/// The real binary's logs (stdout and stderr, to pipes) after one `GET /healthz`, with this
+/// log filter and format.
+fn logs_of_one_request(filter: &str, format: &str) -> String {
     use std::io::Read;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
         .env("LAYERSCOPE_ADDR", format!("127.0.0.1:{port}"))
-        .env("LAYERSCOPE_LOG", "info")
-        .env("LAYERSCOPE_LOG_FORMAT", "text")
+        .env("LAYERSCOPE_LOG", filter)
+        .env("LAYERSCOPE_LOG_FORMAT", format)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -289,7 +288,7 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::Write;
-            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-request-id: caller-7\r\nconnection: close\r\n\r\n")
                 .unwrap();
             let mut reply = String::new();
             s.read_to_string(&mut reply).unwrap();
@@ -299,10 +298,42 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         assert!(std::time::Instant::now() < deadline, "server did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // the log writer writes every 50 ms
     std::thread::sleep(std::time::Duration::from_millis(500));
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(logs.contains("/healthz"), "the request was logged: {logs}");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Text logs written to a file or a pipe (not a terminal) carry no ANSI colour codes, which log
+/// collectors would store as garbage; the request's line (written directly, logging::request)
+/// is tracing-subscriber's default text for the event, and the log filter decides on it as on
+/// any event of the `layerscope::api` target.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let logs = logs_of_one_request("info", "text");
     assert!(!logs.contains('\u{1b}'), "colour codes in a pipe: {logs:?}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("/healthz"))
+        .unwrap_or_else(|| panic!("the request was logged: {logs}"));
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert_eq!(stamp.len(), "2026-12-07T13:47:55.123456Z".len(), "{line}");
+    assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{line}");
+    let rest = rest.strip_prefix(" INFO layerscope::api: request request_id=caller-7 method=GET path=\"/healthz\" status=200 micros=");
+    let micros = rest.unwrap_or_else(|| panic!("{line}"));
+    assert!(micros.parse::<u64>().is_ok(), "{line}");
+    // the filter: other events on, the request's target off
+    let logs = logs_of_one_request("info,layerscope::api=warn", "text");
+    assert!(logs.contains("layerscope listening") && !logs.contains("/healthz"), "{logs}");
+    let logs = logs_of_one_request("warn", "text");
+    assert!(!logs.contains("/healthz"), "{logs}");
+    // JSON logs keep the event, with its fields as JSON
+    let logs = logs_of_one_request("info", "json");
+    let line = logs.lines().find(|l| l.contains("/healthz")).unwrap_or_else(|| panic!("{logs}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["target"], "layerscope::api", "{line}");
+    assert_eq!(v["fields"]["request_id"], "caller-7", "{line}");
+    assert_eq!(v["fields"]["path"], "/healthz", "{line}");
+    assert_eq!(v["fields"]["status"], 200, "{line}");
 }

@@ -16,6 +16,7 @@ const BUCKETS: &[f64] = &[
 
 #[derive(Default)]
 struct Histogram {
+    /// requests per bucket: above the bound before, at or below its own
     counts: Vec<u64>,
     sum: f64,
     count: u64,
@@ -50,13 +51,48 @@ impl Metrics {
                 counts: vec![0; BUCKETS.len()],
                 ..Default::default()
             });
-        // cumulative buckets: every bound at or above the value
-        let first = BUCKETS.partition_point(|b| *b < seconds);
-        for c in &mut h.counts[first..] {
+        // the first bound at or above the value (none: only +Inf); /metrics sums them up
+        if let Some(c) = h.counts.get_mut(BUCKETS.partition_point(|b| *b < seconds)) {
             *c += 1;
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// The request counters and latency histograms, in the text exposition format.
+    fn write_requests(&self, out: &mut String) {
+        *out += "# HELP layerscope_http_requests_total Requests answered, by method, route and status.\n# TYPE layerscope_http_requests_total counter\n";
+        let reqs = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let flat: Vec<(&String, &String, &u16, &Histogram)> = reqs
+            .iter()
+            .flat_map(|(m, routes)| routes.iter().flat_map(move |(r, st)| st.iter().map(move |(s, h)| (m, r, s, h))))
+            .collect();
+        for (method, route, status, h) in flat.iter().copied() {
+            let _ = writeln!(
+                out,
+                "layerscope_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {}",
+                label(method),
+                label(route),
+                h.count
+            );
+        }
+        *out += "# HELP layerscope_http_request_duration_seconds Request latency, by method, route and status.\n# TYPE layerscope_http_request_duration_seconds histogram\n";
+        for (method, route, status, h) in flat.iter().copied() {
+            let l = format!("method=\"{}\",route=\"{}\",status=\"{status}\"", label(method), label(route));
+            // cumulative: every bound counts the requests at or below it
+            let mut below = 0;
+            for (b, n) in BUCKETS.iter().zip(&h.counts) {
+                below += n;
+                let _ = writeln!(out, "layerscope_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {below}");
+            }
+            let _ = writeln!(
+                out,
+                "layerscope_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "layerscope_http_request_duration_seconds_sum{{{l}}} {}", h.sum);
+            let _ = writeln!(out, "layerscope_http_request_duration_seconds_count{{{l}}} {}", h.count);
+        }
     }
 
     /// Counts a refused request by reason (unauthorized, rate_limited, queue_full, too_large...).
@@ -76,41 +112,7 @@ fn label(s: &str) -> String {
 
 pub async fn handle(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    out += "# HELP layerscope_http_requests_total Requests answered, by method, route and status.\n# TYPE layerscope_http_requests_total counter\n";
-    let reqs = state.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
-    let flat: Vec<(&String, &String, &u16, &Histogram)> = reqs
-        .iter()
-        .flat_map(|(m, routes)| routes.iter().flat_map(move |(r, st)| st.iter().map(move |(s, h)| (m, r, s, h))))
-        .collect();
-    for (method, route, status, h) in flat.iter().copied() {
-        let _ = writeln!(
-            out,
-            "layerscope_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {}",
-            label(method),
-            label(route),
-            h.count
-        );
-    }
-    out += "# HELP layerscope_http_request_duration_seconds Request latency, by method, route and status.\n# TYPE layerscope_http_request_duration_seconds histogram\n";
-    for (method, route, status, h) in flat.iter().copied() {
-        let l = format!("method=\"{}\",route=\"{}\",status=\"{status}\"", label(method), label(route));
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "layerscope_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
-                h.counts[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "layerscope_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(out, "layerscope_http_request_duration_seconds_sum{{{l}}} {}", h.sum);
-        let _ = writeln!(out, "layerscope_http_request_duration_seconds_count{{{l}}} {}", h.count);
-    }
-    drop(flat);
-    drop(reqs);
+    state.metrics.write_requests(&mut out);
     out += "# HELP layerscope_rejections_total Requests refused before any work, by reason.\n# TYPE layerscope_rejections_total counter\n";
     for (reason, n) in state.metrics.rejections.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let _ = writeln!(out, "layerscope_rejections_total{{reason=\"{}\"}} {n}", label(reason));
@@ -130,4 +132,38 @@ pub async fn handle(State(state): State<AppState>) -> Response {
         s.run_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buckets by hand: a value on a bound counts in it; past the last bound only in +Inf.
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let m = Metrics::default();
+        for s in [0.0001, 0.0005, 0.003, 0.003, 100.0] {
+            m.observe("GET", "/healthz", 200, s);
+        }
+        m.observe("POST", "/v1/grade", 422, 0.02);
+        let mut out = String::new();
+        m.write_requests(&mut out);
+        let bucket = |labels: &str, le: &str| {
+            let key = format!("layerscope_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} ");
+            let line = out.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("{key}\n{out}"));
+            line[key.len()..].parse::<u64>().unwrap()
+        };
+        let get = r#"method="GET",route="/healthz",status="200""#;
+        let expected = [2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4];
+        for (b, n) in BUCKETS.iter().zip(expected) {
+            assert_eq!(bucket(get, &b.to_string()), n, "le={b}");
+        }
+        assert_eq!(bucket(get, "+Inf"), 5);
+        let post = r#"method="POST",route="/v1/grade",status="422""#;
+        assert_eq!(bucket(post, "0.01"), 0);
+        assert_eq!(bucket(post, "0.025"), 1);
+        assert_eq!(bucket(post, "+Inf"), 1);
+        assert!(out.contains(&format!("layerscope_http_request_duration_seconds_count{{{get}}} 5\n")));
+        assert!(out.contains(&format!("layerscope_http_requests_total{{{post}}} 1\n")));
+    }
 }

@@ -337,7 +337,7 @@ where
             } {
                 state.metrics.reject(reason);
             }
-            tracing::info!(request_id = %id_text, %method, path = uri.path(), status, micros = elapsed.as_micros() as u64, "request");
+            crate::logging::request(id_text, method.as_str(), uri.path(), status, elapsed.as_micros() as u64);
             resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
             Ok(resp)
         })
