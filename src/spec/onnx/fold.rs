@@ -74,6 +74,23 @@ fn make(dims: Vec<i64>, values: Vec<f64>, integer: bool) -> Option<Constant> {
     })
 }
 
+/// The shape and element count of an elementwise op on arguments that are all one shape or
+/// single numbers (None otherwise: left to the graph): numpy's broadcast, so a single number of
+/// higher rank (`[1, 1]` against `[3]`) makes the result `[1, 3]`.
+fn same_or_single(args: &[&Constant]) -> Option<(Vec<i64>, usize)> {
+    let rank = args.iter().map(|c| c.dims.len()).max()?;
+    let shared = args.iter().find(|c| c.values.len() != 1);
+    if let Some(s) = shared {
+        if args.iter().any(|c| c.values.len() != 1 && c.dims != s.dims) {
+            return None;
+        }
+    }
+    let inner = shared.map(|s| s.dims.as_slice()).unwrap_or_default();
+    let mut dims = vec![1; rank - inner.len()];
+    dims.extend_from_slice(inner);
+    Some((dims, shared.map_or(1, |s| s.values.len())))
+}
+
 /// One node on constant inputs, or None when it cannot be evaluated here.
 fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<Option<i64>>>) -> Option<Constant> {
     let a = Attrs(n);
@@ -284,16 +301,7 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
                 return None;
             }
             let c_fmod = a.int("fmod", 0) == 1;
-            // same shapes, or one side a single number
-            let (dims, n) = if l.values.len() == r.values.len() && l.dims == r.dims {
-                (l.dims.clone(), l.values.len())
-            } else if r.values.len() == 1 {
-                (l.dims.clone(), l.values.len())
-            } else if l.values.len() == 1 {
-                (r.dims.clone(), r.values.len())
-            } else {
-                return None;
-            };
+            let (dims, n) = same_or_single(&[l, r])?;
             let integer = l.integer && r.integer;
             let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
             let v = (0..n)
@@ -316,11 +324,7 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             // elementwise on equal shapes or single numbers (the TorchScript exporter's
             // `expand(n, -1, -1)`: Where(Equal(shape, -1), 1, shape))
             let args: Vec<&Constant> = inputs.iter().copied().collect::<Option<_>>()?;
-            let len = args.iter().map(|c| c.values.len()).max()?;
-            let dims = args.iter().find(|c| c.values.len() == len)?.dims.clone();
-            if args.iter().any(|c| c.values.len() != 1 && c.dims != dims) {
-                return None;
-            }
+            let (dims, len) = same_or_single(&args)?;
             let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
             let v: Vec<f64> = match (op, &args[..]) {
                 ("Equal", [a, b]) => (0..len).map(|i| f64::from(u8::from(at(a, i) == at(b, i)))).collect(),
@@ -464,6 +468,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(**to.values, [1.0, 1.0, 1.0]);
+        // a single number of higher rank broadcasts the result to its rank (numpy, ONNX)
+        let row = c(&[3], &[1.0, 2.0, 3.0]);
+        let two = c(&[1, 1], &[2.0]);
+        for (l, r) in [(&row, &two), (&two, &row)] {
+            let product = eval(&node("Mul", None), &[Some(l), Some(r)], &shapes).unwrap();
+            assert_eq!(
+                (product.dims.as_slice(), product.values.as_slice()),
+                (&[1, 3][..], &[2.0, 4.0, 6.0][..])
+            );
+            let eq = eval(&node("Equal", None), &[Some(l), Some(r)], &shapes).unwrap();
+            assert_eq!((eq.dims.as_slice(), eq.values.as_slice()), (&[1, 3][..], &[0.0, 1.0, 0.0][..]));
+        }
+        let sum = eval(&node("Add", None), &[Some(&c(&[], &[1.0])), Some(&c(&[1], &[2.0]))], &shapes).unwrap();
+        assert_eq!((sum.dims.as_slice(), sum.values.as_slice()), (&[1][..], &[3.0][..]));
+        let empty = eval(&node("Sub", None), &[Some(&c(&[0], &[])), Some(&c(&[1, 1], &[2.0]))], &shapes).unwrap();
+        assert_eq!(empty.dims, [1, 0]);
         // shapes that do not broadcast this simply are left alone
         assert!(eval(
             &node("Equal", None),
