@@ -34,6 +34,8 @@ CASES = [
     ("POST /v1/complexity resnet50, verify off", "POST", "/v1/complexity", {"model": {"preset": "resnet50"}, "verify": False}),
 ]
 
+BARE = "bare axum 0.8"
+
 
 def free_port():
     with socket.socket() as s:
@@ -108,12 +110,11 @@ def main():
     # every server runs for the whole measurement (idle while another is loaded); each round
     # measures every case on each of them back to back, so a ratio compares runs seconds apart
     # on a machine whose speed drifts (a shared VM's does, by 2x within minutes)
-    procs, ports, pids = [], {}, {}
+    procs, live = [], {}  # live: label -> (port, pid)
     try:
         port = free_port()
         procs.append(start([a.bare, f"127.0.0.1:{port}"], os.environ, port))
-        ports["bare axum 0.8"] = port
-        pids["bare axum 0.8"] = procs[-1].pid
+        live[BARE] = (port, procs[-1].pid)
         servers = [("layerscope", a.layerscope, {})]
         if a.logs_off:
             servers.append(("layerscope, logs off", a.layerscope, {"LAYERSCOPE_LOG": "off"}))
@@ -122,15 +123,15 @@ def main():
         for label, binary, env in servers:
             port = free_port()
             procs.append(start([binary], dict(os.environ, LAYERSCOPE_ADDR=f"127.0.0.1:{port}", **env), port))
-            ports[label] = port
-            pids[label] = procs[-1].pid
-        runs = {}  # (server, case) -> [(req/s, p99)]
+            live[label] = (port, procs[-1].pid)
+        runs = {}  # (server, case) -> [(req/s, p99 ms, CPU us/request)]
         for r in range(a.rounds):
             for name, method, path, body in cases:
-                order = list(ports)[r % len(ports):] + list(ports)[:r % len(ports)]
+                order = list(live)[r % len(live):] + list(live)[:r % len(live)]
                 for server in order:
-                    target = ("/healthz" if method == "GET" else "/echo") if server == "bare axum 0.8" else path
-                    runs.setdefault((server, name), []).append(wrk(f"http://127.0.0.1:{ports[server]}{target}", method, body, a, pids[server]))
+                    port, pid = live[server]
+                    target = ("/healthz" if method == "GET" else "/echo") if server == BARE else path
+                    runs.setdefault((server, name), []).append(wrk(f"http://127.0.0.1:{port}{target}", method, body, a, pid))
     finally:
         for p in procs:
             p.terminate()
@@ -139,9 +140,9 @@ def main():
           "ratio: the median of each round's ratio to bare axum (same body)")
     print("| server | request | req/s | p99 ms | bare axum req/s | ratio to bare (min-max over rounds) | server CPU µs/request | bare's CPU / this |")
     print("|---|---|---|---|---|---|---|---|")
-    for server in ports:
+    for server in live:
         for name, method, path, body in cases:
-            got, bare = runs[(server, name)], runs[("bare axum 0.8", name)]
+            got, bare = runs[(server, name)], runs[(BARE, name)]
             ratios = [g[0] / b[0] for g, b in zip(got, bare)]
             cpu = [b[2] / g[2] for g, b in zip(got, bare)]
             print(f"| {server} | {name} | {median([g[0] for g in got]):.0f} | {median([g[1] for g in got]):.2f} | "

@@ -91,6 +91,15 @@ fn same_or_single(args: &[&Constant]) -> Option<(Vec<i64>, usize)> {
     Some((dims, shared.map_or(1, |s| s.values.len())))
 }
 
+/// Element `i` of an argument of [`same_or_single`]'s elementwise ops (a single number's one).
+fn at(c: &Constant, i: usize) -> f64 {
+    if c.values.len() == 1 {
+        c.values[0]
+    } else {
+        c.values[i]
+    }
+}
+
 /// One node on constant inputs, or None when it cannot be evaluated here.
 fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<Option<i64>>>) -> Option<Constant> {
     let a = Attrs(n);
@@ -303,7 +312,6 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             let c_fmod = a.int("fmod", 0) == 1;
             let (dims, n) = same_or_single(&[l, r])?;
             let integer = l.integer && r.integer;
-            let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
             let v = (0..n)
                 .map(|i| {
                     let (p, q) = (at(l, i), at(r, i));
@@ -325,7 +333,6 @@ fn eval(n: &NodeProto, inputs: &[Option<&Constant>], shapes: &HashMap<&str, Vec<
             // `expand(n, -1, -1)`: Where(Equal(shape, -1), 1, shape))
             let args: Vec<&Constant> = inputs.iter().copied().collect::<Option<_>>()?;
             let (dims, len) = same_or_single(&args)?;
-            let at = |c: &Constant, i: usize| if c.values.len() == 1 { c.values[0] } else { c.values[i] };
             let v: Vec<f64> = match (op, &args[..]) {
                 ("Equal", [a, b]) => (0..len).map(|i| f64::from(u8::from(at(a, i) == at(b, i)))).collect(),
                 ("Where", [c, a, b]) => (0..len).map(|i| if at(c, i) != 0.0 { at(a, i) } else { at(b, i) }).collect(),
